@@ -1,0 +1,26 @@
+"""Run coroutines with bounded concurrency from async and sync code."""
+
+from __future__ import annotations
+
+from ._errors import BrokenLoopExecutor
+from ._executor import CoroutineExecutor, MapIterator
+from ._stats import ExecutorStats
+from .sync_bridge import ThreadedLoopExecutor
+
+LoopExecutor = ThreadedLoopExecutor  # an alias: the same class object, not a subclass
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokenLoopExecutor",
+    "CoroutineExecutor",
+    "ExecutorStats",
+    "LoopExecutor",
+    "MapIterator",
+    "ThreadedLoopExecutor",
+    "__version__",
+]
+
+for _cls in (CoroutineExecutor, ThreadedLoopExecutor, BrokenLoopExecutor, ExecutorStats, MapIterator):
+    _cls.__module__ = __name__  # reprs, tracebacks, pickles and Sphinx say coroexecutor.X
+del _cls

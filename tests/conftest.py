@@ -1,0 +1,120 @@
+"""Test harness: runs ``async def`` tests in a fresh debug loop and checks for leaks.
+
+No async pytest plugin is used (``-p no:asyncio`` in the config). An ``async def``
+test runs under ``asyncio.run(..., debug=True)`` with an exception handler that turns
+anything the loop would log ("Task exception was never retrieved", a failing callback)
+into a test failure, and with a check that the test left no task behind.
+The ``loop_kind`` parametrisation (default, eager task factory, uvloop) follows
+anyio's ``asyncio_params``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+try:  # uvloop is a test extra on CPython/POSIX only
+    import uvloop
+except ImportError:  # pragma: no cover - depends on the platform
+    uvloop = None
+
+LOOP_KINDS = ["default"]
+if sys.version_info >= (3, 12):
+    LOOP_KINDS.append("eager")
+if uvloop is not None:
+    LOOP_KINDS.append("uvloop")
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the given kind, not yet set as current."""
+    if kind == "uvloop":
+        assert uvloop is not None
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    if kind == "eager":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+def run_in_fresh_loop(
+    fn: Callable[..., Coroutine[Any, Any, Any]], kind: str = "default"
+) -> Callable[..., None]:
+    """Wrap an async test so pytest can call it synchronously."""
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> None:
+        problems: list[str] = []
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            problems.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(handler)
+            try:
+                await fn(**kwargs)
+            finally:
+                leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in leftovers:
+                    task.cancel()
+                if leftovers:
+                    await asyncio.gather(*leftovers, return_exceptions=True)
+                    problems.append(f"test left {len(leftovers)} task(s) running: {leftovers!r}")
+
+        loop = new_loop(kind)
+        loop.set_debug(True)
+        loop.slow_callback_duration = 10.0  # noisy shared cores: do not log slow callbacks
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+        gc.collect()
+        if problems:
+            pytest.fail("event loop reported problems:\n" + "\n".join(problems))
+
+    return wrapper
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "loop_kind" in metafunc.fixturenames:
+        metafunc.parametrize("loop_kind", LOOP_KINDS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        funcargs = pyfuncitem.funcargs
+        kind = funcargs.get("loop_kind", "default")
+        argnames = pyfuncitem._fixtureinfo.argnames
+        kwargs = {name: funcargs[name] for name in argnames}
+        run_in_fresh_loop(pyfuncitem.obj, kind)(**kwargs)
+        return True
+    return None
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread running (CPython's test_concurrent_futures check)."""
+    before = set(threading.enumerate())
+    yield
+    survivors = []
+    for thread in threading.enumerate():
+        if thread not in before:
+            thread.join(5)
+            if thread.is_alive():
+                survivors.append(thread)
+    if survivors:
+        pytest.fail(f"test left threads running: {survivors!r}")
