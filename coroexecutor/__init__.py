@@ -21,6 +21,13 @@ __all__ = [
     "__version__",
 ]
 
-for _cls in (CoroutineExecutor, ThreadedLoopExecutor, BrokenLoopExecutor, ExecutorStats, MapIterator):
+_PUBLIC_CLASSES = (
+    BrokenLoopExecutor,
+    CoroutineExecutor,
+    ExecutorStats,
+    MapIterator,
+    ThreadedLoopExecutor,
+)
+for _cls in _PUBLIC_CLASSES:
     _cls.__module__ = __name__  # reprs, tracebacks, pickles and Sphinx say coroexecutor.X
 del _cls

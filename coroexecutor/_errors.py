@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
     DeadlineExceeded = builtins.TimeoutError
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
 
-    class DeadlineExceeded(asyncio.TimeoutError, builtins.TimeoutError):  # type: ignore[misc]
+    class DeadlineExceeded(asyncio.TimeoutError, builtins.TimeoutError):
         """A deadline passed. Catchable as both ``TimeoutError`` and ``asyncio.TimeoutError``.
 
         On Python 3.11+ the two are the same class and this name is just ``TimeoutError``.

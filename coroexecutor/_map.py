@@ -1,0 +1,246 @@
+"""MapIterator: the lazy, bounded async iterator behind map() and map_unordered()."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+
+from typing_extensions import Self, final
+
+from ._errors import check_job_fn
+
+if TYPE_CHECKING:
+    from ._executor import CoroutineExecutor
+
+__all__ = ["MapIterator"]
+
+T = TypeVar("T")
+
+_EXHAUSTED: Any = object()
+
+
+@final
+class MapIterator(Generic[T], AsyncIterator[T]):
+    """Results of ``CoroutineExecutor.map()`` (input order) or ``map_unordered()``.
+
+    Jobs start as results are consumed: at most ``buffersize`` are started ahead of the
+    consumer, so the input is read lazily and memory stays bounded. Use it with
+    ``async for``; leave early with ``break`` or ``aclose()`` (or ``async with``) and the
+    in-flight jobs are cancelled.
+    """
+
+    def __init__(
+        self,
+        executor: CoroutineExecutor,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+        buffersize: int | None,
+        ordered: bool,
+        return_exceptions: bool,
+    ) -> None:
+        where = "map" if ordered else "map_unordered"
+        if not callable(fn):
+            check_job_fn(fn, where)
+        if not iterables:
+            raise TypeError(f"{where}() must have at least one iterable")
+        if buffersize is None:
+            buffersize = executor.max_workers
+        elif isinstance(buffersize, bool) or not isinstance(buffersize, int):
+            raise TypeError(f"buffersize must be an int or None (got {buffersize!r})")
+        elif buffersize < 1:
+            raise ValueError(f"buffersize must be greater than 0 (got {buffersize!r})")
+        self._exe = executor
+        self._fn = fn
+        self._window = buffersize
+        self._ordered = ordered
+        self._return_exceptions = return_exceptions
+        self._done_callback = (
+            executor._on_value_job_done if return_exceptions else executor._on_job_done
+        )
+        # Inputs: one zip when all are sync, else each pulled in turn (sync or async).
+        self._zip: Iterator[tuple[Any, ...]] | None = None
+        self._inputs: list[Iterator[Any] | AsyncIterator[Any]] = []
+        if all(not isinstance(it, AsyncIterable) for it in iterables):
+            self._zip = zip(*iterables)
+        else:
+            for it in iterables:
+                self._inputs.append(it.__aiter__() if isinstance(it, AsyncIterable) else iter(it))
+        self._next_args: tuple[Any, ...] | None = None  # read but not yet started
+        self._exhausted = False
+        self._closed = False
+        # ordered: every started job not yet yielded, in input order.
+        # unordered: jobs in flight, and finished jobs not yet yielded.
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._finished: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        kind = "map" if self._ordered else "map_unordered"
+        state = "closed" if self._closed else f"{self._buffered()}/{self._window} buffered"
+        return f"<MapIterator {kind} {state}>"
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            await self._fill()
+            if self._ordered:
+                if not self._pending:
+                    raise StopAsyncIteration
+                job = self._pending[0]
+                if not job.done():
+                    await self._wait_for(job)
+                self._pending.popleft()
+            else:
+                if not self._finished:
+                    if not self._in_flight:
+                        raise StopAsyncIteration
+                    await self._wait_for(None)
+                job = self._finished.popleft()
+            return self._outcome(job)  # type: ignore[no-any-return]
+        except StopAsyncIteration:
+            self._closed = True
+            raise
+        except BaseException:
+            self._abandon()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: cancel the jobs in flight and wait until they have finished cancelling."""
+        jobs = self._abandon()
+        if jobs:
+            await asyncio.wait(jobs)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # `async for r in exe.map(...): break` drops the iterator without aclose(): cancel
+        # its jobs here so they do not run on unobserved until the executor's block ends.
+        if not self._closed:
+            self._abandon()
+
+    #
+    # Internals
+    #
+
+    def _buffered(self) -> int:
+        if self._ordered:
+            return len(self._pending)
+        return len(self._in_flight) + len(self._finished)
+
+    def _abandon(self) -> list[asyncio.Future[Any]]:
+        self._closed = True
+        exe = self._exe
+        loop = exe._loop
+        jobs = [job for job in (*self._pending, *self._in_flight) if not job.done()]
+        self._pending.clear()
+        self._in_flight.clear()
+        self._finished.clear()
+        if loop is not None and not loop.is_closed():
+            for job in jobs:
+                exe._cancel_job(job)
+        return jobs
+
+    async def _fill(self) -> None:
+        """Start jobs until the window is full, waiting for a slot only when none runs."""
+        exe = self._exe
+        while not self._exhausted and self._buffered() < self._window:
+            args = self._next_args
+            if args is None:
+                args = await self._read()
+                if args is _EXHAUSTED:
+                    self._exhausted = True
+                    return
+            if exe._state is not exe._state.RUNNING:
+                exe._check_accepting()
+            limiter = exe._limiter
+            if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
+                exe._free -= 1
+            elif self._buffered():
+                self._next_args = args  # start it on a later call rather than wait here
+                return
+            else:
+                self._next_args = args
+                await exe._acquire_slot()
+                if exe._state is exe._state.CANCELLING:
+                    exe._free += 1
+                    exe._check_accepting()
+            self._next_args = None
+            job = exe._start(self._fn, args, {}, done_callback=self._done_callback)
+            if self._ordered:
+                self._pending.append(job)
+            else:
+                self._in_flight.add(job)
+                job.add_done_callback(self._on_unordered_done)
+
+    async def _read(self) -> tuple[Any, ...]:
+        if self._zip is not None:
+            return next(self._zip, _EXHAUSTED)
+        values = []
+        for it in self._inputs:
+            try:
+                if isinstance(it, AsyncIterator):
+                    values.append(await it.__anext__())
+                else:
+                    values.append(next(it))
+            except (StopIteration, StopAsyncIteration):
+                return _EXHAUSTED  # type: ignore[no-any-return]
+        return tuple(values)
+
+    async def _wait_for(self, job: asyncio.Future[Any] | None) -> None:
+        """Wait for ``job`` (or any job, for None) without letting our own cancellation
+        reach it: a consumer cancelled here abandons the map, and _abandon() cancels the
+        jobs as the executor's own cancellations, not as job errors."""
+        loop = self._exe._loop
+        assert loop is not None
+        wake = self._wake = loop.create_future()
+        if job is not None:
+            job.add_done_callback(self._on_head_done)
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if job is not None:
+                job.remove_done_callback(self._on_head_done)
+
+    def _on_head_done(self, job: asyncio.Future[Any]) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _on_unordered_done(self, job: asyncio.Future[Any]) -> None:
+        if job in self._in_flight:
+            self._in_flight.discard(job)
+            self._finished.append(job)
+            self._on_head_done(job)
+
+    def _outcome(self, job: asyncio.Future[Any]) -> Any:
+        if job.cancelled():
+            if self._return_exceptions:
+                try:
+                    job.result()
+                except asyncio.CancelledError as exc:
+                    return exc
+            return job.result()  # raises CancelledError, as awaiting the job would
+        error = job.exception()
+        if error is None:
+            return job.result()
+        if self._return_exceptions:
+            return error
+        raise error

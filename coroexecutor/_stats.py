@@ -1,0 +1,31 @@
+"""ExecutorStats: the read-only counts snapshot both executors expose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ExecutorStats"]
+
+
+@dataclass(frozen=True)
+class ExecutorStats:
+    """A snapshot of an executor's job counts, taken when ``stats`` was read.
+
+    ``submitted`` counts every job accepted so far. Each accepted job is, at any moment,
+    in exactly one of ``queued``, ``running`` or one of the three outcome counts, so
+    ``submitted == queued + running + succeeded + failed + cancelled`` always holds.
+    ``failed`` counts jobs that raised (including ``TimeoutError`` from ``job_timeout``);
+    ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
+    """
+
+    submitted: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @property
+    def done(self) -> int:
+        """Jobs that have finished, whatever the outcome."""
+        return self.succeeded + self.failed + self.cancelled
