@@ -6,6 +6,7 @@ import asyncio
 import collections
 import enum
 import sys
+import types
 from collections.abc import AsyncIterable, Awaitable, Iterable
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar
@@ -16,6 +17,7 @@ from ._admission import Queued, RateLimiter, check_max_workers, check_rate, chec
 from ._errors import DeadlineExceeded, check_job_fn
 from ._jobs import as_coroutine, wrapped_job
 from ._map import MapIterator
+from ._state import State as _State
 from ._stats import ExecutorStats
 
 __all__ = ["CoroutineExecutor", "MapIterator"]
@@ -25,15 +27,7 @@ T = TypeVar("T")
 JobHook = Callable[["asyncio.Future[Any]"], object]
 
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
-
-
-class _State(enum.Enum):
-    CREATED = "created"  # not yet bound to an event loop
-    RUNNING = "running"  # accepting jobs
-    EXITING = "exiting"  # the async-with body is done; still accepting jobs from jobs
-    DRAINING = "draining"  # shutdown(wait=True): no new jobs; running and queued ones finish
-    CANCELLING = "cancelling"  # fail-fast, shutdown(wait=False), deadline, body error, outer cancel
-    CLOSED = "closed"  # every job finished; terminal
+_CoroutineType = types.CoroutineType
 
 
 class _Cause(enum.Enum):
@@ -126,6 +120,7 @@ class CoroutineExecutor:
         self._in_body = False
         self._parent_cancel_requested = False
         self._submitted = self._succeeded = self._failed = self._cancelled = 0
+        self._job_done_cb = self._on_job_done  # bound once: added to every job
 
     def __repr__(self) -> str:
         running = len(self._running)
@@ -190,8 +185,6 @@ class CoroutineExecutor:
         """
         if self._state is not _RUNNING:
             self._check_accepting()
-        if not callable(fn):
-            check_job_fn(fn, "submit")
         if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
             self._free -= 1
         else:
@@ -199,7 +192,7 @@ class CoroutineExecutor:
             if self._state is _State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back
                 self._check_accepting()
-        return self._start(fn, args, kwargs)  # type: ignore[return-value]
+        return self._start(fn, args, kwargs, "submit")  # type: ignore[return-value]
 
     def submit_nowait(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -220,11 +213,11 @@ class CoroutineExecutor:
         """
         if self._state is not _RUNNING:
             self._check_accepting()
-        if not callable(fn):
-            check_job_fn(fn, "submit_nowait")
         if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
             self._free -= 1
-            return self._start(fn, args, kwargs)
+            return self._start(fn, args, kwargs, "submit_nowait")
+        if not callable(fn):
+            check_job_fn(fn, "submit_nowait")
         assert self._loop is not None
         future: asyncio.Future[T] = self._loop.create_future()
         self._backlog.append(Queued(future, fn, args, kwargs))
@@ -348,7 +341,7 @@ class CoroutineExecutor:
     def _start_queued(self, entry: Queued) -> None:
         future = entry.future
         try:
-            task = self._start(entry.fn, entry.args, entry.kwargs, counted=True)
+            task = self._start(entry.fn, entry.args, entry.kwargs, "submit_nowait", counted=True)
         except Exception as exc:
             # fn() raised or returned a non-awaitable: the job failed before it began.
             future.remove_done_callback(self._on_queued_done)
@@ -372,27 +365,35 @@ class CoroutineExecutor:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        where: str,
         counted: bool = False,
         done_callback: Callable[[asyncio.Future[Any]], object] | None = None,
     ) -> asyncio.Future[Any]:
-        """Start a job in a slot the caller already holds (self._free already taken)."""
+        """Start a job in a slot the caller already holds (self._free already taken).
+
+        The hot path of every submit: keep it to one call of fn, one task and one callback.
+        """
         try:
             if self._wrap:
                 coro = wrapped_job(
                     self._initializer, self._initargs, self._job_timeout, fn, args, kwargs
                 )
             else:
-                coro = as_coroutine(fn(*args, **kwargs), fn)
+                coro = fn(*args, **kwargs)
+                if type(coro) is not _CoroutineType:
+                    coro = as_coroutine(coro, fn)
             task = self._loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
             self._free += 1  # give the slot back
             if self._backlog:
                 self._schedule_wake()
+            if not callable(fn):
+                check_job_fn(fn, where)  # the clearer error for a coroutine object
             raise
         self._running.add(task)
         if not counted:
             self._submitted += 1
-        task.add_done_callback(done_callback or self._on_job_done)
+        task.add_done_callback(done_callback or self._job_done_cb)
         return task
 
     #

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from typing_extensions import Self, final
 
 from ._errors import check_job_fn
+from ._state import State
 
 if TYPE_CHECKING:
     from ._executor import CoroutineExecutor
 
 __all__ = ["MapIterator"]
+_RUNNING = State.RUNNING
+_CANCELLING = State.CANCELLING
 
 T = TypeVar("T")
 
@@ -77,10 +80,12 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._wake: asyncio.Future[None] | None = None
+        self._count = 0  # jobs started and not yet yielded: the window's fill
+        self._where = where
 
     def __repr__(self) -> str:
         kind = "map" if self._ordered else "map_unordered"
-        state = "closed" if self._closed else f"{self._buffered()}/{self._window} buffered"
+        state = "closed" if self._closed else f"{self._count}/{self._window} buffered"
         return f"<MapIterator {kind} {state}>"
 
     def __aiter__(self) -> Self:
@@ -90,7 +95,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         if self._closed:
             raise StopAsyncIteration
         try:
-            await self._fill()
+            if not self._exhausted and self._fill_now():
+                await self._fill()
             if self._ordered:
                 if not self._pending:
                     raise StopAsyncIteration
@@ -104,7 +110,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                         raise StopAsyncIteration
                     await self._wait_for(None)
                 job = self._finished.popleft()
-            return self._outcome(job)  # type: ignore[no-any-return]
+            self._count -= 1
+            try:
+                return job.result()  # type: ignore[no-any-return]
+            except BaseException as exc:
+                if self._return_exceptions and job.done():
+                    return exc  # type: ignore[return-value]
+                raise
         except StopAsyncIteration:
             self._closed = True
             raise
@@ -139,11 +151,6 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     # Internals
     #
 
-    def _buffered(self) -> int:
-        if self._ordered:
-            return len(self._pending)
-        return len(self._in_flight) + len(self._finished)
-
     def _abandon(self) -> list[asyncio.Future[Any]]:
         self._closed = True
         exe = self._exe
@@ -152,42 +159,75 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._pending.clear()
         self._in_flight.clear()
         self._finished.clear()
+        self._count = 0
         if loop is not None and not loop.is_closed():
             for job in jobs:
                 exe._cancel_job(job)
         return jobs
 
-    async def _fill(self) -> None:
-        """Start jobs until the window is full, waiting for a slot only when none runs."""
+    def _fill_now(self) -> bool:
+        """Start jobs from sync inputs while the window has room and a slot is free.
+
+        Returns True when progress needs an await: async inputs, or no slot free while
+        nothing of ours is in flight.
+        """
+        if self._zip is None:
+            return True
         exe = self._exe
-        while not self._exhausted and self._buffered() < self._window:
+        window = self._window
+        while self._count < window:
+            args = self._next_args
+            if args is None:
+                args = next(self._zip, _EXHAUSTED)
+                if args is _EXHAUSTED:
+                    self._exhausted = True
+                    return False
+            if exe._state is not _RUNNING:
+                exe._check_accepting()
+            limiter = exe._limiter
+            if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
+                exe._free -= 1
+            else:
+                self._next_args = args  # start it on a later call
+                return self._count == 0
+            self._next_args = None
+            self._launch(args)
+        return False
+
+    async def _fill(self) -> None:
+        """The slow path of filling: async inputs, or waiting for a slot."""
+        exe = self._exe
+        while not self._exhausted and self._count < self._window:
             args = self._next_args
             if args is None:
                 args = await self._read()
                 if args is _EXHAUSTED:
                     self._exhausted = True
                     return
-            if exe._state is not exe._state.RUNNING:
+                self._next_args = args
+            if exe._state is not _RUNNING:
                 exe._check_accepting()
             limiter = exe._limiter
             if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
                 exe._free -= 1
-            elif self._buffered():
-                self._next_args = args  # start it on a later call rather than wait here
-                return
+            elif self._count:
+                return  # something of ours is in flight: wait for it instead
             else:
-                self._next_args = args
                 await exe._acquire_slot()
-                if exe._state is exe._state.CANCELLING:
+                if exe._state is _CANCELLING:
                     exe._free += 1
                     exe._check_accepting()
             self._next_args = None
-            job = exe._start(self._fn, args, {}, done_callback=self._done_callback)
-            if self._ordered:
-                self._pending.append(job)
-            else:
-                self._in_flight.add(job)
-                job.add_done_callback(self._on_unordered_done)
+            self._launch(args)
+
+    def _launch(self, args: tuple[Any, ...]) -> None:
+        job = self._exe._start(self._fn, args, {}, self._where, False, self._done_callback)
+        self._count += 1
+        if self._ordered:
+            self._pending.append(job)
+        else:
+            self._in_flight.add(job)
+            job.add_done_callback(self._on_unordered_done)
 
     async def _read(self) -> tuple[Any, ...]:
         if self._zip is not None:
@@ -229,18 +269,3 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._in_flight.discard(job)
             self._finished.append(job)
             self._on_head_done(job)
-
-    def _outcome(self, job: asyncio.Future[Any]) -> Any:
-        if job.cancelled():
-            if self._return_exceptions:
-                try:
-                    job.result()
-                except asyncio.CancelledError as exc:
-                    return exc
-            return job.result()  # raises CancelledError, as awaiting the job would
-        error = job.exception()
-        if error is None:
-            return job.result()
-        if self._return_exceptions:
-            return error
-        raise error

@@ -1,0 +1,450 @@
+"""The error policy and cancellation semantics of CoroutineExecutor (DESIGN: error policy)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+import sys
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+pytestmark = pytest.mark.timeout(10)
+
+
+async def park(started: asyncio.Event | None = None, cancelled: asyncio.Event | None = None) -> None:
+    """A job that runs until cancelled, signalling when it starts and when it is cancelled."""
+    if started is not None:
+        started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if cancelled is not None:
+            cancelled.set()
+        raise
+
+
+async def fail_after(event: asyncio.Event, exc: BaseException) -> None:
+    await event.wait()
+    raise exc
+
+
+#
+# 1. Fail-fast (default)
+#
+
+
+async def test_first_error_cancels_running_jobs_and_is_raised_unchanged(loop_kind: str) -> None:
+    started, saw_cancel = asyncio.Event(), asyncio.Event()
+    error = ValueError("boom")
+    with pytest.raises(ValueError) as info:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            await exe.submit(park, started, saw_cancel)
+            await exe.submit(fail_after, started, error)
+    assert info.value is error  # the same object, not a copy or a group
+    tb_names = []
+    tb = info.value.__traceback__
+    while tb is not None:
+        tb_names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "fail_after" in tb_names  # the job's own frame is still in the traceback
+    assert saw_cancel.is_set()
+
+
+async def test_fail_fast_interrupts_the_producer_at_once(loop_kind: str) -> None:
+    """A producer still submitting stops at the first error, not at the end of the block."""
+    submitted = 0
+    release = asyncio.Event()
+
+    async def failing() -> None:
+        await release.wait()
+        raise KeyError("first")
+
+    async def quick() -> None:
+        release.set()
+
+    with pytest.raises(KeyError):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            await exe.submit(failing)
+            for _ in range(1000):
+                await exe.submit(quick)  # waits for a slot: the failure interrupts the wait
+                submitted += 1
+    assert submitted < 5
+
+
+async def test_fail_fast_cancels_queued_jobs_which_never_start() -> None:
+    started: list[int] = []
+    go = asyncio.Event()
+
+    async def job(i: int) -> None:
+        started.append(i)
+        await asyncio.Event().wait()
+
+    with pytest.raises(RuntimeError, match="bad"):
+        async with CoroutineExecutor(max_workers=1) as exe:
+            exe.submit_nowait(fail_after, go, RuntimeError("bad"))
+            queued = [exe.submit_nowait(job, i) for i in range(5)]
+            go.set()
+            await asyncio.Event().wait()  # interrupted by the failure
+    assert started == []
+    assert all(f.cancelled() for f in queued)
+    assert exe.stats.cancelled == 5
+
+
+async def test_error_is_not_lost_when_nobody_keeps_the_handle() -> None:
+    async def failing() -> None:
+        raise LookupError("dropped handle")
+
+    with pytest.raises(LookupError, match="dropped handle"):
+        async with CoroutineExecutor() as exe:
+            exe.submit_nowait(failing)  # handle dropped at once
+            gc.collect()
+            await asyncio.Event().wait()
+
+
+async def test_outside_cancel_of_a_job_counts_as_its_error() -> None:
+    started = asyncio.Event()
+    other_cancelled = asyncio.Event()
+    with pytest.raises(asyncio.CancelledError):
+        async with CoroutineExecutor() as exe:
+            victim = await exe.submit(park, started)
+            await exe.submit(park, None, other_cancelled)
+            await started.wait()
+            victim.cancel()
+            await asyncio.Event().wait()
+    assert other_cancelled.is_set()
+
+
+async def test_later_errors_during_cancellation_do_not_replace_the_first() -> None:
+    first = ValueError("first")
+    go = asyncio.Event()
+
+    async def fails_on_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise TypeError("second") from None
+
+    with pytest.raises(ValueError) as info:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(fails_on_cancel)
+            await exe.submit(fail_after, go, first)
+            go.set()
+    assert info.value is first
+
+
+async def test_body_that_swallows_the_interruption_still_gets_the_error() -> None:
+    go = asyncio.Event()
+    with pytest.raises(ValueError, match="swallowed"):
+        async with CoroutineExecutor() as exe:
+            await exe.submit(fail_after, go, ValueError("swallowed"))
+            go.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # a misbehaving body
+    task = asyncio.current_task()
+    assert task is not None
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0  # our interruption was withdrawn exactly once
+
+
+async def test_without_async_with_shutdown_raises_the_first_error() -> None:
+    exe = CoroutineExecutor()
+    go = asyncio.Event()
+    error = OSError("from a job")
+    await exe.submit(fail_after, go, error)
+    go.set()
+    with pytest.raises(OSError) as info:
+        await exe.shutdown()
+    assert info.value is error
+    await exe.shutdown()  # raised once; a second shutdown is a no-op
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await exe.submit(park)
+
+
+#
+# 2. suppress_task_errors=True
+#
+
+
+async def test_suppress_keeps_errors_in_their_tasks_and_cancels_nothing(loop_kind: str) -> None:
+    finished = asyncio.Event()
+
+    async def failing(i: int) -> None:
+        raise ValueError(i)
+
+    async def slow_ok() -> str:
+        await finished.wait()
+        return "ok"
+
+    async with CoroutineExecutor(max_workers=4, suppress_task_errors=True) as exe:
+        ok = await exe.submit(slow_ok)
+        failed = [await exe.submit(failing, i) for i in range(3)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        finished.set()
+    assert ok.result() == "ok"
+    assert [f.exception().args for f in failed] == [(0,), (1,), (2,)]  # type: ignore[union-attr]
+    assert exe.stats.failed == 3 and exe.stats.succeeded == 1
+
+
+async def test_suppress_logs_no_never_retrieved_for_dropped_handles() -> None:
+    """The harness fails the test on any loop exception-handler call."""
+
+    async def failing() -> None:
+        raise ValueError("absorbed")
+
+    async with CoroutineExecutor(max_workers=2, suppress_task_errors=True) as exe:
+        for _ in range(10):
+            exe.submit_nowait(failing)  # some run at once, some queue
+    gc.collect()
+    assert exe.stats.failed == 10
+
+
+#
+# 3. Body errors and outer cancellation
+#
+
+
+async def test_body_error_cancels_jobs_and_propagates(loop_kind: str) -> None:
+    started, saw_cancel = asyncio.Event(), asyncio.Event()
+    with pytest.raises(ZeroDivisionError):
+        async with CoroutineExecutor() as exe:
+            await exe.submit(park, started, saw_cancel)
+            await started.wait()
+            1 / 0  # noqa: B018
+    assert saw_cancel.is_set()
+    assert exe.stats.cancelled == 1
+
+
+async def test_outer_cancel_cancels_jobs_and_propagates(loop_kind: str) -> None:
+    started, saw_cancel = asyncio.Event(), asyncio.Event()
+    body_entered = asyncio.Event()
+
+    async def runner() -> None:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(park, started, saw_cancel)
+            body_entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(runner())
+    await body_entered.wait()
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert saw_cancel.is_set()
+
+
+async def test_outer_cancel_while_exiting_still_cancels_and_waits() -> None:
+    started, saw_cancel = asyncio.Event(), asyncio.Event()
+    exiting = asyncio.Event()
+
+    async def runner() -> None:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(park, started, saw_cancel)
+            await started.wait()
+            exiting.set()  # __aexit__ now waits for the parked job
+
+    task = asyncio.ensure_future(runner())
+    await exiting.wait()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert saw_cancel.is_set()
+
+
+#
+# Interplay with asyncio's own cancellation scopes
+#
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is 3.11+")
+async def test_inside_asyncio_timeout_the_timeout_is_not_swallowed() -> None:
+    saw_cancel = asyncio.Event()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # type: ignore[attr-defined]
+            async with CoroutineExecutor() as exe:
+                await exe.submit(park, None, saw_cancel)
+                await asyncio.Event().wait()
+    assert saw_cancel.is_set()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_inside_wait_for() -> None:
+    saw_cancel = asyncio.Event()
+
+    async def block() -> None:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(park, None, saw_cancel)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(block(), 0.05)
+    assert saw_cancel.is_set()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11+")
+async def test_in_a_taskgroup_whose_sibling_fails() -> None:
+    saw_cancel = asyncio.Event()
+    started = asyncio.Event()
+
+    async def with_executor() -> None:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(park, started, saw_cancel)
+            await asyncio.Event().wait()
+
+    async def sibling() -> None:
+        await started.wait()
+        raise ValueError("sibling")
+
+    with pytest.raises(BaseExceptionGroup) as info:  # type: ignore[name-defined]  # noqa: F821
+        async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
+            tg.create_task(with_executor())
+            tg.create_task(sibling())
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert saw_cancel.is_set()
+
+
+#
+# The executor's own deadline (timeout=)
+#
+
+
+async def test_block_deadline_cancels_everything_and_raises_timeout(loop_kind: str) -> None:
+    saw_cancel = asyncio.Event()
+    with pytest.raises(TimeoutError) as info:
+        async with CoroutineExecutor(timeout=0.05) as exe:
+            await exe.submit(park, None, saw_cancel)
+            await asyncio.Event().wait()  # interrupted by the deadline
+    assert isinstance(info.value, asyncio.TimeoutError)  # both spellings catch it
+    assert saw_cancel.is_set()
+
+
+async def test_block_deadline_while_exiting() -> None:
+    saw_cancel = asyncio.Event()
+    with pytest.raises(TimeoutError):
+        async with CoroutineExecutor(timeout=0.05) as exe:
+            await exe.submit(park, None, saw_cancel)
+    assert saw_cancel.is_set()
+
+
+async def test_block_that_finishes_in_time_does_not_raise() -> None:
+    async def quick() -> int:
+        return 1
+
+    async with CoroutineExecutor(timeout=30) as exe:
+        task = await exe.submit(quick)
+    assert task.result() == 1
+
+
+#
+# shutdown()
+#
+
+
+async def test_shutdown_wait_false_cancels_and_returns_when_all_have_finished() -> None:
+    cancelled: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+    started: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+    exe = CoroutineExecutor(max_workers=2)
+    running = [await exe.submit(park, started[i], cancelled[i]) for i in range(2)]
+    queued = exe.submit_nowait(park, started[2], cancelled[2])
+    await started[0].wait()
+    await started[1].wait()
+    await exe.shutdown(wait=False)  # our cancellations: not raised
+    assert all(t.done() for t in running)
+    assert queued.cancelled()
+    assert cancelled[0].is_set() and cancelled[1].is_set()
+    assert not started[2].is_set()  # the queued job never started
+
+
+async def test_shutdown_wait_true_lets_running_and_queued_jobs_finish() -> None:
+    release = asyncio.Event()
+
+    async def job(i: int) -> int:
+        await release.wait()
+        return i
+
+    exe = CoroutineExecutor(max_workers=1)
+    first = await exe.submit(job, 1)
+    second = exe.submit_nowait(job, 2)
+    waiter = asyncio.ensure_future(exe.shutdown())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        exe.submit_nowait(job, 3)
+    release.set()
+    await waiter
+    assert first.result() == 1 and second.result() == 2
+
+
+async def test_shutdown_grace_period_then_cancel() -> None:
+    saw_cancel = asyncio.Event()
+    exe = CoroutineExecutor()
+    await exe.submit(park, None, saw_cancel)
+    await exe.shutdown(wait=True, timeout=0.05)
+    assert saw_cancel.is_set()
+
+
+async def test_shutdown_inside_the_block_then_the_block_exits_cleanly() -> None:
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    async with CoroutineExecutor() as exe:
+        await exe.submit(quick)
+        await exe.shutdown()
+        with pytest.raises(RuntimeError):
+            await exe.submit(quick)
+
+
+#
+# Slot hand-off races
+#
+
+
+async def test_waiter_cancelled_after_being_granted_passes_the_slot_on() -> None:
+    """The asyncio.Semaphore race: a submitter granted a slot, then cancelled."""
+    release = asyncio.Event()
+    third_ran = asyncio.Event()
+
+    async def blocker() -> None:
+        await release.wait()
+
+    async def third() -> None:
+        third_ran.set()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(blocker)
+        second = asyncio.ensure_future(exe.submit(blocker))
+        await asyncio.sleep(0)  # second now waits for the slot
+        third_submit = asyncio.ensure_future(exe.submit(third))
+        await asyncio.sleep(0)
+        release.set()
+        # Run until the blocker finishes and grants the slot to `second`, then cancel
+        # `second` before it can run: the slot must pass on to `third`.
+        while exe.stats.succeeded == 0:
+            await asyncio.sleep(0)
+        second.cancel()
+        await third_submit
+        await third_ran.wait()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    assert exe.stats.running == 0
+
+
+async def test_submitter_waiting_when_fail_fast_hits_gets_a_clear_error() -> None:
+    """A producer that is not the block's task is not interrupted, but its wait ends."""
+    go = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=1)
+    await exe.submit(fail_after, go, ValueError("x"))
+    waiting: asyncio.Future[Any] = asyncio.ensure_future(exe.submit(park))
+    await asyncio.sleep(0)
+    go.set()
+    with pytest.raises(RuntimeError, match="cancelling its jobs"):
+        await waiting
+    with pytest.raises(ValueError, match="x"):
+        await exe.shutdown()
