@@ -31,6 +31,11 @@ class Queued:
         self.ctx = contextvars.copy_context()
 
 
+# A token counts as arrived a hair early: clocks are floats, and a timer set for the exact
+# arrival time must not wake up to find 0.9999999 of a token and sleep again.
+_ONE = 1.0 - 1e-9
+
+
 class RateLimiter:
     """A token bucket that caps how many jobs *start* per second.
 
@@ -59,7 +64,7 @@ class RateLimiter:
     def try_take(self) -> bool:
         """Take a token if one is available now."""
         self._refill()
-        if self._tokens >= 1.0:
+        if self._tokens >= _ONE:
             self._tokens -= 1.0
             return True
         return False
@@ -67,7 +72,7 @@ class RateLimiter:
     def delay(self) -> float:
         """Seconds until the next token arrives (0 if one is available now)."""
         self._refill()
-        missing = 1.0 - self._tokens
+        missing = _ONE - self._tokens
         return 0.0 if missing <= 0 else missing / self._rate
 
 

@@ -9,7 +9,7 @@ import sys
 import types
 from collections.abc import AsyncIterable, Awaitable, Iterable
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Literal, Optional, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, final
 
@@ -227,13 +227,31 @@ class CoroutineExecutor:
         self._schedule_wake()
         return future
 
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: Literal[False] = False,
+    ) -> MapIterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: Literal[True],
+    ) -> MapIterator[T | BaseException]: ...
+
     def map(
         self,
         fn: Callable[..., Awaitable[T]],
         *iterables: Iterable[Any] | AsyncIterable[Any],
         buffersize: int | None = None,
         return_exceptions: bool = False,
-    ) -> MapIterator[T]:
+    ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Run ``fn`` over the inputs; iterate the results in input order.
 
         Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
@@ -251,13 +269,31 @@ class CoroutineExecutor:
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, True, return_exceptions)
 
+    @overload
+    def map_unordered(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: Literal[False] = False,
+    ) -> MapIterator[T]: ...
+
+    @overload
+    def map_unordered(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: Literal[True],
+    ) -> MapIterator[T | BaseException]: ...
+
     def map_unordered(
         self,
         fn: Callable[..., Awaitable[T]],
         *iterables: Iterable[Any] | AsyncIterable[Any],
         buffersize: int | None = None,
         return_exceptions: bool = False,
-    ) -> MapIterator[T]:
+    ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
         ``buffersize`` bounds the jobs in flight plus finished results not yet consumed.

@@ -175,6 +175,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             return True
         exe = self._exe
         window = self._window
+        fn, where, callback, ordered = self._fn, self._where, self._done_callback, self._ordered
         while self._count < window:
             args = self._next_args
             if args is None:
@@ -191,7 +192,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._next_args = args  # start it on a later call
                 return self._count == 0
             self._next_args = None
-            self._launch(args)
+            job = exe._start(fn, args, {}, where, False, callback)  # inlined _launch()
+            self._count += 1
+            if ordered:
+                self._pending.append(job)
+            else:
+                self._in_flight.add(job)
+                job.add_done_callback(self._on_unordered_done)
         return False
 
     async def _fill(self) -> None:

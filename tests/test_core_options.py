@@ -1,0 +1,303 @@
+"""Options beyond the seed: rate limit, per-job deadline, live resizing, counts and hook."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, ExecutorStats
+from coroexecutor._admission import RateLimiter
+
+pytestmark = pytest.mark.timeout(15)
+
+
+async def park() -> None:
+    await asyncio.Event().wait()
+
+
+#
+# Rate limit
+#
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_burst_then_steady_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=10.0, burst=3, clock=clock)
+    assert [limiter.try_take() for _ in range(4)] == [True, True, True, False]
+    assert limiter.delay() == pytest.approx(0.1)
+    clock.now += 0.05
+    assert not limiter.try_take()
+    assert limiter.delay() == pytest.approx(0.05)
+    clock.now += 0.05
+    assert limiter.try_take()
+    clock.now += 60  # a long idle period refills to the burst, never beyond
+    assert [limiter.try_take() for _ in range(4)] == [True, True, True, False]
+
+
+def test_rate_limiter_window_bound_holds_for_any_take_pattern() -> None:
+    """Over any window of t seconds at most burst + rate * t starts (the documented rule)."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=4.0, burst=2, clock=clock)
+    starts = []
+    for step in range(400):
+        clock.now = 100.0 + step * 0.013
+        if limiter.try_take():
+            starts.append(clock.now)
+    for i, first in enumerate(starts):
+        for j in range(i, len(starts)):
+            window = starts[j] - first
+            assert j - i + 1 <= 2 + 4.0 * window + 1e-9
+
+
+async def test_max_per_second_spaces_job_starts(loop_kind: str) -> None:
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def job() -> None:
+        starts.append(loop.time())
+
+    async with CoroutineExecutor(max_workers=10, max_per_second=50) as exe:
+        for _ in range(6):
+            await exe.submit(job)  # back-pressure: waits for a token too
+    assert len(starts) == 6
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 1 / 50 - 1e-3  # a lower bound: noise can only make gaps longer
+
+
+async def test_burst_lets_that_many_start_at_once_then_queues() -> None:
+    async with CoroutineExecutor(max_workers=10, max_per_second=20, burst=3) as exe:
+        handles = [exe.submit_nowait(park) for _ in range(4)]
+        assert [isinstance(h, asyncio.Task) for h in handles] == [True, True, True, False]
+        assert exe.stats.running == 3 and exe.stats.queued == 1
+        while exe.stats.running < 4:  # the fourth starts once a token arrives
+            await asyncio.sleep(0.01)
+        await exe.shutdown(wait=False)
+
+
+async def test_rate_limit_and_max_workers_together() -> None:
+    release = asyncio.Event()
+    peak = running = 0
+
+    async def job() -> None:
+        nonlocal peak, running
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    async with CoroutineExecutor(max_workers=2, max_per_second=1000, burst=5) as exe:
+        for _ in range(2):
+            await exe.submit(job)
+        third = asyncio.ensure_future(exe.submit(job))
+        await asyncio.sleep(0.01)
+        assert not third.done()  # tokens are there, slots are not
+        release.set()
+        await third
+    assert peak == 2
+
+
+#
+# Per-job deadline
+#
+
+
+async def test_job_timeout_fails_the_job_with_timeout_error_under_fail_fast(
+    loop_kind: str,
+) -> None:
+    with pytest.raises(TimeoutError):
+        async with CoroutineExecutor(job_timeout=0.05) as exe:
+            await exe.submit(park)
+            await asyncio.Event().wait()
+
+
+async def test_job_timeout_under_suppress_stays_in_the_job() -> None:
+    async def quick() -> str:
+        return "fast"
+
+    async with CoroutineExecutor(job_timeout=0.05, suppress_task_errors=True) as exe:
+        slow = await exe.submit(park)
+        fast = await exe.submit(quick)
+    assert isinstance(slow.exception(), TimeoutError)
+    assert fast.result() == "fast"
+    assert exe.stats.failed == 1 and exe.stats.succeeded == 1
+
+
+async def test_job_timeout_applies_to_queued_jobs_from_their_start() -> None:
+    started = asyncio.Event()
+
+    async def first() -> None:
+        started.set()
+        await asyncio.sleep(0.01)
+
+    async with CoroutineExecutor(max_workers=1, job_timeout=5) as exe:
+        a = exe.submit_nowait(first)
+        b = exe.submit_nowait(first)
+    assert a.result() is None and b.result() is None
+
+
+#
+# Live resizing
+#
+
+
+async def test_growing_max_workers_starts_backlog_at_once(loop_kind: str) -> None:
+    async with CoroutineExecutor(max_workers=1) as exe:
+        handles = [exe.submit_nowait(park) for _ in range(4)]
+        assert exe.stats.running == 1 and exe.stats.queued == 3
+        exe.max_workers = 3
+        assert exe.stats.running == 3 and exe.stats.queued == 1
+        assert exe.max_workers == 3
+        await exe.shutdown(wait=False)
+    assert all(h.cancelled() for h in handles)
+
+
+async def test_shrinking_max_workers_lets_running_finish_and_starts_none() -> None:
+    gates = [asyncio.Event() for _ in range(4)]
+    running = 0
+    peak_after_shrink = 0
+    shrunk = False
+
+    async def job(i: int) -> None:
+        nonlocal running, peak_after_shrink
+        running += 1
+        if shrunk:
+            peak_after_shrink = max(peak_after_shrink, running)
+        await gates[i].wait()
+        running -= 1
+
+    async with CoroutineExecutor(max_workers=3) as exe:
+        for i in range(3):
+            await exe.submit(job, i)
+        queued = exe.submit_nowait(job, 3)
+        exe.max_workers = 1
+        shrunk = True
+        assert exe.stats.running == 3  # nothing cancelled
+        gates[0].set()
+        gates[1].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert exe.stats.running == 1 and exe.stats.queued == 1  # still at the old count
+        gates[2].set()
+        gates[3].set()
+        await queued
+    assert peak_after_shrink == 1
+
+
+async def test_max_workers_setter_validates() -> None:
+    exe = CoroutineExecutor(max_workers=2)
+    with pytest.raises(ValueError, match=re.escape("max_workers must be greater than 0")):
+        exe.max_workers = 0
+    with pytest.raises(TypeError, match=re.escape("max_workers must be an int (got 1.5)")):
+        exe.max_workers = 1.5  # type: ignore[assignment]
+    assert exe.max_workers == 2
+
+
+#
+# Counts and the completion hook
+#
+
+
+async def test_stats_and_hook_track_every_outcome(loop_kind: str) -> None:
+    seen: list[asyncio.Future[Any]] = []
+
+    async def ok() -> int:
+        return 1
+
+    async def bad() -> None:
+        raise ValueError("x")
+
+    exe = CoroutineExecutor(max_workers=2, suppress_task_errors=True, on_job_done=seen.append)
+    assert exe.stats == ExecutorStats(0, 0, 0, 0, 0, 0)
+    async with exe:
+        await exe.submit(ok)
+        await exe.submit(bad)
+        blocked = exe.submit_nowait(park)
+        dropped = exe.submit_nowait(park)
+        snapshot = exe.stats
+        assert snapshot.submitted == 4
+        assert snapshot.queued + snapshot.running + snapshot.done == snapshot.submitted
+        dropped.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        blocked.cancel()
+    final = exe.stats
+    assert final == ExecutorStats(
+        submitted=4, queued=0, running=0, succeeded=1, failed=1, cancelled=2
+    )
+    assert final.done == 4
+    # The hook sees each job that started (the dropped one never started).
+    assert len(seen) == 3
+    assert sum(f.cancelled() for f in seen) == 1
+
+
+async def test_hook_that_raises_is_reported_not_dropped() -> None:
+    reports: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
+    try:
+
+        def hook(_: asyncio.Future[Any]) -> None:
+            raise RuntimeError("hook failed")
+
+        async def ok() -> int:
+            return 1
+
+        async with CoroutineExecutor(on_job_done=hook) as exe:
+            first = await exe.submit(ok)
+            second = await exe.submit(ok)
+    finally:
+        loop.set_exception_handler(previous)
+    assert first.result() == second.result() == 1  # the executor carried on
+    assert len(reports) == 2
+    assert isinstance(reports[0]["exception"], RuntimeError)
+
+
+#
+# Validation at construction
+#
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_per_second": 0}, ValueError, "max_per_second must be greater than 0 (got 0)"),
+        ({"max_per_second": -1.5}, ValueError, "max_per_second must be greater than 0 (got -1.5)"),
+        ({"max_per_second": "5"}, TypeError, "max_per_second must be a number or None (got '5')"),
+        ({"max_per_second": 5, "burst": 0}, ValueError, "burst must be an int greater than 0"),
+        ({"max_per_second": 5, "burst": 1.5}, ValueError, "burst must be an int greater than 0"),
+        ({"burst": 3}, ValueError, "burst requires max_per_second"),
+        ({"job_timeout": 0}, ValueError, "job_timeout must be greater than 0 (got 0)"),
+        ({"job_timeout": -1}, ValueError, "job_timeout must be greater than 0 (got -1)"),
+        ({"job_timeout": "1"}, TypeError, "job_timeout must be a number of seconds or None"),
+        ({"timeout": 0}, ValueError, "timeout must be greater than 0 (got 0)"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be greater than 0 (got nan)"),
+        ({"on_job_done": 3}, TypeError, "on_job_done must be a callable or None (got 3)"),
+        ({"initializer": 3}, TypeError, "initializer must be a callable or None (got 3)"),
+        ({"max_workers": 0}, ValueError, "max_workers must be greater than 0"),
+        ({"max_workers": True}, TypeError, "max_workers must be an int (got True)"),
+    ],
+)
+def test_options_are_validated_at_construction(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        CoroutineExecutor(**kwargs)
+
+
+async def test_shutdown_grace_is_validated() -> None:
+    exe = CoroutineExecutor()
+    with pytest.raises(ValueError, match=re.escape("timeout must be greater than 0 (got -1)")):
+        await exe.shutdown(timeout=-1)
+    await exe.shutdown()
