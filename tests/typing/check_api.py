@@ -1,0 +1,121 @@
+"""Type tests: ``mypy --strict`` must accept this file (tests/typing/test_mypy.py runs it).
+
+Nothing here runs: the functions are only type-checked. Each ``assert_type`` pins what an
+editor infers for a call of the public API. Each ``# type: ignore[code]`` marks a call
+that must be rejected; ``warn_unused_ignores`` (pyproject.toml) turns an ignore that is no
+longer needed, because the call started to type-check, into an error.
+"""
+
+# pyright: strict
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterator
+
+from typing_extensions import assert_type
+
+from coroexecutor import CoroutineExecutor, ExecutorStats, LoopExecutor, MapIterator
+
+
+async def fetch_int(n: int) -> int:
+    await asyncio.sleep(0)
+    return n
+
+
+async def fetch_text(url: str, *, retries: int = 0) -> str:
+    await asyncio.sleep(0)
+    return url * (retries + 1)
+
+
+def blocking_str(n: int) -> str:
+    return str(n)
+
+
+def blocking_none() -> None:
+    pass
+
+
+#
+# CoroutineExecutor
+#
+
+
+async def check_coroutine_executor() -> None:
+    async with CoroutineExecutor(max_workers=10) as exe:
+        assert_type(exe, CoroutineExecutor)
+
+        task = await exe.submit(fetch_int, 1)
+        assert_type(task, asyncio.Task[int])
+        assert_type(await task, int)
+        assert_type(await exe.submit(fetch_text, "u", retries=2), asyncio.Task[str])
+
+        assert_type(exe.submit_nowait(fetch_int, 1), asyncio.Future[int])
+        assert_type(exe.submit_nowait(fetch_text, "u"), asyncio.Future[str])
+
+        results = exe.map(fetch_int, range(3))
+        assert_type(results, MapIterator[int])
+        async for value in results:
+            assert_type(value, int)
+        assert_type(exe.map(fetch_int, range(3), buffersize=2), MapIterator[int])
+        assert_type(exe.map_unordered(fetch_int, range(3)), MapIterator[int])
+
+        assert_type(exe.stats, ExecutorStats)
+        assert_type(exe.stats.done, int)
+        assert_type(exe.max_workers, int)
+        exe.max_workers = 20
+
+        # Wrong argument types and counts are rejected.
+        await exe.submit(fetch_int, "one")  # type: ignore[arg-type]
+        await exe.submit(fetch_int)  # type: ignore[call-arg]
+        await exe.submit(fetch_text, "u", retries="2")  # type: ignore[arg-type]
+        exe.submit_nowait(fetch_int, 1, 2)  # type: ignore[call-arg]
+        # A coroutine object instead of the function and its arguments.
+        await exe.submit(fetch_int(1))  # type: ignore[arg-type]
+        exe.submit_nowait(fetch_int(1))  # type: ignore[arg-type]
+        exe.map(fetch_int(1), range(3))  # type: ignore[call-overload]
+        # A plain function: the async executor needs something that returns an awaitable.
+        await exe.submit(blocking_str, 1)  # type: ignore[arg-type]
+        exe.map(blocking_str, range(3))  # type: ignore[arg-type]
+        exe.max_workers = "10"  # type: ignore[assignment]
+
+        # With return_exceptions=True a job's exception is yielded in place of its result.
+        assert_type(
+            exe.map(fetch_int, range(3), return_exceptions=True),
+            MapIterator[int | BaseException],
+        )
+        assert_type(
+            exe.map_unordered(fetch_int, range(3), return_exceptions=True),
+            MapIterator[int | BaseException],
+        )
+
+    CoroutineExecutor(max_workers="10")  # type: ignore[arg-type]
+    CoroutineExecutor(10, True)  # type: ignore[call-arg]
+
+
+#
+# ThreadedLoopExecutor / LoopExecutor
+#
+
+
+def check_loop_executor() -> None:
+    with LoopExecutor(max_workers=4) as exe:
+        assert_type(exe, LoopExecutor)
+        assert_type(exe.submit(fetch_int, 1), concurrent.futures.Future[int])
+        assert_type(exe.submit(fetch_text, "u", retries=1), concurrent.futures.Future[str])
+        assert_type(exe.submit(blocking_str, 1), concurrent.futures.Future[str])
+        assert_type(exe.submit(blocking_none), concurrent.futures.Future[None])
+        assert_type(exe.submit(fetch_int, 1).result(), int)
+
+        assert_type(exe.map(fetch_int, range(3)), Iterator[int])
+        assert_type(exe.map(blocking_str, range(3)), Iterator[str])
+        assert_type(exe.map(fetch_int, range(3), timeout=1.0), Iterator[int])
+
+        # Usable wherever the stdlib expects an Executor.
+        executor: concurrent.futures.Executor = exe
+        assert_type(executor.submit(blocking_str, 1), concurrent.futures.Future[str])
+
+        exe.submit(fetch_int, "one")  # type: ignore[arg-type]
+        exe.submit(blocking_str)  # type: ignore[call-arg]
+        exe.submit(fetch_int(1))  # type: ignore[arg-type]

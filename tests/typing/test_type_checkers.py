@@ -1,0 +1,66 @@
+"""Run the type checkers over tests/typing/check_api.py (DESIGN, STYLE section 9).
+
+The checks themselves live in check_api.py; these tests only run ``mypy --strict`` and
+pyright on it in a subprocess and fail with the checker's output.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coroexecutor import ThreadedLoopExecutor
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK_FILE = Path("tests", "typing", "check_api.py")
+
+pytestmark = pytest.mark.timeout(180)
+
+# The sync bridge is written in parallel with these checks; until it lands, the package
+# ships a placeholder class that inherits Executor.submit unchanged, and the bridge half
+# of check_api.py cannot pass. Skip (rather than xfail) so the run stays green meanwhile.
+_BRIDGE_MISSING = ThreadedLoopExecutor.submit is concurrent.futures.Executor.submit
+needs_bridge = pytest.mark.skipif(
+    _BRIDGE_MISSING, reason="sync bridge not landed yet: ThreadedLoopExecutor is a placeholder"
+)
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
+
+
+@needs_bridge
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
+def test_mypy_strict_accepts_the_api_checks(tmp_path: Path) -> None:
+    # pyproject's [tool.mypy] adds warn_unused_ignores: each "type: ignore[...]" line in
+    # check_api.py must still be an error, or the run fails.
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / "mypy_cache"),
+            str(CHECK_FILE),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_bridge
+@pytest.mark.skipif(shutil.which("pyright") is None, reason="pyright is not installed")
+def test_pyright_strict_accepts_the_api_checks() -> None:
+    # pyright honours "type: ignore" comments but cannot tell us about unused ones in a
+    # way mypy does not already; it double-checks the assert_type lines.
+    pyright = shutil.which("pyright")
+    assert pyright is not None
+    result = _run([pyright, "--pythonpath", sys.executable, str(CHECK_FILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
