@@ -1,13 +1,25 @@
-"""Admission helpers: the start-rate limiter and the backlog entry for queued jobs."""
+"""Admission: job slots, the start-rate limit, the FIFO backlog, and starting jobs.
+
+The bottom layer of CoroutineExecutor (admission <- error policy <- public API). All of
+it runs on the executor's event loop thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
-import math
+import types
 from typing import Any, Callable
 
-__all__ = ["Queued", "RateLimiter", "check_max_workers", "check_rate", "check_seconds"]
+from ._errors import check_job_fn
+from ._jobs import as_coroutine, wrapped_job
+from ._ratelimit import RateLimiter
+from ._state import State
+
+__all__ = ["Admission", "Queued"]
+
+_CoroutineType = types.CoroutineType
 
 
 class Queued:
@@ -31,81 +43,184 @@ class Queued:
         self.ctx = contextvars.copy_context()
 
 
-# A token counts as arrived a hair early: clocks are floats, and a timer set for the exact
-# arrival time must not wake up to find 0.9999999 of a token and sleep again.
-_ONE = 1.0 - 1e-9
+class Admission:
+    """Slots, backlog and job start. Invariant: ``_free + running + granted ==
+    max_workers``, where *granted* counts slots handed to a waiter whose job has not
+    started yet."""
+
+    _state: State
+    _loop: asyncio.AbstractEventLoop | None
+    _max_workers: int
+    _free: int  # slots not held by a running job or a granted waiter
+    _running: set[asyncio.Future[Any]]
+    # FIFO of Queued jobs (from submit_nowait) and slot waiters (from submit and map).
+    # Cancelled entries stay until they reach the front; _queued counts the live ones.
+    _backlog: collections.deque[Queued | asyncio.Future[None]]
+    _queued: int
+    _limiter: RateLimiter | None
+    _wake_handle: asyncio.TimerHandle | None
+    _wrap: bool  # an initializer or a job_timeout: jobs need the wrapper coroutine
+    _initializer: Callable[..., object] | None
+    _initargs: tuple[Any, ...]
+    _job_timeout: float | None
+    _submitted: int
+    _failed: int
+    _cancelled: int
+    _job_done_cb: Callable[[asyncio.Future[Any]], object]
+
+    def _init_admission(
+        self,
+        max_workers: int,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        job_timeout: float | None,
+    ) -> None:
+        self._state = State.CREATED
+        self._loop = None
+        self._max_workers = max_workers
+        self._free = max_workers
+        self._running = set()
+        self._backlog = collections.deque()
+        self._queued = 0
+        self._limiter = None
+        self._wake_handle = None
+        self._initializer = initializer
+        self._initargs = initargs
+        self._job_timeout = job_timeout
+        self._wrap = initializer is not None or job_timeout is not None
+        self._submitted = self._failed = self._cancelled = 0
+
+    # Provided by the error-policy layer.
+    def _job_failed(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _check_idle(self) -> None:
+        raise NotImplementedError
+
+    def _resize(self, value: int) -> None:
+        self._free += value - self._max_workers
+        self._max_workers = value
+        if self._free > 0 and self._backlog:
+            self._start_backlog()
+
+    async def _acquire_slot(self) -> None:
+        """Wait in the backlog until a slot is granted to us (self._free already taken)."""
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._backlog.append(waiter)
+        self._queued += 1
+        self._schedule_wake()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                self._queued -= 1  # we left the line; _start_backlog will skip the entry
+            elif waiter.exception() is None:
+                # Granted a slot, then cancelled before we could use it (asyncio's
+                # Semaphore.acquire has the same race): pass the slot to the next in line.
+                self._free += 1
+                self._start_backlog()
+            raise
+
+    def _schedule_wake(self) -> None:
+        """Make sure the backlog moves when a slot or a token is already available."""
+        if self._free > 0 and self._wake_handle is None and self._loop is not None:
+            delay = 0.0 if self._limiter is None else self._limiter.delay()
+            self._wake_handle = self._loop.call_later(delay, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake_handle = None
+        self._start_backlog()
+
+    def _start_backlog(self) -> None:
+        """Admit queued jobs and slot waiters in FIFO order while slots and tokens last."""
+        backlog = self._backlog
+        while self._free > 0 and backlog:
+            entry = backlog[0]
+            if (entry.future if type(entry) is Queued else entry).done():  # type: ignore[union-attr]
+                backlog.popleft()  # cancelled while queued: already uncounted
+                continue
+            if self._limiter is not None and not self._limiter.try_take():
+                self._schedule_wake()
+                return
+            backlog.popleft()
+            self._queued -= 1
+            self._free -= 1
+            if type(entry) is Queued:
+                entry.ctx.run(self._start_queued, entry)
+            else:
+                entry.set_result(None)  # type: ignore[union-attr]
+
+    def _start_queued(self, entry: Queued) -> None:
+        future = entry.future
+        try:
+            task = self._start(entry.fn, entry.args, entry.kwargs, "submit_nowait", counted=True)
+        except Exception as exc:
+            # fn() raised or returned a non-awaitable: the job failed before it began.
+            future.remove_done_callback(self._on_queued_done)
+            future.set_exception(exc)
+            future.exception()  # the executor owns the error (policy or suppress): no log
+            self._failed += 1
+            self._job_failed(exc)
+            return
+        future.remove_done_callback(self._on_queued_done)
+        future.add_done_callback(lambda f: f.cancelled() and task.cancel())
+        task.add_done_callback(lambda t: _copy_outcome(t, future))
+
+    def _on_queued_done(self, future: asyncio.Future[Any]) -> None:
+        """A queued job's future was cancelled before the job started."""
+        self._queued -= 1
+        self._cancelled += 1
+        self._check_idle()
+
+    def _start(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        where: str,
+        counted: bool = False,
+        done_callback: Callable[[asyncio.Future[Any]], object] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Start a job in a slot the caller already holds (self._free already taken).
+
+        The hot path of every submit: keep it to one call of fn, one task and one callback.
+        """
+        try:
+            if self._wrap:
+                coro = wrapped_job(
+                    self._initializer, self._initargs, self._job_timeout, fn, args, kwargs
+                )
+            else:
+                coro = fn(*args, **kwargs)
+                if type(coro) is not _CoroutineType:
+                    coro = as_coroutine(coro, fn)
+            task = self._loop.create_task(coro)  # type: ignore[union-attr]
+        except BaseException:
+            self._free += 1  # give the slot back
+            if self._backlog:
+                self._schedule_wake()
+            if not callable(fn):
+                check_job_fn(fn, where)  # the clearer error for a coroutine object
+            raise
+        self._running.add(task)
+        if not counted:
+            self._submitted += 1
+        task.add_done_callback(done_callback or self._job_done_cb)
+        return task
 
 
-class RateLimiter:
-    """A token bucket that caps how many jobs *start* per second.
 
-    The bucket holds at most ``burst`` tokens and gains ``rate`` tokens per second;
-    starting a job takes one. So after an idle period, up to ``burst`` jobs may start at
-    once, and over any window of ``t`` seconds at most ``burst + rate * t`` jobs start.
-    With the default ``burst=1`` starts are spaced at least ``1 / rate`` apart.
-    """
-
-    __slots__ = ("_burst", "_clock", "_rate", "_stamp", "_tokens")
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._clock = clock
-        self._tokens = float(burst)  # a fresh limiter starts full: the first burst goes at once
-        self._stamp = clock()
-
-    def _refill(self) -> float:
-        now = self._clock()
-        tokens = self._tokens + (now - self._stamp) * self._rate
-        self._tokens = tokens if tokens < self._burst else float(self._burst)
-        self._stamp = now
-        return now
-
-    def try_take(self) -> bool:
-        """Take a token if one is available now."""
-        self._refill()
-        if self._tokens >= _ONE:
-            self._tokens -= 1.0
-            return True
-        return False
-
-    def delay(self) -> float:
-        """Seconds until the next token arrives (0 if one is available now)."""
-        self._refill()
-        missing = _ONE - self._tokens
-        return 0.0 if missing <= 0 else missing / self._rate
-
-
-def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int]:
-    """Validate max_per_second and burst; return them normalised."""
-    if burst is not None and (type(burst) is not int or burst < 1):
-        raise ValueError(f"burst must be an int greater than 0 (got {burst!r})")
-    if max_per_second is None:
-        if burst is not None:
-            raise ValueError("burst requires max_per_second")
-        return None, 1
-    if isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float)):
-        raise TypeError(f"max_per_second must be a number or None (got {max_per_second!r})")
-    if not (max_per_second > 0 and math.isfinite(max_per_second)):
-        raise ValueError(f"max_per_second must be greater than 0 (got {max_per_second!r})")
-    return float(max_per_second), 1 if burst is None else burst
-
-
-def check_seconds(name: str, value: object) -> float | None:
-    """Validate an optional, positive, finite number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None (got {value!r})")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
-    return float(value)
-
-
-def check_max_workers(value: object) -> int:
-    """Validate max_workers as the stdlib does, plus a type check."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_workers must be an int (got {value!r})")
-    if value <= 0:
-        raise ValueError("max_workers must be greater than 0")
-    return value
+def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Copy a started job's outcome into the future submit_nowait() returned for it."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    exc = task.exception()
+    if exc is None:
+        future.set_result(task.result())
+    else:
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor, ExecutorStats
-from coroexecutor._admission import RateLimiter
+from coroexecutor._ratelimit import RateLimiter
 
 pytestmark = pytest.mark.timeout(15)
 

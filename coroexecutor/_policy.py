@@ -1,0 +1,208 @@
+"""The error policy: turning finished jobs into decisions, and the one canceller.
+
+The middle layer of CoroutineExecutor (admission <- error policy <- public API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+from typing import Any, Callable
+
+from ._admission import Admission, Queued
+from ._errors import DeadlineExceeded
+from ._state import State
+
+__all__ = ["Cause", "ErrorPolicy"]
+
+_SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
+
+
+class Cause(enum.Enum):
+    """Why the executor started cancelling its jobs: decides what the block raises."""
+
+    JOB_ERROR = "a job failed"
+    DEADLINE = "the deadline passed"
+    BODY = "the block raised or was cancelled"
+    SHUTDOWN = "shutdown() cancelled the jobs"
+
+
+class ErrorPolicy(Admission):
+    """Completion callbacks, _abort() (the only place that cancels jobs in bulk) and the
+    waiting that makes sure no job outlives the executor."""
+
+    _suppress: bool
+    _hook: Callable[[asyncio.Future[Any]], object] | None
+    _our_cancels: set[asyncio.Future[Any]]
+    _idle_waiter: asyncio.Future[None] | None
+    _deadline_handle: asyncio.TimerHandle | None
+    _cause: Cause | None
+    _first_error: BaseException | None
+    _error_delivered: bool
+    _parent: asyncio.Task[Any] | None  # the task running the async-with body
+    _in_body: bool
+    _parent_cancel_requested: bool
+    _succeeded: int
+    _timeout: float | None
+
+    def _init_policy(
+        self,
+        suppress: bool,
+        hook: Callable[[asyncio.Future[Any]], object] | None,
+        timeout: float | None,
+    ) -> None:
+        self._suppress = suppress
+        self._hook = hook
+        self._timeout = timeout
+        self._our_cancels = set()
+        self._idle_waiter = None
+        self._deadline_handle = None
+        self._cause = None
+        self._first_error = None
+        self._error_delivered = False
+        self._parent = None
+        self._in_body = False
+        self._parent_cancel_requested = False
+        self._succeeded = 0
+        self._job_done_cb = self._on_job_done  # bound once: added to every job
+
+    def _on_job_done(self, task: asyncio.Future[Any]) -> None:
+        """The only place that turns a finished job into a policy decision."""
+        self._running.discard(task)
+        self._free += 1
+        if task.cancelled():
+            self._cancelled += 1
+            if task in self._our_cancels:
+                self._our_cancels.discard(task)
+            elif self._state is not State.CANCELLING:
+                # Cancelled from outside: under fail-fast that counts as the job's error.
+                try:
+                    task.result()
+                except asyncio.CancelledError as exc:
+                    self._job_failed(exc)
+        else:
+            # Reading the exception is also what stops asyncio logging
+            # "Task exception was never retrieved" for jobs whose handle was dropped.
+            error = task.exception()
+            if error is None:
+                self._succeeded += 1
+            else:
+                self._failed += 1
+                self._job_failed(error)
+        if self._backlog:
+            self._start_backlog()
+        if self._idle_waiter is not None:
+            self._check_idle()
+        if self._hook is not None:
+            self._call_hook(task)
+
+    def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
+        """Completion of a map(return_exceptions=True) job: its error is a result."""
+        self._running.discard(task)
+        self._free += 1
+        if task.cancelled():
+            self._cancelled += 1
+            self._our_cancels.discard(task)
+        elif task.exception() is None:
+            self._succeeded += 1
+        else:
+            self._failed += 1
+        if self._backlog:
+            self._start_backlog()
+        if self._idle_waiter is not None:
+            self._check_idle()
+        if self._hook is not None:
+            self._call_hook(task)
+
+    def _job_failed(self, exc: BaseException) -> None:
+        if not self._suppress and self._state is not State.CANCELLING:
+            self._abort(Cause.JOB_ERROR, exc)
+
+    def _call_hook(self, task: asyncio.Future[Any]) -> None:
+        try:
+            self._hook(task)  # type: ignore[misc]
+        except Exception as exc:
+            self._loop.call_exception_handler(  # type: ignore[union-attr]
+                {"message": "on_job_done hook raised", "exception": exc, "future": task}
+            )
+
+    def _cancel_job(self, task: asyncio.Future[Any]) -> None:
+        """Cancel one job on the executor's own behalf (map left early): not an error."""
+        if not task.done():
+            self._our_cancels.add(task)
+            task.cancel()
+
+    def _abort(self, cause: Cause, error: BaseException | None = None) -> None:
+        """Cancel every running and queued job. Idempotent; the first cause wins."""
+        if self._cause is None:
+            self._cause = cause
+            self._first_error = error
+        if self._state is State.CANCELLING or self._state is State.CLOSED:
+            return
+        self._state = State.CANCELLING
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+        for task in list(self._running):
+            task.cancel()
+        backlog, self._backlog = self._backlog, collections.deque()
+        for entry in backlog:
+            if type(entry) is Queued:
+                entry.future.cancel()  # _on_queued_done uncounts it
+            elif not entry.done():  # type: ignore[union-attr]
+                self._queued -= 1
+                entry.set_exception(  # type: ignore[union-attr]
+                    RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} is cancelling its jobs)")
+                )
+        if cause in (Cause.JOB_ERROR, Cause.DEADLINE) and self._in_body:
+            # Interrupt the body at its next await, as asyncio.TaskGroup does to its parent,
+            # so a producer still submitting stops at once. __aexit__ undoes it.
+            parent = self._parent
+            if parent is not None and not parent.done() and not self._parent_cancel_requested:
+                self._parent_cancel_requested = True
+                parent.cancel()
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None and not self._busy() and not waiter.done():
+            waiter.set_result(None)
+
+    def _busy(self) -> bool:
+        # A granted slot whose job has not started yet is busy too: free counts it.
+        return self._free != self._max_workers or self._queued > 0
+
+    async def _wait_idle(self) -> asyncio.CancelledError | None:
+        """Wait until no job runs or waits. Cancelled meanwhile: cancel the jobs, keep
+        waiting (no job may outlive us), and return the CancelledError to re-raise."""
+        cancelled: asyncio.CancelledError | None = None
+        while self._busy():
+            self._idle_waiter = self._loop.create_future()  # type: ignore[union-attr]
+            try:
+                await self._idle_waiter
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+                self._abort(Cause.BODY)
+            finally:
+                self._idle_waiter = None
+        return cancelled
+
+    def _close(self) -> None:
+        self._state = State.CLOSED
+        self._backlog.clear()
+        for handle in (self._deadline_handle, self._wake_handle):
+            if handle is not None:
+                handle.cancel()
+
+    def _policy_error(self) -> BaseException | None:
+        """The exception the error policy says the block (or shutdown()) raises, if any."""
+        if self._error_delivered:
+            return None
+        if self._cause is Cause.JOB_ERROR:
+            self._error_delivered = True
+            return self._first_error
+        if self._cause is Cause.DEADLINE:
+            self._error_delivered = True
+            return DeadlineExceeded(f"{self!r} timed out after {self._timeout} seconds")
+        return None
+

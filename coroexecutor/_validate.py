@@ -1,0 +1,42 @@
+"""Validation of constructor and method arguments, with the documented messages."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["check_max_workers", "check_rate", "check_seconds"]
+
+
+def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int]:
+    """Validate max_per_second and burst; return them normalised."""
+    if burst is not None and (type(burst) is not int or burst < 1):
+        raise ValueError(f"burst must be an int greater than 0 (got {burst!r})")
+    if max_per_second is None:
+        if burst is not None:
+            raise ValueError("burst requires max_per_second")
+        return None, 1
+    if isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float)):
+        raise TypeError(f"max_per_second must be a number or None (got {max_per_second!r})")
+    if not (max_per_second > 0 and math.isfinite(max_per_second)):
+        raise ValueError(f"max_per_second must be greater than 0 (got {max_per_second!r})")
+    return float(max_per_second), 1 if burst is None else burst
+
+
+def check_seconds(name: str, value: object) -> float | None:
+    """Validate an optional, positive, finite number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None (got {value!r})")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    return float(value)
+
+
+def check_max_workers(value: object) -> int:
+    """Validate max_workers as the stdlib does, plus a type check."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_workers must be an int (got {value!r})")
+    if value <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    return value
