@@ -1,0 +1,374 @@
+"""ThreadedLoopExecutor: a concurrent.futures.Executor backed by an event loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import inspect
+import itertools
+import os
+import time
+import types
+import weakref
+from collections.abc import Awaitable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Callable, Optional, TypeVar, overload
+
+from typing_extensions import ParamSpec, Self, final
+
+from .._validate import check_max_workers, check_seconds
+from .._errors import check_job_fn
+from .._stats import ExecutorStats
+from ._future import BridgeFuture
+from ._loop_thread import LoopThread, ShutdownRequest
+from ._runner import LoopFactory
+
+__all__ = ["ThreadedLoopExecutor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# With max_workers=None: coroutine jobs are cheap, so the cap is CoroutineExecutor's
+# default; threads follow ThreadPoolExecutor's default, min(32, cpu + 4) (see its
+# __init__: I/O-bound work, but no more than 32 threads on many-core machines).
+_DEFAULT_MAX_JOBS = 1000
+_CO_COROUTINE = inspect.CO_COROUTINE
+_FunctionType = types.FunctionType
+_copy_context = contextvars.copy_context
+_name_counter = itertools.count()
+
+_WAIT_ON_LOOP_MESSAGE = (
+    "{call} cannot wait on the event loop thread of {exe!r}: that thread must run the jobs "
+    "being waited for, so the call would deadlock; use shutdown(wait=False) there"
+)
+
+
+def _is_coroutine_job(fn: object) -> bool:
+    """True when fn runs on the loop; False for a blocking callable (a worker thread)."""
+    if type(fn) is _FunctionType:  # the common case, kept cheap: the hand-off is benchmarked
+        if fn.__code__.co_flags & _CO_COROUTINE:  # type: ignore[attr-defined]
+            return True
+        return inspect.iscoroutinefunction(fn)  # inspect.markcoroutinefunction (3.12+)
+    if not callable(fn):
+        check_job_fn(fn, "submit")  # raises: a coroutine object gets the two-call hint
+    if inspect.iscoroutinefunction(fn):  # also bound methods and functools.partial
+        return True
+    call = getattr(type(fn), "__call__", None)  # an instance with ``async def __call__``
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@final
+class ThreadedLoopExecutor(concurrent.futures.Executor):
+    """An Executor that runs coroutine functions on its own event loop thread.
+
+    Coroutine functions run as tasks of a :class:`CoroutineExecutor` on a loop in a
+    background thread; plain callables run in worker threads the executor owns, so
+    libraries that hand an Executor ordinary functions get real concurrency.
+    ``max_workers`` bounds the running jobs of both kinds together (``None``: 1000
+    coroutine jobs, and ``min(32, os.cpu_count() + 4)`` threads, as ThreadPoolExecutor).
+
+    Lifecycle: the loop thread starts in the constructor; ``shutdown()``, leaving a
+    ``with``/``async with`` block, garbage collection or interpreter exit stop it after
+    its jobs. Leaving a block by an exception (``KeyboardInterrupt`` too) first cancels
+    the queued jobs and the running coroutine jobs.
+
+    Errors: a job's exception (``KeyboardInterrupt`` and ``SystemExit`` included) fails
+    only that job's future. If ``initializer`` raises, the executor is broken: pending
+    and later jobs fail with :class:`BrokenLoopExecutor`, chained from that error.
+
+    A blocking callable that has started cannot be interrupted: ``cancel()`` returns
+    False for it, as for ThreadPoolExecutor. To stop long blocking work, make it a
+    coroutine function (``cancel()`` reaches it while it runs) or check a flag in it.
+
+    Args:
+        max_workers: how many jobs may run at once, and the most worker threads.
+        loop_factory: makes the loop, for example ``uvloop.new_event_loop``.
+        thread_name_prefix: names the threads ``<prefix>_loop`` and ``<prefix>_worker_N``.
+        initializer: run once on the loop thread before any job, as
+            ``initializer(*initargs)``; awaited if it returns an awaitable.
+        max_per_second, burst, job_timeout: passed to the :class:`CoroutineExecutor`.
+            ``job_timeout`` cannot interrupt a blocking call that a worker has started.
+
+    Raises:
+        ValueError: ``max_workers`` below 1, or a bad pass-through option.
+        TypeError: a non-callable ``initializer`` or ``loop_factory``.
+    """
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        *,
+        loop_factory: Optional[LoopFactory] = None,
+        thread_name_prefix: str = "",
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: Iterable[Any] = (),
+        max_per_second: Optional[float] = None,
+        burst: Optional[int] = None,
+        job_timeout: Optional[float] = None,
+    ) -> None:
+        if max_workers is None:
+            max_jobs, max_threads = _DEFAULT_MAX_JOBS, min(32, (os.cpu_count() or 1) + 4)
+        else:
+            max_jobs = max_threads = check_max_workers(max_workers)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
+        if loop_factory is not None and not callable(loop_factory):
+            raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
+        name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
+        self._bridge = bridge = LoopThread(
+            name,
+            max_workers=max_jobs,
+            max_threads=max_threads,
+            loop_factory=loop_factory,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_per_second=max_per_second,
+            burst=burst,
+            job_timeout=job_timeout,
+        )
+        bridge.start()
+        # Garbage collection of a forgotten executor stops its thread after its jobs; the
+        # threads hold the LoopThread, never this object.
+        finalizer = weakref.finalize(
+            self, bridge.request_shutdown_threadsafe, ShutdownRequest(False, False, None)
+        )
+        finalizer.atexit = False  # interpreter exit has its own hook (_python_exit)
+
+    def __repr__(self) -> str:
+        bridge = self._bridge
+        return f"<ThreadedLoopExecutor {bridge.name} {bridge.state} max_workers={bridge.max_workers}>"
+
+    #
+    # Properties
+    #
+
+    @property
+    def max_workers(self) -> int:
+        """How many jobs may run at once (and the most worker threads). Settable, from
+        any thread: growing it starts queued jobs at once; shrinking it cancels nothing."""
+        return self._bridge.max_workers
+
+    @max_workers.setter
+    def max_workers(self, value: int) -> None:
+        value = check_max_workers(value)
+        self._bridge.set_max_workers_threadsafe(value, value)
+
+    @property
+    def stats(self) -> ExecutorStats:
+        """A snapshot of the job counts, taken on the loop thread (any thread may read it).
+
+        Jobs handed off but not yet seen by the loop count as submitted and queued.
+        """
+        return self._bridge.stats_threadsafe()
+
+    #
+    # Submitting
+    #
+
+    @overload
+    def submit(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]: ...
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Schedule ``fn(*args, **kwargs)``; return a future for its result.
+
+        A coroutine function (or a callable with ``async def __call__``) runs as a task on
+        the loop; any other callable runs in a worker thread, and if it returns an
+        awaitable (``lambda: fetch(url)``), that is awaited on the loop. The job runs in a
+        copy of the calling thread's ``contextvars`` context. Callable from any thread,
+        including the loop thread and jobs themselves; never blocks.
+
+        Cancellation: ``future.cancel()`` cancels a queued job, and a coroutine job even
+        while it runs; it returns False for a blocking call that has started.
+
+        Raises:
+            RuntimeError: after ``shutdown()`` ("cannot schedule new futures after
+                shutdown"), or in a child process after ``os.fork()``.
+            BrokenLoopExecutor: the initializer failed.
+            TypeError: ``fn`` is not callable (a coroutine object gets a hint).
+        """
+        coroutine_job = _is_coroutine_job(fn)
+        future: BridgeFuture[Any] = BridgeFuture()
+        future._bridge = self._bridge
+        self._bridge.submit_threadsafe((future, fn, args, kwargs, _copy_context(), coroutine_job))
+        return future
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[T]: ...
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[Any]:
+        """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
+
+        As ``Executor.map``: ``TimeoutError`` from ``next()`` once ``timeout`` seconds
+        have passed since this call; a job's error is raised when its result is reached;
+        the jobs still pending are cancelled when the iterator is closed or collected.
+        ``chunksize`` is accepted for compatibility and ignored, as by ThreadPoolExecutor.
+
+        ``buffersize`` (Python 3.14's parameter, here on every version) reads the inputs
+        lazily: at most that many jobs are submitted ahead of the result being waited
+        for, so an endless input runs in bounded memory. By default every job is
+        submitted at once, before this returns.
+        """
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError(f"buffersize must be an integer or None (got {buffersize!r})")
+            if buffersize < 1:
+                raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        inputs = zip(*iterables)
+        submit = self.submit
+        if buffersize:
+            futures = collections.deque(
+                submit(fn, *args) for args in itertools.islice(inputs, buffersize)
+            )
+        else:
+            futures = collections.deque(submit(fn, *args) for args in inputs)
+        # A weak reference, so that a suspended iterator does not keep the executor alive.
+        return _map_results(
+            weakref.ref(self), fn, futures, inputs if buffersize else None, end_time
+        )
+
+    #
+    # Shutting down
+    #
+
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, timeout: Optional[float] = None
+    ) -> None:
+        """Stop accepting jobs; with ``wait``, return once every job and thread is done.
+
+        As ``Executor.shutdown``: later ``submit()`` calls raise ``RuntimeError``;
+        ``cancel_futures`` cancels the jobs that have not started (their futures are
+        notified, so ``wait()``/``as_completed()`` return). ``timeout`` is a grace
+        period: coroutine jobs still running after it are cancelled. Callable from any
+        thread; with ``wait=True``, not from the loop thread or a worker thread (that
+        would deadlock, so it raises ``RuntimeError``).
+        """
+        grace = check_seconds("timeout", timeout)
+        if wait:
+            self._check_may_wait("shutdown(wait=True)")
+        self._bridge.request_shutdown_threadsafe(ShutdownRequest(cancel_futures, False, grace))
+        if wait:
+            self._bridge.join()
+
+    def _check_may_wait(self, call: str) -> None:
+        bridge = self._bridge
+        if bridge.is_loop_thread() or bridge.is_worker_thread():
+            raise RuntimeError(_WAIT_ON_LOOP_MESSAGE.format(call=call, exe=self))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if exc is None:
+            self.shutdown(wait=True)
+            return
+        # Leaving by an exception (Ctrl-C included): do not wait for jobs that may never
+        # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
+        self._check_may_wait("leaving the with block")
+        self._bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+        self._bridge.join()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Shut down as ``with`` does, waiting without blocking the caller's event loop.
+
+        Cancellation: cancelling the waiting task cancels the queued and running
+        coroutine jobs, still waits for them, then re-raises the cancellation.
+        """
+        self._check_may_wait("async with")
+        bridge = self._bridge
+        failed = exc is not None
+        bridge.request_shutdown_threadsafe(ShutdownRequest(failed, failed, None))
+        stopped = asyncio.wrap_future(bridge.stopped_future())
+        cancelled: Optional[asyncio.CancelledError] = None
+        while not stopped.done():
+            try:
+                await asyncio.shield(stopped)
+            except asyncio.CancelledError as error:
+                cancelled = error
+                bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+        bridge.join()  # the thread has run its last statement: this returns at once
+        if cancelled is not None:
+            try:
+                raise cancelled
+            finally:
+                cancelled = None  # break the frame <-> traceback cycle
+
+
+def _map_results(
+    exe_ref: weakref.ref[ThreadedLoopExecutor],
+    fn: Callable[..., Any],
+    futures: collections.deque[concurrent.futures.Future[Any]],
+    inputs: Optional[Iterator[tuple[Any, ...]]],
+    end_time: Optional[float],
+) -> Iterator[Any]:
+    try:
+        while futures:
+            if inputs is not None:
+                args = next(inputs, None)
+                exe = exe_ref()
+                if args is not None and exe is not None:
+                    futures.append(exe.submit(fn, *args))
+                del exe
+            timeout = None if end_time is None else end_time - time.monotonic()
+            value = _result_or_cancel(futures.popleft(), timeout)
+            yield value
+            del value
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # on a timeout or a GeneratorExit; a no-op once it is done
+        del future  # no reference to it from this frame's traceback
