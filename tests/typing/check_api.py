@@ -1,4 +1,4 @@
-"""Type tests: ``mypy --strict`` must accept this file (tests/typing/test_mypy.py runs it).
+"""Type tests: ``mypy --strict`` must accept this file (tests/typing/test_type_checkers.py runs it).
 
 Nothing here runs: the functions are only type-checked. Each ``assert_type`` pins what an
 editor infers for a call of the public API. Each ``# type: ignore[code]`` marks a call
@@ -116,6 +116,9 @@ def check_loop_executor() -> None:
         executor: concurrent.futures.Executor = exe
         assert_type(executor.submit(blocking_str, 1), concurrent.futures.Future[str])
 
-        exe.submit(fetch_int, "one")  # type: ignore[arg-type]
-        exe.submit(blocking_str)  # type: ignore[call-arg]
-        exe.submit(fetch_int(1))  # type: ignore[arg-type]
+        # Wrong arguments match neither overload (coroutine function, plain function).
+        exe.submit(fetch_int, "one")  # type: ignore[call-overload]
+        exe.submit(blocking_str)  # type: ignore[call-overload]
+        exe.submit(fetch_text, "u", retries="1")  # type: ignore[arg-type]
+        exe.submit(fetch_int(1))  # type: ignore[call-overload]
+        exe.map(fetch_int(1), range(3))  # type: ignore[call-overload]
