@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = [
+    "BASELINES",
     "BLOCKING",
+    "BLOCKING_SLEEP",
     "MAP",
     "THROUGHPUT",
     "Contender",
@@ -345,33 +347,34 @@ def _submit_all(exe: Any, fn: Callable[[int], int], n: int) -> int:
     return expected
 
 
-def blocking_threadpool(n: int, workers: int, fn: Callable[[int], int] = blocking_job) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+def _threadpool(fn: Callable[[int], int]) -> Callable[[int, int], int]:
+    def run(n: int, workers: int) -> int:
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers) as exe:
-        return _submit_all(exe, fn, n)
+        with ThreadPoolExecutor(max_workers=workers) as exe:
+            return _submit_all(exe, fn, n)
 
-
-def blocking_ours(n: int, workers: int, fn: Callable[[int], int] = blocking_job) -> int:
-    from coroexecutor import LoopExecutor
-
-    with LoopExecutor(max_workers=workers) as exe:
-        return _submit_all(exe, fn, n)
+    return run
 
 
-def blocking_threadpool_sleep(n: int, workers: int) -> int:
-    return blocking_threadpool(n, workers, blocking_sleep_job)
+def _loop_executor(fn: Callable[[int], int]) -> Callable[[int, int], int]:
+    def run(n: int, workers: int) -> int:
+        from coroexecutor import LoopExecutor
 
+        with LoopExecutor(max_workers=workers) as exe:
+            return _submit_all(exe, fn, n)
 
-def blocking_ours_sleep(n: int, workers: int) -> int:
-    return blocking_ours(n, workers, blocking_sleep_job)
+    return run
 
 
 BLOCKING = [
-    Contender("threadpool", "ThreadPoolExecutor, no-op calls", blocking_threadpool),
-    Contender("ours", "coroexecutor LoopExecutor, no-op calls", blocking_ours, ("coroexecutor",)),
-    Contender("threadpool_sleep", "ThreadPoolExecutor, 1 ms sleeps", blocking_threadpool_sleep),
-    Contender("ours_sleep", "coroexecutor LoopExecutor, 1 ms sleeps", blocking_ours_sleep,
+    Contender("threadpool", "ThreadPoolExecutor", _threadpool(blocking_job)),
+    Contender("ours", "coroexecutor LoopExecutor", _loop_executor(blocking_job),
+              ("coroexecutor",)),
+]
+BLOCKING_SLEEP = [
+    Contender("threadpool", "ThreadPoolExecutor", _threadpool(blocking_sleep_job)),
+    Contender("ours", "coroexecutor LoopExecutor", _loop_executor(blocking_sleep_job),
               ("coroexecutor",)),
 ]
 
@@ -380,7 +383,12 @@ WORKLOADS: dict[str, list[Contender]] = {
     "memory": THROUGHPUT,
     "map": MAP,
     "blocking": BLOCKING,
+    "blocking_sleep": BLOCKING_SLEEP,
 }
+
+# The row every other row of a workload is compared with. For throughput and memory it is
+# chosen per configuration: the fastest of SEMAPHORE_FORMS.
+BASELINES = {"map": "window", "blocking": "threadpool", "blocking_sleep": "threadpool"}
 
 
 def find(workload: str, key: str) -> Contender:
