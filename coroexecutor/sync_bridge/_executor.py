@@ -22,7 +22,8 @@ from .._validate import check_max_workers, check_seconds
 from .._errors import check_job_fn
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
-from ._loop_thread import LoopThread, ShutdownRequest
+from ._loop_thread import LoopThread
+from ._scheduler import ShutdownRequest
 from ._runner import LoopFactory
 
 __all__ = ["ThreadedLoopExecutor"]

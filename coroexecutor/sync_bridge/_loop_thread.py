@@ -3,17 +3,16 @@
 Threading model (who calls what):
 
 * any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
-  ``call_threadsafe``, ``set_max_workers_threadsafe``, ``join``;
+  ``set_max_workers_threadsafe``, ``stats_threadsafe``, ``join``;
 * worker threads: ``_post_done_threadsafe`` (a blocking job finished);
-* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain`` and everything it calls,
-  the job wrappers ``_run_coroutine``/``_run_blocking`` and ``_on_job_done``;
+* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain`` and the Scheduler;
 * a forked child, in its only thread: ``_after_fork_in_child``.
 
-Work crosses into the loop thread only through the hand-off below: callers append to a
-deque under ``_lock`` and the first append of a batch wakes the loop with one
-``call_soon_threadsafe``; ``_drain`` then takes the whole batch. Results go back through
-the job's concurrent future, which is thread-safe by itself. Nothing outside this module
-takes ``_lock``, and no user code and no future callback runs while it is held.
+Work crosses into the loop thread only through the hand-off: callers append to a list
+under ``_lock``, and the first append of a batch wakes the loop with one
+``call_soon_threadsafe``; ``_drain`` then takes the whole batch at once. Results go back
+through each job's concurrent future, which is thread-safe by itself. Nothing outside
+this module takes ``_lock``, and no user code or future callback runs while it is held.
 """
 
 from __future__ import annotations
@@ -21,23 +20,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextvars
 import enum
 import inspect
 import os
 import threading
 import weakref
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 from .._errors import BrokenLoopExecutor
-from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
 from ._runner import LoopFactory, Runner
-from ._workers import WorkerPool, WorkItem
+from ._scheduler import Job, Scheduler, ShutdownRequest
+from ._workers import WorkItem
 
-__all__ = ["Job", "LoopThread", "ShutdownRequest"]
+__all__ = ["SHUTDOWN_MESSAGE", "LoopThread"]
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _EXIT_MESSAGE = "cannot schedule new futures after interpreter shutdown"
@@ -45,15 +42,6 @@ _FORK_MESSAGE = (
     "{name} belongs to the parent process: after os.fork() its loop thread does not exist "
     "in the child; create a new executor in the child"
 )
-
-# A job as it crosses the hand-off: (future, fn, args, kwargs, context, is_coroutine_job).
-Job = tuple[BridgeFuture[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any], contextvars.Context, bool]
-
-
-class ShutdownRequest(NamedTuple):
-    cancel_queued: bool  # cancel jobs that have not started (stdlib cancel_futures)
-    cancel_running: bool  # cancel running coroutine jobs too (exceptional exit)
-    grace: Optional[float]  # shutdown(timeout=): then cancel what still runs
 
 
 class _State(enum.Enum):
@@ -65,15 +53,7 @@ class _State(enum.Enum):
     FORKED = "forked"  # this is a forked child: the loop thread exists only in the parent
 
 
-_ACCEPTING = (_State.STARTING, _State.RUNNING)
-
-
-class _CoroutineJobError(Exception):
-    """Carries a coroutine job's KeyboardInterrupt/SystemExit out of its task.
-
-    An asyncio task re-raises those out of the event loop, which would kill the loop
-    thread and strand every other future; the job's own future gets the original.
-    """
+_STARTING, _RUNNING = _State.STARTING, _State.RUNNING
 
 
 class LoopThread:
@@ -94,30 +74,31 @@ class LoopThread:
     ) -> None:
         self.name = name
         self.owner_repr = f"<ThreadedLoopExecutor {name}>"
-        # Validates the pass-through options here, in the caller's thread.
-        self._core = CoroutineExecutor(
-            max_workers,
-            suppress_task_errors=True,  # one job's error fails only its own future (stdlib)
+        self._scheduler = Scheduler(
+            name,
+            max_workers=max_workers,
+            max_threads=max_threads,
             max_per_second=max_per_second,
             burst=burst,
             job_timeout=job_timeout,
+            post_done=self._post_done_threadsafe,
         )
         self._loop_factory = loop_factory
         self._initializer = initializer
         self._initargs = initargs
-        self._pool = WorkerPool(name, max_threads, self._post_done_threadsafe)
 
         self._lock = threading.Lock()
-        # Invariants: _wake_pending is True iff a _drain is scheduled and has not yet taken
-        # the batch; it is only ever set while _ready (the loop is draining the hand-off).
-        self._state = _State.STARTING  # guarded by _lock
+        # Invariant: _wake_pending is True iff a _drain is scheduled that has not yet taken
+        # the batch; it is only ever set while _ready (the loop drains the hand-off).
+        self._state = _STARTING  # guarded by _lock
         self._ready = False  # guarded by _lock
         self._wake_pending = False  # guarded by _lock
         self._submits: collections.deque[Job] = collections.deque()  # guarded by _lock
         self._calls: list[Callable[[], object]] = []  # guarded by _lock
+        self._done_items: list[WorkItem] = []  # guarded by _lock
         self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
         self._broken: Optional[BaseException] = None  # guarded by _lock
-        self.max_workers = max_workers  # guarded by _lock for writes
+        self.max_workers = max_workers  # written under _lock
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set once, before _created
         self.loop_ident: Optional[int] = None
@@ -125,10 +106,7 @@ class LoopThread:
         self._start_error: Optional[BaseException] = None
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._final_stats: Optional[ExecutorStats] = None
-        # Loop thread only:
-        self._jobs: set[BridgeFuture[Any]] = set()  # every job handed to the core, not done
-        self._stop: Optional[asyncio.Future[ShutdownRequest]] = None
-
+        self._stop: Optional[asyncio.Future[ShutdownRequest]] = None  # loop thread only
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
 
     def start(self) -> None:
@@ -152,7 +130,7 @@ class LoopThread:
         return threading.get_ident() == self.loop_ident
 
     def is_worker_thread(self) -> bool:
-        return threading.get_ident() in self._pool.thread_idents()
+        return threading.get_ident() in self._scheduler.pool.thread_idents()
 
     #
     # Any thread: the hand-off
@@ -166,18 +144,21 @@ class LoopThread:
         #                                        shuts down: drains the hand-off, closes
         #   appends the job                      (never drained: the future hangs forever)
         with self._lock:
-            if self._state is _State.RUNNING or self._state is _State.STARTING:
+            state = self._state
+            if state is _RUNNING or state is _STARTING:
                 self._submits.append(job)
                 if not self._wake_pending and self._ready:
                     self._wake_pending = True
                     self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
                 return
-            state, broken = self._state, self._broken
+            broken = self._broken
         raise self._refusal(state, broken)
 
     def _refusal(self, state: _State, broken: Optional[BaseException]) -> BaseException:
         if state is _State.BROKEN:
-            error = BrokenLoopExecutor(f"{self.owner_repr} is broken: its initializer raised {broken!r}")
+            error = BrokenLoopExecutor(
+                f"{self.owner_repr} is broken: its initializer raised {broken!r}"
+            )
             error.__cause__ = broken
             return error
         if state is _State.FORKED:
@@ -186,62 +167,70 @@ class LoopThread:
             return RuntimeError(_EXIT_MESSAGE)
         return RuntimeError(SHUTDOWN_MESSAGE)
 
+    def _wake_locked(self) -> None:
+        if not self._wake_pending and self._ready:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+
     def _call_soon_threadsafe(self, fn: Callable[[], object]) -> bool:
         """Run fn() on the loop soon. False (fn dropped) once the loop has stopped."""
         with self._lock:
             if self._state is _State.CLOSED or self._state is _State.FORKED or self._broken:
                 return False
             self._calls.append(fn)
-            if not self._wake_pending and self._ready:
-                self._wake_pending = True
-                self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+            self._wake_locked()
             return True
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job on the loop (a no-op once it is done)."""
         if self.is_loop_thread():
-            self._cancel_job(future)
+            self._scheduler.cancel_job(future)
         else:
             # Dropped once the loop has stopped: by then every job has finished.
-            self._call_soon_threadsafe(lambda: self._cancel_job(future))
+            self._call_soon_threadsafe(lambda: self._scheduler.cancel_job(future))
 
     def _post_done_threadsafe(self, item: WorkItem) -> None:
-        self._call_soon_threadsafe(lambda: self._on_work_done(item))
+        with self._lock:
+            if self._state is _State.CLOSED or self._state is _State.FORKED:
+                return  # a skipped (cancelled) item after the last job: nobody waits
+            self._done_items.append(item)
+            self._wake_locked()
 
     def set_max_workers_threadsafe(self, value: int, max_threads: int) -> None:
-        with self._lock:
-            self.max_workers = value
+        scheduler = self._scheduler
 
         def apply() -> None:
-            self._core.max_workers = value
-            self._pool.cap = max_threads
+            scheduler.core.max_workers = value
+            scheduler.pool.cap = max_threads
+            scheduler.add(collections.deque())  # start backlog jobs into the new room
 
-        if not self._call_soon_threadsafe(apply):
-            self._core.max_workers = value  # not running: nothing else touches them
-            self._pool.cap = max_threads
+        with self._lock:
+            self.max_workers = value
+            starting = self._state is _STARTING and not self._ready
+        if starting or not self._call_soon_threadsafe(apply):
+            # The loop is not draining yet (or any more): nothing else touches these.
+            scheduler.core.max_workers = value
+            scheduler.pool.cap = max_threads
 
     def stats_threadsafe(self) -> ExecutorStats:
-        """The core's counts plus the jobs still in the hand-off."""
+        """The core's counts plus the jobs still in the hand-off and the backlog."""
         if self._final_stats is not None:
             return self._final_stats
         if self.is_loop_thread():
             return self._stats()
         result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
-
-        def read() -> None:
-            result.set_result(self._stats())
-
         with self._lock:
-            starting = self._state is _State.STARTING
-        if starting or not self._call_soon_threadsafe(read):
+            starting = not self._ready
+        if starting or not self._call_soon_threadsafe(lambda: result.set_result(self._stats())):
             # The loop is not draining (initializer running, or stopped): nothing moves.
             return self._final_stats or self._stats()
         return result.result()
 
     def _stats(self) -> ExecutorStats:
-        stats = self._core.stats
+        stats = self._scheduler.core.stats
         with self._lock:
             waiting = len(self._submits)
+        waiting += self._scheduler.waiting()
         if not waiting:
             return stats
         return ExecutorStats(
@@ -265,21 +254,18 @@ class LoopThread:
                 return
             self._state = _State.SHUTTING_DOWN
             previous = self._shutdown
-            if previous is None:
-                self._shutdown = request
-            else:
-                self._shutdown = ShutdownRequest(
+            if previous is not None:
+                request = ShutdownRequest(
                     previous.cancel_queued or request.cancel_queued,
                     previous.cancel_running or request.cancel_running,
                     previous.grace,
                 )
-            if not self._wake_pending and self._ready:
-                self._wake_pending = True
-                self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+            self._shutdown = request
+            self._wake_locked()
 
-    def join(self, timeout: Optional[float] = None) -> None:
+    def join(self) -> None:
         if self._thread.ident is not None and not self.is_loop_thread():
-            self._thread.join(timeout)
+            self._thread.join()
 
     def stopped_future(self) -> concurrent.futures.Future[None]:
         """Resolved by the loop thread as its very last step."""
@@ -306,15 +292,16 @@ class LoopThread:
         crash: Optional[BaseException] = None
         try:
             runner.run(self._main())
-        except BaseException as exc:  # a bug in this module: fail the futures, never strand them
+        except BaseException as exc:  # a bug in this package: fail the futures, never strand
             crash = exc
         finally:
             try:
                 runner.close()
             finally:
-                self._pool.stop()
+                self._scheduler.pool.stop()
                 self._close(crash)
-                self._stopped.set_result(None)
+                if self._stopped.set_running_or_notify_cancel():
+                    self._stopped.set_result(None)
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -328,15 +315,12 @@ class LoopThread:
                 self._break(exc)
                 return
         with self._lock:
-            if self._state is _State.STARTING:
-                self._state = _State.RUNNING
+            if self._state is _STARTING:
+                self._state = _RUNNING
             self._ready = True
             self._wake_pending = True
         self._drain()
-        request = await self._stop
-        self._apply(request)
-        await self._core.shutdown(wait=True, timeout=request.grace)
-        await asyncio.sleep(0)  # let the job-done callbacks of the last jobs run
+        await self._scheduler.shutdown(await self._stop)
 
     def _drain(self) -> None:
         """Take the whole batch from the hand-off and act on it."""
@@ -344,11 +328,13 @@ class LoopThread:
             self._wake_pending = False
             submits, self._submits = self._submits, collections.deque()
             calls, self._calls = self._calls, []
+            done_items, self._done_items = self._done_items, []
             request = self._shutdown
-        start = self._start_job
-        for job in submits:
-            start(job)
-        del submits
+        scheduler = self._scheduler
+        for item in done_items:
+            scheduler.on_work_done(item)
+        if submits:
+            scheduler.add(submits)
         for call in calls:
             call()
         if request is not None:
@@ -357,99 +343,7 @@ class LoopThread:
             if not stop.done():
                 stop.set_result(request)
             else:
-                self._apply(request)  # a later shutdown() adding cancellation
-
-    def _start_job(self, job: Job) -> None:
-        future, fn, args, kwargs, ctx, is_coroutine = job
-        if future._state != PENDING:
-            return  # cancelled before it reached the loop; cancel() already notified
-        try:
-            if is_coroutine:
-                task = ctx.run(self._core.submit_nowait, self._run_coroutine, future, fn, args, kwargs)
-            else:
-                task = ctx.run(
-                    self._core.submit_nowait, self._run_blocking, future, fn, args, kwargs, ctx
-                )
-        except BaseException as exc:  # the core refused it (not expected while we accept)
-            future._try_set_exception(exc)
-            return
-        future._job = task
-        self._jobs.add(future)
-        task.add_done_callback(lambda t: self._on_job_done(future, t))
-
-    def _cancel_job(self, future: BridgeFuture[Any]) -> None:
-        task = future._job
-        if task is not None:
-            task.cancel()
-
-    async def _run_coroutine(
-        self,
-        future: BridgeFuture[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        future._started = True
-        return await _await_into(future, fn(*args, **kwargs), fn)
-
-    async def _run_blocking(
-        self,
-        future: BridgeFuture[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        ctx: contextvars.Context,
-    ) -> Any:
-        loop = self._loop
-        assert loop is not None
-        item = WorkItem(future, fn, args, kwargs, ctx, loop.create_future())
-        self._pool.submit(item)
-        try:
-            await item.waiter
-        except asyncio.CancelledError:
-            if not future._withdraw():
-                # A worker is running the call and cannot be interrupted: keep the slot
-                # until it returns, so max_workers and shutdown(wait=True) stay truthful.
-                while not item.finished:
-                    item.waiter = loop.create_future()
-                    try:
-                        await item.waiter
-                    except asyncio.CancelledError:
-                        continue  # cancelled again: still waiting for the same call
-                _drop_awaitable(item.outcome)
-            raise
-        if item.outcome is None:
-            return None  # the worker has set the future already
-        outcome, item.outcome = item.outcome, None
-        return await _await_into(future, outcome, fn)
-
-    def _on_work_done(self, item: WorkItem) -> None:
-        item.finished = True
-        if not item.waiter.done():
-            item.waiter.set_result(None)
-
-    def _on_job_done(self, future: BridgeFuture[Any], task: asyncio.Future[Any]) -> None:
-        """The job's task (or queued future) is done: resolve what the job left open."""
-        self._jobs.discard(future)
-        if future._state == FINISHED or future._state == CANCELLED_AND_NOTIFIED:
-            return  # the usual case: the job itself (or the user) resolved it
-        if task.cancelled():
-            future._set_cancelled()  # queued job dropped, or cancelled on the loop
-            return
-        exc = task.exception()
-        if exc is None:
-            future._try_set_result(task.result())
-        else:
-            future._try_set_exception(exc.__cause__ if type(exc) is _CoroutineJobError else exc)  # type: ignore[arg-type]
-
-    def _apply(self, request: ShutdownRequest) -> None:
-        """Cancel what the shutdown request says to cancel."""
-        for future in list(self._jobs):
-            if request.cancel_running or not future._started:
-                # For a job not yet running (queued, or waiting for a worker) this is
-                # exactly cancel_futures; a blocking call already running refuses it.
-                if not future.cancel() and request.cancel_running:
-                    self._cancel_job(future)
+                scheduler.apply(request)  # a later shutdown() adding cancellation
 
     def _break(self, error: BaseException) -> None:
         """The initializer raised: fail every job handed off so far, and every later one."""
@@ -469,10 +363,10 @@ class LoopThread:
             self._ready = False
             submits, self._submits = self._submits, collections.deque()
             self._calls.clear()
-        self._final_stats = self._core.stats
-        leftovers = [job[0] for job in submits] + list(self._jobs)
-        self._jobs.clear()
-        for future in leftovers:  # only after a crash of this module: never strand a future
+            self._done_items.clear()
+        self._final_stats = self._scheduler.core.stats
+        for future in [job[0] for job in submits] + self._scheduler.orphans():
+            # Only after a crash of this package: never strand a future.
             error = RuntimeError(f"{self.owner_repr} stopped unexpectedly: {crash!r}")
             error.__cause__ = crash
             future._try_set_exception(error)
@@ -482,51 +376,27 @@ class LoopThread:
     #
 
     def _after_fork_in_child(self) -> None:
-        # Only the forking thread exists here, so no lock may be held by a live thread;
-        # replace the locks instead of taking ones a parent thread held at the fork.
+        # Only the forking thread exists here, so a lock held by a parent thread at the
+        # fork would never be released: replace the locks instead of taking them.
         self._lock = threading.Lock()
         self._state = _State.FORKED
         self._ready = False
-        self._pool.forget_threads()
-        orphans = [job[0] for job in self._submits] + list(self._jobs)
+        self._final_stats = self._final_stats or self._scheduler.core.stats
+        self._scheduler.pool.forget_threads()
+        orphans = [job[0] for job in self._submits] + self._scheduler.orphans()
         self._submits.clear()
-        self._jobs.clear()
         for future in orphans:
             future._condition = threading.Condition()
             future._try_set_exception(RuntimeError(_FORK_MESSAGE.format(name=self.owner_repr)))
-
-
-async def _await_into(future: BridgeFuture[Any], awaitable: Any, fn: object) -> Any:
-    """Await a job's awaitable on the loop and put its outcome into the job's future."""
-    try:
-        if not inspect.isawaitable(awaitable):
-            raise TypeError(f"job function must return an awaitable (got {awaitable!r} from {fn!r})")
-        result = await awaitable
-    except asyncio.CancelledError:
-        raise  # _on_job_done cancels the future once the task has finished cancelling
-    except (KeyboardInterrupt, SystemExit) as exc:
-        future._try_set_exception(exc)
-        raise _CoroutineJobError(repr(exc)) from exc
-    except BaseException as exc:
-        future._try_set_exception(exc)
-        raise
-    # Set it here rather than in a done callback: the caller gets it one loop turn sooner.
-    future._try_set_result(result)
-    return result
-
-
-def _drop_awaitable(awaitable: object) -> None:
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()  # never awaited because the job was cancelled: no warning
 
 
 #
 # Interpreter exit and fork
 #
 
-_live: weakref.WeakSet[LoopThread] = weakref.WeakSet()
-_global_lock = threading.Lock()  # guards _interpreter_exiting and _live
-_interpreter_exiting = False
+_live: weakref.WeakSet[LoopThread] = weakref.WeakSet()  # guarded by _global_lock
+_global_lock = threading.Lock()
+_interpreter_exiting = False  # guarded by _global_lock
 
 
 def _python_exit() -> None:
@@ -555,4 +425,3 @@ def _after_fork_in_child() -> None:
 threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
