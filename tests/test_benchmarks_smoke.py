@@ -1,0 +1,125 @@
+"""The benchmark code cannot rot: every contender runs once at a tiny size, counts right.
+
+Each contender runs in-process through the same ``measure()`` the benchmark's child
+processes call, so a contender that loses or duplicates jobs, or a peer library whose
+API moved, fails here rather than in a half-hour benchmark run. The report is rendered
+once from synthetic runs, chart included.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _child, _contenders, _report, _runner  # noqa: E402
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - platform dependent
+    uvloop = None
+
+CASES = [
+    pytest.param(workload, c.key, id=f"{workload}-{c.key}")
+    for workload, contenders in _contenders.WORKLOADS.items()
+    if workload != "memory"  # the same contenders as throughput
+    for c in contenders
+]
+
+
+def _skip_if_missing(contender: _contenders.Contender) -> None:
+    for module in contender.needs:
+        pytest.importorskip(module)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("workload", "key"), CASES)
+def test_contender_completes_every_job(workload: str, key: str) -> None:
+    _skip_if_missing(_contenders.find(workload, key))
+    spec = {"workload": workload, "contender": key, "loop": "asyncio", "n": 57, "workers": 4}
+    result = _child.measure(spec)
+    assert result["count"] == 57
+    assert result["seconds"] > 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(uvloop is None, reason="uvloop not installed")
+@pytest.mark.parametrize("key", [c.key for c in _contenders.THROUGHPUT])
+def test_throughput_contender_on_uvloop(key: str) -> None:
+    _skip_if_missing(_contenders.find("throughput", key))
+    spec = {"workload": "throughput", "contender": key, "loop": "uvloop", "n": 31, "workers": 3}
+    assert _child.measure(spec)["count"] == 31
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("key", ["ours_submit", "sem_callback"])
+def test_memory_measurement_reports_tracemalloc_peak(key: str) -> None:
+    _skip_if_missing(_contenders.find("memory", key))
+    spec = {"workload": "memory", "contender": key, "n": 200, "workers": 10,
+            "measure": "tracemalloc"}
+    result = _child.measure(spec)
+    assert result["count"] == 200
+    assert result["trace_peak"] > 0
+    assert result["rss_peak_kib"] >= result["rss_before_kib"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_wrong_job_count_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def loses_a_job(n: int, workers: int) -> int:
+        for i in range(n - 1):
+            await _contenders.job(i)
+        return _contenders.completed()
+
+    lossy = _contenders.Contender("lossy", "loses one job", loses_a_job)
+    monkeypatch.setitem(_contenders.WORKLOADS, "throughput", [lossy])
+    with pytest.raises(AssertionError, match="9 jobs completed, expected 10"):
+        _child.measure({"workload": "throughput", "contender": "lossy", "n": 10, "workers": 2})
+
+
+@pytest.mark.timeout(60)
+def test_child_process_prints_one_json_line() -> None:
+    spec = {"workload": "throughput", "contender": "sem_callback", "loop": "asyncio",
+            "n": 100, "workers": 5}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks._child", json.dumps(spec)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=50, check=True)
+    assert json.loads(proc.stdout)["count"] == 100
+
+
+@pytest.mark.timeout(60)
+def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
+    plan = _runner.plan_for(quick=True, repeats=3, only=None)
+    results = _runner.Results(plan, code="synthetic")
+    for rnd in range(plan.repeats):
+        for config in plan.timed:
+            for i, key in enumerate(results.contenders(config.workload)):
+                results.records.append({**config.spec(key), "round": rnd, "count": config.n,
+                                        "seconds": 1.0 + 0.1 * i + 0.01 * rnd})
+    for config in plan.memory:
+        for key in results.contenders(config.workload):
+            results.records.append({**config.spec(key), "round": 0, "count": config.n,
+                                    "seconds": 1.0, "trace_peak": 2**20, "rss_before_kib": 1000,
+                                    "rss_peak_kib": 3000})
+    results.bridge = {"kind": "rows", "rows": [{"workload": "w", "ratio": 1.0}]}
+    results.finished = results.started + 60
+
+    text = _report.markdown(results, "python -m benchmarks --quick")
+    assert "### Async throughput" in text
+    assert "| **coroexecutor submit** |" in text
+    assert "Targets (issue 7)" in text
+    page = tmp_path / "performance.rst"
+    _report.update_doc_page(page, _report.rst(results, "cmd", "_static/x.png"), "Perf\n====\n")
+    first = page.read_text()
+    assert first.startswith("Perf\n====\n")
+    assert ".. list-table::" in first
+    _report.update_doc_page(page, _report.rst(results, "cmd", None), "unused")
+    assert page.read_text().count(_report.DOC_BEGIN) == 1  # replaced, not appended
+    pytest.importorskip("matplotlib")
+    assert _report.write_chart(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 1000
