@@ -120,6 +120,7 @@ class Admission:
                 # Semaphore.acquire has the same race): pass the slot to the next in line.
                 self._free += 1
                 self._start_backlog()
+                self._check_idle()
             raise
 
     def _schedule_wake(self) -> None:
@@ -200,6 +201,7 @@ class Admission:
             self._free += 1  # give the slot back
             if self._backlog:
                 self._schedule_wake()
+            self._check_idle()
             if not callable(fn):
                 check_job_fn(fn, where)  # the clearer error for a coroutine object
             raise

@@ -145,6 +145,8 @@ class CoroutineExecutor(ErrorPolicy):
         if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
             self._free -= 1
         else:
+            if not callable(fn):
+                check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             await self._acquire_slot()
             if self._state is State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back

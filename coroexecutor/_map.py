@@ -114,8 +114,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             try:
                 return job.result()  # type: ignore[no-any-return]
             except BaseException as exc:
-                if self._return_exceptions and job.done():
+                if self._return_exceptions:
                     return exc  # type: ignore[return-value]
+                first_error = self._exe._first_error
+                if job.cancelled() and first_error is not None:
+                    # Cancelled because another job failed (fail-fast): report that error,
+                    # not a CancelledError this consumer never asked for.
+                    raise first_error from None
                 raise
         except StopAsyncIteration:
             self._closed = True
@@ -144,8 +149,15 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __del__(self) -> None:
         # `async for r in exe.map(...): break` drops the iterator without aclose(): cancel
         # its jobs here so they do not run on unobserved until the executor's block ends.
-        if not self._closed:
+        if self._closed:
+            return
+        loop = self._exe._loop
+        if loop is None or loop.is_closed():
+            self._closed = True
+        elif asyncio._get_running_loop() is loop:
             self._abandon()
+        else:  # collected on another thread: only the loop's thread may cancel tasks
+            loop.call_soon_threadsafe(self._abandon)
 
     #
     # Internals

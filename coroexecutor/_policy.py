@@ -35,7 +35,7 @@ class ErrorPolicy(Admission):
     _suppress: bool
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]
-    _idle_waiter: asyncio.Future[None] | None
+    _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
     _first_error: BaseException | None
@@ -56,7 +56,7 @@ class ErrorPolicy(Admission):
         self._hook = hook
         self._timeout = timeout
         self._our_cancels = set()
-        self._idle_waiter = None
+        self._idle_waiters = []
         self._deadline_handle = None
         self._cause = None
         self._first_error = None
@@ -71,11 +71,13 @@ class ErrorPolicy(Admission):
         """The only place that turns a finished job into a policy decision."""
         self._running.discard(task)
         self._free += 1
+        ours = False
+        if self._our_cancels and task in self._our_cancels:
+            self._our_cancels.discard(task)
+            ours = True
         if task.cancelled():
             self._cancelled += 1
-            if task in self._our_cancels:
-                self._our_cancels.discard(task)
-            elif self._state is not State.CANCELLING:
+            if not ours and self._state is not State.CANCELLING:
                 # Cancelled from outside: under fail-fast that counts as the job's error.
                 try:
                     task.result()
@@ -92,7 +94,7 @@ class ErrorPolicy(Admission):
                 self._job_failed(error)
         if self._backlog:
             self._start_backlog()
-        if self._idle_waiter is not None:
+        if self._idle_waiters:
             self._check_idle()
         if self._hook is not None:
             self._call_hook(task)
@@ -110,7 +112,7 @@ class ErrorPolicy(Admission):
             self._failed += 1
         if self._backlog:
             self._start_backlog()
-        if self._idle_waiter is not None:
+        if self._idle_waiters:
             self._check_idle()
         if self._hook is not None:
             self._call_hook(task)
@@ -164,9 +166,11 @@ class ErrorPolicy(Admission):
         self._check_idle()
 
     def _check_idle(self) -> None:
-        waiter = self._idle_waiter
-        if waiter is not None and not self._busy() and not waiter.done():
-            waiter.set_result(None)
+        if self._idle_waiters and not self._busy():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _busy(self) -> bool:
         # A granted slot whose job has not started yet is busy too: free counts it.
@@ -177,14 +181,13 @@ class ErrorPolicy(Admission):
         waiting (no job may outlive us), and return the CancelledError to re-raise."""
         cancelled: asyncio.CancelledError | None = None
         while self._busy():
-            self._idle_waiter = self._loop.create_future()  # type: ignore[union-attr]
+            waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+            self._idle_waiters.append(waiter)
             try:
-                await self._idle_waiter
+                await waiter
             except asyncio.CancelledError as exc:
                 cancelled = exc
                 self._abort(Cause.BODY)
-            finally:
-                self._idle_waiter = None
         return cancelled
 
     def _close(self) -> None:

@@ -448,3 +448,57 @@ async def test_submitter_waiting_when_fail_fast_hits_gets_a_clear_error() -> Non
         await waiting
     with pytest.raises(ValueError, match="x"):
         await exe.shutdown()
+
+
+#
+# Regressions
+#
+
+
+async def test_two_tasks_waiting_for_shutdown_are_both_released() -> None:
+    release = asyncio.Event()
+
+    async def job() -> None:
+        await release.wait()
+
+    exe = CoroutineExecutor()
+    await exe.submit(job)
+    first = asyncio.ensure_future(exe.shutdown())
+    second = asyncio.ensure_future(exe.shutdown())
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+
+async def test_map_consumer_in_another_task_sees_the_first_error_not_a_cancel() -> None:
+    """Fail-fast cancels the map's jobs; its consumer (not the block's task) gets the error."""
+    go = asyncio.Event()
+    error = ValueError("elsewhere")
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def parked(_: int) -> None:
+        await park()
+
+    async def consume() -> list[Any]:
+        return [r async for r in exe.map(parked, range(3))]
+
+    consumer = asyncio.ensure_future(consume())
+    await asyncio.sleep(0)
+    await exe.submit(fail_after, go, error)
+    go.set()
+    with pytest.raises(ValueError) as info:
+        await consumer
+    assert info.value is error
+    with pytest.raises(ValueError):
+        await exe.shutdown()
+
+
+async def test_coroutine_object_is_refused_before_waiting_for_a_slot() -> None:
+    async def job() -> None:
+        await asyncio.Event().wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(job)
+        with pytest.raises(TypeError, match=re.escape("right: submit(fetch, url)")):
+            await exe.submit(job())  # type: ignore[arg-type]
+        await exe.shutdown(wait=False)
