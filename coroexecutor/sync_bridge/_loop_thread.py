@@ -98,6 +98,7 @@ class LoopThread:
         self._done_items: list[WorkItem] = []  # guarded by _lock
         self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
         self._broken: Optional[BaseException] = None  # guarded by _lock
+        self._applied: list[threading.Event] = []  # guarded by _lock; set once applied
         self.max_workers = max_workers  # written under _lock
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set once, before _created
@@ -247,11 +248,21 @@ class LoopThread:
 
         Jobs handed off before this call are still processed. A later call may only add
         cancellation (cancel_futures after a plain shutdown, or an exceptional exit).
+        When it asks for cancellation, this returns once the loop has cancelled the jobs,
+        as the stdlib's shutdown(cancel_futures=True) does (except on the loop thread).
         """
+        applied = threading.Event()
+        if not self._request_shutdown(request, applied):
+            return
+        if (request.cancel_queued or request.cancel_running) and not self.is_loop_thread():
+            applied.wait()
+
+    def _request_shutdown(self, request: ShutdownRequest, applied: threading.Event) -> bool:
         with self._lock:
             state = self._state
             if state is _State.CLOSED or state is _State.FORKED or state is _State.BROKEN:
-                return
+                return False
+            self._applied.append(applied)
             self._state = _State.SHUTTING_DOWN
             previous = self._shutdown
             if previous is not None:
@@ -262,6 +273,7 @@ class LoopThread:
                 )
             self._shutdown = request
             self._wake_locked()
+            return True
 
     def join(self) -> None:
         if self._thread.ident is not None and not self.is_loop_thread():
@@ -330,20 +342,24 @@ class LoopThread:
             calls, self._calls = self._calls, []
             done_items, self._done_items = self._done_items, []
             request = self._shutdown
+            applied, self._applied = self._applied, []
         scheduler = self._scheduler
-        for item in done_items:
-            scheduler.on_work_done(item)
         if submits:
             scheduler.add(submits)
-        for call in calls:
-            call()
         if request is not None:
+            # Before the finished jobs below free their slots: a job queued when
+            # shutdown(cancel_futures=True) was called must not start after all.
+            scheduler.apply(request)
+            for event in applied:
+                event.set()
             stop = self._stop
             assert stop is not None
             if not stop.done():
                 stop.set_result(request)
-            else:
-                scheduler.apply(request)  # a later shutdown() adding cancellation
+        for item in done_items:
+            scheduler.on_work_done(item)
+        for call in calls:
+            call()
 
     def _break(self, error: BaseException) -> None:
         """The initializer raised: fail every job handed off so far, and every later one."""
@@ -352,6 +368,9 @@ class LoopThread:
             self._broken = error
             submits, self._submits = self._submits, collections.deque()
             self._calls.clear()
+            applied, self._applied = self._applied, []
+        for event in applied:
+            event.set()
         for job in submits:
             job[0]._try_set_exception(self._refusal(_State.BROKEN, error))
 
@@ -364,6 +383,9 @@ class LoopThread:
             submits, self._submits = self._submits, collections.deque()
             self._calls.clear()
             self._done_items.clear()
+            applied, self._applied = self._applied, []
+        for event in applied:
+            event.set()
         self._final_stats = self._scheduler.core.stats
         for future in [job[0] for job in submits] + self._scheduler.orphans():
             # Only after a crash of this package: never strand a future.
