@@ -1,0 +1,419 @@
+"""ThreadedLoopExecutor beyond the stdlib contract: coroutine jobs, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from coroexecutor import LoopExecutor, ThreadedLoopExecutor
+from tests.conftest import new_loop
+
+WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+@pytest.fixture
+def exe() -> Iterator[ThreadedLoopExecutor]:
+    executor = ThreadedLoopExecutor(max_workers=4)
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def park_until_cancelled(started: threading.Event, saw_cancel: threading.Event) -> None:
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        saw_cancel.set()
+        raise
+
+
+def test_alias_is_the_same_class() -> None:
+    assert LoopExecutor is ThreadedLoopExecutor
+    assert issubclass(ThreadedLoopExecutor, concurrent.futures.Executor)
+
+
+def test_coroutine_job_runs_on_the_loop_thread(exe: ThreadedLoopExecutor) -> None:
+    async def where() -> str:
+        asyncio.get_running_loop()  # raises unless on a running loop
+        return threading.current_thread().name
+
+    assert exe.submit(where).result(timeout=WAIT).endswith("_loop")
+    assert exe.submit(double, 21).result(timeout=WAIT) == 42
+
+
+def test_blocking_job_runs_in_a_worker_thread(exe: ThreadedLoopExecutor) -> None:
+    name = exe.submit(lambda: threading.current_thread().name).result(timeout=WAIT)
+    assert re.fullmatch(r"ThreadedLoopExecutor-\d+_worker_\d+", name)
+
+
+def test_thread_name_prefix_names_loop_and_workers() -> None:
+    with ThreadedLoopExecutor(thread_name_prefix="fetcher") as exe:
+        assert exe.submit(lambda: threading.current_thread().name).result(WAIT) == "fetcher_worker_0"
+
+        async def loop_name() -> str:
+            return threading.current_thread().name
+
+        assert exe.submit(loop_name).result(WAIT) == "fetcher_loop"
+
+
+def test_callables_returning_awaitables_run_on_the_loop(exe: ThreadedLoopExecutor) -> None:
+    assert exe.submit(lambda: double(5)).result(timeout=WAIT) == 10
+    assert exe.submit(functools.partial(double, 6)).result(timeout=WAIT) == 12
+
+    class Fetcher:
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    assert exe.submit(Fetcher(), 1).result(timeout=WAIT) == 2
+
+
+def test_coroutine_object_gets_a_type_error_with_the_fix(exe: ThreadedLoopExecutor) -> None:
+    with pytest.raises(TypeError, match=re.escape("submit(fetch, url)")):
+        exe.submit(double(1))  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="must be a callable"):
+        exe.submit(42)  # type: ignore[call-overload]
+
+
+def test_jobs_run_in_a_copy_of_the_submitters_context(exe: ThreadedLoopExecutor) -> None:
+    async def read_and_set() -> str:
+        value = request_id.get()
+        request_id.set("changed by the job")
+        return value
+
+    def read_blocking() -> str:
+        return request_id.get()
+
+    def submit_from_thread(value: str) -> tuple[str, str]:
+        request_id.set(value)
+        return (exe.submit(read_and_set).result(WAIT), exe.submit(read_blocking).result(WAIT))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as callers:
+        results = list(callers.map(submit_from_thread, ["a", "b"]))
+    assert results == [("a", "a"), ("b", "b")]
+    assert request_id.get() == "unset"  # the job's change stayed in its copy
+
+
+def test_cancel_reaches_a_running_coroutine_job(exe: ThreadedLoopExecutor) -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    future = exe.submit(park_until_cancelled, started, saw_cancel)
+    assert started.wait(WAIT)
+    assert future.running()
+    assert future.cancel()
+    assert future.cancelled() and not future.running()
+    assert saw_cancel.wait(WAIT)
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=WAIT)
+
+
+def test_cancel_of_a_queued_coroutine_job_means_it_never_runs() -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    ran = threading.Event()
+
+    async def mark() -> None:
+        ran.set()
+
+    with ThreadedLoopExecutor(max_workers=1) as exe:
+        blocker = exe.submit(park_until_cancelled, started, saw_cancel)
+        assert started.wait(WAIT)
+        queued = exe.submit(mark)
+        assert not queued.running()
+        assert queued.cancel()
+        blocker.cancel()
+        done, _ = concurrent.futures.wait([blocker, queued], timeout=WAIT)
+        assert done == {blocker, queued}
+    assert not ran.is_set()
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exception_in_coroutine_job_fails_only_its_future(
+    exe: ThreadedLoopExecutor, exc_type: type[BaseException]
+) -> None:
+    async def raiser() -> None:
+        raise exc_type("from the job")
+
+    future = exe.submit(raiser)
+    with pytest.raises(exc_type, match="from the job"):
+        future.result(timeout=WAIT)
+    assert exe.submit(double, 4).result(timeout=WAIT) == 8  # the loop thread survived
+
+
+def test_max_workers_bounds_both_kinds_together() -> None:
+    limit = 3
+    lock = threading.Lock()
+    running = peak = 0
+    release = threading.Event()
+    full = threading.Event()
+
+    def enter() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            if running == limit:
+                full.set()
+
+    def leave() -> None:
+        nonlocal running
+        with lock:
+            running -= 1
+
+    async def coroutine_job() -> None:
+        enter()
+        try:
+            while not release.is_set():
+                await asyncio.sleep(0.001)
+        finally:
+            leave()
+
+    def blocking_job() -> None:
+        enter()
+        try:
+            assert release.wait(WAIT)
+        finally:
+            leave()
+
+    with ThreadedLoopExecutor(max_workers=limit) as exe:
+        futures = [exe.submit(coroutine_job if i % 2 else blocking_job) for i in range(12)]
+        assert full.wait(WAIT)
+        assert exe.stats.running == limit
+        assert exe.stats.queued == 12 - limit
+        release.set()
+        for future in futures:
+            future.result(timeout=WAIT)
+    assert peak == limit
+
+
+def test_blocking_threads_default_to_the_stdlib_cap() -> None:
+    import os
+
+    cap = min(32, (os.cpu_count() or 1) + 4)
+    barrier = threading.Barrier(cap, timeout=WAIT)
+    with ThreadedLoopExecutor() as exe:
+        assert exe.max_workers == 1000
+        futures = [exe.submit(barrier.wait) for _ in range(cap)]
+        assert sorted(f.result(timeout=WAIT) for f in futures) == list(range(cap))
+        names = {exe.submit(lambda: threading.current_thread().name).result(WAIT) for _ in range(50)}
+    assert len(names) <= cap
+
+
+def test_max_workers_can_grow_from_another_thread() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Event()
+
+    async def job() -> None:
+        started.release()
+        while not release.is_set():
+            await asyncio.sleep(0.001)
+
+    with ThreadedLoopExecutor(max_workers=1) as exe:
+        futures = [exe.submit(job) for _ in range(3)]
+        assert started.acquire(timeout=WAIT)
+        assert not started.acquire(timeout=0.05)  # only one runs
+        exe.max_workers = 3
+        assert exe.max_workers == 3
+        assert started.acquire(timeout=WAIT) and started.acquire(timeout=WAIT)
+        release.set()
+        concurrent.futures.wait(futures, timeout=WAIT)
+        with pytest.raises(ValueError, match=re.escape("max_workers must be greater than 0")):
+            exe.max_workers = 0
+
+
+def test_stats_count_every_outcome() -> None:
+    async def fail() -> None:
+        raise ValueError("no")
+
+    with ThreadedLoopExecutor(max_workers=2) as exe:
+        exe.submit(double, 1).result(WAIT)
+        exe.submit(fail).exception(WAIT)
+        exe.submit(time.sleep, 0).result(WAIT)
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.running, stats.queued) == (3, 2, 1, 0, 0)
+
+
+def test_result_on_the_loop_thread_raises_instead_of_deadlocking(exe: ThreadedLoopExecutor) -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    other = exe.submit(park_until_cancelled, started, saw_cancel)
+
+    async def wait_badly() -> Any:
+        return other.result()
+
+    with pytest.raises(RuntimeError, match="deadlock"):
+        exe.submit(wait_badly).result(timeout=WAIT)
+    other.cancel()
+
+
+def test_shutdown_wait_on_the_loop_thread_raises(exe: ThreadedLoopExecutor) -> None:
+    async def shut() -> None:
+        exe.shutdown(wait=True)
+
+    with pytest.raises(RuntimeError, match="deadlock"):
+        exe.submit(shut).result(timeout=WAIT)
+
+    async def shut_later() -> None:
+        exe.shutdown(wait=False)  # allowed: it only asks
+
+    exe.submit(shut_later).result(timeout=WAIT)
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        exe.submit(double, 1)
+
+
+def test_exceptional_with_exit_cancels_queued_and_running_coroutine_jobs() -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        with ThreadedLoopExecutor(max_workers=1) as exe:
+            running = exe.submit(park_until_cancelled, started, saw_cancel)
+            queued = exe.submit(double, 1)
+            assert started.wait(WAIT)
+            raise KeyboardInterrupt
+    assert saw_cancel.is_set()
+    assert running.cancelled() and queued.cancelled()
+
+
+def test_shutdown_timeout_cancels_jobs_after_the_grace_period() -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    exe = ThreadedLoopExecutor()
+    future = exe.submit(park_until_cancelled, started, saw_cancel)
+    assert started.wait(WAIT)
+    exe.shutdown(wait=True, timeout=0.05)
+    assert saw_cancel.is_set() and future.cancelled()
+
+
+def test_job_timeout_fails_a_slow_coroutine_job() -> None:
+    started, saw_cancel = threading.Event(), threading.Event()
+    with ThreadedLoopExecutor(job_timeout=0.05) as exe:
+        future = exe.submit(park_until_cancelled, started, saw_cancel)
+        assert isinstance(future.exception(timeout=WAIT), TimeoutError)
+        assert exe.submit(double, 2).result(WAIT) == 4
+
+
+def test_max_per_second_passes_through() -> None:
+    with ThreadedLoopExecutor(max_per_second=1000, burst=5) as exe:
+        futures = [exe.submit(double, i) for i in range(20)]
+        assert [f.result(timeout=WAIT) for f in futures] == [2 * i for i in range(20)]
+        queued = [exe.submit(double, i) for i in range(20)]
+        assert queued[-1].cancel() or queued[-1].done()
+        concurrent.futures.wait(queued, timeout=WAIT)
+    with pytest.raises(ValueError, match="burst"):
+        ThreadedLoopExecutor(burst=3)
+
+
+def test_nested_submit_from_a_coroutine_job(exe: ThreadedLoopExecutor) -> None:
+    async def outer() -> int:
+        inner = exe.submit(double, 10)
+        return await asyncio.wrap_future(inner)
+
+    assert exe.submit(outer).result(timeout=WAIT) == 20
+
+
+def test_many_threads_submit_at_once() -> None:
+    threads, per_thread = 8, 200
+    barrier = threading.Barrier(threads, timeout=WAIT)
+    with ThreadedLoopExecutor(max_workers=16) as exe:
+
+        def producer(offset: int) -> list[int]:
+            barrier.wait()
+            futures = [exe.submit(double, offset + i) for i in range(per_thread)]
+            return [f.result(timeout=WAIT) for f in futures]
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as callers:
+            results = list(callers.map(producer, range(0, threads * per_thread, per_thread)))
+    assert [x for chunk in results for x in chunk] == [2 * i for i in range(threads * per_thread)]
+
+
+def test_submits_racing_shutdown_are_all_processed_or_refused() -> None:
+    threads = 6
+    for _ in range(20):
+        exe = ThreadedLoopExecutor(max_workers=2)
+        barrier = threading.Barrier(threads + 1, timeout=WAIT)
+        accepted: list[concurrent.futures.Future[int]] = []
+        lock = threading.Lock()
+
+        def producer() -> None:
+            barrier.wait()
+            for i in range(50):
+                try:
+                    future = exe.submit(double, i)
+                except RuntimeError:
+                    return
+                with lock:
+                    accepted.append(future)
+
+        workers = [threading.Thread(target=producer) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        exe.shutdown(wait=True)
+        for worker in workers:
+            worker.join(WAIT)
+            assert not worker.is_alive()
+        # Every submit that did not raise was processed: no future is left pending.
+        assert all(future.done() for future in accepted)
+
+
+def test_loop_factory_picks_the_loop(loop_kind: str) -> None:  # default, eager, uvloop
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        made.append(new_loop(loop_kind))
+        return made[-1]
+
+    async def which() -> bool:
+        return asyncio.get_running_loop() is made[0]
+
+    with ThreadedLoopExecutor(loop_factory=factory) as exe:
+        assert exe.submit(which).result(timeout=WAIT)
+        assert exe.submit(double, 3).result(timeout=WAIT) == 6
+        assert exe.submit(lambda: 7).result(timeout=WAIT) == 7
+    assert made[0].is_closed()
+
+
+def test_loop_factory_error_raises_from_the_constructor() -> None:
+    def broken_factory() -> asyncio.AbstractEventLoop:
+        raise OSError("no loop for you")
+
+    with pytest.raises(OSError, match="no loop for you"):
+        ThreadedLoopExecutor(loop_factory=broken_factory)
+
+
+def test_async_initializer_runs_once_on_the_loop_before_jobs() -> None:
+    calls: list[str] = []
+
+    async def init(tag: str) -> None:
+        await asyncio.sleep(0)
+        calls.append(f"{tag} on {threading.current_thread().name}")
+
+    with ThreadedLoopExecutor(initializer=init, initargs=("init",), thread_name_prefix="x") as exe:
+        assert exe.submit(lambda: list(calls)).result(WAIT) == ["init on x_loop"]
+        exe.submit(double, 1).result(WAIT)
+    assert calls == ["init on x_loop"]
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(TypeError, match=re.escape("initializer must be a callable or None (got 3)")):
+        ThreadedLoopExecutor(initializer=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loop_factory must be a callable"):
+        ThreadedLoopExecutor(loop_factory="uvloop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="job_timeout must be greater than 0"):
+        ThreadedLoopExecutor(job_timeout=0)
+
+
+def test_repr_shows_name_state_and_limit() -> None:
+    exe = ThreadedLoopExecutor(max_workers=8, thread_name_prefix="db")
+    exe.shutdown()
+    assert repr(exe) == "<ThreadedLoopExecutor db closed max_workers=8>"
