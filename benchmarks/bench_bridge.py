@@ -34,7 +34,7 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from coroexecutor import ThreadedLoopExecutor  # noqa: E402
+from coroexecutor import ThreadedLoopExecutor
 
 __all__ = ["main", "run"]
 

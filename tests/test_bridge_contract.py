@@ -26,7 +26,11 @@ Factory = Callable[..., concurrent.futures.Executor]
 
 @pytest.fixture(params=["ThreadPoolExecutor", "ThreadedLoopExecutor"])
 def make_executor(request: pytest.FixtureRequest) -> Iterator[Factory]:
-    cls = concurrent.futures.ThreadPoolExecutor if request.param == "ThreadPoolExecutor" else ThreadedLoopExecutor
+    cls = (
+        concurrent.futures.ThreadPoolExecutor
+        if request.param == "ThreadPoolExecutor"
+        else ThreadedLoopExecutor
+    )
     made: list[concurrent.futures.Executor] = []
 
     def make(*args: Any, **kwargs: Any) -> concurrent.futures.Executor:
@@ -83,7 +87,9 @@ def test_job_exception_fails_only_its_own_future(make_executor: Factory) -> None
 
 
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
-def test_base_exception_in_job_fails_only_its_future(make_executor: Factory, exc_type: type[BaseException]) -> None:
+def test_base_exception_in_job_fails_only_its_future(
+    make_executor: Factory, exc_type: type[BaseException]
+) -> None:
     def raiser() -> None:
         raise exc_type("from the job")
 
@@ -125,7 +131,9 @@ def test_map_timeout_raises_timeout_error(make_executor: Factory) -> None:
 
 
 def test_map_buffersize_reads_input_lazily(make_executor: Factory) -> None:
-    if isinstance(make_executor(max_workers=1), concurrent.futures.ThreadPoolExecutor) and sys.version_info < (3, 14):
+    if isinstance(
+        make_executor(max_workers=1), concurrent.futures.ThreadPoolExecutor
+    ) and sys.version_info < (3, 14):
         pytest.skip("ThreadPoolExecutor.map has buffersize from Python 3.14")
     exe = make_executor(max_workers=2)
     pulled = 0
@@ -214,7 +222,7 @@ def test_wait_and_as_completed_see_cancelled_futures(make_executor: Factory) -> 
     queued = exe.submit(square, 3)
     assert queued.cancel()
     gate.opened.set()
-    done, not_done = concurrent.futures.wait([first, queued], timeout=WAIT)
+    _done, not_done = concurrent.futures.wait([first, queued], timeout=WAIT)
     assert not not_done
     assert set(concurrent.futures.as_completed([first, queued], timeout=WAIT)) == {first, queued}
 

@@ -64,7 +64,9 @@ def test_blocking_job_runs_in_a_worker_thread(exe: ThreadedLoopExecutor) -> None
 
 def test_thread_name_prefix_names_loop_and_workers() -> None:
     with ThreadedLoopExecutor(thread_name_prefix="fetcher") as exe:
-        assert exe.submit(lambda: threading.current_thread().name).result(WAIT) == "fetcher_worker_0"
+        assert (
+            exe.submit(lambda: threading.current_thread().name).result(WAIT) == "fetcher_worker_0"
+        )
 
         async def loop_name() -> str:
             return threading.current_thread().name
@@ -115,7 +117,8 @@ def test_cancel_reaches_a_running_coroutine_job(exe: ThreadedLoopExecutor) -> No
     assert started.wait(WAIT)
     assert future.running()
     assert future.cancel()
-    assert future.cancelled() and not future.running()
+    assert future.cancelled()
+    assert not future.running()
     assert saw_cancel.wait(WAIT)
     with pytest.raises(concurrent.futures.CancelledError):
         future.result(timeout=WAIT)
@@ -208,7 +211,9 @@ def test_blocking_threads_default_to_the_stdlib_cap() -> None:
         assert exe.max_workers == 1000
         futures = [exe.submit(barrier.wait) for _ in range(cap)]
         assert sorted(f.result(timeout=WAIT) for f in futures) == list(range(cap))
-        names = {exe.submit(lambda: threading.current_thread().name).result(WAIT) for _ in range(50)}
+        names = {
+            exe.submit(lambda: threading.current_thread().name).result(WAIT) for _ in range(50)
+        }
     assert len(names) <= cap
 
 
@@ -227,7 +232,8 @@ def test_max_workers_can_grow_from_another_thread() -> None:
         assert not started.acquire(timeout=0.05)  # only one runs
         exe.max_workers = 3
         assert exe.max_workers == 3
-        assert started.acquire(timeout=WAIT) and started.acquire(timeout=WAIT)
+        assert started.acquire(timeout=WAIT)
+        assert started.acquire(timeout=WAIT)
         release.set()
         concurrent.futures.wait(futures, timeout=WAIT)
         with pytest.raises(ValueError, match=re.escape("max_workers must be greater than 0")):
@@ -243,7 +249,13 @@ def test_stats_count_every_outcome() -> None:
         exe.submit(fail).exception(WAIT)
         exe.submit(time.sleep, 0).result(WAIT)
     stats = exe.stats
-    assert (stats.submitted, stats.succeeded, stats.failed, stats.running, stats.queued) == (3, 2, 1, 0, 0)
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.running, stats.queued) == (
+        3,
+        2,
+        1,
+        0,
+        0,
+    )
 
 
 def test_result_on_the_loop_thread_raises_instead_of_deadlocking(exe: ThreadedLoopExecutor) -> None:
@@ -275,14 +287,21 @@ def test_shutdown_wait_on_the_loop_thread_raises(exe: ThreadedLoopExecutor) -> N
 
 def test_exceptional_with_exit_cancels_queued_and_running_coroutine_jobs() -> None:
     started, saw_cancel = threading.Event(), threading.Event()
-    with pytest.raises(KeyboardInterrupt):
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def interrupted_block() -> None:
         with ThreadedLoopExecutor(max_workers=1) as exe:
-            running = exe.submit(park_until_cancelled, started, saw_cancel)
-            queued = exe.submit(double, 1)
+            futures.append(exe.submit(park_until_cancelled, started, saw_cancel))
+            futures.append(exe.submit(double, 1))
             assert started.wait(WAIT)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # as Ctrl-C would, while a job can never finish
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_block()
+    running, queued = futures
     assert saw_cancel.is_set()
-    assert running.cancelled() and queued.cancelled()
+    assert running.cancelled()
+    assert queued.cancelled()
 
 
 def test_shutdown_timeout_cancels_jobs_after_the_grace_period() -> None:
@@ -291,7 +310,8 @@ def test_shutdown_timeout_cancels_jobs_after_the_grace_period() -> None:
     future = exe.submit(park_until_cancelled, started, saw_cancel)
     assert started.wait(WAIT)
     exe.shutdown(wait=True, timeout=0.05)
-    assert saw_cancel.is_set() and future.cancelled()
+    assert saw_cancel.is_set()
+    assert future.cancelled()
 
 
 def test_job_timeout_fails_a_slow_coroutine_job() -> None:
@@ -336,32 +356,36 @@ def test_many_threads_submit_at_once() -> None:
     assert [x for chunk in results for x in chunk] == [2 * i for i in range(threads * per_thread)]
 
 
-def test_submits_racing_shutdown_are_all_processed_or_refused() -> None:
-    threads = 6
-    for _ in range(20):
-        exe = ThreadedLoopExecutor(max_workers=2)
-        barrier = threading.Barrier(threads + 1, timeout=WAIT)
-        accepted: list[concurrent.futures.Future[int]] = []
-        lock = threading.Lock()
+def _race_submits_against_shutdown(threads: int) -> list[concurrent.futures.Future[int]]:
+    exe = ThreadedLoopExecutor(max_workers=2)
+    barrier = threading.Barrier(threads + 1, timeout=WAIT)
+    accepted: list[concurrent.futures.Future[int]] = []
+    lock = threading.Lock()
 
-        def producer() -> None:
-            barrier.wait()
-            for i in range(50):
-                try:
-                    future = exe.submit(double, i)
-                except RuntimeError:
-                    return
-                with lock:
-                    accepted.append(future)
-
-        workers = [threading.Thread(target=producer) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
+    def producer() -> None:
         barrier.wait()
-        exe.shutdown(wait=True)
-        for worker in workers:
-            worker.join(WAIT)
-            assert not worker.is_alive()
+        for i in range(50):
+            try:
+                future = exe.submit(double, i)
+            except RuntimeError:
+                return
+            with lock:
+                accepted.append(future)
+
+    workers = [threading.Thread(target=producer) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()  # release the producers and shut down while they submit
+    exe.shutdown(wait=True)
+    for worker in workers:
+        worker.join(WAIT)
+        assert not worker.is_alive()
+    return accepted
+
+
+def test_submits_racing_shutdown_are_all_processed_or_refused() -> None:
+    for _ in range(20):
+        accepted = _race_submits_against_shutdown(threads=6)
         # Every submit that did not raise was processed: no future is left pending.
         assert all(future.done() for future in accepted)
 
@@ -405,7 +429,9 @@ def test_async_initializer_runs_once_on_the_loop_before_jobs() -> None:
 
 
 def test_bad_constructor_arguments() -> None:
-    with pytest.raises(TypeError, match=re.escape("initializer must be a callable or None (got 3)")):
+    with pytest.raises(
+        TypeError, match=re.escape("initializer must be a callable or None (got 3)")
+    ):
         ThreadedLoopExecutor(initializer=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="loop_factory must be a callable"):
         ThreadedLoopExecutor(loop_factory="uvloop")  # type: ignore[arg-type]

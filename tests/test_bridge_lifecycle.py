@@ -69,17 +69,21 @@ async def test_async_with_does_not_block_the_callers_loop() -> None:
 
 async def test_async_with_cancels_jobs_when_the_block_raises() -> None:
     started = threading.Event()
+    futures: list[concurrent.futures.Future[None]] = []
 
     async def park() -> None:
         started.set()
         await asyncio.Event().wait()
 
-    with pytest.raises(ValueError, match="body"):
+    async def failing_block() -> None:
         async with ThreadedLoopExecutor() as exe:
-            future = exe.submit(park)
+            futures.append(exe.submit(park))
             await asyncio.get_running_loop().run_in_executor(None, started.wait, WAIT)
             raise ValueError("body")
-    assert future.cancelled()
+
+    with pytest.raises(ValueError, match="body"):
+        await failing_block()
+    assert futures[0].cancelled()
 
 
 async def test_run_in_executor_from_another_loop() -> None:
@@ -107,20 +111,24 @@ async def test_wrap_future_on_its_futures() -> None:
             await waiter
         # asyncio cancels the job's future from a callback, a loop turn later: keep the
         # caller's loop running while waiting for that.
-        await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, [future], WAIT)
+        await asyncio.get_running_loop().run_in_executor(
+            None, concurrent.futures.wait, [future], WAIT
+        )
         assert future.cancelled()
 
 
 def test_wait_and_as_completed_on_mixed_jobs() -> None:
     with ThreadedLoopExecutor(max_workers=4) as exe:
-        futures = [exe.submit(double, i) for i in range(10)] + [exe.submit(abs, -i) for i in range(10)]
-        done, not_done = concurrent.futures.wait(futures, timeout=WAIT)
+        futures = [exe.submit(double, i) for i in range(10)] + [
+            exe.submit(abs, -i) for i in range(10)
+        ]
+        _done, not_done = concurrent.futures.wait(futures, timeout=WAIT)
         assert not not_done
         first = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
         assert first.done
-        assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=WAIT)) == sorted(
-            [2 * i for i in range(10)] + list(range(10))
-        )
+        assert sorted(
+            f.result() for f in concurrent.futures.as_completed(futures, timeout=WAIT)
+        ) == sorted([2 * i for i in range(10)] + list(range(10)))
 
 
 def test_cancel_futures_notifies_waiters_in_wait() -> None:
@@ -142,7 +150,8 @@ def test_cancel_futures_notifies_waiters_in_wait() -> None:
         all_done = waiting.submit(concurrent.futures.wait, queued, WAIT)
         exe.shutdown(wait=False, cancel_futures=True)
         done, not_done = all_done.result(timeout=WAIT)
-        assert not not_done and all(f.cancelled() for f in done)
+        assert not not_done
+        assert all(f.cancelled() for f in done)
     finally:
         release.set()
         exe.shutdown(wait=True)
@@ -252,8 +261,13 @@ def test_fork_child_gets_a_clear_error_not_a_hang() -> None:
         _, status = os.waitpid(pid, 0)
         with os.fdopen(read_end, "rb") as reader:
             message = reader.read().decode()
-        assert os.waitstatus_to_exitcode(status) == 0 if hasattr(os, "waitstatus_to_exitcode") else True
-        assert "after os.fork()" in message and "create a new executor in the child" in message
+        assert (
+            os.waitstatus_to_exitcode(status) == 0
+            if hasattr(os, "waitstatus_to_exitcode")
+            else True
+        )
+        assert "after os.fork()" in message
+        assert "create a new executor in the child" in message
         assert exe.submit(double, 3).result(timeout=WAIT) == 6  # the parent is unaffected
 
 

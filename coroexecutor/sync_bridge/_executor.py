@@ -18,13 +18,13 @@ from typing import Any, Callable, Optional, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, final
 
-from .._validate import check_max_workers, check_seconds
 from .._errors import check_job_fn
 from .._stats import ExecutorStats
+from .._validate import check_max_workers, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
-from ._scheduler import ShutdownRequest
 from ._runner import LoopFactory
+from ._scheduler import ShutdownRequest
 
 __all__ = ["ThreadedLoopExecutor"]
 
@@ -49,15 +49,15 @@ _WAIT_ON_LOOP_MESSAGE = (
 def _is_coroutine_job(fn: object) -> bool:
     """True when fn runs on the loop; False for a blocking callable (a worker thread)."""
     if type(fn) is _FunctionType:  # the common case, kept cheap: the hand-off is benchmarked
-        if fn.__code__.co_flags & _CO_COROUTINE:  # type: ignore[attr-defined]
+        if fn.__code__.co_flags & _CO_COROUTINE:
             return True
         return inspect.iscoroutinefunction(fn)  # inspect.markcoroutinefunction (3.12+)
     if not callable(fn):
         check_job_fn(fn, "submit")  # raises: a coroutine object gets the two-call hint
     if inspect.iscoroutinefunction(fn):  # also bound methods and functools.partial
         return True
-    call = getattr(type(fn), "__call__", None)  # an instance with ``async def __call__``
-    return call is not None and inspect.iscoroutinefunction(call)
+    # An instance whose class has ``async def __call__``:
+    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 @final
@@ -139,7 +139,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         bridge = self._bridge
-        return f"<ThreadedLoopExecutor {bridge.name} {bridge.state} max_workers={bridge.max_workers}>"
+        return (
+            f"<ThreadedLoopExecutor {bridge.name} {bridge.state} max_workers={bridge.max_workers}>"
+        )
 
     #
     # Properties

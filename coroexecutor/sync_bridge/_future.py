@@ -71,10 +71,10 @@ class BridgeFuture(concurrent.futures.Future[T]):
                 for waiter in self._waiters:
                     waiter.add_cancelled(self)
                 self._condition.notify_all()
-            elif state == CANCELLED or state == CANCELLED_AND_NOTIFIED:
-                return True
             else:
-                return False  # RUNNING (a blocking call in a thread) or FINISHED
+                # True if already cancelled; False if RUNNING (a blocking call in a
+                # thread) or FINISHED.
+                return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         self._bridge.cancel_job_threadsafe(self)
         return True
@@ -127,7 +127,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             if state == PENDING:
                 self._withdrawn = True
                 return True
-            return state == CANCELLED or state == CANCELLED_AND_NOTIFIED
+            return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
 
     def _set_cancelled(self) -> None:
         """Loop thread: the executor cancelled the job (or it was cancelled on the loop)."""
@@ -153,4 +153,3 @@ class BridgeFuture(concurrent.futures.Future[T]):
             self.set_exception(exc)
         except concurrent.futures.InvalidStateError:
             pass  # cancel() from another thread won the race: its outcome stands
-

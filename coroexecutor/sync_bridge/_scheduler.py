@@ -21,7 +21,12 @@ __all__ = ["Job", "Scheduler", "ShutdownRequest"]
 
 # A job as it crosses the hand-off: (future, fn, args, kwargs, context, is_coroutine_job).
 Job = tuple[
-    BridgeFuture[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any], contextvars.Context, bool
+    BridgeFuture[Any],
+    Callable[..., Any],
+    tuple[Any, ...],
+    dict[str, Any],
+    contextvars.Context,
+    bool,
 ]
 
 _Task = asyncio.Task
@@ -104,9 +109,9 @@ class Scheduler:
             if job[0]._state == PENDING:  # else cancelled meanwhile; cancel() notified
                 start(job)
                 room -= 1
-        if not backlog and self._backlog_empty is not None:
-            if not self._backlog_empty.done():
-                self._backlog_empty.set_result(None)
+        empty = self._backlog_empty
+        if not backlog and empty is not None and not empty.done():
+            empty.set_result(None)
 
     def _start(self, job: Job) -> None:
         future, fn, args, kwargs, ctx, is_coroutine = job
@@ -221,11 +226,14 @@ class Scheduler:
         for job in backlog:
             job[0].cancel()  # never handed to the core: nothing else to cancel
         for future in list(self._jobs.values()):
-            if request.cancel_running or not future._started:
-                # For a job not yet running (rate-limited, or waiting for a worker) this
-                # is exactly cancel_futures. A blocking call already running refuses it.
-                if not future.cancel() and request.cancel_running:
-                    self.cancel_job(future)
+            # For a job not yet running (rate-limited, or waiting for a worker) this is
+            # exactly cancel_futures. A blocking call already running refuses cancel().
+            if (
+                (request.cancel_running or not future._started)
+                and not future.cancel()
+                and request.cancel_running
+            ):
+                self.cancel_job(future)
         self._feed()
 
     async def shutdown(self, request: ShutdownRequest) -> None:
