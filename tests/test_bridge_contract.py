@@ -232,7 +232,12 @@ def test_done_callbacks_run_once_with_the_future(make_executor: Factory) -> None
     seen: list[concurrent.futures.Future[Any]] = []
     called = threading.Event()
     future = exe.submit(square, 5)
-    future.add_done_callback(lambda f: (seen.append(f), called.set()))
+
+    def on_done(f: concurrent.futures.Future[Any]) -> None:
+        seen.append(f)
+        called.set()
+
+    future.add_done_callback(on_done)
     assert called.wait(WAIT)
     assert seen == [future]
     assert future.result() == 25
