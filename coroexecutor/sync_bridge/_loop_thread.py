@@ -331,8 +331,18 @@ class LoopThread:
                 self._state = _RUNNING
             self._ready = True
             self._wake_pending = True
-        self._drain()
-        await self._scheduler.shutdown(await self._stop)
+        try:
+            self._drain()
+            await self._scheduler.shutdown(await self._stop)
+        finally:
+            # No wake-up may target the loop once it starts closing. Otherwise:
+            #   worker thread                         loop thread
+            #   skips a cancelled item, posts it
+            #                                         closes the loop
+            #   call_soon_threadsafe -> RuntimeError("Event loop is closed")
+            # Whatever is handed off from now on is dropped by _close(): every job is done.
+            with self._lock:
+                self._ready = False
 
     def _drain(self) -> None:
         """Take the whole batch from the hand-off and act on it."""
