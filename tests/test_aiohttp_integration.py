@@ -32,10 +32,11 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 
-aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is a test extra")
-from aiohttp import web  # noqa: E402
+pytest.importorskip("aiohttp", reason="aiohttp is a test extra")
+import aiohttp
+from aiohttp import web
 
-from coroexecutor import CoroutineExecutor, LoopExecutor  # noqa: E402
+from coroexecutor import CoroutineExecutor, LoopExecutor
 
 T = TypeVar("T")
 
