@@ -54,9 +54,11 @@ class Admission:
     _free: int  # slots not held by a running job or a granted waiter
     _running: set[asyncio.Future[Any]]
     # FIFO of Queued jobs (from submit_nowait) and slot waiters (from submit and map).
-    # Cancelled entries stay until they reach the front; _queued counts the live ones.
+    # Cancelled entries stay until they reach the front. _queued counts the live jobs (they
+    # are accepted: stats shows them), _waiting the live waiters (not yet accepted).
     _backlog: collections.deque[Queued | asyncio.Future[None]]
     _queued: int
+    _waiting: int
     _limiter: RateLimiter | None
     _wake_handle: asyncio.TimerHandle | None
     _wrap: bool  # an initializer or a job_timeout: jobs need the wrapper coroutine
@@ -82,6 +84,7 @@ class Admission:
         self._running = set()
         self._backlog = collections.deque()
         self._queued = 0
+        self._waiting = 0
         self._limiter = None
         self._wake_handle = None
         self._initializer = initializer
@@ -108,13 +111,13 @@ class Admission:
         assert self._loop is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._backlog.append(waiter)
-        self._queued += 1
+        self._waiting += 1
         self._schedule_wake()
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.cancelled():
-                self._queued -= 1  # we left the line; _start_backlog will skip the entry
+                self._waiting -= 1  # we left the line; _start_backlog will skip the entry
             elif waiter.exception() is None:
                 # Granted a slot, then cancelled before we could use it (asyncio's
                 # Semaphore.acquire has the same race): pass the slot to the next in line.
@@ -145,11 +148,12 @@ class Admission:
                 self._schedule_wake()
                 return
             backlog.popleft()
-            self._queued -= 1
             self._free -= 1
             if type(entry) is Queued:
+                self._queued -= 1
                 entry.ctx.run(self._start_queued, entry)
             else:
+                self._waiting -= 1
                 entry.set_result(None)  # type: ignore[union-attr]
 
     def _start_queued(self, entry: Queued) -> None:

@@ -87,7 +87,7 @@ class CoroutineExecutor(ErrorPolicy):
         running = len(self._running)
         return (
             f"<CoroutineExecutor {self._state.value} {running}/{self._max_workers}"
-            f" backlog={self._queued}>"
+            f" backlog={self._queued} waiting={self._waiting}>"
         )
 
     #

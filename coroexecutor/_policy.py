@@ -152,7 +152,7 @@ class ErrorPolicy(Admission):
             if type(entry) is Queued:
                 entry.future.cancel()  # _on_queued_done uncounts it
             elif not entry.done():  # type: ignore[union-attr]
-                self._queued -= 1
+                self._waiting -= 1
                 entry.set_exception(  # type: ignore[union-attr]
                     RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} is cancelling its jobs)")
                 )
@@ -174,7 +174,7 @@ class ErrorPolicy(Admission):
 
     def _busy(self) -> bool:
         # A granted slot whose job has not started yet is busy too: free counts it.
-        return self._free != self._max_workers or self._queued > 0
+        return self._free != self._max_workers or self._queued > 0 or self._waiting > 0
 
     async def _wait_idle(self) -> asyncio.CancelledError | None:
         """Wait until no job runs or waits. Cancelled meanwhile: cancel the jobs, keep
