@@ -1,18 +1,24 @@
-"""LoopThread: the background thread, its event loop, and the hand-off from other threads.
+"""LoopThread: the loop thread, the slots, and the hand-off between threads.
 
 Threading model (who calls what):
 
 * any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
   ``set_max_workers_threadsafe``, ``stats_threadsafe``, ``join``;
-* worker threads: ``_post_done_threadsafe`` (a blocking job finished);
-* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain`` and the Scheduler;
-* a forked child, in its only thread: ``_after_fork_in_child``.
+* worker threads: ``_release_from_worker`` (a direct blocking job is done) and
+  ``_post_done_threadsafe`` (a blocking job the loop runs is done);
+* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain``, ``_release_on_loop``
+  and the Scheduler;
+* a forked child, in its only thread: ``after_fork_in_child``.
 
-Work crosses into the loop thread only through the hand-off: callers append to a list
-under ``_lock``, and the first append of a batch wakes the loop with one
-``call_soon_threadsafe``; ``_drain`` then takes the whole batch at once. Results go back
-through each job's concurrent future, which is thread-safe by itself. Nothing outside
-this module takes ``_lock``, and no user code or future callback runs while it is held.
+Slots: ``_held`` counts the jobs holding one of the ``max_workers`` slots; the others
+wait in ``_backlog`` (FIFO, both kinds). Whoever frees a slot hands it to the next job
+under ``_lock``: a blocking job goes straight to a worker thread (from the submitting
+thread, or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a
+job that needs the loop goes to ``_to_loop``. Work crosses into the loop thread only
+through the lists guarded by ``_lock``: the first append of a batch wakes the loop with
+one ``call_soon_threadsafe`` and ``_drain`` takes the whole batch. Results go back
+through each job's concurrent future, which is thread-safe by itself. No user code and
+no future callback runs while ``_lock`` is held.
 """
 
 from __future__ import annotations
@@ -22,17 +28,18 @@ import collections
 import concurrent.futures
 import enum
 import inspect
-import os
 import threading
-import weakref
+from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
 from .._errors import BrokenLoopExecutor
+from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
+from . import _process
 from ._future import BridgeFuture
 from ._runner import LoopFactory, Runner
 from ._scheduler import Job, Scheduler, ShutdownRequest
-from ._workers import WorkItem
+from ._workers import WorkerPool, WorkItem
 
 __all__ = ["SHUTDOWN_MESSAGE", "LoopThread"]
 
@@ -45,7 +52,7 @@ _FORK_MESSAGE = (
 
 
 class _State(enum.Enum):
-    STARTING = "starting"  # the loop runs the initializer; submits wait in the hand-off
+    STARTING = "starting"  # the loop runs the initializer; jobs wait in the backlog
     RUNNING = "running"  # accepting jobs
     SHUTTING_DOWN = "shutting down"  # no new jobs; accepted ones finish or are cancelled
     BROKEN = "broken"  # the initializer failed; the thread has stopped or is stopping
@@ -53,7 +60,8 @@ class _State(enum.Enum):
     FORKED = "forked"  # this is a forked child: the loop thread exists only in the parent
 
 
-_STARTING, _RUNNING = _State.STARTING, _State.RUNNING
+_STARTING, _RUNNING, _SHUTTING_DOWN = _State.STARTING, _State.RUNNING, _State.SHUTTING_DOWN
+_GONE = (_State.CLOSED, _State.FORKED, _State.BROKEN)
 
 
 class LoopThread:
@@ -74,32 +82,48 @@ class LoopThread:
     ) -> None:
         self.name = name
         self.owner_repr = f"<ThreadedLoopExecutor {name}>"
-        self._scheduler = Scheduler(
-            name,
-            max_workers=max_workers,
-            max_threads=max_threads,
+        self._pool = WorkerPool(name, max_threads, self._release_from_worker, self._post_done)
+        scheduler = Scheduler(self._pool, self._release_on_loop)
+        # Constructed here, in the caller's thread, so bad options raise from our
+        # constructor. The core only ever gets jobs that hold a slot, so it starts each
+        # at once (its own max_workers is kept equal, and is never the limit).
+        scheduler.core = CoroutineExecutor(
+            max_workers,
+            suppress_task_errors=True,  # one job's error fails only its own future (stdlib)
             max_per_second=max_per_second,
             burst=burst,
             job_timeout=job_timeout,
-            post_done=self._post_done_threadsafe,
+            on_job_done=scheduler.on_core_job_done,
         )
+        self._scheduler = scheduler
+        # A core option that must govern blocking jobs too routes them through the loop.
+        self._blocking_on_loop = max_per_second is not None or job_timeout is not None
         self._loop_factory = loop_factory
         self._initializer = initializer
         self._initargs = initargs
 
         self._lock = threading.Lock()
-        # Invariant: _wake_pending is True iff a _drain is scheduled that has not yet taken
-        # the batch; it is only ever set while _ready (the loop drains the hand-off).
+        # Invariants: _wake_pending is True iff a _drain is scheduled that has not taken
+        # the batch yet; it is only set while _ready. _held == len(_direct) + the jobs in
+        # _to_loop + the scheduler's jobs and awaitable tails; _backlog is empty whenever
+        # _held < max_workers (except while STARTING).
         self._state = _STARTING  # guarded by _lock
-        self._ready = False  # guarded by _lock
+        self._ready = False  # guarded by _lock: the loop drains the hand-off
         self._wake_pending = False  # guarded by _lock
-        self._submits: collections.deque[Job] = collections.deque()  # guarded by _lock
+        self.max_workers = max_workers  # guarded by _lock
+        self._held = 0  # guarded by _lock
+        self._backlog: collections.deque[Job] = collections.deque()  # guarded by _lock
+        self._direct: set[BridgeFuture[Any]] = set()  # guarded by _lock
+        self._to_loop: list[Job] = []  # guarded by _lock
         self._calls: list[Callable[[], object]] = []  # guarded by _lock
         self._done_items: list[WorkItem] = []  # guarded by _lock
+        self._tails: list[WorkItem] = []  # guarded by _lock: direct jobs with an awaitable
         self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
+        self._shutdown_changed = False  # guarded by _lock
+        self._applied: list[threading.Event] = []  # guarded by _lock
         self._broken: Optional[BaseException] = None  # guarded by _lock
-        self._applied: list[threading.Event] = []  # guarded by _lock; set once applied
-        self.max_workers = max_workers  # written under _lock
+        # Counts beyond the core's (guarded by _lock): see _stats().
+        self._submitted = self._direct_ok = self._direct_failed = self._cancelled = 0
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set once, before _created
         self.loop_ident: Optional[int] = None
@@ -108,14 +132,13 @@ class LoopThread:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._final_stats: Optional[ExecutorStats] = None
         self._stop: Optional[asyncio.Future[ShutdownRequest]] = None  # loop thread only
+        self._idle: Optional[asyncio.Event] = None  # loop thread only
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
 
     def start(self) -> None:
         """Start the thread; return once its loop exists. Raises what loop_factory raised."""
-        with _global_lock:
-            if _interpreter_exiting:
-                raise RuntimeError(_EXIT_MESSAGE)
-            _live.add(self)
+        if not _process.register(self):
+            raise RuntimeError(_EXIT_MESSAGE)
         self._thread.start()
         self._created.wait()
         if self._start_error is not None:
@@ -131,29 +154,82 @@ class LoopThread:
         return threading.get_ident() == self.loop_ident
 
     def is_worker_thread(self) -> bool:
-        return threading.get_ident() in self._scheduler.pool.thread_idents()
+        return threading.get_ident() in self._pool.thread_idents()
 
     #
-    # Any thread: the hand-off
+    # Slots (every method here is called with _lock held)
+    #
+
+    def _next_locked(self) -> Optional[Job]:
+        """Give a free slot to the next live job in the backlog, if any."""
+        if self._held >= self.max_workers or self._state is _STARTING:
+            return None
+        backlog = self._backlog
+        while backlog:
+            job = backlog.popleft()
+            if job[0]._state == PENDING:
+                self._held += 1
+                return job
+            self._cancelled += 1  # cancelled while it waited; cancel() notified
+        if self._held == 0 and self._state is _SHUTTING_DOWN:
+            self._wake_locked()  # the loop is waiting for the last job to finish
+        return None
+
+    def _route_locked(self, job: Job) -> Optional[WorkItem]:
+        """A job got a slot: queue it for the loop, or return the item for a worker."""
+        future, fn, args, kwargs, ctx, is_coroutine = job
+        if is_coroutine or self._blocking_on_loop:
+            self._to_loop.append(job)
+            self._wake_locked()
+            return None
+        self._direct.add(future)
+        return WorkItem(future, fn, args, kwargs, ctx)
+
+    def _fill_locked(self) -> list[WorkItem]:
+        """Give every free slot away; return the items to dispatch after unlocking."""
+        items = []
+        job = self._next_locked()
+        while job is not None:
+            item = self._route_locked(job)
+            if item is not None:
+                items.append(item)
+            job = self._next_locked()
+        return items
+
+    def _wake_locked(self) -> None:
+        if not self._wake_pending and self._ready:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+
+    #
+    # Any thread
     #
 
     def submit_threadsafe(self, job: Job) -> None:
-        """Hand a job to the loop, or raise. A call that returns is always processed."""
-        # Hold _lock from the state check through the append. Otherwise:
+        """Accept a job, or raise. A call that returns is always processed."""
+        # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
         #   reads _state -> RUNNING
-        #                                        shuts down: drains the hand-off, closes
-        #   appends the job                      (never drained: the future hangs forever)
+        #                                        shuts down: waits for _held == 0, closes
+        #   appends the job                      (never started: the future hangs forever)
+        item: Optional[WorkItem] = None
         with self._lock:
             state = self._state
             if state is _RUNNING or state is _STARTING:
-                self._submits.append(job)
-                if not self._wake_pending and self._ready:
-                    self._wake_pending = True
-                    self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
-                return
-            broken = self._broken
-        raise self._refusal(state, broken)
+                self._submitted += 1
+                if self._held >= self.max_workers or self._backlog or state is _STARTING:
+                    self._backlog.append(job)
+                    return
+                self._held += 1
+                item = self._route_locked(job)
+                if item is None:
+                    return
+            else:
+                broken = self._broken
+        if item is not None:
+            self._pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
+            return
+        raise self._refusal(state, broken)  # outside the lock: repr(broken) is user code
 
     def _refusal(self, state: _State, broken: Optional[BaseException]) -> BaseException:
         if state is _State.BROKEN:
@@ -164,116 +240,122 @@ class LoopThread:
             return error
         if state is _State.FORKED:
             return RuntimeError(_FORK_MESSAGE.format(name=self.owner_repr))
-        if _interpreter_exiting:
+        if _process.interpreter_exiting():
             return RuntimeError(_EXIT_MESSAGE)
         return RuntimeError(SHUTDOWN_MESSAGE)
-
-    def _wake_locked(self) -> None:
-        if not self._wake_pending and self._ready:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
 
     def _call_soon_threadsafe(self, fn: Callable[[], object]) -> bool:
         """Run fn() on the loop soon. False (fn dropped) once the loop has stopped."""
         with self._lock:
-            if self._state is _State.CLOSED or self._state is _State.FORKED or self._broken:
+            if self._state in _GONE:
                 return False
             self._calls.append(fn)
             self._wake_locked()
             return True
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
-        """The future was cancelled: cancel its job on the loop (a no-op once it is done)."""
+        """The future was cancelled: cancel its job on the loop, if the loop has it.
+
+        A job still waiting for a slot or a worker is skipped when its turn comes. A job
+        the loop is starting right now (``_job`` not yet set) is cancelled by
+        Scheduler.start, which checks the future's state after setting ``_job``.
+        """
         if self.is_loop_thread():
             self._scheduler.cancel_job(future)
-        else:
+        elif future._job is not None:
             # Dropped once the loop has stopped: by then every job has finished.
             self._call_soon_threadsafe(lambda: self._scheduler.cancel_job(future))
 
-    def _post_done_threadsafe(self, item: WorkItem) -> None:
-        with self._lock:
-            if self._state is _State.CLOSED or self._state is _State.FORKED:
-                return  # a skipped (cancelled) item after the last job: nobody waits
-            self._done_items.append(item)
-            self._wake_locked()
-
     def set_max_workers_threadsafe(self, value: int, max_threads: int) -> None:
-        scheduler = self._scheduler
+        core = self._scheduler.core
 
-        def apply() -> None:
-            scheduler.core.max_workers = value
-            scheduler.pool.cap = max_threads
-            scheduler.add(collections.deque())  # start backlog jobs into the new room
+        def resize_core() -> None:
+            core.max_workers = value
 
         with self._lock:
             self.max_workers = value
-            starting = self._state is _STARTING and not self._ready
-        if starting or not self._call_soon_threadsafe(apply):
-            # The loop is not draining yet (or any more): nothing else touches these.
-            scheduler.core.max_workers = value
-            scheduler.pool.cap = max_threads
+            self._pool.cap = max_threads
+            items = self._fill_locked()  # growing starts backlog jobs at once
+            ready = self._ready
+        for item in items:
+            self._pool.submit(item)
+        if not ready or not self._call_soon_threadsafe(resize_core):
+            core.max_workers = value  # the loop is not running it (yet, or any more)
 
     def stats_threadsafe(self) -> ExecutorStats:
-        """The core's counts plus the jobs still in the hand-off and the backlog."""
+        """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
         if self._final_stats is not None:
             return self._final_stats
         if self.is_loop_thread():
             return self._stats()
         result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
         with self._lock:
-            starting = not self._ready
-        if starting or not self._call_soon_threadsafe(lambda: result.set_result(self._stats())):
-            # The loop is not draining (initializer running, or stopped): nothing moves.
-            return self._final_stats or self._stats()
+            ready = self._ready
+        if not ready or not self._call_soon_threadsafe(lambda: result.set_result(self._stats())):
+            return self._final_stats or self._stats()  # no loop jobs can move now
         return result.result()
 
     def _stats(self) -> ExecutorStats:
-        stats = self._scheduler.core.stats
+        core = self._scheduler.core.stats
         with self._lock:
-            waiting = len(self._submits)
-        waiting += self._scheduler.waiting()
-        if not waiting:
-            return stats
+            submitted = self._submitted
+            running = core.running + len(self._direct)
+            succeeded = core.succeeded + self._direct_ok
+            failed = core.failed + self._direct_failed
+            cancelled = core.cancelled + self._cancelled
         return ExecutorStats(
-            submitted=stats.submitted + waiting,
-            queued=stats.queued + waiting,
-            running=stats.running,
-            succeeded=stats.succeeded,
-            failed=stats.failed,
-            cancelled=stats.cancelled,
+            submitted=submitted,
+            queued=submitted - running - succeeded - failed - cancelled,
+            running=running,
+            succeeded=succeeded,
+            failed=failed,
+            cancelled=cancelled,
         )
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> None:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
 
-        Jobs handed off before this call are still processed. A later call may only add
-        cancellation (cancel_futures after a plain shutdown, or an exceptional exit).
-        When it asks for cancellation, this returns once the loop has cancelled the jobs,
-        as the stdlib's shutdown(cancel_futures=True) does (except on the loop thread).
+        Jobs accepted before this call still run. A later call may only add cancellation
+        (cancel_futures after a plain shutdown, or an exceptional exit). When it asks
+        for cancellation, this returns once the jobs are cancelled, as the stdlib's
+        shutdown(cancel_futures=True) does (on the loop thread: soon after).
         """
         applied = threading.Event()
-        if not self._request_shutdown(request, applied):
-            return
-        if (request.cancel_queued or request.cancel_running) and not self.is_loop_thread():
-            applied.wait()
-
-    def _request_shutdown(self, request: ShutdownRequest, applied: threading.Event) -> bool:
+        cancelling = request.cancel_queued or request.cancel_running
         with self._lock:
-            state = self._state
-            if state is _State.CLOSED or state is _State.FORKED or state is _State.BROKEN:
-                return False
-            self._applied.append(applied)
-            self._state = _State.SHUTTING_DOWN
+            if self._state in _GONE:
+                return
+            self._state = _SHUTTING_DOWN
             previous = self._shutdown
             if previous is not None:
                 request = ShutdownRequest(
-                    previous.cancel_queued or request.cancel_queued,
+                    previous.cancel_queued or cancelling,
                     previous.cancel_running or request.cancel_running,
                     previous.grace,
                 )
             self._shutdown = request
+            self._shutdown_changed = True
+            self._applied.append(applied)
+            unstarted = self._take_unstarted_locked() if cancelling else []
             self._wake_locked()
-            return True
+        for future in unstarted:
+            future.cancel()
+        if cancelling and not self.is_loop_thread():
+            applied.wait()
+
+    def _take_unstarted_locked(self) -> list[BridgeFuture[Any]]:
+        """The futures to cancel for cancel_futures that are not the loop's to cancel."""
+        futures = [job[0] for job in self._backlog]
+        self._cancelled += len(futures)
+        self._backlog.clear()
+        # Direct jobs a worker has not started: the worker skips them, frees the slot.
+        futures += [f for f in self._direct if f._state == PENDING]
+        if self._held == 0:
+            self._wake_locked()
+        return futures
+
+    def stop_for_exit(self) -> None:
+        self.request_shutdown_threadsafe(ShutdownRequest(False, False, None))
 
     def join(self) -> None:
         if self._thread.ident is not None and not self.is_loop_thread():
@@ -284,8 +366,63 @@ class LoopThread:
         return self._stopped
 
     #
+    # Worker threads
+    #
+
+    def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
+        """A direct blocking job is done (or was skipped): free its slot or pass it on."""
+        future = item.future
+        with self._lock:
+            if item.outcome is not None:
+                # fn returned an awaitable: the loop awaits it, the job keeps its slot.
+                self._tails.append(item)
+                self._wake_locked()
+                return None
+            self._count_direct_locked(future)
+            self._held -= 1
+            job = self._next_locked()
+            return None if job is None else self._route_locked(job)
+
+    def _count_direct_locked(self, future: BridgeFuture[Any]) -> None:
+        self._direct.discard(future)
+        if future._state != FINISHED:
+            self._cancelled += 1
+        elif future._exception is None:
+            self._direct_ok += 1
+        else:
+            self._direct_failed += 1
+
+    def _post_done(self, item: WorkItem) -> None:
+        with self._lock:
+            if self._state is _State.CLOSED or self._state is _State.FORKED:
+                return  # a skipped (cancelled) item after the last job: nobody waits
+            self._done_items.append(item)
+            self._wake_locked()
+
+    #
     # Loop thread
     #
+
+    def _release_on_loop(self, future: BridgeFuture[Any]) -> None:
+        """A job the loop ran is done: free its slot or pass it on."""
+        with self._lock:
+            if future in self._direct:
+                self._count_direct_locked(future)  # a direct job's awaitable tail
+            elif future._job is None:
+                self._cancelled += 1  # cancelled before the loop could start it
+            self._held -= 1
+            job = self._next_locked()
+            if job is None:
+                return
+            item = None
+            future, fn, args, kwargs, ctx, is_coroutine = job
+            if not (is_coroutine or self._blocking_on_loop):
+                self._direct.add(future)
+                item = WorkItem(future, fn, args, kwargs, ctx)
+        if item is None:
+            self._scheduler.start(job)  # on the loop already: no need to hand it off
+        else:
+            self._pool.submit(item)
 
     def _run(self) -> None:
         """The thread body: create the loop, run _main, close the loop, stop the workers."""
@@ -310,7 +447,7 @@ class LoopThread:
             try:
                 runner.close()
             finally:
-                self._scheduler.pool.stop()
+                self._pool.stop()
                 self._close(crash)
                 if self._stopped.set_running_or_notify_cancel():
                     self._stopped.set_result(None)
@@ -318,6 +455,7 @@ class LoopThread:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()
+        self._idle = asyncio.Event()
         if self._initializer is not None:
             try:
                 ready = self._initializer(*self._initargs)
@@ -331,57 +469,80 @@ class LoopThread:
                 self._state = _RUNNING
             self._ready = True
             self._wake_pending = True
+            items = self._fill_locked()
+        for item in items:
+            self._pool.submit(item)
         try:
             self._drain()
-            await self._scheduler.shutdown(await self._stop)
+            await self._finish(await self._stop)
         finally:
             # No wake-up may target the loop once it starts closing. Otherwise:
             #   worker thread                         loop thread
             #   skips a cancelled item, posts it
             #                                         closes the loop
             #   call_soon_threadsafe -> RuntimeError("Event loop is closed")
-            # Whatever is handed off from now on is dropped by _close(): every job is done.
+            # What is handed off from now on is dropped by _close(): every job is done.
             with self._lock:
                 self._ready = False
+
+    async def _finish(self, request: ShutdownRequest) -> None:
+        """Wait for every job (cancelling some, as requested); then stop the core."""
+        assert self._idle is not None
+        if request.grace is not None:
+            try:
+                await asyncio.wait_for(self._idle.wait(), request.grace)
+            except asyncio.TimeoutError:
+                # The grace period is over: cancel whatever can be cancelled.
+                self.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+        await self._idle.wait()
+        await self._scheduler.core.shutdown(wait=True)
 
     def _drain(self) -> None:
         """Take the whole batch from the hand-off and act on it."""
         with self._lock:
             self._wake_pending = False
-            submits, self._submits = self._submits, collections.deque()
+            to_loop, self._to_loop = self._to_loop, []
             calls, self._calls = self._calls, []
             done_items, self._done_items = self._done_items, []
-            request = self._shutdown
+            tails, self._tails = self._tails, []
+            request = self._shutdown if self._shutdown_changed else None
+            self._shutdown_changed = False
             applied, self._applied = self._applied, []
         scheduler = self._scheduler
-        if submits:
-            scheduler.add(submits)
+        for job in to_loop:
+            scheduler.start(job)
         if request is not None:
-            # Before the finished jobs below free their slots: a job queued when
+            # Before the finished jobs below free their slots: a job not running when
             # shutdown(cancel_futures=True) was called must not start after all.
-            scheduler.apply(request)
-            for event in applied:
-                event.set()
+            scheduler.cancel_started(request)
             stop = self._stop
             assert stop is not None
             if not stop.done():
                 stop.set_result(request)
+        for event in applied:
+            event.set()
         for item in done_items:
             scheduler.on_work_done(item)
+        for item in tails:
+            scheduler.await_outcome(item)
         for call in calls:
             call()
+        if self._stop is not None and self._stop.done():
+            with self._lock:
+                idle = self._held == 0
+            if idle:
+                self._idle.set()  # type: ignore[union-attr]
 
     def _break(self, error: BaseException) -> None:
-        """The initializer raised: fail every job handed off so far, and every later one."""
+        """The initializer raised: fail every job accepted so far, and every later one."""
         with self._lock:
             self._state = _State.BROKEN
             self._broken = error
-            submits, self._submits = self._submits, collections.deque()
-            self._calls.clear()
+            backlog, self._backlog = self._backlog, collections.deque()
             applied, self._applied = self._applied, []
         for event in applied:
             event.set()
-        for job in submits:
+        for job in backlog:
             job[0]._try_set_exception(self._refusal(_State.BROKEN, error))
 
     def _close(self, crash: Optional[BaseException]) -> None:
@@ -390,70 +551,40 @@ class LoopThread:
             if self._state is not _State.BROKEN:
                 self._state = _State.CLOSED
             self._ready = False
-            submits, self._submits = self._submits, collections.deque()
-            self._calls.clear()
-            self._done_items.clear()
+            orphans = self._orphans_locked()
             applied, self._applied = self._applied, []
         for event in applied:
             event.set()
-        self._final_stats = self._scheduler.core.stats
-        for future in [job[0] for job in submits] + self._scheduler.orphans():
-            # Only after a crash of this package: never strand a future.
+        self._final_stats = self._stats()
+        for future in orphans:  # only after a crash of this package: never strand a future
+            if future.done():
+                continue
             error = RuntimeError(f"{self.owner_repr} stopped unexpectedly: {crash!r}")
             error.__cause__ = crash
             future._try_set_exception(error)
+
+    def _orphans_locked(self) -> list[BridgeFuture[Any]]:
+        futures = [job[0] for job in self._backlog] + [job[0] for job in self._to_loop]
+        futures += list(self._direct) + self._scheduler.orphans()
+        self._backlog.clear()
+        self._to_loop.clear()
+        self._direct.clear()
+        self._calls.clear()
+        self._done_items.clear()
+        self._tails.clear()
+        return futures
 
     #
     # Forked child
     #
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # Only the forking thread exists here, so a lock held by a parent thread at the
         # fork would never be released: replace the locks instead of taking them.
         self._lock = threading.Lock()
         self._state = _State.FORKED
         self._ready = False
-        self._final_stats = self._final_stats or self._scheduler.core.stats
-        self._scheduler.pool.forget_threads()
-        orphans = [job[0] for job in self._submits] + self._scheduler.orphans()
-        self._submits.clear()
-        for future in orphans:
+        self._pool.forget_threads()
+        for future in self._orphans_locked():
             future._condition = threading.Condition()
             future._try_set_exception(RuntimeError(_FORK_MESSAGE.format(name=self.owner_repr)))
-
-
-#
-# Interpreter exit and fork
-#
-
-_live: weakref.WeakSet[LoopThread] = weakref.WeakSet()  # guarded by _global_lock
-_global_lock = threading.Lock()
-_interpreter_exiting = False  # guarded by _global_lock
-
-
-def _python_exit() -> None:
-    """Let never-shut-down executors finish their jobs before the interpreter exits.
-
-    Registered like ThreadPoolExecutor's hook: it runs just before the interpreter joins
-    non-daemon threads, so a forgotten executor neither hangs the exit nor loses jobs.
-    """
-    global _interpreter_exiting
-    with _global_lock:
-        _interpreter_exiting = True
-        live = list(_live)
-    for loop_thread in live:
-        loop_thread.request_shutdown_threadsafe(ShutdownRequest(False, False, None))
-    for loop_thread in live:
-        loop_thread.join()
-
-
-def _after_fork_in_child() -> None:
-    global _global_lock
-    _global_lock = threading.Lock()
-    for loop_thread in list(_live):
-        loop_thread._after_fork_in_child()
-
-
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,13 +1,13 @@
-"""Scheduler: the loop-thread side of the bridge, from a handed-off job to its outcome.
+"""Scheduler: the loop-thread side of the bridge, from a started job to its outcome.
 
 Everything here runs on the loop thread only (see the threading model in
-``_loop_thread``). No lock is taken: the hand-off already moved the jobs to this thread.
+``_loop_thread``). No lock is taken here: a job reaches this module holding a slot
+already, granted by LoopThread under its lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import inspect
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
@@ -19,7 +19,7 @@ from ._workers import WorkerPool, WorkItem
 
 __all__ = ["Job", "Scheduler", "ShutdownRequest"]
 
-# A job as it crosses the hand-off: (future, fn, args, kwargs, context, is_coroutine_job).
+# A job as it crosses threads: (future, fn, args, kwargs, context, is_coroutine).
 Job = tuple[
     BridgeFuture[Any],
     Callable[..., Any],
@@ -47,86 +47,44 @@ class _CoroutineJobError(Exception):
 
 
 class Scheduler:
-    """Feeds handed-off jobs to a CoroutineExecutor and copies their outcomes back.
+    """Runs the jobs that need the loop on a CoroutineExecutor; copies outcomes back.
 
-    Jobs wait in ``_backlog`` (FIFO) until the core has a free slot, so the core starts
-    every job it is given at once, as a task, and its ``on_job_done`` hook tells us when
-    the slot frees up: one task and no extra callback per job. Only with
-    ``max_per_second`` may the core queue a job itself (see ``_start``).
+    LoopThread grants slots, so the core starts every job it is given at once, as a task,
+    and its ``on_job_done`` hook reports the end of each: one task and no extra callback
+    per job. Only with ``max_per_second`` may the core queue a job itself (see ``start``).
 
     Invariant: ``_jobs`` maps every job handed to the core and not yet finished, by the
-    task (or queued future) ``submit_nowait`` returned, to its bridged future; so
-    ``len(_jobs)`` is the number of core slots we hold.
+    task (or queued future) ``submit_nowait`` returned, to its bridged future. Each
+    entry holds one slot, given back through ``release`` when the entry is removed.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        max_workers: int,
-        max_threads: int,
-        max_per_second: Optional[float],
-        burst: Optional[int],
-        job_timeout: Optional[float],
-        post_done: Callable[[WorkItem], None],
-    ) -> None:
-        # Constructed in the caller's thread, so bad options raise from our constructor.
-        self.core = CoroutineExecutor(
-            max_workers,
-            suppress_task_errors=True,  # one job's error fails only its own future (stdlib)
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
-            on_job_done=self._on_core_job_done,
-        )
-        self.pool = WorkerPool(name, max_threads, post_done)
-        self._backlog: collections.deque[Job] = collections.deque()
+    core: CoroutineExecutor  # set by the owner, with on_job_done=self.on_core_job_done
+
+    def __init__(self, pool: WorkerPool, release: Callable[[BridgeFuture[Any]], None]) -> None:
+        self.pool = pool
+        self._release = release
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
-        self._backlog_empty: Optional[asyncio.Future[None]] = None  # awaited by shutdown
+        self._tails: set[asyncio.Future[Any]] = set()  # see await_outcome
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
-    #
-    # Admission
-    #
-
-    def add(self, jobs: collections.deque[Job]) -> None:
-        """Jobs from one hand-off batch, in submission order."""
-        if self._backlog:
-            self._backlog.extend(jobs)
-        else:
-            self._backlog = jobs
-        self._feed()
-
-    def waiting(self) -> int:
-        return len(self._backlog)
-
-    def _feed(self) -> None:
-        backlog = self._backlog
-        room = self.core.max_workers - len(self._jobs)
-        start = self._start
-        while room > 0 and backlog:
-            job = backlog.popleft()
-            if job[0]._state == PENDING:  # else cancelled meanwhile; cancel() notified
-                start(job)
-                room -= 1
-        empty = self._backlog_empty
-        if not backlog and empty is not None and not empty.done():
-            empty.set_result(None)
-
-    def _start(self, job: Job) -> None:
+    def start(self, job: Job) -> None:
+        """Start a job that holds a slot."""
         future, fn, args, kwargs, ctx, is_coroutine = job
-        if is_coroutine:
-            task = ctx.run(self.core.submit_nowait, self._run_coroutine, future, fn, args, kwargs)
-        else:
-            task = ctx.run(
-                self.core.submit_nowait, self._run_blocking, future, fn, args, kwargs, ctx
-            )
+        if future._state != PENDING:
+            self._release(future)  # cancelled before it started; cancel() notified
+            return
+        wrapper = self._run_coroutine if is_coroutine else self._run_blocking
+        task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
         future._job = task
         self._jobs[task] = future
         if type(task) is not _Task and not isinstance(task, _Task):
             # Queued by the core's rate limiter. The hook will see the task it starts
             # later, not this future: follow the future instead.
-            task.add_done_callback(self._on_core_job_done)
+            task.add_done_callback(self.on_core_job_done)
+        elif future._state == CANCELLED_AND_NOTIFIED:
+            # cancel() ran meanwhile in another thread, before _job was set, so it left
+            # the task to us (see LoopThread.cancel_job_threadsafe).
+            task.cancel()
 
     def cancel_job(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job (a no-op once that has finished)."""
@@ -134,11 +92,14 @@ class Scheduler:
         if task is not None:
             task.cancel()
 
+    def jobs(self) -> list[BridgeFuture[Any]]:
+        return list(self._jobs.values())
+
     #
     # Completion
     #
 
-    def _on_core_job_done(self, task: asyncio.Future[Any]) -> None:
+    def on_core_job_done(self, task: asyncio.Future[Any]) -> None:
         """The core's hook: a job's task finished and its slot is free."""
         # None for the task behind a rate-limited queued future: that future follows it.
         future = self._jobs.pop(task, None)
@@ -146,14 +107,32 @@ class Scheduler:
             state = future._state
             if state != FINISHED and state != CANCELLED_AND_NOTIFIED:
                 _resolve(future, task)  # what the job could not set itself
-        if self._backlog:
-            self._feed()
+            self._release(future)
 
     def on_work_done(self, item: WorkItem) -> None:
-        """A worker thread has finished (or skipped) a blocking job."""
+        """A worker thread has finished (or skipped) a blocking job the loop runs."""
         item.finished = True
-        if not item.waiter.done():
-            item.waiter.set_result(None)
+        waiter = item.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def await_outcome(self, item: WorkItem) -> None:
+        """A direct blocking job returned an awaitable: await it here, then free its slot."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        coro = self._run_coroutine(item.future, _identity, (item.outcome,), {})
+        item.outcome = None
+        task = item.ctx.run(loop.create_task, coro)
+        self._tails.add(task)
+        task.add_done_callback(lambda t: self._on_tail_done(t, item.future))
+
+    def _on_tail_done(self, task: asyncio.Future[Any], future: BridgeFuture[Any]) -> None:
+        self._tails.discard(task)
+        if future._state != FINISHED and future._state != CANCELLED_AND_NOTIFIED:
+            _resolve(future, task)
+        elif not task.cancelled():
+            task.exception()  # the future has it: no "exception was never retrieved"
+        self._release(future)
 
     #
     # The job wrappers: the coroutines the core runs as tasks
@@ -170,7 +149,7 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
-            raise  # _on_core_job_done cancels the future once the task is done
+            raise  # on_core_job_done cancels the future once the task is done
         except (KeyboardInterrupt, SystemExit) as exc:
             future._try_set_exception(exc)
             raise _CoroutineJobError(repr(exc)) from exc
@@ -187,14 +166,16 @@ class Scheduler:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        ctx: contextvars.Context,
     ) -> Any:
+        """A blocking job governed by the core (job_timeout, max_per_second)."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
+        # A copy of the task's context: the worker must not enter the one this task runs in.
+        ctx = contextvars.copy_context()
         item = WorkItem(future, fn, args, kwargs, ctx, loop.create_future())
         self.pool.submit(item)
         try:
-            await item.waiter
+            await item.waiter  # type: ignore[misc]
         except asyncio.CancelledError:
             if not future._withdraw():
                 # A worker is running the call and cannot interrupt it: keep the slot
@@ -218,13 +199,10 @@ class Scheduler:
     # Shutting down
     #
 
-    def apply(self, request: ShutdownRequest) -> None:
-        """Cancel what a shutdown request says to cancel. Idempotent."""
+    def cancel_started(self, request: ShutdownRequest) -> None:
+        """Cancel the core's jobs a shutdown request says to cancel. Idempotent."""
         if not (request.cancel_queued or request.cancel_running):
             return
-        backlog, self._backlog = self._backlog, collections.deque()
-        for job in backlog:
-            job[0].cancel()  # never handed to the core: nothing else to cancel
         for future in list(self._jobs.values()):
             # For a job not yet running (rate-limited, or waiting for a worker) this is
             # exactly cancel_futures. A blocking call already running refuses cancel().
@@ -234,35 +212,13 @@ class Scheduler:
                 and request.cancel_running
             ):
                 self.cancel_job(future)
-        self._feed()
-
-    async def shutdown(self, request: ShutdownRequest) -> None:
-        """Finish (or cancel) every job; return once none is left."""
-        loop = asyncio.get_running_loop()
-        self.apply(request)
-        deadline = None if request.grace is None else loop.time() + request.grace
-        if self._backlog:
-            # Every job accepted before shutdown() still runs: the core must get them all
-            # before it stops accepting.
-            self._backlog_empty = loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._backlog_empty), request.grace)
-            except asyncio.TimeoutError:
-                self.apply(ShutdownRequest(True, True, None))  # the grace period is over
-        if deadline is None:
-            await self.core.shutdown(wait=True)
-        elif deadline - loop.time() > 0:
-            await self.core.shutdown(wait=True, timeout=deadline - loop.time())
-        else:
-            await self.core.shutdown(wait=False)
-        for future in list(self._jobs.values()):  # not expected: every hook call has run
-            future._set_cancelled()
-        self._jobs.clear()
+        if request.cancel_running:
+            for task in list(self._tails):
+                task.cancel()
 
     def orphans(self) -> list[BridgeFuture[Any]]:
-        """Every future not yet resolved: the jobs this scheduler still holds."""
-        futures = [job[0] for job in self._backlog] + list(self._jobs.values())
-        self._backlog.clear()
+        """Every future this scheduler still holds (only after a crash, or a fork)."""
+        futures = list(self._jobs.values())
         self._jobs.clear()
         return futures
 

@@ -19,9 +19,11 @@ __all__ = ["WorkItem", "WorkerPool"]
 class WorkItem:
     """One blocking job on its way through a worker thread.
 
-    The loop thread creates it and awaits ``waiter``; the worker runs the call, sets the
-    job's future itself (no loop hop on the result path, as in ThreadPoolExecutor) and
-    then posts the item back so the loop frees the job's slot.
+    The worker sets the job's future itself (no loop hop on the result path, as in
+    ThreadPoolExecutor). Then, for a *direct* job (``waiter is None``), it releases the
+    job's slot through ``release``; for a job the loop runs (``job_timeout`` or
+    ``max_per_second`` need the core), it posts the item back so the loop's wrapper task,
+    awaiting ``waiter``, finishes and frees the slot.
     """
 
     __slots__ = ("args", "ctx", "finished", "fn", "future", "kwargs", "outcome", "waiter")
@@ -33,7 +35,7 @@ class WorkItem:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: contextvars.Context,
-        waiter: asyncio.Future[None],
+        waiter: Optional[asyncio.Future[None]] = None,
     ) -> None:
         self.future = future
         self.fn = fn
@@ -47,16 +49,19 @@ class WorkItem:
         self.outcome: Optional[Any] = None
 
 
+# release(item) -> the next direct job, which inherits the slot, or None.
+Release = Callable[[WorkItem], Optional[WorkItem]]
+
+
 def _work(
     jobs: queue.SimpleQueue[Optional[WorkItem]],
     idle: threading.Semaphore,
+    release: Release,
     post_done: Callable[[WorkItem], None],
 ) -> None:
     """Worker thread body. Holds no reference to the executor, only to its queue."""
-    while True:
-        item = jobs.get()
-        if item is None:
-            return  # WorkerPool.stop()
+    item = jobs.get()
+    while item is not None:
         future = item.future
         if future._start_running():
             try:
@@ -71,54 +76,81 @@ def _work(
                 else:
                     future.set_result(result)
                 del result
-        # Post skipped items too (cancelled or withdrawn meanwhile): the loop ignores
-        # them, but nobody then depends on who noticed the cancellation first.
-        post_done(item)
-        del item, future
-        idle.release()
+        del future
+        # Post skipped items too (cancelled or withdrawn meanwhile): their slot is freed
+        # there, and nobody depends on who noticed the cancellation first.
+        if item.waiter is not None:
+            post_done(item)
+            following = None
+        else:
+            following = release(item)
+        if following is not None:
+            if jobs.empty():
+                item = following  # the freed slot's next job: run it here, no queue hop
+                continue
+            # Older jobs wait for a thread: stay behind them (FIFO). No idle.release():
+            # this worker goes straight back to get() for one of them.
+            jobs.put(following)
+        else:
+            idle.release()
+        del item, following
+        item = jobs.get()
 
 
 class WorkerPool:
     """Threads started on demand, at most ``cap`` of them, reused while they live.
 
-    Threading model: ``submit``, ``cap`` and ``stop`` are called on the loop thread only;
-    ``_work`` runs in the workers.
+    Threading model: ``submit`` may be called from any thread (a direct blocking job is
+    dispatched by whichever thread frees or finds its slot); ``cap`` is written under the
+    owner's lock; ``stop`` runs on the loop thread once every job is done.
     """
 
-    def __init__(self, name_prefix: str, cap: int, post_done: Callable[[WorkItem], None]) -> None:
+    def __init__(
+        self,
+        name_prefix: str,
+        cap: int,
+        release: Release,
+        post_done: Callable[[WorkItem], None],
+    ) -> None:
         self._name_prefix = name_prefix
-        self.cap = cap  # loop thread only; shrinking stops no thread, it only starts none
+        self.cap = cap  # shrinking stops no thread, it only starts none
+        self._release = release
         self._post_done = post_done
         self._jobs: queue.SimpleQueue[Optional[WorkItem]] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one release per worker waiting for a job
+        self._lock = threading.Lock()  # guards _threads
         self._threads: list[threading.Thread] = []
-        self._started = 0
 
     def submit(self, item: WorkItem) -> None:
         self._jobs.put(item)
         if self._idle.acquire(blocking=False):
             return  # an idle worker takes it
-        if len(self._threads) < self.cap:
+        with self._lock:
+            count = len(self._threads)
+            if count >= self.cap:
+                return  # a busy worker takes it when it is done
             thread = threading.Thread(
-                name=f"{self._name_prefix}_worker_{self._started}",
+                name=f"{self._name_prefix}_worker_{count}",
                 target=_work,
-                args=(self._jobs, self._idle, self._post_done),
+                args=(self._jobs, self._idle, self._release, self._post_done),
             )
             thread.start()
             self._threads.append(thread)
-            self._started += 1
 
     def thread_idents(self) -> set[Optional[int]]:
-        return {thread.ident for thread in self._threads}
+        with self._lock:
+            return {thread.ident for thread in self._threads}
 
     def stop(self) -> None:
         """Stop every worker once the jobs queued before this call are done; join them."""
-        for _ in self._threads:
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
             self._jobs.put(None)
-        for thread in self._threads:
+        for thread in threads:
             thread.join()
-        self._threads.clear()
 
     def forget_threads(self) -> None:
         """In a forked child: the parent's workers do not exist here."""
-        self._threads.clear()
+        self._lock = threading.Lock()
+        self._threads = []

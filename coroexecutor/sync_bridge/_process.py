@@ -1,0 +1,64 @@
+"""Process-wide hooks: interpreter exit and os.fork() for every live loop thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Protocol
+
+__all__ = ["interpreter_exiting", "register"]
+
+
+class _Stoppable(Protocol):
+    def stop_for_exit(self) -> None: ...
+
+    def join(self) -> None: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+
+_live: weakref.WeakSet[_Stoppable] = weakref.WeakSet()  # guarded by _global_lock
+_global_lock = threading.Lock()
+_exiting = False  # guarded by _global_lock
+
+
+def register(loop_thread: _Stoppable) -> bool:
+    """Track a loop thread for the hooks below. False once the interpreter is exiting."""
+    with _global_lock:
+        if _exiting:
+            return False
+        _live.add(loop_thread)
+        return True
+
+
+def interpreter_exiting() -> bool:
+    return _exiting
+
+
+def _python_exit() -> None:
+    """Let never-shut-down executors finish their jobs before the interpreter exits.
+
+    Registered like ThreadPoolExecutor's hook: it runs just before the interpreter joins
+    non-daemon threads, so a forgotten executor neither hangs the exit nor loses jobs.
+    """
+    global _exiting
+    with _global_lock:
+        _exiting = True
+        live = list(_live)
+    for loop_thread in live:
+        loop_thread.stop_for_exit()
+    for loop_thread in live:
+        loop_thread.join()
+
+
+def _after_fork_in_child() -> None:
+    global _global_lock
+    _global_lock = threading.Lock()  # a parent thread may have held it at the fork
+    for loop_thread in list(_live):
+        loop_thread.after_fork_in_child()
+
+
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
