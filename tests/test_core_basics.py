@@ -1,0 +1,572 @@
+"""CoroutineExecutor basics: submit, back-pressure, the slot limit, the FIFO backlog,
+submit_nowait, stats, the initializer and contextvars.
+
+The error policy, cancellation and timeouts are tested in test_core_policy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, ExecutorStats
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def yield_many(times: int = 20) -> None:
+    """Let every ready callback and task run a few rounds (no timing involved)."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+def assert_consistent(stats: ExecutorStats) -> None:
+    total = stats.queued + stats.running + stats.succeeded + stats.failed + stats.cancelled
+    assert stats.submitted == total, stats
+    assert stats.done == stats.succeeded + stats.failed + stats.cancelled
+
+
+class LiveCounter:
+    """Counts jobs running right now and remembers the most seen at once."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self.finished = 0
+
+    async def job(self, i: int) -> int:
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        try:
+            for _ in range(1 + i % 5):  # jobs of different lengths: slots free up out of order
+                await asyncio.sleep(0)
+            return i
+        finally:
+            self.live -= 1
+            self.finished += 1
+
+
+#
+# submit and back-pressure
+#
+
+
+async def test_submit_returns_the_scheduled_task_of_the_job(loop_kind: str) -> None:
+    async def job(a: int, *, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        task = await exe.submit(job, 1, b=2)
+        assert isinstance(task, asyncio.Task)
+        assert await task == 3
+
+
+async def test_submit_returns_at_once_while_slots_are_free(loop_kind: str) -> None:
+    release = asyncio.Event()
+    started = 0
+
+    async def parked() -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    async with CoroutineExecutor(max_workers=3) as exe:
+        # No job has finished or even run: submit must not have waited for any of them.
+        tasks = [await exe.submit(parked) for _ in range(3)]
+        assert [t.done() for t in tasks] == [False, False, False]
+        await yield_many()
+        assert started == 3
+        release.set()
+
+
+async def test_submit_waits_for_a_free_slot(loop_kind: str) -> None:
+    releases = [asyncio.Event(), asyncio.Event()]
+    third_ran = asyncio.Event()
+
+    async def parked(release: asyncio.Event) -> None:
+        await release.wait()
+
+    async def third() -> str:
+        third_ran.set()
+        return "third"
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        await exe.submit(parked, releases[0])
+        await exe.submit(parked, releases[1])
+        submitting = asyncio.create_task(exe.submit(third))
+        await yield_many(50)
+        assert not submitting.done(), "submit returned while max_workers jobs were running"
+        assert not third_ran.is_set()
+
+        releases[0].set()
+        task = await submitting  # returns once the released job has given its slot back
+        assert await task == "third"
+        assert third_ran.is_set()
+        releases[1].set()
+
+
+async def test_producer_stays_max_workers_jobs_ahead(loop_kind: str) -> None:
+    releases = [asyncio.Event() for _ in range(10)]
+    returned = 0
+
+    async def parked(i: int) -> None:
+        await releases[i].wait()
+
+    async def producer(exe: CoroutineExecutor) -> None:
+        nonlocal returned
+        for i in range(10):
+            await exe.submit(parked, i)
+            returned += 1
+
+    async with CoroutineExecutor(max_workers=3) as exe:
+        producing = asyncio.create_task(producer(exe))
+        await yield_many(50)
+        assert returned == 3
+        for i in range(7):
+            releases[i].set()
+            await yield_many()
+            assert returned == 4 + i, "the producer must advance one job per freed slot"
+        for release in releases:
+            release.set()
+        await producing
+    assert returned == 10
+
+
+async def test_submit_waiters_get_slots_in_fifo_order(loop_kind: str) -> None:
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def record(i: int) -> None:
+        order.append(i)
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(parked)
+        waiters = []
+        for i in range(5):
+            waiters.append(asyncio.create_task(exe.submit(record, i)))
+            await yield_many(3)  # let this submitter join the line before the next one
+        release.set()
+        await asyncio.gather(*waiters)
+    assert order == [0, 1, 2, 3, 4]
+
+
+#
+# max_workers is never exceeded
+#
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "map", "map_unordered", "nested"])
+async def test_max_workers_is_never_exceeded(loop_kind: str, how: str) -> None:
+    counter = LiveCounter()
+    n, limit = 300, 7
+
+    async def spawner(exe: CoroutineExecutor, i: int) -> None:
+        # A job that submits more jobs: nested jobs are limited as well.
+        exe.submit_nowait(counter.job, i)
+        await counter.job(i)  # runs inside this job's own slot
+
+    async with CoroutineExecutor(max_workers=limit) as exe:
+        if how == "submit":
+            for i in range(n):
+                await exe.submit(counter.job, i)
+        elif how == "submit_nowait":
+            for i in range(n):
+                exe.submit_nowait(counter.job, i)
+        elif how == "map":
+            assert [r async for r in exe.map(counter.job, range(n))] == list(range(n))
+        elif how == "map_unordered":
+            results = [r async for r in exe.map_unordered(counter.job, range(n))]
+            assert sorted(results) == list(range(n))
+        else:
+            for i in range(n // 2):
+                await exe.submit(spawner, exe, i)
+    assert counter.finished == n
+    assert counter.peak <= limit
+    assert counter.peak == limit, "the test never filled the slots: it proves nothing"
+
+
+async def test_mixed_submitters_share_the_same_slots(loop_kind: str) -> None:
+    counter = LiveCounter()
+
+    async def submit_all(exe: CoroutineExecutor) -> None:
+        for i in range(100):
+            await exe.submit(counter.job, i)
+
+    async def consume_map(exe: CoroutineExecutor) -> None:
+        async for _ in exe.map(counter.job, range(100), buffersize=10):
+            pass
+
+    async with CoroutineExecutor(max_workers=5) as exe:
+        for i in range(100):
+            exe.submit_nowait(counter.job, i)
+        await asyncio.gather(submit_all(exe), consume_map(exe))
+    assert counter.finished == 300
+    assert counter.peak == 5
+
+
+#
+# submit_nowait and the backlog
+#
+
+
+@pytest.mark.parametrize("max_workers", [1, 3])
+async def test_backlog_starts_jobs_in_fifo_order(loop_kind: str, max_workers: int) -> None:
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def record(i: int) -> None:
+        order.append(i)
+        await asyncio.sleep(0)
+
+    async with CoroutineExecutor(max_workers=max_workers) as exe:
+        for _ in range(max_workers):
+            exe.submit_nowait(parked)
+        for i in range(30):
+            exe.submit_nowait(record, i)
+        await yield_many()
+        assert order == []
+        assert exe.stats.queued == 30
+        release.set()
+    assert order == list(range(30))
+
+
+async def test_backlog_and_submit_waiters_share_one_fifo_line(loop_kind: str) -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def record(name: str) -> None:
+        order.append(name)
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(parked)
+        waiters = []
+        for name in "abcdef":
+            if name in "ace":
+                exe.submit_nowait(record, name)
+            else:
+                waiters.append(asyncio.create_task(exe.submit(record, name)))
+                await yield_many(3)
+        release.set()
+        await asyncio.gather(*waiters)
+    assert order == list("abcdef")
+
+
+async def test_submit_nowait_returns_the_task_when_a_slot_is_free(loop_kind: str) -> None:
+    async def job(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        fut = exe.submit_nowait(job, 21)
+        assert isinstance(fut, asyncio.Task)
+        assert exe.stats.running == 1
+        assert await fut == 42
+
+
+async def test_submit_nowait_queues_a_future_that_follows_the_job(loop_kind: str) -> None:
+    release = asyncio.Event()
+    ran = asyncio.Event()
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def job(x: int) -> int:
+        ran.set()
+        await asyncio.sleep(0)
+        return x * 2
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        exe.submit_nowait(parked)
+        fut = exe.submit_nowait(job, 21)
+        assert isinstance(fut, asyncio.Future)
+        assert not isinstance(fut, asyncio.Task)
+        await yield_many()
+        assert not fut.done()
+        assert not ran.is_set()
+        assert exe.stats.queued == 1
+        release.set()
+        assert await fut == 42
+        assert ran.is_set()
+
+
+async def test_queued_future_carries_the_job_error_when_errors_are_suppressed(
+    loop_kind: str,
+) -> None:
+    release = asyncio.Event()
+    error = LookupError("queued job failed")
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def failing() -> None:
+        raise error
+
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        exe.submit_nowait(parked)
+        fut = exe.submit_nowait(failing)
+        release.set()
+        with pytest.raises(LookupError) as excinfo:
+            await fut
+        assert excinfo.value is error
+
+
+async def test_cancelled_queued_future_never_runs(loop_kind: str) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def record(name: str) -> None:
+        ran.append(name)
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        exe.submit_nowait(parked)
+        before = exe.submit_nowait(record, "before")
+        doomed = exe.submit_nowait(record, "doomed")
+        after = exe.submit_nowait(record, "after")
+        assert doomed.cancel()
+        await yield_many()
+        assert exe.stats.queued == 2
+        release.set()
+        await asyncio.gather(before, after)
+    assert doomed.cancelled()
+    assert ran == ["before", "after"]
+    stats = exe.stats
+    assert_consistent(stats)
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (3, 0, 1)
+
+
+async def test_leaving_the_block_waits_for_every_job(loop_kind: str) -> None:
+    finished: list[int] = []
+
+    async def job(i: int) -> None:
+        await yield_many(5)
+        finished.append(i)
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        for i in range(4):
+            await exe.submit(job, i)
+        for i in range(4, 10):
+            exe.submit_nowait(job, i)
+        assert finished == []
+    assert sorted(finished) == list(range(10))
+    assert exe.stats.running == exe.stats.queued == 0
+
+
+async def test_shutdown_without_async_with_waits_for_every_job(loop_kind: str) -> None:
+    finished: list[int] = []
+
+    async def job(i: int) -> None:
+        await asyncio.sleep(0)
+        finished.append(i)
+
+    exe = CoroutineExecutor(max_workers=2)
+    for i in range(3):
+        await exe.submit(job, i)
+    exe.submit_nowait(job, 3)
+    await exe.shutdown()
+    assert sorted(finished) == [0, 1, 2, 3]
+
+
+#
+# stats
+#
+
+
+async def test_stats_snapshot_stays_consistent(loop_kind: str) -> None:
+    release = asyncio.Event()
+    snapshots: list[ExecutorStats] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def ok(*_: object) -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("counted, not raised")
+
+    def snap() -> ExecutorStats:
+        stats = exe.stats
+        assert_consistent(stats)
+        snapshots.append(stats)
+        return stats
+
+    exe = CoroutineExecutor(max_workers=3, suppress_task_errors=True)
+    async with exe:
+        assert snap() == ExecutorStats(0, 0, 0, 0, 0, 0)
+        await exe.submit(parked)
+        await exe.submit(ok)
+        await exe.submit(failing)
+        assert snap().running == 3
+        queued = [exe.submit_nowait(ok) for _ in range(4)]
+        assert snap().queued == 4
+        queued[1].cancel()
+        await yield_many()
+        assert snap() == ExecutorStats(
+            submitted=7, queued=0, running=1, succeeded=4, failed=1, cancelled=1
+        )
+        async for _ in exe.map(ok, range(5), buffersize=2):
+            snap()
+        release.set()
+    final = snap()
+    assert final == ExecutorStats(
+        submitted=12, queued=0, running=0, succeeded=10, failed=1, cancelled=1
+    )
+    assert final.done == 12
+    with pytest.raises(AttributeError):
+        final.submitted = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("how", ["submit", "map"])
+async def test_stats_stay_consistent_while_a_submitter_waits(how: str) -> None:
+    # Regression: a submitter waiting for a slot was counted as queued but not submitted.
+    release = asyncio.Event()
+
+    async def parked(*_: object) -> None:
+        await release.wait()
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        async for _ in exe.map(parked, [1]):
+            pass
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(parked)
+        if how == "submit":
+            waiting = asyncio.create_task(exe.submit(parked))
+        else:
+            waiting = asyncio.create_task(consume(exe))
+        await yield_many()
+        try:
+            assert_consistent(exe.stats)
+            assert (exe.stats.submitted, exe.stats.running) == (1, 1)
+        finally:
+            release.set()
+            await waiting
+
+
+#
+# initializer
+#
+
+
+async def test_sync_initializer_runs_before_each_job(loop_kind: str) -> None:
+    log: list[tuple[str, Any, Any]] = []
+
+    def init(tag: str, other: int) -> None:
+        log.append(("init", (tag, other), asyncio.current_task()))
+
+    async def job(i: int) -> None:
+        log.append(("job", i, asyncio.current_task()))
+        await asyncio.sleep(0)
+
+    async with CoroutineExecutor(max_workers=1, initializer=init, initargs=("x", 7)) as exe:
+        await exe.submit(job, 0)
+        exe.submit_nowait(job, 1)
+        async for _ in exe.map(job, [2, 3]):
+            pass
+    kinds = [(kind, value) for kind, value, _ in log]
+    assert kinds == [
+        ("init", ("x", 7)), ("job", 0),
+        ("init", ("x", 7)), ("job", 1),
+        ("init", ("x", 7)), ("job", 2),
+        ("init", ("x", 7)), ("job", 3),
+    ]  # fmt: skip
+    # Each initializer call ran in the task of the job it prepared.
+    tasks = [task for _, _, task in log]
+    assert tasks[0::2] == tasks[1::2]
+    assert len(set(tasks)) == 4
+
+
+async def test_async_initializer_is_awaited_before_each_job(loop_kind: str) -> None:
+    ready: set[asyncio.Task[Any] | None] = set()
+    jobs_run = 0
+
+    async def init() -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        ready.add(asyncio.current_task())
+
+    async def job() -> None:
+        nonlocal jobs_run
+        assert asyncio.current_task() in ready, "job started before its initializer finished"
+        jobs_run += 1
+
+    async with CoroutineExecutor(max_workers=3, initializer=init) as exe:
+        for _ in range(10):
+            await exe.submit(job)
+    assert jobs_run == 10
+    assert len(ready) == 10
+
+
+#
+# contextvars
+#
+
+
+async def test_contextvars_reach_running_and_queued_jobs(loop_kind: str) -> None:
+    release = asyncio.Event()
+    seen: dict[str, str] = {}
+
+    async def parked(name: str) -> None:
+        seen[name] = request_id.get()
+        await release.wait()
+
+    async def job(name: str) -> None:
+        seen[name] = request_id.get()
+        request_id.set("changed by " + name)  # stays inside the job
+
+    async def other_submitter(exe: CoroutineExecutor) -> None:
+        request_id.set("other")
+        exe.submit_nowait(job, "queued-from-other")
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        request_id.set("first")
+        await exe.submit(parked, "running")
+        request_id.set("second")
+        exe.submit_nowait(job, "queued")
+        await asyncio.create_task(other_submitter(exe))
+        request_id.set("third")
+        waiting = asyncio.create_task(exe.submit(job, "waited-for-slot"))
+        await yield_many()
+        request_id.set("fourth")
+        release.set()
+        await waiting
+    assert seen == {
+        "running": "first",
+        "queued": "second",  # the value when it was submitted, not when it started
+        "queued-from-other": "other",
+        "waited-for-slot": "third",  # create_task copied the context holding "third"
+    }
+    assert request_id.get() == "fourth"
+
+
+async def test_contextvars_reach_map_jobs(loop_kind: str) -> None:
+    async def job(i: int) -> str:
+        value = request_id.get()
+        request_id.set("changed")
+        return f"{i}:{value}"
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        request_id.set("mapped")
+        results = [r async for r in exe.map(job, range(4))]
+        unordered = [r async for r in exe.map_unordered(job, range(4))]
+    assert results == [f"{i}:mapped" for i in range(4)]
+    assert sorted(unordered) == results
+    assert request_id.get() == "mapped"
