@@ -6,8 +6,8 @@ Threading model (who calls what):
   ``set_max_workers_threadsafe``, ``stats_threadsafe``, ``join``;
 * worker threads: ``_release_from_worker`` (a direct blocking job is done) and
   ``_post_done_threadsafe`` (a blocking job the loop runs is done);
-* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain``, ``_release_on_loop``
-  and the Scheduler;
+* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain``, ``_release_on_loop``,
+  ``_settle`` and the Scheduler;
 * a forked child, in its only thread: ``after_fork_in_child``.
 
 Slots: ``_held`` counts the jobs holding one of the ``max_workers`` slots; the others
@@ -132,6 +132,7 @@ class LoopThread:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._final_stats: Optional[ExecutorStats] = None
         self._stop: Optional[asyncio.Future[ShutdownRequest]] = None  # loop thread only
+        self._released: list[BridgeFuture[Any]] = []  # loop thread only
         self._idle: Optional[asyncio.Event] = None  # loop thread only
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
 
@@ -404,24 +405,40 @@ class LoopThread:
     #
 
     def _release_on_loop(self, future: BridgeFuture[Any]) -> None:
-        """A job the loop ran is done: free its slot or pass it on."""
+        """A job the loop ran is done: its slot is freed (or passed on) by _settle.
+
+        Batched, one _settle per loop turn: taking _lock once per finished job would
+        contend with submitting threads for every job (a lock convoy under the GIL).
+        """
+        self._released.append(future)
+        if len(self._released) == 1:
+            self._loop.call_soon(self._settle)  # type: ignore[union-attr]
+
+    def _settle(self) -> None:
+        released, self._released = self._released, []
+        starts: list[Job] = []
+        items: list[WorkItem] = []
         with self._lock:
-            if future in self._direct:
-                self._count_direct_locked(future)  # a direct job's awaitable tail
-            elif future._job is None:
-                self._cancelled += 1  # cancelled before the loop could start it
-            self._held -= 1
+            direct = self._direct
+            for future in released:
+                if future in direct:
+                    self._count_direct_locked(future)  # a direct job's awaitable tail
+                elif future._job is None:
+                    self._cancelled += 1  # cancelled before the loop could start it
+                self._held -= 1
             job = self._next_locked()
-            if job is None:
-                return
-            item = None
-            future, fn, args, kwargs, ctx, is_coroutine = job
-            if not (is_coroutine or self._blocking_on_loop):
-                self._direct.add(future)
-                item = WorkItem(future, fn, args, kwargs, ctx)
-        if item is None:
-            self._scheduler.start(job)  # on the loop already: no need to hand it off
-        else:
+            while job is not None:
+                future, fn, args, kwargs, ctx, is_coroutine = job
+                if is_coroutine or self._blocking_on_loop:
+                    starts.append(job)  # on the loop already: no need to hand it off
+                else:
+                    direct.add(future)
+                    items.append(WorkItem(future, fn, args, kwargs, ctx))
+                job = self._next_locked()
+        start = self._scheduler.start
+        for job in starts:
+            start(job)
+        for item in items:
             self._pool.submit(item)
 
     def _run(self) -> None:
