@@ -214,6 +214,18 @@ def test_examples_were_found() -> None:
     assert len(ALL_EXAMPLES) >= 30
 
 
+def test_api_reference_covers_every_public_name() -> None:
+    import coroexecutor
+
+    api = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    documented = set(
+        re.findall(
+            r"^\.\. (?:auto)?(?:class|exception|data)::\s+(?:coroexecutor\.)?(\w+)", api, re.M
+        )
+    )
+    assert documented == set(coroexecutor.__all__)
+
+
 def test_markers_sit_right_above_a_python_block() -> None:
     """A marker that is not followed by a python block would silently do nothing."""
     for path in example_files():
