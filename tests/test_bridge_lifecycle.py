@@ -215,6 +215,37 @@ def test_interpreter_exit_finishes_jobs_of_a_forgotten_executor() -> None:
     assert proc.stderr == ""  # no "Task was destroyed", no "never awaited"
 
 
+def test_interpreter_exit_with_jobs_still_waiting_does_not_hang() -> None:
+    # With an initializer, every job still waits when the main thread ends; and with
+    # one slot, the blocking job needs a thread only once the coroutine job is done.
+    # Python 3.12+ refuses to start threads by then: that job fails, nothing hangs.
+    proc = run_python(
+        """
+        import asyncio, os
+        from coroexecutor import ThreadedLoopExecutor
+
+        def say(line):
+            os.write(1, line.encode() + b"\\n")
+
+        async def init():
+            await asyncio.sleep(0.05)
+
+        async def slow(x):
+            await asyncio.sleep(0.01)
+            say(f"coroutine {x}")
+
+        exe = ThreadedLoopExecutor(max_workers=1, initializer=init)
+        exe.submit(slow, 1)
+        exe.submit(say, "blocking 2")
+        exe.submit(slow, 3)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines in (["coroutine 1", "blocking 2", "coroutine 3"], ["coroutine 1", "coroutine 3"])
+
+
 def test_submit_during_interpreter_exit_is_refused_cleanly() -> None:
     proc = run_python(
         """

@@ -133,7 +133,7 @@ class LoopThread:
         self._final_stats: Optional[ExecutorStats] = None
         self._stop: Optional[asyncio.Future[ShutdownRequest]] = None  # loop thread only
         self._released: list[BridgeFuture[Any]] = []  # loop thread only
-        self._idle: Optional[asyncio.Event] = None  # loop thread only
+        self._idle: Optional[asyncio.Future[None]] = None  # loop thread only
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
 
     def start(self) -> None:
@@ -454,6 +454,14 @@ class LoopThread:
             self._stopped.set_result(None)
             return
         self.loop_ident = threading.get_ident()
+        self._stop = self._loop.create_future()
+        self._idle = self._loop.create_future()
+        if self._initializer is None:
+            # Accept jobs before the constructor returns. Blocking jobs submitted now are
+            # then dispatched by their submitters, who start the worker threads, and not
+            # later by this thread; which matters at interpreter exit, when Python 3.12+
+            # refuses to start threads ("can't create new thread at interpreter shutdown").
+            self._open()
         self._created.set()
         crash: Optional[BaseException] = None
         try:
@@ -469,10 +477,19 @@ class LoopThread:
                 if self._stopped.set_running_or_notify_cancel():
                     self._stopped.set_result(None)
 
+    def _open(self) -> None:
+        """Start accepting: the jobs held back while STARTING get their slots now."""
+        with self._lock:
+            if self._state is _STARTING:
+                self._state = _RUNNING
+            self._ready = True
+            self._wake_pending = True
+            self._loop.call_soon(self._drain)  # type: ignore[union-attr]
+            items = self._fill_locked()
+        for item in items:
+            self._pool.submit(item)
+
     async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._stop = loop.create_future()
-        self._idle = asyncio.Event()
         if self._initializer is not None:
             try:
                 ready = self._initializer(*self._initargs)
@@ -481,16 +498,9 @@ class LoopThread:
             except BaseException as exc:
                 self._break(exc)
                 return
-        with self._lock:
-            if self._state is _STARTING:
-                self._state = _RUNNING
-            self._ready = True
-            self._wake_pending = True
-            items = self._fill_locked()
-        for item in items:
-            self._pool.submit(item)
+            self._open()
+        assert self._stop is not None
         try:
-            self._drain()
             await self._finish(await self._stop)
         finally:
             # No wake-up may target the loop once it starts closing. Otherwise:
@@ -504,14 +514,15 @@ class LoopThread:
 
     async def _finish(self, request: ShutdownRequest) -> None:
         """Wait for every job (cancelling some, as requested); then stop the core."""
-        assert self._idle is not None
+        idle = self._idle
+        assert idle is not None
         if request.grace is not None:
             try:
-                await asyncio.wait_for(self._idle.wait(), request.grace)
+                await asyncio.wait_for(asyncio.shield(idle), request.grace)
             except asyncio.TimeoutError:
                 # The grace period is over: cancel whatever can be cancelled.
                 self.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
-        await self._idle.wait()
+        await idle
         await self._scheduler.core.shutdown(wait=True)
 
     def _drain(self) -> None:
@@ -544,11 +555,11 @@ class LoopThread:
             scheduler.await_outcome(item)
         for call in calls:
             call()
-        if self._stop is not None and self._stop.done():
+        if self._stop is not None and self._stop.done() and not self._idle.done():  # type: ignore[union-attr]
             with self._lock:
                 idle = self._held == 0
             if idle:
-                self._idle.set()  # type: ignore[union-attr]
+                self._idle.set_result(None)  # type: ignore[union-attr]
 
     def _break(self, error: BaseException) -> None:
         """The initializer raised: fail every job accepted so far, and every later one."""

@@ -134,8 +134,33 @@ class WorkerPool:
                 target=_work,
                 args=(self._jobs, self._idle, self._release, self._post_done),
             )
-            thread.start()
-            self._threads.append(thread)
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                # "can't create new thread at interpreter shutdown" (Python 3.12+).
+                if count:
+                    return  # a busy worker takes it when it is done
+                error = exc
+            else:
+                self._threads.append(thread)
+                return
+        self._fail_queued(error)
+
+    def _fail_queued(self, error: RuntimeError) -> None:
+        """No worker exists and none can start: fail the queued jobs rather than hang."""
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            while item is not None:
+                failure = RuntimeError(f"cannot start a worker thread for a blocking job: {error}")
+                failure.__cause__ = error
+                item.future._try_set_exception(failure)
+                if item.waiter is not None:
+                    self._post_done(item)
+                    break
+                item = self._release(item)  # its successor needs a thread too
 
     def thread_idents(self) -> set[Optional[int]]:
         with self._lock:
