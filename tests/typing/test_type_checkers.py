@@ -6,7 +6,6 @@ pyright on it in a subprocess and fail with the checker's output.
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.util
 import shutil
 import subprocess
@@ -15,27 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from coroexecutor import ThreadedLoopExecutor
-
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_FILE = Path("tests", "typing", "check_api.py")
 
 pytestmark = pytest.mark.timeout(180)
-
-# The sync bridge is written in parallel with these checks; until it lands, the package
-# ships a placeholder class that inherits Executor.submit unchanged, and the bridge half
-# of check_api.py cannot pass. Skip (rather than xfail) so the run stays green meanwhile.
-_BRIDGE_MISSING = ThreadedLoopExecutor.submit is concurrent.futures.Executor.submit
-needs_bridge = pytest.mark.skipif(
-    _BRIDGE_MISSING, reason="sync bridge not landed yet: ThreadedLoopExecutor is a placeholder"
-)
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
 
 
-@needs_bridge
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 def test_mypy_strict_accepts_the_api_checks(tmp_path: Path) -> None:
     # pyproject's [tool.mypy] adds warn_unused_ignores: each "type: ignore[...]" line in
@@ -60,7 +48,6 @@ def _find_pyright() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("pyright")
 
 
-@needs_bridge
 @pytest.mark.skipif(_find_pyright() is None, reason="pyright is not installed")
 def test_pyright_strict_accepts_the_api_checks() -> None:
     # check_api.py opts into pyright's strict mode itself. pyright honours the
