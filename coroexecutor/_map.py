@@ -35,6 +35,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     in-flight jobs are cancelled.
     """
 
+    _closed = True  # until __init__ succeeds, so __del__ of a half-built iterator does nothing
+
     def __init__(
         self,
         executor: CoroutineExecutor,
@@ -77,9 +79,11 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         # ordered: every started job not yet yielded, in input order.
         # unordered: jobs in flight, and finished jobs not yet yielded.
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._in_flight: set[asyncio.Future[Any]] = set()
-        self._finished: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._wake: asyncio.Future[None] | None = None
+        # Job callbacks reach only this small object, never the iterator itself, so a map
+        # left by `break` is collected (and __del__ cancels its jobs) while jobs still run.
+        self._done = _Completions()
+        self._in_flight = self._done.in_flight
+        self._finished = self._done.finished
         self._count = 0  # jobs started and not yet yielded: the window's fill
         self._where = where
 
@@ -210,7 +214,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._pending.append(job)
             else:
                 self._in_flight.add(job)
-                job.add_done_callback(self._on_unordered_done)
+                job.add_done_callback(self._done.on_unordered_done)
         return False
 
     async def _fill(self) -> None:
@@ -246,7 +250,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._pending.append(job)
         else:
             self._in_flight.add(job)
-            job.add_done_callback(self._on_unordered_done)
+            job.add_done_callback(self._done.on_unordered_done)
 
     async def _read(self) -> tuple[Any, ...]:
         if self._zip is not None:
@@ -268,23 +272,35 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         jobs as the executor's own cancellations, not as job errors."""
         loop = self._exe._loop
         assert loop is not None
-        wake = self._wake = loop.create_future()
+        done = self._done
+        wake = done.wake = loop.create_future()
         if job is not None:
-            job.add_done_callback(self._on_head_done)
+            job.add_done_callback(done.on_head_done)
         try:
             await wake
         finally:
-            self._wake = None
+            done.wake = None
             if job is not None:
-                job.remove_done_callback(self._on_head_done)
+                job.remove_done_callback(done.on_head_done)
 
-    def _on_head_done(self, job: asyncio.Future[Any]) -> None:
-        wake = self._wake
+
+class _Completions:
+    """What job callbacks of one MapIterator touch: the unordered buffers and the wake-up."""
+
+    __slots__ = ("finished", "in_flight", "wake")
+
+    def __init__(self) -> None:
+        self.in_flight: set[asyncio.Future[Any]] = set()
+        self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.wake: asyncio.Future[None] | None = None
+
+    def on_head_done(self, job: asyncio.Future[Any]) -> None:
+        wake = self.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    def _on_unordered_done(self, job: asyncio.Future[Any]) -> None:
-        if job in self._in_flight:
-            self._in_flight.discard(job)
-            self._finished.append(job)
-            self._on_head_done(job)
+    def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
+        if job in self.in_flight:
+            self.in_flight.discard(job)
+            self.finished.append(job)
+            self.on_head_done(job)
