@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +26,7 @@ __all__ = [
     "BLOCKING",
     "BLOCKING_SLEEP",
     "MAP",
+    "STRETCH",
     "THROUGHPUT",
     "Contender",
     "blocking_job",
@@ -335,6 +338,111 @@ MAP = [
 ]
 
 #
+# Stretch goal of issue 7: worker-task pools (no Task per job) for an ordered map
+#
+
+
+async def _pool_map(n: int, workers: int, run_one: Callable[..., Any]) -> int:
+    """Ordered map on `workers` long-lived tasks: results land in a reorder buffer."""
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=workers)
+    results: dict[int, int] = {}
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    expected = 0
+
+    async def worker() -> None:
+        nonlocal expected, ready
+        get = queue.get
+        while True:
+            i = await get()
+            if i is None:
+                return
+            results[i] = await run_one(i)
+            if i == expected and not ready.done():
+                ready.set_result(None)
+
+    pool = [loop.create_task(worker()) for _ in range(workers)]
+    put = queue.put
+    for i in _inputs(n):
+        await put(i)
+        while expected in results:
+            expected = _check(expected, results.pop(expected))
+    for _ in range(workers):
+        await put(None)
+    while expected < n:
+        if expected in results:
+            expected = _check(expected, results.pop(expected))
+        else:
+            ready = loop.create_future()
+            await ready
+    await asyncio.gather(*pool)
+    return expected
+
+
+async def stretch_shared_context(n: int, workers: int) -> int:
+    # Every job runs in its worker's context and task: what "no Task per job" costs
+    # when the per-job guarantees are dropped.
+    return await _pool_map(n, workers, map_job)
+
+
+@types.coroutine
+def _wait_done(fut: asyncio.Future[Any]) -> Any:
+    # Suspend the worker task on the job's future without reading its result, as
+    # Task.__step does for the coroutine it drives.
+    fut._asyncio_future_blocking = True  # type: ignore[attr-defined]
+    yield fut
+
+
+@types.coroutine
+def _bare_yield() -> Any:
+    yield
+
+
+async def _trampoline(coro: Any, ctx: contextvars.Context) -> Any:
+    """Drive `coro` inside the current (worker) task with every step run in `ctx`: a
+    Python re-implementation of what asyncio.Task.__step does in C."""
+    send, throw, run = coro.send, coro.throw, ctx.run
+    error: BaseException | None = None
+    while True:
+        try:
+            yielded = run(send, None) if error is None else run(throw, error)
+        except StopIteration as stop:
+            return stop.value
+        error = None
+        try:
+            if yielded is None:
+                await _bare_yield()
+            else:
+                yielded._asyncio_future_blocking = False
+                await _wait_done(yielded)
+        except BaseException as exc:  # the job was cancelled: deliver it to the job
+            error = exc
+
+
+async def stretch_context_per_job(n: int, workers: int) -> int:
+    # Keeps the per-job contextvars copy of a Task by running each step of the job in
+    # its own context copy (made where the producer reads the input, as create_task does).
+    copy_context = contextvars.copy_context
+
+    def run_one(i: int) -> Any:
+        return _trampoline(map_job(i), copy_context())
+
+    return await _pool_map(n, workers, run_one)
+
+
+STRETCH = [
+    Contender("sem_wrapper", "Semaphore + create_task, try/finally wrapper", semaphore_wrapper),
+    Contender("ours_map", "coroexecutor map", map_ours, ("coroexecutor",)),
+    Contender("pool_shared", "worker pool, jobs share the worker's task and context",
+              stretch_shared_context,
+              note="breaks per-job contextvars, current_task() and per-job cancellation"),
+    Contender("pool_trampoline", "worker pool, each step run in a per-job context copy",
+              stretch_context_per_job,
+              note="per-job context kept by a Python trampoline; current_task() still shared"),
+]
+
+
+#
 # Blocking callables: n sync calls on 32 worker threads
 #
 
@@ -384,11 +492,17 @@ WORKLOADS: dict[str, list[Contender]] = {
     "map": MAP,
     "blocking": BLOCKING,
     "blocking_sleep": BLOCKING_SLEEP,
+    "stretch": STRETCH,
 }
 
 # The row every other row of a workload is compared with. For throughput and memory it is
 # chosen per configuration: the fastest of SEMAPHORE_FORMS.
-BASELINES = {"map": "window", "blocking": "threadpool", "blocking_sleep": "threadpool"}
+BASELINES = {
+    "map": "window",
+    "stretch": "sem_wrapper",
+    "blocking": "threadpool",
+    "blocking_sleep": "threadpool",
+}
 
 
 def find(workload: str, key: str) -> Contender:

@@ -270,6 +270,11 @@ def build_tables(results: Results) -> list[Table]:
         tables.append(simple_timed_table(
             results, "map", f"Ordered map over a lazy generator of {map_cfg[0].n:,} items,"
                             f" max_workers={map_cfg[0].workers:,}"))
+    stretch = _timed_configs(results, "stretch")
+    if stretch:
+        tables.append(simple_timed_table(
+            results, "stretch", f"Stretch goal: ordered map of {stretch[0].n:,} no-op jobs on"
+                                f" {stretch[0].workers:,} long-lived worker tasks"))
     blocking = (("blocking", "no-op calls"), ("blocking_sleep", "calls of time.sleep(0.001)"))
     for workload, what in blocking:
         cfg = _timed_configs(results, workload)

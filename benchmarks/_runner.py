@@ -70,7 +70,7 @@ class Plan:
 
 def plan_for(quick: bool, repeats: int | None, only: Sequence[str] | None) -> Plan:
     """The configurations issue 7 asks for, or a small version of them for --quick."""
-    want = set(only or ("throughput", "memory", "map", "blocking", "bridge"))
+    want = set(only or ("throughput", "memory", "map", "stretch", "blocking", "bridge"))
     plan = Plan(quick=quick, repeats=repeats or 5, bridge="bridge" in want)
     if quick:
         n, workers_list, mem_sizes, map_n, block_n, sleep_n = (
@@ -87,6 +87,8 @@ def plan_for(quick: bool, repeats: int | None, only: Sequence[str] | None) -> Pl
     if "map" in want:
         for loop in ("asyncio", "uvloop"):
             plan.timed.append(Config("map", loop, 1000, map_n))
+    if "stretch" in want:
+        plan.timed.append(Config("stretch", "asyncio", 1000, map_n))
     if "blocking" in want:
         plan.timed.append(Config("blocking", "asyncio", 32, block_n))
         plan.timed.append(Config("blocking_sleep", "asyncio", 32, sleep_n))
