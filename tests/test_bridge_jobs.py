@@ -23,8 +23,9 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 
 
 @pytest.fixture
-def exe() -> Iterator[ThreadedLoopExecutor]:
-    executor = ThreadedLoopExecutor(max_workers=4)
+def exe(loop_kind: str) -> Iterator[ThreadedLoopExecutor]:
+    """An executor on each loop kind: default, eager task factory (3.12+), uvloop."""
+    executor = ThreadedLoopExecutor(max_workers=4, loop_factory=lambda: new_loop(loop_kind))
     yield executor
     executor.shutdown(wait=True, cancel_futures=True)
 
@@ -443,3 +444,93 @@ def test_repr_shows_name_state_and_limit() -> None:
     exe = ThreadedLoopExecutor(max_workers=8, thread_name_prefix="db")
     exe.shutdown()
     assert repr(exe) == "<ThreadedLoopExecutor db closed max_workers=8>"
+
+
+def test_shutdown_wait_in_a_blocking_job_raises(exe: ThreadedLoopExecutor) -> None:
+    with pytest.raises(RuntimeError, match="deadlock"):
+        exe.submit(exe.shutdown, wait=True).result(timeout=WAIT)
+
+
+def test_hand_off_wakes_the_loop_once_per_batch() -> None:
+    loop_busy, release = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        loop_busy.set()
+        assert release.wait(WAIT)  # blocks the loop thread on purpose: submits pile up
+
+    with ThreadedLoopExecutor() as exe:
+        loop = exe._bridge._loop
+        assert loop is not None
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kwargs)
+
+        holder = exe.submit(hold_the_loop)
+        assert loop_busy.wait(WAIT)
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        try:
+            futures = [exe.submit(double, i) for i in range(100)]
+            release.set()
+            assert [f.result(timeout=WAIT) for f in futures] == [2 * i for i in range(100)]
+        finally:
+            loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        holder.result(timeout=WAIT)
+    assert wakeups == 1
+
+
+def test_closing_map_early_cancels_its_pending_jobs() -> None:
+    started = threading.Semaphore(0)
+    cancelled = threading.Semaphore(0)
+
+    async def park(x: int) -> int:
+        if x == 0:
+            return 0
+        started.release()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.release()
+            raise
+        return x
+
+    with ThreadedLoopExecutor(max_workers=3) as exe:
+        results = exe.map(park, range(5))
+        assert next(results) == 0
+        assert started.acquire(timeout=WAIT)
+        assert started.acquire(timeout=WAIT)
+        results.close()  # type: ignore[attr-defined]
+        assert cancelled.acquire(timeout=WAIT)
+        assert cancelled.acquire(timeout=WAIT)
+
+
+def test_failed_jobs_leave_no_cyclic_garbage() -> None:
+    import gc
+
+    async def fail_async() -> None:
+        raise ValueError("async")
+
+    def fail_blocking() -> None:
+        raise ValueError("blocking")
+
+    with ThreadedLoopExecutor(max_workers=2) as exe:
+        exe.submit(double, 1).result(WAIT)  # warm up: lazily created objects
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for fn in (fail_async, fail_blocking):
+                future = exe.submit(fn)
+                with pytest.raises(ValueError, match=r"async|blocking"):
+                    future.result(timeout=WAIT)
+                del future
+            exe.submit(double, 2).result(WAIT)  # the last failed job's slot is settled
+            gc.collect()
+            kinds = (concurrent.futures.Future, ValueError)
+            leaked = [o for o in gc.garbage if isinstance(o, kinds)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert leaked == []

@@ -84,9 +84,14 @@ class BridgeFuture(concurrent.futures.Future[T]):
             return self._state == RUNNING or (self._state == PENDING and self._started)
 
     def result(self, timeout: Optional[float] = None) -> T:
-        if timeout != 0 and self._state != FINISHED:
-            self._check_not_loop_thread()
-        return super().result(timeout)
+        try:
+            if timeout != 0 and self._state != FINISHED:
+                self._check_not_loop_thread()
+            return super().result(timeout)
+        finally:
+            # As the stdlib's result() does: the raised job error's traceback holds this
+            # frame, and this frame must not hold the future that holds the error.
+            self = None  # type: ignore[assignment]
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if timeout != 0 and self._state != FINISHED:

@@ -150,11 +150,11 @@ class Scheduler:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
             raise  # on_core_job_done cancels the future once the task is done
-        except (KeyboardInterrupt, SystemExit) as exc:
-            future._try_set_exception(exc)
-            raise _CoroutineJobError(repr(exc)) from exc
         except BaseException as exc:
             future._try_set_exception(exc)
+            del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise _CoroutineJobError(repr(exc)) from exc
             raise
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
         future._try_set_result(result)
