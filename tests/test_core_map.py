@@ -1,0 +1,434 @@
+"""CoroutineExecutor.map() and map_unordered(): order, laziness, inputs, the window,
+leaving early, and return_exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, MapIterator
+
+
+async def yield_many(times: int = 20) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+class PullCounter:
+    """A lazy input that records how far it has been pulled."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.pulled = 0
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[int]:
+        while self.limit is None or self.pulled < self.limit:
+            self.pulled += 1
+            yield self.pulled - 1
+
+    async def agen(self) -> AsyncIterator[int]:
+        while self.limit is None or self.pulled < self.limit:
+            await asyncio.sleep(0)
+            self.pulled += 1
+            yield self.pulled - 1
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+#
+# Order
+#
+
+
+async def test_map_yields_results_in_input_order(loop_kind: str) -> None:
+    n = 6
+    gates = [asyncio.Event() for _ in range(n)]
+    gates[-1].set()
+    completed: list[int] = []
+
+    async def job(i: int) -> int:
+        await gates[i].wait()
+        completed.append(i)
+        if i > 0:
+            gates[i - 1].set()  # the jobs finish last-to-first
+        return i * 10
+
+    async with CoroutineExecutor(max_workers=n) as exe:
+        results = [r async for r in exe.map(job, range(n))]
+    assert completed == list(reversed(range(n)))
+    assert results == [i * 10 for i in range(n)]
+
+
+async def test_map_unordered_yields_results_in_completion_order(loop_kind: str) -> None:
+    gates = [asyncio.Event() for _ in range(5)]
+    release_order = [3, 0, 4, 1, 2]
+
+    async def job(i: int) -> int:
+        await gates[i].wait()
+        return i
+
+    async with CoroutineExecutor(max_workers=5) as exe:
+        results: list[int] = []
+        it = exe.map_unordered(job, range(5))
+        gates[release_order[0]].set()
+        async for r in it:
+            results.append(r)
+            if len(results) < 5:
+                gates[release_order[len(results)]].set()
+    assert results == release_order
+
+
+async def test_map_of_empty_input_yields_nothing_and_starts_nothing(loop_kind: str) -> None:
+    async with CoroutineExecutor() as exe:
+        assert [r async for r in exe.map(double, [])] == []
+        assert [r async for r in exe.map_unordered(double, iter(()))] == []
+        assert exe.stats.submitted == 0
+
+
+async def test_map_returns_a_map_iterator_that_ends_once(loop_kind: str) -> None:
+    async with CoroutineExecutor() as exe:
+        it = exe.map(double, [1, 2])
+        assert isinstance(it, MapIterator)
+        assert it.__aiter__() is it
+        assert [r async for r in it] == [2, 4]
+        with pytest.raises(StopAsyncIteration):
+            await it.__anext__()
+
+
+#
+# Lazy input and the window
+#
+
+
+@pytest.mark.parametrize("buffersize", [1, 3, 8])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_map_pulls_input_lazily_within_buffersize(
+    loop_kind: str, buffersize: int, ordered: bool
+) -> None:
+    source = PullCounter()  # endless: only a lazy map can work through it
+    received = 0
+
+    async def job(i: int) -> int:
+        for _ in range(i % 3):
+            await asyncio.sleep(0)
+        return i
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        async for _ in mapper(job, source, buffersize=buffersize):
+            received += 1
+            assert source.pulled - received <= buffersize
+            if received == 40:
+                break
+    assert source.pulled <= 40 + buffersize
+
+
+@pytest.mark.parametrize("buffersize", [2, 5])
+async def test_map_reads_no_further_while_the_head_job_is_slow(
+    loop_kind: str, buffersize: int
+) -> None:
+    source = PullCounter()
+    release_head = asyncio.Event()
+    pulled_while_head_waits = -1
+
+    async def job(i: int) -> int:
+        if i == 0:
+            await release_head.wait()
+        return i
+
+    async def observer() -> None:
+        nonlocal pulled_while_head_waits
+        await yield_many(50)
+        pulled_while_head_waits = source.pulled
+        release_head.set()
+
+    async with CoroutineExecutor(max_workers=10) as exe:
+        watching = asyncio.create_task(observer())
+        results = []
+        async for r in exe.map(job, source, buffersize=buffersize):
+            results.append(r)
+            if len(results) == 10:
+                break
+        await watching
+    assert results == list(range(10))
+    # The window keeps the other workers busy behind a slow head, but never more.
+    assert pulled_while_head_waits == buffersize
+
+
+async def test_map_window_defaults_to_max_workers(loop_kind: str) -> None:
+    source = PullCounter(limit=100)
+    live = peak = 0
+
+    async def job(i: int) -> int:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await yield_many(3)
+        live -= 1
+        return i
+
+    async with CoroutineExecutor(max_workers=6) as exe:
+        async for r in exe.map(job, source):
+            assert source.pulled - (r + 1) <= 6
+    assert peak == 6
+
+
+@pytest.mark.parametrize(
+    ("buffersize", "error", "message"),
+    [
+        (0, ValueError, "buffersize must be greater than 0 (got 0)"),
+        (-3, ValueError, "buffersize must be greater than 0 (got -3)"),
+        (1.5, TypeError, "buffersize must be an int or None (got 1.5)"),
+        ("2", TypeError, "buffersize must be an int or None (got '2')"),
+        (True, TypeError, "buffersize must be an int or None (got True)"),
+    ],
+)
+async def test_map_rejects_a_bad_buffersize(buffersize: Any, error: type, message: str) -> None:
+    async with CoroutineExecutor() as exe:
+        for mapper in (exe.map, exe.map_unordered):
+            with pytest.raises(error, match="^" + re.escape(message) + "$"):
+                mapper(double, [1], buffersize=buffersize)
+        assert exe.stats.submitted == 0
+
+
+async def test_map_without_an_iterable_is_a_type_error() -> None:
+    async with CoroutineExecutor() as exe:
+        with pytest.raises(TypeError, match=re.escape("map() must have at least one iterable")):
+            exe.map(double)
+        with pytest.raises(
+            TypeError, match=re.escape("map_unordered() must have at least one iterable")
+        ):
+            exe.map_unordered(double)
+
+
+#
+# Inputs
+#
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_map_accepts_an_async_iterable(loop_kind: str, ordered: bool) -> None:
+    source = PullCounter(limit=30)
+    received = 0
+    async with CoroutineExecutor(max_workers=4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = []
+        async for r in mapper(double, source.agen(), buffersize=3):
+            received += 1
+            assert source.pulled - received <= 3
+            results.append(r)
+    expected = [2 * i for i in range(30)]
+    assert (results if ordered else sorted(results)) == expected
+
+
+async def test_map_accepts_a_plain_async_iterable_object(loop_kind: str) -> None:
+    class Countdown:
+        def __init__(self, start: int) -> None:
+            self.n = start
+
+        def __aiter__(self) -> Countdown:
+            return self
+
+        async def __anext__(self) -> int:
+            if self.n == 0:
+                raise StopAsyncIteration
+            self.n -= 1
+            return self.n + 1
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        assert [r async for r in exe.map(double, Countdown(4))] == [8, 6, 4, 2]
+
+
+async def test_map_zips_several_iterables_up_to_the_shortest(loop_kind: str) -> None:
+    async def join(*parts: object) -> str:
+        await asyncio.sleep(0)
+        return "".join(map(str, parts))
+
+    endless = PullCounter()
+    async with CoroutineExecutor(max_workers=3) as exe:
+        sync_only = [r async for r in exe.map(join, [1, 2, 3, 4], "abc", endless)]
+        assert sync_only == ["1a0", "2b1", "3c2"]
+
+        short = PullCounter(limit=2)
+        mixed = [r async for r in exe.map(join, "xyz", short.agen(), [True] * 5)]
+        assert mixed == ["x0True", "y1True"]
+
+        unordered = [r async for r in exe.map_unordered(join, "pq", PullCounter(3).agen())]
+        assert sorted(unordered) == ["p0", "q1"]
+
+
+#
+# Leaving a map early
+#
+
+
+class ParkedJobs:
+    """Job 0 returns at once; every other job parks until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+        self.completed: list[int] = []
+
+    async def job(self, i: int) -> int:
+        if i == 0:
+            self.completed.append(i)
+            return i
+        self.started += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.completed.append(i)
+        return i
+
+
+async def ok_job() -> str:
+    await asyncio.sleep(0)
+    return "still accepting"
+
+
+@pytest.mark.parametrize("how", ["break", "consumer_error", "aclose", "async_with"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_leaving_a_map_early_cancels_its_jobs_and_not_the_block(
+    loop_kind: str, how: str, ordered: bool
+) -> None:
+    jobs = ParkedJobs()
+    source = PullCounter()
+
+    async with CoroutineExecutor(max_workers=10) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        if how == "break":
+            async for first in mapper(jobs.job, source, buffersize=4):
+                assert first == 0
+                break
+        elif how == "consumer_error":
+            with pytest.raises(LookupError, match="consumer gave up"):
+                async for first in mapper(jobs.job, source, buffersize=4):
+                    assert first == 0
+                    raise LookupError("consumer gave up")
+        elif how == "aclose":
+            it = mapper(jobs.job, source, buffersize=4)
+            assert await it.__anext__() == 0
+            await it.aclose()
+            # aclose() returns once the in-flight jobs have finished cancelling.
+            assert jobs.cancelled == jobs.started
+            with pytest.raises(StopAsyncIteration):
+                await it.__anext__()
+        else:
+            async with mapper(jobs.job, source, buffersize=4) as it:
+                async for first in it:
+                    assert first == 0
+                    break
+            assert jobs.cancelled == jobs.started
+
+        # The executor is still running normally: leaving a map is not an error.
+        task = await exe.submit(ok_job)
+        assert await task == "still accepting"
+
+    assert jobs.started == 3, "the window should have started jobs 1-3"
+    assert jobs.cancelled == jobs.started
+    assert jobs.completed == [0]
+    assert source.pulled <= 5
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 0, 3)
+
+
+async def test_a_map_left_early_does_not_cancel_other_jobs(loop_kind: str) -> None:
+    jobs = ParkedJobs()
+    release = asyncio.Event()
+    bystander_done = False
+
+    async def bystander() -> None:
+        nonlocal bystander_done
+        await release.wait()
+        bystander_done = True
+
+    async with CoroutineExecutor(max_workers=10) as exe:
+        await exe.submit(bystander)
+        async for _ in exe.map(jobs.job, range(5)):
+            break
+        await yield_many()
+        assert jobs.cancelled == jobs.started == 4
+        release.set()
+    assert bystander_done
+
+
+#
+# return_exceptions
+#
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_map_return_exceptions_yields_errors_in_place(loop_kind: str, ordered: bool) -> None:
+    errors = {i: KeyError(i) for i in (1, 4, 5)}
+    release = asyncio.Event()
+    bystander_done = False
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        if i in errors:
+            raise errors[i]
+        return i
+
+    async def bystander() -> None:
+        nonlocal bystander_done
+        await release.wait()
+        bystander_done = True
+
+    async with CoroutineExecutor(max_workers=3) as exe:
+        await exe.submit(bystander)
+        mapper = exe.map if ordered else exe.map_unordered
+        results = [r async for r in mapper(job, range(8), return_exceptions=True)]
+        release.set()  # the errors cancelled nothing: the bystander is still there to finish
+    assert bystander_done
+    if ordered:
+        assert results == [0, errors[1], 2, 3, errors[4], errors[5], 6, 7]
+        for i, error in errors.items():
+            assert results[i] is error
+    else:
+        assert len(results) == 8
+        assert sorted(r for r in results if isinstance(r, int)) == [0, 2, 3, 6, 7]
+        assert {id(r) for r in results if isinstance(r, KeyError)} == {
+            id(e) for e in errors.values()
+        }
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (6, 3, 0)
+
+
+async def test_map_error_is_raised_from_the_iterator(loop_kind: str) -> None:
+    # Without return_exceptions a job error ends the map (and, under fail-fast, the block).
+    error = ValueError("job 2 failed")
+    received: list[int] = []
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        if i == 2:
+            raise error
+        return i
+
+    with pytest.raises(ValueError, match="job 2 failed") as excinfo:
+        async with CoroutineExecutor(max_workers=1) as exe:
+            async for r in exe.map(job, range(5)):
+                received.append(r)
+    assert excinfo.value is error
+    assert received == [0, 1]
+
+
+async def test_map_after_shutdown_is_refused_when_iterated(loop_kind: str) -> None:
+    async with CoroutineExecutor() as exe:
+        it = exe.map(double, [1, 2, 3])
+        await exe.shutdown()
+        with pytest.raises(
+            RuntimeError, match="^" + re.escape("cannot schedule new futures after shutdown") + "$"
+        ):
+            await it.__anext__()
