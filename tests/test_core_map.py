@@ -312,10 +312,14 @@ async def test_leaving_a_map_early_cancels_its_jobs_and_not_the_block(
                 assert first == 0
                 break
         elif how == "consumer_error":
-            with pytest.raises(LookupError, match="consumer gave up"):
+
+            async def consume() -> None:
                 async for first in mapper(jobs.job, source, buffersize=4):
                     assert first == 0
                     raise LookupError("consumer gave up")
+
+            with pytest.raises(LookupError, match="consumer gave up"):
+                await consume()
         elif how == "aclose":
             it = mapper(jobs.job, source, buffersize=4)
             assert await it.__anext__() == 0
@@ -416,10 +420,13 @@ async def test_map_error_is_raised_from_the_iterator(loop_kind: str) -> None:
             raise error
         return i
 
-    with pytest.raises(ValueError, match="job 2 failed") as excinfo:
+    async def main() -> None:
         async with CoroutineExecutor(max_workers=1) as exe:
             async for r in exe.map(job, range(5)):
                 received.append(r)
+
+    with pytest.raises(ValueError, match="job 2 failed") as excinfo:
+        await main()
     assert excinfo.value is error
     assert received == [0, 1]
 
