@@ -439,3 +439,15 @@ async def test_map_after_shutdown_is_refused_when_iterated(loop_kind: str) -> No
             RuntimeError, match="^" + re.escape("cannot schedule new futures after shutdown") + "$"
         ):
             await it.__anext__()
+
+
+async def test_leaving_a_map_over_an_async_generator_early_leaks_nothing(loop_kind: str) -> None:
+    source = PullCounter()
+    jobs = ParkedJobs()
+    async with CoroutineExecutor(max_workers=4) as exe:
+        async for first in exe.map(jobs.job, source.agen(), buffersize=3):
+            assert first == 0
+            break
+    # conftest fails the test if a task (such as an async generator finaliser) is left over.
+    assert jobs.cancelled == jobs.started
+    assert source.pulled <= 4
