@@ -192,14 +192,12 @@ class Admission:
         The hot path of every submit: keep it to one call of fn, one task and one callback.
         """
         try:
+            coro = fn(*args, **kwargs)
+            if type(coro) is not _CoroutineType:
+                coro = as_coroutine(coro, fn)
             if self._wrap:
-                coro = wrapped_job(
-                    self._initializer, self._initargs, self._job_timeout, fn, args, kwargs
-                )
-            else:
-                coro = fn(*args, **kwargs)
-                if type(coro) is not _CoroutineType:
-                    coro = as_coroutine(coro, fn)
+                inner = coro
+                coro = wrapped_job(self._initializer, self._initargs, self._job_timeout, inner)
             task = self._loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
             self._free += 1  # give the slot back
@@ -209,6 +207,10 @@ class Admission:
             if not callable(fn):
                 check_job_fn(fn, where)  # the clearer error for a coroutine object
             raise
+        if self._wrap:
+            # If the wrapper never runs (cancelled before its first step, or the
+            # initializer failed), close the job's coroutine: no "never awaited" warning.
+            task.add_done_callback(lambda _: inner.close())
         self._running.add(task)
         if not counted:
             self._submitted += 1

@@ -60,24 +60,31 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
             handle.cancel()
 
 
-async def wrapped_job(
+async def _initialized(
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
-    job_timeout: float | None,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    coro: Coroutine[Any, Any, Any],
 ) -> Any:
-    """A job with the executor's initializer and per-job deadline around it.
-
-    The deadline covers the initializer and the job together: it bounds how long the job
-    holds its slot.
-    """
-    if job_timeout is not None:
-        inner = wrapped_job(initializer, initargs, None, fn, args, kwargs)
-        return await _with_deadline(inner, job_timeout)
     if initializer is not None:
         ready = initializer(*initargs)
         if inspect.isawaitable(ready):
             await ready
-    return await as_coroutine(fn(*args, **kwargs), fn)
+    return await coro
+
+
+def wrapped_job(
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    job_timeout: float | None,
+    coro: Coroutine[Any, Any, Any],
+) -> Coroutine[Any, Any, Any]:
+    """The job's coroutine with the executor's initializer and per-job deadline around it.
+
+    ``coro`` comes from calling the job's function at submit time, so a function that
+    returns no awaitable is reported there; the initializer still runs before any of the
+    job's own body. The deadline covers the initializer and the job together: it bounds
+    how long the job holds its slot.
+    """
+    if job_timeout is not None:
+        return _with_deadline(_initialized(initializer, initargs, coro), job_timeout)
+    return _initialized(initializer, initargs, coro)

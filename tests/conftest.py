@@ -46,7 +46,9 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 def run_in_fresh_loop(
-    fn: Callable[..., Coroutine[Any, Any, Any]], kind: str = "default"
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    kind: str = "default",
+    watchdog: float | None = None,
 ) -> Callable[..., None]:
     """Wrap an async test so pytest can call it synchronously."""
 
@@ -61,7 +63,9 @@ def run_in_fresh_loop(
             loop = asyncio.get_running_loop()
             loop.set_exception_handler(handler)
             try:
-                await fn(**kwargs)
+                # The watchdog ends a hung test from inside the loop: pytest-timeout's
+                # SIGALRM does not interrupt uvloop while it blocks in its poller.
+                await asyncio.wait_for(fn(**kwargs), watchdog)
             finally:
                 leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for task in leftovers:
@@ -100,7 +104,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         kind = funcargs.get("loop_kind", "default")
         argnames = pyfuncitem._fixtureinfo.argnames
         kwargs = {name: funcargs[name] for name in argnames}
-        run_in_fresh_loop(pyfuncitem.obj, kind)(**kwargs)
+        marker = pyfuncitem.get_closest_marker("timeout")
+        limit = marker.args[0] if marker and marker.args else pyfuncitem.config.getini("timeout")
+        watchdog = max(float(limit) - 1.0, 1.0) if limit else None
+        run_in_fresh_loop(pyfuncitem.obj, kind, watchdog)(**kwargs)
         return True
     return None
 

@@ -301,3 +301,21 @@ async def test_shutdown_grace_is_validated() -> None:
     with pytest.raises(ValueError, match=re.escape("timeout must be greater than 0 (got -1)")):
         await exe.shutdown(timeout=-1)
     await exe.shutdown()
+
+
+async def test_initializer_failure_leaves_no_unawaited_job_coroutine() -> None:
+    """The job's coroutine is made at submit; if the initializer fails it is closed."""
+
+    def broken_init() -> None:
+        raise OSError("init failed")
+
+    async def job() -> int:
+        return 1
+
+    async with CoroutineExecutor(initializer=broken_init, suppress_task_errors=True) as exe:
+        task = await exe.submit(job)
+        cancelled_early = await exe.submit(job)
+        cancelled_early.cancel()  # cancelled before its first step: the wrapper never runs
+    assert isinstance(task.exception(), OSError)
+    assert cancelled_early.cancelled()
+    # warnings are errors and gc runs after each test: a "never awaited" would fail it

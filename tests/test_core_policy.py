@@ -15,7 +15,9 @@ from coroexecutor import CoroutineExecutor
 pytestmark = pytest.mark.timeout(10)
 
 
-async def park(started: asyncio.Event | None = None, cancelled: asyncio.Event | None = None) -> None:
+async def park(
+    started: asyncio.Event | None = None, cancelled: asyncio.Event | None = None
+) -> None:
     """A job that runs until cancelled, signalling when it starts and when it is cancelled."""
     if started is not None:
         started.set()

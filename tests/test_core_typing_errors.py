@@ -105,12 +105,6 @@ async def test_fn_returning_a_non_awaitable_fails_the_call(where: str) -> None:
     assert exe.stats == ExecutorStats(1, 0, 0, 1, 0, 0)
 
 
-@pytest.mark.xfail(
-    reason="core bug: with an initializer or job_timeout, fn is first called inside the job,"
-    " so a non-awaitable result fails the job (and, under fail-fast, the whole block)"
-    " instead of raising TypeError from submit()",
-    strict=True,
-)
 @pytest.mark.parametrize("option", ["initializer", "job_timeout"])
 async def test_fn_returning_a_non_awaitable_fails_the_call_with_a_wrapped_job(
     option: str,
