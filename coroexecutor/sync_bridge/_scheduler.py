@@ -74,7 +74,12 @@ class Scheduler:
             self._release(future)  # cancelled before it started; cancel() notified
             return
         wrapper = self._run_coroutine if is_coroutine else self._run_blocking
-        task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
+        try:
+            task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
+        except BaseException as exc:  # not expected: the core accepts while we hold slots
+            future._try_set_exception(exc)
+            self._release(future)
+            return
         future._job = task
         self._jobs[task] = future
         if type(task) is not _Task and not isinstance(task, _Task):

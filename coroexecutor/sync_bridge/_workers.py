@@ -118,8 +118,9 @@ class WorkerPool:
         self._post_done = post_done
         self._jobs: queue.SimpleQueue[Optional[WorkItem]] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one release per worker waiting for a job
-        self._lock = threading.Lock()  # guards _threads
+        self._lock = threading.Lock()  # guards _threads and _stopped
         self._threads: list[threading.Thread] = []
+        self._stopped = False
 
     def submit(self, item: WorkItem) -> None:
         self._jobs.put(item)
@@ -129,6 +130,15 @@ class WorkerPool:
             count = len(self._threads)
             if count >= self.cap:
                 return  # a busy worker takes it when it is done
+            if self._stopped:
+                # The item has been run already. Otherwise:
+                #   submitting thread                      other threads
+                #   puts the item
+                #                                          a worker runs it; the last job
+                #                                          is done; stop() takes _threads
+                #   starts a thread stop() never joins     (nor sends a None to: a
+                #                                          worker then waits forever)
+                return
             thread = threading.Thread(
                 name=f"{self._name_prefix}_worker_{count}",
                 target=_work,
@@ -169,6 +179,7 @@ class WorkerPool:
     def stop(self) -> None:
         """Stop every worker once the jobs queued before this call are done; join them."""
         with self._lock:
+            self._stopped = True
             threads, self._threads = self._threads, []
         for _ in threads:
             self._jobs.put(None)
