@@ -136,8 +136,12 @@ def header_lines(results: Results, command: str) -> list[str]:
 
 
 def _timed_configs(results: Results, workload: str, loop: str | None = None) -> list[Config]:
+    """The planned configurations of a workload that have runs (a report re-rendered
+    from an older results.json may lack a workload added since)."""
+    measured = {(r["workload"], r["loop"], r["workers"], r["n"]) for r in results.records}
     return [c for c in results.plan.timed
-            if c.workload == workload and (loop is None or c.loop == loop)]
+            if c.workload == workload and (loop is None or c.loop == loop)
+            and (c.workload, c.loop, c.workers, c.n) in measured]
 
 
 def throughput_tables(results: Results) -> list[Table]:
