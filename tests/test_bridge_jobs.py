@@ -534,3 +534,45 @@ def test_failed_jobs_leave_no_cyclic_garbage() -> None:
             gc.set_debug(0)
             gc.garbage.clear()
     assert leaked == []
+
+
+def test_loop_factory_returning_a_non_loop_raises_from_the_constructor() -> None:
+    before = set(threading.enumerate())
+    with pytest.raises(
+        TypeError, match=re.escape("loop_factory must return an event loop (got None)")
+    ):
+        ThreadedLoopExecutor(loop_factory=lambda: None)  # type: ignore[arg-type,return-value]
+    assert set(threading.enumerate()) <= before
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking"])
+def test_base_exception_from_a_done_callback_on_our_threads_is_logged(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    go = threading.Event()
+
+    async def coroutine_job() -> str:
+        while not go.is_set():
+            await asyncio.sleep(0.001)
+        return "done"
+
+    def blocking_job() -> str:
+        assert go.wait(WAIT)
+        return "done"
+
+    def callback(_: concurrent.futures.Future[Any]) -> None:
+        raise SystemExit(7)
+
+    caplog.set_level(logging.CRITICAL, logger="concurrent.futures")
+    with ThreadedLoopExecutor(max_workers=1) as exe:
+        future = exe.submit(coroutine_job if kind == "coroutine" else blocking_job)
+        future.add_done_callback(callback)  # runs on the loop thread or the worker
+        go.set()
+        assert future.result(timeout=WAIT) == "done"
+        # The thread that ran the callback survived, and so did the executor.
+        assert exe.submit(double, 5).result(timeout=WAIT) == 10
+        assert exe.submit(abs, -5).result(timeout=WAIT) == 5
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is SystemExit]
+    assert len(logged) == 1

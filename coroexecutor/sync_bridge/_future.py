@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 from concurrent.futures._base import (
     CANCELLED,
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from ._loop_thread import LoopThread
 
 __all__ = ["BridgeFuture"]
+
+_LOGGER = logging.getLogger("concurrent.futures")  # where the stdlib logs failing callbacks
 
 T = TypeVar("T")
 
@@ -75,7 +78,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
                 # True if already cancelled; False if RUNNING (a blocking call in a
                 # thread) or FINISHED.
                 return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._invoke_callbacks()
         self._bridge.cancel_job_threadsafe(self)
         return True
 
@@ -108,6 +111,22 @@ class BridgeFuture(concurrent.futures.Future[T]):
     #
     # Executor side
     #
+
+    def _invoke_callbacks(self) -> None:
+        # As the stdlib's, plus: a BaseException (SystemExit, KeyboardInterrupt) from a
+        # callback run on one of our threads is logged rather than allowed to kill the
+        # loop thread or a worker, which would strand every other job. On the caller's
+        # own thread (cancel() from user code) it propagates, as it always should.
+        for callback in self._done_callbacks:  # type: ignore[attr-defined]
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+            except BaseException:
+                bridge = self._bridge
+                if not (bridge.is_loop_thread() or bridge.is_worker_thread()):
+                    raise
+                _LOGGER.critical("exception calling callback for %r", self, exc_info=True)
 
     def _check_not_loop_thread(self) -> None:
         if threading.get_ident() == self._bridge.loop_ident and not self.done():
@@ -145,7 +164,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._invoke_callbacks()
 
     def _try_set_result(self, result: Any) -> None:
         try:

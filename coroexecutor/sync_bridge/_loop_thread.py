@@ -443,10 +443,19 @@ class LoopThread:
 
     def _run(self) -> None:
         """The thread body: create the loop, run _main, close the loop, stop the workers."""
+        runner = None
         try:
             runner = Runner(loop_factory=self._loop_factory)
-            self._loop = runner.get_loop()
+            loop = runner.get_loop()
+            if not isinstance(loop, asyncio.AbstractEventLoop):
+                runner = None  # nothing to close: Runner.close() needs a loop
+                raise TypeError(f"loop_factory must return an event loop (got {loop!r})")
+            self._loop = loop
+            self._stop = loop.create_future()
+            self._idle = loop.create_future()
         except BaseException as exc:
+            if runner is not None:
+                runner.close()
             self._start_error = exc
             with self._lock:
                 self._state = _State.CLOSED
@@ -454,8 +463,6 @@ class LoopThread:
             self._stopped.set_result(None)
             return
         self.loop_ident = threading.get_ident()
-        self._stop = self._loop.create_future()
-        self._idle = self._loop.create_future()
         if self._initializer is None:
             # Accept jobs before the constructor returns. Blocking jobs submitted now are
             # then dispatched by their submitters, who start the worker threads, and not
