@@ -520,16 +520,17 @@ def test_failed_jobs_leave_no_cyclic_garbage() -> None:
         exe.submit(double, 1).result(WAIT)  # warm up: lazily created objects
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)
+        ours: list[int] = []  # ids of this test's futures and errors (others' may be collected)
         try:
             for fn in (fail_async, fail_blocking):
                 future = exe.submit(fn)
-                with pytest.raises(ValueError, match=r"async|blocking"):
+                with pytest.raises(ValueError, match=r"async|blocking") as caught:
                     future.result(timeout=WAIT)
-                del future
+                ours += [id(future), id(caught.value)]
+                del future, caught
             exe.submit(double, 2).result(WAIT)  # the last failed job's slot is settled
             gc.collect()
-            kinds = (concurrent.futures.Future, ValueError)
-            leaked = [o for o in gc.garbage if isinstance(o, kinds)]
+            leaked = [o for o in gc.garbage if id(o) in ours]
         finally:
             gc.set_debug(0)
             gc.garbage.clear()

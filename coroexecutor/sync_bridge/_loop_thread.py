@@ -1,24 +1,9 @@
-"""LoopThread: the loop thread, the slots, and the hand-off between threads.
+"""LoopThread: the thread that runs a ThreadedLoopExecutor's event loop.
 
-Threading model (who calls what):
-
-* any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
-  ``set_max_workers_threadsafe``, ``stats_threadsafe``, ``join``;
-* worker threads: ``_release_from_worker`` (a direct blocking job is done) and
-  ``_post_done_threadsafe`` (a blocking job the loop runs is done);
-* the loop thread: ``_run`` (the thread body), ``_main``, ``_drain``, ``_release_on_loop``,
-  ``_settle`` and the Scheduler;
-* a forked child, in its only thread: ``after_fork_in_child``.
-
-Slots: ``_held`` counts the jobs holding one of the ``max_workers`` slots; the others
-wait in ``_backlog`` (FIFO, both kinds). Whoever frees a slot hands it to the next job
-under ``_lock``: a blocking job goes straight to a worker thread (from the submitting
-thread, or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a
-job that needs the loop goes to ``_to_loop``. Work crosses into the loop thread only
-through the lists guarded by ``_lock``: the first append of a batch wakes the loop with
-one ``call_soon_threadsafe`` and ``_drain`` takes the whole batch. Results go back
-through each job's concurrent future, which is thread-safe by itself. No user code and
-no future callback runs while ``_lock`` is held.
+Threading model: ``start``, ``join`` and ``stopped_future`` may be called from any
+thread; ``_run`` (the thread body), ``_open``, ``_main``, ``_finish``, ``_drain``,
+``_break`` and ``_close`` run on the loop thread; ``after_fork_in_child`` runs in a forked
+child's only thread. The lock-guarded slots and hand-off it drains are in ``_handoff``.
 """
 
 from __future__ import annotations
@@ -26,45 +11,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import enum
 import inspect
 import threading
-from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
-from .._errors import BrokenLoopExecutor
 from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
 from . import _process
 from ._future import BridgeFuture
+from ._handoff import EXIT_MESSAGE, FORK_MESSAGE, SHUTDOWN_MESSAGE, HandOff, State
 from ._runner import LoopFactory, Runner
-from ._scheduler import Job, Scheduler, ShutdownRequest
-from ._workers import WorkerPool, WorkItem
+from ._scheduler import Scheduler, ShutdownRequest
+from ._workers import WorkerPool
 
 __all__ = ["SHUTDOWN_MESSAGE", "LoopThread"]
 
-SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
-_EXIT_MESSAGE = "cannot schedule new futures after interpreter shutdown"
-_FORK_MESSAGE = (
-    "{name} belongs to the parent process: after os.fork() its loop thread does not exist "
-    "in the child; create a new executor in the child"
-)
+_STARTING, _RUNNING = State.STARTING, State.RUNNING
 
 
-class _State(enum.Enum):
-    STARTING = "starting"  # the loop runs the initializer; jobs wait in the backlog
-    RUNNING = "running"  # accepting jobs
-    SHUTTING_DOWN = "shutting down"  # no new jobs; accepted ones finish or are cancelled
-    BROKEN = "broken"  # the initializer failed; the thread has stopped or is stopping
-    CLOSED = "closed"  # the loop has finished every job and stopped; terminal
-    FORKED = "forked"  # this is a forked child: the loop thread exists only in the parent
-
-
-_STARTING, _RUNNING, _SHUTTING_DOWN = _State.STARTING, _State.RUNNING, _State.SHUTTING_DOWN
-_GONE = (_State.CLOSED, _State.FORKED, _State.BROKEN)
-
-
-class LoopThread:
+class LoopThread(HandOff):
     """The event loop thread behind one ThreadedLoopExecutor. Holds no reference to it."""
 
     def __init__(
@@ -96,35 +61,11 @@ class LoopThread:
             on_job_done=scheduler.on_core_job_done,
         )
         self._scheduler = scheduler
-        # A core option that must govern blocking jobs too routes them through the loop.
-        self._blocking_on_loop = max_per_second is not None or job_timeout is not None
         self._loop_factory = loop_factory
         self._initializer = initializer
         self._initargs = initargs
 
-        self._lock = threading.Lock()
-        # Invariants: _wake_pending is True iff a _drain is scheduled that has not taken
-        # the batch yet; it is only set while _ready. _held == len(_direct) + the jobs in
-        # _to_loop + the scheduler's jobs and awaitable tails; _backlog is empty whenever
-        # _held < max_workers (except while STARTING).
-        self._state = _STARTING  # guarded by _lock
-        self._ready = False  # guarded by _lock: the loop drains the hand-off
-        self._wake_pending = False  # guarded by _lock
-        self.max_workers = max_workers  # guarded by _lock
-        self._held = 0  # guarded by _lock
-        self._backlog: collections.deque[Job] = collections.deque()  # guarded by _lock
-        self._direct: set[BridgeFuture[Any]] = set()  # guarded by _lock
-        self._to_loop: list[Job] = []  # guarded by _lock
-        self._calls: list[Callable[[], object]] = []  # guarded by _lock
-        self._done_items: list[WorkItem] = []  # guarded by _lock
-        self._tails: list[WorkItem] = []  # guarded by _lock: direct jobs with an awaitable
-        self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
-        self._shutdown_changed = False  # guarded by _lock
-        self._applied: list[threading.Event] = []  # guarded by _lock
-        self._broken: Optional[BaseException] = None  # guarded by _lock
-        # Counts beyond the core's (guarded by _lock): see _stats().
-        self._submitted = self._direct_ok = self._direct_failed = self._cancelled = 0
-
+        super().__init__(max_workers, max_per_second is not None or job_timeout is not None)
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set once, before _created
         self.loop_ident: Optional[int] = None
         self._created = threading.Event()
@@ -132,14 +73,13 @@ class LoopThread:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._final_stats: Optional[ExecutorStats] = None
         self._stop: Optional[asyncio.Future[ShutdownRequest]] = None  # loop thread only
-        self._released: list[BridgeFuture[Any]] = []  # loop thread only
         self._idle: Optional[asyncio.Future[None]] = None  # loop thread only
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
 
     def start(self) -> None:
         """Start the thread; return once its loop exists. Raises what loop_factory raised."""
         if not _process.register(self):
-            raise RuntimeError(_EXIT_MESSAGE)
+            raise RuntimeError(EXIT_MESSAGE)
         self._thread.start()
         self._created.wait()
         if self._start_error is not None:
@@ -157,204 +97,6 @@ class LoopThread:
     def is_worker_thread(self) -> bool:
         return threading.get_ident() in self._pool.thread_idents()
 
-    #
-    # Slots (every method here is called with _lock held)
-    #
-
-    def _next_locked(self) -> Optional[Job]:
-        """Give a free slot to the next live job in the backlog, if any."""
-        if self._held >= self.max_workers or self._state is _STARTING:
-            return None
-        backlog = self._backlog
-        while backlog:
-            job = backlog.popleft()
-            if job[0]._state == PENDING:
-                self._held += 1
-                return job
-            self._cancelled += 1  # cancelled while it waited; cancel() notified
-        if self._held == 0 and self._state is _SHUTTING_DOWN:
-            self._wake_locked()  # the loop is waiting for the last job to finish
-        return None
-
-    def _route_locked(self, job: Job) -> Optional[WorkItem]:
-        """A job got a slot: queue it for the loop, or return the item for a worker."""
-        future, fn, args, kwargs, ctx, is_coroutine = job
-        if is_coroutine or self._blocking_on_loop:
-            self._to_loop.append(job)
-            self._wake_locked()
-            return None
-        self._direct.add(future)
-        return WorkItem(future, fn, args, kwargs, ctx)
-
-    def _fill_locked(self) -> list[WorkItem]:
-        """Give every free slot away; return the items to dispatch after unlocking."""
-        items = []
-        job = self._next_locked()
-        while job is not None:
-            item = self._route_locked(job)
-            if item is not None:
-                items.append(item)
-            job = self._next_locked()
-        return items
-
-    def _wake_locked(self) -> None:
-        if not self._wake_pending and self._ready:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
-
-    #
-    # Any thread
-    #
-
-    def submit_threadsafe(self, job: Job) -> None:
-        """Accept a job, or raise. A call that returns is always processed."""
-        # Hold _lock from the state check through the enqueue. Otherwise:
-        #   submitter thread                     loop thread
-        #   reads _state -> RUNNING
-        #                                        shuts down: waits for _held == 0, closes
-        #   appends the job                      (never started: the future hangs forever)
-        item: Optional[WorkItem] = None
-        with self._lock:
-            state = self._state
-            if state is _RUNNING or state is _STARTING:
-                self._submitted += 1
-                if self._held >= self.max_workers or self._backlog or state is _STARTING:
-                    self._backlog.append(job)
-                    return
-                self._held += 1
-                item = self._route_locked(job)
-                if item is None:
-                    return
-            else:
-                broken = self._broken
-        if item is not None:
-            self._pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
-            return
-        raise self._refusal(state, broken)  # outside the lock: repr(broken) is user code
-
-    def _refusal(self, state: _State, broken: Optional[BaseException]) -> BaseException:
-        if state is _State.BROKEN:
-            error = BrokenLoopExecutor(
-                f"{self.owner_repr} is broken: its initializer raised {broken!r}"
-            )
-            error.__cause__ = broken
-            return error
-        if state is _State.FORKED:
-            return RuntimeError(_FORK_MESSAGE.format(name=self.owner_repr))
-        if _process.interpreter_exiting():
-            return RuntimeError(_EXIT_MESSAGE)
-        return RuntimeError(SHUTDOWN_MESSAGE)
-
-    def _call_soon_threadsafe(self, fn: Callable[[], object]) -> bool:
-        """Run fn() on the loop soon. False (fn dropped) once the loop has stopped."""
-        with self._lock:
-            if self._state in _GONE:
-                return False
-            self._calls.append(fn)
-            self._wake_locked()
-            return True
-
-    def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
-        """The future was cancelled: cancel its job on the loop, if the loop has it.
-
-        A job still waiting for a slot or a worker is skipped when its turn comes. A job
-        the loop is starting right now (``_job`` not yet set) is cancelled by
-        Scheduler.start, which checks the future's state after setting ``_job``.
-        """
-        if self.is_loop_thread():
-            self._scheduler.cancel_job(future)
-        elif future._job is not None:
-            # Dropped once the loop has stopped: by then every job has finished.
-            self._call_soon_threadsafe(lambda: self._scheduler.cancel_job(future))
-
-    def set_max_workers_threadsafe(self, value: int, max_threads: int) -> None:
-        core = self._scheduler.core
-
-        def resize_core() -> None:
-            core.max_workers = value
-
-        with self._lock:
-            self.max_workers = value
-            self._pool.cap = max_threads
-            items = self._fill_locked()  # growing starts backlog jobs at once
-            ready = self._ready
-        for item in items:
-            self._pool.submit(item)
-        if not ready or not self._call_soon_threadsafe(resize_core):
-            core.max_workers = value  # the loop is not running it (yet, or any more)
-
-    def stats_threadsafe(self) -> ExecutorStats:
-        """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
-        if self._final_stats is not None:
-            return self._final_stats
-        if self.is_loop_thread():
-            return self._stats()
-        result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
-        with self._lock:
-            ready = self._ready
-        if not ready or not self._call_soon_threadsafe(lambda: result.set_result(self._stats())):
-            return self._final_stats or self._stats()  # no loop jobs can move now
-        return result.result()
-
-    def _stats(self) -> ExecutorStats:
-        core = self._scheduler.core.stats
-        with self._lock:
-            submitted = self._submitted
-            running = core.running + len(self._direct)
-            succeeded = core.succeeded + self._direct_ok
-            failed = core.failed + self._direct_failed
-            cancelled = core.cancelled + self._cancelled
-        return ExecutorStats(
-            submitted=submitted,
-            queued=submitted - running - succeeded - failed - cancelled,
-            running=running,
-            succeeded=succeeded,
-            failed=failed,
-            cancelled=cancelled,
-        )
-
-    def request_shutdown_threadsafe(self, request: ShutdownRequest) -> None:
-        """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
-
-        Jobs accepted before this call still run. A later call may only add cancellation
-        (cancel_futures after a plain shutdown, or an exceptional exit). When it asks
-        for cancellation, this returns once the jobs are cancelled, as the stdlib's
-        shutdown(cancel_futures=True) does (on the loop thread: soon after).
-        """
-        applied = threading.Event()
-        cancelling = request.cancel_queued or request.cancel_running
-        with self._lock:
-            if self._state in _GONE:
-                return
-            self._state = _SHUTTING_DOWN
-            previous = self._shutdown
-            if previous is not None:
-                request = ShutdownRequest(
-                    previous.cancel_queued or cancelling,
-                    previous.cancel_running or request.cancel_running,
-                    previous.grace,
-                )
-            self._shutdown = request
-            self._shutdown_changed = True
-            self._applied.append(applied)
-            unstarted = self._take_unstarted_locked() if cancelling else []
-            self._wake_locked()
-        for future in unstarted:
-            future.cancel()
-        if cancelling and not self.is_loop_thread():
-            applied.wait()
-
-    def _take_unstarted_locked(self) -> list[BridgeFuture[Any]]:
-        """The futures to cancel for cancel_futures that are not the loop's to cancel."""
-        futures = [job[0] for job in self._backlog]
-        self._cancelled += len(futures)
-        self._backlog.clear()
-        # Direct jobs a worker has not started: the worker skips them, frees the slot.
-        futures += [f for f in self._direct if f._state == PENDING]
-        if self._held == 0:
-            self._wake_locked()
-        return futures
-
     def stop_for_exit(self) -> None:
         self.request_shutdown_threadsafe(ShutdownRequest(False, False, None))
 
@@ -367,79 +109,8 @@ class LoopThread:
         return self._stopped
 
     #
-    # Worker threads
-    #
-
-    def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
-        """A direct blocking job is done (or was skipped): free its slot or pass it on."""
-        future = item.future
-        with self._lock:
-            if item.outcome is not None:
-                # fn returned an awaitable: the loop awaits it, the job keeps its slot.
-                self._tails.append(item)
-                self._wake_locked()
-                return None
-            self._count_direct_locked(future)
-            self._held -= 1
-            job = self._next_locked()
-            return None if job is None else self._route_locked(job)
-
-    def _count_direct_locked(self, future: BridgeFuture[Any]) -> None:
-        self._direct.discard(future)
-        if future._state != FINISHED:
-            self._cancelled += 1
-        elif future._exception is None:
-            self._direct_ok += 1
-        else:
-            self._direct_failed += 1
-
-    def _post_done(self, item: WorkItem) -> None:
-        with self._lock:
-            if self._state is _State.CLOSED or self._state is _State.FORKED:
-                return  # a skipped (cancelled) item after the last job: nobody waits
-            self._done_items.append(item)
-            self._wake_locked()
-
-    #
     # Loop thread
     #
-
-    def _release_on_loop(self, future: BridgeFuture[Any]) -> None:
-        """A job the loop ran is done: its slot is freed (or passed on) by _settle.
-
-        Batched, one _settle per loop turn: taking _lock once per finished job would
-        contend with submitting threads for every job (a lock convoy under the GIL).
-        """
-        self._released.append(future)
-        if len(self._released) == 1:
-            self._loop.call_soon(self._settle)  # type: ignore[union-attr]
-
-    def _settle(self) -> None:
-        released, self._released = self._released, []
-        starts: list[Job] = []
-        items: list[WorkItem] = []
-        with self._lock:
-            direct = self._direct
-            for future in released:
-                if future in direct:
-                    self._count_direct_locked(future)  # a direct job's awaitable tail
-                elif future._job is None:
-                    self._cancelled += 1  # cancelled before the loop could start it
-                self._held -= 1
-            job = self._next_locked()
-            while job is not None:
-                future, fn, args, kwargs, ctx, is_coroutine = job
-                if is_coroutine or self._blocking_on_loop:
-                    starts.append(job)  # on the loop already: no need to hand it off
-                else:
-                    direct.add(future)
-                    items.append(WorkItem(future, fn, args, kwargs, ctx))
-                job = self._next_locked()
-        start = self._scheduler.start
-        for job in starts:
-            start(job)
-        for item in items:
-            self._pool.submit(item)
 
     def _run(self) -> None:
         """The thread body: create the loop, run _main, close the loop, stop the workers."""
@@ -458,7 +129,7 @@ class LoopThread:
                 runner.close()
             self._start_error = exc
             with self._lock:
-                self._state = _State.CLOSED
+                self._state = State.CLOSED
             self._created.set()
             self._stopped.set_result(None)
             return
@@ -571,20 +242,20 @@ class LoopThread:
     def _break(self, error: BaseException) -> None:
         """The initializer raised: fail every job accepted so far, and every later one."""
         with self._lock:
-            self._state = _State.BROKEN
+            self._state = State.BROKEN
             self._broken = error
             backlog, self._backlog = self._backlog, collections.deque()
             applied, self._applied = self._applied, []
         for event in applied:
             event.set()
         for job in backlog:
-            job[0]._try_set_exception(self._refusal(_State.BROKEN, error))
+            job[0]._try_set_exception(self._refusal(State.BROKEN, error))
 
     def _close(self, crash: Optional[BaseException]) -> None:
         """The loop has stopped. Nothing may be handed off any more."""
         with self._lock:
-            if self._state is not _State.BROKEN:
-                self._state = _State.CLOSED
+            if self._state is not State.BROKEN:
+                self._state = State.CLOSED
             self._ready = False
             orphans = self._orphans_locked()
             applied, self._applied = self._applied, []
@@ -617,9 +288,9 @@ class LoopThread:
         # Only the forking thread exists here, so a lock held by a parent thread at the
         # fork would never be released: replace the locks instead of taking them.
         self._lock = threading.Lock()
-        self._state = _State.FORKED
+        self._state = State.FORKED
         self._ready = False
         self._pool.forget_threads()
         for future in self._orphans_locked():
             future._condition = threading.Condition()
-            future._try_set_exception(RuntimeError(_FORK_MESSAGE.format(name=self.owner_repr)))
+            future._try_set_exception(RuntimeError(FORK_MESSAGE.format(name=self.owner_repr)))
