@@ -571,15 +571,10 @@ print("threads", threading.active_count())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a loop_factory returning a non-loop kills the loop thread with an "
-    "AttributeError; the constructor hangs (or, at fde9ed8, returns a dead executor)",
-)
 def test_bridge_loop_factory_returning_a_non_loop_raises_from_the_constructor() -> None:
-    # In a subprocess: the dead loop thread leaves a never-awaited coroutine behind, whose
-    # warning would otherwise fail whichever test collects it; and at 9d41e15 the
-    # constructor hangs for good (it waits for an event the dead thread never sets).
+    # Regression (found here, fixed in 3c02f15): the loop thread died with an
+    # AttributeError and the constructor returned a dead executor (fde9ed8) or hung for
+    # good (9d41e15). In a subprocess, so a regression cannot hang or litter this run.
     try:
         out = subprocess.run(
             [sys.executable, "-X", "dev", "-c", _NON_LOOP_FACTORY_SCRIPT],
@@ -636,17 +631,13 @@ def test_bridge_done_callback_error_is_logged_and_changes_nothing(
     assert all(isinstance(r.exc_info[1], LookupError) for r in logged if r.exc_info)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SystemExit from a done-callback run on the loop thread is swallowed "
-    "silently (neither propagated nor logged)",
-)
 def test_bridge_done_callback_system_exit_on_the_loop_thread_is_not_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """ThreadPoolExecutor logs a BaseException escaping a worker ("Exception in worker",
-    CRITICAL); STYLE §11: SystemExit always propagates, a failing callback is logged.
-    On the bridge it vanishes: no log, no excepthook, nothing."""
+    """Regression (found here, fixed in 3c02f15): a SystemExit raised by a done-callback
+    on the loop thread vanished without a trace. ThreadPoolExecutor logs a BaseException
+    escaping a worker ("Exception in worker", CRITICAL); STYLE §11: a failing callback is
+    logged, not dropped. Defined outcome: logged, and the executor keeps working."""
     started, go = threading.Event(), threading.Event()
     hooked: list[threading.ExceptHookArgs] = []
 
