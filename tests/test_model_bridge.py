@@ -56,7 +56,7 @@ else:  # CI: a fixed seed, a modest count (the whole file stays well under a min
     )
 
 pytestmark = [
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(6 * 3600 if SOAK else 180),
     pytest.mark.skipif(
         not os.path.isdir("/proc/self/fd"), reason="counts file descriptors in /proc/self/fd"
     ),

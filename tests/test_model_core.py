@@ -67,7 +67,7 @@ else:  # CI: a fixed seed and a modest count, so a run is repeatable and quick
         suppress_health_check=[HealthCheck.too_slow],
     )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(6 * 3600 if SOAK else 120)  # a soak runs for as long as it takes
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
