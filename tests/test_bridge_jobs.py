@@ -577,3 +577,28 @@ def test_base_exception_from_a_done_callback_on_our_threads_is_logged(
         assert exe.submit(abs, -5).result(timeout=WAIT) == 5
     logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is SystemExit]
     assert len(logged) == 1
+
+
+def test_job_timeout_and_blocking_jobs() -> None:
+    import os
+
+    threads = min(32, (os.cpu_count() or 1) + 4)  # the default thread cap
+    gate = threading.Event()
+    running = threading.Semaphore(0)
+
+    def hold() -> str:
+        running.release()
+        assert gate.wait(WAIT)
+        return "finished anyway"
+
+    with ThreadedLoopExecutor(job_timeout=0.2) as exe:
+        busy = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        waiting = exe.submit(hold)  # holds a slot, but every thread is taken
+        # Not started within job_timeout: it fails, and will never run.
+        assert isinstance(waiting.exception(timeout=WAIT), TimeoutError)
+        gate.set()
+        # Calls already running cannot be interrupted: they keep their own outcome.
+        assert [f.result(timeout=WAIT) for f in busy] == ["finished anyway"] * threads
+    assert not running.acquire(timeout=0)  # the timed-out job never ran

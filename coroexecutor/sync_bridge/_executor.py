@@ -89,8 +89,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         thread_name_prefix: names the threads ``<prefix>_loop`` and ``<prefix>_worker_N``.
         initializer: run once on the loop thread before any job, as
             ``initializer(*initargs)``; awaited if it returns an awaitable.
-        max_per_second, burst, job_timeout: passed to the :class:`CoroutineExecutor`.
-            ``job_timeout`` cannot interrupt a blocking call that a worker has started.
+        max_per_second, burst, job_timeout: passed to the :class:`CoroutineExecutor`;
+            they govern blocking jobs too (those then start from the loop thread).
+            ``job_timeout`` fails the future of a blocking job still waiting for a
+            thread, but cannot interrupt a call that a worker has started.
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
