@@ -37,7 +37,9 @@ def main() -> int:
         seed = random.randrange(2**32)
         command = [
             sys.executable, "-X", "dev", "-m", "pytest", "-q", "-p", "randomly",
-            f"--randomly-seed={seed}", *FILES,
+            f"--randomly-seed={seed}",
+            "-o", "faulthandler_timeout=0",  # a soak test runs for minutes: no stack dumps
+            *FILES,
         ]  # fmt: skip
         print(f"round {round_number}/{args.rounds}: seed {seed}", flush=True)
         result = subprocess.run(command, cwd=ROOT, env=env, check=False)
