@@ -24,7 +24,7 @@ import pytest
 try:  # uvloop is a test extra on CPython/POSIX only
     import uvloop
 except ImportError:  # pragma: no cover - depends on the platform
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 LOOP_KINDS = ["default"]
 if sys.version_info >= (3, 12):
@@ -101,7 +101,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if inspect.iscoroutinefunction(pyfuncitem.obj):
         funcargs = pyfuncitem.funcargs
-        kind = funcargs.get("loop_kind", "default")
+        kind = str(funcargs.get("loop_kind", "default"))
         argnames = pyfuncitem._fixtureinfo.argnames
         kwargs = {name: funcargs[name] for name in argnames}
         marker = pyfuncitem.get_closest_marker("timeout")
