@@ -371,7 +371,7 @@ class CoreMachine(RuleBasedStateMachine):
     # Rules
     #
 
-    @initialize(max_workers=st.integers(1, 4), suppress=st.booleans())
+    @initialize(max_workers=st.integers(1, 3), suppress=st.booleans())
     def start(self, max_workers: int, suppress: bool) -> None:
         self.exe = CoroutineExecutor(max_workers=max_workers, suppress_task_errors=suppress)
         self.model = Model(max_workers, suppress)
@@ -401,22 +401,26 @@ class CoreMachine(RuleBasedStateMachine):
         return self.model is not None and bool(self.model.running)
 
     @precondition(body_idle)
-    @rule()
-    def submit_nowait(self) -> None:
+    @rule(count=st.integers(1, 3))
+    def submit_nowait(self, count: int) -> None:
+        """The body calls submit_nowait() ``count`` times in a row (bursts fill the
+        backlog, so aborts with queued jobs are common)."""
         assert self.model is not None
         assert self.exe is not None
-        jid = self._new_id()
+        jids = [self._new_id() for _ in range(count)]
         exe = self.exe
 
         async def command() -> None:
-            try:
-                handle = exe.submit_nowait(self._job, jid)
-            except RuntimeError as exc:
-                self.recs[jid].rejected = exc
-                return
-            self._track(jid, handle)
+            for jid in jids:
+                try:
+                    handle = exe.submit_nowait(self._job, jid)
+                except RuntimeError as exc:
+                    self.recs[jid].rejected = exc
+                    continue
+                self._track(jid, handle)
 
-        self._m().offer(jid, "nowait")
+        for jid in jids:
+            self._m().offer(jid, "nowait")
         self._send(command)
 
     @precondition(body_idle)
