@@ -29,6 +29,33 @@ pytestmark = pytest.mark.timeout(20)
 WAIT = 5  # seconds: the bound on every blocking wait in a thread; reaching it fails
 
 
+class Gate:
+    """A one-shot event that threads and coroutines on any loop can wait for, bounded:
+    ``set()`` from any thread; ``wait(timeout)`` in a thread; ``await wait_async()``
+    on a loop (through ``asyncio.wrap_future``, so no polling and no sleep)."""
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
+    async def wait_async(self) -> None:
+        # shield: a cancelled waiter must not cancel the shared future for everyone else
+        await asyncio.shield(asyncio.wrap_future(self._future))
+
+
 class CustomBaseError(BaseException):
     """A BaseException subclass that is neither KeyboardInterrupt nor SystemExit."""
 
@@ -384,12 +411,11 @@ def test_bridge_base_exception_fails_only_its_own_future(
 ) -> None:
     error = exc_type("from the job")
     parked_started = threading.Event()
-    release = threading.Event()
+    release = Gate()
 
     async def parked_coroutine() -> str:
         parked_started.set()
-        while not release.is_set():
-            await asyncio.sleep(0.001)  # polls a thread event: no ordering depends on it
+        await release.wait_async()
         return "coroutine survived"
 
     def parked_blocking() -> str:
@@ -429,7 +455,7 @@ def test_bridge_cancelled_future_of_a_stubborn_job_is_cancelled_and_shutdown_wai
     """Defined outcome: cancel() returns True and the future is cancelled at once (the
     stdlib contract for a future), the job keeps running on the loop, and
     shutdown(wait=True) returns only after it has ended; what it returns is dropped."""
-    started, saw_cancel, release = threading.Event(), threading.Event(), threading.Event()
+    started, saw_cancel, release = threading.Event(), threading.Event(), Gate()
     finished = threading.Event()
 
     async def stubborn() -> str:
@@ -438,8 +464,7 @@ def test_bridge_cancelled_future_of_a_stubborn_job_is_cancelled_and_shutdown_wai
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             saw_cancel.set()
-        while not release.is_set():
-            await asyncio.sleep(0.001)  # polls a thread event: no ordering depends on it
+        await release.wait_async()
         finished.set()
         return "kept going"
 
@@ -464,7 +489,7 @@ def test_bridge_cancelled_future_of_a_stubborn_job_is_cancelled_and_shutdown_wai
 def test_bridge_exceptional_exit_waits_for_a_stubborn_job() -> None:
     """Leaving a with block by an exception cancels running coroutine jobs, then waits:
     a job that ignores the cancellation is waited for, not abandoned."""
-    started, release = threading.Event(), threading.Event()
+    started, release = threading.Event(), Gate()
     finished = threading.Event()
 
     async def stubborn() -> None:
@@ -473,8 +498,7 @@ def test_bridge_exceptional_exit_waits_for_a_stubborn_job() -> None:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             pass  # the fault under test: the job swallows the cancellation
-        while not release.is_set():
-            await asyncio.sleep(0.001)
+        await release.wait_async()
         finished.set()
 
     errors: list[BaseException] = []
@@ -505,14 +529,13 @@ def test_bridge_exceptional_exit_waits_for_a_stubborn_job() -> None:
 
 
 def test_bridge_async_initializer_failing_after_an_await_breaks_the_executor() -> None:
-    entered, proceed = threading.Event(), threading.Event()
+    entered, proceed = threading.Event(), Gate()
     error = OSError("init failed half-way")
     ran: list[int] = []
 
     async def initializer() -> None:
         entered.set()
-        while not proceed.is_set():
-            await asyncio.sleep(0.001)
+        await proceed.wait_async()
         raise error
 
     async def job(n: int) -> int:
@@ -601,12 +624,11 @@ def test_bridge_done_callback_error_is_logged_and_changes_nothing(
 ) -> None:
     """As concurrent.futures does: an Exception from a done-callback is logged by the
     'concurrent.futures' logger; the future keeps its outcome and the executor runs on."""
-    gate = threading.Event()
+    gate = Gate()
     calls: list[str] = []
 
     async def coroutine_job() -> str:
-        while not gate.is_set():
-            await asyncio.sleep(0.001)
+        await gate.wait_async()
         return "coroutine"
 
     def blocking_job() -> str:
@@ -638,13 +660,12 @@ def test_bridge_done_callback_system_exit_on_the_loop_thread_is_not_dropped(
     on the loop thread vanished without a trace. ThreadPoolExecutor logs a BaseException
     escaping a worker ("Exception in worker", CRITICAL); STYLE §11: a failing callback is
     logged, not dropped. Defined outcome: logged, and the executor keeps working."""
-    started, go = threading.Event(), threading.Event()
+    started, go = threading.Event(), Gate()
     hooked: list[threading.ExceptHookArgs] = []
 
     async def job() -> str:
         started.set()
-        while not go.is_set():
-            await asyncio.sleep(0.001)
+        await go.wait_async()
         return "done"
 
     def callback(_: concurrent.futures.Future[Any]) -> None:
