@@ -291,6 +291,12 @@ def run_scenario(scenario: dict[str, Any]) -> None:
     stats = exe.stats
     assert stats.running == 0
     assert stats.queued == 0
+    # Every accepted job, and only those, is counted once, in exactly one outcome.
+    # (Not compared outcome by outcome with the futures: a coroutine job may finish on
+    # the loop just as another thread's cancel() wins its future.)
+    accepted = sum(1 for rec in world.recs if rec.future is not None)
+    assert stats.submitted == accepted, (stats, accepted)
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled, stats
     del exe
     assert set(threading.enumerate()) <= threads_before
     assert _open_fds() <= fds_before, "file descriptors left open"
