@@ -204,6 +204,15 @@ class CoroutineExecutor(ErrorPolicy):
         return_exceptions: Literal[True],
     ) -> MapIterator[T | BaseException]: ...
 
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: bool,
+    ) -> MapIterator[T | BaseException]: ...
+
     def map(
         self,
         fn: Callable[..., Awaitable[T]],
@@ -244,6 +253,15 @@ class CoroutineExecutor(ErrorPolicy):
         *iterables: Iterable[Any] | AsyncIterable[Any],
         buffersize: int | None = None,
         return_exceptions: Literal[True],
+    ) -> MapIterator[T | BaseException]: ...
+
+    @overload
+    def map_unordered(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        buffersize: int | None = None,
+        return_exceptions: bool,
     ) -> MapIterator[T | BaseException]: ...
 
     def map_unordered(

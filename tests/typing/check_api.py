@@ -111,21 +111,13 @@ async def check_coroutine_executor(flag: bool) -> None:
         async for outcome in exe.map(fetch_int, range(3), return_exceptions=True):
             assert_type(outcome, int | BaseException)
 
-        # ANNOTATION GAP: a plain bool for return_exceptions (valid at runtime) matches
-        # neither Literal overload. Needed in coroexecutor/_executor.py, for map() and
-        # map_unordered(), a third overload after the two Literal ones:
-        #     @overload
-        #     def map(self, fn: Callable[..., Awaitable[T]],
-        #             *iterables: Iterable[Any] | AsyncIterable[Any],
-        #             buffersize: int | None = None,
-        #             return_exceptions: bool) -> MapIterator[T | BaseException]: ...
-        # Once it is there, these two ignores are unused and mypy says so: delete them.
-        either = exe.map(fetch_int, range(3), return_exceptions=flag)  # type: ignore[call-overload]
-        assert_type(either, MapIterator[int | BaseException])  # type: ignore[assert-type]
-        either_unordered = exe.map_unordered(  # type: ignore[call-overload]
+        # A plain bool for return_exceptions (not a Literal) takes the third overload.
+        either = exe.map(fetch_int, range(3), return_exceptions=flag)
+        assert_type(either, MapIterator[int | BaseException])
+        either_unordered = exe.map_unordered(
             fetch_int, range(3), return_exceptions=flag
         )
-        assert_type(either_unordered, MapIterator[int | BaseException])  # type: ignore[assert-type]
+        assert_type(either_unordered, MapIterator[int | BaseException])
 
     CoroutineExecutor(max_workers="10")  # type: ignore[arg-type]
     CoroutineExecutor(10, True)  # type: ignore[call-arg]
