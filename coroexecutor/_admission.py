@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextvars
 import types
+from collections.abc import Coroutine
 from typing import Any, Callable
 
 from ._errors import check_job_fn
@@ -20,6 +21,7 @@ from ._state import State
 __all__ = ["Admission", "Queued"]
 
 _CoroutineType = types.CoroutineType
+_Task = asyncio.Task
 
 
 class Queued:
@@ -52,7 +54,9 @@ class Admission:
     _loop: asyncio.AbstractEventLoop | None
     _max_workers: int
     _free: int  # slots not held by a running job or a granted waiter
-    _running: set[asyncio.Future[Any]]
+    # Running jobs' tasks, keyed by the job's own coroutine for jobs that complete in-line
+    # (the runner finds its entry without knowing its task) and by the task otherwise.
+    _running: dict[object, asyncio.Future[Any]]
     # FIFO of Queued jobs (from submit_nowait) and slot waiters (from submit and map).
     # Cancelled entries stay until they reach the front. _queued counts the live jobs (they
     # are accepted: stats shows them), _waiting the live waiters (not yet accepted).
@@ -65,10 +69,10 @@ class Admission:
     _initializer: Callable[..., object] | None
     _initargs: tuple[Any, ...]
     _job_timeout: float | None
-    _submitted: int
+    _plain_loop: bool  # asyncio's own create_task: _start may build the Task itself
     _failed: int
     _cancelled: int
-    _job_done_cb: Callable[[asyncio.Future[Any]], object]
+    _inline: bool  # jobs settle their bookkeeping in their own last step (no hook, no wrap)
 
     def _init_admission(
         self,
@@ -81,7 +85,7 @@ class Admission:
         self._loop = None
         self._max_workers = max_workers
         self._free = max_workers
-        self._running = set()
+        self._running = {}
         self._backlog = collections.deque()
         self._queued = 0
         self._waiting = 0
@@ -91,13 +95,25 @@ class Admission:
         self._initargs = initargs
         self._job_timeout = job_timeout
         self._wrap = initializer is not None or job_timeout is not None
-        self._submitted = self._failed = self._cancelled = 0
+        self._plain_loop = False
+        self._failed = self._cancelled = 0
 
     # Provided by the error-policy layer.
     def _job_failed(self, exc: BaseException) -> None:
         raise NotImplementedError
 
     def _check_idle(self) -> None:
+        raise NotImplementedError
+
+    def _run_job(
+        self, coro: Coroutine[Any, Any, Any], value_job: bool
+    ) -> Coroutine[Any, Any, Any]:
+        raise NotImplementedError
+
+    def _on_job_done(self, task: asyncio.Future[Any]) -> None:
+        raise NotImplementedError
+
+    def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
         raise NotImplementedError
 
     def _resize(self, value: int) -> None:
@@ -116,15 +132,19 @@ class Admission:
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.cancelled():
-                self._waiting -= 1  # we left the line; _start_backlog will skip the entry
-            elif waiter.exception() is None:
-                # Granted a slot, then cancelled before we could use it (asyncio's
-                # Semaphore.acquire has the same race): pass the slot to the next in line.
-                self._free += 1
-                self._start_backlog()
-                self._check_idle()
+            self._leave_backlog(waiter)
             raise
+
+    def _leave_backlog(self, waiter: asyncio.Future[None]) -> None:
+        """A task waiting for a slot was cancelled."""
+        if waiter.cancelled():
+            self._waiting -= 1  # we left the line; _start_backlog will skip the entry
+        elif waiter.exception() is None:
+            # Granted a slot, then cancelled before we could use it (asyncio's
+            # Semaphore.acquire has the same race): pass the slot to the next in line.
+            self._free += 1
+            self._start_backlog()
+            self._check_idle()
 
     def _schedule_wake(self) -> None:
         """Make sure the backlog moves when a slot or a token is already available."""
@@ -159,7 +179,7 @@ class Admission:
     def _start_queued(self, entry: Queued) -> None:
         future = entry.future
         try:
-            task = self._start(entry.fn, entry.args, entry.kwargs, "submit_nowait", counted=True)
+            task = self._start(entry.fn, entry.args, entry.kwargs, "submit_nowait")
         except Exception as exc:
             # fn() raised or returned a non-awaitable: the job failed before it began.
             future.remove_done_callback(self._on_queued_done)
@@ -184,22 +204,39 @@ class Admission:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         where: str,
-        counted: bool = False,
-        done_callback: Callable[[asyncio.Future[Any]], object] | None = None,
+        value_job: bool = False,
     ) -> asyncio.Future[Any]:
         """Start a job in a slot the caller already holds (self._free already taken).
 
-        The hot path of every submit: keep it to one call of fn, one task and one callback.
+        ``value_job``: a map(return_exceptions=True) job, whose error is a result, not a
+        policy decision. The hot path of every submit: one call of fn, one runner
+        coroutine primed past its ``try`` (so a cancel before the job's first step still
+        settles the slot), one task and no done callback.
         """
+        runner = None
         try:
             coro = fn(*args, **kwargs)
             if type(coro) is not _CoroutineType:
                 coro = as_coroutine(coro, fn)
+            loop = self._loop
+            if self._inline:
+                runner = self._run_job(coro, value_job)
+                runner.send(None)  # to the prime point: inside the runner's try
+                if self._plain_loop and loop._task_factory is None:  # type: ignore[union-attr]
+                    # What BaseEventLoop.create_task does, without its Python frame.
+                    task: asyncio.Future[Any] = _Task(runner, loop=loop)
+                else:
+                    task = loop.create_task(runner)  # type: ignore[union-attr]
+                if not task.done():  # an eager task factory may have run the job to its end
+                    self._running[coro] = task
+                return task
             if self._wrap:
                 inner = coro
                 coro = wrapped_job(self._initializer, self._initargs, self._job_timeout, inner)
-            task = self._loop.create_task(coro)  # type: ignore[union-attr]
+            task = loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
+            if runner is not None:
+                runner.close()  # never became a task: closes the job's coroutine too
             self._free += 1  # give the slot back
             if self._backlog:
                 self._schedule_wake()
@@ -211,12 +248,9 @@ class Admission:
             # If the wrapper never runs (cancelled before its first step, or the
             # initializer failed), close the job's coroutine: no "never awaited" warning.
             task.add_done_callback(lambda _: inner.close())
-        self._running.add(task)
-        if not counted:
-            self._submitted += 1
-        task.add_done_callback(done_callback or self._job_done_cb)
+        self._running[task] = task
+        task.add_done_callback(self._on_value_job_done if value_job else self._on_job_done)
         return task
-
 
 
 def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:

@@ -111,7 +111,9 @@ class CoroutineExecutor(ErrorPolicy):
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
         return ExecutorStats(
-            submitted=self._submitted,
+            # Every accepted job is queued, running or done: no counter on the hot path.
+            submitted=self._succeeded + self._failed + self._cancelled + len(self._running)
+            + self._queued,
             queued=self._queued,
             running=len(self._running),
             succeeded=self._succeeded,
@@ -147,7 +149,17 @@ class CoroutineExecutor(ErrorPolicy):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            await self._acquire_slot()
+            # _acquire_slot(), written out: most submits of a busy executor come here.
+            waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+            self._backlog.append(waiter)
+            self._waiting += 1
+            if self._free > 0:
+                self._schedule_wake()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._leave_backlog(waiter)
+                raise
             if self._state is State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back
                 self._check_accepting()
@@ -181,7 +193,6 @@ class CoroutineExecutor(ErrorPolicy):
         future: asyncio.Future[T] = self._loop.create_future()
         self._backlog.append(Queued(future, fn, args, kwargs))
         self._queued += 1
-        self._submitted += 1
         future.add_done_callback(self._on_queued_done)
         self._schedule_wake()
         return future
@@ -294,6 +305,7 @@ class CoroutineExecutor(ErrorPolicy):
         """First use: tie the executor to the running loop and start the deadline."""
         loop = self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
+        self._plain_loop = type(loop).create_task is asyncio.BaseEventLoop.create_task
         if self._rate is not None:
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
         if self._timeout is not None:

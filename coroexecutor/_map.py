@@ -62,9 +62,6 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._window = buffersize
         self._ordered = ordered
         self._return_exceptions = return_exceptions
-        self._done_callback = (
-            executor._on_value_job_done if return_exceptions else executor._on_job_done
-        )
         # Inputs: one zip when all are sync, else each pulled in turn (sync or async).
         self._zip: Iterator[tuple[Any, ...]] | None = None
         self._inputs: list[Iterator[Any] | AsyncIterator[Any]] = []
@@ -191,7 +188,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             return True
         exe = self._exe
         window = self._window
-        fn, where, callback, ordered = self._fn, self._where, self._done_callback, self._ordered
+        fn, where, ordered = self._fn, self._where, self._ordered
+        value_jobs = self._return_exceptions
         while self._count < window:
             args = self._next_args
             if args is None:
@@ -208,7 +206,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._next_args = args  # start it on a later call
                 return self._count == 0
             self._next_args = None
-            job = exe._start(fn, args, {}, where, False, callback)  # inlined _launch()
+            job = exe._start(fn, args, {}, where, value_jobs)  # inlined _launch()
             self._count += 1
             if ordered:
                 self._pending.append(job)
@@ -244,7 +242,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._launch(args)
 
     def _launch(self, args: tuple[Any, ...]) -> None:
-        job = self._exe._start(self._fn, args, {}, self._where, False, self._done_callback)
+        job = self._exe._start(self._fn, args, {}, self._where, self._return_exceptions)
         self._count += 1
         if self._ordered:
             self._pending.append(job)

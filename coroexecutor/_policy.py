@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any, Callable
 
 from ._admission import Admission, Queued
@@ -17,6 +19,22 @@ from ._state import State
 __all__ = ["Cause", "ErrorPolicy"]
 
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
+_CancelledError = asyncio.CancelledError
+_current_task = asyncio.current_task
+
+
+@types.coroutine
+def _prime() -> Generator[None, None, None]:
+    """The runner's first suspension: _start resumes the runner to here before making
+    its task, so the task's first step already finds the runner inside its ``try``."""
+    yield
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # The executor owns a failed job's error (the policy or suppress_task_errors acts on
+    # it), so asyncio must not log "Task exception was never retrieved" for it.
+    if not task.cancelled():
+        task.exception()
 
 
 class Cause(enum.Enum):
@@ -36,6 +54,7 @@ class ErrorPolicy(Admission):
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]
     _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
+    _idle_handle: asyncio.Handle | None
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
     _first_error: BaseException | None
@@ -57,6 +76,7 @@ class ErrorPolicy(Admission):
         self._timeout = timeout
         self._our_cancels = set()
         self._idle_waiters = []
+        self._idle_handle = None
         self._deadline_handle = None
         self._cause = None
         self._first_error = None
@@ -65,11 +85,65 @@ class ErrorPolicy(Admission):
         self._in_body = False
         self._parent_cancel_requested = False
         self._succeeded = 0
-        self._job_done_cb = self._on_job_done  # bound once: added to every job
+        self._inline = hook is None and not self._wrap
+
+    async def _run_job(self, coro: Coroutine[Any, Any, Any], value_job: bool) -> Any:
+        """The coroutine a job's task runs when jobs complete in-line: it settles the
+        job's slot, counters and policy in the job's own last step, so no done callback
+        (and no extra turn of the loop) is needed per job."""
+        try:
+            await _prime()
+        except _CancelledError as exc:
+            coro.close()  # cancelled before its first step: the job never runs
+            self._job_raised(coro, exc, value_job)
+            raise
+        except BaseException:
+            coro.close()  # closed before it became a task (GeneratorExit): _start settles
+            raise
+        try:
+            result = await coro
+        except BaseException as exc:
+            self._job_raised(coro, exc, value_job)
+            raise
+        self._running.pop(coro, None)
+        self._free += 1
+        self._succeeded += 1
+        if self._our_cancels:  # a job that swallowed our cancel: forget it
+            self._our_cancels.discard(_current_task())
+        if self._backlog:
+            self._start_backlog()
+        if self._idle_waiters:
+            self._check_idle()
+        return result
+
+    def _job_raised(self, coro: object, exc: BaseException, value_job: bool) -> None:
+        """A job run by _run_job ends with ``exc``: the in-line twin of _on_job_done."""
+        task = _current_task()
+        self._running.pop(coro, None)
+        self._free += 1
+        ours = False
+        if self._our_cancels and task in self._our_cancels:
+            self._our_cancels.discard(task)
+            ours = True
+        if isinstance(exc, _CancelledError):
+            self._cancelled += 1
+            if not (value_job or ours or self._state is State.CANCELLING):
+                self._job_failed(exc)  # cancelled from outside: under fail-fast, an error
+        else:
+            self._failed += 1
+            if task is not None:
+                task.add_done_callback(_retrieve)
+            if not value_job:
+                self._job_failed(exc)
+        if self._backlog:
+            self._start_backlog()
+        if self._idle_waiters:
+            self._check_idle()
 
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
-        """The only place that turns a finished job into a policy decision."""
-        self._running.discard(task)
+        """Turns a finished job into a policy decision, for jobs that do not complete
+        in-line (an on_job_done hook, an initializer or a job_timeout)."""
+        self._running.pop(task, None)
         self._free += 1
         ours = False
         if self._our_cancels and task in self._our_cancels:
@@ -101,7 +175,7 @@ class ErrorPolicy(Admission):
 
     def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
         """Completion of a map(return_exceptions=True) job: its error is a result."""
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._free += 1
         if task.cancelled():
             self._cancelled += 1
@@ -145,7 +219,7 @@ class ErrorPolicy(Admission):
         self._state = State.CANCELLING
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
-        for task in list(self._running):
+        for task in list(self._running.values()):
             task.cancel()
         backlog, self._backlog = self._backlog, collections.deque()
         for entry in backlog:
@@ -166,6 +240,19 @@ class ErrorPolicy(Admission):
         self._check_idle()
 
     def _check_idle(self) -> None:
+        """Wake whoever waits for the executor to be idle, one turn of the loop later.
+
+        A job that completes in-line settles its slot during its own last step, before its
+        task is done and before the task's done callbacks (a queued job's future, the
+        caller's own callbacks) have run. Waking the waiters from a callback scheduled now
+        puts their wake-up behind those done callbacks, so nothing of a job is still
+        pending once ``async with`` or ``shutdown()`` returns.
+        """
+        if self._idle_waiters and self._idle_handle is None and not self._busy():
+            self._idle_handle = self._loop.call_soon(self._wake_idle)  # type: ignore[union-attr]
+
+    def _wake_idle(self) -> None:
+        self._idle_handle = None
         if self._idle_waiters and not self._busy():
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
@@ -180,20 +267,25 @@ class ErrorPolicy(Admission):
         """Wait until no job runs or waits. Cancelled meanwhile: cancel the jobs, keep
         waiting (no job may outlive us), and return the CancelledError to re-raise."""
         cancelled: asyncio.CancelledError | None = None
-        while self._busy():
+        while True:
             waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
             self._idle_waiters.append(waiter)
+            # Already idle: still wait one turn, so the done callbacks of a job that just
+            # completed in-line (already scheduled) run before we return.
+            self._check_idle()
             try:
                 await waiter
             except asyncio.CancelledError as exc:
                 cancelled = exc
                 self._abort(Cause.BODY)
-        return cancelled
+                continue
+            if not self._busy():
+                return cancelled
 
     def _close(self) -> None:
         self._state = State.CLOSED
         self._backlog.clear()
-        for handle in (self._deadline_handle, self._wake_handle):
+        for handle in (self._deadline_handle, self._wake_handle, self._idle_handle):
             if handle is not None:
                 handle.cancel()
 

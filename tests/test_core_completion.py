@@ -1,0 +1,250 @@
+"""How a job's end is settled: jobs complete in-line, in their own last step.
+
+A job's slot, counters and error-policy decision are settled by the coroutine its task
+runs, not by a done callback. These tests pin what that must not change: a task
+cancelled before its first step still gives its slot back, the caller's done callbacks
+have run once the block is left, a task factory is honoured, and a job's error is never
+logged as unretrieved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def yield_many(times: int = 20) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+#
+# Cancelled before the first step
+#
+
+
+async def test_task_cancelled_before_its_first_step_gives_its_slot_back(loop_kind: str) -> None:
+    ran: list[int] = []
+
+    async def job(i: int) -> int:
+        ran.append(i)
+        return i
+
+    # suppress_task_errors: under fail-fast a job cancelled from outside is an error.
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        doomed = await exe.submit(job, 0)
+        doomed.cancel()  # before the task has taken a single step
+        # With the slot lost, this submit would wait forever (the test's timeout).
+        second = await exe.submit(job, 1)
+        assert await second == 1
+    assert doomed.cancelled()
+    assert ran == [1]  # the cancelled job's body never ran
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.cancelled, stats.running) == (2, 1, 1, 0)
+    gc.collect()  # its coroutine was closed: no "never awaited" warning (warnings are errors)
+
+
+async def test_fail_fast_cancels_jobs_that_have_not_started_yet(loop_kind: str) -> None:
+    ran: list[int] = []
+    error = ValueError("job 0 failed")
+
+    async def fails() -> None:
+        raise error
+
+    async def job(i: int) -> None:
+        ran.append(i)
+
+    with pytest.raises(ValueError) as info:
+        async with CoroutineExecutor(max_workers=10) as exe:
+            first = await exe.submit(fails)
+            later = [await exe.submit(job, i) for i in range(1, 6)]
+    assert info.value is error
+    assert first.exception() is error
+    # The failing job ran first and cancelled the others before their first step.
+    assert all(task.cancelled() for task in later)
+    assert ran == []
+    assert (exe.stats.failed, exe.stats.cancelled, exe.stats.running) == (1, 5, 0)
+    gc.collect()
+
+
+async def test_map_left_before_its_jobs_start_gives_every_slot_back(loop_kind: str) -> None:
+    ran: list[int] = []
+
+    async def job(i: int) -> int:
+        ran.append(i)
+        return i
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        results = exe.map(job, range(100))
+        async for first in results:
+            # Jobs 1 to 4 were started after job 0 finished and have not run yet.
+            assert first == 0
+            break
+        await results.aclose()
+        assert exe.stats.running == 0
+        # Every slot is free again: four jobs that wait for each other all fit.
+        barrier = asyncio.Event()
+        arrived = 0
+
+        async def meet() -> None:
+            nonlocal arrived
+            arrived += 1
+            if arrived == 4:
+                barrier.set()
+            await barrier.wait()
+
+        await asyncio.gather(*[await exe.submit(meet) for _ in range(4)])
+    assert ran[0] == 0
+    gc.collect()
+
+
+#
+# What has happened once the block is left
+#
+
+
+async def test_callers_done_callbacks_have_run_when_the_block_exits(loop_kind: str) -> None:
+    seen: list[int] = []
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async with CoroutineExecutor(max_workers=3) as exe:
+        for i in range(10):
+            task = await exe.submit(job, i)
+            task.add_done_callback(lambda t: seen.append(t.result()))
+    assert sorted(seen) == list(range(10))
+
+
+async def test_last_job_ending_as_the_body_ends_has_its_callbacks_run(loop_kind: str) -> None:
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def job() -> str:
+        await gate.wait()
+        return "done"
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        task = await exe.submit(job)
+        task.add_done_callback(lambda t: seen.append(t.result()))
+        gate.set()
+        # The job's last step runs before the body resumes; the body then leaves the
+        # block at once, while the task's done callbacks are still only scheduled.
+        await asyncio.sleep(0)
+    assert seen == ["done"]
+
+
+async def test_queued_futures_are_settled_when_the_block_exits(loop_kind: str) -> None:
+    async def echo(value: str) -> str:
+        await asyncio.sleep(0)
+        return value
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        futures = [exe.submit_nowait(echo, str(n)) for n in range(8)]
+    assert [f.result() for f in futures] == [str(n) for n in range(8)]
+
+
+async def test_shutdown_returns_after_the_jobs_callbacks_ran(loop_kind: str) -> None:
+    seen: list[int] = []
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    exe = CoroutineExecutor(max_workers=2)
+    for i in range(5):
+        (await exe.submit(job, i)).add_done_callback(lambda t: seen.append(t.result()))
+    await exe.shutdown()
+    assert sorted(seen) == list(range(5))
+
+
+#
+# Errors
+#
+
+
+async def test_absorbed_job_errors_are_never_logged_as_unretrieved(loop_kind: str) -> None:
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+
+    async def fails(i: int) -> None:
+        await asyncio.sleep(0)
+        raise KeyError(i)
+
+    async with CoroutineExecutor(max_workers=4, suppress_task_errors=True) as exe:
+        for i in range(8):
+            await exe.submit(fails, i)  # handles dropped at once
+    await yield_many()
+    gc.collect()
+    await yield_many()
+    assert reports == []
+    assert exe.stats.failed == 8
+
+
+#
+# Task creation: a plain loop, and task factories
+#
+
+
+def test_jobs_run_as_tasks_on_a_loop_without_debug_mode() -> None:
+    # The suite runs in debug mode; this checks the same contract with it off.
+    async def job(i: int) -> tuple[int, str, bool]:
+        await asyncio.sleep(0)
+        return i, request_id.get(), asyncio.current_task() is mine[i]
+
+    mine: dict[int, asyncio.Future[Any]] = {}
+
+    async def main() -> list[Any]:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            for i in range(4):
+                request_id.set(f"r{i}")
+                mine[i] = await exe.submit(job, i)
+            assert all(isinstance(task, asyncio.Task) for task in mine.values())
+            results = [await task for task in mine.values()]
+            results += [r async for r in exe.map(job, range(2))]
+        return results
+
+    results = asyncio.run(main(), debug=False)
+    assert results[:4] == [(0, "r0", True), (1, "r1", True), (2, "r2", True), (3, "r3", True)]
+    assert [r[0] for r in results[4:]] == [0, 1]
+
+
+async def test_task_factory_set_while_the_executor_runs_is_used(loop_kind: str) -> None:
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Future[Any]] = []
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        task = (
+            previous(loop, coro, **kwargs)
+            if previous is not None
+            else asyncio.Task(coro, loop=loop, **kwargs)
+        )
+        made.append(task)
+        return task
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        before = await exe.submit(job, 0)
+        loop.set_task_factory(factory)
+        try:
+            after = await exe.submit(job, 1)
+            mapped = [r async for r in exe.map(job, range(3))]
+        finally:
+            loop.set_task_factory(previous)
+    assert before not in made
+    assert after in made
+    assert await after == 1 and mapped == [0, 1, 2]
+    assert len(made) == 4
