@@ -250,7 +250,8 @@ class HandOff:
             running = core.running + len(self._direct)
             succeeded = core.succeeded + self._direct_ok
             failed = core.failed + self._direct_failed
-            cancelled = core.cancelled + self._cancelled
+            # Jobs cancelled before the loop could start them: Scheduler.unstarted.
+            cancelled = core.cancelled + self._cancelled + self._scheduler.unstarted
         return ExecutorStats(
             submitted=submitted,
             queued=submitted - running - succeeded - failed - cancelled,
@@ -359,8 +360,6 @@ class HandOff:
             for future in released:
                 if future in direct:
                     self._count_direct_locked(future)  # a direct job's awaitable tail
-                elif future._job is None:
-                    self._cancelled += 1  # cancelled before the loop could start it
                 self._held -= 1
             job = self._next_locked()
             while job is not None:

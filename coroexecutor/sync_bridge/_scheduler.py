@@ -64,6 +64,9 @@ class Scheduler:
         self.pool = pool
         self._release = release
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
+        # Jobs given back by start() without reaching the core, which counts the others.
+        # Loop thread only: LoopThread._stats reads it there, or once the loop has stopped.
+        self.unstarted = 0
         self._tails: set[asyncio.Future[Any]] = set()  # see await_outcome
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -71,6 +74,7 @@ class Scheduler:
         """Start a job that holds a slot."""
         future, fn, args, kwargs, ctx, is_coroutine = job
         if future._state != PENDING:
+            self.unstarted += 1
             self._release(future)  # cancelled before it started; cancel() notified
             return
         wrapper = self._run_coroutine if is_coroutine else self._run_blocking
@@ -78,6 +82,7 @@ class Scheduler:
             task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
         except BaseException as exc:  # not expected: the core accepts while we hold slots
             future._try_set_exception(exc)
+            self.unstarted += 1
             self._release(future)
             return
         future._job = task
@@ -112,6 +117,9 @@ class Scheduler:
             state = future._state
             if state != FINISHED and state != CANCELLED_AND_NOTIFIED:
                 _resolve(future, task)  # what the job could not set itself
+            # The caller may keep the future long after: let the task, its coroutine and
+            # its context go now (cancel() of a finished future never needs them).
+            future._job = None
             self._release(future)
 
     def on_work_done(self, item: WorkItem) -> None:
