@@ -26,6 +26,26 @@ def exe(loop_kind: str) -> Iterator[ThreadedLoopExecutor]:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
+def test_finished_futures_keep_little_alive(exe: ThreadedLoopExecutor) -> None:
+    # A caller that keeps many finished futures (submit them all, then wait for all)
+    # must not keep each job's task, coroutine and context alive, nor a Condition nobody
+    # waited on: the garbage collector would traverse all of it again and again.
+    n = 2000
+    exe.submit(noop).result(timeout=WAIT)
+    gc.collect()
+    before = len(gc.get_objects())
+    futures = [exe.submit(noop) for _ in range(n)]
+    # Jobs start in FIFO order and these finish in their first step: once a job submitted
+    # after them is done, so are they, and nothing has waited on them.
+    exe.submit(noop).result(timeout=WAIT)
+    exe.submit(noop).result(timeout=WAIT)  # and the loop has let their tasks go
+    assert all(f.done() for f in futures)
+    gc.collect()
+    per_future = (len(gc.get_objects()) - before) / n
+    assert per_future < 2, f"{per_future:.1f} objects tracked per finished future"
+    assert all(f.result() is None for f in futures)
+
+
 def test_finished_future_lets_its_task_go(exe: ThreadedLoopExecutor) -> None:
     tasks: list[weakref.ref[asyncio.Task[object]]] = []
 

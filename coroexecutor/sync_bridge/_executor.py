@@ -203,9 +203,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable (a coroutine object gets a hint).
         """
         coroutine_job = _is_coroutine_job(fn)
-        future: BridgeFuture[Any] = BridgeFuture()
-        future._bridge = self._bridge
-        self._bridge.submit_threadsafe((future, fn, args, kwargs, _copy_context(), coroutine_job))
+        bridge = self._bridge
+        future: BridgeFuture[Any] = BridgeFuture(bridge)
+        bridge.submit_threadsafe((future, fn, args, kwargs, _copy_context(), coroutine_job))
         return future
 
     @overload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 from concurrent.futures._base import (
     CANCELLED,
@@ -12,10 +13,11 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures._base import _Waiter
 
     from ._loop_thread import LoopThread
 
@@ -24,6 +26,22 @@ __all__ = ["BridgeFuture"]
 _LOGGER = logging.getLogger("concurrent.futures")  # where the stdlib logs failing callbacks
 
 T = TypeVar("T")
+
+_DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+# Guards the first use of every BridgeFuture's condition, and the resolving of a future
+# that has none yet (see BridgeFuture._finish). Held for a few attribute reads and writes
+# only: no future is waited on and no callback runs under it.
+_first_use_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _first_use_lock
+    _first_use_lock = threading.Lock()  # a parent thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _DEADLOCK_MESSAGE = (
     "result() cannot wait on the event loop thread of {owner!r}: the job needs that thread "
@@ -45,14 +63,79 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     A blocking job is marked RUNNING by its worker thread, as ThreadPoolExecutor does, so
     ``cancel()`` of a blocking call that has started returns False.
+
+    The condition and the two lists of a stock future are made on first use: most
+    futures of a busy executor are resolved before any thread waits on them, and a
+    Condition is nine objects the garbage collector would have to traverse for as long
+    as the caller keeps the future (see ``_finish``).
     """
 
-    # Class-level defaults: most futures never change them, and not setting them in
-    # __init__ keeps the per-job cost down (the hand-off is benchmarked).
-    _job: Optional[asyncio.Future[Any]] = None  # set on the loop thread once submitted
-    _started = False  # a coroutine job has begun running on the loop
-    _withdrawn = False  # the loop took a blocking job back: no worker may start it
-    _bridge: LoopThread
+    _lazy_condition: Optional[threading.Condition]  # see _condition
+    _lazy_waiters: Optional[list[_Waiter]]  # guarded by _condition
+    _lazy_callbacks: Optional[list[Callable[[Any], object]]]  # guarded by _condition
+    _job: Optional[asyncio.Future[Any]]  # the job's task, from start to finish
+    _started: bool  # a coroutine job has begun running on the loop
+    _withdrawn: bool  # the loop took a blocking job back: no worker may start it
+
+    def __init__(self, bridge: LoopThread) -> None:
+        # Future.__init__ is not called: the condition and lists it makes are made by the
+        # properties below, on first use. Every attribute is set here, always in this
+        # order, so that every instance keeps them in the class's shared key table: one
+        # set later for the first time can make CPython give that instance a dict of its
+        # own, another object per future for the garbage collector.
+        self._bridge = bridge
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._lazy_condition = None
+        self._lazy_waiters = None
+        self._lazy_callbacks = None
+        self._job = None
+        self._started = False
+        self._withdrawn = False
+
+    #
+    # The stock future's attributes, made on first use
+    #
+
+    @property
+    def _condition(self) -> threading.Condition:
+        # Every thread that locks, waits on or attaches to the future comes through here
+        # (the stdlib's wait() and as_completed() too); _finish sees the result.
+        condition = self._lazy_condition
+        if condition is None:
+            with _first_use_lock:
+                condition = self._lazy_condition
+                if condition is None:
+                    condition = self._lazy_condition = threading.Condition()
+        return condition
+
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        self._lazy_condition = condition
+
+    @property
+    def _waiters(self) -> list[_Waiter]:
+        # Used only with _condition held (by the stdlib too), so made only once.
+        waiters = self._lazy_waiters
+        if waiters is None:
+            waiters = self._lazy_waiters = []
+        return waiters
+
+    @_waiters.setter
+    def _waiters(self, waiters: list[_Waiter]) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        self._lazy_waiters = waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Any], object]]:
+        callbacks = self._lazy_callbacks
+        if callbacks is None:
+            callbacks = self._lazy_callbacks = []
+        return callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, callbacks: list[Callable[[Any], object]]) -> None:
+        self._lazy_callbacks = callbacks
 
     #
     # Public API
@@ -71,7 +154,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
                 # Straight to CANCELLED_AND_NOTIFIED: nobody has to remember to call
                 # set_running_or_notify_cancel() later for wait()/as_completed().
                 self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
+                for waiter in self._lazy_waiters or ():
                     waiter.add_cancelled(self)
                 self._condition.notify_all()
             else:
@@ -86,7 +169,13 @@ class BridgeFuture(concurrent.futures.Future[T]):
         with self._condition:
             return self._state == RUNNING or (self._state == PENDING and self._started)
 
+    def done(self) -> bool:
+        return self._state in _DONE_STATES  # one read: no need to lock (or make) _condition
+
     def result(self, timeout: Optional[float] = None) -> T:
+        if self._state == FINISHED and self._exception is None:
+            # Final once FINISHED, and _result was written before _state: no lock needed.
+            return self._result  # type: ignore[return-value]
         try:
             if timeout != 0 and self._state != FINISHED:
                 self._check_not_loop_thread()
@@ -97,7 +186,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
             self = None  # type: ignore[assignment]
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if timeout != 0 and self._state != FINISHED:
+        if self._state == FINISHED:
+            return self._exception  # final once FINISHED: no lock needed
+        if timeout != 0:
             self._check_not_loop_thread()
         return super().exception(timeout)
 
@@ -117,7 +208,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # callback run on one of our threads is logged rather than allowed to kill the
         # loop thread or a worker, which would strand every other job. On the caller's
         # own thread (cancel() from user code) it propagates, as it always should.
-        for callback in self._done_callbacks:  # type: ignore[attr-defined]
+        for callback in self._lazy_callbacks or ():
             try:
                 callback(self)
             except Exception:
@@ -161,19 +252,42 @@ class BridgeFuture(concurrent.futures.Future[T]):
             # RUNNING only for a blocking job whose call returned an awaitable that was
             # then cancelled on the loop.
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
+            for waiter in self._lazy_waiters or ():
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         self._invoke_callbacks()
 
     def _try_set_result(self, result: Any) -> None:
-        try:
-            self.set_result(result)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancel() from another thread won the race: its outcome stands
+        self._finish(result, None)
 
     def _try_set_exception(self, exc: BaseException) -> None:
-        try:
-            self.set_exception(exc)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancel() from another thread won the race: its outcome stands
+        self._finish(None, exc)
+
+    def _finish(self, result: Any, exc: Optional[BaseException]) -> None:
+        """Resolve the future, unless cancel() from another thread won the race."""
+        if self._lazy_condition is None:
+            with _first_use_lock:
+                if self._lazy_condition is None:
+                    # No thread has locked, waited on or attached to the future yet, so
+                    # there is nobody to notify and no callback to run. One that comes
+                    # later makes the condition first, under this lock, then sees the
+                    # outcome: set_result() would only have made a condition for nothing.
+                    if self._state == PENDING:  # anything else went through _condition
+                        self._result = result
+                        self._exception = exc
+                        self._state = FINISHED
+                    return
+        # As set_result()/set_exception(), without making the waiter list for nothing.
+        with self._condition:
+            if self._state in _DONE_STATES:
+                return  # cancel() from another thread won the race: its outcome stands
+            self._result = result
+            self._exception = exc
+            self._state = FINISHED
+            for waiter in self._lazy_waiters or ():
+                if exc is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
