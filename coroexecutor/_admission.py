@@ -18,10 +18,23 @@ from ._jobs import as_coroutine, wrapped_job
 from ._ratelimit import RateLimiter
 from ._state import State
 
-__all__ = ["Admission", "Queued"]
+__all__ = ["NATIVE_LOOP", "Admission", "Queued", "task_probe"]
 
 _CoroutineType = types.CoroutineType
 _Task = asyncio.Task
+NATIVE_LOOP = 1
+_UVLOOP = 2
+
+
+def task_probe(loop: asyncio.AbstractEventLoop) -> int:
+    """Whether _start may build a job's Task itself on ``loop`` (see Admission)."""
+    create_task = type(loop).create_task
+    if create_task is asyncio.BaseEventLoop.create_task:
+        return NATIVE_LOOP
+    # uvloop's create_task also calls asyncio.Task(coro, loop=loop) when no factory is set.
+    if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
+        return _UVLOOP
+    return 0
 
 
 class Queued:
@@ -69,7 +82,10 @@ class Admission:
     _initializer: Callable[..., object] | None
     _initargs: tuple[Any, ...]
     _job_timeout: float | None
-    _plain_loop: bool  # asyncio's own create_task: _start may build the Task itself
+    # How _start may build a job's Task itself, as the loop's create_task would when no
+    # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never).
+    _task_probe: int
+    _native_fast: bool  # in-line jobs, and _task_probe is NATIVE_LOOP: the written-out paths
     _failed: int
     _cancelled: int
     _inline: bool  # jobs settle their bookkeeping in their own last step (no hook, no wrap)
@@ -95,7 +111,8 @@ class Admission:
         self._initargs = initargs
         self._job_timeout = job_timeout
         self._wrap = initializer is not None or job_timeout is not None
-        self._plain_loop = False
+        self._task_probe = 0
+        self._native_fast = False
         self._failed = self._cancelled = 0
 
     # Provided by the error-policy layer.
@@ -198,6 +215,19 @@ class Admission:
         self._cancelled += 1
         self._check_idle()
 
+    def _start_failed(
+        self, fn: Callable[..., Any], where: str, runner: Coroutine[Any, Any, Any] | None
+    ) -> None:
+        """Starting a job raised: give its slot back (the caller re-raises)."""
+        if runner is not None:
+            runner.close()  # never became a task: closes the job's coroutine too
+        self._free += 1
+        if self._backlog:
+            self._schedule_wake()
+        self._check_idle()
+        if not callable(fn):
+            check_job_fn(fn, where)  # the clearer error for a coroutine object
+
     def _start(
         self,
         fn: Callable[..., Any],
@@ -222,11 +252,17 @@ class Admission:
             if self._inline:
                 runner = self._run_job(coro, value_job)
                 runner.send(None)  # to the prime point: inside the runner's try
-                if self._plain_loop and loop._task_factory is None:  # type: ignore[union-attr]
-                    # What BaseEventLoop.create_task does, without its Python frame.
+                probe = self._task_probe
+                if probe and (
+                    loop._task_factory  # type: ignore[union-attr]
+                    if probe == NATIVE_LOOP
+                    else loop.get_task_factory()  # type: ignore[union-attr]
+                ) is None:
+                    # What the loop's create_task does with no task factory, minus a call.
                     task: asyncio.Future[Any] = _Task(runner, loop=loop)
-                else:
-                    task = loop.create_task(runner)  # type: ignore[union-attr]
+                    self._running[coro] = task
+                    return task
+                task = loop.create_task(runner)  # type: ignore[union-attr]
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
                 return task
@@ -235,14 +271,7 @@ class Admission:
                 coro = wrapped_job(self._initializer, self._initargs, self._job_timeout, inner)
             task = loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
-            if runner is not None:
-                runner.close()  # never became a task: closes the job's coroutine too
-            self._free += 1  # give the slot back
-            if self._backlog:
-                self._schedule_wake()
-            self._check_idle()
-            if not callable(fn):
-                check_job_fn(fn, where)  # the clearer error for a coroutine object
+            self._start_failed(fn, where, runner)
             raise
         if self._wrap:
             # If the wrapper never runs (cancelled before its first step, or the

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
 from collections.abc import AsyncIterable, Awaitable, Iterable
 from types import TracebackType
 from typing import Any, Callable, Literal, Optional, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, final
 
-from ._admission import Queued
+from ._admission import NATIVE_LOOP, Queued, task_probe
 from ._errors import check_job_fn
+from ._jobs import as_coroutine
 from ._map import MapIterator
 from ._policy import _SHUTDOWN_MESSAGE, Cause, ErrorPolicy
 from ._ratelimit import RateLimiter
@@ -26,6 +28,8 @@ T = TypeVar("T")
 JobHook = Callable[["asyncio.Future[Any]"], object]
 
 _RUNNING = State.RUNNING
+_CoroutineType = types.CoroutineType
+_Task = asyncio.Task
 _ACCEPTING = (State.RUNNING, State.EXITING)
 
 
@@ -163,6 +167,23 @@ class CoroutineExecutor(ErrorPolicy):
             if self._state is State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back
                 self._check_accepting()
+        loop = self._loop
+        if self._native_fast and loop._task_factory is None:  # type: ignore[union-attr]
+            # _start() written out for the common case, as every call counts here: an
+            # in-line job whose Task we build as asyncio's own create_task would.
+            runner = None
+            try:
+                coro = fn(*args, **kwargs)
+                if type(coro) is not _CoroutineType:
+                    coro = as_coroutine(coro, fn)
+                runner = self._run_job(coro, False)
+                runner.send(None)  # to the prime point: inside the runner's try
+                task: asyncio.Task[T] = _Task(runner, loop=loop)
+            except BaseException:
+                self._start_failed(fn, "submit", runner)
+                raise
+            self._running[coro] = task
+            return task
         return self._start(fn, args, kwargs, "submit")  # type: ignore[return-value]
 
     def submit_nowait(
@@ -305,7 +326,8 @@ class CoroutineExecutor(ErrorPolicy):
         """First use: tie the executor to the running loop and start the deadline."""
         loop = self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
-        self._plain_loop = type(loop).create_task is asyncio.BaseEventLoop.create_task
+        self._task_probe = task_probe(loop)
+        self._native_fast = self._inline and self._task_probe == NATIVE_LOOP
         if self._rate is not None:
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
         if self._timeout is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
@@ -23,6 +23,7 @@ _CANCELLING = State.CANCELLING
 T = TypeVar("T")
 
 _EXHAUSTED: Any = object()
+_NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
 
 
 @final
@@ -92,11 +93,31 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> T:
+    def __anext__(self) -> Awaitable[T]:
+        # Fast path of the ordered map: once the head job has succeeded, hand back its
+        # task itself (awaiting a done task returns its result at once), with no
+        # coroutine made for the step. Everything else goes through _anext().
+        if self._ordered and not self._closed:
+            try:
+                if not self._exhausted and self._fill_now():
+                    return self._anext(filled=True)
+            except BaseException:
+                self._abandon()
+                raise
+            pending = self._pending
+            if pending:
+                job = pending[0]
+                if job.done() and not job.cancelled() and job.exception() is None:
+                    pending.popleft()
+                    self._count -= 1
+                    return job
+        return self._anext(filled=False)
+
+    async def _anext(self, filled: bool) -> T:
         if self._closed:
             raise StopAsyncIteration
         try:
-            if not self._exhausted and self._fill_now():
+            if not self._exhausted and (filled or self._fill_now()):
                 await self._fill()
             if self._ordered:
                 if not self._pending:
@@ -206,7 +227,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._next_args = args  # start it on a later call
                 return self._count == 0
             self._next_args = None
-            job = exe._start(fn, args, {}, where, value_jobs)  # inlined _launch()
+            job = exe._start(fn, args, _NO_KWARGS, where, value_jobs)  # inlined _launch()
             self._count += 1
             if ordered:
                 self._pending.append(job)
@@ -242,7 +263,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             self._launch(args)
 
     def _launch(self, args: tuple[Any, ...]) -> None:
-        job = self._exe._start(self._fn, args, {}, self._where, self._return_exceptions)
+        job = self._exe._start(self._fn, args, _NO_KWARGS, self._where, self._return_exceptions)
         self._count += 1
         if self._ordered:
             self._pending.append(job)

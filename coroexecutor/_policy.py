@@ -105,11 +105,12 @@ class ErrorPolicy(Admission):
         except BaseException as exc:
             self._job_raised(coro, exc, value_job)
             raise
-        self._running.pop(coro, None)
+        try:
+            del self._running[coro]
+        except KeyError:
+            pass  # an eager task factory ran the job to its end before _start registered it
         self._free += 1
         self._succeeded += 1
-        if self._our_cancels:  # a job that swallowed our cancel: forget it
-            self._our_cancels.discard(_current_task())
         if self._backlog:
             self._start_backlog()
         if self._idle_waiters:
@@ -285,6 +286,8 @@ class ErrorPolicy(Admission):
     def _close(self) -> None:
         self._state = State.CLOSED
         self._backlog.clear()
+        # A job that swallowed our cancel and returned normally left its task here.
+        self._our_cancels.clear()
         for handle in (self._deadline_handle, self._wake_handle, self._idle_handle):
             if handle is not None:
                 handle.cancel()
