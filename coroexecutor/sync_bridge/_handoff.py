@@ -342,14 +342,35 @@ class HandOff:
     #
 
     def _release_on_loop(self, future: BridgeFuture[Any]) -> None:
-        """A job the loop ran is done: its slot is freed (or passed on) by _settle.
+        """A job the loop ran is done: free its slot now, or pass it on in _settle.
 
-        Batched, one _settle per loop turn: taking _lock once per finished job would
-        contend with submitting threads for every job (a lock convoy under the GIL).
+        A slot nobody waits for is freed at once when _lock is free: one loop turn less
+        between a job's end and the loop's next sleep, which is what a caller waiting on
+        one job at a time sees. Otherwise the release is batched, one _settle per loop
+        turn: blocking on _lock (held by a submitting thread) or starting the next jobs
+        from here, once per finished job, would cost every job of a busy executor that
+        (under the GIL, blocking is a lock convoy).
         """
-        self._released.append(future)
-        if len(self._released) == 1:
-            self._loop.call_soon(self._settle)  # type: ignore[union-attr]
+        released = self._released
+        released.append(future)
+        if len(released) > 1:
+            return  # a _settle is scheduled already
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                if not self._backlog:
+                    released.clear()
+                    self._release_locked(future)
+                    self._next_locked()  # starts nothing: the backlog is empty
+                    return
+            finally:
+                lock.release()
+        self._loop.call_soon(self._settle)  # type: ignore[union-attr]
+
+    def _release_locked(self, future: BridgeFuture[Any]) -> None:
+        if future in self._direct:
+            self._count_direct_locked(future)  # a direct job's awaitable tail
+        self._held -= 1
 
     def _settle(self) -> None:
         released, self._released = self._released, []
@@ -358,9 +379,7 @@ class HandOff:
         with self._lock:
             direct = self._direct
             for future in released:
-                if future in direct:
-                    self._count_direct_locked(future)  # a direct job's awaitable tail
-                self._held -= 1
+                self._release_locked(future)
             job = self._next_locked()
             while job is not None:
                 future, fn, args, kwargs, ctx, is_coroutine = job
