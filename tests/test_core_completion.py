@@ -32,6 +32,8 @@ async def yield_many(times: int = 20) -> None:
 
 
 async def test_task_cancelled_before_its_first_step_gives_its_slot_back(loop_kind: str) -> None:
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
     ran: list[int] = []
 
     async def job(i: int) -> int:
@@ -53,6 +55,8 @@ async def test_task_cancelled_before_its_first_step_gives_its_slot_back(loop_kin
 
 
 async def test_fail_fast_cancels_jobs_that_have_not_started_yet(loop_kind: str) -> None:
+    if loop_kind == "eager":
+        pytest.skip("an eager job fails inside submit(): later submits are refused instead")
     ran: list[int] = []
     error = ValueError("job 0 failed")
 

@@ -67,6 +67,10 @@ async def test_fail_fast_interrupts_the_producer_at_once(loop_kind: str) -> None
 
     async def quick() -> None:
         release.set()
+        # Hold the slot across a turn of the loop, as real work does: under an eager task
+        # factory a job that ends in its first step would free its slot inside submit(),
+        # and a producer that never waits never lets the failing job run.
+        await asyncio.sleep(0)
 
     with pytest.raises(KeyError):
         async with CoroutineExecutor(max_workers=2) as exe:
