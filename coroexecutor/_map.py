@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import types
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from typing_extensions import Self, final
 
 from ._errors import check_job_fn
+from ._jobs import as_coroutine
 from ._state import State
 
 if TYPE_CHECKING:
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MapIterator"]
 _RUNNING = State.RUNNING
+_CoroutineType = types.CoroutineType
+_Task = asyncio.Task
 _CANCELLING = State.CANCELLING
 
 T = TypeVar("T")
@@ -211,6 +215,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         window = self._window
         fn, where, ordered = self._fn, self._where, self._ordered
         value_jobs = self._return_exceptions
+        loop = exe._loop
         while self._count < window:
             args = self._next_args
             if args is None:
@@ -227,7 +232,22 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._next_args = args  # start it on a later call
                 return self._count == 0
             self._next_args = None
-            job = exe._start(fn, args, _NO_KWARGS, where, value_jobs)  # inlined _launch()
+            if exe._native_fast and loop._task_factory is None:  # type: ignore[union-attr]
+                # Admission._start() written out for the common case, as in submit().
+                runner = None
+                try:
+                    coro = fn(*args)
+                    if type(coro) is not _CoroutineType:
+                        coro = as_coroutine(coro, fn)
+                    runner = exe._run_job(coro, value_jobs)
+                    runner.send(None)  # to the prime point: inside the runner's try
+                    job: asyncio.Future[Any] = _Task(runner, loop=loop)
+                except BaseException:
+                    exe._start_failed(fn, where, runner)
+                    raise
+                exe._running[coro] = job
+            else:
+                job = exe._start(fn, args, _NO_KWARGS, where, value_jobs)
             self._count += 1
             if ordered:
                 self._pending.append(job)
