@@ -173,17 +173,30 @@ class BridgeFuture(concurrent.futures.Future[T]):
         return self._state in _DONE_STATES  # one read: no need to lock (or make) _condition
 
     def result(self, timeout: Optional[float] = None) -> T:
-        if self._state == FINISHED and self._exception is None:
-            # Final once FINISHED, and _result was written before _state: no lock needed.
+        # Future.result(), with less to run between the submit that woke the loop and
+        # this thread's sleep (the loop thread needs the GIL this thread holds till then).
+        if self._state != FINISHED:
+            if timeout != 0:
+                self._check_not_loop_thread()
+            condition = self._condition
+            with condition:
+                if self._state not in _DONE_STATES:
+                    condition.wait(timeout)  # one wait, then the outcome or a timeout
+            state = self._state
+            if state != FINISHED:
+                if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                    raise concurrent.futures.CancelledError()
+                raise concurrent.futures.TimeoutError()
+        # FINISHED is final, and the outcome was written before it: no lock needed.
+        exc = self._exception
+        if exc is None:
             return self._result  # type: ignore[return-value]
         try:
-            if timeout != 0 and self._state != FINISHED:
-                self._check_not_loop_thread()
-            return super().result(timeout)
+            raise exc
         finally:
             # As the stdlib's result() does: the raised job error's traceback holds this
             # frame, and this frame must not hold the future that holds the error.
-            self = None  # type: ignore[assignment]
+            self = exc = None  # type: ignore[assignment]
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if self._state == FINISHED:
@@ -278,7 +291,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
                         self._state = FINISHED
                     return
         # As set_result()/set_exception(), without making the waiter list for nothing.
-        with self._condition:
+        condition = self._lazy_condition
+        with condition:
             if self._state in _DONE_STATES:
                 return  # cancel() from another thread won the race: its outcome stands
             self._result = result
@@ -289,5 +303,6 @@ class BridgeFuture(concurrent.futures.Future[T]):
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-            self._condition.notify_all()
-        self._invoke_callbacks()
+            condition.notify_all()
+        if self._lazy_callbacks:
+            self._invoke_callbacks()

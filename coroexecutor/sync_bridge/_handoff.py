@@ -169,6 +169,14 @@ class HandOff:
                     self._backlog.append(job)
                     return
                 self._held += 1
+                if job[5] and self._ready:
+                    # _route_locked and _wake_locked for a coroutine job, in-line: less to
+                    # run before the loop may take the GIL this thread holds.
+                    self._to_loop.append(job)
+                    if not self._wake_pending:
+                        self._wake_pending = True
+                        self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+                    return
                 item = self._route_locked(job)
                 if item is None:
                     return

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import inspect
 import threading
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from .._executor import CoroutineExecutor
@@ -22,7 +23,7 @@ from ._future import BridgeFuture
 from ._handoff import EXIT_MESSAGE, FORK_MESSAGE, SHUTDOWN_MESSAGE, HandOff, State
 from ._runner import LoopFactory, Runner
 from ._scheduler import Scheduler, ShutdownRequest
-from ._workers import WorkerPool
+from ._workers import WorkerPool, WorkItem
 
 __all__ = ["SHUTDOWN_MESSAGE", "LoopThread"]
 
@@ -205,15 +206,21 @@ class LoopThread(HandOff):
 
     def _drain(self) -> None:
         """Take the whole batch from the hand-off and act on it."""
+        # Usually there are only jobs to start: the other lists are swapped only if needed.
+        calls: Sequence[Callable[[], object]] = ()
+        done_items: Sequence[WorkItem] = ()
+        tails: Sequence[WorkItem] = ()
+        applied: Sequence[threading.Event] = ()
         with self._lock:
             self._wake_pending = False
             to_loop, self._to_loop = self._to_loop, []
-            calls, self._calls = self._calls, []
-            done_items, self._done_items = self._done_items, []
-            tails, self._tails = self._tails, []
+            if self._calls or self._done_items or self._tails or self._applied:
+                calls, self._calls = self._calls, []
+                done_items, self._done_items = self._done_items, []
+                tails, self._tails = self._tails, []
+                applied, self._applied = self._applied, []
             request = self._shutdown if self._shutdown_changed else None
             self._shutdown_changed = False
-            applied, self._applied = self._applied, []
         scheduler = self._scheduler
         for job in to_loop:
             scheduler.start(job)

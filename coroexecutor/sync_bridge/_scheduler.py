@@ -170,7 +170,7 @@ class Scheduler:
                 raise _CoroutineJobError(repr(exc)) from exc
             raise
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
-        future._try_set_result(result)
+        future._finish(result, None)
         return result
 
     async def _run_blocking(
