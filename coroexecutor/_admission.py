@@ -149,19 +149,15 @@ class Admission:
         try:
             await waiter
         except asyncio.CancelledError:
-            self._leave_backlog(waiter)
+            if waiter.cancelled():
+                self._waiting -= 1  # we left the line; _start_backlog will skip the entry
+            elif waiter.exception() is None:
+                # Granted a slot, then cancelled before we could use it (asyncio's
+                # Semaphore.acquire has the same race): pass the slot to the next in line.
+                self._free += 1
+                self._start_backlog()
+                self._check_idle()
             raise
-
-    def _leave_backlog(self, waiter: asyncio.Future[None]) -> None:
-        """A task waiting for a slot was cancelled."""
-        if waiter.cancelled():
-            self._waiting -= 1  # we left the line; _start_backlog will skip the entry
-        elif waiter.exception() is None:
-            # Granted a slot, then cancelled before we could use it (asyncio's
-            # Semaphore.acquire has the same race): pass the slot to the next in line.
-            self._free += 1
-            self._start_backlog()
-            self._check_idle()
 
     def _schedule_wake(self) -> None:
         """Make sure the backlog moves when a slot or a token is already available."""

@@ -153,17 +153,7 @@ class CoroutineExecutor(ErrorPolicy):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            # _acquire_slot(), written out: most submits of a busy executor come here.
-            waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
-            self._backlog.append(waiter)
-            self._waiting += 1
-            if self._free > 0:
-                self._schedule_wake()
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self._leave_backlog(waiter)
-                raise
+            await self._acquire_slot()
             if self._state is State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back
                 self._check_accepting()
