@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -42,7 +43,9 @@ def test_finished_futures_keep_little_alive(exe: ThreadedLoopExecutor) -> None:
     assert all(f.done() for f in futures)
     gc.collect()
     per_future = (len(gc.get_objects()) - before) / n
-    assert per_future < 2, f"{per_future:.1f} objects tracked per finished future"
+    # The future itself, and before Python 3.11 its __dict__ (3.11 keeps it inline).
+    limit = 1.5 if sys.version_info >= (3, 11) else 2.5
+    assert per_future < limit, f"{per_future:.1f} objects tracked per finished future"
     assert all(f.result() is None for f in futures)
 
 
