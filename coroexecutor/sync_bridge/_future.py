@@ -66,8 +66,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     The condition and the two lists of a stock future are made on first use: most
     futures of a busy executor are resolved before any thread waits on them, and a
-    Condition is nine objects the garbage collector would have to traverse for as long
-    as the caller keeps the future (see ``_finish``).
+    Condition is eight objects (itself, an RLock, a deque, five bound methods) that the
+    garbage collector would traverse for as long as the caller keeps the future (see
+    ``_finish``).
     """
 
     _lazy_condition: Optional[threading.Condition]  # see _condition
