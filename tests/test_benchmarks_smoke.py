@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _child, _contenders, _report, _runner  # noqa: E402
+from benchmarks import _child, _contenders, _report, _runner, bench_bridge  # noqa: E402
 
 try:
     import uvloop
@@ -123,3 +123,40 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     assert _report.write_chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+BRIDGE_CASES = [
+    pytest.param(kind, name, id=f"bridge-{kind}-{name.split()[0]}")
+    for kind in bench_bridge.LOOPS
+    for name in bench_bridge.CONTENDERS
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("kind", "name"), BRIDGE_CASES)
+def test_bridge_contender_runs_on_its_loop(kind: str, name: str) -> None:
+    # Each contender checks its own completed count and that it runs on `kind`'s loop.
+    skipped = bench_bridge._available()[1]
+    if (kind, name) in skipped:
+        pytest.skip(skipped[kind, name])
+    assert bench_bridge.THROUGHPUT[name](20, kind) > 0
+    assert bench_bridge.ROUND_TRIP[name](5, kind) > 0
+
+
+@pytest.mark.timeout(60)
+def test_bridge_rows_skip_missing_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_bridge, "_installed", lambda module: module == "anyio")
+    loops, skipped = bench_bridge._available()
+    assert loops == ["asyncio"]
+    values = {key: [1.0, 2.0] for key in [("asyncio", bench_bridge.BASELINE),
+                                          ("asyncio", bench_bridge.ANYIO),
+                                          ("asyncio", bench_bridge.OURS)]}
+    rows = bench_bridge._contender_rows("w", loops, skipped, values,
+                                        lambda key, v: f"{v}", throughput=True)
+    assert [r["contender"] for r in rows] == [
+        f"{bench_bridge.BASELINE} (baseline)", bench_bridge.ANYIO, bench_bridge.ASGIREF,
+        f"**{bench_bridge.OURS}**", "all"]
+    assert rows[2]["result"] == "skipped: asgiref is not installed"
+    assert rows[4]["result"] == "skipped: uvloop is not installed"
+    assert rows[3]["met"] is False  # 1.00x the baseline is short of 2.0x
+    assert len({tuple(r) for r in rows}) == 1  # same columns everywhere: the report needs it
