@@ -11,11 +11,14 @@ anyio's ``asyncio_params``.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import functools
 import gc
 import inspect
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -110,6 +113,73 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         run_in_fresh_loop(pyfuncitem.obj, kind, watchdog)(**kwargs)
         return True
     return None
+
+
+class _HangWatchdog:
+    """The last line of defence against a hung run. pytest-timeout interrupts a test once;
+    a test still running 30 s after its timeout (a teardown waiting for a wake-up that was
+    lost, a test that swallowed the interruption) gets every thread's traceback printed
+    and ends the whole run with exit status 1, rather than leaving CI waiting for ever.
+    One daemon thread for the session, started before any test, so the thread-leak check
+    never sees it."""
+
+    GRACE = 30.0
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+        self._deadline: float | None = None
+        self._nodeid = ""
+        self._changed = threading.Condition()
+        threading.Thread(target=self._watch, name="hang-watchdog", daemon=True).start()
+
+    def arm(self, item: pytest.Item) -> None:
+        marker = item.get_closest_marker("timeout")
+        limit = marker.args[0] if marker and marker.args else self._config.getini("timeout")
+        with self._changed:
+            self._deadline = time.monotonic() + float(limit) + self.GRACE if limit else None
+            self._nodeid = item.nodeid
+            self._changed.notify()
+
+    def disarm(self) -> None:
+        with self._changed:
+            self._deadline = None
+            self._changed.notify()
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                if self._deadline is None:
+                    self._changed.wait()
+                elif time.monotonic() < self._deadline:
+                    self._changed.wait(self._deadline - time.monotonic())
+                else:
+                    break
+            nodeid = self._nodeid
+        capture = self._config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(in_=True)
+        sys.stderr.write(f"\n{nodeid} is still running {self.GRACE:.0f} s after its timeout;"
+                         " every thread's traceback follows, then the run stops\n")
+        sys.stderr.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_WATCHDOG] = _HangWatchdog(config)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    watchdog = item.config.stash[_WATCHDOG]
+    watchdog.arm(item)
+    try:
+        yield
+    finally:
+        watchdog.disarm()
+
+
+_WATCHDOG = pytest.StashKey[_HangWatchdog]()
 
 
 @pytest.fixture(autouse=True)
