@@ -147,6 +147,37 @@ async def test_last_job_ending_as_the_body_ends_has_its_callbacks_run(loop_kind:
     assert seen == ["done"]
 
 
+async def test_callbacks_of_cancelled_jobs_have_run_when_fail_fast_raises(
+    loop_kind: str,
+) -> None:
+    seen: list[str] = []
+    error = LookupError("job failed")
+    started = asyncio.Event()
+
+    async def parked() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def fails() -> None:
+        await started.wait()
+        raise error
+
+    with pytest.raises(LookupError) as info:
+        async with CoroutineExecutor(max_workers=5) as exe:
+            for _ in range(3):
+                (await exe.submit(parked)).add_done_callback(
+                    lambda t: seen.append("cancelled" if t.cancelled() else "other")
+                )
+            (await exe.submit(fails)).add_done_callback(
+                lambda t: seen.append("failed" if t.exception() is error else "other")
+            )
+            queued = [exe.submit_nowait(parked) for _ in range(3)]  # 1 runs, 2 wait
+            await asyncio.Event().wait()
+    assert info.value is error
+    assert sorted(seen) == ["cancelled"] * 3 + ["failed"]
+    assert all(future.cancelled() for future in queued)
+
+
 async def test_queued_futures_are_settled_when_the_block_exits(loop_kind: str) -> None:
     async def echo(value: str) -> str:
         await asyncio.sleep(0)
