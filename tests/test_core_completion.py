@@ -160,6 +160,7 @@ async def test_callbacks_of_cancelled_jobs_have_run_when_fail_fast_raises(
 
     async def fails() -> None:
         await started.wait()
+        await asyncio.sleep(0)  # fail in a later step, under an eager task factory too
         raise error
 
     with pytest.raises(LookupError) as info:
