@@ -159,8 +159,9 @@ class CoroutineExecutor(ErrorPolicy):
                 self._check_accepting()
         loop = self._loop
         if self._native_fast and loop._task_factory is None:  # type: ignore[union-attr]
-            # _start() written out for the common case, as every call counts here: an
-            # in-line job whose Task we build as asyncio's own create_task would.
+            # _start() written out for the common case (here and in MapIterator._fill_now):
+            # an in-line job whose Task we build as asyncio's own create_task would. Calling
+            # _start instead measured 4% slower for submit, 5% for map (benchmarks ladder).
             runner = None
             try:
                 coro = fn(*args, **kwargs)

@@ -118,79 +118,69 @@ class ErrorPolicy(Admission):
         return result
 
     def _job_raised(self, coro: object, exc: BaseException, value_job: bool) -> None:
-        """A job run by _run_job ends with ``exc``: the in-line twin of _on_job_done."""
+        """A job run by _run_job ends with ``exc`` (its task is not done yet)."""
         task = _current_task()
-        self._running.pop(coro, None)
-        self._free += 1
-        ours = False
-        if self._our_cancels and task in self._our_cancels:
-            self._our_cancels.discard(task)
-            ours = True
-        if isinstance(exc, _CancelledError):
-            self._cancelled += 1
-            if not (value_job or ours or self._state is State.CANCELLING):
-                self._job_failed(exc)  # cancelled from outside: under fail-fast, an error
-        else:
-            self._failed += 1
-            if task is not None:
-                task.add_done_callback(_retrieve)
-            if not value_job:
-                self._job_failed(exc)
-        if self._backlog:
-            self._start_backlog()
-        if self._idle_waiters:
-            self._check_idle()
+        if task is not None and not isinstance(exc, _CancelledError):
+            task.add_done_callback(_retrieve)
+        self._settle(coro, task, exc, value_job)
 
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
-        """Turns a finished job into a policy decision, for jobs that do not complete
-        in-line (an on_job_done hook, an initializer or a job_timeout)."""
-        self._running.pop(task, None)
-        self._free += 1
-        ours = False
-        if self._our_cancels and task in self._our_cancels:
-            self._our_cancels.discard(task)
-            ours = True
+        """Done callback of a job that does not complete in-line (an on_job_done hook, an
+        initializer or a job_timeout)."""
+        self._settle_done(task, False)
+
+    def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
+        """The same, for a map(return_exceptions=True) job."""
+        self._settle_done(task, True)
+
+    def _settle_done(self, task: asyncio.Future[Any], value_job: bool) -> None:
+        error: BaseException | None
         if task.cancelled():
-            self._cancelled += 1
-            if not ours and self._state is not State.CANCELLING:
-                # Cancelled from outside: under fail-fast that counts as the job's error.
-                try:
-                    task.result()
-                except asyncio.CancelledError as exc:
-                    self._job_failed(exc)
+            try:
+                task.result()
+            except _CancelledError as exc:
+                error = exc
         else:
             # Reading the exception is also what stops asyncio logging
             # "Task exception was never retrieved" for jobs whose handle was dropped.
             error = task.exception()
-            if error is None:
-                self._succeeded += 1
-            else:
-                self._failed += 1
+        self._settle(task, task, error, value_job)
+        if self._hook is not None:
+            self._call_hook(task)
+
+    def _settle(
+        self,
+        key: object,
+        task: asyncio.Future[Any] | None,
+        error: BaseException | None,
+        value_job: bool,
+    ) -> None:
+        """The one place that turns a finished job into counts and a policy decision.
+
+        ``key`` is the job's entry in _running; ``error`` is None for success. A
+        ``value_job`` (map with return_exceptions=True) keeps its error as a result. The
+        in-line success path of _run_job does the success case of this, written out.
+        """
+        self._running.pop(key, None)
+        self._free += 1
+        ours = False
+        if self._our_cancels and task in self._our_cancels:
+            self._our_cancels.discard(task)
+            ours = True
+        if error is None:
+            self._succeeded += 1
+        elif isinstance(error, _CancelledError):
+            self._cancelled += 1
+            if not (value_job or ours or self._state is State.CANCELLING):
+                self._job_failed(error)  # cancelled from outside: under fail-fast, an error
+        else:
+            self._failed += 1
+            if not value_job:
                 self._job_failed(error)
         if self._backlog:
             self._start_backlog()
         if self._idle_waiters:
             self._check_idle()
-        if self._hook is not None:
-            self._call_hook(task)
-
-    def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
-        """Completion of a map(return_exceptions=True) job: its error is a result."""
-        self._running.pop(task, None)
-        self._free += 1
-        if task.cancelled():
-            self._cancelled += 1
-            self._our_cancels.discard(task)
-        elif task.exception() is None:
-            self._succeeded += 1
-        else:
-            self._failed += 1
-        if self._backlog:
-            self._start_backlog()
-        if self._idle_waiters:
-            self._check_idle()
-        if self._hook is not None:
-            self._call_hook(task)
 
     def _job_failed(self, exc: BaseException) -> None:
         if not self._suppress and self._state is not State.CANCELLING:
