@@ -14,14 +14,13 @@ from collections.abc import Coroutine
 from typing import Any, Callable
 
 from ._errors import check_job_fn
-from ._jobs import as_coroutine, wrapped_job
+from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._ratelimit import RateLimiter
 from ._state import State
 
 __all__ = ["NATIVE_LOOP", "Admission", "Queued", "task_probe"]
 
 _CoroutineType = types.CoroutineType
-_Task = asyncio.Task
 NATIVE_LOOP = 1
 _UVLOOP = 2
 
@@ -85,7 +84,9 @@ class Admission:
     # How _start may build a job's Task itself, as the loop's create_task would when no
     # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never).
     _task_probe: int
-    _native_fast: bool  # in-line jobs, and _task_probe is NATIVE_LOOP: the written-out paths
+    # The written-out job start of submit() and MapIterator._fill_now(): the task probe
+    # when jobs complete in-line (else 0). They read the task factory the probe's way.
+    _fast: int
     _failed: int
     _cancelled: int
     _inline: bool  # jobs settle their bookkeeping in their own last step (no hook, no wrap)
@@ -112,7 +113,7 @@ class Admission:
         self._job_timeout = job_timeout
         self._wrap = initializer is not None or job_timeout is not None
         self._task_probe = 0
-        self._native_fast = False
+        self._fast = 0
         self._failed = self._cancelled = 0
 
     # Provided by the error-policy layer.
@@ -212,11 +213,16 @@ class Admission:
         self._check_idle()
 
     def _start_failed(
-        self, fn: Callable[..., Any], where: str, runner: Coroutine[Any, Any, Any] | None
+        self,
+        fn: Callable[..., Any],
+        where: str,
+        runner: Coroutine[Any, Any, Any] | None,
+        coro: Coroutine[Any, Any, Any],
     ) -> None:
         """Starting a job raised: give its slot back (the caller re-raises)."""
-        if runner is not None:
-            runner.close()  # never became a task: closes the job's coroutine too
+        if runner is not None:  # made, but never became a task
+            runner.close()
+            coro.close()  # never ran: no "never awaited" warning
         self._free += 1
         if self._backlog:
             self._schedule_wake()
@@ -236,10 +242,12 @@ class Admission:
 
         ``value_job``: a map(return_exceptions=True) job, whose error is a result, not a
         policy decision. The hot path of every submit: one call of fn, one runner
-        coroutine primed past its ``try`` (so a cancel before the job's first step still
-        settles the slot), one task and no done callback.
+        coroutine, one task and no done callback. A JobTask primes its runner if it is
+        cancelled before its first step; a task from the loop's task factory gets a runner
+        primed now, as that task's cancel is not ours.
         """
-        runner = None
+        runner: Coroutine[Any, Any, Any] | None = None
+        coro: Any = None
         try:
             coro = fn(*args, **kwargs)
             if type(coro) is not _CoroutineType:
@@ -247,7 +255,6 @@ class Admission:
             loop = self._loop
             if self._inline:
                 runner = self._run_job(coro, value_job)
-                runner.send(None)  # to the prime point: inside the runner's try
                 probe = self._task_probe
                 if probe and (
                     loop._task_factory  # type: ignore[union-attr]
@@ -255,9 +262,10 @@ class Admission:
                     else loop.get_task_factory()  # type: ignore[union-attr]
                 ) is None:
                     # What the loop's create_task does with no task factory, minus a call.
-                    task: asyncio.Future[Any] = _Task(runner, loop=loop)
+                    task: asyncio.Future[Any] = JobTask(runner, loop=loop)
                     self._running[coro] = task
                     return task
+                prime(runner)
                 task = loop.create_task(runner)  # type: ignore[union-attr]
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
@@ -267,7 +275,7 @@ class Admission:
                 coro = wrapped_job(self._initializer, self._initargs, self._job_timeout, inner)
             task = loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
-            self._start_failed(fn, where, runner)
+            self._start_failed(fn, where, runner, coro)
             raise
         if self._wrap:
             # If the wrapper never runs (cancelled before its first step, or the

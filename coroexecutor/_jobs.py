@@ -6,14 +6,62 @@ import asyncio
 import inspect
 import sys
 import types
-from collections.abc import Awaitable, Coroutine
-from typing import Any, Callable
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, Callable, TypeVar
 
 from ._errors import DeadlineExceeded
 
-__all__ = ["as_coroutine", "wrapped_job"]
+__all__ = ["JobTask", "as_coroutine", "prime", "priming", "wrapped_job"]
 
 _CoroutineType = types.CoroutineType
+_CORO_CREATED = inspect.CORO_CREATED
+_getcoroutinestate = inspect.getcoroutinestate
+
+T = TypeVar("T")
+
+# Read by the first line of every in-line job's runner (ErrorPolicy._run_job): True only
+# while prime() advances a runner by hand. If another thread's runner takes its first
+# step meanwhile and reads True, it suspends once more (a bare yield): harmless.
+priming = False
+
+
+@types.coroutine
+def _prime() -> Generator[None, None, None]:
+    """Where a primed runner waits for its task's first step, already inside its ``try``."""
+    yield
+
+
+def prime(runner: Coroutine[Any, Any, Any]) -> None:
+    """Advance a runner that has not started to its prime point.
+
+    A task cancelled before its first step throws the CancelledError into its coroutine
+    before any line of it has run, so no ``except`` or ``finally`` of the runner would
+    see it: the job's slot would leak and its coroutine would never be closed. A primed
+    runner is already suspended inside its ``try`` and settles the job as usual.
+    """
+    global priming
+    priming = True
+    try:
+        runner.send(None)
+    finally:
+        priming = False
+
+
+class JobTask(asyncio.Task[T]):
+    """The task of an in-line job (what submit() returns): an ``asyncio.Task`` whose
+    runner is primed only if the task is cancelled before its first step.
+
+    Priming every runner up front cost about 0.1 µs per job, a few per cent of a no-op
+    job; a cancel before the first step is rare, and every cancel comes through here.
+    """
+
+    __slots__ = ()
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        runner = self.get_coro()
+        if _getcoroutinestate(runner) == _CORO_CREATED:  # type: ignore[arg-type]
+            prime(runner)  # type: ignore[arg-type]
+        return super().cancel(msg)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from typing_extensions import Self, final
 
+from ._admission import NATIVE_LOOP as _NATIVE_LOOP
 from ._errors import check_job_fn
-from ._jobs import as_coroutine
+from ._jobs import JobTask, as_coroutine
 from ._state import State
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["MapIterator"]
 _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
-_Task = asyncio.Task
+_JobTask = JobTask
 _CANCELLING = State.CANCELLING
 
 T = TypeVar("T")
@@ -216,6 +217,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         fn, where, ordered = self._fn, self._where, self._ordered
         value_jobs = self._return_exceptions
         loop = exe._loop
+        fast = exe._fast
         while self._count < window:
             args = self._next_args
             if args is None:
@@ -232,18 +234,22 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 self._next_args = args  # start it on a later call
                 return self._count == 0
             self._next_args = None
-            if exe._native_fast and loop._task_factory is None:  # type: ignore[union-attr]
+            if fast and (
+                loop._task_factory  # type: ignore[union-attr]
+                if fast == _NATIVE_LOOP
+                else loop.get_task_factory()  # type: ignore[union-attr]
+            ) is None:
                 # Admission._start() written out for the common case, as in submit().
-                runner = None
+                runner: Coroutine[Any, Any, Any] | None = None
+                coro: Any = None
                 try:
                     coro = fn(*args)
                     if type(coro) is not _CoroutineType:
                         coro = as_coroutine(coro, fn)
                     runner = exe._run_job(coro, value_jobs)
-                    runner.send(None)  # to the prime point: inside the runner's try
-                    job: asyncio.Future[Any] = _Task(runner, loop=loop)
+                    job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
                 except BaseException:
-                    exe._start_failed(fn, where, runner)
+                    exe._start_failed(fn, where, runner, coro)
                     raise
                 exe._running[coro] = job
             else:

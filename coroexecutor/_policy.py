@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, Callable
 
+from . import _jobs
 from ._admission import Admission, Queued
 from ._errors import DeadlineExceeded
 from ._state import State
@@ -23,11 +23,7 @@ _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
 
 
-@types.coroutine
-def _prime() -> Generator[None, None, None]:
-    """The runner's first suspension: _start resumes the runner to here before making
-    its task, so the task's first step already finds the runner inside its ``try``."""
-    yield
+_prime = _jobs._prime
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -91,15 +87,16 @@ class ErrorPolicy(Admission):
         """The coroutine a job's task runs when jobs complete in-line: it settles the
         job's slot, counters and policy in the job's own last step, so no done callback
         (and no extra turn of the loop) is needed per job."""
-        try:
-            await _prime()
-        except _CancelledError as exc:
-            coro.close()  # cancelled before its first step: the job never runs
-            self._job_raised(coro, exc, value_job)
-            raise
-        except BaseException:
-            coro.close()  # closed before it became a task (GeneratorExit): _start settles
-            raise
+        if _jobs.priming:  # only under _jobs.prime(): see JobTask
+            try:
+                await _prime()
+            except _CancelledError as exc:
+                coro.close()  # cancelled before its first step: the job never runs
+                self._job_raised(coro, exc, value_job)
+                raise
+            except BaseException:
+                coro.close()  # closed before it became a task (GeneratorExit): _start settles
+                raise
         try:
             result = await coro
         except BaseException as exc:

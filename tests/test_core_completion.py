@@ -54,6 +54,130 @@ async def test_task_cancelled_before_its_first_step_gives_its_slot_back(loop_kin
     gc.collect()  # its coroutine was closed: no "never awaited" warning (warnings are errors)
 
 
+async def test_task_from_a_task_factory_cancelled_before_its_first_step_gives_its_slot_back(
+    loop_kind: str,
+) -> None:
+    # A factory's task is not a JobTask: its runner is primed before create_task instead.
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    made: list[asyncio.Future[Any]] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def job(i: int) -> int:
+        return i
+
+    loop.set_task_factory(factory)
+    try:
+        async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+            doomed = await exe.submit(job, 0)
+            doomed.cancel()
+            second = await exe.submit(job, 1)  # waits forever if the slot was lost
+            assert await second == 1
+    finally:
+        loop.set_task_factory(previous)
+    assert made == [doomed, second]
+    assert doomed.cancelled()
+    assert (exe.stats.succeeded, exe.stats.cancelled, exe.stats.running) == (1, 1, 0)
+    gc.collect()  # the job's coroutine was closed: no "never awaited" warning
+
+
+async def test_job_cancelled_then_uncancelled_before_its_first_step_is_settled(
+    loop_kind: str,
+) -> None:
+    # Python 3.13 lets uncancel() take back a cancel the task has not acted on yet: the job
+    # then runs from its primed runner. Earlier versions cancel it anyway. Either way the
+    # job is settled exactly once and the block ends.
+    if not hasattr(asyncio.Task, "uncancel"):
+        pytest.skip("Task.uncancel() is new in Python 3.11")
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    ran: list[int] = []
+
+    async def job(i: int) -> int:
+        await asyncio.sleep(0)
+        ran.append(i)
+        return i
+
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        task = await exe.submit(job, 7)
+        task.cancel()
+        task.uncancel()
+        follow = await exe.submit(job, 8)  # needs the first job's slot back
+        await asyncio.wait([task, follow])
+    assert follow.result() == 8
+    stats = exe.stats
+    if task.cancelled():
+        assert ran == [8]
+        assert (stats.succeeded, stats.cancelled) == (1, 1)
+    else:
+        assert task.result() == 7 and ran == [7, 8]
+        assert (stats.succeeded, stats.cancelled) == (2, 0)
+    assert stats.running == 0 and stats.submitted == 2
+    gc.collect()
+
+
+async def test_a_first_step_taken_while_another_runner_is_primed_still_runs_the_job(
+    loop_kind: str,
+) -> None:
+    # The priming flag is one per process: a runner of another loop's thread may take its
+    # first step while it is set. It then suspends one extra turn, and carries on.
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    from coroexecutor import _jobs
+
+    async def job(i: int) -> str:
+        await asyncio.sleep(0)
+        return request_id.get() + str(i)
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        request_id.set("r")
+        task = await exe.submit(job, 1)
+        _jobs.priming = True
+        try:
+            await asyncio.sleep(0)  # the job's first step runs in this turn
+        finally:
+            _jobs.priming = False
+        assert not task.done()
+        assert await task == "r1"
+    assert (exe.stats.succeeded, exe.stats.running) == (1, 0)
+
+
+@pytest.mark.parametrize("where", ["submit", "map"])
+async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the_job(
+    loop_kind: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if loop_kind != "default":
+        pytest.skip("the written-out start is the default loop's")
+    from coroexecutor import _executor, _map
+
+    class Refused(Exception):
+        pass
+
+    def no_task(coro: Any, *, loop: Any) -> Any:
+        raise Refused("no task today")
+
+    async def job(i: int) -> int:
+        return i
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        with monkeypatch.context() as patch:
+            patch.setattr(_executor if where == "submit" else _map, "_JobTask", no_task)
+            with pytest.raises(Refused):
+                if where == "submit":
+                    await exe.submit(job, 0)
+                else:
+                    [r async for r in exe.map(job, [0])]
+        assert await (await exe.submit(job, 1)) == 1  # the slot came back
+    assert (exe.stats.succeeded, exe.stats.running, exe.stats.failed) == (1, 0, 0)
+    gc.collect()  # the job's coroutine was closed: no "never awaited" warning
+
+
 async def test_fail_fast_cancels_jobs_that_have_not_started_yet(loop_kind: str) -> None:
     if loop_kind == "eager":
         pytest.skip("an eager job fails inside submit(): later submits are refused instead")
