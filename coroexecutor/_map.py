@@ -210,57 +210,65 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         Returns True when progress needs an await: async inputs, or no slot free while
         nothing of ours is in flight.
         """
-        if self._zip is None:
+        count = self._count
+        window = self._window
+        if count >= window:
+            return False
+        inputs = self._zip
+        if inputs is None:
             return True
         exe = self._exe
-        window = self._window
-        fn, where, ordered = self._fn, self._where, self._ordered
+        fn = self._fn
         value_jobs = self._return_exceptions
         loop = exe._loop
         fast = exe._fast
-        while self._count < window:
-            args = self._next_args
-            if args is None:
-                args = next(self._zip, _EXHAUSTED)
-                if args is _EXHAUSTED:
-                    self._exhausted = True
-                    return False
-            if exe._state is not _RUNNING:
-                exe._check_accepting()
-            limiter = exe._limiter
-            if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
-                exe._free -= 1
-            else:
-                self._next_args = args  # start it on a later call
-                return self._count == 0
-            self._next_args = None
-            if fast and (
-                loop._task_factory  # type: ignore[union-attr]
-                if fast == _NATIVE_LOOP
-                else loop.get_task_factory()  # type: ignore[union-attr]
-            ) is None:
-                # Admission._start() written out for the common case, as in submit().
-                runner: Coroutine[Any, Any, Any] | None = None
-                coro: Any = None
-                try:
-                    coro = fn(*args)
-                    if type(coro) is not _CoroutineType:
-                        coro = as_coroutine(coro, fn)
-                    runner = exe._run_job(coro, value_jobs)
-                    job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
-                except BaseException:
-                    exe._start_failed(fn, where, runner, coro)
-                    raise
-                exe._running[coro] = job
-            else:
-                job = exe._start(fn, args, _NO_KWARGS, where, value_jobs)
-            self._count += 1
-            if ordered:
-                self._pending.append(job)
-            else:
-                self._in_flight.add(job)
-                job.add_done_callback(self._done.on_unordered_done)
-        return False
+        limiter = exe._limiter
+        args = self._next_args
+        self._next_args = None
+        try:
+            while count < window:
+                if args is None:
+                    args = next(inputs, _EXHAUSTED)
+                    if args is _EXHAUSTED:
+                        self._exhausted = True
+                        return False
+                if exe._state is not _RUNNING:
+                    exe._check_accepting()
+                if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
+                    exe._free -= 1
+                else:
+                    self._next_args = args  # start it on a later call
+                    return count == 0
+                if fast and (
+                    loop._task_factory  # type: ignore[union-attr]
+                    if fast == _NATIVE_LOOP
+                    else loop.get_task_factory()  # type: ignore[union-attr]
+                ) is None:
+                    # Admission._start() written out for the common case, as in submit().
+                    runner: Coroutine[Any, Any, Any] | None = None
+                    coro: Any = None
+                    try:
+                        coro = fn(*args)
+                        if type(coro) is not _CoroutineType:
+                            coro = as_coroutine(coro, fn)
+                        runner = exe._run_job(coro, value_jobs)
+                        job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
+                    except BaseException:
+                        exe._start_failed(fn, self._where, runner, coro)
+                        raise
+                    exe._running[coro] = job
+                else:
+                    job = exe._start(fn, args, _NO_KWARGS, self._where, value_jobs)
+                args = None
+                count += 1
+                if self._ordered:
+                    self._pending.append(job)
+                else:
+                    self._in_flight.add(job)
+                    job.add_done_callback(self._done.on_unordered_done)
+            return False
+        finally:
+            self._count = count
 
     async def _fill(self) -> None:
         """The slow path of filling: async inputs, or waiting for a slot."""
@@ -315,18 +323,20 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         """Wait for ``job`` (or any job, for None) without letting our own cancellation
         reach it: a consumer cancelled here abandons the map, and _abandon() cancels the
         jobs as the executor's own cancellations, not as job errors."""
-        loop = self._exe._loop
+        exe = self._exe
+        loop = exe._loop
         assert loop is not None
         done = self._done
         wake = done.wake = loop.create_future()
         if job is not None:
-            job.add_done_callback(done.on_head_done)
+            # The executor resolves ``wake`` as it settles the job, in the job's last step.
+            exe._watchers[job] = wake
         try:
             await wake
         finally:
             done.wake = None
             if job is not None:
-                job.remove_done_callback(done.on_head_done)
+                exe._watchers.pop(job, None)
 
 
 class _Completions:

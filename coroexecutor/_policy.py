@@ -50,6 +50,10 @@ class ErrorPolicy(Admission):
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]
     _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
+    # Job task -> future to resolve when the job is settled: a map consumer waiting for the
+    # job it must yield next. Resolved in the job's own last step, a turn before any done
+    # callback of its task could run.
+    _watchers: dict[asyncio.Future[Any], asyncio.Future[None]]
     _idle_handle: asyncio.Handle | None
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
@@ -72,6 +76,7 @@ class ErrorPolicy(Admission):
         self._timeout = timeout
         self._our_cancels = set()
         self._idle_waiters = []
+        self._watchers = {}
         self._idle_handle = None
         self._deadline_handle = None
         self._cause = None
@@ -112,7 +117,14 @@ class ErrorPolicy(Admission):
             self._start_backlog()
         if self._idle_waiters:
             self._check_idle()
+        if self._watchers:
+            self._wake_watcher(_current_task())
         return result
+
+    def _wake_watcher(self, task: asyncio.Future[Any] | None) -> None:
+        wake = self._watchers.pop(task, None)  # type: ignore[arg-type]
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _job_raised(self, coro: object, exc: BaseException, value_job: bool) -> None:
         """A job run by _run_job ends with ``exc`` (its task is not done yet)."""
@@ -178,6 +190,8 @@ class ErrorPolicy(Admission):
             self._start_backlog()
         if self._idle_waiters:
             self._check_idle()
+        if self._watchers:
+            self._wake_watcher(task)
 
     def _job_failed(self, exc: BaseException) -> None:
         if not self._suppress and self._state is not State.CANCELLING:

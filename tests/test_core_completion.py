@@ -408,3 +408,47 @@ async def test_task_factory_set_while_the_executor_runs_is_used(loop_kind: str) 
     assert after in made
     assert await after == 1 and mapped == [0, 1, 2]
     assert len(made) == 4
+
+
+#
+# Waking a map consumer
+#
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_map_consumer_resumes_the_turn_after_its_head_job_ends(
+    loop_kind: str, fails: bool
+) -> None:
+    # The executor wakes a consumer waiting for the job it must yield next as it settles
+    # that job, in the job's own last step: not from a done callback a turn later.
+    turn = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal turn
+        while not stop.is_set():
+            await asyncio.sleep(0)
+            turn += 1
+
+    ended_at: list[int] = []
+
+    async def job(i: int) -> int:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ended_at.append(turn)
+        if fails:
+            raise ValueError(i)
+        return i
+
+    clock = asyncio.ensure_future(ticker())
+    try:
+        async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+            await asyncio.sleep(0)  # the ticker is running
+            results = exe.map(job, [0], return_exceptions=True)
+            value = await results.__anext__()
+            got_at = turn
+    finally:
+        stop.set()
+        await clock
+    assert isinstance(value, ValueError) if fails else value == 0
+    assert got_at - ended_at[0] == 1
