@@ -134,9 +134,11 @@ class CoroutineExecutor(ErrorPolicy):
     ) -> asyncio.Task[T]:
         """Start ``fn(*args, **kwargs)`` as a job, waiting for a free slot if need be.
 
-        Returns the job's task, already scheduled. When ``max_workers`` jobs are running
-        (or others are queued ahead), this waits, in FIFO order, until a slot is free: that
-        is the back-pressure that keeps a fast producer in bounded memory.
+        Returns the job's task, already scheduled. It is an ``asyncio.Task``: a subclass
+        whose ``cancel()`` also settles a job cancelled before its first step, or the
+        loop's task factory's own task when one is set. When ``max_workers`` jobs are
+        running (or others are queued ahead), this waits, in FIFO order, until a slot is
+        free: that is the back-pressure that keeps a fast producer in bounded memory.
 
         Cancellation: cancelling the caller while it waits for a slot submits nothing; a
         slot granted at that moment passes to the next in line.
