@@ -65,10 +65,15 @@ def run_in_fresh_loop(
         async def main() -> None:
             loop = asyncio.get_running_loop()
             loop.set_exception_handler(handler)
+            started = loop.time()
             try:
                 # The watchdog ends a hung test from inside the loop: pytest-timeout's
                 # SIGALRM does not interrupt uvloop while it blocks in its poller.
                 await asyncio.wait_for(fn(**kwargs), watchdog)
+                if watchdog is not None and loop.time() - started >= watchdog:
+                    # wait_for returns normally when the cancelled test swallowed the
+                    # cancel (say, inside pytest.raises(CancelledError)): still a hang.
+                    problems.append(f"test still running after {watchdog} s: cancelled")
             finally:
                 leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for task in leftovers:
