@@ -75,6 +75,7 @@ class Admission:
     _backlog: collections.deque[Queued | asyncio.Future[None]]
     _queued: int
     _waiting: int
+    _granted: int  # slots handed to a waiter that has not resumed yet
     _limiter: RateLimiter | None
     _wake_handle: asyncio.TimerHandle | None
     _wrap: bool  # an initializer or a job_timeout: jobs need the wrapper coroutine
@@ -106,6 +107,7 @@ class Admission:
         self._backlog = collections.deque()
         self._queued = 0
         self._waiting = 0
+        self._granted = 0
         self._limiter = None
         self._wake_handle = None
         self._initializer = initializer
@@ -124,7 +126,7 @@ class Admission:
         raise NotImplementedError
 
     def _run_job(
-        self, coro: Coroutine[Any, Any, Any], value_job: bool
+        self, coro: Coroutine[Any, Any, Any], value_job: bool, registered: bool
     ) -> Coroutine[Any, Any, Any]:
         raise NotImplementedError
 
@@ -155,10 +157,12 @@ class Admission:
             elif waiter.exception() is None:
                 # Granted a slot, then cancelled before we could use it (asyncio's
                 # Semaphore.acquire has the same race): pass the slot to the next in line.
+                self._granted -= 1
                 self._free += 1
                 self._start_backlog()
                 self._check_idle()
             raise
+        self._granted -= 1
 
     def _schedule_wake(self) -> None:
         """Make sure the backlog moves when a slot or a token is already available."""
@@ -188,6 +192,7 @@ class Admission:
                 entry.ctx.run(self._start_queued, entry)
             else:
                 self._waiting -= 1
+                self._granted += 1
                 entry.set_result(None)  # type: ignore[union-attr]
 
     def _start_queued(self, entry: Queued) -> None:
@@ -254,7 +259,7 @@ class Admission:
                 coro = as_coroutine(coro, fn)
             loop = self._loop
             if self._inline:
-                runner = self._run_job(coro, value_job)
+                runner = self._run_job(coro, value_job, True)
                 probe = self._task_probe
                 if probe and (
                     loop._task_factory  # type: ignore[union-attr]

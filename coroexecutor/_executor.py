@@ -88,7 +88,7 @@ class CoroutineExecutor(ErrorPolicy):
         self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
 
     def __repr__(self) -> str:
-        running = len(self._running)
+        running = self._max_workers - self._free - self._granted
         return (
             f"<CoroutineExecutor {self._state.value} {running}/{self._max_workers}"
             f" backlog={self._queued} waiting={self._waiting}>"
@@ -114,12 +114,13 @@ class CoroutineExecutor(ErrorPolicy):
     @property
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
+        # Each running job holds a slot; so does a waiter granted one, until it resumes.
+        running = self._max_workers - self._free - self._granted
         return ExecutorStats(
             # Every accepted job is queued, running or done: no counter on the hot path.
-            submitted=self._succeeded + self._failed + self._cancelled + len(self._running)
-            + self._queued,
+            submitted=self._succeeded + self._failed + self._cancelled + running + self._queued,
             queued=self._queued,
-            running=len(self._running),
+            running=running,
             succeeded=self._succeeded,
             failed=self._failed,
             cancelled=self._cancelled,
@@ -175,7 +176,7 @@ class CoroutineExecutor(ErrorPolicy):
                 coro = fn(*args, **kwargs)
                 if type(coro) is not _CoroutineType:
                     coro = as_coroutine(coro, fn)
-                runner = self._run_job(coro, False)
+                runner = self._run_job(coro, False, True)
                 task: asyncio.Task[T] = _JobTask(runner, loop=loop)
             except BaseException:
                 self._start_failed(fn, "submit", runner, coro)

@@ -19,7 +19,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._executor import CoroutineExecutor
 
-__all__ = ["MapIterator"]
+__all__ = ["MapIterator", "MapJobs"]
 _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
 _JobTask = JobTask
@@ -79,16 +79,16 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._next_args: tuple[Any, ...] | None = None  # read but not yet started
         self._exhausted = False
         self._closed = False
-        # ordered: every started job not yet yielded, in input order.
-        # unordered: jobs in flight, and finished jobs not yet yielded.
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-        # Job callbacks reach only this small object, never the iterator itself, so a map
-        # left by `break` is collected (and __del__ cancels its jobs) while jobs still run.
-        self._done = _Completions()
+        # Job callbacks and the executor reach only this small object, never the iterator
+        # itself, so a map left by `break` is collected (and __del__ cancels its jobs)
+        # while jobs still run.
+        self._done = MapJobs()
+        self._pending = self._done.pending
         self._in_flight = self._done.in_flight
         self._finished = self._done.finished
         self._count = 0  # jobs started and not yet yielded: the window's fill
         self._where = where
+        executor._maps.add(self._done)  # its jobs are not in _running: _abort finds them here
 
     def __repr__(self) -> str:
         kind = "map" if self._ordered else "map_unordered"
@@ -151,6 +151,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 raise
         except StopAsyncIteration:
             self._closed = True
+            self._exe._maps.discard(self._done)
             raise
         except BaseException:
             self._abandon()
@@ -193,6 +194,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def _abandon(self) -> list[asyncio.Future[Any]]:
         self._closed = True
         exe = self._exe
+        exe._maps.discard(self._done)
         loop = exe._loop
         jobs = [job for job in (*self._pending, *self._in_flight) if not job.done()]
         self._pending.clear()
@@ -251,12 +253,12 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                         coro = fn(*args)
                         if type(coro) is not _CoroutineType:
                             coro = as_coroutine(coro, fn)
-                        runner = exe._run_job(coro, value_jobs)
+                        # Not registered in exe._running: this map holds the job.
+                        runner = exe._run_job(coro, value_jobs, False)
                         job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
                     except BaseException:
                         exe._start_failed(fn, self._where, runner, coro)
                         raise
-                    exe._running[coro] = job
                 else:
                     job = exe._start(fn, args, _NO_KWARGS, self._where, value_jobs)
                 args = None
@@ -339,12 +341,19 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 exe._watchers.pop(job, None)
 
 
-class _Completions:
-    """What job callbacks of one MapIterator touch: the unordered buffers and the wake-up."""
+class MapJobs:
+    """The jobs of one MapIterator, and what its job callbacks touch: the buffers and the
+    wake-up. The executor's _abort cancels the jobs from here.
 
-    __slots__ = ("finished", "in_flight", "wake")
+    ``pending`` (ordered map): every started job not yet yielded, in input order.
+    ``in_flight`` and ``finished`` (unordered): jobs running, and finished jobs not yet
+    yielded, in completion order.
+    """
+
+    __slots__ = ("finished", "in_flight", "pending", "wake")
 
     def __init__(self) -> None:
+        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.in_flight: set[asyncio.Future[Any]] = set()
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None

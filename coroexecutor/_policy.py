@@ -9,12 +9,15 @@ import asyncio
 import collections
 import enum
 from collections.abc import Coroutine
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _jobs
 from ._admission import Admission, Queued
 from ._errors import DeadlineExceeded
 from ._state import State
+
+if TYPE_CHECKING:
+    from ._map import MapJobs
 
 __all__ = ["Cause", "ErrorPolicy"]
 
@@ -54,6 +57,8 @@ class ErrorPolicy(Admission):
     # job it must yield next. Resolved in the job's own last step, a turn before any done
     # callback of its task could run.
     _watchers: dict[asyncio.Future[Any], asyncio.Future[None]]
+    # The jobs of every live map(), which _abort cancels with those in _running.
+    _maps: set[MapJobs]
     _idle_handle: asyncio.Handle | None
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
@@ -77,6 +82,7 @@ class ErrorPolicy(Admission):
         self._our_cancels = set()
         self._idle_waiters = []
         self._watchers = {}
+        self._maps = set()
         self._idle_handle = None
         self._deadline_handle = None
         self._cause = None
@@ -88,10 +94,15 @@ class ErrorPolicy(Admission):
         self._succeeded = 0
         self._inline = hook is None and not self._wrap
 
-    async def _run_job(self, coro: Coroutine[Any, Any, Any], value_job: bool) -> Any:
+    async def _run_job(
+        self, coro: Coroutine[Any, Any, Any], value_job: bool, registered: bool
+    ) -> Any:
         """The coroutine a job's task runs when jobs complete in-line: it settles the
         job's slot, counters and policy in the job's own last step, so no done callback
-        (and no extra turn of the loop) is needed per job."""
+        (and no extra turn of the loop) is needed per job.
+
+        ``registered``: the job's task is in _running under ``coro``. A map's own jobs are
+        not (the map holds them, and _abort reaches them through the map)."""
         if _jobs.priming:  # only under _jobs.prime(): see JobTask
             try:
                 await _prime()
@@ -107,10 +118,11 @@ class ErrorPolicy(Admission):
         except BaseException as exc:
             self._job_raised(coro, exc, value_job)
             raise
-        try:
-            del self._running[coro]
-        except KeyError:
-            pass  # an eager task factory ran the job to its end before _start registered it
+        if registered:
+            try:
+                del self._running[coro]
+            except KeyError:
+                pass  # an eager task factory ran the job to its end before _start registered it
         self._free += 1
         self._succeeded += 1
         if self._backlog:
@@ -223,6 +235,10 @@ class ErrorPolicy(Admission):
             self._deadline_handle.cancel()
         for task in list(self._running.values()):
             task.cancel()
+        for jobs in list(self._maps):
+            for task in [*jobs.pending, *jobs.in_flight]:
+                if not task.done():
+                    task.cancel()
         backlog, self._backlog = self._backlog, collections.deque()
         for entry in backlog:
             if type(entry) is Queued:
@@ -287,11 +303,17 @@ class ErrorPolicy(Admission):
     def _close(self) -> None:
         self._state = State.CLOSED
         self._backlog.clear()
+        self._maps.clear()
         # A job that swallowed our cancel and returned normally left its task here.
         self._our_cancels.clear()
-        for handle in (self._deadline_handle, self._wake_handle, self._idle_handle):
+        for handle in (self._deadline_handle, self._wake_handle):
             if handle is not None:
                 handle.cancel()
+        # Another waiter (shutdown() and the block's exit may both wait) can have come in
+        # after ours was woken: its wake-up is already scheduled and must still run.
+        if self._idle_handle is not None and not self._idle_waiters:
+            self._idle_handle.cancel()
+            self._idle_handle = None
 
     def _policy_error(self) -> BaseException | None:
         """The exception the error policy says the block (or shutdown()) raises, if any."""

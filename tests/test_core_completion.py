@@ -452,3 +452,88 @@ async def test_map_consumer_resumes_the_turn_after_its_head_job_ends(
         await clock
     assert isinstance(value, ValueError) if fails else value == 0
     assert got_at - ended_at[0] == 1
+
+
+#
+# The jobs of a map: held by the map, reached by the executor
+#
+
+
+@pytest.mark.parametrize("cause", ["job error", "shutdown(wait=False)", "block cancelled"])
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_every_abort_cancels_the_jobs_a_map_has_in_flight(
+    loop_kind: str, cause: str, ordered: bool
+) -> None:
+    # A map's jobs are found through the map, not the executor's table of running jobs.
+    all_started = asyncio.Event()
+    never = asyncio.Event()
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def blocked(i: int) -> int:
+        started.append(i)
+        if len(started) == 3:
+            all_started.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    async def fails() -> None:
+        raise LookupError("boom")
+
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def block() -> None:
+        async with exe:
+            results = (exe.map if ordered else exe.map_unordered)(blocked, range(3))
+            async with results:
+                async for _ in results:
+                    pass
+
+    body = asyncio.ensure_future(block())
+    await all_started.wait()
+    assert exe.stats.running == 3
+    if cause == "job error":
+        await exe.submit(fails)
+        with pytest.raises(LookupError):
+            await body
+    elif cause == "shutdown(wait=False)":
+        await exe.shutdown(wait=False)
+        await asyncio.wait([body])  # not `await body`: a cancel of this test must not pass
+        assert body.cancelled()  # the consumer's head job was cancelled
+    else:
+        body.cancel()
+        await asyncio.wait([body])
+        assert body.cancelled()
+    assert sorted(cancelled) == [0, 1, 2]
+    stats = exe.stats
+    assert (stats.running, stats.cancelled) == (0, 3)
+
+
+async def test_stats_count_map_jobs_and_granted_slots_as_running(loop_kind: str) -> None:
+    gate = asyncio.Event()
+
+    async def job(i: int) -> int:
+        await gate.wait()
+        return i
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        results = exe.map(job, range(2))
+        head = asyncio.ensure_future(results.__anext__())
+        await asyncio.sleep(0)
+        assert (exe.stats.running, exe.stats.submitted) == (2, 2)  # the map's own jobs
+        producer = asyncio.ensure_future(exe.submit(job, 9))
+        await asyncio.sleep(0)  # it waits for a slot
+        exe.max_workers = 3  # grants it one; it has not resumed yet
+        assert (exe.stats.running, exe.stats.submitted) == (2, 2)
+        third = await producer
+        assert (exe.stats.running, exe.stats.submitted) == (3, 3)
+        gate.set()
+        assert await head == 0
+        assert await third == 9
+        assert [r async for r in results] == [1]
+    stats = exe.stats
+    assert (stats.running, stats.succeeded, stats.submitted) == (0, 3, 3)
