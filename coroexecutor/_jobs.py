@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from ._errors import DeadlineExceeded
 
-__all__ = ["JobTask", "as_coroutine", "prime", "priming", "wrapped_job"]
+__all__ = ["JobTask", "as_coroutine", "prime", "prime_point", "priming", "wrapped_job"]
 
 _CoroutineType = types.CoroutineType
 _CORO_CREATED = inspect.CORO_CREATED
@@ -26,7 +26,7 @@ priming = False
 
 
 @types.coroutine
-def _prime() -> Generator[None, None, None]:
+def prime_point() -> Generator[None, None, None]:
     """Where a primed runner waits for its task's first step, already inside its ``try``."""
     yield
 

@@ -26,7 +26,7 @@ _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
 
 
-_prime = _jobs._prime
+_prime = _jobs.prime_point
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
