@@ -85,7 +85,7 @@ class Admission:
     # How _start may build a job's Task itself, as the loop's create_task would when no
     # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never).
     _task_probe: int
-    # The written-out job start of submit() and MapIterator._fill_now(): the task probe
+    # The written-out job start of submit() and MapIterator.__anext__(): the task probe
     # when jobs complete in-line (else 0). They read the task factory the probe's way.
     _fast: int
     _failed: int

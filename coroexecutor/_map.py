@@ -99,22 +99,88 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         return self
 
     def __anext__(self) -> Awaitable[T]:
-        # Fast path of the ordered map: once the head job has succeeded, hand back its
-        # task itself (awaiting a done task returns its result at once), with no
-        # coroutine made for the step. Everything else goes through _anext().
-        if self._ordered and not self._closed:
+        # Runs once per result, so it is written for speed: the window is refilled from
+        # sync inputs right here (no method call per result), and once the ordered map's
+        # head job has succeeded, its task itself is handed back (awaiting a done task
+        # returns its result at once), with no coroutine made for the step. Everything
+        # that has to wait goes through _anext().
+        if self._closed:
+            return self._anext(filled=False)
+        count = self._count
+        window = self._window
+        if count < window and not self._exhausted:
+            inputs = self._zip
+            if inputs is None:
+                return self._anext(filled=True)  # async inputs: _fill() awaits them
+            # Start jobs while the window has room and a slot is free.
+            exe = self._exe
+            fn = self._fn
+            loop = exe._loop
+            fast = exe._fast
+            limiter = exe._limiter
+            args = self._next_args
+            self._next_args = None
+            must_wait = False
             try:
-                if not self._exhausted and self._fill_now():
-                    return self._anext(filled=True)
+                while count < window:
+                    if args is None:
+                        args = next(inputs, _EXHAUSTED)
+                        if args is _EXHAUSTED:
+                            self._exhausted = True
+                            break
+                    if exe._state is not _RUNNING:
+                        exe._check_accepting()
+                    if exe._free > 0 and not exe._backlog and (
+                        limiter is None or limiter.try_take()
+                    ):
+                        exe._free -= 1
+                    else:
+                        self._next_args = args  # start it on a later call
+                        must_wait = count == 0  # nothing of ours in flight to wait for
+                        break
+                    if fast and (
+                        loop._task_factory  # type: ignore[union-attr]
+                        if fast == _NATIVE_LOOP
+                        else loop.get_task_factory()  # type: ignore[union-attr]
+                    ) is None:
+                        # Admission._start() written out for the common case, as in
+                        # submit(). Not registered in exe._running: this map holds it.
+                        runner: Coroutine[Any, Any, Any] | None = None
+                        coro: Any = None
+                        try:
+                            coro = fn(*args)
+                            if type(coro) is not _CoroutineType:
+                                coro = as_coroutine(coro, fn)
+                            runner = exe._run_job(coro, self._return_exceptions, False)
+                            job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
+                        except BaseException:
+                            exe._start_failed(fn, self._where, runner, coro)
+                            raise
+                    else:
+                        job = exe._start(
+                            fn, args, _NO_KWARGS, self._where, self._return_exceptions
+                        )
+                    args = None
+                    count += 1
+                    if self._ordered:
+                        self._pending.append(job)
+                    else:
+                        self._in_flight.add(job)
+                        job.add_done_callback(self._done.on_unordered_done)
             except BaseException:
+                self._count = count
                 self._abandon()
                 raise
+            self._count = count
+            if must_wait:
+                return self._anext(filled=True)
+        if self._ordered:
             pending = self._pending
             if pending:
                 job = pending[0]
                 if job.done() and not job.cancelled() and job.exception() is None:
                     pending.popleft()
-                    self._count -= 1
+                    self._count = count - 1
                     return job
         return self._anext(filled=False)
 
@@ -122,7 +188,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         if self._closed:
             raise StopAsyncIteration
         try:
-            if not self._exhausted and (filled or self._fill_now()):
+            if filled and not self._exhausted:  # __anext__ found it has to wait
                 await self._fill()
             if self._ordered:
                 if not self._pending:
@@ -205,72 +271,6 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             for job in jobs:
                 exe._cancel_job(job)
         return jobs
-
-    def _fill_now(self) -> bool:
-        """Start jobs from sync inputs while the window has room and a slot is free.
-
-        Returns True when progress needs an await: async inputs, or no slot free while
-        nothing of ours is in flight.
-        """
-        count = self._count
-        window = self._window
-        if count >= window:
-            return False
-        inputs = self._zip
-        if inputs is None:
-            return True
-        exe = self._exe
-        fn = self._fn
-        value_jobs = self._return_exceptions
-        loop = exe._loop
-        fast = exe._fast
-        limiter = exe._limiter
-        args = self._next_args
-        self._next_args = None
-        try:
-            while count < window:
-                if args is None:
-                    args = next(inputs, _EXHAUSTED)
-                    if args is _EXHAUSTED:
-                        self._exhausted = True
-                        return False
-                if exe._state is not _RUNNING:
-                    exe._check_accepting()
-                if exe._free > 0 and not exe._backlog and (limiter is None or limiter.try_take()):
-                    exe._free -= 1
-                else:
-                    self._next_args = args  # start it on a later call
-                    return count == 0
-                if fast and (
-                    loop._task_factory  # type: ignore[union-attr]
-                    if fast == _NATIVE_LOOP
-                    else loop.get_task_factory()  # type: ignore[union-attr]
-                ) is None:
-                    # Admission._start() written out for the common case, as in submit().
-                    runner: Coroutine[Any, Any, Any] | None = None
-                    coro: Any = None
-                    try:
-                        coro = fn(*args)
-                        if type(coro) is not _CoroutineType:
-                            coro = as_coroutine(coro, fn)
-                        # Not registered in exe._running: this map holds the job.
-                        runner = exe._run_job(coro, value_jobs, False)
-                        job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
-                    except BaseException:
-                        exe._start_failed(fn, self._where, runner, coro)
-                        raise
-                else:
-                    job = exe._start(fn, args, _NO_KWARGS, self._where, value_jobs)
-                args = None
-                count += 1
-                if self._ordered:
-                    self._pending.append(job)
-                else:
-                    self._in_flight.add(job)
-                    job.add_done_callback(self._done.on_unordered_done)
-            return False
-        finally:
-            self._count = count
 
     async def _fill(self) -> None:
         """The slow path of filling: async inputs, or waiting for a slot."""
