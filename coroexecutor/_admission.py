@@ -82,11 +82,10 @@ class Admission:
     _initializer: Callable[..., object] | None
     _initargs: tuple[Any, ...]
     _job_timeout: float | None
-    # How _start may build a job's Task itself, as the loop's create_task would when no
-    # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never).
-    _task_probe: int
-    # The written-out job start of submit() and MapIterator.__anext__(): the task probe
-    # when jobs complete in-line (else 0). They read the task factory the probe's way.
+    # Whether a job's Task may be built directly, as the loop's create_task would when no
+    # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never,
+    # and always 0 unless jobs complete in-line). Read by _start and by the written-out
+    # starts of submit() and MapIterator.__anext__(), which check the factory its way.
     _fast: int
     _failed: int
     _cancelled: int
@@ -114,7 +113,6 @@ class Admission:
         self._initargs = initargs
         self._job_timeout = job_timeout
         self._wrap = initializer is not None or job_timeout is not None
-        self._task_probe = 0
         self._fast = 0
         self._failed = self._cancelled = 0
 
@@ -135,6 +133,10 @@ class Admission:
 
     def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
         raise NotImplementedError
+
+    def _running_count(self) -> int:
+        # Each running job holds a slot; so does a waiter granted one, until it resumes.
+        return self._max_workers - self._free - self._granted
 
     def _resize(self, value: int) -> None:
         self._free += value - self._max_workers
@@ -260,7 +262,7 @@ class Admission:
             loop = self._loop
             if self._inline:
                 runner = self._run_job(coro, value_job, True)
-                probe = self._task_probe
+                probe = self._fast
                 if probe and (
                     loop._task_factory  # type: ignore[union-attr]
                     if probe == NATIVE_LOOP

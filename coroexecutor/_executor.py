@@ -88,7 +88,7 @@ class CoroutineExecutor(ErrorPolicy):
         self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
 
     def __repr__(self) -> str:
-        running = self._max_workers - self._free - self._granted
+        running = self._running_count()
         return (
             f"<CoroutineExecutor {self._state.value} {running}/{self._max_workers}"
             f" backlog={self._queued} waiting={self._waiting}>"
@@ -114,8 +114,7 @@ class CoroutineExecutor(ErrorPolicy):
     @property
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
-        # Each running job holds a slot; so does a waiter granted one, until it resumes.
-        running = self._max_workers - self._free - self._granted
+        running = self._running_count()
         return ExecutorStats(
             # Every accepted job is queued, running or done: no counter on the hot path.
             submitted=self._succeeded + self._failed + self._cancelled + running + self._queued,
@@ -325,8 +324,7 @@ class CoroutineExecutor(ErrorPolicy):
         """First use: tie the executor to the running loop and start the deadline."""
         loop = self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
-        self._task_probe = task_probe(loop)
-        self._fast = self._task_probe if self._inline else 0
+        self._fast = task_probe(loop) if self._inline else 0
         if self._rate is not None:
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
         if self._timeout is not None:

@@ -328,17 +328,19 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         exe = self._exe
         loop = exe._loop
         assert loop is not None
-        done = self._done
-        wake = done.wake = loop.create_future()
+        wake = loop.create_future()
         if job is not None:
             # The executor resolves ``wake`` as it settles the job, in the job's last step.
             exe._watchers[job] = wake
+        else:
+            self._done.wake = wake  # resolved by the next job to finish (on_unordered_done)
         try:
             await wake
         finally:
-            done.wake = None
             if job is not None:
                 exe._watchers.pop(job, None)
+            else:
+                self._done.wake = None
 
 
 class MapJobs:
@@ -358,13 +360,10 @@ class MapJobs:
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None
 
-    def on_head_done(self, job: asyncio.Future[Any]) -> None:
-        wake = self.wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
     def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
         if job in self.in_flight:
             self.in_flight.discard(job)
             self.finished.append(job)
-            self.on_head_done(job)
+            wake = self.wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)

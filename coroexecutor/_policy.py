@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._admission import Admission, Queued
 from ._errors import DeadlineExceeded
+from ._jobs import prime_point as _prime
 from ._state import State
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ __all__ = ["Cause", "ErrorPolicy"]
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
-
-
-_prime = _jobs.prime_point
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
