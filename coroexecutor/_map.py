@@ -24,6 +24,7 @@ _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
 _JobTask = JobTask
 _CANCELLING = State.CANCELLING
+_CancelledError = asyncio.CancelledError
 
 T = TypeVar("T")
 
@@ -79,6 +80,9 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._next_args: tuple[Any, ...] | None = None  # read but not yet started
         self._exhausted = False
         self._closed = False
+        # What __anext__ starts jobs from: the zip of sync inputs while any remain and the
+        # map is open, else None.
+        self._feed = self._zip
         # Job callbacks and the executor reach only this small object, never the iterator
         # itself, so a map left by `break` is collected (and __del__ cancels its jobs)
         # while jobs still run.
@@ -103,85 +107,94 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         # sync inputs right here (no method call per result), and once the ordered map's
         # head job has succeeded, its task itself is handed back (awaiting a done task
         # returns its result at once), with no coroutine made for the step. Everything
-        # that has to wait goes through _anext().
-        if self._closed:
-            return self._anext(filled=False)
+        # that has to wait goes through _anext(). A closed map has no feed and no pending
+        # job, so it always gets there.
         count = self._count
-        window = self._window
-        if count < window and not self._exhausted:
-            inputs = self._zip
-            if inputs is None:
-                return self._anext(filled=True)  # async inputs: _fill() awaits them
-            # Start jobs while the window has room and a slot is free.
-            exe = self._exe
-            fn = self._fn
-            loop = exe._loop
-            fast = exe._fast
-            limiter = exe._limiter
-            args = self._next_args
-            self._next_args = None
-            must_wait = False
-            try:
-                while count < window:
-                    if args is None:
-                        args = next(inputs, _EXHAUSTED)
-                        if args is _EXHAUSTED:
-                            self._exhausted = True
+        feed = self._feed
+        if feed is not None:
+            window = self._window
+            if count < window:
+                # Start jobs while the window has room and a slot is free.
+                exe = self._exe
+                fn = self._fn
+                loop = exe._loop
+                fast = exe._fast
+                limiter = exe._limiter
+                args = self._next_args
+                if args is not None:
+                    self._next_args = None
+                must_wait = False
+                try:
+                    while count < window:
+                        if args is None:
+                            args = next(feed, _EXHAUSTED)
+                            if args is _EXHAUSTED:
+                                self._exhausted = True
+                                self._feed = None
+                                break
+                        if exe._state is not _RUNNING:
+                            exe._check_accepting()
+                        if exe._free > 0 and not exe._backlog and (
+                            limiter is None or limiter.try_take()
+                        ):
+                            exe._free -= 1
+                        else:
+                            self._next_args = args  # start it on a later call
+                            must_wait = count == 0  # nothing of ours in flight to wait for
                             break
-                    if exe._state is not _RUNNING:
-                        exe._check_accepting()
-                    if exe._free > 0 and not exe._backlog and (
-                        limiter is None or limiter.try_take()
-                    ):
-                        exe._free -= 1
-                    else:
-                        self._next_args = args  # start it on a later call
-                        must_wait = count == 0  # nothing of ours in flight to wait for
-                        break
-                    if fast and (
-                        loop._task_factory  # type: ignore[union-attr]
-                        if fast == _NATIVE_LOOP
-                        else loop.get_task_factory()  # type: ignore[union-attr]
-                    ) is None:
-                        # Admission._start() written out for the common case, as in
-                        # submit(). Not registered in exe._running: this map holds it.
-                        runner: Coroutine[Any, Any, Any] | None = None
-                        coro: Any = None
-                        try:
-                            coro = fn(*args)
-                            if type(coro) is not _CoroutineType:
-                                coro = as_coroutine(coro, fn)
-                            runner = exe._run_job(coro, self._return_exceptions, False)
-                            job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
-                        except BaseException:
-                            exe._start_failed(fn, self._where, runner, coro)
-                            raise
-                    else:
-                        job = exe._start(
-                            fn, args, _NO_KWARGS, self._where, self._return_exceptions
-                        )
-                    args = None
-                    count += 1
-                    if self._ordered:
-                        self._pending.append(job)
-                    else:
-                        self._in_flight.add(job)
-                        job.add_done_callback(self._done.on_unordered_done)
-            except BaseException:
-                self._count = count
-                self._abandon()
-                raise
+                        if fast and (
+                            loop._task_factory  # type: ignore[union-attr]
+                            if fast == _NATIVE_LOOP
+                            else loop.get_task_factory()  # type: ignore[union-attr]
+                        ) is None:
+                            # Admission._start() written out for the common case, as in
+                            # submit(). Not registered in exe._running: this map holds it.
+                            runner: Coroutine[Any, Any, Any] | None = None
+                            coro: Any = None
+                            try:
+                                coro = fn(*args)
+                                if type(coro) is not _CoroutineType:
+                                    coro = as_coroutine(coro, fn)
+                                runner = exe._run_job(coro, self._return_exceptions, False)
+                                job: asyncio.Future[Any] = _JobTask(runner, loop=loop)
+                            except BaseException:
+                                exe._start_failed(fn, self._where, runner, coro)
+                                raise
+                        else:
+                            job = exe._start(
+                                fn, args, _NO_KWARGS, self._where, self._return_exceptions
+                            )
+                        args = None
+                        count += 1
+                        if self._ordered:
+                            self._pending.append(job)
+                        else:
+                            self._in_flight.add(job)
+                            job.add_done_callback(self._done.on_unordered_done)
+                except BaseException:
+                    self._count = count
+                    self._abandon()
+                    raise
+                if must_wait:
+                    self._count = count
+                    return self._anext(filled=True)
+        elif self._zip is None and count < self._window and not self._exhausted:
             self._count = count
-            if must_wait:
-                return self._anext(filled=True)
+            return self._anext(filled=True)  # async inputs: _fill() awaits them
         if self._ordered:
             pending = self._pending
             if pending:
                 job = pending[0]
-                if job.done() and not job.cancelled() and job.exception() is None:
-                    pending.popleft()
-                    self._count = count - 1
-                    return job
+                if job.done():
+                    try:
+                        succeeded = job.exception() is None
+                    except _CancelledError:
+                        succeeded = False
+                    if succeeded:
+                        pending.popleft()
+                        self._count = count - 1
+                        return job
+        self._count = count
         return self._anext(filled=False)
 
     async def _anext(self, filled: bool) -> T:
@@ -217,6 +230,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 raise
         except StopAsyncIteration:
             self._closed = True
+            self._feed = None
             self._exe._maps.discard(self._done)
             raise
         except BaseException:
@@ -259,6 +273,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     def _abandon(self) -> list[asyncio.Future[Any]]:
         self._closed = True
+        self._feed = None
         exe = self._exe
         exe._maps.discard(self._done)
         loop = exe._loop
@@ -281,6 +296,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 args = await self._read()
                 if args is _EXHAUSTED:
                     self._exhausted = True
+                    self._feed = None
                     return
                 self._next_args = args
             if exe._state is not _RUNNING:
