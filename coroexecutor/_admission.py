@@ -145,26 +145,33 @@ class Admission:
             self._start_backlog()
 
     async def _acquire_slot(self) -> None:
-        """Wait in the backlog until a slot is granted to us (self._free already taken)."""
+        """Wait in the backlog until a slot is granted to us (self._free already taken).
+
+        submit() has this written out (a coroutine less per wait)."""
         assert self._loop is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._backlog.append(waiter)
         self._waiting += 1
-        self._schedule_wake()
+        if self._free > 0:
+            self._schedule_wake()
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.cancelled():
-                self._waiting -= 1  # we left the line; _start_backlog will skip the entry
-            elif waiter.exception() is None:
-                # Granted a slot, then cancelled before we could use it (asyncio's
-                # Semaphore.acquire has the same race): pass the slot to the next in line.
-                self._granted -= 1
-                self._free += 1
-                self._start_backlog()
-                self._check_idle()
+            self._left_line(waiter)
             raise
         self._granted -= 1
+
+    def _left_line(self, waiter: asyncio.Future[None]) -> None:
+        """A slot waiter was cancelled: leave the line, or pass on a slot just granted."""
+        if waiter.cancelled():
+            self._waiting -= 1  # we left the line; _start_backlog will skip the entry
+        elif waiter.exception() is None:
+            # Granted a slot, then cancelled before we could use it (asyncio's
+            # Semaphore.acquire has the same race): pass the slot to the next in line.
+            self._granted -= 1
+            self._free += 1
+            self._start_backlog()
+            self._check_idle()
 
     def _schedule_wake(self) -> None:
         """Make sure the backlog moves when a slot or a token is already available."""

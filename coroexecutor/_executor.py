@@ -31,6 +31,7 @@ _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
 _JobTask = JobTask
 _ACCEPTING = (State.RUNNING, State.EXITING)
+_CancelledError = asyncio.CancelledError
 
 
 @final
@@ -155,7 +156,18 @@ class CoroutineExecutor(ErrorPolicy):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            await self._acquire_slot()
+            # _acquire_slot() written out: a coroutine less for each wait.
+            waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+            self._backlog.append(waiter)
+            self._waiting += 1
+            if self._free > 0:
+                self._schedule_wake()
+            try:
+                await waiter
+            except _CancelledError:
+                self._left_line(waiter)
+                raise
+            self._granted -= 1
             if self._state is State.CANCELLING:
                 self._free += 1  # granted just before an abort: give it back
                 self._check_accepting()
