@@ -537,3 +537,48 @@ async def test_stats_count_map_jobs_and_granted_slots_as_running(loop_kind: str)
         assert [r async for r in results] == [1]
     stats = exe.stats
     assert (stats.running, stats.succeeded, stats.submitted) == (0, 3, 3)
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "queued"])
+async def test_a_job_nobody_references_is_not_collected_while_it_waits(
+    loop_kind: str, how: str
+) -> None:
+    """asyncio holds tasks only weakly. A job parked on a future that only it can reach,
+    whose handle the caller dropped, is kept alive by the executor alone: without that the
+    garbage collector would close its coroutine in the middle of the job."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    outcome: list[str] = []
+
+    async def parked() -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # reachable from this job only
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        except GeneratorExit:
+            outcome.append("collected")
+            raise
+
+    async def blocker() -> None:
+        await release.wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        if how == "submit":
+            await exe.submit(parked)
+        elif how == "submit_nowait":
+            exe.submit_nowait(parked)
+        else:
+            exe.submit_nowait(blocker)
+            exe.submit_nowait(parked)  # queued: started later, by the backlog
+            release.set()
+        await started.wait()
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0)
+        assert outcome == []
+        assert exe.stats.running == 1
+        await exe.shutdown(wait=False)
+    assert outcome == ["cancelled"]
+    assert exe.stats.cancelled == 1
