@@ -10,19 +10,27 @@ from typing import Any, Callable
 
 
 def compare(variants: dict[str, Callable[[], Any]], reps: int, check: Callable[[], int],
-            expected: int) -> dict[str, list[float]]:
-    """Run every variant `reps` times in rotated order, each in a fresh event loop."""
+            expected: int, new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
+            collect: bool = True) -> dict[str, list[float]]:
+    """Run every variant `reps` times in rotated order, each in a fresh event loop
+    (``new_loop``, default asyncio's). ``collect=False`` turns the cyclic garbage
+    collector off while a variant runs."""
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(reps):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            loop = asyncio.new_event_loop()
+            loop = (new_loop or asyncio.new_event_loop)()
             gc.collect()
-            start = time.perf_counter()
-            loop.run_until_complete(variants[name]())
-            times[name].append(time.perf_counter() - start)
-            loop.close()
+            if not collect:
+                gc.disable()
+            try:
+                start = time.perf_counter()
+                loop.run_until_complete(variants[name]())
+                times[name].append(time.perf_counter() - start)
+            finally:
+                gc.enable()
+                loop.close()
             if check() != expected:
                 raise AssertionError(f"{name}: {check()} jobs completed, expected {expected}")
     return times

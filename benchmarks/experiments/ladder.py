@@ -1,8 +1,10 @@
 """Where coroexecutor's per-job time goes: a ladder from the Semaphore patterns, through
 minimal executor cores with one piece added per rung, up to ``submit`` and ``map``.
 
-``python -m benchmarks.experiments.ladder [max_workers] [rounds]`` (200,000 no-op jobs,
-in one process, interleaved; times relative to the Semaphore wrapper form).
+``python -m benchmarks.experiments.ladder [max_workers] [rounds] [uvloop] [nogc]``
+(200,000 no-op jobs, in one process, interleaved; times relative to the Semaphore
+wrapper form). ``uvloop`` runs every variant on uvloop; ``nogc`` turns the cyclic
+garbage collector off while a variant runs.
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def main() -> None:
 
     w = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    flags = set(sys.argv[3:])
+    if flags - {"uvloop", "nogc"}:
+        raise SystemExit(f"unknown options: {sorted(flags - {'uvloop', 'nogc'})}")
+    new_loop = None
+    if "uvloop" in flags:
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
 
     async def ours_submit() -> None:
         async with CoroutineExecutor(max_workers=w) as exe:
@@ -137,8 +147,9 @@ def main() -> None:
         "coroexecutor submit": reset_and(ours_submit),
         "coroexecutor map": reset_and(ours_map),
     }
-    times = compare(variants, reps, lambda: _done, N)
-    print(f"Python {sys.version.split()[0]}, {N:,} no-op jobs, max_workers={w:,}")
+    times = compare(variants, reps, lambda: _done, N, new_loop, collect="nogc" not in flags)
+    extra = "".join(f", {flag}" for flag in sorted(flags))
+    print(f"Python {sys.version.split()[0]}, {N:,} no-op jobs, max_workers={w:,}{extra}")
     print_table(times, "Semaphore, wrapper form", N)
 
 
