@@ -410,23 +410,37 @@ class CoroutineExecutor(ErrorPolicy):
 
         Cancellation: cancelling the caller cancels every job, waits for them, then
         re-raises the cancellation.
+
+        Called from one of this executor's own jobs, it does all of the above except
+        wait for (or cancel) that job, and raises no policy error: those are left to the
+        block, or to the owner's own ``shutdown()``. Without this the job would wait for
+        itself forever.
         """
         grace = check_seconds("timeout", timeout)
         if self._state is State.CREATED:
             self._close()
             return
+        own = self._is_own_job(asyncio.current_task())
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
         grace_handle = None
         if not wait:
             self._abort(Cause.SHUTDOWN)
-        elif grace is not None and self._busy():
+        elif grace is not None and self._busy(own):
             grace_handle = self._loop.call_later(grace, self._abort, Cause.SHUTDOWN)  # type: ignore[union-attr]
+        if own:
+            self._jobs_in_shutdown += 1
         try:
-            cancelled = await self._wait_idle()
+            cancelled = await self._wait_idle(own)
         finally:
             if grace_handle is not None:
                 grace_handle.cancel()
+            if own:
+                self._jobs_in_shutdown -= 1
+        if own:
+            if cancelled is not None:
+                raise cancelled
+            return
         if not self._in_body:
             self._close()
         if cancelled is not None:

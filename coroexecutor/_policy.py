@@ -51,6 +51,10 @@ class ErrorPolicy(Admission):
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]
     _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
+    # The idle waiters of our own jobs that called shutdown(): they wait for every job but
+    # themselves, and _jobs_in_shutdown counts those jobs (each holds a slot).
+    _own_waiters: set[asyncio.Future[None]]
+    _jobs_in_shutdown: int
     # Job task -> future to resolve when the job is settled: a map consumer waiting for the
     # job it must yield next. Resolved in the job's own last step, a turn before any done
     # callback of its task could run.
@@ -79,6 +83,8 @@ class ErrorPolicy(Admission):
         self._timeout = timeout
         self._our_cancels = set()
         self._idle_waiters = []
+        self._own_waiters = set()
+        self._jobs_in_shutdown = 0
         self._watchers = {}
         self._maps = set()
         self._idle_handle = None
@@ -231,11 +237,17 @@ class ErrorPolicy(Admission):
         self._state = State.CANCELLING
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
+        # A job of ours running this is either in its last step (it failed, or it
+        # succeeded and a queued job it started failed: a cancel now would turn its
+        # success into a cancellation) or the caller of shutdown(wait=False), which waits
+        # for the others. Either way it is not cancelled.
+        current = _current_task(self._loop)
         for task in list(self._running.values()):
-            task.cancel()
+            if task is not current:
+                task.cancel()
         for jobs in list(self._maps):
             for task in [*jobs.pending, *jobs.in_flight]:
-                if not task.done():
+                if not task.done() and task is not current:
                     task.cancel()
         backlog, self._backlog = self._backlog, collections.deque()
         for entry in backlog:
@@ -258,34 +270,72 @@ class ErrorPolicy(Admission):
     def _check_idle(self) -> None:
         """Wake whoever waits for the executor to be idle, one turn of the loop later.
 
+        A job of ours waiting in shutdown() counts as idle for its own wait only.
+
         A job that completes in-line settles its slot during its own last step, before its
         task is done and before the task's done callbacks (a queued job's future, the
         caller's own callbacks) have run. Waking the waiters from a callback scheduled now
         puts their wake-up behind those done callbacks, so nothing of a job is still
         pending once ``async with`` or ``shutdown()`` returns.
         """
-        if self._idle_waiters and self._idle_handle is None and not self._busy():
+        if (
+            self._idle_waiters
+            and self._idle_handle is None
+            and not self._busy(own=bool(self._own_waiters))
+        ):
             self._idle_handle = self._loop.call_soon(self._wake_idle)  # type: ignore[union-attr]
 
     def _wake_idle(self) -> None:
         self._idle_handle = None
-        if self._idle_waiters and not self._busy():
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
+        if not self._idle_waiters:
+            return
+        idle = not self._busy()
+        if not idle and not (self._own_waiters and not self._busy(own=True)):
+            return
+        waiting = []
+        for waiter in self._idle_waiters:
+            if idle or waiter in self._own_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            else:
+                waiting.append(waiter)  # idle but for jobs waiting in shutdown()
+        self._idle_waiters = waiting
 
-    def _busy(self) -> bool:
+    def _busy(self, own: bool = False) -> bool:
+        """Whether a job runs or waits. ``own``: for a job of ours waiting in shutdown(),
+        which does not wait for itself (nor for others doing the same)."""
         # A granted slot whose job has not started yet is busy too: free counts it.
-        return self._free != self._max_workers or self._queued > 0 or self._waiting > 0
+        held = self._max_workers - self._free
+        if own:
+            held -= self._jobs_in_shutdown
+        return held != 0 or self._queued > 0 or self._waiting > 0
 
-    async def _wait_idle(self) -> asyncio.CancelledError | None:
-        """Wait until no job runs or waits. Cancelled meanwhile: cancel the jobs, keep
+    def _is_own_job(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` runs one of our jobs: a job with a done callback is in _running
+        under its task; any other job's task runs our runner (possibly not registered yet:
+        an eager task factory runs the first step inside create_task)."""
+        if task is None:
+            return False
+        if task in self._running:
+            return True
+        runner = task.get_coro()
+        frame = getattr(runner, "cr_frame", None)
+        return (
+            getattr(runner, "cr_code", None) is _RUNNER_CODE
+            and frame is not None
+            and frame.f_locals.get("self") is self
+        )
+
+    async def _wait_idle(self, own: bool = False) -> asyncio.CancelledError | None:
+        """Wait until no job runs or waits (``own``: but the jobs of ours waiting in
+        shutdown(), the caller among them). Cancelled meanwhile: cancel the jobs, keep
         waiting (no job may outlive us), and return the CancelledError to re-raise."""
         cancelled: asyncio.CancelledError | None = None
         while True:
             waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
             self._idle_waiters.append(waiter)
+            if own:
+                self._own_waiters.add(waiter)
             # Already idle: still wait one turn, so the done callbacks of a job that just
             # completed in-line (already scheduled) run before we return.
             self._check_idle()
@@ -295,7 +345,9 @@ class ErrorPolicy(Admission):
                 cancelled = exc
                 self._abort(Cause.BODY)
                 continue
-            if not self._busy():
+            finally:
+                self._own_waiters.discard(waiter)
+            if not self._busy(own):
                 return cancelled
 
     def _close(self) -> None:
@@ -325,3 +377,5 @@ class ErrorPolicy(Admission):
             return DeadlineExceeded(f"{self!r} timed out after {self._timeout} seconds")
         return None
 
+
+_RUNNER_CODE = ErrorPolicy._run_job.__code__

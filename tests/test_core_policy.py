@@ -457,6 +457,140 @@ async def test_submitter_waiting_when_fail_fast_hits_gets_a_clear_error() -> Non
 
 
 #
+# shutdown() called from one of the executor's own jobs
+#
+
+
+async def test_a_job_calling_shutdown_without_wait_cancels_the_rest_and_carries_on(
+    loop_kind: str,
+) -> None:
+    started = asyncio.Event()
+    go = asyncio.Event()
+    other_cancelled = asyncio.Event()
+    queued_ran: list[int] = []
+
+    async def noted() -> None:
+        queued_ran.append(1)
+
+    async def stopper() -> int:
+        await go.wait()
+        await exe.shutdown(wait=False)
+        # Every other job has finished cancelling; this one is still running.
+        running = exe.stats.running
+        await asyncio.sleep(0)
+        return running
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        other = await exe.submit(park, started, other_cancelled)
+        stop = await exe.submit(stopper)
+        queued = exe.submit_nowait(noted)
+        await started.wait()
+        go.set()
+    assert stop.result() == 1
+    assert other.cancelled() and other_cancelled.is_set()
+    assert queued.cancelled() and queued_ran == []
+    assert exe.stats.cancelled == 2
+    assert exe.stats.succeeded == 1
+
+
+async def test_a_job_calling_shutdown_waits_for_the_others_but_not_for_itself(
+    loop_kind: str,
+) -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def worker() -> None:
+        await release.wait()
+        order.append("worker")
+
+    async def closer() -> int:
+        release.set()
+        await exe.shutdown()  # under an eager task factory: inside submit()
+        order.append("closer")
+        return exe.stats.succeeded
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        await exe.submit(worker)
+        await exe.submit(worker)
+        closing = await exe.submit(closer)
+        await release.wait()  # the closer has called shutdown()
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            await exe.submit(worker)
+    assert order == ["worker", "worker", "closer"]
+    assert closing.result() == 2
+
+
+async def test_shutdown_from_a_job_leaves_closing_to_the_owner() -> None:
+    """Without async with: the job's shutdown() returns once the other jobs are done;
+    the owner's own shutdown() still works (and waits for the job that called it)."""
+    release = asyncio.Event()
+
+    async def worker() -> str:
+        await release.wait()
+        return "worked"
+
+    async def closer() -> str:
+        release.set()
+        await exe.shutdown()
+        return "returned"
+
+    exe = CoroutineExecutor(max_workers=4)
+    working = await exe.submit(worker)
+    closing = await exe.submit(closer)
+    await exe.shutdown()
+    assert closing.result() == "returned"
+    assert working.result() == "worked"
+    assert exe.stats.succeeded == 2
+
+
+async def test_fail_fast_cancels_a_job_waiting_in_shutdown_and_the_owner_gets_the_error() -> None:
+    go = asyncio.Event()
+    in_shutdown = asyncio.Event()
+    error = KeyError("first")
+
+    async def closer() -> None:
+        in_shutdown.set()
+        await exe.shutdown()
+
+    exe = CoroutineExecutor(max_workers=4)
+    await exe.submit(fail_after, go, error)
+    closing = await exe.submit(closer)
+    await in_shutdown.wait()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    with pytest.raises(KeyError) as info:
+        await exe.shutdown()
+    assert info.value is error
+
+
+async def test_cancelling_the_block_while_a_job_waits_in_shutdown_ends_both() -> None:
+    """It used to hang: the job waited for itself, and the block waited for the job."""
+    in_shutdown = asyncio.Event()
+    made: list[CoroutineExecutor] = []
+
+    async def closer() -> None:
+        in_shutdown.set()
+        await made[0].shutdown()  # waits for the parked job
+
+    async def body() -> None:
+        async with CoroutineExecutor() as exe:
+            made.append(exe)
+            await exe.submit(park)
+            await exe.submit(closer)
+            await asyncio.Event().wait()
+
+    block = asyncio.ensure_future(body())
+    await in_shutdown.wait()
+    await asyncio.sleep(0)
+    block.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await block
+    assert made[0].stats.running == 0
+    assert made[0].stats.cancelled == 2
+
+
+#
 # Regressions
 #
 
