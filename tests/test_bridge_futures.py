@@ -60,7 +60,12 @@ def test_finished_future_lets_its_task_go(exe: ThreadedLoopExecutor) -> None:
 
     future = exe.submit(job)
     assert future.result(timeout=WAIT) == 1
-    exe.submit(noop).result(timeout=WAIT)  # the loop has run the job's done-callbacks
+    # The job sets its future's result in its own last step; the task is let go a
+    # callback later. Under an eager task factory the next job can run (and finish) in a
+    # loop turn queued before that callback, when this thread submits it in between: the
+    # second round trip is queued behind the callback.
+    exe.submit(noop).result(timeout=WAIT)
+    exe.submit(noop).result(timeout=WAIT)
     gc.collect()
     assert tasks and tasks[0]() is None
     assert not future.cancel()  # finished: nothing left to cancel
