@@ -152,8 +152,7 @@ class Admission:
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._backlog.append(waiter)
         self._waiting += 1
-        if self._free > 0:
-            self._schedule_wake()
+        self._schedule_wake()
         try:
             await waiter
         except asyncio.CancelledError:

@@ -34,6 +34,15 @@ async def fail_after(event: asyncio.Event, exc: BaseException) -> None:
     raise exc
 
 
+async def cancel_when(task: asyncio.Future[Any], *reached: asyncio.Event) -> None:
+    """Cancel ``task`` once every event in ``reached`` is set; it must end cancelled."""
+    for event in reached:
+        await event.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 #
 # 1. Fail-fast (default)
 #
@@ -237,12 +246,7 @@ async def test_outer_cancel_cancels_jobs_and_propagates(loop_kind: str) -> None:
             body_entered.set()
             await asyncio.Event().wait()
 
-    task = asyncio.ensure_future(runner())
-    await body_entered.wait()
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_when(asyncio.ensure_future(runner()), body_entered, started)
     assert saw_cancel.is_set()
 
 
@@ -256,12 +260,8 @@ async def test_outer_cancel_while_exiting_still_cancels_and_waits() -> None:
             await started.wait()
             exiting.set()  # __aexit__ now waits for the parked job
 
-    task = asyncio.ensure_future(runner())
-    await exiting.wait()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    # exiting is set in the body's last step: __aexit__ is already waiting by now.
+    await cancel_when(asyncio.ensure_future(runner()), exiting)
     assert saw_cancel.is_set()
 
 
@@ -580,12 +580,8 @@ async def test_cancelling_the_block_while_a_job_waits_in_shutdown_ends_both() ->
             await exe.submit(closer)
             await asyncio.Event().wait()
 
-    block = asyncio.ensure_future(body())
-    await in_shutdown.wait()
-    await asyncio.sleep(0)
-    block.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await block
+    # in_shutdown is set in the step that calls shutdown(): the closer waits in it by now.
+    await cancel_when(asyncio.ensure_future(body()), in_shutdown)
     assert made[0].stats.running == 0
     assert made[0].stats.cancelled == 2
 
