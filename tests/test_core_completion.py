@@ -159,7 +159,7 @@ async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the
     class Refused(Exception):
         pass
 
-    def no_task(coro: Any, *, loop: Any) -> Any:
+    def no_task(coro: Any, **kwargs: Any) -> Any:
         raise Refused("no task today")
 
     async def job(i: int) -> int:
