@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -451,3 +452,81 @@ async def test_leaving_a_map_over_an_async_generator_early_leaks_nothing(loop_ki
     # conftest fails the test if a task (such as an async generator finaliser) is left over.
     assert jobs.cancelled == jobs.started
     assert source.pulled <= 4
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_left_by_break_cancels_its_jobs_before_anything_else_runs(
+    loop_kind: str, ordered: bool
+) -> None:
+    # No finaliser task closes the map a turn later: the jobs are cancelled at the break,
+    # so the step each of them takes next is its cancellation.
+    jobs = ParkedJobs()
+    async with CoroutineExecutor(max_workers=10) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        async for first in mapper(jobs.job, range(5)):
+            assert first == 0
+            break
+        assert jobs.started == 4
+        await asyncio.sleep(0)
+        assert jobs.cancelled == 4
+
+
+async def test_a_map_never_iterated_and_dropped_leaves_nothing_behind(loop_kind: str) -> None:
+    async with CoroutineExecutor(max_workers=2) as exe:
+        exe.map(double, range(3))  # dropped at once
+        assert not exe._maps
+        assert [r async for r in exe.map(double, range(3))] == [0, 2, 4]
+    assert exe.stats.submitted == 3
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_aclose_from_another_task_ends_a_consumer_waiting_in_the_map(
+    loop_kind: str, ordered: bool
+) -> None:
+    jobs = ParkedJobs()
+    async with CoroutineExecutor(max_workers=4) as exe:
+        it = (exe.map if ordered else exe.map_unordered)(jobs.job, [1, 2])
+        consumer = asyncio.ensure_future(it.__anext__())
+        await yield_many(3)
+        assert not consumer.done() and jobs.started == 2
+        await it.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await consumer
+        assert jobs.cancelled == 2
+        with pytest.raises(StopAsyncIteration):
+            await it.__anext__()
+    assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
+
+
+async def test_a_second_consumer_at_once_is_refused_and_the_first_carries_on(
+    loop_kind: str,
+) -> None:
+    gate = asyncio.Event()
+
+    async def job(i: int) -> int:
+        await gate.wait()
+        return i
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        it = exe.map(job, range(3))
+        first = asyncio.ensure_future(it.__anext__())
+        await yield_many(3)
+        with pytest.raises(RuntimeError, match="already running"):
+            await it.__anext__()
+        gate.set()
+        assert await first == 0
+        assert [r async for r in it] == [1, 2]
+
+
+async def test_a_map_dropped_on_another_thread_has_its_jobs_cancelled_on_the_loop(
+    loop_kind: str,
+) -> None:
+    jobs = ParkedJobs()
+    async with CoroutineExecutor(max_workers=4) as exe:
+        holder = [exe.map(jobs.job, range(4))]
+        assert await holder[0].__anext__() == 0
+        dropper = threading.Thread(target=holder.clear)
+        dropper.start()
+        dropper.join()
+        await yield_many()
+        assert jobs.cancelled == jobs.started == 3
