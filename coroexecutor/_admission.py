@@ -21,7 +21,6 @@ from ._state import State
 __all__ = ["NATIVE_LOOP", "Admission", "Queued", "task_probe"]
 
 _CoroutineType = types.CoroutineType
-_get_running_loop = asyncio._get_running_loop
 NATIVE_LOOP = 1
 _UVLOOP = 2
 
@@ -280,12 +279,10 @@ class Admission:
                     else loop.get_task_factory()  # type: ignore[union-attr]
                 ) is None:
                     # What the loop's create_task does with no task factory, minus a call.
-                    # Without loop= when it is the running loop: a keyword argument costs
-                    # the call about 2% of a no-op job (callgrind instruction counts).
-                    if _get_running_loop() is loop:
-                        task: asyncio.Future[Any] = JobTask(runner)
-                    else:  # the backlog moved from outside the loop (max_workers set)
-                        task = JobTask(runner, loop=loop)
+                    # (loop= costs the call a keyword argument, but without it the Task
+                    # looks up the running loop, which on CPython makes a getpid() system
+                    # call: far dearer.)
+                    task: asyncio.Future[Any] = JobTask(runner, loop=loop)
                     self._running[coro] = task
                     return task
                 prime(runner)

@@ -258,7 +258,7 @@ async def _results(
                         if type(coro) is not coroutine_type:
                             coro = as_coroutine(coro, fn)
                         runner = run_job(coro, return_exceptions, False)
-                        job: Any = job_task(runner)
+                        job: Any = job_task(runner, loop=loop)  # not without: see _start
                     except BaseException:
                         exe._start_failed(fn, where, runner, coro)
                         raise
