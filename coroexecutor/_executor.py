@@ -9,8 +9,6 @@ from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Callable, Literal, Optional, TypeVar, overload
 
-from typing_extensions import ParamSpec, Self, final
-
 from ._admission import NATIVE_LOOP, Queued, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
@@ -19,6 +17,7 @@ from ._policy import _SHUTDOWN_MESSAGE, Cause, ErrorPolicy
 from ._ratelimit import RateLimiter
 from ._state import State
 from ._stats import ExecutorStats
+from ._typing import ParamSpec, Self, final
 from ._validate import check_max_workers, check_rate, check_seconds
 
 __all__ = ["CoroutineExecutor", "MapIterator"]

@@ -18,12 +18,11 @@ from collections.abc import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
-from typing_extensions import Self, final
-
 from ._admission import NATIVE_LOOP as _NATIVE_LOOP
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
 from ._state import State
+from ._typing import Self, final
 
 if TYPE_CHECKING:
     from ._executor import CoroutineExecutor

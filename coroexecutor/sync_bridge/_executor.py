@@ -16,10 +16,9 @@ from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, overload
 
-from typing_extensions import ParamSpec, Self, final
-
 from .._errors import check_job_fn
 from .._stats import ExecutorStats
+from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
