@@ -62,6 +62,15 @@ class Admission:
     max_workers``, where *granted* counts slots handed to a waiter whose job has not
     started yet."""
 
+    # Slots, not an instance __dict__: the executor has more attributes than CPython
+    # 3.11's shared-key dicts hold (30), so with a __dict__ every attribute read on the
+    # hot path would be a dict lookup instead of a slot read.
+    __slots__ = (
+        "_backlog", "_cancelled", "_failed", "_fast", "_free", "_granted", "_initargs",
+        "_initializer", "_inline", "_job_timeout", "_limiter", "_loop", "_max_workers",
+        "_queued", "_running", "_state", "_waiting", "_wake_handle", "_wrap",
+    )
+
     _state: State
     _loop: asyncio.AbstractEventLoop | None
     _max_workers: int

@@ -63,6 +63,8 @@ class CoroutineExecutor(ErrorPolicy):
         TypeError: an argument of the wrong kind, such as a non-callable ``initializer``.
     """
 
+    __slots__ = ("__weakref__", "_burst", "_rate")
+
     def __init__(
         self,
         max_workers: int = 1000,

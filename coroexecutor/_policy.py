@@ -47,6 +47,13 @@ class ErrorPolicy(Admission):
     """Completion callbacks, _abort() (the only place that cancels jobs in bulk) and the
     waiting that makes sure no job outlives the executor."""
 
+    __slots__ = (
+        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_hook",
+        "_idle_handle", "_idle_waiters", "_in_body", "_jobs_in_shutdown", "_maps",
+        "_our_cancels", "_own_waiters", "_parent", "_parent_cancel_requested",
+        "_succeeded", "_suppress", "_timeout", "_watchers",
+    )
+
     _suppress: bool
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]

@@ -583,3 +583,16 @@ def test_importing_the_package_leaves_typing_extensions_unimported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_an_executor_keeps_its_state_in_slots_and_can_be_weakly_referenced() -> None:
+    # More attributes than CPython's shared-key instance dicts hold: with a __dict__,
+    # every attribute read of the hot path would be a dict lookup.
+    import weakref
+
+    exe = CoroutineExecutor(max_workers=3)
+    assert not hasattr(exe, "__dict__")
+    ref = weakref.ref(exe)
+    assert ref() is exe
+    del exe
+    assert ref() is None
