@@ -12,7 +12,7 @@ from . import _report, _runner
 
 DOC_PAGE = _runner.ROOT / "docs" / "performance.rst"
 DOC_CHART = _runner.ROOT / "docs" / "_static" / "throughput.png"
-WORKLOADS = ("throughput", "memory", "map", "stretch", "blocking", "bridge")
+WORKLOADS = ("throughput", "paired", "memory", "map", "stretch", "blocking", "bridge")
 
 _SKELETON = """\
 Performance

@@ -64,6 +64,10 @@ def _run_async(contender: _contenders.Contender, loop_kind: str, n: int, workers
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the contender the spec names once; return its time, count and memory."""
+    if spec["workload"] == "paired":
+        from . import _paired
+
+        return _paired.measure(spec)
     workload, key = spec["workload"], spec["contender"]
     n, workers = int(spec["n"]), int(spec["workers"])
     what = spec.get("measure", "time")

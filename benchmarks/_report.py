@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _contenders
+from . import _contenders, _paired
 from ._runner import ROOT, Config, Results, baseline_key, paired, summary
 
 __all__ = ["Table", "build_tables", "markdown", "rst", "write_chart"]
@@ -268,7 +268,8 @@ def simple_timed_table(results: Results, workload: str, title: str) -> Table | N
 
 
 def build_tables(results: Results) -> list[Table]:
-    tables: list[Table | None] = [*throughput_tables(results), uvloop_table(results)]
+    tables: list[Table | None] = [*throughput_tables(results), uvloop_table(results),
+                                  _paired.summary_table(results)]
     map_cfg = _timed_configs(results, "map")
     if map_cfg:
         tables.append(simple_timed_table(
@@ -339,6 +340,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         if details:
             out.append(("uvloop: ours gains at least as much as the stdlib pattern",
                         "met" if ok else "MISSED", "; ".join(details)))
+    out += _paired.targets(results)
     mem = results.plan.memory
     trace = {c.n: c for c in mem if c.measure == "tracemalloc"}
     if trace:

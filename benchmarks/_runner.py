@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _contenders
+from . import _contenders, _paired
 
 __all__ = ["Config", "Plan", "Results", "plan_for", "run_plan"]
 
@@ -66,11 +66,13 @@ class Plan:
     memory_parallel: int = 2
     bridge: bool = True
     source: str = "head"  # "head" (committed coroexecutor) or "worktree"
+    paired_sub_rounds: int = 24
 
 
 def plan_for(quick: bool, repeats: int | None, only: Sequence[str] | None) -> Plan:
     """The configurations issue 7 asks for, or a small version of them for --quick."""
-    want = set(only or ("throughput", "memory", "map", "stretch", "blocking", "bridge"))
+    want = set(only or ("throughput", "paired", "memory", "map", "stretch", "blocking",
+                        "bridge"))
     plan = Plan(quick=quick, repeats=repeats or 5, bridge="bridge" in want)
     if quick:
         n, workers_list, mem_sizes, map_n, block_n, sleep_n = (
@@ -84,6 +86,13 @@ def plan_for(quick: bool, repeats: int | None, only: Sequence[str] | None) -> Pl
             # --quick: uvloop at max_workers=1000 only
             for workers in workers_list if loop == "asyncio" or not quick else (1000,):
                 plan.timed.append(Config("throughput", loop, workers, n))
+    if "paired" in want:
+        # One child per round runs every variant on both loops (see _paired); --quick:
+        # max_workers=1000 only, short batches.
+        plan.paired_sub_rounds = 8 if quick else 24
+        for workers in (1000,) if quick else workers_list:
+            batch = 5_000 if quick else max(20_000, 5 * workers)
+            plan.timed.append(Config("paired", "both", workers, batch))
     if "map" in want:
         for loop in ("asyncio", "uvloop"):
             plan.timed.append(Config("map", loop, 1000, map_n))
@@ -291,14 +300,31 @@ def run_plan(plan: Plan) -> Results:
     if available.get("uvloop"):
         _log(f"uvloop unavailable ({available['uvloop']}): stock asyncio only")
         plan.timed = [c for c in plan.timed if c.loop != "uvloop"]
-    workloads = {c.workload for c in plan.timed + plan.memory}
+    loops = ["asyncio"] if available.get("uvloop") else ["asyncio", "uvloop"]
+    workloads = {c.workload for c in plan.timed + plan.memory} - {"paired"}
+    if any(c.workload == "paired" for c in plan.timed):
+        workloads.add("throughput")  # the paired variants are throughput contenders
     _preflight(results, sorted(workloads), available)
+    missing = [k for k in (_paired.BASE, *_paired.OURS)
+               if f"throughput/{k}" in results.skipped]
+    if missing:
+        _log(f"skipping paired: {', '.join(missing)} not runnable here")
+        plan.timed = [c for c in plan.timed if c.workload != "paired"]
 
-    total = sum(len(results.contenders(c.workload)) for c in plan.timed) * plan.repeats
+    total = sum(1 if c.workload == "paired" else len(results.contenders(c.workload))
+                for c in plan.timed) * plan.repeats
     done = 0
     start = time.perf_counter()
     for rnd in range(plan.repeats):
         for config in plan.timed:
+            if config.workload == "paired":
+                spec = {**config.spec("all"), "loops": loops,
+                        "sub_rounds": plan.paired_sub_rounds}
+                record = run_child(spec)
+                record["round"] = rnd
+                results.records.append(record)
+                done += 1
+                continue
             keys = results.contenders(config.workload)
             shift = rnd % len(keys)
             for key in keys[shift:] + keys[:shift]:

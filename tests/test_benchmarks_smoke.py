@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _child, _contenders, _report, _runner, bench_bridge  # noqa: E402
+from benchmarks import _child, _contenders, _paired, _report, _runner, bench_bridge  # noqa: E402
 
 try:
     import uvloop
@@ -84,6 +84,18 @@ def test_wrong_job_count_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_paired_child_runs_every_variant_on_every_loop_in_each_sub_round() -> None:
+    loops = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+    spec = {"workload": "paired", "contender": "all", "loop": "both", "n": 40, "workers": 4,
+            "measure": "time", "loops": loops, "sub_rounds": 3}
+    result = _child.measure(spec)
+    assert result["count"] == 40
+    expected = {f"{loop}/{key}" for loop in loops for key in (_paired.BASE, *_paired.OURS)}
+    assert set(result["sub_times"]) == expected
+    assert all(len(times) == 3 and min(times) > 0 for times in result["sub_times"].values())
+
+
+@pytest.mark.timeout(60)
 def test_child_process_prints_one_json_line() -> None:
     spec = {"workload": "throughput", "contender": "sem_callback", "loop": "asyncio",
             "n": 100, "workers": 5}
@@ -98,6 +110,13 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
     results = _runner.Results(plan, code="synthetic")
     for rnd in range(plan.repeats):
         for config in plan.timed:
+            if config.workload == "paired":
+                subs = {f"{loop}/{key}": [1.0 - 0.05 * i + 0.001 * j for j in range(4)]
+                        for loop in ("asyncio", "uvloop")
+                        for i, key in enumerate((_paired.BASE, *_paired.OURS))}
+                results.records.append({**config.spec("all"), "round": rnd, "count": config.n,
+                                        "seconds": 1.0, "sub_times": subs})
+                continue
             for i, key in enumerate(results.contenders(config.workload)):
                 results.records.append({**config.spec(key), "round": rnd, "count": config.n,
                                         "seconds": 1.0 + 0.1 * i + 0.01 * rnd})
@@ -113,6 +132,10 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
     assert "### Async throughput" in text
     assert "| **coroexecutor submit** |" in text
     assert "Targets (issue 7)" in text
+    # The paired table: ours 5 % and 10 % below the baseline in every sub-round.
+    assert "### Per-job cost, paired in one process" in text
+    assert "| **coroexecutor submit** | 0.950 [0.950-0.950] |" in text
+    assert "| per-job cost no higher than Semaphore + create_task, paired in one process" in text
     page = tmp_path / "performance.rst"
     _report.update_doc_page(page, _report.rst(results, "cmd", "_static/x.png"), "Perf\n====\n")
     first = page.read_text()
