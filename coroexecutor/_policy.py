@@ -141,7 +141,7 @@ class ErrorPolicy(Admission):
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
-            self._wake_watcher(_current_task())
+            self._wake_watcher(_current_task(self._loop))
         return result
 
     def _wake_watcher(self, task: asyncio.Future[Any] | None) -> None:
@@ -151,7 +151,7 @@ class ErrorPolicy(Admission):
 
     def _job_raised(self, coro: object, exc: BaseException, value_job: bool) -> None:
         """A job run by _run_job ends with ``exc`` (its task is not done yet)."""
-        task = _current_task()
+        task = _current_task(self._loop)
         if task is not None and not isinstance(exc, _CancelledError):
             task.add_done_callback(_retrieve)
         self._settle(coro, task, exc, value_job)
