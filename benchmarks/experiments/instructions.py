@@ -1,6 +1,7 @@
 """Instructions per job, counted by valgrind, and system calls per job, counted by strace.
 
-``python -m benchmarks.experiments.instructions [max_workers] [asyncio|uvloop] [name ...]``
+``python -m benchmarks.experiments.instructions [--cache] [max_workers] [asyncio|uvloop]
+[name ...]``
 
 Wall-clock ratios on a shared two-core machine move by several per cent from one run to
 the next; an instruction count does not move at all. Each variant runs in a child
@@ -12,8 +13,11 @@ the same figures to the instruction.
 Instructions are not time. They leave out the kernel, so strace counts the system calls
 per job as well (a design that looks up the running loop on every job makes a
 ``getpid()`` call each time: free in instructions, dear in time). Nor do they see cache
-misses, which is why ``gctime`` times the garbage collector separately. Use the counts
-to compare versions of one design, and the timed benchmarks for the verdict.
+misses, which is why ``gctime`` times the garbage collector separately, and ``--cache``
+adds first-level data-cache misses per job from ``valgrind --tool=cachegrind
+--cache-sim=yes`` (a simulation of this machine's caches; the address layout differs
+from run to run, so these move by a few per cent). Use the counts to compare versions of one design, and the timed
+benchmarks for the verdict.
 """
 
 from __future__ import annotations
@@ -69,6 +73,19 @@ def instructions(name: str, workers: int, kind: str) -> float:
     return (count(LARGE) - count(SMALL)) / (LARGE - SMALL)
 
 
+def d1_misses(name: str, workers: int, kind: str) -> float:
+    """First-level data-cache misses (reads and writes) per job, simulated."""
+    def count(n: int) -> int:
+        out = _child(["valgrind", "--tool=cachegrind", "--cache-sim=yes",
+                      "--cachegrind-out-file=/dev/null"], name, n, workers, kind)
+        match = re.search(r"D1\s+misses:\s+([\d,]+)", out)
+        if match is None:
+            raise RuntimeError(f"no D1 miss count from valgrind:\n{out}")
+        return int(match.group(1).replace(",", ""))
+
+    return (count(LARGE) - count(SMALL)) / (LARGE - SMALL)
+
+
 def syscalls(name: str, workers: int, kind: str) -> float:
     def count(n: int) -> int:
         with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
@@ -82,9 +99,12 @@ def syscalls(name: str, workers: int, kind: str) -> float:
 
 
 def main() -> None:
-    workers = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    kind = sys.argv[2] if len(sys.argv) > 2 else "asyncio"
-    names = sys.argv[3:] or list(VARIANTS)
+    args = sys.argv[1:]
+    cache = "--cache" in args
+    args = [a for a in args if a != "--cache"]
+    workers = int(args[0]) if args else 1000
+    kind = args[1] if len(args) > 1 else "asyncio"
+    names = args[2:] or list(VARIANTS)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     unknown = [n for n in names if n not in VARIANTS]
@@ -97,11 +117,14 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, {kind}, max_workers={workers:,}:"
           f" per job, from runs of {SMALL:,} and {LARGE:,} no-op jobs")
     print(f"  {'variant':40s} {'instructions':>12s} {'vs ' + base_name:>28s}"
-          + (f" {'system calls':>13s}" if have_strace else ""))
+          + (f" {'system calls':>13s}" if have_strace else "")
+          + (f" {'D1 misses':>10s}" if cache else ""))
     for name, value in counts.items():
         line = f"  {name:40s} {value:12,.0f} {value / counts[base_name]:28.3f}"
         if have_strace:
             line += f" {syscalls(name, workers, kind):13.3f}"
+        if cache:
+            line += f" {d1_misses(name, workers, kind):10.1f}"
         print(line)
 
 
