@@ -16,8 +16,8 @@ per job as well (a design that looks up the running loop on every job makes a
 misses, which is why ``gctime`` times the garbage collector separately, and ``--cache``
 adds first-level data-cache misses per job from ``valgrind --tool=cachegrind
 --cache-sim=yes`` (a simulation of this machine's caches; the address layout differs
-from run to run, so these move by a few per cent). Use the counts to compare versions of one design, and the timed
-benchmarks for the verdict.
+from run to run, so these move by a few per cent). Use the counts to compare versions
+of one design, and the timed benchmarks for the verdict.
 """
 
 from __future__ import annotations
