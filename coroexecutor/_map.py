@@ -95,7 +95,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
                 inputs.append(it.__aiter__() if isinstance(it, AsyncIterable) else iter(it))
         # Job callbacks, the executor and the generator reach only this small object and
         # never the iterator itself, so a map left by `break` is collected at once (and
-        # __del__ cancels its jobs) while jobs still run.
+        # its generator, closed as it goes, cancels its jobs) while jobs still run.
         self._done = jobs = MapJobs()
         self._results = _results(
             executor, fn, feed, inputs, buffersize, ordered, return_exceptions, where, jobs
