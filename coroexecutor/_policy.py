@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -338,6 +339,7 @@ class ErrorPolicy(Admission):
         shutdown(), the caller among them). Cancelled meanwhile: cancel the jobs, keep
         waiting (no job may outlive us), and return the CancelledError to re-raise."""
         cancelled: asyncio.CancelledError | None = None
+        self._watch_unprimed()
         while True:
             waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
             self._idle_waiters.append(waiter)
@@ -356,6 +358,38 @@ class ErrorPolicy(Admission):
                 self._own_waiters.discard(waiter)
             if not self._busy(own):
                 return cancelled
+
+    def _watch_unprimed(self) -> None:
+        """Make sure every running in-line job is settled, even one whose JobTask was
+        cancelled before its first step past JobTask.cancel() (``asyncio.Task.cancel(t)``
+        called on it directly): its runner never runs a line, so without this its slot
+        would stay taken and the wait for idle would never end.
+
+        Runs when something starts waiting for idle, so it costs the hot path nothing:
+        a job already ended that way is settled at once; every other one gets a done
+        callback that settles it if its runner did not (a runner settles its job in its
+        last step, before the task is done, so for them the callback finds nothing)."""
+        for key, task in list(self._running.items()):
+            if key is task:
+                continue  # a job with a done callback: settled by it in any case
+            if task.done():
+                self._settle_unprimed(key, task)
+            else:
+                task.add_done_callback(functools.partial(self._settle_unprimed, key))
+
+    def _settle_unprimed(self, coro: Any, task: asyncio.Future[Any]) -> None:
+        if self._running.get(coro) is not task:
+            return  # its runner settled it
+        coro.close()  # it never ran: no "never awaited" warning
+        error: BaseException | None
+        if task.cancelled():
+            try:
+                task.result()
+            except _CancelledError as exc:
+                error = exc
+        else:  # pragma: no cover - a runner that ran always settles its job
+            error = task.exception()
+        self._settle(coro, task, error, False)
 
     def _close(self) -> None:
         self._state = State.CLOSED

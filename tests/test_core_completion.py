@@ -122,6 +122,103 @@ async def test_job_cancelled_then_uncancelled_before_its_first_step_is_settled(
     gc.collect()
 
 
+# asyncio.Task.cancel(task) called directly skips JobTask.cancel(), so the runner is not
+# primed and never runs a line: the executor finds such a job when it waits for idle.
+
+
+@pytest.mark.parametrize("when", ["ended before the exit", "still pending at the exit"])
+async def test_task_cancelled_past_jobtask_cancel_is_settled_when_the_block_ends(
+    loop_kind: str, when: str
+) -> None:
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    ran: list[int] = []
+
+    async def job(i: int) -> int:
+        ran.append(i)
+        return i
+
+    async with CoroutineExecutor(max_workers=2, suppress_task_errors=True) as exe:
+        doomed = await exe.submit(job, 0)
+        asyncio.Task.cancel(doomed)  # the base method: no priming
+        if when == "ended before the exit":
+            await asyncio.wait([doomed])
+        other = await exe.submit(job, 1)
+    assert doomed.cancelled()
+    assert other.result() == 1 and ran == [1]
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.cancelled, stats.running) == (2, 1, 1, 0)
+    gc.collect()  # the job's coroutine was closed: no "never awaited" warning
+
+
+async def test_task_cancelled_past_jobtask_cancel_is_a_job_error_under_fail_fast(
+    loop_kind: str,
+) -> None:
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    started, other_cancelled = asyncio.Event(), asyncio.Event()
+
+    async def park() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            other_cancelled.set()
+            raise
+
+    async def job() -> None:
+        pass
+
+    with pytest.raises(asyncio.CancelledError):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            await exe.submit(park)
+            await started.wait()
+            asyncio.Task.cancel(await exe.submit(job))
+    assert other_cancelled.is_set()
+    assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
+    gc.collect()
+
+
+async def test_shutdown_settles_a_task_cancelled_past_jobtask_cancel(loop_kind: str) -> None:
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+
+    async def job() -> None:
+        pass
+
+    exe = CoroutineExecutor(max_workers=1, suppress_task_errors=True)
+    asyncio.Task.cancel(await exe.submit(job))
+    await exe.shutdown()
+    assert (exe.stats.cancelled, exe.stats.running) == (1, 0)
+    gc.collect()
+
+
+async def test_cancelling_the_block_ends_it_when_every_slot_was_lost_that_way(
+    loop_kind: str,
+) -> None:
+    # The lost slot is found only when the executor waits for idle, so a producer waiting
+    # for it waits until the block is cancelled; the block must then end.
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    blocked = asyncio.Event()
+
+    async def job() -> None:
+        pass
+
+    async def body() -> None:
+        async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+            asyncio.Task.cancel(await exe.submit(job))
+            blocked.set()
+            await exe.submit(job)
+        raise AssertionError("the second submit got a slot nobody gave back")  # pragma: no cover
+
+    task = asyncio.ensure_future(body())
+    await blocked.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_first_step_taken_while_another_runner_is_primed_still_runs_the_job(
     loop_kind: str,
 ) -> None:
