@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
-        plan = _runner.plan_for(saved["quick"], saved["repeats"], args.only)
+        # Without --only, the workloads the file holds: a table of a workload the run
+        # left out would show as measured, with nothing in it.
+        only = args.only or _runner.workloads_in(saved)
+        plan = _runner.plan_for(saved["quick"], saved["repeats"], only)
         results = _runner.Results(plan, saved["records"], saved["skipped"], saved["bridge"],
                                   saved.get("code", ""), saved["started"], saved["finished"])
         command = "python -m benchmarks" + (" --quick" if saved["quick"] else "")

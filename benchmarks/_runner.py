@@ -224,6 +224,15 @@ class Results:
         }
 
 
+def workloads_in(saved: dict[str, Any]) -> list[str]:
+    """The workloads (``--only`` names) a saved results.json holds records for."""
+    held = {"blocking" if r["workload"] == "blocking_sleep" else r["workload"]
+            for r in saved["records"]}
+    if saved.get("bridge"):
+        held.add("bridge")
+    return sorted(held)
+
+
 def _config_of(record: dict[str, Any]) -> Config:
     return Config(record["workload"], record["loop"], record["workers"], record["n"],
                   record.get("measure", "time"))

@@ -148,6 +148,35 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
     assert (tmp_path / "chart.png").stat().st_size > 1000
 
 
+@pytest.mark.timeout(60)
+def test_report_from_json_renders_only_the_workloads_the_file_holds(tmp_path: Path) -> None:
+    from benchmarks import __main__ as cli
+
+    plan = _runner.plan_for(quick=True, repeats=2, only=["paired"])
+    results = _runner.Results(plan, code="synthetic")
+    for rnd in range(plan.repeats):
+        for config in plan.timed:
+            subs = {f"{loop}/{key}": [1.0 - 0.05 * i] * 4
+                    for loop in ("asyncio", "uvloop")
+                    for i, key in enumerate((_paired.BASE, *_paired.OURS))}
+            results.records.append({**config.spec("all"), "round": rnd, "count": config.n,
+                                    "seconds": 1.0, "sub_times": subs})
+    results.finished = results.started + 60
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(results.to_json()))
+    assert _runner.workloads_in(results.to_json()) == ["paired"]
+
+    assert cli.main(["--from-json", str(saved), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "### Per-job cost, paired in one process" in text
+    assert "| **coroexecutor submit** | 0.950 [0.950-0.950] |" in text
+    # Workloads the run left out get no table and no target row (they used to read
+    # MISSED, with nan for the memory target).
+    assert "### Async throughput" not in text
+    assert "memory flat" not in text
+    assert "nan" not in text
+
+
 BRIDGE_CASES = [
     pytest.param(kind, name, id=f"bridge-{kind}-{name.split()[0]}")
     for kind in bench_bridge.LOOPS
