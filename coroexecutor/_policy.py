@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import functools
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -360,36 +359,28 @@ class ErrorPolicy(Admission):
                 return cancelled
 
     def _watch_unprimed(self) -> None:
-        """Make sure every running in-line job is settled, even one whose JobTask was
+        """Make sure every running in-line job gets settled, even one whose JobTask was
         cancelled before its first step past JobTask.cancel() (``asyncio.Task.cancel(t)``
         called on it directly): its runner never runs a line, so without this its slot
         would stay taken and the wait for idle would never end.
 
-        Runs when something starts waiting for idle, so it costs the hot path nothing:
-        a job already ended that way is settled at once; every other one gets a done
-        callback that settles it if its runner did not (a runner settles its job in its
-        last step, before the task is done, so for them the callback finds nothing)."""
-        for key, task in list(self._running.items()):
-            if key is task:
-                continue  # a job with a done callback: settled by it in any case
-            if task.done():
-                self._settle_unprimed(key, task)
-            else:
-                task.add_done_callback(functools.partial(self._settle_unprimed, key))
+        Such a task ends in its first step, which is already in the loop's ready queue,
+        so one callback scheduled now runs after it and settles what it finds. It is
+        one handle and one pass over the jobs still running a turn later (jobs that end
+        in their first step are gone by then): nothing on the hot path."""
+        if self._running:
+            self._loop.call_soon(self._settle_unprimed)  # type: ignore[union-attr]
 
-    def _settle_unprimed(self, coro: Any, task: asyncio.Future[Any]) -> None:
-        if self._running.get(coro) is not task:
-            return  # its runner settled it
-        coro.close()  # it never ran: no "never awaited" warning
-        error: BaseException | None
-        if task.cancelled():
+    def _settle_unprimed(self) -> None:
+        for coro, task in [(k, t) for k, t in self._running.items() if t.done()]:
+            if coro is task:
+                continue  # a job with a done callback: that callback settles it
+            coro.close()  # type: ignore[attr-defined]  # it never ran: not "never awaited"
             try:
-                task.result()
+                error: BaseException | None = task.exception()
             except _CancelledError as exc:
                 error = exc
-        else:  # pragma: no cover - a runner that ran always settles its job
-            error = task.exception()
-        self._settle(coro, task, error, False)
+            self._settle(coro, task, error, False)
 
     def _close(self) -> None:
         self._state = State.CLOSED
