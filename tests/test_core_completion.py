@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Callable
 
 import pytest
 
@@ -26,6 +27,20 @@ async def yield_many(times: int = 20) -> None:
         await asyncio.sleep(0)
 
 
+async def noop() -> None:
+    pass
+
+
+def recording(ran: list[int]) -> Callable[[int], Coroutine[Any, Any, int]]:
+    """A job function that records each job's number as its body runs."""
+
+    async def job(i: int) -> int:
+        ran.append(i)
+        return i
+
+    return job
+
+
 #
 # Cancelled before the first step
 #
@@ -35,11 +50,7 @@ async def test_task_cancelled_before_its_first_step_gives_its_slot_back(loop_kin
     if loop_kind == "eager":
         pytest.skip("an eager task takes its first step inside submit()")
     ran: list[int] = []
-
-    async def job(i: int) -> int:
-        ran.append(i)
-        return i
-
+    job = recording(ran)
     # suppress_task_errors: under fail-fast a job cancelled from outside is an error.
     async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
         doomed = await exe.submit(job, 0)
@@ -133,11 +144,7 @@ async def test_task_cancelled_past_jobtask_cancel_is_settled_when_the_block_ends
     if loop_kind == "eager":
         pytest.skip("an eager task takes its first step inside submit()")
     ran: list[int] = []
-
-    async def job(i: int) -> int:
-        ran.append(i)
-        return i
-
+    job = recording(ran)
     async with CoroutineExecutor(max_workers=2, suppress_task_errors=True) as exe:
         doomed = await exe.submit(job, 0)
         asyncio.Task.cancel(doomed)  # the base method: no priming
@@ -166,14 +173,11 @@ async def test_task_cancelled_past_jobtask_cancel_is_a_job_error_under_fail_fast
             other_cancelled.set()
             raise
 
-    async def job() -> None:
-        pass
-
     with pytest.raises(asyncio.CancelledError):
         async with CoroutineExecutor(max_workers=2) as exe:
             await exe.submit(park)
             await started.wait()
-            asyncio.Task.cancel(await exe.submit(job))
+            asyncio.Task.cancel(await exe.submit(noop))
     assert other_cancelled.is_set()
     assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
     gc.collect()
@@ -183,11 +187,8 @@ async def test_shutdown_settles_a_task_cancelled_past_jobtask_cancel(loop_kind: 
     if loop_kind == "eager":
         pytest.skip("an eager task takes its first step inside submit()")
 
-    async def job() -> None:
-        pass
-
     exe = CoroutineExecutor(max_workers=1, suppress_task_errors=True)
-    asyncio.Task.cancel(await exe.submit(job))
+    asyncio.Task.cancel(await exe.submit(noop))
     await exe.shutdown()
     assert (exe.stats.cancelled, exe.stats.running) == (1, 0)
     gc.collect()
@@ -202,14 +203,11 @@ async def test_cancelling_the_block_ends_it_when_every_slot_was_lost_that_way(
         pytest.skip("an eager task takes its first step inside submit()")
     blocked = asyncio.Event()
 
-    async def job() -> None:
-        pass
-
     async def body() -> None:
         async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
-            asyncio.Task.cancel(await exe.submit(job))
+            asyncio.Task.cancel(await exe.submit(noop))
             blocked.set()
-            await exe.submit(job)
+            await exe.submit(noop)
         raise AssertionError("the second submit got a slot nobody gave back")  # pragma: no cover
 
     task = asyncio.ensure_future(body())
