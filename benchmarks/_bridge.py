@@ -64,7 +64,7 @@ def run_bridge(quick: bool) -> dict[str, Any]:
 def _jsonable(rows: Any) -> Any:
     if isinstance(rows, str):
         return rows
-    out = []
+    out: list[Any] = []
     for row in rows:
         if isinstance(row, dict):
             out.append({str(k): v if isinstance(v, (int, float, str)) or v is None else str(v)

@@ -171,7 +171,7 @@ async def aiometer_run_on_each(n: int, workers: int) -> int:
 
 
 async def asyncio_pool_spawn(n: int, workers: int) -> int:
-    from asyncio_pool import AioPool
+    from asyncio_pool import AioPool  # type: ignore[import-untyped]
 
     async with AioPool(size=workers) as pool:
         spawn = pool.spawn
@@ -389,7 +389,7 @@ async def stretch_shared_context(n: int, workers: int) -> int:
 def _wait_done(fut: asyncio.Future[Any]) -> Any:
     # Suspend the worker task on the job's future without reading its result, as
     # Task.__step does for the coroutine it drives.
-    fut._asyncio_future_blocking = True  # type: ignore[attr-defined]
+    fut._asyncio_future_blocking = True
     yield fut
 
 

@@ -331,6 +331,8 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
             if w not in uv:
                 continue
             base = baseline_key(results, stock[w])
+            if base is None:
+                continue
             base_gain = summary(
                 paired(results.times(uv[w], base), results.times(stock[w], base)))[0]
             for o in ours:
@@ -346,12 +348,12 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     if trace:
         big, small = max(trace), min(trace)
         details, ok = [], True
-        for o in [k for k in ("ours_submit", "ours_map", "ours_map_unordered")
-                  if k in results.contenders("memory")]:
-            a = summary(results.values(trace[big], o, "trace_peak"))[0]
-            b = summary(results.values(trace[small], o, "trace_peak"))[0]
+        for mine in [k for k in ("ours_submit", "ours_map", "ours_map_unordered")
+                     if k in results.contenders("memory")]:
+            a = summary(results.values(trace[big], mine, "trace_peak"))[0]
+            b = summary(results.values(trace[small], mine, "trace_peak"))[0]
             ok &= a <= 1.5 * b
-            details.append(f"{o}: {a / b:.2f}x ({b / 2**20:.2f} -> {a / 2**20:.2f} MiB)")
+            details.append(f"{mine}: {a / b:.2f}x ({b / 2**20:.2f} -> {a / 2**20:.2f} MiB)")
         out.append((f"memory flat: peak at {big:,} jobs within 1.5x of {small:,} (tracemalloc)",
                     "met" if ok else "MISSED", "; ".join(details)))
     for c in _timed_configs(results, "map"):
@@ -412,7 +414,7 @@ def _bridge_md(bridge: Any) -> str:
             t = Table("Sync bridge", cols, [[str(r.get(c, "")) for c in cols] for r in rows])
             return head + _md_table(t)
         return head + "\n".join(str(r) for r in rows)
-    return head + bridge.get("text", "")
+    return head + str(bridge.get("text", ""))
 
 
 def _bridge_rst(bridge: Any) -> str:

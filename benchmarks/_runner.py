@@ -247,7 +247,7 @@ def summary(values: Iterable[float]) -> tuple[float, float, float]:
     """(median, min, max)."""
     vals = sorted(values)
     if not vals:
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"),) * 3
     return statistics.median(vals), vals[0], vals[-1]
 
 
