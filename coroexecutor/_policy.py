@@ -27,6 +27,14 @@ _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
 
 
+def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
+    """The error a done job's task ended with (its CancelledError if cancelled)."""
+    try:
+        return task.exception()
+    except _CancelledError as exc:
+        return exc
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     # The executor owns a failed job's error (the policy or suppress_task_errors acts on
     # it), so asyncio must not log "Task exception was never retrieved" for it.
@@ -166,17 +174,9 @@ class ErrorPolicy(Admission):
         self._settle_done(task, True)
 
     def _settle_done(self, task: asyncio.Future[Any], value_job: bool) -> None:
-        error: BaseException | None
-        if task.cancelled():
-            try:
-                task.result()
-            except _CancelledError as exc:
-                error = exc
-        else:
-            # Reading the exception is also what stops asyncio logging
-            # "Task exception was never retrieved" for jobs whose handle was dropped.
-            error = task.exception()
-        self._settle(task, task, error, value_job)
+        # Reading the exception is also what stops asyncio logging
+        # "Task exception was never retrieved" for jobs whose handle was dropped.
+        self._settle(task, task, _error_of(task), value_job)
         if self._hook is not None:
             self._call_hook(task)
 
@@ -376,11 +376,7 @@ class ErrorPolicy(Admission):
             if coro is task:
                 continue  # a job with a done callback: that callback settles it
             coro.close()  # type: ignore[attr-defined]  # it never ran: not "never awaited"
-            try:
-                error: BaseException | None = task.exception()
-            except _CancelledError as exc:
-                error = exc
-            self._settle(coro, task, error, False)
+            self._settle(coro, task, _error_of(task), False)
 
     def _close(self) -> None:
         self._state = State.CLOSED

@@ -158,31 +158,6 @@ async def test_task_cancelled_past_jobtask_cancel_is_settled_when_the_block_ends
     gc.collect()  # the job's coroutine was closed: no "never awaited" warning
 
 
-async def test_task_cancelled_past_jobtask_cancel_is_a_job_error_under_fail_fast(
-    loop_kind: str,
-) -> None:
-    if loop_kind == "eager":
-        pytest.skip("an eager task takes its first step inside submit()")
-    started, other_cancelled = asyncio.Event(), asyncio.Event()
-
-    async def park() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            other_cancelled.set()
-            raise
-
-    with pytest.raises(asyncio.CancelledError):
-        async with CoroutineExecutor(max_workers=2) as exe:
-            await exe.submit(park)
-            await started.wait()
-            asyncio.Task.cancel(await exe.submit(noop))
-    assert other_cancelled.is_set()
-    assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
-    gc.collect()
-
-
 async def test_shutdown_settles_a_task_cancelled_past_jobtask_cancel(loop_kind: str) -> None:
     if loop_kind == "eager":
         pytest.skip("an eager task takes its first step inside submit()")

@@ -133,6 +133,24 @@ async def test_outside_cancel_of_a_job_counts_as_its_error() -> None:
     assert other_cancelled.is_set()
 
 
+async def test_cancel_past_jobtask_cancel_before_the_first_step_is_a_job_error_too(
+    loop_kind: str,
+) -> None:
+    # asyncio.Task.cancel(task) skips JobTask.cancel(): the job's runner never runs, and the
+    # executor settles the job when it waits for idle (tests/test_core_completion.py).
+    if loop_kind == "eager":
+        pytest.skip("an eager task takes its first step inside submit()")
+    started, other_cancelled = asyncio.Event(), asyncio.Event()
+    with pytest.raises(asyncio.CancelledError):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            await exe.submit(park, started, other_cancelled)
+            await started.wait()
+            asyncio.Task.cancel(await exe.submit(asyncio.sleep, 0))
+    assert other_cancelled.is_set()
+    assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
+    gc.collect()  # the job's coroutine was closed: no "never awaited" warning
+
+
 async def test_later_errors_during_cancellation_do_not_replace_the_first() -> None:
     first = ValueError("first")
     go = asyncio.Event()
