@@ -362,9 +362,10 @@ def _map_results(
                     futures.append(exe.submit(fn, *args))
                 del exe
             timeout = None if end_time is None else end_time - time.monotonic()
-            value = _result_or_cancel(futures.popleft(), timeout)
-            yield value
-            del value
+            # Straight from the call, never through a local: a suspended generator keeps
+            # its locals, so the consumer could not free the result before its next
+            # next() (as Executor.map, bpo-14406). The future is off the deque already.
+            yield _result_or_cancel(futures.popleft(), timeout)
     finally:
         for future in futures:
             future.cancel()

@@ -234,7 +234,14 @@ class BridgeFuture(concurrent.futures.Future[T]):
                 _LOGGER.critical("exception calling callback for %r", self, exc_info=True)
 
     def _check_not_loop_thread(self) -> None:
-        if threading.get_ident() == self._bridge.loop_ident and not self.done():
+        bridge = self._bridge
+        # The ident first: cheap, and false on every thread but the loop's (and one that
+        # reuses the ident of a loop thread that has ended, which is_loop_thread rules out).
+        if (
+            threading.get_ident() == bridge.loop_ident
+            and bridge.is_loop_thread()
+            and not self.done()
+        ):
             raise RuntimeError(_DEADLOCK_MESSAGE.format(owner=self._bridge.owner_repr))
 
     def _start_running(self) -> bool:

@@ -102,7 +102,7 @@ class HandOff:
         raise NotImplementedError  # LoopThread: take the batch on the loop thread
 
     def is_loop_thread(self) -> bool:
-        return threading.get_ident() == self.loop_ident
+        raise NotImplementedError  # LoopThread: compares Thread objects, not idents alone
 
     #
     # Slots (every method here is called with _lock held)

@@ -93,10 +93,15 @@ class LoopThread(HandOff):
         return self._state.value
 
     def is_loop_thread(self) -> bool:
-        return threading.get_ident() == self.loop_ident
+        # The ident is the cheap test; the Thread object decides. Once the loop thread has
+        # ended, a new thread may be given its ident (a later shutdown(wait=True) from it
+        # would be refused), but never its Thread object.
+        return (
+            threading.get_ident() == self.loop_ident and threading.current_thread() is self._thread
+        )
 
     def is_worker_thread(self) -> bool:
-        return threading.get_ident() in self._pool.thread_idents()
+        return self._pool.runs_current_thread()
 
     def stop_for_exit(self) -> None:
         self.request_shutdown_threadsafe(ShutdownRequest(False, False, None))

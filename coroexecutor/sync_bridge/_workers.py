@@ -172,9 +172,13 @@ class WorkerPool:
                     break
                 item = self._release(item)  # its successor needs a thread too
 
-    def thread_idents(self) -> set[Optional[int]]:
+    def runs_current_thread(self) -> bool:
+        """Whether the calling thread is one of this pool's live workers."""
+        # By Thread object, not ident: a worker that has ended may leave its ident to a
+        # new thread, which must not be taken for one of ours.
+        current = threading.current_thread()
         with self._lock:
-            return {thread.ident for thread in self._threads}
+            return any(thread is current for thread in self._threads)
 
     def stop(self) -> None:
         """Stop every worker once the jobs queued before this call are done; join them."""
