@@ -3,6 +3,7 @@ by map, cancel racing a job's start, and stats racing the loop's stop."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any, Optional
 import pytest
 
 from coroexecutor import ThreadedLoopExecutor
+from tests.conftest import new_loop
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 
@@ -118,3 +120,90 @@ def test_map_keeps_no_reference_to_a_result_the_consumer_dropped(
         release.set()
         assert [type(r) for r in results] == [_Payload, _Payload]
     assert not alive
+
+
+#
+# A job whose cancel() returned True never starts
+#
+
+
+@pytest.mark.parametrize("max_per_second", [None, 1000.0])
+def test_a_job_cancelled_before_its_first_step_never_starts(
+    loop_kind: str, max_per_second: Optional[float]
+) -> None:
+    loop_blocked, release_loop = threading.Event(), threading.Event()
+    first_running, second_cancelled = threading.Event(), threading.Event()
+    second_ran = threading.Event()
+
+    async def block_loop() -> None:
+        loop_blocked.set()
+        assert release_loop.wait(WAIT)  # blocks the loop thread: the next submits pile up
+
+    async def first() -> None:
+        first_running.set()
+        assert second_cancelled.wait(WAIT)  # the loop stays here until cancel() returned
+
+    async def second() -> None:
+        second_ran.set()
+
+    with ThreadedLoopExecutor(
+        max_workers=4,
+        loop_factory=lambda: new_loop(loop_kind),
+        max_per_second=max_per_second,
+        burst=None if max_per_second is None else 10,
+    ) as exe:
+        blocker = exe.submit(block_loop)
+        assert loop_blocked.wait(WAIT)
+        # Handed off together, so one turn of the loop creates both tasks; the first
+        # task's step then runs while the second's is due next.
+        futures = [blocker, exe.submit(first), exe.submit(second)]
+        release_loop.set()
+        assert first_running.wait(WAIT)
+        assert futures[2].cancel()  # its task exists, but has not run
+        second_cancelled.set()
+        done, _ = concurrent.futures.wait(futures, timeout=WAIT)
+        assert done == set(futures)
+    assert not second_ran.is_set()
+
+
+def test_a_rate_queued_job_cancelled_while_being_queued_never_starts() -> None:
+    ran = threading.Event()
+    cancelled: list[bool] = []
+
+    async def noop() -> None:
+        pass
+
+    async def mark() -> None:
+        ran.set()
+
+    # burst=1: the first job takes the only token, so the next waits a second for one.
+    with ThreadedLoopExecutor(max_per_second=1, burst=1) as exe:
+        scheduler = exe._bridge._scheduler
+        scheduler.core = _CancelWhileQueuing(scheduler.core, mark, cancelled)  # type: ignore[assignment]
+        exe.submit(noop).result(timeout=WAIT)
+        future = exe.submit(mark)
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=WAIT)
+    assert cancelled == [True]
+    assert not ran.is_set()
+
+
+class _CancelWhileQueuing:
+    """The bridge's core, but submit_nowait(job) is followed by cancel() from another
+    thread: after the loop checked the job's future, before it recorded the job."""
+
+    def __init__(self, core: Any, job: Any, cancelled: list[bool]) -> None:
+        self._core, self._job, self._cancelled = core, job, cancelled
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    def submit_nowait(self, wrapper: Any, *args: Any) -> Any:
+        queued = self._core.submit_nowait(wrapper, *args)
+        future, fn = args[0], args[1]  # the wrapper's arguments: (future, fn, args, kwargs)
+        if fn is self._job:
+            thread = threading.Thread(target=lambda: self._cancelled.append(future.cancel()))
+            thread.start()
+            thread.join(WAIT)
+            assert not thread.is_alive()
+        return queued

@@ -91,9 +91,11 @@ class Scheduler:
             # Queued by the core's rate limiter. The hook will see the task it starts
             # later, not this future: follow the future instead.
             task.add_done_callback(self.on_core_job_done)
-        elif future._state == CANCELLED_AND_NOTIFIED:
+        if future._state == CANCELLED_AND_NOTIFIED:
             # cancel() ran meanwhile in another thread, before _job was set, so it left
-            # the task to us (see LoopThread.cancel_job_threadsafe).
+            # the task (or the rate-queued future) to us: see
+            # HandOff.cancel_job_threadsafe. The job itself never starts: _run_coroutine
+            # and the worker check the state before calling fn.
             task.cancel()
 
     def cancel_job(self, future: BridgeFuture[Any]) -> None:
@@ -158,6 +160,16 @@ class Scheduler:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        if future._state == CANCELLED_AND_NOTIFIED:
+            # cancel() returned True before the job began: it must never begin, even when
+            # the cancel of this task is still on its way to the loop. Otherwise:
+            #   caller thread                        loop thread
+            #                                        start(): the task is created
+            #   cancel() -> True; posts task.cancel
+            #                                        runs the task's first step: fn() runs
+            #                                        runs task.cancel(): too late
+            # (With max_per_second, the core may start a rate-queued job that way too.)
+            raise asyncio.CancelledError
         future._started = True
         try:
             result = await fn(*args, **kwargs)
