@@ -207,3 +207,64 @@ class _CancelWhileQueuing:
             thread.join(WAIT)
             assert not thread.is_alive()
         return queued
+
+
+#
+# stats never waits on a stopped loop
+#
+
+
+class _PausingLock:
+    """The bridge's lock; the first time ``thread`` releases it, ``pause()`` runs."""
+
+    def __init__(self, lock: Any, pause: Callable[[], None]) -> None:
+        self._lock, self._pause = lock, pause
+        self.thread: Optional[threading.Thread] = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+        if self.thread is not None and threading.current_thread() is self.thread:
+            self.thread = None
+            self._pause()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def test_stats_returns_when_the_loop_stops_while_it_is_being_read() -> None:
+    stats_paused, loop_stopping, stats_resumed = (threading.Event() for _ in range(3))
+    got: list[Any] = []
+
+    def pause_stats() -> None:  # in the stats thread, after its first locked section
+        stats_paused.set()
+        assert loop_stopping.wait(WAIT)
+        stats_resumed.set()
+
+    exe = ThreadedLoopExecutor()
+    bridge = exe._bridge
+    assert exe.submit(abs, -1).result(timeout=WAIT) == 1
+    stop_pool = bridge._pool.stop
+
+    def stop_pool_later() -> None:  # on the loop thread: it drains no more from here on
+        loop_stopping.set()
+        assert stats_resumed.wait(WAIT)
+        stop_pool()
+
+    bridge._pool.stop = stop_pool_later  # type: ignore[method-assign]
+    lock = bridge._lock = _PausingLock(bridge._lock, pause_stats)  # type: ignore[assignment]
+    reader = threading.Thread(target=lambda: got.append(exe.stats), daemon=True)
+    lock.thread = reader
+    reader.start()
+    assert stats_paused.wait(WAIT)
+    exe.shutdown(wait=False)
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    exe.shutdown(wait=True)
+    (stats,) = got
+    assert (stats.submitted, stats.succeeded, stats.running) == (1, 1, 0)

@@ -26,6 +26,7 @@ import collections
 import concurrent.futures
 import enum
 import threading
+from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
@@ -69,6 +70,7 @@ class HandOff:
     _pool: WorkerPool
     _scheduler: Scheduler
     _final_stats: Optional[ExecutorStats]
+    _stopped: concurrent.futures.Future[None]
 
     def __init__(self, max_workers: int, blocking_on_loop: bool) -> None:
         # A core option that must govern blocking jobs too routes them through the loop.
@@ -246,10 +248,21 @@ class HandOff:
             return self._stats()
         result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
         with self._lock:
+            # Check and enqueue under one hold: once the loop stops draining (_ready goes
+            # False before the thread ends), a call handed off would never run.
             ready = self._ready
-        if not ready or not self._call_soon_threadsafe(lambda: result.set_result(self._stats())):
+            if ready:
+                self._calls.append(lambda: result.set_result(self._stats()))
+                self._wake_locked()
+        if not ready:
             return self._final_stats or self._stats()  # no loop jobs can move now
-        return result.result()
+        # The loop may still stop before it runs the call (the batch it was in is then
+        # dropped): the thread's last step, after _final_stats is set, ends the wait.
+        either: tuple[concurrent.futures.Future[Any], ...] = (result, self._stopped)
+        concurrent.futures.wait(either, return_when=FIRST_COMPLETED)
+        if result.done():
+            return result.result()
+        return self._final_stats or self._stats()
 
     def _stats(self) -> ExecutorStats:
         core = self._scheduler.core.stats
