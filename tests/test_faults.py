@@ -447,6 +447,52 @@ def test_bridge_base_exception_fails_only_its_own_future(
 
 
 #
+# Bridge: a job that raises CancelledError; waits the deadlock guard cannot see
+#
+
+
+def test_bridge_coroutine_job_raising_cancelled_error_itself_ends_cancelled(
+    bridge: ThreadedLoopExecutor,
+) -> None:
+    """Defined outcome, as asyncio.run_coroutine_threadsafe's: a task that ends with
+    CancelledError is cancelled, whoever raised it, so its future is cancelled() though
+    nobody called cancel(); not a failure, and the executor runs on."""
+
+    async def gives_up() -> None:
+        raise asyncio.CancelledError
+
+    future = bridge.submit(gives_up)
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=WAIT)
+    assert future.cancelled()
+    assert bridge.submit(len, "ok").result(timeout=WAIT) == 2
+    bridge.shutdown(wait=True)  # the counts are final once every job's end is processed
+    stats = bridge.stats
+    assert (stats.cancelled, stats.failed, stats.succeeded) == (1, 0, 1)
+
+
+def test_bridge_futures_wait_on_the_loop_thread_is_not_guarded(
+    bridge: ThreadedLoopExecutor,
+) -> None:
+    """Documented limit: concurrent.futures.wait() and as_completed() never ask the
+    executor, so on the loop thread they block the loop that must run the job: they
+    return (or raise) at their timeout with the coroutine job not done."""
+
+    async def child() -> str:
+        return "child"
+
+    async def waits_on_the_loop() -> tuple[int, int, str]:
+        future = bridge.submit(child)
+        done, not_done = concurrent.futures.wait([future], timeout=0.05)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            for _ in concurrent.futures.as_completed([future], timeout=0.05):
+                pass
+        return len(done), len(not_done), await asyncio.wrap_future(future)
+
+    assert bridge.submit(waits_on_the_loop).result(timeout=WAIT) == (0, 1, "child")
+
+
+#
 # Bridge: jobs that swallow CancelledError
 #
 

@@ -163,7 +163,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     def stats(self) -> ExecutorStats:
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
-        Jobs handed off but not yet seen by the loop count as submitted and queued.
+        Jobs handed off but not yet seen by the loop count as submitted and queued. Never
+        waits for a loop that has stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()
 
