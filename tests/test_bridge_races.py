@@ -94,7 +94,7 @@ class _Payload:
 @pytest.mark.parametrize("buffersize", [None, 2])
 @pytest.mark.parametrize("kind", ["coroutine", "blocking"])
 def test_map_keeps_no_reference_to_a_result_the_consumer_dropped(
-    kind: str, buffersize: Optional[int]
+    loop_kind: str, kind: str, buffersize: Optional[int]
 ) -> None:
     next_job_started, release = threading.Event(), threading.Event()
 
@@ -109,7 +109,7 @@ def test_map_keeps_no_reference_to_a_result_the_consumer_dropped(
         return make(i)
 
     fn: Callable[[int], Any] = make_async if kind == "coroutine" else make
-    with ThreadedLoopExecutor(max_workers=1) as exe:
+    with ThreadedLoopExecutor(max_workers=1, loop_factory=lambda: new_loop(loop_kind)) as exe:
         results = exe.map(fn, range(3), buffersize=buffersize)
         first = next(results)
         assert type(first) is _Payload
