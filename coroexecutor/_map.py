@@ -72,8 +72,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         return_exceptions: bool,
     ) -> None:
         where = "map" if ordered else "map_unordered"
-        if not callable(fn):
-            check_job_fn(fn, where)
+        check_job_fn(fn, where)  # once per map: an async generator function is refused too
         if not iterables:
             raise TypeError(f"{where}() must have at least one iterable")
         if buffersize is None:
@@ -129,6 +128,16 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     if TYPE_CHECKING:
 
         def __anext__(self) -> Awaitable[T]: ...
+
+    else:  # hidden from type checkers, which then still flag a plain `for` over a map
+
+        def __iter__(self) -> Iterator[T]:
+            """A plain ``for`` (or ``list()``): refused with the way out, not only the
+            stock "object is not iterable"."""
+            raise TypeError(
+                f"{type(self).__name__!r} object is not iterable: use 'async for'"
+                f" (in async code), or LoopExecutor.map() from sync code"
+            )
 
     async def aclose(self) -> None:
         """Stop: cancel the jobs in flight and wait until they have finished cancelling."""

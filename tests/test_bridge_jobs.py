@@ -9,7 +9,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -91,6 +91,54 @@ def test_coroutine_object_gets_a_type_error_with_the_fix(exe: ThreadedLoopExecut
         exe.submit(double(1))  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="must be a callable"):
         exe.submit(42)  # type: ignore[call-overload]
+
+
+def test_map_with_a_coroutine_object_names_map_and_starts_nothing(
+    exe: ThreadedLoopExecutor,
+) -> None:
+    coro = double(1)
+    message = (
+        "map() expects an async function and its arguments, not a coroutine object"
+        f" (got {coro!r})\n"
+        "  wrong: map(fetch(url), urls)\n"
+        "  right: map(fetch, urls)"
+    )
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        exe.map(coro, [1, 2])  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=re.escape("map() fn must be a callable (got 42)")):
+        exe.map(42, [1, 2])  # type: ignore[call-overload]
+    assert exe.stats.submitted == 0
+
+
+async def numbers(n: int) -> AsyncIterator[int]:
+    yield n
+
+
+class Numbers:
+    async def __call__(self, n: int) -> AsyncIterator[int]:
+        yield n
+
+    async def method(self, n: int) -> AsyncIterator[int]:
+        yield n
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [numbers, functools.partial(numbers), Numbers().method, Numbers()],
+    ids=["function", "partial", "method", "async-call"],
+)
+def test_async_generator_function_is_refused_before_anything_runs(
+    exe: ThreadedLoopExecutor, fn: Any
+) -> None:
+    # A worker thread would have returned the generator object as the job's result.
+    for where, call in (("submit", lambda: exe.submit(fn, 1)), ("map", lambda: exe.map(fn, [1]))):
+        message = (
+            f"{where}() expects an async function, not an async generator function (got {fn!r})"
+        )
+        with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+            call()
+    assert exe.stats.submitted == 0
+    assert exe.submit(double, 2).result(timeout=WAIT) == 4  # the executor still works
 
 
 def test_jobs_run_in_a_copy_of_the_submitters_context(exe: ThreadedLoopExecutor) -> None:
