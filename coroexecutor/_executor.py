@@ -118,6 +118,52 @@ class CoroutineExecutor(ErrorPolicy):
         self._resize(check_max_workers(value))
 
     @property
+    def max_per_second(self) -> Optional[float]:
+        """The most jobs that may *start* per second (``None``: no limit). Settable while
+        jobs run, on the executor's event loop, to slow down when a server answers 429.
+
+        The new value is validated as in the constructor and governs the next starts:
+        lowering it holds back queued jobs (running ones carry on), raising it or setting
+        ``None`` lets them start as soon as slots allow.
+        """
+        return self._rate
+
+    @max_per_second.setter
+    def max_per_second(self, value: Optional[float]) -> None:
+        rate, _ = check_rate(value, None)
+        self._set_rate(rate, self._burst)
+
+    @property
+    def burst(self) -> int:
+        """How many jobs may start at once after an idle period while ``max_per_second``
+        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
+        limit is a ``ValueError``, as in the constructor."""
+        return self._burst
+
+    @burst.setter
+    def burst(self, value: int) -> None:
+        _, burst = check_rate(self._rate, value)
+        self._set_rate(self._rate, burst)
+
+    def _set_rate(self, rate: Optional[float], burst: int) -> None:
+        self._rate, self._burst = rate, burst
+        loop = self._loop
+        if loop is None or self._state is State.CLOSED or loop.is_closed():
+            return  # _bind makes the limiter; once closed, no job starts again
+        if rate is None:
+            self._limiter = None
+        elif self._limiter is None:
+            self._limiter = RateLimiter(rate, burst, loop.time)
+        else:
+            self._limiter.reconfigure(rate, burst)
+        # A wake-up for the backlog was timed for the old rate: time it for the new one.
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        if self._backlog:
+            self._schedule_wake()
+
+    @property
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
         running = self._running_count()

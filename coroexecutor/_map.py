@@ -216,7 +216,6 @@ async def _results(
     loop: Any = exe._loop
     fast = exe._fast
     native = fast == _NATIVE_LOOP
-    limiter = exe._limiter
     run_job = exe._run_job
     coroutine_type, job_task = _CoroutineType, _JobTask
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
@@ -241,8 +240,9 @@ async def _results(
                         break
                 if exe._state is not _RUNNING:
                     exe._check_accepting()
+                # The limiter is read per start: max_per_second may be set while we run.
                 if exe._free > 0 and not exe._backlog and (
-                    limiter is None or limiter.try_take()
+                    (limiter := exe._limiter) is None or limiter.try_take()
                 ):
                     exe._free -= 1
                 elif count:

@@ -382,6 +382,77 @@ def test_max_per_second_passes_through() -> None:
         ThreadedLoopExecutor(burst=3)
 
 
+STARVED = 0.001  # one token per 1000 s: a job held back by it never starts in a test
+
+
+def test_max_per_second_can_be_lifted_from_another_thread(loop_kind: str) -> None:
+    with ThreadedLoopExecutor(
+        max_workers=4, max_per_second=STARVED, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        first = exe.submit(double, 1)
+        assert first.result(timeout=WAIT) == 2  # the one token
+        held = exe.submit(double, 2)
+        assert exe.stats.queued == 1  # waits for a token, 1000 s away
+        lifter = threading.Thread(target=setattr, args=(exe, "max_per_second", None))
+        lifter.start()
+        lifter.join(WAIT)
+        assert not lifter.is_alive()
+        assert exe.max_per_second is None
+        assert held.result(timeout=WAIT) == 4
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking"])
+def test_max_per_second_imposed_while_running_governs_the_next_starts(kind: str) -> None:
+    def blocking(x: int) -> int:
+        return 2 * x
+
+    fn: Any = double if kind == "coroutine" else blocking
+    with ThreadedLoopExecutor(max_workers=4) as exe:
+        assert exe.submit(fn, 1).result(timeout=WAIT) == 2  # no limit yet
+        assert exe.max_per_second is None and exe.burst == 1
+        exe.max_per_second = STARVED  # a fresh bucket: one start, then one per 1000 s
+        assert exe.max_per_second == STARVED
+        assert exe.submit(fn, 2).result(timeout=WAIT) == 4
+        held = exe.submit(fn, 3)
+        # Deterministic: a blocking job that bypassed the limit would count as running.
+        assert exe.stats.queued == 1 and not held.done()
+        exe.burst = 2
+        exe.max_per_second = 1e9
+        assert held.result(timeout=WAIT) == 6
+
+
+def test_rate_setters_validate_in_the_calling_thread() -> None:
+    with ThreadedLoopExecutor(max_workers=2) as exe:
+        with pytest.raises(ValueError, match=re.escape("burst requires max_per_second")):
+            exe.burst = 3
+        with pytest.raises(
+            TypeError, match=re.escape("max_per_second must be a number or None (got '5')")
+        ):
+            exe.max_per_second = "5"  # type: ignore[assignment]
+        exe.max_per_second = 5
+        with pytest.raises(ValueError, match=re.escape("burst must be an int greater than 0")):
+            exe.burst = 0
+        exe.burst = 4
+        assert (exe.max_per_second, exe.burst) == (5.0, 4)
+        assert exe.submit(double, 1).result(timeout=WAIT) == 2
+
+
+def test_rate_set_on_the_loop_thread_applies_at_once() -> None:
+    with ThreadedLoopExecutor(max_workers=4) as exe:
+
+        async def impose() -> bool:
+            exe.max_per_second = STARVED  # on the loop thread: applied before returning
+            exe.submit(double, 1)  # takes the one token
+            later = exe.submit(double, 2)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            return later.done()
+
+        assert exe.submit(impose).result(timeout=WAIT) is False
+        exe.max_per_second = None
+    assert exe.stats.succeeded == 3
+
+
 def test_nested_submit_from_a_coroutine_job(exe: ThreadedLoopExecutor) -> None:
     async def outer() -> int:
         inner = exe.submit(double, 10)

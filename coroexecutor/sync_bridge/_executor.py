@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, TypeVar, overload
 from .._errors import async_generator_error, check_job_fn
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
-from .._validate import check_max_workers, check_seconds
+from .._validate import check_max_workers, check_rate, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
 from ._runner import LoopFactory
@@ -169,6 +169,31 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     def max_workers(self, value: int) -> None:
         value = check_max_workers(value)
         self._bridge.set_max_workers_threadsafe(value, value)
+
+    @property
+    def max_per_second(self) -> Optional[float]:
+        """The most jobs that may *start* per second, blocking ones included (``None``: no
+        limit). Settable from any thread, validated as in the constructor: once the
+        assignment returns, every later start is governed by the new value (queued jobs
+        too; running ones carry on)."""
+        return self._bridge.max_per_second
+
+    @max_per_second.setter
+    def max_per_second(self, value: Optional[float]) -> None:
+        rate, _ = check_rate(value, None)
+        self._bridge.set_rate_threadsafe(rate=rate)
+
+    @property
+    def burst(self) -> int:
+        """How many jobs may start at once after an idle period while ``max_per_second``
+        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
+        limit is a ``ValueError``, as in the constructor."""
+        return self._bridge.burst
+
+    @burst.setter
+    def burst(self, value: int) -> None:
+        check_rate(1.0, value)  # the type and range; "requires max_per_second" is decided
+        self._bridge.set_rate_threadsafe(burst=value)  # with the rate, under the lock
 
     @property
     def stats(self) -> ExecutorStats:
