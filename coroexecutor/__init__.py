@@ -9,7 +9,9 @@ from .sync_bridge import ThreadedLoopExecutor
 
 LoopExecutor = ThreadedLoopExecutor  # an alias: the same class object, not a subclass
 
-__version__ = "0.1.0"
+# Calendar versioning (YYYY.MM.N), continuing the original project's 2022.8.1 on the
+# package index: a release numbered below it would never be picked by pip.
+__version__ = "2026.12.0"
 
 __all__ = [
     "BrokenLoopExecutor",

@@ -7,7 +7,7 @@ import sys
 import types
 from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Callable, Literal, Optional, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, overload
 
 from ._admission import NATIVE_LOOP, Queued, task_probe
 from ._errors import check_job_fn
@@ -31,6 +31,7 @@ _CoroutineType = types.CoroutineType
 _JobTask = JobTask
 _ACCEPTING = (State.RUNNING, State.EXITING)
 _CancelledError = asyncio.CancelledError
+_DEFAULT_MAX_WORKERS = 1000
 
 
 @final
@@ -41,7 +42,7 @@ class CoroutineExecutor(ErrorPolicy):
     every job, so no job outlives it. See the package documentation for the error policy.
 
     Args:
-        max_workers: how many jobs may run at once.
+        max_workers: how many jobs may run at once (``None``: the default, 1000).
         suppress_task_errors: when true, a job's error stays in its task and nothing else
             is cancelled; when false (the default), the first error cancels every other job,
             interrupts the body of the block and is re-raised by the block.
@@ -67,7 +68,7 @@ class CoroutineExecutor(ErrorPolicy):
 
     def __init__(
         self,
-        max_workers: int = 1000,
+        max_workers: Optional[int] = 1000,
         *,
         suppress_task_errors: bool = False,
         initializer: Optional[Callable[..., object]] = None,
@@ -78,6 +79,9 @@ class CoroutineExecutor(ErrorPolicy):
         job_timeout: Optional[float] = None,
         on_job_done: Optional[JobHook] = None,
     ) -> None:
+        # None means the default, as for LoopExecutor and ThreadPoolExecutor.
+        if max_workers is None:
+            max_workers = _DEFAULT_MAX_WORKERS
         max_workers = check_max_workers(max_workers)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
@@ -114,6 +118,52 @@ class CoroutineExecutor(ErrorPolicy):
         self._resize(check_max_workers(value))
 
     @property
+    def max_per_second(self) -> Optional[float]:
+        """The most jobs that may *start* per second (``None``: no limit). Settable while
+        jobs run, on the executor's event loop, to slow down when a server answers 429.
+
+        The new value is validated as in the constructor and governs the next starts:
+        lowering it holds back queued jobs (running ones carry on), raising it or setting
+        ``None`` lets them start as soon as slots allow.
+        """
+        return self._rate
+
+    @max_per_second.setter
+    def max_per_second(self, value: Optional[float]) -> None:
+        rate, _ = check_rate(value, None)
+        self._set_rate(rate, self._burst)
+
+    @property
+    def burst(self) -> int:
+        """How many jobs may start at once after an idle period while ``max_per_second``
+        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
+        limit is a ``ValueError``, as in the constructor."""
+        return self._burst
+
+    @burst.setter
+    def burst(self, value: int) -> None:
+        _, burst = check_rate(self._rate, value)
+        self._set_rate(self._rate, burst)
+
+    def _set_rate(self, rate: Optional[float], burst: int) -> None:
+        self._rate, self._burst = rate, burst
+        loop = self._loop
+        if loop is None or self._state is State.CLOSED or loop.is_closed():
+            return  # _bind makes the limiter; once closed, no job starts again
+        if rate is None:
+            self._limiter = None
+        elif self._limiter is None:
+            self._limiter = RateLimiter(rate, burst, loop.time)
+        else:
+            self._limiter.reconfigure(rate, burst)
+        # A wake-up for the backlog was timed for the old rate: time it for the new one.
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        if self._backlog:
+            self._schedule_wake()
+
+    @property
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
         running = self._running_count()
@@ -147,8 +197,10 @@ class CoroutineExecutor(ErrorPolicy):
 
         Raises:
             RuntimeError: the executor is shut down or shutting down.
-            TypeError: ``fn`` is not callable, is a coroutine object, or did not return an
-                awaitable. An exception from calling ``fn`` propagates from here.
+            TypeError: ``fn`` is not callable or is a coroutine object (checked before
+                anything is called or waited for), or ``fn(*args, **kwargs)`` did not
+                return an awaitable (known only once ``fn`` has run, side effects
+                included). An exception from calling ``fn`` propagates from here.
         """
         if self._state is not _RUNNING:
             self._check_accepting()
@@ -349,6 +401,17 @@ class CoroutineExecutor(ErrorPolicy):
     #
     # Lifecycle
     #
+
+    if not TYPE_CHECKING:  # hidden from type checkers, which then still flag a plain `with`
+
+        def __enter__(self) -> None:
+            raise TypeError(
+                f"{type(self).__name__!r} object does not support the context manager"
+                f" protocol: use 'async with' (in async code), or LoopExecutor from sync code"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:  # `with` needs it to reach __enter__
+            return None
 
     async def __aenter__(self) -> Self:
         if self._state is not State.CREATED:

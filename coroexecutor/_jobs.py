@@ -76,6 +76,14 @@ def as_coroutine(result: object, fn: object) -> Coroutine[Any, Any, Any]:
         return result
     if inspect.isawaitable(result):
         return _await(result)
+    # Only here, on the path of a result that is no coroutine, is fn's kind examined:
+    # checking before the call would cost every job. Calling an async generator function
+    # runs none of its body, so this is as good as refusing it before the call.
+    if inspect.isasyncgen(result):
+        raise TypeError(
+            f"job function must return an awaitable, not an async generator"
+            f" (got {result!r} from {fn!r})"
+        )
     raise TypeError(f"job function must return an awaitable (got {result!r} from {fn!r})")
 
 

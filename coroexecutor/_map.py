@@ -72,8 +72,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         return_exceptions: bool,
     ) -> None:
         where = "map" if ordered else "map_unordered"
-        if not callable(fn):
-            check_job_fn(fn, where)
+        check_job_fn(fn, where)  # once per map: an async generator function is refused too
         if not iterables:
             raise TypeError(f"{where}() must have at least one iterable")
         if buffersize is None:
@@ -129,6 +128,16 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     if TYPE_CHECKING:
 
         def __anext__(self) -> Awaitable[T]: ...
+
+    else:  # hidden from type checkers, which then still flag a plain `for` over a map
+
+        def __iter__(self) -> Iterator[T]:
+            """A plain ``for`` (or ``list()``): refused with the way out, not only the
+            stock "object is not iterable"."""
+            raise TypeError(
+                f"{type(self).__name__!r} object is not iterable: use 'async for'"
+                f" (in async code), or LoopExecutor.map() from sync code"
+            )
 
     async def aclose(self) -> None:
         """Stop: cancel the jobs in flight and wait until they have finished cancelling."""
@@ -207,7 +216,6 @@ async def _results(
     loop: Any = exe._loop
     fast = exe._fast
     native = fast == _NATIVE_LOOP
-    limiter = exe._limiter
     run_job = exe._run_job
     coroutine_type, job_task = _CoroutineType, _JobTask
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
@@ -232,8 +240,9 @@ async def _results(
                         break
                 if exe._state is not _RUNNING:
                     exe._check_accepting()
+                # The limiter is read per start: max_per_second may be set while we run.
                 if exe._free > 0 and not exe._backlog and (
-                    limiter is None or limiter.try_take()
+                    (limiter := exe._limiter) is None or limiter.try_take()
                 ):
                     exe._free -= 1
                 elif count:

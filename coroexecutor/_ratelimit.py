@@ -30,6 +30,15 @@ class RateLimiter:
         self._tokens = float(burst)  # a fresh limiter starts full: the first burst goes at once
         self._stamp = clock()
 
+    def reconfigure(self, rate: float, burst: int) -> None:
+        """Change the rate and the burst from now on. Tokens earned so far (at the old
+        rate) are kept, up to the new burst."""
+        self._refill()
+        self._rate = rate
+        self._burst = burst
+        if self._tokens > burst:
+            self._tokens = float(burst)
+
     def _refill(self) -> float:
         now = self._clock()
         tokens = self._tokens + (now - self._stamp) * self._rate

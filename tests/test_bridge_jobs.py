@@ -9,7 +9,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -91,6 +91,54 @@ def test_coroutine_object_gets_a_type_error_with_the_fix(exe: ThreadedLoopExecut
         exe.submit(double(1))  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="must be a callable"):
         exe.submit(42)  # type: ignore[call-overload]
+
+
+def test_map_with_a_coroutine_object_names_map_and_starts_nothing(
+    exe: ThreadedLoopExecutor,
+) -> None:
+    coro = double(1)
+    message = (
+        "map() expects an async function and its arguments, not a coroutine object"
+        f" (got {coro!r})\n"
+        "  wrong: map(fetch(url), urls)\n"
+        "  right: map(fetch, urls)"
+    )
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        exe.map(coro, [1, 2])  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=re.escape("map() fn must be a callable (got 42)")):
+        exe.map(42, [1, 2])  # type: ignore[call-overload]
+    assert exe.stats.submitted == 0
+
+
+async def numbers(n: int) -> AsyncIterator[int]:
+    yield n
+
+
+class Numbers:
+    async def __call__(self, n: int) -> AsyncIterator[int]:
+        yield n
+
+    async def method(self, n: int) -> AsyncIterator[int]:
+        yield n
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [numbers, functools.partial(numbers), Numbers().method, Numbers()],
+    ids=["function", "partial", "method", "async-call"],
+)
+def test_async_generator_function_is_refused_before_anything_runs(
+    exe: ThreadedLoopExecutor, fn: Any
+) -> None:
+    # A worker thread would have returned the generator object as the job's result.
+    for where, call in (("submit", lambda: exe.submit(fn, 1)), ("map", lambda: exe.map(fn, [1]))):
+        message = (
+            f"{where}() expects an async function, not an async generator function (got {fn!r})"
+        )
+        with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+            call()
+    assert exe.stats.submitted == 0
+    assert exe.submit(double, 2).result(timeout=WAIT) == 4  # the executor still works
 
 
 def test_jobs_run_in_a_copy_of_the_submitters_context(exe: ThreadedLoopExecutor) -> None:
@@ -332,6 +380,77 @@ def test_max_per_second_passes_through() -> None:
         concurrent.futures.wait(queued, timeout=WAIT)
     with pytest.raises(ValueError, match="burst"):
         ThreadedLoopExecutor(burst=3)
+
+
+STARVED = 0.001  # one token per 1000 s: a job held back by it never starts in a test
+
+
+def test_max_per_second_can_be_lifted_from_another_thread(loop_kind: str) -> None:
+    with ThreadedLoopExecutor(
+        max_workers=4, max_per_second=STARVED, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        first = exe.submit(double, 1)
+        assert first.result(timeout=WAIT) == 2  # the one token
+        held = exe.submit(double, 2)
+        assert exe.stats.queued == 1  # waits for a token, 1000 s away
+        lifter = threading.Thread(target=setattr, args=(exe, "max_per_second", None))
+        lifter.start()
+        lifter.join(WAIT)
+        assert not lifter.is_alive()
+        assert exe.max_per_second is None
+        assert held.result(timeout=WAIT) == 4
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking"])
+def test_max_per_second_imposed_while_running_governs_the_next_starts(kind: str) -> None:
+    def blocking(x: int) -> int:
+        return 2 * x
+
+    fn: Any = double if kind == "coroutine" else blocking
+    with ThreadedLoopExecutor(max_workers=4) as exe:
+        assert exe.submit(fn, 1).result(timeout=WAIT) == 2  # no limit yet
+        assert exe.max_per_second is None and exe.burst == 1
+        exe.max_per_second = STARVED  # a fresh bucket: one start, then one per 1000 s
+        assert exe.max_per_second == STARVED
+        assert exe.submit(fn, 2).result(timeout=WAIT) == 4
+        held = exe.submit(fn, 3)
+        # Deterministic: a blocking job that bypassed the limit would count as running.
+        assert exe.stats.queued == 1 and not held.done()
+        exe.burst = 2
+        exe.max_per_second = 1e9
+        assert held.result(timeout=WAIT) == 6
+
+
+def test_rate_setters_validate_in_the_calling_thread() -> None:
+    with ThreadedLoopExecutor(max_workers=2) as exe:
+        with pytest.raises(ValueError, match=re.escape("burst requires max_per_second")):
+            exe.burst = 3
+        with pytest.raises(
+            TypeError, match=re.escape("max_per_second must be a number or None (got '5')")
+        ):
+            exe.max_per_second = "5"  # type: ignore[assignment]
+        exe.max_per_second = 5
+        with pytest.raises(ValueError, match=re.escape("burst must be an int greater than 0")):
+            exe.burst = 0
+        exe.burst = 4
+        assert (exe.max_per_second, exe.burst) == (5.0, 4)
+        assert exe.submit(double, 1).result(timeout=WAIT) == 2
+
+
+def test_rate_set_on_the_loop_thread_applies_at_once() -> None:
+    with ThreadedLoopExecutor(max_workers=4) as exe:
+
+        async def impose() -> bool:
+            exe.max_per_second = STARVED  # on the loop thread: applied before returning
+            exe.submit(double, 1)  # takes the one token
+            later = exe.submit(double, 2)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            return later.done()
+
+        assert exe.submit(impose).result(timeout=WAIT) is False
+        exe.max_per_second = None
+    assert exe.stats.succeeded == 3
 
 
 def test_nested_submit_from_a_coroutine_job(exe: ThreadedLoopExecutor) -> None:

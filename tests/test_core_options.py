@@ -122,6 +122,114 @@ async def test_rate_limit_and_max_workers_together() -> None:
     assert peak == 2
 
 
+def test_rate_limiter_reconfigure_keeps_earned_tokens_up_to_the_new_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1.0, burst=5, clock=clock)
+    assert [limiter.try_take() for _ in range(5)] == [True] * 5
+    clock.now += 2  # two tokens earned at the old rate
+    limiter.reconfigure(rate=100.0, burst=1)
+    assert limiter.try_take()  # one kept: the new burst
+    assert not limiter.try_take()
+    assert limiter.delay() == pytest.approx(0.01)  # the new rate from now on
+    clock.now += 0.01
+    assert limiter.try_take()
+
+
+# One token per 1000 s: a job held back by it never starts within a test, so what starts
+# and what waits does not depend on timing.
+STARVED = 0.001
+
+
+async def test_max_per_second_can_be_lifted_while_jobs_wait(loop_kind: str) -> None:
+    ran: list[int] = []
+    all_ran = asyncio.Event()
+
+    async def job(n: int) -> None:
+        ran.append(n)
+        if len(ran) == 3:
+            all_ran.set()
+
+    async with CoroutineExecutor(max_workers=10, max_per_second=STARVED) as exe:
+        handles = [exe.submit_nowait(job, n) for n in range(3)]
+        assert [isinstance(h, asyncio.Task) for h in handles] == [True, False, False]
+        assert exe.stats.queued == 2
+        exe.max_per_second = None  # the queued jobs start without waiting 1000 s
+        assert exe.max_per_second is None
+        await asyncio.wait_for(all_ran.wait(), 5)
+    assert ran == [0, 1, 2]
+
+
+async def test_max_per_second_can_be_imposed_and_changed_while_jobs_run(loop_kind: str) -> None:
+    async with CoroutineExecutor(max_workers=10) as exe:
+        first = exe.submit_nowait(park)
+        assert isinstance(first, asyncio.Task)
+        exe.max_per_second = STARVED  # a fresh bucket: one start (the burst), then none
+        assert exe.max_per_second == STARVED and exe.burst == 1
+        assert isinstance(exe.submit_nowait(park), asyncio.Task)
+        held = exe.submit_nowait(park)
+        assert not isinstance(held, asyncio.Task)  # queued: no token
+        exe.burst = 3
+        assert not isinstance(exe.submit_nowait(park), asyncio.Task)  # still no token
+        exe.max_per_second = 1e9  # raised: the queued ones start on the next turns
+
+        async def queue_empties() -> None:
+            while exe.stats.queued:
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(queue_empties(), 5)
+        assert exe.stats.running == 4
+        await exe.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_running_map_follows_a_new_max_per_second(ordered: bool) -> None:
+    started: list[int] = []
+
+    async def job(n: int) -> int:
+        started.append(n)
+        return n
+
+    async with CoroutineExecutor(max_workers=10) as exe:
+        it = (exe.map if ordered else exe.map_unordered)(job, range(4))
+        exe.max_per_second = STARVED  # set after the map was made, before it starts jobs
+        assert await it.__anext__() == 0  # the one token
+        waiting = asyncio.ensure_future(it.__anext__())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert started == [0] and not waiting.done()  # the map honours the new limit
+        exe.max_per_second = None
+        assert await asyncio.wait_for(waiting, 5) == 1
+        assert sorted([r async for r in it]) == [2, 3]
+
+
+async def test_max_per_second_set_before_first_use_applies() -> None:
+    exe = CoroutineExecutor(max_workers=10)
+    exe.max_per_second = STARVED
+    exe.burst = 2
+    async with exe:
+        handles = [exe.submit_nowait(park) for _ in range(3)]
+        assert [isinstance(h, asyncio.Task) for h in handles] == [True, True, False]
+        await exe.shutdown(wait=False)
+
+
+async def test_rate_setters_validate_as_the_constructor_does() -> None:
+    async with CoroutineExecutor(max_workers=2) as exe:
+        with pytest.raises(ValueError, match=re.escape("burst requires max_per_second")):
+            exe.burst = 3
+        with pytest.raises(
+            ValueError, match=re.escape("max_per_second must be greater than 0 (got 0)")
+        ):
+            exe.max_per_second = 0
+        with pytest.raises(
+            TypeError, match=re.escape("max_per_second must be a number or None (got '5')")
+        ):
+            exe.max_per_second = "5"  # type: ignore[assignment]
+        exe.max_per_second = 5
+        with pytest.raises(ValueError, match=re.escape("burst must be an int greater than 0")):
+            exe.burst = 0
+        assert (exe.max_per_second, exe.burst) == (5.0, 1)  # unchanged by the refusals
+
+
 #
 # Per-job deadline
 #

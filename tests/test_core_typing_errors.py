@@ -9,6 +9,7 @@ import gc
 import inspect
 import re
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -28,11 +29,14 @@ async def fetch(url: str) -> str:
 
 
 def coroutine_hint(where: str, coro: object) -> str:
+    # A map takes an iterable of arguments: its hint says `urls`, not `url`.
+    arg = "urls" if where.startswith("map") else ""
+    wrong, right = (f"fetch(url), {arg}", f"fetch, {arg}") if arg else ("fetch(url)", "fetch, url")
     return (
         f"{where}() expects an async function and its arguments, not a coroutine object"
         f" (got {coro!r})\n"
-        f"  wrong: {where}(fetch(url))\n"
-        f"  right: {where}(fetch, url)"
+        f"  wrong: {where}({wrong})\n"
+        f"  right: {where}({right})"
     )
 
 
@@ -84,6 +88,33 @@ async def test_non_callable_fn(where: str, fn: object) -> None:
             TypeError, match=exactly(f"{where}() fn must be a callable (got {fn!r})")
         ):
             await call(exe, where, fn)
+        assert exe.stats == ExecutorStats(0, 0, 0, 0, 0, 0)
+        assert await (await exe.submit(fetch, "ok")) == "ok"
+
+
+async def numbers(x: object) -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize("where", WHERE)
+async def test_async_generator_function_is_refused(where: str) -> None:
+    if where.startswith("map"):
+        # Refused by map() itself, before any input is read.
+        pattern = exactly(
+            f"{where}() expects an async function, not an async generator function"
+            f" (got {numbers!r})"
+        )
+    else:
+        # Known from what fn returned; calling it ran none of its body.
+        pattern = (
+            "^" + re.escape("job function must return an awaitable, not an async generator")
+            + r" \(got <async_generator object .*> from "
+            + re.escape(f"{numbers!r})")
+            + "$"
+        )
+    async with CoroutineExecutor(max_workers=2) as exe:
+        with pytest.raises(TypeError, match=pattern):
+            await call(exe, where, numbers)
         assert exe.stats == ExecutorStats(0, 0, 0, 0, 0, 0)
         assert await (await exe.submit(fetch, "ok")) == "ok"
 
@@ -190,6 +221,18 @@ def test_bad_initializer(initializer: object) -> None:
         CoroutineExecutor(initializer=initializer)  # type: ignore[arg-type]
 
 
+async def test_max_workers_none_means_the_default() -> None:
+    # As LoopExecutor(max_workers=None) and ThreadPoolExecutor(max_workers=None) accept.
+    exe = CoroutineExecutor(max_workers=None)
+    assert exe.max_workers == CoroutineExecutor().max_workers == 1000
+    async with exe:
+        assert await (await exe.submit(fetch, "ok")) == "ok"
+    async with CoroutineExecutor(None) as positional:
+        assert positional.max_workers == 1000
+    with pytest.raises(TypeError, match=exactly("max_workers must be an int (got None)")):
+        positional.max_workers = None  # type: ignore[assignment]  # the setter takes a number
+
+
 def test_defaults_construct_without_a_loop() -> None:
     # Construction needs no running loop; the executor binds to one on first use.
     exe = CoroutineExecutor()
@@ -273,6 +316,54 @@ async def test_entering_after_use_without_async_with_is_refused() -> None:
     with pytest.raises(RuntimeError, match=re.escape("has already been used")):
         await exe.__aenter__()
     await exe.shutdown()
+
+
+#
+# Sync syntax on the async API: the stock error, plus the way out
+#
+
+
+def test_plain_with_says_async_with_or_loop_executor() -> None:
+    message = (
+        "'CoroutineExecutor' object does not support the context manager protocol:"
+        " use 'async with' (in async code), or LoopExecutor from sync code"
+    )
+    exe = CoroutineExecutor()
+    with pytest.raises(TypeError, match=exactly(message)), exe:  # type: ignore[attr-defined]
+        pass  # pragma: no cover
+    assert exe.stats == ExecutorStats(0, 0, 0, 0, 0, 0)
+
+
+async def test_plain_with_inside_async_code_leaves_the_executor_usable() -> None:
+    exe = CoroutineExecutor()
+    with pytest.raises(TypeError, match=re.escape("use 'async with'")), exe:  # type: ignore[attr-defined]
+        pass  # pragma: no cover
+    async with exe:  # the mistake did not use it up
+        assert await (await exe.submit(fetch, "ok")) == "ok"
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_plain_for_over_a_map_says_async_for_or_loop_executor(ordered: bool) -> None:
+    message = (
+        "'MapIterator' object is not iterable: use 'async for' (in async code),"
+        " or LoopExecutor.map() from sync code"
+    )
+    started = []
+
+    async def job(n: int) -> int:
+        started.append(n)
+        return n
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        it = (exe.map if ordered else exe.map_unordered)(job, range(3))
+        with pytest.raises(TypeError, match=exactly(message)):
+            for _ in it:  # type: ignore[attr-defined]
+                pass  # pragma: no cover
+        with pytest.raises(TypeError, match=exactly(message)):
+            list(it)  # type: ignore[call-overload]
+        assert started == []  # nothing started: a map starts jobs as it is consumed
+        assert sorted([r async for r in it]) == [0, 1, 2]  # and it still works
+    assert not isinstance(it, Iterator)  # no __next__: only the hint was added
 
 
 #

@@ -29,6 +29,22 @@ def test_demo_runs_every_scenario_and_reports_what_happened() -> None:
     assert "All scenarios done" in text
 
 
+def test_demo_seed_makes_scenarios_2_and_3_reproducible() -> None:
+    def reports(seed: int) -> tuple[str, str]:
+        out = io.StringIO()
+        argv = ["--jobs", "300", "--workers", "20", "--no-progress", "--seed", str(seed)]
+        assert main(argv, out=out) == 0
+        text = out.getvalue()
+        fail_fast = re.search(r"^   the block raised .*$", text, re.M)
+        absorbed = re.search(r"^   \d+ succeeded, \d+ failed; none was cancelled$", text, re.M)
+        assert fail_fast is not None and absorbed is not None
+        return fail_fast.group(), absorbed.group()
+
+    first = reports(7)
+    assert reports(7) == first  # what --help promises
+    assert reports(7) == first
+
+
 def test_demo_help_lists_its_options() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "coroexecutor", "--help"],
@@ -36,6 +52,7 @@ def test_demo_help_lists_its_options() -> None:
     )
     for option in ("--jobs", "--workers", "--fail-rate", "--seed", "--no-progress"):
         assert option in proc.stdout
+    assert "scenarios 2 and 3 report the same counts" in " ".join(proc.stdout.split())
 
 
 def test_demo_rejects_bad_options() -> None:

@@ -226,6 +226,22 @@ def test_api_reference_covers_every_public_name() -> None:
     assert documented == set(coroexecutor.__all__)
 
 
+def test_bridge_page_lists_every_constructor_option() -> None:
+    import inspect
+
+    from coroexecutor import LoopExecutor
+
+    page = (ROOT / "docs" / "bridge.rst").read_text(encoding="utf-8")
+    found = re.search(r"``LoopExecutor\((?P<params>[^`]*)\)``", page)
+    assert found is not None, "docs/bridge.rst shows no LoopExecutor(...) signature"
+    documented = [
+        p.split("=")[0].strip() for p in " ".join(found["params"].split()).split(",")
+    ]
+    documented = [name for name in documented if name not in ("*", "")]
+    actual = [name for name in inspect.signature(LoopExecutor).parameters]
+    assert documented == actual
+
+
 def test_markers_sit_right_above_a_python_block() -> None:
     """A marker that is not followed by a python block would silently do nothing."""
     for path in example_files():

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, overload
 
-from .._errors import check_job_fn
+from .._errors import async_generator_error, check_job_fn
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
-from .._validate import check_max_workers, check_seconds
+from .._validate import check_max_workers, check_rate, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
 from ._runner import LoopFactory
@@ -35,6 +35,7 @@ T = TypeVar("T")
 # __init__: I/O-bound work, but no more than 32 threads on many-core machines).
 _DEFAULT_MAX_JOBS = 1000
 _CO_COROUTINE = inspect.CO_COROUTINE
+_CO_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
 _copy_context = contextvars.copy_context
 _name_counter = itertools.count()
@@ -45,18 +46,28 @@ _WAIT_ON_LOOP_MESSAGE = (
 )
 
 
-def _is_coroutine_job(fn: object) -> bool:
-    """True when fn runs on the loop; False for a blocking callable (a worker thread)."""
+def _is_coroutine_job(fn: object, where: str = "submit") -> bool:
+    """True when fn runs on the loop; False for a blocking callable (a worker thread).
+
+    Raises TypeError for what is no job: a non-callable, a coroutine object (with the
+    two-call hint) or an async generator function (a worker would return the generator
+    object as the result)."""
     if type(fn) is _FunctionType:  # the common case, kept cheap: the hand-off is benchmarked
-        if fn.__code__.co_flags & _CO_COROUTINE:
+        flags = fn.__code__.co_flags
+        if flags & _CO_COROUTINE:
             return True
+        if flags & _CO_ASYNC_GENERATOR:
+            raise async_generator_error(where, fn)
         return inspect.iscoroutinefunction(fn)  # inspect.markcoroutinefunction (3.12+)
     if not callable(fn):
-        check_job_fn(fn, "submit")  # raises: a coroutine object gets the two-call hint
+        check_job_fn(fn, where)  # raises: a coroutine object gets the two-call hint
     if inspect.iscoroutinefunction(fn):  # also bound methods and functools.partial
         return True
+    call = type(fn).__call__
+    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call):
+        raise async_generator_error(where, fn)
     # An instance whose class has ``async def __call__``:
-    return inspect.iscoroutinefunction(type(fn).__call__)
+    return inspect.iscoroutinefunction(call)
 
 
 @final
@@ -160,6 +171,31 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         self._bridge.set_max_workers_threadsafe(value, value)
 
     @property
+    def max_per_second(self) -> Optional[float]:
+        """The most jobs that may *start* per second, blocking ones included (``None``: no
+        limit). Settable from any thread, validated as in the constructor: once the
+        assignment returns, every later start is governed by the new value (queued jobs
+        too; running ones carry on)."""
+        return self._bridge.max_per_second
+
+    @max_per_second.setter
+    def max_per_second(self, value: Optional[float]) -> None:
+        rate, _ = check_rate(value, None)
+        self._bridge.set_rate_threadsafe(rate=rate)
+
+    @property
+    def burst(self) -> int:
+        """How many jobs may start at once after an idle period while ``max_per_second``
+        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
+        limit is a ``ValueError``, as in the constructor."""
+        return self._bridge.burst
+
+    @burst.setter
+    def burst(self, value: int) -> None:
+        check_rate(1.0, value)  # the type and range; "requires max_per_second" is decided
+        self._bridge.set_rate_threadsafe(burst=value)  # with the rate, under the lock
+
+    @property
     def stats(self) -> ExecutorStats:
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
@@ -200,7 +236,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             RuntimeError: after ``shutdown()`` ("cannot schedule new futures after
                 shutdown"), or in a child process after ``os.fork()``.
             BrokenLoopExecutor: the initializer failed.
-            TypeError: ``fn`` is not callable (a coroutine object gets a hint).
+            TypeError: ``fn`` is not callable (a coroutine object gets a hint), or is an
+                async generator function; checked before anything runs.
         """
         coroutine_job = _is_coroutine_job(fn)
         bridge = self._bridge
@@ -248,6 +285,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         for, so an endless input runs in bounded memory. By default every job is
         submitted at once, before this returns.
         """
+        _is_coroutine_job(fn, "map")  # what is no job is refused here, named as map()'s
         if buffersize is not None:
             if isinstance(buffersize, bool) or not isinstance(buffersize, int):
                 raise TypeError(f"buffersize must be an integer or None (got {buffersize!r})")

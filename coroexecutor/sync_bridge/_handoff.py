@@ -31,13 +31,14 @@ from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
 from .._errors import BrokenLoopExecutor
+from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
 from . import _process
 from ._future import BridgeFuture
 from ._scheduler import Job, Scheduler, ShutdownRequest
 from ._workers import WorkerPool, WorkItem
 
-__all__ = ["EXIT_MESSAGE", "FORK_MESSAGE", "SHUTDOWN_MESSAGE", "HandOff", "State"]
+__all__ = ["EXIT_MESSAGE", "FORK_MESSAGE", "KEEP", "SHUTDOWN_MESSAGE", "HandOff", "State"]
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 EXIT_MESSAGE = "cannot schedule new futures after interpreter shutdown"
@@ -56,6 +57,8 @@ class State(enum.Enum):
     FORKED = "forked"  # this is a forked child: the loop thread exists only in the parent
 
 
+KEEP: Any = object()  # set_rate_threadsafe: leave this one as it is
+
 _STARTING, _RUNNING, _SHUTTING_DOWN = State.STARTING, State.RUNNING, State.SHUTTING_DOWN
 _GONE = (State.CLOSED, State.FORKED, State.BROKEN)
 
@@ -64,6 +67,7 @@ class HandOff:
     """The lock-guarded half of LoopThread: slots, backlog and hand-off lists."""
 
     # Provided by LoopThread:
+    _stopped: concurrent.futures.Future[None]
     owner_repr: str
     loop_ident: Optional[int]
     _loop: Optional[asyncio.AbstractEventLoop]
@@ -74,7 +78,7 @@ class HandOff:
 
     def __init__(self, max_workers: int, blocking_on_loop: bool) -> None:
         # A core option that must govern blocking jobs too routes them through the loop.
-        self._blocking_on_loop = blocking_on_loop
+        self._blocking_on_loop = blocking_on_loop  # guarded by _lock (set_rate_threadsafe)
         self._lock = threading.Lock()
         # Invariants: _wake_pending is True iff a _drain is scheduled that has not taken
         # the batch yet; it is only set while _ready. _held == len(_direct) + the jobs in
@@ -84,6 +88,8 @@ class HandOff:
         self._ready = False  # guarded by _lock: the loop drains the hand-off
         self._wake_pending = False  # guarded by _lock
         self.max_workers = max_workers  # guarded by _lock
+        self.max_per_second: Optional[float] = None  # guarded by _lock; set by LoopThread
+        self.burst = 1  # guarded by _lock; set by LoopThread
         self._held = 0  # guarded by _lock
         self._backlog: collections.deque[Job] = collections.deque()  # guarded by _lock
         self._direct: set[BridgeFuture[Any]] = set()  # guarded by _lock
@@ -239,6 +245,40 @@ class HandOff:
             self._pool.submit(item)
         if not ready or not self._call_soon_threadsafe(resize_core):
             core.max_workers = value  # the loop is not running it (yet, or any more)
+
+    def set_rate_threadsafe(self, rate: Any = KEEP, burst: Any = KEEP) -> None:
+        """Set max_per_second and/or burst, each validated by the caller (KEEP: as is).
+
+        Returns once the core has them, so every job submitted after this call starts
+        under the new limit. The core is changed on the loop thread only.
+        """
+        applied: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:  # the pair is read and written as one step, whichever thread
+            new_rate = self.max_per_second if rate is KEEP else rate
+            if burst is KEEP:
+                new_burst = self.burst
+            elif burst is not None and new_rate is None:
+                new_burst = None  # refused below, outside the lock
+            else:
+                new_burst = 1 if burst is None else burst
+            if new_burst is not None:
+                self.max_per_second, self.burst = new_rate, new_burst
+                # A rate limit governs blocking jobs too: they then start from the loop.
+                core = self._scheduler.core
+                self._blocking_on_loop = new_rate is not None or core._job_timeout is not None
+                on_loop = self._ready and not self.is_loop_thread()
+                if on_loop:
+                    self._calls.append(lambda: _apply_rate(core, new_rate, new_burst, applied))
+                    self._wake_locked()
+                else:
+                    # The loop thread itself, or a core that is not bound to a running
+                    # loop (not yet, or any more): no other thread touches it now.
+                    core._set_rate(new_rate, new_burst)
+        if new_burst is None:
+            raise ValueError("burst requires max_per_second")
+        if on_loop:
+            # The call is dropped only if the loop stops first; then nothing starts again.
+            concurrent.futures.wait([applied, self._stopped], return_when="FIRST_COMPLETED")
 
     def stats_threadsafe(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
@@ -415,3 +455,16 @@ class HandOff:
             start(job)
         for item in items:
             self._pool.submit(item)
+
+
+def _apply_rate(
+    core: CoroutineExecutor,
+    rate: Optional[float],
+    burst: int,
+    applied: concurrent.futures.Future[None],
+) -> None:
+    """On the loop thread: give the core its new start-rate limit."""
+    try:
+        core._set_rate(rate, burst)
+    finally:
+        applied.set_result(None)

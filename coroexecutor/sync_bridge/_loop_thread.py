@@ -67,6 +67,7 @@ class LoopThread(HandOff):
         self._initargs = initargs
 
         super().__init__(max_workers, max_per_second is not None or job_timeout is not None)
+        self.max_per_second, self.burst = scheduler.core.max_per_second, scheduler.core.burst
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set once, before _created
         self.loop_ident: Optional[int] = None
         self._created = threading.Event()

@@ -98,6 +98,11 @@ async def check_coroutine_executor(flag: bool) -> None:
         await exe.submit(blocking_str, 1)  # type: ignore[arg-type]
         exe.map(blocking_str, range(3))  # type: ignore[arg-type]
         exe.max_workers = "10"  # type: ignore[assignment]
+        # Sync syntax on the async API: refused at run time with the way out, and here.
+        for _ in exe.map(fetch_int, range(3)):  # type: ignore[attr-defined]
+            pass
+        with exe:  # type: ignore[attr-defined]
+            pass
 
         # With return_exceptions=True a job's exception is yielded in place of its result.
         assert_type(
@@ -120,6 +125,7 @@ async def check_coroutine_executor(flag: bool) -> None:
         assert_type(either_unordered, MapIterator[int | BaseException])
 
     CoroutineExecutor(max_workers="10")  # type: ignore[arg-type]
+    CoroutineExecutor(max_workers=None)  # the default, as for LoopExecutor
     CoroutineExecutor(10, True)  # type: ignore[call-arg]
 
 
