@@ -87,8 +87,10 @@ def describe_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
         _, fn, args, kwargs = args
     name = getattr(fn, "__qualname__", None)
-    if not isinstance(name, str):
-        name = _short.repr(fn)
+    if isinstance(name, str):
+        name = name.rpartition("<locals>.")[2]  # Client.fetch, not main.<locals>.Client.fetch
+    else:
+        name = _short.repr(fn)  # a functools.partial, a callable instance
     parts = [_short.repr(arg) for arg in args[:_MAX_ARGS]]
     parts += [f"{key}={_short.repr(value)}" for key, value in list(kwargs.items())[:_MAX_ARGS]]
     if len(args) > _MAX_ARGS or len(kwargs) > _MAX_ARGS:
