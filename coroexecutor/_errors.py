@@ -86,11 +86,9 @@ def describe_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """``fetch('https://…')``: a job as error messages name it, kept short by reprlib."""
     if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
         _, fn, args, kwargs = args
+    # Client.fetch, not main.<locals>.Client.fetch; reprlib for a partial or an instance.
     name = getattr(fn, "__qualname__", None)
-    if isinstance(name, str):
-        name = name.rpartition("<locals>.")[2]  # Client.fetch, not main.<locals>.Client.fetch
-    else:
-        name = _short.repr(fn)  # a functools.partial, a callable instance
+    name = name.rpartition("<locals>.")[2] if isinstance(name, str) else _short.repr(fn)
     parts = [_short.repr(arg) for arg in args[:_MAX_ARGS]]
     parts += [f"{key}={_short.repr(value)}" for key, value in list(kwargs.items())[:_MAX_ARGS]]
     if len(args) > _MAX_ARGS or len(kwargs) > _MAX_ARGS:

@@ -10,7 +10,6 @@ import asyncio
 import contextvars
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 

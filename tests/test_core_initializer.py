@@ -164,7 +164,8 @@ async def test_initializer_may_queue_jobs_but_not_wait_for_one(loop_kind: str) -
         pass
     assert log.entries == [("init", ()), ("job", 0)]
     assert queued[0].result() == 0
-    assert [message.split(" cannot")[0] for message in refused] == ["submit()", "shutdown()", "map()"]
+    calls = [message.split(" cannot")[0] for message in refused]
+    assert calls == ["submit()", "shutdown()", "map()"]
     assert all("no job starts before the initializer returns" in m for m in refused)
 
 
