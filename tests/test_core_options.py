@@ -7,6 +7,8 @@ import functools
 import gc
 import itertools
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -294,6 +296,41 @@ async def test_job_cancelled_before_its_first_step_leaves_no_unawaited_coroutine
     if loop_kind != "eager":  # an eager task factory runs a job's first step at its start
         assert late.cancelled() and started == []
     gc.collect()
+
+
+_EXIT_SCRIPT = """
+import asyncio
+from coroexecutor import CoroutineExecutor
+
+kept = []  # finalised only at interpreter exit, where a warning used to print
+
+async def fresh():
+    pass
+
+async def main():
+    for options in ({"job_timeout": 5}, {"job_timeout": 5, "initializer": lambda: None}):
+        try:
+            async with CoroutineExecutor(**options) as exe:
+                kept.append(exe.submit_nowait(fresh))
+                raise KeyError("body")
+        except KeyError:
+            pass
+
+asyncio.run(main())
+"""
+
+
+def test_interpreter_exit_after_jobs_cancelled_before_their_first_step_is_silent() -> None:
+    """Issue 16, item 5: on 3.13 the unawaited wrapper was finalised at exit and printed
+    "Exception ignored ... KeyError: '__import__'"; under -W error, any warning fails."""
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 #
