@@ -89,7 +89,8 @@ class Admission:
     _wake_handle: asyncio.TimerHandle | None
     _wrap: bool  # a job_timeout: jobs need the wrapper coroutine
     _job_timeout: float | None
-    # The initializer's task while it runs (see Startup): no job starts meanwhile.
+    # The initializer's task while it runs (see Startup): no job starts meanwhile. No job
+    # runs then either, so only _on_wake and _resize can reach _start_backlog: they check.
     _init_task: asyncio.Task[None] | None
     # Whether a job's Task may be built directly, as the loop's create_task would when no
     # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never,
@@ -143,7 +144,7 @@ class Admission:
     def _resize(self, value: int) -> None:
         self._free += value - self._max_workers
         self._max_workers = value
-        if self._free > 0 and self._backlog:
+        if self._free > 0 and self._backlog and self._init_task is None:
             self._start_backlog()
 
     async def _acquire_slot(self) -> None:
@@ -192,12 +193,11 @@ class Admission:
 
     def _on_wake(self) -> None:
         self._wake_handle = None
-        self._start_backlog()
+        if self._init_task is None:  # else the initializer starts the backlog as it returns
+            self._start_backlog()
 
     def _start_backlog(self) -> None:
         """Admit queued jobs and slot waiters in FIFO order while slots and tokens last."""
-        if self._init_task is not None:
-            return  # the initializer runs: it starts the backlog when it returns
         backlog = self._backlog
         while self._free > 0 and backlog:
             entry = backlog[0]

@@ -26,8 +26,8 @@ class Startup(ErrorPolicy):
 
     Until it returns the executor is STARTING: it accepts jobs, but they wait in the
     backlog. A cancelled future at the front of the backlog sends every submit and map
-    to its slow path (so the fast paths pay nothing for this), and _start_backlog starts
-    nothing while ``_init_task`` is set. The initializer's task is in ``_running``, so
+    to its slow path (so the fast paths pay nothing for this), and nothing starts the
+    backlog while ``_init_task`` is set. The initializer's task is in ``_running``, so
     _abort cancels it as it would a job (the deadline, shutdown(wait=False), the block's
     entry cancelled), and it counts as a waiter, so shutdown() waits for it.
 

@@ -169,6 +169,24 @@ async def test_initializer_may_queue_jobs_but_not_wait_for_one(loop_kind: str) -
     assert all("no job starts before the initializer returns" in m for m in refused)
 
 
+async def test_growing_max_workers_while_the_initializer_runs_starts_nothing(
+    loop_kind: str,
+) -> None:
+    log = Log()
+    release = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=1, initializer=make_init("async", log, release))
+    queued = [exe.submit_nowait(log.job, n) for n in range(3)]
+    await asyncio.sleep(0)
+    exe.max_workers = 3
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log.entries == [] and exe.stats.queued == 3
+    release.set()
+    assert [await future for future in queued] == [0, 1, 2]
+    await exe.shutdown()
+    assert log.entries[0] == ("init", ())
+
+
 #
 # A failing initializer breaks the executor
 #
