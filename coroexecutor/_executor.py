@@ -55,7 +55,8 @@ class CoroutineExecutor(Startup):
             every later call that would start a job.
         initargs: arguments for ``initializer``.
         timeout: seconds from entering the block (or the first submit) until every job is
-            cancelled and the block raises ``TimeoutError``.
+            cancelled and the block raises :class:`ExecutorTimeoutError` (a
+            ``TimeoutError``).
         max_per_second: the most jobs that may *start* per second (``None``: no limit).
         burst: how many jobs may start at once after an idle period when
             ``max_per_second`` is set (default 1).
