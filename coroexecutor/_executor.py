@@ -161,15 +161,14 @@ class CoroutineExecutor(Startup):
             TypeError: ``fn`` is not callable, is a coroutine object, or did not return an
                 awaitable. An exception from calling ``fn`` propagates from here.
         """
-        # The loop check is one C call per job; without it a second asyncio.run() would
-        # build the job's Task on the first, closed, loop.
-        if self._state is not _RUNNING or _get_running_loop() is not self._loop:
+        if self._state is not _RUNNING:
             self._check_accepting()
         if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
             self._free -= 1
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
+            self._check_loop()  # a wait is coming anyway: it may cost a getpid() here
             if self._init_task is not None:
                 self._check_not_initializer("submit()")
             # _acquire_slot() written out: a coroutine less for each wait.
@@ -234,7 +233,7 @@ class CoroutineExecutor(Startup):
             TypeError: as for :meth:`submit`. For a queued job, errors from calling ``fn``
                 fail its future instead and follow the error policy.
         """
-        if self._state is not _RUNNING or _get_running_loop() is not self._loop:
+        if self._state is not _RUNNING:
             self._check_accepting()
         if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
             self._free -= 1
@@ -297,6 +296,7 @@ class CoroutineExecutor(Startup):
         Cancellation: leaving the loop early (``break``, an exception, ``aclose()``)
         cancels the map's in-flight jobs; those cancellations are not errors.
         """
+        self._check_loop()
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, True, return_exceptions)
 
@@ -339,17 +339,18 @@ class CoroutineExecutor(Startup):
         ``buffersize`` bounds the jobs in flight plus finished results not yet consumed.
         Errors and cancellation behave as for :meth:`map`.
         """
+        self._check_loop()
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, False, return_exceptions)
 
     def _check_accepting(self) -> None:
         state = self._state
+        if state in _ACCEPTING:
+            return
         if state is State.CREATED:
             self._bind()
             return
         self._check_loop()
-        if state in _ACCEPTING:
-            return
         if self._broken is not None:
             raise self._broken_error()
         if state is State.CANCELLING:
@@ -366,11 +367,17 @@ class CoroutineExecutor(Startup):
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
         if self._timeout is not None:
             self._deadline_handle = loop.call_later(self._timeout, self._abort, Cause.DEADLINE)
+        self._watch_loop()
         if self._initializer is not None:
             self._start_initializer()
 
     def _check_loop(self) -> None:
-        """Refuse a call from any loop but the one the executor is bound to (if any)."""
+        """Refuse a call from any loop but the one the executor is bound to (if any).
+
+        Not on the fast paths of submit() and submit_nowait(): on CPython 3.11 finding
+        the running loop makes a getpid() system call. They rely on the state instead:
+        an executor whose loop has finished (see Startup._watch_loop) is CLOSED, and
+        every call on a closed executor comes here."""
         if self._loop is not None and _get_running_loop() is not self._loop:
             raise RuntimeError(
                 f"{self!r} belongs to the event loop it was first used on and cannot be"

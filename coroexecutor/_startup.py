@@ -1,4 +1,5 @@
-"""The initializer: run once per executor, before any job starts.
+"""First use: the initializer (run once, before any job starts) and the event loop the
+executor belongs to from then on.
 
 The layer between the error policy and the public API (admission <- error policy <-
 startup <- public API). All of it runs on the executor's event loop thread.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import sys
+import weakref
+from collections.abc import AsyncGenerator
 from typing import Any, Callable
 
 from ._admission import Queued
@@ -36,11 +40,12 @@ class Startup(ErrorPolicy):
     every later call that would start one.
     """
 
-    __slots__ = ("_broken", "_initargs", "_initializer")
+    __slots__ = ("_broken", "_initargs", "_initializer", "_loop_watch")
 
     _initializer: Callable[..., object] | None
     _initargs: tuple[Any, ...]
     _broken: BaseException | None  # what the initializer raised
+    _loop_watch: AsyncGenerator[None, None] | None  # see _watch_loop
 
     def _init_startup(
         self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
@@ -48,6 +53,45 @@ class Startup(ErrorPolicy):
         self._initializer = initializer
         self._initargs = initargs
         self._broken = None
+        self._loop_watch = None
+
+    #
+    # The loop
+    #
+
+    def _watch_loop(self) -> None:
+        """Bound to the running loop just now: learn when that loop finishes.
+
+        An executor belongs to the loop it was first used on. Used again in a second
+        asyncio.run(), its fast paths (which do not look up the running loop: on CPython
+        3.11 that is a getpid() system call per job) would build the job's Task on the
+        first, closed, loop. So when the loop finishes, the executor is closed, and any
+        later call takes the slow path, which names the mistake (_check_loop).
+
+        asyncio.run() and asyncio.Runner finish a loop by closing its async generators
+        (loop.shutdown_asyncgens(), after cancelling every task): one parked here, and
+        registered by the loop's own firstiter hook, tells us. It gets no finaliser, so
+        an executor collected while its loop runs closes it at once, with no task.
+        """
+        watch = _loop_watch(weakref.ref(self))
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=None)
+        try:
+            watch.asend(None).send(None)
+        except StopIteration:
+            pass  # parked at its yield
+        finally:
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
+        self._loop_watch = watch
+
+    def _loop_finished(self) -> None:
+        """The loop is closing its async generators: its tasks are done, and so are we."""
+        if not self._busy():  # else someone closes them early: _check_loop still guards
+            self._state = State.CLOSED
+
+    #
+    # The initializer
+    #
 
     def _start_initializer(self) -> None:
         """Bound to a loop just now: run the initializer; hold back every job meanwhile."""
@@ -150,3 +194,13 @@ class Startup(ErrorPolicy):
         if error is not None:
             self._close()
             raise error
+
+
+async def _loop_watch(owner: weakref.ref[Startup]) -> AsyncGenerator[None, None]:
+    """Parked at its yield for the life of the executor's loop (see _watch_loop)."""
+    try:
+        yield
+    finally:
+        executor = owner()
+        if executor is not None:
+            executor._loop_finished()
