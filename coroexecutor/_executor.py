@@ -168,7 +168,6 @@ class CoroutineExecutor(Startup):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            self._check_loop()  # a wait is coming anyway: it may cost a getpid() here
             if self._init_task is not None:
                 self._check_not_initializer("submit()")
             # _acquire_slot() written out: a coroutine less for each wait.
