@@ -24,9 +24,10 @@ __all__ = ["Startup"]
 
 
 class Startup(ErrorPolicy):
-    """Runs ``initializer(*initargs)`` once, in a task of its own, when the executor is
-    first used: on entering ``async with`` (which waits for it), or at the first
-    submit(), submit_nowait() or map() of an executor used without it.
+    """What happens at first use: the executor watches for the end of the loop it is now
+    bound to (_watch_loop), and runs ``initializer(*initargs)`` once, in a task of its
+    own: on entering ``async with`` (which waits for it), or at the first submit(),
+    submit_nowait() or map() of an executor used without it.
 
     Until it returns the executor is STARTING: it accepts jobs, but they wait in the
     backlog. A cancelled future at the front of the backlog sends every submit and map
