@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from ._errors import BrokenLoopExecutor
+from ._errors import (
+    BrokenCoroutineExecutor,
+    BrokenLoopExecutor,
+    ExecutorTimeoutError,
+    JobTimeoutError,
+)
 from ._executor import CoroutineExecutor, MapIterator
 from ._stats import ExecutorStats
 from .sync_bridge import ThreadedLoopExecutor
@@ -14,9 +19,12 @@ LoopExecutor = ThreadedLoopExecutor  # an alias: the same class object, not a su
 __version__ = "2026.12.0"
 
 __all__ = [
+    "BrokenCoroutineExecutor",
     "BrokenLoopExecutor",
     "CoroutineExecutor",
     "ExecutorStats",
+    "ExecutorTimeoutError",
+    "JobTimeoutError",
     "LoopExecutor",
     "MapIterator",
     "ThreadedLoopExecutor",
@@ -24,9 +32,12 @@ __all__ = [
 ]
 
 _PUBLIC_CLASSES = (
+    BrokenCoroutineExecutor,
     BrokenLoopExecutor,
     CoroutineExecutor,
     ExecutorStats,
+    ExecutorTimeoutError,
+    JobTimeoutError,
     MapIterator,
     ThreadedLoopExecutor,
 )

@@ -66,9 +66,9 @@ class Admission:
     # 3.11's shared-key dicts hold (30), so with a __dict__ every attribute read on the
     # hot path would be a dict lookup instead of a slot read.
     __slots__ = (
-        "_backlog", "_cancelled", "_failed", "_fast", "_free", "_granted", "_initargs",
-        "_initializer", "_inline", "_job_timeout", "_limiter", "_loop", "_max_workers",
-        "_queued", "_running", "_state", "_waiting", "_wake_handle", "_wrap",
+        "_backlog", "_cancelled", "_failed", "_fast", "_free", "_granted", "_init_task",
+        "_inline", "_job_timeout", "_limiter", "_loop", "_max_workers", "_queued",
+        "_running", "_state", "_waiting", "_wake_handle", "_wrap",
     )
 
     _state: State
@@ -87,10 +87,11 @@ class Admission:
     _granted: int  # slots handed to a waiter that has not resumed yet
     _limiter: RateLimiter | None
     _wake_handle: asyncio.TimerHandle | None
-    _wrap: bool  # an initializer or a job_timeout: jobs need the wrapper coroutine
-    _initializer: Callable[..., object] | None
-    _initargs: tuple[Any, ...]
+    _wrap: bool  # a job_timeout: jobs need the wrapper coroutine
     _job_timeout: float | None
+    # The initializer's task while it runs (see Startup): no job starts meanwhile. No job
+    # runs then either, so only _on_wake and _resize can reach _start_backlog: they check.
+    _init_task: asyncio.Task[None] | None
     # Whether a job's Task may be built directly, as the loop's create_task would when no
     # task factory is set: NATIVE_LOOP (asyncio's own create_task), _UVLOOP, or 0 (never,
     # and always 0 unless jobs complete in-line). Read by _start and by the written-out
@@ -100,13 +101,7 @@ class Admission:
     _cancelled: int
     _inline: bool  # jobs settle their bookkeeping in their own last step (no hook, no wrap)
 
-    def _init_admission(
-        self,
-        max_workers: int,
-        initializer: Callable[..., object] | None,
-        initargs: tuple[Any, ...],
-        job_timeout: float | None,
-    ) -> None:
+    def _init_admission(self, max_workers: int, job_timeout: float | None) -> None:
         self._state = State.CREATED
         self._loop = None
         self._max_workers = max_workers
@@ -118,10 +113,9 @@ class Admission:
         self._granted = 0
         self._limiter = None
         self._wake_handle = None
-        self._initializer = initializer
-        self._initargs = initargs
         self._job_timeout = job_timeout
-        self._wrap = initializer is not None or job_timeout is not None
+        self._wrap = job_timeout is not None
+        self._init_task = None
         self._fast = 0
         self._failed = self._cancelled = 0
 
@@ -150,7 +144,7 @@ class Admission:
     def _resize(self, value: int) -> None:
         self._free += value - self._max_workers
         self._max_workers = value
-        if self._free > 0 and self._backlog:
+        if self._free > 0 and self._backlog and self._init_task is None:
             self._start_backlog()
 
     async def _acquire_slot(self) -> None:
@@ -158,6 +152,8 @@ class Admission:
 
         submit() has this written out (a coroutine less per wait)."""
         assert self._loop is not None
+        if self._init_task is not None:
+            self._check_not_initializer("map()")
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._backlog.append(waiter)
         self._waiting += 1
@@ -168,6 +164,14 @@ class Admission:
             self._left_line(waiter)
             raise
         self._granted -= 1
+
+    def _check_not_initializer(self, call: str) -> None:
+        """Refuse a wait the initializer would make for itself (only while it runs)."""
+        if self._init_task is not None and asyncio.current_task() is self._init_task:
+            raise RuntimeError(
+                f"{call} cannot wait in the initializer of {self!r}: no job starts"
+                " before the initializer returns"
+            )
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:
         """A slot waiter was cancelled: leave the line, or pass on a slot just granted."""
@@ -189,7 +193,8 @@ class Admission:
 
     def _on_wake(self) -> None:
         self._wake_handle = None
-        self._start_backlog()
+        if self._init_task is None:  # else the initializer starts the backlog as it returns
+            self._start_backlog()
 
     def _start_backlog(self) -> None:
         """Admit queued jobs and slot waiters in FIFO order while slots and tokens last."""
@@ -299,17 +304,18 @@ class Admission:
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
                 return task
-            if self._wrap:
-                inner = coro
-                coro = wrapped_job(self._initializer, self._initargs, self._job_timeout, inner)
-            task = loop.create_task(coro)  # type: ignore[union-attr]
+            if self._job_timeout is not None:
+                runner = wrapped_job(self._job_timeout, coro, fn, args, kwargs)
+                task = loop.create_task(runner)  # type: ignore[union-attr]
+            else:
+                task = loop.create_task(coro)  # type: ignore[union-attr]
         except BaseException:
             self._start_failed(fn, where, runner, coro)
             raise
-        if self._wrap:
-            # If the wrapper never runs (cancelled before its first step, or the
-            # initializer failed), close the job's coroutine: no "never awaited" warning.
-            task.add_done_callback(lambda _: inner.close())
+        if runner is not None:
+            # If the wrapper never runs (cancelled before its first step), close the
+            # job's coroutine, the one coroutine it holds: no "never awaited" warning.
+            task.add_done_callback(lambda _: coro.close())
         self._running[task] = task
         task.add_done_callback(self._on_value_job_done if value_job else self._on_job_done)
         return task

@@ -6,16 +6,27 @@ import asyncio
 import builtins
 import concurrent.futures
 import inspect
+import reprlib
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 __all__ = [
+    "BrokenCoroutineExecutor",
     "BrokenLoopExecutor",
-    "DeadlineExceeded",
+    "ExecutorTimeoutError",
+    "JobTimeoutError",
     "async_generator_error",
     "check_job_fn",
     "coroutine_hint",
+    "describe_job",
+    "job_wrapper",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BrokenCoroutineExecutor(concurrent.futures.BrokenExecutor):
+    """Raised by a CoroutineExecutor whose initializer failed; chained from its error."""
 
 
 class BrokenLoopExecutor(concurrent.futures.BrokenExecutor):
@@ -23,14 +34,22 @@ class BrokenLoopExecutor(concurrent.futures.BrokenExecutor):
 
 
 if sys.version_info >= (3, 11):
-    DeadlineExceeded = builtins.TimeoutError
+
+    class JobTimeoutError(builtins.TimeoutError):
+        """A job ran longer than the executor's ``job_timeout``: a ``TimeoutError``."""
+
+    class ExecutorTimeoutError(builtins.TimeoutError):
+        """The executor's ``timeout`` passed before its jobs finished: a ``TimeoutError``."""
+
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
+    # Before 3.11, asyncio.TimeoutError is not the builtin TimeoutError: these are both,
+    # so ``except TimeoutError`` and ``except asyncio.TimeoutError`` each catch them.
 
-    class DeadlineExceeded(asyncio.TimeoutError, builtins.TimeoutError):
-        """A deadline passed. Catchable as both ``TimeoutError`` and ``asyncio.TimeoutError``.
+    class JobTimeoutError(asyncio.TimeoutError, builtins.TimeoutError):
+        """A job ran longer than the executor's ``job_timeout``: a ``TimeoutError``."""
 
-        On Python 3.11+ the two are the same class and this name is just ``TimeoutError``.
-        """
+    class ExecutorTimeoutError(asyncio.TimeoutError, builtins.TimeoutError):
+        """The executor's ``timeout`` passed before its jobs finished: a ``TimeoutError``."""
 
 
 _COROUTINE_HINT = """\
@@ -75,3 +94,31 @@ def check_job_fn(fn: Any, where: str) -> None:
     if inspect.isawaitable(fn):
         raise TypeError(coroutine_hint(where, fn))
     raise TypeError(f"{where}() fn must be a callable (got {fn!r})")
+
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_MAX_ARGS = 6
+# Functions that run a job given as (future, fn, args, kwargs): the bridge's wrappers.
+_WRAPPERS: set[Callable[..., Any]] = set()
+
+
+def job_wrapper(fn: F) -> F:
+    """Mark ``fn(future, job_fn, args, kwargs)`` as running ``job_fn``: describe_job names
+    the job it runs, not the wrapper."""
+    _WRAPPERS.add(fn)
+    return fn
+
+
+def describe_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``fetch('https://…')``: a job as error messages name it, kept short by reprlib."""
+    if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
+        _, fn, args, kwargs = args
+    # Client.fetch, not main.<locals>.Client.fetch; reprlib for a partial or an instance.
+    name = getattr(fn, "__qualname__", None)
+    name = name.rpartition("<locals>.")[2] if isinstance(name, str) else _short.repr(fn)
+    parts = [_short.repr(arg) for arg in args[:_MAX_ARGS]]
+    parts += [f"{key}={_short.repr(value)}" for key, value in list(kwargs.items())[:_MAX_ARGS]]
+    if len(args) > _MAX_ARGS or len(kwargs) > _MAX_ARGS:
+        parts.append("...")
+    return f"{name}({', '.join(parts)})"

@@ -13,8 +13,9 @@ from ._admission import NATIVE_LOOP, Queued, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
 from ._map import MapIterator
-from ._policy import _SHUTDOWN_MESSAGE, Cause, ErrorPolicy
+from ._policy import _SHUTDOWN_MESSAGE, Cause
 from ._ratelimit import RateLimiter
+from ._startup import Startup
 from ._state import State
 from ._stats import ExecutorStats
 from ._typing import ParamSpec, Self, final
@@ -29,13 +30,14 @@ JobHook = Callable[["asyncio.Future[Any]"], object]
 _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
 _JobTask = JobTask
-_ACCEPTING = (State.RUNNING, State.EXITING)
+_ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 _CancelledError = asyncio.CancelledError
 _DEFAULT_MAX_WORKERS = 1000
+_get_running_loop = asyncio._get_running_loop
 
 
 @final
-class CoroutineExecutor(ErrorPolicy):
+class CoroutineExecutor(Startup):
     """Runs coroutine functions as tasks, at most ``max_workers`` at a time.
 
     Use it as ``async with CoroutineExecutor(...) as exe:``; leaving the block waits for
@@ -46,16 +48,22 @@ class CoroutineExecutor(ErrorPolicy):
         suppress_task_errors: when true, a job's error stays in its task and nothing else
             is cancelled; when false (the default), the first error cancels every other job,
             interrupts the body of the block and is re-raised by the block.
-        initializer: called as ``initializer(*initargs)`` (and awaited if it returns an
-            awaitable) inside each job before the job's function.
+        initializer: called once as ``initializer(*initargs)``, and awaited if it
+            returns an awaitable, before any job starts: on entering ``async with``
+            (which waits for it), or at the first submit, submit_nowait or map of an
+            executor used without it. If it raises, no job runs: entering the block
+            raises :class:`BrokenCoroutineExecutor` chained from its error, and so does
+            every later call that would start a job.
         initargs: arguments for ``initializer``.
         timeout: seconds from entering the block (or the first submit) until every job is
-            cancelled and the block raises ``TimeoutError``.
+            cancelled and the block raises :class:`ExecutorTimeoutError` (a
+            ``TimeoutError``).
         max_per_second: the most jobs that may *start* per second (``None``: no limit).
         burst: how many jobs may start at once after an idle period when
             ``max_per_second`` is set (default 1).
         job_timeout: seconds a single job may hold its slot; a job that runs longer is
-            cancelled and fails with ``TimeoutError``, which then follows the error policy.
+            cancelled and fails with :class:`JobTimeoutError` (a ``TimeoutError``), which
+            then follows the error policy.
         on_job_done: called with each finished job's future, on the event loop; an
             exception it raises is reported to the loop's exception handler.
 
@@ -90,8 +98,9 @@ class CoroutineExecutor(ErrorPolicy):
         timeout = check_seconds("timeout", timeout)
         job_timeout = check_seconds("job_timeout", job_timeout)
         self._rate, self._burst = check_rate(max_per_second, burst)
-        self._init_admission(max_workers, initializer, tuple(initargs), job_timeout)
+        self._init_admission(max_workers, job_timeout)
         self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
+        self._init_startup(initializer, tuple(initargs))
 
     def __repr__(self) -> str:
         running = self._running_count()
@@ -196,7 +205,9 @@ class CoroutineExecutor(ErrorPolicy):
         slot granted at that moment passes to the next in line.
 
         Raises:
-            RuntimeError: the executor is shut down or shutting down.
+            RuntimeError: the executor is shut down or shutting down, or was first used
+                on another event loop.
+            BrokenCoroutineExecutor: the initializer failed.
             TypeError: ``fn`` is not callable or is a coroutine object (checked before
                 anything is called or waited for), or ``fn(*args, **kwargs)`` did not
                 return an awaitable (known only once ``fn`` has run, side effects
@@ -209,6 +220,8 @@ class CoroutineExecutor(ErrorPolicy):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
+            if self._init_task is not None:
+                self._check_not_initializer("submit()")
             # _acquire_slot() written out: a coroutine less for each wait.
             waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
             self._backlog.append(waiter)
@@ -261,8 +274,13 @@ class CoroutineExecutor(ErrorPolicy):
         Cancellation: cancelling the returned future drops a queued job (it never runs)
         and cancels a running one.
 
+        While the initializer runs, every job is queued: it starts once the initializer
+        has returned, and fails with :class:`BrokenCoroutineExecutor` if it raised.
+
         Raises:
-            RuntimeError: the executor is shut down or shutting down.
+            RuntimeError: the executor is shut down or shutting down, or this is not the
+                event loop it was first used on.
+            BrokenCoroutineExecutor: the initializer failed.
             TypeError: as for :meth:`submit`. For a queued job, errors from calling ``fn``
                 fail its future instead and follow the error policy.
         """
@@ -329,6 +347,7 @@ class CoroutineExecutor(ErrorPolicy):
         Cancellation: leaving the loop early (``break``, an exception, ``aclose()``)
         cancels the map's in-flight jobs; those cancellations are not errors.
         """
+        self._check_loop()
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, True, return_exceptions)
 
@@ -371,6 +390,7 @@ class CoroutineExecutor(ErrorPolicy):
         ``buffersize`` bounds the jobs in flight plus finished results not yet consumed.
         Errors and cancellation behave as for :meth:`map`.
         """
+        self._check_loop()
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, False, return_exceptions)
 
@@ -381,12 +401,16 @@ class CoroutineExecutor(ErrorPolicy):
         if state is State.CREATED:
             self._bind()
             return
+        self._check_loop()
+        if self._broken is not None:
+            raise self._broken_error()
         if state is State.CANCELLING:
             raise RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} is cancelling its jobs)")
         raise RuntimeError(_SHUTDOWN_MESSAGE)
 
     def _bind(self) -> None:
-        """First use: tie the executor to the running loop and start the deadline."""
+        """First use: tie the executor to the running loop, start the deadline and the
+        initializer."""
         loop = self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
         self._fast = task_probe(loop) if self._inline else 0
@@ -394,6 +418,22 @@ class CoroutineExecutor(ErrorPolicy):
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
         if self._timeout is not None:
             self._deadline_handle = loop.call_later(self._timeout, self._abort, Cause.DEADLINE)
+        self._watch_loop()
+        if self._initializer is not None:
+            self._start_initializer()
+
+    def _check_loop(self) -> None:
+        """Refuse a call from any loop but the one the executor is bound to (if any).
+
+        Not on the fast paths of submit() and submit_nowait(): on CPython 3.11 finding
+        the running loop makes a getpid() system call. They rely on the state instead:
+        an executor whose loop has finished (see Startup._watch_loop) is CLOSED, and
+        every call on a closed executor comes here."""
+        if self._loop is not None and _get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"{self!r} belongs to the event loop it was first used on and cannot be"
+                " used from another; make one executor per asyncio.run()"
+            )
 
     #
     # Admission: slots, rate and the backlog
@@ -415,9 +455,12 @@ class CoroutineExecutor(ErrorPolicy):
 
     async def __aenter__(self) -> Self:
         if self._state is not State.CREATED:
+            self._check_loop()
             raise RuntimeError(f"{self!r} has already been used; create a new executor")
         self._bind()
         self._parent = asyncio.current_task()
+        if self._init_task is not None:
+            await self._await_initializer()
         self._in_body = True
         return self
 
@@ -469,8 +512,10 @@ class CoroutineExecutor(ErrorPolicy):
         returns only once every job has finished (or finished cancelling).
 
         Errors: used without ``async with``, this raises the error the policy names:
-        the first job error under fail-fast, or ``TimeoutError`` when the executor's
-        ``timeout`` passed. Cancellations the executor caused are never raised.
+        the first job error under fail-fast, or :class:`ExecutorTimeoutError` when the
+        executor's ``timeout`` passed. Cancellations the executor caused are never
+        raised. Called on another event loop than the one the executor was first used
+        on, or from the initializer, it raises ``RuntimeError``.
 
         Cancellation: cancelling the caller cancels every job, waits for them, then
         re-raises the cancellation.
@@ -484,6 +529,9 @@ class CoroutineExecutor(ErrorPolicy):
         if self._state is State.CREATED:
             self._close()
             return
+        self._check_loop()
+        if self._init_task is not None:
+            self._check_not_initializer("shutdown()")
         own = self._is_own_job(asyncio.current_task())
         if self._state in _ACCEPTING:
             self._state = State.DRAINING

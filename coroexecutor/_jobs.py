@@ -7,9 +7,9 @@ import inspect
 import sys
 import types
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from ._errors import DeadlineExceeded
+from ._errors import JobTimeoutError, describe_job
 
 __all__ = ["JobTask", "as_coroutine", "prime", "prime_point", "priming", "wrapped_job"]
 
@@ -87,15 +87,38 @@ def as_coroutine(result: object, fn: object) -> Coroutine[Any, Any, Any]:
     raise TypeError(f"job function must return an awaitable (got {result!r} from {fn!r})")
 
 
+def _expired(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float) -> str:
+    return f"job {describe_job(fn, args, kwargs)} ran longer than job_timeout={seconds!r} s"
+
+
 if sys.version_info >= (3, 11):
 
-    async def _with_deadline(coro: Coroutine[Any, Any, Any], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await coro
+    async def _with_deadline(
+        coro: Coroutine[Any, Any, Any],
+        seconds: float,
+        fn: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await coro
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # the job's own TimeoutError
+            cause = exc.__cause__ if isinstance(exc.__cause__, asyncio.CancelledError) else exc
+            raise JobTimeoutError(_expired(fn, args, kwargs, seconds)) from cause
 
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
 
-    async def _with_deadline(coro: Coroutine[Any, Any, Any], seconds: float) -> Any:
+    async def _with_deadline(
+        coro: Coroutine[Any, Any, Any],
+        seconds: float,
+        fn: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         task = asyncio.current_task()
         assert task is not None
         expired = False
@@ -108,39 +131,27 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         handle = asyncio.get_running_loop().call_later(seconds, expire)
         try:
             return await coro
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if expired:
-                raise DeadlineExceeded() from None
+                raise JobTimeoutError(_expired(fn, args, kwargs, seconds)) from exc
             raise
         finally:
             handle.cancel()
 
 
-async def _initialized(
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-    coro: Coroutine[Any, Any, Any],
-) -> Any:
-    if initializer is not None:
-        ready = initializer(*initargs)
-        if inspect.isawaitable(ready):
-            await ready
-    return await coro
-
-
 def wrapped_job(
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-    job_timeout: float | None,
+    job_timeout: float,
     coro: Coroutine[Any, Any, Any],
+    fn: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Coroutine[Any, Any, Any]:
-    """The job's coroutine with the executor's initializer and per-job deadline around it.
+    """The job's coroutine with the executor's per-job deadline around it.
 
-    ``coro`` comes from calling the job's function at submit time, so a function that
-    returns no awaitable is reported there; the initializer still runs before any of the
-    job's own body. The deadline covers the initializer and the job together: it bounds
-    how long the job holds its slot.
+    ``coro`` comes from calling the job's function ``fn(*args, **kwargs)`` at submit
+    time, so a function that returns no awaitable is reported there; ``fn`` and its
+    arguments only name the job in the JobTimeoutError. The wrapper takes ``coro``
+    itself and makes no other coroutine: if its task is cancelled before its first step,
+    ``coro`` is the one coroutine left unstarted, and the caller closes it.
     """
-    if job_timeout is not None:
-        return _with_deadline(_initialized(initializer, initargs, coro), job_timeout)
-    return _initialized(initializer, initargs, coro)
+    return _with_deadline(coro, job_timeout, fn, args, kwargs)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import _jobs
 from ._admission import Admission, Queued
-from ._errors import DeadlineExceeded
+from ._errors import ExecutorTimeoutError
 from ._jobs import prime_point as _prime
 from ._state import State
 
@@ -165,8 +165,8 @@ class ErrorPolicy(Admission):
         self._settle(coro, task, exc, value_job)
 
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
-        """Done callback of a job that does not complete in-line (an on_job_done hook, an
-        initializer or a job_timeout)."""
+        """Done callback of a job that does not complete in-line (an on_job_done hook or
+        a job_timeout)."""
         self._settle_done(task, False)
 
     def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
@@ -402,7 +402,7 @@ class ErrorPolicy(Admission):
             return self._first_error
         if self._cause is Cause.DEADLINE:
             self._error_delivered = True
-            return DeadlineExceeded(f"{self!r} timed out after {self._timeout} seconds")
+            return ExecutorTimeoutError(f"{self!r} timed out after {self._timeout} seconds")
         return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import LoopExecutor, ThreadedLoopExecutor
+from coroexecutor import JobTimeoutError, LoopExecutor, ThreadedLoopExecutor
 from tests.conftest import new_loop
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
@@ -367,7 +367,11 @@ def test_job_timeout_fails_a_slow_coroutine_job() -> None:
     started, saw_cancel = threading.Event(), threading.Event()
     with ThreadedLoopExecutor(job_timeout=0.05) as exe:
         future = exe.submit(park_until_cancelled, started, saw_cancel)
-        assert isinstance(future.exception(timeout=WAIT), TimeoutError)
+        error = future.exception(timeout=WAIT)
+        assert isinstance(error, JobTimeoutError) and isinstance(error, TimeoutError)
+        # It names the job, not the bridge's wrapper around it.
+        assert str(error).startswith("job park_until_cancelled(<threading.Event")
+        assert str(error).endswith(") ran longer than job_timeout=0.05 s")
         assert exe.submit(double, 2).result(WAIT) == 4
 
 
@@ -716,7 +720,9 @@ def test_job_timeout_and_blocking_jobs() -> None:
             assert running.acquire(timeout=WAIT)
         waiting = exe.submit(hold)  # holds a slot, but every thread is taken
         # Not started within job_timeout: it fails, and will never run.
-        assert isinstance(waiting.exception(timeout=WAIT), TimeoutError)
+        error = waiting.exception(timeout=WAIT)
+        assert isinstance(error, JobTimeoutError)
+        assert str(error) == "job hold() ran longer than job_timeout=0.2 s"
         gate.set()
         # Calls already running cannot be interrupted: they keep their own outcome.
         assert [f.result(timeout=WAIT) for f in busy] == ["finished anyway"] * threads

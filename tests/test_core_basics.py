@@ -1,5 +1,5 @@
 """CoroutineExecutor basics: submit, back-pressure, the slot limit, the FIFO backlog,
-submit_nowait, stats, the initializer and contextvars.
+submit_nowait, stats and contextvars (the initializer: test_core_initializer.py).
 
 The error policy, cancellation and timeouts are tested in test_core_policy.py.
 """
@@ -10,7 +10,6 @@ import asyncio
 import contextvars
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
@@ -461,60 +460,6 @@ async def test_stats_stay_consistent_while_a_submitter_waits(how: str) -> None:
         finally:
             release.set()
             await waiting
-
-
-#
-# initializer
-#
-
-
-async def test_sync_initializer_runs_before_each_job(loop_kind: str) -> None:
-    log: list[tuple[str, Any, Any]] = []
-
-    def init(tag: str, other: int) -> None:
-        log.append(("init", (tag, other), asyncio.current_task()))
-
-    async def job(i: int) -> None:
-        log.append(("job", i, asyncio.current_task()))
-        await asyncio.sleep(0)
-
-    async with CoroutineExecutor(max_workers=1, initializer=init, initargs=("x", 7)) as exe:
-        await exe.submit(job, 0)
-        exe.submit_nowait(job, 1)
-        async for _ in exe.map(job, [2, 3]):
-            pass
-    kinds = [(kind, value) for kind, value, _ in log]
-    assert kinds == [
-        ("init", ("x", 7)), ("job", 0),
-        ("init", ("x", 7)), ("job", 1),
-        ("init", ("x", 7)), ("job", 2),
-        ("init", ("x", 7)), ("job", 3),
-    ]  # fmt: skip
-    # Each initializer call ran in the task of the job it prepared.
-    tasks = [task for _, _, task in log]
-    assert tasks[0::2] == tasks[1::2]
-    assert len(set(tasks)) == 4
-
-
-async def test_async_initializer_is_awaited_before_each_job(loop_kind: str) -> None:
-    ready: set[asyncio.Task[Any] | None] = set()
-    jobs_run = 0
-
-    async def init() -> None:
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        ready.add(asyncio.current_task())
-
-    async def job() -> None:
-        nonlocal jobs_run
-        assert asyncio.current_task() in ready, "job started before its initializer finished"
-        jobs_run += 1
-
-    async with CoroutineExecutor(max_workers=3, initializer=init) as exe:
-        for _ in range(10):
-            await exe.submit(job)
-    assert jobs_run == 10
-    assert len(ready) == 10
 
 
 #

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
+import itertools
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, ExecutorStats
+import coroexecutor
+from coroexecutor import CoroutineExecutor, ExecutorStats, ExecutorTimeoutError, JobTimeoutError
 from coroexecutor._ratelimit import RateLimiter
 
 pytestmark = pytest.mark.timeout(15)
@@ -269,6 +275,172 @@ async def test_job_timeout_applies_to_queued_jobs_from_their_start() -> None:
     assert a.result() is None and b.result() is None
 
 
+async def test_job_timeout_error_is_public_and_names_the_job_and_the_limit(
+    loop_kind: str,
+) -> None:
+    async def fetch(url: str, *, retries: int) -> None:
+        await park()
+
+    url = "https://example.com/" + "x" * 200
+    with pytest.raises(JobTimeoutError) as info:
+        async with CoroutineExecutor(job_timeout=0.05) as exe:
+            await exe.submit(fetch, url, retries=3)
+            await park()
+    error = info.value
+    assert isinstance(error, TimeoutError) and isinstance(error, asyncio.TimeoutError)
+    assert type(error) is coroexecutor.JobTimeoutError
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == "coroexecutor.JobTimeoutError"
+    # The arguments are shortened by reprlib: the message stays one readable line.
+    assert re.fullmatch(
+        r"job fetch\('https://example\.com/x+\.\.\.x+', retries=3\) ran longer than"
+        r" job_timeout=0\.05 s",
+        str(error),
+    ), str(error)
+    assert len(str(error)) < 150
+    assert isinstance(error.__cause__, asyncio.CancelledError)  # where the job was stuck
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        (functools.partial(park), "job functools.partial(<function park at 0x"),
+        (park, "job park() ran longer"),
+    ],
+)
+async def test_job_timeout_message_names_any_callable(fn: Any, expected: str) -> None:
+    async with CoroutineExecutor(job_timeout=0.01, suppress_task_errors=True) as exe:
+        task = await exe.submit(fn)
+    assert str(task.exception()).startswith(expected)
+
+
+async def test_job_timeout_leaves_a_jobs_own_timeout_error_alone(loop_kind: str) -> None:
+    own = TimeoutError("the server said no")
+
+    async def job() -> None:
+        await asyncio.sleep(0)
+        raise own
+
+    with pytest.raises(TimeoutError) as info:
+        async with CoroutineExecutor(job_timeout=5) as exe:
+            await exe.submit(job)
+    assert info.value is own
+
+
+async def test_executor_timeout_error_is_public(loop_kind: str) -> None:
+    with pytest.raises(ExecutorTimeoutError) as info:
+        async with CoroutineExecutor(timeout=0.05) as exe:
+            await exe.submit(park)
+            await park()
+    error = info.value
+    assert isinstance(error, TimeoutError) and isinstance(error, asyncio.TimeoutError)
+    assert not isinstance(error, JobTimeoutError)
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == (
+        "coroexecutor.ExecutorTimeoutError"
+    )
+    assert "timed out after 0.05 seconds" in str(error)
+
+
+#
+# A job cancelled before its first step, under every option combination
+#
+
+
+def _hook(task: asyncio.Future[Any]) -> None:
+    pass
+
+
+def _init() -> None:
+    pass
+
+
+OPTION_SETS = [
+    {name: value for name, value in zip(("job_timeout", "initializer", "on_job_done"), values)}
+    for values in itertools.product((None, 5.0), (None, _init), (None, _hook))
+]
+
+
+@pytest.mark.parametrize(
+    "options", OPTION_SETS, ids=lambda o: "+".join(k for k, v in o.items() if v) or "none"
+)
+@pytest.mark.parametrize(
+    ("trigger", "suppress"), [("fail-fast", False), ("body-error", False), ("body-error", True)]
+)
+async def test_job_cancelled_before_its_first_step_leaves_no_unawaited_coroutine(
+    loop_kind: str, options: dict[str, Any], suppress: bool, trigger: str
+) -> None:
+    """Issue 16, item 5. Fail-fast cancels a job that a finished job started from the
+    backlog in the same turn of the loop; a body error cancels jobs just submitted. Either
+    way the job's coroutine (and any wrapper around it) is closed, not left to warn
+    "coroutine ... was never awaited" (warnings are errors; gc runs after the test)."""
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def ok() -> None:
+        await gate.wait()
+
+    async def boom() -> None:
+        await gate.wait()
+        raise ValueError("boom")
+
+    async def fresh() -> None:
+        started.append("fresh")
+
+    exe = CoroutineExecutor(max_workers=2, suppress_task_errors=suppress, **options)
+    if trigger == "fail-fast":
+        with pytest.raises(ValueError, match="boom"):
+            async with exe:
+                exe.submit_nowait(ok)
+                exe.submit_nowait(boom)
+                late = exe.submit_nowait(fresh)  # queued: ok's end starts it, boom's cancels it
+                gate.set()
+                await park()
+    else:
+        with pytest.raises(KeyError):
+            async with exe:
+                late = exe.submit_nowait(fresh)
+                also = await exe.submit(fresh)
+                raise KeyError("body")
+        assert also.cancelled() or loop_kind == "eager"
+    if loop_kind != "eager":  # an eager task factory runs a job's first step at its start
+        assert late.cancelled() and started == []
+    gc.collect()
+
+
+_EXIT_SCRIPT = """
+import asyncio
+from coroexecutor import CoroutineExecutor
+
+kept = []  # finalised only at interpreter exit, where a warning used to print
+
+async def fresh():
+    pass
+
+async def main():
+    for options in ({"job_timeout": 5}, {"job_timeout": 5, "initializer": lambda: None}):
+        try:
+            async with CoroutineExecutor(**options) as exe:
+                kept.append(exe.submit_nowait(fresh))
+                raise KeyError("body")
+        except KeyError:
+            pass
+
+asyncio.run(main())
+"""
+
+
+def test_interpreter_exit_after_jobs_cancelled_before_their_first_step_is_silent() -> None:
+    """Issue 16, item 5: on 3.13 the unawaited wrapper was finalised at exit and printed
+    "Exception ignored ... KeyError: '__import__'"; under -W error, any warning fails."""
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 #
 # Live resizing
 #
@@ -424,21 +596,3 @@ async def test_shutdown_grace_is_validated() -> None:
     with pytest.raises(ValueError, match=re.escape("timeout must be greater than 0 (got -1)")):
         await exe.shutdown(timeout=-1)
     await exe.shutdown()
-
-
-async def test_initializer_failure_leaves_no_unawaited_job_coroutine() -> None:
-    """The job's coroutine is made at submit; if the initializer fails it is closed."""
-
-    def broken_init() -> None:
-        raise OSError("init failed")
-
-    async def job() -> int:
-        return 1
-
-    async with CoroutineExecutor(initializer=broken_init, suppress_task_errors=True) as exe:
-        task = await exe.submit(job)
-        cancelled_early = await exe.submit(job)
-        cancelled_early.cancel()  # cancelled before its first step: the wrapper never runs
-    assert isinstance(task.exception(), OSError)
-    assert cancelled_early.cancelled()
-    # warnings are errors and gc runs after each test: a "never awaited" would fail it

@@ -278,63 +278,6 @@ async def test_core_body_error_waits_for_a_stubborn_job_then_propagates() -> Non
 
 
 #
-# Core: an initializer that fails half-way
-#
-
-
-@pytest.mark.parametrize("kind", ["sync", "async"])
-@pytest.mark.parametrize("suppress", [False, True])
-async def test_core_initializer_failing_on_the_second_job(kind: str, suppress: bool) -> None:
-    """The initializer runs inside each job, so its failure is that job's error: the job's
-    function never runs, and the error follows the policy like any job error."""
-    error = OSError("init failed")
-    calls: list[int] = []
-    ran: list[int] = []
-
-    def sync_init() -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise error
-
-    async def async_init() -> None:
-        calls.append(1)
-        nth = len(calls)
-        await asyncio.sleep(0)  # half-way: after an await
-        if nth == 2:
-            raise error
-
-    async def job(n: int, hold: asyncio.Event) -> int:
-        ran.append(n)
-        await hold.wait()
-        return n
-
-    init = sync_init if kind == "sync" else async_init
-    hold = asyncio.Event()
-    if suppress:
-        async with CoroutineExecutor(
-            max_workers=3, initializer=init, suppress_task_errors=True
-        ) as exe:
-            jobs = [await exe.submit(job, n, hold) for n in range(3)]
-            hold.set()
-        assert jobs[1].exception() is error
-        assert [jobs[0].result(), jobs[2].result()] == [0, 2]
-        assert sorted(ran) == [0, 2]
-        return
-    jobs: list[asyncio.Task[int]] = []
-
-    async def block() -> None:
-        async with CoroutineExecutor(max_workers=3, initializer=init) as exe:
-            jobs.extend([await exe.submit(job, n, hold) for n in range(3)])
-            await asyncio.Event().wait()
-
-    with pytest.raises(OSError, match="init failed") as info:
-        await block()
-    assert info.value is error
-    assert 1 not in ran
-    assert jobs[0].cancelled()
-
-
-#
 # Core: callbacks that raise
 #
 

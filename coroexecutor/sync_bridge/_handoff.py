@@ -74,7 +74,6 @@ class HandOff:
     _pool: WorkerPool
     _scheduler: Scheduler
     _final_stats: Optional[ExecutorStats]
-    _stopped: concurrent.futures.Future[None]
 
     def __init__(self, max_workers: int, blocking_on_loop: bool) -> None:
         # A core option that must govern blocking jobs too routes them through the loop.

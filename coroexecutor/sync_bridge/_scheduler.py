@@ -13,6 +13,7 @@ import inspect
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, Callable, NamedTuple, Optional
 
+from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
 from ._future import BridgeFuture
 from ._workers import WorkerPool, WorkItem
@@ -153,6 +154,7 @@ class Scheduler:
     # The job wrappers: the coroutines the core runs as tasks
     #
 
+    @job_wrapper  # a job_timeout error names fn(*args, **kwargs), not this wrapper
     async def _run_coroutine(
         self,
         future: BridgeFuture[Any],
@@ -185,6 +187,7 @@ class Scheduler:
         future._finish(result, None)
         return result
 
+    @job_wrapper
     async def _run_blocking(
         self,
         future: BridgeFuture[Any],

@@ -1,0 +1,338 @@
+"""CoroutineExecutor's initializer: once per executor, before any job starts.
+
+The same meaning as on the bridge and in ``concurrent.futures``: it runs once, when the
+executor is first used (entering ``async with`` waits for it), and if it raises the
+executor is broken: no job runs and the error is a BrokenCoroutineExecutor chained from
+the initializer's exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+from typing import Any
+
+import pytest
+
+from coroexecutor import BrokenCoroutineExecutor, CoroutineExecutor, ExecutorTimeoutError
+
+pytestmark = pytest.mark.timeout(15)
+
+
+async def park() -> None:
+    await asyncio.Event().wait()
+
+
+class Log:
+    """What ran, in order: ("init", args) once, then ("job", n) for each job."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, Any]] = []
+
+    async def job(self, n: int) -> int:
+        self.entries.append(("job", n))
+        await asyncio.sleep(0)
+        return n
+
+    def jobs(self) -> list[Any]:
+        return [value for kind, value in self.entries if kind == "job"]
+
+
+def make_init(kind: str, log: Log, release: asyncio.Event | None = None) -> Any:
+    """A sync or async initializer that logs its arguments (the async one after awaits,
+    and after ``release`` is set when given)."""
+
+    def sync_init(*args: Any) -> None:
+        log.entries.append(("init", args))
+
+    async def async_init(*args: Any) -> None:
+        await asyncio.sleep(0)
+        if release is not None:
+            await release.wait()
+        await asyncio.sleep(0)
+        log.entries.append(("init", args))
+
+    return sync_init if kind == "sync" else async_init
+
+
+def assert_broken(exc: BaseException, cause: BaseException) -> None:
+    assert isinstance(exc, BrokenCoroutineExecutor)
+    assert isinstance(exc, concurrent.futures.BrokenExecutor)
+    assert exc.__cause__ is cause
+    assert f"is broken: its initializer raised {cause!r}" in str(exc)
+
+
+#
+# Once, before any job
+#
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_initializer_runs_once_before_any_job(loop_kind: str, kind: str) -> None:
+    log = Log()
+    init = make_init(kind, log)
+    async with CoroutineExecutor(max_workers=2, initializer=init, initargs=("x", 7)) as exe:
+        assert log.entries == [("init", ("x", 7))]  # entering the block waited for it
+        await exe.submit(log.job, 0)
+        exe.submit_nowait(log.job, 1)
+        async for _ in exe.map(log.job, [2, 3]):
+            pass
+        async for _ in exe.map_unordered(log.job, [4]):
+            pass
+    assert log.entries[0] == ("init", ("x", 7))
+    assert [kind for kind, _ in log.entries].count("init") == 1
+    assert sorted(log.jobs()) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("entry", ["submit", "submit_nowait", "map"])
+async def test_first_use_without_async_with_runs_it_and_jobs_wait_for_it(
+    loop_kind: str, entry: str
+) -> None:
+    """Used without ``async with``, the first submit, submit_nowait or map starts the
+    initializer; every job waits in the backlog until it has returned."""
+    log = Log()
+    release = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=4, initializer=make_init("async", log, release))
+    if entry == "submit":
+        first: Any = asyncio.ensure_future(exe.submit(log.job, 0))
+    elif entry == "submit_nowait":
+        first = exe.submit_nowait(log.job, 0)
+    else:
+        first = asyncio.ensure_future(_collect(exe.map(log.job, [0])))
+    await asyncio.sleep(0)
+    later = exe.submit_nowait(log.job, 1)  # queued behind the initializer, never started
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log.entries == []
+    assert not later.done() and not first.done()
+    assert exe.stats.running == 0
+    assert "starting" in repr(exe)
+    release.set()
+    await first
+    await later
+    await exe.shutdown()
+    assert log.entries[0] == ("init", ())
+    # (A slot goes to the waiting submit first, but it resumes a turn later than a
+    # queued job starts: the order of the job bodies is not FIFO.)
+    assert sorted(log.jobs()) == [0, 1]
+
+
+async def _collect(results: Any) -> list[Any]:
+    return [value async for value in results]
+
+
+async def test_shutdown_while_the_initializer_runs_waits_for_it_then_the_queued_jobs() -> None:
+    log = Log()
+    release = asyncio.Event()
+    exe = CoroutineExecutor(initializer=make_init("async", log, release))
+    queued = exe.submit_nowait(log.job, 0)
+    closing = asyncio.ensure_future(exe.shutdown())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not closing.done()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        exe.submit_nowait(log.job, 1)
+    release.set()
+    await closing
+    assert queued.result() == 0
+    assert log.entries == [("init", ()), ("job", 0)]
+
+
+async def test_initializer_may_queue_jobs_but_not_wait_for_one(loop_kind: str) -> None:
+    """A job queued by the initializer starts after it; waiting for a slot (or calling
+    shutdown()) in it would wait for itself, so that is refused at once."""
+    log = Log()
+    queued: list[asyncio.Future[int]] = []
+    refused: list[str] = []
+
+    async def init() -> None:
+        queued.append(exe.submit_nowait(log.job, 0))
+        for attempt in (exe.submit(log.job, 1), exe.shutdown()):
+            try:
+                await attempt
+            except RuntimeError as exc:
+                refused.append(str(exc))
+        try:
+            await exe.map(log.job, [2]).__anext__()
+        except RuntimeError as exc:
+            refused.append(str(exc))
+        log.entries.append(("init", ()))
+
+    exe = CoroutineExecutor(max_workers=1, initializer=init)
+    async with exe:
+        pass
+    assert log.entries == [("init", ()), ("job", 0)]
+    assert queued[0].result() == 0
+    calls = [message.split(" cannot")[0] for message in refused]
+    assert calls == ["submit()", "shutdown()", "map()"]
+    assert all("no job starts before the initializer returns" in m for m in refused)
+
+
+async def test_growing_max_workers_while_the_initializer_runs_starts_nothing(
+    loop_kind: str,
+) -> None:
+    log = Log()
+    release = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=1, initializer=make_init("async", log, release))
+    queued = [exe.submit_nowait(log.job, n) for n in range(3)]
+    await asyncio.sleep(0)
+    exe.max_workers = 3
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log.entries == [] and exe.stats.queued == 3
+    release.set()
+    assert [await future for future in queued] == [0, 1, 2]
+    await exe.shutdown()
+    assert log.entries[0] == ("init", ())
+
+
+#
+# A failing initializer breaks the executor
+#
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("suppress", [False, True])
+async def test_failing_initializer_breaks_the_block_and_no_job_runs(
+    loop_kind: str, kind: str, suppress: bool
+) -> None:
+    error = OSError("init failed")
+    body_ran = False
+
+    def sync_init() -> None:
+        raise error
+
+    async def async_init() -> None:
+        await asyncio.sleep(0)  # half-way: after an await
+        raise error
+
+    exe = CoroutineExecutor(
+        initializer=sync_init if kind == "sync" else async_init, suppress_task_errors=suppress
+    )
+    with pytest.raises(BrokenCoroutineExecutor) as info:
+        async with exe:
+            body_ran = True
+    assert not body_ran
+    assert_broken(info.value, error)
+    # Afterwards every entry point refuses, with the same error (a new one each time).
+    refusals: list[BaseException] = []
+    for call in (
+        lambda: exe.submit_nowait(park),
+        lambda: exe.map(park, []),
+        lambda: exe.map_unordered(park, []),
+    ):
+        with pytest.raises(BrokenCoroutineExecutor) as refused:
+            call()
+        refusals.append(refused.value)
+    with pytest.raises(BrokenCoroutineExecutor) as refused:
+        await exe.submit(park)
+    refusals.append(refused.value)
+    for refusal in refusals:
+        assert_broken(refusal, error)
+    assert len({id(refusal) for refusal in refusals}) == len(refusals)
+    await exe.shutdown()  # nothing to wait for, and the block already raised
+    assert exe.stats.submitted == 0
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+async def test_failing_initializer_fails_the_jobs_waiting_for_it(
+    loop_kind: str, suppress: bool
+) -> None:
+    """Without ``async with``: the jobs queued or waiting while it ran fail with the broken
+    error; under fail-fast, shutdown() raises it too (the first job error), once."""
+    error = ValueError("bad config")
+    release = asyncio.Event()
+
+    async def init() -> None:
+        await release.wait()
+        raise error
+
+    exe = CoroutineExecutor(max_workers=2, initializer=init, suppress_task_errors=suppress)
+    queued = exe.submit_nowait(park)
+    waiting = asyncio.ensure_future(exe.submit(park))
+    mapped = asyncio.ensure_future(_collect(exe.map(park, [()])))
+    await asyncio.sleep(0)
+    release.set()
+    for outcome in (queued, waiting, mapped):
+        with pytest.raises(BrokenCoroutineExecutor) as info:
+            await outcome
+        assert_broken(info.value, error)
+    assert exe.stats.failed == 1 and exe.stats.running == 0  # the one accepted job
+    if suppress:
+        await exe.shutdown()
+    else:
+        with pytest.raises(BrokenCoroutineExecutor):
+            await exe.shutdown()
+        await exe.shutdown()  # delivered once
+    with pytest.raises(BrokenCoroutineExecutor):
+        exe.submit_nowait(park)
+
+
+async def test_initializer_keyboard_interrupt_propagates_and_breaks_the_executor() -> None:
+    def init() -> None:
+        raise KeyboardInterrupt
+
+    exe = CoroutineExecutor(initializer=init)
+
+    def run() -> None:
+        async def main() -> None:
+            async with exe:
+                pass
+
+        asyncio.run(main())
+
+    # asyncio lets KeyboardInterrupt out of the loop: run it in a loop of its own.
+    with pytest.raises(KeyboardInterrupt):
+        await asyncio.get_running_loop().run_in_executor(None, run)  # not a Broken... error
+
+
+#
+# Cancellation and the deadline while it runs
+#
+
+
+async def test_cancelling_the_block_entry_cancels_the_initializer_and_waits_for_it(
+    loop_kind: str,
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def init() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # cleanup that awaits: entering waits for it
+            cancelled.set()
+            raise
+
+    exe = CoroutineExecutor(initializer=init)
+
+    async def enter() -> None:
+        async with exe:
+            pytest.fail("the body must not run")
+
+    task = asyncio.ensure_future(enter())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        exe.submit_nowait(park)
+
+
+async def test_outer_timeout_around_the_block_entry_bounds_the_initializer(
+    loop_kind: str,
+) -> None:
+    exe = CoroutineExecutor(initializer=park)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(exe.__aenter__(), 0.05)
+    assert "closed" in repr(exe)
+
+
+async def test_executor_timeout_covers_the_initializer(loop_kind: str) -> None:
+    exe = CoroutineExecutor(initializer=park, timeout=0.05)
+    with pytest.raises(ExecutorTimeoutError, match=re.escape("timed out after 0.05 seconds")):
+        async with exe:
+            pytest.fail("the body must not run")
