@@ -355,6 +355,7 @@ class LineReader:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         assert proc.stdout is not None
+        self._stream = proc.stdout
         self._thread = threading.Thread(target=self._read, args=(proc.stdout,))
         self._thread.start()
 
@@ -372,9 +373,15 @@ class LineReader:
                 return
             seen.append(line)
 
-    def join(self) -> None:
+    def rest(self) -> list[str]:
+        """The lines after the last one waited for, once the process has closed stdout."""
         self._thread.join(WAIT)
         assert not self._thread.is_alive()
+        self._stream.close()
+        lines = []
+        while (line := self._lines.get(timeout=0)) != "<EOF>":
+            lines.append(line)
+        return lines
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
@@ -398,7 +405,12 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
 
         async def an_hour():
             running.release()
-            await asyncio.sleep(3600)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # the exit must wait for this clean-up
+                print("cleaned up", flush=True)
+                raise
 
         exe = ThreadedLoopExecutor(max_workers=2, thread_name_prefix="forgotten")
         for _ in range(3):
@@ -425,11 +437,17 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
             "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
         )
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)  # generous: an hour without the fix
+        proc.wait(timeout=10)  # generous: an hour without the fix
     finally:
         proc.kill()
-        proc.communicate()
-        reader.join()
+        proc.wait()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+        stdout = reader.rest()
+    # The exit waited for the cancelled jobs: on Python 3.9 to 3.12, an interrupted
+    # Thread.join() would have let the interpreter finalize while they still ran.
+    assert stdout == ["cleaned up", "cleaned up"]
     line = (
         "coroexecutor: interrupted at exit: cancelled 2 running coroutine jobs and 1 queued"
         " job of <ThreadedLoopExecutor forgotten>"

@@ -124,8 +124,17 @@ class LoopThread(HandOff):
         return line
 
     def join(self) -> None:
+        """Wait for the thread to end; a KeyboardInterrupt (Ctrl-C) may end the wait."""
         if self._thread.ident is not None and not self.is_loop_thread():
-            self._thread.join()
+            # Wait for the thread's last step first, on a future: a KeyboardInterrupt
+            # raised inside Thread.join() makes Python 3.9 to 3.12 mark the thread as
+            # stopped while it still runs (the bpo-45274 repair releases its lock), so
+            # every later join(), the interpreter's own at exit included, returns at once.
+            try:
+                self._stopped.result()
+            except concurrent.futures.CancelledError:
+                pass  # __aexit__'s asyncio wrapper was cancelled: Thread.join() waits
+            self._thread.join()  # the thread has run its last statement: returns at once
 
     def stopped_future(self) -> concurrent.futures.Future[None]:
         """Resolved by the loop thread as its very last step."""
