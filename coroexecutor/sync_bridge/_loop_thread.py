@@ -182,10 +182,13 @@ class LoopThread(HandOff):
             try:
                 runner.close()
             finally:
-                self._pool.stop()
-                self._close(crash)
-                if self._stopped.set_running_or_notify_cancel():
-                    self._stopped.set_result(None)
+                try:
+                    self._pool.stop()
+                    self._close(crash)
+                finally:
+                    # Always, or join() would wait for ever.
+                    if self._stopped.set_running_or_notify_cancel():
+                        self._stopped.set_result(None)
 
     def _open(self) -> None:
         """Start accepting: the jobs held back while STARTING get their slots now."""
@@ -330,6 +333,10 @@ class LoopThread(HandOff):
         self._state = State.FORKED
         self._ready = False
         self._pool.forget_threads()
+        # The loop thread will never resolve this here; a new future, as a parent thread
+        # may have held the old one's lock at the fork.
+        self._stopped = concurrent.futures.Future()
+        self._stopped.set_result(None)
         for future in self._orphans_locked():
             future._condition = threading.Condition()
             future._try_set_exception(RuntimeError(FORK_MESSAGE.format(name=self.owner_repr)))
