@@ -154,6 +154,12 @@ class HandOff:
 
     def submit_threadsafe(self, job: Job) -> None:
         """Accept a job, or raise. A call that returns is always processed."""
+        if not job[5] and not self._pool.started:
+            # The first blocking job starts a worker now, in the submitting thread, even
+            # when another thread is to hand the job to it later (after a slot frees, or
+            # the initializer, or on the loop): that may happen during interpreter exit,
+            # when Python 3.12 refuses to start threads (issue 16, item 11).
+            self._pool.ensure_thread()
         # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
         #   reads _state -> RUNNING
@@ -166,32 +172,23 @@ class HandOff:
                 self._submitted += 1
                 if self._held >= self.max_workers or self._backlog or state is _STARTING:
                     self._backlog.append(job)
-                    if job[5] or self._pool.started:
-                        return
-                else:
-                    self._held += 1
-                    if job[5] and self._ready:
-                        # _route_locked and _wake_locked for a coroutine job, in-line: less
-                        # to run before the loop may take the GIL this thread holds.
-                        self._to_loop.append(job)
-                        if not self._wake_pending:
-                            self._wake_pending = True
-                            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
-                        return
-                    item = self._route_locked(job)
-                    if item is None and (job[5] or self._pool.started):
-                        return
+                    return
+                self._held += 1
+                if job[5] and self._ready:
+                    # _route_locked and _wake_locked for a coroutine job, in-line: less to
+                    # run before the loop may take the GIL this thread holds.
+                    self._to_loop.append(job)
+                    if not self._wake_pending:
+                        self._wake_pending = True
+                        self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+                    return
+                item = self._route_locked(job)
+                if item is None:
+                    return
             else:
                 broken = self._broken
         if item is not None:
             self._pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
-            return
-        if state is _RUNNING or state is _STARTING:
-            # A blocking job that some other thread will hand to a worker later, when
-            # the interpreter may be exiting already: Python 3.12 then refuses to start
-            # threads ("can't create new thread at interpreter shutdown"), so make sure
-            # one worker exists now, in the submitting thread (issue 16, item 11).
-            self._pool.ensure_thread()
             return
         raise self._refusal(state, broken)  # outside the lock: repr(broken) is user code
 

@@ -163,7 +163,7 @@ class WorkerPool:
         self._fail_queued(error)
 
     def ensure_thread(self) -> None:
-        """Start an idle worker now unless one exists, for a job another thread dispatches.
+        """Start an idle worker now unless one exists (or the pool has been stopped).
 
         Python 3.12 starts no thread once the interpreter is exiting, not even from a
         ``threading._register_atexit`` hook; a job accepted before that runs there on
@@ -219,7 +219,7 @@ class WorkerPool:
             thread.join()
 
     def forget_threads(self) -> None:
-        """In a forked child: the parent's workers do not exist here."""
+        """In a forked child: the parent's workers do not exist here, and none may start."""
         self._lock = threading.Lock()
         self._threads = []
-        self.started = False
+        self._stopped = True
