@@ -276,12 +276,13 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """Stop accepting jobs; with ``wait``, return once every job and thread is done.
 
         As ``Executor.shutdown``: later ``submit()`` calls raise ``RuntimeError``;
-        ``cancel_futures`` cancels the jobs that would have waited: for a slot (their
-        futures are cancelled before this returns, so ``wait()``/``as_completed()``
-        return), or for a worker thread or the rate limit (cancelled by the loop thread
-        soon after). A job submitted while a slot was free counts as started and runs,
-        as on a ThreadPoolExecutor whose idle worker has taken it. ``timeout`` is a
-        grace period: coroutine jobs still running after it are cancelled.
+        ``cancel_futures`` cancels the jobs that would have waited, for a slot, a worker
+        thread or the rate limit: their futures are cancelled before this returns (so
+        ``wait()``/``as_completed()`` return), except those the loop thread holds (rate
+        limit; ``job_timeout``), which it cancels soon after. A job submitted while a
+        slot was free counts as started and runs, as on a ThreadPoolExecutor whose idle
+        worker has taken it. ``timeout`` is a grace period: coroutine jobs still running
+        after it are cancelled.
 
         With ``wait=False`` this returns at once, from any thread: it records the request
         and wakes the loop thread, never waits for it. With ``wait=True``, not from the

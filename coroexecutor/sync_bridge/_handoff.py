@@ -281,10 +281,11 @@ class HandOff:
         Never waits for the loop thread: it records the request and wakes the loop. Jobs
         accepted before this call still run. A later call may only add cancellation
         (cancel_futures after a plain shutdown, or an exceptional exit). Jobs waiting for
-        a slot are cancelled here, before this returns; the few the loop holds that wait
-        for the rate limiter or a worker thread are cancelled by the loop soon after.
+        a slot, and direct jobs waiting for a worker thread, are cancelled here, before
+        this returns; the few the loop holds that wait for the rate limiter or a worker
+        thread are cancelled by the loop soon after.
 
-        Returns how many jobs waiting for a slot this call cancelled.
+        Returns how many waiting jobs this call cancelled.
         """
         cancelling = request.cancel_queued or request.cancel_running
         with self._lock:
