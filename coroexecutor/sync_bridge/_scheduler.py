@@ -35,7 +35,7 @@ _LIVE_STATES = (PENDING, RUNNING)
 
 
 class ShutdownRequest(NamedTuple):
-    cancel_queued: bool  # cancel the jobs that have not started (stdlib cancel_futures)
+    cancel_queued: bool  # cancel the jobs that wait (stdlib cancel_futures; see Scheduler)
     cancel_running: bool  # cancel running coroutine jobs too (exceptional exit)
     grace: Optional[float]  # shutdown(timeout=): then cancel what still runs
     # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
