@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import os
 import re
 import threading
 import time
@@ -252,8 +253,6 @@ def test_max_workers_bounds_both_kinds_together() -> None:
 
 
 def test_blocking_threads_default_to_the_stdlib_cap() -> None:
-    import os
-
     cap = min(32, (os.cpu_count() or 1) + 4)
     barrier = threading.Barrier(cap, timeout=WAIT)
     with ThreadedLoopExecutor() as exe:
@@ -351,6 +350,75 @@ def test_exceptional_with_exit_cancels_queued_and_running_coroutine_jobs() -> No
     assert saw_cancel.is_set()
     assert running.cancelled()
     assert queued.cancelled()
+
+
+async def nap(i: int) -> int:
+    await asyncio.sleep(0.01)
+    return i
+
+
+def nap_blocking(i: int) -> int:
+    time.sleep(0.01)
+    return i
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking", "blocking via the loop"])
+def test_cancel_futures_runs_the_jobs_that_had_a_free_slot(loop_kind: str, kind: str) -> None:
+    # Issue 16, item 8: a job submitted while a slot was free counts as started, as on a
+    # ThreadPoolExecutor whose idle worker has taken it, even if the loop (or a worker)
+    # has not picked it up yet. Only the jobs that would have waited are cancelled.
+    options: dict[str, Any] = {"job_timeout": 60.0} if kind == "blocking via the loop" else {}
+    exe = ThreadedLoopExecutor(max_workers=5, loop_factory=lambda: new_loop(loop_kind), **options)
+    if kind == "blocking":
+        # Five idle workers, waiting for jobs: what ThreadPoolExecutor's idle workers
+        # would take at once. Each frees its slot just after resolving its future.
+        barrier = threading.Barrier(5, timeout=WAIT)
+        concurrent.futures.wait([exe.submit(barrier.wait) for _ in range(5)], timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while exe.stats.running:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    job = nap if kind == "coroutine" else nap_blocking
+    futures = [exe.submit(job, i) for i in range(50)]
+    exe.shutdown(wait=True, cancel_futures=True)
+    assert [future.result(timeout=0) for future in futures[:5]] == [0, 1, 2, 3, 4]
+    assert all(future.cancelled() for future in futures[5:])
+
+
+@pytest.mark.parametrize("cls", [concurrent.futures.ThreadPoolExecutor, ThreadedLoopExecutor])
+def test_cancel_futures_cancels_blocking_jobs_waiting_for_a_thread(
+    cls: type[concurrent.futures.Executor],
+) -> None:
+    # max_workers=None: a thousand slots, but only ThreadPoolExecutor's default number
+    # of threads. A blocking job that found every thread busy waits, there as here.
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    running = threading.Semaphore(0)
+    release = threading.Event()
+
+    def hold(i: int) -> int:
+        running.release()
+        assert release.wait(WAIT)
+        return i
+
+    exe = cls()
+    futures = [exe.submit(hold, i) for i in range(threads + 3)]
+    for _ in range(threads):
+        assert running.acquire(timeout=WAIT)
+    exe.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    exe.shutdown(wait=True)
+    assert [future.result(timeout=0) for future in futures[:threads]] == list(range(threads))
+    assert all(future.cancelled() for future in futures[threads:])
+
+
+def test_cancel_futures_cancels_jobs_waiting_for_the_rate_limit() -> None:
+    # One token now, the next in 100 s: the jobs after the first wait, holding a slot.
+    exe = ThreadedLoopExecutor(max_per_second=0.01, burst=1)
+    first = exe.submit(double, 1)
+    assert first.result(timeout=WAIT) == 2
+    waiting = [exe.submit(double, i) for i in range(3)] + [exe.submit(nap_blocking, 4)]
+    exe.shutdown(wait=True, cancel_futures=True)
+    assert all(future.cancelled() for future in waiting)
 
 
 def test_shutdown_timeout_cancels_jobs_after_the_grace_period() -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import glob
 import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import warnings
 import weakref
+from typing import Any
 
 import pytest
 
@@ -30,15 +34,33 @@ def bridge_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("ThreadedLoopExecutor-")]
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1")
+def run_python(code: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code)],
+        python_command(code, python),
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
     )
+
+
+def python_command(code: str, python: str = sys.executable) -> list[str]:
+    return [python, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code)]
+
+
+def pythons() -> list[Any]:
+    """This interpreter, plus CPython 3.12 and 3.13 where pyenv has them (stdlib only).
+
+    Interpreter exit differs by version: 3.12 refuses to start threads once it has
+    begun, even from a ``threading._register_atexit`` hook; 3.13 joins differently.
+    """
+    found = {sys.version_info[:2]: sys.executable}
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for minor in (12, 13):
+        paths = sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}.*", "bin", "python")))
+        if paths and (3, minor) not in found:
+            found[(3, minor)] = paths[-1]
+    return [pytest.param(path, id=f"py3{minor}") for (_, minor), path in sorted(found.items())]
 
 
 async def test_async_with_does_not_block_the_callers_loop() -> None:
@@ -115,6 +137,69 @@ async def test_wrap_future_on_its_futures() -> None:
             None, concurrent.futures.wait, [future], WAIT
         )
         assert future.cancelled()
+
+
+async def test_async_with_left_by_an_exception_does_not_block_the_callers_loop(
+    loop_kind: str,
+) -> None:
+    # Issue 16, item 9: __aexit__ used to wait, on the caller's loop, until the loop
+    # thread had applied the cancellation, which it does only after the initializer.
+    entered, release = threading.Event(), threading.Event()
+    initializer_released: list[bool] = []
+
+    def slow_initializer() -> None:
+        entered.set()
+        initializer_released.append(release.wait(WAIT))
+
+    async def release_soon() -> None:  # runs only while the caller's loop is free
+        release.set()
+
+    with pytest.raises(ValueError, match="body"):
+        async with ThreadedLoopExecutor(initializer=slow_initializer) as exe:
+            await asyncio.get_running_loop().run_in_executor(None, entered.wait, WAIT)
+            queued = exe.submit(double, 1)
+            releaser = asyncio.ensure_future(release_soon())
+            raise ValueError("body")
+    await releaser
+    assert initializer_released == [True]
+    assert queued.cancelled()
+
+
+def test_shutdown_wait_false_returns_while_the_initializer_runs() -> None:
+    # Issue 16, item 9: shutdown(wait=False, cancel_futures=True) used to wait until the
+    # loop thread had applied it: here, until the initializer was done.
+    entered, release = threading.Event(), threading.Event()
+    initializer_released: list[bool] = []
+
+    def slow_initializer() -> None:
+        entered.set()
+        initializer_released.append(release.wait(WAIT))
+
+    exe = ThreadedLoopExecutor(initializer=slow_initializer)
+    queued = exe.submit(double, 1)
+    assert entered.wait(WAIT)
+    exe.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()  # a job waiting for the loop: cancelled before returning
+    release.set()  # reached only once shutdown() has returned
+    exe.shutdown(wait=True)
+    assert initializer_released == [True]
+
+
+def test_coroutine_jobs_of_two_executors_may_stop_each_other() -> None:
+    # Issue 16, item 9: each shutdown(wait=False) waited for the other loop thread,
+    # which was blocked in the other shutdown(wait=False): both waited for ever.
+    both_in = threading.Barrier(2, timeout=WAIT)
+
+    async def stop(other: ThreadedLoopExecutor) -> str:
+        both_in.wait()  # holds this loop thread, as a blocking call in a job would
+        other.shutdown(wait=False, cancel_futures=True)
+        return "stopped the other"
+
+    first, second = ThreadedLoopExecutor(), ThreadedLoopExecutor()
+    futures = [first.submit(stop, second), second.submit(stop, first)]
+    assert [future.result(timeout=WAIT) for future in futures] == ["stopped the other"] * 2
+    first.shutdown(wait=True)
+    second.shutdown(wait=True)
 
 
 def test_wait_and_as_completed_on_mixed_jobs() -> None:
@@ -215,12 +300,21 @@ def test_interpreter_exit_finishes_jobs_of_a_forgotten_executor() -> None:
     assert proc.stderr == ""  # no "Task was destroyed", no "never awaited"
 
 
-def test_interpreter_exit_with_jobs_still_waiting_does_not_hang() -> None:
-    # With an initializer, every job still waits when the main thread ends; and with
-    # one slot, the blocking job needs a thread only once the coroutine job is done.
-    # Python 3.12+ refuses to start threads by then: that job fails, nothing hangs.
+@pytest.mark.parametrize("python", pythons())
+@pytest.mark.parametrize(
+    "option",
+    ["", "initializer=init", "job_timeout=60"],
+    ids=["plain", "initializer", "job_timeout"],
+)
+def test_interpreter_exit_runs_blocking_jobs_queued_behind_coroutine_jobs(
+    python: str, option: str
+) -> None:
+    # Issue 16, item 11: the blocking jobs wait for a slot (or, with an initializer,
+    # for the loop) when the main thread ends, and no worker thread exists yet. Their
+    # turn comes during interpreter exit, when Python 3.12 starts no thread: they failed
+    # there ("can't create new thread at interpreter shutdown"). Every accepted job runs.
     proc = run_python(
-        """
+        f"""
         import asyncio, os
         from coroexecutor import ThreadedLoopExecutor
 
@@ -231,19 +325,141 @@ def test_interpreter_exit_with_jobs_still_waiting_does_not_hang() -> None:
             await asyncio.sleep(0.05)
 
         async def slow(x):
-            await asyncio.sleep(0.01)
-            say(f"coroutine {x}")
+            await asyncio.sleep(0.05)
+            say(f"coroutine {{x}}")
 
-        exe = ThreadedLoopExecutor(max_workers=1, initializer=init)
+        exe = ThreadedLoopExecutor(max_workers=2, {option})
         exe.submit(slow, 1)
-        exe.submit(say, "blocking 2")
-        exe.submit(slow, 3)
-        """
+        exe.submit(slow, 2)
+        for x in range(3, 6):
+            exe.submit(say, f"blocking {{x}}")
+        exe.submit(slow, 6)
+        """,
+        python,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    lines = proc.stdout.splitlines()
-    assert lines in (["coroutine 1", "blocking 2", "coroutine 3"], ["coroutine 1", "coroutine 3"])
+    assert sorted(proc.stdout.splitlines()) == [
+        "blocking 3",
+        "blocking 4",
+        "blocking 5",
+        "coroutine 1",
+        "coroutine 2",
+        "coroutine 6",
+    ]
+
+
+class LineReader:
+    """Reads a subprocess's stdout in a thread, so that waiting for a line has a bound."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,))
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put("<EOF>")
+
+    def wait_for(self, expected: str) -> None:
+        seen = []
+        while True:
+            line = self._lines.get(timeout=WAIT)
+            assert line != "<EOF>", f"no {expected!r} line, only {seen!r}"
+            if line == expected:
+                return
+            seen.append(line)
+
+    def rest(self) -> list[str]:
+        """The lines after the last one waited for, once the process has closed stdout."""
+        self._thread.join(WAIT)
+        assert not self._thread.is_alive()
+        self._stream.close()
+        lines = []
+        while (line := self._lines.get(timeout=0)) != "<EOF>":
+            lines.append(line)
+        return lines
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("python", pythons())
+@pytest.mark.parametrize("main", ["returns", "is interrupted"])
+def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, main: str) -> None:
+    # Issue 17, item 3: the exit waits for a forgotten executor's jobs (an hour here).
+    # A Ctrl-C during that wait cancels the coroutine jobs, says so in one line and the
+    # process exits, with no "Exception ignored in threading" traceback. The main
+    # thread either returned, or was itself stopped by a first Ctrl-C.
+    code = f"""
+        import asyncio, logging, signal, sys, threading
+        from coroexecutor import ThreadedLoopExecutor
+
+        # Started in the background, a process may inherit SIGINT as ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The exit hook logs when it starts to wait: the parent's cue for Ctrl-C.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        running = threading.Semaphore(0)
+
+        async def an_hour():
+            running.release()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # the exit must wait for this clean-up
+                print("cleaned up", flush=True)
+                raise
+
+        exe = ThreadedLoopExecutor(max_workers=2, thread_name_prefix="forgotten")
+        for _ in range(3):
+            exe.submit(an_hour)
+        for _ in range(2):
+            assert running.acquire(timeout=5)
+        print("ready", flush=True)
+        if {main == "is interrupted"}:
+            threading.Event().wait()
+        """
+    proc = subprocess.Popen(
+        python_command(code, python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
+    )
+    reader = LineReader(proc)
+    try:
+        reader.wait_for("ready")
+        if main == "is interrupted":
+            proc.send_signal(signal.SIGINT)
+        reader.wait_for(
+            "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
+        )
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)  # generous: an hour without the fix
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+        stdout = reader.rest()
+    # The exit waited for the cancelled jobs: on Python 3.9 to 3.12, an interrupted
+    # Thread.join() would have let the interpreter finalize while they still ran.
+    assert stdout == ["cleaned up", "cleaned up"]
+    line = (
+        "coroexecutor: interrupted at exit: cancelled 2 running coroutine jobs and 1 queued"
+        " job of <ThreadedLoopExecutor forgotten>"
+    )
+    if main == "returns":
+        assert proc.returncode == 0
+        assert stderr == line + "\n"
+    else:
+        assert proc.returncode == -signal.SIGINT  # the main thread's KeyboardInterrupt
+        assert stderr.endswith("KeyboardInterrupt\n" + line + "\n")
+        assert stderr.count("Traceback") == 1  # the main thread's own, printed before
+    assert "Exception ignored" not in stderr
 
 
 def test_submit_during_interpreter_exit_is_refused_cleanly() -> None:

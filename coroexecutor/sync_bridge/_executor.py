@@ -315,11 +315,18 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """Stop accepting jobs; with ``wait``, return once every job and thread is done.
 
         As ``Executor.shutdown``: later ``submit()`` calls raise ``RuntimeError``;
-        ``cancel_futures`` cancels the jobs that have not started (their futures are
-        notified, so ``wait()``/``as_completed()`` return). ``timeout`` is a grace
-        period: coroutine jobs still running after it are cancelled. Callable from any
-        thread; with ``wait=True``, not from the loop thread or a worker thread (that
-        would deadlock, so it raises ``RuntimeError``).
+        ``cancel_futures`` cancels the jobs that would have waited, for a slot, a worker
+        thread or the rate limit: their futures are cancelled before this returns (so
+        ``wait()``/``as_completed()`` return), except those the loop thread holds (rate
+        limit; ``job_timeout``), which it cancels soon after. A job submitted while a
+        slot was free counts as started and runs, as on a ThreadPoolExecutor whose idle
+        worker has taken it. ``timeout`` is a grace period: coroutine jobs still running
+        after it are cancelled.
+
+        With ``wait=False`` this returns at once, from any thread: it records the request
+        and wakes the loop thread, never waits for it. With ``wait=True``, not from the
+        loop thread or a worker thread (that would deadlock, so it raises
+        ``RuntimeError``).
         """
         grace = check_seconds("timeout", timeout)
         if wait:

@@ -77,6 +77,10 @@ class BridgeFuture(concurrent.futures.Future[T]):
     _job: Optional[asyncio.Future[Any]]  # the job's task, from start to finish
     _started: bool  # a coroutine job has begun running on the loop
     _withdrawn: bool  # the loop took a blocking job back: no worker may start it
+    # The job waits for a worker thread or for the rate limiter, not only for its turn on
+    # a free slot: shutdown(cancel_futures=True) cancels it. A job that got a slot (and a
+    # thread) when it was submitted counts as started, and runs (issue 16, item 8).
+    _queued: bool
 
     def __init__(self, bridge: LoopThread) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the
@@ -94,6 +98,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         self._job = None
         self._started = False
         self._withdrawn = False
+        self._queued = False
 
     #
     # The stock future's attributes, made on first use

@@ -98,7 +98,6 @@ class HandOff:
         self._tails: list[WorkItem] = []  # guarded by _lock: direct jobs with an awaitable
         self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
         self._shutdown_changed = False  # guarded by _lock
-        self._applied: list[threading.Event] = []  # guarded by _lock
         self._broken: Optional[BaseException] = None  # guarded by _lock
         # Counts beyond the core's (guarded by _lock): see _stats().
         self._submitted = self._direct_ok = self._direct_failed = self._cancelled = 0
@@ -162,6 +161,12 @@ class HandOff:
 
     def submit_threadsafe(self, job: Job) -> None:
         """Accept a job, or raise. A call that returns is always processed."""
+        if not job[5] and not self._pool.started:
+            # The first blocking job starts a worker now, in the submitting thread, even
+            # when another thread is to hand the job to it later (after a slot frees, or
+            # the initializer, or on the loop): that may happen during interpreter exit,
+            # when Python 3.12 refuses to start threads (issue 16, item 11).
+            self._pool.ensure_thread()
         # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
         #   reads _state -> RUNNING
@@ -238,6 +243,7 @@ class HandOff:
         with self._lock:
             self.max_workers = value
             self._pool.cap = max_threads
+            self._pool.slots = value
             items = self._fill_locked()  # growing starts backlog jobs at once
             ready = self._ready
         for item in items:
@@ -321,44 +327,49 @@ class HandOff:
             cancelled=cancelled,
         )
 
-    def request_shutdown_threadsafe(self, request: ShutdownRequest) -> None:
+    def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
 
-        Jobs accepted before this call still run. A later call may only add cancellation
-        (cancel_futures after a plain shutdown, or an exceptional exit). When it asks
-        for cancellation, this returns once the jobs are cancelled, as the stdlib's
-        shutdown(cancel_futures=True) does (on the loop thread: soon after).
+        Never waits for the loop thread: it records the request and wakes the loop. Jobs
+        accepted before this call still run. A later call may only add cancellation
+        (cancel_futures after a plain shutdown, or an exceptional exit). Jobs waiting for
+        a slot, and direct jobs waiting for a worker thread, are cancelled here, before
+        this returns; the few the loop holds that wait for the rate limiter or a worker
+        thread are cancelled by the loop soon after.
+
+        Returns how many waiting jobs this call cancelled.
         """
-        applied = threading.Event()
         cancelling = request.cancel_queued or request.cancel_running
         with self._lock:
-            if self._state in _GONE:
-                return
-            self._state = _SHUTTING_DOWN
-            previous = self._shutdown
-            if previous is not None:
-                request = ShutdownRequest(
-                    previous.cancel_queued or cancelling,
-                    previous.cancel_running or request.cancel_running,
-                    previous.grace,
-                )
-            self._shutdown = request
-            self._shutdown_changed = True
-            self._applied.append(applied)
-            unstarted = self._take_unstarted_locked() if cancelling else []
-            self._wake_locked()
-        for future in unstarted:
-            future.cancel()
-        if cancelling and not self.is_loop_thread():
-            applied.wait()
+            gone = self._state in _GONE
+            if not gone:
+                self._state = _SHUTTING_DOWN
+                previous = self._shutdown
+                if previous is not None:
+                    request = ShutdownRequest(
+                        previous.cancel_queued or cancelling,
+                        previous.cancel_running or request.cancel_running,
+                        previous.grace,
+                        request.report,
+                    )
+                self._shutdown = request
+                self._shutdown_changed = True
+                unstarted = self._take_unstarted_locked() if cancelling else []
+                self._wake_locked()
+        if gone:
+            if request.report is not None:
+                request.report.set_result((0, 0, 0))  # the loop has finished every job
+            return 0
+        return sum(future.cancel() for future in unstarted if future._state == PENDING)
 
     def _take_unstarted_locked(self) -> list[BridgeFuture[Any]]:
         """The futures to cancel for cancel_futures that are not the loop's to cancel."""
         futures = [job[0] for job in self._backlog]
         self._cancelled += len(futures)
         self._backlog.clear()
-        # Direct jobs a worker has not started: the worker skips them, frees the slot.
-        futures += [f for f in self._direct if f._state == PENDING]
+        # Direct jobs waiting for a busy worker thread: the worker skips them and frees
+        # their slot. One that got a thread when submitted counts as started: it runs.
+        futures += [f for f in self._direct if f._queued and f._state == PENDING]
         if self._held == 0:
             self._wake_locked()
         return futures

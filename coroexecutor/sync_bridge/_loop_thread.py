@@ -14,6 +14,7 @@ import concurrent.futures
 import inspect
 import threading
 from collections.abc import Sequence
+from concurrent.futures._base import RUNNING
 from typing import Any, Callable, Optional
 
 from .._executor import CoroutineExecutor
@@ -49,6 +50,7 @@ class LoopThread(HandOff):
         self.name = name
         self.owner_repr = f"<ThreadedLoopExecutor {name}>"
         self._pool = WorkerPool(name, max_threads, self._release_from_worker, self._post_done)
+        self._pool.slots = max_workers
         scheduler = Scheduler(self._pool, self._release_on_loop)
         # Constructed here, in the caller's thread, so bad options raise from our
         # constructor. The core only ever gets jobs that hold a slot, so it starts each
@@ -107,9 +109,38 @@ class LoopThread(HandOff):
     def stop_for_exit(self) -> None:
         self.request_shutdown_threadsafe(ShutdownRequest(False, False, None))
 
+    def interrupt_for_exit(self) -> Optional[str]:
+        """Main thread, Ctrl-C at exit: cancel queued and running coroutine jobs.
+
+        Returns a line saying what was cancelled (None if nothing was), once the loop
+        has applied the request. A blocking call already running cannot be cancelled.
+        """
+        report: concurrent.futures.Future[tuple[int, int, int]] = concurrent.futures.Future()
+        queued = self.request_shutdown_threadsafe(ShutdownRequest(True, True, None, report))
+        running, loop_queued, blocking = report.result()
+        queued += loop_queued
+        if not (running or queued or blocking):
+            return None
+        what = [_count(running, "running coroutine job")] if running or not queued else []
+        if queued:
+            what.append(_count(queued, "queued job"))
+        line = f"cancelled {' and '.join(what)} of {self.owner_repr}"
+        if blocking:
+            line += f"; waiting for {_count(blocking, 'running blocking call')}"
+        return line
+
     def join(self) -> None:
+        """Wait for the thread to end; a KeyboardInterrupt (Ctrl-C) may end the wait."""
         if self._thread.ident is not None and not self.is_loop_thread():
-            self._thread.join()
+            # Wait for the thread's last step first, on a future: a KeyboardInterrupt
+            # raised inside Thread.join() makes Python 3.9 to 3.12 mark the thread as
+            # stopped while it still runs (the bpo-45274 repair releases its lock), so
+            # every later join(), the interpreter's own at exit included, returns at once.
+            try:
+                self._stopped.result()
+            except concurrent.futures.CancelledError:
+                pass  # __aexit__'s asyncio wrapper was cancelled: Thread.join() waits
+            self._thread.join()  # the thread has run its last statement: returns at once
 
     def stopped_future(self) -> concurrent.futures.Future[None]:
         """Resolved by the loop thread as its very last step."""
@@ -157,10 +188,13 @@ class LoopThread(HandOff):
             try:
                 runner.close()
             finally:
-                self._pool.stop()
-                self._close(crash)
-                if self._stopped.set_running_or_notify_cancel():
-                    self._stopped.set_result(None)
+                try:
+                    self._pool.stop()
+                    self._close(crash)
+                finally:
+                    # Always, or join() would wait for ever.
+                    if self._stopped.set_running_or_notify_cancel():
+                        self._stopped.set_result(None)
 
     def _open(self) -> None:
         """Start accepting: the jobs held back while STARTING get their slots now."""
@@ -216,30 +250,28 @@ class LoopThread(HandOff):
         calls: Sequence[Callable[[], object]] = ()
         done_items: Sequence[WorkItem] = ()
         tails: Sequence[WorkItem] = ()
-        applied: Sequence[threading.Event] = ()
         with self._lock:
             self._wake_pending = False
             to_loop, self._to_loop = self._to_loop, []
-            if self._calls or self._done_items or self._tails or self._applied:
+            if self._calls or self._done_items or self._tails:
                 calls, self._calls = self._calls, []
                 done_items, self._done_items = self._done_items, []
                 tails, self._tails = self._tails, []
-                applied, self._applied = self._applied, []
             request = self._shutdown if self._shutdown_changed else None
             self._shutdown_changed = False
         scheduler = self._scheduler
         for job in to_loop:
             scheduler.start(job)
         if request is not None:
-            # Before the finished jobs below free their slots: a job not running when
-            # shutdown(cancel_futures=True) was called must not start after all.
-            scheduler.cancel_started(request)
+            # Before the finished jobs below free their slots: a job that was waiting
+            # when shutdown(cancel_futures=True) was called must not start after all.
+            running, queued = scheduler.cancel_started(request)
+            if request.report is not None:
+                _report(request.report, (running, queued, self._blocking_calls()))
             stop = self._stop
             assert stop is not None
             if not stop.done():
                 stop.set_result(request)
-        for event in applied:
-            event.set()
         for item in done_items:
             scheduler.on_work_done(item)
         for item in tails:
@@ -258,9 +290,6 @@ class LoopThread(HandOff):
             self._state = State.BROKEN
             self._broken = error
             backlog, self._backlog = self._backlog, collections.deque()
-            applied, self._applied = self._applied, []
-        for event in applied:
-            event.set()
         for job in backlog:
             job[0]._try_set_exception(self._refusal(State.BROKEN, error))
 
@@ -271,9 +300,9 @@ class LoopThread(HandOff):
                 self._state = State.CLOSED
             self._ready = False
             orphans = self._orphans_locked()
-            applied, self._applied = self._applied, []
-        for event in applied:
-            event.set()
+            request = self._shutdown
+        if request is not None and request.report is not None:
+            _report(request.report, (0, 0, 0))  # asked for after the loop's last _drain
         self._final_stats = self._stats()
         for future in orphans:  # only after a crash of this package: never strand a future
             if future.done():
@@ -281,6 +310,12 @@ class LoopThread(HandOff):
             error = RuntimeError(f"{self.owner_repr} stopped unexpectedly: {crash!r}")
             error.__cause__ = crash
             future._try_set_exception(error)
+
+    def _blocking_calls(self) -> int:
+        """How many blocking calls worker threads are running now."""
+        with self._lock:
+            direct = sum(future._state == RUNNING for future in self._direct)
+        return direct + sum(future._state == RUNNING for future in self._scheduler.jobs())
 
     def _orphans_locked(self) -> list[BridgeFuture[Any]]:
         futures = [job[0] for job in self._backlog] + [job[0] for job in self._to_loop]
@@ -304,6 +339,21 @@ class LoopThread(HandOff):
         self._state = State.FORKED
         self._ready = False
         self._pool.forget_threads()
+        # The loop thread will never resolve this here; a new future, as a parent thread
+        # may have held the old one's lock at the fork.
+        self._stopped = concurrent.futures.Future()
+        self._stopped.set_result(None)
         for future in self._orphans_locked():
             future._condition = threading.Condition()
             future._try_set_exception(RuntimeError(FORK_MESSAGE.format(name=self.owner_repr)))
+
+
+def _report(
+    report: concurrent.futures.Future[tuple[int, int, int]], counts: tuple[int, int, int]
+) -> None:
+    if not report.done():  # only the loop thread resolves it: no race with this check
+        report.set_result(counts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import weakref
-from typing import Protocol
+from typing import Optional, Protocol
 
 __all__ = ["interpreter_exiting", "register"]
 
 
 class _Stoppable(Protocol):
+    owner_repr: str
+
     def stop_for_exit(self) -> None: ...
 
     def join(self) -> None: ...
 
     def after_fork_in_child(self) -> None: ...
 
+    def interrupt_for_exit(self) -> Optional[str]: ...
 
+
+_LOGGER = logging.getLogger("coroexecutor")
 _live: weakref.WeakSet[_Stoppable] = weakref.WeakSet()  # guarded by _global_lock
 _global_lock = threading.Lock()
 _exiting = False  # guarded by _global_lock
@@ -41,15 +48,42 @@ def _python_exit() -> None:
 
     Registered like ThreadPoolExecutor's hook: it runs just before the interpreter joins
     non-daemon threads, so a forgotten executor neither hangs the exit nor loses jobs.
+    A Ctrl-C during that wait cancels the queued and running coroutine jobs instead,
+    says so on stderr, and the exit goes on (issue 17, item 3).
     """
     global _exiting
     with _global_lock:
         _exiting = True
         live = list(_live)
-    for loop_thread in live:
-        loop_thread.stop_for_exit()
-    for loop_thread in live:
-        loop_thread.join()
+    try:
+        for loop_thread in live:
+            loop_thread.stop_for_exit()
+        for loop_thread in live:
+            _LOGGER.debug(
+                "waiting at exit for the jobs of %s (Ctrl-C cancels them)", loop_thread.owner_repr
+            )
+            loop_thread.join()
+    except KeyboardInterrupt:
+        # Raised in this (the main) thread by the default SIGINT handler, most often in
+        # join(). A second Ctrl-C while the cancelled jobs finish propagates: Python
+        # then reports it as ignored in threading and stops waiting, as without us.
+        for loop_thread in live:
+            line = loop_thread.interrupt_for_exit()
+            if line is not None:
+                _say(f"coroexecutor: interrupted at exit: {line}")
+        for loop_thread in live:
+            loop_thread.join()
+
+
+def _say(line: str) -> None:
+    stream = sys.stderr
+    if stream is None:
+        return  # pythonw: nowhere to say it
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass  # stderr closed (ValueError) or a broken pipe (OSError): nobody to tell
 
 
 def _after_fork_in_child() -> None:

@@ -8,9 +8,10 @@ already, granted by LoopThread under its lock.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Callable, NamedTuple, Optional
 
 from .._errors import job_wrapper
@@ -31,12 +32,16 @@ Job = tuple[
 ]
 
 _Task = asyncio.Task
+_LIVE_STATES = (PENDING, RUNNING)
 
 
 class ShutdownRequest(NamedTuple):
-    cancel_queued: bool  # cancel the jobs that have not started (stdlib cancel_futures)
+    cancel_queued: bool  # cancel the jobs that wait (stdlib cancel_futures; see Scheduler)
     cancel_running: bool  # cancel running coroutine jobs too (exceptional exit)
     grace: Optional[float]  # shutdown(timeout=): then cancel what still runs
+    # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
+    # cancelled, blocking calls still running) once it has applied the request.
+    report: Optional[concurrent.futures.Future[tuple[int, int, int]]] = None
 
 
 class _CoroutineJobError(Exception):
@@ -90,7 +95,9 @@ class Scheduler:
         self._jobs[task] = future
         if type(task) is not _Task and not isinstance(task, _Task):
             # Queued by the core's rate limiter. The hook will see the task it starts
-            # later, not this future: follow the future instead.
+            # later, not this future: follow the future instead. Until it starts, the
+            # job waits: shutdown(cancel_futures=True) cancels it.
+            future._queued = True
             task.add_done_callback(self.on_core_job_done)
         if future._state == CANCELLED_AND_NOTIFIED:
             # cancel() ran meanwhile in another thread, before _job was set, so it left
@@ -198,6 +205,7 @@ class Scheduler:
         """A blocking job governed by the core (job_timeout, max_per_second)."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
+        future._queued = False  # past the rate limiter; the pool marks it if no thread is free
         # A copy of the task's context: the worker must not enter the one this task runs in.
         ctx = contextvars.copy_context()
         item = WorkItem(future, fn, args, kwargs, ctx, loop.create_future())
@@ -227,22 +235,34 @@ class Scheduler:
     # Shutting down
     #
 
-    def cancel_started(self, request: ShutdownRequest) -> None:
-        """Cancel the core's jobs a shutdown request says to cancel. Idempotent."""
-        if not (request.cancel_queued or request.cancel_running):
-            return
-        for future in list(self._jobs.values()):
-            # For a job not yet running (rate-limited, or waiting for a worker) this is
-            # exactly cancel_futures. A blocking call already running refuses cancel().
-            if (
-                (request.cancel_running or not future._started)
-                and not future.cancel()
-                and request.cancel_running
-            ):
-                self.cancel_job(future)
+    def cancel_started(self, request: ShutdownRequest) -> tuple[int, int]:
+        """Cancel the core's jobs a shutdown request says to cancel. Idempotent.
+
+        Returns how many running coroutine jobs and how many queued jobs this call
+        cancelled (for the line printed when Ctrl-C interrupts the wait at exit).
+        """
+        running = queued = 0
         if request.cancel_running:
+            for future in list(self._jobs.values()):
+                if future._started and future._state in _LIVE_STATES:
+                    running += 1  # a coroutine running now (or a blocking job's awaitable)
+                elif future._state == PENDING:
+                    queued += 1
+                # A blocking call already running refuses cancel(): its wrapper task is
+                # cancelled and waits for it (see _run_blocking).
+                if not future.cancel():
+                    self.cancel_job(future)
             for task in list(self._tails):
-                task.cancel()
+                running += task.cancel()
+        elif request.cancel_queued:
+            for future in list(self._jobs.values()):
+                # Only a job that waits for the rate limiter or for a worker thread: one
+                # that got its slot when submitted counts as started, as on a
+                # ThreadPoolExecutor whose idle worker has taken it (issue 16, item 8).
+                # cancel() refuses a blocking call that a worker has started meanwhile.
+                if future._queued and not future._started and future.cancel():
+                    queued += 1
+        return running, queued
 
     def orphans(self) -> list[BridgeFuture[Any]]:
         """Every future this scheduler still holds (only after a crash, or a fork)."""

@@ -114,6 +114,9 @@ class WorkerPool:
     ) -> None:
         self._name_prefix = name_prefix
         self.cap = cap  # shrinking stops no thread, it only starts none
+        # The owner's max_workers. With more slots than threads (max_workers=None), a
+        # job holding a slot may still wait for a thread, as on a ThreadPoolExecutor.
+        self.slots = cap
         self._release = release
         self._post_done = post_done
         self._jobs: queue.SimpleQueue[Optional[WorkItem]] = queue.SimpleQueue()
@@ -121,6 +124,7 @@ class WorkerPool:
         self._lock = threading.Lock()  # guards _threads and _stopped
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        self.started = False  # a thread has been started: read without the lock
 
     def submit(self, item: WorkItem) -> None:
         self._jobs.put(item)
@@ -129,7 +133,13 @@ class WorkerPool:
         with self._lock:
             count = len(self._threads)
             if count >= self.cap:
-                return  # a busy worker takes it when it is done
+                # A busy worker takes it when it is done. With as many threads as slots
+                # that is only a worker between its last job and its next get(), which
+                # the job's free slot proves is coming; with fewer threads than slots,
+                # the job waits for a thread: shutdown(cancel_futures=True) cancels it.
+                if count < self.slots:
+                    item.future._queued = True
+                return
             if self._stopped:
                 # The item has been run already. Otherwise:
                 #   submitting thread                      other threads
@@ -139,22 +149,44 @@ class WorkerPool:
                 #   starts a thread stop() never joins     (nor sends a None to: a
                 #                                          worker then waits forever)
                 return
-            thread = threading.Thread(
-                name=f"{self._name_prefix}_worker_{count}",
-                target=_work,
-                args=(self._jobs, self._idle, self._release, self._post_done),
-            )
             try:
-                thread.start()
+                self._start_thread_locked(count)
             except RuntimeError as exc:
-                # "can't create new thread at interpreter shutdown" (Python 3.12+).
+                # "can't create new thread at interpreter shutdown" (Python 3.12 only),
+                # for a job submitted during exit: ensure_thread() starts a worker for
+                # every job accepted before.
                 if count:
                     return  # a busy worker takes it when it is done
                 error = exc
             else:
-                self._threads.append(thread)
                 return
         self._fail_queued(error)
+
+    def ensure_thread(self) -> None:
+        """Start an idle worker now unless one exists (or the pool has been stopped).
+
+        Python 3.12 starts no thread once the interpreter is exiting, not even from a
+        ``threading._register_atexit`` hook; a job accepted before that runs there on
+        this worker (on any busy one, in turn), rather than failing.
+        """
+        with self._lock:
+            if self._threads or self._stopped or self.cap < 1:
+                return
+            try:
+                self._start_thread_locked(0)
+            except RuntimeError:
+                return  # exiting already: submit() fails the job with the reason
+        self._idle.release()  # it waits in get() with no job: one idle worker more
+
+    def _start_thread_locked(self, count: int) -> None:
+        thread = threading.Thread(
+            name=f"{self._name_prefix}_worker_{count}",
+            target=_work,
+            args=(self._jobs, self._idle, self._release, self._post_done),
+        )
+        thread.start()
+        self._threads.append(thread)
+        self.started = True
 
     def _fail_queued(self, error: RuntimeError) -> None:
         """No worker exists and none can start: fail the queued jobs rather than hang."""
@@ -191,6 +223,7 @@ class WorkerPool:
             thread.join()
 
     def forget_threads(self) -> None:
-        """In a forked child: the parent's workers do not exist here."""
+        """In a forked child: the parent's workers do not exist here, and none may start."""
         self._lock = threading.Lock()
         self._threads = []
+        self._stopped = True
