@@ -382,7 +382,7 @@ class CoroutineExecutor(ErrorPolicy):
             # first error does in asyncio.TaskGroup.
             if error is exc:
                 return False
-            raise error
+            self._reraise(error)
         if late_cancel is not None:
             raise late_cancel  # cancelled while waiting for the jobs: not swallowed
         return None
@@ -449,4 +449,4 @@ class CoroutineExecutor(ErrorPolicy):
         if not self._in_body:
             error = self._policy_error()
             if error is not None:
-                raise error
+                self._reraise(error)

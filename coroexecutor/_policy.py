@@ -9,7 +9,8 @@ import asyncio
 import collections
 import enum
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from . import _jobs
 from ._admission import Admission, Queued
@@ -20,7 +21,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._map import MapJobs
 
-__all__ = ["Cause", "ErrorPolicy"]
+__all__ = ["Cause", "ErrorPolicy", "reraise_job_error"]
 
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _CancelledError = asyncio.CancelledError
@@ -42,6 +43,28 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoReturn:
+    """Raise a job's exception again, its chain as the job left it.
+
+    A ``raise`` while another exception is being handled (the body's interrupting
+    CancelledError in ``__aexit__``, the cancelled map job in the map) sets the raised
+    object's ``__context__`` to that exception, and ``raise ... from None`` would set its
+    ``__cause__``: both would change the job's own object, which the block, shutdown()
+    and every map consumer share. So put ``__context__``, ``__cause__`` and
+    ``__suppress_context__`` back as it leaves, and start from the traceback the job
+    ended with (``tb``), as ``Future.result()`` does, so repeated raises do not pile up
+    frames. (``asyncio.TaskGroup`` avoids the same clobbering by raising a new group.)
+    """
+    context, cause, suppress = error.__context__, error.__cause__, error.__suppress_context__
+    try:
+        raise error.with_traceback(tb)
+    finally:
+        error.__context__ = context
+        error.__cause__ = cause
+        error.__suppress_context__ = suppress
+        del error, context, cause  # no cycle through this frame
+
+
 class Cause(enum.Enum):
     """Why the executor started cancelling its jobs: decides what the block raises."""
 
@@ -56,7 +79,7 @@ class ErrorPolicy(Admission):
     waiting that makes sure no job outlives the executor."""
 
     __slots__ = (
-        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_hook",
+        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_first_tb", "_hook",
         "_idle_handle", "_idle_waiters", "_in_body", "_jobs_in_shutdown", "_maps",
         "_our_cancels", "_own_waiters", "_parent", "_parent_cancel_requested",
         "_succeeded", "_suppress", "_timeout", "_watchers",
@@ -80,6 +103,7 @@ class ErrorPolicy(Admission):
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
     _first_error: BaseException | None
+    _first_tb: TracebackType | None  # the traceback _first_error ended its job with
     _error_delivered: bool
     _parent: asyncio.Task[Any] | None  # the task running the async-with body
     _in_body: bool
@@ -106,6 +130,7 @@ class ErrorPolicy(Admission):
         self._deadline_handle = None
         self._cause = None
         self._first_error = None
+        self._first_tb = None
         self._error_delivered = False
         self._parent = None
         self._in_body = False
@@ -239,6 +264,7 @@ class ErrorPolicy(Admission):
         if self._cause is None:
             self._cause = cause
             self._first_error = error
+            self._first_tb = None if error is None else error.__traceback__
         if self._state is State.CANCELLING or self._state is State.CLOSED:
             return
         self._state = State.CANCELLING
@@ -392,6 +418,10 @@ class ErrorPolicy(Admission):
         if self._idle_handle is not None and not self._idle_waiters:
             self._idle_handle.cancel()
             self._idle_handle = None
+
+    def _reraise(self, error: BaseException) -> NoReturn:
+        """Raise what _policy_error() returned: the first job error as its job left it."""
+        reraise_job_error(error, self._first_tb if error is self._first_error else None)
 
     def _policy_error(self) -> BaseException | None:
         """The exception the error policy says the block (or shutdown()) raises, if any."""

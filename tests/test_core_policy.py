@@ -65,6 +65,133 @@ async def test_first_error_cancels_running_jobs_and_is_raised_unchanged(loop_kin
     assert saw_cancel.is_set()
 
 
+class ChainedFailure:
+    """A job that fails with an error chained to a KeyError (``how``: implicitly, ``from``
+    it, or ``from None``) and records the chain and traceback it leaves the job with."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.error: BaseException | None = None
+        self.left: tuple[Any, ...] = ()
+
+    async def __call__(self, go: asyncio.Event) -> None:
+        await go.wait()
+        try:
+            try:
+                {}["missing"]
+            except KeyError as exc:
+                if self.how == "context":
+                    raise RuntimeError("lookup failed")  # noqa: B904 - the implicit chain
+                if self.how == "cause":
+                    raise RuntimeError("lookup failed") from exc
+                raise RuntimeError("lookup failed") from None
+        except RuntimeError as exc:
+            self.error = exc
+            self.left = (
+                exc.__context__, exc.__cause__, exc.__suppress_context__, exc.__traceback__
+            )
+            raise
+
+    def assert_unchanged(self, raised: BaseException) -> list[str]:
+        """``raised`` is the job's own error, chained as the job left it; returns the
+        names of the frames in its traceback."""
+        assert raised is self.error
+        context, cause, suppress, job_tb = self.left
+        assert isinstance(context, KeyError)
+        assert raised.__context__ is context
+        assert raised.__cause__ is cause
+        assert raised.__suppress_context__ is suppress
+        tbs = []
+        tb = raised.__traceback__
+        while tb is not None:
+            tbs.append(tb)
+            tb = tb.tb_next
+        assert job_tb in tbs  # the job's own traceback, intact, at the end of the chain
+        return [tb.tb_frame.f_code.co_name for tb in tbs]
+
+
+CHAINS = ["context", "cause", "from None"]
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_the_block_reraises_the_job_error_chained_as_the_job_left_it(
+    loop_kind: str, how: str
+) -> None:
+    """The block raises while the body's interrupting CancelledError is being handled:
+    that must not become the error's __context__ (the job's KeyError is)."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    with pytest.raises(RuntimeError) as info:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(job, go)
+            go.set()
+            await asyncio.Event().wait()  # interrupted by fail-fast
+    job.assert_unchanged(info.value)
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_shutdown_reraises_the_job_error_chained_as_the_job_left_it(how: str) -> None:
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    exe = CoroutineExecutor()
+    await exe.submit(job, go)
+    go.set()
+    with pytest.raises(RuntimeError) as info:
+        try:
+            raise LookupError("being handled by the caller")
+        except LookupError:
+            await exe.shutdown()
+    job.assert_unchanged(info.value)
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("how", CHAINS)
+async def test_a_map_consumer_elsewhere_and_the_owner_raise_the_job_error_unchanged(
+    how: str, block: bool
+) -> None:
+    """Fail-fast cancels a map whose consumer is not the block's task: the consumer raises
+    the first error (not its CancelledError), and so does the block (or shutdown())
+    afterwards, each time the job's own object with its chain as the job left it."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    consuming = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def parked(_: int) -> None:
+        consuming.set()
+        await asyncio.Event().wait()
+
+    async def consume() -> None:
+        async for _ in exe.map(parked, range(2)):
+            pass
+
+    async def owner() -> None:
+        if block:
+            async with exe:
+                consumer = asyncio.ensure_future(consume())
+                await consuming.wait()
+                await exe.submit(job, go)
+                go.set()
+                with pytest.raises(RuntimeError) as info:
+                    await consumer
+                job.assert_unchanged(info.value)
+                await asyncio.Event().wait()  # interrupted by fail-fast
+        else:
+            consumer = asyncio.ensure_future(consume())
+            await consuming.wait()
+            await exe.submit(job, go)
+            go.set()
+            with pytest.raises(RuntimeError) as info:
+                await consumer
+            job.assert_unchanged(info.value)
+            await exe.shutdown()
+
+    with pytest.raises(RuntimeError) as info:
+        await owner()
+    frames = job.assert_unchanged(info.value)
+    assert "consume" not in frames  # the consumer's raise left no frames behind
+
+
 async def test_fail_fast_interrupts_the_producer_at_once(loop_kind: str) -> None:
     """A producer still submitting stops at the first error, not at the end of the block."""
     submitted = 0
