@@ -839,8 +839,8 @@ async def test_an_inner_executors_job_stops_the_outer_one(loop_kind: str) -> Non
                 async with CoroutineExecutor() as inner:
                     await inner.submit(inner_job)
 
-            await outer.submit(outer_job)
             await outer.submit(asyncio.sleep, 10)
+            await outer.submit(outer_job)  # under an eager task factory: stops it in here
 
     assert await ends_within_two_seconds(block()) == "ended"
 
@@ -898,8 +898,10 @@ async def test_two_executors_whose_jobs_shut_each_other_down(loop_kind: str) -> 
     """Each job waited for the other executor, whose job waited for the first: a circle.
     A job never waits for an executor it is not nested in, so there is none."""
     returned: list[str] = []
+    both = asyncio.Event()
 
     async def stop(name: str, other: CoroutineExecutor) -> None:
+        await both.wait()
         await other.shutdown()
         returned.append(name)
 
@@ -907,6 +909,7 @@ async def test_two_executors_whose_jobs_shut_each_other_down(loop_kind: str) -> 
         async with CoroutineExecutor() as a, CoroutineExecutor() as b:
             await a.submit(stop, "a", b)
             await b.submit(stop, "b", a)
+            both.set()
 
     assert await ends_within_two_seconds(block()) == "ended"
     assert sorted(returned) == ["a", "b"]
