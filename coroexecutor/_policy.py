@@ -97,7 +97,7 @@ class ErrorPolicy(Admission):
     # that called shutdown(wait=False)); _cancel_again cancels it if the wait for the jobs
     # is cancelled.
     _spared: asyncio.Future[Any] | None
-    _grace_handle: asyncio.TimerHandle | None  # shutdown(timeout=) of a caller that does not wait
+    _grace_handle: asyncio.TimerHandle | None  # shutdown(timeout=): then cancel what still runs
     # Job task -> future to resolve when the job is settled: a map consumer waiting for the
     # job it must yield next. Resolved in the job's own last step, a turn before any done
     # callback of its task could run.
