@@ -18,9 +18,15 @@ from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._ratelimit import RateLimiter
 from ._state import State
 
-__all__ = ["NATIVE_LOOP", "Admission", "Queued", "task_probe"]
+__all__ = ["NATIVE_LOOP", "Admission", "Queued", "job_position", "task_probe"]
 
 _CoroutineType = types.CoroutineType
+# The innermost executor whose job the current context runs in (None: no job). Every
+# job's task sets it in its own context, so the tasks a job starts (a TaskGroup's, an
+# inner executor's jobs, wait_for's on Python < 3.12) inherit it. Read by shutdown().
+job_position: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "coroexecutor_job_position", default=None
+)
 NATIVE_LOOP = 1
 _UVLOOP = 2
 
@@ -135,6 +141,9 @@ class Admission:
         raise NotImplementedError
 
     def _on_value_job_done(self, task: asyncio.Future[Any]) -> None:
+        raise NotImplementedError
+
+    def _cancel_late(self, task: asyncio.Future[Any]) -> None:
         raise NotImplementedError
 
     def _running_count(self) -> int:
@@ -303,12 +312,18 @@ class Admission:
                 task = loop.create_task(runner)  # type: ignore[union-attr]
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
+                    if self._state is State.CANCELLING:  # its first step stopped us
+                        self._cancel_late(task)
                 return task
+            job = coro
             if self._job_timeout is not None:
-                runner = wrapped_job(self._job_timeout, coro, fn, args, kwargs)
-                task = loop.create_task(runner)  # type: ignore[union-attr]
-            else:
-                task = loop.create_task(coro)  # type: ignore[union-attr]
+                job = runner = wrapped_job(self._job_timeout, coro, fn, args, kwargs)
+            # The task's context, and those of the tasks it starts, know they run in a job
+            # of ours (_run_job does this for in-line jobs). create_task copies the
+            # current context, and an eager first step runs in that copy.
+            ctx = contextvars.copy_context()
+            ctx.run(job_position.set, self)
+            task = ctx.run(loop.create_task, job)  # type: ignore[union-attr]
         except BaseException:
             self._start_failed(fn, where, runner, coro)
             raise
@@ -318,6 +333,8 @@ class Admission:
             task.add_done_callback(lambda _: coro.close())
         self._running[task] = task
         task.add_done_callback(self._on_value_job_done if value_job else self._on_job_done)
+        if self._state is State.CANCELLING and not task.done():  # its first step stopped us
+            self._cancel_late(task)
         return task
 
 

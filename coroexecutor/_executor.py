@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, overload
 
-from ._admission import NATIVE_LOOP, Queued, task_probe
+from ._admission import NATIVE_LOOP, Queued, job_position, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
 from ._map import MapIterator
@@ -413,6 +413,7 @@ class CoroutineExecutor(Startup):
         initializer."""
         loop = self._loop = asyncio.get_running_loop()
         self._state = _RUNNING
+        self._outer = job_position.get()
         self._fast = task_probe(loop) if self._inline else 0
         if self._rate is not None:
             self._limiter = RateLimiter(self._rate, self._burst, loop.time)
@@ -479,7 +480,7 @@ class CoroutineExecutor(Startup):
                 self._abort(Cause.BODY)  # the body raised or was cancelled: cancel every job
         if self._state is _RUNNING:
             self._state = State.EXITING
-        late_cancel = await self._wait_idle()
+        late_cancel = await self._wait_idle(keep_waiting=True)
         self._close()
         self._uncancel_parent()  # the body swallowed our interruption: still withdraw it
         error = self._policy_error()
@@ -488,7 +489,7 @@ class CoroutineExecutor(Startup):
             # first error does in asyncio.TaskGroup.
             if error is exc:
                 return False
-            raise error
+            self._reraise(error)
         if late_cancel is not None:
             raise late_cancel  # cancelled while waiting for the jobs: not swallowed
         return None
@@ -504,26 +505,35 @@ class CoroutineExecutor(Startup):
         return True  # 3.9/3.10 cannot count cancel requests: assume it was ours
 
     async def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
-        """Stop accepting jobs and wait until none is running or queued.
+        """Stop accepting jobs; with ``wait=True``, wait until none is running or queued.
 
         With ``wait=True``, running and queued jobs finish normally; with ``timeout``,
         whatever is still running after that many seconds is cancelled. With
-        ``wait=False``, running and queued jobs are cancelled at once. Either way this
-        returns only once every job has finished (or finished cancelling).
+        ``wait=False``, running and queued jobs are cancelled and this returns at once,
+        without waiting for them to finish cancelling (as ``Executor.shutdown(wait=False)``
+        returns without waiting): the block's exit, or a later ``shutdown()``, waits.
 
-        Errors: used without ``async with``, this raises the error the policy names:
-        the first job error under fail-fast, or :class:`ExecutorTimeoutError` when the
-        executor's ``timeout`` passed. Cancellations the executor caused are never
-        raised. Called on another event loop than the one the executor was first used
-        on, or from the initializer, it raises ``RuntimeError``.
+        Who waits: only a caller outside this executor's jobs and below it. Called from
+        inside one of its jobs (the job itself, a task started in it, a job of an executor
+        nested in it), or from a job of another executor that this one is not nested in,
+        ``shutdown()`` never waits, whatever ``wait`` says: it does the rest (stops
+        accepting jobs, starts the grace period or cancels) and returns, leaving the
+        wait and the policy's error to the block or to the owner's own ``shutdown()``.
+        Waiting there could mean waiting for itself, directly or through a circle of
+        executors; a job may still wait for an executor it owns (one first used inside
+        it). A job calling ``shutdown(wait=False)`` is not cancelled itself; the others
+        are.
 
-        Cancellation: cancelling the caller cancels every job, waits for them, then
-        re-raises the cancellation.
+        Errors: a caller that may wait, outside ``async with``, gets the error the policy
+        names: the first job error under fail-fast (the job's own exception, its chain as
+        the job left it), or :class:`ExecutorTimeoutError` when the executor's ``timeout``
+        passed. Cancellations the executor caused are never raised. Called on another
+        event loop than the one the executor was first used on, or from the initializer,
+        it raises ``RuntimeError``.
 
-        Called from one of this executor's own jobs, it does all of the above except
-        wait for (or cancel) that job, and raises no policy error: those are left to the
-        block, or to the owner's own ``shutdown()``. Without this the job would wait for
-        itself forever.
+        Cancellation: cancelling the caller while it waits cancels every job and raises
+        ``CancelledError`` at once, without waiting for the jobs to finish cancelling
+        (the block's exit still waits for them, as ``asyncio.TaskGroup`` does).
         """
         grace = check_seconds("timeout", timeout)
         if self._state is State.CREATED:
@@ -532,32 +542,44 @@ class CoroutineExecutor(Startup):
         self._check_loop()
         if self._init_task is not None:
             self._check_not_initializer("shutdown()")
-        own = self._is_own_job(asyncio.current_task())
+        waits = self._may_wait()
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
-        grace_handle = None
         if not wait:
             self._abort(Cause.SHUTDOWN)
-        elif grace is not None and self._busy(own):
-            grace_handle = self._loop.call_later(grace, self._abort, Cause.SHUTDOWN)  # type: ignore[union-attr]
-        if own:
-            self._jobs_in_shutdown += 1
-        try:
-            cancelled = await self._wait_idle(own)
-        finally:
-            if grace_handle is not None:
-                grace_handle.cancel()
-            if own:
-                self._jobs_in_shutdown -= 1
-        if own:
-            if cancelled is not None:
-                raise cancelled
+        elif grace is not None and self._busy():
+            self._start_grace(grace)
+        if not (wait and waits):
+            if not self._in_body:
+                self._close_when_idle()
+                if waits:
+                    error = self._policy_error()
+                    if error is not None:
+                        self._reraise(error)
             return
+        try:
+            await self._wait_idle(keep_waiting=False)
+        except _CancelledError:
+            if not self._in_body:
+                self._close_when_idle()
+            raise
+        finally:
+            if self._grace_handle is not None:  # idle, or every job cancelled: moot
+                self._grace_handle.cancel()
+                self._grace_handle = None
         if not self._in_body:
             self._close()
-        if cancelled is not None:
-            raise cancelled
-        if not self._in_body:
             error = self._policy_error()
             if error is not None:
-                raise error
+                self._reraise(error)
+
+    def _start_grace(self, grace: float) -> None:
+        """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""
+        when = self._loop.time() + grace  # type: ignore[union-attr]  # bound: not CREATED
+        handle = self._grace_handle
+        if handle is not None:
+            if handle.when() <= when:
+                return
+            handle.cancel()
+        loop: Any = self._loop
+        self._grace_handle = loop.call_at(when, self._abort, Cause.SHUTDOWN)

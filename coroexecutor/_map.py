@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from ._admission import NATIVE_LOOP as _NATIVE_LOOP
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
+from ._policy import reraise_job_error
 from ._state import State
 from ._typing import Self, final
 
@@ -315,8 +316,9 @@ async def _results(
                     first_error = exe._first_error
                     if job.cancelled() and first_error is not None:
                         # Cancelled because another job failed (fail-fast): report that
-                        # error, not a CancelledError this consumer never asked for.
-                        raise first_error from None
+                        # error, not a CancelledError this consumer never asked for, and
+                        # leave the shared error's chain as its job left it.
+                        reraise_job_error(first_error, exe._first_tb)
                     raise
                 result = exc
             yield result

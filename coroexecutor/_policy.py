@@ -9,10 +9,11 @@ import asyncio
 import collections
 import enum
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from . import _jobs
-from ._admission import Admission, Queued
+from ._admission import Admission, Queued, job_position
 from ._errors import ExecutorTimeoutError
 from ._jobs import prime_point as _prime
 from ._state import State
@@ -20,11 +21,12 @@ from ._state import State
 if TYPE_CHECKING:
     from ._map import MapJobs
 
-__all__ = ["Cause", "ErrorPolicy"]
+__all__ = ["Cause", "ErrorPolicy", "reraise_job_error"]
 
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
+_set_position = job_position.set
 
 
 def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
@@ -42,6 +44,28 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoReturn:
+    """Raise a job's exception again, its chain as the job left it.
+
+    A ``raise`` while another exception is being handled (the body's interrupting
+    CancelledError in ``__aexit__``, the cancelled map job in the map) sets the raised
+    object's ``__context__`` to that exception, and ``raise ... from None`` would set its
+    ``__cause__``: both would change the job's own object, which the block, shutdown()
+    and every map consumer share. So put ``__context__``, ``__cause__`` and
+    ``__suppress_context__`` back as it leaves, and start from the traceback the job
+    ended with (``tb``), as ``Future.result()`` does, so repeated raises do not pile up
+    frames. (``asyncio.TaskGroup`` avoids the same clobbering by raising a new group.)
+    """
+    context, cause, suppress = error.__context__, error.__cause__, error.__suppress_context__
+    try:
+        raise error.with_traceback(tb)
+    finally:
+        error.__context__ = context
+        error.__cause__ = cause
+        error.__suppress_context__ = suppress
+        del error, context, cause  # no cycle through this frame
+
+
 class Cause(enum.Enum):
     """Why the executor started cancelling its jobs: decides what the block raises."""
 
@@ -56,9 +80,9 @@ class ErrorPolicy(Admission):
     waiting that makes sure no job outlives the executor."""
 
     __slots__ = (
-        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_hook",
-        "_idle_handle", "_idle_waiters", "_in_body", "_jobs_in_shutdown", "_maps",
-        "_our_cancels", "_own_waiters", "_parent", "_parent_cancel_requested",
+        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_first_tb",
+        "_grace_handle", "_hook", "_idle_handle", "_idle_waiters", "_in_body", "_maps",
+        "_our_cancels", "_outer", "_parent", "_parent_cancel_requested", "_spared",
         "_succeeded", "_suppress", "_timeout", "_watchers",
     )
 
@@ -66,10 +90,14 @@ class ErrorPolicy(Admission):
     _hook: Callable[[asyncio.Future[Any]], object] | None
     _our_cancels: set[asyncio.Future[Any]]
     _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
-    # The idle waiters of our own jobs that called shutdown(): they wait for every job but
-    # themselves, and _jobs_in_shutdown counts those jobs (each holds a slot).
-    _own_waiters: set[asyncio.Future[None]]
-    _jobs_in_shutdown: int
+    # Where the executor was first used: the executor whose job bound it (job_position
+    # then), or None outside any job. Decides who may wait for its jobs (_may_wait).
+    _outer: ErrorPolicy | None
+    # The task that ran _abort, which it did not cancel (a job in its last step, or a job
+    # that called shutdown(wait=False)); _cancel_again cancels it if the wait for the jobs
+    # is cancelled.
+    _spared: asyncio.Future[Any] | None
+    _grace_handle: asyncio.TimerHandle | None  # shutdown(timeout=): then cancel what still runs
     # Job task -> future to resolve when the job is settled: a map consumer waiting for the
     # job it must yield next. Resolved in the job's own last step, a turn before any done
     # callback of its task could run.
@@ -80,6 +108,7 @@ class ErrorPolicy(Admission):
     _deadline_handle: asyncio.TimerHandle | None
     _cause: Cause | None
     _first_error: BaseException | None
+    _first_tb: TracebackType | None  # the traceback _first_error ended its job with
     _error_delivered: bool
     _parent: asyncio.Task[Any] | None  # the task running the async-with body
     _in_body: bool
@@ -98,14 +127,16 @@ class ErrorPolicy(Admission):
         self._timeout = timeout
         self._our_cancels = set()
         self._idle_waiters = []
-        self._own_waiters = set()
-        self._jobs_in_shutdown = 0
+        self._outer = None
+        self._spared = None
+        self._grace_handle = None
         self._watchers = {}
         self._maps = set()
         self._idle_handle = None
         self._deadline_handle = None
         self._cause = None
         self._first_error = None
+        self._first_tb = None
         self._error_delivered = False
         self._parent = None
         self._in_body = False
@@ -132,6 +163,10 @@ class ErrorPolicy(Admission):
             except BaseException:
                 coro.close()  # closed before it became a task (GeneratorExit): _start settles
                 raise
+        # The job's context (its task's own copy) and every task started inside the job
+        # know they run in a job of ours: see _may_wait. Not before priming, which runs in
+        # the submitter's context.
+        _set_position(self)
         try:
             result = await coro
         except BaseException as exc:
@@ -239,6 +274,7 @@ class ErrorPolicy(Admission):
         if self._cause is None:
             self._cause = cause
             self._first_error = error
+            self._first_tb = None if error is None else error.__traceback__
         if self._state is State.CANCELLING or self._state is State.CLOSED:
             return
         self._state = State.CANCELLING
@@ -246,9 +282,10 @@ class ErrorPolicy(Admission):
             self._deadline_handle.cancel()
         # A job of ours running this is either in its last step (it failed, or it
         # succeeded and a queued job it started failed: a cancel now would turn its
-        # success into a cancellation) or the caller of shutdown(wait=False), which waits
-        # for the others. Either way it is not cancelled.
-        current = _current_task(self._loop)
+        # success into a cancellation) or the caller of shutdown(wait=False), which goes
+        # on. Either way it is not cancelled now; _cancel_again cancels it if the wait
+        # for the jobs is cancelled, so it cannot keep a cancelled block waiting.
+        current = self._spared = _current_task(self._loop)
         for task in list(self._running.values()):
             if task is not current:
                 task.cancel()
@@ -277,86 +314,104 @@ class ErrorPolicy(Admission):
     def _check_idle(self) -> None:
         """Wake whoever waits for the executor to be idle, one turn of the loop later.
 
-        A job of ours waiting in shutdown() counts as idle for its own wait only.
-
         A job that completes in-line settles its slot during its own last step, before its
         task is done and before the task's done callbacks (a queued job's future, the
         caller's own callbacks) have run. Waking the waiters from a callback scheduled now
         puts their wake-up behind those done callbacks, so nothing of a job is still
         pending once ``async with`` or ``shutdown()`` returns.
         """
-        if (
-            self._idle_waiters
-            and self._idle_handle is None
-            and not self._busy(own=bool(self._own_waiters))
-        ):
+        if self._idle_waiters and self._idle_handle is None and not self._busy():
             self._idle_handle = self._loop.call_soon(self._wake_idle)  # type: ignore[union-attr]
 
     def _wake_idle(self) -> None:
         self._idle_handle = None
-        if not self._idle_waiters:
+        if not self._idle_waiters or self._busy():
             return
-        idle = not self._busy()
-        if not idle and not (self._own_waiters and not self._busy(own=True)):
-            return
-        waiting = []
-        for waiter in self._idle_waiters:
-            if idle or waiter in self._own_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                waiting.append(waiter)  # idle but for jobs waiting in shutdown()
-        self._idle_waiters = waiting
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def _busy(self, own: bool = False) -> bool:
-        """Whether a job runs or waits. ``own``: for a job of ours waiting in shutdown(),
-        which does not wait for itself (nor for others doing the same)."""
+    def _busy(self) -> bool:
+        """Whether a job runs or waits."""
         # A granted slot whose job has not started yet is busy too: free counts it.
-        held = self._max_workers - self._free
-        if own:
-            held -= self._jobs_in_shutdown
-        return held != 0 or self._queued > 0 or self._waiting > 0
+        return self._max_workers != self._free or self._queued > 0 or self._waiting > 0
 
-    def _is_own_job(self, task: asyncio.Task[Any] | None) -> bool:
-        """Whether ``task`` runs one of our jobs: a job with a done callback is in _running
-        under its task; any other job's task runs our runner (possibly not registered yet:
-        an eager task factory runs the first step inside create_task)."""
-        if task is None:
-            return False
-        if task in self._running:
+    def _may_wait(self) -> bool:
+        """Whether the calling task may wait for our jobs: it runs in no job at all, or in
+        a job of an executor we are nested in (we were first used inside a job of it).
+
+        Anywhere else it runs inside one of our jobs (itself, a task it started, or a job
+        of an executor nested in it), or in a job of an executor beside ours or above it,
+        whose jobs ours may be waiting for. So a wait for jobs only ever goes down the
+        nesting of executors, and no wait can be a circle that ends at the waiter.
+        """
+        position = job_position.get()
+        if position is None:
             return True
-        runner = task.get_coro()
-        frame = getattr(runner, "cr_frame", None)
-        return (
-            getattr(runner, "cr_code", None) is _RUNNER_CODE
-            and frame is not None
-            and frame.f_locals.get("self") is self
-        )
+        outer = self._outer
+        while outer is not None:
+            if outer is position:
+                return True
+            outer = outer._outer
+        return False
 
-    async def _wait_idle(self, own: bool = False) -> asyncio.CancelledError | None:
-        """Wait until no job runs or waits (``own``: but the jobs of ours waiting in
-        shutdown(), the caller among them). Cancelled meanwhile: cancel the jobs, keep
-        waiting (no job may outlive us), and return the CancelledError to re-raise."""
+    async def _wait_idle(self, keep_waiting: bool) -> asyncio.CancelledError | None:
+        """Wait until no job runs or waits.
+
+        Cancelled meanwhile, it cancels every job (again, if they were cancelled before:
+        the task that called _abort and jobs that lost their cancel too). Then,
+        with ``keep_waiting`` (the block's exit: no job may outlive the block, as in
+        asyncio.TaskGroup), it waits on for the jobs to finish cancelling and returns the
+        CancelledError to re-raise; without (shutdown()), it raises the CancelledError at
+        once: a cancelled shutdown() never absorbs the cancel.
+        """
         cancelled: asyncio.CancelledError | None = None
         self._watch_unprimed()
         while True:
             waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
             self._idle_waiters.append(waiter)
-            if own:
-                self._own_waiters.add(waiter)
             # Already idle: still wait one turn, so the done callbacks of a job that just
             # completed in-line (already scheduled) run before we return.
             self._check_idle()
             try:
                 await waiter
             except asyncio.CancelledError as exc:
+                if waiter in self._idle_waiters:
+                    self._idle_waiters.remove(waiter)
+                if self._state is State.CANCELLING:
+                    # The jobs were cancelled before and some still run: a job that
+                    # called shutdown(wait=False) (not cancelled then), or one whose cancel
+                    # was lost (asyncio.wait_for on Python < 3.12 can swallow one). A new
+                    # cancel from outside (a timeout, a second Ctrl-C) reaches them again.
+                    self._cancel_again()
+                else:
+                    self._abort(Cause.BODY)
+                if not keep_waiting:
+                    raise
                 cancelled = exc
-                self._abort(Cause.BODY)
                 continue
-            finally:
-                self._own_waiters.discard(waiter)
-            if not self._busy(own):
+            if not self._busy():
                 return cancelled
+
+    def _cancel_again(self) -> None:
+        """Cancel every job still running, the one _abort spared included: a cancellation
+        we cause, so not an error (the state is CANCELLING)."""
+        self._spared = None
+        for task in list(self._running.values()):
+            if not task.done():
+                task.cancel()
+        for jobs in list(self._maps):
+            for task in [*jobs.pending, *jobs.in_flight]:
+                if not task.done():
+                    task.cancel()
+
+    def _cancel_late(self, task: asyncio.Future[Any]) -> None:
+        """A job registered after _abort ran (an eager task factory ran its first step
+        inside create_task, and _abort could not see it yet): cancel it as _abort would
+        have, unless it is the task _abort spared."""
+        if task is not self._spared and not task.done():
+            task.cancel()
 
     def _watch_unprimed(self) -> None:
         """Make sure every running in-line job gets settled, even one whose JobTask was
@@ -384,7 +439,8 @@ class ErrorPolicy(Admission):
         self._maps.clear()
         # A job that swallowed our cancel and returned normally left its task here.
         self._our_cancels.clear()
-        for handle in (self._deadline_handle, self._wake_handle):
+        self._spared = None
+        for handle in (self._deadline_handle, self._wake_handle, self._grace_handle):
             if handle is not None:
                 handle.cancel()
         # Another waiter (shutdown() and the block's exit may both wait) can have come in
@@ -392,6 +448,24 @@ class ErrorPolicy(Admission):
         if self._idle_handle is not None and not self._idle_waiters:
             self._idle_handle.cancel()
             self._idle_handle = None
+
+    def _close_when_idle(self) -> None:
+        """Close once no job runs or waits, with nobody waiting for that (shutdown() that
+        did not wait, or whose wait was cancelled), unless the block will close."""
+        if self._state is State.CLOSED:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+        waiter.add_done_callback(self._closed_idle)
+        self._idle_waiters.append(waiter)
+        self._check_idle()
+
+    def _closed_idle(self, waiter: asyncio.Future[None]) -> None:
+        if not self._in_body and self._state is not State.CLOSED and not self._busy():
+            self._close()
+
+    def _reraise(self, error: BaseException) -> NoReturn:
+        """Raise what _policy_error() returned: the first job error as its job left it."""
+        reraise_job_error(error, self._first_tb if error is self._first_error else None)
 
     def _policy_error(self) -> BaseException | None:
         """The exception the error policy says the block (or shutdown()) raises, if any."""
@@ -405,5 +479,3 @@ class ErrorPolicy(Admission):
             return ExecutorTimeoutError(f"{self!r} timed out after {self._timeout} seconds")
         return None
 
-
-_RUNNER_CODE = ErrorPolicy._run_job.__code__

@@ -6,13 +6,17 @@ import asyncio
 import gc
 import re
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
 from coroexecutor import CoroutineExecutor
 
+TaskGroup = getattr(asyncio, "TaskGroup", None)  # Python 3.11+
+
 pytestmark = pytest.mark.timeout(10)
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
 
 async def park(
@@ -63,6 +67,133 @@ async def test_first_error_cancels_running_jobs_and_is_raised_unchanged(loop_kin
         tb = tb.tb_next
     assert "fail_after" in tb_names  # the job's own frame is still in the traceback
     assert saw_cancel.is_set()
+
+
+class ChainedFailure:
+    """A job that fails with an error chained to a KeyError (``how``: implicitly, ``from``
+    it, or ``from None``) and records the chain and traceback it leaves the job with."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.error: BaseException | None = None
+        self.left: tuple[Any, ...] = ()
+
+    async def __call__(self, go: asyncio.Event) -> None:
+        await go.wait()
+        try:
+            try:
+                {}["missing"]
+            except KeyError as exc:
+                if self.how == "context":
+                    raise RuntimeError("lookup failed")  # noqa: B904 - the implicit chain
+                if self.how == "cause":
+                    raise RuntimeError("lookup failed") from exc
+                raise RuntimeError("lookup failed") from None
+        except RuntimeError as exc:
+            self.error = exc
+            self.left = (
+                exc.__context__, exc.__cause__, exc.__suppress_context__, exc.__traceback__
+            )
+            raise
+
+    def assert_unchanged(self, raised: BaseException) -> list[str]:
+        """``raised`` is the job's own error, chained as the job left it; returns the
+        names of the frames in its traceback."""
+        assert raised is self.error
+        context, cause, suppress, job_tb = self.left
+        assert isinstance(context, KeyError)
+        assert raised.__context__ is context
+        assert raised.__cause__ is cause
+        assert raised.__suppress_context__ is suppress
+        tbs = []
+        tb = raised.__traceback__
+        while tb is not None:
+            tbs.append(tb)
+            tb = tb.tb_next
+        assert job_tb in tbs  # the job's own traceback, intact, at the end of the chain
+        return [tb.tb_frame.f_code.co_name for tb in tbs]
+
+
+CHAINS = ["context", "cause", "from None"]
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_the_block_reraises_the_job_error_chained_as_the_job_left_it(
+    loop_kind: str, how: str
+) -> None:
+    """The block raises while the body's interrupting CancelledError is being handled:
+    that must not become the error's __context__ (the job's KeyError is)."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    with pytest.raises(RuntimeError) as info:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(job, go)
+            go.set()
+            await asyncio.Event().wait()  # interrupted by fail-fast
+    job.assert_unchanged(info.value)
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_shutdown_reraises_the_job_error_chained_as_the_job_left_it(how: str) -> None:
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    exe = CoroutineExecutor()
+    await exe.submit(job, go)
+    go.set()
+    with pytest.raises(RuntimeError) as info:
+        try:
+            raise LookupError("being handled by the caller")
+        except LookupError:
+            await exe.shutdown()
+    job.assert_unchanged(info.value)
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("how", CHAINS)
+async def test_a_map_consumer_elsewhere_and_the_owner_raise_the_job_error_unchanged(
+    how: str, block: bool
+) -> None:
+    """Fail-fast cancels a map whose consumer is not the block's task: the consumer raises
+    the first error (not its CancelledError), and so does the block (or shutdown())
+    afterwards, each time the job's own object with its chain as the job left it."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    consuming = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def parked(_: int) -> None:
+        consuming.set()
+        await asyncio.Event().wait()
+
+    async def consume() -> None:
+        async for _ in exe.map(parked, range(2)):
+            pass
+
+    async def owner() -> None:
+        if block:
+            async with exe:
+                consumer = asyncio.ensure_future(consume())
+                await consuming.wait()
+                await exe.submit(job, go)
+                go.set()
+                with pytest.raises(RuntimeError) as info:
+                    await consumer
+                job.assert_unchanged(info.value)
+                await asyncio.Event().wait()  # interrupted by fail-fast
+        else:
+            consumer = asyncio.ensure_future(consume())
+            await consuming.wait()
+            await exe.submit(job, go)
+            go.set()
+            with pytest.raises(RuntimeError) as info:
+                await consumer
+            job.assert_unchanged(info.value)
+            await exe.shutdown()
+
+    with pytest.raises(RuntimeError) as info:
+        await owner()
+    frames = job.assert_unchanged(info.value)
+    assert "consume" not in frames  # the consumer's raise left no frames behind
 
 
 async def test_fail_fast_interrupts_the_producer_at_once(loop_kind: str) -> None:
@@ -372,19 +503,66 @@ async def test_block_that_finishes_in_time_does_not_raise() -> None:
 #
 
 
-async def test_shutdown_wait_false_cancels_and_returns_when_all_have_finished() -> None:
-    cancelled: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
-    started: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+async def test_shutdown_wait_false_cancels_and_returns_without_waiting(loop_kind: str) -> None:
+    """As Executor.shutdown(wait=False): the cancellation is requested, not waited for (it
+    used to wait for the jobs to finish cancelling, which let a job wait for itself)."""
+    started = [asyncio.Event() for _ in range(3)]
+    cancelled = asyncio.Event()
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_to_cancel() -> None:
+        started[1].set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await release.wait()
+            raise
+
     exe = CoroutineExecutor(max_workers=2)
-    running = [await exe.submit(park, started[i], cancelled[i]) for i in range(2)]
-    queued = exe.submit_nowait(park, started[2], cancelled[2])
+    running = [await exe.submit(park, started[0], cancelled), await exe.submit(slow_to_cancel)]
+    queued = exe.submit_nowait(park, started[2])
     await started[0].wait()
     await started[1].wait()
     await exe.shutdown(wait=False)  # our cancellations: not raised
-    assert all(t.done() for t in running)
+    assert not any(t.done() for t in running)  # requested, not waited for
+    await cleaning.wait()
+    await cancelled.wait()
+    release.set()
+    await exe.shutdown()  # the owner's wait: returns once every job has finished
+    assert all(t.cancelled() for t in running)
     assert queued.cancelled()
-    assert cancelled[0].is_set() and cancelled[1].is_set()
     assert not started[2].is_set()  # the queued job never started
+
+
+async def test_shutdown_wait_false_closes_the_executor_once_its_jobs_are_done() -> None:
+    exe = CoroutineExecutor()
+    job = await exe.submit(park)
+    await exe.shutdown(wait=False)
+    assert "cancelling" in repr(exe)
+    await asyncio.wait([job])
+    for _ in range(2):  # the wake-up for idle comes a turn after the job's own end
+        await asyncio.sleep(0)
+    assert "closed" in repr(exe)
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE) + "$"):
+        exe.submit_nowait(park)
+
+
+async def test_shutdown_wait_false_from_the_owner_raises_a_first_error_already_known() -> None:
+    """Not waiting does not lose the error: fail-fast has cancelled the others already."""
+    go = asyncio.Event()
+    error = OSError("from a job")
+    exe = CoroutineExecutor()
+    other = await exe.submit(park)
+    failing = await exe.submit(fail_after, go, error)
+    go.set()
+    await asyncio.wait([failing])
+    with pytest.raises(OSError) as info:
+        await exe.shutdown(wait=False)
+    assert info.value is error
+    await exe.shutdown()  # raised once: this one only waits
+    assert other.cancelled()
 
 
 async def test_shutdown_wait_true_lets_running_and_queued_jobs_finish() -> None:
@@ -475,7 +653,7 @@ async def test_submitter_waiting_when_fail_fast_hits_gets_a_clear_error() -> Non
 
 
 #
-# shutdown() called from one of the executor's own jobs
+# shutdown() called from inside a job: it never waits there (issue 16)
 #
 
 
@@ -490,13 +668,11 @@ async def test_a_job_calling_shutdown_without_wait_cancels_the_rest_and_carries_
     async def noted() -> None:
         queued_ran.append(1)
 
-    async def stopper() -> int:
+    async def stopper() -> str:
         await go.wait()
         await exe.shutdown(wait=False)
-        # Every other job has finished cancelling; this one is still running.
-        running = exe.stats.running
-        await asyncio.sleep(0)
-        return running
+        await asyncio.sleep(0)  # not cancelled itself: it goes on
+        return "carried on"
 
     async with CoroutineExecutor(max_workers=2) as exe:
         other = await exe.submit(park, started, other_cancelled)
@@ -504,16 +680,20 @@ async def test_a_job_calling_shutdown_without_wait_cancels_the_rest_and_carries_
         queued = exe.submit_nowait(noted)
         await started.wait()
         go.set()
-    assert stop.result() == 1
+    assert stop.result() == "carried on"
     assert other.cancelled() and other_cancelled.is_set()
     assert queued.cancelled() and queued_ran == []
     assert exe.stats.cancelled == 2
     assert exe.stats.succeeded == 1
 
 
-async def test_a_job_calling_shutdown_waits_for_the_others_but_not_for_itself(
-    loop_kind: str,
+@pytest.mark.parametrize("where", ["job", "task in the job", "job of an inner executor"])
+async def test_shutdown_from_inside_a_job_stops_admission_and_returns_without_waiting(
+    loop_kind: str, where: str
 ) -> None:
+    """It used to wait for every job but the calling one: a task inside a job (or an
+    inner executor's job) then waited for its own job, for ever. Now it never waits
+    there; the block waits for every job, the caller's too."""
     release = asyncio.Event()
     order: list[str] = []
 
@@ -521,26 +701,55 @@ async def test_a_job_calling_shutdown_waits_for_the_others_but_not_for_itself(
         await release.wait()
         order.append("worker")
 
-    async def closer() -> int:
-        release.set()
-        await exe.shutdown()  # under an eager task factory: inside submit()
+    async def close() -> None:
+        await exe.shutdown()  # wait=True: still no wait from inside a job
         order.append("closer")
-        return exe.stats.succeeded
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            await exe.submit(worker)
+        release.set()
+
+    async def closer() -> None:
+        if where == "job":
+            await close()
+        elif where == "task in the job":
+            await asyncio.gather(asyncio.ensure_future(close()))
+        else:
+            async with CoroutineExecutor() as inner:
+                await inner.submit(close)
 
     async with CoroutineExecutor(max_workers=4) as exe:
         await exe.submit(worker)
         await exe.submit(worker)
         closing = await exe.submit(closer)
-        await release.wait()  # the closer has called shutdown()
-        with pytest.raises(RuntimeError, match="after shutdown"):
-            await exe.submit(worker)
-    assert order == ["worker", "worker", "closer"]
-    assert closing.result() == 2
+    assert order == ["closer", "worker", "worker"]
+    assert closing.result() is None
+    assert exe.stats.succeeded == 3
+
+
+async def test_a_job_waits_in_the_shutdown_of_an_executor_it_owns(loop_kind: str) -> None:
+    """Waits go down the nesting: a job may wait for an inner executor first used in it."""
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def inner_job() -> None:
+        await release.wait()
+        order.append("inner job")
+
+    async def owner() -> None:
+        inner = CoroutineExecutor()
+        await inner.submit(inner_job)
+        release.set()
+        await inner.shutdown()
+        order.append("inner shut down")
+
+    async with CoroutineExecutor() as exe:
+        await exe.submit(owner)
+    assert order == ["inner job", "inner shut down"]
 
 
 async def test_shutdown_from_a_job_leaves_closing_to_the_owner() -> None:
-    """Without async with: the job's shutdown() returns once the other jobs are done;
-    the owner's own shutdown() still works (and waits for the job that called it)."""
+    """Without async with: the job's shutdown() returns at once; the owner's own
+    shutdown() still works (and waits for the job that called it)."""
     release = asyncio.Event()
 
     async def worker() -> str:
@@ -548,8 +757,8 @@ async def test_shutdown_from_a_job_leaves_closing_to_the_owner() -> None:
         return "worked"
 
     async def closer() -> str:
-        release.set()
         await exe.shutdown()
+        release.set()
         return "returned"
 
     exe = CoroutineExecutor(max_workers=4)
@@ -561,47 +770,266 @@ async def test_shutdown_from_a_job_leaves_closing_to_the_owner() -> None:
     assert exe.stats.succeeded == 2
 
 
-async def test_fail_fast_cancels_a_job_waiting_in_shutdown_and_the_owner_gets_the_error() -> None:
+async def test_a_job_gets_no_policy_error_from_shutdown_the_owner_does() -> None:
     go = asyncio.Event()
-    in_shutdown = asyncio.Event()
     error = KeyError("first")
+    results: list[str] = []
 
     async def closer() -> None:
-        in_shutdown.set()
-        await exe.shutdown()
+        go.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # fail-fast: the other job failed
+            await exe.shutdown()  # returns at once, and raises nothing in a job
+            results.append("no error")
+            raise
 
     exe = CoroutineExecutor(max_workers=4)
     await exe.submit(fail_after, go, error)
-    closing = await exe.submit(closer)
-    await in_shutdown.wait()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await closing
+    await exe.submit(closer)
     with pytest.raises(KeyError) as info:
         await exe.shutdown()
     assert info.value is error
+    assert results == ["no error"]
 
 
-async def test_cancelling_the_block_while_a_job_waits_in_shutdown_ends_both() -> None:
-    """It used to hang: the job waited for itself, and the block waited for the job."""
-    in_shutdown = asyncio.Event()
+#
+# Hangs that nothing broke (issue 16): every wait ends, and an outer timeout ends it
+#
+
+
+async def ends_within_two_seconds(block: Awaitable[Any]) -> str:
+    """Run ``block`` under a 1 s outer asyncio.wait_for; it must end within 2 s (issue 16's
+    bound). Returns "ended" or "timed out"."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await asyncio.wait_for(block, 1)
+        outcome = "ended"
+    except asyncio.TimeoutError:
+        outcome = "timed out"
+    assert loop.time() - started < 2
+    return outcome
+
+
+async def test_a_task_in_a_job_stops_the_executor_without_waiting(loop_kind: str) -> None:
+    """The issue's example: a TaskGroup inside a job, one of whose tasks calls
+    shutdown(wait=False). It used to wait for its own job, for ever."""
+    cancelled: list[int] = []
+
+    async def block() -> None:
+        async with CoroutineExecutor() as exe:
+
+            async def probe(n: int) -> None:
+                if n == 7:
+                    await exe.shutdown(wait=False)
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    cancelled.append(n)
+                    raise
+
+            async def search(chunk: range) -> None:
+                async with TaskGroup() as tg:
+                    for n in chunk:
+                        tg.create_task(probe(n))
+
+            for chunk in (range(5), range(5, 10)):
+                await exe.submit(search, chunk)
+
+    if TaskGroup is None:
+        pytest.skip("asyncio.TaskGroup is new in Python 3.11")
+    assert await ends_within_two_seconds(block()) == "ended"
+    assert sorted(cancelled) == list(range(10))
+
+
+async def test_an_inner_executors_job_stops_the_outer_one(loop_kind: str) -> None:
+    async def block() -> None:
+        async with CoroutineExecutor() as outer:
+
+            async def inner_job() -> None:
+                await outer.shutdown(wait=False)
+                await asyncio.sleep(10)
+
+            async def outer_job() -> None:
+                async with CoroutineExecutor() as inner:
+                    await inner.submit(inner_job)
+
+            await outer.submit(asyncio.sleep, 10)
+            await outer.submit(outer_job)  # under an eager task factory: stops it in here
+
+    assert await ends_within_two_seconds(block()) == "ended"
+
+
+async def test_shutdown_under_wait_for_inside_a_job(loop_kind: str) -> None:
+    """asyncio.wait_for on Python < 3.12 runs the call in a task of its own, which is not
+    the job's task; it used to wait for the job, which waited for it."""
+
+    async def block() -> None:
+        async with CoroutineExecutor() as exe:
+
+            async def stopper() -> None:
+                await asyncio.wait_for(exe.shutdown(wait=False), 2)
+                await asyncio.Event().wait()  # goes on: an outer timeout must still end it
+
+            await exe.submit(stopper)
+            await exe.submit(asyncio.sleep, 10)
+
+    assert await ends_within_two_seconds(block()) == "timed out"
+
+
+@pytest.mark.parametrize("option", ["on_job_done", "job_timeout", "initializer"])
+async def test_an_eager_job_stopping_its_executor_before_its_first_suspension(
+    option: str,
+) -> None:
+    """With a task factory and jobs that complete through a done callback, the job's first
+    step runs inside create_task, before the executor has registered it: it was not
+    recognised as the caller and waited for itself."""
+    if sys.version_info < (3, 12):
+        pytest.skip("asyncio.eager_task_factory is new in Python 3.12")
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    kwargs: dict[str, Any] = {
+        "on_job_done": {"on_job_done": lambda task: None},
+        "job_timeout": {"job_timeout": 30},
+        "initializer": {"initializer": lambda: None},
+    }[option]
+    other_cancelled = asyncio.Event()
+    stopper_cancelled = asyncio.Event()
+
+    async def stopper() -> None:
+        await exe.shutdown(wait=False)  # before its first suspension
+        await park(cancelled=stopper_cancelled)  # it goes on until the outer timeout
+
+    async def block() -> None:
+        async with exe:
+            await exe.submit(park, None, other_cancelled)
+            await exe.submit(stopper)
+
+    exe = CoroutineExecutor(**kwargs)
+    assert await ends_within_two_seconds(block()) == "timed out"
+    assert other_cancelled.is_set() and stopper_cancelled.is_set()
+
+
+async def test_two_executors_whose_jobs_shut_each_other_down(loop_kind: str) -> None:
+    """Each job waited for the other executor, whose job waited for the first: a circle.
+    A job never waits for an executor it is not nested in, so there is none."""
+    returned: list[str] = []
+    both = asyncio.Event()
+
+    async def stop(name: str, other: CoroutineExecutor) -> None:
+        await both.wait()
+        await other.shutdown()
+        returned.append(name)
+
+    async def block() -> None:
+        async with CoroutineExecutor() as a, CoroutineExecutor() as b:
+            await a.submit(stop, "a", b)
+            await b.submit(stop, "b", a)
+            both.set()
+
+    assert await ends_within_two_seconds(block()) == "ended"
+    assert sorted(returned) == ["a", "b"]
+
+
+async def test_two_executors_owned_by_separate_tasks_shut_each_other_down(
+    loop_kind: str,
+) -> None:
+    both = asyncio.Event()
     made: list[CoroutineExecutor] = []
 
-    async def closer() -> None:
-        in_shutdown.set()
-        await made[0].shutdown()  # waits for the parked job
+    async def stop(i: int) -> None:
+        await both.wait()
+        await made[1 - i].shutdown()
 
-    async def body() -> None:
+    async def owner(i: int) -> None:
         async with CoroutineExecutor() as exe:
             made.append(exe)
-            await exe.submit(park)
-            await exe.submit(closer)
-            await asyncio.Event().wait()
+            if len(made) == 2:
+                both.set()
+            await exe.submit(stop, i)
 
-    # in_shutdown is set in the step that calls shutdown(): the closer waits in it by now.
-    await cancel_when(asyncio.ensure_future(body()), in_shutdown)
-    assert made[0].stats.running == 0
-    assert made[0].stats.cancelled == 2
+    async def block() -> None:
+        await asyncio.gather(owner(0), owner(1))
+
+    assert await ends_within_two_seconds(block()) == "ended"
+
+
+async def test_a_job_that_stopped_its_executor_and_goes_on_is_cancelled_by_an_outer_timeout(
+    loop_kind: str,
+) -> None:
+    """shutdown(wait=False) does not cancel the job that calls it; a block waiting for that
+    job must still end when it is cancelled from outside (it used to wait for ever)."""
+    cancelled = asyncio.Event()
+
+    async def stopper() -> None:
+        await exe.shutdown(wait=False)
+        await park(cancelled=cancelled)
+
+    async def block() -> None:
+        async with exe:
+            await exe.submit(stopper)
+
+    exe = CoroutineExecutor()
+    assert await ends_within_two_seconds(block()) == "timed out"
+    assert cancelled.is_set()
+
+
+async def test_a_cancelled_shutdown_cancels_the_jobs_and_raises_at_once(loop_kind: str) -> None:
+    """It used to absorb the cancel and wait for the jobs to finish cancelling."""
+    started = asyncio.Event()
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow_to_cancel() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await release.wait()
+            raise
+
+    async def close() -> None:
+        entered.set()  # in the step that calls shutdown(): it waits in there by now
+        await exe.shutdown()
+
+    exe = CoroutineExecutor()
+    job = await exe.submit(slow_to_cancel)
+    await started.wait()
+    closing = asyncio.ensure_future(close())
+    await entered.wait()
+    closing.cancel()
+    done, _ = await asyncio.wait([closing], timeout=5)
+    try:
+        assert closing in done and closing.cancelled()
+        assert cleaning.is_set() and not job.done()  # the jobs were cancelled, not awaited
+    finally:
+        release.set()
+        await exe.shutdown()
+    assert job.cancelled()
+
+
+@pytest.mark.parametrize("around", ["block", "shutdown"])
+async def test_an_outer_timeout_around_the_block_or_shutdown_cancels_the_jobs(
+    loop_kind: str, around: str
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def block() -> None:
+        if around == "block":
+            async with CoroutineExecutor() as exe:
+                await exe.submit(park, None, cancelled)
+        else:
+            exe = CoroutineExecutor()
+            job = await exe.submit(park, None, cancelled)
+            try:
+                await exe.shutdown()
+            finally:
+                await asyncio.wait([job])  # a cancelled shutdown() did not wait for it
+
+    assert await ends_within_two_seconds(block()) == "timed out"
+    assert cancelled.is_set()
 
 
 #

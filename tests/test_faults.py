@@ -246,17 +246,24 @@ async def test_core_fail_fast_waits_for_a_job_that_swallows_cancellation(
         assert handles[0].exception() is then_raise
 
 
-async def test_core_shutdown_nowait_returns_only_after_a_stubborn_job_ends() -> None:
+async def test_core_shutdown_nowait_returns_at_once_the_block_waits_for_a_stubborn_job() -> None:
+    """shutdown(wait=False) requests the cancellation and returns (issue 16: it used to
+    wait for the stubborn job); the block's exit is what waits for it."""
     stubborn = Stubborn()
-    async with CoroutineExecutor(max_workers=2) as exe:
-        handle = await exe.submit(stubborn)
-        await stubborn.started.wait()
-        shutdown = asyncio.create_task(exe.shutdown(wait=False))
-        await _assert_still_waiting(shutdown, stubborn)
-        stubborn.release.set()
-        await shutdown
+
+    async def block() -> None:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            handle = await exe.submit(stubborn)
+            await stubborn.started.wait()
+            await exe.shutdown(wait=False)
+            assert not handle.done()
         assert handle.result() == "kept going"
-    assert exe.stats.succeeded == 1
+        assert exe.stats.succeeded == 1
+
+    task = asyncio.create_task(block())
+    await _assert_still_waiting(task, stubborn)
+    stubborn.release.set()
+    await task
 
 
 async def test_core_body_error_waits_for_a_stubborn_job_then_propagates() -> None:
