@@ -154,7 +154,9 @@ class Admission:
             self._start_backlog()
 
     async def _acquire_slot(self) -> None:
-        """Wait in the backlog until a slot is granted to us (self._free already taken).
+        """Wait in the backlog until a slot is granted to us, and start our job only while
+        fewer than ``max_workers`` run (``free + granted > 0``, this grant counted in
+        ``granted``): a grant made before the limit shrank is given back (_wait_again).
 
         submit() has this written out (a coroutine less per wait)."""
         assert self._loop is not None
@@ -164,10 +166,26 @@ class Admission:
         self._schedule_wake()
         try:
             await waiter
+            while self._free + self._granted <= 0 and self._state is not State.CANCELLING:
+                waiter = self._wait_again()
+                await waiter
         except asyncio.CancelledError:
             self._left_line(waiter)
             raise
         self._granted -= 1
+
+    def _wait_again(self) -> asyncio.Future[None]:
+        """A waiter granted a slot resumed to find ``max_workers`` jobs running: the limit
+        shrank between the grant and the resumption. Give the slot back and wait again,
+        first in line. (Granted waiters resume in the order they were granted, so the
+        earliest ones start while there is room and the later ones come back here.)"""
+        assert self._loop is not None
+        self._granted -= 1
+        self._free += 1  # still <= 0: free + granted was <= 0 and granted stays >= 0
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._backlog.appendleft(waiter)
+        self._waiting += 1
+        return waiter
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:
         """A slot waiter was cancelled: leave the line, or pass on a slot just granted."""

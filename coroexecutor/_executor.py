@@ -105,7 +105,8 @@ class CoroutineExecutor(ErrorPolicy):
         """How many jobs may run at once. Settable while jobs run.
 
         Growing the limit starts queued jobs at once. Shrinking it cancels nothing: running
-        jobs finish, and no new job starts until fewer than the new limit are running.
+        jobs finish, and no new job starts until fewer than the new limit are running (a
+        waiter already handed a slot when the limit shrank hands it back and waits again).
         """
         return self._max_workers
 
@@ -165,6 +166,10 @@ class CoroutineExecutor(ErrorPolicy):
                 self._schedule_wake()
             try:
                 await waiter
+                # Start only while fewer than max_workers run: see _acquire_slot.
+                while self._free + self._granted <= 0 and self._state is not State.CANCELLING:
+                    waiter = self._wait_again()
+                    await waiter
             except _CancelledError:
                 self._left_line(waiter)
                 raise
