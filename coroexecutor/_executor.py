@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Optional, TypeVar, overload
 from ._admission import NATIVE_LOOP, Queued, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
-from ._map import MapIterator
+from ._map import MapIterator, close_maps
 from ._policy import _SHUTDOWN_MESSAGE, Cause, ErrorPolicy
 from ._ratelimit import RateLimiter
 from ._state import State
@@ -279,8 +279,11 @@ class CoroutineExecutor(ErrorPolicy):
         the block raises it). With ``return_exceptions=True`` a job's exception is yielded
         in place of its result instead and does not trigger fail-fast.
 
-        Cancellation: leaving the loop early (``break``, an exception, ``aclose()``)
-        cancels the map's in-flight jobs; those cancellations are not errors.
+        Cancellation: a map closed early cancels its in-flight jobs (not errors) and
+        reads no more input. It is closed when dropped (``break`` out of
+        ``async for r in exe.map(...)``), by ``aclose()``, and at the latest when the block
+        exits or ``shutdown()`` begins; iterating a map the executor closed raises
+        ``RuntimeError``.
         """
         self._check_accepting()
         return MapIterator(self, fn, iterables, buffersize, True, return_exceptions)
@@ -376,6 +379,7 @@ class CoroutineExecutor(ErrorPolicy):
                 ours = self._uncancel_parent()  # our own interruption of the body
             if not ours:
                 self._abort(Cause.BODY)  # the body raised or was cancelled: cancel every job
+        close_maps(self)  # a map left open (named, then `break`) must not keep jobs running
         if self._state is _RUNNING:
             self._state = State.EXITING
         late_cancel = await self._wait_idle()
@@ -408,7 +412,8 @@ class CoroutineExecutor(ErrorPolicy):
         With ``wait=True``, running and queued jobs finish normally; with ``timeout``,
         whatever is still running after that many seconds is cancelled. With
         ``wait=False``, running and queued jobs are cancelled at once. Either way this
-        returns only once every job has finished (or finished cancelling).
+        returns only once every job has finished (or finished cancelling). Maps still
+        open are closed first: their in-flight jobs are cancelled (not errors).
 
         Errors: used without ``async with``, this raises the error the policy names:
         the first job error under fail-fast, or ``TimeoutError`` when the executor's
@@ -429,6 +434,7 @@ class CoroutineExecutor(ErrorPolicy):
         own = self._is_own_job(asyncio.current_task())
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
+        close_maps(self)  # no map could start another job: their in-flight jobs end too
         grace_handle = None
         if not wait:
             self._abort(Cause.SHUTDOWN)

@@ -530,3 +530,146 @@ async def test_a_map_dropped_on_another_thread_has_its_jobs_cancelled_on_the_loo
         dropper.join()
         await yield_many()
         assert jobs.cancelled == jobs.started == 3
+
+
+#
+# The executor closes the maps still open (issue 16)
+#
+
+
+@pytest.mark.parametrize("how", ["break", "never_iterated", "async_input"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_block_exit_closes_a_map_left_open(
+    loop_kind: str, how: str, ordered: bool
+) -> None:
+    """Regression: a map held in a variable and left with `break` kept its jobs running,
+    and the block waited for them (here: for ever). The exit closes it: its jobs are
+    cancelled as the executor's own (no error, nothing else cancelled), no more input is
+    read, and iterating it afterwards raises RuntimeError."""
+    jobs = ParkedJobs()
+    source = PullCounter()
+    release = asyncio.Event()
+    bystander_done = False
+
+    async def bystander() -> None:
+        nonlocal bystander_done
+        await release.wait()
+        bystander_done = True
+
+    async def main() -> MapIterator[int]:
+        async with CoroutineExecutor(max_workers=10) as exe:
+            await exe.submit(bystander)  # fail-fast would cancel it
+            mapper = exe.map if ordered else exe.map_unordered
+            inputs = source.agen() if how == "async_input" else source
+            results = mapper(jobs.job, inputs, buffersize=4)
+            if how != "never_iterated":
+                async for first in results:
+                    assert first == 0
+                    break
+                await yield_many()
+                assert jobs.started == 3 and jobs.cancelled == 0  # still open
+            asyncio.get_running_loop().call_soon(release.set)  # runs once the exit began
+        return results
+
+    results = await asyncio.wait_for(main(), 5)
+    assert bystander_done
+    assert jobs.cancelled == jobs.started == (0 if how == "never_iterated" else 3)
+    pulled = source.pulled
+    assert pulled == (0 if how == "never_iterated" else 4)
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await results.__anext__()
+    assert source.pulled == pulled
+    await results.aclose()  # still allowed: nothing left to do
+    stats = exe_stats = results._exe.stats
+    assert (stats.failed, stats.cancelled, stats.running) == (0, jobs.cancelled, 0), exe_stats
+
+
+@pytest.mark.parametrize("wait", [True, False])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_shutdown_without_a_block_closes_open_maps(
+    loop_kind: str, wait: bool, ordered: bool
+) -> None:
+    jobs = ParkedJobs()
+    exe = CoroutineExecutor(max_workers=4)
+    results = (exe.map if ordered else exe.map_unordered)(jobs.job, range(10))
+    async for _ in results:
+        break
+    assert jobs.started == 3
+    await asyncio.wait_for(exe.shutdown(wait=wait), 5)  # raises no error
+    assert jobs.cancelled == 3
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await results.__anext__()
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled, stats.running) == (1, 0, 3, 0)
+
+
+@pytest.mark.parametrize("waits_for", ["a result", "a slot", "input", "a result, dropped"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
+    loop_kind: str, waits_for: str, ordered: bool
+) -> None:
+    """Another task waits inside the map's __anext__() when the block exits: it gets the
+    RuntimeError at once (or as soon as what it waits for arrives), never a hang, and the
+    map reads no further input."""
+    jobs = ParkedJobs()
+    gate = asyncio.Event()
+    feed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pulled = 0
+
+    async def slow_source() -> AsyncIterator[int]:
+        nonlocal pulled
+        for i in (1, 2, 3):
+            pulled += 1
+            if i == 2:
+                await feed
+            yield i
+
+    async def holder() -> None:
+        await gate.wait()
+
+    async with CoroutineExecutor(max_workers=1 if waits_for == "a slot" else 4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        if waits_for == "a slot":
+            await exe.submit(holder)  # takes the only slot
+        results = mapper(jobs.job, slow_source() if waits_for == "input" else [1, 2])
+        consumer = asyncio.ensure_future(results.__anext__())
+        await yield_many(5)
+        assert not consumer.done()
+        assert jobs.started == (0 if waits_for == "a slot" else 1 if waits_for == "input" else 2)
+        if waits_for == "a result, dropped":
+            del results  # only the consumer's call holds the map now
+        loop = asyncio.get_running_loop()
+        loop.call_soon(gate.set)  # these run once the exit began
+        loop.call_soon(feed.set_result, None)
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await asyncio.wait_for(consumer, 5)
+    assert jobs.cancelled == jobs.started
+    assert pulled <= 2
+    assert (exe.stats.failed, exe.stats.running) == (0, 0)
+
+
+async def test_a_map_job_that_shuts_the_executor_down_is_not_cancelled_by_it(
+    loop_kind: str,
+) -> None:
+    """shutdown() from one of a map's own jobs closes the map, but cancels (and waits for)
+    only the others: the caller finishes normally."""
+    finished: list[int] = []
+    parked = ParkedJobs()
+
+    async def job(exe: CoroutineExecutor, i: int) -> int:
+        if i == 2:
+            await asyncio.sleep(0)  # let the others start
+            await exe.shutdown()
+            finished.append(i)
+            return i
+        return await parked.job(i + 1)  # parks
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            async for _ in exe.map(job, [exe] * 3, range(3)):
+                pass
+
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await asyncio.wait_for(main(), 5)
+    assert finished == [2]
+    assert parked.cancelled == parked.started == 2
