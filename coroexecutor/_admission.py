@@ -57,6 +57,13 @@ class Queued:
         self.ctx = contextvars.copy_context()
 
 
+class SentBack(asyncio.Future[None]):
+    """The place in the backlog of a waiter whose slot went back because ``max_workers``
+    shrank between the grant and its resumption (see Admission._wait_again)."""
+
+    __slots__ = ()
+
+
 class Admission:
     """Slots, backlog and job start. Invariant: ``_free + running + granted ==
     max_workers``, where *granted* counts slots handed to a waiter whose job has not
@@ -177,13 +184,17 @@ class Admission:
     def _wait_again(self) -> asyncio.Future[None]:
         """A waiter granted a slot resumed to find ``max_workers`` jobs running: the limit
         shrank between the grant and the resumption. Give the slot back and wait again,
-        first in line. (Granted waiters resume in the order they were granted, so the
-        earliest ones start while there is room and the later ones come back here.)"""
-        assert self._loop is not None
+        ahead of every waiter never granted one and behind those sent back before us.
+        (Granted waiters resume in the order they were granted, so the earliest ones
+        start while there is room, and the later ones come back here in that order.)"""
         self._granted -= 1
         self._free += 1  # still <= 0: free + granted was <= 0 and granted stays >= 0
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._backlog.appendleft(waiter)
+        waiter = SentBack(loop=self._loop)
+        backlog = self._backlog
+        ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
+        while ahead < len(backlog) and type(backlog[ahead]) is SentBack:
+            ahead += 1
+        backlog.insert(ahead, waiter)
         self._waiting += 1
         return waiter
 

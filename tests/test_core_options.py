@@ -276,6 +276,38 @@ async def test_a_slot_granted_before_a_shrink_is_not_used_above_the_new_limit(
     assert log.starts == [(0, 2), (1, 2), (1, 2)]
 
 
+async def test_waiters_that_hand_back_their_slots_keep_their_order(loop_kind: str) -> None:
+    """Two waiters granted slots by a grow, then both sent back by a shrink before they
+    resumed, wait again in their original order, ahead of a waiter never granted one."""
+    order: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    def job(name: str) -> Any:
+        order.append(name)
+        gates[name] = asyncio.Event()
+        return gates[name].wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(job, "running")
+        waiters = [asyncio.ensure_future(exe.submit(job, name)) for name in ("w1", "w2")]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        exe.max_workers = 3  # grants w1 and w2 a slot each; neither has resumed
+        later = asyncio.ensure_future(exe.submit(job, "later"))
+        exe.max_workers = 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["running"]
+        for i in range(3):
+            gates[order[i]].set()  # each end lets the next in line start
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert len(order) == i + 2
+        assert order == ["running", "w1", "w2", "later"]
+        gates["later"].set()
+        await asyncio.gather(*waiters, later)
+
+
 @pytest.mark.timeout(90)  # a failing run shrinks its example: give it room to report
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(
