@@ -332,15 +332,19 @@ async def _results(
             yield result
     except BaseException:
         # A job error, the consumer cancelled while it waited, a refused start, or
-        # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight.
-        if asyncio._get_running_loop() is loop:
-            _abandon(exe, jobs)
-        elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
-            loop.call_soon_threadsafe(_abandon, exe, jobs)
+        # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight,
+        # unless the map was closed already and cancelled it then (what may be left, a
+        # job of its own that closed it, is not ours to cancel).
+        if not jobs.closed:
+            if asyncio._get_running_loop() is loop:
+                _abandon(exe, jobs)
+            elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
+                loop.call_soon_threadsafe(_abandon, exe, jobs)
         raise
     finally:
         jobs.closed = True
-        exe._maps.discard(jobs)
+        if not in_flight:  # else a job of ours is still running: see _abandon
+            exe._maps.discard(jobs)
         # Drop the inputs (and the last job) here rather than as the frame is torn down:
         # their finalisers may run Python code (an async generator input's finaliser
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
@@ -369,15 +373,20 @@ def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]
     job errors) and wake a consumer waiting in it. Returns the cancelled jobs.
 
     A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
-    nor waited for: it is in its own step, and finishes on its own."""
+    nor waited for: it is in its own step. It stays in ``in_flight`` and the map in
+    ``exe._maps`` (until the executor closes), so that _abort still reaches it."""
     jobs.closed = True
-    exe._maps.discard(jobs)
     loop = exe._loop
-    current = asyncio.current_task(loop) if loop is not None else None
-    live = [j for j in (*jobs.pending, *jobs.in_flight) if not j.done() and j is not current]
+    live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
     jobs.pending.clear()
     jobs.in_flight.clear()
     jobs.finished.clear()
+    current = asyncio.current_task(loop) if loop is not None else None
+    if current is not None and current in live:
+        live.remove(current)
+        jobs.in_flight.add(current)
+    else:
+        exe._maps.discard(jobs)
     if loop is not None and not loop.is_closed():
         wake = jobs.wake
         if wake is not None and not wake.done():
@@ -407,6 +416,8 @@ def close_maps(exe: CoroutineExecutor) -> None:
     and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it
     gets that RuntimeError as it wakes."""
     for jobs in list(exe._maps):
+        if jobs.closed:
+            continue  # kept only while a job of its own runs (see _abandon)
         jobs.shut = True
         it = jobs.owner() if jobs.owner is not None else None
         if it is None:  # dropped while a consumer waits inside it: wake that consumer

@@ -14,6 +14,7 @@ import pytest
 
 from coroexecutor import CoroutineExecutor, MapIterator
 
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
 async def yield_many(times: int = 20) -> None:
     for _ in range(times):
@@ -437,7 +438,7 @@ async def test_map_after_shutdown_is_refused_when_iterated(loop_kind: str) -> No
         it = exe.map(double, [1, 2, 3])
         await exe.shutdown()
         with pytest.raises(
-            RuntimeError, match="^" + re.escape("cannot schedule new futures after shutdown") + "$"
+            RuntimeError, match="^" + re.escape(SHUTDOWN_MESSAGE) + "$"
         ):
             await it.__anext__()
 
@@ -576,7 +577,7 @@ async def test_the_block_exit_closes_a_map_left_open(
     assert jobs.cancelled == jobs.started == (0 if how == "never_iterated" else 3)
     pulled = source.pulled
     assert pulled == (0 if how == "never_iterated" else 4)
-    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await results.__anext__()
     assert source.pulled == pulled
     await results.aclose()  # still allowed: nothing left to do
@@ -597,7 +598,7 @@ async def test_shutdown_without_a_block_closes_open_maps(
     assert jobs.started == 3
     await asyncio.wait_for(exe.shutdown(wait=wait), 5)  # raises no error
     assert jobs.cancelled == 3
-    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await results.__anext__()
     stats = exe.stats
     assert (stats.succeeded, stats.failed, stats.cancelled, stats.running) == (1, 0, 3, 0)
@@ -641,35 +642,53 @@ async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
         loop = asyncio.get_running_loop()
         loop.call_soon(gate.set)  # these run once the exit began
         loop.call_soon(feed.set_result, None)
-    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await asyncio.wait_for(consumer, 5)
     assert jobs.cancelled == jobs.started
     assert pulled <= 2
     assert (exe.stats.failed, exe.stats.running) == (0, 0)
+    await yield_many(3)  # the dropped input's asyncgen finaliser (asyncio's) runs a turn later
 
 
+@pytest.mark.parametrize("body", ["handles the error", "raises"])
 async def test_a_map_job_that_shuts_the_executor_down_is_not_cancelled_by_it(
-    loop_kind: str,
+    loop_kind: str, body: str
 ) -> None:
     """shutdown() from one of a map's own jobs closes the map, but cancels (and waits for)
-    only the others: the caller finishes normally."""
-    finished: list[int] = []
+    only the others: the caller goes on. It is still the executor's job: if the body then
+    raises, the block cancels it like any other (it is not lost with its map)."""
+    outcome: list[str] = []
     parked = ParkedJobs()
 
     async def job(exe: CoroutineExecutor, i: int) -> int:
-        if i == 2:
+        if i != 2:
+            return await parked.job(i + 1)  # parks
+        try:
             await asyncio.sleep(0)  # let the others start
             await exe.shutdown()
-            finished.append(i)
+            outcome.append("shutdown returned")
+            if body == "raises":
+                await asyncio.Event().wait()  # parks: only a cancel ends it
             return i
-        return await parked.job(i + 1)  # parks
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
 
     async def main() -> None:
         async with CoroutineExecutor(max_workers=4) as exe:
-            async for _ in exe.map(job, [exe] * 3, range(3)):
-                pass
+            consume = exe.map(job, [exe] * 3, range(3))
+            if body == "raises":
+                async for _ in consume:
+                    pass
+            with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+                async for _ in consume:
+                    pass
 
-    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+    if body == "raises":
+        with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+            await asyncio.wait_for(main(), 5)
+        assert outcome[-1] == "cancelled"  # in shutdown() or after: the block reached it
+    else:
         await asyncio.wait_for(main(), 5)
-    assert finished == [2]
+        assert outcome == ["shutdown returned"]
     assert parked.cancelled == parked.started == 2
