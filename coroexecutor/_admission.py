@@ -163,7 +163,7 @@ class Admission:
     async def _acquire_slot(self) -> None:
         """Wait in the backlog until a slot is granted to us, and start our job only while
         fewer than ``max_workers`` run (``free + granted > 0``, this grant counted in
-        ``granted``): a grant made before the limit shrank is given back (_wait_again).
+        ``granted``) and no waiter ahead of us was sent back: see _must_wait_again.
 
         submit() has this written out (a coroutine less per wait)."""
         assert self._loop is not None
@@ -173,7 +173,11 @@ class Admission:
         self._schedule_wake()
         try:
             await waiter
-            while self._free + self._granted <= 0 and self._state is not State.CANCELLING:
+            while self._free + self._granted <= 0 or (
+                self._backlog and type(self._backlog[0]) is SentBack
+            ):
+                if not self._must_wait_again(waiter):
+                    break
                 waiter = self._wait_again()
                 await waiter
         except asyncio.CancelledError:
@@ -181,14 +185,32 @@ class Admission:
             raise
         self._granted -= 1
 
+    def _must_wait_again(self, waiter: asyncio.Future[None]) -> bool:
+        """Whether a waiter just resumed with a granted slot must give it back.
+
+        Yes if ``max_workers`` jobs run (the limit shrank between the grant and now:
+        granted waiters resume in the order they were granted, so the earliest start
+        while there is room), or if a waiter ahead of it in the line was sent back so and
+        still waits (a slot freed meanwhile must go to that one first). A waiter that was
+        sent back itself has none of those ahead of it."""
+        if self._state is State.CANCELLING:
+            return False  # the caller gives the slot back and raises
+        if self._free + self._granted <= 0:
+            return True
+        if type(waiter) is SentBack:
+            return False
+        for entry in self._backlog:
+            if type(entry) is not SentBack:
+                return False
+            if not entry.done():  # (a done one was cancelled: it left the line)
+                return True
+        return False
+
     def _wait_again(self) -> asyncio.Future[None]:
-        """A waiter granted a slot resumed to find ``max_workers`` jobs running: the limit
-        shrank between the grant and the resumption. Give the slot back and wait again,
-        ahead of every waiter never granted one and behind those sent back before us.
-        (Granted waiters resume in the order they were granted, so the earliest ones
-        start while there is room, and the later ones come back here in that order.)"""
+        """Give the granted slot back and wait again, ahead of every waiter never granted
+        one and behind those sent back before us (see _must_wait_again)."""
         self._granted -= 1
-        self._free += 1  # still <= 0: free + granted was <= 0 and granted stays >= 0
+        self._free += 1
         waiter = SentBack(loop=self._loop)
         backlog = self._backlog
         ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
@@ -196,6 +218,8 @@ class Admission:
             ahead += 1
         backlog.insert(ahead, waiter)
         self._waiting += 1
+        if self._free > 0:  # we stepped aside for a waiter sent back before us: grant it
+            self._start_backlog()
         return waiter
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:

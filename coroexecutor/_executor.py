@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Callable, Literal, Optional, TypeVar, overload
 
-from ._admission import NATIVE_LOOP, Queued, task_probe
+from ._admission import NATIVE_LOOP, Queued, SentBack, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
 from ._map import MapIterator, close_maps
@@ -167,7 +167,11 @@ class CoroutineExecutor(ErrorPolicy):
             try:
                 await waiter
                 # Start only while fewer than max_workers run: see _acquire_slot.
-                while self._free + self._granted <= 0 and self._state is not State.CANCELLING:
+                while self._free + self._granted <= 0 or (
+                    self._backlog and type(self._backlog[0]) is SentBack
+                ):
+                    if not self._must_wait_again(waiter):
+                        break
                     waiter = self._wait_again()
                     await waiter
             except _CancelledError:

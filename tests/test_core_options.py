@@ -308,6 +308,40 @@ async def test_waiters_that_hand_back_their_slots_keep_their_order(loop_kind: st
         await asyncio.gather(*waiters, later)
 
 
+async def test_a_slot_freed_after_a_waiter_was_sent_back_goes_to_that_waiter_first(
+    loop_kind: str,
+) -> None:
+    """w1 and w2 are granted slots by two grows, then a shrink sends w1 back as it
+    resumes; a job ends before w2 resumes, so w2 finds room, but w1 is ahead of it."""
+    order: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    def job(name: str) -> Any:
+        order.append(name)
+        gates[name] = asyncio.Event()
+        return gates[name].wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(job, "a")
+        waiters = [asyncio.ensure_future(exe.submit(job, name)) for name in ("w1", "w2")]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # The wake-ups queue up in this order: w1 (granted), a (its job ends), w2 (granted).
+        exe.max_workers = 2
+        gates["a"].set()
+        exe.max_workers = 3
+        exe.max_workers = 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["a", "w1"]
+        gates["w1"].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["a", "w1", "w2"]
+        gates["w2"].set()
+        await asyncio.gather(*waiters)
+
+
 @pytest.mark.timeout(90)  # a failing run shrinks its example: give it room to report
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(
