@@ -63,6 +63,13 @@ class Queued:
         self.ctx = contextvars.copy_context()
 
 
+class SentBack(asyncio.Future[None]):
+    """The place in the backlog of a waiter whose slot went back because ``max_workers``
+    shrank between the grant and its resumption (see Admission._wait_again)."""
+
+    __slots__ = ()
+
+
 class Admission:
     """Slots, backlog and job start. Invariant: ``_free + running + granted ==
     max_workers``, where *granted* counts slots handed to a waiter whose job has not
@@ -157,7 +164,9 @@ class Admission:
             self._start_backlog()
 
     async def _acquire_slot(self) -> None:
-        """Wait in the backlog until a slot is granted to us (self._free already taken).
+        """Wait in the backlog until a slot is granted to us, and start our job only while
+        fewer than ``max_workers`` run (``free + granted > 0``, this grant counted in
+        ``granted``) and no waiter ahead of us was sent back: see _must_wait_again.
 
         submit() has this written out (a coroutine less per wait)."""
         assert self._loop is not None
@@ -169,6 +178,13 @@ class Admission:
         self._schedule_wake()
         try:
             await waiter
+            while self._free + self._granted <= 0 or (
+                self._backlog and type(self._backlog[0]) is SentBack
+            ):
+                if not self._must_wait_again(waiter):
+                    break
+                waiter = self._wait_again()
+                await waiter
         except asyncio.CancelledError:
             self._left_line(waiter)
             raise
@@ -181,6 +197,43 @@ class Admission:
                 f"{call} cannot wait in the initializer of {self!r}: no job starts"
                 " before the initializer returns"
             )
+
+    def _must_wait_again(self, waiter: asyncio.Future[None]) -> bool:
+        """Whether a waiter just resumed with a granted slot must give it back.
+
+        Yes if ``max_workers`` jobs run (the limit shrank between the grant and now:
+        granted waiters resume in the order they were granted, so the earliest start
+        while there is room), or if a waiter ahead of it in the line was sent back so and
+        still waits (a slot freed meanwhile must go to that one first). A waiter that was
+        sent back itself has none of those ahead of it."""
+        if self._state is State.CANCELLING:
+            return False  # the caller gives the slot back and raises
+        if self._free + self._granted <= 0:
+            return True
+        if type(waiter) is SentBack:
+            return False
+        for entry in self._backlog:
+            if type(entry) is not SentBack:
+                return False
+            if not entry.done():  # (a done one was cancelled: it left the line)
+                return True
+        return False
+
+    def _wait_again(self) -> asyncio.Future[None]:
+        """Give the granted slot back and wait again, ahead of every waiter never granted
+        one and behind those sent back before us (see _must_wait_again)."""
+        self._granted -= 1
+        self._free += 1
+        waiter = SentBack(loop=self._loop)
+        backlog = self._backlog
+        ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
+        while ahead < len(backlog) and type(backlog[ahead]) is SentBack:
+            ahead += 1
+        backlog.insert(ahead, waiter)
+        self._waiting += 1
+        if self._free > 0:  # we stepped aside for a waiter sent back before us: grant it
+            self._start_backlog()
+        return waiter
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:
         """A slot waiter was cancelled: leave the line, or pass on a slot just granted."""

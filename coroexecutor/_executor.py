@@ -9,10 +9,10 @@ from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, overload
 
-from ._admission import NATIVE_LOOP, Queued, job_position, task_probe
+from ._admission import NATIVE_LOOP, Queued, SentBack, job_position, task_probe
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
-from ._map import MapIterator
+from ._map import MapIterator, close_maps
 from ._policy import _SHUTDOWN_MESSAGE, Cause
 from ._ratelimit import RateLimiter
 from ._startup import Startup
@@ -118,7 +118,8 @@ class CoroutineExecutor(Startup):
         """How many jobs may run at once. Settable while jobs run.
 
         Growing the limit starts queued jobs at once. Shrinking it cancels nothing: running
-        jobs finish, and no new job starts until fewer than the new limit are running.
+        jobs finish, and no new job starts until fewer than the new limit are running (a
+        waiter already handed a slot when the limit shrank hands it back and waits again).
         """
         return self._max_workers
 
@@ -230,6 +231,14 @@ class CoroutineExecutor(Startup):
                 self._schedule_wake()
             try:
                 await waiter
+                # Start only while fewer than max_workers run: see _acquire_slot.
+                while self._free + self._granted <= 0 or (
+                    self._backlog and type(self._backlog[0]) is SentBack
+                ):
+                    if not self._must_wait_again(waiter):
+                        break
+                    waiter = self._wait_again()
+                    await waiter
             except _CancelledError:
                 self._left_line(waiter)
                 raise
@@ -344,8 +353,11 @@ class CoroutineExecutor(Startup):
         the block raises it). With ``return_exceptions=True`` a job's exception is yielded
         in place of its result instead and does not trigger fail-fast.
 
-        Cancellation: leaving the loop early (``break``, an exception, ``aclose()``)
-        cancels the map's in-flight jobs; those cancellations are not errors.
+        Cancellation: a map closed early cancels its in-flight jobs (not errors) and
+        reads no more input. It is closed when dropped (``break`` out of
+        ``async for r in exe.map(...)``), by ``aclose()``, and at the latest when the block
+        exits or ``shutdown()`` begins; iterating a map the executor closed raises
+        ``RuntimeError``.
         """
         self._check_loop()
         self._check_accepting()
@@ -478,6 +490,7 @@ class CoroutineExecutor(Startup):
                 ours = self._uncancel_parent()  # our own interruption of the body
             if not ours:
                 self._abort(Cause.BODY)  # the body raised or was cancelled: cancel every job
+        close_maps(self)  # a map left open (named, then `break`) must not keep jobs running
         if self._state is _RUNNING:
             self._state = State.EXITING
         late_cancel = await self._wait_idle(keep_waiting=True)
@@ -511,7 +524,8 @@ class CoroutineExecutor(Startup):
         whatever is still running after that many seconds is cancelled. With
         ``wait=False``, running and queued jobs are cancelled and this returns at once,
         without waiting for them to finish cancelling (as ``Executor.shutdown(wait=False)``
-        returns without waiting): the block's exit, or a later ``shutdown()``, waits.
+        returns without waiting): the block's exit, or a later ``shutdown()``, waits. Maps still
+        open are closed first: their in-flight jobs are cancelled (not errors).
 
         Who waits: only a caller outside this executor's jobs and below it. Called from
         inside one of its jobs (the job itself, a task started in it, a job of an executor
@@ -545,6 +559,7 @@ class CoroutineExecutor(Startup):
         waits = self._may_wait()
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
+        close_maps(self)  # no map could start another job: their in-flight jobs end too
         if not wait:
             self._abort(Cause.SHUTDOWN)
         elif grace is not None and self._busy():

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import sys
 import types
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -21,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from ._admission import NATIVE_LOOP as _NATIVE_LOOP
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine
-from ._policy import reraise_job_error
+from ._policy import _SHUTDOWN_MESSAGE, reraise_job_error
 from ._state import State
 from ._typing import Self, final
 
 if TYPE_CHECKING:
     from ._executor import CoroutineExecutor
 
-__all__ = ["MapIterator", "MapJobs"]
+__all__ = ["MapIterator", "MapJobs", "close_maps"]
 _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
 _JobTask = JobTask
@@ -47,12 +48,15 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     Jobs start as results are consumed: at most ``buffersize`` are started ahead of the
     consumer, so the input is read lazily and memory stays bounded. Use it with
-    ``async for``; leave early with ``break`` or ``aclose()`` (or ``async with``) and the
-    in-flight jobs are cancelled.
+    ``async for``. A map is closed (its in-flight jobs cancelled, no more input read)
+    when it is dropped, by ``aclose()`` (``async with`` or ``contextlib.aclosing``), and
+    at the latest when the executor's block exits or ``shutdown()`` begins.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
     raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
-    iteration (``StopAsyncIteration``).
+    iteration (``StopAsyncIteration``); a map the executor closed raises
+    ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's call included),
+    since its inputs were not all processed.
     """
 
     # __anext__ is a slot holding the generator's own bound __anext__: `async for` looks
@@ -61,7 +65,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     # lives in local variables. (A Python __anext__ returning self._results.__anext__()
     # measured about 2% of a no-op job more, in callgrind instruction counts.)
     # (Spelled so that type checkers keep seeing the method declared below.)
-    __slots__ = ("_done", "_exe", "_ordered", "_results", "_window", *_ANEXT_SLOT)
+    __slots__ = ("__weakref__", "_done", "_exe", "_ordered", "_results", "_window", *_ANEXT_SLOT)
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             executor, fn, feed, inputs, buffersize, ordered, return_exceptions, where, jobs
         )
         self.__anext__ = self._results.__anext__  # type: ignore[method-assign]
+        jobs.owner = weakref.ref(self)  # for close_maps()
         executor._maps.add(jobs)  # its jobs are not in _running: _abort finds them here
         # Start the generator to its first yield with no asyncgen hooks installed, so it
         # gets no finaliser: dropped (`break`, or never iterated) it is closed at once, in
@@ -168,10 +173,11 @@ class MapJobs:
     ``pending`` (ordered map): every started job not yet yielded, in input order.
     ``in_flight`` and ``finished`` (unordered): jobs running, and finished jobs not yet
     yielded, in completion order. ``wake``: the future the consumer waits on, if it
-    waits. ``closed``: the map has ended or was abandoned.
+    waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
+    executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
     """
 
-    __slots__ = ("closed", "finished", "in_flight", "pending", "wake")
+    __slots__ = ("closed", "finished", "in_flight", "owner", "pending", "shut", "wake")
 
     def __init__(self) -> None:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
@@ -179,6 +185,14 @@ class MapJobs:
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None
         self.closed = False
+        self.shut = False
+        self.owner: weakref.ref[MapIterator[Any]] | None = None
+
+    def ended(self) -> None:
+        """A consumer in the map finds it closed: the end of the iteration, or, if the
+        executor closed it with inputs left, RuntimeError."""
+        if self.shut:
+            raise RuntimeError(_SHUTDOWN_MESSAGE)
 
     def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
         if job in self.in_flight:
@@ -234,6 +248,7 @@ async def _results(
                     else:
                         args = await _read(inputs)
                         if jobs.closed:
+                            jobs.ended()
                             return
                     if args is _EXHAUSTED:
                         more = False
@@ -255,6 +270,7 @@ async def _results(
                         exe._check_accepting()
                     if jobs.closed:
                         exe._release_slot()
+                        jobs.ended()
                         return
                 if fast and (
                     loop._task_factory if native else loop.get_task_factory()
@@ -294,6 +310,7 @@ async def _results(
                         exe._watchers.pop(job, None)
                         jobs.wake = None
                     if jobs.closed:
+                        jobs.ended()
                         return
                 pending.popleft()
             else:
@@ -306,6 +323,7 @@ async def _results(
                     finally:
                         jobs.wake = None
                     if jobs.closed:
+                        jobs.ended()
                         return
                 job = finished.popleft()
             count -= 1
@@ -324,15 +342,19 @@ async def _results(
             yield result
     except BaseException:
         # A job error, the consumer cancelled while it waited, a refused start, or
-        # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight.
-        if asyncio._get_running_loop() is loop:
-            _abandon(exe, jobs)
-        elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
-            loop.call_soon_threadsafe(_abandon, exe, jobs)
+        # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight,
+        # unless the map was closed already and cancelled it then (what may be left, a
+        # job of its own that closed it, is not ours to cancel).
+        if not jobs.closed:
+            if asyncio._get_running_loop() is loop:
+                _abandon(exe, jobs)
+            elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
+                loop.call_soon_threadsafe(_abandon, exe, jobs)
         raise
     finally:
         jobs.closed = True
-        exe._maps.discard(jobs)
+        if not in_flight:  # else a job of ours is still running: see _abandon
+            exe._maps.discard(jobs)
         # Drop the inputs (and the last job) here rather than as the frame is torn down:
         # their finalisers may run Python code (an async generator input's finaliser
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
@@ -358,14 +380,23 @@ async def _read(inputs: list[Iterator[Any] | AsyncIterator[Any]]) -> Any:
 
 def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]:
     """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
-    job errors) and wake a consumer waiting in it. Returns the cancelled jobs."""
+    job errors) and wake a consumer waiting in it. Returns the cancelled jobs.
+
+    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
+    nor waited for: it is in its own step. It stays in ``in_flight`` and the map in
+    ``exe._maps`` (until the executor closes), so that _abort still reaches it."""
     jobs.closed = True
-    exe._maps.discard(jobs)
+    loop = exe._loop
     live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
     jobs.pending.clear()
     jobs.in_flight.clear()
     jobs.finished.clear()
-    loop = exe._loop
+    current = asyncio.current_task(loop) if loop is not None else None
+    if current is not None and current in live:
+        live.remove(current)
+        jobs.in_flight.add(current)
+    else:
+        exe._maps.discard(jobs)
     if loop is not None and not loop.is_closed():
         wake = jobs.wake
         if wake is not None and not wake.done():
@@ -387,3 +418,24 @@ def _close(
         except StopIteration:
             pass  # closed
     return live
+
+
+def close_maps(exe: CoroutineExecutor) -> None:
+    """The block's exit and shutdown(): close every map still open. Its in-flight jobs
+    are cancelled (the executor's own cancellations: not errors), it reads no more input,
+    and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it
+    gets that RuntimeError as it wakes."""
+    for jobs in list(exe._maps):
+        if jobs.closed:
+            continue  # kept only while a job of its own runs (see _abandon)
+        jobs.shut = True
+        it = jobs.owner() if jobs.owner is not None else None
+        if it is None:  # dropped while a consumer waits inside it: wake that consumer
+            _abandon(exe, jobs)
+            continue
+        it.__anext__ = _refused  # type: ignore[method-assign]
+        it._abandon()
+
+
+async def _refused() -> Any:
+    raise RuntimeError(_SHUTDOWN_MESSAGE)

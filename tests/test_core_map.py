@@ -14,6 +14,7 @@ import pytest
 
 from coroexecutor import CoroutineExecutor, MapIterator
 
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
 async def yield_many(times: int = 20) -> None:
     for _ in range(times):
@@ -437,7 +438,7 @@ async def test_map_after_shutdown_is_refused_when_iterated(loop_kind: str) -> No
         it = exe.map(double, [1, 2, 3])
         await exe.shutdown()
         with pytest.raises(
-            RuntimeError, match="^" + re.escape("cannot schedule new futures after shutdown") + "$"
+            RuntimeError, match="^" + re.escape(SHUTDOWN_MESSAGE) + "$"
         ):
             await it.__anext__()
 
@@ -530,3 +531,164 @@ async def test_a_map_dropped_on_another_thread_has_its_jobs_cancelled_on_the_loo
         dropper.join()
         await yield_many()
         assert jobs.cancelled == jobs.started == 3
+
+
+#
+# The executor closes the maps still open (issue 16)
+#
+
+
+@pytest.mark.parametrize("how", ["break", "never_iterated", "async_input"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_block_exit_closes_a_map_left_open(
+    loop_kind: str, how: str, ordered: bool
+) -> None:
+    """Regression: a map held in a variable and left with `break` kept its jobs running,
+    and the block waited for them (here: for ever). The exit closes it: its jobs are
+    cancelled as the executor's own (no error, nothing else cancelled), no more input is
+    read, and iterating it afterwards raises RuntimeError."""
+    jobs = ParkedJobs()
+    source = PullCounter()
+    release = asyncio.Event()
+    bystander_done = False
+
+    async def bystander() -> None:
+        nonlocal bystander_done
+        await release.wait()
+        bystander_done = True
+
+    async def main() -> MapIterator[int]:
+        async with CoroutineExecutor(max_workers=10) as exe:
+            await exe.submit(bystander)  # fail-fast would cancel it
+            mapper = exe.map if ordered else exe.map_unordered
+            inputs = source.agen() if how == "async_input" else source
+            results = mapper(jobs.job, inputs, buffersize=4)
+            if how != "never_iterated":
+                async for first in results:
+                    assert first == 0
+                    break
+                await yield_many()
+                assert jobs.started == 3 and jobs.cancelled == 0  # still open
+            asyncio.get_running_loop().call_soon(release.set)  # runs once the exit began
+        return results
+
+    results = await asyncio.wait_for(main(), 5)
+    assert bystander_done
+    assert jobs.cancelled == jobs.started == (0 if how == "never_iterated" else 3)
+    pulled = source.pulled
+    assert pulled == (0 if how == "never_iterated" else 4)
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+        await results.__anext__()
+    assert source.pulled == pulled
+    await results.aclose()  # still allowed: nothing left to do
+    stats = exe_stats = results._exe.stats
+    assert (stats.failed, stats.cancelled, stats.running) == (0, jobs.cancelled, 0), exe_stats
+
+
+@pytest.mark.parametrize("wait", [True, False])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_shutdown_without_a_block_closes_open_maps(
+    loop_kind: str, wait: bool, ordered: bool
+) -> None:
+    jobs = ParkedJobs()
+    exe = CoroutineExecutor(max_workers=4)
+    results = (exe.map if ordered else exe.map_unordered)(jobs.job, range(10))
+    async for _ in results:
+        break
+    assert jobs.started == 3
+    await asyncio.wait_for(exe.shutdown(wait=wait), 5)  # raises no error
+    assert jobs.cancelled == 3
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+        await results.__anext__()
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled, stats.running) == (1, 0, 3, 0)
+
+
+@pytest.mark.parametrize("waits_for", ["a result", "a slot", "input", "a result, dropped"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
+    loop_kind: str, waits_for: str, ordered: bool
+) -> None:
+    """Another task waits inside the map's __anext__() when the block exits: it gets the
+    RuntimeError at once (or as soon as what it waits for arrives), never a hang, and the
+    map reads no further input."""
+    jobs = ParkedJobs()
+    gate = asyncio.Event()
+    feed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pulled = 0
+
+    async def slow_source() -> AsyncIterator[int]:
+        nonlocal pulled
+        for i in (1, 2, 3):
+            pulled += 1
+            if i == 2:
+                await feed
+            yield i
+
+    async def holder() -> None:
+        await gate.wait()
+
+    async with CoroutineExecutor(max_workers=1 if waits_for == "a slot" else 4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        if waits_for == "a slot":
+            await exe.submit(holder)  # takes the only slot
+        results = mapper(jobs.job, slow_source() if waits_for == "input" else [1, 2])
+        consumer = asyncio.ensure_future(results.__anext__())
+        await yield_many(5)
+        assert not consumer.done()
+        assert jobs.started == (0 if waits_for == "a slot" else 1 if waits_for == "input" else 2)
+        if waits_for == "a result, dropped":
+            del results  # only the consumer's call holds the map now
+        loop = asyncio.get_running_loop()
+        loop.call_soon(gate.set)  # these run once the exit began
+        loop.call_soon(feed.set_result, None)
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+        await asyncio.wait_for(consumer, 5)
+    assert jobs.cancelled == jobs.started
+    assert pulled <= 2
+    assert (exe.stats.failed, exe.stats.running) == (0, 0)
+    await yield_many(3)  # the dropped input's asyncgen finaliser (asyncio's) runs a turn later
+
+
+@pytest.mark.parametrize("body", ["handles the error", "raises"])
+async def test_a_map_job_that_shuts_the_executor_down_is_not_cancelled_by_it(
+    loop_kind: str, body: str
+) -> None:
+    """shutdown() from one of a map's own jobs closes the map, but cancels (and waits for)
+    only the others: the caller goes on. It is still the executor's job: if the body then
+    raises, the block cancels it like any other (it is not lost with its map)."""
+    outcome: list[str] = []
+    parked = ParkedJobs()
+
+    async def job(exe: CoroutineExecutor, i: int) -> int:
+        if i != 2:
+            return await parked.job(i + 1)  # parks
+        try:
+            await asyncio.sleep(0)  # let the others start
+            await exe.shutdown()
+            outcome.append("shutdown returned")
+            if body == "raises":
+                await asyncio.Event().wait()  # parks: only a cancel ends it
+            return i
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            consume = exe.map(job, [exe] * 3, range(3))
+            if body == "raises":
+                async for _ in consume:
+                    pass
+            with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+                async for _ in consume:
+                    pass
+
+    if body == "raises":
+        with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+            await asyncio.wait_for(main(), 5)
+        assert outcome[-1] == "cancelled"  # in shutdown() or after: the block reached it
+    else:
+        await asyncio.wait_for(main(), 5)
+        assert outcome == ["shutdown returned"]
+    assert parked.cancelled == parked.started == 2

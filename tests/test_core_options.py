@@ -12,10 +12,13 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import coroexecutor
 from coroexecutor import CoroutineExecutor, ExecutorStats, ExecutorTimeoutError, JobTimeoutError
 from coroexecutor._ratelimit import RateLimiter
+from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -487,6 +490,212 @@ async def test_shrinking_max_workers_lets_running_finish_and_starts_none() -> No
         gates[3].set()
         await queued
     assert peak_after_shrink == 1
+
+
+class StartLog:
+    """Jobs that record, at the moment the executor starts them, how many jobs were running
+    and the limit then. ``job`` is a plain function returning the job's coroutine, so it
+    runs exactly where the executor decides to start a job (every start path calls fn
+    there), not a turn later when the task takes its first step. A job counts as running
+    from then until its body ends, which is before the executor frees its slot."""
+
+    def __init__(self, exe: CoroutineExecutor) -> None:
+        self.exe = exe
+        self.active = 0
+        self.starts: list[tuple[int, int]] = []  # (running, max_workers) at each start
+        self.gates: list[asyncio.Future[None]] = []
+
+    def job(self, *_: object) -> Any:
+        self.starts.append((self.active, self.exe.max_workers))
+        self.active += 1
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        return self._body(gate)
+
+    async def _body(self, gate: asyncio.Future[None]) -> None:
+        try:
+            await gate
+        finally:
+            self.active -= 1
+
+    def release_all(self) -> None:
+        for gate in self.gates:
+            if not gate.done():
+                gate.set_result(None)
+
+
+@pytest.mark.parametrize("how", ["submit", "map"])
+async def test_a_slot_granted_before_a_shrink_is_not_used_above_the_new_limit(
+    loop_kind: str, how: str
+) -> None:
+    """Regression (issue 16): a waiter granted a slot that had not resumed yet when
+    max_workers shrank started its job anyway, above the new limit (running 2, limit 2)."""
+    async with CoroutineExecutor(max_workers=2) as exe:
+        log = StartLog(exe)
+        await exe.submit(log.job)
+        await exe.submit(log.job)
+        if how == "submit":
+            waiter = asyncio.ensure_future(exe.submit(log.job))
+        else:  # a map whose window is empty waits for a slot in the same line
+            waiter = asyncio.ensure_future(exe.map(log.job, [0]).__anext__())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert exe.stats.running == 2 and not waiter.done()
+        exe.max_workers = 3  # grants the waiter a slot; it has not resumed yet
+        exe.max_workers = 2
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(log.starts) == 2, "the waiter must wait again, first in line"
+        assert exe.stats.running == 2
+        log.gates[0].set_result(None)  # one job ends: now the waiter's job may start
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(log.starts) == 3
+        log.release_all()
+        await waiter
+    assert log.starts == [(0, 2), (1, 2), (1, 2)]
+
+
+async def test_waiters_that_hand_back_their_slots_keep_their_order(loop_kind: str) -> None:
+    """Two waiters granted slots by a grow, then both sent back by a shrink before they
+    resumed, wait again in their original order, ahead of a waiter never granted one."""
+    order: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    def job(name: str) -> Any:
+        order.append(name)
+        gates[name] = asyncio.Event()
+        return gates[name].wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(job, "running")
+        waiters = [asyncio.ensure_future(exe.submit(job, name)) for name in ("w1", "w2")]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        exe.max_workers = 3  # grants w1 and w2 a slot each; neither has resumed
+        later = asyncio.ensure_future(exe.submit(job, "later"))
+        exe.max_workers = 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["running"]
+        for i in range(3):
+            gates[order[i]].set()  # each end lets the next in line start
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert len(order) == i + 2
+        assert order == ["running", "w1", "w2", "later"]
+        gates["later"].set()
+        await asyncio.gather(*waiters, later)
+
+
+async def test_a_slot_freed_after_a_waiter_was_sent_back_goes_to_that_waiter_first(
+    loop_kind: str,
+) -> None:
+    """w1 and w2 are granted slots by two grows, then a shrink sends w1 back as it
+    resumes; a job ends before w2 resumes, so w2 finds room, but w1 is ahead of it."""
+    order: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    def job(name: str) -> Any:
+        order.append(name)
+        gates[name] = asyncio.Event()
+        return gates[name].wait()
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        await exe.submit(job, "a")
+        waiters = [asyncio.ensure_future(exe.submit(job, name)) for name in ("w1", "w2")]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # The wake-ups queue up in this order: w1 (granted), a (its job ends), w2 (granted).
+        exe.max_workers = 2
+        gates["a"].set()
+        exe.max_workers = 3
+        exe.max_workers = 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["a", "w1"]
+        gates["w1"].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["a", "w1", "w2"]
+        gates["w2"].set()
+        await asyncio.gather(*waiters)
+
+
+@pytest.mark.timeout(90)  # a failing run shrinks its example: give it room to report
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("submit"), st.just(0)),
+            st.tuples(st.just("submit_nowait"), st.just(0)),
+            st.tuples(st.just("map"), st.integers(1, 4)),
+            st.tuples(st.just("finish"), st.integers(0, 20)),
+            st.tuples(st.just("resize"), st.integers(1, 4)),
+            st.tuples(st.just("yield"), st.integers(1, 3)),
+        ),
+        max_size=40,
+    )
+)
+def test_no_job_starts_while_max_workers_or_more_run(
+    loop_kind: str, steps: list[tuple[str, int]]
+) -> None:
+    """After ``exe.max_workers = n``, no job starts while n or more are running: across
+    random interleavings of starts, job ends and resizes (with 0-3 loop turns between
+    them, so a resize lands between a grant and the waiter's resumption too), every job
+    starts with fewer running than the limit at that moment. Loop turns, not time, decide
+    each interleaving, so an example is deterministic."""
+
+    async def scenario() -> list[tuple[int, int]]:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            log = StartLog(exe)
+            producers: list[asyncio.Future[Any]] = []
+
+            async def consume(k: int) -> None:
+                async for _ in exe.map(log.job, range(k), buffersize=2):
+                    pass
+
+            for what, n in steps:
+                if what == "submit":
+                    producers.append(asyncio.ensure_future(exe.submit(log.job)))
+                elif what == "submit_nowait":
+                    producers.append(exe.submit_nowait(log.job))
+                elif what == "map":
+                    producers.append(asyncio.ensure_future(consume(n)))
+                elif what == "finish":
+                    live = [gate for gate in log.gates if not gate.done()]
+                    if live:
+                        live[n % len(live)].set_result(None)
+                elif what == "resize":
+                    exe.max_workers = n
+                else:
+                    for _ in range(n):
+                        await asyncio.sleep(0)
+            for _ in range(1000):  # let everything start and end; bounded, not timed
+                if all(p.done() for p in producers) and not exe.stats.running:
+                    break
+                log.release_all()
+                await asyncio.sleep(0)
+            log.release_all()
+        for producer in producers:
+            producer.result()  # no job or producer failed
+        return log.starts
+
+    problems: list[object] = []
+    loop = new_loop(loop_kind)
+    loop.set_exception_handler(lambda _, context: problems.append(context))
+    try:
+        starts = loop.run_until_complete(asyncio.wait_for(scenario(), 10))
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:  # only when the example failed
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=5))
+        loop.close()
+    assert not problems
+    above = [(running, limit) for running, limit in starts if running >= limit]
+    assert not above, f"jobs started with (running, max_workers) = {above}"
 
 
 async def test_max_workers_setter_validates() -> None:
