@@ -8,6 +8,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import itertools
+import logging
 import os
 import time
 import types
@@ -39,6 +40,7 @@ _CO_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
 _copy_context = contextvars.copy_context
 _name_counter = itertools.count()
+_LOGGER = logging.getLogger("coroexecutor")
 
 _WAIT_ON_LOOP_MESSAGE = (
     "{call} cannot wait on the event loop thread of {exe!r}: that thread must run the jobs "
@@ -327,13 +329,17 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         and wakes the loop thread, never waits for it. With ``wait=True``, not from the
         loop thread or a worker thread (that would deadlock, so it raises
         ``RuntimeError``).
+
+        Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels the queued
+        and running coroutine jobs, waits for them to finish cancelling, then propagates;
+        a second one ends that wait at once.
         """
         grace = check_seconds("timeout", timeout)
         if wait:
             self._check_may_wait("shutdown(wait=True)")
         self._bridge.request_shutdown_threadsafe(ShutdownRequest(cancel_futures, False, grace))
         if wait:
-            self._bridge.join()
+            self._join()
 
     def _check_may_wait(self, call: str) -> None:
         bridge = self._bridge
@@ -356,7 +362,26 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
         self._check_may_wait("leaving the with block")
         self._bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
-        self._bridge.join()
+        self._join()
+
+    def _join(self) -> None:
+        """Wait for the loop thread to end; a Ctrl-C meanwhile cancels the jobs first.
+
+        A KeyboardInterrupt during the wait is treated as one from the body of a ``with``
+        block: cancel the queued and running coroutine jobs, wait for them to finish
+        cancelling, then re-raise it. A second Ctrl-C ends that wait too; the loop thread
+        then finishes the cancelled jobs in the background (the exit hook waits for it).
+        """
+        bridge = self._bridge
+        try:
+            _LOGGER.debug("waiting for the jobs of %s (Ctrl-C cancels them)", bridge.owner_repr)
+            bridge.join()
+        except KeyboardInterrupt:
+            # Raised in the main thread by the default SIGINT handler, most often in
+            # join(): without this, the jobs would run on (or hold the exit) unseen.
+            bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+            bridge.join()
+            raise
 
     async def __aenter__(self) -> Self:
         return self
