@@ -698,6 +698,47 @@ def test_closing_map_early_cancels_its_pending_jobs() -> None:
         assert cancelled.acquire(timeout=WAIT)
 
 
+@pytest.mark.parametrize("buffersize", [None, 2])
+@pytest.mark.parametrize("how", ["close", "del"])
+def test_map_closed_or_dropped_before_its_first_next_cancels_its_jobs(
+    loop_kind: str, how: str, buffersize: Any
+) -> None:
+    # Issue 16 (attack round, item 2): map() submits its jobs before it returns (all of
+    # them, or buffersize); closing or dropping the iterator before any next() used to
+    # cancel none of them, as a generator never started runs no finally.
+    async def park(x: int) -> None:
+        await asyncio.Event().wait()
+
+    with ThreadedLoopExecutor(max_workers=2, loop_factory=lambda: new_loop(loop_kind)) as exe:
+        results = exe.map(park, range(6), buffersize=buffersize)
+        if how == "close":
+            results.close()  # type: ignore[attr-defined]
+        else:
+            del results
+        # Queued behind the map's jobs: runs only once they have given their slots back.
+        assert exe.submit(double, 1).result(timeout=WAIT) == 2
+    stats = exe.stats  # the final counts
+    assert (stats.cancelled, stats.succeeded) == (6 if buffersize is None else 2, 1)
+
+
+def test_map_iterator_is_done_after_close_or_an_error() -> None:
+    def fail_at_one(x: int) -> int:
+        if x == 1:
+            raise ValueError("one")
+        return x
+
+    with ThreadedLoopExecutor(max_workers=1) as exe:
+        results = exe.map(fail_at_one, range(3))
+        assert iter(results) is results
+        assert next(results) == 0
+        with pytest.raises(ValueError, match="one"):
+            next(results)
+        assert list(results) == []  # as a generator that raised: exhausted
+        closed = exe.map(fail_at_one, [0, 2])
+        closed.close()  # type: ignore[attr-defined]
+        assert list(closed) == []
+
+
 def test_failed_jobs_leave_no_cyclic_garbage() -> None:
     import gc
 

@@ -23,6 +23,7 @@ from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
+from ._map import MapIterator
 from ._runner import LoopFactory
 from ._scheduler import ShutdownRequest
 
@@ -302,10 +303,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             )
         else:
             futures = collections.deque(submit(fn, *args) for args in inputs)
-        # A weak reference, so that a suspended iterator does not keep the executor alive.
-        return _map_results(
-            weakref.ref(self), fn, futures, inputs if buffersize else None, end_time
-        )
+        return MapIterator(weakref.ref(self), fn, futures, inputs if buffersize else None, end_time)
 
     #
     # Shutting down
@@ -416,35 +414,3 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             finally:
                 cancelled = None  # break the frame <-> traceback cycle
 
-
-def _map_results(
-    exe_ref: weakref.ref[ThreadedLoopExecutor],
-    fn: Callable[..., Any],
-    futures: collections.deque[concurrent.futures.Future[Any]],
-    inputs: Optional[Iterator[tuple[Any, ...]]],
-    end_time: Optional[float],
-) -> Iterator[Any]:
-    try:
-        while futures:
-            if inputs is not None:
-                args = next(inputs, None)
-                exe = exe_ref()
-                if args is not None and exe is not None:
-                    futures.append(exe.submit(fn, *args))
-                del exe
-            timeout = None if end_time is None else end_time - time.monotonic()
-            # Straight from the call, never through a local: a suspended generator keeps
-            # its locals, so the consumer could not free the result before its next
-            # next() (as Executor.map, bpo-14406). The future is off the deque already.
-            yield _result_or_cancel(futures.popleft(), timeout)
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:
-    try:
-        return future.result(timeout)
-    finally:
-        future.cancel()  # on a timeout or a GeneratorExit; a no-op once it is done
-        del future  # no reference to it from this frame's traceback
