@@ -306,6 +306,57 @@ def test_stats_count_every_outcome() -> None:
     )
 
 
+@pytest.mark.parametrize("max_per_second", [None, 1000.0])
+def test_a_cancelled_queued_job_counts_as_cancelled_at_once(
+    loop_kind: str, max_per_second: Any
+) -> None:
+    # Issue 16 (attack round, item 3): a job cancelled while it waits for a slot used to
+    # count as queued until the slot freed; the core counts it as cancelled at once.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        assert release.wait(WAIT)
+
+    with ThreadedLoopExecutor(
+        max_workers=1, max_per_second=max_per_second, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        holder = exe.submit(hold)
+        assert holding.wait(WAIT)
+        queued = [exe.submit(double, i) for i in range(5)]
+        assert all(future.cancel() for future in queued)
+        stats = exe.stats
+        release.set()
+        holder.result(timeout=WAIT)
+    assert (stats.submitted, stats.queued, stats.running, stats.cancelled) == (6, 0, 1, 5)
+    final = exe.stats
+    assert (final.queued, final.running, final.succeeded, final.cancelled) == (0, 0, 1, 5)
+
+
+def test_a_cancelled_job_waiting_for_a_worker_thread_counts_as_cancelled_at_once() -> None:
+    # With max_workers=None there are more slots (1000) than threads: a blocking job may
+    # hold a slot and wait for a thread. Cancelled, it is no longer counted as running.
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    with ThreadedLoopExecutor() as exe:
+        holders = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        waiting = [exe.submit(hold) for _ in range(3)]
+        assert all(future.cancel() for future in waiting)
+        stats = exe.stats
+        release.set()
+        concurrent.futures.wait(holders, timeout=WAIT)
+    assert (stats.queued, stats.running, stats.cancelled) == (0, threads, 3)
+    final = exe.stats
+    assert (final.running, final.succeeded, final.cancelled) == (0, threads, 3)
+
+
 def test_result_on_the_loop_thread_raises_instead_of_deadlocking(exe: ThreadedLoopExecutor) -> None:
     started, saw_cancel = threading.Event(), threading.Event()
     other = exe.submit(park_until_cancelled, started, saw_cancel)

@@ -202,8 +202,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     def stats(self) -> ExecutorStats:
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
-        Jobs handed off but not yet seen by the loop count as submitted and queued. Never
-        waits for a loop that has stopped, or stops meanwhile: the final counts then.
+        Jobs handed off but not yet seen by the loop count as submitted and queued. A job
+        whose ``cancel()`` returned True counts as cancelled from the next read on, even
+        while it still waits in the queue to be skipped. Never waits for a loop that has
+        stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()
 
