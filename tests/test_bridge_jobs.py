@@ -357,6 +357,80 @@ def test_a_cancelled_job_waiting_for_a_worker_thread_counts_as_cancelled_at_once
     assert (final.running, final.succeeded, final.cancelled) == (0, threads, 3)
 
 
+def test_options_of_the_wrong_kind_or_infinite_are_refused_clearly() -> None:
+    # Issue 16 (attack round, item 4): burst="2" was a ValueError, and an infinite rate or
+    # timeout was said to be not "greater than 0".
+    with pytest.raises(TypeError, match=re.escape("burst must be an int or None (got '2')")):
+        ThreadedLoopExecutor(max_per_second=5, burst="2")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=re.escape("max_per_second must be a finite number (got inf)")
+    ):
+        ThreadedLoopExecutor(max_per_second=float("inf"))
+    with pytest.raises(
+        ValueError, match=re.escape("job_timeout must be a finite number (got inf)")
+    ):
+        ThreadedLoopExecutor(job_timeout=float("inf"))
+    with ThreadedLoopExecutor(max_workers=1, max_per_second=5) as exe:
+        with pytest.raises(TypeError, match=re.escape("burst must be an int or None (got '2')")):
+            exe.burst = "2"  # type: ignore[assignment]
+        with pytest.raises(
+            ValueError, match=re.escape("max_per_second must be a finite number (got inf)")
+        ):
+            exe.max_per_second = float("inf")
+        with pytest.raises(
+            ValueError, match=re.escape("timeout must be a finite number (got inf)")
+        ):
+            exe.shutdown(timeout=float("inf"))
+        assert (exe.max_per_second, exe.burst) == (5.0, 1)
+
+
+@pytest.mark.parametrize("how", ["round trip", "None"])
+def test_max_workers_none_keeps_the_default_thread_count(how: str) -> None:
+    # Issue 16 (attack round, item 4): with max_workers=None the property reads 1000;
+    # assigning that back raised the thread cap to 1000, and None itself was refused.
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    if how == "round trip":
+        exe = ThreadedLoopExecutor()
+        exe.max_workers = exe.max_workers
+    else:
+        exe = ThreadedLoopExecutor(max_workers=2)
+        exe.max_workers = None
+    assert exe.max_workers == 1000
+    try:
+        holders = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        extra = exe.submit(hold)  # every thread is busy: it waits for one
+    finally:
+        # Cancels the jobs waiting for a worker thread before it returns; a job that got
+        # a thread of its own (a cap of 1000) would count as started, and run.
+        exe.shutdown(wait=False, cancel_futures=True)
+        release.set()
+    assert extra.cancelled()
+    concurrent.futures.wait(holders, timeout=WAIT)
+    exe.shutdown(wait=True)
+    assert exe.stats.succeeded == threads
+
+
+def test_shutdown_wait_on_a_worker_thread_names_the_worker_thread() -> None:
+    def shut() -> None:
+        exe.shutdown(wait=True)
+
+    with ThreadedLoopExecutor(max_workers=1, thread_name_prefix="named") as exe:
+        error = exe.submit(shut).exception(timeout=WAIT)
+    assert isinstance(error, RuntimeError)
+    assert str(error).startswith(
+        "shutdown(wait=True) cannot wait on a worker thread of <ThreadedLoopExecutor named"
+    )
+    assert "deadlock" in str(error)
+
+
 def test_result_on_the_loop_thread_raises_instead_of_deadlocking(exe: ThreadedLoopExecutor) -> None:
     started, saw_cancel = threading.Event(), threading.Event()
     other = exe.submit(park_until_cancelled, started, saw_cancel)

@@ -47,6 +47,14 @@ _WAIT_ON_LOOP_MESSAGE = (
     "{call} cannot wait on the event loop thread of {exe!r}: that thread must run the jobs "
     "being waited for, so the call would deadlock; use shutdown(wait=False) there"
 )
+_WAIT_ON_WORKER_MESSAGE = (
+    "{call} cannot wait on a worker thread of {exe!r}: that thread runs a job being waited "
+    "for, so the call would deadlock; use shutdown(wait=False) there"
+)
+
+
+def _default_max_threads() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def _is_coroutine_job(fn: object, where: str = "submit") -> bool:
@@ -109,7 +117,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
-        TypeError: a non-callable ``initializer`` or ``loop_factory``.
+        TypeError: a non-callable ``initializer`` or ``loop_factory``, or an option of the
+            wrong kind.
     """
 
     def __init__(
@@ -125,9 +134,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         job_timeout: Optional[float] = None,
     ) -> None:
         if max_workers is None:
-            max_jobs, max_threads = _DEFAULT_MAX_JOBS, min(32, (os.cpu_count() or 1) + 4)
+            max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
         else:
             max_jobs = max_threads = check_max_workers(max_workers)
+        # max_workers=None: the property reads 1000, and assigning it back keeps this mode.
+        self._default_workers = max_workers is None
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
         if loop_factory is not None and not callable(loop_factory):
@@ -165,13 +176,23 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     @property
     def max_workers(self) -> int:
         """How many jobs may run at once (and the most worker threads). Settable, from
-        any thread: growing it starts queued jobs at once; shrinking it cancels nothing."""
+        any thread: growing it starts queued jobs at once; shrinking it cancels nothing.
+
+        ``None`` means the default, as in the constructor: 1000 jobs, and the
+        ThreadPoolExecutor default number of threads; the property then reads 1000, and
+        assigning 1000 back keeps that default (any other int sets both limits)."""
         return self._bridge.max_workers
 
     @max_workers.setter
-    def max_workers(self, value: int) -> None:
-        value = check_max_workers(value)
-        self._bridge.set_max_workers_threadsafe(value, value)
+    def max_workers(self, value: Optional[int]) -> None:
+        if value is not None:
+            value = check_max_workers(value)
+        if value is None or (value == _DEFAULT_MAX_JOBS and self._default_workers):
+            self._default_workers = True
+            self._bridge.set_max_workers_threadsafe(_DEFAULT_MAX_JOBS, _default_max_threads())
+        else:
+            self._default_workers = False
+            self._bridge.set_max_workers_threadsafe(value, value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -343,8 +364,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
     def _check_may_wait(self, call: str) -> None:
         bridge = self._bridge
-        if bridge.is_loop_thread() or bridge.is_worker_thread():
+        if bridge.is_loop_thread():
             raise RuntimeError(_WAIT_ON_LOOP_MESSAGE.format(call=call, exe=self))
+        if bridge.is_worker_thread():
+            raise RuntimeError(_WAIT_ON_WORKER_MESSAGE.format(call=call, exe=self))
 
     def __enter__(self) -> Self:
         return self
