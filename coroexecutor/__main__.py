@@ -161,7 +161,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             " fail-fast, absorbed errors and the sync bridge."
         ),
     )
-    parser.add_argument("--jobs", type=int, default=3000, help="jobs per scenario (3000)")
+    parser.add_argument(
+        "--jobs", type=int, default=3000, help="jobs per scenario; at most 500 in scenario 4 (3000)"
+    )
     parser.add_argument("--workers", type=int, default=200, help="max_workers (200)")
     parser.add_argument(
         "--fail-rate", type=float, default=0.05, help="failure rate in scenario 3 (0.05)"

@@ -68,7 +68,8 @@ class CoroutineExecutor(Startup):
             exception it raises is reported to the loop's exception handler.
 
     Raises:
-        ValueError: ``max_workers`` below 1, or a non-positive time, rate or burst.
+        ValueError: ``max_workers`` below 1, or a non-positive or infinite time, rate or
+            burst.
         TypeError: an argument of the wrong kind, such as a non-callable ``initializer``.
     """
 
@@ -115,7 +116,7 @@ class CoroutineExecutor(Startup):
 
     @property
     def max_workers(self) -> int:
-        """How many jobs may run at once. Settable while jobs run.
+        """How many jobs may run at once. Settable while jobs run (``None``: the default).
 
         Growing the limit starts queued jobs at once. Shrinking it cancels nothing: running
         jobs finish, and no new job starts until fewer than the new limit are running (a
@@ -124,8 +125,9 @@ class CoroutineExecutor(Startup):
         return self._max_workers
 
     @max_workers.setter
-    def max_workers(self, value: int) -> None:
-        self._resize(check_max_workers(value))
+    def max_workers(self, value: Optional[int]) -> None:
+        # None: the default, as in the constructor.
+        self._resize(check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value))
 
     @property
     def max_per_second(self) -> Optional[float]:

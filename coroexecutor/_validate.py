@@ -9,16 +9,21 @@ __all__ = ["check_max_workers", "check_rate", "check_seconds"]
 
 def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int]:
     """Validate max_per_second and burst; return them normalised."""
-    if burst is not None and (type(burst) is not int or burst < 1):
-        raise ValueError(f"burst must be an int greater than 0 (got {burst!r})")
+    if burst is not None:
+        if type(burst) is not int:  # bool too: True is no count
+            raise TypeError(f"burst must be an int or None (got {burst!r})")
+        if burst < 1:
+            raise ValueError(f"burst must be an int greater than 0 (got {burst!r})")
     if max_per_second is None:
         if burst is not None:
             raise ValueError("burst requires max_per_second")
         return None, 1
     if isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float)):
         raise TypeError(f"max_per_second must be a number or None (got {max_per_second!r})")
-    if not (max_per_second > 0 and math.isfinite(max_per_second)):
+    if not max_per_second > 0:  # NaN too
         raise ValueError(f"max_per_second must be greater than 0 (got {max_per_second!r})")
+    if not math.isfinite(max_per_second):  # no limit is None, as for every wait here
+        raise ValueError(f"max_per_second must be a finite number (got {max_per_second!r})")
     return float(max_per_second), 1 if burst is None else burst
 
 
@@ -28,8 +33,12 @@ def check_seconds(name: str, value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None (got {value!r})")
-    if not (value > 0 and math.isfinite(value)):
+    if not value > 0:  # NaN too
         raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    if not math.isfinite(value):
+        # As the stdlib's waits (Future.result(timeout=inf) raises OverflowError there):
+        # no limit is spelled None.
+        raise ValueError(f"{name} must be a finite number (got {value!r})")
     return float(value)
 
 

@@ -306,6 +306,131 @@ def test_stats_count_every_outcome() -> None:
     )
 
 
+@pytest.mark.parametrize("max_per_second", [None, 1000.0])
+def test_a_cancelled_queued_job_counts_as_cancelled_at_once(
+    loop_kind: str, max_per_second: Any
+) -> None:
+    # Issue 16 (attack round, item 3): a job cancelled while it waits for a slot used to
+    # count as queued until the slot freed; the core counts it as cancelled at once.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        assert release.wait(WAIT)
+
+    with ThreadedLoopExecutor(
+        max_workers=1, max_per_second=max_per_second, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        holder = exe.submit(hold)
+        assert holding.wait(WAIT)
+        queued = [exe.submit(double, i) for i in range(5)]
+        assert all(future.cancel() for future in queued)
+        stats = exe.stats
+        release.set()
+        holder.result(timeout=WAIT)
+    assert (stats.submitted, stats.queued, stats.running, stats.cancelled) == (6, 0, 1, 5)
+    final = exe.stats
+    assert (final.queued, final.running, final.succeeded, final.cancelled) == (0, 0, 1, 5)
+
+
+def test_a_cancelled_job_waiting_for_a_worker_thread_counts_as_cancelled_at_once() -> None:
+    # With max_workers=None there are more slots (1000) than threads: a blocking job may
+    # hold a slot and wait for a thread. Cancelled, it is no longer counted as running.
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    with ThreadedLoopExecutor() as exe:
+        holders = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        waiting = [exe.submit(hold) for _ in range(3)]
+        assert all(future.cancel() for future in waiting)
+        stats = exe.stats
+        release.set()
+        concurrent.futures.wait(holders, timeout=WAIT)
+    assert (stats.queued, stats.running, stats.cancelled) == (0, threads, 3)
+    final = exe.stats
+    assert (final.running, final.succeeded, final.cancelled) == (0, threads, 3)
+
+
+def test_options_of_the_wrong_kind_or_infinite_are_refused_clearly() -> None:
+    # Issue 16 (attack round, item 4): burst="2" was a ValueError, and an infinite rate or
+    # timeout was said to be not "greater than 0".
+    with pytest.raises(TypeError, match=re.escape("burst must be an int or None (got '2')")):
+        ThreadedLoopExecutor(max_per_second=5, burst="2")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=re.escape("max_per_second must be a finite number (got inf)")
+    ):
+        ThreadedLoopExecutor(max_per_second=float("inf"))
+    with pytest.raises(
+        ValueError, match=re.escape("job_timeout must be a finite number (got inf)")
+    ):
+        ThreadedLoopExecutor(job_timeout=float("inf"))
+    with ThreadedLoopExecutor(max_workers=1, max_per_second=5) as exe:
+        with pytest.raises(TypeError, match=re.escape("burst must be an int or None (got '2')")):
+            exe.burst = "2"  # type: ignore[assignment]
+        with pytest.raises(
+            ValueError, match=re.escape("max_per_second must be a finite number (got inf)")
+        ):
+            exe.max_per_second = float("inf")
+        with pytest.raises(
+            ValueError, match=re.escape("timeout must be a finite number (got inf)")
+        ):
+            exe.shutdown(timeout=float("inf"))
+        assert (exe.max_per_second, exe.burst) == (5.0, 1)
+
+
+@pytest.mark.parametrize("how", ["round trip", "None"])
+def test_max_workers_none_keeps_the_default_thread_count(how: str) -> None:
+    # Issue 16 (attack round, item 4): with max_workers=None the property reads 1000;
+    # assigning that back raised the thread cap to 1000, and None itself was refused.
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    if how == "round trip":
+        exe = ThreadedLoopExecutor()
+        exe.max_workers = exe.max_workers
+    else:
+        exe = ThreadedLoopExecutor(max_workers=2)
+        exe.max_workers = None
+    assert exe.max_workers == 1000
+    try:
+        holders = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        extra = exe.submit(hold)  # every thread is busy: it waits for one
+    finally:
+        # Cancels the jobs waiting for a worker thread before it returns; a job that got
+        # a thread of its own (a cap of 1000) would count as started, and run.
+        exe.shutdown(wait=False, cancel_futures=True)
+        release.set()
+    assert extra.cancelled()
+    concurrent.futures.wait(holders, timeout=WAIT)
+    exe.shutdown(wait=True)
+    assert exe.stats.succeeded == threads
+
+
+def test_shutdown_wait_on_a_worker_thread_names_the_worker_thread() -> None:
+    def shut() -> None:
+        exe.shutdown(wait=True)
+
+    with ThreadedLoopExecutor(max_workers=1, thread_name_prefix="named") as exe:
+        error = exe.submit(shut).exception(timeout=WAIT)
+    assert isinstance(error, RuntimeError)
+    assert str(error).startswith(
+        "shutdown(wait=True) cannot wait on a worker thread of <ThreadedLoopExecutor named"
+    )
+    assert "deadlock" in str(error)
+
+
 def test_result_on_the_loop_thread_raises_instead_of_deadlocking(exe: ThreadedLoopExecutor) -> None:
     started, saw_cancel = threading.Event(), threading.Event()
     other = exe.submit(park_until_cancelled, started, saw_cancel)
@@ -696,6 +821,47 @@ def test_closing_map_early_cancels_its_pending_jobs() -> None:
         results.close()  # type: ignore[attr-defined]
         assert cancelled.acquire(timeout=WAIT)
         assert cancelled.acquire(timeout=WAIT)
+
+
+@pytest.mark.parametrize("buffersize", [None, 2])
+@pytest.mark.parametrize("how", ["close", "del"])
+def test_map_closed_or_dropped_before_its_first_next_cancels_its_jobs(
+    loop_kind: str, how: str, buffersize: Any
+) -> None:
+    # Issue 16 (attack round, item 2): map() submits its jobs before it returns (all of
+    # them, or buffersize); closing or dropping the iterator before any next() used to
+    # cancel none of them, as a generator never started runs no finally.
+    async def park(x: int) -> None:
+        await asyncio.Event().wait()
+
+    with ThreadedLoopExecutor(max_workers=2, loop_factory=lambda: new_loop(loop_kind)) as exe:
+        results = exe.map(park, range(6), buffersize=buffersize)
+        if how == "close":
+            results.close()  # type: ignore[attr-defined]
+        else:
+            del results
+        # Queued behind the map's jobs: runs only once they have given their slots back.
+        assert exe.submit(double, 1).result(timeout=WAIT) == 2
+    stats = exe.stats  # the final counts
+    assert (stats.cancelled, stats.succeeded) == (6 if buffersize is None else 2, 1)
+
+
+def test_map_iterator_is_done_after_close_or_an_error() -> None:
+    def fail_at_one(x: int) -> int:
+        if x == 1:
+            raise ValueError("one")
+        return x
+
+    with ThreadedLoopExecutor(max_workers=1) as exe:
+        results = exe.map(fail_at_one, range(3))
+        assert iter(results) is results
+        assert next(results) == 0
+        with pytest.raises(ValueError, match="one"):
+            next(results)
+        assert list(results) == []  # as a generator that raised: exhausted
+        closed = exe.map(fail_at_one, [0, 2])
+        closed.close()  # type: ignore[attr-defined]
+        assert list(closed) == []
 
 
 def test_failed_jobs_leave_no_cyclic_garbage() -> None:

@@ -462,6 +462,152 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
     assert "Exception ignored" not in stderr
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("python", pythons())
+@pytest.mark.parametrize("how", ["with", "shutdown"])
+def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how: str) -> None:
+    # Issue 16 ("attack from outside", item 1): a Ctrl-C while the end of a with block
+    # or shutdown(wait=True) waits for the jobs is one from the body: the queued and
+    # running coroutine jobs are cancelled, waited for, and the KeyboardInterrupt then
+    # propagates. It used to propagate at once, the jobs running on unseen, and the
+    # exit then waited for them (an hour here).
+    code = f"""
+        import asyncio, logging, signal, sys, threading
+        from coroexecutor import ThreadedLoopExecutor
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # shutdown() logs when it starts to wait: the parent's cue for Ctrl-C.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        running = threading.Semaphore(0)
+
+        async def an_hour():
+            running.release()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # the wait must last until this clean-up is done
+                print("cleaned up", flush=True)
+                raise
+
+        exe = ThreadedLoopExecutor(max_workers=2, thread_name_prefix="waited")
+        futures = [exe.submit(an_hour) for _ in range(3)]
+        for _ in range(2):
+            assert running.acquire(timeout=5)
+        try:
+            if {how == "with"}:
+                with exe:
+                    pass
+            else:
+                exe.shutdown(wait=True)
+        except KeyboardInterrupt:
+            print("interrupted:", [f.cancelled() for f in futures], flush=True)
+            alive = [t.name for t in threading.enumerate() if t.name == "waited_loop"]
+            print("loop thread:", alive)
+        """
+    proc = subprocess.Popen(
+        python_command(code, python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
+    )
+    reader = LineReader(proc)
+    try:
+        reader.wait_for(
+            "waiting for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)"
+        )
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)  # generous: an hour without the fix
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+        stdout = reader.rest()
+    assert stdout == [
+        "cleaned up",
+        "cleaned up",
+        "interrupted: [True, True, True]",
+        "loop thread: []",
+        # The exit hook has nothing left to wait for; it logs all the same.
+        "waiting at exit for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)",
+    ]
+    assert proc.returncode == 0
+    assert stderr == ""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("python", pythons())
+def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -> None:
+    # The wait for the cancelled jobs is bounded by their own cancellation, which may be
+    # slow: a second Ctrl-C gets out of it at once, and the loop thread finishes them in
+    # the background; the exit then waits for that, and for nothing else.
+    code = """
+        import asyncio, logging, signal, sys, threading
+        from coroexecutor import ThreadedLoopExecutor
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        running = threading.Semaphore(0)
+        loop, gate = [], asyncio.Event()
+
+        async def slow_to_cancel():
+            loop.append(asyncio.get_running_loop())
+            running.release()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("cancelling", flush=True)
+                await gate.wait()  # held until the main thread is out of the wait
+                print("cleaned up", flush=True)
+                raise
+
+        exe = ThreadedLoopExecutor(thread_name_prefix="stubborn")
+        future = exe.submit(slow_to_cancel)
+        assert running.acquire(timeout=5)
+        try:
+            with exe:
+                pass
+        except KeyboardInterrupt as exc:
+            twice = isinstance(exc.__context__, KeyboardInterrupt)
+            print("interrupted twice:", twice, future.cancelled(), flush=True)
+            loop[0].call_soon_threadsafe(gate.set)
+        """
+    proc = subprocess.Popen(
+        python_command(code, python),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
+    )
+    reader = LineReader(proc)
+    try:
+        reader.wait_for(
+            "waiting for the jobs of <ThreadedLoopExecutor stubborn> (Ctrl-C cancels them)"
+        )
+        proc.send_signal(signal.SIGINT)
+        reader.wait_for("cancelling")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+        stdout = reader.rest()
+    assert stdout == [
+        "interrupted twice: True True",
+        "waiting at exit for the jobs of <ThreadedLoopExecutor stubborn> (Ctrl-C cancels them)",
+        "cleaned up",
+    ]
+    assert proc.returncode == 0
+    assert stderr == ""
+
+
 def test_submit_during_interpreter_exit_is_refused_cleanly() -> None:
     proc = run_python(
         """

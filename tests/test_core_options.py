@@ -705,6 +705,8 @@ async def test_max_workers_setter_validates() -> None:
     with pytest.raises(TypeError, match=re.escape("max_workers must be an int (got 1.5)")):
         exe.max_workers = 1.5  # type: ignore[assignment]
     assert exe.max_workers == 2
+    exe.max_workers = None  # the default, as in the constructor
+    assert exe.max_workers == 1000
 
 
 #
@@ -780,7 +782,20 @@ async def test_hook_that_raises_is_reported_not_dropped() -> None:
         ({"max_per_second": -1.5}, ValueError, "max_per_second must be greater than 0 (got -1.5)"),
         ({"max_per_second": "5"}, TypeError, "max_per_second must be a number or None (got '5')"),
         ({"max_per_second": 5, "burst": 0}, ValueError, "burst must be an int greater than 0"),
-        ({"max_per_second": 5, "burst": 1.5}, ValueError, "burst must be an int greater than 0"),
+        ({"max_per_second": 5, "burst": 1.5}, TypeError, "burst must be an int or None (got 1.5)"),
+        ({"max_per_second": 5, "burst": "2"}, TypeError, "burst must be an int or None (got '2')"),
+        ({"burst": "2"}, TypeError, "burst must be an int or None (got '2')"),
+        (
+            {"max_per_second": float("inf")},
+            ValueError,
+            "max_per_second must be a finite number (got inf)",
+        ),
+        (
+            {"job_timeout": float("inf")},
+            ValueError,
+            "job_timeout must be a finite number (got inf)",
+        ),
+        ({"timeout": float("inf")}, ValueError, "timeout must be a finite number (got inf)"),
         ({"burst": 3}, ValueError, "burst requires max_per_second"),
         ({"job_timeout": 0}, ValueError, "job_timeout must be greater than 0 (got 0)"),
         ({"job_timeout": -1}, ValueError, "job_timeout must be greater than 0 (got -1)"),

@@ -53,6 +53,8 @@ def test_demo_help_lists_its_options() -> None:
     for option in ("--jobs", "--workers", "--fail-rate", "--seed", "--no-progress"):
         assert option in proc.stdout
     assert "scenarios 2 and 3 report the same counts" in " ".join(proc.stdout.split())
+    # Scenario 4 caps the jobs at 500 (plain futures held in a list): the help says so.
+    assert "jobs per scenario; at most 500 in scenario 4 (3000)" in " ".join(proc.stdout.split())
 
 
 def test_demo_rejects_bad_options() -> None:

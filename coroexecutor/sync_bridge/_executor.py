@@ -8,6 +8,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import itertools
+import logging
 import os
 import time
 import types
@@ -22,6 +23,7 @@ from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
 from ._future import BridgeFuture
 from ._loop_thread import LoopThread
+from ._map import MapIterator
 from ._runner import LoopFactory
 from ._scheduler import ShutdownRequest
 
@@ -39,11 +41,20 @@ _CO_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
 _FunctionType = types.FunctionType
 _copy_context = contextvars.copy_context
 _name_counter = itertools.count()
+_LOGGER = logging.getLogger("coroexecutor")
 
 _WAIT_ON_LOOP_MESSAGE = (
     "{call} cannot wait on the event loop thread of {exe!r}: that thread must run the jobs "
     "being waited for, so the call would deadlock; use shutdown(wait=False) there"
 )
+_WAIT_ON_WORKER_MESSAGE = (
+    "{call} cannot wait on a worker thread of {exe!r}: that thread runs a job being waited "
+    "for, so the call would deadlock; use shutdown(wait=False) there"
+)
+
+
+def _default_max_threads() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def _is_coroutine_job(fn: object, where: str = "submit") -> bool:
@@ -106,7 +117,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
-        TypeError: a non-callable ``initializer`` or ``loop_factory``.
+        TypeError: a non-callable ``initializer`` or ``loop_factory``, or an option of the
+            wrong kind.
     """
 
     def __init__(
@@ -122,9 +134,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         job_timeout: Optional[float] = None,
     ) -> None:
         if max_workers is None:
-            max_jobs, max_threads = _DEFAULT_MAX_JOBS, min(32, (os.cpu_count() or 1) + 4)
+            max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
         else:
             max_jobs = max_threads = check_max_workers(max_workers)
+        # max_workers=None: the property reads 1000, and assigning it back keeps this mode.
+        self._default_workers = max_workers is None
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
         if loop_factory is not None and not callable(loop_factory):
@@ -162,13 +176,23 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     @property
     def max_workers(self) -> int:
         """How many jobs may run at once (and the most worker threads). Settable, from
-        any thread: growing it starts queued jobs at once; shrinking it cancels nothing."""
+        any thread: growing it starts queued jobs at once; shrinking it cancels nothing.
+
+        ``None`` means the default, as in the constructor: 1000 jobs, and the
+        ThreadPoolExecutor default number of threads; the property then reads 1000, and
+        assigning 1000 back keeps that default (any other int sets both limits)."""
         return self._bridge.max_workers
 
     @max_workers.setter
-    def max_workers(self, value: int) -> None:
-        value = check_max_workers(value)
-        self._bridge.set_max_workers_threadsafe(value, value)
+    def max_workers(self, value: Optional[int]) -> None:
+        if value is not None:
+            value = check_max_workers(value)
+        if value is None or (value == _DEFAULT_MAX_JOBS and self._default_workers):
+            self._default_workers = True
+            self._bridge.set_max_workers_threadsafe(_DEFAULT_MAX_JOBS, _default_max_threads())
+        else:
+            self._default_workers = False
+            self._bridge.set_max_workers_threadsafe(value, value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -199,8 +223,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     def stats(self) -> ExecutorStats:
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
-        Jobs handed off but not yet seen by the loop count as submitted and queued. Never
-        waits for a loop that has stopped, or stops meanwhile: the final counts then.
+        Jobs handed off but not yet seen by the loop count as submitted and queued. A job
+        whose ``cancel()`` returned True counts as cancelled from the next read on, even
+        while it still waits in the queue to be skipped. Never waits for a loop that has
+        stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()
 
@@ -300,10 +326,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             )
         else:
             futures = collections.deque(submit(fn, *args) for args in inputs)
-        # A weak reference, so that a suspended iterator does not keep the executor alive.
-        return _map_results(
-            weakref.ref(self), fn, futures, inputs if buffersize else None, end_time
-        )
+        return MapIterator(weakref.ref(self), fn, futures, inputs if buffersize else None, end_time)
 
     #
     # Shutting down
@@ -327,18 +350,24 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         and wakes the loop thread, never waits for it. With ``wait=True``, not from the
         loop thread or a worker thread (that would deadlock, so it raises
         ``RuntimeError``).
+
+        Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels the queued
+        and running coroutine jobs, waits for them to finish cancelling, then propagates;
+        a second one ends that wait at once.
         """
         grace = check_seconds("timeout", timeout)
         if wait:
             self._check_may_wait("shutdown(wait=True)")
         self._bridge.request_shutdown_threadsafe(ShutdownRequest(cancel_futures, False, grace))
         if wait:
-            self._bridge.join()
+            self._join()
 
     def _check_may_wait(self, call: str) -> None:
         bridge = self._bridge
-        if bridge.is_loop_thread() or bridge.is_worker_thread():
+        if bridge.is_loop_thread():
             raise RuntimeError(_WAIT_ON_LOOP_MESSAGE.format(call=call, exe=self))
+        if bridge.is_worker_thread():
+            raise RuntimeError(_WAIT_ON_WORKER_MESSAGE.format(call=call, exe=self))
 
     def __enter__(self) -> Self:
         return self
@@ -356,7 +385,26 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
         self._check_may_wait("leaving the with block")
         self._bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
-        self._bridge.join()
+        self._join()
+
+    def _join(self) -> None:
+        """Wait for the loop thread to end; a Ctrl-C meanwhile cancels the jobs first.
+
+        A KeyboardInterrupt during the wait is treated as one from the body of a ``with``
+        block: cancel the queued and running coroutine jobs, wait for them to finish
+        cancelling, then re-raise it. A second Ctrl-C ends that wait too; the loop thread
+        then finishes the cancelled jobs in the background (the exit hook waits for it).
+        """
+        bridge = self._bridge
+        try:
+            _LOGGER.debug("waiting for the jobs of %s (Ctrl-C cancels them)", bridge.owner_repr)
+            bridge.join()
+        except KeyboardInterrupt:
+            # Raised in the main thread by the default SIGINT handler, most often in
+            # join(): without this, the jobs would run on (or hold the exit) unseen.
+            bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+            bridge.join()
+            raise
 
     async def __aenter__(self) -> Self:
         return self
@@ -391,35 +439,3 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             finally:
                 cancelled = None  # break the frame <-> traceback cycle
 
-
-def _map_results(
-    exe_ref: weakref.ref[ThreadedLoopExecutor],
-    fn: Callable[..., Any],
-    futures: collections.deque[concurrent.futures.Future[Any]],
-    inputs: Optional[Iterator[tuple[Any, ...]]],
-    end_time: Optional[float],
-) -> Iterator[Any]:
-    try:
-        while futures:
-            if inputs is not None:
-                args = next(inputs, None)
-                exe = exe_ref()
-                if args is not None and exe is not None:
-                    futures.append(exe.submit(fn, *args))
-                del exe
-            timeout = None if end_time is None else end_time - time.monotonic()
-            # Straight from the call, never through a local: a suspended generator keeps
-            # its locals, so the consumer could not free the result before its next
-            # next() (as Executor.map, bpo-14406). The future is off the deque already.
-            yield _result_or_cancel(futures.popleft(), timeout)
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:
-    try:
-        return future.result(timeout)
-    finally:
-        future.cancel()  # on a timeout or a GeneratorExit; a no-op once it is done
-        del future  # no reference to it from this frame's traceback

@@ -81,6 +81,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # a free slot: shutdown(cancel_futures=True) cancels it. A job that got a slot (and a
     # thread) when it was submitted counts as started, and runs (issue 16, item 8).
     _queued: bool
+    # The job waits in the bridge's backlog for a slot (guarded by the bridge's _lock):
+    # a cancel() then counts it as cancelled at once, not when it reaches the front.
+    _in_backlog: bool
 
     def __init__(self, bridge: LoopThread) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the
@@ -99,6 +102,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         self._started = False
         self._withdrawn = False
         self._queued = False
+        self._in_backlog = False
 
     #
     # The stock future's attributes, made on first use

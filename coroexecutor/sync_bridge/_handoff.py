@@ -27,7 +27,7 @@ import concurrent.futures
 import enum
 import threading
 from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures._base import FINISHED, PENDING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, Callable, Optional
 
 from .._errors import BrokenLoopExecutor
@@ -121,10 +121,15 @@ class HandOff:
         backlog = self._backlog
         while backlog:
             job = backlog.popleft()
-            if job[0]._state == PENDING:
+            future = job[0]
+            in_backlog, future._in_backlog = future._in_backlog, False
+            if future._state == PENDING:
                 self._held += 1
                 return job
-            self._cancelled += 1  # cancelled while it waited; cancel() notified
+            if in_backlog:
+                # Cancelled while it waited, and not counted yet: cancel() changes the
+                # state before cancel_job_threadsafe counts it (under this lock).
+                self._cancelled += 1
         if self._held == 0 and self._state is _SHUTTING_DOWN:
             self._wake_locked()  # the loop is waiting for the last job to finish
         return None
@@ -178,6 +183,7 @@ class HandOff:
             if state is _RUNNING or state is _STARTING:
                 self._submitted += 1
                 if self._held >= self.max_workers or self._backlog or state is _STARTING:
+                    job[0]._in_backlog = True
                     self._backlog.append(job)
                     return
                 self._held += 1
@@ -227,7 +233,16 @@ class HandOff:
         A job still waiting for a slot or a worker is skipped when its turn comes. A job
         the loop is starting right now (``_job`` not yet set) is cancelled by
         Scheduler.start, which checks the future's state after setting ``_job``.
+
+        A job waiting for a slot is counted as cancelled here, at once, so that the next
+        ``stats`` says so; it stays in the backlog until its turn, then is skipped.
         """
+        if future._in_backlog:
+            with self._lock:
+                if future._in_backlog:  # not taken from the backlog meanwhile
+                    future._in_backlog = False
+                    self._cancelled += 1
+                    return
         if self.is_loop_thread():
             self._scheduler.cancel_job(future)
         elif future._job is not None:
@@ -313,11 +328,14 @@ class HandOff:
         core = self._scheduler.core.stats
         with self._lock:
             submitted = self._submitted
-            running = core.running + len(self._direct)
+            # Direct jobs cancelled while they waited for a worker thread: counted when
+            # a worker skips them (at most max_workers to look at; not the hot path).
+            skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self._direct)
+            running = core.running + len(self._direct) - skipped
             succeeded = core.succeeded + self._direct_ok
             failed = core.failed + self._direct_failed
             # Jobs cancelled before the loop could start them: Scheduler.unstarted.
-            cancelled = core.cancelled + self._cancelled + self._scheduler.unstarted
+            cancelled = core.cancelled + self._cancelled + self._scheduler.unstarted + skipped
         return ExecutorStats(
             submitted=submitted,
             queued=submitted - running - succeeded - failed - cancelled,
@@ -364,8 +382,13 @@ class HandOff:
 
     def _take_unstarted_locked(self) -> list[BridgeFuture[Any]]:
         """The futures to cancel for cancel_futures that are not the loop's to cancel."""
-        futures = [job[0] for job in self._backlog]
-        self._cancelled += len(futures)
+        futures = []
+        for job in self._backlog:
+            future = job[0]
+            if future._in_backlog:  # else cancel() has counted it already
+                future._in_backlog = False
+                self._cancelled += 1
+            futures.append(future)
         self._backlog.clear()
         # Direct jobs waiting for a busy worker thread: the worker skips them and frees
         # their slot. One that got a thread when submitted counts as started: it runs.
