@@ -18,7 +18,7 @@ from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._ratelimit import RateLimiter
 from ._state import State
 
-__all__ = ["NATIVE_LOOP", "Admission", "Queued", "job_position", "task_probe"]
+__all__ = ["NATIVE_LOOP", "Admission", "Queued", "initializing", "job_position", "task_probe"]
 
 _CoroutineType = types.CoroutineType
 # The innermost executor whose job the current context runs in (None: no job). Every
@@ -26,6 +26,12 @@ _CoroutineType = types.CoroutineType
 # inner executor's jobs, wait_for's on Python < 3.12) inherit it. Read by shutdown().
 job_position: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "coroexecutor_job_position", default=None
+)
+# The executors whose initializer the current context runs in, innermost last. Set in the
+# initializer's own task (see Startup._start_initializer), so the tasks it starts (its
+# helpers, wait_for's on Python < 3.12, an inner executor's jobs) inherit it too.
+initializing: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "coroexecutor_initializing", default=()
 )
 NATIVE_LOOP = 1
 _UVLOOP = 2
@@ -191,8 +197,9 @@ class Admission:
         self._granted -= 1
 
     def _check_not_initializer(self, call: str) -> None:
-        """Refuse a wait the initializer would make for itself (only while it runs)."""
-        if self._init_task is not None and asyncio.current_task() is self._init_task:
+        """Refuse a wait the initializer, or a task it started, would make for itself
+        (only while it runs)."""
+        if self._init_task is not None and self in initializing.get():
             raise RuntimeError(
                 f"{call} cannot wait in the initializer of {self!r}: no job starts"
                 " before the initializer returns"

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import inspect
 import sys
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, Callable
 
-from ._admission import Queued
+from ._admission import Queued, initializing
 from ._errors import BrokenCoroutineExecutor
-from ._policy import Cause, ErrorPolicy
+from ._policy import _SHUTDOWN_MESSAGE, Cause, ErrorPolicy
 from ._state import State
 
 __all__ = ["Startup"]
@@ -104,8 +105,13 @@ class Startup(ErrorPolicy):
         self._waiting += 1
         self._state = State.STARTING
         # asyncio.Task, not loop.create_task: an eager task factory would run the
-        # initializer before _init_task is set, and this task is ours, not a job's.
-        task = asyncio.Task(self._initialize(), loop=loop)
+        # initializer before _init_task is set, and this task is ours, not a job's. Its
+        # context (copied by the Task from ctx), and so every task it starts, is marked as
+        # inside our initializer: _check_not_initializer refuses their waits for a slot or
+        # for shutdown(), which would wait for the initializer itself.
+        ctx = contextvars.copy_context()
+        ctx.run(initializing.set, (*initializing.get(), self))
+        task = ctx.run(asyncio.Task, self._initialize(), loop=loop)
         self._init_task = task
         self._running[task] = task
         task.add_done_callback(self._initializer_done)
@@ -173,7 +179,10 @@ class Startup(ErrorPolicy):
         return error
 
     async def _await_initializer(self) -> None:
-        """Wait in __aenter__ for the initializer; raise what keeps the body from running.
+        """Wait in __aenter__ for the initializer; raise what keeps the body from running:
+        the cancellation of the caller, the initializer's error, the deadline, or a
+        shutdown() from another task meanwhile (the body starts only on an executor that
+        has started and still accepts jobs).
 
         Cancellation: cancelling the caller cancels the initializer, waits for it to
         finish, then re-raises the cancellation.
@@ -192,6 +201,12 @@ class Startup(ErrorPolicy):
             error = self._broken_error()
         if error is None:
             error = self._policy_error()  # the deadline passed while it ran
+        if error is None and self._state is not State.RUNNING:
+            # shutdown() from another task while it ran: with wait=False it cancelled the
+            # initializer, with wait=True it let it finish (and the jobs it queued start).
+            # Either way the body must not run; that shutdown() owns the jobs, as it would
+            # without a block: it waits for them (or they finish cancelling) and closes.
+            raise RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} was shut down before it started)")
         if error is not None:
             self._close()
             raise error
