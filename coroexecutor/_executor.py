@@ -223,6 +223,7 @@ class CoroutineExecutor(Startup):
         else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
+            self._check_loop()  # only where we would wait: the fast path does not look
             if self._init_task is not None:
                 self._check_not_initializer("submit()")
             # _acquire_slot() written out: a coroutine less for each wait.
@@ -302,6 +303,7 @@ class CoroutineExecutor(Startup):
             return self._start(fn, args, kwargs, "submit_nowait")
         if not callable(fn):
             check_job_fn(fn, "submit_nowait")
+        self._check_loop()  # only where we would queue: the fast path does not look
         assert self._loop is not None
         future: asyncio.Future[T] = self._loop.create_future()
         self._backlog.append(Queued(future, fn, args, kwargs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -336,3 +337,168 @@ async def test_executor_timeout_covers_the_initializer(loop_kind: str) -> None:
     with pytest.raises(ExecutorTimeoutError, match=re.escape("timed out after 0.05 seconds")):
         async with exe:
             pytest.fail("the body must not run")
+
+
+#
+# Inside the initializer: every task it starts (issue 17, attack round)
+#
+
+
+async def _in_a_task(call: Callable[[], Awaitable[Any]]) -> Any:
+    return await asyncio.ensure_future(call())
+
+
+async def _in_wait_for(call: Callable[[], Awaitable[Any]]) -> Any:
+    return await asyncio.wait_for(call(), 5)  # a task of its own on Python < 3.12
+
+
+async def _in_a_task_group(call: Callable[[], Awaitable[Any]]) -> Any:
+    results: list[Any] = []
+
+    async def run() -> None:
+        results.append(await call())
+
+    tasks = [asyncio.ensure_future(run())]
+    await asyncio.gather(*tasks)
+    return results[0]
+
+
+async def _in_an_inner_executors_job(call: Callable[[], Awaitable[Any]]) -> Any:
+    async with CoroutineExecutor() as inner:
+        return await (await inner.submit(call))
+
+
+HELPERS = [_in_a_task, _in_wait_for, _in_a_task_group, _in_an_inner_executors_job]
+
+
+def _helper_id(helper: Any) -> str:
+    return str(helper.__name__.lstrip("_"))
+
+
+async def _refused_in_the_initializer(
+    helper: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
+    call: Callable[[CoroutineExecutor], Awaitable[Any]],
+    block: bool,
+) -> tuple[list[str], Log, CoroutineExecutor]:
+    """Run ``call(exe)`` through ``helper`` inside the initializer of a fresh executor;
+    return what it raised, the log, and the executor (used up)."""
+    log = Log()
+    refused: list[str] = []
+
+    async def init() -> None:
+        try:
+            await helper(lambda: call(exe))
+        except RuntimeError as exc:
+            refused.append(str(exc))
+        log.entries.append(("init", ()))
+
+    exe = CoroutineExecutor(max_workers=2, initializer=init)
+    if block:
+
+        async def enter() -> None:
+            async with exe:
+                log.entries.append(("body", None))
+                await (await exe.submit(log.job, 1))
+
+        await asyncio.wait_for(enter(), 5)
+    else:
+        queued = exe.submit_nowait(log.job, 0)
+        assert await asyncio.wait_for(queued, 5) == 0
+        await asyncio.wait_for(exe.shutdown(), 5)
+    return refused, log, exe
+
+
+async def _shutdown_waiting(exe: CoroutineExecutor) -> None:
+    await exe.shutdown()
+
+
+async def _shutdown_not_waiting(exe: CoroutineExecutor) -> None:
+    await exe.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("helper", HELPERS, ids=_helper_id)
+@pytest.mark.parametrize("call", [_shutdown_waiting, _shutdown_not_waiting], ids=_helper_id)
+@pytest.mark.parametrize("block", [True, False], ids=["block", "no_block"])
+async def test_shutdown_from_a_task_the_initializer_starts_raises_at_once(
+    loop_kind: str, helper: Any, call: Any, block: bool
+) -> None:
+    """Not a hang that no outer timeout ends, nor a cancelled initializer whose body
+    runs anyway: the task is inside the initializer, which cannot wait for itself."""
+    refused, log, exe = await _refused_in_the_initializer(helper, call, block)
+    assert len(refused) == 1 and refused[0].startswith("shutdown() cannot wait in the init")
+    assert "no job starts before the initializer returns" in refused[0]
+    expected = [("init", ()), ("body", None), ("job", 1)] if block else [("init", ()), ("job", 0)]
+    assert log.entries == expected
+    assert "closed" in repr(exe)
+
+
+async def _submit_one(exe: CoroutineExecutor) -> Any:
+    return await (await exe.submit(park))
+
+
+async def _map_one(exe: CoroutineExecutor) -> Any:
+    return [value async for value in exe.map(lambda _: park(), [0])]
+
+
+async def _map_unordered_one(exe: CoroutineExecutor) -> Any:
+    return [value async for value in exe.map_unordered(lambda _: park(), [0])]
+
+
+@pytest.mark.parametrize("helper", HELPERS, ids=_helper_id)
+@pytest.mark.parametrize("call", [_submit_one, _map_one, _map_unordered_one], ids=_helper_id)
+@pytest.mark.parametrize("block", [True, False], ids=["block", "no_block"])
+async def test_waiting_for_a_slot_in_a_task_the_initializer_starts_raises_at_once(
+    loop_kind: str, helper: Any, call: Any, block: bool
+) -> None:
+    """Not a wait for a slot that the initializer itself holds back."""
+    refused, log, exe = await _refused_in_the_initializer(helper, call, block)
+    name = "submit" if call is _submit_one else "map"  # (map_unordered() waits as map())
+    assert len(refused) == 1 and refused[0].startswith(f"{name}() cannot wait in the init")
+    expected = [("init", ()), ("body", None), ("job", 1)] if block else [("init", ()), ("job", 0)]
+    assert log.entries == expected
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["wait", "no_wait"])
+async def test_shutdown_from_outside_while_the_initializer_runs_keeps_the_body_from_running(
+    loop_kind: str, wait: bool
+) -> None:
+    """The executor was shut down before it started: entering raises, the body never
+    runs. wait=True lets the initializer and the job it queued finish; wait=False
+    cancels both."""
+    log = Log()
+    started, release, init_cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    queued: list[asyncio.Future[int]] = []
+
+    async def init() -> None:
+        queued.append(exe.submit_nowait(log.job, 0))
+        started.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            init_cancelled.set()
+            raise
+        log.entries.append(("init", ()))
+
+    exe = CoroutineExecutor(initializer=init)
+
+    async def enter() -> None:
+        async with exe:
+            log.entries.append(("body", None))
+
+    entering = asyncio.ensure_future(enter())
+    await asyncio.wait_for(started.wait(), 5)
+    closing = asyncio.ensure_future(exe.shutdown(wait=wait))
+    await asyncio.sleep(0)  # shutdown() has begun: the executor no longer accepts jobs
+    assert ("draining" if wait else "cancelling") in repr(exe)
+    release.set()
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        await asyncio.wait_for(entering, 5)
+    await asyncio.wait_for(closing, 5)
+    assert ("body", None) not in log.entries
+    if wait:
+        assert log.entries == [("init", ()), ("job", 0)] and queued[0].result() == 0
+    else:
+        assert init_cancelled.is_set() and queued[0].cancelled() and log.entries == []
+    assert "closed" in repr(exe)
+    with pytest.raises(RuntimeError, match=re.escape("cannot schedule new futures after shutdown")):
+        exe.submit_nowait(log.job, 2)

@@ -149,3 +149,48 @@ def test_no_task_destroyed_log_on_reuse(caplog: pytest.LogCaptureFixture) -> Non
     with pytest.raises(RuntimeError, match=re.escape(MESSAGE)):
         asyncio.run(main())
     assert "destroyed" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_submit_that_would_wait_or_queue_on_a_second_open_loop_raises(kind: str) -> None:
+    """The first loop is still open (idle, not closed): submit() and submit_nowait() on
+    another loop, with every slot taken, are refused before they accept the job. (With
+    a slot free they do not look: see docs, "An executor belongs to the event loop".)"""
+    exe = CoroutineExecutor(1)
+    first, second = new_loop(kind), new_loop(kind)
+    held: list[Any] = []
+
+    async def hold_the_slot() -> None:
+        release = asyncio.Event()
+
+        async def parked() -> None:
+            await release.wait()
+
+        held.append(release)
+        held.append(await exe.submit(parked))
+
+    async def intrude(call: Callable[[], Awaitable[Any]]) -> None:
+        await asyncio.wait_for(call(), 5)
+
+    async def submit() -> Any:
+        return await exe.submit(job)
+
+    async def submit_nowait() -> Any:
+        return exe.submit_nowait(job)
+
+    async def finish() -> None:
+        held[0].set()
+        await asyncio.wait_for(exe.shutdown(), 5)
+
+    try:
+        first.run_until_complete(hold_the_slot())
+        for call in (submit, submit_nowait):
+            with pytest.raises(RuntimeError, match=re.escape(MESSAGE)):
+                second.run_until_complete(intrude(call))
+        assert exe.stats.submitted == 1 and exe.stats.queued == 0
+        first.run_until_complete(finish())
+        assert exe.stats.succeeded == 1
+    finally:
+        for loop in (first, second):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
