@@ -451,7 +451,7 @@ async def test_waiting_for_a_slot_in_a_task_the_initializer_starts_raises_at_onc
     loop_kind: str, helper: Any, call: Any, block: bool
 ) -> None:
     """Not a wait for a slot that the initializer itself holds back."""
-    refused, log, exe = await _refused_in_the_initializer(helper, call, block)
+    refused, log, _ = await _refused_in_the_initializer(helper, call, block)
     name = "submit" if call is _submit_one else "map"  # (map_unordered() waits as map())
     assert len(refused) == 1 and refused[0].startswith(f"{name}() cannot wait in the init")
     expected = [("init", ()), ("body", None), ("job", 1)] if block else [("init", ()), ("job", 0)]
