@@ -53,7 +53,8 @@ class CoroutineExecutor(Startup):
             (which waits for it), or at the first submit, submit_nowait or map of an
             executor used without it. If it raises, no job runs: entering the block
             raises :class:`BrokenCoroutineExecutor` chained from its error, and so does
-            every later call that would start a job.
+            every later call that would start a job. If ``shutdown()`` is called from
+            another task while it runs, entering the block raises ``RuntimeError``.
         initargs: arguments for ``initializer``.
         timeout: seconds from entering the block (or the first submit) until every job is
             cancelled and the block raises :class:`ExecutorTimeoutError` (a
@@ -546,8 +547,8 @@ class CoroutineExecutor(Startup):
         names: the first job error under fail-fast (the job's own exception, its chain as
         the job left it), or :class:`ExecutorTimeoutError` when the executor's ``timeout``
         passed. Cancellations the executor caused are never raised. Called on another
-        event loop than the one the executor was first used on, or from the initializer,
-        it raises ``RuntimeError``.
+        event loop than the one the executor was first used on, or from the initializer
+        (or a task it started) while it runs, it raises ``RuntimeError``.
 
         Cancellation: cancelling the caller while it waits cancels every job and raises
         ``CancelledError`` at once, without waiting for the jobs to finish cancelling
