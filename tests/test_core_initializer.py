@@ -352,15 +352,9 @@ async def _in_wait_for(call: Callable[[], Awaitable[Any]]) -> Any:
     return await asyncio.wait_for(call(), 5)  # a task of its own on Python < 3.12
 
 
-async def _in_a_task_group(call: Callable[[], Awaitable[Any]]) -> Any:
-    results: list[Any] = []
-
-    async def run() -> None:
-        results.append(await call())
-
-    tasks = [asyncio.ensure_future(run())]
-    await asyncio.gather(*tasks)
-    return results[0]
+async def _in_gather(call: Callable[[], Awaitable[Any]]) -> Any:
+    (result,) = await asyncio.gather(call())  # gather wraps the coroutine in a task
+    return result
 
 
 async def _in_an_inner_executors_job(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -368,7 +362,7 @@ async def _in_an_inner_executors_job(call: Callable[[], Awaitable[Any]]) -> Any:
         return await (await inner.submit(call))
 
 
-HELPERS = [_in_a_task, _in_wait_for, _in_a_task_group, _in_an_inner_executors_job]
+HELPERS = [_in_a_task, _in_wait_for, _in_gather, _in_an_inner_executors_job]
 
 
 def _helper_id(helper: Any) -> str:
