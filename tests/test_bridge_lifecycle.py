@@ -552,16 +552,17 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
         logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
         logging.getLogger("asyncio").setLevel(logging.WARNING)
         running = threading.Semaphore(0)
-        loop, gate = [], asyncio.Event()
+        loop, gate = [], []
 
         async def slow_to_cancel():
             loop.append(asyncio.get_running_loop())
+            gate.append(asyncio.Event())  # made on the loop thread: 3.9 binds it at creation
             running.release()
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 print("cancelling", flush=True)
-                await gate.wait()  # held until the main thread is out of the wait
+                await gate[0].wait()  # held until the main thread is out of the wait
                 print("cleaned up", flush=True)
                 raise
 
@@ -574,7 +575,7 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
         except KeyboardInterrupt as exc:
             twice = isinstance(exc.__context__, KeyboardInterrupt)
             print("interrupted twice:", twice, future.cancelled(), flush=True)
-            loop[0].call_soon_threadsafe(gate.set)
+            loop[0].call_soon_threadsafe(gate[0].set)
         """
     proc = subprocess.Popen(
         python_command(code, python),
