@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
 import types
 from collections.abc import Coroutine
 from typing import Any, Callable
@@ -21,6 +22,8 @@ from ._state import State
 __all__ = ["NATIVE_LOOP", "Admission", "Queued", "job_position", "task_probe"]
 
 _CoroutineType = types.CoroutineType
+_getcoroutinestate = inspect.getcoroutinestate
+_CORO_CLOSED = inspect.CORO_CLOSED
 # The innermost executor whose job the current context runs in (None: no job). Every
 # job's task sets it in its own context, so the tasks a job starts (a TaskGroup's, an
 # inner executor's jobs, wait_for's on Python < 3.12) inherit it. Read by shutdown().
@@ -341,6 +344,7 @@ class Admission:
         """
         runner: Coroutine[Any, Any, Any] | None = None
         coro: Any = None
+        settled = False
         try:
             coro = fn(*args, **kwargs)
             if type(coro) is not _CoroutineType:
@@ -362,7 +366,16 @@ class Admission:
                     self._running[coro] = task
                     return task
                 prime(runner)
-                task = loop.create_task(runner)  # type: ignore[union-attr]
+                try:
+                    task = loop.create_task(runner)  # type: ignore[union-attr]
+                except BaseException:
+                    if _getcoroutinestate(runner) == _CORO_CLOSED:
+                        # An eager task factory ran the job to its end inside create_task,
+                        # and its KeyboardInterrupt or SystemExit came out of it, as
+                        # asyncio's eager start re-raises them: the runner has settled the
+                        # job (slot, counts, policy) already, so only pass the error on.
+                        settled = True
+                    raise
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
                     if self._state is State.CANCELLING:  # its first step stopped us
@@ -378,7 +391,8 @@ class Admission:
             ctx.run(job_position.set, self)
             task = ctx.run(loop.create_task, job)  # type: ignore[union-attr]
         except BaseException:
-            self._start_failed(fn, where, runner, coro)
+            if not settled:  # else the job ran and settled itself (see above)
+                self._start_failed(fn, where, runner, coro)
             raise
         if runner is not None:
             # If the wrapper never runs (cancelled before its first step), close the

@@ -550,7 +550,7 @@ class CoroutineExecutor(Startup):
         (the block's exit still waits for them, as ``asyncio.TaskGroup`` does).
         """
         grace = check_seconds("timeout", timeout)
-        if self._state is State.CREATED:
+        if self._loop is None:  # never used (perhaps shut down before): nothing to wait for
             self._close()
             return
         self._check_loop()

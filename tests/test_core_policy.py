@@ -910,6 +910,34 @@ async def test_an_eager_job_stopping_its_executor_before_its_first_suspension(
     assert other_cancelled.is_set() and stopper_cancelled.is_set()
 
 
+@pytest.mark.parametrize("how", ["submit", "submit_nowait"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+async def test_an_eager_job_raising_keyboardinterrupt_in_its_first_step_is_raised(
+    loop_kind: str, how: str, exc_type: type[BaseException]
+) -> None:
+    """An eager task factory re-raises a job's KeyboardInterrupt or SystemExit out of
+    create_task: the job had settled its slot already, and the failed start gave it back a
+    second time, so the executor never looked idle again and the block hung for good."""
+    if loop_kind != "eager":
+        pytest.skip("only an eager first step raises out of create_task (elsewhere the"
+                    " exception leaves the event loop)")
+    other_cancelled = asyncio.Event()
+
+    async def job() -> None:
+        raise exc_type
+
+    with pytest.raises(exc_type):
+        async with CoroutineExecutor() as exe:
+            other = await exe.submit(park, None, other_cancelled)
+            if how == "submit":
+                await exe.submit(job)
+            else:
+                exe.submit_nowait(job)
+    assert other.cancelled() and other_cancelled.is_set()
+    stats = exe.stats
+    assert (stats.running, stats.failed, stats.cancelled) == (0, 1, 1), stats
+
+
 async def test_two_executors_whose_jobs_shut_each_other_down(loop_kind: str) -> None:
     """Each job waited for the other executor, whose job waited for the first: a circle.
     A job never waits for an executor it is not nested in, so there is none."""
@@ -1050,6 +1078,17 @@ async def test_two_tasks_waiting_for_shutdown_are_both_released() -> None:
     await asyncio.sleep(0)
     release.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False), (True, True)])
+async def test_shutdown_twice_on_a_never_used_executor(first: bool, second: bool) -> None:
+    """The first shutdown() closed the unbound executor; a second one that waits looked
+    for its loop's create_future and raised AttributeError."""
+    exe = CoroutineExecutor()
+    await exe.shutdown(wait=first)
+    await exe.shutdown(wait=second)
+    with pytest.raises(RuntimeError, match=SHUTDOWN_MESSAGE):
+        exe.submit_nowait(asyncio.sleep, 0)
 
 
 async def test_map_consumer_in_another_task_sees_the_first_error_not_a_cancel() -> None:
