@@ -472,6 +472,7 @@ class CoroutineExecutor(Startup):
             raise RuntimeError(f"{self!r} has already been used; create a new executor")
         self._bind()
         self._parent = asyncio.current_task()
+        self._block = True
         if self._init_task is not None:
             await self._await_initializer()
         self._in_body = True
@@ -538,12 +539,15 @@ class CoroutineExecutor(Startup):
         it). A job calling ``shutdown(wait=False)`` is not cancelled itself; the others
         are.
 
-        Errors: a caller that may wait, outside ``async with``, gets the error the policy
-        names: the first job error under fail-fast (the job's own exception, its chain as
-        the job left it), or :class:`ExecutorTimeoutError` when the executor's ``timeout``
-        passed. Cancellations the executor caused are never raised. Called on another
-        event loop than the one the executor was first used on, or from the initializer,
-        it raises ``RuntimeError``.
+        Errors: an executor used as ``async with`` leaves the policy's error to its block,
+        and ``shutdown()`` from any task raises none. Without a block, every call that
+        may wait gets the error the policy names, the same object each time: the first
+        job error under fail-fast (the job's own exception, its chain as the job left
+        it), or :class:`ExecutorTimeoutError` when the executor's ``timeout`` passed; a
+        call that begins after one has raised it and returned raises nothing.
+        Cancellations the executor caused are never raised. Called on another event loop
+        than the one the executor was first used on, or from the initializer, it raises
+        ``RuntimeError``.
 
         Cancellation: cancelling the caller while it waits cancels every job and raises
         ``CancelledError`` at once, without waiting for the jobs to finish cancelling
@@ -557,6 +561,10 @@ class CoroutineExecutor(Startup):
         if self._init_task is not None:
             self._check_not_initializer("shutdown()")
         waits = self._may_wait()
+        # The policy's error goes to every call that waits, except once a call has raised
+        # it and returned: a later shutdown() is a no-op. While a block is active, the
+        # block owns it (and the closing).
+        late = self._error_delivered
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
         close_maps(self)  # no map could start another job: their in-flight jobs end too
@@ -565,28 +573,29 @@ class CoroutineExecutor(Startup):
         elif grace is not None and self._busy():
             self._start_grace(grace)
         if not (wait and waits):
-            if not self._in_body:
+            if not self._block:
                 self._close_when_idle()
-                if waits:
-                    error = self._policy_error()
+                if waits and not late:
+                    error = self._policy_error(shared=True)
                     if error is not None:
                         self._reraise(error)
             return
         try:
             await self._wait_idle(keep_waiting=False)
         except _CancelledError:
-            if not self._in_body:
+            if not self._block:
                 self._close_when_idle()
             raise
         finally:
             if self._grace_handle is not None:  # idle, or every job cancelled: moot
                 self._grace_handle.cancel()
                 self._grace_handle = None
-        if not self._in_body:
+        if not self._block:
             self._close()
-            error = self._policy_error()
-            if error is not None:
-                self._reraise(error)
+            if not late:
+                error = self._policy_error(shared=True)
+                if error is not None:
+                    self._reraise(error)
 
     def _start_grace(self, grace: float) -> None:
         """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""

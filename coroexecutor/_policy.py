@@ -80,10 +80,10 @@ class ErrorPolicy(Admission):
     waiting that makes sure no job outlives the executor."""
 
     __slots__ = (
-        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_first_tb",
-        "_grace_handle", "_hook", "_idle_handle", "_idle_waiters", "_in_body", "_maps",
-        "_our_cancels", "_outer", "_parent", "_parent_cancel_requested", "_spared",
-        "_succeeded", "_suppress", "_timeout", "_watchers",
+        "_block", "_cause", "_deadline_handle", "_error_delivered", "_first_error",
+        "_first_tb", "_grace_handle", "_hook", "_idle_handle", "_idle_waiters", "_in_body",
+        "_maps", "_our_cancels", "_outer", "_parent", "_parent_cancel_requested", "_spared",
+        "_succeeded", "_suppress", "_timeout", "_timeout_error", "_watchers",
     )
 
     _suppress: bool
@@ -109,7 +109,12 @@ class ErrorPolicy(Admission):
     _cause: Cause | None
     _first_error: BaseException | None
     _first_tb: TracebackType | None  # the traceback _first_error ended its job with
-    _error_delivered: bool
+    _error_delivered: bool  # raised by the block, or by a shutdown() that returned
+    _timeout_error: BaseException | None  # made once: every raiser shares it
+    # Used as ``async with`` (only a fresh executor can be): the block owns the policy's
+    # error and the closing, so shutdown() from any task, body or not, during the block or
+    # after it, neither raises that error nor closes.
+    _block: bool
     _parent: asyncio.Task[Any] | None  # the task running the async-with body
     _in_body: bool
     _parent_cancel_requested: bool
@@ -138,6 +143,8 @@ class ErrorPolicy(Admission):
         self._first_error = None
         self._first_tb = None
         self._error_delivered = False
+        self._timeout_error = None
+        self._block = False
         self._parent = None
         self._in_body = False
         self._parent_cancel_requested = False
@@ -467,15 +474,22 @@ class ErrorPolicy(Admission):
         """Raise what _policy_error() returned: the first job error as its job left it."""
         reraise_job_error(error, self._first_tb if error is self._first_error else None)
 
-    def _policy_error(self) -> BaseException | None:
-        """The exception the error policy says the block (or shutdown()) raises, if any."""
-        if self._error_delivered:
+    def _policy_error(self, shared: bool = False) -> BaseException | None:
+        """The exception the error policy says the block (or shutdown()) raises, if any.
+
+        The block gets it once (``shared`` false). Every shutdown() call that was waiting
+        when it became known gets it, the same object each time (``shared`` true: the
+        caller checked ``_error_delivered`` as it began)."""
+        if self._error_delivered and not shared:
             return None
         if self._cause is Cause.JOB_ERROR:
             self._error_delivered = True
             return self._first_error
         if self._cause is Cause.DEADLINE:
             self._error_delivered = True
-            return ExecutorTimeoutError(f"{self!r} timed out after {self._timeout} seconds")
+            if self._timeout_error is None:
+                self._timeout_error = ExecutorTimeoutError(
+                    f"{self!r} timed out after {self._timeout} seconds"
+                )
+            return self._timeout_error
         return None
-

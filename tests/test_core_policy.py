@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor
+from coroexecutor import CoroutineExecutor, ExecutorTimeoutError
 
 TaskGroup = getattr(asyncio, "TaskGroup", None)  # Python 3.11+
 
@@ -1080,7 +1080,7 @@ async def test_two_tasks_waiting_for_shutdown_are_both_released() -> None:
     await asyncio.wait_for(asyncio.gather(first, second), 5)
 
 
-@pytest.mark.parametrize("first, second", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize(("first", "second"), [(False, True), (True, False), (True, True)])
 async def test_shutdown_twice_on_a_never_used_executor(first: bool, second: bool) -> None:
     """The first shutdown() closed the unbound executor; a second one that waits looked
     for its loop's create_future and raised AttributeError."""
@@ -1089,6 +1089,80 @@ async def test_shutdown_twice_on_a_never_used_executor(first: bool, second: bool
     await exe.shutdown(wait=second)
     with pytest.raises(RuntimeError, match=SHUTDOWN_MESSAGE):
         exe.submit_nowait(asyncio.sleep, 0)
+
+
+@pytest.mark.parametrize("when", ["before the error", "while the block exits"])
+async def test_a_shutdown_in_another_task_leaves_the_error_to_the_block(
+    loop_kind: str, when: str
+) -> None:
+    """A task (not a job) waiting in shutdown() took the fail-fast error: the block,
+    whose body the executor had interrupted, then withdrew the interruption and let the
+    bare CancelledError out, and the helper's error was never retrieved. While a block is
+    active it owns the error: the helper's shutdown() returns None."""
+    go = asyncio.Event()
+    body_done = asyncio.Event()
+    release = asyncio.Event()
+    error = ValueError("job failed")
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()
+
+    async def helper() -> None:
+        if when == "while the block exits":
+            await body_done.wait()  # the block's exit is waiting for slow_to_cancel
+        waiting = asyncio.ensure_future(exe.shutdown())
+        await asyncio.sleep(0)
+        release.set()
+        await waiting
+
+    exe = CoroutineExecutor()
+    with pytest.raises(ValueError) as info:
+        async with exe:
+            await exe.submit(fail_after, go, error)
+            await exe.submit(slow_to_cancel)
+            helping = asyncio.ensure_future(helper())  # a task, not a job
+            await asyncio.sleep(0)
+            go.set()
+            try:
+                await asyncio.Event().wait()  # interrupted by fail-fast
+            finally:
+                body_done.set()
+    assert info.value is error
+    task = asyncio.current_task()
+    assert task is not None
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0  # our interruption was withdrawn exactly once
+    assert await asyncio.wait_for(helping, 5) is None
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_every_waiting_shutdown_raises_the_same_job_error(how: str) -> None:
+    """Without a block only the first of two waiting shutdown() calls raised the error."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    exe = CoroutineExecutor()
+    await exe.submit(job, go)
+    waiting = [asyncio.ensure_future(exe.shutdown()) for _ in range(3)]
+    await asyncio.sleep(0)
+    go.set()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    for raised in results:
+        assert isinstance(raised, RuntimeError)
+        job.assert_unchanged(raised)
+    assert await exe.shutdown() is None  # raised to every waiting call: a later one is a no-op
+
+
+async def test_every_waiting_shutdown_raises_the_same_timeout_error() -> None:
+    exe = CoroutineExecutor(timeout=0.01)
+    await exe.submit(park)
+    results = await asyncio.wait_for(
+        asyncio.gather(exe.shutdown(), exe.shutdown(), return_exceptions=True), 5
+    )
+    assert isinstance(results[0], ExecutorTimeoutError)
+    assert results[1] is results[0]
 
 
 async def test_map_consumer_in_another_task_sees_the_first_error_not_a_cancel() -> None:
