@@ -348,9 +348,11 @@ class CoroutineExecutor(Startup):
         ``buffersize`` jobs (default ``max_workers``) are started ahead of the result the
         consumer is waiting for, so any input size runs in bounded memory.
 
-        Errors: on a job error the map's remaining jobs are cancelled and the error is
-        raised from the iterator (under fail-fast the whole executor is cancelled too, and
-        the block raises it). With ``return_exceptions=True`` a job's exception is yielded
+        Errors: on a job error the map's remaining jobs are cancelled. Under fail-fast the
+        whole executor is cancelled too: a consumer in the block's body is interrupted
+        (``CancelledError``, as the rest of the body) and the block raises the error; a
+        consumer elsewhere, or any with ``suppress_task_errors``, gets it from the
+        iterator. With ``return_exceptions=True`` a job's exception is yielded
         in place of its result instead and does not trigger fail-fast.
 
         Cancellation: a map closed early cancels its in-flight jobs (not errors) and
