@@ -156,6 +156,9 @@ class Admission:
     def _cancel_late(self, task: asyncio.Future[Any]) -> None:
         raise NotImplementedError
 
+    def _tearing_down(self, freed_by: asyncio.Future[Any] | None) -> bool:
+        raise NotImplementedError
+
     def _running_count(self) -> int:
         # Each running job holds a slot; so does a waiter granted one, until it resumes.
         return self._max_workers - self._free - self._granted
@@ -261,9 +264,14 @@ class Admission:
         if self._init_task is None:  # else the initializer starts the backlog as it returns
             self._start_backlog()
 
-    def _start_backlog(self) -> None:
-        """Admit queued jobs and slot waiters in FIFO order while slots and tokens last."""
+    def _start_backlog(self, freed_by: asyncio.Future[Any] | None = None) -> None:
+        """Admit queued jobs and slot waiters in FIFO order while slots and tokens last.
+
+        ``freed_by``: the task of the job whose end freed the slot, when that is not the
+        current task (a done callback settled it)."""
         backlog = self._backlog
+        if self._free > 0 and backlog and self._tearing_down(freed_by):
+            return  # every queued job was cancelled instead
         while self._free > 0 and backlog:
             entry = backlog[0]
             if (entry.future if type(entry) is Queued else entry).done():  # type: ignore[union-attr]

@@ -26,7 +26,13 @@ __all__ = ["Cause", "ErrorPolicy", "reraise_job_error"]
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
+_all_tasks = asyncio.all_tasks
 _set_position = job_position.set
+
+
+_cancelling: Callable[[asyncio.Task[Any]], int] | None = getattr(
+    asyncio.Task, "cancelling", None
+)
 
 
 def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
@@ -252,7 +258,7 @@ class ErrorPolicy(Admission):
             if not value_job:
                 self._job_failed(error)
         if self._backlog:
-            self._start_backlog()
+            self._start_backlog(task)
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
@@ -412,6 +418,32 @@ class ErrorPolicy(Admission):
             for task in [*jobs.pending, *jobs.in_flight]:
                 if not task.done():
                     task.cancel()
+
+    def _tearing_down(self, freed_by: asyncio.Future[Any] | None) -> bool:
+        """Whether the loop is going down, asked before queued jobs start: if so, cancel
+        every job (not an error) and say so, so that no job starts as a new task.
+
+        ``asyncio.run()`` ends by cancelling every task on the loop and waiting for those
+        tasks only: a queued job started then (the slot of a job it cancelled, or of one
+        that swallowed the cancel, coming free) is a task it never waits for, destroyed
+        pending. So when the task freeing the slot has a cancellation pending, and so
+        has every other unfinished task on the loop, nobody is left to want new jobs.
+        Only that task (``freed_by``, else the current task) is looked at on the way to
+        starting queued jobs; the scan of the loop's tasks happens only when it is being
+        cancelled. (Python 3.11+: before, a
+        task's pending cancellations cannot be counted.)
+        """
+        if _cancelling is None:
+            return False
+        loop = self._loop
+        current = freed_by if freed_by is not None else _current_task(loop)
+        if current is None or not _cancelling(current):  # type: ignore[arg-type]
+            return False
+        for task in _all_tasks(loop):
+            if not _cancelling(task):
+                return False
+        self._abort(Cause.SHUTDOWN)
+        return True
 
     def _cancel_late(self, task: asyncio.Future[Any]) -> None:
         """A job registered after _abort ran (an eager task factory ran its first step
