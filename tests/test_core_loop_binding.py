@@ -149,4 +149,3 @@ def test_no_task_destroyed_log_on_reuse(caplog: pytest.LogCaptureFixture) -> Non
     with pytest.raises(RuntimeError, match=re.escape(MESSAGE)):
         asyncio.run(main())
     assert "destroyed" not in caplog.text
-

@@ -356,6 +356,23 @@ async def test_suppress_keeps_errors_in_their_tasks_and_cancels_nothing(loop_kin
     assert exe.stats.failed == 3 and exe.stats.succeeded == 1
 
 
+@pytest.mark.parametrize("hook", [False, True], ids=["in-line", "on_job_done"])
+async def test_suppress_a_job_cancelled_from_outside_frees_its_slot_for_the_next(
+    loop_kind: str, hook: bool
+) -> None:
+    """Starting no queued job while asyncio.run() tears down must not stop the backlog
+    when one job is cancelled from outside in ordinary use."""
+    started = asyncio.Event()
+    options: dict[str, Any] = {"on_job_done": lambda task: None} if hook else {}
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True, **options) as exe:
+        victim = await exe.submit(park, started)
+        queued = exe.submit_nowait(asyncio.sleep, 0, "next")
+        await started.wait()
+        victim.cancel()
+        assert await asyncio.wait_for(queued, 5) == "next"
+    assert victim.cancelled()
+
+
 async def test_suppress_logs_no_never_retrieved_for_dropped_handles() -> None:
     """The harness fails the test on any loop exception-handler call."""
 
