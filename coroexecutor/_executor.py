@@ -102,6 +102,31 @@ class CoroutineExecutor(Startup):
         self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
         self._init_startup(initializer, tuple(initargs))
 
+    def __del__(self) -> None:
+        # A job error the policy named but nobody was given: no block, and no shutdown()
+        # that may wait (one from a job of an unrelated executor does not raise it), and
+        # the executor is now forgotten. Report it as asyncio reports a task exception
+        # that was never retrieved, rather than lose it silently.
+        try:
+            error = self._first_error
+            if (
+                error is None
+                or self._error_delivered
+                or self._cause is not Cause.JOB_ERROR
+                or isinstance(error, _CancelledError)
+                or self._loop is None
+            ):
+                return
+            self._loop.call_exception_handler(
+                {
+                    "message": "CoroutineExecutor job exception was never retrieved"
+                    " (no async with block, and no shutdown() that waits, raised it)",
+                    "exception": error,
+                }
+            )
+        except AttributeError:  # __init__ raised before the attributes existed
+            pass
+
     def __repr__(self) -> str:
         running = self._running_count()
         return (

@@ -829,6 +829,37 @@ async def ends_within_two_seconds(block: Awaitable[Any]) -> str:
     return outcome
 
 
+async def test_a_forgotten_executor_stopped_only_from_another_executors_job_reports_its_error(
+) -> None:
+    """shutdown() from a job of an unrelated executor neither waits nor raises the policy
+    error: with the owner gone, the error was lost silently. It is reported to the loop's
+    exception handler when the executor is collected, as a task's would be."""
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+    go = asyncio.Event()
+    x = CoroutineExecutor()
+    failing = await x.submit(fail_after, go, ValueError("nobody raised it"))
+    go.set()
+    await asyncio.wait([failing])
+
+    async def stopper(exe: CoroutineExecutor) -> None:
+        await exe.shutdown()  # from a job of y: returns without waiting or raising
+
+    async with CoroutineExecutor() as y:
+        await y.submit(stopper, x)
+    assert reports == []
+    # The error's traceback holds the job's frames, and so the executor: drop both.
+    del x, failing
+    gc.collect()
+    assert [(ctx["message"], repr(ctx["exception"])) for ctx in reports] == [
+        (
+            "CoroutineExecutor job exception was never retrieved (no async with block,"
+            " and no shutdown() that waits, raised it)",
+            "ValueError('nobody raised it')",
+        )
+    ]
+
+
 async def test_a_task_in_a_job_stops_the_executor_without_waiting(loop_kind: str) -> None:
     """The issue's example: a TaskGroup inside a job, one of whose tasks calls
     shutdown(wait=False). It used to wait for its own job, for ever."""
