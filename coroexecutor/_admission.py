@@ -302,6 +302,16 @@ class Admission:
             self._failed += 1
             self._job_failed(exc)
             return
+        except BaseException as exc:
+            # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
+            # settled itself) or from fn(). Its future carries it, and it leaves the event
+            # loop from a callback of its own, as asyncio lets it leave from a task: not
+            # from here, which may be the last step of another job, whose outcome it is not.
+            future.remove_done_callback(self._on_queued_done)
+            future.set_exception(exc)
+            future.exception()
+            self._loop.call_soon(_raise, exc)  # type: ignore[union-attr]
+            return
         future.remove_done_callback(self._on_queued_done)
         future.add_done_callback(lambda f: f.cancelled() and task.cancel())
         task.add_done_callback(lambda t: _copy_outcome(t, future))
@@ -411,6 +421,10 @@ class Admission:
         if self._state is State.CANCELLING and not task.done():  # its first step stopped us
             self._cancel_late(task)
         return task
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:

@@ -30,9 +30,15 @@ _all_tasks = asyncio.all_tasks
 _set_position = job_position.set
 
 
-_cancelling: Callable[[asyncio.Task[Any]], int] | None = getattr(
-    asyncio.Task, "cancelling", None
-)
+_COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
+
+
+def _cancelling(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` has a cancellation pending (False for a future that is no Task)."""
+    try:
+        return task.cancelling() > 0  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        return False
 
 
 def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
@@ -433,11 +439,11 @@ class ErrorPolicy(Admission):
         cancelled. (Python 3.11+: before, a
         task's pending cancellations cannot be counted.)
         """
-        if _cancelling is None:
+        if not _COUNTS_CANCELS:
             return False
         loop = self._loop
         current = freed_by if freed_by is not None else _current_task(loop)
-        if current is None or not _cancelling(current):  # type: ignore[arg-type]
+        if current is None or not _cancelling(current):
             return False
         for task in _all_tasks(loop):
             if not _cancelling(task):

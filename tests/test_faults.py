@@ -144,7 +144,7 @@ def test_core_keyboard_interrupt_in_a_job_leaves_asyncio_run_and_stops_every_job
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is 3.12+")
-@pytest.mark.parametrize("how", ["submit", "submit_nowait"])
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "queued"])
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
 def test_core_eager_job_raising_keyboard_interrupt_before_its_first_await(
     exc_type: type[BaseException], how: str
@@ -154,24 +154,39 @@ def test_core_eager_job_raising_keyboard_interrupt_before_its_first_await(
     and the block waited for ever (an outer timeout did not help)."""
     error = exc_type("from the job")
     cancelled: list[str] = []
+    queued: list[asyncio.Future[Any]] = []
+    release = asyncio.Event()
 
     async def raiser() -> None:
         raise error
 
+    async def ends() -> None:
+        await release.wait()
+
     async def main() -> None:
         asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         async with asyncio.timeout(WAIT):
-            async with CoroutineExecutor() as exe:
+            async with CoroutineExecutor(max_workers=2) as exe:
                 await exe.submit(park, None, cancelled)
                 if how == "submit":
                     await exe.submit(raiser)
-                else:
+                elif how == "submit_nowait":
                     exe.submit_nowait(raiser)
+                else:  # started as the job before it ends, in that job's last step
+                    await exe.submit(ends)
+                    queued.append(exe.submit_nowait(raiser))
+                    release.set()
+                    await asyncio.Event().wait()
 
     with pytest.raises(exc_type) as info:
         asyncio.run(main())
     assert info.value is error
     assert cancelled == ["parked"]
+    if queued:
+        assert queued[0].exception() is error
+    del info
+    queued.clear()
+    error.__traceback__ = error.__context__ = None
 
 
 @pytest.mark.parametrize("suppress", [False, True])
