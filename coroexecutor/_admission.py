@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
 import types
 from collections.abc import Coroutine
 from typing import Any, Callable
@@ -21,6 +22,8 @@ from ._state import State
 __all__ = ["NATIVE_LOOP", "Admission", "Queued", "initializing", "job_position", "task_probe"]
 
 _CoroutineType = types.CoroutineType
+_getcoroutinestate = inspect.getcoroutinestate
+_CORO_CLOSED = inspect.CORO_CLOSED
 # The innermost executor whose job the current context runs in (None: no job). Every
 # job's task sets it in its own context, so the tasks a job starts (a TaskGroup's, an
 # inner executor's jobs, wait_for's on Python < 3.12) inherit it. Read by shutdown().
@@ -159,6 +162,9 @@ class Admission:
     def _cancel_late(self, task: asyncio.Future[Any]) -> None:
         raise NotImplementedError
 
+    def _tearing_down(self, freed_by: asyncio.Future[Any] | None) -> bool:
+        raise NotImplementedError
+
     def _running_count(self) -> int:
         # Each running job holds a slot; so does a waiter granted one, until it resumes.
         return self._max_workers - self._free - self._granted
@@ -265,9 +271,14 @@ class Admission:
         if self._init_task is None:  # else the initializer starts the backlog as it returns
             self._start_backlog()
 
-    def _start_backlog(self) -> None:
-        """Admit queued jobs and slot waiters in FIFO order while slots and tokens last."""
+    def _start_backlog(self, freed_by: asyncio.Future[Any] | None = None) -> None:
+        """Admit queued jobs and slot waiters in FIFO order while slots and tokens last.
+
+        ``freed_by``: the task of the job whose end freed the slot, when that is not the
+        current task (a done callback settled it)."""
         backlog = self._backlog
+        if self._free > 0 and backlog and self._tearing_down(freed_by):
+            return  # every queued job was cancelled instead
         while self._free > 0 and backlog:
             entry = backlog[0]
             if (entry.future if type(entry) is Queued else entry).done():  # type: ignore[union-attr]
@@ -297,6 +308,16 @@ class Admission:
             future.exception()  # the executor owns the error (policy or suppress): no log
             self._failed += 1
             self._job_failed(exc)
+            return
+        except BaseException as exc:
+            # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
+            # settled itself) or from fn(). Its future carries it, and it leaves the event
+            # loop from a callback of its own, as asyncio lets it leave from a task: not
+            # from here, which may be the last step of another job, whose outcome it is not.
+            future.remove_done_callback(self._on_queued_done)
+            future.set_exception(exc)
+            future.exception()
+            self._loop.call_soon(_raise, exc)  # type: ignore[union-attr]
             return
         future.remove_done_callback(self._on_queued_done)
         future.add_done_callback(lambda f: f.cancelled() and task.cancel())
@@ -348,6 +369,7 @@ class Admission:
         """
         runner: Coroutine[Any, Any, Any] | None = None
         coro: Any = None
+        settled = False
         try:
             coro = fn(*args, **kwargs)
             if type(coro) is not _CoroutineType:
@@ -369,7 +391,16 @@ class Admission:
                     self._running[coro] = task
                     return task
                 prime(runner)
-                task = loop.create_task(runner)  # type: ignore[union-attr]
+                try:
+                    task = loop.create_task(runner)  # type: ignore[union-attr]
+                except BaseException:
+                    if _getcoroutinestate(runner) == _CORO_CLOSED:
+                        # An eager task factory ran the job to its end inside create_task,
+                        # and its KeyboardInterrupt or SystemExit came out of it, as
+                        # asyncio's eager start re-raises them: the runner has settled the
+                        # job (slot, counts, policy) already, so only pass the error on.
+                        settled = True
+                    raise
                 if not task.done():  # an eager task factory may have run the job to its end
                     self._running[coro] = task
                     if self._state is State.CANCELLING:  # its first step stopped us
@@ -385,7 +416,8 @@ class Admission:
             ctx.run(job_position.set, self)
             task = ctx.run(loop.create_task, job)  # type: ignore[union-attr]
         except BaseException:
-            self._start_failed(fn, where, runner, coro)
+            if not settled:  # else the job ran and settled itself (see above)
+                self._start_failed(fn, where, runner, coro)
             raise
         if runner is not None:
             # If the wrapper never runs (cancelled before its first step), close the
@@ -396,6 +428,10 @@ class Admission:
         if self._state is State.CANCELLING and not task.done():  # its first step stopped us
             self._cancel_late(task)
         return task
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:

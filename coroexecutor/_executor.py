@@ -104,6 +104,31 @@ class CoroutineExecutor(Startup):
         self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
         self._init_startup(initializer, tuple(initargs))
 
+    def __del__(self) -> None:
+        # A job error the policy named but nobody was given: no block, and no shutdown()
+        # that may wait (one from a job of an unrelated executor does not raise it), and
+        # the executor is now forgotten. Report it as asyncio reports a task exception
+        # that was never retrieved, rather than lose it silently.
+        try:
+            error = self._first_error
+            if (
+                error is None
+                or self._error_delivered
+                or self._cause is not Cause.JOB_ERROR
+                or isinstance(error, _CancelledError)
+                or self._loop is None
+            ):
+                return
+            self._loop.call_exception_handler(
+                {
+                    "message": "CoroutineExecutor job exception was never retrieved"
+                    " (no async with block, and no shutdown() that waits, raised it)",
+                    "exception": error,
+                }
+            )
+        except AttributeError:  # __init__ raised before the attributes existed
+            pass
+
     def __repr__(self) -> str:
         running = self._running_count()
         return (
@@ -353,9 +378,11 @@ class CoroutineExecutor(Startup):
         ``buffersize`` jobs (default ``max_workers``) are started ahead of the result the
         consumer is waiting for, so any input size runs in bounded memory.
 
-        Errors: on a job error the map's remaining jobs are cancelled and the error is
-        raised from the iterator (under fail-fast the whole executor is cancelled too, and
-        the block raises it). With ``return_exceptions=True`` a job's exception is yielded
+        Errors: on a job error the map's remaining jobs are cancelled. Under fail-fast the
+        whole executor is cancelled too: a consumer in the block's body is interrupted
+        (``CancelledError``, as the rest of the body) and the block raises the error; a
+        consumer elsewhere, or any with ``suppress_task_errors``, gets it from the
+        iterator. With ``return_exceptions=True`` a job's exception is yielded
         in place of its result instead and does not trigger fail-fast.
 
         Cancellation: a map closed early cancels its in-flight jobs (not errors) and
@@ -477,6 +504,7 @@ class CoroutineExecutor(Startup):
             raise RuntimeError(f"{self!r} has already been used; create a new executor")
         self._bind()
         self._parent = asyncio.current_task()
+        self._block = True
         if self._init_task is not None:
             await self._await_initializer()
         self._in_body = True
@@ -543,11 +571,14 @@ class CoroutineExecutor(Startup):
         it). A job calling ``shutdown(wait=False)`` is not cancelled itself; the others
         are.
 
-        Errors: a caller that may wait, outside ``async with``, gets the error the policy
-        names: the first job error under fail-fast (the job's own exception, its chain as
-        the job left it), or :class:`ExecutorTimeoutError` when the executor's ``timeout``
-        passed. Cancellations the executor caused are never raised. Called on another
-        event loop than the one the executor was first used on, or from the initializer
+        Errors: an executor used as ``async with`` leaves the policy's error to its block,
+        and ``shutdown()`` from any task raises none. Without a block, every call that
+        may wait gets the error the policy names, the same object each time: the first
+        job error under fail-fast (the job's own exception, its chain as the job left
+        it), or :class:`ExecutorTimeoutError` when the executor's ``timeout`` passed; a
+        call that begins after one has raised it and returned raises nothing.
+        Cancellations the executor caused are never raised. Called on another event loop
+        than the one the executor was first used on, or from the initializer
         (or a task it started) while it runs, it raises ``RuntimeError``.
 
         Cancellation: cancelling the caller while it waits cancels every job and raises
@@ -555,13 +586,17 @@ class CoroutineExecutor(Startup):
         (the block's exit still waits for them, as ``asyncio.TaskGroup`` does).
         """
         grace = check_seconds("timeout", timeout)
-        if self._state is State.CREATED:
+        if self._loop is None:  # never used (perhaps shut down before): nothing to wait for
             self._close()
             return
         self._check_loop()
         if self._init_task is not None:
             self._check_not_initializer("shutdown()")
         waits = self._may_wait()
+        # The policy's error goes to every call that waits, except once a call has raised
+        # it and returned: a later shutdown() is a no-op. While a block is active, the
+        # block owns it (and the closing).
+        late = self._error_delivered
         if self._state in _ACCEPTING:
             self._state = State.DRAINING
         close_maps(self)  # no map could start another job: their in-flight jobs end too
@@ -570,28 +605,29 @@ class CoroutineExecutor(Startup):
         elif grace is not None and self._busy():
             self._start_grace(grace)
         if not (wait and waits):
-            if not self._in_body:
+            if not self._block:
                 self._close_when_idle()
-                if waits:
-                    error = self._policy_error()
+                if waits and not late:
+                    error = self._policy_error(shared=True)
                     if error is not None:
                         self._reraise(error)
             return
         try:
             await self._wait_idle(keep_waiting=False)
         except _CancelledError:
-            if not self._in_body:
+            if not self._block:
                 self._close_when_idle()
             raise
         finally:
             if self._grace_handle is not None:  # idle, or every job cancelled: moot
                 self._grace_handle.cancel()
                 self._grace_handle = None
-        if not self._in_body:
+        if not self._block:
             self._close()
-            error = self._policy_error()
-            if error is not None:
-                self._reraise(error)
+            if not late:
+                error = self._policy_error(shared=True)
+                if error is not None:
+                    self._reraise(error)
 
     def _start_grace(self, grace: float) -> None:
         """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""

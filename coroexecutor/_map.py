@@ -241,6 +241,7 @@ async def _results(
     try:
         yield _EXHAUSTED  # the priming stop (see MapIterator.__init__)
         while True:
+            retry = None  # seconds until a start-rate token arrives, if one is all we lack
             while more and count < window:
                 if args is None:
                     if feed is not None:
@@ -262,7 +263,13 @@ async def _results(
                 ):
                     exe._free -= 1
                 elif count:
-                    break  # a job of ours is in flight: yield its result, start this later
+                    # A job of ours is in flight: yield its result, start this later. If
+                    # only a rate token is missing, also come back when it arrives: the
+                    # rate bounds starts per second, not how many jobs run.
+                    limiter = exe._limiter
+                    if limiter is not None and exe._free > 0 and not exe._backlog:
+                        retry = limiter.delay()
+                    break
                 else:
                     await exe._acquire_slot()  # FIFO behind other producers
                     if exe._state is _CANCELLING:
@@ -303,28 +310,38 @@ async def _results(
                 if not job.done():
                     # The executor resolves the wake-up as it settles the job, in the job's
                     # own last step; its task is done before we resume.
-                    jobs.wake = exe._watchers[job] = loop.create_future()
+                    wake = jobs.wake = exe._watchers[job] = loop.create_future()
+                    timer = None if retry is None else loop.call_later(retry, _wake, wake)
                     try:
-                        await jobs.wake
+                        await wake
                     finally:
                         exe._watchers.pop(job, None)
                         jobs.wake = None
+                        if timer is not None:
+                            timer.cancel()
                     if jobs.closed:
                         jobs.ended()
                         return
+                    if not job.done():
+                        continue  # woken for the token: start more, then wait again
                 pending.popleft()
             else:
                 if not finished:
                     if not in_flight:
                         return
-                    jobs.wake = loop.create_future()  # resolved by on_unordered_done
+                    wake = jobs.wake = loop.create_future()  # resolved by on_unordered_done
+                    timer = None if retry is None else loop.call_later(retry, _wake, wake)
                     try:
-                        await jobs.wake
+                        await wake
                     finally:
                         jobs.wake = None
+                        if timer is not None:
+                            timer.cancel()
                     if jobs.closed:
                         jobs.ended()
                         return
+                    if not finished:
+                        continue  # woken for the token: start more, then wait again
                 job = finished.popleft()
             count -= 1
             try:
@@ -360,8 +377,14 @@ async def _results(
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
         # frame is being cleared can crash the interpreter (seen with uvloop's debug
         # mode, whose call_soon_threadsafe calls sys._getframe).
-        feed = job = coro = runner = args = None
+        feed = job = coro = runner = args = wake = timer = None
         inputs.clear()
+
+
+def _wake(wake: asyncio.Future[None]) -> None:
+    """A start-rate token arrived for a map waiting for a result: let it start more."""
+    if not wake.done():
+        wake.set_result(None)
 
 
 async def _read(inputs: list[Iterator[Any] | AsyncIterator[Any]]) -> Any:

@@ -26,7 +26,19 @@ __all__ = ["Cause", "ErrorPolicy", "reraise_job_error"]
 _SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _CancelledError = asyncio.CancelledError
 _current_task = asyncio.current_task
+_all_tasks = asyncio.all_tasks
 _set_position = job_position.set
+
+
+_COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
+
+
+def _cancelling(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` has a cancellation pending (False for a future that is no Task)."""
+    try:
+        return task.cancelling() > 0  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        return False
 
 
 def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
@@ -80,10 +92,10 @@ class ErrorPolicy(Admission):
     waiting that makes sure no job outlives the executor."""
 
     __slots__ = (
-        "_cause", "_deadline_handle", "_error_delivered", "_first_error", "_first_tb",
-        "_grace_handle", "_hook", "_idle_handle", "_idle_waiters", "_in_body", "_maps",
-        "_our_cancels", "_outer", "_parent", "_parent_cancel_requested", "_spared",
-        "_succeeded", "_suppress", "_timeout", "_watchers",
+        "_block", "_cause", "_deadline_handle", "_error_delivered", "_first_error",
+        "_first_tb", "_grace_handle", "_hook", "_idle_handle", "_idle_waiters", "_in_body",
+        "_maps", "_our_cancels", "_outer", "_parent", "_parent_cancel_requested", "_spared",
+        "_succeeded", "_suppress", "_timeout", "_timeout_error", "_watchers",
     )
 
     _suppress: bool
@@ -109,7 +121,12 @@ class ErrorPolicy(Admission):
     _cause: Cause | None
     _first_error: BaseException | None
     _first_tb: TracebackType | None  # the traceback _first_error ended its job with
-    _error_delivered: bool
+    _error_delivered: bool  # raised by the block, or by a shutdown() that returned
+    _timeout_error: BaseException | None  # made once: every raiser shares it
+    # Used as ``async with`` (only a fresh executor can be): the block owns the policy's
+    # error and the closing, so shutdown() from any task, body or not, during the block or
+    # after it, neither raises that error nor closes.
+    _block: bool
     _parent: asyncio.Task[Any] | None  # the task running the async-with body
     _in_body: bool
     _parent_cancel_requested: bool
@@ -138,6 +155,8 @@ class ErrorPolicy(Admission):
         self._first_error = None
         self._first_tb = None
         self._error_delivered = False
+        self._timeout_error = None
+        self._block = False
         self._parent = None
         self._in_body = False
         self._parent_cancel_requested = False
@@ -245,7 +264,7 @@ class ErrorPolicy(Admission):
             if not value_job:
                 self._job_failed(error)
         if self._backlog:
-            self._start_backlog()
+            self._start_backlog(task)
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
@@ -406,6 +425,32 @@ class ErrorPolicy(Admission):
                 if not task.done():
                     task.cancel()
 
+    def _tearing_down(self, freed_by: asyncio.Future[Any] | None) -> bool:
+        """Whether the loop is going down, asked before queued jobs start: if so, cancel
+        every job (not an error) and say so, so that no job starts as a new task.
+
+        ``asyncio.run()`` ends by cancelling every task on the loop and waiting for those
+        tasks only: a queued job started then (the slot of a job it cancelled, or of one
+        that swallowed the cancel, coming free) is a task it never waits for, destroyed
+        pending. So when the task freeing the slot has a cancellation pending, and so
+        has every other unfinished task on the loop, nobody is left to want new jobs.
+        Only that task (``freed_by``, else the current task) is looked at on the way to
+        starting queued jobs; the scan of the loop's tasks happens only when it is being
+        cancelled. (Python 3.11+: before, a
+        task's pending cancellations cannot be counted.)
+        """
+        if not _COUNTS_CANCELS:
+            return False
+        loop = self._loop
+        current = freed_by if freed_by is not None else _current_task(loop)
+        if current is None or not _cancelling(current):
+            return False
+        for task in _all_tasks(loop):
+            if not _cancelling(task):
+                return False
+        self._abort(Cause.SHUTDOWN)
+        return True
+
     def _cancel_late(self, task: asyncio.Future[Any]) -> None:
         """A job registered after _abort ran (an eager task factory ran its first step
         inside create_task, and _abort could not see it yet): cancel it as _abort would
@@ -467,15 +512,22 @@ class ErrorPolicy(Admission):
         """Raise what _policy_error() returned: the first job error as its job left it."""
         reraise_job_error(error, self._first_tb if error is self._first_error else None)
 
-    def _policy_error(self) -> BaseException | None:
-        """The exception the error policy says the block (or shutdown()) raises, if any."""
-        if self._error_delivered:
+    def _policy_error(self, shared: bool = False) -> BaseException | None:
+        """The exception the error policy says the block (or shutdown()) raises, if any.
+
+        The block gets it once (``shared`` false). Every shutdown() call that was waiting
+        when it became known gets it, the same object each time (``shared`` true: the
+        caller checked ``_error_delivered`` as it began)."""
+        if self._error_delivered and not shared:
             return None
         if self._cause is Cause.JOB_ERROR:
             self._error_delivered = True
             return self._first_error
         if self._cause is Cause.DEADLINE:
             self._error_delivered = True
-            return ExecutorTimeoutError(f"{self!r} timed out after {self._timeout} seconds")
+            if self._timeout_error is None:
+                self._timeout_error = ExecutorTimeoutError(
+                    f"{self!r} timed out after {self._timeout} seconds"
+                )
+            return self._timeout_error
         return None
-

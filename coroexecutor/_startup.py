@@ -87,7 +87,12 @@ class Startup(ErrorPolicy):
         self._loop_watch = watch
 
     def _loop_finished(self) -> None:
-        """The loop is closing its async generators: its tasks are done, and so are we."""
+        """The loop is closing its async generators: its tasks are done, and so are we.
+
+        Jobs still queued then never start: their futures end cancelled (and anything
+        still running is cancelled again)."""
+        if self._busy():
+            self._abort(Cause.SHUTDOWN)
         if not self._busy():  # else someone closes them early: _check_loop still guards
             self._state = State.CLOSED
 

@@ -133,6 +133,66 @@ async def test_map_pulls_input_lazily_within_buffersize(
     assert source.pulled <= 40 + buffersize
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_rate_limited_map_keeps_starting_jobs_while_its_head_runs(
+    loop_kind: str, ordered: bool
+) -> None:
+    """max_per_second bounds starts per second, not concurrency: with burst=1 the map
+    started one job, found no token for the next and waited for that job's result, so
+    only one job ran at a time (and fail-fast waited for a parked job for ever). The rate
+    is low enough that no token arrives between two starts in one step, and high enough
+    that the tokens for every job come well within the bound."""
+    release = asyncio.Event()
+    all_started = asyncio.Event()
+    started: list[int] = []
+    inputs = 5
+
+    async def job(n: int) -> int:
+        started.append(n)
+        if len(started) == inputs:
+            all_started.set()
+        if n == 0:
+            await release.wait()  # the head of the map, parked
+        return n
+
+    async with CoroutineExecutor(max_per_second=200) as exe:
+        results = (exe.map if ordered else exe.map_unordered)(job, range(inputs))
+        consumer = asyncio.ensure_future(_collect(results))
+        await asyncio.wait_for(all_started.wait(), 5)  # every job starts while job 0 runs
+        assert exe.stats.running == 1  # only the parked head is left
+        release.set()
+        values = await asyncio.wait_for(consumer, 5)
+    assert sorted(values) == list(range(inputs))
+    if ordered:
+        assert values == list(range(inputs))
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_rate_limited_map_job_error_is_not_held_up_by_a_parked_job(
+    loop_kind: str, ordered: bool
+) -> None:
+    failed = asyncio.Event()
+
+    async def job(n: int) -> None:
+        if n == 0:
+            await asyncio.Event().wait()  # parked until fail-fast cancels it
+        if n == 1:
+            failed.set()
+            raise ValueError("job 1 failed")
+
+    with pytest.raises(ValueError, match="job 1 failed"):
+        async with CoroutineExecutor(max_per_second=200) as exe:
+            consumer = asyncio.ensure_future(
+                _collect((exe.map if ordered else exe.map_unordered)(job, range(3)))
+            )
+            await asyncio.wait_for(failed.wait(), 5)
+            await asyncio.wait_for(consumer, 5)
+
+
+async def _collect(results: Any) -> list[Any]:
+    return [value async for value in results]
+
+
 @pytest.mark.parametrize("buffersize", [2, 5])
 async def test_map_reads_no_further_while_the_head_job_is_slow(
     loop_kind: str, buffersize: int

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor
+from coroexecutor import CoroutineExecutor, ExecutorTimeoutError
 
 TaskGroup = getattr(asyncio, "TaskGroup", None)  # Python 3.11+
 
@@ -354,6 +354,23 @@ async def test_suppress_keeps_errors_in_their_tasks_and_cancels_nothing(loop_kin
     assert ok.result() == "ok"
     assert [f.exception().args for f in failed] == [(0,), (1,), (2,)]  # type: ignore[union-attr]
     assert exe.stats.failed == 3 and exe.stats.succeeded == 1
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["in-line", "on_job_done"])
+async def test_suppress_a_job_cancelled_from_outside_frees_its_slot_for_the_next(
+    loop_kind: str, hook: bool
+) -> None:
+    """Starting no queued job while asyncio.run() tears down must not stop the backlog
+    when one job is cancelled from outside in ordinary use."""
+    started = asyncio.Event()
+    options: dict[str, Any] = {"on_job_done": lambda task: None} if hook else {}
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True, **options) as exe:
+        victim = await exe.submit(park, started)
+        queued = exe.submit_nowait(asyncio.sleep, 0, "next")
+        await started.wait()
+        victim.cancel()
+        assert await asyncio.wait_for(queued, 5) == "next"
+    assert victim.cancelled()
 
 
 async def test_suppress_logs_no_never_retrieved_for_dropped_handles() -> None:
@@ -812,6 +829,37 @@ async def ends_within_two_seconds(block: Awaitable[Any]) -> str:
     return outcome
 
 
+async def test_a_forgotten_executor_stopped_only_from_another_executors_job_reports_its_error(
+) -> None:
+    """shutdown() from a job of an unrelated executor neither waits nor raises the policy
+    error: with the owner gone, the error was lost silently. It is reported to the loop's
+    exception handler when the executor is collected, as a task's would be."""
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+    go = asyncio.Event()
+    x = CoroutineExecutor()
+    failing = await x.submit(fail_after, go, ValueError("nobody raised it"))
+    go.set()
+    await asyncio.wait([failing])
+
+    async def stopper(exe: CoroutineExecutor) -> None:
+        await exe.shutdown()  # from a job of y: returns without waiting or raising
+
+    async with CoroutineExecutor() as y:
+        await y.submit(stopper, x)
+    assert reports == []
+    # The error's traceback holds the job's frames, and so the executor: drop both.
+    del x, failing
+    gc.collect()
+    assert [(ctx["message"], repr(ctx["exception"])) for ctx in reports] == [
+        (
+            "CoroutineExecutor job exception was never retrieved (no async with block,"
+            " and no shutdown() that waits, raised it)",
+            "ValueError('nobody raised it')",
+        )
+    ]
+
+
 async def test_a_task_in_a_job_stops_the_executor_without_waiting(loop_kind: str) -> None:
     """The issue's example: a TaskGroup inside a job, one of whose tasks calls
     shutdown(wait=False). It used to wait for its own job, for ever."""
@@ -908,6 +956,34 @@ async def test_an_eager_job_stopping_its_executor_before_its_first_suspension(
     exe = CoroutineExecutor(**kwargs)
     assert await ends_within_two_seconds(block()) == "timed out"
     assert other_cancelled.is_set() and stopper_cancelled.is_set()
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_nowait"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+async def test_an_eager_job_raising_keyboardinterrupt_in_its_first_step_is_raised(
+    loop_kind: str, how: str, exc_type: type[BaseException]
+) -> None:
+    """An eager task factory re-raises a job's KeyboardInterrupt or SystemExit out of
+    create_task: the job had settled its slot already, and the failed start gave it back a
+    second time, so the executor never looked idle again and the block hung for good."""
+    if loop_kind != "eager":
+        pytest.skip("only an eager first step raises out of create_task (elsewhere the"
+                    " exception leaves the event loop)")
+    other_cancelled = asyncio.Event()
+
+    async def job() -> None:
+        raise exc_type
+
+    with pytest.raises(exc_type):
+        async with CoroutineExecutor() as exe:
+            other = await exe.submit(park, None, other_cancelled)
+            if how == "submit":
+                await exe.submit(job)
+            else:
+                exe.submit_nowait(job)
+    assert other.cancelled() and other_cancelled.is_set()
+    stats = exe.stats
+    assert (stats.running, stats.failed, stats.cancelled) == (0, 1, 1), stats
 
 
 async def test_two_executors_whose_jobs_shut_each_other_down(loop_kind: str) -> None:
@@ -1050,6 +1126,91 @@ async def test_two_tasks_waiting_for_shutdown_are_both_released() -> None:
     await asyncio.sleep(0)
     release.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+
+@pytest.mark.parametrize(("first", "second"), [(False, True), (True, False), (True, True)])
+async def test_shutdown_twice_on_a_never_used_executor(first: bool, second: bool) -> None:
+    """The first shutdown() closed the unbound executor; a second one that waits looked
+    for its loop's create_future and raised AttributeError."""
+    exe = CoroutineExecutor()
+    await exe.shutdown(wait=first)
+    await exe.shutdown(wait=second)
+    with pytest.raises(RuntimeError, match=SHUTDOWN_MESSAGE):
+        exe.submit_nowait(asyncio.sleep, 0)
+
+
+@pytest.mark.parametrize("when", ["before the error", "while the block exits"])
+async def test_a_shutdown_in_another_task_leaves_the_error_to_the_block(
+    loop_kind: str, when: str
+) -> None:
+    """A task (not a job) waiting in shutdown() took the fail-fast error: the block,
+    whose body the executor had interrupted, then withdrew the interruption and let the
+    bare CancelledError out, and the helper's error was never retrieved. While a block is
+    active it owns the error: the helper's shutdown() returns None."""
+    go = asyncio.Event()
+    body_done = asyncio.Event()
+    release = asyncio.Event()
+    error = ValueError("job failed")
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()
+
+    async def helper() -> None:
+        if when == "while the block exits":
+            await body_done.wait()  # the block's exit is waiting for slow_to_cancel
+        waiting = asyncio.ensure_future(exe.shutdown())
+        await asyncio.sleep(0)
+        release.set()
+        await waiting
+
+    exe = CoroutineExecutor()
+    with pytest.raises(ValueError) as info:
+        async with exe:
+            await exe.submit(fail_after, go, error)
+            await exe.submit(slow_to_cancel)
+            helping = asyncio.ensure_future(helper())  # a task, not a job
+            await asyncio.sleep(0)
+            go.set()
+            try:
+                await asyncio.Event().wait()  # interrupted by fail-fast
+            finally:
+                body_done.set()
+    assert info.value is error
+    task = asyncio.current_task()
+    assert task is not None
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0  # our interruption was withdrawn exactly once
+    assert await asyncio.wait_for(helping, 5) is None
+
+
+@pytest.mark.parametrize("how", CHAINS)
+async def test_every_waiting_shutdown_raises_the_same_job_error(how: str) -> None:
+    """Without a block only the first of two waiting shutdown() calls raised the error."""
+    job = ChainedFailure(how)
+    go = asyncio.Event()
+    exe = CoroutineExecutor()
+    await exe.submit(job, go)
+    waiting = [asyncio.ensure_future(exe.shutdown()) for _ in range(3)]
+    await asyncio.sleep(0)
+    go.set()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    for raised in results:
+        assert isinstance(raised, RuntimeError)
+        job.assert_unchanged(raised)
+    assert await exe.shutdown() is None  # raised to every waiting call: a later one is a no-op
+
+
+async def test_every_waiting_shutdown_raises_the_same_timeout_error() -> None:
+    exe = CoroutineExecutor(timeout=0.01)
+    await exe.submit(park)
+    results = await asyncio.wait_for(
+        asyncio.gather(exe.shutdown(), exe.shutdown(), return_exceptions=True), 5
+    )
+    assert isinstance(results[0], ExecutorTimeoutError)
+    assert results[1] is results[0]
 
 
 async def test_map_consumer_in_another_task_sees_the_first_error_not_a_cancel() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import logging
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import BrokenLoopExecutor, CoroutineExecutor, ThreadedLoopExecutor
+from tests.conftest import LOOP_KINDS, new_loop
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -139,6 +141,52 @@ def test_core_keyboard_interrupt_in_a_job_leaves_asyncio_run_and_stops_every_job
         assert messages == []
     else:
         assert messages == [("Task exception was never retrieved", error)]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is 3.12+")
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "queued"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_core_eager_job_raising_keyboard_interrupt_before_its_first_await(
+    exc_type: type[BaseException], how: str
+) -> None:
+    """With an eager task factory the job's first step runs inside create_task, which
+    re-raises KeyboardInterrupt/SystemExit: the executor gave the job's slot back twice
+    and the block waited for ever (an outer timeout did not help)."""
+    error = exc_type("from the job")
+    cancelled: list[str] = []
+    queued: list[asyncio.Future[Any]] = []
+    release = asyncio.Event()
+
+    async def raiser() -> None:
+        raise error
+
+    async def ends() -> None:
+        await release.wait()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        async with asyncio.timeout(WAIT):
+            async with CoroutineExecutor(max_workers=2) as exe:
+                await exe.submit(park, None, cancelled)
+                if how == "submit":
+                    await exe.submit(raiser)
+                elif how == "submit_nowait":
+                    exe.submit_nowait(raiser)
+                else:  # started as the job before it ends, in that job's last step
+                    await exe.submit(ends)
+                    queued.append(exe.submit_nowait(raiser))
+                    release.set()
+                    await asyncio.Event().wait()
+
+    with pytest.raises(exc_type) as info:
+        asyncio.run(main())
+    assert info.value is error
+    assert cancelled == ["parked"]
+    if queued:
+        assert queued[0].exception() is error
+    del info
+    queued.clear()
+    error.__traceback__ = error.__context__ = None
 
 
 @pytest.mark.parametrize("suppress", [False, True])
@@ -682,3 +730,48 @@ def test_bridge_done_callback_system_exit_on_the_loop_thread_is_not_dropped(
         threading.excepthook = previous
     reported = [r for r in caplog.records if r.exc_info and r.exc_info[0] is SystemExit]
     assert reported or hooked, "SystemExit from the callback was dropped without a trace"
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="asyncio.Runner and Task.cancelling() are 3.11+"
+)
+@pytest.mark.parametrize("mode", ["suppress", "fail-fast, the job swallows the cancel", "options"])
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_core_no_queued_job_starts_while_asyncio_run_cancels_the_tasks(
+    kind: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio.run() ends by cancelling every task and waiting for those: the running
+    job's slot came free then, and the executor started the queued job as a new task that
+    nobody waited for ("Task was destroyed but it is pending!")."""
+    started: list[str] = []
+    queued: list[asyncio.Future[Any]] = []
+
+    async def running() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if mode.startswith("fail-fast"):
+                return  # swallowed: the job ends normally
+            raise
+
+    async def late() -> None:
+        started.append("late")
+
+    async def main() -> None:
+        options: dict[str, Any] = {}
+        if mode == "options":
+            options = {"on_job_done": lambda task: None, "job_timeout": 60, "max_per_second": 1e3}
+        exe = CoroutineExecutor(
+            max_workers=1, suppress_task_errors=not mode.startswith("fail-fast"), **options
+        )
+        await exe.submit(running)
+        queued.append(exe.submit_nowait(late))
+        await asyncio.sleep(0)  # the running job is waiting
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    with asyncio.Runner(loop_factory=functools.partial(new_loop, kind)) as runner:
+        runner.run(main())
+    gc.collect()
+    assert started == []
+    assert queued[0].cancelled()
+    assert "destroyed" not in caplog.text, caplog.text
