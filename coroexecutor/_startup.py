@@ -211,6 +211,10 @@ class Startup(ErrorPolicy):
             # initializer, with wait=True it let it finish (and the jobs it queued start).
             # Either way the body must not run; that shutdown() owns the jobs, as it would
             # without a block: it waits for them (or they finish cancelling) and closes.
+            # There is no block after all (no __aexit__ follows a failed __aenter__): the
+            # executor closes once idle, whoever waits for that.
+            self._block = False
+            self._close_when_idle()
             raise RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} was shut down before it started)")
         if error is not None:
             self._close()
