@@ -180,7 +180,7 @@ class ErrorPolicy(Admission):
         self._free += 1
         self._succeeded += 1
         if self._backlog:
-            self._start_backlog()
+            self._start_backlog_after_job()
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
@@ -197,7 +197,7 @@ class ErrorPolicy(Admission):
         task = _current_task(self._loop)
         if task is not None and not isinstance(exc, _CancelledError):
             task.add_done_callback(_retrieve)
-        self._settle(coro, task, exc, value_job)
+        self._settle(coro, task, exc, value_job, in_line=True)
 
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
         """Done callback of a job that does not complete in-line (an on_job_done hook or
@@ -221,11 +221,13 @@ class ErrorPolicy(Admission):
         task: asyncio.Future[Any] | None,
         error: BaseException | None,
         value_job: bool,
+        in_line: bool = False,
     ) -> None:
         """The one place that turns a finished job into counts and a policy decision.
 
         ``key`` is the job's entry in _running; ``error`` is None for success. A
-        ``value_job`` (map with return_exceptions=True) keeps its error as a result. The
+        ``value_job`` (map with return_exceptions=True) keeps its error as a result.
+        ``in_line``: called in the job's own last step (see _start_backlog_after_job). The
         in-line success path of _run_job does the success case of this, written out.
         """
         self._running.pop(key, None)
@@ -245,7 +247,10 @@ class ErrorPolicy(Admission):
             if not value_job:
                 self._job_failed(error)
         if self._backlog:
-            self._start_backlog()
+            if in_line:
+                self._start_backlog_after_job()
+            else:
+                self._start_backlog()
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
