@@ -10,6 +10,7 @@ bookkeeping, leaked a slot, and the block waited for ever.
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from coroexecutor import CoroutineExecutor
