@@ -85,3 +85,36 @@ async def test_many_submitters_waiting_for_one_slot_all_run(loop_kind: str) -> N
         # And one submitter in a loop.
         for i in range(N):
             assert await (await exe.submit(quick, i)) == i
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("max_workers", 5), ("max_per_second", 50.0), ("burst", 3)]
+)
+async def test_a_setter_called_from_another_thread_raises_and_changes_nothing(
+    loop_kind: str, name: str, value: object
+) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def parked() -> None:
+        started.set()
+        await release.wait()
+
+    errors: list[BaseException] = []
+
+    def set_it(exe: CoroutineExecutor) -> None:
+        try:
+            setattr(exe, name, value)
+        except BaseException as exc:  # recorded for the assert below
+            errors.append(exc)
+
+    async with CoroutineExecutor(max_workers=2, max_per_second=100.0, burst=2) as exe:
+        await exe.submit(parked)
+        await started.wait()
+        before = getattr(exe, name)
+        await asyncio.wait_for(asyncio.to_thread(set_it, exe), 5)
+        assert [type(e) for e in errors] == [RuntimeError]
+        assert "call_soon_threadsafe" in str(errors[0])
+        assert getattr(exe, name) == before
+        setattr(exe, name, value)  # on the loop's thread: fine
+        assert getattr(exe, name) == value
+        release.set()
