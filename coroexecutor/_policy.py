@@ -180,12 +180,30 @@ class ErrorPolicy(Admission):
         self._free += 1
         self._succeeded += 1
         if self._backlog:
-            self._start_backlog_after_job()
+            try:
+                self._start_backlog_after_job()
+            except BaseException as exc:
+                self._backlog_failed(exc)
+                raise
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
             self._wake_watcher(_current_task(self._loop))
         return result
+
+    def _backlog_failed(self, exc: BaseException) -> None:
+        """Starting the backlog raised in a job's last step, after the job succeeded and
+        was counted. Its task ends with ``exc``, which a queued job's future takes over
+        as retrieved: without this the error would reach nobody (a RecursionError once
+        did so, leaving the block waiting for ever). Report it and treat it as a job
+        error, so the policy decides and the block raises it."""
+        self._loop.call_exception_handler(  # type: ignore[union-attr]
+            {"message": "starting queued jobs raised in a job's last step", "exception": exc}
+        )
+        task = _current_task(self._loop)
+        if task is not None:
+            task.add_done_callback(_retrieve)  # reported once, here
+        self._job_failed(exc)
 
     def _wake_watcher(self, task: asyncio.Future[Any] | None) -> None:
         wake = self._watchers.pop(task, None)  # type: ignore[arg-type]

@@ -118,3 +118,36 @@ async def test_a_setter_called_from_another_thread_raises_and_changes_nothing(
         setattr(exe, name, value)  # on the loop's thread: fine
         assert getattr(exe, name) == value
         release.set()
+
+
+async def test_an_error_starting_the_backlog_in_a_jobs_last_step_is_not_lost(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It once was: the job's task ended with it, its queued future took it as retrieved,
+    and the policy never heard of it."""
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    def broken(self: CoroutineExecutor) -> None:
+        raise OSError("cannot start")
+
+    release = asyncio.Event()
+
+    async def parked() -> None:
+        await release.wait()
+
+    try:
+        with pytest.raises(OSError, match="cannot start"):
+            async with CoroutineExecutor(max_workers=1) as exe:
+                await exe.submit(parked)
+                monkeypatch.setattr(CoroutineExecutor, "_start_backlog_after_job", broken)
+                first = exe.submit_nowait(quick, 1)
+                second = exe.submit_nowait(quick, 2)
+                release.set()
+                await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        loop.set_exception_handler(handler)
+    assert [type(c["exception"]) for c in reported] == [OSError]
+    assert second.cancelled()
