@@ -271,6 +271,26 @@ class Admission:
         if self._init_task is None:  # else the initializer starts the backlog as it returns
             self._start_backlog()
 
+    def _start_backlog_after_job(self) -> None:
+        """Admit the backlog from a job's own last step (in-line completion).
+
+        With no task factory, a job's task takes its first step in a later turn of the
+        loop, so admitting here is safe and costs nothing. A task factory (an eager one
+        runs the first step inside create_task) would run the next job's first step nested
+        inside this one's last step: each job completing in-line would start the next one
+        deeper in the stack (a RecursionError with a long backlog) and keep this job's
+        frame, and its result, alive meanwhile. So then admit from a wake-up instead."""
+        loop = self._loop
+        probe = self._fast
+        if probe and (
+            loop._task_factory  # type: ignore[union-attr]
+            if probe == NATIVE_LOOP
+            else loop.get_task_factory()  # type: ignore[union-attr]
+        ) is None:
+            self._start_backlog()
+        elif not self._tearing_down(None):  # asked now, in the job's own last step
+            self._schedule_wake()
+
     def _start_backlog(self, freed_by: asyncio.Future[Any] | None = None) -> None:
         """Admit queued jobs and slot waiters in FIFO order while slots and tokens last.
 

@@ -142,7 +142,8 @@ class CoroutineExecutor(Startup):
 
     @property
     def max_workers(self) -> int:
-        """How many jobs may run at once. Settable while jobs run (``None``: the default).
+        """How many jobs may run at once. Settable while jobs run, on the executor's event
+        loop (``None``: the default).
 
         Growing the limit starts queued jobs at once. Shrinking it cancels nothing: running
         jobs finish, and no new job starts until fewer than the new limit are running (a
@@ -153,7 +154,9 @@ class CoroutineExecutor(Startup):
     @max_workers.setter
     def max_workers(self, value: Optional[int]) -> None:
         # None: the default, as in the constructor.
-        self._resize(check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value))
+        value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
+        self._check_setter_thread("max_workers")
+        self._resize(value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -169,6 +172,7 @@ class CoroutineExecutor(Startup):
     @max_per_second.setter
     def max_per_second(self, value: Optional[float]) -> None:
         rate, _ = check_rate(value, None)
+        self._check_setter_thread("max_per_second")
         self._set_rate(rate, self._burst)
 
     @property
@@ -181,7 +185,20 @@ class CoroutineExecutor(Startup):
     @burst.setter
     def burst(self, value: int) -> None:
         _, burst = check_rate(self._rate, value)
+        self._check_setter_thread("burst")
         self._set_rate(self._rate, burst)
+
+    def _check_setter_thread(self, name: str) -> None:
+        """Refuse a setter called off the thread of the running loop the executor is bound
+        to: it would change the slots, the limiter and the backlog under the loop's feet
+        (and under an eager task factory start a queued job on the calling thread)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and _get_running_loop() is not loop:
+            raise RuntimeError(
+                f"{self!r}.{name} can only be set on the thread of its event loop; from"
+                f" another thread use loop.call_soon_threadsafe(setattr, executor,"
+                f" {name!r}, value), or LoopExecutor, whose setters are thread-safe"
+            )
 
     def _set_rate(self, rate: Optional[float], burst: int) -> None:
         self._rate, self._burst = rate, burst

@@ -199,12 +199,30 @@ class ErrorPolicy(Admission):
         self._free += 1
         self._succeeded += 1
         if self._backlog:
-            self._start_backlog()
+            try:
+                self._start_backlog_after_job()
+            except BaseException as exc:
+                self._backlog_failed(exc)
+                raise
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:
             self._wake_watcher(_current_task(self._loop))
         return result
+
+    def _backlog_failed(self, exc: BaseException) -> None:
+        """Starting the backlog raised in a job's last step, after the job succeeded and
+        was counted. Its task ends with ``exc``, which a queued job's future takes over
+        as retrieved: without this the error would reach nobody (a RecursionError once
+        did so, leaving the block waiting for ever). Report it and treat it as a job
+        error, so the policy decides and the block raises it."""
+        self._loop.call_exception_handler(  # type: ignore[union-attr]
+            {"message": "starting queued jobs raised in a job's last step", "exception": exc}
+        )
+        task = _current_task(self._loop)
+        if task is not None:
+            task.add_done_callback(_retrieve)  # reported once, here
+        self._job_failed(exc)
 
     def _wake_watcher(self, task: asyncio.Future[Any] | None) -> None:
         wake = self._watchers.pop(task, None)  # type: ignore[arg-type]
@@ -216,7 +234,7 @@ class ErrorPolicy(Admission):
         task = _current_task(self._loop)
         if task is not None and not isinstance(exc, _CancelledError):
             task.add_done_callback(_retrieve)
-        self._settle(coro, task, exc, value_job)
+        self._settle(coro, task, exc, value_job, in_line=True)
 
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
         """Done callback of a job that does not complete in-line (an on_job_done hook or
@@ -240,11 +258,13 @@ class ErrorPolicy(Admission):
         task: asyncio.Future[Any] | None,
         error: BaseException | None,
         value_job: bool,
+        in_line: bool = False,
     ) -> None:
         """The one place that turns a finished job into counts and a policy decision.
 
         ``key`` is the job's entry in _running; ``error`` is None for success. A
-        ``value_job`` (map with return_exceptions=True) keeps its error as a result. The
+        ``value_job`` (map with return_exceptions=True) keeps its error as a result.
+        ``in_line``: called in the job's own last step (see _start_backlog_after_job). The
         in-line success path of _run_job does the success case of this, written out.
         """
         self._running.pop(key, None)
@@ -264,7 +284,10 @@ class ErrorPolicy(Admission):
             if not value_job:
                 self._job_failed(error)
         if self._backlog:
-            self._start_backlog(task)
+            if in_line:
+                self._start_backlog_after_job()
+            else:
+                self._start_backlog(task)
         if self._idle_waiters:
             self._check_idle()
         if self._watchers:

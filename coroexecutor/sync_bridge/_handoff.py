@@ -483,6 +483,10 @@ class HandOff:
                     direct.add(future)
                     items.append(WorkItem(future, fn, args, kwargs, ctx))
                 job = self._next_locked()
+        # Hold no finished job's future (nor its result) while the next ones start: under
+        # an eager task factory their first steps run inside start(), and one of them
+        # may block the loop thread for long.
+        del released
         start = self._scheduler.start
         for job in starts:
             start(job)
