@@ -175,15 +175,20 @@ class MapJobs:
     yielded, in completion order. ``wake``: the future the consumer waits on, if it
     waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
     executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
+    ``reading``: the task reading the next item of async inputs, while it runs (at most
+    one: never two ``__anext__()`` calls on an input at once).
     """
 
-    __slots__ = ("closed", "finished", "in_flight", "owner", "pending", "shut", "wake")
+    __slots__ = (
+        "closed", "finished", "in_flight", "owner", "pending", "reading", "shut", "wake"
+    )
 
     def __init__(self) -> None:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.in_flight: set[asyncio.Future[Any]] = set()
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None
+        self.reading: asyncio.Task[Any] | None = None
         self.closed = False
         self.shut = False
         self.owner: weakref.ref[MapIterator[Any]] | None = None
@@ -201,6 +206,13 @@ class MapJobs:
             wake = self.wake
             if wake is not None and not wake.done():
                 wake.set_result(None)
+
+    def on_read_done(self, reading: asyncio.Future[Any]) -> None:
+        wake = self.wake
+        # Only while the map waits for this read (a read that finished as its task was
+        # created, eagerly, must not wake a later wait for a result).
+        if reading is self.reading and wake is not None and not wake.done():
+            wake.set_result(None)
 
 
 #
@@ -237,6 +249,7 @@ async def _results(
     on_done = jobs.on_unordered_done
     count = 0  # jobs started and not yet yielded: the window's fill
     args: Any = None  # read from the inputs, not started yet
+    sources = tuple(inputs)  # the read task's own: the finally below clears inputs
     more = True  # the inputs may hold more
     try:
         yield _EXHAUSTED  # the priming stop (see MapIterator.__init__)
@@ -246,10 +259,34 @@ async def _results(
                     if feed is not None:
                         args = next(feed, _EXHAUSTED)
                     else:
-                        args = await _read(inputs)
-                        if jobs.closed:
-                            jobs.ended()
-                            return
+                        # Async inputs: the read runs as a task of its own, so that a
+                        # result that is ready meanwhile is yielded at once (the read
+                        # goes on, and is waited for again after the yield).
+                        reading = jobs.reading
+                        if reading is None:
+                            reading = jobs.reading = loop.create_task(_read(sources))
+                            reading.add_done_callback(jobs.on_read_done)
+                        while not reading.done() and not (
+                            count and (pending[0].done() if ordered else finished)
+                        ):
+                            # Wait for the item or, with jobs in flight, the next result.
+                            head = pending[0] if ordered and count else None
+                            jobs.wake = wake = loop.create_future()
+                            if head is not None:
+                                exe._watchers[head] = wake
+                            try:
+                                await wake
+                            finally:
+                                if head is not None:
+                                    exe._watchers.pop(head, None)
+                                jobs.wake = None
+                            if jobs.closed:
+                                jobs.ended()
+                                return
+                        if not reading.done():
+                            break  # a result is ready: yield it first; the read goes on
+                        jobs.reading = None
+                        args = reading.result()  # an input's error is raised here
                     if args is _EXHAUSTED:
                         more = False
                         args = None
@@ -360,12 +397,14 @@ async def _results(
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
         # frame is being cleared can crash the interpreter (seen with uvloop's debug
         # mode, whose call_soon_threadsafe calls sys._getframe).
-        feed = job = coro = runner = args = None
+        feed = job = coro = runner = args = sources = reading = wake = head = None
         inputs.clear()
 
 
-async def _read(inputs: list[Iterator[Any] | AsyncIterator[Any]]) -> Any:
-    """The next arguments from inputs some of which are async, or _EXHAUSTED."""
+async def _read(inputs: tuple[Iterator[Any] | AsyncIterator[Any], ...]) -> Any:
+    """The next arguments from inputs some of which are async, or _EXHAUSTED. Runs as
+    the map's reading task; cancelled (the map closed while it waits for an item), it
+    closes the async inputs that can be closed (``aclose()``)."""
     values = []
     for it in inputs:
         try:
@@ -375,7 +414,41 @@ async def _read(inputs: list[Iterator[Any] | AsyncIterator[Any]]) -> Any:
                 values.append(next(it))
         except (StopIteration, StopAsyncIteration):
             return _EXHAUSTED
+        except asyncio.CancelledError:
+            for source in inputs:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:  # noqa: S110  # nobody is left to report it to
+                        pass
+            raise
     return tuple(values)
+
+
+def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Cancel the map's pending input read, if any; returns its task if it was running.
+    Its outcome is retrieved (nobody is left to read it)."""
+    reading = jobs.reading
+    if reading is None:
+        return None
+    jobs.reading = None
+    if reading.done():
+        if not reading.cancelled():
+            reading.exception()
+        return None
+    if reading is asyncio.current_task(reading.get_loop()):
+        # The input itself closes the map (calls shutdown(), say): it is in its own step.
+        reading.add_done_callback(_retrieve)
+        return None
+    reading.cancel()
+    reading.add_done_callback(_retrieve)
+    return reading
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]:
@@ -403,6 +476,9 @@ def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]
             wake.set_result(None)
         for job in live:
             exe._cancel_job(job)
+        reading = _stop_reading(jobs)
+        if reading is not None:
+            live.append(reading)  # aclose() waits for it too
     return live
 
 

@@ -568,15 +568,22 @@ async def test_the_block_exit_closes_a_map_left_open(
                     assert first == 0
                     break
                 await yield_many()
-                assert jobs.started == 3 and jobs.cancelled == 0  # still open
+                assert jobs.cancelled == 0  # still open
+                # An async input's next item is read in a task of its own: result 0 is
+                # yielded as soon as it is ready, maybe before the window is filled.
+                assert jobs.started == 3 or how == "async_input" and jobs.started <= 3
             asyncio.get_running_loop().call_soon(release.set)  # runs once the exit began
         return results
 
     results = await asyncio.wait_for(main(), 5)
     assert bystander_done
-    assert jobs.cancelled == jobs.started == (0 if how == "never_iterated" else 3)
+    assert jobs.cancelled == jobs.started
     pulled = source.pulled
-    assert pulled == (0 if how == "never_iterated" else 4)
+    if how == "async_input":
+        assert pulled <= 4 and jobs.started <= 3
+    else:
+        assert jobs.started == (0 if how == "never_iterated" else 3)
+        assert pulled == (0 if how == "never_iterated" else 4)
     with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await results.__anext__()
     assert source.pulled == pulled
@@ -610,8 +617,9 @@ async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
     loop_kind: str, waits_for: str, ordered: bool
 ) -> None:
     """Another task waits inside the map's __anext__() when the block exits: it gets the
-    RuntimeError at once (or as soon as what it waits for arrives), never a hang, and the
-    map reads no further input."""
+    RuntimeError at once (or, waiting for a slot, as soon as the slot arrives), never a
+    hang, and the map reads no further input: a read that waits for an item is
+    cancelled."""
     jobs = ParkedJobs()
     gate = asyncio.Event()
     feed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -641,7 +649,7 @@ async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
             del results  # only the consumer's call holds the map now
         loop = asyncio.get_running_loop()
         loop.call_soon(gate.set)  # these run once the exit began
-        loop.call_soon(feed.set_result, None)
+        loop.call_soon(lambda: feed.done() or feed.set_result(None))
     with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await asyncio.wait_for(consumer, 5)
     assert jobs.cancelled == jobs.started
