@@ -397,7 +397,8 @@ async def _results(
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
         # frame is being cleared can crash the interpreter (seen with uvloop's debug
         # mode, whose call_soon_threadsafe calls sys._getframe).
-        feed = job = coro = runner = args = sources = reading = wake = head = None
+        feed = job = coro = runner = args = reading = wake = head = None
+        sources = ()
         inputs.clear()
 
 
