@@ -268,6 +268,206 @@ async def test_map_zips_several_iterables_up_to_the_shortest(loop_kind: str) -> 
 
 
 #
+# A slow async input does not hold back ready results
+#
+
+
+async def instant(i: int) -> int:
+    return i
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_ready_result_is_yielded_while_the_async_input_waits(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: the map awaited its async input's next item before yielding a result
+    that was ready, so a slow input held every result back until it produced its next
+    item. Job 0 finishes only once the input waits for item 1, and item 1 comes only
+    after result 0 was received."""
+    parked, more = asyncio.Event(), asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        parked.set()
+        await more.wait()
+        yield 1
+
+    async def job(i: int) -> int:
+        if i == 0:
+            await parked.wait()
+        return i
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            results = mapper(job, source())
+            assert await results.__anext__() == 0
+            assert parked.is_set() and not more.is_set()
+            more.set()
+            assert [r async for r in results] == [1]
+
+    await asyncio.wait_for(main(), 5)
+
+
+@pytest.mark.parametrize("buffersize", [None, 1, 2])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_fed_from_the_results_completes(
+    loop_kind: str, buffersize: int | None, ordered: bool
+) -> None:
+    """Regression: an input that waits for the consumer, which waits for a result,
+    deadlocked: the map waited for the input's next item before yielding result 1."""
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    queue.put_nowait(1)
+
+    async def inputs() -> AsyncIterator[int]:
+        while (n := await queue.get()) is not None:
+            yield n
+
+    async def main() -> list[int]:
+        got = []
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            async for r in mapper(instant, inputs(), buffersize=buffersize):
+                got.append(r)
+                queue.put_nowait(r + 1 if r < 5 else None)
+        return got
+
+    assert await asyncio.wait_for(main(), 5) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("buffersize", [1, 2, 3])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_is_read_no_further_ahead_than_the_window(
+    loop_kind: str, buffersize: int, ordered: bool
+) -> None:
+    """The pending read runs while results are yielded, but a read begins only while the
+    window has room: items asked for never exceed the results received + buffersize."""
+    received = 0
+    ahead: list[int] = []
+
+    async def source() -> AsyncIterator[int]:
+        for i in range(40):
+            ahead.append(i + 1 - received)  # items asked for, minus results received
+            await asyncio.sleep(0)  # a suspension, so results are ready while it reads
+            yield i
+
+    async with CoroutineExecutor(max_workers=8) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = []
+        async for r in mapper(double, source(), buffersize=buffersize):
+            received += 1
+            results.append(r)
+    assert (results if ordered else sorted(results)) == [2 * i for i in range(40)]
+    assert max(ahead) <= buffersize
+
+
+async def test_an_async_input_that_raises_while_results_are_ready(loop_kind: str) -> None:
+    """An input's error is raised from the iterator, as before; the map's in-flight jobs
+    are cancelled (results ready before the input raised are yielded first)."""
+    jobs = ParkedJobs()
+    raised = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        yield 1
+        await raised.wait()
+        raise ValueError("bad input")
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            results = exe.map(jobs.job, source())
+            assert await results.__anext__() == 0
+            raised.set()
+            with pytest.raises(ValueError, match="bad input"):
+                await results.__anext__()
+            with pytest.raises(StopAsyncIteration):
+                await results.__anext__()
+
+    await asyncio.wait_for(main(), 5)
+    assert jobs.started == jobs.cancelled == 1
+
+
+class ParkedSource:
+    """An async iterator: item 0 at once, then a read that waits until it is cancelled.
+    Records the cancellation and aclose()."""
+
+    def __init__(self) -> None:
+        self.served = 0
+        self.parked = asyncio.Event()
+        self.read_cancelled = False
+        self.closed = asyncio.Event()
+
+    def __aiter__(self) -> ParkedSource:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.served == 0:
+            self.served = 1
+            return 0
+        self.parked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.read_cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize(
+    "how", ["break", "aclose", "block_exit", "shutdown", "consumer_cancelled"]
+)
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_closing_a_map_cancels_its_pending_read_and_closes_the_input(
+    loop_kind: str, how: str, ordered: bool
+) -> None:
+    """A map closed while it reads its async input's next item (the consumer holding a
+    result, or waiting in the map) cancels that read and closes the input with aclose();
+    no task is left behind (conftest checks)."""
+    source = ParkedSource()
+
+    async def job(i: int) -> int:
+        await source.parked.wait()  # result 0 is ready only once the read waits
+        return i
+
+    async def main() -> None:
+        exe = CoroutineExecutor(max_workers=4)
+        async with exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            if how == "break":
+                async for r in mapper(job, source):
+                    assert r == 0
+                    break
+            elif how == "consumer_cancelled":
+                results = mapper(job, source)
+
+                async def consume() -> None:
+                    async for _ in results:
+                        pass
+
+                consumer = asyncio.ensure_future(consume())
+                await source.parked.wait()  # the consumer waits in the map from here
+                consumer.cancel()
+                await asyncio.wait({consumer}, timeout=5)
+                assert consumer.cancelled()
+            else:
+                results = mapper(job, source)
+                assert await results.__anext__() == 0
+                if how == "aclose":
+                    await results.aclose()
+                    assert source.read_cancelled  # aclose() waited for the read
+                elif how == "shutdown":
+                    await exe.shutdown(wait=True)
+            # block_exit: the exit closes it
+        await asyncio.wait_for(source.closed.wait(), 5)
+        assert source.read_cancelled
+
+    await asyncio.wait_for(main(), 5)
+
+
+#
 # Leaving a map early
 #
 
