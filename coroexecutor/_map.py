@@ -179,9 +179,7 @@ class MapJobs:
     one: never two ``__anext__()`` calls on an input at once).
     """
 
-    __slots__ = (
-        "closed", "finished", "in_flight", "owner", "pending", "reading", "shut", "wake"
-    )
+    __slots__ = ("closed", "finished", "in_flight", "owner", "pending", "reading", "shut", "wake")
 
     def __init__(self) -> None:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
@@ -421,8 +419,8 @@ async def _read(inputs: tuple[Iterator[Any] | AsyncIterator[Any], ...]) -> Any:
                 if aclose is not None:
                     try:
                         await aclose()
-                    except Exception:  # noqa: S110  # nobody is left to report it to
-                        pass
+                    except Exception:
+                        pass  # nobody is left to report it to
             raise
     return tuple(values)
 

@@ -771,7 +771,7 @@ async def test_the_block_exit_closes_a_map_left_open(
                 assert jobs.cancelled == 0  # still open
                 # An async input's next item is read in a task of its own: result 0 is
                 # yielded as soon as it is ready, maybe before the window is filled.
-                assert jobs.started == 3 or how == "async_input" and jobs.started <= 3
+                assert jobs.started == 3 or (how == "async_input" and jobs.started <= 3)
             asyncio.get_running_loop().call_soon(release.set)  # runs once the exit began
         return results
 
