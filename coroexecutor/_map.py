@@ -278,7 +278,10 @@ async def _results(
                         # Async inputs: the reader task reads them (see _read) while
                         # results are yielded; a result that is ready meanwhile is yielded
                         # at once (the read goes on, its item is taken after the yield).
-                        if not items:
+                        if items:
+                            args = items.popleft()
+                            taken += 1
+                        else:
                             jobs.limit = taken - count + window  # results yielded + window
                             reader = jobs.reader
                             if reader is None:
@@ -305,14 +308,14 @@ async def _results(
                                 if jobs.closed:
                                     jobs.ended()
                                     return
-                        if items:
-                            args = items.popleft()
-                            taken += 1
-                        elif not reader.done():
-                            break  # a result is ready: yield it first; the read goes on
-                        else:
-                            jobs.reader = None
-                            args = reader.result()  # _EXHAUSTED, or an input's error
+                            if items:
+                                args = items.popleft()
+                                taken += 1
+                            elif not reader.done():
+                                break  # a result is ready: yield it first; the read goes on
+                            else:
+                                jobs.reader = None
+                                args = reader.result()  # _EXHAUSTED, or an input's error
                     if args is _EXHAUSTED:
                         more = False
                         args = None

@@ -387,6 +387,77 @@ async def test_an_async_input_that_raises_while_results_are_ready(loop_kind: str
     assert jobs.started == jobs.cancelled == 1
 
 
+@pytest.mark.parametrize("buffersize", [1, 3])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_generator_input_runs_in_one_task(
+    loop_kind: str, buffersize: int, ordered: bool
+) -> None:
+    """Regression: each item of an async input was read by a task of its own, so an
+    async generator that holds a context manager open across its yields entered it in
+    one task and went on (and exited it) in others. Here every item is read in the same
+    task, and an ``asyncio.timeout()`` held across the yields cancels that task: the
+    deadline, moved to now after item 5, ends the wait below with TimeoutError (it
+    cancelled a finished task before, and the input hung)."""
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            async with asyncio.timeout(5) as deadline:
+                for i in range(6):
+                    tasks.add(asyncio.current_task())
+                    await asyncio.sleep(0)  # a suspension: results are ready meanwhile
+                    yield i
+                tasks.add(asyncio.current_task())
+                deadline.reschedule(asyncio.get_running_loop().time())
+                await asyncio.Event().wait()  # <- CancelledError, by the deadline
+        except TimeoutError:
+            yield -1
+
+    async def main() -> list[int]:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            return [r async for r in mapper(instant, source(), buffersize=buffersize)]
+
+    results = await asyncio.wait_for(main(), 5)
+    expected = [0, 1, 2, 3, 4, 5, -1]
+    assert (results if ordered else sorted(results)) == (expected if ordered else sorted(expected))
+    assert len(tasks) == 1 and asyncio.current_task() not in tasks
+
+
+@pytest.mark.parametrize("how", ["break", "aclose", "exhausted"])
+async def test_an_async_generator_input_is_closed_in_the_task_it_ran_in(
+    loop_kind: str, how: str
+) -> None:
+    """Closing the map closes its async generator input (its ``finally`` runs, the
+    timeout it holds exits) in the reader task where the generator ran, not in the
+    consumer or in a finaliser task a turn later."""
+    ran_in: list[asyncio.Task[Any] | None] = []
+    closed_in: list[asyncio.Task[Any] | None] = []
+
+    async def source() -> AsyncIterator[int]:
+        async with asyncio.timeout(5):
+            try:
+                for i in range(3):
+                    ran_in.append(asyncio.current_task())
+                    yield i
+            finally:
+                closed_in.append(asyncio.current_task())
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            results = exe.map(instant, source(), buffersize=1)
+            if how == "break":
+                async for _ in results:
+                    break
+            elif how == "aclose":
+                assert await results.__anext__() == 0
+                await results.aclose()
+            else:
+                assert [r async for r in results] == [0, 1, 2]
+
+    await asyncio.wait_for(main(), 5)
+    assert len(set(ran_in)) == 1 and closed_in == ran_in[:1]
+
 class ParkedSource:
     """An async iterator: item 0 at once, then a read that waits until it is cancelled.
     Records the cancellation and aclose()."""
