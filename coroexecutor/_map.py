@@ -458,19 +458,28 @@ async def _read(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...], jobs: M
             values = []
             for is_async, step in steps:
                 values.append(await step() if is_async else step())
+            if jobs.closed:
+                # The input closed the map itself while we read it (it called
+                # shutdown(), say): _stop_reading could not cancel us, its caller.
+                await _close_inputs(sources)
+                return _EXHAUSTED
             items.append(tuple(values))
             jobs.on_read()
     except (StopIteration, StopAsyncIteration):
         return _EXHAUSTED
     except asyncio.CancelledError:
-        for source in sources:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    pass  # the input's own cleanup failed; the map that read it is gone
+        await _close_inputs(sources)
         raise
+
+
+async def _close_inputs(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...]) -> None:
+    for source in sources:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                pass  # the input's own cleanup failed; the map that read it is gone
 
 
 def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:

@@ -458,6 +458,35 @@ async def test_an_async_generator_input_is_closed_in_the_task_it_ran_in(
     await asyncio.wait_for(main(), 5)
     assert len(set(ran_in)) == 1 and closed_in == ran_in[:1]
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_that_shuts_the_executor_down_is_read_no_further(
+    loop_kind: str, ordered: bool
+) -> None:
+    """The input itself calls shutdown() while the map reads it: the reading task, which
+    cannot be cancelled from within, stops after that item and closes the input (no task
+    is left waiting for room to read more: conftest checks)."""
+    closed = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            yield 0
+            await exe.shutdown(wait=False)
+            for i in range(1, 100):
+                yield i
+        finally:
+            closed.set()
+
+    async def main() -> None:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = mapper(instant, source(), buffersize=2)
+        with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+            async for _ in results:
+                pass
+        await closed.wait()
+
+    await asyncio.wait_for(main(), 5)
+
 class ParkedSource:
     """An async iterator: item 0 at once, then a read that waits until it is cancelled.
     Records the cancellation and aclose()."""
