@@ -455,6 +455,7 @@ async def _read(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...], jobs: M
                 finally:
                     jobs.go = None
             reads += 1
+            assert reads <= jobs.limit  # never further ahead than the window
             values = []
             for is_async, step in steps:
                 values.append(await step() if is_async else step())
