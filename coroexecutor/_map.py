@@ -175,15 +175,32 @@ class MapJobs:
     yielded, in completion order. ``wake``: the future the consumer waits on, if it
     waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
     executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
+
+    Async inputs are read by ONE ``reader`` task per map (see _read), so an async
+    generator input always runs in the same task (it may hold ``asyncio.timeout()`` or a
+    TaskGroup open across its yields). It appends each item to ``items``; ``limit``: the
+    reads it may have begun (results yielded + the window, set by the map), ``go``: the
+    future it waits on for more; ``wants``: the map waits for an item (only then does the
+    reader wake it: ``wake`` may be a wait for a result, which must not wake early).
+    Invariant: reads begun <= ``limit``, so the input is never read further ahead than the
+    window, and never two ``__anext__()`` calls on an input at once.
     """
 
-    __slots__ = ("closed", "finished", "in_flight", "owner", "pending", "shut", "wake")
+    __slots__ = (
+        "closed", "finished", "go", "in_flight", "items", "limit", "owner", "pending",
+        "reader", "shut", "wake", "wants",
+    )
 
     def __init__(self) -> None:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.in_flight: set[asyncio.Future[Any]] = set()
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None
+        self.items: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.limit = 0
+        self.go: asyncio.Future[None] | None = None
+        self.wants = False
         self.closed = False
         self.shut = False
         self.owner: weakref.ref[MapIterator[Any]] | None = None
@@ -201,6 +218,15 @@ class MapJobs:
             wake = self.wake
             if wake is not None and not wake.done():
                 wake.set_result(None)
+
+    def on_read(self, reader: object = None) -> None:
+        """An item was read, or the reader ended (its done callback)."""
+        # Only while the map waits for an item: a reader that ended as its task was
+        # created (eagerly), or that reads while the map waits for a result, must not
+        # wake that wait (it would take a result that is not there).
+        wake = self.wake
+        if self.wants and wake is not None and not wake.done():
+            wake.set_result(None)
 
 
 #
@@ -237,6 +263,9 @@ async def _results(
     on_done = jobs.on_unordered_done
     count = 0  # jobs started and not yet yielded: the window's fill
     args: Any = None  # read from the inputs, not started yet
+    sources = tuple(inputs)  # the reader's own: the finally below clears inputs
+    items = jobs.items
+    taken = 0  # items taken from the reader: taken - count is the results yielded
     more = True  # the inputs may hold more
     try:
         yield _EXHAUSTED  # the priming stop (see MapIterator.__init__)
@@ -247,10 +276,47 @@ async def _results(
                     if feed is not None:
                         args = next(feed, _EXHAUSTED)
                     else:
-                        args = await _read(inputs)
-                        if jobs.closed:
-                            jobs.ended()
-                            return
+                        # Async inputs: the reader task reads them (see _read) while
+                        # results are yielded; a result that is ready meanwhile is yielded
+                        # at once (the read goes on, its item is taken after the yield).
+                        if items:
+                            args = items.popleft()
+                            taken += 1
+                        else:
+                            jobs.limit = taken - count + window  # results yielded + window
+                            reader = jobs.reader
+                            if reader is None:
+                                reader = jobs.reader = loop.create_task(_read(sources, jobs))
+                                reader.add_done_callback(jobs.on_read)
+                            elif (go := jobs.go) is not None and not go.done():
+                                go.set_result(None)
+                            while not items and not reader.done() and not (
+                                count and (pending[0].done() if ordered else finished)
+                            ):
+                                # Wait for the item or, with jobs in flight, the next result.
+                                head = pending[0] if ordered and count else None
+                                jobs.wake = wake = loop.create_future()
+                                if head is not None:
+                                    exe._watchers[head] = wake
+                                jobs.wants = True
+                                try:
+                                    await wake
+                                finally:
+                                    jobs.wants = False
+                                    if head is not None:
+                                        exe._watchers.pop(head, None)
+                                    jobs.wake = None
+                                if jobs.closed:
+                                    jobs.ended()
+                                    return
+                            if items:
+                                args = items.popleft()
+                                taken += 1
+                            elif not reader.done():
+                                break  # a result is ready: yield it first; the read goes on
+                            else:
+                                jobs.reader = None
+                                args = reader.result()  # _EXHAUSTED, or an input's error
                     if args is _EXHAUSTED:
                         more = False
                         args = None
@@ -377,7 +443,8 @@ async def _results(
         # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
         # frame is being cleared can crash the interpreter (seen with uvloop's debug
         # mode, whose call_soon_threadsafe calls sys._getframe).
-        feed = job = coro = runner = args = wake = timer = None
+        feed = job = coro = runner = args = reader = wake = head = go = timer = None
+        sources = ()
         inputs.clear()
 
 
@@ -387,18 +454,81 @@ def _wake(wake: asyncio.Future[None]) -> None:
         wake.set_result(None)
 
 
-async def _read(inputs: list[Iterator[Any] | AsyncIterator[Any]]) -> Any:
-    """The next arguments from inputs some of which are async, or _EXHAUSTED."""
-    values = []
-    for it in inputs:
-        try:
-            if isinstance(it, AsyncIterator):
-                values.append(await it.__anext__())
-            else:
-                values.append(next(it))
-        except (StopIteration, StopAsyncIteration):
-            return _EXHAUSTED
-    return tuple(values)
+async def _read(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...], jobs: MapJobs) -> Any:
+    """The map's reader task: reads the zipped inputs, some of them async, into
+    ``jobs.items``, never more than ``jobs.limit`` items; returns _EXHAUSTED at the end of
+    the shortest input, raises an input's error. The whole iteration runs in this one
+    task, so an async generator input enters and exits its context managers in the same
+    task. Cancelled (the map closed), it closes the async inputs that can be closed
+    (``aclose()``), here, in the task where they ran."""
+    loop = asyncio.get_running_loop()
+    items = jobs.items
+    # (is it async, its next-item method), per input: no isinstance() per item.
+    steps = [
+        (True, it.__anext__) if isinstance(it, AsyncIterator) else (False, it.__next__)
+        for it in sources
+    ]
+    reads = 0
+    try:
+        while True:
+            while reads >= jobs.limit:
+                jobs.go = go = loop.create_future()  # resolved by the map as it frees room
+                try:
+                    await go
+                finally:
+                    jobs.go = None
+            reads += 1
+            assert reads <= jobs.limit  # never further ahead than the window
+            values = []
+            for is_async, step in steps:
+                values.append(await step() if is_async else step())
+            if jobs.closed:
+                # The input closed the map itself while we read it (it called
+                # shutdown(), say): _stop_reading could not cancel us, its caller.
+                await _close_inputs(sources)
+                return _EXHAUSTED
+            items.append(tuple(values))
+            jobs.on_read()
+    except (StopIteration, StopAsyncIteration):
+        return _EXHAUSTED
+    except asyncio.CancelledError:
+        await _close_inputs(sources)
+        raise
+
+
+async def _close_inputs(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...]) -> None:
+    for source in sources:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                pass  # the input's own cleanup failed; the map that read it is gone
+
+
+def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Cancel the map's reader task, if it runs; returns it if so. Its outcome is
+    retrieved (nobody is left to read it)."""
+    reader = jobs.reader
+    if reader is None:
+        return None
+    jobs.reader = None
+    if reader.done():
+        if not reader.cancelled():
+            reader.exception()
+        return None
+    if reader is asyncio.current_task(reader.get_loop()):
+        # The input itself closes the map (calls shutdown(), say): it is in its own step.
+        reader.add_done_callback(_retrieve)
+        return None
+    reader.cancel()
+    reader.add_done_callback(_retrieve)
+    return reader
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]:
@@ -426,6 +556,9 @@ def _abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]
             wake.set_result(None)
         for job in live:
             exe._cancel_job(job)
+        reader = _stop_reading(jobs)
+        if reader is not None:
+            live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
     return live
 
 

@@ -335,6 +335,306 @@ async def test_map_zips_several_iterables_up_to_the_shortest(loop_kind: str) -> 
 
 
 #
+# A slow async input does not hold back ready results
+#
+
+
+async def instant(i: int) -> int:
+    return i
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_ready_result_is_yielded_while_the_async_input_waits(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: the map awaited its async input's next item before yielding a result
+    that was ready, so a slow input held every result back until it produced its next
+    item. Job 0 finishes only once the input waits for item 1, and item 1 comes only
+    after result 0 was received."""
+    parked, more = asyncio.Event(), asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        parked.set()
+        await more.wait()
+        yield 1
+
+    async def job(i: int) -> int:
+        if i == 0:
+            await parked.wait()
+        return i
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            results = mapper(job, source())
+            assert await results.__anext__() == 0
+            assert parked.is_set() and not more.is_set()
+            more.set()
+            assert [r async for r in results] == [1]
+
+    await asyncio.wait_for(main(), 5)
+
+
+@pytest.mark.parametrize("buffersize", [None, 1, 2])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_fed_from_the_results_completes(
+    loop_kind: str, buffersize: int | None, ordered: bool
+) -> None:
+    """Regression: an input that waits for the consumer, which waits for a result,
+    deadlocked: the map waited for the input's next item before yielding result 1."""
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+    queue.put_nowait(1)
+
+    async def inputs() -> AsyncIterator[int]:
+        while (n := await queue.get()) is not None:
+            yield n
+
+    async def main() -> list[int]:
+        got = []
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            async for r in mapper(instant, inputs(), buffersize=buffersize):
+                got.append(r)
+                queue.put_nowait(r + 1 if r < 5 else None)
+        return got
+
+    assert await asyncio.wait_for(main(), 5) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("buffersize", [1, 2, 3])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_is_read_no_further_ahead_than_the_window(
+    loop_kind: str, buffersize: int, ordered: bool
+) -> None:
+    """The pending read runs while results are yielded, but a read begins only while the
+    window has room: items asked for never exceed the results received + buffersize."""
+    received = 0
+    ahead: list[int] = []
+
+    async def source() -> AsyncIterator[int]:
+        for i in range(40):
+            ahead.append(i + 1 - received)  # items asked for, minus results received
+            await asyncio.sleep(0)  # a suspension, so results are ready while it reads
+            yield i
+
+    async with CoroutineExecutor(max_workers=8) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = []
+        async for r in mapper(double, source(), buffersize=buffersize):
+            received += 1
+            results.append(r)
+    assert (results if ordered else sorted(results)) == [2 * i for i in range(40)]
+    assert max(ahead) <= buffersize
+
+
+async def test_an_async_input_that_raises_while_results_are_ready(loop_kind: str) -> None:
+    """An input's error is raised from the iterator, as before; the map's in-flight jobs
+    are cancelled (results ready before the input raised are yielded first)."""
+    jobs = ParkedJobs()
+    raised = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        yield 1
+        await raised.wait()
+        raise ValueError("bad input")
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            results = exe.map(jobs.job, source())
+            assert await results.__anext__() == 0
+            raised.set()
+            with pytest.raises(ValueError, match="bad input"):
+                await results.__anext__()
+            with pytest.raises(StopAsyncIteration):
+                await results.__anext__()
+
+    await asyncio.wait_for(main(), 5)
+    assert jobs.started == jobs.cancelled == 1
+
+
+@pytest.mark.parametrize("buffersize", [1, 3])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_generator_input_runs_in_one_task(
+    loop_kind: str, buffersize: int, ordered: bool
+) -> None:
+    """Regression: each item of an async input was read by a task of its own, so an
+    async generator that holds a context manager open across its yields entered it in
+    one task and went on (and exited it) in others. Here every item is read in the same
+    task, and an ``asyncio.timeout()`` held across the yields cancels that task: the
+    deadline, moved to now after item 5, ends the wait below with TimeoutError (it
+    cancelled a finished task before, and the input hung)."""
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            async with asyncio.timeout(5) as deadline:
+                for i in range(6):
+                    tasks.add(asyncio.current_task())
+                    await asyncio.sleep(0)  # a suspension: results are ready meanwhile
+                    yield i
+                tasks.add(asyncio.current_task())
+                deadline.reschedule(asyncio.get_running_loop().time())
+                await asyncio.Event().wait()  # <- CancelledError, by the deadline
+        except TimeoutError:
+            yield -1
+
+    async def main() -> list[int]:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            return [r async for r in mapper(instant, source(), buffersize=buffersize)]
+
+    results = await asyncio.wait_for(main(), 5)
+    expected = [0, 1, 2, 3, 4, 5, -1]
+    assert (results if ordered else sorted(results)) == (expected if ordered else sorted(expected))
+    assert len(tasks) == 1 and asyncio.current_task() not in tasks
+
+
+@pytest.mark.parametrize("how", ["break", "aclose", "exhausted"])
+async def test_an_async_generator_input_is_closed_in_the_task_it_ran_in(
+    loop_kind: str, how: str
+) -> None:
+    """Closing the map closes its async generator input (its ``finally`` runs, the
+    timeout it holds exits) in the reader task where the generator ran, not in the
+    consumer or in a finaliser task a turn later."""
+    ran_in: list[asyncio.Task[Any] | None] = []
+    closed_in: list[asyncio.Task[Any] | None] = []
+
+    async def source() -> AsyncIterator[int]:
+        async with asyncio.timeout(5):
+            try:
+                for i in range(3):
+                    ran_in.append(asyncio.current_task())
+                    yield i
+            finally:
+                closed_in.append(asyncio.current_task())
+
+    async def main() -> None:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            results = exe.map(instant, source(), buffersize=1)
+            if how == "break":
+                async for _ in results:
+                    break
+            elif how == "aclose":
+                assert await results.__anext__() == 0
+                await results.aclose()
+            else:
+                assert [r async for r in results] == [0, 1, 2]
+
+    await asyncio.wait_for(main(), 5)
+    assert len(set(ran_in)) == 1 and closed_in == ran_in[:1]
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_async_input_that_shuts_the_executor_down_is_read_no_further(
+    loop_kind: str, ordered: bool
+) -> None:
+    """The input itself calls shutdown() while the map reads it: the reading task, which
+    cannot be cancelled from within, stops after that item and closes the input (no task
+    is left waiting for room to read more: conftest checks)."""
+    closed = asyncio.Event()
+    exe = CoroutineExecutor(max_workers=4)
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            yield 0
+            await exe.shutdown(wait=False)
+            for i in range(1, 100):
+                yield i
+        finally:
+            closed.set()
+
+    async def main() -> None:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = mapper(instant, source(), buffersize=2)
+        with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+            async for _ in results:
+                pass
+        await closed.wait()
+
+    await asyncio.wait_for(main(), 5)
+
+class ParkedSource:
+    """An async iterator: item 0 at once, then a read that waits until it is cancelled.
+    Records the cancellation and aclose()."""
+
+    def __init__(self) -> None:
+        self.served = 0
+        self.parked = asyncio.Event()
+        self.read_cancelled = False
+        self.closed = asyncio.Event()
+
+    def __aiter__(self) -> ParkedSource:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.served == 0:
+            self.served = 1
+            return 0
+        self.parked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.read_cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize(
+    "how", ["break", "aclose", "block_exit", "shutdown", "consumer_cancelled"]
+)
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_closing_a_map_cancels_its_pending_read_and_closes_the_input(
+    loop_kind: str, how: str, ordered: bool
+) -> None:
+    """A map closed while it reads its async input's next item (the consumer holding a
+    result, or waiting in the map) cancels that read and closes the input with aclose();
+    no task is left behind (conftest checks)."""
+    source = ParkedSource()
+
+    async def job(i: int) -> int:
+        await source.parked.wait()  # result 0 is ready only once the read waits
+        return i
+
+    async def main() -> None:
+        exe = CoroutineExecutor(max_workers=4)
+        async with exe:
+            mapper = exe.map if ordered else exe.map_unordered
+            if how == "break":
+                async for r in mapper(job, source):
+                    assert r == 0
+                    break
+            elif how == "consumer_cancelled":
+                results = mapper(job, source)
+
+                async def consume() -> None:
+                    async for _ in results:
+                        pass
+
+                consumer = asyncio.ensure_future(consume())
+                await source.parked.wait()  # the consumer waits in the map from here
+                consumer.cancel()
+                await asyncio.wait({consumer}, timeout=5)
+                assert consumer.cancelled()
+            else:
+                results = mapper(job, source)
+                assert await results.__anext__() == 0
+                if how == "aclose":
+                    await results.aclose()
+                    assert source.read_cancelled  # aclose() waited for the read
+                elif how == "shutdown":
+                    await exe.shutdown(wait=True)
+            # block_exit: the exit closes it
+        await asyncio.wait_for(source.closed.wait(), 5)
+        assert source.read_cancelled
+
+    await asyncio.wait_for(main(), 5)
+
+
+#
 # Leaving a map early
 #
 
@@ -635,15 +935,22 @@ async def test_the_block_exit_closes_a_map_left_open(
                     assert first == 0
                     break
                 await yield_many()
-                assert jobs.started == 3 and jobs.cancelled == 0  # still open
+                assert jobs.cancelled == 0  # still open
+                # An async input's next item is read in a task of its own: result 0 is
+                # yielded as soon as it is ready, maybe before the window is filled.
+                assert jobs.started == 3 or (how == "async_input" and jobs.started <= 3)
             asyncio.get_running_loop().call_soon(release.set)  # runs once the exit began
         return results
 
     results = await asyncio.wait_for(main(), 5)
     assert bystander_done
-    assert jobs.cancelled == jobs.started == (0 if how == "never_iterated" else 3)
+    assert jobs.cancelled == jobs.started
     pulled = source.pulled
-    assert pulled == (0 if how == "never_iterated" else 4)
+    if how == "async_input":
+        assert pulled <= 4 and jobs.started <= 3
+    else:
+        assert jobs.started == (0 if how == "never_iterated" else 3)
+        assert pulled == (0 if how == "never_iterated" else 4)
     with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await results.__anext__()
     assert source.pulled == pulled
@@ -681,8 +988,9 @@ async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
     loop_kind: str, waits_for: str, ordered: bool
 ) -> None:
     """Another task waits inside the map's __anext__() when the block exits: it gets the
-    RuntimeError at once (or as soon as what it waits for arrives), never a hang, and the
-    map reads no further input."""
+    RuntimeError at once (or, waiting for a slot, as soon as the slot arrives), never a
+    hang, and the map reads no further input: a read that waits for an item is
+    cancelled."""
     jobs = ParkedJobs()
     gate = asyncio.Event()
     feed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -712,7 +1020,7 @@ async def test_the_block_exit_ends_a_consumer_waiting_inside_the_map(
             del results  # only the consumer's call holds the map now
         loop = asyncio.get_running_loop()
         loop.call_soon(gate.set)  # these run once the exit began
-        loop.call_soon(feed.set_result, None)
+        loop.call_soon(lambda: feed.done() or feed.set_result(None))
     with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
         await asyncio.wait_for(consumer, 5)
     assert jobs.cancelled == jobs.started
