@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -454,6 +455,7 @@ async def test_an_async_input_that_raises_while_results_are_ready(loop_kind: str
     assert jobs.started == jobs.cancelled == 1
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is new in 3.11")
 @pytest.mark.parametrize("buffersize", [1, 3])
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 async def test_an_async_generator_input_runs_in_one_task(
@@ -491,6 +493,7 @@ async def test_an_async_generator_input_runs_in_one_task(
     assert len(tasks) == 1 and asyncio.current_task() not in tasks
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is new in 3.11")
 @pytest.mark.parametrize("how", ["break", "aclose", "exhausted"])
 async def test_an_async_generator_input_is_closed_in_the_task_it_ran_in(
     loop_kind: str, how: str
