@@ -1,21 +1,38 @@
-"""CoroutineExecutor: the public API and the lifecycle of the async-with block."""
+"""CoroutineExecutor: the public API of the async core, and the owner of its components.
+
+The executor holds its :class:`~coroexecutor._slots.Slots` (capacity and the backlog), its
+:class:`~coroexecutor._policy.Outcomes` (the error policy's decider) and its
+:class:`~coroexecutor._startup.Startup` (the initializer), owns the lifecycle state and the
+running jobs, and does its work through the functions of ``_start`` (the life of a job),
+``_lifecycle`` (the canceller, idle, closing), ``_shutdown`` (waiting for the jobs) and
+``_map``. See docs/internals.rst.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
-from collections.abc import AsyncIterable, Awaitable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, overload
 
-from ._admission import NATIVE_LOOP, Queued, SentBack, job_position, task_probe
-from ._errors import check_job_fn
-from ._jobs import JobTask, as_coroutine
-from ._map import MapIterator, close_maps
-from ._policy import _SHUTDOWN_MESSAGE, Cause
-from ._ratelimit import RateLimiter
-from ._startup import Startup
+from . import _shutdown
+from ._context import job_position
+from ._errors import ExecutorTimeoutError, check_job_fn
+from ._lifecycle import SHUTDOWN_MESSAGE, Block, abort, admit, close
+from ._map import MapIterator, MapJobs
+from ._policy import Cause, JobKind, Outcomes
+from ._slots import Queued, Slots
+from ._start import (
+    TaskProbe,
+    on_job_done,
+    on_queued_done,
+    queue_job,
+    start_job,
+    start_queued,
+    take_slot,
+    task_probe,
+)
+from ._startup import Startup, await_initializer, broken_error, start_initializer, watch_loop
 from ._state import State
 from ._stats import ExecutorStats
 from ._typing import ParamSpec, Self, final
@@ -28,8 +45,6 @@ T = TypeVar("T")
 JobHook = Callable[["asyncio.Future[Any]"], object]
 
 _RUNNING = State.RUNNING
-_CoroutineType = types.CoroutineType
-_JobTask = JobTask
 _ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 _CancelledError = asyncio.CancelledError
 _DEFAULT_MAX_WORKERS = 1000
@@ -74,7 +89,48 @@ class CoroutineExecutor(Startup):
         TypeError: an argument of the wrong kind, such as a non-callable ``initializer``.
     """
 
-    __slots__ = ("__weakref__", "_burst", "_rate")
+    # Slots, not an instance __dict__: with a __dict__ every attribute read on the hot path
+    # would be a dict lookup instead of a slot read.
+    __slots__ = (
+        "__weakref__", "_block", "_burst", "_deadline_handle", "_grace_handle",
+        "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_loop", "_loop_watch",
+        "_maps", "_outcomes", "_outer", "_rate", "_running", "_slots", "_spared",
+        "_startup", "_state", "_task_probe", "_timeout", "_watchers",
+    )
+
+    _state: State
+    _loop: asyncio.AbstractEventLoop  # set by _bind(): read only once bound (see _bound)
+    _slots: Slots
+    _outcomes: Outcomes
+    _startup: Startup
+    # Running jobs' tasks, keyed by the job's own coroutine for jobs that complete in-line
+    # (the runner finds its entry without knowing its task) and by the task otherwise.
+    # The initializer's task is here too while it runs.
+    _running: dict[object, asyncio.Future[Any]]
+    # Job task -> future to resolve when the job is settled: a map consumer waiting for the
+    # job it must yield next. Resolved in the job's own last step, a turn before any done
+    # callback of its task could run.
+    _watchers: dict[asyncio.Future[Any], asyncio.Future[None]]
+    _maps: set[MapJobs]  # every live map(): the block's exit and shutdown() close them
+    _block: Block | None  # used as ``async with``: the block owns the policy's error
+    # Where the executor was first used: the executor whose job bound it (job_position
+    # then), or None outside any job. Decides who may wait for its jobs (may_wait).
+    _outer: CoroutineExecutor | None
+    # The task that ran abort, which it did not cancel (a job in its last step, or a job
+    # that called shutdown(wait=False)); cancel_again cancels it if the wait for the jobs
+    # is cancelled.
+    _spared: asyncio.Future[Any] | None
+    _idle_waiters: list[asyncio.Future[None]]  # shutdown() and __aexit__ may both wait
+    _idle_handle: asyncio.Handle | None
+    _deadline_handle: asyncio.TimerHandle | None
+    _grace_handle: asyncio.TimerHandle | None  # shutdown(timeout=): then cancel what runs
+    _timeout: float | None
+    _job_timeout: float | None
+    _inline: bool  # jobs settle in their own last step (no hook, no job_timeout)
+    _task_probe: TaskProbe
+    _loop_watch: AsyncGenerator[None, None] | None  # see _startup.watch_loop
+    _rate: float | None
+    _burst: int
 
     def __init__(
         self,
@@ -97,12 +153,24 @@ class CoroutineExecutor(Startup):
             raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
         if on_job_done is not None and not callable(on_job_done):
             raise TypeError(f"on_job_done must be a callable or None (got {on_job_done!r})")
-        timeout = check_seconds("timeout", timeout)
-        job_timeout = check_seconds("job_timeout", job_timeout)
+        self._timeout = check_seconds("timeout", timeout)
+        self._job_timeout = check_seconds("job_timeout", job_timeout)
         self._rate, self._burst = check_rate(max_per_second, burst)
-        self._init_admission(max_workers, job_timeout)
-        self._init_policy(bool(suppress_task_errors), on_job_done, timeout)
-        self._init_startup(initializer, tuple(initargs))
+        self._state = State.CREATED
+        self._slots = Slots(max_workers)
+        self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
+        self._startup = Startup(initializer, tuple(initargs))
+        self._running = {}
+        self._watchers = {}
+        self._maps = set()
+        self._block = None
+        self._outer = None
+        self._spared = None
+        self._idle_waiters = []
+        self._idle_handle = self._deadline_handle = self._grace_handle = None
+        self._inline = on_job_done is None and self._job_timeout is None
+        self._task_probe = TaskProbe.NEVER
+        self._loop_watch = None
 
     def __del__(self) -> None:
         # A job error the policy named but nobody was given: no block, and no shutdown()
@@ -110,14 +178,8 @@ class CoroutineExecutor(Startup):
         # the executor is now forgotten. Report it as asyncio reports a task exception
         # that was never retrieved, rather than lose it silently.
         try:
-            error = self._first_error
-            if (
-                error is None
-                or self._error_delivered
-                or self._cause is not Cause.JOB_ERROR
-                or isinstance(error, _CancelledError)
-                or self._loop is None
-            ):
+            error = self._outcomes.unretrieved
+            if error is None:
                 return
             self._loop.call_exception_handler(
                 {
@@ -130,10 +192,10 @@ class CoroutineExecutor(Startup):
             pass
 
     def __repr__(self) -> str:
-        running = self._running_count()
+        slots = self._slots
         return (
-            f"<CoroutineExecutor {self._state.value} {running}/{self._max_workers}"
-            f" backlog={self._queued} waiting={self._waiting}>"
+            f"<CoroutineExecutor {self._state.value} {slots.running}/{slots.limit}"
+            f" backlog={slots.queued} waiting={slots.waiting}>"
         )
 
     #
@@ -149,14 +211,16 @@ class CoroutineExecutor(Startup):
         jobs finish, and no new job starts until fewer than the new limit are running (a
         waiter already handed a slot when the limit shrank hands it back and waits again).
         """
-        return self._max_workers
+        return self._slots.limit
 
     @max_workers.setter
     def max_workers(self, value: Optional[int]) -> None:
         # None: the default, as in the constructor.
         value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
         self._check_setter_thread("max_workers")
-        self._resize(value)
+        self._slots.resize(value)
+        if self._bound:
+            admit(self)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -192,8 +256,10 @@ class CoroutineExecutor(Startup):
         """Refuse a setter called off the thread of the running loop the executor is bound
         to: it would change the slots, the limiter and the backlog under the loop's feet
         (and under an eager task factory start a queued job on the calling thread)."""
+        if not self._bound:
+            return
         loop = self._loop
-        if loop is not None and loop.is_running() and _get_running_loop() is not loop:
+        if loop.is_running() and _get_running_loop() is not loop:
             raise RuntimeError(
                 f"{self!r}.{name} can only be set on the thread of its event loop; from"
                 f" another thread use loop.call_soon_threadsafe(setattr, executor,"
@@ -201,35 +267,27 @@ class CoroutineExecutor(Startup):
             )
 
     def _set_rate(self, rate: Optional[float], burst: int) -> None:
+        """Set the start rate (the bridge calls this on the loop thread)."""
         self._rate, self._burst = rate, burst
-        loop = self._loop
-        if loop is None or self._state is State.CLOSED or loop.is_closed():
+        state = self._state
+        if not self._bound or state is State.CLOSED or self._loop.is_closed():
             return  # _bind makes the limiter; once closed, no job starts again
-        if rate is None:
-            self._limiter = None
-        elif self._limiter is None:
-            self._limiter = RateLimiter(rate, burst, loop.time)
-        else:
-            self._limiter.reconfigure(rate, burst)
-        # A wake-up for the backlog was timed for the old rate: time it for the new one.
-        if self._wake_handle is not None:
-            self._wake_handle.cancel()
-            self._wake_handle = None
-        if self._backlog:
-            self._schedule_wake()
+        self._slots.set_rate(rate, burst)
 
     @property
     def stats(self) -> ExecutorStats:
         """A read-only snapshot of the job counts (cheap: no job is visited)."""
-        running = self._running_count()
+        slots, outcomes = self._slots, self._outcomes
+        running = slots.running
+        done = outcomes.succeeded + outcomes.failed + outcomes.cancelled
         return ExecutorStats(
             # Every accepted job is queued, running or done: no counter on the hot path.
-            submitted=self._succeeded + self._failed + self._cancelled + running + self._queued,
-            queued=self._queued,
+            submitted=done + running + slots.queued,
+            queued=slots.queued,
             running=running,
-            succeeded=self._succeeded,
-            failed=self._failed,
-            cancelled=self._cancelled,
+            succeeded=outcomes.succeeded,
+            failed=outcomes.failed,
+            cancelled=outcomes.cancelled,
         )
 
     #
@@ -261,61 +319,12 @@ class CoroutineExecutor(Startup):
         """
         if self._state is not _RUNNING:
             self._check_accepting()
-        if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
-            self._free -= 1
-        else:
+        if not self._slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             self._check_loop()  # only where we would wait: the fast path does not look
-            if self._init_task is not None:
-                self._check_not_initializer("submit()")
-            # _acquire_slot() written out: a coroutine less for each wait.
-            waiter: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
-            self._backlog.append(waiter)
-            self._waiting += 1
-            if self._free > 0:
-                self._schedule_wake()
-            try:
-                await waiter
-                # Start only while fewer than max_workers run: see _acquire_slot.
-                while self._free + self._granted <= 0 or (
-                    self._backlog and type(self._backlog[0]) is SentBack
-                ):
-                    if not self._must_wait_again(waiter):
-                        break
-                    waiter = self._wait_again()
-                    await waiter
-            except _CancelledError:
-                self._left_line(waiter)
-                raise
-            self._granted -= 1
-            if self._state is State.CANCELLING:
-                self._free += 1  # granted just before an abort: give it back
-                self._check_accepting()
-        loop = self._loop
-        fast = self._fast
-        if fast and (
-            loop._task_factory  # type: ignore[union-attr]
-            if fast == NATIVE_LOOP
-            else loop.get_task_factory()  # type: ignore[union-attr]
-        ) is None:
-            # _start() written out for the common case (here and in the map's generator):
-            # an in-line job whose Task we build as the loop's create_task would. Calling
-            # _start instead measured 4% slower for submit, 5% for map (benchmarks ladder).
-            runner: Coroutine[Any, Any, Any] | None = None
-            coro: Any = None
-            try:
-                coro = fn(*args, **kwargs)
-                if type(coro) is not _CoroutineType:
-                    coro = as_coroutine(coro, fn)
-                runner = self._run_job(coro, False, True)
-                task: asyncio.Task[T] = _JobTask(runner, loop=loop)
-            except BaseException:
-                self._start_failed(fn, "submit", runner, coro)
-                raise
-            self._running[coro] = task
-            return task
-        return self._start(fn, args, kwargs, "submit")  # type: ignore[return-value]
+            await take_slot(self, "submit")
+        return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result
 
     def submit_nowait(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -341,19 +350,12 @@ class CoroutineExecutor(Startup):
         """
         if self._state is not _RUNNING:
             self._check_accepting()
-        if self._free > 0 and not self._backlog and (not self._limiter or self._limiter.try_take()):
-            self._free -= 1
-            return self._start(fn, args, kwargs, "submit_nowait")
+        if self._slots.take_nowait():
+            return start_job(self, fn, args, kwargs, "submit_nowait")
         if not callable(fn):
             check_job_fn(fn, "submit_nowait")
         self._check_loop()  # only where we would queue: the fast path does not look
-        assert self._loop is not None
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._backlog.append(Queued(future, fn, args, kwargs))
-        self._queued += 1
-        future.add_done_callback(self._on_queued_done)
-        self._schedule_wake()
-        return future
+        return queue_job(self, fn, args, kwargs)
 
     @overload
     def map(
@@ -410,7 +412,9 @@ class CoroutineExecutor(Startup):
         """
         self._check_loop()
         self._check_accepting()
-        return MapIterator(self, fn, iterables, buffersize, True, return_exceptions)
+        return MapIterator(
+            self, fn, iterables, buffersize, ordered=True, return_exceptions=return_exceptions
+        )
 
     @overload
     def map_unordered(
@@ -453,7 +457,9 @@ class CoroutineExecutor(Startup):
         """
         self._check_loop()
         self._check_accepting()
-        return MapIterator(self, fn, iterables, buffersize, False, return_exceptions)
+        return MapIterator(
+            self, fn, iterables, buffersize, ordered=False, return_exceptions=return_exceptions
+        )
 
     def _check_accepting(self) -> None:
         state = self._state
@@ -463,43 +469,68 @@ class CoroutineExecutor(Startup):
             self._bind()
             return
         self._check_loop()
-        if self._broken is not None:
-            raise self._broken_error()
+        if self._startup.broken is not None:
+            raise broken_error(self)
         if state is State.CANCELLING:
-            raise RuntimeError(f"{_SHUTDOWN_MESSAGE} ({self!r} is cancelling its jobs)")
-        raise RuntimeError(_SHUTDOWN_MESSAGE)
+            raise RuntimeError(f"{SHUTDOWN_MESSAGE} ({self!r} is cancelling its jobs)")
+        raise RuntimeError(SHUTDOWN_MESSAGE)
 
     def _bind(self) -> None:
         """First use: tie the executor to the running loop, start the deadline and the
         initializer."""
         loop = self._loop = asyncio.get_running_loop()
+        self._slots.bind(loop)
         self._state = _RUNNING
         self._outer = job_position.get()
-        self._fast = task_probe(loop) if self._inline else 0
+        self._task_probe = task_probe(loop) if self._inline else TaskProbe.NEVER
         if self._rate is not None:
-            self._limiter = RateLimiter(self._rate, self._burst, loop.time)
+            self._slots.set_rate(self._rate, self._burst)
         if self._timeout is not None:
-            self._deadline_handle = loop.call_later(self._timeout, self._abort, Cause.DEADLINE)
-        self._watch_loop()
-        if self._initializer is not None:
-            self._start_initializer()
+            self._deadline_handle = loop.call_later(self._timeout, abort, self, Cause.DEADLINE)
+        self._loop_watch = watch_loop(self)
+        if self._startup.fn is not None:
+            start_initializer(self)
 
     def _check_loop(self) -> None:
         """Refuse a call from any loop but the one the executor is bound to (if any).
 
         Not on the fast paths of submit() and submit_nowait(): on CPython 3.11 finding
         the running loop makes a getpid() system call. They rely on the state instead:
-        an executor whose loop has finished (see Startup._watch_loop) is CLOSED, and
+        an executor whose loop has finished (see _startup.watch_loop) is CLOSED, and
         every call on a closed executor comes here."""
-        if self._loop is not None and _get_running_loop() is not self._loop:
+        if self._bound and _get_running_loop() is not self._loop:
             raise RuntimeError(
                 f"{self!r} belongs to the event loop it was first used on and cannot be"
                 " used from another; make one executor per asyncio.run()"
             )
 
-    #
-    # Admission: slots, rate and the backlog
-    #
+    @property
+    def _bound(self) -> bool:
+        """Whether the executor has been tied to its loop (first use). A never-used
+        executor that was shut down is CLOSED but has no loop."""
+        return hasattr(self, "_loop")
+
+    def _policy_error(self, shared: bool = False) -> BaseException | None:
+        return self._outcomes.policy_error(self._timeout_error, shared=shared)
+
+    def _timeout_error(self) -> BaseException:
+        return ExecutorTimeoutError(f"{self!r} timed out after {self._timeout} seconds")
+
+    # Callbacks handed to futures and to queued jobs (bound methods: they compare equal,
+    # so remove_done_callback finds them).
+
+    def _on_job_done(self, task: asyncio.Future[Any]) -> None:
+        on_job_done(self, JobKind.POLICY, task)
+
+    def _on_result_job_done(self, task: asyncio.Future[Any]) -> None:
+        on_job_done(self, JobKind.RESULT, task)
+
+    def _on_queued_done(self, future: asyncio.Future[Any]) -> None:
+        on_queued_done(self, future)
+
+    def _start_queued(self, entry: Queued) -> None:
+        start_queued(self, entry)
+
     #
     # Lifecycle
     #
@@ -520,11 +551,10 @@ class CoroutineExecutor(Startup):
             self._check_loop()
             raise RuntimeError(f"{self!r} has already been used; create a new executor")
         self._bind()
-        self._parent = asyncio.current_task()
-        self._block = True
-        if self._init_task is not None:
-            await self._await_initializer()
-        self._in_body = True
+        block = self._block = Block(asyncio.current_task())
+        if self._startup.task is not None:
+            await await_initializer(self)
+        block.in_body = True
         return self
 
     async def __aexit__(
@@ -533,39 +563,7 @@ class CoroutineExecutor(Startup):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._in_body = False
-        ours = False
-        if exc is not None:
-            if isinstance(exc, asyncio.CancelledError) and self._parent_cancel_requested:
-                ours = self._uncancel_parent()  # our own interruption of the body
-            if not ours:
-                self._abort(Cause.BODY)  # the body raised or was cancelled: cancel every job
-        close_maps(self)  # a map left open (named, then `break`) must not keep jobs running
-        if self._state is _RUNNING:
-            self._state = State.EXITING
-        late_cancel = await self._wait_idle(keep_waiting=True)
-        self._close()
-        self._uncancel_parent()  # the body swallowed our interruption: still withdraw it
-        error = self._policy_error()
-        if error is not None:
-            # A job error (or the deadline) came first: it wins over what followed, as the
-            # first error does in asyncio.TaskGroup.
-            if error is exc:
-                return False
-            self._reraise(error)
-        if late_cancel is not None:
-            raise late_cancel  # cancelled while waiting for the jobs: not swallowed
-        return None
-
-    def _uncancel_parent(self) -> bool:
-        """Withdraw our interruption of the body, once. True if the body's pending
-        cancellation was only ours."""
-        if not self._parent_cancel_requested:
-            return False
-        self._parent_cancel_requested = False
-        if sys.version_info >= (3, 11):
-            return self._parent.uncancel() == 0  # type: ignore[union-attr]
-        return True  # 3.9/3.10 cannot count cancel requests: assume it was ours
+        return await _shutdown.exit_block(self, exc)
 
     async def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
         """Stop accepting jobs; with ``wait=True``, wait until none is running or queued.
@@ -603,56 +601,8 @@ class CoroutineExecutor(Startup):
         (the block's exit still waits for them, as ``asyncio.TaskGroup`` does).
         """
         grace = check_seconds("timeout", timeout)
-        if self._loop is None:  # never used (perhaps shut down before): nothing to wait for
-            self._close()
+        if not self._bound:  # never used (perhaps shut down before): nothing to wait for
+            close(self)
             return
         self._check_loop()
-        if self._init_task is not None:
-            self._check_not_initializer("shutdown()")
-        waits = self._may_wait()
-        # The policy's error goes to every call that waits, except once a call has raised
-        # it and returned: a later shutdown() is a no-op. While a block is active, the
-        # block owns it (and the closing).
-        late = self._error_delivered
-        if self._state in _ACCEPTING:
-            self._state = State.DRAINING
-        close_maps(self)  # no map could start another job: their in-flight jobs end too
-        if not wait:
-            self._abort(Cause.SHUTDOWN)
-        elif grace is not None and self._busy():
-            self._start_grace(grace)
-        if not (wait and waits):
-            if not self._block:
-                self._close_when_idle()
-                if waits and not late:
-                    error = self._policy_error(shared=True)
-                    if error is not None:
-                        self._reraise(error)
-            return
-        try:
-            await self._wait_idle(keep_waiting=False)
-        except _CancelledError:
-            if not self._block:
-                self._close_when_idle()
-            raise
-        finally:
-            if self._grace_handle is not None:  # idle, or every job cancelled: moot
-                self._grace_handle.cancel()
-                self._grace_handle = None
-        if not self._block:
-            self._close()
-            if not late:
-                error = self._policy_error(shared=True)
-                if error is not None:
-                    self._reraise(error)
-
-    def _start_grace(self, grace: float) -> None:
-        """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""
-        when = self._loop.time() + grace  # type: ignore[union-attr]  # bound: not CREATED
-        handle = self._grace_handle
-        if handle is not None:
-            if handle.when() <= when:
-                return
-            handle.cancel()
-        loop: Any = self._loop
-        self._grace_handle = loop.call_at(when, self._abort, Cause.SHUTDOWN)
+        await _shutdown.shutdown(self, wait, grace)
