@@ -42,6 +42,7 @@ async def results(
     on_done = jobs.on_unordered_done
     count = 0  # jobs started and not yet yielded: the window's fill
     args: Any = None  # read from the inputs, not started yet
+    job: asyncio.Future[Any] | None = None
     more = True  # the inputs may hold more
     try:
         yield EXHAUSTED  # the priming stop (see MapIterator.__init__)

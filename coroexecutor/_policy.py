@@ -111,7 +111,7 @@ class Outcomes:
         a result."""
         ours = False
         if self.our_cancels and task in self.our_cancels:
-            self.our_cancels.discard(task)  # type: ignore[arg-type]  # in the set: not None
+            self.our_cancels.discard(task)
             ours = True
         if error is None:
             self.succeeded += 1
