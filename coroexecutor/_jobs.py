@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import sys
 import types
@@ -11,7 +12,10 @@ from typing import Any, TypeVar
 
 from ._errors import JobTimeoutError, describe_job
 
-__all__ = ["JobTask", "as_coroutine", "prime", "prime_point", "priming", "wrapped_job"]
+__all__ = [
+    "JobTask", "TaskProbe", "as_coroutine", "prime", "prime_point", "priming", "task_probe",
+    "wrapped_job",
+]
 
 _CoroutineType = types.CoroutineType
 _CORO_CREATED = inspect.CORO_CREATED
@@ -62,6 +66,24 @@ class JobTask(asyncio.Task[T]):
         if _getcoroutinestate(runner) == _CORO_CREATED:  # type: ignore[arg-type]
             prime(runner)  # type: ignore[arg-type]
         return super().cancel(msg)
+
+
+class TaskProbe(enum.Enum):
+    """Whether start_job may build a job's Task itself, as the loop's create_task would
+    with no task factory set (checked per job: a factory may be set at any time)."""
+
+    NEVER = "never"  # jobs do not complete in-line, or the loop's create_task is its own
+    NATIVE = "native"  # asyncio's own create_task: the factory is loop._task_factory
+    UVLOOP = "uvloop"  # uvloop's create_task also builds asyncio.Task(coro, loop=loop)
+
+
+def task_probe(loop: asyncio.AbstractEventLoop) -> TaskProbe:
+    create_task = type(loop).create_task
+    if create_task is asyncio.BaseEventLoop.create_task:
+        return TaskProbe.NATIVE
+    if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
+        return TaskProbe.UVLOOP
+    return TaskProbe.NEVER
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHUTDOWN_MESSAGE", "Block", "abort", "admit", "cancel_again", "cancel_late",
-    "check_idle", "close", "close_when_idle", "fail", "refusal", "tearing_down",
+    "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
+    "tearing_down",
 ]
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
@@ -221,3 +222,23 @@ def _closed_idle(exe: CoroutineExecutor) -> None:
     in_body = exe._block is not None and exe._block.in_body
     if not in_body and exe._state is not State.CLOSED and not exe._slots.busy:
         close(exe)
+
+
+def report_unretrieved(exe: CoroutineExecutor) -> None:
+    """The executor is being collected: report a job error the policy named but nobody
+    was given (no block, and no shutdown() that may wait: one from a job of an unrelated
+    executor does not raise it), as asyncio reports a task exception that was never
+    retrieved, rather than lose it silently."""
+    try:
+        error = exe._outcomes.unretrieved
+        if error is None:
+            return
+        exe._loop.call_exception_handler(
+            {
+                "message": "CoroutineExecutor job exception was never retrieved"
+                " (no async with block, and no shutdown() that waits, raised it)",
+                "exception": error,
+            }
+        )
+    except AttributeError:  # __init__ raised before the attributes existed
+        pass

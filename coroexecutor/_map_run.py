@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._map_state import EXHAUSTED, MapJobs, abandon, read_inputs
 from ._policy import JobKind, reraise_job_error
 from ._start import give_back, start_job, take_slot
+from ._startup import check_accepting
 from ._state import State
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ async def results(
                         args = None
                         break
                 if exe._state is not _RUNNING:
-                    exe._check_accepting()
+                    check_accepting(exe)
                 if not slots.take_nowait():
                     if count:
                         # A job of ours is in flight: yield its result, start this later.

@@ -6,7 +6,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from types import TracebackType
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
+
+from ._stats import ExecutorStats
+
+if TYPE_CHECKING:
+    from ._slots import Slots
 
 __all__ = ["Cause", "JobKind", "Outcomes", "error_of", "reraise_job_error", "retrieve"]
 
@@ -179,6 +184,20 @@ class Outcomes:
     def reraise(self, error: BaseException) -> NoReturn:
         """Raise what policy_error() returned: the first job error as its job left it."""
         reraise_job_error(error, self.first_tb if error is self.first_error else None)
+
+    def snapshot(self, slots: Slots) -> ExecutorStats:
+        """The stats: every accepted job is queued, running or done, so ``submitted``
+        needs no counter on the hot path."""
+        running = slots.running
+        done = self.succeeded + self.failed + self.cancelled
+        return ExecutorStats(
+            submitted=done + running + slots.queued,
+            queued=slots.queued,
+            running=running,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            cancelled=self.cancelled,
+        )
 
     def clear(self) -> None:
         """The executor closed: a job that swallowed our cancel left its task here."""

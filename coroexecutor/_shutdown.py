@@ -13,7 +13,7 @@ from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
 from ._map import close_maps
 from ._policy import Cause, JobKind, error_of
 from ._start import settle
-from ._startup import check_not_initializer
+from ._startup import check_not_initializer, policy_error
 from ._state import State
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ async def exit_block(exe: CoroutineExecutor, exc: BaseException | None) -> bool 
     late_cancel = await _wait_idle(exe, keep_waiting=True)
     close(exe)
     block.withdraw()  # the body swallowed our interruption: still withdraw it
-    error = exe._policy_error()
+    error = policy_error(exe)
     if error is not None:
         # A job error (or the deadline) came first: it wins over what followed, as the
         # first error does in asyncio.TaskGroup.
@@ -177,7 +177,7 @@ async def shutdown(exe: CoroutineExecutor, wait: bool, grace: float | None) -> N
 
 
 def _raise_policy_error(exe: CoroutineExecutor) -> None:
-    error = exe._policy_error(shared=True)
+    error = policy_error(exe, shared=True)
     if error is not None:
         exe._outcomes.reraise(error)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import inspect
 import types
 from collections.abc import Coroutine
@@ -18,19 +17,19 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._context import job_position
 from ._errors import check_job_fn
-from ._jobs import JobTask, as_coroutine, prime, wrapped_job
+from ._jobs import JobTask, TaskProbe, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
 from ._policy import Cause, JobKind, error_of, retrieve
 from ._slots import Queued
-from ._startup import check_not_initializer
+from ._startup import check_accepting, check_not_initializer
 from ._state import State
 
 if TYPE_CHECKING:
     from ._executor import CoroutineExecutor
 
 __all__ = [
-    "TaskProbe", "give_back", "on_job_done", "on_queued_done", "queue_job", "run_job", "settle",
-    "start_job", "start_queued", "take_slot", "task_probe",
+    "give_back", "on_job_done", "on_queued_done", "queue_job", "run_job", "settle",
+    "start_job", "start_queued", "take_slot",
 ]
 
 _set_position = job_position.set
@@ -39,24 +38,6 @@ _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
-
-
-class TaskProbe(enum.Enum):
-    """Whether start_job may build a job's Task itself, as the loop's create_task would
-    with no task factory set (checked per job: a factory may be set at any time)."""
-
-    NEVER = "never"  # jobs do not complete in-line, or the loop's create_task is its own
-    NATIVE = "native"  # asyncio's own create_task: the factory is loop._task_factory
-    UVLOOP = "uvloop"  # uvloop's create_task also builds asyncio.Task(coro, loop=loop)
-
-
-def task_probe(loop: asyncio.AbstractEventLoop) -> TaskProbe:
-    create_task = type(loop).create_task
-    if create_task is asyncio.BaseEventLoop.create_task:
-        return TaskProbe.NATIVE
-    if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
-        return TaskProbe.UVLOOP
-    return TaskProbe.NEVER
 
 
 def _no_task_factory(exe: CoroutineExecutor) -> bool:
@@ -190,7 +171,7 @@ async def take_slot(exe: CoroutineExecutor, where: str) -> None:
         raise
     if exe._state is _CANCELLING:
         give_back(exe)  # granted just before an abort
-        exe._check_accepting()  # raises
+        check_accepting(exe)  # raises
 
 
 #

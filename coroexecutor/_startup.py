@@ -15,8 +15,9 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._context import initializing
-from ._errors import BrokenCoroutineExecutor
+from ._context import initializing, job_position
+from ._errors import BrokenCoroutineExecutor, ExecutorTimeoutError
+from ._jobs import TaskProbe, task_probe
 from ._lifecycle import SHUTDOWN_MESSAGE, abort, admit, check_idle, close, close_when_idle, fail
 from ._policy import Cause
 from ._state import State
@@ -25,9 +26,12 @@ if TYPE_CHECKING:
     from ._executor import CoroutineExecutor
 
 __all__ = [
-    "Startup", "await_initializer", "broken_error", "check_not_initializer",
-    "start_initializer", "watch_loop",
+    "Startup", "await_initializer", "bind", "broken_error", "check_accepting", "check_loop",
+    "check_not_initializer", "check_setter_thread", "no_exit", "policy_error",
+    "refuse_plain_with",
 ]
+
+_ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
 
 class Startup:
@@ -53,7 +57,101 @@ class Startup:
         self.broken: BaseException | None = None  # what it raised
 
 
-def start_initializer(exe: CoroutineExecutor) -> None:
+#
+# First use
+#
+
+
+def bind(exe: CoroutineExecutor) -> None:
+    """First use: tie the executor to the running loop, start the deadline, the watch of
+    the loop and the initializer."""
+    loop = exe._loop = asyncio.get_running_loop()
+    exe._slots.bind(loop)
+    exe._state = State.RUNNING
+    exe._outer = job_position.get()
+    exe._task_probe = task_probe(loop) if exe._inline else TaskProbe.NEVER
+    if exe._rate is not None:
+        exe._slots.set_rate(exe._rate, exe._burst)
+    if exe._timeout is not None:
+        exe._deadline_handle = loop.call_later(exe._timeout, abort, exe, Cause.DEADLINE)
+    exe._loop_watch = _watch_loop(exe)
+    if exe._startup.fn is not None:
+        _start_initializer(exe)
+
+
+def check_accepting(exe: CoroutineExecutor) -> None:
+    """The gate of submit(), submit_nowait() and map(): bind at first use, else raise the
+    documented error for an executor that takes no more jobs."""
+    state = exe._state
+    if state in _ACCEPTING:
+        return
+    if state is State.CREATED:
+        bind(exe)
+        return
+    check_loop(exe)
+    if exe._startup.broken is not None:
+        raise broken_error(exe)
+    if state is State.CANCELLING:
+        raise RuntimeError(f"{SHUTDOWN_MESSAGE} ({exe!r} is cancelling its jobs)")
+    raise RuntimeError(SHUTDOWN_MESSAGE)
+
+
+def check_loop(exe: CoroutineExecutor) -> None:
+    """Refuse a call from any loop but the one the executor is bound to (if any).
+
+    Not on the fast paths of submit() and submit_nowait(): on CPython 3.11 finding the
+    running loop makes a getpid() system call. They rely on the state instead: an
+    executor whose loop has finished (see _watch_loop) is CLOSED, and every call on a
+    closed executor comes here."""
+    if exe._bound and asyncio._get_running_loop() is not exe._loop:
+        raise RuntimeError(
+            f"{exe!r} belongs to the event loop it was first used on and cannot be used"
+            " from another; make one executor per asyncio.run()"
+        )
+
+
+def check_setter_thread(exe: CoroutineExecutor, name: str) -> None:
+    """Refuse a setter called off the thread of the running loop the executor is bound
+    to: it would change the slots, the limiter and the backlog under the loop's feet (and
+    under an eager task factory start a queued job on the calling thread)."""
+    if not exe._bound:
+        return
+    loop = exe._loop
+    if loop.is_running() and asyncio._get_running_loop() is not loop:
+        raise RuntimeError(
+            f"{exe!r}.{name} can only be set on the thread of its event loop; from another"
+            f" thread use loop.call_soon_threadsafe(setattr, executor, {name!r}, value), or"
+            " LoopExecutor, whose setters are thread-safe"
+        )
+
+
+def refuse_plain_with(exe: object) -> None:
+    """``__enter__``: a plain ``with`` is refused with the way out."""
+    raise TypeError(
+        f"{type(exe).__name__!r} object does not support the context manager protocol:"
+        " use 'async with' (in async code), or LoopExecutor from sync code"
+    )
+
+
+def no_exit(exe: object, *exc_info: object) -> None:
+    """``__exit__``: ``with`` needs one to reach ``__enter__``."""
+
+
+def policy_error(exe: CoroutineExecutor, *, shared: bool = False) -> BaseException | None:
+    """What the error policy says the block (or shutdown()) raises: see Outcomes."""
+
+    def timed_out() -> BaseException:
+        return ExecutorTimeoutError(f"{exe!r} timed out after {exe._timeout} seconds")
+
+    return exe._outcomes.policy_error(timed_out, shared=shared)
+
+
+#
+# The initializer
+#
+
+
+def _start_initializer(exe: CoroutineExecutor) -> None:
     """Bound to a loop just now: run the initializer; hold back every job meanwhile."""
     exe._slots.hold()
     exe._state = State.STARTING
@@ -157,7 +255,7 @@ async def await_initializer(exe: CoroutineExecutor) -> None:
     if error is None and exe._startup.broken is not None:
         error = broken_error(exe)
     if error is None:
-        error = exe._policy_error()  # the deadline passed while it ran
+        error = policy_error(exe)  # the deadline passed while it ran
     if error is None and exe._state is not State.RUNNING:
         # shutdown() from another task while it ran: with wait=False it cancelled the
         # initializer, with wait=True it let it finish (and the jobs it queued start).
@@ -178,14 +276,14 @@ async def await_initializer(exe: CoroutineExecutor) -> None:
 #
 
 
-def watch_loop(exe: CoroutineExecutor) -> AsyncGenerator[None, None]:
+def _watch_loop(exe: CoroutineExecutor) -> AsyncGenerator[None, None]:
     """Bound to the running loop just now: learn when that loop finishes.
 
     An executor belongs to the loop it was first used on. Used again in a second
     asyncio.run(), its fast paths (which do not look up the running loop: on CPython
     3.11 that is a getpid() system call per job) would build the job's Task on the first,
     closed, loop. So when the loop finishes, the executor is closed, and any later call
-    takes the slow path, which names the mistake (CoroutineExecutor._check_loop).
+    takes the slow path, which names the mistake (check_loop).
 
     asyncio.run() and asyncio.Runner finish a loop by closing its async generators
     (loop.shutdown_asyncgens(), after cancelling every task): one parked here, and
@@ -212,12 +310,12 @@ def _loop_finished(exe: CoroutineExecutor) -> None:
     running is cancelled again)."""
     if exe._slots.busy:
         abort(exe, Cause.SHUTDOWN)
-    if not exe._slots.busy:  # else someone closes them early: _check_loop still guards
+    if not exe._slots.busy:  # else someone closes them early: check_loop still guards
         exe._state = State.CLOSED
 
 
 async def _loop_watch(owner: weakref.ref[CoroutineExecutor]) -> AsyncGenerator[None, None]:
-    """Parked at its yield for the life of the executor's loop (see watch_loop)."""
+    """Parked at its yield for the life of the executor's loop (see _watch_loop)."""
     try:
         yield
     finally:
