@@ -16,15 +16,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union, overload
 
 from . import _shutdown, _startup
+from ._core import Block, Core, Startup
 from ._errors import check_job_fn
 from ._jobs import TaskProbe
-from ._lifecycle import Block, admit, close, report_unretrieved
+from ._lifecycle import admit, close, report_unretrieved
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
 from ._slots import Queued, Slots
 from ._start import on_job_done, on_queued_done, queue_job, start_job, start_queued, take_slot
 from ._startup import (
-    Startup,
     await_initializer,
     bind,
     check_accepting,
@@ -130,7 +130,7 @@ class CoroutineExecutor:
         self._block: Block | None = None  # used as ``async with``: the block owns the error
         # Where the executor was first used: the executor whose job bound it, or None
         # outside any job. Decides who may wait for its jobs (_shutdown.may_wait).
-        self._outer: CoroutineExecutor | None = None
+        self._outer: Core | None = None
         # The task that ran abort, which it did not cancel (see _lifecycle.abort).
         self._spared: asyncio.Future[Any] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # shutdown() and __aexit__

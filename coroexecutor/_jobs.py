@@ -8,7 +8,7 @@ import inspect
 import sys
 import types
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
 
@@ -62,9 +62,10 @@ class JobTask(asyncio.Task[T]):
     __slots__ = ()
 
     def cancel(self, msg: Any | None = None) -> bool:
-        runner = self.get_coro()
-        if _getcoroutinestate(runner) == _CORO_CREATED:  # type: ignore[arg-type]
-            prime(runner)  # type: ignore[arg-type]
+        # A JobTask always runs a runner coroutine (typeshed allows generators and None).
+        runner = cast("Coroutine[Any, Any, Any]", self.get_coro())
+        if _getcoroutinestate(runner) == _CORO_CREATED:
+            prime(runner)
         return super().cancel(msg)
 
 

@@ -7,22 +7,21 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING, Any
 
+from ._errors import SHUTDOWN_MESSAGE
 from ._policy import Cause
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
 __all__ = [
-    "SHUTDOWN_MESSAGE", "Block", "abort", "admit", "cancel_again", "cancel_late",
+    "abort", "admit", "cancel_again", "cancel_late",
     "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
     "tearing_down",
 ]
 
-SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 _current_task = asyncio.current_task
 _all_tasks = asyncio.all_tasks
 _COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
@@ -34,39 +33,7 @@ def _cancelling(task: asyncio.Future[Any]) -> bool:
     return cancelling is not None and cancelling() > 0
 
 
-class Block:
-    """The ``async with`` block an executor is used as: the task running its body, and
-    whether the executor has interrupted that body (fail-fast, the deadline), as
-    asyncio.TaskGroup interrupts its parent task."""
-
-    __slots__ = ("in_body", "interrupted", "parent")
-
-    def __init__(self, parent: asyncio.Task[Any] | None) -> None:
-        self.parent = parent
-        self.in_body = False
-        self.interrupted = False
-
-    def interrupt(self) -> None:
-        """Cancel the body at its next await, once, so a producer still submitting stops
-        at once. withdraw() undoes it at the block's exit."""
-        parent = self.parent
-        if self.in_body and parent is not None and not parent.done() and not self.interrupted:
-            self.interrupted = True
-            parent.cancel()
-
-    def withdraw(self) -> bool:
-        """Withdraw our interruption of the body, once. True if the body's pending
-        cancellation was only ours."""
-        if not self.interrupted:
-            return False
-        self.interrupted = False
-        if sys.version_info >= (3, 11):
-            assert self.parent is not None  # interrupt() needs one
-            return self.parent.uncancel() == 0
-        return True  # 3.9/3.10 cannot count cancel requests: assume it was ours
-
-
-def refusal(exe: CoroutineExecutor) -> RuntimeError:
+def refusal(exe: Core) -> RuntimeError:
     """The error for a slot waiter turned away because the executor cancels its jobs."""
     return RuntimeError(f"{SHUTDOWN_MESSAGE} ({exe!r} is cancelling its jobs)")
 
@@ -76,13 +43,13 @@ def refusal(exe: CoroutineExecutor) -> RuntimeError:
 #
 
 
-def fail(exe: CoroutineExecutor, exc: BaseException) -> None:
+def fail(exe: Core, exc: BaseException) -> None:
     """A job failed outside settle() (before it began, or its backlog start raised)."""
     if not exe._outcomes.suppress and exe._state is not State.CANCELLING:
         abort(exe, Cause.JOB_ERROR, exc)
 
 
-def abort(exe: CoroutineExecutor, cause: Cause, error: BaseException | None = None) -> None:
+def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     """Cancel every running and queued job. Idempotent; the first cause wins.
 
     The only place that cancels jobs in bulk: fail-fast, the deadline, an error or a
@@ -112,7 +79,7 @@ def abort(exe: CoroutineExecutor, cause: Cause, error: BaseException | None = No
     check_idle(exe)
 
 
-def cancel_again(exe: CoroutineExecutor) -> None:
+def cancel_again(exe: Core) -> None:
     """Cancel every job still running, the one abort spared included: a cancellation we
     cause, so not an error (the state is CANCELLING)."""
     exe._spared = None
@@ -121,7 +88,7 @@ def cancel_again(exe: CoroutineExecutor) -> None:
             task.cancel()
 
 
-def cancel_late(exe: CoroutineExecutor, task: asyncio.Future[Any]) -> None:
+def cancel_late(exe: Core, task: asyncio.Future[Any]) -> None:
     """A job registered after abort ran (an eager task factory ran its first step inside
     create_task, and abort could not see it yet): cancel it as abort would have, unless
     it is the task abort spared."""
@@ -129,7 +96,7 @@ def cancel_late(exe: CoroutineExecutor, task: asyncio.Future[Any]) -> None:
         task.cancel()
 
 
-def admit(exe: CoroutineExecutor, freed_by: asyncio.Future[Any] | None = None) -> None:
+def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
     """Start queued jobs and grant slot waiters while slots last, unless the loop is
     going down. ``freed_by``: the task of the job whose end freed the slot, when that is
     not the current task (a done callback settled it)."""
@@ -138,7 +105,7 @@ def admit(exe: CoroutineExecutor, freed_by: asyncio.Future[Any] | None = None) -
     exe._slots.admit()
 
 
-def tearing_down(exe: CoroutineExecutor, freed_by: asyncio.Future[Any] | None) -> bool:
+def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     """Whether the loop is going down, asked before queued jobs start: if so, cancel
     every job (not an error) and say so, so that no job starts as a new task.
 
@@ -168,7 +135,7 @@ def tearing_down(exe: CoroutineExecutor, freed_by: asyncio.Future[Any] | None) -
 #
 
 
-def check_idle(exe: CoroutineExecutor) -> None:
+def check_idle(exe: Core) -> None:
     """Wake whoever waits for the executor to be idle, one turn of the loop later.
 
     A job that completes in-line settles its slot during its own last step, before its
@@ -181,7 +148,7 @@ def check_idle(exe: CoroutineExecutor) -> None:
         exe._idle_handle = exe._loop.call_soon(_wake_idle, exe)
 
 
-def _wake_idle(exe: CoroutineExecutor) -> None:
+def _wake_idle(exe: Core) -> None:
     exe._idle_handle = None
     if not exe._idle_waiters or exe._slots.busy:
         return
@@ -191,7 +158,7 @@ def _wake_idle(exe: CoroutineExecutor) -> None:
             waiter.set_result(None)
 
 
-def close(exe: CoroutineExecutor) -> None:
+def close(exe: Core) -> None:
     exe._state = State.CLOSED
     exe._slots.close()
     exe._maps.clear()
@@ -207,7 +174,7 @@ def close(exe: CoroutineExecutor) -> None:
         exe._idle_handle = None
 
 
-def close_when_idle(exe: CoroutineExecutor) -> None:
+def close_when_idle(exe: Core) -> None:
     """Close once no job runs or waits, with nobody waiting for that (shutdown() that did
     not wait, or whose wait was cancelled), unless the block will close."""
     if exe._state is State.CLOSED:
@@ -218,13 +185,13 @@ def close_when_idle(exe: CoroutineExecutor) -> None:
     check_idle(exe)
 
 
-def _closed_idle(exe: CoroutineExecutor) -> None:
+def _closed_idle(exe: Core) -> None:
     in_body = exe._block is not None and exe._block.in_body
     if not in_body and exe._state is not State.CLOSED and not exe._slots.busy:
         close(exe)
 
 
-def report_unretrieved(exe: CoroutineExecutor) -> None:
+def report_unretrieved(exe: Core) -> None:
     """The executor is being collected: report a job error the policy named but nobody
     was given (no block, and no shutdown() that may wait: one from a job of an unrelated
     executor does not raise it), as asyncio reports a task exception that was never

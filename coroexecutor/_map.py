@@ -9,15 +9,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
-from ._errors import check_job_fn
-from ._lifecycle import SHUTDOWN_MESSAGE
-from ._map_run import results
-from ._map_state import MapJobs, abandon
+from ._errors import SHUTDOWN_MESSAGE, check_job_fn
+from ._map_run import abandon, results
+from ._map_state import MapJobs
 from ._policy import JobKind
 from ._typing import Self, final
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
 __all__ = ["MapIterator", "MapJobs", "close_maps"]
 
@@ -53,7 +52,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     def __init__(
         self,
-        executor: CoroutineExecutor,
+        executor: Core,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
         buffersize: int | None,
@@ -66,7 +65,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         if not iterables:
             raise TypeError(f"{where}() must have at least one iterable")
         if buffersize is None:
-            buffersize = executor.max_workers
+            buffersize = executor._slots.limit
         elif isinstance(buffersize, bool) or not isinstance(buffersize, int):
             raise TypeError(f"buffersize must be an int or None (got {buffersize!r})")
         elif buffersize < 1:
@@ -89,7 +88,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         self._results = results(executor, jobs, feed)
         # The slot declared for __anext__ holds the generator's own bound method (see
         # __slots__); type checkers see the method declared below instead.
-        self.__anext__ = self._results.__anext__  # type: ignore[method-assign]
+        self.__anext__ = self._results.__anext__  # type: ignore[method-assign]  # see above
         jobs.owner = weakref.ref(self)  # for close_maps()
         executor._maps.add(jobs)
         # Start the generator to its first yield with no asyncgen hooks installed, so it
@@ -159,7 +158,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         return live
 
 
-def close_maps(exe: CoroutineExecutor) -> None:
+def close_maps(exe: Core) -> None:
     """The block's exit and shutdown(): close every map still open. Its in-flight jobs
     are cancelled (the executor's own cancellations: not errors), it reads no more input,
     and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it

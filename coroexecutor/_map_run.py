@@ -1,5 +1,5 @@
-"""The async generator behind a MapIterator: starts the map's jobs as the window allows
-and yields their results."""
+"""The async generator behind a MapIterator, which starts the map's jobs as the window
+allows and yields their results, and abandon(), which closes a map early."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._map_state import EXHAUSTED, MapJobs, abandon, read_inputs
-from ._policy import JobKind, reraise_job_error
+from ._map_state import EXHAUSTED, MapJobs, read_inputs
+from ._policy import JobKind, reraise_job_error, retrieve
 from ._start import give_back, start_job, take_slot
 from ._startup import check_accepting
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
-__all__ = ["results"]
+__all__ = ["abandon", "results"]
 
 _RUNNING = State.RUNNING
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -25,7 +25,7 @@ _CLOSED: Any = object()  # the map was closed while we waited
 
 
 async def results(
-    exe: CoroutineExecutor, jobs: MapJobs, feed: Iterator[tuple[Any, ...]] | None
+    exe: Core, jobs: MapJobs, feed: Iterator[tuple[Any, ...]] | None
 ) -> AsyncGenerator[Any, None]:
     """Start jobs while the window has room, then yield the next result; until the inputs
     and the window are empty. ``feed``: the zip of sync inputs (None: the reader task
@@ -148,7 +148,7 @@ async def results(
         jobs.sources = ()
 
 
-async def _next_item(exe: CoroutineExecutor, jobs: MapJobs, count: int) -> Any:
+async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
     """The next item of async inputs, from the map's reader task (read_inputs), which
     reads while results are yielded. Returns the item, EXHAUSTED (or raises an input's
     error), _READY when a result is ready first (the read goes on; its item is taken
@@ -184,7 +184,7 @@ async def _next_item(exe: CoroutineExecutor, jobs: MapJobs, count: int) -> Any:
 
 
 async def _wait(
-    exe: CoroutineExecutor, jobs: MapJobs, job: asyncio.Future[Any] | None, retry: float | None
+    exe: Core, jobs: MapJobs, job: asyncio.Future[Any] | None, retry: float | None
 ) -> None:
     """Wait until ``job`` is settled (its watcher), or what else resolves ``jobs.wake``
     (an unordered job done, an item read, the map closed), or a start token arrives in
@@ -208,3 +208,51 @@ def _wake(wake: asyncio.Future[None]) -> None:
     """A start-rate token arrived for a map waiting for a result: let it start more."""
     if not wake.done():
         wake.set_result(None)
+
+
+def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Cancel the map's reader task, if it runs; returns it if so. Its outcome is
+    retrieved (nobody is left to read it)."""
+    reader = jobs.reader
+    if reader is None:
+        return None
+    jobs.reader = None
+    if reader.done():
+        retrieve(reader)
+        return None
+    if reader is not asyncio.current_task(reader.get_loop()):
+        reader.cancel()
+        reader.add_done_callback(retrieve)
+        return reader
+    # The input itself closes the map (calls shutdown(), say): it is in its own step.
+    reader.add_done_callback(retrieve)
+    return None
+
+
+def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
+    """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
+    job errors), stop its reader and wake a consumer waiting in it. Returns what was
+    cancelled, for aclose() to wait for.
+
+    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
+    nor waited for: it is in its own step (the executor's canceller still reaches it,
+    among the running jobs)."""
+    jobs.closed = True
+    exe._maps.discard(jobs)
+    live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
+    jobs.pending.clear()
+    jobs.in_flight.clear()
+    jobs.finished.clear()
+    current = asyncio.current_task(exe._loop)
+    if current is not None and current in live:
+        live.remove(current)
+    if not exe._loop.is_closed():
+        wake = jobs.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        for job in live:
+            exe._outcomes.cancel(job)
+        reader = _stop_reading(jobs)
+        if reader is not None:
+            live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
+    return live

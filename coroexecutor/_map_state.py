@@ -1,5 +1,5 @@
 """MapJobs: the state of one map() that the executor and the jobs' callbacks reach, the
-reader task of its async inputs, and abandoning it."""
+reader task of its async inputs."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import asyncio
 import collections
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._lifecycle import SHUTDOWN_MESSAGE
-from ._policy import JobKind, retrieve
+from ._errors import SHUTDOWN_MESSAGE
+from ._policy import JobKind
 
-if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
-
-__all__ = ["EXHAUSTED", "MapJobs", "abandon", "read_inputs"]
+__all__ = ["EXHAUSTED", "MapJobs", "read_inputs"]
 
 EXHAUSTED: Any = object()  # the end of the inputs (and the generator's priming stop)
 
@@ -150,51 +147,3 @@ async def _close_inputs(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...])
                 await aclose()
             except Exception:
                 pass  # the input's own cleanup failed; the map that read it is gone
-
-
-def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
-    """Cancel the map's reader task, if it runs; returns it if so. Its outcome is
-    retrieved (nobody is left to read it)."""
-    reader = jobs.reader
-    if reader is None:
-        return None
-    jobs.reader = None
-    if reader.done():
-        retrieve(reader)
-        return None
-    if reader is not asyncio.current_task(reader.get_loop()):
-        reader.cancel()
-        reader.add_done_callback(retrieve)
-        return reader
-    # The input itself closes the map (calls shutdown(), say): it is in its own step.
-    reader.add_done_callback(retrieve)
-    return None
-
-
-def abandon(exe: CoroutineExecutor, jobs: MapJobs) -> list[asyncio.Future[Any]]:
-    """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
-    job errors), stop its reader and wake a consumer waiting in it. Returns what was
-    cancelled, for aclose() to wait for.
-
-    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
-    nor waited for: it is in its own step (the executor's canceller still reaches it,
-    among the running jobs)."""
-    jobs.closed = True
-    exe._maps.discard(jobs)
-    live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
-    jobs.pending.clear()
-    jobs.in_flight.clear()
-    jobs.finished.clear()
-    current = asyncio.current_task(exe._loop)
-    if current is not None and current in live:
-        live.remove(current)
-    if not exe._loop.is_closed():
-        wake = jobs.wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-        for job in live:
-            exe._outcomes.cancel(job)
-        reader = _stop_reading(jobs)
-        if reader is not None:
-            live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
-    return live

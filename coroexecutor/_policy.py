@@ -144,8 +144,10 @@ class Outcomes:
 
     def call_hook(self, task: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         """Run the on_job_done hook; an error it raises goes to the loop's handler."""
+        if self.hook is None:
+            return
         try:
-            self.hook(task)  # type: ignore[misc]  # called only when a hook is set
+            self.hook(task)
         except Exception as exc:
             loop.call_exception_handler(
                 {"message": "on_job_done hook raised", "exception": exc, "future": task}

@@ -6,7 +6,8 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from ._context import job_position
 from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
@@ -17,14 +18,14 @@ from ._startup import check_not_initializer, policy_error
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
 __all__ = ["exit_block", "may_wait", "shutdown"]
 
 _ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
 
-def may_wait(exe: CoroutineExecutor) -> bool:
+def may_wait(exe: Core) -> bool:
     """Whether the calling task may wait for our jobs: it runs in no job at all, or in a
     job of an executor we are nested in (we were first used inside a job of it).
 
@@ -45,7 +46,7 @@ def may_wait(exe: CoroutineExecutor) -> bool:
 
 
 async def _wait_idle(
-    exe: CoroutineExecutor, *, keep_waiting: bool
+    exe: Core, *, keep_waiting: bool
 ) -> asyncio.CancelledError | None:
     """Wait until no job runs or waits.
 
@@ -85,7 +86,7 @@ async def _wait_idle(
             return cancelled
 
 
-def _watch_unprimed(exe: CoroutineExecutor) -> None:
+def _watch_unprimed(exe: Core) -> None:
     """Make sure every running in-line job gets settled, even one whose JobTask was
     cancelled before its first step past JobTask.cancel() (``asyncio.Task.cancel(t)``
     called on it directly): its runner never runs a line, so without this its slot would
@@ -99,15 +100,15 @@ def _watch_unprimed(exe: CoroutineExecutor) -> None:
         exe._loop.call_soon(_settle_unprimed, exe)
 
 
-def _settle_unprimed(exe: CoroutineExecutor) -> None:
+def _settle_unprimed(exe: Core) -> None:
     for key, task in [(k, t) for k, t in exe._running.items() if t.done()]:
         if key is task:
             continue  # a job with a done callback (or the initializer): that settles it
-        key.close()  # type: ignore[attr-defined]  # an in-line job's coroutine: it never ran
+        cast("Coroutine[Any, Any, Any]", key).close()  # an in-line job's: it never ran
         settle(exe, key, task, error_of(task), JobKind.POLICY, in_line=False)
 
 
-async def exit_block(exe: CoroutineExecutor, exc: BaseException | None) -> bool | None:
+async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
     """``__aexit__``: cancel the jobs if the body failed, wait for every job, close, and
     raise what the policy names (the first job error, the deadline) or the late cancel."""
     block = exe._block
@@ -137,7 +138,7 @@ async def exit_block(exe: CoroutineExecutor, exc: BaseException | None) -> bool 
     return None
 
 
-async def shutdown(exe: CoroutineExecutor, wait: bool, grace: float | None) -> None:
+async def shutdown(exe: Core, wait: bool, grace: float | None) -> None:
     """shutdown(): see CoroutineExecutor.shutdown for the contract."""
     if exe._startup.task is not None:
         check_not_initializer(exe, "shutdown()")
@@ -176,13 +177,13 @@ async def shutdown(exe: CoroutineExecutor, wait: bool, grace: float | None) -> N
             _raise_policy_error(exe)
 
 
-def _raise_policy_error(exe: CoroutineExecutor) -> None:
+def _raise_policy_error(exe: Core) -> None:
     error = policy_error(exe, shared=True)
     if error is not None:
         exe._outcomes.reraise(error)
 
 
-def _start_grace(exe: CoroutineExecutor, grace: float) -> None:
+def _start_grace(exe: Core, grace: float) -> None:
     """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""
     loop = exe._loop
     when = loop.time() + grace

@@ -44,6 +44,10 @@ class Queued:
         # would have given it had it started at once.
         self.ctx = contextvars.copy_context()
 
+    def done(self) -> bool:
+        """Whether the job left the line before it started (its future was cancelled)."""
+        return self.future.done()
+
 
 class SentBack(asyncio.Future[None]):
     """The place in the backlog of a waiter whose slot went back because the limit shrank
@@ -77,6 +81,8 @@ class Slots:
         "refusal", "waiting", "wake_handle",
     )
 
+    loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.free = limit  # slots neither held by a job nor granted to a waiter
@@ -86,8 +92,6 @@ class Slots:
         self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
         self.limiter: RateLimiter | None = None
         self.wake_handle: asyncio.TimerHandle | None = None
-        # Set by bind(); the executor binds before any other method is called.
-        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # see bind()
         self.held = False  # hold(): nothing starts (the initializer runs)
         # drain()'s error factory: from then on every waiter is refused with it.
         self.refusal: Callable[[], BaseException] | None = None
@@ -203,30 +207,26 @@ class Slots:
         backlog = self.backlog
         while self.free > 0 and backlog:
             entry = backlog[0]
-            if type(entry) is Queued:
-                if entry.future.done():
-                    backlog.popleft()  # cancelled while queued: already uncounted
-                    continue
-            elif entry.done():  # type: ignore[union-attr]  # a waiter: a future
-                backlog.popleft()  # its submitter was cancelled: already uncounted
+            if entry.done():  # a waiter whose caller was cancelled, or a cancelled job
+                backlog.popleft()  # already uncounted
                 continue
             if self.limiter is not None and not self.limiter.try_take():
                 self.schedule_wake()
                 return
             backlog.popleft()
             self.free -= 1
-            if type(entry) is Queued:
+            if isinstance(entry, Queued):
                 self.queued -= 1
                 entry.ctx.run(entry.start, entry)
             else:
                 self.waiting -= 1
                 self.granted += 1
-                entry.set_result(None)  # type: ignore[union-attr]  # a waiter: a future
+                entry.set_result(None)
 
     def schedule_wake(self) -> None:
         """Make sure the backlog moves in a later turn when a slot or a token is already
         available (one timer at a time; timed for the next token under a rate limit)."""
-        if self.free > 0 and self.wake_handle is None and self.loop is not None:
+        if self.free > 0 and self.wake_handle is None:
             delay = 0.0 if self.limiter is None else self.limiter.delay()
             self.wake_handle = self.loop.call_later(delay, self._on_wake)
 
@@ -242,14 +242,15 @@ class Slots:
         backlog, self.backlog = self.backlog, collections.deque()
         jobs: list[Queued] = []
         for entry in backlog:
-            if type(entry) is Queued:
-                if not entry.future.done():
-                    self.queued -= 1
-                    jobs.append(entry)
-            elif not entry.done():  # type: ignore[union-attr]  # a waiter: a future
+            if entry.done():
+                continue  # left the line: already uncounted
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                jobs.append(entry)
+            else:
                 self.waiting -= 1
-                entry.set_exception(refusal())  # type: ignore[union-attr]  # a waiter
-                entry.exception()  # type: ignore[union-attr]  # no log if its waiter is gone
+                entry.set_exception(refusal())
+                entry.exception()  # no log if its waiter is gone
         return jobs
 
     def hold(self) -> None:

@@ -25,7 +25,7 @@ from ._startup import check_accepting, check_not_initializer
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
 __all__ = [
     "give_back", "on_job_done", "on_queued_done", "queue_job", "run_job", "settle",
@@ -40,7 +40,7 @@ _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
 
 
-def _no_task_factory(exe: CoroutineExecutor) -> bool:
+def _no_task_factory(exe: Core) -> bool:
     """Whether a job's Task may be built directly now (see TaskProbe)."""
     probe = exe._task_probe
     if probe is TaskProbe.NATIVE:
@@ -55,7 +55,7 @@ def _no_task_factory(exe: CoroutineExecutor) -> bool:
 
 
 def start_job(
-    exe: CoroutineExecutor,
+    exe: Core,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -133,7 +133,7 @@ def start_job(
 
 
 def _start_failed(
-    exe: CoroutineExecutor,
+    exe: Core,
     fn: Callable[..., Any],
     where: str,
     runner: Coroutine[Any, Any, Any] | None,
@@ -149,7 +149,7 @@ def _start_failed(
         check_job_fn(fn, where)  # the clearer error for a coroutine object
 
 
-def give_back(exe: CoroutineExecutor) -> None:
+def give_back(exe: Core) -> None:
     """Give back a slot the caller holds but will not start a job in. The backlog moves
     in a later turn: we may be inside another job's start."""
     slots = exe._slots
@@ -159,7 +159,7 @@ def give_back(exe: CoroutineExecutor) -> None:
     check_idle(exe)
 
 
-async def take_slot(exe: CoroutineExecutor, where: str) -> None:
+async def take_slot(exe: Core, where: str) -> None:
     """Wait in line for a slot: the slow path of submit() and map() (see Slots.take)."""
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
@@ -180,7 +180,7 @@ async def take_slot(exe: CoroutineExecutor, where: str) -> None:
 
 
 def queue_job(
-    exe: CoroutineExecutor, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """Queue a job for the next free slot; returns the future that follows it."""
     future: asyncio.Future[Any] = exe._loop.create_future()
@@ -189,7 +189,7 @@ def queue_job(
     return future
 
 
-def start_queued(exe: CoroutineExecutor, entry: Queued) -> None:
+def start_queued(exe: Core, entry: Queued) -> None:
     """A queued job got its slot (Slots.admit calls this in the job's context)."""
     future = entry.future
     future.remove_done_callback(exe._on_queued_done)
@@ -215,7 +215,7 @@ def start_queued(exe: CoroutineExecutor, entry: Queued) -> None:
     task.add_done_callback(lambda t: _copy_outcome(t, future))
 
 
-def on_queued_done(exe: CoroutineExecutor, future: asyncio.Future[Any]) -> None:
+def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:
     """A queued job's future was cancelled before the job started."""
     exe._slots.unqueue()
     exe._outcomes.cancelled += 1
@@ -246,7 +246,7 @@ def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> Non
 #
 
 
-async def run_job(exe: CoroutineExecutor, coro: Coroutine[Any, Any, Any], kind: JobKind) -> Any:
+async def run_job(exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind) -> Any:
     """The coroutine an in-line job's task runs: it settles the job's slot, counts and
     policy in the job's own last step, so no done callback (and no extra turn of the
     loop) is needed per job."""
@@ -274,7 +274,7 @@ async def run_job(exe: CoroutineExecutor, coro: Coroutine[Any, Any, Any], kind: 
 
 
 def _job_raised(
-    exe: CoroutineExecutor, coro: object, exc: BaseException, kind: JobKind
+    exe: Core, coro: object, exc: BaseException, kind: JobKind
 ) -> None:
     """An in-line job ends with ``exc`` (its task is not done yet)."""
     task = _current_task(exe._loop)
@@ -283,7 +283,7 @@ def _job_raised(
     settle(exe, coro, task, exc, kind, in_line=True)
 
 
-def on_job_done(exe: CoroutineExecutor, kind: JobKind, task: asyncio.Future[Any]) -> None:
+def on_job_done(exe: Core, kind: JobKind, task: asyncio.Future[Any]) -> None:
     """Done callback of a job that does not complete in-line (an on_job_done hook or a
     job_timeout). Reading its error is also what stops asyncio logging "Task exception
     was never retrieved" for jobs whose handle was dropped."""
@@ -293,7 +293,7 @@ def on_job_done(exe: CoroutineExecutor, kind: JobKind, task: asyncio.Future[Any]
 
 
 def settle(
-    exe: CoroutineExecutor,
+    exe: Core,
     key: object,
     task: asyncio.Future[Any] | None,
     error: BaseException | None,
@@ -331,12 +331,12 @@ def settle(
     if exe._watchers:
         if task is None:
             task = _current_task(exe._loop)
-        wake = exe._watchers.pop(task, None)  # type: ignore[arg-type]  # None is no key
+        wake = exe._watchers.pop(task, None) if task is not None else None
         if wake is not None and not wake.done():
             wake.set_result(None)
 
 
-def _admit_after_job(exe: CoroutineExecutor) -> None:
+def _admit_after_job(exe: Core) -> None:
     """Admit the backlog from a job's own last step (in-line completion).
 
     With no task factory, a job's task takes its first step in a later turn of the loop,
@@ -351,7 +351,7 @@ def _admit_after_job(exe: CoroutineExecutor) -> None:
         exe._slots.schedule_wake()
 
 
-def _backlog_failed(exe: CoroutineExecutor, exc: BaseException) -> None:
+def _backlog_failed(exe: Core, exc: BaseException) -> None:
     """Starting the backlog raised in a job's last step, after the job succeeded and was
     counted. Its task ends with ``exc``, which a queued job's future takes over as
     retrieved: without this the error would reach nobody (a RecursionError once did so,

@@ -13,20 +13,21 @@ import inspect
 import sys
 import weakref
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._context import initializing, job_position
-from ._errors import BrokenCoroutineExecutor, ExecutorTimeoutError
+from ._core import Startup
+from ._errors import SHUTDOWN_MESSAGE, BrokenCoroutineExecutor, ExecutorTimeoutError
 from ._jobs import TaskProbe, task_probe
-from ._lifecycle import SHUTDOWN_MESSAGE, abort, admit, check_idle, close, close_when_idle, fail
+from ._lifecycle import abort, admit, check_idle, close, close_when_idle, fail
 from ._policy import Cause
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._executor import CoroutineExecutor
+    from ._core import Core
 
 __all__ = [
-    "Startup", "await_initializer", "bind", "broken_error", "check_accepting", "check_loop",
+    "await_initializer", "bind", "broken_error", "check_accepting", "check_loop",
     "check_not_initializer", "check_setter_thread", "no_exit", "policy_error",
     "refuse_plain_with",
 ]
@@ -34,35 +35,12 @@ __all__ = [
 _ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
 
-class Startup:
-    """The initializer: run once, in a task of its own, on entering ``async with`` (which
-    waits for it), or at the first submit(), submit_nowait() or map() of an executor
-    used without it.
-
-    Until it returns the executor is STARTING: it accepts jobs, but its slots are held
-    (Slots.hold), so jobs wait in the backlog. The initializer's task is among the
-    running jobs, so abort cancels it as it would a job (the deadline,
-    shutdown(wait=False), the block's entry cancelled), and the hold counts as a waiter,
-    so shutdown() waits for it. If it raises, the executor is BROKEN: the jobs waiting
-    for it fail with BrokenCoroutineExecutor (chained from the initializer's exception),
-    and so does every later call that would start one.
-    """
-
-    __slots__ = ("args", "broken", "fn", "task")
-
-    def __init__(self, fn: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.task: asyncio.Task[None] | None = None  # while it runs
-        self.broken: BaseException | None = None  # what it raised
-
-
 #
 # First use
 #
 
 
-def bind(exe: CoroutineExecutor) -> None:
+def bind(exe: Core) -> None:
     """First use: tie the executor to the running loop, start the deadline, the watch of
     the loop and the initializer."""
     loop = exe._loop = asyncio.get_running_loop()
@@ -79,7 +57,7 @@ def bind(exe: CoroutineExecutor) -> None:
         _start_initializer(exe)
 
 
-def check_accepting(exe: CoroutineExecutor) -> None:
+def check_accepting(exe: Core) -> None:
     """The gate of submit(), submit_nowait() and map(): bind at first use, else raise the
     documented error for an executor that takes no more jobs."""
     state = exe._state
@@ -96,7 +74,7 @@ def check_accepting(exe: CoroutineExecutor) -> None:
     raise RuntimeError(SHUTDOWN_MESSAGE)
 
 
-def check_loop(exe: CoroutineExecutor) -> None:
+def check_loop(exe: Core) -> None:
     """Refuse a call from any loop but the one the executor is bound to (if any).
 
     Not on the fast paths of submit() and submit_nowait(): on CPython 3.11 finding the
@@ -110,7 +88,7 @@ def check_loop(exe: CoroutineExecutor) -> None:
         )
 
 
-def check_setter_thread(exe: CoroutineExecutor, name: str) -> None:
+def check_setter_thread(exe: Core, name: str) -> None:
     """Refuse a setter called off the thread of the running loop the executor is bound
     to: it would change the slots, the limiter and the backlog under the loop's feet (and
     under an eager task factory start a queued job on the calling thread)."""
@@ -137,7 +115,7 @@ def no_exit(exe: object, *exc_info: object) -> None:
     """``__exit__``: ``with`` needs one to reach ``__enter__``."""
 
 
-def policy_error(exe: CoroutineExecutor, *, shared: bool = False) -> BaseException | None:
+def policy_error(exe: Core, *, shared: bool = False) -> BaseException | None:
     """What the error policy says the block (or shutdown()) raises: see Outcomes."""
 
     def timed_out() -> BaseException:
@@ -151,7 +129,7 @@ def policy_error(exe: CoroutineExecutor, *, shared: bool = False) -> BaseExcepti
 #
 
 
-def _start_initializer(exe: CoroutineExecutor) -> None:
+def _start_initializer(exe: Core) -> None:
     """Bound to a loop just now: run the initializer; hold back every job meanwhile."""
     exe._slots.hold()
     exe._state = State.STARTING
@@ -175,7 +153,7 @@ async def _initialize(startup: Startup) -> None:
         await ready
 
 
-def _initializer_done(exe: CoroutineExecutor, task: asyncio.Future[Any]) -> None:
+def _initializer_done(exe: Core, task: asyncio.Future[Any]) -> None:
     exe._startup.task = None
     exe._running.pop(task, None)
     exe._slots.release_hold()
@@ -193,7 +171,7 @@ def _initializer_done(exe: CoroutineExecutor, task: asyncio.Future[Any]) -> None
     check_idle(exe)
 
 
-def _break(exe: CoroutineExecutor, error: BaseException) -> None:
+def _break(exe: Core, error: BaseException) -> None:
     """The initializer raised: fail every job waiting for it; no job will ever run."""
     exe._startup.broken = error
     exe._state = State.BROKEN  # before the errors are made: their message shows it
@@ -215,7 +193,7 @@ def _break(exe: CoroutineExecutor, error: BaseException) -> None:
         exe._state = State.BROKEN
 
 
-def broken_error(exe: CoroutineExecutor) -> BrokenCoroutineExecutor:
+def broken_error(exe: Core) -> BrokenCoroutineExecutor:
     """A new error for each call that meets the broken executor, chained from the cause."""
     broken = exe._startup.broken
     error = BrokenCoroutineExecutor(f"{exe!r} is broken: its initializer raised {broken!r}")
@@ -223,7 +201,7 @@ def broken_error(exe: CoroutineExecutor) -> BrokenCoroutineExecutor:
     return error
 
 
-def check_not_initializer(exe: CoroutineExecutor, call: str) -> None:
+def check_not_initializer(exe: Core, call: str) -> None:
     """Refuse a wait the initializer, or a task it started, would make for itself (only
     while it runs)."""
     if exe._startup.task is not None and exe in initializing.get():
@@ -233,7 +211,7 @@ def check_not_initializer(exe: CoroutineExecutor, call: str) -> None:
         )
 
 
-async def await_initializer(exe: CoroutineExecutor) -> None:
+async def await_initializer(exe: Core) -> None:
     """Wait in __aenter__ for the initializer; raise what keeps the body from running:
     the cancellation of the caller, the initializer's error, the deadline, or a
     shutdown() from another task meanwhile (the body starts only on an executor that has
@@ -276,7 +254,7 @@ async def await_initializer(exe: CoroutineExecutor) -> None:
 #
 
 
-def _watch_loop(exe: CoroutineExecutor) -> AsyncGenerator[None, None]:
+def _watch_loop(exe: Core) -> AsyncGenerator[None, None]:
     """Bound to the running loop just now: learn when that loop finishes.
 
     An executor belongs to the loop it was first used on. Used again in a second
@@ -303,7 +281,7 @@ def _watch_loop(exe: CoroutineExecutor) -> AsyncGenerator[None, None]:
     return watch
 
 
-def _loop_finished(exe: CoroutineExecutor) -> None:
+def _loop_finished(exe: Core) -> None:
     """The loop is closing its async generators: its tasks are done, and so are we.
 
     Jobs still queued then never start: their futures end cancelled (and anything still
@@ -314,7 +292,7 @@ def _loop_finished(exe: CoroutineExecutor) -> None:
         exe._state = State.CLOSED
 
 
-async def _loop_watch(owner: weakref.ref[CoroutineExecutor]) -> AsyncGenerator[None, None]:
+async def _loop_watch(owner: weakref.ref[Core]) -> AsyncGenerator[None, None]:
     """Parked at its yield for the life of the executor's loop (see _watch_loop)."""
     try:
         yield
