@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
-    from ._jobs import TaskProbe
+    from ._jobs import FactoryReader
     from ._map_state import MapJobs
     from ._policy import Outcomes
     from ._slots import Queued, Slots
@@ -97,7 +97,7 @@ class Core(Protocol):
     _timeout: float | None
     _job_timeout: float | None
     _inline: bool
-    _task_probe: TaskProbe
+    _task_factory_of: FactoryReader
     _loop_watch: AsyncGenerator[None, None] | None
     _rate: float | None
     _burst: int

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Uni
 from . import _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._errors import check_job_fn
-from ._jobs import TaskProbe
+from ._jobs import FactoryReader
 from ._lifecycle import admit, close, report_unretrieved
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
@@ -88,10 +88,12 @@ class CoroutineExecutor:
         "__weakref__", "_block", "_burst", "_deadline_handle", "_grace_handle",
         "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_loop", "_loop_watch",
         "_maps", "_outcomes", "_outer", "_rate", "_running", "_slots", "_spared",
-        "_startup", "_state", "_task_probe", "_timeout", "_watchers",
+        "_startup", "_state", "_task_factory_of", "_timeout", "_watchers",
     )
 
-    _loop: asyncio.AbstractEventLoop  # set at first use (_startup.bind): see _bound
+    # Set at first use (_startup.bind): see _bound.
+    _loop: asyncio.AbstractEventLoop
+    _task_factory_of: FactoryReader
 
     def __init__(
         self,
@@ -139,7 +141,6 @@ class CoroutineExecutor:
         self._grace_handle: asyncio.TimerHandle | None = None  # shutdown(timeout=)
         # Jobs settle in their own last step unless a hook or a job_timeout needs more.
         self._inline = on_job_done is None and self._job_timeout is None
-        self._task_probe = TaskProbe.NEVER
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
+import operator
 import sys
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
 
 __all__ = [
-    "JobTask", "TaskProbe", "as_coroutine", "prime", "prime_point", "priming", "task_probe",
+    "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
+    "priming",
     "wrapped_job",
 ]
 
@@ -69,22 +70,26 @@ class JobTask(asyncio.Task[T]):
         return super().cancel(msg)
 
 
-class TaskProbe(enum.Enum):
-    """Whether start_job may build a job's Task itself, as the loop's create_task would
-    with no task factory set (checked per job: a factory may be set at any time)."""
-
-    NEVER = "never"  # jobs do not complete in-line, or the loop's create_task is its own
-    NATIVE = "native"  # asyncio's own create_task: the factory is loop._task_factory
-    UVLOOP = "uvloop"  # uvloop's create_task also builds asyncio.Task(coro, loop=loop)
+FactoryReader = Callable[[asyncio.AbstractEventLoop], object]
 
 
-def task_probe(loop: asyncio.AbstractEventLoop) -> TaskProbe:
-    create_task = type(loop).create_task
-    if create_task is asyncio.BaseEventLoop.create_task:
-        return TaskProbe.NATIVE
-    if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
-        return TaskProbe.UVLOOP
-    return TaskProbe.NEVER
+def _never(loop: asyncio.AbstractEventLoop) -> object:
+    return _never  # not None: start the job's task through loop.create_task
+
+
+def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> FactoryReader:
+    """How start_job reads the loop's task factory before each job (one may be set at any
+    time): None means it may build the job's Task itself, as the loop's create_task would
+    with no factory, saving a call per job. A C-level getter, not a Python function: it is
+    read once per job. ``in_line`` false (jobs with a done callback), or a loop whose
+    create_task is its own: never None."""
+    if in_line:
+        if type(loop).create_task is asyncio.BaseEventLoop.create_task:
+            return operator.attrgetter("_task_factory")  # asyncio's own loops
+        if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
+            # uvloop's create_task also builds asyncio.Task(coro, loop=loop) with no factory.
+            return type(loop).get_task_factory
+    return _never
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -105,7 +105,8 @@ def _settle_unprimed(exe: Core) -> None:
         if key is task:
             continue  # a job with a done callback (or the initializer): that settles it
         cast("Coroutine[Any, Any, Any]", key).close()  # an in-line job's: it never ran
-        settle(exe, key, task, error_of(task), JobKind.POLICY, in_line=False)
+        del exe._running[key]
+        settle(exe, task, task, error_of(task), JobKind.POLICY)  # as from a done callback
 
 
 async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:

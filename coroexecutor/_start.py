@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._context import job_position
 from ._errors import check_job_fn
-from ._jobs import JobTask, TaskProbe, as_coroutine, prime, wrapped_job
+from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
 from ._policy import Cause, JobKind, error_of, retrieve
 from ._slots import Queued
@@ -38,15 +38,6 @@ _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
-
-
-def _no_task_factory(exe: Core) -> bool:
-    """Whether a job's Task may be built directly now (see TaskProbe)."""
-    probe = exe._task_probe
-    if probe is TaskProbe.NATIVE:
-        # The attribute, not get_task_factory(): a Python call less per job.
-        return exe._loop._task_factory is None  # type: ignore[attr-defined]  # BaseEventLoop's
-    return probe is TaskProbe.UVLOOP and exe._loop.get_task_factory() is None
 
 
 #
@@ -78,12 +69,12 @@ def start_job(
     settled = False
     loop = exe._loop
     try:
-        coro = fn(*args, **kwargs)
+        coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
         if type(coro) is not _CoroutineType:
             coro = as_coroutine(coro, fn)
         if exe._inline:
             runner = run_job(exe, coro, kind)
-            if _no_task_factory(exe):
+            if exe._task_factory_of(loop) is None:
                 # What the loop's create_task does with no task factory, minus a call.
                 # (loop= costs a keyword argument, but without it the Task looks up the
                 # running loop, which on CPython makes a getpid() system call.)
@@ -269,7 +260,7 @@ async def run_job(exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind) -> A
     except BaseException as exc:
         _job_raised(exe, coro, exc, kind)
         raise
-    settle(exe, coro, None, None, kind, in_line=True)
+    settle(exe, coro, None, None, kind)
     return result
 
 
@@ -280,14 +271,14 @@ def _job_raised(
     task = _current_task(exe._loop)
     if task is not None and not isinstance(exc, _CancelledError):
         task.add_done_callback(retrieve)
-    settle(exe, coro, task, exc, kind, in_line=True)
+    settle(exe, coro, task, exc, kind)
 
 
 def on_job_done(exe: Core, kind: JobKind, task: asyncio.Future[Any]) -> None:
     """Done callback of a job that does not complete in-line (an on_job_done hook or a
     job_timeout). Reading its error is also what stops asyncio logging "Task exception
     was never retrieved" for jobs whose handle was dropped."""
-    settle(exe, task, task, error_of(task), kind, in_line=False)
+    settle(exe, task, task, error_of(task), kind)
     if exe._outcomes.hook is not None:
         exe._outcomes.call_hook(task, exe._loop)
 
@@ -298,15 +289,14 @@ def settle(
     task: asyncio.Future[Any] | None,
     error: BaseException | None,
     kind: JobKind,
-    *,
-    in_line: bool,
 ) -> None:
     """The one place a finished job gives its slot back and meets the policy.
 
-    ``key``: the job's entry in the running jobs; ``task``: its task (None for an in-line
-    success, which has no need of it unless a map waits on it); ``error``: None for
-    success. ``in_line``: called in the job's own last step (see _admit_after_job), else
-    from its done callback, by the task that freed the slot.
+    ``key``: the job's entry in the running jobs. An in-line job's is its coroutine, and
+    it settles in its own last step (see _admit_after_job); other jobs' key is their
+    task, and they settle from its done callback, by the task that freed the slot.
+    ``task``: the job's task (None for an in-line success, which has no need of it unless
+    a map waits on it); ``error``: None for success.
     """
     exe._running.pop(key, None)
     slots = exe._slots
@@ -317,7 +307,7 @@ def settle(
     else:
         exe._outcomes.succeeded += 1
     if slots.backlog:
-        if in_line:
+        if key is not task:  # in-line: in the job's own last step
             try:
                 _admit_after_job(exe)
             except BaseException as exc:
@@ -345,7 +335,7 @@ def _admit_after_job(exe: Core) -> None:
     this one's last step: each job completing in-line would start the next one deeper in
     the stack (a RecursionError with a long backlog) and keep this job's frame, and its
     result, alive meanwhile. So then admit from a wake-up instead."""
-    if _no_task_factory(exe):
+    if exe._task_factory_of(exe._loop) is None:
         admit(exe)
     elif not tearing_down(exe, None):  # asked now, in the job's own last step
         exe._slots.schedule_wake()

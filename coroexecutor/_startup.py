@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._context import initializing, job_position
 from ._core import Startup
 from ._errors import SHUTDOWN_MESSAGE, BrokenCoroutineExecutor, ExecutorTimeoutError
-from ._jobs import TaskProbe, task_probe
+from ._jobs import factory_reader
 from ._lifecycle import abort, admit, check_idle, close, close_when_idle, fail
 from ._policy import Cause
 from ._state import State
@@ -47,7 +47,7 @@ def bind(exe: Core) -> None:
     exe._slots.bind(loop)
     exe._state = State.RUNNING
     exe._outer = job_position.get()
-    exe._task_probe = task_probe(loop) if exe._inline else TaskProbe.NEVER
+    exe._task_factory_of = factory_reader(loop, in_line=exe._inline)
     if exe._rate is not None:
         exe._slots.set_rate(exe._rate, exe._burst)
     if exe._timeout is not None:
