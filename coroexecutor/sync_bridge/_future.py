@@ -13,15 +13,13 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
     from concurrent.futures._base import _Waiter
 
-    from ._loop_thread import LoopThread
-
-__all__ = ["BridgeFuture"]
+__all__ = ["BridgeFuture", "FutureOwner"]
 
 _LOGGER = logging.getLogger("concurrent.futures")  # where the stdlib logs failing callbacks
 
@@ -42,6 +40,19 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class FutureOwner(Protocol):
+    """What a BridgeFuture needs of its executor's hand-off (HandOff, in ``_handoff``)."""
+
+    owner_repr: str
+
+    def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None: ...
+
+    def is_loop_thread(self) -> bool: ...
+
+    def is_worker_thread(self) -> bool: ...
+
 
 _DEADLOCK_MESSAGE = (
     "result() cannot wait on the event loop thread of {owner!r}: the job needs that thread "
@@ -85,7 +96,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # a cancel() then counts it as cancelled at once, not when it reaches the front.
     _in_backlog: bool
 
-    def __init__(self, bridge: LoopThread) -> None:
+    def __init__(self, bridge: FutureOwner) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the
         # properties below, on first use. Every attribute is set here, always in this
         # order, so that every instance keeps them in the class's shared key table: one
@@ -244,14 +255,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     def _check_not_loop_thread(self) -> None:
         bridge = self._bridge
-        # The ident first: cheap, and false on every thread but the loop's (and one that
-        # reuses the ident of a loop thread that has ended, which is_loop_thread rules out).
-        if (
-            threading.get_ident() == bridge.loop_ident
-            and bridge.is_loop_thread()
-            and not self.done()
-        ):
-            raise RuntimeError(_DEADLOCK_MESSAGE.format(owner=self._bridge.owner_repr))
+        if bridge.is_loop_thread() and not self.done():
+            raise RuntimeError(_DEADLOCK_MESSAGE.format(owner=bridge.owner_repr))
 
     def _start_running(self) -> bool:
         """Worker thread: claim a blocking job. False if cancelled or withdrawn meanwhile."""
