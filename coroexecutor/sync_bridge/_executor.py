@@ -21,7 +21,7 @@ from ._job import Job, is_coroutine_job
 from ._loop_thread import LoopThread
 from ._map import start_map
 from ._runner import LoopFactory
-from ._scheduler import ShutdownRequest
+from ._scheduler import CoreOptions, ShutdownRequest
 
 __all__ = ["ThreadedLoopExecutor"]
 
@@ -116,22 +116,17 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            max_workers=max_jobs,
+            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,
             initargs=tuple(initargs),
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
         )
         self._handoff = handoff = bridge.handoff
         bridge.start()
         # Garbage collection of a forgotten executor stops its thread after its jobs; the
         # threads hold the LoopThread, never this object.
-        finalizer = weakref.finalize(
-            self, handoff.request_shutdown_threadsafe, ShutdownRequest()
-        )
+        finalizer = weakref.finalize(self, handoff.request_shutdown_threadsafe, ShutdownRequest())
         finalizer.atexit = False  # interpreter exit has its own hook (_python_exit)
 
     def __repr__(self) -> str:

@@ -3,18 +3,19 @@
 Threading model (who calls what):
 
 * any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
-  ``set_max_workers_threadsafe``, ``set_rate_threadsafe``, ``stats_threadsafe``;
+  ``set_max_workers_threadsafe``, ``set_rate``, ``post_if_draining``, ``counts``;
 * worker threads: ``_release_from_worker`` (a direct blocking job is done) and
   ``_post_done`` (a blocking job the loop runs is done);
-* the loop thread: ``open``, ``take_batch``, ``is_idle``, ``fail_backlog``,
-  ``_release_nowait``, ``_release_all``; ``close`` once the loop has stopped.
+* the loop thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``,
+  ``fail_backlog``, ``blocking_calls``, and the Scheduler's ``_release_nowait`` and
+  ``_release_all``; ``close`` once the loop has stopped.
 
-Slots (``_slots``) count the jobs holding one of the ``max_workers`` slots; the others wait
-in its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
+``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
+its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
 ``_lock``: a blocking job goes straight to a worker thread (from the submitting thread,
 or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a job that
-needs the loop goes to ``_to_loop``. Work crosses into the loop thread only through the
-lists guarded by ``_lock``: the first append of a batch wakes the loop with one
+needs the loop goes to ``_mailbox``. Work crosses into the loop thread only through the
+mailbox, guarded by ``_lock``: its first post of a batch wakes the loop with one
 ``call_soon_threadsafe`` of the drain LoopThread gave ``open``, which takes the whole
 batch with ``take_batch``. Results go back through each job's concurrent future, which is
 thread-safe by itself. No user code and no future callback runs while ``_lock`` is held.
@@ -32,11 +33,12 @@ from ._future import BridgeFuture
 from ._job import Job
 from ._lifecycle import ACCEPTING, FORK_MESSAGE, GONE, BridgeState, refusal
 from ._mailbox import Batch, Mailbox
-from ._scheduler import Scheduler, ShutdownRequest
+from ._scheduler import CoreOptions, Scheduler, ShutdownRequest
 from ._slots import Slots
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["HandOff"]
+
 
 class HandOff:
     """The lock-guarded part of a bridge: lifecycle, slots, and the batch for the loop.
@@ -51,32 +53,27 @@ class HandOff:
         name: str,
         *,
         thread: threading.Thread,
-        max_workers: int,
         max_threads: int,
-        max_per_second: Optional[float],
-        burst: Optional[int],
-        job_timeout: Optional[float],
+        core: CoreOptions,
     ) -> None:
         self.owner_repr = f"<ThreadedLoopExecutor {name}>"
         self._thread = thread  # the loop thread
         self.pool = WorkerPool(name, max_threads, self._release_from_worker, self._post_done)
-        self.pool.slots = max_workers
+        self.pool.slots = core.max_workers
         # Made here, in the caller's thread, so bad options raise from the constructor.
         self.scheduler = Scheduler(
             self.pool,
             release_nowait=self._release_nowait,
             release_all=self._release_all,
-            max_workers=max_workers,
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
+            options=core,
         )
         self._lock = threading.Lock()
         self._state = BridgeState.STARTING  # guarded by _lock
-        self._slots = Slots(max_workers)  # guarded by _lock
+        self._slots = Slots(core.max_workers)  # guarded by _lock
         self._mailbox = Mailbox()  # guarded by _lock
-        # A core option that must govern blocking jobs too routes them through the loop.
-        self._blocking_on_loop = max_per_second is not None or job_timeout is not None  # _lock
+        # A core option that must govern blocking jobs too routes them through the loop
+        # (guarded by _lock; set_rate changes it).
+        self._blocking_on_loop = core.max_per_second is not None or core.job_timeout is not None
         self._broken: Optional[BaseException] = None  # guarded by _lock
 
     @property
@@ -122,15 +119,25 @@ class HandOff:
             self._mailbox.start(job)
         return item
 
-    def _fill_locked(self) -> list[WorkItem]:
-        """Give every free slot away; return the items to dispatch after unlocking."""
-        items = []
+    def _grant_locked(self) -> tuple[list[Job], list[WorkItem]]:
+        """Give every free slot away: return the jobs for the loop and the worker items."""
+        to_start: list[Job] = []
+        items: list[WorkItem] = []
         job = self._next_locked()
         while job is not None:
-            item = self._route_locked(job)
-            if item is not None:
+            item = self._to_worker_locked(job)
+            if item is None:
+                to_start.append(job)
+            else:
                 items.append(item)
             job = self._next_locked()
+        return to_start, items
+
+    def _fill_locked(self) -> list[WorkItem]:
+        """Give every free slot away; return the items to dispatch after unlocking."""
+        to_start, items = self._grant_locked()
+        for job in to_start:
+            self._mailbox.start(job)
         return items
 
     #
@@ -348,20 +355,12 @@ class HandOff:
     def _release_all(self, futures: list[BridgeFuture[Any]]) -> tuple[list[Job], list[WorkItem]]:
         """Free the slots of jobs the loop ran; return the jobs given them, in two lists:
         those to start on the loop (where the caller is) and the items for workers."""
-        to_start: list[Job] = []
-        items: list[WorkItem] = []
         with self._lock:
             for future in futures:
                 self._slots.release(future)
-            job = self._next_locked()
-            while job is not None:
-                item = self._to_worker_locked(job)
-                if item is None:
-                    to_start.append(job)  # on the loop already: no need to hand it off
-                else:
-                    items.append(item)
-                job = self._next_locked()
-        return to_start, items
+            # The jobs for the loop are started by the caller, on the loop already: no
+            # need to hand them off through the mailbox.
+            return self._grant_locked()
 
     #
     # Once the loop has stopped

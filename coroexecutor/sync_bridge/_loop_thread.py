@@ -20,7 +20,7 @@ from . import _process
 from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
 from ._runner import LoopFactory, Runner
-from ._scheduler import ShutdownRequest
+from ._scheduler import CoreOptions, ShutdownRequest
 
 __all__ = ["KEEP", "LoopThread"]
 
@@ -34,36 +34,25 @@ class LoopThread:
         self,
         name: str,
         *,
-        max_workers: int,
+        core: CoreOptions,
         max_threads: int,
         loop_factory: Optional[LoopFactory],
         initializer: Optional[Callable[..., object]],
         initargs: tuple[Any, ...],
-        max_per_second: Optional[float],
-        burst: Optional[int],
-        job_timeout: Optional[float],
     ) -> None:
         self.name = name
         self._thread = threading.Thread(name=f"{name}_loop", target=self._run)
-        self.handoff = HandOff(
-            name,
-            thread=self._thread,
-            max_workers=max_workers,
-            max_threads=max_threads,
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
-        )
+        self.handoff = HandOff(name, thread=self._thread, max_threads=max_threads, core=core)
         self.owner_repr = self.handoff.owner_repr
         self._loop_factory = loop_factory
         self._initializer = initializer
         self._initargs = initargs
         self._created = threading.Event()
         self._start_error: Optional[BaseException] = None
-        core = self.handoff.scheduler.core
         self._rate_lock = threading.Lock()  # the pair below and the core's copy change together
-        self.max_per_second = core.max_per_second  # guarded by _rate_lock
-        self.burst = core.burst  # guarded by _rate_lock
+        # As the core validated them (its burst defaults to 1):
+        self.max_per_second = self.handoff.scheduler.core.max_per_second  # guarded by _rate_lock
+        self.burst = self.handoff.scheduler.core.burst  # guarded by _rate_lock
         # Resolved by the loop thread as its very last step, after final_stats is set.
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.final_stats: Optional[ExecutorStats] = None

@@ -21,7 +21,7 @@ from ._future import BridgeFuture
 from ._job import Job
 from ._workers import WorkerPool, WorkItem
 
-__all__ = ["Scheduler", "ShutdownRequest"]
+__all__ = ["CoreOptions", "Scheduler", "ShutdownRequest"]
 
 _LIVE_STATES = (PENDING, RUNNING)
 _Counts = tuple[int, int, int]
@@ -53,6 +53,15 @@ class ShutdownRequest(NamedTuple):
             self.report.set_result(counts)
 
 
+class CoreOptions(NamedTuple):
+    """The options of a bridge that are its core's, passed through as they are."""
+
+    max_workers: int
+    max_per_second: Optional[float]
+    burst: Optional[int]
+    job_timeout: Optional[float]
+
+
 class _CoroutineJobError(Exception):
     """Carries a coroutine job's KeyboardInterrupt/SystemExit out of its task.
 
@@ -79,10 +88,7 @@ class Scheduler:
         *,
         release_nowait: Callable[[BridgeFuture[Any]], bool],
         release_all: Callable[[list[BridgeFuture[Any]]], tuple[list[Job], list[WorkItem]]],
-        max_workers: int,
-        max_per_second: Optional[float],
-        burst: Optional[int],
-        job_timeout: Optional[float],
+        options: CoreOptions,
     ) -> None:
         self.pool = pool
         self._release_nowait = release_nowait
@@ -91,11 +97,11 @@ class Scheduler:
         # The core only ever gets jobs that hold a slot, so it starts each at once (its
         # own max_workers is kept equal, and is never the limit). Bad options raise here.
         self.core = CoroutineExecutor(
-            max_workers,
+            options.max_workers,
             suppress_task_errors=True,  # one job's error fails only its own future (stdlib)
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
+            max_per_second=options.max_per_second,
+            burst=options.burst,
+            job_timeout=options.job_timeout,
             on_job_done=self.on_core_job_done,
         )
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
