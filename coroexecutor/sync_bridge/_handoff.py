@@ -166,6 +166,9 @@ class HandOff:
                 if not slots.take_nowait():
                     slots.queue(job)
                     return
+                if job.coroutine_fn:
+                    self._mailbox.start(job)  # as _route_locked would, one call less
+                    return
                 item = self._route_locked(job)
                 if item is None:
                     return  # handed to the loop

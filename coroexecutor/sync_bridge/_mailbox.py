@@ -71,7 +71,8 @@ class Mailbox:
 
     def start(self, job: Job) -> None:
         self._to_start.append(job)
-        self.wake()
+        if not self._wake_pending:  # the hot path: under load a drain is mostly on its way
+            self.wake()
 
     def call(self, fn: Callable[[], object]) -> None:
         self._calls.append(fn)
