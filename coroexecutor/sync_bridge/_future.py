@@ -131,6 +131,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
                     condition = self._lazy_condition = threading.Condition()
         return condition
 
+    # A property where the stock future has a plain attribute (made here on first use).
     @_condition.setter
     def _condition(self, condition: threading.Condition) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
         self._lazy_condition = condition
@@ -143,6 +144,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             waiters = self._lazy_waiters = []
         return waiters
 
+    # A property where the stock future has a plain attribute (made here on first use).
     @_waiters.setter
     def _waiters(self, waiters: list[_Waiter]) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
         self._lazy_waiters = waiters
@@ -211,13 +213,13 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # FINISHED is final, and the outcome was written before it: no lock needed.
         exc = self._exception
         if exc is None:
-            return self._result  # type: ignore[return-value]
+            return self._result  # type: ignore[return-value]  # typeshed: T | None; FINISHED: T
         try:
             raise exc
         finally:
             # As the stdlib's result() does: the raised job error's traceback holds this
             # frame, and this frame must not hold the future that holds the error.
-            self = exc = None  # type: ignore[assignment]
+            self = exc = None  # type: ignore[assignment]  # drops the frame's refs, not a value
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if self._state == FINISHED:

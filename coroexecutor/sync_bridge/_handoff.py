@@ -158,6 +158,7 @@ class HandOff:
         #                                        shuts down: waits for no slot held, closes
         #   appends the job                      (never started: the future hangs forever)
         item: Optional[WorkItem] = None
+        broken: Optional[BaseException] = None
         with self._lock:
             state = self._state
             if state in ACCEPTING:
@@ -216,14 +217,10 @@ class HandOff:
             core.max_workers = value  # the loop is not running it (yet, or any more)
 
     def set_rate(self, apply: Callable[[], object], *, blocking_on_loop: bool) -> None:
-        """Any thread: change the core's rate limit with ``apply``, on the loop thread.
-
-        Posted if the loop drains the mailbox and this is another thread; else run here,
-        under the lock: the loop thread itself, or a core that is not bound to a running
-        loop (not yet, or any more), which no other thread touches meanwhile.
-        ``blocking_on_loop``: a rate limit governs blocking jobs too, which then start
-        from the loop.
-        """
+        """Any thread: ``apply`` the core's new rate limit, which ``blocking_on_loop`` says
+        governs blocking jobs too (they then start from the loop). Posted to a draining
+        loop from other threads; else run here, under the lock: on the loop thread, or on
+        a core no loop runs (not yet, or any more), which no other thread touches now."""
         with self._lock:
             self._blocking_on_loop = blocking_on_loop
             if self._mailbox.draining and not self.is_loop_thread():
@@ -233,10 +230,8 @@ class HandOff:
 
     def post_if_draining(self, fn: Callable[[], object]) -> bool:
         """Any thread: run fn() on the loop soon. False (not posted): the loop drains not.
-
         Checked and posted under one hold: once the loop stops draining (before the
-        thread ends), a call handed off would never run.
-        """
+        thread ends), a call handed off would never run."""
         with self._lock:
             if self._mailbox.draining:
                 self._mailbox.call(fn)
@@ -263,12 +258,14 @@ class HandOff:
         Returns how many waiting jobs this call cancelled.
         """
         cancelling = request.cancel_queued or request.cancel_running
+        unstarted: list[BridgeFuture[Any]] = []
         with self._lock:
             gone = self._state in GONE
             if not gone:
                 self._state = BridgeState.SHUTTING_DOWN
                 self._mailbox.request_shutdown(request)
-                unstarted = self._slots.take_unstarted() if cancelling else []
+                if cancelling:
+                    unstarted = self._slots.take_unstarted()
         if gone:
             request.send_report((0, 0, 0))  # the loop has finished every job
             return 0
