@@ -158,6 +158,7 @@ class LoopThread:
 
     def after_fork_in_child(self) -> None:
         self.handoff.after_fork_in_child()
+        self._rate_lock = threading.Lock()  # a parent thread may have held it at the fork
         # The loop thread will never resolve this here; a new future, as a parent thread
         # may have held the old one's lock at the fork.
         self.stopped = concurrent.futures.Future()
