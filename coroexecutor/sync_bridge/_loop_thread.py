@@ -1,9 +1,10 @@
 """LoopThread: the thread that runs a ThreadedLoopExecutor's event loop.
 
-Threading model: ``start``, ``join`` and ``stopped_future`` may be called from any
-thread; ``_run`` (the thread body) and everything of ``_LoopRun`` run on the loop thread;
-``after_fork_in_child`` runs in a forked child's only thread. The lock, the slots and the
-hand-off it drains are the HandOff's (``_handoff``), which this thread owns.
+Threading model: ``start``, ``join``, ``stopped_future``, ``set_rate_threadsafe`` and
+``stats_threadsafe`` may be called from any thread; ``_run`` (the thread body) and
+everything of ``_LoopRun`` run on the loop thread; ``after_fork_in_child`` runs in a
+forked child's only thread. The lock, the slots and the hand-off it drains are the
+HandOff's (``_handoff``), which this thread owns.
 """
 
 from __future__ import annotations
