@@ -91,8 +91,7 @@ class CoroutineExecutor:
         "_startup", "_state", "_task_factory_of", "_timeout", "_watchers",
     )
 
-    # Set at first use (_startup.bind): see _bound.
-    _loop: asyncio.AbstractEventLoop
+    _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
     _task_factory_of: FactoryReader
 
     def __init__(

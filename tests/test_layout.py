@@ -61,7 +61,7 @@ def test_the_import_graph_has_no_cycle_type_checking_imports_included() -> None:
         seen[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if seen.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = [*path[path.index(nxt):], nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in seen:
                 visit(nxt, [*path, nxt])
