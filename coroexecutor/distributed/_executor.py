@@ -87,6 +87,8 @@ class DaskExecutor(concurrent.futures.Executor):
         initargs: arguments for ``initializer``.
         job_timeout, max_per_second, burst: as for :class:`~coroexecutor.CoroutineExecutor`,
             applied in each worker process: ``max_per_second`` is a rate per worker.
+        loop_factory: makes each worker process's loop, for example
+            ``uvloop.new_event_loop`` (uvloop must then be installed on the workers).
 
     Raises:
         ValueError: ``per_worker`` below 1, both ``address`` and ``client``, or a bad option.
@@ -107,13 +109,16 @@ class DaskExecutor(concurrent.futures.Executor):
         job_timeout: Optional[float] = None,
         max_per_second: Optional[float] = None,
         burst: Optional[int] = None,
+        loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]] = None,
     ) -> None:
         per_worker = _check_count("per_worker", per_worker)
         self._chunksize = _check_count("chunksize", chunksize)
         if address is not None and client is not None:
             raise ValueError("pass an address or a client, not both")
+        if loop_factory is not None and not callable(loop_factory):
+            raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
         options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
-                                tuple(initargs))
+                                tuple(initargs), loop_factory)
         # The per-worker executor checks its options as it would in-process: check them
         # here, where the mistake was made, by building one (it binds to no loop yet).
         CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,

@@ -21,7 +21,7 @@ __all__ = ["Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "name_input"]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
 # range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
-Indexes = Union[range, frozenset]
+Indexes = Union[range, "frozenset[int]"]
 EVERY_INDEX = range(0, sys.maxsize)
 
 _repr = reprlib.Repr()
@@ -120,7 +120,8 @@ class Outcomes:
 
 
 def _dumps(obj: object) -> bytes:
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    payload: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return payload
 
 
 def _sendable_error(error: BaseException) -> BaseException:

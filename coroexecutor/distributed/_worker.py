@@ -52,9 +52,10 @@ class WorkerOptions:
     burst: Optional[int]
     initializer: Optional[Callable[..., object]]
     initargs: tuple[Any, ...]
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
 
 
-class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # distributed is untyped for mypy here
+class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (pyproject)
     """Starts this DaskExecutor's loop in each worker process; stops it on teardown."""
 
     def __init__(self, exe_id: str, options: bytes) -> None:
@@ -110,11 +111,18 @@ def _is_async(fn: object) -> bool:
 
 @dataclass(eq=False)  # kept in sets, by identity
 class _Run:
-    """One chunk running on the loop."""
+    """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
+    at a time, as slots free up: queueing a whole chunk in the executor's backlog holds
+    thousands of pending futures, and the garbage collector's passes over them made each
+    job ten times dearer (measured)."""
 
     spec: ChunkSpec
-    futures: list[Optional[asyncio.Future[Any]]]
+    values: list[Any]
     errors: dict[int, BaseException]
+    cancelled: list[int]
+    running: dict[int, asyncio.Future[Any]]  # position -> the job's future
+    finished: asyncio.Future[None]
+    next: int = 0  # the position of the next job to feed
 
 
 class ProcessLoop:
@@ -122,7 +130,8 @@ class ProcessLoop:
 
     def __init__(self, exe_id: str, options: WorkerOptions) -> None:
         self._options = options
-        self._loop = asyncio.new_event_loop()
+        factory = options.loop_factory or asyncio.new_event_loop
+        self._loop = factory()
         self._ready = asyncio.Event()  # loop thread; set once the executor is entered
         self._stop = asyncio.Event()  # loop thread; set by stop_and_join
         self._closed = False  # guarded by _lock: no chunk may be scheduled any more
@@ -227,52 +236,76 @@ class ProcessLoop:
     ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
         await self._ready.wait()
         n = len(spec.calls)
-        run = _Run(spec, [None] * n, {})
-        self._submit(run)
-        futures = [f for f in run.futures if f is not None]
-        if futures:
-            runs = self._runs.setdefault(spec.map_id, set())
-            runs.add(run)
-            try:
-                await asyncio.wait(futures)
-            finally:
-                runs.discard(run)
-                if not runs:
-                    del self._runs[spec.map_id]
-        return self._collect(run)
+        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future())
+        runs = self._runs.setdefault(spec.map_id, set())
+        runs.add(run)
+        try:
+            self._feed(run)
+            await run.finished
+        finally:
+            runs.discard(run)
+            if not runs:
+                del self._runs[spec.map_id]
+        self._name_inputs(run)
+        return run.values, run.errors, run.cancelled
 
-    def _submit(self, run: _Run) -> None:
-        spec, futures, errors = run.spec, run.futures, run.errors
-        exe = self._exe
+    def _feed(self, run: _Run) -> None:
+        """Start jobs of the chunk while it has fewer than per_worker running."""
+        spec, running = run.spec, run.running
+        n = len(spec.calls)
+        limit = self._options.per_worker
         skipped = self._cancelled.get(spec.map_id, ())
         fn = spec.fn
         map_is_async = fn is not None and _is_async(fn)
-        for i, call in enumerate(spec.calls):
-            index = spec.start + i
+        while run.next < n and len(running) < limit:
+            i = run.next
+            run.next += 1
+            exe = self._exe
             if exe is None:  # stopping, or the initializer failed
                 if self._broken is not None:
-                    errors[i] = self._broken
-                continue  # left as None: cancelled
-            if any(index in indexes for indexes in skipped):
+                    run.errors[i] = self._broken
+                else:
+                    run.cancelled.append(i)
+                continue
+            if skipped and any(spec.start + i in indexes for indexes in skipped):
+                run.cancelled.append(i)
                 continue
             if fn is None:
-                job_fn, args, kwargs = call
+                job_fn, args, kwargs = spec.calls[i]
                 is_async = _is_async(job_fn)
             else:
-                job_fn, args, kwargs, is_async = fn, call, {}, map_is_async
+                job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
                 if is_async:
                     future = exe.submit_nowait(job_fn, *args, **kwargs)
                 else:
                     future = exe.submit_nowait(self._call_blocking, job_fn, args, kwargs)
             except Exception as error:  # TypeError for what is no job
-                errors[i] = error
-                if spec.fail_fast:
-                    self._cancel(spec.map_id, range(index + 1, sys.maxsize))
+                self._job_failed(run, i, error)
                 continue
-            futures[i] = future
-            if spec.fail_fast:
-                future.add_done_callback(functools.partial(self._job_done, spec.map_id, index))
+            running[i] = future
+            future.add_done_callback(functools.partial(self._job_done, run, i))
+        if not running and run.next >= n and not run.finished.done():
+            run.finished.set_result(None)
+
+    def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
+        del run.running[i]
+        if future.cancelled():
+            run.cancelled.append(i)
+        else:
+            error = future.exception()
+            if error is None:
+                run.values[i] = future.result()
+            else:
+                self._job_failed(run, i, error)
+        self._feed(run)
+
+    def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
+        """Fail-fast inside this process: an error cancels the map's later jobs here at
+        once (the client then does the same in every other process, through cancel_jobs)."""
+        run.errors[i] = error
+        if run.spec.fail_fast:
+            self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
 
     async def _call_blocking(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -283,12 +316,6 @@ class ProcessLoop:
             result = await result
         return result
 
-    def _job_done(self, map_id: str, index: int, future: asyncio.Future[Any]) -> None:
-        """Fail-fast inside this process: an error cancels the map's later jobs here at once
-        (the client then does the same on every other process, through cancel_jobs)."""
-        if not future.cancelled() and future.exception() is not None:
-            self._cancel(map_id, range(index + 1, sys.maxsize))
-
     def _cancel(self, map_id: str, indexes: Indexes) -> None:
         records = self._cancelled
         records.setdefault(map_id, []).append(indexes)
@@ -297,27 +324,13 @@ class ProcessLoop:
             records.popitem(last=False)
         for run in self._runs.get(map_id, ()):
             start = run.spec.start
-            for i, future in enumerate(run.futures):
-                if future is not None and not future.done() and start + i in indexes:
+            for i, future in list(run.running.items()):
+                if start + i in indexes:
                     future.cancel()
 
-    def _collect(self, run: _Run) -> tuple[list[Any], dict[int, BaseException], list[int]]:
-        spec, errors = run.spec, run.errors
-        values: list[Any] = [None] * len(spec.calls)
-        cancelled: list[int] = []
-        for i, future in enumerate(run.futures):
-            if future is None:
-                if i not in errors:
-                    cancelled.append(i)
-            elif future.cancelled():
-                cancelled.append(i)
-            else:
-                error = future.exception()
-                if error is None:
-                    values[i] = future.result()
-                else:
-                    errors[i] = error
-        for i, error in errors.items():
+    def _name_inputs(self, run: _Run) -> None:
+        spec = run.spec
+        for i, error in run.errors.items():
             if error is self._broken:  # one object for every job: no note on it
                 continue
             if spec.fn is None:
@@ -326,4 +339,3 @@ class ProcessLoop:
             else:
                 name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
                            spec.calls[i])
-        return values, errors, cancelled
