@@ -18,3 +18,7 @@ from ._executor import DaskExecutor
 from ._wire import UnsentOutcomeError
 
 __all__ = ["DaskExecutor", "UnsentOutcomeError"]
+
+for _cls in (DaskExecutor, UnsentOutcomeError):
+    _cls.__module__ = __name__  # reprs, pickles and Sphinx say coroexecutor.distributed.X
+del _cls
