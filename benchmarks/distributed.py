@@ -60,7 +60,7 @@ async def trivial(x: int) -> int:
 def _cpu_seconds() -> float:
     """CPU time of this process and all its live descendants."""
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    total: float = sum(me.cpu_times()[:2])
     for child in me.children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])
