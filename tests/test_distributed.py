@@ -46,7 +46,8 @@ def dask_client() -> Iterator[Any]:
     config = dask.config.set({"distributed.admin.low-level-log-length": 10})
     config.__enter__()
     cluster = distributed.LocalCluster(
-        n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=WORKERS, threads_per_worker=1, processes=True,
+        dashboard_address=":0",  # a free port: no "port in use" warning beside another cluster
         host="127.0.0.1",
     )
     client = distributed.Client(cluster)
@@ -301,6 +302,35 @@ def test_leaving_map_early_cancels_the_jobs_running_on_the_workers(
         asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
         results.close()
         _wait_until_all_cancelled(tmp_path)
+
+
+def test_a_map_dropped_before_its_first_result_cancels_its_jobs(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    with DaskExecutor(client=client, per_worker=10) as exe:
+        results = exe.map(_park, [tmp_path] * 20, range(20), chunksize=2)
+        asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
+        del results
+        _wait_until_all_cancelled(tmp_path)
+
+
+def test_an_exception_leaving_the_block_cancels_the_running_jobs(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(KeyboardInterrupt), DaskExecutor(client=client, per_worker=10) as exe:
+        futures = [exe.submit(_park, tmp_path, x) for x in range(10)]
+        asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+        raise KeyboardInterrupt  # as Ctrl-C would, in the block
+    assert all(f.cancelled() for f in futures)
+    _wait_until_all_cancelled(tmp_path)
+
+
+def test_map_timeout_raises_timeout_error(client: Any, tmp_path: pathlib.Path) -> None:
+    with DaskExecutor(client=client, per_worker=10) as exe:
+        results = exe.map(_park, [tmp_path], [1], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            next(results)
+    _wait_until_all_cancelled(tmp_path)
 
 
 def test_future_cancel_and_shutdown_cancel_futures_reach_running_jobs(

@@ -30,7 +30,7 @@ from typing_extensions import ParamSpec, Self, final
 
 from .. import CoroutineExecutor
 from ._batch import Batcher
-from ._map import MapRun
+from ._map import MapResults, MapRun
 from ._wire import Chunk, Indexes
 from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
 
@@ -136,7 +136,7 @@ class DaskExecutor(concurrent.futures.Executor):
             if address is None:
                 self._cluster = distributed.LocalCluster(
                     n_workers=n_workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # a free port: never a clash with another cluster
                 )
                 address = self._cluster
             client = distributed.Client(address)
@@ -247,7 +247,7 @@ class DaskExecutor(concurrent.futures.Executor):
         except BaseException:
             run.cancel_threadsafe()
             raise
-        return run.results(end_time)
+        return MapResults(run, end_time)
 
     def _send(self, chunk: Chunk, key: str) -> Any:
         return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)

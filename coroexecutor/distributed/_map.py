@@ -32,7 +32,7 @@ import distributed
 
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes
 
-__all__ = ["MapRun"]
+__all__ = ["MapResults", "MapRun"]
 
 Outcome = tuple[list[Any], dict[int, BaseException], list[int]]
 Send = Callable[[Chunk, str], Any]  # returns the chunk's dask future
@@ -211,3 +211,27 @@ def _whole_chunk(slot: _Slot) -> Outcome:
     except BaseException as failure:  # could not even fetch the error
         error = failure
     return [], dict.fromkeys(range(slot.count), error), []
+
+
+class MapResults(Iterator[Any]):
+    """The iterator ``DaskExecutor.map`` returns: the generator, plus a close that also
+    works before the first ``next()`` (a generator not yet started runs no ``finally``),
+    and from garbage collection, so a dropped map does not leave its jobs running."""
+
+    def __init__(self, run: MapRun, end_time: Optional[float]) -> None:
+        self._run = run
+        self._results = run.results(end_time)
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Cancel what is still in flight, on the workers too."""
+        self._results.close()
+        self._run.cancel_threadsafe()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # the client is closed already: its tasks went with it
+            pass
