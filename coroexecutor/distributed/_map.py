@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -100,7 +100,7 @@ class MapRun:
             with self._lock:
                 self._slots.append(_Slot(start, len(calls), task))
 
-    def results(self, end_time: Optional[float]) -> Iterator[Any]:
+    def results(self, end_time: Optional[float]) -> Generator[Any, None, None]:
         """The generator ``DaskExecutor.map`` returns."""
         try:
             while True:
