@@ -31,6 +31,7 @@ distributed = pytest.importorskip(
 
 import dask  # noqa: E402
 
+from coroexecutor import BrokenCoroutineExecutor  # noqa: E402
 from coroexecutor.distributed import DaskExecutor, UnsentOutcomeError  # noqa: E402
 
 WORKERS = 2
@@ -376,6 +377,18 @@ def test_the_initializer_runs_once_per_worker_process(client: Any) -> None:
     assert set(map(tuple, seen.values())) <= {(7,), (7, 7), (7, 7, 7)}
     # once per DaskExecutor and process: earlier tests' executors used no initializer
     assert all(v.count(7) == 1 for v in seen.values())
+
+
+def _failing_initializer() -> None:
+    raise OSError("no database here")
+
+
+def test_a_failing_initializer_fails_every_job_of_that_process(client: Any) -> None:
+    with DaskExecutor(client=client, per_worker=3, initializer=_failing_initializer) as exe:
+        errors = list(exe.map(_double, range(6), chunksize=2, return_exceptions=True))
+        with pytest.raises(BrokenCoroutineExecutor):
+            exe.submit(_double, 1).result(_WAIT)
+    assert [type(e) for e in errors] == [BrokenCoroutineExecutor] * 6
 
 
 def test_job_timeout_applies_per_job(client: Any) -> None:

@@ -135,6 +135,7 @@ class ProcessLoop:
         self._ready = asyncio.Event()  # loop thread; set once the executor is entered
         self._stop = asyncio.Event()  # loop thread; set by stop_and_join
         self._closed = False  # guarded by _lock: no chunk may be scheduled any more
+        self._waiting: set[concurrent.futures.Future[Any]] = set()  # guarded by _lock
         self._lock = threading.Lock()
         self._exe: Optional[CoroutineExecutor] = None
         self._broken: Optional[BaseException] = None
@@ -161,7 +162,12 @@ class ProcessLoop:
             if self._closed:
                 raise RuntimeError("the DaskExecutor's loop in this worker process has stopped")
             future = asyncio.run_coroutine_threadsafe(self._run_chunk(spec), self._loop)
-        values, errors, cancelled = future.result()
+            self._waiting.add(future)
+        try:
+            values, errors, cancelled = future.result()
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
         return Outcomes.of(values, errors, cancelled)  # pickled here, off the loop
 
     def cancel_threadsafe(self, map_id: str, indexes: Indexes) -> None:
@@ -192,6 +198,17 @@ class ProcessLoop:
             loop.run_until_complete(self._drain())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            # Normally nothing waits any more. If the loop died (a job raised SystemExit
+            # or KeyboardInterrupt, which asyncio lets through), fail the chunks still
+            # waiting rather than leave their dask threads waiting for ever.
+            with self._lock:
+                self._closed = True
+                stranded = [f for f in self._waiting if not f.done()]
+            for future in stranded:
+                future.set_exception(RuntimeError(
+                    "the DaskExecutor's loop in this worker process stopped before the chunk"
+                    " finished (a job raised SystemExit or KeyboardInterrupt?)"
+                ))
             self._pool.shutdown(wait=False, cancel_futures=True)
             asyncio.set_event_loop(None)
             loop.close()
@@ -254,7 +271,7 @@ class ProcessLoop:
         spec, running = run.spec, run.running
         n = len(spec.calls)
         limit = self._options.per_worker
-        skipped = self._cancelled.get(spec.map_id, ())
+        records = self._cancelled
         fn = spec.fn
         map_is_async = fn is not None and _is_async(fn)
         while run.next < n and len(running) < limit:
@@ -267,6 +284,7 @@ class ProcessLoop:
                 else:
                     run.cancelled.append(i)
                 continue
+            skipped = records.get(spec.map_id) if records else None  # may grow as we feed
             if skipped and any(spec.start + i in indexes for indexes in skipped):
                 run.cancelled.append(i)
                 continue
