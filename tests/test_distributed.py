@@ -38,9 +38,13 @@ WORKERS = 2
 _WAIT = 20.0  # seconds: the bound on every cross-process handshake
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
-    """One LocalCluster for the module: two worker processes, one dask thread each."""
+    """One LocalCluster for the module: two worker processes, one dask thread each.
+
+    Module-scoped, not session-scoped: a cluster left running opens and closes sockets in
+    this process (heartbeats), which the file-descriptor checks of later tests would see.
+    """
     # dask keeps each connection's last N message batches for debugging (1,000 by
     # default), chunks included; the scheduler runs in this process, and the memory test
     # measures this process.
@@ -73,7 +77,7 @@ def client(dask_client: Any) -> Any:
 
 # The nanny watches a worker process it (re)starts with threads in this process (the
 # LocalCluster's nannies run here): a process-join watcher, a message-queue watcher and
-# multiprocessing's queue feeder. They belong to the session's cluster and live as long
+# multiprocessing's queue feeder. They belong to the module's cluster and live as long
 # as the new worker does.
 _NANNY_THREADS = ("AsyncProcess Dask Worker process (from Nanny)", "QueueFeederThread")
 
