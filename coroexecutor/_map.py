@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
-from ._errors import SHUTDOWN_MESSAGE, check_job_fn
-from ._map_run import abandon, results
+from ._errors import check_job_fn
+from ._map_run import abandon, raise_closed, results
 from ._map_state import MapJobs
 from ._policy import JobKind
 from ._typing import Self, final
@@ -169,9 +170,9 @@ def close_maps(exe: Core) -> None:
         if it is None:  # dropped while a consumer waits inside it: wake that consumer
             abandon(exe, jobs)
             continue
-        it.__anext__ = _refused
+        it.__anext__ = functools.partial(_refused, exe, jobs.kind)
         it._abandon()
 
 
-async def _refused() -> Any:
-    raise RuntimeError(SHUTDOWN_MESSAGE)
+async def _refused(exe: Core, kind: JobKind) -> Any:
+    raise_closed(exe, kind)

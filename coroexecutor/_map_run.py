@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._errors import SHUTDOWN_MESSAGE
 from ._map_state import EXHAUSTED, MapJobs, read_inputs
-from ._policy import JobKind, reraise_job_error, retrieve
+from ._policy import Cause, JobKind, reraise_job_error, retrieve
 from ._start import give_back, start_job, take_slot
 from ._startup import check_accepting
 from ._state import State
@@ -16,7 +17,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["abandon", "results"]
+__all__ = ["abandon", "raise_closed", "results"]
 
 _RUNNING = State.RUNNING
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -56,7 +57,7 @@ async def results(
                     else:
                         args = await _next_item(exe, jobs, count)
                         if args is _CLOSED:
-                            jobs.ended()
+                            _ended(exe, jobs)
                             return
                         if args is _READY:
                             args = None
@@ -77,7 +78,7 @@ async def results(
                     await take_slot(exe, "map")  # FIFO behind other producers
                     if jobs.closed:
                         give_back(exe)
-                        jobs.ended()
+                        _ended(exe, jobs)
                         return
                 job = start_job(exe, fn, args, _NO_KWARGS, where, kind)
                 args = None
@@ -96,7 +97,7 @@ async def results(
                     # job's own last step; its task is done before we resume.
                     await _wait(exe, jobs, job, retry)
                     if jobs.closed:
-                        jobs.ended()
+                        _ended(exe, jobs)
                         return
                     if not job.done():
                         continue  # woken for the token: start more, then wait again
@@ -107,7 +108,7 @@ async def results(
                         return
                     await _wait(exe, jobs, None, retry)  # resolved by on_unordered_done
                     if jobs.closed:
-                        jobs.ended()
+                        _ended(exe, jobs)
                         return
                     if not finished:
                         continue  # woken for the token: start more, then wait again
@@ -146,6 +147,23 @@ async def results(
         # mode, whose call_soon_threadsafe calls sys._getframe).
         feed = job = args = None
         jobs.sources = ()
+
+
+def _ended(exe: Core, jobs: MapJobs) -> None:
+    """A consumer in the map finds it closed. Closed by its own consumer (``aclose()``,
+    dropped): the end of the iteration. Closed by the executor: if it stopped because a
+    job failed (fail-fast), that job's error, the object the block raises, as its job
+    left it; else RuntimeError, since the inputs were not all processed."""
+    if jobs.shut:
+        raise_closed(exe, jobs.kind)
+
+
+def raise_closed(exe: Core, kind: JobKind) -> NoReturn:
+    outcomes = exe._outcomes
+    error = outcomes.first_error
+    if outcomes.cause is Cause.JOB_ERROR and error is not None and kind is JobKind.POLICY:
+        reraise_job_error(error, outcomes.first_tb)
+    raise RuntimeError(SHUTDOWN_MESSAGE)
 
 
 async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:

@@ -9,7 +9,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ._errors import SHUTDOWN_MESSAGE
 from ._policy import JobKind
 
 __all__ = ["EXHAUSTED", "MapJobs", "read_inputs"]
@@ -71,12 +70,6 @@ class MapJobs:
         self.closed = False
         self.shut = False
         self.owner: weakref.ref[Any] | None = None
-
-    def ended(self) -> None:
-        """A consumer in the map finds it closed: the end of the iteration, or, if the
-        executor closed it with inputs left, RuntimeError."""
-        if self.shut:
-            raise RuntimeError(SHUTDOWN_MESSAGE)
 
     def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
         if job in self.in_flight:

@@ -1074,3 +1074,38 @@ async def test_a_map_job_that_shuts_the_executor_down_is_not_cancelled_by_it(
         await asyncio.wait_for(main(), 5)
         assert outcome == ["shutdown returned"]
     assert parked.cancelled == parked.started == 2
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_consumer_in_another_task_gets_the_job_error_when_the_block_exits_first(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Fail-fast interrupts the body, whose exit closes the map before the consumer, woken
+    by the failed job, resumes: it must still get the job's error, not RuntimeError."""
+    error = ValueError("job 2 failed")
+    waiting = asyncio.Event()
+
+    async def step(n: int) -> int:
+        if n == 2:
+            await waiting.wait()  # the consumer waits on this job's result by now
+            raise error
+        return n
+
+    got: list[int] = []
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        results = exe.map(step, [0, 1, 2]) if ordered else exe.map_unordered(step, [0, 1, 2])
+        async for value in results:
+            got.append(value)
+            if len(got) == 2:
+                waiting.set()
+
+    with pytest.raises(ValueError) as block_error:
+        async with CoroutineExecutor() as exe:
+            consumer = asyncio.create_task(consume(exe))
+            await asyncio.Event().wait()  # interrupted by fail-fast
+    assert block_error.value is error
+    with pytest.raises(ValueError) as consumer_error:
+        await consumer
+    assert consumer_error.value is error
+    assert sorted(got) == [0, 1]
