@@ -294,7 +294,8 @@ class CoroutineExecutor:
 
         Cancellation: a map closed early (dropped after ``break``, ``aclose()``, the
         block's exit or ``shutdown()``) cancels its jobs in flight and reads no more
-        input; iterating one the executor closed raises ``RuntimeError``.
+        input; iterating one the executor closed raises ``RuntimeError`` (or the
+        fail-fast job error).
         """
         check_loop(self)
         check_accepting(self)

@@ -40,7 +40,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
     iteration (``StopAsyncIteration``); a map the executor closed raises
     ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's call included),
-    since its inputs were not all processed.
+    since its inputs were not all processed, or, if a job's error stopped the executor
+    (fail-fast), that error.
     """
 
     # __anext__ is a slot holding the generator's own bound __anext__: `async for` looks
