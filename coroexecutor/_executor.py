@@ -292,10 +292,9 @@ class CoroutineExecutor:
         block, while a consumer elsewhere (or any, with ``suppress_task_errors``) gets it
         from the iterator. With ``return_exceptions=True`` errors are yielded as results.
 
-        Cancellation: a map closed early (dropped after ``break``, ``aclose()``, the
-        block's exit or ``shutdown()``) cancels its jobs in flight and reads no more
-        input; iterating one the executor closed raises ``RuntimeError`` (or the
-        fail-fast job error).
+        Cancellation: a map closed early (dropped, ``aclose()``, the block's exit or
+        ``shutdown()``) cancels its jobs in flight and reads no more input; iterating one
+        the executor closed raises ``RuntimeError`` (or the fail-fast job error).
         """
         check_loop(self)
         check_accepting(self)
