@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import ThreadedLoopExecutor
+from coroexecutor import BrokenLoopExecutor, LoopExecutor, ThreadedLoopExecutor
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -725,3 +725,24 @@ def test_hundreds_of_cycles_leak_no_threads_or_fds() -> None:
     gc.collect()
     assert threading.active_count() == before_threads
     assert open_fds() <= before_fds
+
+
+def test_jobs_failed_by_a_broken_initializer_count_as_failed() -> None:
+    """Each accepted job is queued, running or done: jobs failed by the initializer's
+    error are done (failed), not queued for ever."""
+    gate = threading.Event()
+
+    def init() -> None:
+        assert gate.wait(5)
+        raise ValueError("bad init")
+
+    async def job(i: int) -> int:
+        return i
+
+    exe = LoopExecutor(initializer=init)
+    futures = [exe.submit(job, i) for i in range(3)]  # they wait for the initializer
+    gate.set()
+    exe.shutdown(wait=True)
+    assert all(isinstance(f.exception(timeout=5), BrokenLoopExecutor) for f in futures)
+    stats = exe.stats
+    assert (stats.submitted, stats.queued, stats.failed) == (3, 0, 3), stats

@@ -327,7 +327,7 @@ class HandOff:
         with self._lock:
             self._state = BridgeState.BROKEN
             self._broken = error
-            jobs = self._slots.drain()
+            jobs = self._slots.fail_backlog()
         for job in jobs:
             job.future._try_set_exception(refusal(BridgeState.BROKEN, error, self.owner_repr))
 

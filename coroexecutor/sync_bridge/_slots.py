@@ -33,6 +33,7 @@ class Slots:
         self.direct: set[BridgeFuture[Any]] = set()  # running in (or queued for) a worker
         # Counts beyond the core's: see counts().
         self.submitted = self.direct_ok = self.direct_failed = self.cancelled = 0
+        self.refused = 0  # failed in the backlog: the initializer broke the executor
 
     def take_nowait(self) -> bool:
         """Give a new job a slot at once: True if one is free and no job waits for one."""
@@ -94,6 +95,22 @@ class Slots:
         self.backlog.clear()
         return jobs
 
+    def fail_backlog(self) -> list[Job]:
+        """The initializer failed: empty the backlog. Its live jobs count as failed and are
+        returned for the caller to fail; those cancelled meanwhile count as cancelled."""
+        failed = []
+        for job in self.drain():
+            future = job.future
+            if not future._in_backlog:
+                continue  # counted already (withdraw)
+            future._in_backlog = False
+            if future._state == PENDING:
+                self.refused += 1
+                failed.append(job)
+            else:
+                self.cancelled += 1
+        return failed
+
     def take_unstarted(self) -> list[BridgeFuture[Any]]:
         """The futures shutdown(cancel_futures=True) cancels that are not the loop's."""
         futures = [job.future for job in self.drain()]
@@ -113,7 +130,7 @@ class Slots:
         skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self.direct)
         running = core.running + len(self.direct) - skipped
         succeeded = core.succeeded + self.direct_ok
-        failed = core.failed + self.direct_failed
+        failed = core.failed + self.direct_failed + self.refused
         cancelled = core.cancelled + self.cancelled + unstarted + skipped
         return ExecutorStats(
             submitted=submitted,
