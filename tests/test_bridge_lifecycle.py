@@ -746,3 +746,37 @@ def test_jobs_failed_by_a_broken_initializer_count_as_failed() -> None:
     assert all(isinstance(f.exception(timeout=5), BrokenLoopExecutor) for f in futures)
     stats = exe.stats
     assert (stats.submitted, stats.queued, stats.failed) == (3, 0, 3), stats
+
+
+def test_max_workers_set_from_a_thread_during_shutdown_never_raises() -> None:
+    """The setter is thread-safe at any time: in the window where the loop has stopped
+    draining but not closed, it once raised the core's wrong-thread RuntimeError (a race:
+    this stress test caught it in a few of its rounds)."""
+
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    errors: list[BaseException] = []
+    for _ in range(30):
+        exe = LoopExecutor(max_workers=2)
+        for _ in range(20):
+            exe.submit(job)
+        stop = threading.Event()
+
+        def resize(exe: LoopExecutor = exe, stop: threading.Event = stop) -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    exe.max_workers = 1 + n % 3
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                n += 1
+
+        resizer = threading.Thread(target=resize)
+        resizer.start()
+        exe.shutdown(wait=True)
+        stop.set()
+        resizer.join(5)
+        assert not resizer.is_alive()
+    assert not errors, errors[:1]

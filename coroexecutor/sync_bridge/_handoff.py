@@ -213,8 +213,8 @@ class HandOff:
             items = self._fill_locked()  # growing starts backlog jobs at once
         for item in items:
             self.pool.submit(item)
-        if not self.post_if_draining(resize_core):
-            core.max_workers = value  # the loop is not running it (yet, or any more)
+        if not self.post_if_draining(resize_core) and self._state in ACCEPTING:
+            core.max_workers = value  # no loop runs the core yet; after, its jobs are over
 
     def set_rate(self, apply: Callable[[], object], *, blocking_on_loop: bool) -> None:
         """Any thread: ``apply`` the core's new rate limit, which ``blocking_on_loop`` says
