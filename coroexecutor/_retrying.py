@@ -1,12 +1,13 @@
-"""The attempts of a job under a retry policy: run, and between attempts, give the slot back.
+"""A job's attempts under a retry policy, and the note on its final error.
 
-A job with a policy runs this coroutine as its task's body instead of the job's own
-coroutine. Each attempt is a fresh call ``fn(*args, **kwargs)`` (the first one was made
-when the job was submitted), with the executor's ``job_timeout`` around it. When an
-attempt fails and the policy asks for another one, the job gives its slot back for the
-pause and waits for a slot again afterwards, through the executor's
-:class:`AttemptSlots`. The job's task stays the same from the first attempt to the last,
-so cancelling it, or the executor cancelling its jobs, reaches the pause too.
+The first attempt is the job's own coroutine, made when it was submitted; its runner
+calls :func:`after_failure` when it raises, in its ``except`` clause: nothing here runs
+for a job that succeeds. When the policy asks for another attempt, the runner awaits
+:func:`more_attempts`, which gives the slot back for the pause and takes one again for
+each further attempt (a fresh call ``fn(*args, **kwargs)``, with the executor's
+``job_timeout`` around it) through the executor's :class:`AttemptSlots`. The job's task
+stays the same from the first attempt to the last, so cancelling it, or the executor
+cancelling its jobs, reaches the pause too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ._jobs import as_coroutine, wrapped_job
 from ._notes import annotate_job_error
 from ._retry import RetryPolicy, next_delay
 
-__all__ = ["AttemptSlots", "run_attempts"]
+__all__ = ["AttemptSlots", "Call", "after_failure", "more_attempts", "run_attempts"]
 
 _sleep = asyncio.sleep
 _CancelledError = asyncio.CancelledError
@@ -44,61 +45,69 @@ class AttemptSlots(Protocol):
         any job, leaves them right."""
 
 
-async def run_attempts(
-    slots: AttemptSlots,
-    policy: RetryPolicy,
-    first: Coroutine[Any, Any, Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    job_timeout: float | None,
-    annotate: bool,
-    map_index: int | None = None,
-) -> Any:
-    """Run ``first``, then as many further attempts as ``policy`` asks for; return the
-    first result, or raise the last attempt's error (noted with the attempt count when
-    ``annotate``).
+class Call:
+    """A job's call and how its failures are handled: what a runner needs only once the
+    job has failed."""
 
-    Only ``Exception`` ends an attempt in a retry: cancellation, ``KeyboardInterrupt``
-    and ``SystemExit`` propagate at once. A policy that raises, or returns what is no
-    delay, fails the job with that error (the attempt's error as its ``__context__``).
+    __slots__ = ("annotate", "args", "fn", "job_timeout", "kwargs", "map_index", "policy")
 
-    Cancellation: in an attempt, as for any job; in a pause or the wait for a slot
-    after it, the wait ends at once, no further attempt starts, and the job ends
-    cancelled holding no slot (see AttemptSlots.abandon).
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy | None,
+        annotate: bool,
+        job_timeout: float | None = None,
+        map_index: int | None = None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.policy = policy
+        self.annotate = annotate
+        self.job_timeout = job_timeout
+        self.map_index = map_index
+
+    def note(self, exc: BaseException, attempts: int) -> None:
+        if self.annotate:
+            annotate_job_error(
+                exc, self.fn, self.args, self.kwargs, attempts=attempts, map_index=self.map_index
+            )
+
+
+def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
+    """Attempt number ``attempt`` raised ``exc``: the delay before the next attempt, or
+    None when the job ends with ``exc`` (then noted, if the call says so: the caller
+    re-raises it with a bare ``raise``, so its traceback stays as the job left it).
+
+    Called in the caller's ``except`` clause, so an error of the policy's (which this
+    raises, noted) has ``exc`` as its ``__context__``."""
+    policy = call.policy
+    if policy is not None:
+        try:
+            delay = next_delay(policy, attempt, exc)
+        except BaseException as policy_error:
+            call.note(policy_error, attempt)
+            raise
+        if delay is not None:
+            return delay
+    call.note(exc, attempt)
+    return None
+
+
+async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
+    """Attempt 1 failed and the policy asked for another one after ``delay`` seconds:
+    pause without the slot, then run attempts 2, 3, ... as the policy asks. Returns the
+    first result, or raises the last attempt's error.
+
+    Cancellation: in a pause or the wait for a slot after it, the wait ends at once, no
+    further attempt starts, and the job ends cancelled holding no slot (see
+    AttemptSlots.abandon); in an attempt, as for any job.
     """
     attempt = 1
-    coro: Coroutine[Any, Any, Any] | None = first
+    fn, args, kwargs, job_timeout = call.fn, call.args, call.kwargs, call.job_timeout
     while True:
-        try:
-            if coro is None:
-                result = fn(*args, **kwargs)
-                coro = as_coroutine(result, fn)
-                del result
-            if job_timeout is not None:
-                return await wrapped_job(job_timeout, coro, fn, args, kwargs)
-            return await coro
-        except Exception as exc:
-            coro = None  # the failed attempt's coroutine, finished: let it go now
-            try:
-                delay = next_delay(policy, attempt, exc)
-            except BaseException as policy_error:
-                if annotate:
-                    annotate_job_error(
-                        policy_error, fn, args, kwargs, attempts=attempt, map_index=map_index
-                    )
-                raise
-            if delay is None:
-                if annotate:
-                    annotate_job_error(exc, fn, args, kwargs, attempts=attempt, map_index=map_index)
-                raise
-            # Out of the except block before the pause: the error and its traceback (the
-            # frames of the failed attempt) are not kept alive while the job waits.
-        except BaseException as exc:
-            # KeyboardInterrupt, SystemExit (never retried) or a cancellation (no note).
-            if annotate:
-                annotate_job_error(exc, fn, args, kwargs, attempts=attempt, map_index=map_index)
-            raise
         slots.pause()
         try:
             if delay > 0:
@@ -108,3 +117,33 @@ async def run_attempts(
             slots.abandon()
             raise
         attempt += 1
+        try:
+            coro = as_coroutine(fn(*args, **kwargs), fn)
+            if job_timeout is not None:
+                coro = wrapped_job(job_timeout, coro, fn, args, kwargs)
+            return await coro
+        except BaseException as exc:
+            # Only an Exception is retried: next_delay declines the rest (cancellation,
+            # KeyboardInterrupt, SystemExit), and cancellation gets no note.
+            next_one = after_failure(call, attempt, exc)
+            if next_one is None:
+                raise
+            delay = next_one
+        # Out of the except clause before the pause: the error and its traceback (the
+        # frames of the failed attempt) are not kept alive while the job waits.
+
+
+async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, Any, Any]) -> Any:
+    """Run a job's first attempt, ``first``, then as many more as its policy asks for.
+
+    The runner of a job that does not settle in-line (a hook or a ``job_timeout``):
+    what an in-line runner does around its own ``await``."""
+    try:
+        if call.job_timeout is not None:
+            first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
+        return await first
+    except BaseException as exc:
+        delay = after_failure(call, 1, exc)
+        if delay is None:
+            raise
+    return await more_attempts(slots, call, delay)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from coroexecutor import JobTimeoutError, Retry
-from coroexecutor._retrying import run_attempts
+from coroexecutor._retrying import Call, run_attempts
 
 pytestmark = [pytest.mark.timeout(15), pytest.mark.virtual_time]
 
@@ -70,10 +70,8 @@ def run(
     annotate: bool = True,
     map_index: int | None = None,
 ) -> asyncio.Task[Any]:
-    first = job()
-    return asyncio.ensure_future(
-        run_attempts(slots, policy, first, job, (), {}, job_timeout, annotate, map_index)
-    )
+    call = Call(job, (), {}, policy, annotate, job_timeout, map_index)
+    return asyncio.ensure_future(run_attempts(slots, call, job()))
 
 
 async def test_each_failed_attempt_pauses_without_the_slot_then_resumes() -> None:
@@ -147,7 +145,7 @@ def test_base_exceptions_are_never_retried(error: BaseException) -> None:
         raise error
 
     slots = FakeSlots()
-    attempts = run_attempts(slots, policy, job(), job, (), {}, None, True)
+    attempts = run_attempts(slots, Call(job, (), {}, policy, True), job())
     with pytest.raises(type(error)) as info:
         attempts.send(None)
     assert info.value is error and slots.calls == []
@@ -226,7 +224,8 @@ async def test_each_attempt_is_a_fresh_call_with_the_same_arguments() -> None:
 
     job = Job(OSError())
     first = fn("x")
-    result = await run_attempts(FakeSlots(), Retry(backoff=0), first, fn, ("x",), {}, None, True)
+    call = Call(fn, ("x",), {}, Retry(backoff=0), True)
+    result = await run_attempts(FakeSlots(), call, first)
     assert result == "x" and calls == [(("x",), {}), (("x",), {})]
 
 
@@ -242,7 +241,6 @@ async def test_a_retry_attempt_whose_call_fails_is_an_attempt_failure() -> None:
             raise ConnectionResetError("second attempt, before any await")
         return Job()()
 
-    result = await run_attempts(
-        FakeSlots(), Retry(attempts=3, backoff=0), fn(), fn, (), {}, None, True
-    )
+    call = Call(fn, (), {}, Retry(attempts=3, backoff=0), True)
+    result = await run_attempts(FakeSlots(), call, fn())
     assert result == "done" and calls == 3
