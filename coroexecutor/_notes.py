@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import reprlib
 import sys
 from typing import Any
 
-__all__ = ["add_note", "annotate_job_error", "describe_call", "job_note"]
+__all__ = [
+    "add_note",
+    "annotate_coroutine_error",
+    "annotate_job_error",
+    "describe_call",
+    "describe_coroutine",
+    "job_note",
+]
 
 NOTE_PREFIX = "coroexecutor: job "
 
@@ -65,6 +73,52 @@ def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str
     return f"{_name(fn)}({', '.join(parts)})"
 
 
+_CO_VARARGS = inspect.CO_VARARGS
+_CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+
+
+def describe_coroutine(coro: Any, exc: BaseException) -> str:
+    """``fetch('https://…', timeout=5)``: the job whose coroutine ``coro`` raised ``exc``.
+
+    For a job whose call was not kept (keeping every job's arguments until it ends costs
+    the success path): the arguments are read from the coroutine's own frame, which the
+    traceback of an exception that left the coroutine always holds. Parameters that may
+    be passed by position are shown by position, keyword-only ones by name, ``self`` of a
+    method not at all; the values are those the frame held when the job failed. Without
+    that frame (a coroutine of another kind), the name and ``(...)``."""
+    code = getattr(coro, "cr_code", None)
+    name = _name(coro)
+    frame = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            frame = tb.tb_frame
+            break
+        tb = tb.tb_next
+    if frame is None or code is None:
+        return f"{name}(...)"
+    try:
+        values = frame.f_locals
+        names = code.co_varnames
+        count = code.co_argcount
+        kwonly = code.co_kwonlyargcount
+        first = 1 if count and names[0] in ("self", "cls") and "." in name else 0
+        parts = [_repr(values.get(arg)) for arg in names[first:count]]
+        extra = count + kwonly
+        if code.co_flags & _CO_VARARGS:
+            parts += [_repr(value) for value in values.get(names[extra], ())]
+            extra += 1
+        keywords = [(arg, values.get(arg)) for arg in names[count : count + kwonly]]
+        if code.co_flags & _CO_VARKEYWORDS:
+            keywords += list(values.get(names[extra], {}).items())
+    except Exception:  # a frame or a **kwargs of an unexpected shape: name the job only
+        return f"{name}(...)"
+    shown = parts[:_MAX_ARGS] + [f"{key}={_repr(value)}" for key, value in keywords[:_MAX_ARGS]]
+    if len(parts) > _MAX_ARGS or len(keywords) > _MAX_ARGS:
+        shown.append("...")
+    return f"{name}({', '.join(shown)})"
+
+
 def job_note(
     fn: Any,
     args: tuple[Any, ...],
@@ -76,7 +130,11 @@ def job_note(
     """The note for a failed job: ``coroexecutor: job fetch('…') failed after 3 attempts
     (map input #17)``. ``map_index`` counts the map's inputs from 0, as ``enumerate``
     does; ``attempts`` counts every run of the job, so 1 is a job that was not retried."""
-    text = f"{NOTE_PREFIX}{describe_call(fn, args, kwargs)} failed"
+    return _note_text(describe_call(fn, args, kwargs), attempts, map_index)
+
+
+def _note_text(job: str, attempts: int, map_index: int | None) -> str:
+    text = f"{NOTE_PREFIX}{job} failed"
     if attempts > 1:
         text += f" after {attempts} attempts"
     if map_index is not None:
@@ -119,3 +177,13 @@ def annotate_job_error(
     if isinstance(exc, asyncio.CancelledError):
         return
     add_note(exc, job_note(fn, args, kwargs, attempts=attempts, map_index=map_index))
+
+
+def annotate_coroutine_error(
+    exc: BaseException, coro: Any, *, map_index: int | None = None
+) -> None:
+    """Note on ``exc`` which job raised it, named from its coroutine (see
+    describe_coroutine), once. A cancellation gets no note."""
+    if isinstance(exc, asyncio.CancelledError):
+        return
+    add_note(exc, _note_text(describe_coroutine(coro, exc), 1, map_index))

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from coroexecutor._errors import describe_job
-from coroexecutor._notes import add_note, annotate_job_error, describe_call, job_note
+from coroexecutor._notes import (
+    add_note,
+    annotate_coroutine_error,
+    annotate_job_error,
+    describe_call,
+    describe_coroutine,
+    job_note,
+)
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -230,3 +237,63 @@ def test_the_traceback_prints_the_note_under_the_error() -> None:
         "ValueError: boom\n"
         "coroexecutor: job fetch('https://example.org/a') failed (map input #17)\n"
     ), text
+
+
+#
+# describe_coroutine: a job named from the frame of its failed coroutine
+#
+
+
+def failed(coro: Any) -> BaseException:
+    """Run ``coro`` until it raises; return what it raised."""
+    try:
+        coro.send(None)
+    except BaseException as exc:  # the point: whatever it raised
+        return exc
+    raise AssertionError("the coroutine did not raise")
+
+
+async def fetch_failing(url: str, retries: int = 0, *, timeout: float = 10) -> str:
+    raise ConnectionResetError(url)
+
+
+class Api:
+    async def get(self, path: str, *extra: int, **params: str) -> None:
+        raise KeyError(path)
+
+
+def test_a_coroutine_is_named_with_the_arguments_its_frame_held() -> None:
+    coro = fetch_failing("https://example.org/a", timeout=5)
+    error = failed(coro)
+    assert describe_coroutine(coro, error) == "fetch_failing('https://example.org/a', 0, timeout=5)"
+
+
+def test_a_methods_self_is_left_out_and_star_arguments_are_shown() -> None:
+    coro = Api().get("/users", 1, 2, sort="name")
+    assert describe_coroutine(coro, failed(coro)) == "Api.get('/users', 1, 2, sort='name')"
+
+
+def test_long_values_are_shortened_in_a_coroutines_description_too() -> None:
+    coro = fetch_failing("x" * 500)
+    text = describe_coroutine(coro, failed(coro))
+    assert re.fullmatch(r"fetch_failing\('x+\.\.\.x+', 0, timeout=10\)", text), text
+
+
+def test_without_the_coroutines_frame_only_its_name() -> None:
+    coro = fetch_failing("u")
+    coro.close()
+    assert describe_coroutine(coro, ValueError("never raised")) == "fetch_failing(...)"
+    assert describe_coroutine(object(), ValueError()) == "object(...)"
+
+
+def test_annotate_coroutine_error_notes_once_with_the_map_input() -> None:
+    coro = fetch_failing("u")
+    error = failed(coro)
+    for _ in range(2):
+        annotate_coroutine_error(error, coro, map_index=3)
+    assert error.__notes__ == [  # type: ignore[attr-defined]  # set by add_note
+        "coroexecutor: job fetch_failing('u', 0, timeout=10) failed (map input #3)"
+    ]
+    cancelled = asyncio.CancelledError()
+    annotate_coroutine_error(cancelled, coro)
+    assert not hasattr(cancelled, "__notes__")

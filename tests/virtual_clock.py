@@ -14,6 +14,7 @@ in-loop hang watchdog, a timer, is off on this loop; pytest-timeout still applie
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 from typing import Any
 
@@ -64,3 +65,13 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._virtual_now += seconds
+
+    def call_later(self, delay: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        # A positive delay too small to move the clock (1e-16 s after 2 s of virtual time
+        # is no time at all in a float) must still move it: a caller that waits "until
+        # the token arrives" would otherwise find the same time again, and again. A real
+        # clock moves on its own between the calls.
+        now = self._virtual_now
+        if delay > 0 and now + delay <= now:
+            delay = math.nextafter(now, math.inf) - now
+        return super().call_later(delay, callback, *args, context=context)
