@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 from ._notes import describe_call
 
 __all__ = [
+    "SHUTDOWN_MESSAGE",
     "BrokenCoroutineExecutor",
     "BrokenLoopExecutor",
     "ExecutorTimeoutError",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The stdlib's message (concurrent.futures.thread), verbatim.
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
 
 class BrokenCoroutineExecutor(concurrent.futures.BrokenExecutor):
