@@ -14,14 +14,30 @@ import inspect
 import math
 import random
 import sys
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Union
 
 from ._typing import final
 
-__all__ = ["Retry", "RetryPolicy", "RetrySource", "next_delay", "resolve_retry"]
+__all__ = [
+    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "next_delay",
+    "resolve_retry",
+]
 
 RetryPolicy = Callable[[int, BaseException], Optional[float]]
 """``policy(attempt, exc) -> float | None``: the delay before the next attempt, or None."""
+RetryArg = Union["Retry", RetryPolicy, None]  # what a retry= argument takes
+
+
+class Inherit:
+    """The type of INHERIT: a call's ``retry=`` left out, so the executor's applies."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the executor's retry policy>"
+
+
+INHERIT = Inherit()
 
 
 class RetrySource(Protocol):

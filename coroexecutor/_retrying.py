@@ -113,7 +113,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             if delay > 0:
                 await _sleep(delay)
             await slots.resume()
-        except _CancelledError:
+        except BaseException:  # cancelled, or refused a slot (the executor is cancelling)
             slots.abandon()
             raise
         attempt += 1
