@@ -189,3 +189,16 @@ def check_retry_policy() -> None:
     Retry(attempts=2.5)  # type: ignore[arg-type]
     Retry(rng=42)  # type: ignore[arg-type]
     retry.attempts = 4  # type: ignore[misc]
+
+
+async def check_retry_options() -> None:
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        return None
+
+    async with CoroutineExecutor(retry=Retry(), annotate_errors=False) as exe:
+        assert_type(exe.map(fetch_int, range(3), retry=policy), MapIterator[int])
+        assert_type(exe.map_unordered(fetch_int, range(3), retry=None), MapIterator[int])
+        exe.map(fetch_int, range(3), retry=3)  # type: ignore[call-overload]
+    CoroutineExecutor(retry=policy)
+    CoroutineExecutor(retry="Retry()")  # type: ignore[arg-type]
+    LoopExecutor(annotate_errors=False).shutdown()
