@@ -9,6 +9,7 @@ from ._errors import (
     JobTimeoutError,
 )
 from ._executor import CoroutineExecutor, MapIterator
+from ._retry import Retry
 from ._stats import ExecutorStats
 from .sync_bridge import ThreadedLoopExecutor
 
@@ -27,6 +28,7 @@ __all__ = [
     "JobTimeoutError",
     "LoopExecutor",
     "MapIterator",
+    "Retry",
     "ThreadedLoopExecutor",
     "__version__",
 ]
@@ -39,6 +41,7 @@ _PUBLIC_CLASSES = (
     ExecutorTimeoutError,
     JobTimeoutError,
     MapIterator,
+    Retry,
     ThreadedLoopExecutor,
 )
 for _cls in _PUBLIC_CLASSES:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._jobs import FactoryReader
     from ._map_state import MapJobs
     from ._policy import Outcomes
+    from ._retry import RetryPolicy
     from ._slots import Queued, Slots
     from ._state import State
 
@@ -101,6 +102,8 @@ class Core(Protocol):
     _loop_watch: AsyncGenerator[None, None] | None
     _rate: float | None
     _burst: int
+    _retry: RetryPolicy | None
+    _annotate: bool
 
     @property
     def _bound(self) -> bool: ...

@@ -6,9 +6,10 @@ import asyncio
 import builtins
 import concurrent.futures
 import inspect
-import reprlib
 import sys
 from typing import Any, Callable, TypeVar
+
+from ._notes import describe_call
 
 __all__ = [
     "SHUTDOWN_MESSAGE",
@@ -100,9 +101,6 @@ def check_job_fn(fn: Any, where: str) -> None:
     raise TypeError(f"{where}() fn must be a callable (got {fn!r})")
 
 
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_MAX_ARGS = 6
 # Functions that run a job given as (future, fn, args, kwargs): the bridge's wrappers.
 _WRAPPERS: set[Callable[..., Any]] = set()
 
@@ -118,11 +116,4 @@ def describe_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """``fetch('https://…')``: a job as error messages name it, kept short by reprlib."""
     if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
         _, fn, args, kwargs = args
-    # Client.fetch, not main.<locals>.Client.fetch; reprlib for a partial or an instance.
-    name = getattr(fn, "__qualname__", None)
-    name = name.rpartition("<locals>.")[2] if isinstance(name, str) else _short.repr(fn)
-    parts = [_short.repr(arg) for arg in args[:_MAX_ARGS]]
-    parts += [f"{key}={_short.repr(value)}" for key, value in list(kwargs.items())[:_MAX_ARGS]]
-    if len(args) > _MAX_ARGS or len(kwargs) > _MAX_ARGS:
-        parts.append("...")
-    return f"{name}({', '.join(parts)})"
+    return describe_call(fn, args, kwargs)

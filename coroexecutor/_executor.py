@@ -22,15 +22,11 @@ from ._jobs import FactoryReader
 from ._lifecycle import admit, close, report_unretrieved
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
+from ._queued import on_queued_done, queue_job, start_queued
+from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from ._slots import Queued, Slots
-from ._start import on_job_done, on_queued_done, queue_job, start_job, start_queued, take_slot
-from ._startup import (
-    await_initializer,
-    bind,
-    check_accepting,
-    check_loop,
-    check_setter_thread,
-)
+from ._start import on_job_done, start_job, take_slot
+from ._startup import await_initializer, bind, check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
 from ._typing import ParamSpec, Self, final
@@ -76,6 +72,8 @@ class CoroutineExecutor:
             then follows the error policy.
         on_job_done: called with each finished job's future, on the event loop; an
             exception it raises is reported to the loop's exception handler.
+        retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``; a job
+            holds no slot between attempts. annotate_errors: note on a job's error which job.
 
     Raises:
         ValueError: ``max_workers`` below 1, or a non-positive or infinite time, rate or
@@ -85,10 +83,10 @@ class CoroutineExecutor:
 
     # Slots, not a __dict__: an attribute read on the hot path is then a slot read.
     __slots__ = (
-        "__weakref__", "_block", "_burst", "_deadline_handle", "_grace_handle",
+        "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_grace_handle",
         "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_loop", "_loop_watch",
-        "_maps", "_outcomes", "_outer", "_rate", "_running", "_slots", "_spared",
-        "_startup", "_state", "_task_factory_of", "_timeout", "_watchers",
+        "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots", "_spared",
+        "_startup", "_state", "_task_factory_of", "_timeout", "_watchers"
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
@@ -106,9 +104,10 @@ class CoroutineExecutor:
         burst: Optional[int] = None,
         job_timeout: Optional[float] = None,
         on_job_done: Optional[JobHook] = None,
+        retry: RetryArg = None,
+        annotate_errors: bool = True,
     ) -> None:
-        # None means the default, as for LoopExecutor and ThreadPoolExecutor.
-        if max_workers is None:
+        if max_workers is None:  # the default, as for LoopExecutor and ThreadPoolExecutor
             max_workers = _DEFAULT_MAX_WORKERS
         max_workers = check_max_workers(max_workers)
         if initializer is not None and not callable(initializer):
@@ -118,6 +117,7 @@ class CoroutineExecutor:
         self._timeout = check_seconds("timeout", timeout)
         self._job_timeout = check_seconds("job_timeout", job_timeout)
         self._rate, self._burst = check_rate(max_per_second, burst)
+        self._retry, self._annotate = resolve_retry(retry), bool(annotate_errors)
         self._state = State.CREATED
         self._slots = Slots(max_workers)
         self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
@@ -125,13 +125,11 @@ class CoroutineExecutor:
         # Running jobs' tasks (and the initializer's), keyed by the job's coroutine for
         # in-line jobs (their runner does not know its task), else by the task.
         self._running: dict[object, asyncio.Future[Any]] = {}
-        # Job task -> the wake-up of a map consumer waiting for it, set as it is settled.
-        self._watchers: dict[asyncio.Future[Any], asyncio.Future[None]] = {}
+        self._watchers: dict[asyncio.Future[Any], asyncio.Future[None]] = {}  # map wake-ups
         self._maps: set[MapJobs] = set()  # live maps: the block's exit and shutdown() close them
         self._block: Block | None = None  # used as ``async with``: the block owns the error
-        # Where the executor was first used: the executor whose job bound it, or None
-        # outside any job. Decides who may wait for its jobs (_shutdown.may_wait).
-        self._outer: Core | None = None
+        # Where it was first used: the executor whose job bound it, or None outside any job.
+        self._outer: Core | None = None  # decides who may wait for its jobs (may_wait)
         # The task that ran abort, which it did not cancel (see _lifecycle.abort).
         self._spared: asyncio.Future[Any] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []  # shutdown() and __aexit__
@@ -270,17 +268,17 @@ class CoroutineExecutor:
     @overload
     def map(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: Literal[False] = False,
+        return_exceptions: Literal[False] = False, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T]: ...
     @overload
     def map(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool,
+        return_exceptions: bool, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T | BaseException]: ...
 
     def map(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool = False,
+        return_exceptions: bool = False, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Run ``fn`` over the inputs; iterate the results in input order.
 
@@ -299,23 +297,24 @@ class CoroutineExecutor:
         check_loop(self)
         check_accepting(self)
         return MapIterator(
-            self, fn, iterables, buffersize, ordered=True, return_exceptions=return_exceptions
+            self, fn, iterables, buffersize, ordered=True, return_exceptions=return_exceptions,
+            retry=retry,
         )
 
     @overload
     def map_unordered(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: Literal[False] = False,
+        return_exceptions: Literal[False] = False, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T]: ...
     @overload
     def map_unordered(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool,
+        return_exceptions: bool, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T | BaseException]: ...
 
     def map_unordered(
         self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool = False,
+        return_exceptions: bool = False, retry: RetryArg | Inherit = INHERIT,
     ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
@@ -325,7 +324,8 @@ class CoroutineExecutor:
         check_loop(self)
         check_accepting(self)
         return MapIterator(
-            self, fn, iterables, buffersize, ordered=False, return_exceptions=return_exceptions
+            self, fn, iterables, buffersize, ordered=False, return_exceptions=return_exceptions,
+            retry=retry,
         )
 
     @property

@@ -14,6 +14,7 @@ from ._errors import check_job_fn
 from ._map_run import abandon, raise_closed, results
 from ._map_state import MapJobs
 from ._policy import JobKind
+from ._retry import INHERIT, Inherit, resolve_retry
 from ._typing import Self, final
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         *,
         ordered: bool,
         return_exceptions: bool,
+        retry: object = INHERIT,
     ) -> None:
         where = "map" if ordered else "map_unordered"
         check_job_fn(fn, where)  # once per map: an async generator function is refused too
@@ -86,7 +88,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         # never the iterator itself, so a map left by `break` is collected at once (and
         # its generator, closed as it goes, cancels its jobs) while jobs still run.
         kind = JobKind.RESULT if return_exceptions else JobKind.POLICY
-        self._jobs = jobs = MapJobs(fn, buffersize, ordered=ordered, kind=kind, sources=sources)
+        policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
+        self._jobs = jobs = MapJobs(
+            fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy
+        )
         self._results = results(executor, jobs, feed)
         # The slot declared for __anext__ holds the generator's own bound method (see
         # __slots__); type checkers see the method declared below instead.

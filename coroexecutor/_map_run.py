@@ -42,6 +42,8 @@ async def results(
     ordered = jobs.ordered
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
     on_done = jobs.on_unordered_done
+    policy = jobs.policy
+    index = 0  # the next job's input position (named in the note on its error)
     count = 0  # jobs started and not yet yielded: the window's fill
     args: Any = None  # read from the inputs, not started yet
     job: asyncio.Future[Any] | None = None
@@ -80,7 +82,8 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                job = start_job(exe, fn, args, _NO_KWARGS, where, kind)
+                job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                index += 1
                 args = None
                 count += 1
                 if ordered:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._policy import JobKind
+from ._retry import Inherit, RetryPolicy
 
 __all__ = ["EXHAUSTED", "MapJobs", "read_inputs"]
 
@@ -38,8 +39,8 @@ class MapJobs:
 
     __slots__ = (
         "closed", "finished", "fn", "go", "in_flight", "items", "kind", "limit", "ordered",
-        "owner", "pending", "reader", "shut", "sources", "taken", "wake", "wants", "where",
-        "window",
+        "owner", "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants",
+        "where", "window",
     )
 
     def __init__(
@@ -50,8 +51,10 @@ class MapJobs:
         ordered: bool,
         kind: JobKind,
         sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
+        policy: RetryPolicy | Inherit | None,
     ) -> None:
         self.fn = fn
+        self.policy = policy  # the map's retry=, or INHERIT
         self.window = window
         self.ordered = ordered
         self.kind = kind

@@ -83,7 +83,7 @@ class Outcomes:
 
     __slots__ = (
         "cancelled", "cause", "delivered", "failed", "first_error", "first_tb", "hook",
-        "our_cancels", "succeeded", "suppress", "timeout_error",
+        "our_cancels", "retried", "succeeded", "suppress", "timeout_error",
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
@@ -92,6 +92,7 @@ class Outcomes:
         self.succeeded = 0
         self.failed = 0
         self.cancelled = 0
+        self.retried = 0  # attempts that were retried (retry=)
         # Jobs the executor cancelled on its own behalf (a map closed early): their
         # cancellation is not an error.
         self.our_cancels: set[asyncio.Future[Any]] = set()
@@ -191,14 +192,16 @@ class Outcomes:
         """The stats: every accepted job is queued, running or done, so ``submitted``
         needs no counter on the hot path."""
         running = slots.running
+        queued = slots.queued + slots.pausing  # a job between attempts waits to run again
         done = self.succeeded + self.failed + self.cancelled
         return ExecutorStats(
-            submitted=done + running + slots.queued,
-            queued=slots.queued,
+            submitted=done + running + queued,
+            queued=queued,
             running=running,
             succeeded=self.succeeded,
             failed=self.failed,
             cancelled=self.cancelled,
+            retried=self.retried,
         )
 
     def clear(self) -> None:

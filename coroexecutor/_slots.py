@@ -77,8 +77,8 @@ class Slots:
     """
 
     __slots__ = (
-        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "queued",
-        "refusal", "waiting", "wake_handle",
+        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
+        "queued", "refusal", "waiting", "wake_handle",
     )
 
     loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
@@ -89,6 +89,7 @@ class Slots:
         self.granted = 0  # slots handed to a waiter that has not resumed yet
         self.waiting = 0  # live slot waiters in the backlog (not yet accepted)
         self.queued = 0  # live queued jobs in the backlog (accepted: stats show them)
+        self.pausing = 0  # jobs between two attempts (retry=): accepted, holding no slot
         self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
         self.limiter: RateLimiter | None = None
         self.wake_handle: asyncio.TimerHandle | None = None
@@ -111,7 +112,9 @@ class Slots:
     @property
     def busy(self) -> bool:
         """Whether a job runs, or a slot is granted, or anything waits in the backlog."""
-        return self.limit != self.free or self.queued > 0 or self.waiting > 0
+        return (
+            self.limit != self.free or self.queued > 0 or self.waiting > 0 or self.pausing > 0
+        )
 
     #
     # Taking and giving back
@@ -151,6 +154,19 @@ class Slots:
         self.backlog.append(waiter)
         self.waiting += 1
         self.schedule_wake()
+        await self._wait_in_line(waiter)
+
+    async def take_again(self) -> None:
+        """Wait for a slot ahead of every waiter and queued job never granted one: a job
+        that gave its slot back between two attempts (retry=) takes one again. Behaves as
+        a waiter sent back by a shrink (see _wait_again), and as take() otherwise."""
+        if self.refusal is not None:
+            raise self.refusal()
+        waiter = self._line_up_first()
+        self.schedule_wake()
+        await self._wait_in_line(waiter)
+
+    async def _wait_in_line(self, waiter: asyncio.Future[None]) -> None:
         try:
             await waiter
             while self.free + self.granted <= 0 or (
@@ -171,6 +187,21 @@ class Slots:
         Does not start the backlog: the caller calls admit() when it may start jobs
         now, or schedule_wake() to have it done in a later turn."""
         self.free += 1
+
+    def pause(self) -> None:
+        """A job gives its slot back between two attempts (retry=); it stays accepted."""
+        self.free += 1
+        self.pausing += 1
+
+    def resumed(self) -> None:
+        """A pausing job holds a slot again (take_again() returned)."""
+        self.pausing -= 1
+
+    def abandon(self) -> None:
+        """A pausing job ends (cancelled) holding no slot. Its end gives a slot back as
+        every job's does, so take one now; ``free`` may dip below 0 until then."""
+        self.pausing -= 1
+        self.free -= 1
 
     def queue(self, entry: Queued) -> None:
         """Put a job in line for a slot; entry.start() runs once it has one."""
@@ -324,6 +355,13 @@ class Slots:
         one and behind those sent back before us (see _must_wait_again)."""
         self.granted -= 1
         self.free += 1
+        waiter = self._line_up_first()
+        if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
+            self.admit()
+        return waiter
+
+    def _line_up_first(self) -> SentBack:
+        """A waiter behind the SentBack ones and ahead of everyone else."""
         waiter = SentBack(loop=self.loop)
         backlog = self.backlog
         ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
@@ -331,8 +369,6 @@ class Slots:
             ahead += 1
         backlog.insert(ahead, waiter)
         self.waiting += 1
-        if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
-            self.admit()
         return waiter
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:

@@ -19,8 +19,11 @@ from ._context import job_position
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
+from ._notes import annotate_coroutine_error
+from ._pauses import Pauses
 from ._policy import Cause, JobKind, error_of, retrieve
-from ._slots import Queued
+from ._retry import INHERIT, Inherit, RetryPolicy
+from ._retrying import Call, after_failure, more_attempts, run_attempts
 from ._startup import check_accepting, check_not_initializer
 from ._state import State
 
@@ -28,8 +31,7 @@ if TYPE_CHECKING:
     from ._core import Core
 
 __all__ = [
-    "give_back", "on_job_done", "on_queued_done", "queue_job", "run_job", "settle",
-    "start_job", "start_queued", "take_slot",
+    "give_back", "on_job_done", "run_job", "settle", "start_job", "take_slot",
 ]
 
 _set_position = job_position.set
@@ -38,6 +40,7 @@ _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
+_ATTEMPTS_CODE = run_attempts.__code__
 
 
 #
@@ -52,6 +55,8 @@ def start_job(
     kwargs: dict[str, Any],
     where: str,
     kind: JobKind = JobKind.POLICY,
+    index: int | None = None,
+    policy: RetryPolicy | Inherit | None = INHERIT,
 ) -> asyncio.Future[Any]:
     """Start ``fn(*args, **kwargs)`` as a job, in a slot the caller already holds.
 
@@ -63,6 +68,9 @@ def start_job(
 
     If starting raises, the slot is given back and the error propagates (``where``
     names the call in the message for a coroutine object passed as ``fn``).
+
+    ``index``: a map job's input position, and ``policy``: a map's own retry policy;
+    both matter only once the job fails (the note on its error, its retries).
     """
     runner: Coroutine[Any, Any, Any] | None = None
     coro: Any = None
@@ -73,7 +81,19 @@ def start_job(
         if type(coro) is not _CoroutineType:
             coro = as_coroutine(coro, fn)
         if exe._inline:
-            runner = run_job(exe, coro, kind)
+            if policy is INHERIT and exe._retry is None:  # no retries: the common case
+                runner = run_job(exe, coro, kind) if index is None else run_job(
+                    exe, coro, kind, index
+                )
+            else:  # the call is kept until the job ends only for retries
+                retry = exe._retry if policy is INHERIT else policy
+                if retry is None:
+                    runner = run_job(exe, coro, kind, index)
+                else:
+                    runner = run_retrying(
+                        exe, coro, kind, fn, args, kwargs, index,
+                        retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
+                    )
             if exe._task_factory_of(loop) is None:
                 # What the loop's create_task does with no task factory, minus a call.
                 # (loop= costs a keyword argument, but without it the Task looks up the
@@ -98,7 +118,16 @@ def start_job(
                     cancel_late(exe, task)
             return task
         job = coro
-        if exe._job_timeout is not None:
+        if isinstance(policy, Inherit):
+            policy = exe._retry
+        if policy is not None or (
+            exe._annotate and (exe._job_timeout is not None or index is not None)
+        ):
+            # The attempts loop does the job_timeout's wrapping too. (A job with only a
+            # hook is noted from its coroutine by on_job_done: no wrapper.)
+            call = Call(fn, args, kwargs, policy, exe._annotate, exe._job_timeout, index)
+            job = runner = run_attempts(Pauses(exe), call, coro)
+        elif exe._job_timeout is not None:
             job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs)
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current
@@ -166,81 +195,17 @@ async def take_slot(exe: Core, where: str) -> None:
 
 
 #
-# Queued jobs (submit_nowait with every slot taken)
-#
-
-
-def queue_job(
-    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> asyncio.Future[Any]:
-    """Queue a job for the next free slot; returns the future that follows it."""
-    future: asyncio.Future[Any] = exe._loop.create_future()
-    exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
-    future.add_done_callback(exe._on_queued_done)
-    return future
-
-
-def start_queued(exe: Core, entry: Queued) -> None:
-    """A queued job got its slot (Slots.admit calls this in the job's context)."""
-    future = entry.future
-    future.remove_done_callback(exe._on_queued_done)
-    try:
-        task = start_job(exe, entry.fn, entry.args, entry.kwargs, "submit_nowait")
-    except Exception as exc:
-        # fn() raised or returned a non-awaitable: the job failed before it began.
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log
-        exe._outcomes.failed += 1
-        fail(exe, exc)
-        return
-    except BaseException as exc:
-        # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
-        # settled itself) or from fn(). Its future carries it, and it leaves the event
-        # loop from a callback of its own, as asyncio lets it leave from a task: not
-        # from here, which may be the last step of another job, whose outcome it is not.
-        future.set_exception(exc)
-        future.exception()
-        exe._loop.call_soon(_raise, exc)
-        return
-    future.add_done_callback(lambda f: f.cancelled() and task.cancel())
-    task.add_done_callback(lambda t: _copy_outcome(t, future))
-
-
-def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:
-    """A queued job's future was cancelled before the job started."""
-    exe._slots.unqueue()
-    exe._outcomes.cancelled += 1
-    check_idle(exe)
-
-
-def _raise(exc: BaseException) -> None:
-    raise exc
-
-
-def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    """Copy a started job's outcome into the future submit_nowait() returned for it."""
-    if future.done():
-        return
-    if task.cancelled():
-        future.cancel()
-        return
-    exc = task.exception()
-    if exc is None:
-        future.set_result(task.result())
-    else:
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log
-
-
-#
 # Ending
 #
 
 
-async def run_job(exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind) -> Any:
+async def run_job(
+    exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind, index: int | None = None
+) -> Any:
     """The coroutine an in-line job's task runs: it settles the job's slot, counts and
     policy in the job's own last step, so no done callback (and no extra turn of the
-    loop) is needed per job."""
+    loop) is needed per job. ``index``: a map job's input position, for the note on its
+    error (the job itself is named from its coroutine: see describe_coroutine)."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
             await _jobs.prime_point()
@@ -257,6 +222,55 @@ async def run_job(exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind) -> A
     _set_position(exe)
     try:
         result = await coro
+    except BaseException as exc:
+        if exe._annotate:
+            annotate_coroutine_error(exc, coro, map_index=index)
+        _job_raised(exe, coro, exc, kind)
+        raise
+    settle(exe, coro, None, None, kind)
+    return result
+
+
+async def run_retrying(
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    kind: JobKind,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    index: int | None,
+    policy: RetryPolicy,
+) -> Any:
+    """run_job() for a job with a retry policy: on a failure the policy may ask for more
+    attempts (see _retrying), which keep the job's task, key and settling."""
+    if _jobs.priming:  # only under _jobs.prime(): see JobTask
+        try:
+            await _jobs.prime_point()
+        except _CancelledError as exc:
+            coro.close()
+            _job_raised(exe, coro, exc, kind)
+            raise
+        except BaseException:
+            coro.close()
+            raise
+    _set_position(exe)
+    try:
+        result = await coro
+    except BaseException as exc:
+        call = Call(fn, args, kwargs, policy, exe._annotate, None, index)
+        try:
+            delay = after_failure(call, 1, exc)
+        except BaseException as policy_error:  # the policy failed: the job fails so
+            _job_raised(exe, coro, policy_error, kind)
+            raise
+        if delay is None:
+            _job_raised(exe, coro, exc, kind)
+            raise
+    else:
+        settle(exe, coro, None, None, kind)
+        return result
+    try:
+        result = await more_attempts(Pauses(exe), call, delay)
     except BaseException as exc:
         _job_raised(exe, coro, exc, kind)
         raise
@@ -278,7 +292,14 @@ def on_job_done(exe: Core, kind: JobKind, task: asyncio.Future[Any]) -> None:
     """Done callback of a job that does not complete in-line (an on_job_done hook or a
     job_timeout). Reading its error is also what stops asyncio logging "Task exception
     was never retrieved" for jobs whose handle was dropped."""
-    settle(exe, task, task, error_of(task), kind)
+    error = error_of(task)
+    if error is not None and exe._annotate and isinstance(task, asyncio.Task):
+        # A job with only a hook runs its own coroutine as its task's: name it from that.
+        # (The attempts loop, with a job_timeout, a policy or a map input, noted it.)
+        coro = task.get_coro()
+        if getattr(coro, "cr_code", None) is not _ATTEMPTS_CODE:
+            annotate_coroutine_error(error, coro)
+    settle(exe, task, task, error, kind)
     if exe._outcomes.hook is not None:
         exe._outcomes.call_hook(task, exe._loop)
 

@@ -16,6 +16,8 @@ class ExecutorStats:
     ``submitted == queued + running + succeeded + failed + cancelled`` always holds.
     ``failed`` counts jobs that raised (including ``TimeoutError`` from ``job_timeout``);
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
+    ``retried`` counts attempts that were retried (``retry=``): a job that succeeds on its
+    third attempt adds 2. A job between two attempts is counted in ``queued``.
     """
 
     submitted: int
@@ -24,6 +26,7 @@ class ExecutorStats:
     succeeded: int
     failed: int
     cancelled: int
+    retried: int = 0
 
     @property
     def done(self) -> int:

@@ -38,6 +38,10 @@ if uvloop is not None:
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new event loop of the given kind, not yet set as current."""
+    if kind == "virtual":  # chosen by the virtual_time marker, never by loop_kind
+        from tests.virtual_clock import VirtualClockLoop
+
+        return VirtualClockLoop()
     if kind == "uvloop":
         assert uvloop is not None
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -115,6 +119,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         marker = pyfuncitem.get_closest_marker("timeout")
         limit = marker.args[0] if marker and marker.args else pyfuncitem.config.getini("timeout")
         watchdog = max(float(limit) - 1.0, 1.0) if limit else None
+        if pyfuncitem.get_closest_marker("virtual_time") is not None:
+            assert "loop_kind" not in funcargs, "virtual_time runs on its own loop kind"
+            kind = "virtual"
+            # The watchdog is a loop timer: on virtual time it would fire at the first
+            # idle moment. pytest-timeout's SIGALRM stops a hung selector loop anyway.
+            watchdog = None
         run_in_fresh_loop(pyfuncitem.obj, kind, watchdog)(**kwargs)
         return True
     return None

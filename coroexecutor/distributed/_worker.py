@@ -223,6 +223,7 @@ class ProcessLoop:
             job_timeout=options.job_timeout,
             max_per_second=options.max_per_second,
             burst=options.burst,
+            annotate_errors=False,  # the DaskExecutor notes a failed input itself
         )
         try:
             await exe.__aenter__()  # runs the initializer, once per process

@@ -9,15 +9,13 @@ import logging
 import os
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
-from contextvars import copy_context
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, overload
 
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
-from ._future import BridgeFuture
-from ._job import Job, is_coroutine_job
+from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
 from ._map import start_map
 from ._runner import LoopFactory
@@ -102,7 +100,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         max_per_second: Optional[float] = None,
         burst: Optional[int] = None,
         job_timeout: Optional[float] = None,
+        annotate_errors: bool = True,
     ) -> None:
+        self._annotate = bool(annotate_errors)  # a failed job's error names the job
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
         else:
@@ -230,11 +230,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable (a coroutine object gets a hint), or is an
                 async generator function; checked before anything runs.
         """
-        coroutine_job = is_coroutine_job(fn)
-        handoff = self._handoff
-        future: BridgeFuture[Any] = BridgeFuture(handoff)
-        handoff.submit_threadsafe(Job(future, fn, args, kwargs, copy_context(), coroutine_job))
-        return future
+        return submit_job(self._handoff, self._annotate, fn, args, kwargs, None)
 
     @overload
     def map(

@@ -114,6 +114,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
         self._withdrawn = False
         self._queued = False
         self._in_backlog = False
+        self._annotate = False  # note on the job's error which job it was (annotate_errors)
+        self._map_index: Optional[int] = None  # a map job's input position, for that note
 
     #
     # The stock future's attributes, made on first use

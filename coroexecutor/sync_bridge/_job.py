@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+from contextvars import copy_context
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from types import FunctionType
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 from .._errors import async_generator_error, check_job_fn
-from ._future import BridgeFuture
+from ._future import BridgeFuture, FutureOwner
 
-__all__ = ["Job", "is_coroutine_job"]
+__all__ = ["Job", "is_coroutine_job", "submit_job"]
 
 
 class Job(NamedTuple):
@@ -47,3 +48,28 @@ def is_coroutine_job(fn: object, where: str = "submit") -> bool:
         raise async_generator_error(where, fn)
     # An instance whose class has ``async def __call__``:
     return inspect.iscoroutinefunction(call)
+
+
+class _HandOff(FutureOwner, Protocol):
+    """What submit_job needs of the bridge's HandOff (a Protocol: no import cycle)."""
+
+    def submit_threadsafe(self, job: Job) -> None: ...
+
+
+def submit_job(
+    handoff: _HandOff,
+    annotate: bool,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    map_index: Optional[int],
+) -> BridgeFuture[Any]:
+    """submit(), and map()'s submit of input ``map_index``: the future, its job handed off.
+    ``annotate`` and ``map_index`` are set before the hand-off (the job may fail at once),
+    for the note on a failed job's error."""
+    coroutine_job = is_coroutine_job(fn)
+    future: BridgeFuture[Any] = BridgeFuture(handoff)
+    future._annotate = annotate
+    future._map_index = map_index
+    handoff.submit_threadsafe(Job(future, fn, args, kwargs, copy_context(), coroutine_job))
+    return future

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, TypeVar
 
 from .._typing import Self, final
+from ._job import submit_job
 
 __all__ = ["MapIterator", "start_map"]
 
@@ -58,10 +59,10 @@ class MapIterator(Iterator[T]):
         try:
             inputs = self._inputs
             if inputs is not None:
-                args = next(inputs, None)
+                item = next(inputs, None)
                 exe = self._exe_ref()
-                if args is not None and exe is not None:
-                    futures.append(exe.submit(self._fn, *args))
+                if item is not None and exe is not None:
+                    futures.append(_submit(exe, self._fn, item[1], item[0]))
                 del exe
             end_time = self._end_time
             timeout = None if end_time is None else end_time - time.monotonic()
@@ -98,15 +99,23 @@ def start_map(
         if buffersize < 1:
             raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
     end_time = None if timeout is None else timeout + time.monotonic()
-    inputs = zip(*iterables)
-    submit = exe.submit
+    inputs = enumerate(zip(*iterables))  # the index names a failed job's input
     if buffersize:
         futures = collections.deque(
-            submit(fn, *args) for args in itertools.islice(inputs, buffersize)
+            _submit(exe, fn, args, index) for index, args in itertools.islice(inputs, buffersize)
         )
     else:
-        futures = collections.deque(submit(fn, *args) for args in inputs)
+        futures = collections.deque(_submit(exe, fn, args, index) for index, args in inputs)
     return MapIterator(weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time)
+
+
+def _submit(
+    exe: concurrent.futures.Executor, fn: Callable[..., Any], args: tuple[Any, ...], index: int
+) -> concurrent.futures.Future[Any]:
+    """Submit map input ``index`` (its position names it in a failed job's error note)."""
+    # exe is a ThreadedLoopExecutor, typed as its base here: no import cycle.
+    handoff, annotate = exe._handoff, exe._annotate  # type: ignore[attr-defined]  # see above
+    return submit_job(handoff, annotate, fn, args, {}, index)
 
 
 def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:

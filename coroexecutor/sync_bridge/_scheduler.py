@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
+from .._notes import annotate_job_error
 from ._future import BridgeFuture
 from ._job import Job
 from ._workers import WorkerPool, WorkItem
@@ -103,6 +104,7 @@ class Scheduler:
             burst=options.burst,
             job_timeout=options.job_timeout,
             on_job_done=self.on_core_job_done,
+            annotate_errors=False,  # the core would name our wrappers: we note jobs ourselves
         )
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
         # Jobs given back by start() without reaching the core, which counts the others.
@@ -251,6 +253,8 @@ class Scheduler:
         except asyncio.CancelledError:
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
+            if future._annotate and fn is not _identity:  # (a returned awaitable: unnamed)
+                annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
             future._try_set_exception(exc)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):

@@ -8,6 +8,8 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .._notes import annotate_job_error
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -68,6 +70,10 @@ def _work(
                 result = item.ctx.run(item.fn, *item.args, **item.kwargs)
             except BaseException as exc:
                 # KeyboardInterrupt and SystemExit too: they fail this job only (DESIGN).
+                if future._annotate:
+                    annotate_job_error(
+                        exc, item.fn, item.args, item.kwargs, map_index=future._map_index
+                    )
                 future.set_exception(exc)
                 del exc  # break the frame <-> traceback cycle
             else:

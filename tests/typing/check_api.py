@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import AsyncIterator, Iterator
+import random
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from typing_extensions import assert_type
 
-from coroexecutor import CoroutineExecutor, ExecutorStats, LoopExecutor, MapIterator
+from coroexecutor import CoroutineExecutor, ExecutorStats, LoopExecutor, MapIterator, Retry
 
 
 async def fetch_int(n: int) -> int:
@@ -169,3 +170,35 @@ async def check_loop_executor_from_async_code() -> None:
     async with LoopExecutor() as exe:
         assert_type(exe, LoopExecutor)
         assert_type(await asyncio.wrap_future(exe.submit(fetch_int, 1)), int)
+
+
+def check_retry_policy() -> None:
+    retry = Retry(attempts=5, on=(OSError, KeyError), backoff=0.5, rng=random.Random(1))
+    assert_type(retry(1, OSError()), float | None)
+    assert_type(retry.on, tuple[type[Exception], ...])
+    Retry(on=ConnectionError, jitter=False)
+
+    # A Retry is a policy, as is any function of the same shape.
+    def retry_after(attempt: int, exc: BaseException) -> float | None:
+        return retry(attempt, exc)
+
+    policies: list[Callable[[int, BaseException], float | None]] = [retry, retry_after]
+    assert_type(policies, list[Callable[[int, BaseException], float | None]])
+
+    Retry(on="OSError")  # type: ignore[arg-type]
+    Retry(attempts=2.5)  # type: ignore[arg-type]
+    Retry(rng=42)  # type: ignore[arg-type]
+    retry.attempts = 4  # type: ignore[misc]
+
+
+async def check_retry_options() -> None:
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        return None
+
+    async with CoroutineExecutor(retry=Retry(), annotate_errors=False) as exe:
+        assert_type(exe.map(fetch_int, range(3), retry=policy), MapIterator[int])
+        assert_type(exe.map_unordered(fetch_int, range(3), retry=None), MapIterator[int])
+        exe.map(fetch_int, range(3), retry=3)  # type: ignore[call-overload]
+    CoroutineExecutor(retry=policy)
+    CoroutineExecutor(retry="Retry()")  # type: ignore[arg-type]
+    LoopExecutor(annotate_errors=False).shutdown()

@@ -1,0 +1,189 @@
+"""Notes that name the job an error came from (PEP 678), and the short job description.
+
+The executors call these only once a job has failed: nothing here runs on the success
+path. Everything is best effort and never raises for the user's objects: a ``__repr__``
+or a ``__qualname__`` that raises, or an exception whose ``__notes__`` is not a list,
+gives a plainer description or no note, never a different error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import reprlib
+import sys
+from typing import Any
+
+__all__ = [
+    "add_note",
+    "annotate_coroutine_error",
+    "annotate_job_error",
+    "describe_call",
+    "describe_coroutine",
+    "job_note",
+]
+
+NOTE_PREFIX = "coroexecutor: job "
+
+# One line per job: long strings and big containers are cut, as reprlib does by default
+# for the debugger, with room for a URL or a path.
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+_short.maxlevel = 3
+_MAX_ARGS = 6  # positional and keyword arguments shown each; the rest is "..."
+
+
+def _name(fn: object) -> str:
+    """``fetch`` or ``Client.fetch`` for a function or method, the class's name for a
+    callable object: the last part of ``__qualname__``, after any ``<locals>.``."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # a __qualname__ property or __getattr__ of the user's that raises
+        name = None
+    if not isinstance(name, str):  # an instance: its class names it
+        name = type(fn).__qualname__
+    return name.rpartition("<locals>.")[2]
+
+
+def _repr(value: object) -> str:
+    try:
+        return _short.repr(value)
+    except Exception:
+        # reprlib already catches a failing __repr__ of a plain object; this is for one
+        # inside a container, or a __class__ that raises.
+        return "<unrepresentable>"
+
+
+def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``fetch('https://…', timeout=5)``: a job as messages name it, kept short by reprlib.
+
+    A ``functools.partial`` is shown as the call it makes, its own arguments first.
+    """
+    while isinstance(fn, functools.partial):
+        args = (*fn.args, *args)
+        kwargs = {**fn.keywords, **kwargs}
+        fn = fn.func
+    parts = [_repr(arg) for arg in args[:_MAX_ARGS]]
+    items = list(kwargs.items())
+    parts += [f"{key}={_repr(value)}" for key, value in items[:_MAX_ARGS]]
+    if len(args) > _MAX_ARGS or len(items) > _MAX_ARGS:
+        parts.append("...")
+    return f"{_name(fn)}({', '.join(parts)})"
+
+
+_CO_VARARGS = inspect.CO_VARARGS
+_CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+
+
+def describe_coroutine(coro: Any, exc: BaseException) -> str:
+    """``fetch('https://…', timeout=5)``: the job whose coroutine ``coro`` raised ``exc``.
+
+    For a job whose call was not kept (keeping every job's arguments until it ends costs
+    the success path): the arguments are read from the coroutine's own frame, which the
+    traceback of an exception that left the coroutine always holds. Parameters that may
+    be passed by position are shown by position, keyword-only ones by name, ``self`` of a
+    method not at all; the values are those the frame held when the job failed. Without
+    that frame (a coroutine of another kind), the name and ``(...)``."""
+    code = getattr(coro, "cr_code", None)
+    name = _name(coro)
+    frame = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            frame = tb.tb_frame
+            break
+        tb = tb.tb_next
+    if frame is None or code is None:
+        return f"{name}(...)"
+    try:
+        values = frame.f_locals
+        names = code.co_varnames
+        count = code.co_argcount
+        kwonly = code.co_kwonlyargcount
+        first = 1 if count and names[0] in ("self", "cls") and "." in name else 0
+        parts = [_repr(values.get(arg)) for arg in names[first:count]]
+        extra = count + kwonly
+        if code.co_flags & _CO_VARARGS:
+            parts += [_repr(value) for value in values.get(names[extra], ())]
+            extra += 1
+        keywords = [(arg, values.get(arg)) for arg in names[count : count + kwonly]]
+        if code.co_flags & _CO_VARKEYWORDS:
+            keywords += list(values.get(names[extra], {}).items())
+    except Exception:  # a frame or a **kwargs of an unexpected shape: name the job only
+        return f"{name}(...)"
+    shown = parts[:_MAX_ARGS] + [f"{key}={_repr(value)}" for key, value in keywords[:_MAX_ARGS]]
+    if len(parts) > _MAX_ARGS or len(keywords) > _MAX_ARGS:
+        shown.append("...")
+    return f"{name}({', '.join(shown)})"
+
+
+def job_note(
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    attempts: int = 1,
+    map_index: int | None = None,
+) -> str:
+    """The note for a failed job: ``coroexecutor: job fetch('…') failed after 3 attempts
+    (map input #17)``. ``map_index`` counts the map's inputs from 0, as ``enumerate``
+    does; ``attempts`` counts every run of the job, so 1 is a job that was not retried."""
+    return _note_text(describe_call(fn, args, kwargs), attempts, map_index)
+
+
+def _note_text(job: str, attempts: int, map_index: int | None) -> str:
+    text = f"{NOTE_PREFIX}{job} failed"
+    if attempts > 1:
+        text += f" after {attempts} attempts"
+    if map_index is not None:
+        text += f" (map input #{map_index})"
+    return text
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add ``note`` to ``exc`` once, as PEP 678's ``add_note`` does (on 3.9 and 3.10 too,
+    where the notes are the same list in ``__notes__``, but the default traceback does
+    not print them). A note already there is not repeated, so an error re-raised by
+    several calls gets one note per job."""
+    try:
+        notes = getattr(exc, "__notes__", None)
+        if notes is not None and note in notes:
+            return
+        if sys.version_info >= (3, 11):
+            exc.add_note(note)
+        elif notes is None:
+            setattr(exc, "__notes__", [note])  # noqa: B010 - mypy's 3.10 view has no __notes__
+        elif isinstance(notes, list):
+            notes.append(note)
+    except Exception:
+        # A __notes__ that is not a list (add_note's TypeError), or a __notes__ property
+        # or __setattr__ of the user's that refuses: the error goes on without a note.
+        pass
+
+
+def annotate_job_error(
+    exc: BaseException,
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    attempts: int = 1,
+    map_index: int | None = None,
+) -> None:
+    """Note on ``exc`` which job raised it, once. A cancellation is not a failure of the
+    job and gets no note."""
+    if isinstance(exc, asyncio.CancelledError):
+        return
+    add_note(exc, job_note(fn, args, kwargs, attempts=attempts, map_index=map_index))
+
+
+def annotate_coroutine_error(
+    exc: BaseException, coro: Any, *, map_index: int | None = None
+) -> None:
+    """Note on ``exc`` which job raised it, named from its coroutine (see
+    describe_coroutine), once. A cancellation gets no note."""
+    if isinstance(exc, asyncio.CancelledError):
+        return
+    add_note(exc, _note_text(describe_coroutine(coro, exc), 1, map_index))

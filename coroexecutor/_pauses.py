@@ -1,0 +1,47 @@
+"""Pauses: the executor's side of a job's pauses between attempts (retry=)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ._lifecycle import admit
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["Pauses"]
+
+
+class Pauses:
+    """What a job's attempts need from the executor (the AttemptSlots of _retrying).
+
+    Made only once a job has failed and will be retried. A pausing job holds no slot
+    and is counted in ``Slots.pausing`` (``stats.queued``); it stays among the running
+    jobs' tasks, so every cancellation of the executor's jobs reaches its pause."""
+
+    __slots__ = ("_exe",)
+
+    def __init__(self, exe: Core) -> None:
+        self._exe = exe
+
+    def pause(self) -> None:
+        exe = self._exe
+        slots = exe._slots
+        slots.pause()
+        exe._outcomes.retried += 1
+        if slots.backlog:
+            # A later turn starts the next job in our slot: we are inside a job's step.
+            slots.schedule_wake()
+
+    async def resume(self) -> None:
+        exe = self._exe
+        try:
+            await exe._slots.take_again()
+        except asyncio.CancelledError:
+            admit(exe)  # a slot granted just as we were cancelled goes to the next in line
+            raise
+        exe._slots.resumed()
+
+    def abandon(self) -> None:
+        self._exe._slots.abandon()

@@ -1,0 +1,84 @@
+"""Queued jobs: submit_nowait() with every slot taken queues the job; it starts through
+start_job() once a slot comes free, and its future follows it.
+
+Functions of the executor (the first argument), on its event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._lifecycle import check_idle, fail
+from ._notes import annotate_job_error
+from ._slots import Queued
+from ._start import start_job
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["on_queued_done", "queue_job", "start_queued"]
+
+
+def queue_job(
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """Queue a job for the next free slot; returns the future that follows it."""
+    future: asyncio.Future[Any] = exe._loop.create_future()
+    exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
+    future.add_done_callback(exe._on_queued_done)
+    return future
+
+
+def start_queued(exe: Core, entry: Queued) -> None:
+    """A queued job got its slot (Slots.admit calls this in the job's context)."""
+    future = entry.future
+    future.remove_done_callback(exe._on_queued_done)
+    try:
+        task = start_job(exe, entry.fn, entry.args, entry.kwargs, "submit_nowait")
+    except Exception as exc:
+        # fn() raised or returned a non-awaitable: the job failed before it began.
+        if exe._annotate:
+            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs)
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log
+        exe._outcomes.failed += 1
+        fail(exe, exc)
+        return
+    except BaseException as exc:
+        # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
+        # settled itself) or from fn(). Its future carries it, and it leaves the event
+        # loop from a callback of its own, as asyncio lets it leave from a task: not
+        # from here, which may be the last step of another job, whose outcome it is not.
+        future.set_exception(exc)
+        future.exception()
+        exe._loop.call_soon(_raise, exc)
+        return
+    future.add_done_callback(lambda f: f.cancelled() and task.cancel())
+    task.add_done_callback(lambda t: _copy_outcome(t, future))
+
+
+def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:
+    """A queued job's future was cancelled before the job started."""
+    exe._slots.unqueue()
+    exe._outcomes.cancelled += 1
+    check_idle(exe)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Copy a started job's outcome into the future submit_nowait() returned for it."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    exc = task.exception()
+    if exc is None:
+        future.set_result(task.result())
+    else:
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log

@@ -1,0 +1,303 @@
+"""Retry policies: the built-in ``Retry`` and the one normaliser the executors call.
+
+A policy is any callable ``policy(attempt, exc) -> float | None``: given the number of the
+attempt that just failed (1 for the first run) and its exception, it returns the seconds
+to wait before the next attempt, or ``None`` to give up. ``Retry`` is such a callable, so
+the executors treat every policy alike and a user policy can delegate to a ``Retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import math
+import random
+import sys
+from typing import Any, Callable, Optional, Protocol, Union
+
+from ._typing import final
+
+__all__ = [
+    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "next_delay",
+    "resolve_retry",
+]
+
+RetryPolicy = Callable[[int, BaseException], Optional[float]]
+"""``policy(attempt, exc) -> float | None``: the delay before the next attempt, or None."""
+RetryArg = Union["Retry", RetryPolicy, None]  # what a retry= argument takes
+
+
+class Inherit:
+    """The type of INHERIT: a call's ``retry=`` left out, so the executor's applies."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the executor's retry policy>"
+
+
+INHERIT = Inherit()
+
+
+class RetrySource(Protocol):
+    """What ``Retry(rng=...)`` needs: a ``random()`` in [0, 1), as ``random.Random`` has."""
+
+    def random(self) -> float: ...
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _exception_classes(on: object) -> tuple[type[Exception], ...]:
+    classes = on if isinstance(on, tuple) else (on,)
+    for cls in classes:
+        # Only Exception subclasses: CancelledError, KeyboardInterrupt and SystemExit are
+        # never retried, so naming them here could only be a mistake.
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            raise TypeError(f"on must be an Exception subclass or a tuple of them (got {on!r})")
+    if not classes:
+        raise ValueError("on must name at least one exception class (got ())")
+    return classes
+
+
+def _with_asyncio_timeout(
+    classes: tuple[type[Exception], ...],
+) -> tuple[type[Exception], ...]:
+    # Before 3.11 asyncio.TimeoutError (raised by wait_for, aiohttp, our own job_timeout
+    # errors too) is not the builtin TimeoutError; from 3.11 they are one class. So that
+    # on=TimeoutError means the same on every version, it also matches asyncio's here.
+    if sys.version_info < (3, 11) and builtins.TimeoutError in classes:  # pragma: no cover
+        return (*classes, asyncio.TimeoutError)
+    return classes
+
+
+@final
+class Retry:
+    """Retry failed jobs with exponential backoff and full jitter.
+
+    ``attempts`` counts every run of a job, the first included: ``Retry(attempts=3)``
+    runs a job at most three times. A failure is retried when its exception is an
+    instance of ``on`` (an exception class or a tuple of them; ``TimeoutError`` also
+    matches ``asyncio.TimeoutError`` on Python 3.9 and 3.10, as it does from 3.11).
+
+    The wait after attempt ``n`` fails is ``min(max_backoff, backoff * 2 ** (n - 1))``
+    seconds, or with ``jitter=True`` (the default) a uniformly random time between 0 and
+    that ("full jitter"), which keeps many jobs that failed together from retrying
+    together. ``rng`` is the random source (anything with a ``random()`` method, such as
+    ``random.Random(seed)``), for reproducible delays; by default the ``random`` module's.
+
+    A ``Retry`` is a retry policy itself: ``Retry()(attempt, exc)`` returns the delay
+    before the next attempt, or ``None`` to give up. So a policy of your own can decide
+    some cases and leave the rest to a ``Retry``. Instances are immutable and compare
+    equal when their settings are equal (``rng`` aside).
+
+    Raises:
+        TypeError: a setting of the wrong kind (``attempts=2.5``, ``on="OSError"``).
+        ValueError: a setting out of range (``attempts=0``, a negative or infinite
+            backoff, ``max_backoff`` below ``backoff``, ``on=()``).
+    """
+
+    __slots__ = ("_attempts", "_backoff", "_jitter", "_match", "_max_backoff", "_on", "_rng")
+
+    _attempts: int
+    _on: tuple[type[Exception], ...]
+    _backoff: float
+    _max_backoff: float
+    _jitter: bool
+    _match: tuple[type[Exception], ...]
+    _rng: RetrySource | None
+
+    def __init__(
+        self,
+        attempts: int = 3,
+        on: type[Exception] | tuple[type[Exception], ...] = (OSError, TimeoutError),
+        backoff: float = 0.1,
+        max_backoff: float = 30.0,
+        jitter: bool = True,
+        *,
+        rng: RetrySource | None = None,
+    ) -> None:
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
+            raise TypeError(f"attempts must be an int (got {attempts!r})")
+        if attempts < 1:
+            raise ValueError(f"attempts must be greater than 0 (got {attempts!r})")
+        classes = _exception_classes(on)
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if not _is_seconds(value):
+                raise TypeError(f"{name} must be a number of seconds (got {value!r})")
+            if not value >= 0:  # NaN too
+                raise ValueError(f"{name} must be 0 or greater (got {value!r})")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number (got {value!r})")
+        if max_backoff < backoff:
+            raise ValueError(
+                f"max_backoff must not be less than backoff "
+                f"(got max_backoff={max_backoff!r}, backoff={backoff!r})"
+            )
+        if not isinstance(jitter, bool):
+            raise TypeError(f"jitter must be a bool (got {jitter!r})")
+        if rng is not None and not callable(getattr(rng, "random", None)):
+            raise TypeError(f"rng must have a random() method, or be None (got {rng!r})")
+        set_ = object.__setattr__
+        set_(self, "_attempts", attempts)
+        set_(self, "_on", classes)
+        set_(self, "_backoff", float(backoff))
+        set_(self, "_max_backoff", float(max_backoff))
+        set_(self, "_jitter", jitter)
+        set_(self, "_match", _with_asyncio_timeout(classes))
+        set_(self, "_rng", rng)
+
+    @property
+    def attempts(self) -> int:
+        """The most runs of a job, the first included."""
+        return self._attempts
+
+    @property
+    def on(self) -> tuple[type[Exception], ...]:
+        """The exception classes that are retried, as a tuple."""
+        return self._on
+
+    @property
+    def backoff(self) -> float:
+        """Seconds of the first wait (before jitter); each later wait doubles."""
+        return self._backoff
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait in seconds (before jitter)."""
+        return self._max_backoff
+
+    @property
+    def jitter(self) -> bool:
+        """Whether each wait is drawn uniformly between 0 and its exponential value."""
+        return self._jitter
+
+    def __call__(self, attempt: int, exc: BaseException) -> float | None:
+        """The delay before attempt ``attempt + 1``, or None to give up.
+
+        ``attempt`` is the number of the attempt that just failed with ``exc`` (1 for
+        the first run).
+        """
+        if attempt >= self._attempts or not isinstance(exc, self._match):
+            return None
+        try:
+            ceiling = min(self._max_backoff, self._backoff * 2.0 ** (attempt - 1))
+        except OverflowError:  # 2.0 ** 1024 and up: far past any max_backoff
+            ceiling = self._max_backoff
+        if not self._jitter:
+            return ceiling
+        rng = random if self._rng is None else self._rng
+        return ceiling * rng.random()
+
+    def __repr__(self) -> str:
+        on = self.on[0] if len(self.on) == 1 else self.on
+        names = (
+            on.__qualname__
+            if isinstance(on, type)
+            else f"({', '.join(cls.__qualname__ for cls in on)})"
+        )
+        return (
+            f"Retry(attempts={self.attempts!r}, on={names}, backoff={self.backoff!r}, "
+            f"max_backoff={self.max_backoff!r}, jitter={self.jitter!r})"
+        )
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.attempts, self.on, self.backoff, self.max_backoff, self.jitter)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Retry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Retry is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Retry is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild through __init__: the slots cannot be set one by one.
+        return (_rebuild, (*self._key(), self._rng))
+
+
+def _rebuild(
+    attempts: int,
+    on: tuple[type[Exception], ...],
+    backoff: float,
+    max_backoff: float,
+    jitter: bool,
+    rng: RetrySource | None,
+) -> Retry:
+    return Retry(attempts, on, backoff, max_backoff, jitter, rng=rng)
+
+
+def resolve_retry(retry: object) -> RetryPolicy | None:
+    """The policy for a ``retry=`` argument: None (no retries), a Retry or a callable.
+
+    Raises:
+        TypeError: anything else, including a coroutine function (a policy is called
+            synchronously, between attempts).
+    """
+    if retry is None:
+        return None
+    if isinstance(retry, Retry):
+        return retry
+    if isinstance(retry, type) and issubclass(retry, Retry):
+        raise TypeError("retry must be a Retry instance, not the class: write retry=Retry()")
+    if not callable(retry):
+        raise TypeError(
+            f"retry must be a Retry, a callable policy(attempt, exc) or None (got {retry!r})"
+        )
+    if _is_async_callable(retry):
+        raise TypeError(
+            f"retry must be a plain callable that returns a delay, not an async function "
+            f"(got {retry!r})"
+        )
+    return retry
+
+
+def _is_async_callable(fn: Callable[..., object]) -> bool:
+    # iscoroutinefunction sees through functools.partial; an object with an async
+    # __call__ is checked through its class.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float | None:
+    """Ask ``policy`` whether attempt ``attempt``, which failed with ``exc``, is retried.
+
+    Returns the delay in seconds before the next attempt, or None to give up. Only
+    ``Exception`` instances are ever retried: for cancellation, ``KeyboardInterrupt`` and
+    ``SystemExit`` the policy is not asked.
+
+    Raises:
+        TypeError: the policy returned something other than a number or None.
+        ValueError: the policy returned a negative, NaN or infinite delay.
+        Whatever the policy raised, unchanged: the caller lets it fail the job.
+    """
+    if not isinstance(exc, Exception):
+        return None
+    delay: object = policy(attempt, exc)
+    if delay is None:
+        return None
+    if not _is_seconds(delay):
+        if inspect.iscoroutine(delay):
+            delay.close()  # so no "never awaited" warning follows the error
+        raise TypeError(
+            f"retry policy {policy!r} must return a number of seconds or None (got {delay!r})"
+        )
+    assert isinstance(delay, (int, float))
+    if math.isnan(delay):
+        raise ValueError(f"retry policy {policy!r} must return a number, not NaN")
+    if delay < 0:
+        raise ValueError(f"retry policy {policy!r} returned a negative delay (got {delay!r})")
+    if not math.isfinite(delay):
+        raise ValueError(
+            f"retry policy {policy!r} must return a finite delay; to give up, return None "
+            f"(got {delay!r})"
+        )
+    return float(delay)

@@ -1,0 +1,149 @@
+"""A job's attempts under a retry policy, and the note on its final error.
+
+The first attempt is the job's own coroutine, made when it was submitted; its runner
+calls :func:`after_failure` when it raises, in its ``except`` clause: nothing here runs
+for a job that succeeds. When the policy asks for another attempt, the runner awaits
+:func:`more_attempts`, which gives the slot back for the pause and takes one again for
+each further attempt (a fresh call ``fn(*args, **kwargs)``, with the executor's
+``job_timeout`` around it) through the executor's :class:`AttemptSlots`. The job's task
+stays the same from the first attempt to the last, so cancelling it, or the executor
+cancelling its jobs, reaches the pause too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Callable, Protocol
+
+from ._jobs import as_coroutine, wrapped_job
+from ._notes import annotate_job_error
+from ._retry import RetryPolicy, next_delay
+
+__all__ = ["AttemptSlots", "Call", "after_failure", "more_attempts", "run_attempts"]
+
+_sleep = asyncio.sleep
+_CancelledError = asyncio.CancelledError
+
+
+class AttemptSlots(Protocol):
+    """What the attempts of a job need from their executor (on its loop thread)."""
+
+    def pause(self) -> None:
+        """An attempt failed and another one follows: give the job's slot back (a
+        waiting job may start in it), count the job as waiting, and count one retry."""
+
+    async def resume(self) -> None:
+        """Wait for a slot for the next attempt, ahead of every job that has not started
+        yet, and for a start token under a rate limit. Returns holding the slot, the job
+        counted as running again. If cancelled, leaves the line (a slot granted meanwhile
+        goes to the next in line) and raises."""
+
+    def abandon(self) -> None:
+        """The job is cancelled in its pause or while waiting for a slot: it ends holding
+        none. Settle the counts so that the job's end, which gives back one slot as for
+        any job, leaves them right."""
+
+
+class Call:
+    """A job's call and how its failures are handled: what a runner needs only once the
+    job has failed."""
+
+    __slots__ = ("annotate", "args", "fn", "job_timeout", "kwargs", "map_index", "policy")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy | None,
+        annotate: bool,
+        job_timeout: float | None = None,
+        map_index: int | None = None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.policy = policy
+        self.annotate = annotate
+        self.job_timeout = job_timeout
+        self.map_index = map_index
+
+    def note(self, exc: BaseException, attempts: int) -> None:
+        if self.annotate:
+            annotate_job_error(
+                exc, self.fn, self.args, self.kwargs, attempts=attempts, map_index=self.map_index
+            )
+
+
+def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
+    """Attempt number ``attempt`` raised ``exc``: the delay before the next attempt, or
+    None when the job ends with ``exc`` (then noted, if the call says so: the caller
+    re-raises it with a bare ``raise``, so its traceback stays as the job left it).
+
+    Called in the caller's ``except`` clause, so an error of the policy's (which this
+    raises, noted) has ``exc`` as its ``__context__``."""
+    policy = call.policy
+    if policy is not None:
+        try:
+            delay = next_delay(policy, attempt, exc)
+        except BaseException as policy_error:
+            call.note(policy_error, attempt)
+            raise
+        if delay is not None:
+            return delay
+    call.note(exc, attempt)
+    return None
+
+
+async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
+    """Attempt 1 failed and the policy asked for another one after ``delay`` seconds:
+    pause without the slot, then run attempts 2, 3, ... as the policy asks. Returns the
+    first result, or raises the last attempt's error.
+
+    Cancellation: in a pause or the wait for a slot after it, the wait ends at once, no
+    further attempt starts, and the job ends cancelled holding no slot (see
+    AttemptSlots.abandon); in an attempt, as for any job.
+    """
+    attempt = 1
+    fn, args, kwargs, job_timeout = call.fn, call.args, call.kwargs, call.job_timeout
+    while True:
+        slots.pause()
+        try:
+            if delay > 0:
+                await _sleep(delay)
+            await slots.resume()
+        except BaseException:  # cancelled, or refused a slot (the executor is cancelling)
+            slots.abandon()
+            raise
+        attempt += 1
+        try:
+            coro = as_coroutine(fn(*args, **kwargs), fn)
+            if job_timeout is not None:
+                coro = wrapped_job(job_timeout, coro, fn, args, kwargs)
+            return await coro
+        except BaseException as exc:
+            # Only an Exception is retried: next_delay declines the rest (cancellation,
+            # KeyboardInterrupt, SystemExit), and cancellation gets no note.
+            next_one = after_failure(call, attempt, exc)
+            if next_one is None:
+                raise
+            delay = next_one
+        # Out of the except clause before the pause: the error and its traceback (the
+        # frames of the failed attempt) are not kept alive while the job waits.
+
+
+async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, Any, Any]) -> Any:
+    """Run a job's first attempt, ``first``, then as many more as its policy asks for.
+
+    The runner of a job that does not settle in-line (a hook or a ``job_timeout``):
+    what an in-line runner does around its own ``await``."""
+    try:
+        if call.job_timeout is not None:
+            first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
+        return await first
+    except BaseException as exc:
+        delay = after_failure(call, 1, exc)
+        if delay is None:
+            raise
+    return await more_attempts(slots, call, delay)

@@ -1,0 +1,474 @@
+"""Retries on CoroutineExecutor: slots during backoff, give-up, cancellation, counts.
+
+Every test runs on virtual time (tests/virtual_clock.py): a backoff of 10 s takes no
+real time and ends exactly 10 s later on the loop's clock, so the tests can say *when*
+each attempt started without any wall-clock threshold. Orderings that do not follow
+from the clock are pinned with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, Callable
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, JobTimeoutError, Retry
+
+pytestmark = [pytest.mark.timeout(15), pytest.mark.virtual_time]
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def park() -> None:
+    await asyncio.Event().wait()
+
+
+class Log:
+    """Records attempt starts (name, virtual time) and how many attempts ran at once."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, float]] = []
+        self.running = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def attempt(self, name: str) -> Any:
+        self.starts.append((name, now()))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+
+def flaky(
+    log: Log, name: str, failures: int, work: float = 0, exc: type[Exception] = OSError
+) -> Callable[[], Awaitable[str]]:
+    """A job that fails its first ``failures`` attempts, each after ``work`` seconds."""
+    calls = 0
+
+    async def job() -> str:
+        nonlocal calls
+        calls += 1
+        with log.attempt(name):
+            await asyncio.sleep(work)
+            if calls <= failures:
+                raise exc(f"{name} attempt {calls}")
+            return name
+
+    job.__qualname__ = name
+    return job
+
+
+#
+# Slots
+#
+
+
+async def test_the_slot_is_free_during_a_backoff_and_max_workers_holds() -> None:
+    log = Log()
+    retry = Retry(attempts=2, backoff=10, jitter=False)
+    async with CoroutineExecutor(max_workers=1, retry=retry) as exe:
+        start = now()
+        first = await exe.submit(flaky(log, "a", failures=1))
+        # Waits for the one slot: a's failure at once gives it up for its 10 s backoff.
+        second = await exe.submit(flaky(log, "b", failures=0, work=3))
+    assert first.result() == "a" and second.result() == "b"
+    assert [(name, at - start) for name, at in log.starts] == [("a", 0), ("b", 0), ("a", 10)]
+    assert log.peak == 1
+    assert exe.stats.retried == 1 and exe.stats.succeeded == 2
+
+
+async def test_sleepers_do_not_count_against_max_workers() -> None:
+    log = Log()
+    retry = Retry(attempts=3, backoff=5, jitter=False)
+    async with CoroutineExecutor(max_workers=3, retry=retry) as exe:
+        start = now()
+        for n in range(6):
+            exe.submit_nowait(flaky(log, f"f{n}", failures=2, work=1))
+        for n in range(6):
+            exe.submit_nowait(flaky(log, f"s{n}", failures=0, work=1))
+    assert log.peak == 3  # never more attempts at once than max_workers
+    # While the first three flaky jobs sleep, their slots run the next three: all six
+    # flaky jobs had their first attempt by t=1, whatever the backoffs.
+    firsts: dict[str, float] = {}
+    for name, at in log.starts:
+        firsts.setdefault(name, at - start)
+    firsts = {name: at for name, at in firsts.items() if name.startswith("f")}
+    assert max(firsts.values()) == 1
+    assert exe.stats.retried == 12 and exe.stats.succeeded == 12
+
+
+async def test_a_retry_takes_the_next_slot_before_jobs_that_have_not_started() -> None:
+    log = Log()
+    retry = Retry(attempts=2, backoff=1, jitter=False)
+    async with CoroutineExecutor(max_workers=1, retry=retry) as exe:
+        start = now()
+        exe.submit_nowait(flaky(log, "a", failures=1))
+        for name in "bcd":
+            exe.submit_nowait(flaky(log, name, failures=0, work=2))
+    # a fails at 0 and sleeps until 1; b holds the slot from 0 to 2; then a, not c.
+    assert [(name, at - start) for name, at in log.starts] == [
+        ("a", 0),
+        ("b", 0),
+        ("a", 2),
+        ("c", 2),
+        ("d", 4),
+    ]
+
+
+#
+# Giving up
+#
+
+
+async def test_giving_up_raises_the_last_error_with_the_attempt_count() -> None:
+    log = Log()
+    errors: list[OSError] = []
+    stopped = asyncio.Event()
+
+    async def refused() -> None:
+        with log.attempt("refused"):
+            await asyncio.sleep(0)
+            errors.append(ConnectionRefusedError(f"attempt {len(errors) + 1}"))
+            raise errors[-1]
+
+    async def bystander() -> None:
+        try:
+            await park()
+        finally:
+            stopped.set()
+
+    with pytest.raises(ConnectionRefusedError) as info:
+        async with CoroutineExecutor(retry=Retry(attempts=3, backoff=1)) as exe:
+            await exe.submit(bystander)
+            await exe.submit(refused)
+    assert len(errors) == 3
+    assert info.value is errors[-1]  # the same object, the third attempt's
+    assert info.value.__notes__ == ["coroexecutor: job refused() failed after 3 attempts"]
+    assert stopped.is_set()  # fail-fast cancelled the rest
+    assert exe.stats.retried == 2 and exe.stats.failed == 1 and exe.stats.cancelled == 1
+
+
+async def test_with_suppress_task_errors_giving_up_touches_nothing_else() -> None:
+    log = Log()
+    async with CoroutineExecutor(
+        retry=Retry(attempts=2, backoff=1), suppress_task_errors=True
+    ) as exe:
+        bad = await exe.submit(flaky(log, "bad", failures=5))
+        good = await exe.submit(flaky(log, "good", failures=0, work=5))
+    error = bad.exception()
+    assert isinstance(error, OSError) and str(error) == "bad attempt 2"
+    assert error.__notes__ == ["coroexecutor: job bad() failed after 2 attempts"]
+    assert good.result() == "good"
+
+
+async def test_an_error_the_policy_does_not_name_is_not_retried() -> None:
+    log = Log()
+    async with CoroutineExecutor(retry=Retry(), suppress_task_errors=True) as exe:
+        task = await exe.submit(flaky(log, "v", failures=1, exc=ValueError))
+    assert isinstance(task.exception(), ValueError)
+    assert task.exception().__notes__ == ["coroexecutor: job v() failed"]  # type: ignore[union-attr]
+    assert len(log.starts) == 1 and exe.stats.retried == 0
+
+
+#
+# Cancellation during a backoff
+#
+
+
+class Sleeper:
+    """A job that fails once with a 100 s backoff; says when its backoff began."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failed = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            asyncio.get_running_loop().call_soon(self.failed.set)
+            raise OSError("once")
+
+
+RETRY_LATER = Retry(attempts=2, backoff=100, max_backoff=100, jitter=False)
+
+
+async def test_a_failing_body_ends_a_backoff_at_once() -> None:
+    sleeper = Sleeper()
+    start = now()
+    with pytest.raises(KeyError):
+        async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+            task = await exe.submit(sleeper)
+            await sleeper.failed.wait()
+            raise KeyError("body")
+    assert task.cancelled() and sleeper.calls == 1
+    assert now() - start < 100
+
+
+async def test_cancelling_the_block_ends_a_backoff_at_once() -> None:
+    sleeper = Sleeper()
+    start = now()
+
+    async def owner() -> None:
+        async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+            await exe.submit(sleeper)
+            await park()
+
+    owner_task = asyncio.ensure_future(owner())
+    await sleeper.failed.wait()
+    owner_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await owner_task
+    assert sleeper.calls == 1 and now() - start < 100
+
+
+async def test_fail_fast_ends_a_backoff_at_once() -> None:
+    sleeper = Sleeper()
+    start = now()
+
+    async def fails_later() -> None:
+        await sleeper.failed.wait()
+        raise ValueError("other job")
+
+    with pytest.raises(ValueError, match="other job"):
+        async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+            task = await exe.submit(sleeper)
+            await exe.submit(fails_later)
+    assert task.cancelled() and sleeper.calls == 1
+    assert now() - start < 100
+
+
+async def test_shutdown_without_waiting_ends_a_backoff_at_once() -> None:
+    sleeper = Sleeper()
+    start = now()
+    async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+        task = await exe.submit(sleeper)
+        await sleeper.failed.wait()
+        await exe.shutdown(wait=False)
+    assert task.cancelled() and sleeper.calls == 1
+    assert now() - start < 100
+    assert exe.stats.cancelled == 1
+
+
+async def test_leaving_a_map_early_ends_its_backoffs_at_once() -> None:
+    sleeper = Sleeper()
+    start = now()
+
+    async def job(n: int) -> int:
+        if n == 1:
+            await sleeper()
+        return n
+
+    async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+        results = exe.map(job, [0, 1, 2])
+        assert await results.__anext__() == 0
+        await sleeper.failed.wait()
+        await results.aclose()
+    assert sleeper.calls == 1 and now() - start < 100
+
+
+async def test_cancelling_the_jobs_task_ends_its_backoff() -> None:
+    sleeper = Sleeper()
+    start = now()
+    # (Under fail-fast a job cancelled from outside counts as an error: see semantics.)
+    async with CoroutineExecutor(retry=RETRY_LATER, suppress_task_errors=True) as exe:
+        task = await exe.submit(sleeper)
+        await sleeper.failed.wait()
+        task.cancel()
+    assert task.cancelled() and sleeper.calls == 1 and now() - start < 100
+
+
+async def test_a_graceful_shutdown_lets_a_job_finish_its_retries() -> None:
+    sleeper = Sleeper()
+    start = now()
+    async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+        task = await exe.submit(sleeper)
+        await sleeper.failed.wait()
+        await exe.shutdown()
+    assert task.result() is None and sleeper.calls == 2
+    assert now() - start == 100
+
+
+#
+# Deadlines, rate limit, counts and hook
+#
+
+
+async def test_job_timeout_applies_to_each_attempt() -> None:
+    attempts: list[float] = []
+
+    async def slow_then_quick() -> str:
+        attempts.append(now())
+        if len(attempts) == 1:
+            await park()
+        return "quick"
+
+    start = now()
+    async with CoroutineExecutor(job_timeout=5, retry=Retry(backoff=1, jitter=False)) as exe:
+        task = await exe.submit(slow_then_quick)
+    assert task.result() == "quick"
+    assert [at - start for at in attempts] == [0, 6]  # 5 s deadline, then 1 s backoff
+
+
+async def test_a_job_timeout_is_retried_only_if_the_policy_says_so() -> None:
+    async with CoroutineExecutor(
+        job_timeout=5, retry=Retry(on=ConnectionError), suppress_task_errors=True
+    ) as exe:
+        task = await exe.submit(park)
+    assert isinstance(task.exception(), JobTimeoutError)
+    assert exe.stats.retried == 0
+
+
+async def test_the_rate_limit_counts_every_attempt() -> None:
+    log = Log()
+    retry = Retry(attempts=3, backoff=0, max_backoff=0, jitter=False)
+    async with CoroutineExecutor(max_per_second=1, retry=retry) as exe:
+        start = now()
+        await exe.submit(flaky(log, "r", failures=2))
+    assert [at - start for _, at in log.starts] == pytest.approx([0, 1, 2], abs=1e-6)
+
+
+async def test_stats_count_retried_attempts_and_the_hook_fires_once_per_job() -> None:
+    log = Log()
+    done: list[object] = []
+    async with CoroutineExecutor(
+        retry=Retry(attempts=4, backoff=1), on_job_done=done.append
+    ) as exe:
+        tasks = [await exe.submit(flaky(log, f"j{n}", failures=n)) for n in range(4)]
+        await asyncio.sleep(0)
+    assert [task.result() for task in tasks] == ["j0", "j1", "j2", "j3"]
+    assert len(done) == 4
+    stats = exe.stats
+    assert stats.retried == 0 + 1 + 2 + 3
+    assert stats.submitted == 4 and stats.succeeded == 4 and stats.failed == 0
+
+
+async def test_a_job_between_attempts_is_counted_as_queued() -> None:
+    sleeper = Sleeper()
+    async with CoroutineExecutor(retry=RETRY_LATER) as exe:
+        await exe.submit(sleeper)
+        await sleeper.failed.wait()
+        stats = exe.stats
+        assert (stats.running, stats.queued, stats.retried) == (0, 1, 1)
+        assert stats.submitted == stats.queued + stats.running + stats.done
+
+
+#
+# map
+#
+
+
+async def test_an_ordered_map_yields_in_input_order_with_retries() -> None:
+    async def job(n: int) -> int:
+        calls[n] += 1
+        if calls[n] <= n % 3:
+            raise OSError(n)
+        return n
+
+    calls = [0] * 12
+    async with CoroutineExecutor(max_workers=4, retry=Retry(backoff=1)) as exe:
+        assert [r async for r in exe.map(job, range(12))] == list(range(12))
+    assert exe.stats.retried == sum(n % 3 for n in range(12))
+
+
+async def test_return_exceptions_yields_only_the_final_error() -> None:
+    errors: list[OSError] = []
+
+    async def job(n: int) -> int:
+        if n == 1:
+            errors.append(OSError(f"attempt {len(errors) + 1}"))
+            raise errors[-1]
+        return n
+
+    async with CoroutineExecutor(retry=Retry(attempts=2, backoff=1)) as exe:
+        results = [r async for r in exe.map(job, range(3), return_exceptions=True)]
+    assert results[0] == 0 and results[2] == 2
+    assert results[1] is errors[-1] and len(errors) == 2
+    assert results[1].__notes__ == [
+        "coroexecutor: job job(1) failed after 2 attempts (map input #1)"
+    ]
+
+
+async def test_a_map_may_set_or_turn_off_the_executors_retry() -> None:
+    def always_failing() -> Callable[[int], Awaitable[int]]:
+        async def job(n: int) -> int:
+            raise OSError(n)
+
+        return job
+
+    async with CoroutineExecutor(retry=Retry(attempts=3, backoff=1)) as exe:
+        off = [
+            r async for r in exe.map(always_failing(), range(2), retry=None, return_exceptions=True)
+        ]
+        assert exe.stats.retried == 0
+        two = Retry(attempts=2, backoff=1)
+        mine = [
+            r
+            async for r in exe.map_unordered(
+                always_failing(), range(2), retry=two, return_exceptions=True
+            )
+        ]
+        assert exe.stats.retried == 2
+    assert all(isinstance(r, OSError) for r in off + mine)
+
+
+async def test_map_refuses_a_bad_retry_at_once() -> None:
+    async def job(n: int) -> int:
+        return n
+
+    async with CoroutineExecutor() as exe:
+        with pytest.raises(TypeError, match="retry must be a Retry"):
+            exe.map(job, range(3), retry=3)  # type: ignore[call-overload]
+
+
+#
+# Policies of your own
+#
+
+
+async def test_a_callable_policy_gets_the_attempt_and_the_error() -> None:
+    seen: list[tuple[int, str]] = []
+
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        seen.append((attempt, str(exc)))
+        return 2.0 if attempt < 3 else None
+
+    log = Log()
+    async with CoroutineExecutor(retry=policy, suppress_task_errors=True) as exe:
+        start = now()
+        task = await exe.submit(flaky(log, "p", failures=9))
+    assert seen == [(1, "p attempt 1"), (2, "p attempt 2"), (3, "p attempt 3")]
+    assert [at - start for _, at in log.starts] == [0, 2, 4]
+    assert str(task.exception()) == "p attempt 3"
+
+
+async def test_a_policy_that_fails_fails_the_job_with_its_error() -> None:
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        raise LookupError("no Retry-After")
+
+    def bad_delay(attempt: int, exc: BaseException) -> Any:
+        return -1
+
+    log = Log()
+    async with CoroutineExecutor(retry=policy, suppress_task_errors=True) as exe:
+        raised = await exe.submit(flaky(log, "x", failures=1))
+    async with CoroutineExecutor(retry=bad_delay, suppress_task_errors=True) as exe:
+        negative = await exe.submit(flaky(log, "y", failures=1))
+    error = raised.exception()
+    assert isinstance(error, LookupError) and isinstance(error.__context__, OSError)
+    error = negative.exception()
+    assert isinstance(error, ValueError) and "returned a negative delay (got -1)" in str(error)
+    assert isinstance(error.__context__, OSError)
+
+
+@pytest.mark.parametrize("retry", [3, "Retry()", (OSError,)], ids=["int", "str", "tuple"])
+async def test_a_bad_retry_is_refused_by_the_constructor(retry: object) -> None:
+    with pytest.raises(TypeError, match="retry must be a Retry, a callable policy"):
+        CoroutineExecutor(retry=retry)  # type: ignore[arg-type]

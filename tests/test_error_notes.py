@@ -1,0 +1,199 @@
+"""Errors name their job: the PEP 678 note both executors add to a failed job's error.
+
+A coroutine job of CoroutineExecutor is named from its coroutine's frame (its defaults
+show); the bridge names a job from its call.
+
+The note's text is tested in tests/test_notes.py; here, that the executors add it to the
+right error, naming the right input, once, to the very object the job raised, and never
+on a success path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, LoopExecutor, Retry
+
+pytestmark = pytest.mark.timeout(15)
+
+raised: list[BaseException] = []
+
+
+def notes(exc: BaseException | None) -> list[str]:
+    return list(getattr(exc, "__notes__", []))
+
+
+async def reciprocal(n: int, *, scale: float = 1.0) -> float:
+    await asyncio.sleep(0)
+    try:
+        return scale / n
+    except ZeroDivisionError as exc:
+        raised.append(exc)
+        raise
+
+
+def blocking_reciprocal(n: int) -> float:
+    try:
+        return 1 / n
+    except ZeroDivisionError as exc:
+        raised.append(exc)
+        raise
+
+
+@pytest.fixture(autouse=True)
+def clear_raised() -> None:
+    raised.clear()
+
+
+#
+# CoroutineExecutor
+#
+
+
+async def test_the_block_reraises_the_jobs_own_error_with_one_note(loop_kind: str) -> None:
+    with pytest.raises(ZeroDivisionError) as info:
+        async with CoroutineExecutor() as exe:
+            task = await exe.submit(reciprocal, 0, scale=2.5)
+            await asyncio.wait([task])
+    assert info.value is raised[0]
+    assert notes(info.value) == ["coroexecutor: job reciprocal(0, scale=2.5) failed"]
+    assert task.exception() is info.value
+
+
+async def test_submit_nowait_notes_a_queued_jobs_error(loop_kind: str) -> None:
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        first = exe.submit_nowait(reciprocal, 1)
+        queued = exe.submit_nowait(reciprocal, 0)  # waits for the slot
+    assert first.result() == 1.0
+    assert queued.exception() is raised[0]
+    assert notes(queued.exception()) == ["coroexecutor: job reciprocal(0, scale=1.0) failed"]
+
+
+@pytest.mark.parametrize("method", ["map", "map_unordered"])
+async def test_a_map_names_the_input_that_failed(loop_kind: str, method: str) -> None:
+    inputs = [5, 4, 3, 0, 2]
+    with pytest.raises(ZeroDivisionError) as info:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            async for _ in getattr(exe, method)(reciprocal, inputs):
+                pass
+    assert info.value is raised[0]
+    assert notes(info.value) == ["coroexecutor: job reciprocal(0, scale=1.0) failed (map input #3)"]
+
+
+@pytest.mark.parametrize("method", ["map", "map_unordered"])
+async def test_return_exceptions_yields_noted_errors(loop_kind: str, method: str) -> None:
+    async with CoroutineExecutor(max_workers=2) as exe:
+        results = [
+            r async for r in getattr(exe, method)(reciprocal, [0, 1, 0], return_exceptions=True)
+        ]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert sorted(map(id, errors)) == sorted(map(id, raised))
+    assert sorted(note for error in errors for note in notes(error)) == [
+        "coroexecutor: job reciprocal(0, scale=1.0) failed (map input #0)",
+        "coroexecutor: job reciprocal(0, scale=1.0) failed (map input #2)",
+    ]
+
+
+async def test_a_map_of_several_iterables_names_the_zipped_call(loop_kind: str) -> None:
+    async def divide(a: int, b: int) -> float:
+        await asyncio.sleep(0)
+        return a / b
+
+    async with CoroutineExecutor() as exe:
+        results = [r async for r in exe.map(divide, [1, 2, 3], [1, 0, 1], return_exceptions=True)]
+    assert notes(results[1]) == ["coroexecutor: job divide(2, 0) failed (map input #1)"]
+
+
+async def test_no_note_on_success_paths(loop_kind: str) -> None:
+    kept = ValueError("a value, not a failure")
+
+    async def returns_an_error() -> ValueError:
+        await asyncio.sleep(0)
+        return kept
+
+    async def handles_its_own() -> str:
+        try:
+            raise KeyError("handled inside the job")
+        except KeyError as exc:
+            raised.append(exc)
+        return "fine"
+
+    attempts: list[OSError] = []
+
+    async def retried_then_fine() -> str:
+        if len(attempts) < 2:
+            attempts.append(OSError(len(attempts)))
+            raise attempts[-1]
+        return "fine"
+
+    async with CoroutineExecutor(retry=Retry(backoff=0)) as exe:
+        assert (await (await exe.submit(returns_an_error))) is kept
+        assert [r async for r in exe.map(lambda _: handles_its_own(), [1])] == ["fine"]
+        assert await (await exe.submit(retried_then_fine)) == "fine"
+    assert notes(kept) == [] and notes(raised[0]) == []
+    assert [notes(error) for error in attempts] == [[], []]  # retried: no failure yet
+
+
+async def test_annotate_errors_false_adds_no_note(loop_kind: str) -> None:
+    async with CoroutineExecutor(annotate_errors=False, suppress_task_errors=True) as exe:
+        task = await exe.submit(reciprocal, 0)
+        results = [r async for r in exe.map(reciprocal, [0], return_exceptions=True)]
+    assert notes(task.exception()) == [] and notes(results[0]) == []
+
+
+async def test_a_cancelled_job_gets_no_note(loop_kind: str) -> None:
+    cancel = asyncio.CancelledError("from outside")
+
+    async def cancelled() -> None:
+        raise cancel
+
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        task = await exe.submit(cancelled)
+        await asyncio.wait([task])
+    assert task.cancelled() and notes(cancel) == []
+
+
+#
+# LoopExecutor
+#
+
+
+@pytest.mark.parametrize("fn", [reciprocal, blocking_reciprocal], ids=["coroutine", "blocking"])
+def test_the_bridge_notes_a_futures_error(fn: Any) -> None:
+    with LoopExecutor(max_workers=2) as exe:
+        future = exe.submit(fn, 0)
+        assert isinstance(future.exception(timeout=5), ZeroDivisionError)
+    assert future.exception() is raised[0]
+    name = fn.__name__
+    assert notes(future.exception()) == [f"coroexecutor: job {name}(0) failed"]
+
+
+@pytest.mark.parametrize("fn", [reciprocal, blocking_reciprocal], ids=["coroutine", "blocking"])
+def test_the_bridge_map_names_the_input_that_failed(fn: Any) -> None:
+    with LoopExecutor(max_workers=2) as exe:
+        results = exe.map(fn, [4, 2, 0, 1], timeout=5)
+        assert next(results) == 0.25 and next(results) == 0.5
+        with pytest.raises(ZeroDivisionError) as info:
+            next(results)
+    assert info.value is raised[0]
+    name = fn.__name__
+    assert notes(info.value) == [f"coroexecutor: job {name}(0) failed (map input #2)"]
+
+
+def test_the_bridge_names_a_partial_by_the_call_it_makes() -> None:
+    with LoopExecutor(max_workers=1) as exe:
+        future = exe.submit(functools.partial(reciprocal, scale=3.0), 0)
+        concurrent.futures.wait([future], timeout=5)
+    assert notes(future.exception()) == ["coroexecutor: job reciprocal(0, scale=3.0) failed"]
+
+
+def test_the_bridge_passes_annotate_errors_through() -> None:
+    with LoopExecutor(max_workers=1, annotate_errors=False) as exe:
+        future = exe.submit(blocking_reciprocal, 0)
+        concurrent.futures.wait([future], timeout=5)
+    assert notes(future.exception()) == []
