@@ -76,7 +76,8 @@ def plot(out: Path) -> None:
     ax.plot(times[::step], limits[::step], color="tab:blue", lw=1, label="adaptive limit")
     shown = [(t, v) for t, v, p in zip(times, limits, probes) if p][::step]
     if shown:
-        ax.scatter(*zip(*shown), s=2, color="tab:orange", label="probe rounds", zorder=3)
+        xs, ys = [t for t, _ in shown], [v for _, v in shown]
+        ax.scatter(xs, ys, s=2, color="tab:orange", label="probe rounds", zorder=3)
     ax.set_xlabel("virtual time (s); each job takes 0.1 s unloaded")
     ax.set_ylabel("jobs at once")
     ax.set_title("Adaptive(min=4, max=1000, initial=4) against a server whose capacity changes")
