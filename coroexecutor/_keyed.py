@@ -11,9 +11,10 @@ next?", and counts. It never calls back into the caller; nothing in it knows of 
 loops. Its memory is bounded by what is live: a key with nothing running and nothing
 waiting has no state left, so a crawl over a million hosts does not grow per host seen.
 
-Costs: starting at once, finishing and leaving the line are O(1); waiting and being
-picked are O(log k), k the number of keys with room and a waiting job (a heap holds the
-head of each such key's line, ordered by arrival).
+Costs: starting at once and finishing are a few dict operations (the executor's fast
+path); leaving the line is O(1) amortised; waiting and being picked are O(log k), k the
+number of keys with room and a waiting job (a heap holds the head of each such key's
+line, ordered by arrival).
 """
 
 from __future__ import annotations
@@ -58,19 +59,17 @@ class Ticket(Generic[T]):
         return f"<Ticket #{self.seq} key={self.key!r} {'waiting' if self.live else 'done'}>"
 
 
-class _Key:
-    """What one active key holds. Dropped as soon as it is idle."""
+class _Line:
+    """The waiting jobs of one key, in arrival order. Dropped once nobody waits.
 
-    __slots__ = ("limit", "line", "running", "waiting")
+    The first ticket is always live (dead ones are cleaned off the front); a job that
+    leaves from the middle leaves a dead ticket behind until the line is compacted."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-        self.waiting = 0  # live tickets in the line
-        # Tickets in arrival order; the first is always live (left ends are cleaned).
-        # Leaving the line from the middle leaves a dead ticket behind until compaction.
-        # None while nobody waits: a key that only runs jobs costs no deque.
-        self.line: Optional[collections.deque[Ticket[Any]]] = None
+    __slots__ = ("tickets", "waiting")
+
+    def __init__(self) -> None:
+        self.tickets: collections.deque[Ticket[Any]] = collections.deque()
+        self.waiting = 0  # live tickets
 
 
 @final
@@ -83,25 +82,41 @@ class KeyedLine(Generic[T]):
     waiting job is cancelled.
     """
 
-    __slots__ = ("_by_load", "_heads", "_keys", "_limit_of", "_per_key", "_seq", "_top", "_waiting")
+    __slots__ = (
+        "_by_waiting",
+        "_heads",
+        "_limit_of",
+        "_limits",
+        "_lines",
+        "_lone_lines",
+        "_per_key",
+        "_running",
+        "_seq",
+        "_top",
+        "_waiting",
+    )
 
     def __init__(self, max_per_key: MaxPerKey) -> None:
         max_per_key = check_max_per_key(max_per_key)
         self._per_key = max_per_key if isinstance(max_per_key, int) else 0
         self._limit_of = None if isinstance(max_per_key, int) else max_per_key
-        self._keys: dict[Hashable, _Key] = {}
+        # The three maps hold active keys only; each entry goes when its key idles.
+        self._running: dict[Hashable, int] = {}  # keys with jobs running: how many
+        self._lines: dict[Hashable, _Line] = {}  # keys with jobs waiting
+        self._limits: dict[Hashable, int] = {}  # each active key's max_per_key(key)
+        self._lone_lines = 0  # keys in _lines with nothing running
         # The head ticket of every key with room and a waiting job, as (seq, ticket);
         # also dead entries (tickets that left the line) until they surface or compaction.
         self._heads: list[tuple[int, Ticket[T]]] = []
         self._seq = 0
         self._waiting = 0
-        # Keys by load (running + waiting): the most loaded key in O(1). Loads move by
+        # Keys by how many of their jobs wait: the longest line in O(1). Counts move by
         # one at a time, so when the top bucket empties the next one down is not empty.
-        self._by_load: dict[int, dict[Hashable, None]] = {}
+        self._by_waiting: dict[int, dict[Hashable, None]] = {}
         self._top = 0
 
     def __repr__(self) -> str:
-        return f"<KeyedLine keys={len(self._keys)} waiting={self._waiting}>"
+        return f"<KeyedLine keys={self.active_keys} waiting={self._waiting}>"
 
     def __len__(self) -> int:
         """How many jobs wait (all keys)."""
@@ -110,21 +125,20 @@ class KeyedLine(Generic[T]):
     @property
     def active_keys(self) -> int:
         """How many keys have a job running or waiting."""
-        return len(self._keys)
+        return len(self._running) + self._lone_lines
 
     def busiest(self) -> Optional[tuple[Hashable, int]]:
-        """The most loaded key and its load (running + waiting jobs), or ``None``."""
+        """The key with the most jobs waiting and how many, or ``None`` if none waits."""
         if not self._top:
             return None
-        return next(iter(self._by_load[self._top])), self._top
+        return next(iter(self._by_waiting[self._top])), self._top
 
     def running_of(self, key: Hashable) -> int:
-        state = self._keys.get(key)
-        return 0 if state is None else state.running
+        return self._running.get(key, 0)
 
     def waiting_of(self, key: Hashable) -> int:
-        state = self._keys.get(key)
-        return 0 if state is None else state.waiting
+        line = self._lines.get(key)
+        return 0 if line is None else line.waiting
 
     #
     # The caller's operations
@@ -134,32 +148,55 @@ class KeyedLine(Generic[T]):
         """Count a job of ``key`` as running and return True if it may start now: its key
         has room, none of its key waits, and no startable job of any key waits (it would
         be older). Call it only with a global slot free."""
-        state = self._get(key)
-        if state is not None and (state.waiting or state.running >= state.limit):
+        running = self._running
+        try:
+            n = running.get(key, 0)
+        except TypeError as exc:
+            raise _unhashable(key) from exc
+        if key in self._lines or (self._heads and self.peek() is not None):
             return False
-        if self._heads and self.peek() is not None:
-            return False
-        if state is None:
-            state = self._keys[key] = _Key(self._new_limit(key))
-        state.running += 1
-        self._moved(key, state.running - 1 + state.waiting)
+        if n >= (self._per_key if self._limit_of is None else self._limit(key)):
+            return False  # (a key with no job running always has room)
+        running[key] = n + 1
         return True
+
+    def release(self, key: Hashable) -> None:
+        """A running job of ``key`` ended (however it ended)."""
+        running = self._running
+        n = running[key] - 1
+        if n:
+            running[key] = n
+        else:
+            del running[key]
+        line = self._lines.get(key)
+        if line is None:
+            if not n and self._limit_of is not None:
+                del self._limits[key]
+            return
+        if not n:
+            self._lone_lines += 1
+        if n == self._limit(key) - 1:  # it had no room: now its head is a candidate
+            head = line.tickets[0]
+            heapq.heappush(self._heads, (head.seq, head))
 
     def push(self, key: Hashable, item: T) -> Ticket[T]:
         """Put a job of ``key`` in its key's line; the ticket lets it leave the line."""
-        state = self._get(key)
-        if state is None:
-            state = self._keys[key] = _Key(self._new_limit(key))
+        try:
+            line = self._lines.get(key)
+        except TypeError as exc:
+            raise _unhashable(key) from exc
+        limit = self._limit(key)  # may raise (a bad max_per_key()): nothing changed yet
+        if line is None:
+            line = self._lines[key] = _Line()
+            if key not in self._running:
+                self._lone_lines += 1
         self._seq += 1
         ticket = Ticket(key, item, self._seq)
-        line = state.line
-        if line is None:
-            line = state.line = collections.deque()
-        line.append(ticket)
-        state.waiting += 1
+        line.tickets.append(ticket)
+        line.waiting += 1
         self._waiting += 1
-        self._moved(key, state.running + state.waiting - 1)
-        if state.waiting == 1 and state.running < state.limit:
+        self._count_waiting(key, line.waiting - 1, line.waiting)
+        if line.waiting == 1 and self._running.get(key, 0) < limit:
             heapq.heappush(self._heads, (ticket.seq, ticket))
         return ticket
 
@@ -181,32 +218,25 @@ class KeyedLine(Generic[T]):
             return None
         heapq.heappop(self._heads)
         ticket.live = False
-        state = self._keys[ticket.key]
-        line = state.line
-        assert line is not None
-        assert line[0] is ticket
-        line.popleft()
-        state.waiting -= 1
+        key = ticket.key
+        line = self._lines[key]
+        assert line.tickets[0] is ticket
+        line.tickets.popleft()
+        line.waiting -= 1
         self._waiting -= 1
-        state.running += 1
-        _clean_left(state)
-        if state.line and state.running < state.limit:
-            head = state.line[0]
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        n = self._running.get(key, 0) + 1
+        self._running[key] = n
+        if n == 1:
+            self._lone_lines -= 1
+        if not line.waiting:
+            del self._lines[key]
+            return ticket
+        _clean_left(line)
+        if n < self._limit(key):
+            head = line.tickets[0]
             heapq.heappush(self._heads, (head.seq, head))
         return ticket
-
-    def release(self, key: Hashable) -> None:
-        """A running job of ``key`` ended (however it ended)."""
-        state = self._keys[key]
-        state.running -= 1
-        self._moved(key, state.running + 1 + state.waiting)
-        if state.waiting:
-            if state.running == state.limit - 1:  # it had no room: its head is no candidate
-                assert state.line is not None
-                head = state.line[0]
-                heapq.heappush(self._heads, (head.seq, head))
-        elif not state.running:
-            del self._keys[key]
 
     def discard(self, ticket: Ticket[T]) -> bool:
         """Take a waiting job out of its line (it was cancelled). False if it had already
@@ -215,25 +245,26 @@ class KeyedLine(Generic[T]):
             return False
         ticket.live = False
         key = ticket.key
-        state = self._keys[key]
-        state.waiting -= 1
+        line = self._lines[key]
+        line.waiting -= 1
         self._waiting -= 1
-        self._moved(key, state.running + state.waiting + 1)
-        line = state.line
-        assert line is not None
-        was_head = line[0] is ticket
-        _clean_left(state)
-        if not state.waiting:
-            if not state.running:
-                del self._keys[key]
-        elif was_head and state.running < state.limit:
-            # Its heap entry is dead now: the next in line takes its place.
-            assert state.line is not None
-            head = state.line[0]
-            heapq.heappush(self._heads, (head.seq, head))
-        elif len(line) > 2 * state.waiting + 8:  # mostly dead tickets: compact the line
-            state.line = collections.deque(t for t in line if t.live)
-        if len(self._heads) > 2 * len(self._keys) + 32:  # mostly dead heads: compact
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        if not line.waiting:
+            del self._lines[key]
+            if key not in self._running:
+                self._lone_lines -= 1
+                if self._limit_of is not None:
+                    del self._limits[key]
+        else:
+            was_head = line.tickets[0] is ticket
+            _clean_left(line)
+            if was_head and self._running.get(key, 0) < self._limit(key):
+                # Its heap entry is dead now: the next in line takes its place.
+                head = line.tickets[0]
+                heapq.heappush(self._heads, (head.seq, head))
+            elif len(line.tickets) > 2 * line.waiting + 8:  # mostly dead: compact
+                line.tickets = collections.deque(t for t in line.tickets if t.live)
+        if len(self._heads) > 2 * len(self._lines) + 32:  # mostly dead heads: compact
             self._heads = [entry for entry in self._heads if entry[1].live]
             heapq.heapify(self._heads)
         return True
@@ -242,52 +273,48 @@ class KeyedLine(Generic[T]):
     # Helpers
     #
 
-    def _get(self, key: Hashable) -> Optional[_Key]:
-        try:
-            return self._keys.get(key)
-        except TypeError as exc:
-            raise TypeError(f"key() must return a hashable value (got {key!r})") from exc
-
-    def _new_limit(self, key: Hashable) -> int:
+    def _limit(self, key: Hashable) -> int:
+        """max_per_key for ``key``: called once when the key becomes active."""
         limit_of = self._limit_of
         if limit_of is None:
             return self._per_key
-        limit = limit_of(key)
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
-        if limit < 1:
-            raise ValueError(
-                f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
-            )
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = limit_of(key)
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
+            if limit < 1:
+                raise ValueError(
+                    f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
+                )
+            self._limits[key] = limit
         return limit
 
-    def _moved(self, key: Hashable, old: int) -> None:
-        """Move ``key`` from load ``old`` to its load now (they differ by one)."""
-        state = self._keys.get(key)
-        new = 0 if state is None else state.running + state.waiting
-        by_load = self._by_load
+    def _count_waiting(self, key: Hashable, old: int, new: int) -> None:
+        """Move ``key`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
+        by_waiting = self._by_waiting
         if old:
-            bucket = by_load[old]
+            bucket = by_waiting[old]
             del bucket[key]
             if not bucket:
-                del by_load[old]
+                del by_waiting[old]
                 if old == self._top:
                     self._top = new  # the key moved one down (or the top was 1)
         if new:
-            bucket_new = by_load.get(new)
-            if bucket_new is None:
-                bucket_new = by_load[new] = {}
-            bucket_new[key] = None
+            target = by_waiting.get(new)
+            if target is None:
+                target = by_waiting[new] = {}
+            target[key] = None
             if new > self._top:
                 self._top = new
 
 
-def _clean_left(state: _Key) -> None:
-    """Drop dead tickets from the front of a key's line (and the line, once empty)."""
-    line = state.line
-    if line is None:
-        return
-    while line and not line[0].live:
-        line.popleft()
-    if not line:
-        state.line = None
+def _unhashable(key: object) -> TypeError:
+    return TypeError(f"key() must return a hashable value (got {key!r})")
+
+
+def _clean_left(line: _Line) -> None:
+    """Drop dead tickets from the front of a line that still has a live one."""
+    tickets = line.tickets
+    while not tickets[0].live:
+        tickets.popleft()

@@ -63,8 +63,7 @@ def test_idle_keys_leave_no_state() -> None:
     assert not line.discard(ticket)  # already gone
     line.release("x")
     assert line.active_keys == 0
-    assert line._keys == {}
-    assert line._by_load == {}
+    assert (line._running, line._lines, line._limits, line._by_waiting) == ({}, {}, {}, {})
     assert line.busiest() is None
 
 
@@ -77,13 +76,15 @@ def test_a_job_may_start_at_once_only_behind_no_startable_job() -> None:
     assert line.active_keys == 1  # the refusal left nothing behind for "b"
 
 
-def test_busiest_key() -> None:
+def test_busiest_key_is_the_longest_line() -> None:
     line: KeyedLine[int] = KeyedLine(lambda key: 1)
+    assert line.try_start("c")
+    assert line.busiest() is None  # nothing waits
     for n in range(3):
         line.push("a", n)
     line.push("b", 0)
     assert line.busiest() == ("a", 3)
-    assert line.active_keys == 2
+    assert line.active_keys == 3
 
 
 @pytest.mark.parametrize(
@@ -248,7 +249,8 @@ class KeyedMachine(RuleBasedStateMachine):
     @invariant()
     def idle_keys_leave_nothing(self) -> None:
         active = {k for k, _ in self.running} | {k for k, _, _ in self.waiting}
-        assert set(self.line._keys) == active
+        assert set(self.line._running) | set(self.line._lines) == active
+        assert set(self.line._limits) <= active
         assert self.line.active_keys == len(active)
         assert len(self.line) == len(self.waiting)
         assert all(ticket.live for _, _, ticket in self.waiting)
@@ -256,8 +258,6 @@ class KeyedMachine(RuleBasedStateMachine):
     @invariant()
     def busiest_is_the_most_loaded(self) -> None:
         loads: dict[Hashable, int] = {}
-        for key, _ in self.running:
-            loads[key] = loads.get(key, 0) + 1
         for key, _, _ in self.waiting:
             loads[key] = loads.get(key, 0) + 1
         busiest = self.line.busiest()
