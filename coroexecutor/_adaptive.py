@@ -45,9 +45,10 @@ GRADIENT_FLOOR = 0.5
 ERROR_BACKOFF = 0.7
 # The limit grows only in rounds where at least USED_FRACTION of it was in use.
 USED_FRACTION = 0.5
-# When the load fell to CUT_EVIDENCE of the last round's or less but the latency did not
-# fall below the last round's by more than the tolerance, the latency is the server's own:
-# the baseline is set to agree with it.
+# When a probe cut the load (to CUT_EVIDENCE of the last round's or less) but the latency
+# stayed within the tolerance of the last round's (either way), the latency is the
+# server's own: the baseline is set to agree with it. Any other such cut brings the next
+# probe forward to the next round.
 CUT_EVIDENCE = 0.75
 # After the first round with latencies, and then every PROBE_EVERY rounds, one round runs
 # at PROBE_FRACTION of the limit (a cut made to gather that evidence); then the limit
@@ -366,11 +367,20 @@ class AdaptiveLimit:
         return mean, CONFIDENCE * math.sqrt(variance / n)
 
     def _update_baseline(self, mean: float, margin: float) -> None:
-        if self._used <= CUT_EVIDENCE * self._last_used and mean * TOLERANCE >= self._last_mean:
-            # The load was cut (by a probe, a decrease, or the caller) and the latency did
-            # not follow: it is the server's own, at the higher load too. The baseline
-            # must agree with it (the server may have become slower for good, or faster).
-            self._baseline = min(max(self._baseline, mean - margin), mean + margin)
+        last = self._last_mean
+        if self._used <= CUT_EVIDENCE * self._last_used and last <= mean * TOLERANCE <= (
+            last * TOLERANCE * TOLERANCE
+        ):
+            # The load was cut and the latency stayed where it was, within the tolerance
+            # either way. After a probe (half the load), that means the latency is the
+            # server's own, at the higher load too: the baseline must agree with it (the
+            # server may have become slower for good, or faster). After any other cut
+            # (a decrease, or the caller) it may also mean the server lost capacity
+            # while the last round ran: probe next round to tell the two apart.
+            if self._probing:
+                self._baseline = min(max(self._baseline, mean - margin), mean + margin)
+            else:
+                self._next_probe = self._rounds + 1
         elif mean + margin < self._baseline:
             # Queueing only adds latency: a round surely faster is nearer the truth.
             self._baseline = mean + margin

@@ -34,6 +34,11 @@ class Overloaded(Exception):
 
 
 class Limiter(Protocol):
+    """What drive() needs of a limiter: its current limit, and to be told of each end."""
+
+    @property
+    def limit(self) -> int: ...
+
     def on_done(
         self, latency: float, error: Optional[BaseException] = None, in_flight: Optional[int] = None
     ) -> int: ...
@@ -95,8 +100,9 @@ def drive(
     out a warm-up); ``limits`` and ``trace`` always cover the whole run.
     """
     rng = random.Random(server.seed)
-    fixed = isinstance(limiter, int)
-    limit = limiter if isinstance(limiter, int) else None
+    adaptive = None if isinstance(limiter, int) else limiter
+    # A fixed limit, or the limiter's limit before any job ended.
+    current = limiter if isinstance(limiter, int) else limiter.limit
     now = 0.0
     work_clock = 0.0  # work each job in service has received since the start
     seq = 0
@@ -104,11 +110,6 @@ def drive(
     turned_away: list[tuple[float, int, float]] = []  # (time it ends, seq, start time)
     run = Run()
     started_at = 0.0
-    current = limit if limit is not None else 0
-    if not fixed:
-        # A limiter object: its starting limit is what on_done would answer before any
-        # job ended; read it from the object the tests and the plot use.
-        current = limiter.limit  # type: ignore[union-attr]
     while run.completions < completions:
         capacity = server.capacity_at(now)
         while len(in_service) + len(turned_away) < current:
@@ -140,8 +141,8 @@ def drive(
                 run.successes += 1
             else:
                 run.overloads += 1
-        if not fixed:
-            current = limiter.on_done(now - start, error, in_flight)  # type: ignore[union-attr]
+        if adaptive is not None:
+            current = adaptive.on_done(now - start, error, in_flight)
         run.limits.append(current)
         if trace:
             run.trace.append((now, current, server.capacity_at(now)))
