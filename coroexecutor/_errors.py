@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable, TypeVar
 
 __all__ = [
+    "SHUTDOWN_MESSAGE",
     "BrokenCoroutineExecutor",
     "BrokenLoopExecutor",
     "ExecutorTimeoutError",
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The stdlib's message (concurrent.futures.thread), verbatim.
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
 
 class BrokenCoroutineExecutor(concurrent.futures.BrokenExecutor):

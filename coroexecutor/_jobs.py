@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 import sys
 import types
-from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
 
-__all__ = ["JobTask", "as_coroutine", "prime", "prime_point", "priming", "wrapped_job"]
+__all__ = [
+    "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
+    "priming",
+    "wrapped_job",
+]
 
 _CoroutineType = types.CoroutineType
 _CORO_CREATED = inspect.CORO_CREATED
@@ -58,10 +63,33 @@ class JobTask(asyncio.Task[T]):
     __slots__ = ()
 
     def cancel(self, msg: Any | None = None) -> bool:
-        runner = self.get_coro()
-        if _getcoroutinestate(runner) == _CORO_CREATED:  # type: ignore[arg-type]
-            prime(runner)  # type: ignore[arg-type]
+        # A JobTask always runs a runner coroutine (typeshed allows generators and None).
+        runner = cast("Coroutine[Any, Any, Any]", self.get_coro())
+        if _getcoroutinestate(runner) == _CORO_CREATED:
+            prime(runner)
         return super().cancel(msg)
+
+
+FactoryReader = Callable[[asyncio.AbstractEventLoop], object]
+
+
+def _never(loop: asyncio.AbstractEventLoop) -> object:
+    return _never  # not None: start the job's task through loop.create_task
+
+
+def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> FactoryReader:
+    """How start_job reads the loop's task factory before each job (one may be set at any
+    time): None means it may build the job's Task itself, as the loop's create_task would
+    with no factory, saving a call per job. A C-level getter, not a Python function: it is
+    read once per job. ``in_line`` false (jobs with a done callback), or a loop whose
+    create_task is its own: never None."""
+    if in_line:
+        if type(loop).create_task is asyncio.BaseEventLoop.create_task:
+            return operator.attrgetter("_task_factory")  # asyncio's own loops
+        if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
+            # uvloop's create_task also builds asyncio.Task(coro, loop=loop) with no factory.
+            return type(loop).get_task_factory
+    return _never
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

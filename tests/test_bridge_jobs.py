@@ -775,7 +775,7 @@ def test_hand_off_wakes_the_loop_once_per_batch() -> None:
         assert release.wait(WAIT)  # blocks the loop thread on purpose: submits pile up
 
     with ThreadedLoopExecutor() as exe:
-        loop = exe._bridge._loop
+        loop = exe._handoff._mailbox._loop
         assert loop is not None
         wakeups = 0
         original = loop.call_soon_threadsafe

@@ -8,6 +8,7 @@ import gc
 import glob
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -668,6 +669,42 @@ def test_fork_child_gets_a_clear_error_not_a_hang() -> None:
         assert "after os.fork()" in report
         assert "create a new executor in the child" in report
         assert exe.submit(double, 3).result(timeout=WAIT) == 6  # the parent is unaffected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_fork_child_may_set_the_rate_though_a_parent_thread_held_its_lock() -> None:
+    with ThreadedLoopExecutor() as exe:
+        assert exe.submit(double, 1).result(timeout=WAIT) == 2
+        read_end, write_end = os.pipe()
+        # As if another thread were setting the rate at the fork: the child inherits the
+        # lock held, and no thread there will ever release it.
+        rate_lock = exe._bridge._rate_lock
+        rate_lock.acquire()
+        with warnings.catch_warnings():
+            # 3.12+: "This process is multi-threaded, use of fork() may lead to deadlocks"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid != 0:
+            rate_lock.release()  # the parent's; the child's copy stays held
+        else:  # the child: report and leave at once, whatever happens
+            try:
+                exe.max_per_second = 5
+                message = repr(exe.max_per_second).encode()
+            except BaseException as exc:  # pragma: no cover - reported to the parent
+                message = repr(exc).encode()
+            os.write(write_end, message)
+            os._exit(0)
+        os.close(write_end)
+        ready, _, _ = select.select([read_end], [], [], WAIT)  # a hang in the child: empty
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read_end, "rb") as reader:
+            report = reader.read().decode()
+        assert ready, "the child hung on the rate lock"
+        assert os.WIFEXITED(status)
+        assert report == "5.0" or report == "5"
+        assert exe.max_per_second is None  # the parent is unaffected
 
 
 def test_hundreds_of_cycles_leak_no_threads_or_fds() -> None:

@@ -66,7 +66,7 @@ def test_guard_ignores_a_new_thread_with_an_ended_workers_ident() -> None:
         worker_ident = exe.submit(threading.get_ident).result(timeout=WAIT)
         # End the only worker while the pool still lists it, with the pool's own stop
         # signal: a stale entry, as a worker that died would leave.
-        pool = exe._bridge._pool
+        pool = exe._handoff.pool
         (worker,) = pool._threads
         pool._jobs.put(None)
         worker.join(WAIT)
@@ -178,7 +178,7 @@ def test_a_rate_queued_job_cancelled_while_being_queued_never_starts() -> None:
 
     # burst=1: the first job takes the only token, so the next waits a second for one.
     with ThreadedLoopExecutor(max_per_second=1, burst=1) as exe:
-        scheduler = exe._bridge._scheduler
+        scheduler = exe._handoff.scheduler
         scheduler.core = _CancelWhileQueuing(scheduler.core, mark, cancelled)  # type: ignore[assignment]
         exe.submit(noop).result(timeout=WAIT)
         future = exe.submit(mark)
@@ -247,16 +247,16 @@ def test_stats_returns_when_the_loop_stops_while_it_is_being_read() -> None:
         stats_resumed.set()
 
     exe = ThreadedLoopExecutor()
-    bridge = exe._bridge
+    bridge = exe._handoff
     assert exe.submit(abs, -1).result(timeout=WAIT) == 1
-    stop_pool = bridge._pool.stop
+    stop_pool = bridge.pool.stop
 
     def stop_pool_later() -> None:  # on the loop thread: it drains no more from here on
         loop_stopping.set()
         assert stats_resumed.wait(WAIT)
         stop_pool()
 
-    bridge._pool.stop = stop_pool_later  # type: ignore[method-assign]
+    bridge.pool.stop = stop_pool_later  # type: ignore[method-assign]
     lock = bridge._lock = _PausingLock(bridge._lock, pause_stats)  # type: ignore[assignment]
     reader = threading.Thread(target=lambda: got.append(exe.stats), daemon=True)
     lock.thread = reader

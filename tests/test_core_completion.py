@@ -223,8 +223,8 @@ async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the
     loop_kind: str, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if loop_kind != "default":
-        pytest.skip("the written-out start is the default loop's")
-    from coroexecutor import _executor, _map
+        pytest.skip("the directly built JobTask is the default loop's")
+    from coroexecutor import _start
 
     class Refused(Exception):
         pass
@@ -237,7 +237,7 @@ async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the
 
     async with CoroutineExecutor(max_workers=1) as exe:
         with monkeypatch.context() as patch:
-            patch.setattr(_executor if where == "submit" else _map, "_JobTask", no_task)
+            patch.setattr(_start, "JobTask", no_task)  # the one start path: submit and map
             with pytest.raises(Refused):
                 if where == "submit":
                     await exe.submit(job, 0)

@@ -231,7 +231,7 @@ def unstick_worker_pool(exe: ThreadedLoopExecutor) -> bool:
     """Release worker threads stuck waiting for a job after shutdown (the hang fixed in
     375ef6a), so that the executor's threads end and the test run can go on. Private
     attributes: only ever used once a hang has been detected."""
-    pool = getattr(getattr(exe, "_bridge", None), "_pool", None)
+    pool = getattr(getattr(exe, "_handoff", None), "pool", None)
     jobs = getattr(pool, "_jobs", None)
     if jobs is None:
         return False

@@ -1,4 +1,4 @@
-"""One-off measurements quoted in docs/performance.rst ("Reading the results").
+"""One-off measurements quoted in docs/internals.rst ("Appendix: performance notes").
 
 Each runs in one process, interleaving its variants, and prints a small table:
 

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import contextvars
-import inspect
 import itertools
 import logging
 import os
-import time
-import types
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
+from contextvars import copy_context
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, overload
 
-from .._errors import async_generator_error, check_job_fn
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
 from ._future import BridgeFuture
+from ._job import Job, is_coroutine_job
 from ._loop_thread import LoopThread
-from ._map import MapIterator
+from ._map import start_map
 from ._runner import LoopFactory
-from ._scheduler import ShutdownRequest
+from ._scheduler import CoreOptions, ShutdownRequest
 
 __all__ = ["ThreadedLoopExecutor"]
 
@@ -36,11 +32,9 @@ T = TypeVar("T")
 # default; threads follow ThreadPoolExecutor's default, min(32, cpu + 4) (see its
 # __init__: I/O-bound work, but no more than 32 threads on many-core machines).
 _DEFAULT_MAX_JOBS = 1000
-_CO_COROUTINE = inspect.CO_COROUTINE
-_CO_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
-_FunctionType = types.FunctionType
-_copy_context = contextvars.copy_context
 _name_counter = itertools.count()
+# Leaving a block by an exception, or a Ctrl-C while waiting: cancel what can be cancelled.
+_CANCEL_ALL = ShutdownRequest(cancel_queued=True, cancel_running=True)
 _LOGGER = logging.getLogger("coroexecutor")
 
 _WAIT_ON_LOOP_MESSAGE = (
@@ -55,30 +49,6 @@ _WAIT_ON_WORKER_MESSAGE = (
 
 def _default_max_threads() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
-
-
-def _is_coroutine_job(fn: object, where: str = "submit") -> bool:
-    """True when fn runs on the loop; False for a blocking callable (a worker thread).
-
-    Raises TypeError for what is no job: a non-callable, a coroutine object (with the
-    two-call hint) or an async generator function (a worker would return the generator
-    object as the result)."""
-    if type(fn) is _FunctionType:  # the common case, kept cheap: the hand-off is benchmarked
-        flags = fn.__code__.co_flags
-        if flags & _CO_COROUTINE:
-            return True
-        if flags & _CO_ASYNC_GENERATOR:
-            raise async_generator_error(where, fn)
-        return inspect.iscoroutinefunction(fn)  # inspect.markcoroutinefunction (3.12+)
-    if not callable(fn):
-        check_job_fn(fn, where)  # raises: a coroutine object gets the two-call hint
-    if inspect.iscoroutinefunction(fn):  # also bound methods and functools.partial
-        return True
-    call = type(fn).__call__
-    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call):
-        raise async_generator_error(where, fn)
-    # An instance whose class has ``async def __call__``:
-    return inspect.iscoroutinefunction(call)
 
 
 @final
@@ -146,28 +116,23 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            max_workers=max_jobs,
+            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,
             initargs=tuple(initargs),
-            max_per_second=max_per_second,
-            burst=burst,
-            job_timeout=job_timeout,
         )
+        self._handoff = handoff = bridge.handoff
         bridge.start()
         # Garbage collection of a forgotten executor stops its thread after its jobs; the
         # threads hold the LoopThread, never this object.
-        finalizer = weakref.finalize(
-            self, bridge.request_shutdown_threadsafe, ShutdownRequest(False, False, None)
-        )
+        finalizer = weakref.finalize(self, handoff.request_shutdown_threadsafe, ShutdownRequest())
         finalizer.atexit = False  # interpreter exit has its own hook (_python_exit)
 
     def __repr__(self) -> str:
-        bridge = self._bridge
-        return (
-            f"<ThreadedLoopExecutor {bridge.name} {bridge.state} max_workers={bridge.max_workers}>"
-        )
+        handoff = self._handoff
+        state, max_workers = handoff.state.value, handoff.max_workers
+        return f"<ThreadedLoopExecutor {self._bridge.name} {state} max_workers={max_workers}>"
 
     #
     # Properties
@@ -181,7 +146,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         ``None`` means the default, as in the constructor: 1000 jobs, and the
         ThreadPoolExecutor default number of threads; the property then reads 1000, and
         assigning 1000 back keeps that default (any other int sets both limits)."""
-        return self._bridge.max_workers
+        return self._handoff.max_workers
 
     @max_workers.setter
     def max_workers(self, value: Optional[int]) -> None:
@@ -189,10 +154,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             value = check_max_workers(value)
         if value is None or (value == _DEFAULT_MAX_JOBS and self._default_workers):
             self._default_workers = True
-            self._bridge.set_max_workers_threadsafe(_DEFAULT_MAX_JOBS, _default_max_threads())
+            self._handoff.set_max_workers_threadsafe(_DEFAULT_MAX_JOBS, _default_max_threads())
         else:
             self._default_workers = False
-            self._bridge.set_max_workers_threadsafe(value, value)
+            self._handoff.set_max_workers_threadsafe(value, value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -265,10 +230,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable (a coroutine object gets a hint), or is an
                 async generator function; checked before anything runs.
         """
-        coroutine_job = _is_coroutine_job(fn)
-        bridge = self._bridge
-        future: BridgeFuture[Any] = BridgeFuture(bridge)
-        bridge.submit_threadsafe((future, fn, args, kwargs, _copy_context(), coroutine_job))
+        coroutine_job = is_coroutine_job(fn)
+        handoff = self._handoff
+        future: BridgeFuture[Any] = BridgeFuture(handoff)
+        handoff.submit_threadsafe(Job(future, fn, args, kwargs, copy_context(), coroutine_job))
         return future
 
     @overload
@@ -311,22 +276,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         for, so an endless input runs in bounded memory. By default every job is
         submitted at once, before this returns.
         """
-        _is_coroutine_job(fn, "map")  # what is no job is refused here, named as map()'s
-        if buffersize is not None:
-            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-                raise TypeError(f"buffersize must be an integer or None (got {buffersize!r})")
-            if buffersize < 1:
-                raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
-        end_time = None if timeout is None else timeout + time.monotonic()
-        inputs = zip(*iterables)
-        submit = self.submit
-        if buffersize:
-            futures = collections.deque(
-                submit(fn, *args) for args in itertools.islice(inputs, buffersize)
-            )
-        else:
-            futures = collections.deque(submit(fn, *args) for args in inputs)
-        return MapIterator(weakref.ref(self), fn, futures, inputs if buffersize else None, end_time)
+        is_coroutine_job(fn, "map")  # what is no job is refused here, named as map()'s
+        return start_map(self, fn, iterables, timeout, buffersize)
 
     #
     # Shutting down
@@ -358,15 +309,16 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         grace = check_seconds("timeout", timeout)
         if wait:
             self._check_may_wait("shutdown(wait=True)")
-        self._bridge.request_shutdown_threadsafe(ShutdownRequest(cancel_futures, False, grace))
+        request = ShutdownRequest(cancel_queued=cancel_futures, grace=grace)
+        self._handoff.request_shutdown_threadsafe(request)
         if wait:
             self._join()
 
     def _check_may_wait(self, call: str) -> None:
-        bridge = self._bridge
-        if bridge.is_loop_thread():
+        handoff = self._handoff
+        if handoff.is_loop_thread():
             raise RuntimeError(_WAIT_ON_LOOP_MESSAGE.format(call=call, exe=self))
-        if bridge.is_worker_thread():
+        if handoff.is_worker_thread():
             raise RuntimeError(_WAIT_ON_WORKER_MESSAGE.format(call=call, exe=self))
 
     def __enter__(self) -> Self:
@@ -384,7 +336,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         # Leaving by an exception (Ctrl-C included): do not wait for jobs that may never
         # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
         self._check_may_wait("leaving the with block")
-        self._bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+        self._handoff.request_shutdown_threadsafe(_CANCEL_ALL)
         self._join()
 
     def _join(self) -> None:
@@ -402,7 +354,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         except KeyboardInterrupt:
             # Raised in the main thread by the default SIGINT handler, most often in
             # join(): without this, the jobs would run on (or hold the exit) unseen.
-            bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+            self._handoff.request_shutdown_threadsafe(_CANCEL_ALL)
             bridge.join()
             raise
 
@@ -421,9 +373,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         coroutine jobs, still waits for them, then re-raises the cancellation.
         """
         self._check_may_wait("async with")
-        bridge = self._bridge
+        bridge, handoff = self._bridge, self._handoff
         failed = exc is not None
-        bridge.request_shutdown_threadsafe(ShutdownRequest(failed, failed, None))
+        handoff.request_shutdown_threadsafe(_CANCEL_ALL if failed else ShutdownRequest())
         stopped = asyncio.wrap_future(bridge.stopped_future())
         cancelled: Optional[asyncio.CancelledError] = None
         while not stopped.done():
@@ -431,7 +383,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
                 await asyncio.shield(stopped)
             except asyncio.CancelledError as error:
                 cancelled = error
-                bridge.request_shutdown_threadsafe(ShutdownRequest(True, True, None))
+                handoff.request_shutdown_threadsafe(_CANCEL_ALL)
         bridge.join()  # the thread has run its last statement: this returns at once
         if cancelled is not None:
             try:

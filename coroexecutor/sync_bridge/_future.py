@@ -13,15 +13,13 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
     from concurrent.futures._base import _Waiter
 
-    from ._loop_thread import LoopThread
-
-__all__ = ["BridgeFuture"]
+__all__ = ["BridgeFuture", "FutureOwner"]
 
 _LOGGER = logging.getLogger("concurrent.futures")  # where the stdlib logs failing callbacks
 
@@ -42,6 +40,19 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class FutureOwner(Protocol):
+    """What a BridgeFuture needs of its executor's hand-off (HandOff, in ``_handoff``)."""
+
+    owner_repr: str
+
+    def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None: ...
+
+    def is_loop_thread(self) -> bool: ...
+
+    def is_worker_thread(self) -> bool: ...
+
 
 _DEADLOCK_MESSAGE = (
     "result() cannot wait on the event loop thread of {owner!r}: the job needs that thread "
@@ -85,7 +96,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # a cancel() then counts it as cancelled at once, not when it reaches the front.
     _in_backlog: bool
 
-    def __init__(self, bridge: LoopThread) -> None:
+    def __init__(self, bridge: FutureOwner) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the
         # properties below, on first use. Every attribute is set here, always in this
         # order, so that every instance keeps them in the class's shared key table: one
@@ -120,6 +131,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
                     condition = self._lazy_condition = threading.Condition()
         return condition
 
+    # A property where the stock future has a plain attribute (made here on first use).
     @_condition.setter
     def _condition(self, condition: threading.Condition) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
         self._lazy_condition = condition
@@ -132,6 +144,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             waiters = self._lazy_waiters = []
         return waiters
 
+    # A property where the stock future has a plain attribute (made here on first use).
     @_waiters.setter
     def _waiters(self, waiters: list[_Waiter]) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
         self._lazy_waiters = waiters
@@ -200,13 +213,13 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # FINISHED is final, and the outcome was written before it: no lock needed.
         exc = self._exception
         if exc is None:
-            return self._result  # type: ignore[return-value]
+            return self._result  # type: ignore[return-value]  # typeshed: T | None; FINISHED: T
         try:
             raise exc
         finally:
             # As the stdlib's result() does: the raised job error's traceback holds this
             # frame, and this frame must not hold the future that holds the error.
-            self = exc = None  # type: ignore[assignment]
+            self = exc = None  # type: ignore[assignment]  # drops the frame's refs, not a value
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if self._state == FINISHED:
@@ -244,14 +257,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     def _check_not_loop_thread(self) -> None:
         bridge = self._bridge
-        # The ident first: cheap, and false on every thread but the loop's (and one that
-        # reuses the ident of a loop thread that has ended, which is_loop_thread rules out).
-        if (
-            threading.get_ident() == bridge.loop_ident
-            and bridge.is_loop_thread()
-            and not self.done()
-        ):
-            raise RuntimeError(_DEADLOCK_MESSAGE.format(owner=self._bridge.owner_repr))
+        if bridge.is_loop_thread() and not self.done():
+            raise RuntimeError(_DEADLOCK_MESSAGE.format(owner=bridge.owner_repr))
 
     def _start_running(self) -> bool:
         """Worker thread: claim a blocking job. False if cancelled or withdrawn meanwhile."""

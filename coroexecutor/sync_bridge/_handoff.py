@@ -1,114 +1,98 @@
-"""HandOff: the slots, and the lists that carry work between threads, under one lock.
+"""HandOff: the bridge's one lock, and everything it guards on a job's way between threads.
 
-Threading model (who calls what; LoopThread adds the thread body):
+Threading model (who calls what):
 
 * any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
-  ``set_max_workers_threadsafe``, ``stats_threadsafe``;
+  ``set_max_workers_threadsafe``, ``set_rate``, ``post_if_draining``, ``counts``;
 * worker threads: ``_release_from_worker`` (a direct blocking job is done) and
   ``_post_done`` (a blocking job the loop runs is done);
-* the loop thread: ``_release_on_loop`` and ``_settle``; LoopThread's ``_drain``.
+* the loop thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``,
+  ``fail_backlog``, ``blocking_calls``, and the Scheduler's ``_release_nowait`` and
+  ``_release_all``; ``close`` once the loop has stopped.
 
-Slots: ``_held`` counts the jobs holding one of the ``max_workers`` slots; the others
-wait in ``_backlog`` (FIFO, both kinds). Whoever frees a slot hands it to the next job
-under ``_lock``: a blocking job goes straight to a worker thread (from the submitting
-thread, or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a
-job that needs the loop goes to ``_to_loop``. Work crosses into the loop thread only
-through the lists guarded by ``_lock``: the first append of a batch wakes the loop with
-one ``call_soon_threadsafe`` and ``_drain`` takes the whole batch. Results go back
-through each job's concurrent future, which is thread-safe by itself. No user code and
-no future callback runs while ``_lock`` is held.
+``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
+its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
+``_lock``: a blocking job goes straight to a worker thread (from the submitting thread,
+or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a job that
+needs the loop goes to ``_mailbox``. Work crosses into the loop thread only through the
+mailbox, guarded by ``_lock``: its first post of a batch wakes the loop with one
+``call_soon_threadsafe`` of the drain LoopThread gave ``open``, which takes the whole
+batch with ``take_batch``. Results go back through each job's concurrent future, which is
+thread-safe by itself. No user code and no future callback runs while ``_lock`` is held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
-import enum
 import threading
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, Callable, Optional
 
-from .._errors import BrokenLoopExecutor
-from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
-from . import _process
 from ._future import BridgeFuture
-from ._scheduler import Job, Scheduler, ShutdownRequest
+from ._job import Job
+from ._lifecycle import ACCEPTING, FORK_MESSAGE, GONE, BridgeState, refusal
+from ._mailbox import Batch, Mailbox
+from ._scheduler import CoreOptions, Scheduler, ShutdownRequest
+from ._slots import Slots
 from ._workers import WorkerPool, WorkItem
 
-__all__ = ["EXIT_MESSAGE", "FORK_MESSAGE", "KEEP", "SHUTDOWN_MESSAGE", "HandOff", "State"]
-
-SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
-EXIT_MESSAGE = "cannot schedule new futures after interpreter shutdown"
-FORK_MESSAGE = (
-    "{name} belongs to the parent process: after os.fork() its loop thread does not exist "
-    "in the child; create a new executor in the child"
-)
-
-
-class State(enum.Enum):
-    STARTING = "starting"  # the loop runs the initializer; jobs wait in the backlog
-    RUNNING = "running"  # accepting jobs
-    SHUTTING_DOWN = "shutting down"  # no new jobs; accepted ones finish or are cancelled
-    BROKEN = "broken"  # the initializer failed; the thread has stopped or is stopping
-    CLOSED = "closed"  # the loop has finished every job and stopped; terminal
-    FORKED = "forked"  # this is a forked child: the loop thread exists only in the parent
-
-
-KEEP: Any = object()  # set_rate_threadsafe: leave this one as it is
-
-_STARTING, _RUNNING, _SHUTTING_DOWN = State.STARTING, State.RUNNING, State.SHUTTING_DOWN
-_GONE = (State.CLOSED, State.FORKED, State.BROKEN)
+__all__ = ["HandOff"]
 
 
 class HandOff:
-    """The lock-guarded half of LoopThread: slots, backlog and hand-off lists."""
+    """The lock-guarded part of a bridge: lifecycle, slots, and the batch for the loop.
 
-    # Provided by LoopThread:
-    _stopped: concurrent.futures.Future[None]
-    owner_repr: str
-    loop_ident: Optional[int]
-    _loop: Optional[asyncio.AbstractEventLoop]
-    _pool: WorkerPool
-    _scheduler: Scheduler
-    _final_stats: Optional[ExecutorStats]
+    Owns the Slots, the WorkerPool (direct blocking jobs) and the Scheduler (the jobs the
+    loop runs, on the core): every job it gives a slot goes to one of them, and both give
+    the slot back here. LoopThread owns the HandOff and drives it from the loop thread.
+    """
 
-    def __init__(self, max_workers: int, blocking_on_loop: bool) -> None:
-        # A core option that must govern blocking jobs too routes them through the loop.
-        self._blocking_on_loop = blocking_on_loop  # guarded by _lock (set_rate_threadsafe)
+    def __init__(
+        self,
+        name: str,
+        *,
+        thread: threading.Thread,
+        max_threads: int,
+        core: CoreOptions,
+    ) -> None:
+        self.owner_repr = f"<ThreadedLoopExecutor {name}>"
+        self._thread = thread  # the loop thread
+        self.pool = WorkerPool(name, max_threads, self._release_from_worker, self._post_done)
+        self.pool.slots = core.max_workers
+        # Made here, in the caller's thread, so bad options raise from the constructor.
+        self.scheduler = Scheduler(
+            self.pool,
+            release_nowait=self._release_nowait,
+            release_all=self._release_all,
+            options=core,
+        )
         self._lock = threading.Lock()
-        # Invariants: _wake_pending is True iff a _drain is scheduled that has not taken
-        # the batch yet; it is only set while _ready. _held == len(_direct) + the jobs in
-        # _to_loop + the scheduler's jobs and awaitable tails; _backlog is empty whenever
-        # _held < max_workers (except while STARTING).
-        self._state = _STARTING  # guarded by _lock
-        self._ready = False  # guarded by _lock: the loop drains the hand-off
-        self._wake_pending = False  # guarded by _lock
-        self.max_workers = max_workers  # guarded by _lock
-        self.max_per_second: Optional[float] = None  # guarded by _lock; set by LoopThread
-        self.burst = 1  # guarded by _lock; set by LoopThread
-        self._held = 0  # guarded by _lock
-        self._backlog: collections.deque[Job] = collections.deque()  # guarded by _lock
-        self._direct: set[BridgeFuture[Any]] = set()  # guarded by _lock
-        self._to_loop: list[Job] = []  # guarded by _lock
-        self._calls: list[Callable[[], object]] = []  # guarded by _lock
-        self._done_items: list[WorkItem] = []  # guarded by _lock
-        self._tails: list[WorkItem] = []  # guarded by _lock: direct jobs with an awaitable
-        self._shutdown: Optional[ShutdownRequest] = None  # guarded by _lock
-        self._shutdown_changed = False  # guarded by _lock
+        self._state = BridgeState.STARTING  # guarded by _lock
+        self._slots = Slots(core.max_workers)  # guarded by _lock
+        self._mailbox = Mailbox()  # guarded by _lock
+        # A core option that must govern blocking jobs too routes them through the loop
+        # (guarded by _lock; set_rate changes it).
+        self._blocking_on_loop = core.max_per_second is not None or core.job_timeout is not None
         self._broken: Optional[BaseException] = None  # guarded by _lock
-        # Counts beyond the core's (guarded by _lock): see _stats().
-        self._submitted = self._direct_ok = self._direct_failed = self._cancelled = 0
 
-        self._released: list[BridgeFuture[Any]] = []  # loop thread only
+    @property
+    def state(self) -> BridgeState:
+        return self._state
 
-    def _drain(self) -> None:
-        raise NotImplementedError  # LoopThread: take the batch on the loop thread
+    @property
+    def max_workers(self) -> int:
+        return self._slots.max_workers
 
     def is_loop_thread(self) -> bool:
-        raise NotImplementedError  # LoopThread: compares Thread objects, not idents alone
+        # The ident is the cheap test; the Thread object decides. Once the loop thread has
+        # ended, a new thread may be given its ident (a later shutdown(wait=True) from it
+        # would be refused), but never its Thread object.
+        thread = self._thread
+        return threading.get_ident() == thread.ident and threading.current_thread() is thread
+
+    def is_worker_thread(self) -> bool:
+        return self.pool.runs_current_thread()
 
     #
     # Slots (every method here is called with _lock held)
@@ -116,49 +100,45 @@ class HandOff:
 
     def _next_locked(self) -> Optional[Job]:
         """Give a free slot to the next live job in the backlog, if any."""
-        if self._held >= self.max_workers or self._state is _STARTING:
+        job = self._slots.next_job()
+        if job is None and self._slots.held == 0 and self._state is BridgeState.SHUTTING_DOWN:
+            self._mailbox.wake()  # the loop is waiting for the last job to finish
+        return job
+
+    def _to_worker_locked(self, job: Job) -> Optional[WorkItem]:
+        """A job got a slot: the item for a worker thread, or None if the loop runs it."""
+        if job.coroutine_fn or self._blocking_on_loop:
             return None
-        backlog = self._backlog
-        while backlog:
-            job = backlog.popleft()
-            future = job[0]
-            in_backlog, future._in_backlog = future._in_backlog, False
-            if future._state == PENDING:
-                self._held += 1
-                return job
-            if in_backlog:
-                # Cancelled while it waited, and not counted yet: cancel() changes the
-                # state before cancel_job_threadsafe counts it (under this lock).
-                self._cancelled += 1
-        if self._held == 0 and self._state is _SHUTTING_DOWN:
-            self._wake_locked()  # the loop is waiting for the last job to finish
-        return None
+        self._slots.direct.add(job.future)
+        return WorkItem(job.future, job.fn, job.args, job.kwargs, job.ctx)
 
     def _route_locked(self, job: Job) -> Optional[WorkItem]:
         """A job got a slot: queue it for the loop, or return the item for a worker."""
-        future, fn, args, kwargs, ctx, is_coroutine = job
-        if is_coroutine or self._blocking_on_loop:
-            self._to_loop.append(job)
-            self._wake_locked()
-            return None
-        self._direct.add(future)
-        return WorkItem(future, fn, args, kwargs, ctx)
+        item = self._to_worker_locked(job)
+        if item is None:
+            self._mailbox.start(job)
+        return item
+
+    def _grant_locked(self) -> tuple[list[Job], list[WorkItem]]:
+        """Give every free slot away: return the jobs for the loop and the worker items."""
+        to_start: list[Job] = []
+        items: list[WorkItem] = []
+        job = self._next_locked()
+        while job is not None:
+            item = self._to_worker_locked(job)
+            if item is None:
+                to_start.append(job)
+            else:
+                items.append(item)
+            job = self._next_locked()
+        return to_start, items
 
     def _fill_locked(self) -> list[WorkItem]:
         """Give every free slot away; return the items to dispatch after unlocking."""
-        items = []
-        job = self._next_locked()
-        while job is not None:
-            item = self._route_locked(job)
-            if item is not None:
-                items.append(item)
-            job = self._next_locked()
+        to_start, items = self._grant_locked()
+        for job in to_start:
+            self._mailbox.start(job)
         return items
-
-    def _wake_locked(self) -> None:
-        if not self._wake_pending and self._ready:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
 
     #
     # Any thread
@@ -166,66 +146,39 @@ class HandOff:
 
     def submit_threadsafe(self, job: Job) -> None:
         """Accept a job, or raise. A call that returns is always processed."""
-        if not job[5] and not self._pool.started:
+        if not job.coroutine_fn and not self.pool.started:
             # The first blocking job starts a worker now, in the submitting thread, even
             # when another thread is to hand the job to it later (after a slot frees, or
             # the initializer, or on the loop): that may happen during interpreter exit,
             # when Python 3.12 refuses to start threads (issue 16, item 11).
-            self._pool.ensure_thread()
+            self.pool.ensure_thread()
         # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
         #   reads _state -> RUNNING
-        #                                        shuts down: waits for _held == 0, closes
+        #                                        shuts down: waits for no slot held, closes
         #   appends the job                      (never started: the future hangs forever)
         item: Optional[WorkItem] = None
+        broken: Optional[BaseException] = None
         with self._lock:
             state = self._state
-            if state is _RUNNING or state is _STARTING:
-                self._submitted += 1
-                if self._held >= self.max_workers or self._backlog or state is _STARTING:
-                    job[0]._in_backlog = True
-                    self._backlog.append(job)
+            if state in ACCEPTING:
+                slots = self._slots
+                slots.submitted += 1
+                if not slots.take_nowait():
+                    slots.queue(job)
                     return
-                self._held += 1
-                if job[5] and self._ready:
-                    # _route_locked and _wake_locked for a coroutine job, in-line: less to
-                    # run before the loop may take the GIL this thread holds.
-                    self._to_loop.append(job)
-                    if not self._wake_pending:
-                        self._wake_pending = True
-                        self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
+                if job.coroutine_fn:
+                    self._mailbox.start(job)  # as _route_locked would, one call less
                     return
                 item = self._route_locked(job)
                 if item is None:
-                    return
+                    return  # handed to the loop
             else:
                 broken = self._broken
         if item is not None:
-            self._pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
+            self.pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
             return
-        raise self._refusal(state, broken)  # outside the lock: repr(broken) is user code
-
-    def _refusal(self, state: State, broken: Optional[BaseException]) -> BaseException:
-        if state is State.BROKEN:
-            error = BrokenLoopExecutor(
-                f"{self.owner_repr} is broken: its initializer raised {broken!r}"
-            )
-            error.__cause__ = broken
-            return error
-        if state is State.FORKED:
-            return RuntimeError(FORK_MESSAGE.format(name=self.owner_repr))
-        if _process.interpreter_exiting():
-            return RuntimeError(EXIT_MESSAGE)
-        return RuntimeError(SHUTDOWN_MESSAGE)
-
-    def _call_soon_threadsafe(self, fn: Callable[[], object]) -> bool:
-        """Run fn() on the loop soon. False (fn dropped) once the loop has stopped."""
-        with self._lock:
-            if self._state in _GONE:
-                return False
-            self._calls.append(fn)
-            self._wake_locked()
-            return True
+        raise refusal(state, broken, self.owner_repr)  # outside the lock: repr is user code
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job on the loop, if the loop has it.
@@ -239,111 +192,58 @@ class HandOff:
         """
         if future._in_backlog:
             with self._lock:
-                if future._in_backlog:  # not taken from the backlog meanwhile
-                    future._in_backlog = False
-                    self._cancelled += 1
+                if self._slots.withdraw(future):  # False: taken from the backlog meanwhile
                     return
         if self.is_loop_thread():
-            self._scheduler.cancel_job(future)
+            self.scheduler.cancel_job(future)
         elif future._job is not None:
             # Dropped once the loop has stopped: by then every job has finished.
-            self._call_soon_threadsafe(lambda: self._scheduler.cancel_job(future))
+            self.post_if_draining(lambda: self.scheduler.cancel_job(future))
 
     def set_max_workers_threadsafe(self, value: int, max_threads: int) -> None:
-        core = self._scheduler.core
+        core = self.scheduler.core
 
         def resize_core() -> None:
             core.max_workers = value
 
         with self._lock:
-            self.max_workers = value
-            self._pool.cap = max_threads
-            self._pool.slots = value
+            self._slots.max_workers = value
+            self.pool.cap = max_threads
+            self.pool.slots = value
             items = self._fill_locked()  # growing starts backlog jobs at once
-            ready = self._ready
         for item in items:
-            self._pool.submit(item)
-        if not ready or not self._call_soon_threadsafe(resize_core):
+            self.pool.submit(item)
+        if not self.post_if_draining(resize_core):
             core.max_workers = value  # the loop is not running it (yet, or any more)
 
-    def set_rate_threadsafe(self, rate: Any = KEEP, burst: Any = KEEP) -> None:
-        """Set max_per_second and/or burst, each validated by the caller (KEEP: as is).
-
-        Returns once the core has them, so every job submitted after this call starts
-        under the new limit. The core is changed on the loop thread only.
-        """
-        applied: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._lock:  # the pair is read and written as one step, whichever thread
-            new_rate = self.max_per_second if rate is KEEP else rate
-            if burst is KEEP:
-                new_burst = self.burst
-            elif burst is not None and new_rate is None:
-                new_burst = None  # refused below, outside the lock
+    def set_rate(self, apply: Callable[[], object], *, blocking_on_loop: bool) -> None:
+        """Any thread: ``apply`` the core's new rate limit, which ``blocking_on_loop`` says
+        governs blocking jobs too (they then start from the loop). Posted to a draining
+        loop from other threads; else run here, under the lock: on the loop thread, or on
+        a core no loop runs (not yet, or any more), which no other thread touches now."""
+        with self._lock:
+            self._blocking_on_loop = blocking_on_loop
+            if self._mailbox.draining and not self.is_loop_thread():
+                self._mailbox.call(apply)
             else:
-                new_burst = 1 if burst is None else burst
-            if new_burst is not None:
-                self.max_per_second, self.burst = new_rate, new_burst
-                # A rate limit governs blocking jobs too: they then start from the loop.
-                core = self._scheduler.core
-                self._blocking_on_loop = new_rate is not None or core._job_timeout is not None
-                on_loop = self._ready and not self.is_loop_thread()
-                if on_loop:
-                    self._calls.append(lambda: _apply_rate(core, new_rate, new_burst, applied))
-                    self._wake_locked()
-                else:
-                    # The loop thread itself, or a core that is not bound to a running
-                    # loop (not yet, or any more): no other thread touches it now.
-                    core._set_rate(new_rate, new_burst)
-        if new_burst is None:
-            raise ValueError("burst requires max_per_second")
-        if on_loop:
-            # The call is dropped only if the loop stops first; then nothing starts again.
-            concurrent.futures.wait([applied, self._stopped], return_when="FIRST_COMPLETED")
+                apply()
 
-    def stats_threadsafe(self) -> ExecutorStats:
+    def post_if_draining(self, fn: Callable[[], object]) -> bool:
+        """Any thread: run fn() on the loop soon. False (not posted): the loop drains not.
+        Checked and posted under one hold: once the loop stops draining (before the
+        thread ends), a call handed off would never run."""
+        with self._lock:
+            if self._mailbox.draining:
+                self._mailbox.call(fn)
+                return True
+            return False
+
+    def counts(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
-        if self._final_stats is not None:
-            return self._final_stats
-        if self.is_loop_thread():
-            return self._stats()
-        result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
+        core = self.scheduler.core.stats
         with self._lock:
-            # Check and enqueue under one hold: once the loop stops draining (_ready goes
-            # False before the thread ends), a call handed off would never run.
-            ready = self._ready
-            if ready:
-                self._calls.append(lambda: result.set_result(self._stats()))
-                self._wake_locked()
-        if not ready:
-            return self._final_stats or self._stats()  # no loop jobs can move now
-        # The loop may still stop before it runs the call (the batch it was in is then
-        # dropped): the thread's last step, after _final_stats is set, ends the wait.
-        either: tuple[concurrent.futures.Future[Any], ...] = (result, self._stopped)
-        concurrent.futures.wait(either, return_when=FIRST_COMPLETED)
-        if result.done():
-            return result.result()
-        return self._final_stats or self._stats()
-
-    def _stats(self) -> ExecutorStats:
-        core = self._scheduler.core.stats
-        with self._lock:
-            submitted = self._submitted
-            # Direct jobs cancelled while they waited for a worker thread: counted when
-            # a worker skips them (at most max_workers to look at; not the hot path).
-            skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self._direct)
-            running = core.running + len(self._direct) - skipped
-            succeeded = core.succeeded + self._direct_ok
-            failed = core.failed + self._direct_failed
             # Jobs cancelled before the loop could start them: Scheduler.unstarted.
-            cancelled = core.cancelled + self._cancelled + self._scheduler.unstarted + skipped
-        return ExecutorStats(
-            submitted=submitted,
-            queued=submitted - running - succeeded - failed - cancelled,
-            running=running,
-            succeeded=succeeded,
-            failed=failed,
-            cancelled=cancelled,
-        )
+            return self._slots.counts(core, self.scheduler.unstarted)
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
@@ -358,44 +258,18 @@ class HandOff:
         Returns how many waiting jobs this call cancelled.
         """
         cancelling = request.cancel_queued or request.cancel_running
+        unstarted: list[BridgeFuture[Any]] = []
         with self._lock:
-            gone = self._state in _GONE
+            gone = self._state in GONE
             if not gone:
-                self._state = _SHUTTING_DOWN
-                previous = self._shutdown
-                if previous is not None:
-                    request = ShutdownRequest(
-                        previous.cancel_queued or cancelling,
-                        previous.cancel_running or request.cancel_running,
-                        previous.grace,
-                        request.report,
-                    )
-                self._shutdown = request
-                self._shutdown_changed = True
-                unstarted = self._take_unstarted_locked() if cancelling else []
-                self._wake_locked()
+                self._state = BridgeState.SHUTTING_DOWN
+                self._mailbox.request_shutdown(request)
+                if cancelling:
+                    unstarted = self._slots.take_unstarted()
         if gone:
-            if request.report is not None:
-                request.report.set_result((0, 0, 0))  # the loop has finished every job
+            request.send_report((0, 0, 0))  # the loop has finished every job
             return 0
         return sum(future.cancel() for future in unstarted if future._state == PENDING)
-
-    def _take_unstarted_locked(self) -> list[BridgeFuture[Any]]:
-        """The futures to cancel for cancel_futures that are not the loop's to cancel."""
-        futures = []
-        for job in self._backlog:
-            future = job[0]
-            if future._in_backlog:  # else cancel() has counted it already
-                future._in_backlog = False
-                self._cancelled += 1
-            futures.append(future)
-        self._backlog.clear()
-        # Direct jobs waiting for a busy worker thread: the worker skips them and frees
-        # their slot. One that got a thread when submitted counts as started: it runs.
-        futures += [f for f in self._direct if f._queued and f._state == PENDING]
-        if self._held == 0:
-            self._wake_locked()
-        return futures
 
     #
     # Worker threads
@@ -403,105 +277,123 @@ class HandOff:
 
     def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
         """A direct blocking job is done (or was skipped): free its slot or pass it on."""
-        future = item.future
         with self._lock:
             if item.outcome is not None:
                 # fn returned an awaitable: the loop awaits it, the job keeps its slot.
-                self._tails.append(item)
-                self._wake_locked()
+                self._mailbox.tail(item)
                 return None
-            self._count_direct_locked(future)
-            self._held -= 1
+            self._slots.release(item.future)
             job = self._next_locked()
             return None if job is None else self._route_locked(job)
 
-    def _count_direct_locked(self, future: BridgeFuture[Any]) -> None:
-        self._direct.discard(future)
-        if future._state != FINISHED:
-            self._cancelled += 1
-        elif future._exception is None:
-            self._direct_ok += 1
-        else:
-            self._direct_failed += 1
-
     def _post_done(self, item: WorkItem) -> None:
         with self._lock:
-            if self._state is State.CLOSED or self._state is State.FORKED:
+            if self._state is BridgeState.CLOSED or self._state is BridgeState.FORKED:
                 return  # a skipped (cancelled) item after the last job: nobody waits
-            self._done_items.append(item)
-            self._wake_locked()
+            self._mailbox.work_done(item)
 
     #
     # Loop thread
     #
 
-    def _release_on_loop(self, future: BridgeFuture[Any]) -> None:
-        """A job the loop ran is done: free its slot now, or pass it on in _settle.
-
-        A slot nobody waits for is freed at once when _lock is free: one loop turn less
-        between a job's end and the loop's next sleep, which is what a caller waiting on
-        one job at a time sees. Otherwise the release is batched, one _settle per loop
-        turn: blocking on _lock (held by a submitting thread) or starting the next jobs
-        from here, once per finished job, would cost every job of a busy executor that
-        (under the GIL, blocking is a lock convoy).
-        """
-        released = self._released
-        released.append(future)
-        if len(released) > 1:
-            return  # a _settle is scheduled already
-        lock = self._lock
-        if lock.acquire(blocking=False):
-            try:
-                if not self._backlog:
-                    released.clear()
-                    self._release_locked(future)
-                    self._next_locked()  # starts nothing: the backlog is empty
-                    return
-            finally:
-                lock.release()
-        self._loop.call_soon(self._settle)  # type: ignore[union-attr]
-
-    def _release_locked(self, future: BridgeFuture[Any]) -> None:
-        if future in self._direct:
-            self._count_direct_locked(future)  # a direct job's awaitable tail
-        self._held -= 1
-
-    def _settle(self) -> None:
-        released, self._released = self._released, []
-        starts: list[Job] = []
-        items: list[WorkItem] = []
+    def open(self, loop: asyncio.AbstractEventLoop, drain: Callable[[], object]) -> None:
+        """Start accepting and draining: the jobs held back while STARTING get slots now."""
         with self._lock:
-            direct = self._direct
-            for future in released:
-                self._release_locked(future)
-            job = self._next_locked()
-            while job is not None:
-                future, fn, args, kwargs, ctx, is_coroutine = job
-                if is_coroutine or self._blocking_on_loop:
-                    starts.append(job)  # on the loop already: no need to hand it off
-                else:
-                    direct.add(future)
-                    items.append(WorkItem(future, fn, args, kwargs, ctx))
-                job = self._next_locked()
-        # Hold no finished job's future (nor its result) while the next ones start: under
-        # an eager task factory their first steps run inside start(), and one of them
-        # may block the loop thread for long.
-        del released
-        start = self._scheduler.start
-        for job in starts:
-            start(job)
+            if self._state is BridgeState.STARTING:
+                self._state = BridgeState.RUNNING
+            self._mailbox.open(loop, drain)
+            self._slots.paused = False
+            items = self._fill_locked()
         for item in items:
-            self._pool.submit(item)
+            self.pool.submit(item)
 
+    def take_batch(self) -> Batch:
+        """Take everything handed off since the last drain."""
+        with self._lock:
+            return self._mailbox.take()
 
-def _apply_rate(
-    core: CoroutineExecutor,
-    rate: Optional[float],
-    burst: int,
-    applied: concurrent.futures.Future[None],
-) -> None:
-    """On the loop thread: give the core its new start-rate limit."""
-    try:
-        core._set_rate(rate, burst)
-    finally:
-        applied.set_result(None)
+    def is_idle(self) -> bool:
+        """No job holds a slot."""
+        with self._lock:
+            return self._slots.held == 0
+
+    def stop_draining(self) -> None:
+        """The loop is about to close: wake-ups from now on must not target it."""
+        with self._lock:
+            self._mailbox.stop_draining()
+
+    def fail_backlog(self, error: BaseException) -> None:
+        """The initializer raised: fail every job accepted so far, and every later one."""
+        with self._lock:
+            self._state = BridgeState.BROKEN
+            self._broken = error
+            jobs = self._slots.drain()
+        for job in jobs:
+            job.future._try_set_exception(refusal(BridgeState.BROKEN, error, self.owner_repr))
+
+    def blocking_calls(self) -> int:
+        """How many blocking calls worker threads are running now."""
+        with self._lock:
+            direct = sum(future._state == RUNNING for future in self._slots.direct)
+        return direct + sum(future._state == RUNNING for future in self.scheduler.jobs())
+
+    def _release_nowait(self, future: BridgeFuture[Any]) -> bool:
+        """Free the slot of a job the loop ran, if that needs no waiting: False when the
+        lock is busy or jobs wait for the slot (then the Scheduler calls _release_all)."""
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            if self._slots.backlog:
+                return False
+            self._slots.release(future)
+            self._next_locked()  # starts nothing: the backlog is empty
+            return True
+        finally:
+            lock.release()
+
+    def _release_all(self, futures: list[BridgeFuture[Any]]) -> tuple[list[Job], list[WorkItem]]:
+        """Free the slots of jobs the loop ran; return the jobs given them, in two lists:
+        those to start on the loop (where the caller is) and the items for workers."""
+        with self._lock:
+            for future in futures:
+                self._slots.release(future)
+            # The jobs for the loop are started by the caller, on the loop already: no
+            # need to hand them off through the mailbox.
+            return self._grant_locked()
+
+    #
+    # Once the loop has stopped
+    #
+
+    def close(self, crash: Optional[BaseException]) -> None:
+        """The loop has stopped. Nothing may be handed off any more."""
+        with self._lock:
+            if self._state is not BridgeState.BROKEN:
+                self._state = BridgeState.CLOSED
+            orphans = self._orphans_locked()
+            request = self._mailbox.shutdown
+        if request is not None:
+            request.send_report((0, 0, 0))  # asked for after the loop's last drain
+        for future in orphans:  # only after a crash of this package: never strand a future
+            if future.done():
+                continue
+            error = RuntimeError(f"{self.owner_repr} stopped unexpectedly: {crash!r}")
+            error.__cause__ = crash
+            future._try_set_exception(error)
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread exists here, so a lock held by a parent thread at the
+        # fork would never be released: replace the locks instead of taking them.
+        self._lock = threading.Lock()
+        self._state = BridgeState.FORKED
+        self.pool.forget_threads()
+        for future in self._orphans_locked():
+            future._condition = threading.Condition()
+            future._try_set_exception(RuntimeError(FORK_MESSAGE.format(name=self.owner_repr)))
+
+    def _orphans_locked(self) -> list[BridgeFuture[Any]]:
+        futures = [job.future for job in self._slots.drain()] + self._mailbox.close()
+        futures += list(self._slots.direct) + self.scheduler.orphans()
+        self._slots.direct.clear()
+        return futures

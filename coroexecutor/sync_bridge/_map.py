@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import time
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional, TypeVar
 
 from .._typing import Self, final
 
-if TYPE_CHECKING:
-    from ._executor import ThreadedLoopExecutor
-
-__all__ = ["MapIterator"]
+__all__ = ["MapIterator", "start_map"]
 
 T = TypeVar("T")
 
@@ -37,7 +35,7 @@ class MapIterator(Iterator[T]):
 
     def __init__(
         self,
-        exe_ref: weakref.ref[ThreadedLoopExecutor],
+        exe_ref: weakref.ref[concurrent.futures.Executor],
         fn: Callable[..., Any],
         futures: collections.deque[concurrent.futures.Future[T]],
         inputs: Optional[Iterator[tuple[Any, ...]]],
@@ -83,6 +81,32 @@ class MapIterator(Iterator[T]):
 
     def __del__(self) -> None:
         self.close()
+
+
+def start_map(
+    exe: concurrent.futures.Executor,
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    timeout: Optional[float],
+    buffersize: Optional[int],
+) -> MapIterator[Any]:
+    """ThreadedLoopExecutor.map() after its fn check: submit the first jobs, return the
+    iterator (see map() for the parameters)."""
+    if buffersize is not None:
+        if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+            raise TypeError(f"buffersize must be an integer or None (got {buffersize!r})")
+        if buffersize < 1:
+            raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
+    end_time = None if timeout is None else timeout + time.monotonic()
+    inputs = zip(*iterables)
+    submit = exe.submit
+    if buffersize:
+        futures = collections.deque(
+            submit(fn, *args) for args in itertools.islice(inputs, buffersize)
+        )
+    else:
+        futures = collections.deque(submit(fn, *args) for args in inputs)
+    return MapIterator(weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time)
 
 
 def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:

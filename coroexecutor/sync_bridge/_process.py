@@ -93,6 +93,8 @@ def _after_fork_in_child() -> None:
         loop_thread.after_fork_in_child()
 
 
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+# Private, and not in typeshed: the hook concurrent.futures.thread uses, which runs before
+# the interpreter joins non-daemon threads (atexit would run after: too late).
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]  # private stdlib API
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,8 +1,8 @@
 """Scheduler: the loop-thread side of the bridge, from a started job to its outcome.
 
 Everything here runs on the loop thread only (see the threading model in
-``_loop_thread``). No lock is taken here: a job reaches this module holding a slot
-already, granted by LoopThread under its lock.
+``_handoff``). No lock is taken here: a job reaches this module holding a slot
+already, granted by HandOff under its lock.
 """
 
 from __future__ import annotations
@@ -11,37 +11,55 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+from asyncio import Task
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Callable, NamedTuple, Optional
 
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
 from ._future import BridgeFuture
+from ._job import Job
 from ._workers import WorkerPool, WorkItem
 
-__all__ = ["Job", "Scheduler", "ShutdownRequest"]
+__all__ = ["CoreOptions", "Scheduler", "ShutdownRequest"]
 
-# A job as it crosses threads: (future, fn, args, kwargs, context, is_coroutine).
-Job = tuple[
-    BridgeFuture[Any],
-    Callable[..., Any],
-    tuple[Any, ...],
-    dict[str, Any],
-    contextvars.Context,
-    bool,
-]
-
-_Task = asyncio.Task
 _LIVE_STATES = (PENDING, RUNNING)
+_Counts = tuple[int, int, int]
 
 
 class ShutdownRequest(NamedTuple):
-    cancel_queued: bool  # cancel the jobs that wait (stdlib cancel_futures; see Scheduler)
-    cancel_running: bool  # cancel running coroutine jobs too (exceptional exit)
-    grace: Optional[float]  # shutdown(timeout=): then cancel what still runs
+    """What one shutdown asked for: write it with keywords (``ShutdownRequest()`` is a
+    plain ``shutdown(wait=False)``)."""
+
+    cancel_queued: bool = False  # cancel the jobs that wait (stdlib cancel_futures)
+    cancel_running: bool = False  # cancel running coroutine jobs too (exceptional exit)
+    grace: Optional[float] = None  # shutdown(timeout=): then cancel what still runs
     # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
     # cancelled, blocking calls still running) once it has applied the request.
-    report: Optional[concurrent.futures.Future[tuple[int, int, int]]] = None
+    report: Optional[concurrent.futures.Future[_Counts]] = None
+
+    def joined(self, later: ShutdownRequest) -> ShutdownRequest:
+        """This request, followed by a later one: which may only add cancellation."""
+        return ShutdownRequest(
+            cancel_queued=self.cancel_queued or later.cancel_queued or later.cancel_running,
+            cancel_running=self.cancel_running or later.cancel_running,
+            grace=self.grace,
+            report=later.report,
+        )
+
+    def send_report(self, counts: _Counts) -> None:
+        """Answer the report once: by the loop thread, or by anyone once it has stopped."""
+        if self.report is not None and not self.report.done():
+            self.report.set_result(counts)
+
+
+class CoreOptions(NamedTuple):
+    """The options of a bridge that are its core's, passed through as they are."""
+
+    max_workers: int
+    max_per_second: Optional[float]
+    burst: Optional[int]
+    job_timeout: Optional[float]
 
 
 class _CoroutineJobError(Exception):
@@ -55,35 +73,52 @@ class _CoroutineJobError(Exception):
 class Scheduler:
     """Runs the jobs that need the loop on a CoroutineExecutor; copies outcomes back.
 
-    LoopThread grants slots, so the core starts every job it is given at once, as a task,
+    HandOff grants slots, so the core starts every job it is given at once, as a task,
     and its ``on_job_done`` hook reports the end of each: one task and no extra callback
     per job. Only with ``max_per_second`` may the core queue a job itself (see ``start``).
 
     Invariant: ``_jobs`` maps every job handed to the core and not yet finished, by the
     task (or queued future) ``submit_nowait`` returned, to its bridged future. Each
-    entry holds one slot, given back through ``release`` when the entry is removed.
+    entry holds one slot, given back through ``_release`` when the entry is removed.
     """
 
-    core: CoroutineExecutor  # set by the owner, with on_job_done=self.on_core_job_done
-
-    def __init__(self, pool: WorkerPool, release: Callable[[BridgeFuture[Any]], None]) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *,
+        release_nowait: Callable[[BridgeFuture[Any]], bool],
+        release_all: Callable[[list[BridgeFuture[Any]]], tuple[list[Job], list[WorkItem]]],
+        options: CoreOptions,
+    ) -> None:
         self.pool = pool
-        self._release = release
+        self._release_nowait = release_nowait
+        self._release_all = release_all
+        self._released: list[BridgeFuture[Any]] = []  # slots to give back in _settle
+        # The core only ever gets jobs that hold a slot, so it starts each at once (its
+        # own max_workers is kept equal, and is never the limit). Bad options raise here.
+        self.core = CoroutineExecutor(
+            options.max_workers,
+            suppress_task_errors=True,  # one job's error fails only its own future (stdlib)
+            max_per_second=options.max_per_second,
+            burst=options.burst,
+            job_timeout=options.job_timeout,
+            on_job_done=self.on_core_job_done,
+        )
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
         # Jobs given back by start() without reaching the core, which counts the others.
-        # Loop thread only: LoopThread._stats reads it there, or once the loop has stopped.
+        # Loop thread only: HandOff._stats reads it there, or once the loop has stopped.
         self.unstarted = 0
         self._tails: set[asyncio.Future[Any]] = set()  # see await_outcome
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def start(self, job: Job) -> None:
         """Start a job that holds a slot."""
-        future, fn, args, kwargs, ctx, is_coroutine = job
+        future, fn, args, kwargs, ctx, coroutine_fn = job
         if future._state != PENDING:
             self.unstarted += 1
             self._release(future)  # cancelled before it started; cancel() notified
             return
-        wrapper = self._run_coroutine if is_coroutine else self._run_blocking
+        wrapper = self._run_coroutine if coroutine_fn else self._run_blocking
         try:
             task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
         except BaseException as exc:  # not expected: the core accepts while we hold slots
@@ -93,7 +128,7 @@ class Scheduler:
             return
         future._job = task
         self._jobs[task] = future
-        if type(task) is not _Task and not isinstance(task, _Task):
+        if type(task) is not Task and not isinstance(task, Task):
             # Queued by the core's rate limiter. The hook will see the task it starts
             # later, not this future: follow the future instead. Until it starts, the
             # job waits: shutdown(cancel_futures=True) cancels it.
@@ -105,6 +140,37 @@ class Scheduler:
             # HandOff.cancel_job_threadsafe. The job itself never starts: _run_coroutine
             # and the worker check the state before calling fn.
             task.cancel()
+
+    def _release(self, future: BridgeFuture[Any]) -> None:
+        """A job the loop ran is done: free its slot now, or pass it on in _settle.
+
+        A slot nobody waits for is freed at once when the hand-off's lock is free: one
+        loop turn less between a job's end and the loop's next sleep, which is what a
+        caller waiting on one job at a time sees. Otherwise the release is batched, one
+        _settle per loop turn: blocking on the lock (held by a submitting thread) or
+        starting the next jobs from here, once per finished job, would cost every job of
+        a busy executor that (under the GIL, blocking is a lock convoy).
+        """
+        released = self._released
+        released.append(future)
+        if len(released) > 1:
+            return  # a _settle is scheduled already
+        if self._release_nowait(future):
+            released.clear()
+            return
+        asyncio.get_running_loop().call_soon(self._settle)
+
+    def _settle(self) -> None:
+        released, self._released = self._released, []
+        to_start, items = self._release_all(released)
+        # Hold no finished job's future (nor its result) while the next ones start: under
+        # an eager task factory their first steps run inside start(), and one of them
+        # may block the loop thread for long.
+        del released
+        for job in to_start:
+            self.start(job)
+        for item in items:
+            self.pool.submit(item)
 
     def cancel_job(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job (a no-op once that has finished)."""
@@ -208,18 +274,19 @@ class Scheduler:
         future._queued = False  # past the rate limiter; the pool marks it if no thread is free
         # A copy of the task's context: the worker must not enter the one this task runs in.
         ctx = contextvars.copy_context()
-        item = WorkItem(future, fn, args, kwargs, ctx, loop.create_future())
+        waiter = loop.create_future()
+        item = WorkItem(future, fn, args, kwargs, ctx, waiter)
         self.pool.submit(item)
         try:
-            await item.waiter  # type: ignore[misc]
+            await waiter
         except asyncio.CancelledError:
             if not future._withdraw():
                 # A worker is running the call and cannot interrupt it: keep the slot
                 # until it returns, so max_workers and shutdown(wait=True) stay truthful.
                 while not item.finished:
-                    item.waiter = loop.create_future()
+                    item.waiter = waiter = loop.create_future()
                     try:
-                        await item.waiter
+                        await waiter
                     except asyncio.CancelledError:
                         continue  # cancelled again: still the same call to wait for
                 if inspect.iscoroutine(item.outcome):
@@ -280,7 +347,7 @@ def _resolve(future: BridgeFuture[Any], task: asyncio.Future[Any]) -> None:
     if exc is None:
         future._try_set_result(task.result())
     elif type(exc) is _CoroutineJobError:
-        future._try_set_exception(exc.__cause__)  # type: ignore[arg-type]
+        future._try_set_exception(exc.__cause__ or exc)  # raised "from" the job's error
     else:
         future._try_set_exception(exc)  # job_timeout's TimeoutError, for one
 

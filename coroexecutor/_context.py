@@ -1,0 +1,22 @@
+"""The context variables that tell where the current code runs: in which executor's job,
+in which executor's initializer."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+__all__ = ["initializing", "job_position"]
+
+# The innermost executor whose job the current context runs in (None: no job). Every
+# job's task sets it in its own context, so the tasks a job starts (a TaskGroup's, an
+# inner executor's jobs, wait_for's on Python < 3.12) inherit it. Read by shutdown().
+job_position: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "coroexecutor_job_position", default=None
+)
+# The executors whose initializer the current context runs in, innermost last. Set in the
+# initializer's own task (see _startup.start_initializer), so the tasks it starts (its
+# helpers, wait_for's on Python < 3.12, an inner executor's jobs) inherit it too.
+initializing: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "coroexecutor_initializing", default=()
+)

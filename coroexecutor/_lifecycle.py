@@ -1,0 +1,211 @@
+"""The executor's lifecycle on its loop: the one canceller (abort), the async-with block it
+may interrupt, the idle signal its waiters wait for, and closing.
+
+Functions of the executor (the first argument), on its event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SHUTDOWN_MESSAGE
+from ._policy import Cause
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = [
+    "abort", "admit", "cancel_again", "cancel_late",
+    "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
+    "tearing_down",
+]
+
+_current_task = asyncio.current_task
+_all_tasks = asyncio.all_tasks
+_COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
+
+
+def _cancelling(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` has a cancellation pending (False for a future that is no Task)."""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
+
+
+def refusal(exe: Core) -> RuntimeError:
+    """The error for a slot waiter turned away because the executor cancels its jobs."""
+    return RuntimeError(f"{SHUTDOWN_MESSAGE} ({exe!r} is cancelling its jobs)")
+
+
+#
+# The canceller
+#
+
+
+def fail(exe: Core, exc: BaseException) -> None:
+    """A job failed outside settle() (before it began, or its backlog start raised)."""
+    if not exe._outcomes.suppress and exe._state is not State.CANCELLING:
+        abort(exe, Cause.JOB_ERROR, exc)
+
+
+def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
+    """Cancel every running and queued job. Idempotent; the first cause wins.
+
+    The only place that cancels jobs in bulk: fail-fast, the deadline, an error or a
+    cancellation of the block's body, shutdown(wait=False), its grace period, and the
+    loop going down all come here."""
+    exe._outcomes.stop(cause, error)
+    if exe._state is State.CANCELLING or exe._state is State.CLOSED:
+        return
+    exe._state = State.CANCELLING
+    if exe._deadline_handle is not None:
+        exe._deadline_handle.cancel()
+    # A job of ours running this is either in its last step (it failed, or it succeeded
+    # and a queued job it started failed: a cancel now would turn its success into a
+    # cancellation) or the caller of shutdown(wait=False), which goes on. Either way it
+    # is not cancelled now; cancel_again cancels it if the wait for the jobs is
+    # cancelled, so it cannot keep a cancelled block waiting.
+    current = exe._spared = _current_task(exe._loop)
+    for task in list(exe._running.values()):
+        if task is not current:
+            task.cancel()
+    for queued in exe._slots.drain(lambda: refusal(exe)):  # uncounted by drain()
+        queued.future.remove_done_callback(exe._on_queued_done)
+        queued.future.cancel()
+        exe._outcomes.cancelled += 1
+    if (cause is Cause.JOB_ERROR or cause is Cause.DEADLINE) and exe._block is not None:
+        exe._block.interrupt()
+    check_idle(exe)
+
+
+def cancel_again(exe: Core) -> None:
+    """Cancel every job still running, the one abort spared included: a cancellation we
+    cause, so not an error (the state is CANCELLING)."""
+    exe._spared = None
+    for task in list(exe._running.values()):
+        if not task.done():
+            task.cancel()
+
+
+def cancel_late(exe: Core, task: asyncio.Future[Any]) -> None:
+    """A job registered after abort ran (an eager task factory ran its first step inside
+    create_task, and abort could not see it yet): cancel it as abort would have, unless
+    it is the task abort spared."""
+    if task is not exe._spared and not task.done():
+        task.cancel()
+
+
+def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
+    """Start queued jobs and grant slot waiters while slots last, unless the loop is
+    going down. ``freed_by``: the task of the job whose end freed the slot, when that is
+    not the current task (a done callback settled it)."""
+    if exe._slots.startable and tearing_down(exe, freed_by):
+        return  # every queued job was cancelled instead
+    exe._slots.admit()
+
+
+def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
+    """Whether the loop is going down, asked before queued jobs start: if so, cancel
+    every job (not an error) and say so, so that no job starts as a new task.
+
+    ``asyncio.run()`` ends by cancelling every task on the loop and waiting for those
+    tasks only: a queued job started then (the slot of a job it cancelled, or of one
+    that swallowed the cancel, coming free) is a task it never waits for, destroyed
+    pending. So when the task freeing the slot has a cancellation pending, and so has
+    every other unfinished task on the loop, nobody is left to want new jobs. Only that
+    task (``freed_by``, else the current task) is looked at on the way to starting
+    queued jobs; the scan of the loop's tasks happens only when it is being cancelled.
+    (Python 3.11+: before, a task's pending cancellations cannot be counted.)
+    """
+    if not _COUNTS_CANCELS:
+        return False
+    current = freed_by if freed_by is not None else _current_task(exe._loop)
+    if current is None or not _cancelling(current):
+        return False
+    for task in _all_tasks(exe._loop):
+        if not _cancelling(task):
+            return False
+    abort(exe, Cause.SHUTDOWN)
+    return True
+
+
+#
+# Idle and closed
+#
+
+
+def check_idle(exe: Core) -> None:
+    """Wake whoever waits for the executor to be idle, one turn of the loop later.
+
+    A job that completes in-line settles its slot during its own last step, before its
+    task is done and before the task's done callbacks (a queued job's future, the
+    caller's own callbacks) have run. Waking the waiters from a callback scheduled now
+    puts their wake-up behind those done callbacks, so nothing of a job is still pending
+    once ``async with`` or ``shutdown()`` returns.
+    """
+    if exe._idle_waiters and exe._idle_handle is None and not exe._slots.busy:
+        exe._idle_handle = exe._loop.call_soon(_wake_idle, exe)
+
+
+def _wake_idle(exe: Core) -> None:
+    exe._idle_handle = None
+    if not exe._idle_waiters or exe._slots.busy:
+        return
+    waiters, exe._idle_waiters = exe._idle_waiters, []
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+def close(exe: Core) -> None:
+    exe._state = State.CLOSED
+    exe._slots.close()
+    exe._maps.clear()
+    exe._outcomes.clear()
+    exe._spared = None
+    for handle in (exe._deadline_handle, exe._grace_handle):
+        if handle is not None:
+            handle.cancel()
+    # Another waiter (shutdown() and the block's exit may both wait) can have come in
+    # after ours was woken: its wake-up is already scheduled and must still run.
+    if exe._idle_handle is not None and not exe._idle_waiters:
+        exe._idle_handle.cancel()
+        exe._idle_handle = None
+
+
+def close_when_idle(exe: Core) -> None:
+    """Close once no job runs or waits, with nobody waiting for that (shutdown() that did
+    not wait, or whose wait was cancelled), unless the block will close."""
+    if exe._state is State.CLOSED:
+        return
+    waiter: asyncio.Future[None] = exe._loop.create_future()
+    waiter.add_done_callback(lambda _: _closed_idle(exe))
+    exe._idle_waiters.append(waiter)
+    check_idle(exe)
+
+
+def _closed_idle(exe: Core) -> None:
+    in_body = exe._block is not None and exe._block.in_body
+    if not in_body and exe._state is not State.CLOSED and not exe._slots.busy:
+        close(exe)
+
+
+def report_unretrieved(exe: Core) -> None:
+    """The executor is being collected: report a job error the policy named but nobody
+    was given (no block, and no shutdown() that may wait: one from a job of an unrelated
+    executor does not raise it), as asyncio reports a task exception that was never
+    retrieved, rather than lose it silently."""
+    try:
+        error = exe._outcomes.unretrieved
+        if error is None:
+            return
+        exe._loop.call_exception_handler(
+            {
+                "message": "CoroutineExecutor job exception was never retrieved"
+                " (no async with block, and no shutdown() that waits, raised it)",
+                "exception": error,
+            }
+        )
+    except AttributeError:  # __init__ raised before the attributes existed
+        pass

@@ -1,0 +1,258 @@
+"""The async generator behind a MapIterator, which starts the map's jobs as the window
+allows and yields their results, and abandon(), which closes a map early."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._map_state import EXHAUSTED, MapJobs, read_inputs
+from ._policy import JobKind, reraise_job_error, retrieve
+from ._start import give_back, start_job, take_slot
+from ._startup import check_accepting
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["abandon", "results"]
+
+_RUNNING = State.RUNNING
+_NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
+_READY: Any = object()  # a result is ready before the next input item: yield it first
+_CLOSED: Any = object()  # the map was closed while we waited
+
+
+async def results(
+    exe: Core, jobs: MapJobs, feed: Iterator[tuple[Any, ...]] | None
+) -> AsyncGenerator[Any, None]:
+    """Start jobs while the window has room, then yield the next result; until the inputs
+    and the window are empty. ``feed``: the zip of sync inputs (None: the reader task
+    reads ``jobs.sources``, some of them async).
+
+    Runs once per result, so the state it touches per job lives in locals. Every await
+    is followed by a check of ``jobs.closed``: aclose() from another task, or the
+    iterator dropped, abandons the map while its consumer waits in here.
+    """
+    loop = exe._loop
+    slots = exe._slots
+    fn, window, where, kind = jobs.fn, jobs.window, jobs.where, jobs.kind
+    ordered = jobs.ordered
+    pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
+    on_done = jobs.on_unordered_done
+    count = 0  # jobs started and not yet yielded: the window's fill
+    args: Any = None  # read from the inputs, not started yet
+    job: asyncio.Future[Any] | None = None
+    more = True  # the inputs may hold more
+    try:
+        yield EXHAUSTED  # the priming stop (see MapIterator.__init__)
+        while True:
+            retry = None  # seconds until a start-rate token arrives, if one is all we lack
+            while more and count < window:
+                if args is None:
+                    if feed is not None:
+                        args = next(feed, EXHAUSTED)
+                    else:
+                        args = await _next_item(exe, jobs, count)
+                        if args is _CLOSED:
+                            jobs.ended()
+                            return
+                        if args is _READY:
+                            args = None
+                            break  # yield the ready result first; the read goes on
+                    if args is EXHAUSTED:
+                        more = False
+                        args = None
+                        break
+                if exe._state is not _RUNNING:
+                    check_accepting(exe)
+                if not slots.take_nowait():
+                    if count:
+                        # A job of ours is in flight: yield its result, start this later.
+                        # If only a rate token is missing, also come back when it
+                        # arrives: the rate bounds starts per second, not running jobs.
+                        retry = slots.token_delay()
+                        break
+                    await take_slot(exe, "map")  # FIFO behind other producers
+                    if jobs.closed:
+                        give_back(exe)
+                        jobs.ended()
+                        return
+                job = start_job(exe, fn, args, _NO_KWARGS, where, kind)
+                args = None
+                count += 1
+                if ordered:
+                    pending.append(job)
+                else:
+                    in_flight.add(job)
+                    job.add_done_callback(on_done)
+            if ordered:
+                if not pending:
+                    return
+                job = pending[0]
+                if not job.done():
+                    # The executor resolves the wake-up as it settles the job, in the
+                    # job's own last step; its task is done before we resume.
+                    await _wait(exe, jobs, job, retry)
+                    if jobs.closed:
+                        jobs.ended()
+                        return
+                    if not job.done():
+                        continue  # woken for the token: start more, then wait again
+                pending.popleft()
+            else:
+                if not finished:
+                    if not in_flight:
+                        return
+                    await _wait(exe, jobs, None, retry)  # resolved by on_unordered_done
+                    if jobs.closed:
+                        jobs.ended()
+                        return
+                    if not finished:
+                        continue  # woken for the token: start more, then wait again
+                job = finished.popleft()
+            count -= 1
+            try:
+                result = job.result()
+            except BaseException as exc:
+                if kind is not JobKind.RESULT:
+                    outcomes = exe._outcomes
+                    if job.cancelled() and outcomes.first_error is not None:
+                        # Cancelled because another job failed (fail-fast): report that
+                        # error, not a CancelledError this consumer never asked for, and
+                        # leave the shared error's chain as its job left it.
+                        reraise_job_error(outcomes.first_error, outcomes.first_tb)
+                    raise
+                result = exc
+            yield result
+    except BaseException:
+        # A job error, the consumer cancelled while it waited, a refused start, or
+        # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight,
+        # unless the map was closed already and cancelled it then.
+        if not jobs.closed:
+            if asyncio._get_running_loop() is loop:
+                abandon(exe, jobs)
+            elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
+                loop.call_soon_threadsafe(abandon, exe, jobs)
+        raise
+    finally:
+        jobs.closed = True
+        exe._maps.discard(jobs)
+        # Drop the inputs (and the last job) here rather than as the frame is torn down:
+        # their finalisers may run Python code (an async generator input's finaliser
+        # hook does), and on CPython 3.13.0 code that walks the stack while a generator's
+        # frame is being cleared can crash the interpreter (seen with uvloop's debug
+        # mode, whose call_soon_threadsafe calls sys._getframe).
+        feed = job = args = None
+        jobs.sources = ()
+
+
+async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
+    """The next item of async inputs, from the map's reader task (read_inputs), which
+    reads while results are yielded. Returns the item, EXHAUSTED (or raises an input's
+    error), _READY when a result is ready first (the read goes on; its item is taken
+    after the yield), or _CLOSED."""
+    items = jobs.items
+    if not items:
+        jobs.limit = jobs.taken - count + jobs.window  # results yielded + the window
+        reader = jobs.reader
+        if reader is None:
+            reader = jobs.reader = exe._loop.create_task(read_inputs(jobs))
+            reader.add_done_callback(jobs.on_read)
+        elif (go := jobs.go) is not None and not go.done():
+            go.set_result(None)
+        pending = jobs.pending
+        while not items and not reader.done() and not (
+            count and (pending[0].done() if jobs.ordered else jobs.finished)
+        ):
+            # Wait for the item or, with jobs in flight, the next result.
+            jobs.wants = True
+            try:
+                await _wait(exe, jobs, pending[0] if jobs.ordered and count else None, None)
+            finally:
+                jobs.wants = False
+            if jobs.closed:
+                return _CLOSED
+        if not items:
+            if not reader.done():
+                return _READY
+            jobs.reader = None
+            return reader.result()  # EXHAUSTED, or an input's error
+    jobs.taken += 1
+    return items.popleft()
+
+
+async def _wait(
+    exe: Core, jobs: MapJobs, job: asyncio.Future[Any] | None, retry: float | None
+) -> None:
+    """Wait until ``job`` is settled (its watcher), or what else resolves ``jobs.wake``
+    (an unordered job done, an item read, the map closed), or a start token arrives in
+    ``retry`` seconds."""
+    loop = exe._loop
+    wake = jobs.wake = loop.create_future()
+    if job is not None:
+        exe._watchers[job] = wake
+    timer = None if retry is None else loop.call_later(retry, _wake, wake)
+    try:
+        await wake
+    finally:
+        if job is not None:
+            exe._watchers.pop(job, None)
+        jobs.wake = None
+        if timer is not None:
+            timer.cancel()
+
+
+def _wake(wake: asyncio.Future[None]) -> None:
+    """A start-rate token arrived for a map waiting for a result: let it start more."""
+    if not wake.done():
+        wake.set_result(None)
+
+
+def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Cancel the map's reader task, if it runs; returns it if so. Its outcome is
+    retrieved (nobody is left to read it)."""
+    reader = jobs.reader
+    if reader is None:
+        return None
+    jobs.reader = None
+    if reader.done():
+        retrieve(reader)
+        return None
+    if reader is not asyncio.current_task(reader.get_loop()):
+        reader.cancel()
+        reader.add_done_callback(retrieve)
+        return reader
+    # The input itself closes the map (calls shutdown(), say): it is in its own step.
+    reader.add_done_callback(retrieve)
+    return None
+
+
+def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
+    """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
+    job errors), stop its reader and wake a consumer waiting in it. Returns what was
+    cancelled, for aclose() to wait for.
+
+    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
+    nor waited for: it is in its own step (the executor's canceller still reaches it,
+    among the running jobs)."""
+    jobs.closed = True
+    exe._maps.discard(jobs)
+    live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
+    jobs.pending.clear()
+    jobs.in_flight.clear()
+    jobs.finished.clear()
+    current = asyncio.current_task(exe._loop)
+    if current is not None and current in live:
+        live.remove(current)
+    if not exe._loop.is_closed():
+        wake = jobs.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        for job in live:
+            exe._outcomes.cancel(job)
+        reader = _stop_reading(jobs)
+        if reader is not None:
+            live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
+    return live

@@ -1,0 +1,197 @@
+"""Waiting for the jobs: the block's exit, shutdown(), and who may wait at all.
+
+Functions of the executor (the first argument), on its event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from ._context import job_position
+from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
+from ._map import close_maps
+from ._policy import Cause, JobKind, error_of
+from ._start import settle
+from ._startup import check_not_initializer, policy_error
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["exit_block", "may_wait", "shutdown"]
+
+_ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
+
+
+def may_wait(exe: Core) -> bool:
+    """Whether the calling task may wait for our jobs: it runs in no job at all, or in a
+    job of an executor we are nested in (we were first used inside a job of it).
+
+    Anywhere else it runs inside one of our jobs (itself, a task it started, or a job of
+    an executor nested in it), or in a job of an executor beside ours or above it, whose
+    jobs ours may be waiting for. So a wait for jobs only ever goes down the nesting of
+    executors, and no wait can be a circle that ends at the waiter.
+    """
+    position = job_position.get()
+    if position is None:
+        return True
+    outer = exe._outer
+    while outer is not None:
+        if outer is position:
+            return True
+        outer = outer._outer
+    return False
+
+
+async def _wait_idle(
+    exe: Core, *, keep_waiting: bool
+) -> asyncio.CancelledError | None:
+    """Wait until no job runs or waits.
+
+    Cancelled meanwhile, it cancels every job (again, if they were cancelled before: the
+    task that called abort and jobs that lost their cancel too). Then, with
+    ``keep_waiting`` (the block's exit: no job may outlive the block, as in
+    asyncio.TaskGroup), it waits on for the jobs to finish cancelling and returns the
+    CancelledError to re-raise; without (shutdown()), it raises the CancelledError at
+    once: a cancelled shutdown() never absorbs the cancel.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    _watch_unprimed(exe)
+    while True:
+        waiter: asyncio.Future[None] = exe._loop.create_future()
+        exe._idle_waiters.append(waiter)
+        # Already idle: still wait one turn, so the done callbacks of a job that just
+        # completed in-line (already scheduled) run before we return.
+        check_idle(exe)
+        try:
+            await waiter
+        except asyncio.CancelledError as exc:
+            if waiter in exe._idle_waiters:
+                exe._idle_waiters.remove(waiter)
+            if exe._state is State.CANCELLING:
+                # The jobs were cancelled before and some still run: a job that called
+                # shutdown(wait=False) (not cancelled then), or one whose cancel was lost
+                # (asyncio.wait_for on Python < 3.12 can swallow one). A new cancel from
+                # outside (a timeout, a second Ctrl-C) reaches them again.
+                cancel_again(exe)
+            else:
+                abort(exe, Cause.BODY)
+            if not keep_waiting:
+                raise
+            cancelled = exc
+            continue
+        if not exe._slots.busy:
+            return cancelled
+
+
+def _watch_unprimed(exe: Core) -> None:
+    """Make sure every running in-line job gets settled, even one whose JobTask was
+    cancelled before its first step past JobTask.cancel() (``asyncio.Task.cancel(t)``
+    called on it directly): its runner never runs a line, so without this its slot would
+    stay taken and the wait for idle would never end.
+
+    Such a task ends in its first step, which is already in the loop's ready queue, so
+    one callback scheduled now runs after it and settles what it finds. It is one handle
+    and one pass over the jobs still running a turn later (jobs that end in their first
+    step are gone by then): nothing on the hot path."""
+    if exe._running:
+        exe._loop.call_soon(_settle_unprimed, exe)
+
+
+def _settle_unprimed(exe: Core) -> None:
+    for key, task in [(k, t) for k, t in exe._running.items() if t.done()]:
+        if key is task:
+            continue  # a job with a done callback (or the initializer): that settles it
+        cast("Coroutine[Any, Any, Any]", key).close()  # an in-line job's: it never ran
+        del exe._running[key]
+        settle(exe, task, task, error_of(task), JobKind.POLICY)  # as from a done callback
+
+
+async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
+    """``__aexit__``: cancel the jobs if the body failed, wait for every job, close, and
+    raise what the policy names (the first job error, the deadline) or the late cancel."""
+    block = exe._block
+    assert block is not None  # only a block has an exit
+    block.in_body = False
+    ours = False
+    if exc is not None:
+        if isinstance(exc, asyncio.CancelledError) and block.interrupted:
+            ours = block.withdraw()  # our own interruption of the body
+        if not ours:
+            abort(exe, Cause.BODY)  # the body raised or was cancelled: cancel every job
+    close_maps(exe)  # a map left open (named, then `break`) must not keep jobs running
+    if exe._state is State.RUNNING:
+        exe._state = State.EXITING
+    late_cancel = await _wait_idle(exe, keep_waiting=True)
+    close(exe)
+    block.withdraw()  # the body swallowed our interruption: still withdraw it
+    error = policy_error(exe)
+    if error is not None:
+        # A job error (or the deadline) came first: it wins over what followed, as the
+        # first error does in asyncio.TaskGroup.
+        if error is exc:
+            return False
+        exe._outcomes.reraise(error)
+    if late_cancel is not None:
+        raise late_cancel  # cancelled while waiting for the jobs: not swallowed
+    return None
+
+
+async def shutdown(exe: Core, wait: bool, grace: float | None) -> None:
+    """shutdown(): see CoroutineExecutor.shutdown for the contract."""
+    if exe._startup.task is not None:
+        check_not_initializer(exe, "shutdown()")
+    waits = may_wait(exe)
+    # The policy's error goes to every call that waits, except once a call has raised it
+    # and returned: a later shutdown() is a no-op. While a block is active, the block
+    # owns it (and the closing).
+    late = exe._outcomes.delivered
+    if exe._state in _ACCEPTING:
+        exe._state = State.DRAINING
+    close_maps(exe)  # no map could start another job: their in-flight jobs end too
+    if not wait:
+        abort(exe, Cause.SHUTDOWN)
+    elif grace is not None and exe._slots.busy:
+        _start_grace(exe, grace)
+    owned = exe._block is None  # without a block, shutdown() closes and raises
+    if not (wait and waits):
+        if owned:
+            close_when_idle(exe)
+            if waits and not late:
+                _raise_policy_error(exe)
+        return
+    try:
+        await _wait_idle(exe, keep_waiting=False)
+    except asyncio.CancelledError:
+        if owned:
+            close_when_idle(exe)
+        raise
+    finally:
+        if exe._grace_handle is not None:  # idle, or every job cancelled: moot
+            exe._grace_handle.cancel()
+            exe._grace_handle = None
+    if owned:
+        close(exe)
+        if not late:
+            _raise_policy_error(exe)
+
+
+def _raise_policy_error(exe: Core) -> None:
+    error = policy_error(exe, shared=True)
+    if error is not None:
+        exe._outcomes.reraise(error)
+
+
+def _start_grace(exe: Core, grace: float) -> None:
+    """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""
+    loop = exe._loop
+    when = loop.time() + grace
+    handle = exe._grace_handle
+    if handle is not None:
+        if handle.when() <= when:
+            return
+        handle.cancel()
+    exe._grace_handle = loop.call_at(when, abort, exe, Cause.SHUTDOWN)
+

@@ -1,0 +1,346 @@
+"""Slots: the executor's capacity (max_workers), its FIFO backlog and its start-rate limit.
+
+One object owns every count that the invariant below ties together, and every change of
+them is a method here. It runs on the executor's event loop thread only, holds no bound
+method of the executor and calls nothing above it: the one thing it calls is the start
+function of a queued job, which the job brought with it (as a future calls its done
+callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from typing import Any, Callable
+
+from ._ratelimit import RateLimiter
+
+__all__ = ["Queued", "SentBack", "Slots"]
+
+
+class Queued:
+    """A job accepted by submit_nowait() while every slot was taken, waiting in the backlog.
+
+    ``start(entry)`` is called in ``ctx`` once the job has a slot: it must start the job in
+    that slot (or give the slot back through :meth:`Slots.release`)."""
+
+    __slots__ = ("args", "ctx", "fn", "future", "kwargs", "start")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: Callable[[Queued], None],
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.start = start
+        # The job runs in a copy of the submitter's context, as asyncio.create_task()
+        # would have given it had it started at once.
+        self.ctx = contextvars.copy_context()
+
+    def done(self) -> bool:
+        """Whether the job left the line before it started (its future was cancelled)."""
+        return self.future.done()
+
+
+class SentBack(asyncio.Future[None]):
+    """The place in the backlog of a waiter whose slot went back because the limit shrank
+    between the grant and its resumption (see Slots._must_wait_again)."""
+
+    __slots__ = ()
+
+
+class Slots:
+    """How many jobs may run, which wait, and in what order they start.
+
+    Invariant: ``free + running + granted == limit``, where *running* counts the slots
+    held by jobs (and by callers about to start one) and *granted* the slots handed to a
+    waiter that has not resumed yet. ``free`` may go negative while the limit shrinks
+    under running jobs: nothing starts until it is positive again.
+
+    The backlog is one FIFO of two kinds of entry: slot waiters (futures, from ``take()``:
+    submit() and map()) and queued jobs (:class:`Queued`, from submit_nowait()). A slot
+    that comes free goes to the entry at the front, so producers of both kinds share the
+    slots in arrival order. Entries cancelled while they wait stay in the deque, already
+    uncounted, until they reach the front.
+
+    Vocabulary: ``take_nowait()`` (the fast path: a slot now, or False), ``take()`` (the
+    same plus a wait in line), ``release()`` (a slot comes back), ``queue()`` (a job
+    waits for a slot without a waiter), ``admit()`` (hand free slots to the backlog in
+    order), ``drain()`` (refuse everyone still waiting), ``resize()`` and ``hold()``.
+    """
+
+    __slots__ = (
+        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "queued",
+        "refusal", "waiting", "wake_handle",
+    )
+
+    loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.free = limit  # slots neither held by a job nor granted to a waiter
+        self.granted = 0  # slots handed to a waiter that has not resumed yet
+        self.waiting = 0  # live slot waiters in the backlog (not yet accepted)
+        self.queued = 0  # live queued jobs in the backlog (accepted: stats show them)
+        self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
+        self.limiter: RateLimiter | None = None
+        self.wake_handle: asyncio.TimerHandle | None = None
+        self.held = False  # hold(): nothing starts (the initializer runs)
+        # drain()'s error factory: from then on every waiter is refused with it.
+        self.refusal: Callable[[], BaseException] | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    #
+    # Counts
+    #
+
+    @property
+    def running(self) -> int:
+        """Slots held by jobs (a waiter granted one counts only once it resumes)."""
+        return self.limit - self.free - self.granted
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job runs, or a slot is granted, or anything waits in the backlog."""
+        return self.limit != self.free or self.queued > 0 or self.waiting > 0
+
+    #
+    # Taking and giving back
+    #
+
+    def take_nowait(self) -> bool:
+        """Take a slot if one is free, nobody waits ahead and a start token is at hand.
+
+        The fast path of every job start: reads two fields and, with a rate limit,
+        asks the limiter."""
+        if self.free > 0 and not self.backlog and (
+            self.limiter is None or self.limiter.try_take()
+        ):
+            self.free -= 1
+            return True
+        return False
+
+    def token_delay(self) -> float | None:
+        """Seconds until a start token arrives, if a token is all take_nowait() lacked."""
+        if self.limiter is not None and self.free > 0 and not self.backlog:
+            return self.limiter.delay()
+        return None
+
+    async def take(self) -> None:
+        """Wait in line for a slot (FIFO with every other waiter and queued job).
+
+        Returns holding a slot. The slot is used only while fewer than ``limit`` jobs
+        run and no waiter sent back by a shrink is ahead: see _must_wait_again.
+
+        Cancellation: leaves the line; a slot granted at that moment is given back, and
+        the caller passes it on (admit()). Raises what drain() was given, if the line is
+        drained meanwhile.
+        """
+        if self.refusal is not None:
+            raise self.refusal()
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.backlog.append(waiter)
+        self.waiting += 1
+        self.schedule_wake()
+        try:
+            await waiter
+            while self.free + self.granted <= 0 or (
+                self.backlog and type(self.backlog[0]) is SentBack
+            ):
+                if not self._must_wait_again(waiter):
+                    break
+                waiter = self._wait_again()
+                await waiter
+        except asyncio.CancelledError:
+            self._left_line(waiter)
+            raise
+        self.granted -= 1
+
+    def release(self) -> None:
+        """A slot comes back (its job ended, or its holder will not start one).
+
+        Does not start the backlog: the caller calls admit() when it may start jobs
+        now, or schedule_wake() to have it done in a later turn."""
+        self.free += 1
+
+    def queue(self, entry: Queued) -> None:
+        """Put a job in line for a slot; entry.start() runs once it has one."""
+        self.backlog.append(entry)
+        self.queued += 1
+        self.schedule_wake()
+
+    def unqueue(self) -> None:
+        """A queued job left the line (its future was cancelled, or drain() took it)."""
+        self.queued -= 1
+
+    def resize(self, limit: int) -> None:
+        """Change the limit. Shrinking cancels nothing: running jobs keep their slots and
+        ``free`` stays below 1 until enough of them end."""
+        self.free += limit - self.limit
+        self.limit = limit
+
+    #
+    # The backlog
+    #
+
+    @property
+    def startable(self) -> bool:
+        """Whether admit() would hand out a slot now (a token aside)."""
+        return self.free > 0 and bool(self.backlog) and not self.held
+
+    def admit(self) -> None:
+        """Hand free slots to the backlog in FIFO order while slots and tokens last.
+
+        A waiter's future is resolved (it resumes in a later turn, see take()); a queued
+        job's ``start`` runs now, in its context."""
+        if self.held:
+            return  # release_hold() admits
+        backlog = self.backlog
+        while self.free > 0 and backlog:
+            entry = backlog[0]
+            if entry.done():  # a waiter whose caller was cancelled, or a cancelled job
+                backlog.popleft()  # already uncounted
+                continue
+            if self.limiter is not None and not self.limiter.try_take():
+                self.schedule_wake()
+                return
+            backlog.popleft()
+            self.free -= 1
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                entry.ctx.run(entry.start, entry)
+            else:
+                self.waiting -= 1
+                self.granted += 1
+                entry.set_result(None)
+
+    def schedule_wake(self) -> None:
+        """Make sure the backlog moves in a later turn when a slot or a token is already
+        available (one timer at a time; timed for the next token under a rate limit)."""
+        if self.free > 0 and self.wake_handle is None:
+            delay = 0.0 if self.limiter is None else self.limiter.delay()
+            self.wake_handle = self.loop.call_later(delay, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self.wake_handle = None
+        self.admit()
+
+    def drain(self, refusal: Callable[[], BaseException]) -> list[Queued]:
+        """Empty the backlog for good: every slot waiter fails with ``refusal()`` (and so
+        does every later take()); the live queued jobs are returned, already uncounted,
+        for the caller to end."""
+        self.refusal = refusal
+        backlog, self.backlog = self.backlog, collections.deque()
+        jobs: list[Queued] = []
+        for entry in backlog:
+            if entry.done():
+                continue  # left the line: already uncounted
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                jobs.append(entry)
+            else:
+                self.waiting -= 1
+                entry.set_exception(refusal())
+                entry.exception()  # no log if its waiter is gone
+        return jobs
+
+    def hold(self) -> None:
+        """Start nothing until release_hold(); until then every take_nowait() fails (a
+        done gate at the front of the backlog sends callers to their slow path, so the
+        fast path pays nothing for this), and the hold counts as a waiter (``busy``)."""
+        gate: asyncio.Future[None] = self.loop.create_future()
+        gate.cancel()  # a stale entry: admit() drops it once the hold is released
+        self.backlog.append(gate)
+        self.waiting += 1
+        self.held = True
+
+    def release_hold(self) -> None:
+        self.held = False
+        self.waiting -= 1
+
+    #
+    # The start rate
+    #
+
+    def set_rate(self, rate: float | None, burst: int) -> None:
+        """Limit the start rate from now on (``None``: no limit)."""
+        if rate is None:
+            self.limiter = None
+        elif self.limiter is None:
+            self.limiter = RateLimiter(rate, burst, self.loop.time)
+        else:
+            self.limiter.reconfigure(rate, burst)
+        # A wake-up for the backlog was timed for the old rate: time it for the new one.
+        if self.wake_handle is not None:
+            self.wake_handle.cancel()
+            self.wake_handle = None
+        if self.backlog:
+            self.schedule_wake()
+
+    def close(self) -> None:
+        """The executor closed: no wake-up is left behind."""
+        self.backlog.clear()
+        if self.wake_handle is not None:
+            self.wake_handle.cancel()
+            self.wake_handle = None
+
+    #
+    # A shrink between a grant and its use
+    #
+
+    def _must_wait_again(self, waiter: asyncio.Future[None]) -> bool:
+        """Whether a waiter just resumed with a granted slot must give it back.
+
+        Yes if ``limit`` jobs run (the limit shrank between the grant and now: granted
+        waiters resume in the order they were granted, so the earliest start while there
+        is room), or if a waiter ahead of it in the line was sent back so and still waits
+        (a slot freed meanwhile must go to that one first). A waiter that was sent back
+        itself has none of those ahead of it. Once drained, never: the caller gives the
+        slot back and raises."""
+        if self.refusal is not None:
+            return False
+        if self.free + self.granted <= 0:
+            return True
+        if type(waiter) is SentBack:
+            return False
+        for entry in self.backlog:
+            if type(entry) is not SentBack:
+                return False
+            if not entry.done():  # (a done one was cancelled: it left the line)
+                return True
+        return False
+
+    def _wait_again(self) -> asyncio.Future[None]:
+        """Give the granted slot back and wait again, ahead of every waiter never granted
+        one and behind those sent back before us (see _must_wait_again)."""
+        self.granted -= 1
+        self.free += 1
+        waiter = SentBack(loop=self.loop)
+        backlog = self.backlog
+        ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
+        while ahead < len(backlog) and type(backlog[ahead]) is SentBack:
+            ahead += 1
+        backlog.insert(ahead, waiter)
+        self.waiting += 1
+        if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
+            self.admit()
+        return waiter
+
+    def _left_line(self, waiter: asyncio.Future[None]) -> None:
+        """A slot waiter was cancelled: leave the line, or give back a slot just granted
+        (asyncio's Semaphore.acquire has the same race). The caller of take() passes that
+        slot on (admit()), as it alone knows whether jobs may start now."""
+        if waiter.cancelled():
+            self.waiting -= 1  # we left the line; admit() will skip the entry
+        elif waiter.exception() is None:
+            self.granted -= 1
+            self.free += 1

@@ -1,0 +1,356 @@
+"""The life of a job: the one function that starts every job, the runner that ends it in
+its own last step, and settle(), where every job's slot comes back.
+
+Functions of the executor (the first argument), on its event loop thread. submit(),
+submit_nowait(), a queued job's start and map() all start jobs through start_job().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import types
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _jobs
+from ._context import job_position
+from ._errors import check_job_fn
+from ._jobs import JobTask, as_coroutine, prime, wrapped_job
+from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
+from ._policy import Cause, JobKind, error_of, retrieve
+from ._slots import Queued
+from ._startup import check_accepting, check_not_initializer
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = [
+    "give_back", "on_job_done", "on_queued_done", "queue_job", "run_job", "settle",
+    "start_job", "start_queued", "take_slot",
+]
+
+_set_position = job_position.set
+_current_task = asyncio.current_task
+_CancelledError = asyncio.CancelledError
+_CoroutineType = types.CoroutineType
+_CORO_CLOSED = inspect.CORO_CLOSED
+_CANCELLING = State.CANCELLING
+
+
+#
+# Starting
+#
+
+
+def start_job(
+    exe: Core,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str,
+    kind: JobKind = JobKind.POLICY,
+) -> asyncio.Future[Any]:
+    """Start ``fn(*args, **kwargs)`` as a job, in a slot the caller already holds.
+
+    Every job starts here. In-line jobs (no on_job_done hook, no job_timeout) run under
+    run_job(), which settles them in their own last step: one call of fn, one runner
+    coroutine, one task and no done callback. Their JobTask primes the runner if it is
+    cancelled before its first step; a task from the loop's task factory gets a runner
+    primed now, as that task's cancel is not ours. Other jobs get a done callback.
+
+    If starting raises, the slot is given back and the error propagates (``where``
+    names the call in the message for a coroutine object passed as ``fn``).
+    """
+    runner: Coroutine[Any, Any, Any] | None = None
+    coro: Any = None
+    settled = False
+    loop = exe._loop
+    try:
+        coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
+        if type(coro) is not _CoroutineType:
+            coro = as_coroutine(coro, fn)
+        if exe._inline:
+            runner = run_job(exe, coro, kind)
+            if exe._task_factory_of(loop) is None:
+                # What the loop's create_task does with no task factory, minus a call.
+                # (loop= costs a keyword argument, but without it the Task looks up the
+                # running loop, which on CPython makes a getpid() system call.)
+                task: asyncio.Future[Any] = JobTask(runner, loop=loop)
+                exe._running[coro] = task
+                return task
+            prime(runner)
+            try:
+                task = loop.create_task(runner)
+            except BaseException:
+                if inspect.getcoroutinestate(runner) == _CORO_CLOSED:
+                    # An eager task factory ran the job to its end inside create_task,
+                    # and its KeyboardInterrupt or SystemExit came out of it, as
+                    # asyncio's eager start re-raises them: the runner has settled the
+                    # job (slot, counts, policy) already, so only pass the error on.
+                    settled = True
+                raise
+            if not task.done():  # an eager task factory may have run the job to its end
+                exe._running[coro] = task
+                if exe._state is _CANCELLING:  # its first step stopped us
+                    cancel_late(exe, task)
+            return task
+        job = coro
+        if exe._job_timeout is not None:
+            job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs)
+        # The task's context, and those of the tasks it starts, know they run in a job of
+        # ours (run_job does this for in-line jobs). create_task copies the current
+        # context, and an eager first step runs in that copy.
+        ctx = contextvars.copy_context()
+        ctx.run(_set_position, exe)
+        task = ctx.run(loop.create_task, job)
+    except BaseException:
+        if not settled:  # else the job ran and settled itself (see above)
+            _start_failed(exe, fn, where, runner, coro)
+        raise
+    if runner is not None:
+        # If the wrapper never runs (cancelled before its first step), close the job's
+        # coroutine, the one coroutine it holds: no "never awaited" warning.
+        task.add_done_callback(lambda _: coro.close())
+    exe._running[task] = task
+    task.add_done_callback(
+        exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
+    )
+    if exe._state is _CANCELLING and not task.done():  # its first step stopped us
+        cancel_late(exe, task)
+    return task
+
+
+def _start_failed(
+    exe: Core,
+    fn: Callable[..., Any],
+    where: str,
+    runner: Coroutine[Any, Any, Any] | None,
+    coro: Coroutine[Any, Any, Any] | None,
+) -> None:
+    """Starting a job raised: give its slot back (the caller re-raises)."""
+    if runner is not None:  # made, but never became a task
+        runner.close()
+        if coro is not None:
+            coro.close()  # never ran: no "never awaited" warning
+    give_back(exe)
+    if not callable(fn):
+        check_job_fn(fn, where)  # the clearer error for a coroutine object
+
+
+def give_back(exe: Core) -> None:
+    """Give back a slot the caller holds but will not start a job in. The backlog moves
+    in a later turn: we may be inside another job's start."""
+    slots = exe._slots
+    slots.release()
+    if slots.backlog:
+        slots.schedule_wake()
+    check_idle(exe)
+
+
+async def take_slot(exe: Core, where: str) -> None:
+    """Wait in line for a slot: the slow path of submit() and map() (see Slots.take)."""
+    if exe._startup.task is not None:
+        check_not_initializer(exe, f"{where}()")
+    try:
+        await exe._slots.take()
+    except _CancelledError:
+        admit(exe)  # a slot granted just as we were cancelled goes to the next in line
+        check_idle(exe)
+        raise
+    if exe._state is _CANCELLING:
+        give_back(exe)  # granted just before an abort
+        check_accepting(exe)  # raises
+
+
+#
+# Queued jobs (submit_nowait with every slot taken)
+#
+
+
+def queue_job(
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """Queue a job for the next free slot; returns the future that follows it."""
+    future: asyncio.Future[Any] = exe._loop.create_future()
+    exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
+    future.add_done_callback(exe._on_queued_done)
+    return future
+
+
+def start_queued(exe: Core, entry: Queued) -> None:
+    """A queued job got its slot (Slots.admit calls this in the job's context)."""
+    future = entry.future
+    future.remove_done_callback(exe._on_queued_done)
+    try:
+        task = start_job(exe, entry.fn, entry.args, entry.kwargs, "submit_nowait")
+    except Exception as exc:
+        # fn() raised or returned a non-awaitable: the job failed before it began.
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log
+        exe._outcomes.failed += 1
+        fail(exe, exc)
+        return
+    except BaseException as exc:
+        # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
+        # settled itself) or from fn(). Its future carries it, and it leaves the event
+        # loop from a callback of its own, as asyncio lets it leave from a task: not
+        # from here, which may be the last step of another job, whose outcome it is not.
+        future.set_exception(exc)
+        future.exception()
+        exe._loop.call_soon(_raise, exc)
+        return
+    future.add_done_callback(lambda f: f.cancelled() and task.cancel())
+    task.add_done_callback(lambda t: _copy_outcome(t, future))
+
+
+def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:
+    """A queued job's future was cancelled before the job started."""
+    exe._slots.unqueue()
+    exe._outcomes.cancelled += 1
+    check_idle(exe)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Copy a started job's outcome into the future submit_nowait() returned for it."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    exc = task.exception()
+    if exc is None:
+        future.set_result(task.result())
+    else:
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log
+
+
+#
+# Ending
+#
+
+
+async def run_job(exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind) -> Any:
+    """The coroutine an in-line job's task runs: it settles the job's slot, counts and
+    policy in the job's own last step, so no done callback (and no extra turn of the
+    loop) is needed per job."""
+    if _jobs.priming:  # only under _jobs.prime(): see JobTask
+        try:
+            await _jobs.prime_point()
+        except _CancelledError as exc:
+            coro.close()  # cancelled before its first step: the job never runs
+            _job_raised(exe, coro, exc, kind)
+            raise
+        except BaseException:
+            coro.close()  # closed before it became a task (GeneratorExit): start_job settles
+            raise
+    # The job's context (its task's own copy) and every task started inside the job
+    # know they run in a job of ours: see _lifecycle.may_wait. Not before priming, which
+    # runs in the submitter's context.
+    _set_position(exe)
+    try:
+        result = await coro
+    except BaseException as exc:
+        _job_raised(exe, coro, exc, kind)
+        raise
+    settle(exe, coro, None, None, kind)
+    return result
+
+
+def _job_raised(
+    exe: Core, coro: object, exc: BaseException, kind: JobKind
+) -> None:
+    """An in-line job ends with ``exc`` (its task is not done yet)."""
+    task = _current_task(exe._loop)
+    if task is not None and not isinstance(exc, _CancelledError):
+        task.add_done_callback(retrieve)
+    settle(exe, coro, task, exc, kind)
+
+
+def on_job_done(exe: Core, kind: JobKind, task: asyncio.Future[Any]) -> None:
+    """Done callback of a job that does not complete in-line (an on_job_done hook or a
+    job_timeout). Reading its error is also what stops asyncio logging "Task exception
+    was never retrieved" for jobs whose handle was dropped."""
+    settle(exe, task, task, error_of(task), kind)
+    if exe._outcomes.hook is not None:
+        exe._outcomes.call_hook(task, exe._loop)
+
+
+def settle(
+    exe: Core,
+    key: object,
+    task: asyncio.Future[Any] | None,
+    error: BaseException | None,
+    kind: JobKind,
+) -> None:
+    """The one place a finished job gives its slot back and meets the policy.
+
+    ``key``: the job's entry in the running jobs. An in-line job's is its coroutine, and
+    it settles in its own last step (see _admit_after_job); other jobs' key is their
+    task, and they settle from its done callback, by the task that freed the slot.
+    ``task``: the job's task (None for an in-line success, which has no need of it unless
+    a map waits on it); ``error``: None for success.
+    """
+    exe._running.pop(key, None)
+    slots = exe._slots
+    slots.release()
+    if error is not None or task is not None:
+        if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
+            abort(exe, Cause.JOB_ERROR, error)
+    else:
+        exe._outcomes.succeeded += 1
+    if slots.backlog:
+        if key is not task:  # in-line: in the job's own last step
+            try:
+                _admit_after_job(exe)
+            except BaseException as exc:
+                if error is None:
+                    _backlog_failed(exe, exc)
+                raise
+        else:
+            admit(exe, task)
+    if exe._idle_waiters:
+        check_idle(exe)
+    if exe._watchers:
+        if task is None:
+            task = _current_task(exe._loop)
+        wake = exe._watchers.pop(task, None) if task is not None else None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+
+def _admit_after_job(exe: Core) -> None:
+    """Admit the backlog from a job's own last step (in-line completion).
+
+    With no task factory, a job's task takes its first step in a later turn of the loop,
+    so admitting here is safe and costs nothing. A task factory (an eager one runs the
+    first step inside create_task) would run the next job's first step nested inside
+    this one's last step: each job completing in-line would start the next one deeper in
+    the stack (a RecursionError with a long backlog) and keep this job's frame, and its
+    result, alive meanwhile. So then admit from a wake-up instead."""
+    if exe._task_factory_of(exe._loop) is None:
+        admit(exe)
+    elif not tearing_down(exe, None):  # asked now, in the job's own last step
+        exe._slots.schedule_wake()
+
+
+def _backlog_failed(exe: Core, exc: BaseException) -> None:
+    """Starting the backlog raised in a job's last step, after the job succeeded and was
+    counted. Its task ends with ``exc``, which a queued job's future takes over as
+    retrieved: without this the error would reach nobody (a RecursionError once did so,
+    leaving the block waiting for ever). Report it and treat it as a job error, so the
+    policy decides and the block raises it."""
+    exe._loop.call_exception_handler(
+        {"message": "starting queued jobs raised in a job's last step", "exception": exc}
+    )
+    task = _current_task(exe._loop)
+    if task is not None:
+        task.add_done_callback(retrieve)  # reported once, here
+    fail(exe, exc)

@@ -1,0 +1,172 @@
+"""``submit``: single jobs gathered into chunks after a short delay.
+
+Each submitted job gets a ``concurrent.futures.Future`` at once. A flusher thread (one per
+DaskExecutor, started at the first submit) sends what has gathered as one dask task once
+``delay`` seconds have passed since the first of them, or at once when ``size`` have
+gathered; the task's outcomes resolve the futures from dask's callback thread.
+
+Threading model: ``add_threadsafe`` and ``close_threadsafe`` from any thread; ``_flusher``
+on the flusher thread; ``_resolve`` on dask's callback thread; ``_on_cancel`` on the
+thread that cancels a future.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+from ._wire import Chunk, ChunkSpec
+
+__all__ = ["Batcher", "Pending"]
+
+_LOGGER = logging.getLogger("coroexecutor.distributed")
+
+# One submitted job: its future, and what to call.
+Pending = tuple[
+    "concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]
+]
+# Sends one chunk; returns the dask future of its task.
+Send = Callable[[Chunk, str], Any]
+# Asks every worker to cancel some jobs of a chunk: (map id, positions).
+CancelRemote = Callable[[str, frozenset[int]], None]
+
+
+class Batcher:
+    """Gathers submitted jobs into chunks and resolves their futures."""
+
+    def __init__(
+        self, exe_id: str, send: Send, cancel_remote: CancelRemote, delay: float, size: int
+    ) -> None:
+        self._exe_id = exe_id
+        self._send = send
+        self._cancel_remote = cancel_remote
+        self._delay = delay
+        self._size = size
+        self._changed = threading.Condition()
+        self._pending: list[Pending] = []  # guarded by _changed
+        self._first_at = 0.0  # guarded by _changed: when the oldest pending job came
+        self._closed = False  # guarded by _changed
+        self._thread: Optional[threading.Thread] = None  # guarded by _changed
+        self._outstanding: set[concurrent.futures.Future[Any]] = set()  # guarded by _changed
+
+    def add_threadsafe(self, job: Pending) -> None:
+        """Queue one job; raises RuntimeError once closed."""
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if not self._pending:
+                self._first_at = time.monotonic()
+            self._pending.append(job)
+            self._outstanding.add(job[0])
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._flusher, name=f"coroexecutor-{self._exe_id[:8]}-submit",
+                    daemon=True,
+                )
+                self._thread.start()
+            if len(self._pending) == 1 or len(self._pending) >= self._size:
+                self._changed.notify()
+        job[0].add_done_callback(self._forget)
+
+    def close_threadsafe(self, cancel_futures: bool) -> None:
+        """Stop accepting jobs; send (or with ``cancel_futures``, cancel) what has gathered,
+        and end the flusher thread."""
+        with self._changed:
+            self._closed = True
+            dropped = self._pending if cancel_futures else []
+            if cancel_futures:
+                self._pending = []
+            thread = self._thread
+            self._changed.notify()
+        for future, *_ in dropped:
+            future.cancel()
+        if thread is not None:
+            thread.join()
+
+    def outstanding(self) -> list[concurrent.futures.Future[Any]]:
+        with self._changed:
+            return list(self._outstanding)
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._changed:
+            self._outstanding.discard(future)
+
+    def _flusher(self) -> None:
+        while True:
+            with self._changed:
+                while not self._closed:
+                    if self._pending:
+                        left = self._first_at + self._delay - time.monotonic()
+                        if left <= 0 or len(self._pending) >= self._size:
+                            break
+                        self._changed.wait(left)
+                    else:
+                        self._changed.wait()
+                batch, self._pending = self._pending[: self._size], self._pending[self._size :]
+                self._first_at = time.monotonic()
+                closing = self._closed and not self._pending
+            if batch:
+                self._flush(batch)
+            if closing:
+                return
+
+    def _flush(self, batch: list[Pending]) -> None:
+        """Flusher thread: send one chunk; a job cancelled meanwhile is left out."""
+        batch = [job for job in batch if not job[0].cancelled()]
+        if not batch:
+            return
+        map_id = uuid.uuid4().hex
+        spec = ChunkSpec(
+            self._exe_id, map_id, 0, None, [(fn, args, kwargs) for _, fn, args, kwargs in batch],
+            return_exceptions=True, fail_fast=False,  # each submitted job stands alone
+        )
+        futures = [job[0] for job in batch]
+        try:
+            task = self._send(Chunk.of(spec), map_id)
+        except BaseException as error:  # unpicklable arguments, a lost client
+            for future in futures:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(error)
+            return
+        for position, future in enumerate(futures):
+            future.add_done_callback(functools.partial(self._on_cancel, map_id, position))
+        task.add_done_callback(functools.partial(_resolve, futures))
+
+    def _on_cancel(
+        self, map_id: str, position: int, future: concurrent.futures.Future[Any]
+    ) -> None:
+        """A future cancelled by its owner while its chunk runs: reach the worker."""
+        if future.cancelled():
+            try:
+                self._cancel_remote(map_id, frozenset((position,)))
+            except Exception:  # the client is closing: the job ends with its worker loop
+                _LOGGER.debug("could not send the cancellation of a submitted job", exc_info=True)
+
+
+def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
+    """dask's callback thread: copy a chunk's outcomes into its jobs' futures."""
+    try:
+        status = task.status
+        if status == "finished":
+            values, errors, cancelled = task.result().load()
+        elif status == "cancelled":
+            values, errors, cancelled = [], {}, list(range(len(futures)))
+        else:
+            error = task.exception()
+            values, errors, cancelled = [], dict.fromkeys(range(len(futures)), error), []
+    except BaseException as error:  # fetching the result failed: every job gets that
+        values, errors, cancelled = [], dict.fromkeys(range(len(futures)), error), []
+    gone = set(cancelled)
+    for i, future in enumerate(futures):
+        if i in gone:
+            future.cancel()
+        elif future.set_running_or_notify_cancel():
+            if i in errors:
+                future.set_exception(errors[i])
+            else:
+                future.set_result(values[i])

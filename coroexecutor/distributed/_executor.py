@@ -1,0 +1,378 @@
+"""DaskExecutor: a concurrent.futures.Executor whose jobs run on a dask cluster.
+
+Every dask worker process runs one loop thread with one CoroutineExecutor of
+``max_workers=per_worker`` (see _worker.py). ``map`` sends its inputs in chunks, one dask
+task each (_map.py); ``submit`` gathers single jobs into chunks after a short delay
+(_batch.py).
+
+Threading model: every public method may be called from any thread. ``_lock`` guards the
+state and the set of open maps; dask's client is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import math
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Callable, Optional, TypeVar, overload
+
+import cloudpickle
+import distributed
+from typing_extensions import ParamSpec, Self, final
+
+from .. import CoroutineExecutor
+from ._batch import Batcher
+from ._map import MapResults, MapRun
+from ._wire import Chunk, Indexes
+from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
+
+__all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_LOGGER = logging.getLogger("coroexecutor.distributed")
+
+# Chosen by measurement (docs/distributed.rst shows the sweep): dask costs about 2 ms of
+# client and scheduler time per task, so 1,000 jobs a chunk bring it to about 2 µs a job,
+# and a chunk still keeps a worker of per_worker=500 busy on its own.
+DEFAULT_CHUNKSIZE = 1000
+_CHUNKS_AHEAD = 2  # chunks in flight per worker process: one running, one queued behind it
+_SUBMIT_DELAY = 0.005
+
+
+class _State(enum.Enum):
+    RUNNING = "running"
+    SHUTDOWN = "shut down"
+
+
+@final
+class DaskExecutor(concurrent.futures.Executor):
+    """An Executor that runs coroutine functions (and blocking callables) on dask workers.
+
+    Each dask worker process runs one event loop thread with one long-lived
+    :class:`~coroexecutor.CoroutineExecutor` of ``max_workers=per_worker``, so a worker
+    runs up to ``per_worker`` jobs at once whatever dask's thread count. ``map`` sends its
+    inputs in chunks of ``chunksize`` jobs, one dask task each, so dask's per-task cost is
+    paid once a chunk.
+
+    Connect in one of three ways: no argument starts a ``LocalCluster`` with one worker
+    process per core (``n_workers`` to choose), ``address`` connects a new ``Client`` to a
+    scheduler, ``client`` uses an existing one. What this executor started it also closes;
+    a client you pass stays open.
+
+    Errors: a job's exception, of the same type and message, with a note naming its
+    input (3.11+), is raised where its result would be. Cancellation and worker loss: see
+    :meth:`map` and the page "Scaling out with dask".
+
+    Args:
+        address: a scheduler address such as ``"tcp://scheduler:8786"``.
+        client: an existing ``distributed.Client``.
+        per_worker: the most jobs that run at once in each worker process.
+        n_workers: worker processes of the LocalCluster started without address or client.
+        chunksize: the default chunk size of :meth:`map` (1,000, chosen by measurement).
+        suppress_task_errors: when true, a map's error does not cancel the map's other
+            jobs (it is still raised where its result would be).
+        initializer: called as ``initializer(*initargs)`` once in each worker process,
+            before its first job (awaited if it returns an awaitable). If it raises, that
+            worker's jobs fail with :class:`~coroexecutor.BrokenCoroutineExecutor`.
+        initargs: arguments for ``initializer``.
+        job_timeout, max_per_second, burst: as for :class:`~coroexecutor.CoroutineExecutor`,
+            applied in each worker process: ``max_per_second`` is a rate per worker.
+        loop_factory: makes each worker process's loop, for example
+            ``uvloop.new_event_loop`` (uvloop must then be installed on the workers).
+
+    Raises:
+        ValueError: ``per_worker`` below 1, both ``address`` and ``client``, or a bad option.
+        TypeError: an option of the wrong kind.
+    """
+
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        *,
+        client: Optional[distributed.Client] = None,
+        per_worker: int = 1000,
+        n_workers: Optional[int] = None,
+        chunksize: int = DEFAULT_CHUNKSIZE,
+        suppress_task_errors: bool = False,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: Iterable[Any] = (),
+        job_timeout: Optional[float] = None,
+        max_per_second: Optional[float] = None,
+        burst: Optional[int] = None,
+        loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]] = None,
+    ) -> None:
+        per_worker = _check_count("per_worker", per_worker)
+        self._chunksize = _check_count("chunksize", chunksize)
+        if address is not None and client is not None:
+            raise ValueError("pass an address or a client, not both")
+        if loop_factory is not None and not callable(loop_factory):
+            raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
+        options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
+                                tuple(initargs), loop_factory)
+        # The per-worker executor checks its options as it would in-process: check them
+        # here, where the mistake was made, by building one (it binds to no loop yet).
+        CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
+                          max_per_second=max_per_second, burst=burst)
+        self._per_worker = per_worker
+        self._fail_fast = not suppress_task_errors
+        self._id = uuid.uuid4().hex
+        self._plugin_name = f"coroexecutor-{self._id}"
+        self._lock = threading.Lock()
+        self._state = _State.RUNNING  # guarded by _lock
+        self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
+        self._cluster: Any = None
+        self._owns_client = client is None
+        if client is None:
+            if address is None:
+                self._cluster = distributed.LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=True,
+                    dashboard_address=":0",  # a free port: never a clash with another cluster
+                )
+                address = self._cluster
+            client = distributed.Client(address)
+        self._client = client
+        try:
+            client.register_plugin(
+                LoopPlugin(self._id, cloudpickle.dumps(options)), name=self._plugin_name
+            )
+        except BaseException:
+            self._close_client()
+            raise
+        self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
+                                self._chunksize)
+
+    def __repr__(self) -> str:
+        return (f"<DaskExecutor {self._state.value} per_worker={self._per_worker}"
+                f" scheduler={self._client.scheduler.address}>")
+
+    @property
+    def client(self) -> distributed.Client:
+        """The ``distributed.Client`` this executor sends its chunks through."""
+        return self._client
+
+    #
+    # Jobs
+    #
+
+    @overload
+    def submit(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]: ...
+
+    @overload
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]: ...
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Schedule ``fn(*args, **kwargs)`` on a worker; return a future for its result.
+
+        Jobs submitted within a few milliseconds of each other travel as one chunk;
+        :meth:`map` is the fast path for many jobs. A job's error fails only its future.
+        Callable from any thread; never blocks.
+
+        Cancellation: ``future.cancel()`` succeeds until the result is in, and reaches a
+        job already running on its worker (a blocking call that has started runs on).
+
+        Raises:
+            RuntimeError: after ``shutdown()``.
+            TypeError: ``fn`` is not callable, or is a coroutine object.
+        """
+        _check_fn(fn, "submit")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._batcher.add_threadsafe((future, fn, args, kwargs))
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        buffersize: Optional[int] = None,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
+
+        Inputs are read lazily, ``chunksize`` at a time (default: the executor's); each
+        chunk is one dask task. At most ``buffersize`` jobs (rounded up to whole chunks;
+        default two chunks per worker process, or more when ``per_worker`` exceeds the
+        chunk size) are in flight, so any input size runs in bounded client memory. The
+        first window is sent before this returns, as ``Executor.map`` does.
+
+        Errors: a job's exception is raised when its result is reached. By default its
+        map fails fast: every later job, queued or running on any worker, is cancelled
+        at once; the results before it are still yielded. With ``return_exceptions=True``
+        the exception is yielded in place of its result instead, and nothing is cancelled.
+        ``TimeoutError`` from ``next()`` once ``timeout`` seconds have passed since this call.
+
+        Cancellation: closing the iterator (``break``, ``close()``, dropping it), Ctrl-C
+        while it waits, and ``shutdown(cancel_futures=True)`` cancel its chunks in dask and
+        its jobs running on the workers.
+
+        Raises:
+            RuntimeError: after ``shutdown()``.
+            TypeError: ``fn`` is not callable, or an input cannot be pickled.
+            ValueError: ``chunksize`` or ``buffersize`` below 1.
+        """
+        _check_fn(fn, "map")
+        size = self._chunksize if chunksize is None else _check_count("chunksize", chunksize)
+        if buffersize is not None:
+            window = math.ceil(_check_count("buffersize", buffersize) / size)
+        else:
+            workers = max(1, len(self._client.scheduler_info().get("workers", ())))
+            window = workers * max(_CHUNKS_AHEAD, math.ceil(2 * self._per_worker / size))
+        end_time = None if timeout is None else time.monotonic() + timeout
+        run = MapRun(self._id, self._send, self._client, self._cancel_remote, fn,
+                     zip(*iterables), size, window, return_exceptions,
+                     self._fail_fast and not return_exceptions)
+        with self._lock:
+            if self._state is not _State.RUNNING:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._maps.add(run)
+        try:
+            run.fill()
+        except BaseException:
+            run.cancel_threadsafe()
+            raise
+        return MapResults(run, end_time)
+
+    def _send(self, chunk: Chunk, key: str) -> Any:
+        return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
+
+    def _cancel_remote(self, map_id: str, indexes: Indexes) -> None:
+        self._client.run(cancel_jobs, self._id, map_id, indexes, wait=False)
+
+    #
+    # Shutting down
+    #
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting jobs; with ``wait``, return once every job is done and what this
+        executor started (the worker loops, and a client or cluster it made) is closed.
+
+        ``cancel_futures`` cancels every job not yet done, on the workers too: gathered
+        submits, chunks in flight and the jobs running in them, and the open maps.
+        Without it, maps still open keep the chunks already in flight (wait=True waits for
+        them, and they can still be read) but send no more.
+
+        Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels every job,
+        waits for the workers to report, then propagates.
+        """
+        with self._lock:
+            first = self._state is _State.RUNNING
+            self._state = _State.SHUTDOWN
+            maps = list(self._maps)
+        if cancel_futures:
+            self._cancel_everything(maps)
+        if not first:
+            return
+        if not wait:
+            # Finish in the background: the stdlib's wait=False frees resources later too.
+            threading.Thread(
+                target=self._finish, args=(maps, False), name=f"{self._plugin_name}-shutdown",
+                daemon=True,
+            ).start()
+            return
+        try:
+            self._finish(maps, cancel_futures)
+        except KeyboardInterrupt:
+            self._cancel_everything(maps)
+            self._finish(maps, True)
+            raise
+
+    def _cancel_everything(self, maps: list[MapRun]) -> None:
+        for run in maps:
+            run.cancel_threadsafe()
+        self._batcher.close_threadsafe(cancel_futures=True)
+        for future in self._batcher.outstanding():
+            future.cancel()
+
+    def _finish(self, maps: list[MapRun], cancelled: bool) -> None:
+        self._batcher.close_threadsafe(cancel_futures=cancelled)
+        concurrent.futures.wait(self._batcher.outstanding())
+        for run in maps:
+            run.settle_threadsafe()
+        try:
+            self._client.unregister_worker_plugin(self._plugin_name)
+        except Exception:  # the cluster is gone already: its loops went with it
+            _LOGGER.debug("could not remove the worker plugin", exc_info=True)
+        self._close_client()
+
+    def _close_client(self) -> None:
+        if self._owns_client:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        # Leaving by an exception (Ctrl-C included): do not wait for jobs nobody will read.
+        self.shutdown(wait=True, cancel_futures=exc is not None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Shut down as ``with`` does, waiting in a thread so the caller's loop runs on.
+
+        Cancellation: cancelling the waiting task cancels every job, still waits for the
+        shutdown to finish, then re-raises the cancellation.
+        """
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(None, self.__exit__, exc_type, exc, tb)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            with self._lock:
+                maps = list(self._maps)
+            self._cancel_everything(maps)
+            await done
+            raise
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (got {value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    return value
+
+
+_WRONG = {"submit": "submit(fetch(url))", "map": "map(fetch(url), urls)"}
+_RIGHT = {"submit": "submit(fetch, url)", "map": "map(fetch, urls)"}
+
+
+def _check_fn(fn: object, where: str) -> None:
+    if asyncio.iscoroutine(fn):
+        fn.close()  # no "never awaited" warning follows
+        raise TypeError(
+            f"{where}() expects a function and its arguments, not a coroutine object"
+            f" (got {fn!r})\n  wrong: {_WRONG[where]}\n  right: {_RIGHT[where]}"
+        )
+    if not callable(fn):
+        raise TypeError(f"{where}() expects a callable (got {fn!r})")

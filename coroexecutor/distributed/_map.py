@@ -1,0 +1,237 @@
+"""``map``: inputs read lazily in chunks, a bounded window of chunks in flight, in order.
+
+Each chunk is one dask task with a key unique to this map (a reused key could return a
+stale result). At most ``window`` chunks are in flight; the next is sent as soon as the
+oldest has come back, before its results are yielded, so the workers stay busy while the
+consumer reads. Outcomes of chunks that finish out of order wait in their slot.
+
+Fail-fast: the first error (in input order, among the chunks back so far) cancels every
+later chunk, through dask's cancel for those not yet started and through ``cancel_jobs``
+on every worker for the jobs already running; the results before it are still yielded,
+then the error is raised where its result would have been.
+
+Threading model: the thread iterating the map runs everything here, except
+``cancel_threadsafe`` and ``settle_threadsafe`` (DaskExecutor.shutdown, any thread);
+``_lock`` guards the slots against those two.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import distributed
+
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes
+
+__all__ = ["MapResults", "MapRun"]
+
+Outcome = tuple[list[Any], dict[int, BaseException], list[int]]
+Send = Callable[[Chunk, str], Any]  # returns the chunk's dask future
+CancelRemote = Callable[[str, Indexes], None]
+
+
+@dataclass
+class _Slot:
+    start: int
+    count: int
+    task: Any  # the dask future; None once its outcome is here
+    outcome: Optional[Outcome] = None
+
+
+class MapRun:
+    """The client side of one ``DaskExecutor.map`` call."""
+
+    def __init__(
+        self,
+        exe_id: str,
+        send: Send,
+        client: Any,
+        cancel_remote: CancelRemote,
+        fn: Callable[..., Any],
+        inputs: Iterator[tuple[Any, ...]],
+        chunksize: int,
+        window: int,
+        return_exceptions: bool,
+        fail_fast: bool,
+    ) -> None:
+        self.map_id = uuid.uuid4().hex
+        self._exe_id = exe_id
+        self._send = send
+        self._client = client
+        self._cancel_remote = cancel_remote
+        self._fn = fn
+        self._inputs: Optional[Iterator[tuple[Any, ...]]] = inputs
+        self._chunksize = chunksize
+        self._window = window
+        self._return_exceptions = return_exceptions
+        self._fail_fast = fail_fast
+        self._lock = threading.Lock()
+        self._slots: collections.deque[_Slot] = collections.deque()  # guarded by _lock
+        self._next = 0  # the index of the next input to read
+        self._chunks = itertools.count()
+        self._closed = False  # guarded by _lock: cancelled or finished; no more chunks
+        self._detached = False  # guarded by _lock: the executor shut down; no more chunks
+
+    def fill(self) -> None:
+        """Send chunks until the window is full or the inputs run out."""
+        while True:
+            with self._lock:
+                if self._closed or self._inputs is None or len(self._slots) >= self._window:
+                    return
+                if self._detached:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+            calls = list(itertools.islice(self._inputs, self._chunksize))
+            if not calls:
+                self._inputs = None
+                return
+            start, self._next = self._next, self._next + len(calls)
+            spec = ChunkSpec(self._exe_id, self.map_id, start, self._fn, calls,
+                             self._return_exceptions, self._fail_fast)
+            task = self._send(Chunk.of(spec), f"{self.map_id}-{next(self._chunks)}")
+            with self._lock:
+                self._slots.append(_Slot(start, len(calls), task))
+
+    def results(self, end_time: Optional[float]) -> Generator[Any, None, None]:
+        """The generator ``DaskExecutor.map`` returns."""
+        try:
+            while True:
+                self.fill()
+                with self._lock:
+                    if not self._slots:
+                        return
+                    head = self._slots[0]
+                while head.outcome is None:
+                    self._wait(end_time)
+                with self._lock:
+                    self._slots.popleft()
+                self.fill()  # keep the workers busy while the consumer reads this chunk
+                values, errors, cancelled = head.outcome
+                gone = set(cancelled)
+                for i in range(head.count):
+                    error = errors.get(i)
+                    if error is not None:
+                        if not self._return_exceptions:
+                            try:
+                                raise error
+                            finally:
+                                error = None  # break the frame <-> traceback cycle
+                        yield error
+                    elif i in gone:
+                        raise concurrent.futures.CancelledError()
+                    else:
+                        yield values[i]
+                values = errors = None  # type: ignore[assignment]  # drop what was yielded
+        finally:
+            self.cancel_threadsafe()
+
+    def _wait(self, end_time: Optional[float]) -> None:
+        """Wait until some chunk in flight is done; take in the outcomes of all done ones."""
+        with self._lock:
+            waiting = [slot.task for slot in self._slots if slot.outcome is None]
+        timeout = None if end_time is None else end_time - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise concurrent.futures.TimeoutError()
+        try:
+            distributed.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
+        except (TimeoutError, concurrent.futures.TimeoutError) as error:
+            raise concurrent.futures.TimeoutError() from error
+        self._take_done()
+
+    def _take_done(self) -> None:
+        with self._lock:
+            done = [s for s in self._slots if s.outcome is None and s.task.done()]
+        finished = [s for s in done if s.task.status == "finished"]
+        loaded = self._client.gather([s.task for s in finished]) if finished else []
+        first_error = sys.maxsize
+        with self._lock:
+            for slot, outcomes in zip(finished, loaded):
+                slot.outcome = outcomes.load()
+            for slot in done:
+                if slot.outcome is None:  # the task itself failed (or was cancelled)
+                    slot.outcome = _whole_chunk(slot)
+                slot.task = None  # releases the key: the outcome is held here now
+                errors = slot.outcome[1]
+                if errors and self._fail_fast:
+                    first_error = min(first_error, slot.start + min(errors))
+        if first_error != sys.maxsize:
+            self._cut_after(first_error)
+
+    def _cut_after(self, index: int) -> None:
+        """Fail-fast: cancel every job after ``index``, here and on the workers."""
+        with self._lock:
+            self._inputs = None
+            cut = [s for s in self._slots if s.start > index]
+            for slot in cut:
+                self._slots.remove(slot)
+        tasks = [s.task for s in cut if s.task is not None]
+        if tasks:
+            self._client.cancel(tasks)
+        self._cancel_remote(self.map_id, range(index + 1, sys.maxsize))
+
+    def cancel_threadsafe(self) -> None:
+        """Cancel every chunk still in flight (leaving map early, shutdown, Ctrl-C)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            tasks = [s.task for s in self._slots if s.task is not None]
+            self._slots.clear()
+        self._inputs = None
+        if tasks:
+            self._client.cancel(tasks)
+            self._cancel_remote(self.map_id, EVERY_INDEX)
+
+    def settle_threadsafe(self) -> None:
+        """shutdown(wait=True): wait for the chunks in flight and keep their outcomes, so
+        the map can still be read to its end once the client is gone; send no more."""
+        with self._lock:
+            self._detached = True
+            waiting = [slot.task for slot in self._slots if slot.task is not None]
+        if waiting:
+            distributed.wait(waiting)
+            self._take_done()
+
+
+def _whole_chunk(slot: _Slot) -> Outcome:
+    """The outcome of a chunk whose task failed as a whole: that error for every job."""
+    task = slot.task
+    if task.status == "cancelled":
+        return [], {}, list(range(slot.count))
+    try:
+        error = task.exception()
+    except BaseException as failure:  # could not even fetch the error
+        error = failure
+    return [], dict.fromkeys(range(slot.count), error), []
+
+
+class MapResults(Iterator[Any]):
+    """The iterator ``DaskExecutor.map`` returns: the generator, plus a close that also
+    works before the first ``next()`` (a generator not yet started runs no ``finally``),
+    and from garbage collection, so a dropped map does not leave its jobs running."""
+
+    def __init__(self, run: MapRun, end_time: Optional[float]) -> None:
+        self._run = run
+        self._results = run.results(end_time)
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Cancel what is still in flight, on the workers too."""
+        self._results.close()
+        self._run.cancel_threadsafe()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # the client is closed already: its tasks went with it
+            pass

@@ -1,0 +1,154 @@
+"""What travels between the client and the workers: one chunk out, one outcome back.
+
+Both are wrapped in a single object holding one ``bytes`` payload. dask pickles a plain
+list item by item (about 15 µs each); one blob costs one ``cloudpickle.dumps``. The payload
+is made with cloudpickle, as dask does, so lambdas and closures travel; what cloudpickle
+cannot carry (open sockets, locks, generators, C objects without pickle support) fails at
+the call that sends it, or comes back as an :class:`UnsentOutcomeError` for that item.
+"""
+
+from __future__ import annotations
+
+import pickle
+import reprlib
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import cloudpickle
+
+__all__ = ["Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "name_input"]
+
+# The indexes of one map whose jobs are to be cancelled: every index from a point on (a
+# range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
+Indexes = Union[range, "frozenset[int]"]
+EVERY_INDEX = range(0, sys.maxsize)
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlevel = 2
+
+
+class UnsentOutcomeError(RuntimeError):
+    """A job's result or exception could not be sent back from its worker (not picklable).
+
+    Raised (or, with ``return_exceptions=True``, yielded) in place of that one item; the
+    message names the type that failed and why. The other items of its chunk are not
+    affected.
+    """
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One dask task's worth of jobs.
+
+    ``fn`` is the map's function; then each call is a tuple of positional arguments. For
+    a batch of submitted jobs ``fn`` is None and each call is ``(fn, args, kwargs)``.
+    """
+
+    exe_id: str
+    map_id: str
+    start: int  # the map index of calls[0]
+    fn: Optional[Callable[..., Any]]
+    calls: list[Any]
+    return_exceptions: bool
+    fail_fast: bool
+
+
+class Chunk:
+    """A ChunkSpec pickled once, on the client, so a failure is raised where it was made."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    @classmethod
+    def of(cls, spec: ChunkSpec) -> Chunk:
+        try:
+            return cls(cloudpickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as error:
+            raise TypeError(
+                f"cannot send the jobs of inputs {spec.start}..{spec.start + len(spec.calls) - 1}"
+                f" to the workers: {type(error).__name__}: {error}"
+            ) from error
+
+    def load(self) -> ChunkSpec:
+        spec: ChunkSpec = pickle.loads(self.payload)
+        return spec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Chunk, (self.payload,))
+
+
+class Outcomes:
+    """The per-item outcomes of one chunk: values, errors by position, cancelled positions."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    @classmethod
+    def of(
+        cls, values: list[Any], errors: dict[int, BaseException], cancelled: list[int]
+    ) -> Outcomes:
+        """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError."""
+        for i, error in list(errors.items()):
+            errors[i] = _sendable_error(error)
+        try:
+            return cls(_dumps((values, errors, cancelled)))
+        except Exception:  # some value cannot be pickled: find which, keep the rest
+            pass
+        for i, value in enumerate(values):
+            if i in errors:
+                continue
+            try:
+                _dumps(value)
+            except Exception as failure:
+                values[i] = None
+                errors[i] = _unsent("result", value, failure)
+        return cls(_dumps((values, errors, cancelled)))
+
+    def load(self) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+        loaded: tuple[list[Any], dict[int, BaseException], list[int]] = pickle.loads(self.payload)
+        return loaded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Outcomes, (self.payload,))
+
+
+def _dumps(obj: object) -> bytes:
+    payload: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return payload
+
+
+def _sendable_error(error: BaseException) -> BaseException:
+    """The error itself if it survives a pickle round trip, else an UnsentOutcomeError.
+
+    A round trip, not only a dump: an exception whose ``__init__`` takes other arguments
+    than it passes to ``BaseException.__init__`` pickles fine and fails to load.
+    """
+    try:
+        pickle.loads(_dumps(error))
+    except Exception as failure:
+        return _unsent("exception", error, failure)
+    return error
+
+
+def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeError:
+    shown = f"{type(obj).__qualname__}: {obj}" if what == "exception" else type(obj).__qualname__
+    return UnsentOutcomeError(
+        f"the job's {what} could not be sent back from the worker ({shown});"
+        f" pickling it failed with {type(failure).__name__}: {failure}"
+    )
+
+
+def name_input(error: BaseException, where: str, fn: object, args: tuple[Any, ...]) -> None:
+    """Add a note to a job's error naming the input that raised it (3.11+: notes)."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        name = getattr(fn, "__qualname__", None) or _repr.repr(fn)
+        shown = ", ".join(_repr.repr(a) for a in args)
+        add_note(f"raised by {where}: {name}({shown})")

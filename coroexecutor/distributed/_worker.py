@@ -1,0 +1,359 @@
+"""Worker side: one loop thread and one long-lived CoroutineExecutor per worker process.
+
+A dask WorkerPlugin (:class:`LoopPlugin`) starts the loop when the worker joins (or when
+the DaskExecutor registers it) and stops it on teardown; a plain lazy global would block
+the worker's shutdown, and state kept in ``__main__`` would be copied into every task.
+The registry lives in this importable module, so ``client.run(cancel_jobs, ...)`` finds
+the loop of the DaskExecutor that asks.
+
+Threading model:
+
+* dask's event loop thread: ``LoopPlugin.setup``/``teardown`` and ``cancel_jobs`` (it
+  runs what ``client.run`` sends);
+* dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
+  chunk to the loop as one coroutine and waits for its outcomes;
+* the loop thread: everything in ``ProcessLoop`` whose name does not end in
+  ``_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+import inspect
+import pickle
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from distributed import WorkerPlugin, secede
+
+from .. import CoroutineExecutor
+from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, name_input
+
+__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
+
+_LOCK = threading.Lock()
+_LOOPS: dict[str, ProcessLoop] = {}  # guarded by _LOCK; DaskExecutor id -> its loop here
+_CANCEL_RECORDS = 1024  # maps whose cancellations a process remembers for late chunks
+_STOP_JOIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The per-worker-process options of one DaskExecutor."""
+
+    per_worker: int
+    job_timeout: Optional[float]
+    max_per_second: Optional[float]
+    burst: Optional[int]
+    initializer: Optional[Callable[..., object]]
+    initargs: tuple[Any, ...]
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
+
+
+class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (pyproject)
+    """Starts this DaskExecutor's loop in each worker process; stops it on teardown."""
+
+    def __init__(self, exe_id: str, options: bytes) -> None:
+        self.exe_id = exe_id
+        self.options = options  # cloudpickled WorkerOptions: the initializer may be a lambda
+
+    def setup(self, worker: object) -> None:
+        options: WorkerOptions = pickle.loads(self.options)
+        with _LOCK:
+            if self.exe_id not in _LOOPS:
+                _LOOPS[self.exe_id] = ProcessLoop(self.exe_id, options)
+
+    async def teardown(self, worker: object) -> None:
+        with _LOCK:
+            process_loop = _LOOPS.pop(self.exe_id, None)
+        if process_loop is not None:
+            # Joining blocks: not on dask's own event loop.
+            await asyncio.get_running_loop().run_in_executor(None, process_loop.stop_and_join)
+
+
+def run_chunk(chunk: Chunk) -> Outcomes:
+    """A dask task: run one chunk on this process's loop and return its outcomes."""
+    spec = chunk.load()
+    with _LOCK:
+        process_loop = _LOOPS.get(spec.exe_id)
+    if process_loop is None:
+        raise RuntimeError(
+            f"this worker process has no coroexecutor loop for DaskExecutor {spec.exe_id}"
+            " (it was shut down, or its worker plugin was removed)"
+        )
+    # The chunk only waits from here on: leave dask's thread pool, so a worker runs up
+    # to per_worker jobs whatever its thread count, not one chunk per dask thread.
+    secede()
+    return process_loop.run_threadsafe(spec)
+
+
+async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
+    """Sent by ``client.run``: cancel the jobs of a map with these indexes in this process.
+
+    A coroutine function, because ``client.run(..., wait=False)`` takes only those: it
+    runs on the worker's event loop and only schedules the cancel on ours.
+    """
+    with _LOCK:
+        process_loop = _LOOPS.get(exe_id)
+    if process_loop is not None:
+        process_loop.cancel_threadsafe(map_id, indexes)
+
+
+def _is_async(fn: object) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004  (an async __call__ counts)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+@dataclass(eq=False)  # kept in sets, by identity
+class _Run:
+    """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
+    at a time, as slots free up: queueing a whole chunk in the executor's backlog holds
+    thousands of pending futures, and the garbage collector's passes over them made each
+    job ten times dearer (measured)."""
+
+    spec: ChunkSpec
+    values: list[Any]
+    errors: dict[int, BaseException]
+    cancelled: list[int]
+    running: dict[int, asyncio.Future[Any]]  # position -> the job's future
+    finished: asyncio.Future[None]
+    next: int = 0  # the position of the next job to feed
+
+
+class ProcessLoop:
+    """The loop thread of one DaskExecutor in one worker process."""
+
+    def __init__(self, exe_id: str, options: WorkerOptions) -> None:
+        self._options = options
+        factory = options.loop_factory or asyncio.new_event_loop
+        self._loop = factory()
+        self._ready = asyncio.Event()  # loop thread; set once the executor is entered
+        self._stop = asyncio.Event()  # loop thread; set by stop_and_join
+        self._closed = False  # guarded by _lock: no chunk may be scheduled any more
+        self._waiting: set[concurrent.futures.Future[Any]] = set()  # guarded by _lock
+        self._lock = threading.Lock()
+        self._exe: Optional[CoroutineExecutor] = None
+        self._broken: Optional[BaseException] = None
+        self._runs: dict[str, set[_Run]] = {}  # loop thread; map id -> its running chunks
+        self._cancelled: collections.OrderedDict[str, list[Indexes]] = (
+            collections.OrderedDict()  # loop thread; map id -> indexes cancelled so far
+        )
+        name = f"coroexecutor-{exe_id[:8]}"
+        # Blocking callables run here; at most per_worker at once (the executor's bound),
+        # threads started on demand, as LoopExecutor(max_workers=n) does.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            options.per_worker, thread_name_prefix=f"{name}-blocking"
+        )
+        self._thread = threading.Thread(target=self._main, name=f"{name}-loop", daemon=True)
+        self._thread.start()
+
+    #
+    # Any thread
+    #
+
+    def run_threadsafe(self, spec: ChunkSpec) -> Outcomes:
+        """A dask task thread: run the chunk on the loop, wait, encode the outcomes."""
+        with self._lock:  # guards _closed: a chunk scheduled here is run by _main's drain
+            if self._closed:
+                raise RuntimeError("the DaskExecutor's loop in this worker process has stopped")
+            future = asyncio.run_coroutine_threadsafe(self._run_chunk(spec), self._loop)
+            self._waiting.add(future)
+        try:
+            values, errors, cancelled = future.result()
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
+        return Outcomes.of(values, errors, cancelled)  # pickled here, off the loop
+
+    def cancel_threadsafe(self, map_id: str, indexes: Indexes) -> None:
+        with self._lock:
+            if not self._closed:
+                self._loop.call_soon_threadsafe(self._cancel, map_id, indexes)
+
+    def stop_and_join(self) -> None:
+        """Cancel every job, wait for the chunks to report, stop the thread."""
+        with self._lock:
+            if not self._closed:
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(_STOP_JOIN_SECONDS)
+
+    #
+    # The loop thread
+    #
+
+    def _main(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+            with self._lock:
+                self._closed = True
+            # Chunks scheduled before _closed was set: they see the executor gone and
+            # report their jobs as cancelled, so no dask thread waits for ever.
+            loop.run_until_complete(self._drain())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            # Normally nothing waits any more. If the loop died (a job raised SystemExit
+            # or KeyboardInterrupt, which asyncio lets through), fail the chunks still
+            # waiting rather than leave their dask threads waiting for ever.
+            with self._lock:
+                self._closed = True
+                stranded = [f for f in self._waiting if not f.done()]
+            for future in stranded:
+                future.set_exception(RuntimeError(
+                    "the DaskExecutor's loop in this worker process stopped before the chunk"
+                    " finished (a job raised SystemExit or KeyboardInterrupt?)"
+                ))
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    async def _serve(self) -> None:
+        options = self._options
+        exe = CoroutineExecutor(
+            options.per_worker,
+            suppress_task_errors=True,  # each map decides its own fail-fast (_job_done)
+            initializer=options.initializer,
+            initargs=options.initargs,
+            job_timeout=options.job_timeout,
+            max_per_second=options.max_per_second,
+            burst=options.burst,
+        )
+        try:
+            await exe.__aenter__()  # runs the initializer, once per process
+        except Exception as error:  # the initializer failed: every job gets this error
+            self._broken = error
+            self._ready.set()
+            await self._stop.wait()
+            return
+        self._exe = exe
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await exe.shutdown(wait=False)  # cancel running and queued jobs
+            await exe.__aexit__(None, None, None)
+            self._exe = None
+        await self._drain()
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let callbacks scheduled from other threads create their tasks
+        me = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not me]
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+
+    async def _run_chunk(
+        self, spec: ChunkSpec
+    ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+        await self._ready.wait()
+        n = len(spec.calls)
+        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future())
+        runs = self._runs.setdefault(spec.map_id, set())
+        runs.add(run)
+        try:
+            self._feed(run)
+            await run.finished
+        finally:
+            runs.discard(run)
+            if not runs:
+                del self._runs[spec.map_id]
+        self._name_inputs(run)
+        return run.values, run.errors, run.cancelled
+
+    def _feed(self, run: _Run) -> None:
+        """Start jobs of the chunk while it has fewer than per_worker running."""
+        spec, running = run.spec, run.running
+        n = len(spec.calls)
+        limit = self._options.per_worker
+        records = self._cancelled
+        fn = spec.fn
+        map_is_async = fn is not None and _is_async(fn)
+        while run.next < n and len(running) < limit:
+            i = run.next
+            run.next += 1
+            exe = self._exe
+            if exe is None:  # stopping, or the initializer failed
+                if self._broken is not None:
+                    run.errors[i] = self._broken
+                else:
+                    run.cancelled.append(i)
+                continue
+            skipped = records.get(spec.map_id) if records else None  # may grow as we feed
+            if skipped and any(spec.start + i in indexes for indexes in skipped):
+                run.cancelled.append(i)
+                continue
+            if fn is None:
+                job_fn, args, kwargs = spec.calls[i]
+                is_async = _is_async(job_fn)
+            else:
+                job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
+            try:
+                if is_async:
+                    future = exe.submit_nowait(job_fn, *args, **kwargs)
+                else:
+                    future = exe.submit_nowait(self._call_blocking, job_fn, args, kwargs)
+            except Exception as error:  # TypeError for what is no job
+                self._job_failed(run, i, error)
+                continue
+            running[i] = future
+            future.add_done_callback(functools.partial(self._job_done, run, i))
+        if not running and run.next >= n and not run.finished.done():
+            run.finished.set_result(None)
+
+    def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
+        del run.running[i]
+        if future.cancelled():
+            run.cancelled.append(i)
+        else:
+            error = future.exception()
+            if error is None:
+                run.values[i] = future.result()
+            else:
+                self._job_failed(run, i, error)
+        self._feed(run)
+
+    def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
+        """Fail-fast inside this process: an error cancels the map's later jobs here at
+        once (the client then does the same in every other process, through cancel_jobs)."""
+        run.errors[i] = error
+        if run.spec.fail_fast:
+            self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
+
+    async def _call_blocking(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = functools.partial(fn, *args, **kwargs)
+        result = await self._loop.run_in_executor(self._pool, call)
+        if inspect.isawaitable(result):  # lambda: fetch(url)
+            result = await result
+        return result
+
+    def _cancel(self, map_id: str, indexes: Indexes) -> None:
+        records = self._cancelled
+        records.setdefault(map_id, []).append(indexes)
+        records.move_to_end(map_id)
+        while len(records) > _CANCEL_RECORDS:
+            records.popitem(last=False)
+        for run in self._runs.get(map_id, ()):
+            start = run.spec.start
+            for i, future in list(run.running.items()):
+                if start + i in indexes:
+                    future.cancel()
+
+    def _name_inputs(self, run: _Run) -> None:
+        spec = run.spec
+        for i, error in run.errors.items():
+            if error is self._broken:  # one object for every job: no note on it
+                continue
+            if spec.fn is None:
+                fn, args, _ = spec.calls[i]
+                name_input(error, "a job submitted to a DaskExecutor", fn, args)
+            else:
+                name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
+                           spec.calls[i])

@@ -1,0 +1,125 @@
+"""Slots: the bridge's ``max_workers`` slots, the FIFO backlog waiting for one, the counts."""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from typing import Any, Optional
+
+from .._stats import ExecutorStats
+from ._future import BridgeFuture
+from ._job import Job
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """Who holds which of the ``max_workers`` slots, who waits for one, and the counts.
+
+    Not locked by itself: every field and method is guarded by (used with) the owning
+    HandOff's lock, the bridge's one lock. It calls nothing outside this module; the
+    HandOff decides where a job that got a slot goes (a worker thread or the loop).
+
+    Invariants: ``held`` counts the jobs holding a slot: the direct blocking jobs in
+    ``direct``, plus the jobs on their way to (or run by) the loop. ``backlog`` is empty
+    whenever ``held < max_workers``, except while ``paused`` (the initializer runs).
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self.held = 0
+        self.paused = True  # no job gets a slot until the loop is open
+        self.backlog: collections.deque[Job] = collections.deque()
+        self.direct: set[BridgeFuture[Any]] = set()  # running in (or queued for) a worker
+        # Counts beyond the core's: see counts().
+        self.submitted = self.direct_ok = self.direct_failed = self.cancelled = 0
+
+    def take_nowait(self) -> bool:
+        """Give a new job a slot at once: True if one is free and no job waits for one."""
+        if self.held < self.max_workers and not self.backlog and not self.paused:
+            self.held += 1
+            return True
+        return False
+
+    def queue(self, job: Job) -> None:
+        """The job waits in the backlog for a slot (FIFO)."""
+        job.future._in_backlog = True
+        self.backlog.append(job)
+
+    def next_job(self) -> Optional[Job]:
+        """Give a free slot to the next live job in the backlog, if any."""
+        if self.held >= self.max_workers or self.paused:
+            return None
+        backlog = self.backlog
+        while backlog:
+            job = backlog.popleft()
+            future = job.future
+            in_backlog, future._in_backlog = future._in_backlog, False
+            if future._state == PENDING:
+                self.held += 1
+                return job
+            if in_backlog:
+                # Cancelled while it waited, and not counted yet: cancel() changes the
+                # state before HandOff.cancel_job_threadsafe counts it (under the lock).
+                self.cancelled += 1
+        return None
+
+    def release(self, future: BridgeFuture[Any]) -> None:
+        """A job holding a slot is done (or was given back unstarted): free the slot."""
+        if future in self.direct:
+            self.count_direct(future)  # a direct job's awaitable tail
+        self.held -= 1
+
+    def count_direct(self, future: BridgeFuture[Any]) -> None:
+        """A direct blocking job is over: count its outcome (the slot is freed apart)."""
+        self.direct.discard(future)
+        if future._state != FINISHED:
+            self.cancelled += 1
+        elif future._exception is None:
+            self.direct_ok += 1
+        else:
+            self.direct_failed += 1
+
+    def withdraw(self, future: BridgeFuture[Any]) -> bool:
+        """cancel() of a job still in the backlog: count it now. False if it left already."""
+        if not future._in_backlog:
+            return False
+        future._in_backlog = False
+        self.cancelled += 1
+        return True
+
+    def drain(self) -> list[Job]:
+        """Empty the backlog and return its jobs, for the caller to fail or cancel."""
+        jobs = list(self.backlog)
+        self.backlog.clear()
+        return jobs
+
+    def take_unstarted(self) -> list[BridgeFuture[Any]]:
+        """The futures shutdown(cancel_futures=True) cancels that are not the loop's."""
+        futures = [job.future for job in self.drain()]
+        for future in futures:
+            self.withdraw(future)  # counted as cancelled now, unless cancel() did already
+        # Direct jobs waiting for a busy worker thread: the worker skips them and frees
+        # their slot. One that got a thread when submitted counts as started: it runs.
+        futures += [f for f in self.direct if f._queued and f._state == PENDING]
+        return futures
+
+    def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
+        """Every job's count: the core's (``unstarted``: given back before reaching it)
+        plus the direct jobs and the ones cancelled while waiting here."""
+        submitted = self.submitted
+        # Direct jobs cancelled while they waited for a worker thread: counted when
+        # a worker skips them (at most max_workers to look at; not the hot path).
+        skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self.direct)
+        running = core.running + len(self.direct) - skipped
+        succeeded = core.succeeded + self.direct_ok
+        failed = core.failed + self.direct_failed
+        cancelled = core.cancelled + self.cancelled + unstarted + skipped
+        return ExecutorStats(
+            submitted=submitted,
+            queued=submitted - running - succeeded - failed - cancelled,
+            running=running,
+            succeeded=succeeded,
+            failed=failed,
+            cancelled=cancelled,
+        )
