@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._map_state import MapJobs
     from ._policy import Outcomes
     from ._slots import Queued, Slots
+    from ._tuning import Tuner
     from ._state import State
 
 __all__ = ["Block", "Core", "Startup"]
@@ -97,6 +98,7 @@ class Core(Protocol):
     _timeout: float | None
     _job_timeout: float | None
     _inline: bool
+    _tuner: Tuner | None  # max_workers=Adaptive: see _tuning
     _task_factory_of: FactoryReader
     _loop_watch: AsyncGenerator[None, None] | None
     _rate: float | None

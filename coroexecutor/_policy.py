@@ -199,6 +199,7 @@ class Outcomes:
             succeeded=self.succeeded,
             failed=self.failed,
             cancelled=self.cancelled,
+            max_workers=slots.limit,
         )
 
     def clear(self) -> None:

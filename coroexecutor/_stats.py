@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 __all__ = ["ExecutorStats"]
 
@@ -16,6 +17,7 @@ class ExecutorStats:
     ``submitted == queued + running + succeeded + failed + cancelled`` always holds.
     ``failed`` counts jobs that raised (including ``TimeoutError`` from ``job_timeout``);
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
+    ``max_workers`` is the limit in force (``None`` in a snapshot built by hand).
     """
 
     submitted: int
@@ -24,6 +26,9 @@ class ExecutorStats:
     succeeded: int
     failed: int
     cancelled: int
+    #: The limit on running jobs when the snapshot was taken (with ``max_workers=Adaptive``,
+    #: the limit it has moved to); not compared by ``==``.
+    max_workers: Optional[int] = field(default=None, compare=False)
 
     @property
     def done(self) -> int:

@@ -122,4 +122,5 @@ class Slots:
             succeeded=succeeded,
             failed=failed,
             cancelled=cancelled,
+            max_workers=self.max_workers,
         )
