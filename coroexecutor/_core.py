@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ._map_state import MapJobs
     from ._policy import Outcomes
     from ._slots import Queued, Slots
-    from ._tuning import Tuner
     from ._state import State
+    from ._tuning import Tuner
 
 __all__ = ["Block", "Core", "Startup"]
 
