@@ -306,3 +306,47 @@ def test_bridge_overload_predicate_that_raises_goes_to_the_unraisable_hook(
         assert isinstance(exe.submit(overloaded).exception(), Overloaded)
     assert exe.max_workers == 4
     assert [type(r.exc_value) for r in reported] == [ValueError]
+
+
+async def test_rising_latency_shrinks_the_limit_without_errors() -> None:
+    # A virtual server: every running job waits until all running jobs wait, then the
+    # clock moves on by the server's latency and they all finish. The latency steps from
+    # 1 to 2 (twice the baseline) half-way: the gradient rule must cut the limit.
+    now = 0.0
+    latency = 1.0
+    parked: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+
+    async def request() -> None:
+        waiter = loop.create_future()
+        parked.append(waiter)
+        await waiter
+
+    exe = CoroutineExecutor(max_workers=Adaptive(min=4, max=64, initial=16))
+    assert exe._tuner is not None
+    exe._tuner.clock = lambda: now
+    limits: list[tuple[float, int]] = []
+    async with exe:
+        for _ in range(4000):
+            exe.submit_nowait(request)
+        while True:
+            while not parked or len(parked) < exe.stats.running:
+                if exe.stats.done == 4000:
+                    break
+                await asyncio.sleep(0)  # loop turns: the started jobs reach their wait
+            if exe.stats.done == 4000:
+                break
+            if exe.stats.done >= 2000:
+                latency = 2.0
+            now += latency
+            wave, parked[:] = parked[:], []
+            for waiter in wave:
+                waiter.set_result(None)
+            await asyncio.sleep(0)
+            limits.append((latency, exe.max_workers))
+    assert all(4 <= limit <= 64 for _, limit in limits)
+    before = [limit for lat, limit in limits if lat == 1.0]
+    after = [limit for lat, limit in limits if lat == 2.0]
+    assert before[-1] == 64  # near the baseline, it grew to max
+    assert min(after) < before[-1] / 1.5  # the latency rose: a multiplicative cut
+    assert exe.stats.failed == 0
