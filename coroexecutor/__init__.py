@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._adaptive import Adaptive
 from ._errors import (
     BrokenCoroutineExecutor,
     BrokenLoopExecutor,
@@ -20,6 +21,7 @@ LoopExecutor = ThreadedLoopExecutor  # an alias: the same class object, not a su
 __version__ = "2026.12.0"
 
 __all__ = [
+    "Adaptive",
     "BrokenCoroutineExecutor",
     "BrokenLoopExecutor",
     "CoroutineExecutor",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 _PUBLIC_CLASSES = (
+    Adaptive,
     BrokenCoroutineExecutor,
     BrokenLoopExecutor,
     CoroutineExecutor,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from ._slots import Queued, Slots
     from ._state import State
+    from ._tuning import Tuner
 
 __all__ = ["Block", "Core", "Startup"]
 
@@ -98,6 +99,7 @@ class Core(Protocol):
     _timeout: float | None
     _job_timeout: float | None
     _inline: bool
+    _tuner: Tuner | None  # max_workers=Adaptive: see _tuning
     _task_factory_of: FactoryReader
     _loop_watch: AsyncGenerator[None, None] | None
     _rate: float | None

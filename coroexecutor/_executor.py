@@ -29,6 +29,7 @@ from ._start import on_job_done, start_job, take_slot
 from ._startup import await_initializer, bind, check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
+from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
 from ._validate import check_max_workers, check_rate, check_seconds
 
@@ -52,7 +53,7 @@ class CoroutineExecutor:
     every job, so no job outlives it. See the package documentation for the error policy.
 
     Args:
-        max_workers: how many jobs may run at once (``None``: the default, 1000).
+        max_workers: how many jobs may run at once (``None``: 1000), or an :class:`Adaptive`.
         suppress_task_errors: when true, a job's error stays in its task and nothing else
             is cancelled; when false (the default), the first error cancels every other job,
             interrupts the body of the block and is re-raised by the block.
@@ -86,7 +87,7 @@ class CoroutineExecutor:
         "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_grace_handle",
         "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_loop", "_loop_watch",
         "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots", "_spared",
-        "_startup", "_state", "_task_factory_of", "_timeout", "_watchers"
+        "_startup", "_state", "_task_factory_of", "_timeout", "_tuner", "_watchers",
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
@@ -94,7 +95,7 @@ class CoroutineExecutor:
 
     def __init__(
         self,
-        max_workers: Optional[int] = 1000,
+        max_workers: MaxWorkers = 1000,
         *,
         suppress_task_errors: bool = False,
         initializer: Optional[Callable[..., object]] = None,
@@ -107,9 +108,7 @@ class CoroutineExecutor:
         retry: RetryArg = None,
         annotate_errors: bool = True,
     ) -> None:
-        if max_workers is None:  # the default, as for LoopExecutor and ThreadPoolExecutor
-            max_workers = _DEFAULT_MAX_WORKERS
-        max_workers = check_max_workers(max_workers)
+        max_workers, self._tuner = limit_of(max_workers, _DEFAULT_MAX_WORKERS)  # None: default
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
         if on_job_done is not None and not callable(on_job_done):
@@ -137,7 +136,7 @@ class CoroutineExecutor:
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._grace_handle: asyncio.TimerHandle | None = None  # shutdown(timeout=)
         # Jobs settle in their own last step unless a hook or a job_timeout needs more.
-        self._inline = on_job_done is None and self._job_timeout is None
+        self._inline = on_job_done is None and self._job_timeout is None and self._tuner is None
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:
@@ -158,14 +157,15 @@ class CoroutineExecutor:
     def max_workers(self) -> int:
         """How many jobs may run at once; settable on the executor's loop (``None``: the
         default). Growing it starts queued jobs at once; shrinking it cancels nothing (no
-        job starts until fewer than the new limit run)."""
+        job starts until fewer than the new limit run). With an ``Adaptive``, the current
+        limit; setting it fixes the limit from then on."""
         return self._slots.limit
 
     @max_workers.setter
     def max_workers(self, value: Optional[int]) -> None:
-        # None: the default, as in the constructor.
         value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
         check_setter_thread(self, "max_workers")
+        self._tuner = None  # an Adaptive limit stays fixed from now on
         self._slots.resize(value)
         if self._bound:
             admit(self)

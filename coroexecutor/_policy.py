@@ -202,6 +202,7 @@ class Outcomes:
             failed=self.failed,
             cancelled=self.cancelled,
             retried=self.retried,
+            max_workers=slots.limit,
         )
 
     def clear(self) -> None:

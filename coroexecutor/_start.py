@@ -144,6 +144,8 @@ def start_job(
         # coroutine, the one coroutine it holds: no "never awaited" warning.
         task.add_done_callback(lambda _: coro.close())
     exe._running[task] = task
+    if exe._tuner is not None:
+        exe._tuner.started(task)
     task.add_done_callback(
         exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
     )
@@ -321,11 +323,14 @@ def settle(
     """
     exe._running.pop(key, None)
     slots = exe._slots
-    slots.release()
     if error is not None or task is not None:
+        if exe._tuner is not None:  # (adaptive jobs settle from a done callback)
+            exe._tuner.tune(slots, exe._loop, key, error)
+        slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
     else:
+        slots.release()
         exe._outcomes.succeeded += 1
     if slots.backlog:
         if key is not task:  # in-line: in the job's own last step

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 __all__ = ["ExecutorStats"]
 
@@ -18,6 +19,7 @@ class ExecutorStats:
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
     ``retried`` counts attempts that were retried (``retry=``): a job that succeeds on its
     third attempt adds 2. A job between two attempts is counted in ``queued``.
+    ``max_workers`` is the limit in force (``None`` in a snapshot built by hand).
     """
 
     submitted: int
@@ -27,6 +29,9 @@ class ExecutorStats:
     failed: int
     cancelled: int
     retried: int = 0
+    #: The limit on running jobs when the snapshot was taken (with ``max_workers=Adaptive``,
+    #: the limit it has moved to); not compared by ``==``.
+    max_workers: Optional[int] = field(default=None, compare=False)
 
     @property
     def done(self) -> int:

@@ -104,7 +104,8 @@ def test_the_slot_counts_change_only_inside_slots() -> None:
     offenders = [
         f"{p.name}:{n}"
         for p in MODULES
-        if p.name != "_slots.py"
+        # _keyed.py: KeyedLine, the per-key backlog Slots will own (its lines' own counts)
+        if p.name not in ("_slots.py", "_keyed.py")
         for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
         if counts.search(line)
     ]

@@ -10,8 +10,9 @@ import os
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, overload
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
+from .._adaptive import Adaptive
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
@@ -73,7 +74,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     coroutine function (``cancel()`` reaches it while it runs) or check a flag in it.
 
     Args:
-        max_workers: how many jobs may run at once, and the most worker threads.
+        max_workers: how many jobs may run at once, and the most worker threads; or an
+            :class:`Adaptive` limit (worker threads up to its ``max``).
         loop_factory: makes the loop, for example ``uvloop.new_event_loop``.
         thread_name_prefix: names the threads ``<prefix>_loop`` and ``<prefix>_worker_N``.
         initializer: run once on the loop thread before any job, as
@@ -91,7 +93,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
     def __init__(
         self,
-        max_workers: Optional[int] = None,
+        max_workers: Union[int, Adaptive, None] = None,
         *,
         loop_factory: Optional[LoopFactory] = None,
         thread_name_prefix: str = "",
@@ -103,8 +105,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         annotate_errors: bool = True,
     ) -> None:
         self._annotate = bool(annotate_errors)  # a failed job's error names the job
+        adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
+        elif adaptive is not None:  # the slots follow the limit; threads up to its max
+            max_jobs = max_threads = adaptive.max
         else:
             max_jobs = max_threads = check_max_workers(max_workers)
         # max_workers=None: the property reads 1000, and assigning it back keeps this mode.
@@ -116,7 +121,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout),
+            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,

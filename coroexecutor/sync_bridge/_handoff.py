@@ -1,24 +1,20 @@
 """HandOff: the bridge's one lock, and everything it guards on a job's way between threads.
 
-Threading model (who calls what):
-
-* any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``, ``request_shutdown_threadsafe``,
-  ``set_max_workers_threadsafe``, ``set_rate``, ``post_if_draining``, ``counts``;
-* worker threads: ``_release_from_worker`` (a direct blocking job is done) and
-  ``_post_done`` (a blocking job the loop runs is done);
-* the loop thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``,
-  ``fail_backlog``, ``blocking_calls``, and the Scheduler's ``_release_nowait`` and
-  ``_release_all``; ``close`` once the loop has stopped.
+Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``,
+``request_shutdown_threadsafe``, ``set_max_workers_threadsafe``, ``set_rate``,
+``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
+blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
+thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog``,
+``blocking_calls``, the Scheduler's ``_release_nowait`` and ``_release_all``; ``close``
+once the loop has stopped.
 
 ``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
 its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
-``_lock``: a blocking job goes straight to a worker thread (from the submitting thread,
-or the worker that freed the slot, as in ThreadPoolExecutor: no loop hop), a job that
-needs the loop goes to ``_mailbox``. Work crosses into the loop thread only through the
-mailbox, guarded by ``_lock``: its first post of a batch wakes the loop with one
-``call_soon_threadsafe`` of the drain LoopThread gave ``open``, which takes the whole
-batch with ``take_batch``. Results go back through each job's concurrent future, which is
-thread-safe by itself. No user code and no future callback runs while ``_lock`` is held.
+``_lock``: a blocking job goes straight to a worker thread (no loop hop, as in
+ThreadPoolExecutor), a job that needs the loop goes to ``_mailbox``, whose first post of
+a batch wakes the loop (one ``call_soon_threadsafe`` of the drain given to ``open``,
+which takes it with ``take_batch``). Results go back through each job's concurrent
+future. No user code and no future callback runs while ``_lock`` is held.
 """
 
 from __future__ import annotations
@@ -62,14 +58,12 @@ class HandOff:
         self.pool.slots = core.max_workers
         # Made here, in the caller's thread, so bad options raise from the constructor.
         self.scheduler = Scheduler(
-            self.pool,
-            release_nowait=self._release_nowait,
-            release_all=self._release_all,
+            self.pool, release_nowait=self._release_nowait, release_all=self._release_all,
             options=core,
         )
         self._lock = threading.Lock()
         self._state = BridgeState.STARTING  # guarded by _lock
-        self._slots = Slots(core.max_workers)  # guarded by _lock
+        self._slots = Slots(core.max_workers, self.scheduler.tuner)  # guarded by _lock
         self._mailbox = Mailbox()  # guarded by _lock
         # A core option that must govern blocking jobs too routes them through the loop
         # (guarded by _lock; set_rate changes it).
@@ -167,6 +161,8 @@ class HandOff:
                 if not slots.take_nowait():
                     slots.queue(job)
                     return
+                if slots.tuner is not None:
+                    slots.tuner.started(job.future)
                 if job.coroutine_fn:
                     self._mailbox.start(job)  # as _route_locked would, one call less
                     return
@@ -207,6 +203,7 @@ class HandOff:
             core.max_workers = value
 
         with self._lock:
+            self._slots.tuner = self.scheduler.tuner = None  # an Adaptive limit: now fixed
             self._slots.max_workers = value
             self.pool.cap = max_threads
             self.pool.slots = value
@@ -277,6 +274,8 @@ class HandOff:
 
     def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
         """A direct blocking job is done (or was skipped): free its slot or pass it on."""
+        if item.outcome is None and self._slots.tuner is not None:  # outside the lock
+            self._slots.tuner.finished_threadsafe(item.future)
         with self._lock:
             if item.outcome is not None:
                 # fn returned an awaitable: the loop awaits it, the job keeps its slot.

@@ -15,11 +15,13 @@ from asyncio import Task
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Callable, NamedTuple, Optional
 
+from .._adaptive import Adaptive
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
 from .._notes import annotate_job_error
 from ._future import BridgeFuture
 from ._job import Job
+from ._tuning import BridgeTuner
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["CoreOptions", "Scheduler", "ShutdownRequest"]
@@ -61,6 +63,7 @@ class CoreOptions(NamedTuple):
     max_per_second: Optional[float]
     burst: Optional[int]
     job_timeout: Optional[float]
+    adaptive: Optional[Adaptive] = None  # max_workers=Adaptive: the bridge's Slots follow it
 
 
 class _CoroutineJobError(Exception):
@@ -93,6 +96,8 @@ class Scheduler:
     ) -> None:
         self.pool = pool
         self._release_nowait = release_nowait
+        # max_workers=Adaptive: shared with the HandOff's Slots (see BridgeTuner).
+        self.tuner = None if options.adaptive is None else BridgeTuner(options.adaptive)
         self._release_all = release_all
         self._released: list[BridgeFuture[Any]] = []  # slots to give back in _settle
         # The core only ever gets jobs that hold a slot, so it starts each at once (its
@@ -144,6 +149,11 @@ class Scheduler:
             task.cancel()
 
     def _release(self, future: BridgeFuture[Any]) -> None:
+        if self.tuner is not None:  # before the release, outside the hand-off's lock
+            self.tuner.finished_threadsafe(future)
+        self._release_queued(future)
+
+    def _release_queued(self, future: BridgeFuture[Any]) -> None:
         """A job the loop ran is done: free its slot now, or pass it on in _settle.
 
         A slot nobody waits for is freed at once when the hand-off's lock is free: one

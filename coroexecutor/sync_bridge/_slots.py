@@ -9,6 +9,7 @@ from typing import Any, Optional
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
 from ._job import Job
+from ._tuning import BridgeTuner
 
 __all__ = ["Slots"]
 
@@ -25,8 +26,11 @@ class Slots:
     whenever ``held < max_workers``, except while ``paused`` (the initializer runs).
     """
 
-    def __init__(self, max_workers: int) -> None:
-        self.max_workers = max_workers
+    def __init__(self, max_workers: int, tuner: Optional[BridgeTuner] = None) -> None:
+        # max_workers=Adaptive: the limit follows the tuner (the core and the pool are
+        # sized for Adaptive.max); see BridgeTuner.
+        self.tuner = tuner
+        self.max_workers = max_workers if tuner is None else tuner.limit
         self.held = 0
         self.paused = True  # no job gets a slot until the loop is open
         self.backlog: collections.deque[Job] = collections.deque()
@@ -58,6 +62,8 @@ class Slots:
             in_backlog, future._in_backlog = future._in_backlog, False
             if future._state == PENDING:
                 self.held += 1
+                if self.tuner is not None:
+                    self.tuner.started(future)
                 return job
             if in_backlog:
                 # Cancelled while it waited, and not counted yet: cancel() changes the
@@ -70,6 +76,8 @@ class Slots:
         if future in self.direct:
             self.count_direct(future)  # a direct job's awaitable tail
         self.held -= 1
+        if self.tuner is not None:  # the limit the finished jobs have moved it to
+            self.max_workers = self.tuner.release(future)
 
     def count_direct(self, future: BridgeFuture[Any]) -> None:
         """A direct blocking job is over: count its outcome (the slot is freed apart)."""
@@ -139,4 +147,5 @@ class Slots:
             succeeded=succeeded,
             failed=failed,
             cancelled=cancelled,
+            max_workers=self.max_workers,
         )

@@ -1,0 +1,390 @@
+"""Adaptive concurrency: the public ``Adaptive`` settings and the limiter that follows them.
+
+``AdaptiveLimit`` is fed one finished job at a time (its latency and its error, if any)
+and answers with the limit to use from now on. It knows nothing of event loops or
+clocks: the caller measures the latency, so the same object runs in the executor and in
+the discrete-event simulation the tests drive it with. The algorithm, with its
+constants, is described in ``docs/semantics.rst`` ("Adaptive concurrency"); the names
+below match that text.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from ._typing import final
+
+__all__ = ["Adaptive", "AdaptiveLimit"]
+
+_DEFAULT_INITIAL = 32
+
+#
+# The constants of the algorithm (docs/semantics.rst, "Adaptive concurrency", gives the
+# reasons; keep the two in step)
+#
+
+# A round measures at least this many completions, so a small limit still averages a few.
+MIN_SAMPLES = 32
+# A round's mean latency counts as above a threshold only when it is so by more than
+# CONFIDENCE standard errors of that mean (measured in the round itself), and lowers the
+# baseline only to what it surely stays under: noise alone moves nothing.
+CONFIDENCE = 2.0
+# A round whose mean latency is within TOLERANCE times the baseline is "near the
+# baseline"; above that, the server is queueing our jobs.
+TOLERANCE = 1.1
+# Near the baseline, the limit doubles per round until the first sign of overload (as
+# TCP's slow start), then grows by the queue allowance max(1, QUEUE * sqrt(limit)).
+SLOW_START = 2.0
+QUEUE = 0.3
+# Above tolerance, the limit is multiplied by the gradient baseline / mean (the share of
+# the latency that is not queueing), but by no less than GRADIENT_FLOOR in one round, and
+# the queue allowance is added back.
+GRADIENT_FLOOR = 0.5
+# A round with an overload error multiplies the limit by ERROR_BACKOFF.
+ERROR_BACKOFF = 0.7
+# The limit grows only in rounds where at least USED_FRACTION of it was in use.
+USED_FRACTION = 0.5
+# When a probe cut the load (to CUT_EVIDENCE of the last round's or less) but the latency
+# stayed within the tolerance of the last round's (either way), the latency is the
+# server's own: the baseline is set to agree with it. Any other such cut brings the next
+# probe forward to the next round.
+CUT_EVIDENCE = 0.75
+# After the first round with latencies, and then every PROBE_EVERY rounds, one round runs
+# at PROBE_FRACTION of the limit (a cut made to gather that evidence); then the limit
+# comes back.
+PROBE_EVERY = 40
+PROBE_FRACTION = 0.5
+# At the minimum limit a round still above tolerance moves the baseline up by this
+# fraction of the gap: nothing more can be shed.
+BASELINE_RISE = 1 / 8
+
+
+def _check_bound(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (got {value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    return value
+
+
+@final
+class Adaptive:
+    """A concurrency limit that adapts to the server, for ``max_workers=``.
+
+    ``CoroutineExecutor(max_workers=Adaptive(min=4, max=1000))`` starts at ``initial``
+    jobs at once and then moves the limit within ``[min, max]`` from what the finished
+    jobs show: it grows while jobs succeed and their latency stays near its long-run
+    baseline, and shrinks multiplicatively when latency rises above that baseline or
+    when a job fails with an overload error. Reading ``exe.max_workers`` gives the
+    current limit. The algorithm and its constants are in the "Adaptive concurrency"
+    section of the semantics documentation.
+
+    Args:
+        min: the limit never goes below this (default 4).
+        max: the limit never goes above this (default 1000).
+        initial: the limit to start with (default 32, or the nearest bound when 32 is
+            outside ``[min, max]``).
+        overload: called with a job's exception; a true result makes that error a
+            signal of overload (say, an HTTP 429 or 503, or ``TimeoutError``). Default
+            (``None``): every job error is one. Cancelled jobs are never a signal.
+
+    Raises:
+        TypeError: a bound that is not an int, or an ``overload`` that is not callable.
+        ValueError: a bound below 1, ``min`` above ``max``, or ``initial`` outside
+            ``[min, max]``.
+
+    ``Adaptive`` objects are immutable and compare equal when their settings are equal;
+    one object may configure any number of executors (each gets its own limiter).
+    """
+
+    __slots__ = ("_initial", "_max", "_min", "_overload")
+
+    _min: int
+    _max: int
+    _initial: int
+    _overload: Optional[Callable[[BaseException], object]]
+
+    def __init__(
+        self,
+        *,
+        min: int = 4,  # the documented names: the builtins are not used below
+        max: int = 1000,
+        initial: Optional[int] = None,
+        overload: Optional[Callable[[BaseException], object]] = None,
+    ) -> None:
+        low = _check_bound("min", min)
+        high = _check_bound("max", max)
+        if low > high:
+            raise ValueError(f"min must not be greater than max (got min={low}, max={high})")
+        if initial is None:
+            start = _DEFAULT_INITIAL  # moved to the nearest bound when outside them
+            if start < low:
+                start = low
+            elif start > high:
+                start = high
+        else:
+            start = _check_bound("initial", initial)
+            if not low <= start <= high:
+                raise ValueError(
+                    f"initial must be between min and max (got {start}, min={low}, max={high})"
+                )
+        if overload is not None and not callable(overload):
+            raise TypeError(f"overload must be a callable or None (got {overload!r})")
+        object.__setattr__(self, "_min", low)
+        object.__setattr__(self, "_max", high)
+        object.__setattr__(self, "_initial", start)
+        object.__setattr__(self, "_overload", overload)
+
+    @property
+    def min(self) -> int:
+        """The lowest the limit goes."""
+        return self._min
+
+    @property
+    def max(self) -> int:
+        """The highest the limit goes."""
+        return self._max
+
+    @property
+    def initial(self) -> int:
+        """The limit a new executor starts with."""
+        return self._initial
+
+    @property
+    def overload(self) -> Optional[Callable[[BaseException], object]]:
+        """The predicate that picks overload errors (``None``: every error is one)."""
+        return self._overload
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
+
+    def __repr__(self) -> str:
+        overload = "" if self._overload is None else f", overload={self._overload!r}"
+        return f"Adaptive(min={self._min}, max={self._max}, initial={self._initial}{overload})"
+
+    def _key(self) -> tuple[int, int, int, object]:
+        return (self._min, self._max, self._initial, self._overload)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Adaptive:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments: rebuild through a helper rather than Adaptive(*args).
+        return (_rebuild, self._key())
+
+
+def _rebuild(
+    low: int, high: int, initial: int, overload: Optional[Callable[[BaseException], object]]
+) -> Adaptive:
+    return Adaptive(min=low, max=high, initial=initial, overload=overload)
+
+
+@final
+class AdaptiveLimit:
+    """The limiter of one executor: fed each finished job, it answers with the limit.
+
+    Work goes in rounds. After each change of the limit the limiter first lets the jobs
+    that were in flight at that moment finish (they ran under the old limit and say
+    nothing about the new one: the *settling* part), then measures the next
+    ``max(limit, MIN_SAMPLES)`` completions, then decides once (``_decide``). So a storm
+    of errors shrinks the limit once per round, multiplicatively, and never to ``min`` in
+    one burst.
+    """
+
+    __slots__ = (
+        "_baseline",
+        "_count",
+        "_errors",
+        "_high",
+        "_is_overload",
+        "_last_mean",
+        "_last_used",
+        "_limit",
+        "_low",
+        "_measure",
+        "_next_probe",
+        "_probing",
+        "_restore",
+        "_rounds",
+        "_samples",
+        "_settle",
+        "_slow_start",
+        "_squares",
+        "_sum",
+        "_used",
+    )
+
+    def __init__(self, config: Adaptive) -> None:
+        self._low = config.min
+        self._high = config.max
+        self._is_overload = config.overload
+        self._limit = float(config.initial)  # a float: small steps add up
+        self._baseline = math.inf  # the no-load latency estimate; none before a round
+        self._last_mean = math.inf  # the last round's mean latency (inf: none usable)
+        self._last_used = 0.0  # the most jobs in flight in the last round
+        self._slow_start = True
+        self._rounds = 0  # rounds decided so far, probes not counted
+        self._next_probe = 1  # the first round with latencies is followed by a probe
+        self._probing = False
+        self._restore = 0.0  # the limit to come back to after a probe round
+        self._settle = 0  # completions left to ignore (jobs started under an older limit)
+        self._start_round()
+
+    @property
+    def limit(self) -> int:
+        """The current limit, an int in ``[min, max]``."""
+        return int(self._limit)
+
+    @property
+    def baseline(self) -> float:
+        """The no-load latency estimate in seconds (``inf`` before the first round)."""
+        return self._baseline
+
+    @property
+    def probing(self) -> bool:
+        """Whether the current round is a probe round (run at a fraction of the limit)."""
+        return self._probing
+
+    def __repr__(self) -> str:
+        return (
+            f"<AdaptiveLimit limit={self.limit} [{self._low}, {self._high}]"
+            f" baseline={self._baseline:.6g}s{' probing' if self._probing else ''}>"
+        )
+
+    def _start_round(self) -> None:
+        self._measure = max(int(self._limit), MIN_SAMPLES)
+        self._count = 0
+        self._samples = 0
+        self._sum = 0.0
+        self._squares = 0.0
+        self._errors = 0
+        self._used = 0.0
+
+    def on_done(
+        self, latency: float, error: Optional[BaseException] = None, in_flight: Optional[int] = None
+    ) -> int:
+        """Account for one finished job and return the limit to use from now on.
+
+        Args:
+            latency: seconds from the job's start to its end.
+            error: the job's exception, or ``None`` if it succeeded. Do not pass jobs that
+                were cancelled: they say nothing about the server.
+            in_flight: how many jobs were running when this one ended (itself included),
+                if the caller knows; the limit grows only in rounds where at least half
+                of it was in use. ``None`` counts as fully in use.
+
+        Raises:
+            Whatever the ``overload`` predicate raises; the job is then not counted.
+        """
+        overload = False
+        if error is not None:
+            predicate = self._is_overload
+            overload = True if predicate is None else bool(predicate(error))
+        if self._settle > 0:
+            self._settle -= 1
+            return int(self._limit)
+        if error is None:
+            self._samples += 1
+            self._sum += latency
+            self._squares += latency * latency
+        elif overload:
+            self._errors += 1
+        # A failure that is not an overload is neither a latency sample (a fast 404 would
+        # drag the baseline down) nor a signal: it only counts towards the round.
+        used = self._limit if in_flight is None else in_flight
+        if used > self._used:
+            self._used = used
+        self._count += 1
+        if self._count >= self._measure:
+            before = int(self._limit)
+            self._decide()
+            if int(self._limit) != before:
+                # The jobs still in flight started under the old limit: let them finish
+                # unmeasured.
+                self._settle = before - 1 if in_flight is None else in_flight - 1
+            self._start_round()
+        return int(self._limit)
+
+    def _decide(self) -> None:
+        """End a round: update the baseline, then move the limit once."""
+        mean = margin = math.nan
+        if self._samples and not self._errors:
+            mean, margin = self._round_mean()
+            self._update_baseline(mean, margin)
+            self._last_mean = mean
+        else:
+            self._last_mean = math.inf  # errors make this round's latency no reference
+        self._last_used = self._used
+        if self._probing:  # the probe has gathered its evidence: back to the full limit
+            self._probing = False
+            self._limit = self._restore
+            return
+        limit = self._limit
+        if self._errors:
+            self._slow_start = False
+            limit *= ERROR_BACKOFF
+        elif self._samples:
+            baseline = self._baseline
+            grow = self._used >= USED_FRACTION * limit
+            if mean - margin <= TOLERANCE * baseline:  # near the baseline
+                if grow:
+                    limit = limit * SLOW_START if self._slow_start else limit + _queue(limit)
+            elif limit > self._low:  # queueing: shed the share of the latency it causes
+                self._slow_start = False
+                limit *= max(baseline / mean, GRADIENT_FLOOR)
+                if grow:
+                    limit += _queue(limit)
+            else:  # nothing more to shed, and still slow: learn the server's latency
+                self._baseline += (mean - baseline) * BASELINE_RISE
+        # else: only failures that are not overload: no evidence either way; hold.
+        limit = min(max(limit, float(self._low)), float(self._high))
+        self._rounds += 1
+        if self._samples and not self._errors and self._rounds >= self._next_probe:
+            self._next_probe = self._rounds + PROBE_EVERY
+            probe = max(float(self._low), min(limit, self._used) * PROBE_FRACTION)
+            if int(probe) < int(limit):
+                self._probing = True
+                self._restore = limit
+                limit = probe
+        self._limit = limit
+
+    def _round_mean(self) -> tuple[float, float]:
+        """The round's mean latency and its margin of error (CONFIDENCE standard errors)."""
+        n = self._samples
+        mean = self._sum / n
+        if n < 2:
+            return mean, mean
+        variance = max(0.0, (self._squares - n * mean * mean) / (n - 1))
+        return mean, CONFIDENCE * math.sqrt(variance / n)
+
+    def _update_baseline(self, mean: float, margin: float) -> None:
+        last = self._last_mean
+        if self._used <= CUT_EVIDENCE * self._last_used and last <= mean * TOLERANCE <= (
+            last * TOLERANCE * TOLERANCE
+        ):
+            # The load was cut and the latency stayed where it was, within the tolerance
+            # either way. After a probe (half the load), that means the latency is the
+            # server's own, at the higher load too: the baseline must agree with it (the
+            # server may have become slower for good, or faster). After any other cut
+            # (a decrease, or the caller) it may also mean the server lost capacity
+            # while the last round ran: probe next round to tell the two apart.
+            if self._probing:
+                self._baseline = min(max(self._baseline, mean - margin), mean + margin)
+            else:
+                self._next_probe = self._rounds + 1
+        elif mean + margin < self._baseline:
+            # Queueing only adds latency: a round surely faster is nearer the truth.
+            self._baseline = mean + margin
+
+
+def _queue(limit: float) -> float:
+    return max(1.0, QUEUE * math.sqrt(limit))

@@ -1,0 +1,320 @@
+"""KeyedLine: per-key limits on running jobs (``key=``, ``max_per_key=``), loop-free.
+
+A job has a key (say, the host of its URL). At most ``max_per_key`` jobs of one key run
+at once; the jobs of a key wait in their own FIFO line, and when a global slot frees,
+the *oldest startable* job goes first: the oldest waiting job whose key has room. A key
+at its limit therefore never holds back jobs of other keys (no head-of-line blocking).
+
+The global limit (``max_workers``), the rate limit and the start itself belong to the
+caller: this structure answers "may this job start now?" and "which waiting job goes
+next?", and counts. It never calls back into the caller; nothing in it knows of event
+loops. Its memory is bounded by what is live: a key with nothing running and nothing
+waiting has no state left, so a crawl over a million hosts does not grow per host seen.
+
+Costs: starting at once and finishing are a few dict operations (the executor's fast
+path); leaving the line is O(1) amortised; waiting and being picked are O(log k), k the
+number of keys with room and a waiting job (a heap holds the head of each such key's
+line, ordered by arrival).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+from collections.abc import Hashable
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
+
+from ._typing import final
+
+__all__ = ["KeyedLine", "Ticket", "check_max_per_key"]
+
+T = TypeVar("T")
+MaxPerKey = Union[int, Callable[[Hashable], int]]
+
+
+def check_max_per_key(value: object) -> MaxPerKey:
+    """Validate ``max_per_key``: an int greater than 0, or a callable ``key -> int``."""
+    if callable(value):
+        return value  # its results are checked per key, when it is called
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_per_key must be an int or a callable (got {value!r})")
+    if value < 1:
+        raise ValueError(f"max_per_key must be greater than 0 (got {value!r})")
+    return value
+
+
+@final
+class Ticket(Generic[T]):
+    """A waiting job's place in its key's line. ``live`` until it starts or leaves."""
+
+    __slots__ = ("item", "key", "live", "seq")
+
+    def __init__(self, key: Hashable, item: T, seq: int) -> None:
+        self.key = key
+        self.item = item
+        self.seq = seq  # arrival order, across all keys
+        self.live = True
+
+    def __repr__(self) -> str:
+        return f"<Ticket #{self.seq} key={self.key!r} {'waiting' if self.live else 'done'}>"
+
+
+class _Line:
+    """The waiting jobs of one key, in arrival order. Dropped once nobody waits.
+
+    The first ticket is always live (dead ones are cleaned off the front); a job that
+    leaves from the middle leaves a dead ticket behind until the line is compacted."""
+
+    __slots__ = ("tickets", "waiting")
+
+    def __init__(self) -> None:
+        self.tickets: collections.deque[Ticket[Any]] = collections.deque()
+        self.waiting = 0  # live tickets
+
+
+@final
+class KeyedLine(Generic[T]):
+    """Per-key running counts and FIFO lines, with the oldest startable job first.
+
+    The caller owns the global limit: it calls :meth:`try_start` on its fast path when a
+    global slot is free, :meth:`push` when the job must wait, :meth:`pop` while global
+    slots are free, :meth:`release` when a job of a key ends, and :meth:`discard` when a
+    waiting job is cancelled.
+    """
+
+    __slots__ = (
+        "_by_waiting",
+        "_heads",
+        "_limit_of",
+        "_limits",
+        "_lines",
+        "_lone_lines",
+        "_per_key",
+        "_running",
+        "_seq",
+        "_top",
+        "_waiting",
+    )
+
+    def __init__(self, max_per_key: MaxPerKey) -> None:
+        max_per_key = check_max_per_key(max_per_key)
+        self._per_key = max_per_key if isinstance(max_per_key, int) else 0
+        self._limit_of = None if isinstance(max_per_key, int) else max_per_key
+        # The three maps hold active keys only; each entry goes when its key idles.
+        self._running: dict[Hashable, int] = {}  # keys with jobs running: how many
+        self._lines: dict[Hashable, _Line] = {}  # keys with jobs waiting
+        self._limits: dict[Hashable, int] = {}  # each active key's max_per_key(key)
+        self._lone_lines = 0  # keys in _lines with nothing running
+        # The head ticket of every key with room and a waiting job, as (seq, ticket);
+        # also dead entries (tickets that left the line) until they surface or compaction.
+        self._heads: list[tuple[int, Ticket[T]]] = []
+        self._seq = 0
+        self._waiting = 0
+        # Keys by how many of their jobs wait: the longest line in O(1). Counts move by
+        # one at a time, so when the top bucket empties the next one down is not empty.
+        self._by_waiting: dict[int, dict[Hashable, None]] = {}
+        self._top = 0
+
+    def __repr__(self) -> str:
+        return f"<KeyedLine keys={self.active_keys} waiting={self._waiting}>"
+
+    def __len__(self) -> int:
+        """How many jobs wait (all keys)."""
+        return self._waiting
+
+    @property
+    def active_keys(self) -> int:
+        """How many keys have a job running or waiting."""
+        return len(self._running) + self._lone_lines
+
+    def busiest(self) -> Optional[tuple[Hashable, int]]:
+        """The key with the most jobs waiting and how many, or ``None`` if none waits."""
+        if not self._top:
+            return None
+        return next(iter(self._by_waiting[self._top])), self._top
+
+    def running_of(self, key: Hashable) -> int:
+        return self._running.get(key, 0)
+
+    def waiting_of(self, key: Hashable) -> int:
+        line = self._lines.get(key)
+        return 0 if line is None else line.waiting
+
+    #
+    # The caller's operations
+    #
+
+    def try_start(self, key: Hashable) -> bool:
+        """Count a job of ``key`` as running and return True if it may start now: its key
+        has room, none of its key waits, and no startable job of any key waits (it would
+        be older). Call it only with a global slot free."""
+        running = self._running
+        try:
+            n = running.get(key, 0)
+        except TypeError as exc:
+            raise _unhashable(key) from exc
+        if key in self._lines or (self._heads and self.peek() is not None):
+            return False
+        if n >= (self._per_key if self._limit_of is None else self._limit(key)):
+            return False  # (a key with no job running always has room)
+        running[key] = n + 1
+        return True
+
+    def release(self, key: Hashable) -> None:
+        """A running job of ``key`` ended (however it ended)."""
+        running = self._running
+        n = running[key] - 1
+        if n:
+            running[key] = n
+        else:
+            del running[key]
+        line = self._lines.get(key)
+        if line is None:
+            if not n and self._limit_of is not None:
+                del self._limits[key]
+            return
+        if not n:
+            self._lone_lines += 1
+        if n == self._limit(key) - 1:  # it had no room: now its head is a candidate
+            head = line.tickets[0]
+            heapq.heappush(self._heads, (head.seq, head))
+
+    def push(self, key: Hashable, item: T) -> Ticket[T]:
+        """Put a job of ``key`` in its key's line; the ticket lets it leave the line."""
+        try:
+            line = self._lines.get(key)
+        except TypeError as exc:
+            raise _unhashable(key) from exc
+        limit = self._limit(key)  # may raise (a bad max_per_key()): nothing changed yet
+        if line is None:
+            line = self._lines[key] = _Line()
+            if key not in self._running:
+                self._lone_lines += 1
+        self._seq += 1
+        ticket = Ticket(key, item, self._seq)
+        line.tickets.append(ticket)
+        line.waiting += 1
+        self._waiting += 1
+        self._count_waiting(key, line.waiting - 1, line.waiting)
+        if line.waiting == 1 and self._running.get(key, 0) < limit:
+            heapq.heappush(self._heads, (ticket.seq, ticket))
+        return ticket
+
+    def peek(self) -> Optional[Ticket[T]]:
+        """The oldest waiting job whose key has room, without starting it."""
+        heads = self._heads
+        while heads:
+            ticket = heads[0][1]
+            if ticket.live:
+                return ticket
+            heapq.heappop(heads)  # it left the line after it became a head
+        return None
+
+    def pop(self) -> Optional[Ticket[T]]:
+        """Start the oldest waiting job whose key has room: count it as running and
+        return its ticket (no longer live). ``None`` if no waiting job may start."""
+        ticket = self.peek()
+        if ticket is None:
+            return None
+        heapq.heappop(self._heads)
+        ticket.live = False
+        key = ticket.key
+        line = self._lines[key]
+        assert line.tickets[0] is ticket
+        line.tickets.popleft()
+        line.waiting -= 1
+        self._waiting -= 1
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        n = self._running.get(key, 0) + 1
+        self._running[key] = n
+        if n == 1:
+            self._lone_lines -= 1
+        if not line.waiting:
+            del self._lines[key]
+            return ticket
+        _clean_left(line)
+        if n < self._limit(key):
+            head = line.tickets[0]
+            heapq.heappush(self._heads, (head.seq, head))
+        return ticket
+
+    def discard(self, ticket: Ticket[T]) -> bool:
+        """Take a waiting job out of its line (it was cancelled). False if it had already
+        started or left."""
+        if not ticket.live:
+            return False
+        ticket.live = False
+        key = ticket.key
+        line = self._lines[key]
+        line.waiting -= 1
+        self._waiting -= 1
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        if not line.waiting:
+            del self._lines[key]
+            if key not in self._running:
+                self._lone_lines -= 1
+                if self._limit_of is not None:
+                    del self._limits[key]
+        else:
+            was_head = line.tickets[0] is ticket
+            _clean_left(line)
+            if was_head and self._running.get(key, 0) < self._limit(key):
+                # Its heap entry is dead now: the next in line takes its place.
+                head = line.tickets[0]
+                heapq.heappush(self._heads, (head.seq, head))
+            elif len(line.tickets) > 2 * line.waiting + 8:  # mostly dead: compact
+                line.tickets = collections.deque(t for t in line.tickets if t.live)
+        if len(self._heads) > 2 * len(self._lines) + 32:  # mostly dead heads: compact
+            self._heads = [entry for entry in self._heads if entry[1].live]
+            heapq.heapify(self._heads)
+        return True
+
+    #
+    # Helpers
+    #
+
+    def _limit(self, key: Hashable) -> int:
+        """max_per_key for ``key``: called once when the key becomes active."""
+        limit_of = self._limit_of
+        if limit_of is None:
+            return self._per_key
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = limit_of(key)
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
+            if limit < 1:
+                raise ValueError(
+                    f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
+                )
+            self._limits[key] = limit
+        return limit
+
+    def _count_waiting(self, key: Hashable, old: int, new: int) -> None:
+        """Move ``key`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
+        by_waiting = self._by_waiting
+        if old:
+            bucket = by_waiting[old]
+            del bucket[key]
+            if not bucket:
+                del by_waiting[old]
+                if old == self._top:
+                    self._top = new  # the key moved one down (or the top was 1)
+        if new:
+            target = by_waiting.get(new)
+            if target is None:
+                target = by_waiting[new] = {}
+            target[key] = None
+            if new > self._top:
+                self._top = new
+
+
+def _unhashable(key: object) -> TypeError:
+    return TypeError(f"key() must return a hashable value (got {key!r})")
+
+
+def _clean_left(line: _Line) -> None:
+    """Drop dead tickets from the front of a line that still has a live one."""
+    tickets = line.tickets
+    while not tickets[0].live:
+        tickets.popleft()

@@ -1,0 +1,352 @@
+"""max_workers=Adaptive(...) on both executors: the limit moves from the jobs' outcomes,
+stays within its bounds, shrinks without cancelling, and reads as an int.
+
+The algorithm itself is tested against a simulated server in tests/test_adaptive.py. Here
+the executors' clocks are replaced by a virtual one that never moves (every latency is
+0, so the latency never rises above its baseline): successes make the limit grow,
+overload errors make it shrink, and nothing depends on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
+from coroexecutor._adaptive import MIN_SAMPLES
+from coroexecutor.sync_bridge._tuning import BridgeTuner
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Overloaded(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+def frozen_clock() -> float:
+    return 0.0
+
+
+def virtual(exe: CoroutineExecutor) -> CoroutineExecutor:
+    assert exe._tuner is not None
+    exe._tuner.clock = frozen_clock
+    return exe
+
+
+def virtual_bridge(exe: LoopExecutor) -> LoopExecutor:
+    tuner = exe._handoff._slots.tuner
+    assert tuner is not None
+    tuner._tuner.clock = frozen_clock
+    return exe
+
+
+async def quick(limits: list[int], exe: CoroutineExecutor) -> None:
+    await asyncio.sleep(0)
+    limits.append(exe.max_workers)
+
+
+async def overloaded() -> None:
+    await asyncio.sleep(0)
+    raise Overloaded
+
+
+#
+# CoroutineExecutor
+#
+
+
+def test_adaptive_executors_settle_from_a_done_callback_and_plain_ones_in_line() -> None:
+    assert CoroutineExecutor(8)._inline
+    assert CoroutineExecutor(8)._tuner is None
+    exe = CoroutineExecutor(max_workers=Adaptive(min=2, max=8, initial=3))
+    assert not exe._inline
+    assert exe.max_workers == 3
+    assert type(exe.max_workers) is int
+    assert exe.stats.max_workers == 3
+
+
+async def test_successes_grow_the_limit_up_to_max(loop_kind: str) -> None:
+    limits: list[int] = []
+    async with CoroutineExecutor(max_workers=Adaptive(min=2, max=64, initial=4)) as exe:
+        virtual(exe)
+        for _ in range(40 * MIN_SAMPLES):
+            await exe.submit(quick, limits, exe)
+    assert all(2 <= limit <= 64 for limit in limits)
+    assert limits[0] == 4
+    assert exe.max_workers == 64
+    assert exe.stats.max_workers == 64
+
+
+async def test_overload_errors_shrink_the_limit_down_to_min(loop_kind: str) -> None:
+    exe = virtual(
+        CoroutineExecutor(
+            max_workers=Adaptive(min=3, max=100, initial=100), suppress_task_errors=True
+        )
+    )
+    seen: list[int] = []
+    async with exe:
+        futures = [exe.submit_nowait(overloaded) for _ in range(60 * MIN_SAMPLES)]
+        for future in futures:
+            with pytest.raises(Overloaded):
+                await future
+            seen.append(exe.max_workers)
+    assert all(3 <= limit <= 100 for limit in seen)
+    assert seen == sorted(seen, reverse=True)  # only overloads: it never grew
+    assert exe.max_workers == 3
+    assert exe.stats.failed == 60 * MIN_SAMPLES
+    assert exe.stats.cancelled == 0
+
+
+async def test_errors_the_predicate_declines_hold_the_limit() -> None:
+    config = Adaptive(min=2, max=50, initial=10, overload=lambda exc: isinstance(exc, Overloaded))
+
+    async def not_found() -> None:
+        raise NotFound
+
+    exe = virtual(CoroutineExecutor(max_workers=config, suppress_task_errors=True))
+    async with exe:
+        futures = [exe.submit_nowait(not_found) for _ in range(10 * MIN_SAMPLES)]
+        await asyncio.wait(futures)
+        assert exe.max_workers == 10
+        futures = [exe.submit_nowait(overloaded) for _ in range(10 * MIN_SAMPLES)]
+        await asyncio.wait(futures)
+        assert exe.max_workers < 10
+
+
+async def test_shrinking_cancels_no_running_job() -> None:
+    # 20 jobs run under the initial limit; a storm of overload errors from other jobs
+    # shrinks the limit to 20 or fewer while they run. None of them is cancelled, and the rest
+    # of the storm waits until fewer than the new limit run.
+    release = asyncio.Event()
+
+    async def long_job() -> str:
+        await release.wait()
+        return "done"
+
+    exe = virtual(
+        CoroutineExecutor(
+            max_workers=Adaptive(min=2, max=100, initial=60), suppress_task_errors=True
+        )
+    )
+    async with exe:
+        longs = [await exe.submit(long_job) for _ in range(20)]
+        storm = [exe.submit_nowait(overloaded) for _ in range(20 * MIN_SAMPLES)]
+        while not (exe.max_workers <= 20 and exe.stats.running == 20):
+            await asyncio.sleep(0)  # loop turns: the storm's jobs finish
+        assert not any(task.done() for task in longs)
+        assert exe.stats.queued > 0  # the storm's rest waits
+        release.set()
+        assert [await task for task in longs] == ["done"] * 20
+        for future in storm:
+            with pytest.raises(Overloaded):
+                await future
+    assert exe.stats.cancelled == 0
+    assert exe.max_workers == 2
+
+
+async def test_setting_max_workers_fixes_the_limit() -> None:
+    limits: list[int] = []
+    async with CoroutineExecutor(max_workers=Adaptive(min=2, max=64, initial=4)) as exe:
+        virtual(exe)
+        exe.max_workers = 5
+        assert exe._tuner is None
+        for _ in range(10 * MIN_SAMPLES):
+            await exe.submit(quick, limits, exe)
+        with pytest.raises(TypeError):
+            exe.max_workers = Adaptive()  # type: ignore[assignment]  # refused at run time
+    assert set(limits) == {5}
+
+
+async def test_the_hook_sees_the_current_limit() -> None:
+    seen: list[tuple[int, int | None]] = []
+    exe: CoroutineExecutor
+
+    def hook(task: asyncio.Future[Any]) -> None:
+        seen.append((exe.max_workers, exe.stats.max_workers))
+
+    exe = CoroutineExecutor(max_workers=Adaptive(min=2, max=16, initial=2), on_job_done=hook)
+    virtual(exe)
+    async with exe:
+        for _ in range(10 * MIN_SAMPLES):
+            await exe.submit(asyncio.sleep, 0)
+    assert len(seen) == 10 * MIN_SAMPLES
+    assert all(a == b for a, b in seen)
+    assert seen[0][0] == 2 and seen[-1][0] == 16
+
+
+async def test_an_overload_predicate_that_raises_is_reported_and_counts_nothing() -> None:
+    def broken(exc: BaseException) -> bool:
+        raise ValueError("bad predicate")
+
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    exe = virtual(
+        CoroutineExecutor(
+            max_workers=Adaptive(min=2, max=8, initial=4, overload=broken),
+            suppress_task_errors=True,
+        )
+    )
+    async with exe:
+        with pytest.raises(Overloaded):
+            await (await exe.submit(overloaded))
+    assert exe.max_workers == 4
+    assert exe.stats.failed == 1
+    assert [type(c["exception"]) for c in reported] == [ValueError]
+    loop.set_exception_handler(None)
+
+
+async def test_the_limit_works_with_map() -> None:
+    async def echo(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async with CoroutineExecutor(max_workers=Adaptive(min=1, max=32, initial=1)) as exe:
+        virtual(exe)
+        assert [x async for x in exe.map(echo, range(500))] == list(range(500))
+        assert exe.max_workers > 1
+
+
+#
+# LoopExecutor
+#
+
+
+def test_bridge_limit_grows_on_successes_and_reads_as_an_int() -> None:
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    with LoopExecutor(max_workers=Adaptive(min=2, max=48, initial=3)) as exe:
+        assert exe.max_workers == 3
+        virtual_bridge(exe)
+        for _ in range(30):
+            for future in [exe.submit(job) for _ in range(2 * MIN_SAMPLES)]:
+                future.result()
+        assert exe.max_workers == 48
+        assert type(exe.max_workers) is int
+        assert exe.stats.max_workers == 48
+
+
+def test_bridge_overloads_shrink_the_limit_for_both_kinds_of_job() -> None:
+    def blocking_overloaded() -> None:
+        raise Overloaded
+
+    with LoopExecutor(max_workers=Adaptive(min=2, max=40, initial=40)) as exe:
+        virtual_bridge(exe)
+        seen = []
+        for fn in [overloaded, blocking_overloaded] * 10:
+            futures = [exe.submit(fn) for _ in range(MIN_SAMPLES)]
+            for future in futures:
+                assert isinstance(future.exception(), Overloaded)
+            seen.append(exe.max_workers)
+        assert all(2 <= limit <= 40 for limit in seen)
+        assert seen == sorted(seen, reverse=True)
+        assert exe.max_workers == 2
+
+
+def test_bridge_shrinking_cancels_no_running_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    shrunk = threading.Event()
+
+    def long_job() -> str:
+        release.wait(30)
+        return "done"
+
+    with LoopExecutor(max_workers=Adaptive(min=2, max=40, initial=30)) as exe:
+        tuner = virtual_bridge(exe)._handoff._slots.tuner
+        assert tuner is not None
+        feed = BridgeTuner.finished_threadsafe
+
+        def watched(self: BridgeTuner, future: Any) -> None:
+            feed(self, future)
+            if self.limit <= 10:
+                shrunk.set()
+
+        monkeypatch.setattr(BridgeTuner, "finished_threadsafe", watched)
+        longs = [exe.submit(long_job) for _ in range(10)]
+        storm = [exe.submit(overloaded) for _ in range(20 * MIN_SAMPLES)]
+        assert shrunk.wait(30)  # the limit fell to the 10 blocking jobs running, or below
+        assert not any(f.done() for f in longs)
+        release.set()
+        assert [f.result() for f in longs] == ["done"] * 10
+        assert all(isinstance(f.exception(), Overloaded) for f in storm)
+        assert exe.stats.cancelled == 0
+        assert exe.max_workers == 2
+
+
+def test_bridge_setting_max_workers_fixes_the_limit() -> None:
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    with LoopExecutor(max_workers=Adaptive(min=2, max=64, initial=4)) as exe:
+        exe.max_workers = 6
+        for future in [exe.submit(job) for _ in range(10 * MIN_SAMPLES)]:
+            future.result()
+        assert exe.max_workers == 6
+        assert exe._handoff._slots.tuner is None
+
+
+def test_bridge_overload_predicate_that_raises_goes_to_the_unraisable_hook(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(exc: BaseException) -> bool:
+        raise ValueError("bad predicate")
+
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with LoopExecutor(max_workers=Adaptive(min=2, max=8, initial=4, overload=broken)) as exe:
+        assert isinstance(exe.submit(overloaded).exception(), Overloaded)
+    assert exe.max_workers == 4
+    assert [type(r.exc_value) for r in reported] == [ValueError]
+
+
+async def test_rising_latency_shrinks_the_limit_without_errors() -> None:
+    # A virtual server: every running job waits until all running jobs wait, then the
+    # clock moves on by the server's latency and they all finish. The latency steps from
+    # 1 to 2 (twice the baseline) half-way: the gradient rule must cut the limit.
+    now = 0.0
+    latency = 1.0
+    parked: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+
+    async def request() -> None:
+        waiter = loop.create_future()
+        parked.append(waiter)
+        await waiter
+
+    exe = CoroutineExecutor(max_workers=Adaptive(min=4, max=64, initial=16))
+    assert exe._tuner is not None
+    exe._tuner.clock = lambda: now
+    limits: list[tuple[float, int]] = []
+    async with exe:
+        for _ in range(4000):
+            exe.submit_nowait(request)
+        while True:
+            while not parked or len(parked) < exe.stats.running:
+                if exe.stats.done == 4000:
+                    break
+                await asyncio.sleep(0)  # loop turns: the started jobs reach their wait
+            if exe.stats.done == 4000:
+                break
+            if exe.stats.done >= 2000:
+                latency = 2.0
+            now += latency
+            wave, parked[:] = parked[:], []
+            for waiter in wave:
+                waiter.set_result(None)
+            await asyncio.sleep(0)
+            limits.append((latency, exe.max_workers))
+    assert all(4 <= limit <= 64 for _, limit in limits)
+    before = [limit for lat, limit in limits if lat == 1.0]
+    after = [limit for lat, limit in limits if lat == 2.0]
+    assert before[-1] == 64  # near the baseline, it grew to max
+    assert min(after) < before[-1] / 1.5  # the latency rose: a multiplicative cut
+    assert exe.stats.failed == 0
