@@ -23,7 +23,7 @@ from aiohttp import web
 
 from coroexecutor import CoroutineExecutor, Retry
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(60)  # loopback requests in debug mode under tox -p 2
 
 PATHS = 300
 MAX_WORKERS = 20
