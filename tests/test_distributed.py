@@ -433,6 +433,32 @@ def test_async_with(client: Any) -> None:
     assert asyncio.run(main()) == [0, 2, 4]
 
 
+def test_cancelling_the_wait_in_async_with_exit_cancels_the_jobs_and_returns(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    futures: list[concurrent.futures.Future[int]] = []
+
+    async def block(leaving: asyncio.Event) -> None:
+        async with DaskExecutor(client=client, per_worker=10) as exe:
+            futures.extend(exe.submit(_park, tmp_path, x) for x in range(4))
+            await _wait_for_files(tmp_path, "started-*", 1)
+            leaving.set()
+        # leaving normally: __aexit__ waits for the parked jobs, until cancelled
+
+    async def main() -> None:
+        leaving = asyncio.Event()
+        task = asyncio.ensure_future(block(leaving))
+        await leaving.wait()  # the task ran on into __aexit__'s wait
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    done, _ = concurrent.futures.wait(futures, timeout=_WAIT)  # every waiter is woken
+    assert len(done) == 4 and all(f.cancelled() for f in futures)
+    _wait_until_all_cancelled(tmp_path)
+
+
 @pytest.mark.timeout(120)
 def test_a_million_item_generator_runs_in_bounded_client_memory(client: Any) -> None:
     n = 1_000_000
