@@ -498,6 +498,34 @@ def test_a_worker_killed_mid_map_leaves_every_result_delivered_once(
     client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
 
 
+@pytest.mark.parametrize("left_open", ["a map", "a submit"])
+def test_the_interpreter_exits_with_an_executor_forgotten_mid_flight(
+    client: Any, left_open: str
+) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from coroexecutor.distributed import DaskExecutor\n"
+        "async def job(x):\n"
+        "    await asyncio.Event().wait()\n"
+        "if sys.argv[2] == 'a map':  # on a LocalCluster of its own, as a script would\n"
+        "    exe = DaskExecutor(n_workers=1, per_worker=4)\n"
+        "else:\n"
+        "    exe = DaskExecutor(sys.argv[1], per_worker=4)\n"
+        "if sys.argv[2] == 'a map':\n"
+        "    it = exe.map(job, range(50), chunksize=5)\n"
+        "else:\n"
+        "    f = exe.submit(job, 1)\n"
+        "print('main ends', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code, client.scheduler.address, left_open],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "main ends" in done.stdout
+    assert "cannot schedule new futures" not in done.stderr
+
+
 def test_import_needs_the_extra_and_the_package_does_not_import_dask() -> None:
     code = (
         "import sys, coroexecutor\n"
