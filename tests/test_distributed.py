@@ -405,6 +405,30 @@ def test_job_timeout_applies_per_job(client: Any) -> None:
     assert isinstance(error, TimeoutError)
 
 
+def test_shutdown_cancel_futures_makes_an_open_map_raise_cancelled_error(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    exe = DaskExecutor(client=client, per_worker=10)
+    results = exe.map(_park, [tmp_path] * 20, range(20), chunksize=2)
+    asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
+    exe.shutdown(cancel_futures=True)
+    with pytest.raises(concurrent.futures.CancelledError):  # as ThreadPoolExecutor's map
+        next(results)
+    _wait_until_all_cancelled(tmp_path)
+
+
+def test_a_map_open_at_shutdown_yields_the_chunks_in_flight(client: Any) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        whole = exe.map(_double, range(8), chunksize=2, buffersize=8)
+        cut = exe.map(_double, range(20), chunksize=2, buffersize=8)
+    assert list(whole) == [2 * x for x in range(8)]  # the stdlib idiom: read after the block
+    read = []
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        for value in cut:  # the window in flight at shutdown, then no more
+            read.append(value)
+    assert read == [2 * x for x in range(8)]
+
+
 def test_calls_after_shutdown_raise(client: Any) -> None:
     exe = DaskExecutor(client=client, per_worker=3)
     exe.shutdown()

@@ -292,8 +292,11 @@ class DaskExecutor(concurrent.futures.Executor):
 
         ``cancel_futures`` cancels every job not yet done, on the workers too: gathered
         submits, chunks in flight and the jobs running in them, and the open maps.
-        Without it, maps still open keep the chunks already in flight (wait=True waits for
-        them, and they can still be read) but send no more.
+        An open map then raises ``CancelledError`` where its first cancelled result would
+        be, as the stdlib pools' maps do. Without it, maps still open keep the chunks
+        already in flight (wait=True waits for them, and they can still be read, also
+        after the ``with`` block) but send no more: once those are read, ``next()`` raises
+        ``RuntimeError`` if inputs were left, as a lazy ``Executor.map`` does.
 
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels every job,
         waits for the workers to report, then propagates.
