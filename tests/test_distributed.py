@@ -277,6 +277,21 @@ def test_return_exceptions_yields_each_error_in_its_place(client: Any) -> None:
     assert [e.args for e in errors] == [(f"odd {x}",) for x in range(1, 10, 2)]
 
 
+async def _cancels_itself_on_one(x: int) -> int:
+    if x == 1:
+        raise asyncio.CancelledError
+    return x
+
+
+def test_return_exceptions_yields_a_job_s_own_cancelled_error_in_its_place(
+    client: Any,
+) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        results = list(exe.map(_cancels_itself_on_one, range(3), return_exceptions=True))
+    assert results[0::2] == [0, 2]  # as CoroutineExecutor.map and asyncio.gather
+    assert type(results[1]) is asyncio.CancelledError
+
+
 def test_an_error_is_raised_where_its_result_would_be(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         results = exe.map(_fails_on_odd, [0, 2, 4, 5, 6], chunksize=2)

@@ -308,7 +308,11 @@ class ProcessLoop:
 
     def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
-        if future.cancelled():
+        if future.cancelled() and self._raised_cancel(run, i):
+            # The job raised CancelledError itself: with return_exceptions a map yields it
+            # in its place, as CoroutineExecutor.map and asyncio.gather do.
+            run.errors[i] = asyncio.CancelledError()
+        elif future.cancelled():
             run.cancelled.append(i)
         else:
             error = future.exception()
@@ -317,6 +321,14 @@ class ProcessLoop:
             else:
                 self._job_failed(run, i, error)
         self._feed(run)
+
+    def _raised_cancel(self, run: _Run, i: int) -> bool:
+        """A cancelled job of a return_exceptions map that nothing here cancelled."""
+        spec = run.spec
+        if spec.fn is None or not spec.return_exceptions or self._stop.is_set():
+            return False
+        records = self._cancelled.get(spec.map_id, ())
+        return not any(spec.start + i in indexes for indexes in records)
 
     def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
         """Fail-fast inside this process: an error cancels the map's later jobs here at
