@@ -292,6 +292,32 @@ def test_return_exceptions_yields_a_job_s_own_cancelled_error_in_its_place(
     assert type(results[1]) is asyncio.CancelledError
 
 
+async def _exits_on_one_or_two(x: int) -> int:
+    if x == 1:
+        raise SystemExit(3)
+    if x == 2:
+        raise KeyboardInterrupt
+    return x
+
+
+def _exits_on_one_or_two_blocking(x: int) -> int:
+    return asyncio.run(_exits_on_one_or_two(x))
+
+
+@pytest.mark.parametrize("fn", [_exits_on_one_or_two, _exits_on_one_or_two_blocking])
+def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_its_item_only(
+    client: Any, fn: Any
+) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        first = list(exe.map(fn, range(4), chunksize=4, return_exceptions=True))
+        assert first[0::3] == [0, 3]
+        assert type(first[1]) is SystemExit and first[1].args == (3,)
+        assert type(first[2]) is KeyboardInterrupt
+        # every process's loop runs on
+        assert list(exe.map(_double, range(8), chunksize=1)) == [2 * x for x in range(8)]
+        assert exe.submit(_double, 4).result(_WAIT) == 8
+
+
 def test_an_error_is_raised_where_its_result_would_be(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         results = exe.map(_fails_on_odd, [0, 2, 4, 5, 6], chunksize=2)

@@ -109,6 +109,10 @@ def _is_async(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+class _JobExit(Exception):
+    """Carries a job's KeyboardInterrupt/SystemExit (its ``__cause__``) out of its task."""
+
+
 @dataclass(eq=False)  # kept in sets, by identity
 class _Run:
     """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
@@ -294,10 +298,9 @@ class ProcessLoop:
             else:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
-                if is_async:
-                    future = exe.submit_nowait(job_fn, *args, **kwargs)
-                else:
-                    future = exe.submit_nowait(self._call_blocking, job_fn, args, kwargs)
+                if not callable(job_fn):
+                    raise TypeError(f"a job must be callable (got {job_fn!r})")
+                future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
                 continue
@@ -316,6 +319,8 @@ class ProcessLoop:
             run.cancelled.append(i)
         else:
             error = future.exception()
+            if isinstance(error, _JobExit):
+                error = error.__cause__
             if error is None:
                 run.values[i] = future.result()
             else:
@@ -336,6 +341,22 @@ class ProcessLoop:
         run.errors[i] = error
         if run.spec.fail_fast:
             self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
+
+    async def _guarded(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        is_async: bool,
+    ) -> Any:
+        """Run one job; its KeyboardInterrupt or SystemExit fails that job only.
+
+        asyncio lets those two out of a task and out of the loop, which would stop this
+        process's loop for every job; carried as a _JobExit they fail their own item, as
+        on the bridge's loop thread."""
+        try:
+            if is_async:
+                return await fn(*args, **kwargs)
+            return await self._call_blocking(fn, args, kwargs)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise _JobExit(repr(exc)) from exc
 
     async def _call_blocking(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
