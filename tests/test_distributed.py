@@ -470,8 +470,12 @@ def test_a_map_open_at_shutdown_yields_the_chunks_in_flight(client: Any) -> None
     assert read == [2 * x for x in range(8)]
 
 
-def test_calls_after_shutdown_raise(client: Any) -> None:
-    exe = DaskExecutor(client=client, per_worker=3)
+@pytest.mark.parametrize("own_client", [False, True])
+def test_calls_after_shutdown_raise(client: Any, own_client: bool) -> None:
+    if own_client:  # its client is closed by then
+        exe = DaskExecutor(client.scheduler.address, per_worker=3)
+    else:
+        exe = DaskExecutor(client=client, per_worker=3)
     exe.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         exe.submit(_double, 1)

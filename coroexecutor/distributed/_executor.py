@@ -255,6 +255,7 @@ class DaskExecutor(concurrent.futures.Executor):
             ValueError: ``chunksize`` or ``buffersize`` below 1.
         """
         _check_fn(fn, "map")
+        self._check_running()  # before asking the scheduler: a client it made is closed
         size = self._chunksize if chunksize is None else _check_count("chunksize", chunksize)
         if buffersize is not None:
             window = math.ceil(_check_count("buffersize", buffersize) / size)
@@ -266,8 +267,7 @@ class DaskExecutor(concurrent.futures.Executor):
                      zip(*iterables), size, window, return_exceptions,
                      self._fail_fast and not return_exceptions)
         with self._lock:
-            if self._state is not _State.RUNNING:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_running()
             self._maps.add(run)
         try:
             run.fill()
@@ -275,6 +275,10 @@ class DaskExecutor(concurrent.futures.Executor):
             run.cancel_threadsafe()
             raise
         return MapResults(run, end_time)
+
+    def _check_running(self) -> None:
+        if self._state is not _State.RUNNING:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _send(self, chunk: Chunk, key: str) -> Any:
         return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
