@@ -268,6 +268,31 @@ def test_a_job_error_fails_fast_and_cancels_the_rest_in_every_process(
     assert len({name.split("-")[0] for name in started}) == WORKERS
 
 
+async def _fail_while_input_0_runs(folder: str, x: int) -> int:
+    """Input 1 fails once parked jobs run in both processes; input 0, in its chunk, ends
+    only once jobs were cancelled in both processes (its own and the other)."""
+    directory = pathlib.Path(folder)
+    if x == 0:
+        await _wait_for_files(directory, "cancelled-*", WORKERS)
+        return 0
+    if x == 1:
+        await _wait_for_files(directory, "started-*", WORKERS)
+        raise ValueError("boom")
+    return await _park(directory, x)
+
+
+def test_fail_fast_reaches_the_other_processes_before_its_chunk_is_back(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    with DaskExecutor(client=client, per_worker=10) as exe:
+        results = exe.map(_fail_while_input_0_runs, [str(tmp_path)] * 100, range(100),
+                          chunksize=5)
+        assert next(results) == 0
+        with pytest.raises(ValueError, match="boom"):
+            next(results)
+    _wait_until_all_cancelled(tmp_path)
+
+
 def test_return_exceptions_yields_each_error_in_its_place(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         results = list(exe.map(_fails_on_odd, range(10), chunksize=3, return_exceptions=True))

@@ -5,10 +5,11 @@ stale result). At most ``window`` chunks are in flight; the next is sent as soon
 oldest has come back, before its results are yielded, so the workers stay busy while the
 consumer reads. Outcomes of chunks that finish out of order wait in their slot.
 
-Fail-fast: the first error (in input order, among the chunks back so far) cancels every
-later chunk, through dask's cancel for those not yet started and through ``cancel_jobs``
-on every worker for the jobs already running; the results before it are still yielded,
-then the error is raised where its result would have been.
+Fail-fast: the worker whose job fails cancels the map's later jobs in every process at
+once (_worker.py). Here, the first error (in input order, among the chunks back so far)
+cancels every later chunk, through dask's cancel for those not yet started and through
+``cancel_jobs`` on every worker for the jobs already running; the results before it are
+still yielded, then the error is raised where its result would have been.
 
 Threading model: the thread iterating the map runs everything here, except
 ``cancel_threadsafe`` and ``settle_threadsafe`` (DaskExecutor.shutdown, any thread);

@@ -11,7 +11,9 @@ Threading model:
 * dask's event loop thread: ``LoopPlugin.setup``/``teardown`` and ``cancel_jobs`` (it
   runs what ``client.run`` sends);
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
-  chunk to the loop as one coroutine and waits for its outcomes;
+  chunk to the loop as one coroutine and waits for its outcomes (and, for a fail-fast
+  chunk, for its first error, which it sends to every process at once through this
+  worker's client: ``_broadcast_cancel``);
 * the loop thread: everything in ``ProcessLoop`` whose name does not end in
   ``_threadsafe``.
 """
@@ -23,19 +25,21 @@ import collections
 import concurrent.futures
 import functools
 import inspect
+import logging
 import pickle
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from distributed import WorkerPlugin, secede
+from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, name_input
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
 
+_LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
 _LOOPS: dict[str, ProcessLoop] = {}  # guarded by _LOCK; DaskExecutor id -> its loop here
 _CANCEL_RECORDS = 1024  # maps whose cancellations a process remembers for late chunks
@@ -89,7 +93,18 @@ def run_chunk(chunk: Chunk) -> Outcomes:
     # The chunk only waits from here on: leave dask's thread pool, so a worker runs up
     # to per_worker jobs whatever its thread count, not one chunk per dask thread.
     secede()
-    return process_loop.run_threadsafe(spec)
+    return process_loop.run_threadsafe(spec, _broadcast_cancel)
+
+
+def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
+    """A dask task thread: a fail-fast chunk's first error, at map index ``index``, cancels
+    the map's later jobs in every process now, not once the whole chunk is back."""
+    try:
+        client = get_client()  # this worker's client, made once per process
+        client.run(cancel_jobs, spec.exe_id, spec.map_id, range(index + 1, sys.maxsize),
+                   wait=False)
+    except Exception:  # the client cancels them too, once the chunk is back
+        _LOGGER.debug("could not send a fail-fast cancellation", exc_info=True)
 
 
 async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
@@ -126,6 +141,7 @@ class _Run:
     cancelled: list[int]
     running: dict[int, asyncio.Future[Any]]  # position -> the job's future
     finished: asyncio.Future[None]
+    first_error: concurrent.futures.Future[int]  # the map index of the first error
     next: int = 0  # the position of the next job to feed
 
 
@@ -160,14 +176,24 @@ class ProcessLoop:
     # Any thread
     #
 
-    def run_threadsafe(self, spec: ChunkSpec) -> Outcomes:
-        """A dask task thread: run the chunk on the loop, wait, encode the outcomes."""
+    def run_threadsafe(
+        self, spec: ChunkSpec, on_first_error: Callable[[ChunkSpec, int], None]
+    ) -> Outcomes:
+        """A dask task thread: run the chunk on the loop, wait, encode the outcomes.
+
+        A fail-fast chunk's first error calls ``on_first_error(spec, map index)`` here at
+        once, while the jobs before it still run."""
+        first_error: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:  # guards _closed: a chunk scheduled here is run by _main's drain
             if self._closed:
                 raise RuntimeError("the DaskExecutor's loop in this worker process has stopped")
-            future = asyncio.run_coroutine_threadsafe(self._run_chunk(spec), self._loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._run_chunk(spec, first_error), self._loop)
             self._waiting.add(future)
         try:
+            concurrent.futures.wait([future, first_error], return_when="FIRST_COMPLETED")
+            if first_error.done() and not future.done():
+                on_first_error(spec, first_error.result())
             values, errors, cancelled = future.result()
         finally:
             with self._lock:
@@ -253,11 +279,11 @@ class ProcessLoop:
             await asyncio.gather(*others, return_exceptions=True)
 
     async def _run_chunk(
-        self, spec: ChunkSpec
+        self, spec: ChunkSpec, first_error: concurrent.futures.Future[int]
     ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
         await self._ready.wait()
         n = len(spec.calls)
-        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future())
+        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
         try:
@@ -336,11 +362,13 @@ class ProcessLoop:
         return not any(spec.start + i in indexes for indexes in records)
 
     def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
-        """Fail-fast inside this process: an error cancels the map's later jobs here at
-        once (the client then does the same in every other process, through cancel_jobs)."""
+        """Fail-fast: an error cancels the map's later jobs here at once, and in every
+        other process through the chunk's task thread (run_threadsafe)."""
         run.errors[i] = error
         if run.spec.fail_fast:
             self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
+            if not run.first_error.done():  # the chunk's task thread tells the others
+                run.first_error.set_result(run.spec.start + i)
 
     async def _guarded(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
