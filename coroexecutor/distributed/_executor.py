@@ -12,7 +12,6 @@ state and the set of open maps; dask's client is thread-safe.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import enum
 import logging
@@ -30,6 +29,7 @@ import distributed
 from typing_extensions import ParamSpec, Self, final
 
 from .. import CoroutineExecutor
+from . import _exit
 from ._batch import Batcher
 from ._map import MapResults, MapRun
 from ._wire import Chunk, Indexes
@@ -48,30 +48,6 @@ _LOGGER = logging.getLogger("coroexecutor.distributed")
 DEFAULT_CHUNKSIZE = 1000
 _CHUNKS_AHEAD = 2  # chunks in flight per worker process: one running, one queued behind it
 _SUBMIT_DELAY = 0.005
-
-
-# Executors not shut down yet. An executor forgotten at interpreter exit is shut down
-# (cancelling its jobs) before the stdlib's thread pools refuse work: dask's client
-# resolves futures through one, and a client left busy then never lets the process exit.
-_LIVE: weakref.WeakSet[DaskExecutor] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()
-
-
-def _shutdown_forgotten() -> None:
-    with _LIVE_LOCK:
-        forgotten = list(_LIVE)
-    for exe in forgotten:
-        try:
-            exe.shutdown(wait=True, cancel_futures=True)
-        except Exception:  # exiting anyway: say why, do not stop the others
-            _LOGGER.warning("could not shut down a forgotten DaskExecutor", exc_info=True)
-
-
-# threading's exit hooks run before the pools' own (they run last-registered first) and
-# before atexit's; the hook is private but present on every supported Python.
-_register_exit_hook: Callable[[Callable[[], None]], None] = getattr(
-    threading, "_register_atexit", None) or atexit.register
-_register_exit_hook(_shutdown_forgotten)
 
 
 class _State(enum.Enum):
@@ -175,8 +151,7 @@ class DaskExecutor(concurrent.futures.Executor):
             raise
         self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
                                 self._chunksize)
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _exit.track(self)
 
     def __repr__(self) -> str:
         return (f"<DaskExecutor {self._state.value} per_worker={self._per_worker}"
@@ -313,8 +288,7 @@ class DaskExecutor(concurrent.futures.Executor):
             self._cancel_everything(maps)
         if not first:
             return
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        _exit.untrack(self)
         if not wait:
             # Finish in the background: the stdlib's wait=False frees resources later too.
             threading.Thread(

@@ -11,9 +11,8 @@ Threading model:
 * dask's event loop thread: ``LoopPlugin.setup``/``teardown`` and ``cancel_jobs`` (it
   runs what ``client.run`` sends);
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
-  chunk to the loop as one coroutine and waits for its outcomes (and, for a fail-fast
-  chunk, for its first error, which it sends to every process at once through this
-  worker's client: ``_broadcast_cancel``);
+  chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
+  chunk's first error, which ``_broadcast_cancel`` sends to every process);
 * the loop thread: everything in ``ProcessLoop`` whose name does not end in
   ``_threadsafe``.
 """
@@ -35,7 +34,7 @@ from typing import Any, Callable, Optional
 from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
-from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, name_input
+from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions, name_input
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
 
@@ -44,19 +43,6 @@ _LOCK = threading.Lock()
 _LOOPS: dict[str, ProcessLoop] = {}  # guarded by _LOCK; DaskExecutor id -> its loop here
 _CANCEL_RECORDS = 1024  # maps whose cancellations a process remembers for late chunks
 _STOP_JOIN_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """The per-worker-process options of one DaskExecutor."""
-
-    per_worker: int
-    job_timeout: Optional[float]
-    max_per_second: Optional[float]
-    burst: Optional[int]
-    initializer: Optional[Callable[..., object]]
-    initargs: tuple[Any, ...]
-    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
 
 
 class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (pyproject)
@@ -179,10 +165,8 @@ class ProcessLoop:
     def run_threadsafe(
         self, spec: ChunkSpec, on_first_error: Callable[[ChunkSpec, int], None]
     ) -> Outcomes:
-        """A dask task thread: run the chunk on the loop, wait, encode the outcomes.
-
-        A fail-fast chunk's first error calls ``on_first_error(spec, map index)`` here at
-        once, while the jobs before it still run."""
+        """A dask task thread: run the chunk on the loop, wait, encode the outcomes. A
+        fail-fast chunk's first error calls ``on_first_error(spec, map index)`` at once."""
         first_error: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:  # guards _closed: a chunk scheduled here is run by _main's drain
             if self._closed:
@@ -191,7 +175,8 @@ class ProcessLoop:
                 self._run_chunk(spec, first_error), self._loop)
             self._waiting.add(future)
         try:
-            concurrent.futures.wait([future, first_error], return_when="FIRST_COMPLETED")
+            either: list[concurrent.futures.Future[Any]] = [future, first_error]
+            concurrent.futures.wait(either, return_when="FIRST_COMPLETED")
             if first_error.done() and not future.done():
                 on_first_error(spec, first_error.result())
             values, errors, cancelled = future.result()
@@ -324,8 +309,6 @@ class ProcessLoop:
             else:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
-                if not callable(job_fn):
-                    raise TypeError(f"a job must be callable (got {job_fn!r})")
                 future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
@@ -338,8 +321,7 @@ class ProcessLoop:
     def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
         if future.cancelled() and self._raised_cancel(run, i):
-            # The job raised CancelledError itself: with return_exceptions a map yields it
-            # in its place, as CoroutineExecutor.map and asyncio.gather do.
+            # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
             run.errors[i] = asyncio.CancelledError()
         elif future.cancelled():
             run.cancelled.append(i)
@@ -374,11 +356,8 @@ class ProcessLoop:
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
         is_async: bool,
     ) -> Any:
-        """Run one job; its KeyboardInterrupt or SystemExit fails that job only.
-
-        asyncio lets those two out of a task and out of the loop, which would stop this
-        process's loop for every job; carried as a _JobExit they fail their own item, as
-        on the bridge's loop thread."""
+        """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
+        the loop: carried as a _JobExit they fail their own item only, as on the bridge."""
         try:
             if is_async:
                 return await fn(*args, **kwargs)
