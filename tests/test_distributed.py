@@ -268,6 +268,31 @@ def test_a_job_error_fails_fast_and_cancels_the_rest_in_every_process(
     assert len({name.split("-")[0] for name in started}) == WORKERS
 
 
+async def _fail_while_input_0_runs(folder: str, x: int) -> int:
+    """Input 1 fails once parked jobs run in both processes; input 0, in its chunk, ends
+    only once jobs were cancelled in both processes (its own and the other)."""
+    directory = pathlib.Path(folder)
+    if x == 0:
+        await _wait_for_files(directory, "cancelled-*", WORKERS)
+        return 0
+    if x == 1:
+        await _wait_for_files(directory, "started-*", WORKERS)
+        raise ValueError("boom")
+    return await _park(directory, x)
+
+
+def test_fail_fast_reaches_the_other_processes_before_its_chunk_is_back(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    with DaskExecutor(client=client, per_worker=10) as exe:
+        results = exe.map(_fail_while_input_0_runs, [str(tmp_path)] * 100, range(100),
+                          chunksize=5)
+        assert next(results) == 0
+        with pytest.raises(ValueError, match="boom"):
+            next(results)
+    _wait_until_all_cancelled(tmp_path)
+
+
 def test_return_exceptions_yields_each_error_in_its_place(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         results = list(exe.map(_fails_on_odd, range(10), chunksize=3, return_exceptions=True))
@@ -275,6 +300,47 @@ def test_return_exceptions_yields_each_error_in_its_place(client: Any) -> None:
     errors = results[1::2]
     assert [type(e) for e in errors] == [KeyError] * 5
     assert [e.args for e in errors] == [(f"odd {x}",) for x in range(1, 10, 2)]
+
+
+async def _cancels_itself_on_one(x: int) -> int:
+    if x == 1:
+        raise asyncio.CancelledError
+    return x
+
+
+def test_return_exceptions_yields_a_job_s_own_cancelled_error_in_its_place(
+    client: Any,
+) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        results = list(exe.map(_cancels_itself_on_one, range(3), return_exceptions=True))
+    assert results[0::2] == [0, 2]  # as CoroutineExecutor.map and asyncio.gather
+    assert type(results[1]) is asyncio.CancelledError
+
+
+async def _exits_on_one_or_two(x: int) -> int:
+    if x == 1:
+        raise SystemExit(3)
+    if x == 2:
+        raise KeyboardInterrupt
+    return x
+
+
+def _exits_on_one_or_two_blocking(x: int) -> int:
+    return asyncio.run(_exits_on_one_or_two(x))
+
+
+@pytest.mark.parametrize("fn", [_exits_on_one_or_two, _exits_on_one_or_two_blocking])
+def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_its_item_only(
+    client: Any, fn: Any
+) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        first = list(exe.map(fn, range(4), chunksize=4, return_exceptions=True))
+        assert first[0::3] == [0, 3]
+        assert type(first[1]) is SystemExit and first[1].args == (3,)
+        assert type(first[2]) is KeyboardInterrupt
+        # every process's loop runs on
+        assert list(exe.map(_double, range(8), chunksize=1)) == [2 * x for x in range(8)]
+        assert exe.submit(_double, 4).result(_WAIT) == 8
 
 
 def test_an_error_is_raised_where_its_result_would_be(client: Any) -> None:
@@ -405,8 +471,36 @@ def test_job_timeout_applies_per_job(client: Any) -> None:
     assert isinstance(error, TimeoutError)
 
 
-def test_calls_after_shutdown_raise(client: Any) -> None:
-    exe = DaskExecutor(client=client, per_worker=3)
+def test_shutdown_cancel_futures_makes_an_open_map_raise_cancelled_error(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    exe = DaskExecutor(client=client, per_worker=10)
+    results = exe.map(_park, [tmp_path] * 20, range(20), chunksize=2)
+    asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
+    exe.shutdown(cancel_futures=True)
+    with pytest.raises(concurrent.futures.CancelledError):  # as ThreadPoolExecutor's map
+        next(results)
+    _wait_until_all_cancelled(tmp_path)
+
+
+def test_a_map_open_at_shutdown_yields_the_chunks_in_flight(client: Any) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        whole = exe.map(_double, range(8), chunksize=2, buffersize=8)
+        cut = exe.map(_double, range(20), chunksize=2, buffersize=8)
+    assert list(whole) == [2 * x for x in range(8)]  # the stdlib idiom: read after the block
+    read = []
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        for value in cut:  # the window in flight at shutdown, then no more
+            read.append(value)
+    assert read == [2 * x for x in range(8)]
+
+
+@pytest.mark.parametrize("own_client", [False, True])
+def test_calls_after_shutdown_raise(client: Any, own_client: bool) -> None:
+    if own_client:  # its client is closed by then
+        exe = DaskExecutor(client.scheduler.address, per_worker=3)
+    else:
+        exe = DaskExecutor(client=client, per_worker=3)
     exe.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         exe.submit(_double, 1)
@@ -431,6 +525,32 @@ def test_async_with(client: Any) -> None:
             return list(exe.map(_double, range(3)))
 
     assert asyncio.run(main()) == [0, 2, 4]
+
+
+def test_cancelling_the_wait_in_async_with_exit_cancels_the_jobs_and_returns(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    futures: list[concurrent.futures.Future[int]] = []
+
+    async def block(leaving: asyncio.Event) -> None:
+        async with DaskExecutor(client=client, per_worker=10) as exe:
+            futures.extend(exe.submit(_park, tmp_path, x) for x in range(4))
+            await _wait_for_files(tmp_path, "started-*", 1)
+            leaving.set()
+        # leaving normally: __aexit__ waits for the parked jobs, until cancelled
+
+    async def main() -> None:
+        leaving = asyncio.Event()
+        task = asyncio.ensure_future(block(leaving))
+        await leaving.wait()  # the task ran on into __aexit__'s wait
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    done, _ = concurrent.futures.wait(futures, timeout=_WAIT)  # every waiter is woken
+    assert len(done) == 4 and all(f.cancelled() for f in futures)
+    _wait_until_all_cancelled(tmp_path)
 
 
 @pytest.mark.timeout(120)
@@ -470,6 +590,34 @@ def test_a_worker_killed_mid_map_leaves_every_result_delivered_once(
     assert results == list(range(40))
     assert os.path.exists(flag)
     client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
+
+
+@pytest.mark.parametrize("left_open", ["a map", "a submit"])
+def test_the_interpreter_exits_with_an_executor_forgotten_mid_flight(
+    client: Any, left_open: str
+) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from coroexecutor.distributed import DaskExecutor\n"
+        "async def job(x):\n"
+        "    await asyncio.Event().wait()\n"
+        "if sys.argv[2] == 'a map':  # on a LocalCluster of its own, as a script would\n"
+        "    exe = DaskExecutor(n_workers=1, per_worker=4)\n"
+        "else:\n"
+        "    exe = DaskExecutor(sys.argv[1], per_worker=4)\n"
+        "if sys.argv[2] == 'a map':\n"
+        "    it = exe.map(job, range(50), chunksize=5)\n"
+        "else:\n"
+        "    f = exe.submit(job, 1)\n"
+        "print('main ends', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code, client.scheduler.address, left_open],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "main ends" in done.stdout
+    assert "cannot schedule new futures" not in done.stderr
 
 
 def test_import_needs_the_extra_and_the_package_does_not_import_dask() -> None:

@@ -84,7 +84,7 @@ class Batcher:
             thread = self._thread
             self._changed.notify()
         for future, *_ in dropped:
-            future.cancel()
+            _cancel_and_notify(future)
         if thread is not None:
             thread.join()
 
@@ -117,7 +117,13 @@ class Batcher:
 
     def _flush(self, batch: list[Pending]) -> None:
         """Flusher thread: send one chunk; a job cancelled meanwhile is left out."""
-        batch = [job for job in batch if not job[0].cancelled()]
+        kept = []
+        for job in batch:
+            if job[0].cancelled():
+                _cancel_and_notify(job[0])  # left out: no one else will notify it
+            else:
+                kept.append(job)
+        batch = kept
         if not batch:
             return
         map_id = uuid.uuid4().hex
@@ -164,9 +170,19 @@ def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
     gone = set(cancelled)
     for i, future in enumerate(futures):
         if i in gone:
-            future.cancel()
+            _cancel_and_notify(future)
         elif future.set_running_or_notify_cancel():
             if i in errors:
                 future.set_exception(errors[i])
             else:
                 future.set_result(values[i])
+
+
+def _cancel_and_notify(future: concurrent.futures.Future[Any]) -> None:
+    """Cancel a future this batcher holds and wake ``concurrent.futures.wait`` on it.
+
+    ``Future.cancel()`` alone wakes no ``wait()``: as in the stdlib's pools, the executor
+    owning the future calls ``set_running_or_notify_cancel`` (once) when it drops it.
+    """
+    future.cancel()
+    future.set_running_or_notify_cancel()

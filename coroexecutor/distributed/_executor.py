@@ -29,6 +29,7 @@ import distributed
 from typing_extensions import ParamSpec, Self, final
 
 from .. import CoroutineExecutor
+from . import _exit
 from ._batch import Batcher
 from ._map import MapResults, MapRun
 from ._wire import Chunk, Indexes
@@ -150,6 +151,7 @@ class DaskExecutor(concurrent.futures.Executor):
             raise
         self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
                                 self._chunksize)
+        _exit.track(self)
 
     def __repr__(self) -> str:
         return (f"<DaskExecutor {self._state.value} per_worker={self._per_worker}"
@@ -228,6 +230,7 @@ class DaskExecutor(concurrent.futures.Executor):
             ValueError: ``chunksize`` or ``buffersize`` below 1.
         """
         _check_fn(fn, "map")
+        self._check_running()  # before asking the scheduler: a client it made is closed
         size = self._chunksize if chunksize is None else _check_count("chunksize", chunksize)
         if buffersize is not None:
             window = math.ceil(_check_count("buffersize", buffersize) / size)
@@ -239,8 +242,7 @@ class DaskExecutor(concurrent.futures.Executor):
                      zip(*iterables), size, window, return_exceptions,
                      self._fail_fast and not return_exceptions)
         with self._lock:
-            if self._state is not _State.RUNNING:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_running()
             self._maps.add(run)
         try:
             run.fill()
@@ -248,6 +250,10 @@ class DaskExecutor(concurrent.futures.Executor):
             run.cancel_threadsafe()
             raise
         return MapResults(run, end_time)
+
+    def _check_running(self) -> None:
+        if self._state is not _State.RUNNING:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _send(self, chunk: Chunk, key: str) -> Any:
         return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
@@ -265,8 +271,11 @@ class DaskExecutor(concurrent.futures.Executor):
 
         ``cancel_futures`` cancels every job not yet done, on the workers too: gathered
         submits, chunks in flight and the jobs running in them, and the open maps.
-        Without it, maps still open keep the chunks already in flight (wait=True waits for
-        them, and they can still be read) but send no more.
+        An open map then raises ``CancelledError`` where its first cancelled result would
+        be, as the stdlib pools' maps do. Without it, maps still open keep the chunks
+        already in flight (wait=True waits for them, and they can still be read, also
+        after the ``with`` block) but send no more: once those are read, ``next()`` raises
+        ``RuntimeError`` if inputs were left, as a lazy ``Executor.map`` does.
 
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels every job,
         waits for the workers to report, then propagates.
@@ -279,6 +288,7 @@ class DaskExecutor(concurrent.futures.Executor):
             self._cancel_everything(maps)
         if not first:
             return
+        _exit.untrack(self)
         if not wait:
             # Finish in the background: the stdlib's wait=False frees resources later too.
             threading.Thread(

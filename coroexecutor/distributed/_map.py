@@ -5,10 +5,11 @@ stale result). At most ``window`` chunks are in flight; the next is sent as soon
 oldest has come back, before its results are yielded, so the workers stay busy while the
 consumer reads. Outcomes of chunks that finish out of order wait in their slot.
 
-Fail-fast: the first error (in input order, among the chunks back so far) cancels every
-later chunk, through dask's cancel for those not yet started and through ``cancel_jobs``
-on every worker for the jobs already running; the results before it are still yielded,
-then the error is raised where its result would have been.
+Fail-fast: the worker whose job fails cancels the map's later jobs in every process at
+once (_worker.py). Here, the first error (in input order, among the chunks back so far)
+cancels every later chunk, through dask's cancel for those not yet started and through
+``cancel_jobs`` on every worker for the jobs already running; the results before it are
+still yielded, then the error is raised where its result would have been.
 
 Threading model: the thread iterating the map runs everything here, except
 ``cancel_threadsafe`` and ``settle_threadsafe`` (DaskExecutor.shutdown, any thread);
@@ -80,6 +81,9 @@ class MapRun:
         self._chunks = itertools.count()
         self._closed = False  # guarded by _lock: cancelled or finished; no more chunks
         self._detached = False  # guarded by _lock: the executor shut down; no more chunks
+        # guarded by _lock: jobs were cancelled from outside (shutdown); next() raises
+        # CancelledError where their results would be, as the stdlib pools' maps do
+        self._cancelled = False
 
     def fill(self) -> None:
         """Send chunks until the window is full or the inputs run out."""
@@ -87,8 +91,8 @@ class MapRun:
             with self._lock:
                 if self._closed or self._inputs is None or len(self._slots) >= self._window:
                     return
-                if self._detached:
-                    raise RuntimeError("cannot schedule new futures after shutdown")
+                if self._detached:  # results() raises once the chunks in flight are read
+                    return
             calls = list(itertools.islice(self._inputs, self._chunksize))
             if not calls:
                 self._inputs = None
@@ -107,6 +111,10 @@ class MapRun:
                 self.fill()
                 with self._lock:
                     if not self._slots:
+                        if self._cancelled:
+                            raise concurrent.futures.CancelledError()
+                        if self._detached and self._inputs is not None:
+                            self._refuse_more()
                         return
                     head = self._slots[0]
                 while head.outcome is None:
@@ -133,9 +141,21 @@ class MapRun:
         finally:
             self.cancel_threadsafe()
 
+    def _refuse_more(self) -> None:
+        """Shut down with inputs left: the lazy Executor.map's RuntimeError (LoopExecutor's
+        and 3.14's with buffersize), unless the inputs had just run out."""
+        assert self._inputs is not None
+        if next(self._inputs, None) is None:
+            self._inputs = None
+            return
+        self._inputs = None
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
     def _wait(self, end_time: Optional[float]) -> None:
         """Wait until some chunk in flight is done; take in the outcomes of all done ones."""
         with self._lock:
+            if self._cancelled:  # by shutdown, from another thread
+                raise concurrent.futures.CancelledError()
             waiting = [slot.task for slot in self._slots if slot.outcome is None]
         timeout = None if end_time is None else end_time - time.monotonic()
         if timeout is not None and timeout <= 0:
@@ -178,13 +198,19 @@ class MapRun:
         self._cancel_remote(self.map_id, range(index + 1, sys.maxsize))
 
     def cancel_threadsafe(self) -> None:
-        """Cancel every chunk still in flight (leaving map early, shutdown, Ctrl-C)."""
+        """Cancel every chunk still in flight (leaving map early, shutdown, Ctrl-C).
+
+        The outcomes already back can still be read; then ``next()`` raises CancelledError
+        if any job was cancelled."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            tasks = [s.task for s in self._slots if s.task is not None]
-            self._slots.clear()
+            flying = [s for s in self._slots if s.outcome is None]
+            tasks = [s.task for s in flying if s.task is not None]
+            for slot in flying:
+                self._slots.remove(slot)
+            self._cancelled = bool(flying) or self._inputs is not None
         self._inputs = None
         if tasks:
             self._client.cancel(tasks)

@@ -9,6 +9,7 @@ the call that sends it, or comes back as an :class:`UnsentOutcomeError` for that
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import reprlib
 import sys
@@ -17,7 +18,9 @@ from typing import Any, Callable, Optional, Union
 
 import cloudpickle
 
-__all__ = ["Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "name_input"]
+__all__ = [
+    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "name_input"
+]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
 # range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
@@ -54,6 +57,19 @@ class ChunkSpec:
     calls: list[Any]
     return_exceptions: bool
     fail_fast: bool
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The per-worker-process options of one DaskExecutor."""
+
+    per_worker: int
+    job_timeout: Optional[float]
+    max_per_second: Optional[float]
+    burst: Optional[int]
+    initializer: Optional[Callable[..., object]]
+    initargs: tuple[Any, ...]
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
 
 
 class Chunk:

@@ -11,7 +11,8 @@ Threading model:
 * dask's event loop thread: ``LoopPlugin.setup``/``teardown`` and ``cancel_jobs`` (it
   runs what ``client.run`` sends);
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
-  chunk to the loop as one coroutine and waits for its outcomes;
+  chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
+  chunk's first error, which ``_broadcast_cancel`` sends to every process);
 * the loop thread: everything in ``ProcessLoop`` whose name does not end in
   ``_threadsafe``.
 """
@@ -23,36 +24,25 @@ import collections
 import concurrent.futures
 import functools
 import inspect
+import logging
 import pickle
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from distributed import WorkerPlugin, secede
+from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
-from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, name_input
+from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions, name_input
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
 
+_LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
 _LOOPS: dict[str, ProcessLoop] = {}  # guarded by _LOCK; DaskExecutor id -> its loop here
 _CANCEL_RECORDS = 1024  # maps whose cancellations a process remembers for late chunks
 _STOP_JOIN_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """The per-worker-process options of one DaskExecutor."""
-
-    per_worker: int
-    job_timeout: Optional[float]
-    max_per_second: Optional[float]
-    burst: Optional[int]
-    initializer: Optional[Callable[..., object]]
-    initargs: tuple[Any, ...]
-    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
 
 
 class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (pyproject)
@@ -89,7 +79,18 @@ def run_chunk(chunk: Chunk) -> Outcomes:
     # The chunk only waits from here on: leave dask's thread pool, so a worker runs up
     # to per_worker jobs whatever its thread count, not one chunk per dask thread.
     secede()
-    return process_loop.run_threadsafe(spec)
+    return process_loop.run_threadsafe(spec, _broadcast_cancel)
+
+
+def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
+    """A dask task thread: a fail-fast chunk's first error, at map index ``index``, cancels
+    the map's later jobs in every process now, not once the whole chunk is back."""
+    try:
+        client = get_client()  # this worker's client, made once per process
+        client.run(cancel_jobs, spec.exe_id, spec.map_id, range(index + 1, sys.maxsize),
+                   wait=False)
+    except Exception:  # the client cancels them too, once the chunk is back
+        _LOGGER.debug("could not send a fail-fast cancellation", exc_info=True)
 
 
 async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
@@ -109,6 +110,10 @@ def _is_async(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+class _JobExit(Exception):
+    """Carries a job's KeyboardInterrupt/SystemExit (its ``__cause__``) out of its task."""
+
+
 @dataclass(eq=False)  # kept in sets, by identity
 class _Run:
     """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
@@ -122,6 +127,7 @@ class _Run:
     cancelled: list[int]
     running: dict[int, asyncio.Future[Any]]  # position -> the job's future
     finished: asyncio.Future[None]
+    first_error: concurrent.futures.Future[int]  # the map index of the first error
     next: int = 0  # the position of the next job to feed
 
 
@@ -156,14 +162,23 @@ class ProcessLoop:
     # Any thread
     #
 
-    def run_threadsafe(self, spec: ChunkSpec) -> Outcomes:
-        """A dask task thread: run the chunk on the loop, wait, encode the outcomes."""
+    def run_threadsafe(
+        self, spec: ChunkSpec, on_first_error: Callable[[ChunkSpec, int], None]
+    ) -> Outcomes:
+        """A dask task thread: run the chunk on the loop, wait, encode the outcomes. A
+        fail-fast chunk's first error calls ``on_first_error(spec, map index)`` at once."""
+        first_error: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:  # guards _closed: a chunk scheduled here is run by _main's drain
             if self._closed:
                 raise RuntimeError("the DaskExecutor's loop in this worker process has stopped")
-            future = asyncio.run_coroutine_threadsafe(self._run_chunk(spec), self._loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._run_chunk(spec, first_error), self._loop)
             self._waiting.add(future)
         try:
+            either: list[concurrent.futures.Future[Any]] = [future, first_error]
+            concurrent.futures.wait(either, return_when="FIRST_COMPLETED")
+            if first_error.done() and not future.done():
+                on_first_error(spec, first_error.result())
             values, errors, cancelled = future.result()
         finally:
             with self._lock:
@@ -250,11 +265,11 @@ class ProcessLoop:
             await asyncio.gather(*others, return_exceptions=True)
 
     async def _run_chunk(
-        self, spec: ChunkSpec
+        self, spec: ChunkSpec, first_error: concurrent.futures.Future[int]
     ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
         await self._ready.wait()
         n = len(spec.calls)
-        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future())
+        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
         try:
@@ -295,10 +310,7 @@ class ProcessLoop:
             else:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
-                if is_async:
-                    future = exe.submit_nowait(job_fn, *args, **kwargs)
-                else:
-                    future = exe.submit_nowait(self._call_blocking, job_fn, args, kwargs)
+                future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
                 continue
@@ -309,22 +321,50 @@ class ProcessLoop:
 
     def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
-        if future.cancelled():
+        if future.cancelled() and self._raised_cancel(run, i):
+            # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
+            run.errors[i] = asyncio.CancelledError()
+        elif future.cancelled():
             run.cancelled.append(i)
         else:
             error = future.exception()
+            if isinstance(error, _JobExit):
+                error = error.__cause__
             if error is None:
                 run.values[i] = future.result()
             else:
                 self._job_failed(run, i, error)
         self._feed(run)
 
+    def _raised_cancel(self, run: _Run, i: int) -> bool:
+        """A cancelled job of a return_exceptions map that nothing here cancelled."""
+        spec = run.spec
+        if spec.fn is None or not spec.return_exceptions or self._stop.is_set():
+            return False
+        records = self._cancelled.get(spec.map_id, ())
+        return not any(spec.start + i in indexes for indexes in records)
+
     def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
-        """Fail-fast inside this process: an error cancels the map's later jobs here at
-        once (the client then does the same in every other process, through cancel_jobs)."""
+        """Fail-fast: an error cancels the map's later jobs here at once, and in every
+        other process through the chunk's task thread (run_threadsafe)."""
         run.errors[i] = error
         if run.spec.fail_fast:
             self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
+            if not run.first_error.done():  # the chunk's task thread tells the others
+                run.first_error.set_result(run.spec.start + i)
+
+    async def _guarded(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        is_async: bool,
+    ) -> Any:
+        """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
+        the loop: carried as a _JobExit they fail their own item only, as on the bridge."""
+        try:
+            if is_async:
+                return await fn(*args, **kwargs)
+            return await self._call_blocking(fn, args, kwargs)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise _JobExit(repr(exc)) from exc
 
     async def _call_blocking(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
