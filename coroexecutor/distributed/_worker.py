@@ -8,8 +8,7 @@ the loop of the DaskExecutor that asks.
 
 Threading model:
 
-* dask's event loop thread: ``LoopPlugin.setup``/``teardown`` and ``cancel_jobs`` (it
-  runs what ``client.run`` sends);
+* dask's event loop thread: ``LoopPlugin.setup``/``teardown``, ``cancel_jobs``;
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
