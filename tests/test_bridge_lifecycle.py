@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 import weakref
 from typing import Any
@@ -772,6 +773,9 @@ def test_max_workers_set_from_a_thread_during_shutdown_never_raises() -> None:
                     errors.append(exc)
                     return
                 n += 1
+                # Yield the GIL: a thread re-taking the bridge's lock in a tight loop can
+                # starve the loop thread of it (a user's setter is not a spin loop).
+                time.sleep(0)
 
         resizer = threading.Thread(target=resize)
         resizer.start()
