@@ -399,7 +399,7 @@ def test_an_exception_leaving_the_block_cancels_the_running_jobs(
 def test_map_timeout_raises_timeout_error(client: Any, tmp_path: pathlib.Path) -> None:
     with DaskExecutor(client=client, per_worker=10) as exe:
         results = exe.map(_park, [tmp_path], [1], timeout=0.2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):  # builtin TimeoutError on 3.11+
             next(results)
     _wait_until_all_cancelled(tmp_path)
 

@@ -18,6 +18,7 @@ Threading model: the thread iterating the map runs everything here, except
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import itertools
@@ -162,7 +163,8 @@ class MapRun:
             raise concurrent.futures.TimeoutError()
         try:
             distributed.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
-        except (TimeoutError, concurrent.futures.TimeoutError) as error:
+        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError) as error:
+            # (three classes before Python 3.11: dask raises asyncio's on 3.10)
             raise concurrent.futures.TimeoutError() from error
         self._take_done()
 
