@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import itertools
-import logging
 import os
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
@@ -21,6 +19,7 @@ from ._loop_thread import LoopThread
 from ._map import start_map
 from ._runner import LoopFactory
 from ._scheduler import CoreOptions, ShutdownRequest
+from ._waiting import CANCEL_ALL, check_may_wait, join, wait_stopped
 
 __all__ = ["ThreadedLoopExecutor"]
 
@@ -32,20 +31,6 @@ T = TypeVar("T")
 # __init__: I/O-bound work, but no more than 32 threads on many-core machines).
 _DEFAULT_MAX_JOBS = 1000
 _name_counter = itertools.count()
-# Leaving a block by an exception, or a Ctrl-C while waiting: cancel what can be cancelled.
-_CANCEL_ALL = ShutdownRequest(cancel_queued=True, cancel_running=True)
-_LOGGER = logging.getLogger("coroexecutor")
-
-_WAIT_ON_LOOP_MESSAGE = (
-    "{call} cannot wait on the event loop thread of {exe!r}: that thread must run the jobs "
-    "being waited for, so the call would deadlock; use shutdown(wait=False) there"
-)
-_WAIT_ON_WORKER_MESSAGE = (
-    "{call} cannot wait on a worker thread of {exe!r}: that thread runs a job being waited "
-    "for, so the call would deadlock; use shutdown(wait=False) there"
-)
-
-
 def _default_max_threads() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
@@ -313,14 +298,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         request = ShutdownRequest(cancel_queued=cancel_futures, grace=grace)
         self._handoff.request_shutdown_threadsafe(request)
         if wait:
-            self._join()
+            join(self._bridge)
 
     def _check_may_wait(self, call: str) -> None:
-        handoff = self._handoff
-        if handoff.is_loop_thread():
-            raise RuntimeError(_WAIT_ON_LOOP_MESSAGE.format(call=call, exe=self))
-        if handoff.is_worker_thread():
-            raise RuntimeError(_WAIT_ON_WORKER_MESSAGE.format(call=call, exe=self))
+        check_may_wait(self._bridge, call, self)
 
     def __enter__(self) -> Self:
         return self
@@ -337,27 +318,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         # Leaving by an exception (Ctrl-C included): do not wait for jobs that may never
         # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
         self._check_may_wait("leaving the with block")
-        self._handoff.request_shutdown_threadsafe(_CANCEL_ALL)
-        self._join()
-
-    def _join(self) -> None:
-        """Wait for the loop thread to end; a Ctrl-C meanwhile cancels the jobs first.
-
-        A KeyboardInterrupt during the wait is treated as one from the body of a ``with``
-        block: cancel the queued and running coroutine jobs, wait for them to finish
-        cancelling, then re-raise it. A second Ctrl-C ends that wait too; the loop thread
-        then finishes the cancelled jobs in the background (the exit hook waits for it).
-        """
-        bridge = self._bridge
-        try:
-            _LOGGER.debug("waiting for the jobs of %s (Ctrl-C cancels them)", bridge.owner_repr)
-            bridge.join()
-        except KeyboardInterrupt:
-            # Raised in the main thread by the default SIGINT handler, most often in
-            # join(): without this, the jobs would run on (or hold the exit) unseen.
-            self._handoff.request_shutdown_threadsafe(_CANCEL_ALL)
-            bridge.join()
-            raise
+        self._handoff.request_shutdown_threadsafe(CANCEL_ALL)
+        join(self._bridge)
 
     async def __aenter__(self) -> Self:
         return self
@@ -374,21 +336,4 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         coroutine jobs, still waits for them, then re-raises the cancellation.
         """
         self._check_may_wait("async with")
-        bridge, handoff = self._bridge, self._handoff
-        failed = exc is not None
-        handoff.request_shutdown_threadsafe(_CANCEL_ALL if failed else ShutdownRequest())
-        stopped = asyncio.wrap_future(bridge.stopped_future())
-        cancelled: Optional[asyncio.CancelledError] = None
-        while not stopped.done():
-            try:
-                await asyncio.shield(stopped)
-            except asyncio.CancelledError as error:
-                cancelled = error
-                handoff.request_shutdown_threadsafe(_CANCEL_ALL)
-        bridge.join()  # the thread has run its last statement: this returns at once
-        if cancelled is not None:
-            try:
-                raise cancelled
-            finally:
-                cancelled = None  # break the frame <-> traceback cycle
-
+        await wait_stopped(self._bridge, failed=exc is not None)
