@@ -12,7 +12,7 @@ from typing import Any
 from coroexecutor.sync_bridge._future import BridgeFuture
 from coroexecutor.sync_bridge._job import Job
 from coroexecutor.sync_bridge._mailbox import Mailbox
-from coroexecutor.sync_bridge._scheduler import ShutdownRequest
+from coroexecutor.sync_bridge._options import ShutdownRequest
 from coroexecutor.sync_bridge._slots import Slots
 
 

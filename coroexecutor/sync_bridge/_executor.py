@@ -11,14 +11,15 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from .._adaptive import Adaptive
+from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
 from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
 from ._map import start_map
+from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory
-from ._scheduler import CoreOptions, ShutdownRequest
 from ._waiting import CANCEL_ALL, check_may_wait, join, wait_stopped
 
 __all__ = ["ThreadedLoopExecutor"]
@@ -69,6 +70,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             they govern blocking jobs too (those then start from the loop thread).
             ``job_timeout`` fails the future of a blocking job still waiting for a
             thread, but cannot interrupt a call that a worker has started.
+        retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``, for jobs of
+            both kinds; a job holds no slot and no thread between attempts.
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
@@ -88,8 +91,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         burst: Optional[int] = None,
         job_timeout: Optional[float] = None,
         annotate_errors: bool = True,
+        retry: RetryArg = None,
     ) -> None:
         self._annotate = bool(annotate_errors)  # a failed job's error names the job
+        policy = resolve_retry(retry)
         adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
@@ -106,7 +111,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive),
+            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive, policy),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,
@@ -230,6 +235,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         timeout: Optional[float] = None,
         chunksize: int = 1,
         buffersize: Optional[int] = None,
+        retry: Union[RetryArg, Inherit] = INHERIT,
     ) -> Iterator[T]: ...
 
     @overload
@@ -240,6 +246,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         timeout: Optional[float] = None,
         chunksize: int = 1,
         buffersize: Optional[int] = None,
+        retry: Union[RetryArg, Inherit] = INHERIT,
     ) -> Iterator[T]: ...
 
     def map(
@@ -249,6 +256,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         timeout: Optional[float] = None,
         chunksize: int = 1,
         buffersize: Optional[int] = None,
+        retry: Union[RetryArg, Inherit] = INHERIT,
     ) -> Iterator[Any]:
         """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
 
@@ -261,9 +269,13 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         lazily: at most that many jobs are submitted ahead of the result being waited
         for, so an endless input runs in bounded memory. By default every job is
         submitted at once, before this returns.
+
+        ``retry`` replaces the executor's retry policy for this map's jobs (``None``: no
+        retries); the results still come in input order.
         """
         is_coroutine_job(fn, "map")  # what is no job is refused here, named as map()'s
-        return start_map(self, fn, iterables, timeout, buffersize)
+        policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
+        return start_map(self, fn, iterables, timeout, buffersize, policy)
 
     #
     # Shutting down

@@ -13,7 +13,9 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, Union
+
+from .._retry import INHERIT
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,7 +87,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     _lazy_condition: Optional[threading.Condition]  # see _condition
     _lazy_waiters: Optional[list[_Waiter]]  # guarded by _condition
     _lazy_callbacks: Optional[list[Callable[[Any], object]]]  # guarded by _condition
-    _job: Optional[asyncio.Future[Any]]  # the job's task, from start to finish
+    # The job's task, from start to finish; between two attempts (retry=), the timer of
+    # the next one: cancel() ends either.
+    _job: Optional[Union[asyncio.Future[Any], asyncio.TimerHandle]]
     _started: bool  # a coroutine job has begun running on the loop
     _withdrawn: bool  # the loop took a blocking job back: no worker may start it
     # The job waits for a worker thread or for the rate limiter, not only for its turn on
@@ -95,6 +99,12 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # The job waits in the bridge's backlog for a slot (guarded by the bridge's _lock):
     # a cancel() then counts it as cancelled at once, not when it reaches the front.
     _in_backlog: bool
+    # Class attributes, set on an instance only when needed, so that a job that needs
+    # neither pays nothing: the retry policy of a map given its own retry= (INHERIT: the
+    # executor's), and the job's _retries.Attempts once an attempt has failed under a
+    # policy (loop thread; typed Any: importing the class here would be a cycle).
+    _retry_policy: Any = INHERIT
+    _attempts: Any = None
 
     def __init__(self, bridge: FutureOwner) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the
@@ -282,6 +292,16 @@ class BridgeFuture(concurrent.futures.Future[T]):
                 self._withdrawn = True
                 return True
             return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def _back_to_pending(self) -> bool:
+        """Loop thread, under the bridge's lock: a failed attempt is to be retried, so the
+        job waits again (``cancel()`` succeeds). False if it was cancelled meanwhile."""
+        with self._condition:
+            if self._state != PENDING and self._state != RUNNING:
+                return False
+            self._state = PENDING  # RUNNING: a blocking call whose worker let it go
+            self._started = self._withdrawn = self._queued = False
+            return True
 
     def _set_cancelled(self) -> None:
         """Loop thread: the executor cancelled the job (or it was cancelled on the loop)."""

@@ -5,8 +5,8 @@ Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``,
 ``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
 blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
 thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog``,
-``blocking_calls``, the Scheduler's ``_release_nowait`` and ``_release_all``; ``close``
-once the loop has stopped.
+``blocking_calls``, the Scheduler's ``_release_nowait`` and ``_release_all``; once the
+loop has stopped, ``_closing.close``.
 
 ``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
 its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
@@ -27,9 +27,11 @@ from typing import Any, Callable, Optional
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
 from ._job import Job
-from ._lifecycle import ACCEPTING, FORK_MESSAGE, GONE, BridgeState, refusal
+from ._lifecycle import ACCEPTING, GONE, BridgeState, refusal
 from ._mailbox import Batch, Mailbox
-from ._scheduler import CoreOptions, Scheduler, ShutdownRequest
+from ._options import CoreOptions, ShutdownRequest
+from ._retries import Retries
+from ._scheduler import Scheduler
 from ._slots import Slots
 from ._workers import WorkerPool, WorkItem
 
@@ -54,7 +56,9 @@ class HandOff:
     ) -> None:
         self.owner_repr = f"<ThreadedLoopExecutor {name}>"
         self._thread = thread  # the loop thread
-        self.pool = WorkerPool(name, max_threads, self._release_from_worker, self._post_done)
+        self.pool = WorkerPool(
+            name, max_threads, self._release_from_worker, self._post_done, core.retry
+        )
         self.pool.slots = core.max_workers
         # Made here, in the caller's thread, so bad options raise from the constructor.
         self.scheduler = Scheduler(
@@ -69,6 +73,10 @@ class HandOff:
         # (guarded by _lock; set_rate changes it).
         self._blocking_on_loop = core.max_per_second is not None or core.job_timeout is not None
         self._broken: Optional[BaseException] = None  # guarded by _lock
+        self.scheduler.retries = Retries(
+            core.retry, self._lock, self._slots, route=self._to_worker_locked,
+            grant=self._grant_locked, start=self.scheduler.start, dispatch=self.pool.submit,
+        )
 
     @property
     def state(self) -> BridgeState:
@@ -190,6 +198,10 @@ class HandOff:
             with self._lock:
                 if self._slots.withdraw(future):  # False: taken from the backlog meanwhile
                     return
+        elif future._attempts is not None:  # retried: it may be in a pause (see _retries)
+            with self._lock:
+                if self._slots.withdraw_pausing(future) and not self._slots.busy:
+                    self._mailbox.wake()  # a shutdown may wait for the last pause to end
         if self.is_loop_thread():
             self.scheduler.cancel_job(future)
         elif future._job is not None:
@@ -312,9 +324,9 @@ class HandOff:
             return self._mailbox.take()
 
     def is_idle(self) -> bool:
-        """No job holds a slot."""
+        """No job holds a slot or pauses between two attempts."""
         with self._lock:
-            return self._slots.held == 0
+            return not self._slots.busy
 
     def stop_draining(self) -> None:
         """The loop is about to close: wake-ups from now on must not target it."""
@@ -360,39 +372,3 @@ class HandOff:
             # The jobs for the loop are started by the caller, on the loop already: no
             # need to hand them off through the mailbox.
             return self._grant_locked()
-
-    #
-    # Once the loop has stopped
-    #
-
-    def close(self, crash: Optional[BaseException]) -> None:
-        """The loop has stopped. Nothing may be handed off any more."""
-        with self._lock:
-            if self._state is not BridgeState.BROKEN:
-                self._state = BridgeState.CLOSED
-            orphans = self._orphans_locked()
-            request = self._mailbox.shutdown
-        if request is not None:
-            request.send_report((0, 0, 0))  # asked for after the loop's last drain
-        for future in orphans:  # only after a crash of this package: never strand a future
-            if future.done():
-                continue
-            error = RuntimeError(f"{self.owner_repr} stopped unexpectedly: {crash!r}")
-            error.__cause__ = crash
-            future._try_set_exception(error)
-
-    def after_fork_in_child(self) -> None:
-        # Only the forking thread exists here, so a lock held by a parent thread at the
-        # fork would never be released: replace the locks instead of taking them.
-        self._lock = threading.Lock()
-        self._state = BridgeState.FORKED
-        self.pool.forget_threads()
-        for future in self._orphans_locked():
-            future._condition = threading.Condition()
-            future._try_set_exception(RuntimeError(FORK_MESSAGE.format(name=self.owner_repr)))
-
-    def _orphans_locked(self) -> list[BridgeFuture[Any]]:
-        futures = [job.future for job in self._slots.drain()] + self._mailbox.close()
-        futures += list(self._slots.direct) + self.scheduler.orphans()
-        self._slots.direct.clear()
-        return futures

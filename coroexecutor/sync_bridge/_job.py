@@ -10,9 +10,10 @@ from types import FunctionType
 from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 from .._errors import async_generator_error, check_job_fn
+from .._retry import RetryPolicy
 from ._future import BridgeFuture, FutureOwner
 
-__all__ = ["Job", "is_coroutine_job", "submit_job"]
+__all__ = ["Job", "is_coroutine_job", "submit_job", "submit_with_policy"]
 
 
 class Job(NamedTuple):
@@ -72,4 +73,24 @@ def submit_job(
     future._annotate = annotate
     future._map_index = map_index
     handoff.submit_threadsafe(Job(future, fn, args, kwargs, copy_context(), coroutine_job))
+    return future
+
+
+def submit_with_policy(
+    handoff: _HandOff,
+    annotate: bool,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    map_index: int,
+    policy: Optional[RetryPolicy],
+) -> BridgeFuture[Any]:
+    """map()'s submit of input ``map_index`` when the map has its own ``retry=`` (None: no
+    retries): submit_job, plus the policy set on the future before the hand-off. Written
+    out, so that submit_job pays nothing for it."""
+    coroutine_job = is_coroutine_job(fn)
+    future: BridgeFuture[Any] = BridgeFuture(handoff)
+    future._annotate = annotate
+    future._map_index = map_index
+    future._retry_policy = policy
+    handoff.submit_threadsafe(Job(future, fn, args, {}, copy_context(), coroutine_job))
     return future

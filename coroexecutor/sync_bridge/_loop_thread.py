@@ -17,11 +17,11 @@ from typing import Any, Callable, Optional
 
 from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
-from . import _process
+from . import _closing, _process
 from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
+from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory, Runner
-from ._scheduler import CoreOptions, ShutdownRequest
 
 __all__ = ["KEEP", "LoopThread"]
 
@@ -158,7 +158,7 @@ class LoopThread:
         return self.stopped
 
     def after_fork_in_child(self) -> None:
-        self.handoff.after_fork_in_child()
+        _closing.after_fork_in_child(self.handoff)
         self._rate_lock = threading.Lock()  # a parent thread may have held it at the fork
         # The loop thread will never resolve this here; a new future, as a parent thread
         # may have held the old one's lock at the fork.
@@ -184,7 +184,7 @@ class LoopThread:
             if runner is not None:
                 runner.close()
             self._start_error = exc
-            handoff.close(None)
+            _closing.close(handoff, None)
             self._created.set()
             self.stopped.set_result(None)
             return
@@ -206,7 +206,7 @@ class LoopThread:
             finally:
                 try:
                     handoff.pool.stop()
-                    handoff.close(crash)
+                    _closing.close(handoff, crash)
                     self.final_stats = handoff.counts()
                 finally:
                     # Always, or join() would wait for ever.

@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from ._future import BridgeFuture
 from ._job import Job
-from ._scheduler import ShutdownRequest
+from ._options import ShutdownRequest
 from ._workers import WorkItem
 
 __all__ = ["Batch", "Mailbox"]

@@ -8,14 +8,20 @@ import itertools
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
+from .._retry import INHERIT, Inherit, RetryPolicy
 from .._typing import Self, final
-from ._job import submit_job
+from ._job import submit_job, submit_with_policy
 
 __all__ = ["MapIterator", "start_map"]
 
 T = TypeVar("T")
+# _submit, or a map's own policy's: (exe, fn, args, index) -> the input's future.
+_Submit = Callable[
+    [concurrent.futures.Executor, Callable[..., Any], tuple[Any, ...], int],
+    concurrent.futures.Future[Any],
+]
 
 
 @final
@@ -32,7 +38,7 @@ class MapIterator(Iterator[T]):
     a result is freed.
     """
 
-    __slots__ = ("__weakref__", "_end_time", "_exe_ref", "_fn", "_futures", "_inputs")
+    __slots__ = ("__weakref__", "_end_time", "_exe_ref", "_fn", "_futures", "_inputs", "_submit")
 
     def __init__(
         self,
@@ -41,6 +47,7 @@ class MapIterator(Iterator[T]):
         futures: collections.deque[concurrent.futures.Future[T]],
         inputs: Optional[Iterator[tuple[Any, ...]]],
         end_time: Optional[float],
+        submit: _Submit,
     ) -> None:
         # A weak reference, so that a suspended iterator does not keep the executor alive.
         self._exe_ref = exe_ref
@@ -48,6 +55,7 @@ class MapIterator(Iterator[T]):
         self._futures = futures
         self._inputs = inputs  # with buffersize: the inputs not yet submitted
         self._end_time = end_time
+        self._submit = submit  # with buffersize: submits the next input
 
     def __iter__(self) -> Self:
         return self
@@ -62,7 +70,7 @@ class MapIterator(Iterator[T]):
                 item = next(inputs, None)
                 exe = self._exe_ref()
                 if item is not None and exe is not None:
-                    futures.append(_submit(exe, self._fn, item[1], item[0]))
+                    futures.append(self._submit(exe, self._fn, item[1], item[0]))
                 del exe
             end_time = self._end_time
             timeout = None if end_time is None else end_time - time.monotonic()
@@ -90,9 +98,11 @@ def start_map(
     iterables: tuple[Iterable[Any], ...],
     timeout: Optional[float],
     buffersize: Optional[int],
+    policy: Union[RetryPolicy, Inherit, None] = INHERIT,
 ) -> MapIterator[Any]:
     """ThreadedLoopExecutor.map() after its fn check: submit the first jobs, return the
-    iterator (see map() for the parameters)."""
+    iterator (see map() for the parameters; ``policy``: the map's own retry policy, or
+    INHERIT for the executor's)."""
     if buffersize is not None:
         if isinstance(buffersize, bool) or not isinstance(buffersize, int):
             raise TypeError(f"buffersize must be an integer or None (got {buffersize!r})")
@@ -100,13 +110,16 @@ def start_map(
             raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
     end_time = None if timeout is None else timeout + time.monotonic()
     inputs = enumerate(zip(*iterables))  # the index names a failed job's input
+    submit: _Submit = _submit if isinstance(policy, Inherit) else _Policy(policy)
     if buffersize:
         futures = collections.deque(
-            _submit(exe, fn, args, index) for index, args in itertools.islice(inputs, buffersize)
+            submit(exe, fn, args, index) for index, args in itertools.islice(inputs, buffersize)
         )
     else:
-        futures = collections.deque(_submit(exe, fn, args, index) for index, args in inputs)
-    return MapIterator(weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time)
+        futures = collections.deque(submit(exe, fn, args, index) for index, args in inputs)
+    return MapIterator(
+        weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time, submit
+    )
 
 
 def _submit(
@@ -116,6 +129,25 @@ def _submit(
     # exe is a ThreadedLoopExecutor, typed as its base here: no import cycle.
     handoff, annotate = exe._handoff, exe._annotate  # type: ignore[attr-defined]  # see above
     return submit_job(handoff, annotate, fn, args, {}, index)
+
+
+class _Policy:
+    """Submits a map's inputs under the map's own retry policy."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: Optional[RetryPolicy]) -> None:
+        self.policy = policy
+
+    def __call__(
+        self,
+        exe: concurrent.futures.Executor,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        index: int,
+    ) -> concurrent.futures.Future[Any]:
+        handoff, annotate = exe._handoff, exe._annotate  # type: ignore[attr-defined]  # see _submit
+        return submit_with_policy(handoff, annotate, fn, args, index, self.policy)
 
 
 def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:

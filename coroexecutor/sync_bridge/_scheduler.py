@@ -8,62 +8,24 @@ already, granted by HandOff under its lock.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 from asyncio import Task
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
-from .._adaptive import Adaptive
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
-from .._notes import annotate_job_error
 from ._future import BridgeFuture
 from ._job import Job
+from ._options import CoreOptions, ShutdownRequest
+from ._retries import RETRIED, Retries
 from ._tuning import BridgeTuner
-from ._workers import WorkerPool, WorkItem
+from ._workers import Failed, WorkerPool, WorkItem
 
-__all__ = ["CoreOptions", "Scheduler", "ShutdownRequest"]
+__all__ = ["Scheduler"]
 
 _LIVE_STATES = (PENDING, RUNNING)
-_Counts = tuple[int, int, int]
-
-
-class ShutdownRequest(NamedTuple):
-    """What one shutdown asked for: write it with keywords (``ShutdownRequest()`` is a
-    plain ``shutdown(wait=False)``)."""
-
-    cancel_queued: bool = False  # cancel the jobs that wait (stdlib cancel_futures)
-    cancel_running: bool = False  # cancel running coroutine jobs too (exceptional exit)
-    grace: Optional[float] = None  # shutdown(timeout=): then cancel what still runs
-    # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
-    # cancelled, blocking calls still running) once it has applied the request.
-    report: Optional[concurrent.futures.Future[_Counts]] = None
-
-    def joined(self, later: ShutdownRequest) -> ShutdownRequest:
-        """This request, followed by a later one: which may only add cancellation."""
-        return ShutdownRequest(
-            cancel_queued=self.cancel_queued or later.cancel_queued or later.cancel_running,
-            cancel_running=self.cancel_running or later.cancel_running,
-            grace=self.grace,
-            report=later.report,
-        )
-
-    def send_report(self, counts: _Counts) -> None:
-        """Answer the report once: by the loop thread, or by anyone once it has stopped."""
-        if self.report is not None and not self.report.done():
-            self.report.set_result(counts)
-
-
-class CoreOptions(NamedTuple):
-    """The options of a bridge that are its core's, passed through as they are."""
-
-    max_workers: int
-    max_per_second: Optional[float]
-    burst: Optional[int]
-    job_timeout: Optional[float]
-    adaptive: Optional[Adaptive] = None  # max_workers=Adaptive: the bridge's Slots follow it
 
 
 class _CoroutineJobError(Exception):
@@ -83,8 +45,11 @@ class Scheduler:
 
     Invariant: ``_jobs`` maps every job handed to the core and not yet finished, by the
     task (or queued future) ``submit_nowait`` returned, to its bridged future. Each
-    entry holds one slot, given back through ``_release`` when the entry is removed.
+    entry holds one slot, given back through ``_release`` when the entry is removed, or
+    through ``retries.pause`` when the attempt it ran is retried.
     """
+
+    retries: Retries  # set by the HandOff, which owns the lock it needs
 
     def __init__(
         self,
@@ -204,6 +169,10 @@ class Scheduler:
         if future is not None:
             state = future._state
             if state != FINISHED and state != CANCELLED_AND_NOTIFIED:
+                if future._attempts is not None and self.retries.after_attempt(
+                    future, task, core=True
+                ):
+                    return  # paused for its next attempt, its slot given back
                 _resolve(future, task)  # what the job could not set itself
             # The caller may keep the future long after: let the task, its coroutine and
             # its context go now (cancel() of a finished future never needs them).
@@ -221,7 +190,19 @@ class Scheduler:
         """A direct blocking job returned an awaitable: await it here, then free its slot."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        coro = self._run_coroutine(item.future, _identity, (item.outcome,), {})
+        future = item.future
+        args = (item.fn, item.args, item.kwargs, False, item.ctx)
+        if type(item.outcome) is Failed:  # the call raised; a retry policy applies
+            error = self.retries.job_error(future, *args[:3], item.outcome.error, False)
+            item.outcome = None
+            if error is None:
+                self.retries.pause(future, None)
+            else:
+                future._try_set_exception(error)
+                self._release(future)
+            return
+        self.retries.attempts_of(future, *args)  # the awaitable's errors: the job's
+        coro = self._run_coroutine(future, _identity, (item.outcome,), {})
         item.outcome = None
         task = item.ctx.run(loop.create_task, coro)
         self._tails.add(task)
@@ -230,6 +211,10 @@ class Scheduler:
     def _on_tail_done(self, task: asyncio.Future[Any], future: BridgeFuture[Any]) -> None:
         self._tails.discard(task)
         if future._state != FINISHED and future._state != CANCELLED_AND_NOTIFIED:
+            if future._attempts is not None and self.retries.after_attempt(
+                future, task, core=False
+            ):
+                return
             _resolve(future, task)
         elif not task.cancelled():
             task.exception()  # the future has it: no "exception was never retrieved"
@@ -261,15 +246,27 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
+            if fn is not _identity:  # a job_timeout's error is retried as the policy says
+                self.retries.attempts_of(future, fn, args, kwargs, True)
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
-            if future._annotate and fn is not _identity:  # (a returned awaitable: unnamed)
-                annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
-            future._try_set_exception(exc)
+            # (A returned awaitable is not named: None.)
+            error = self.retries.job_error(
+                future, None if fn is _identity else fn, args, kwargs, exc, True
+            )
+            if error is None:
+                return RETRIED  # the task's end pauses the job: see on_core_job_done
+            future._try_set_exception(error)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise _CoroutineJobError(repr(exc)) from exc
-            raise
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise _CoroutineJobError(repr(error)) from error
+            if error is exc:
+                del error  # as future above
+                raise
+            try:
+                raise error  # noqa: B904  # the policy's own error: its __context__ is exc
+            finally:
+                error = None  # as future above
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
         future._finish(result, None)
         return result
@@ -294,6 +291,7 @@ class Scheduler:
         try:
             await waiter
         except asyncio.CancelledError:
+            self.retries.attempts_of(future, fn, args, kwargs, False)  # see _run_coroutine
             if not future._withdraw():
                 # A worker is running the call and cannot interrupt it: keep the slot
                 # until it returns, so max_workers and shutdown(wait=True) stay truthful.
@@ -309,6 +307,13 @@ class Scheduler:
         outcome, item.outcome = item.outcome, None
         if outcome is None:
             return None  # the worker has set the future already
+        if type(outcome) is Failed:  # the call raised; a retry policy applies
+            error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)
+            if error is None:
+                return RETRIED
+            future._try_set_exception(error)
+            return None  # as when the worker sets the error
+        self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
         # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop.
         return await self._run_coroutine(future, _identity, (outcome,), {})
 

@@ -24,6 +24,7 @@ class Slots:
     Invariants: ``held`` counts the jobs holding a slot: the direct blocking jobs in
     ``direct``, plus the jobs on their way to (or run by) the loop. ``backlog`` is empty
     whenever ``held < max_workers``, except while ``paused`` (the initializer runs).
+    The jobs in ``pausing`` (between two attempts, retry=) hold no slot.
     """
 
     def __init__(self, max_workers: int, tuner: Optional[BridgeTuner] = None) -> None:
@@ -38,6 +39,15 @@ class Slots:
         # Counts beyond the core's: see counts().
         self.submitted = self.direct_ok = self.direct_failed = self.cancelled = 0
         self.refused = 0  # failed in the backlog: the initializer broke the executor
+        # retry=: jobs between two attempts (no slot, no thread), the attempts retried, and
+        # those the core counted as a success or a failure (see pause()).
+        self.pausing: set[BridgeFuture[Any]] = set()
+        self.retried = self.core_ok_retried = self.core_failed_retried = 0
+
+    @property
+    def busy(self) -> bool:
+        """A job holds a slot, or pauses between two attempts."""
+        return self.held > 0 or bool(self.pausing)
 
     def take_nowait(self) -> bool:
         """Give a new job a slot at once: True if one is free and no job waits for one."""
@@ -89,6 +99,58 @@ class Slots:
         else:
             self.direct_failed += 1
 
+    def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
+        """A job's failed attempt is retried: free its slot. True when the job now pauses;
+        False when it was cancelled meanwhile (counted here).
+
+        ``core_failed``: the attempt was a task of the core, which counted it as a failure
+        (True: the job_timeout) or a success (False: its wrapper returned RETRIED); None:
+        a direct blocking job, counted by nobody yet."""
+        if core_failed is None:
+            self.direct.discard(future)
+        elif core_failed:
+            self.core_failed_retried += 1
+        else:
+            self.core_ok_retried += 1
+        self.held -= 1
+        if self.tuner is not None:
+            self.max_workers = self.tuner.release(future)
+        if not future._back_to_pending():
+            self.cancelled += 1
+            return False
+        self.retried += 1
+        self.pausing.add(future)
+        return True
+
+    def resume(self, job: Job) -> bool:
+        """A pause is over: True when the job takes a free slot now. Otherwise it waits in
+        the backlog, ahead of every job that has not started yet (behind earlier retries),
+        or it was cancelled in its pause and counted then (withdraw_pausing)."""
+        future = job.future
+        if future not in self.pausing:
+            return False
+        self.pausing.discard(future)
+        if self.held < self.max_workers and not self.paused:
+            self.held += 1
+            if self.tuner is not None:
+                self.tuner.started(future)
+            return True
+        backlog = self.backlog
+        ahead = 0
+        while ahead < len(backlog) and backlog[ahead].future._attempts is not None:
+            ahead += 1
+        future._in_backlog = True
+        backlog.insert(ahead, job)
+        return False
+
+    def withdraw_pausing(self, future: BridgeFuture[Any]) -> bool:
+        """cancel() of a job in its pause: count it now. False if it is not pausing."""
+        if future not in self.pausing:
+            return False
+        self.pausing.discard(future)
+        self.cancelled += 1
+        return True
+
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
         """cancel() of a job still in the backlog: count it now. False if it left already."""
         if not future._in_backlog:
@@ -127,7 +189,7 @@ class Slots:
         # Direct jobs waiting for a busy worker thread: the worker skips them and frees
         # their slot. One that got a thread when submitted counts as started: it runs.
         futures += [f for f in self.direct if f._queued and f._state == PENDING]
-        return futures
+        return futures + list(self.pausing)  # counted when cancel() withdraws them
 
     def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
         """Every job's count: the core's (``unstarted``: given back before reaching it)
@@ -137,8 +199,9 @@ class Slots:
         # a worker skips them (at most max_workers to look at; not the hot path).
         skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self.direct)
         running = core.running + len(self.direct) - skipped
-        succeeded = core.succeeded + self.direct_ok
-        failed = core.failed + self.direct_failed + self.refused
+        # The core counted each attempt it ran; only a job's last one is its outcome.
+        succeeded = core.succeeded - self.core_ok_retried + self.direct_ok
+        failed = core.failed - self.core_failed_retried + self.direct_failed + self.refused
         cancelled = core.cancelled + self.cancelled + unstarted + skipped
         return ExecutorStats(
             submitted=submitted,
@@ -147,5 +210,6 @@ class Slots:
             succeeded=succeeded,
             failed=failed,
             cancelled=cancelled,
+            retried=self.retried,
             max_workers=self.max_workers,
         )

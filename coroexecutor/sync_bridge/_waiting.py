@@ -8,7 +8,7 @@ import logging
 from typing import Optional
 
 from ._loop_thread import LoopThread
-from ._scheduler import ShutdownRequest
+from ._options import ShutdownRequest
 
 __all__ = ["CANCEL_ALL", "check_may_wait", "join", "wait_stopped"]
 

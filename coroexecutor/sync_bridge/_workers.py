@@ -9,13 +9,25 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._notes import annotate_job_error
+from .._retry import INHERIT
 
 if TYPE_CHECKING:
     import asyncio
 
     from ._future import BridgeFuture
 
-__all__ = ["WorkItem", "WorkerPool"]
+__all__ = ["Failed", "WorkItem", "WorkerPool"]
+
+
+class Failed:
+    """A blocking attempt's error, left in its item's ``outcome`` for the loop thread by a
+    worker when a retry policy applies to the job: the loop asks the policy whether the
+    job fails with it or runs again (see _retries). The future is not resolved till then."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class WorkItem:
@@ -48,6 +60,7 @@ class WorkItem:
         self.finished = False  # loop thread only: the worker has posted the item back
         # Set by the worker when fn returned an awaitable (``lambda: fetch(url)``): the
         # loop awaits it, since awaitables belong on the loop, not in a worker thread.
+        # Or a Failed: the call raised, and the loop asks the job's retry policy.
         self.outcome: Optional[Any] = None
 
 
@@ -60,8 +73,10 @@ def _work(
     idle: threading.Semaphore,
     release: Release,
     post_done: Callable[[WorkItem], None],
+    retry: object,
 ) -> None:
-    """Worker thread body. Holds no reference to the executor, only to its queue."""
+    """Worker thread body. Holds no reference to the executor, only to its queue.
+    ``retry``: the executor's retry policy (None: none)."""
     item = jobs.get()
     while item is not None:
         future = item.future
@@ -69,12 +84,19 @@ def _work(
             try:
                 result = item.ctx.run(item.fn, *item.args, **item.kwargs)
             except BaseException as exc:
-                # KeyboardInterrupt and SystemExit too: they fail this job only (DESIGN).
-                if future._annotate:
-                    annotate_job_error(
-                        exc, item.fn, item.args, item.kwargs, map_index=future._map_index
-                    )
-                future.set_exception(exc)
+                policy = future._retry_policy
+                if policy is INHERIT:
+                    policy = retry
+                if policy is not None and isinstance(exc, Exception):
+                    # The loop asks the policy, and resolves the future or retries the job.
+                    item.outcome = Failed(exc)
+                else:
+                    # KeyboardInterrupt and SystemExit too: they fail this job only (DESIGN).
+                    if future._annotate:
+                        annotate_job_error(
+                            exc, item.fn, item.args, item.kwargs, map_index=future._map_index
+                        )
+                    future.set_exception(exc)
                 del exc  # break the frame <-> traceback cycle
             else:
                 if inspect.isawaitable(result):
@@ -117,8 +139,10 @@ class WorkerPool:
         cap: int,
         release: Release,
         post_done: Callable[[WorkItem], None],
+        retry: object = None,
     ) -> None:
         self._name_prefix = name_prefix
+        self._retry = retry  # the executor's retry policy, for the workers
         self.cap = cap  # shrinking stops no thread, it only starts none
         # The owner's max_workers. With more slots than threads (max_workers=None), a
         # job holding a slot may still wait for a thread, as on a ThreadPoolExecutor.
@@ -188,7 +212,7 @@ class WorkerPool:
         thread = threading.Thread(
             name=f"{self._name_prefix}_worker_{count}",
             target=_work,
-            args=(self._jobs, self._idle, self._release, self._post_done),
+            args=(self._jobs, self._idle, self._release, self._post_done, self._retry),
         )
         thread.start()
         self._threads.append(thread)

@@ -1,0 +1,50 @@
+"""The options a bridge passes to its loop thread: its core's, and shutdown requests."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import NamedTuple, Optional
+
+from .._adaptive import Adaptive
+from .._retry import RetryPolicy
+
+__all__ = ["CoreOptions", "ShutdownRequest"]
+
+_Counts = tuple[int, int, int]
+
+
+class ShutdownRequest(NamedTuple):
+    """What one shutdown asked for: write it with keywords (``ShutdownRequest()`` is a
+    plain ``shutdown(wait=False)``)."""
+
+    cancel_queued: bool = False  # cancel the jobs that wait (stdlib cancel_futures)
+    cancel_running: bool = False  # cancel running coroutine jobs too (exceptional exit)
+    grace: Optional[float] = None  # shutdown(timeout=): then cancel what still runs
+    # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
+    # cancelled, blocking calls still running) once it has applied the request.
+    report: Optional[concurrent.futures.Future[_Counts]] = None
+
+    def joined(self, later: ShutdownRequest) -> ShutdownRequest:
+        """This request, followed by a later one: which may only add cancellation."""
+        return ShutdownRequest(
+            cancel_queued=self.cancel_queued or later.cancel_queued or later.cancel_running,
+            cancel_running=self.cancel_running or later.cancel_running,
+            grace=self.grace,
+            report=later.report,
+        )
+
+    def send_report(self, counts: _Counts) -> None:
+        """Answer the report once: by the loop thread, or by anyone once it has stopped."""
+        if self.report is not None and not self.report.done():
+            self.report.set_result(counts)
+
+
+class CoreOptions(NamedTuple):
+    """The options of a bridge that are its core's, passed through as they are."""
+
+    max_workers: int
+    max_per_second: Optional[float]
+    burst: Optional[int]
+    job_timeout: Optional[float]
+    adaptive: Optional[Adaptive] = None  # max_workers=Adaptive: the bridge's Slots follow it
+    retry: Optional[RetryPolicy] = None  # the bridge's own (see _retries), not the core's

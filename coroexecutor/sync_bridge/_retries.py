@@ -1,0 +1,203 @@
+"""Retries on the bridge (``retry=``): a failed attempt meets the policy, the job pauses
+holding no slot, and its next attempt takes a slot ahead of the jobs not started yet.
+
+Each attempt is a run of the job as the bridge runs any job: a coroutine job or a
+blocking one the loop governs is a task of the core (so ``job_timeout`` and
+``max_per_second`` apply to every attempt), a direct blocking job goes to a worker
+thread. The policy is asked on the loop thread, as the core asks it: a worker that sees
+a blocking attempt fail leaves the error in its item (``_workers.Failed``) for the loop,
+keeping the slot until then. Nothing here runs for a job that succeeds at once: its
+``Attempts`` are made when an attempt first fails under a policy.
+
+A pausing job's future is PENDING again (``cancel()`` works) and holds, in ``_job``,
+the timer of its next attempt: ``cancel()`` of the future, shutdown's cancellation and a
+map's ``close()`` end the pause through the same path as they cancel a running task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from typing import Any, Callable, Optional
+
+from .._notes import annotate_job_error
+from .._retry import INHERIT, RetryPolicy
+from .._retrying import Call, after_failure
+from ._future import BridgeFuture
+from ._job import Job
+from ._slots import Slots
+from ._workers import WorkItem
+
+__all__ = ["RETRIED", "Attempts", "Retries"]
+
+
+class _Retried:
+    def __repr__(self) -> str:
+        return "<the attempt failed and will be retried>"
+
+
+# What a job's wrapper task returns for an attempt that will be retried: the future is
+# left PENDING, and the task's end pauses the job instead of resolving it.
+RETRIED: Any = _Retried()
+
+
+class Attempts(Call):
+    """A job that has failed under a retry policy: its call (for the policy and the note
+    on its final error), the number of the attempt running or last run, the pause before
+    the next one, and the Job that starts it."""
+
+    __slots__ = ("attempt", "delay", "job")
+
+    def __init__(self, job: Job, policy: RetryPolicy) -> None:
+        future = job.future
+        super().__init__(
+            job.fn, job.args, job.kwargs, policy, future._annotate, map_index=future._map_index
+        )
+        self.attempt = 1
+        self.delay = 0.0
+        self.job = job
+
+
+class Retries:
+    """The loop thread's side of the bridge's retries. Its slot work is done under the
+    HandOff's lock (given here with the Slots it guards), through the callables HandOff
+    gives it: ``route`` (a job that got a slot: None when the loop runs it, else the
+    worker item) and ``grant`` (give every free slot away)."""
+
+    def __init__(
+        self,
+        policy: Optional[RetryPolicy],
+        lock: threading.Lock,
+        slots: Slots,
+        *,
+        route: Callable[[Job], Optional[WorkItem]],
+        grant: Callable[[], tuple[list[Job], list[WorkItem]]],
+        start: Callable[[Job], None],
+        dispatch: Callable[[WorkItem], None],
+    ) -> None:
+        self.policy = policy  # the executor's; a map's own is on each of its futures
+        self._lock = lock
+        self._slots = slots
+        self._route = route
+        self._grant = grant
+        self._start = start
+        self._dispatch = dispatch
+
+    def attempts_of(
+        self,
+        future: BridgeFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        coroutine_fn: bool,
+        ctx: Optional[contextvars.Context] = None,
+    ) -> Optional[Attempts]:
+        """The job's Attempts, made now if a policy applies to it; None if none does.
+
+        ``ctx`` is the context further attempts run in (by default a copy of the current
+        one: in a job's task, the job's own)."""
+        attempts: Optional[Attempts] = future._attempts
+        if attempts is None:
+            policy = future._retry_policy
+            if policy is INHERIT:
+                policy = self.policy
+            if policy is not None:
+                ctx = contextvars.copy_context() if ctx is None else ctx
+                job = Job(future, fn, args, kwargs, ctx, coroutine_fn)
+                attempts = future._attempts = Attempts(job, policy)
+        return attempts
+
+    def job_error(
+        self,
+        future: BridgeFuture[Any],
+        fn: Optional[Callable[..., Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException,
+        coroutine_fn: bool,
+    ) -> Optional[BaseException]:
+        """An attempt of the job ``fn(*args, **kwargs)`` raised ``exc``, in the caller's
+        ``except`` clause: None when it is retried, else the job's error (noted), which may
+        be the policy's own. ``fn`` None: the awaitable a blocking job returned raised it
+        (its Attempts, if a policy applies, were made with the job's call beforehand)."""
+        if fn is None:
+            attempts: Optional[Attempts] = future._attempts
+            return exc if attempts is None else decide(attempts, exc)
+        attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn)
+        if attempts is None:
+            if future._annotate:
+                annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
+            return exc
+        return decide(attempts, exc)
+
+    def after_attempt(
+        self, future: BridgeFuture[Any], task: asyncio.Future[Any], core: bool
+    ) -> bool:
+        """A task of a job with Attempts ended and left its future unresolved: True when
+        the job pauses for another attempt (its slot is given back here), False when the
+        caller resolves the future from the task as usual. ``core``: the task is the
+        core's (which counted it as a success or a failure), not an awaitable's tail."""
+        if task.cancelled():
+            return False
+        attempts: Attempts = future._attempts
+        exc = task.exception()
+        if exc is None:
+            if task.result() is not RETRIED:
+                return False
+        else:
+            # Not from the job (its wrapper decides those): the core's job_timeout.
+            error = decide(attempts, exc)
+            if error is not None:
+                future._try_set_exception(error)  # the caller's resolve is then a no-op
+                return False
+        self.pause(future, None if not core else exc is not None)
+        return True
+
+    def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> None:
+        """The job's attempt failed and is retried: give its slot to the next job in line,
+        and run the next attempt after the policy's delay (see Slots.pause)."""
+        attempts: Attempts = future._attempts
+        tuner = self._slots.tuner
+        if tuner is not None:  # before the release, outside the lock
+            tuner.finished_threadsafe(future)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._slots.pause(future, core_failed):
+                # Under the lock: a cancel() that finds the job pausing finds its timer.
+                future._job = loop.call_later(attempts.delay, self._resume, attempts.job)
+            to_start, items = self._grant()
+        self._run(to_start, items)
+
+    def _resume(self, job: Job) -> None:
+        """The pause is over: run the next attempt in a free slot, or wait for one ahead
+        of every job that has not started yet."""
+        future = job.future
+        future._job = None
+        future._attempts.attempt += 1
+        with self._lock:
+            if not self._slots.resume(job):
+                return  # cancelled in its pause, or waiting for a slot
+            item = self._route(job)
+        self._run([job] if item is None else [], [] if item is None else [item])
+
+    def _run(self, to_start: list[Job], items: list[WorkItem]) -> None:
+        for job in to_start:
+            self._start(job)
+        for item in items:
+            self._dispatch(item)
+
+
+def decide(attempts: Attempts, exc: BaseException) -> Optional[BaseException]:
+    """Attempt ``attempts.attempt`` raised ``exc``: None when the policy retries it (after
+    ``attempts.delay``), else the job's error, noted: ``exc``, or the policy's error."""
+    try:
+        delay = after_failure(attempts, attempts.attempt, exc)
+    except BaseException as policy_error:  # the policy failed (or returned no delay)
+        if policy_error.__context__ is None:
+            policy_error.__context__ = exc  # as if raised while handling exc
+        return policy_error
+    if delay is None:
+        return exc
+    attempts.delay = delay
+    return None
