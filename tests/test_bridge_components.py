@@ -127,3 +127,32 @@ def test_mailbox_take_without_posts_is_an_empty_batch() -> None:
     batch = Mailbox().take()
     assert (batch.to_start, batch.calls, batch.done_items, batch.tails) == ([], (), (), ())
     assert batch.shutdown is None
+
+
+def test_slots_pause_frees_the_slot_and_resume_goes_ahead_of_unstarted_jobs() -> None:
+    owner, slots = _Owner(), Slots(max_workers=1)
+    slots.paused = False
+    retried, later_retry, unstarted = _job(owner), _job(owner), _job(owner)
+    assert slots.take_nowait()
+    retried.future._attempts = later_retry.future._attempts = object()  # failed once
+    assert slots.pause(retried.future, core_failed=False)  # its attempt failed: no slot
+    assert slots.held == 0 and slots.busy and slots.retried == 1
+    assert slots.take_nowait()  # another job runs in the slot during the pause
+    slots.queue(unstarted)
+    slots.pausing.add(later_retry.future)
+    assert not slots.resume(retried)  # no free slot: it waits, ahead of `unstarted`
+    assert not slots.resume(later_retry)  # behind the earlier retry
+    assert list(slots.backlog) == [retried, later_retry, unstarted]
+    slots.release(unstarted.future)
+    assert slots.next_job() is retried
+
+
+def test_slots_withdraw_pausing_counts_a_cancelled_pause_once() -> None:
+    owner, slots = _Owner(), Slots(max_workers=1)
+    slots.paused = False
+    job = _job(owner)
+    assert slots.take_nowait()
+    assert slots.pause(job.future, core_failed=None)
+    assert slots.withdraw_pausing(job.future) and not slots.withdraw_pausing(job.future)
+    assert not slots.resume(job)  # the timer fired after the cancel: dropped
+    assert slots.cancelled == 1 and not slots.busy

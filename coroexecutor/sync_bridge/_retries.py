@@ -154,6 +154,20 @@ class Retries:
         self.pause(future, None if not core else exc is not None)
         return True
 
+    def after_cancelled_attempt(self, task: asyncio.Future[Any]) -> None:
+        """The core's task of a job cancelled while its failed attempt met the policy has
+        ended: if the task returned RETRIED (the core counted a success), count the job
+        as cancelled instead. Otherwise:
+          caller thread                        loop thread
+                                               the attempt fails; the policy retries it
+          cancel() -> True
+                                               the task ends: the future is cancelled
+        """
+        if not task.cancelled() and task.exception() is None and task.result() is RETRIED:
+            with self._lock:
+                self._slots.core_ok_retried += 1
+                self._slots.cancelled += 1
+
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> None:
         """The job's attempt failed and is retried: give its slot to the next job in line,
         and run the next attempt after the policy's delay (see Slots.pause)."""

@@ -168,12 +168,15 @@ class Scheduler:
         future = self._jobs.pop(task, None)
         if future is not None:
             state = future._state
-            if state != FINISHED and state != CANCELLED_AND_NOTIFIED:
-                if future._attempts is not None and self.retries.after_attempt(
-                    future, task, core=True
-                ):
-                    return  # paused for its next attempt, its slot given back
-                _resolve(future, task)  # what the job could not set itself
+            if state != FINISHED:
+                if state != CANCELLED_AND_NOTIFIED:
+                    if future._attempts is not None and self.retries.after_attempt(
+                        future, task, core=True
+                    ):
+                        return  # paused for its next attempt, its slot given back
+                    _resolve(future, task)  # what the job could not set itself
+                elif future._attempts is not None:
+                    self.retries.after_cancelled_attempt(task)
             # The caller may keep the future long after: let the task, its coroutine and
             # its context go now (cancel() of a finished future never needs them).
             future._job = None
@@ -264,7 +267,7 @@ class Scheduler:
                 del error  # as future above
                 raise
             try:
-                raise error  # noqa: B904  # the policy's own error: its __context__ is exc
+                raise error  # the policy's own error: its __context__ is exc
             finally:
                 error = None  # as future above
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
