@@ -27,12 +27,13 @@ import logging
 import pickle
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
+from ._chunk_run import ChunkRun, JobExit
+from ._chunk_run import is_async as _is_async
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions, name_input
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
@@ -104,32 +105,6 @@ async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
         process_loop.cancel_threadsafe(map_id, indexes)
 
 
-def _is_async(fn: object) -> bool:
-    call = getattr(fn, "__call__", None)  # noqa: B004  (an async __call__ counts)
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
-
-
-class _JobExit(Exception):
-    """Carries a job's KeyboardInterrupt/SystemExit (its ``__cause__``) out of its task."""
-
-
-@dataclass(eq=False)  # kept in sets, by identity
-class _Run:
-    """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
-    at a time, as slots free up: queueing a whole chunk in the executor's backlog holds
-    thousands of pending futures, and the garbage collector's passes over them made each
-    job ten times dearer (measured)."""
-
-    spec: ChunkSpec
-    values: list[Any]
-    errors: dict[int, BaseException]
-    cancelled: list[int]
-    running: dict[int, asyncio.Future[Any]]  # position -> the job's future
-    finished: asyncio.Future[None]
-    first_error: concurrent.futures.Future[int]  # the map index of the first error
-    next: int = 0  # the position of the next job to feed
-
-
 class ProcessLoop:
     """The loop thread of one DaskExecutor in one worker process."""
 
@@ -144,7 +119,7 @@ class ProcessLoop:
         self._lock = threading.Lock()
         self._exe: Optional[CoroutineExecutor] = None
         self._broken: Optional[BaseException] = None
-        self._runs: dict[str, set[_Run]] = {}  # loop thread; map id -> its running chunks
+        self._runs: dict[str, set[ChunkRun]] = {}  # loop thread; map id -> its running chunks
         self._cancelled: collections.OrderedDict[str, list[Indexes]] = (
             collections.OrderedDict()  # loop thread; map id -> indexes cancelled so far
         )
@@ -268,7 +243,7 @@ class ProcessLoop:
     ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
         await self._ready.wait()
         n = len(spec.calls)
-        run = _Run(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
+        run = ChunkRun(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
         try:
@@ -281,7 +256,7 @@ class ProcessLoop:
         self._name_inputs(run)
         return run.values, run.errors, run.cancelled
 
-    def _feed(self, run: _Run) -> None:
+    def _feed(self, run: ChunkRun) -> None:
         """Start jobs of the chunk while it has fewer than per_worker running."""
         spec, running = run.spec, run.running
         n = len(spec.calls)
@@ -318,7 +293,7 @@ class ProcessLoop:
         if not running and run.next >= n and not run.finished.done():
             run.finished.set_result(None)
 
-    def _job_done(self, run: _Run, i: int, future: asyncio.Future[Any]) -> None:
+    def _job_done(self, run: ChunkRun, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
         if future.cancelled() and self._raised_cancel(run, i):
             # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
@@ -327,7 +302,7 @@ class ProcessLoop:
             run.cancelled.append(i)
         else:
             error = future.exception()
-            if isinstance(error, _JobExit):
+            if isinstance(error, JobExit):
                 error = error.__cause__
             if error is None:
                 run.values[i] = future.result()
@@ -335,7 +310,7 @@ class ProcessLoop:
                 self._job_failed(run, i, error)
         self._feed(run)
 
-    def _raised_cancel(self, run: _Run, i: int) -> bool:
+    def _raised_cancel(self, run: ChunkRun, i: int) -> bool:
         """A cancelled job of a return_exceptions map that nothing here cancelled."""
         spec = run.spec
         if spec.fn is None or not spec.return_exceptions or self._stop.is_set():
@@ -343,7 +318,7 @@ class ProcessLoop:
         records = self._cancelled.get(spec.map_id, ())
         return not any(spec.start + i in indexes for indexes in records)
 
-    def _job_failed(self, run: _Run, i: int, error: BaseException) -> None:
+    def _job_failed(self, run: ChunkRun, i: int, error: BaseException) -> None:
         """Fail-fast: an error cancels the map's later jobs here at once, and in every
         other process through the chunk's task thread (run_threadsafe)."""
         run.errors[i] = error
@@ -357,13 +332,13 @@ class ProcessLoop:
         is_async: bool,
     ) -> Any:
         """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
-        the loop: carried as a _JobExit they fail their own item only, as on the bridge."""
+        the loop: carried as a JobExit they fail their own item only, as on the bridge."""
         try:
             if is_async:
                 return await fn(*args, **kwargs)
             return await self._call_blocking(fn, args, kwargs)
         except (KeyboardInterrupt, SystemExit) as exc:
-            raise _JobExit(repr(exc)) from exc
+            raise JobExit(repr(exc)) from exc
 
     async def _call_blocking(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -386,7 +361,7 @@ class ProcessLoop:
                 if start + i in indexes:
                     future.cancel()
 
-    def _name_inputs(self, run: _Run) -> None:
+    def _name_inputs(self, run: ChunkRun) -> None:
         spec = run.spec
         for i, error in run.errors.items():
             if error is self._broken:  # one object for every job: no note on it
