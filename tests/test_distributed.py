@@ -31,7 +31,7 @@ distributed = pytest.importorskip(
 
 import dask  # noqa: E402
 
-from coroexecutor import BrokenCoroutineExecutor  # noqa: E402
+from coroexecutor import BrokenCoroutineExecutor, Retry  # noqa: E402
 from coroexecutor.distributed import DaskExecutor, UnsentOutcomeError  # noqa: E402
 
 WORKERS = 2
@@ -618,6 +618,107 @@ def test_the_interpreter_exits_with_an_executor_forgotten_mid_flight(
     assert done.returncode == 0, done.stderr
     assert "main ends" in done.stdout
     assert "cannot schedule new futures" not in done.stderr
+
+
+#
+# retry=
+#
+
+_ATTEMPTS: dict[tuple[str, int], int] = {}  # per worker process: (token, input) -> attempts
+
+
+async def _fails_twice(token: str, x: int) -> int:
+    """Fails its first two attempts with a retryable error. Every attempt of a job runs
+    in the job's one task, in one process: a global counts them."""
+    key = (token, x)
+    _ATTEMPTS[key] = _ATTEMPTS.get(key, 0) + 1
+    if _ATTEMPTS[key] <= 2:
+        raise ConnectionError(f"attempt {_ATTEMPTS[key]} of {x}")
+    return x
+
+
+def _fails_twice_blocking(token: str, x: int) -> int:
+    return asyncio.run(_fails_twice(token, x))
+
+
+def _always_fails(x: int) -> int:
+    raise ConnectionError(f"input {x} is down")
+
+
+async def _pauses_or_marks(folder: str, x: int) -> int:
+    """Input 0 fails (its policy then pauses it for a minute); input 1 leaves a file."""
+    directory = pathlib.Path(folder)
+    if x == 0:
+        (directory / f"attempt-{os.getpid()}-{os.urandom(4).hex()}").touch()
+        raise ConnectionError("input 0 fails")
+    (directory / f"ran-{os.getpid()}-{x}").touch()
+    return x
+
+
+class _LockedPolicy:
+    """A policy that cannot travel to the workers: it holds a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, attempt: int, exc: BaseException) -> float:
+        return 0.0
+
+
+_AT_ONCE = Retry(attempts=3, backoff=0, max_backoff=0, jitter=False)
+
+
+@pytest.mark.parametrize("fn", [_fails_twice, _fails_twice_blocking])
+def test_retry_reruns_failed_jobs_on_the_workers(client: Any, fn: Any) -> None:
+    token = os.urandom(8).hex()
+    with DaskExecutor(client=client, per_worker=3, retry=_AT_ONCE) as exe:
+        assert list(exe.map(fn, [token] * 20, range(20), chunksize=4)) == list(range(20))
+        assert exe.submit(fn, token, 100).result(_WAIT) == 100
+
+
+def test_a_map_s_own_retry_replaces_the_executor_s(client: Any) -> None:
+    token = os.urandom(8).hex()
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        assert list(exe.map(_fails_twice, [token] * 6, range(6), retry=_AT_ONCE)) == list(range(6))
+    with DaskExecutor(client=client, per_worker=3, retry=_AT_ONCE) as exe:
+        [error] = exe.map(_fails_twice, [token + "x"], [0], retry=None, return_exceptions=True)
+    assert isinstance(error, ConnectionError) and str(error) == "attempt 1 of 0"
+
+
+def test_giving_up_raises_the_last_error_noted_with_the_attempts(client: Any) -> None:
+    with DaskExecutor(client=client, per_worker=3, retry=_AT_ONCE) as exe:
+        results = exe.map(_always_fails, range(10), chunksize=5)
+        with pytest.raises(ConnectionError, match="input 0 is down") as caught:
+            next(results)
+    if sys.version_info >= (3, 11):
+        assert caught.value.__notes__ == [
+            "raised by input 0 of a DaskExecutor map: _always_fails(0), failed after 3 attempts"
+        ]
+
+
+def test_a_paused_job_gives_its_slot_back_and_leaving_the_map_ends_its_pause(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    a_minute = Retry(attempts=2, backoff=60.0, max_backoff=60.0, jitter=False)
+    with DaskExecutor(client=client, per_worker=1, retry=a_minute) as exe:
+        # One chunk, one slot per process: input 1 runs only in the slot input 0 gave back.
+        results = exe.map(_pauses_or_marks, [str(tmp_path)] * 2, range(2), chunksize=2)
+        deadline = time.monotonic() + _WAIT
+        while not list(tmp_path.glob("ran-*")):
+            assert time.monotonic() < deadline, "input 1 never ran during input 0's pause"
+            time.sleep(0.01)
+        results.close()  # type: ignore[attr-defined]  # ends the pause: no second attempt
+    assert len(list(tmp_path.glob("attempt-*"))) == 1
+
+
+def test_a_retry_policy_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
+    with pytest.raises(TypeError, match=r"retry policy .* cannot be sent to the workers"):
+        DaskExecutor(client=client, per_worker=3, retry=_LockedPolicy())
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        with pytest.raises(TypeError, match=re.escape("map(): retry policy <")):
+            exe.map(_double, [1], retry=_LockedPolicy())
+        with pytest.raises(TypeError, match="retry must be a Retry, a callable policy"):
+            exe.map(_double, [1], retry=3)  # type: ignore[arg-type]
 
 
 def test_import_needs_the_extra_and_the_package_does_not_import_dask() -> None:

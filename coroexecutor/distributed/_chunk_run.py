@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-from ._wire import ChunkSpec
+from .._retry import RetryPolicy
+from ._wire import ChunkSpec, name_input
 
-__all__ = ["ChunkRun", "JobExit", "is_async"]
+__all__ = ["RETRYING", "ChunkRun", "JobExit", "RetryingJob", "is_async", "name_inputs"]
 
 
 def is_async(fn: object) -> bool:
@@ -37,3 +39,32 @@ class ChunkRun:
     finished: asyncio.Future[None]
     first_error: concurrent.futures.Future[int]  # the map index of the first error
     next: int = 0  # the position of the next job to feed
+    # retry=: the positions of jobs that have paused (they hold no slot of the executor,
+    # so the chunk may feed one more job each), and each job's attempt count so far.
+    pausing: set[int] = field(default_factory=set)
+    attempts: dict[int, int] = field(default_factory=dict)
+
+
+# retry=: set in a job's own task (so in its context) before each attempt: the policy of
+# its chunk, and where the job is in it. The process's executor asks ProcessLoop's one
+# policy, which reads this to ask the job's own (a map may bring its own policy).
+RetryingJob = tuple[RetryPolicy, ChunkRun, int]
+RETRYING: contextvars.ContextVar[Optional[RetryingJob]] = contextvars.ContextVar(
+    "coroexecutor_dask_retrying", default=None
+)
+
+
+def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
+    """Note on each error of a finished chunk which input raised it (``broken``: the
+    initializer's error, one object for every job of the process: no note on it)."""
+    spec = run.spec
+    for i, error in run.errors.items():
+        if error is broken:
+            continue
+        attempts = run.attempts.get(i, 1)
+        if spec.fn is None:
+            fn, args, _ = spec.calls[i]
+            name_input(error, "a job submitted to a DaskExecutor", fn, args, attempts)
+        else:
+            name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
+                       spec.calls[i], attempts)

@@ -22,17 +22,18 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, overload
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 import cloudpickle
 import distributed
 from typing_extensions import ParamSpec, Self, final
 
 from .. import CoroutineExecutor
+from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from . import _exit
 from ._batch import Batcher
 from ._map import MapResults, MapRun
-from ._wire import Chunk, Indexes
+from ._wire import Chunk, Indexes, check_sendable
 from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
@@ -90,6 +91,8 @@ class DaskExecutor(concurrent.futures.Executor):
             applied in each worker process: ``max_per_second`` is a rate per worker.
         loop_factory: makes each worker process's loop, for example
             ``uvloop.new_event_loop`` (uvloop must then be installed on the workers).
+        retry: as for CoroutineExecutor, in each worker process (which gets its own copy
+            of the policy: it must be picklable); ``map`` may replace it.
 
     Raises:
         ValueError: ``per_worker`` below 1, both ``address`` and ``client``, or a bad option.
@@ -111,15 +114,18 @@ class DaskExecutor(concurrent.futures.Executor):
         max_per_second: Optional[float] = None,
         burst: Optional[int] = None,
         loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]] = None,
+        retry: RetryArg = None,
     ) -> None:
         per_worker = _check_count("per_worker", per_worker)
+        policy = resolve_retry(retry)
+        check_sendable(policy, "DaskExecutor()")
         self._chunksize = _check_count("chunksize", chunksize)
         if address is not None and client is not None:
             raise ValueError("pass an address or a client, not both")
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
         options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
-                                tuple(initargs), loop_factory)
+                                tuple(initargs), loop_factory, policy)
         # The per-worker executor checks its options as it would in-process: check them
         # here, where the mistake was made, by building one (it binds to no loop yet).
         CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
@@ -205,6 +211,7 @@ class DaskExecutor(concurrent.futures.Executor):
         chunksize: Optional[int] = None,
         buffersize: Optional[int] = None,
         return_exceptions: bool = False,
+        retry: Union[RetryArg, Inherit] = INHERIT,
     ) -> Iterator[Any]:
         """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
 
@@ -219,6 +226,7 @@ class DaskExecutor(concurrent.futures.Executor):
         at once; the results before it are still yielded. With ``return_exceptions=True``
         the exception is yielded in place of its result instead, and nothing is cancelled.
         ``TimeoutError`` from ``next()`` once ``timeout`` seconds have passed since this call.
+        ``retry`` replaces the executor's retry policy for this map (``None``: none).
 
         Cancellation: closing the iterator (``break``, ``close()``, dropping it), Ctrl-C
         while it waits, and ``shutdown(cancel_futures=True)`` cancel its chunks in dask and
@@ -230,6 +238,8 @@ class DaskExecutor(concurrent.futures.Executor):
             ValueError: ``chunksize`` or ``buffersize`` below 1.
         """
         _check_fn(fn, "map")
+        policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
+        check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
         self._check_running()  # before asking the scheduler: a client it made is closed
         size = self._chunksize if chunksize is None else _check_count("chunksize", chunksize)
         if buffersize is not None:
@@ -240,7 +250,7 @@ class DaskExecutor(concurrent.futures.Executor):
         end_time = None if timeout is None else time.monotonic() + timeout
         run = MapRun(self._id, self._send, self._client, self._cancel_remote, fn,
                      zip(*iterables), size, window, return_exceptions,
-                     self._fail_fast and not return_exceptions)
+                     self._fail_fast and not return_exceptions, policy)
         with self._lock:
             self._check_running()
             self._maps.add(run)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 import distributed
 
+from .._retry import INHERIT
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes
 
 __all__ = ["MapResults", "MapRun"]
@@ -64,8 +65,10 @@ class MapRun:
         window: int,
         return_exceptions: bool,
         fail_fast: bool,
+        retry: Any = INHERIT,  # the map's own retry policy, or INHERIT (the executor's)
     ) -> None:
         self.map_id = uuid.uuid4().hex
+        self._retry = retry
         self._exe_id = exe_id
         self._send = send
         self._client = client
@@ -100,7 +103,7 @@ class MapRun:
                 return
             start, self._next = self._next, self._next + len(calls)
             spec = ChunkSpec(self._exe_id, self.map_id, start, self._fn, calls,
-                             self._return_exceptions, self._fail_fast)
+                             self._return_exceptions, self._fail_fast, self._retry)
             task = self._send(Chunk.of(spec), f"{self.map_id}-{next(self._chunks)}")
             with self._lock:
                 self._slots.append(_Slot(start, len(calls), task))

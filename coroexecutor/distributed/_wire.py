@@ -18,8 +18,11 @@ from typing import Any, Callable, Optional, Union
 
 import cloudpickle
 
+from .._retry import INHERIT, RetryPolicy
+
 __all__ = [
-    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "name_input"
+    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_sendable",
+    "name_input",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
@@ -57,6 +60,7 @@ class ChunkSpec:
     calls: list[Any]
     return_exceptions: bool
     fail_fast: bool
+    retry: Any = INHERIT  # the map's own retry policy; INHERIT: the executor's
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class WorkerOptions:
     initializer: Optional[Callable[..., object]]
     initargs: tuple[Any, ...]
     loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
+    retry: Optional[RetryPolicy] = None  # for the jobs whose chunk has no policy of its own
 
 
 class Chunk:
@@ -161,10 +166,28 @@ def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeErro
     )
 
 
-def name_input(error: BaseException, where: str, fn: object, args: tuple[Any, ...]) -> None:
-    """Add a note to a job's error naming the input that raised it (3.11+: notes)."""
+def check_sendable(policy: Optional[RetryPolicy], where: str) -> None:
+    """Refuse, at the call that gave it, a retry policy that cannot travel to the workers
+    (each worker process runs its own copy): a TypeError here, not a failure there."""
+    if policy is None:
+        return
+    try:
+        cloudpickle.dumps(policy, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise TypeError(
+            f"{where}: retry policy {policy!r} cannot be sent to the workers, it must be"
+            f" picklable: {type(error).__name__}: {error}"
+        ) from error
+
+
+def name_input(
+    error: BaseException, where: str, fn: object, args: tuple[Any, ...], attempts: int = 1
+) -> None:
+    """Add a note to a job's error naming the input that raised it (3.11+: notes), and
+    how many attempts it had when it was retried (retry=)."""
     add_note = getattr(error, "add_note", None)
     if add_note is not None:
         name = getattr(fn, "__qualname__", None) or _repr.repr(fn)
         shown = ", ".join(_repr.repr(a) for a in args)
-        add_note(f"raised by {where}: {name}({shown})")
+        tried = f", failed after {attempts} attempts" if attempts > 1 else ""
+        add_note(f"raised by {where}: {name}({shown}){tried}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import logging
@@ -32,9 +33,10 @@ from typing import Any, Callable, Optional
 from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
-from ._chunk_run import ChunkRun, JobExit
+from .._retry import Inherit, next_delay
+from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, name_inputs
 from ._chunk_run import is_async as _is_async
-from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions, name_input
+from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
 
@@ -213,6 +215,7 @@ class ProcessLoop:
             max_per_second=options.max_per_second,
             burst=options.burst,
             annotate_errors=False,  # the DaskExecutor notes a failed input itself
+            retry=self._ask_policy,  # each chunk's own: see RETRYING
         )
         try:
             await exe.__aenter__()  # runs the initializer, once per process
@@ -253,7 +256,7 @@ class ProcessLoop:
             runs.discard(run)
             if not runs:
                 del self._runs[spec.map_id]
-        self._name_inputs(run)
+        name_inputs(run, self._broken)
         return run.values, run.errors, run.cancelled
 
     def _feed(self, run: ChunkRun) -> None:
@@ -264,7 +267,10 @@ class ProcessLoop:
         records = self._cancelled
         fn = spec.fn
         map_is_async = fn is not None and _is_async(fn)
-        while run.next < n and len(running) < limit:
+        # (By type: INHERIT has come through a pickle, as another object of its class.)
+        policy = self._options.retry if isinstance(spec.retry, Inherit) else spec.retry
+        # A job that pauses between attempts holds no slot: feed one more in its place.
+        while run.next < n and len(running) - len(run.pausing) < limit:
             i = run.next
             run.next += 1
             exe = self._exe
@@ -284,7 +290,12 @@ class ProcessLoop:
             else:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
-                future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
+                if policy is None:
+                    future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
+                else:
+                    future = exe.submit_nowait(
+                        self._retrying, (policy, run, i), job_fn, args, kwargs, is_async
+                    )
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
                 continue
@@ -295,6 +306,7 @@ class ProcessLoop:
 
     def _job_done(self, run: ChunkRun, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
+        run.pausing.discard(i)
         if future.cancelled() and self._raised_cancel(run, i):
             # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
             run.errors[i] = asyncio.CancelledError()
@@ -326,6 +338,30 @@ class ProcessLoop:
             self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
             if not run.first_error.done():  # the chunk's task thread tells the others
                 run.first_error.set_result(run.spec.start + i)
+
+    def _ask_policy(self, attempt: int, exc: BaseException) -> Optional[float]:
+        """The executor's policy: the failed job's own (None: its chunk has none)."""
+        job = RETRYING.get()
+        if job is None:
+            return None
+        policy, run, i = job
+        delay = next_delay(policy, attempt, exc)  # a bad delay's error names the policy
+        run.attempts[i] = attempt if delay is None else attempt + 1
+        if delay is not None and i not in run.pausing:
+            run.pausing.add(i)
+            # After the executor takes the slot back; not in this job's context, which
+            # the jobs _feed starts would copy (and RETRYING with it).
+            self._loop.call_soon(self._feed, run, context=contextvars.Context())
+        return delay
+
+    async def _retrying(
+        self, job: RetryingJob, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any], is_async: bool,
+    ) -> Any:
+        """An attempt of a job under a retry policy: _guarded, with the job known to
+        _ask_policy (every attempt runs in the job's one task, so in its context)."""
+        RETRYING.set(job)
+        return await self._guarded(fn, args, kwargs, is_async)
 
     async def _guarded(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -360,15 +396,3 @@ class ProcessLoop:
             for i, future in list(run.running.items()):
                 if start + i in indexes:
                     future.cancel()
-
-    def _name_inputs(self, run: ChunkRun) -> None:
-        spec = run.spec
-        for i, error in run.errors.items():
-            if error is self._broken:  # one object for every job: no note on it
-                continue
-            if spec.fn is None:
-                fn, args, _ = spec.calls[i]
-                name_input(error, "a job submitted to a DaskExecutor", fn, args)
-            else:
-                name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
-                           spec.calls[i])
