@@ -216,7 +216,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         including the loop thread and jobs themselves; never blocks.
 
         Cancellation: ``future.cancel()`` cancels a queued job, and a coroutine job even
-        while it runs; it returns False for a blocking call that has started.
+        while it runs; it returns False for a blocking call that has started. Under the
+        executor's ``retry`` policy it also cancels a job between two attempts.
 
         Raises:
             RuntimeError: after ``shutdown()`` ("cannot schedule new futures after
