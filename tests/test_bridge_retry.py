@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import LoopExecutor, Retry
+from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -344,3 +345,21 @@ def test_a_buffered_map_under_its_own_policy_retries_lazily_submitted_inputs() -
         results = exe.map(lambda f: f(len(f.threads)), flakies, retry=AT_ONCE, buffersize=2)
         assert list(results) == [1] * 5  # the threads seen before the second call
     assert exe.stats.retried == 5
+
+
+def test_retries_on_every_loop_kind(loop_kind: str) -> None:
+    blocking, coroutine = Flaky(failures=2), AsyncFlaky(failures=2)
+    policy = LongBackoff()  # attempt 1 waits 60 s: cancelled below; later ones at once
+    paused = AsyncFlaky(failures=1)
+    with LoopExecutor(
+        max_workers=1, retry=AT_ONCE, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        assert exe.submit(blocking, "b").result(timeout=5) == "b"
+        assert exe.submit(coroutine, "c").result(timeout=5) == "c"
+        results = exe.map(paused, ["p"], retry=policy)
+        assert policy.backing_off.wait(5)
+        assert exe.submit(blocking, "slot").result(timeout=5) == "slot"  # the slot is free
+        results.close()  # type: ignore[attr-defined]
+    stats = exe.stats
+    assert (stats.retried, stats.succeeded, stats.cancelled) == (5, 3, 1)
+    assert len(paused.threads) == 1
