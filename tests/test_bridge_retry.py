@@ -363,3 +363,31 @@ def test_retries_on_every_loop_kind(loop_kind: str) -> None:
     stats = exe.stats
     assert (stats.retried, stats.succeeded, stats.cancelled) == (5, 3, 1)
     assert len(paused.threads) == 1
+
+
+@pytest.mark.parametrize("kind", [Flaky, AsyncFlaky], ids=["blocking", "coroutine"])
+def test_an_attempt_failing_after_shutdown_cancel_futures_is_not_retried(
+    kind: type[Flaky],
+) -> None:
+    started, go = threading.Event(), threading.Event()
+    flaky = kind(failures=1)
+
+    async def wait_async() -> None:
+        started.set()
+        assert await asyncio.to_thread(go.wait, 5)
+        await flaky()
+
+    def wait_blocking() -> None:
+        started.set()
+        assert go.wait(5)
+        flaky()
+
+    exe = LoopExecutor(max_workers=1, retry=AT_ONCE)
+    future = exe.submit(wait_async if kind is AsyncFlaky else wait_blocking)
+    assert started.wait(5)
+    exe.shutdown(wait=False, cancel_futures=True)  # the running attempt runs on
+    go.set()  # ... and fails: nothing may start after that shutdown
+    exe.shutdown(wait=True)
+    assert future.cancelled() and len(flaky.threads) == 1
+    stats = exe.stats
+    assert (stats.cancelled, stats.retried, stats.queued, stats.running) == (1, 0, 0, 0)

@@ -177,10 +177,13 @@ class Retries:
             tuner.finished_threadsafe(future)
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._slots.pause(future, core_failed):
+            paused = self._slots.pause(future, core_failed)
+            if paused:
                 # Under the lock: a cancel() that finds the job pausing finds its timer.
                 future._job = loop.call_later(attempts.delay, self._resume, attempts.job)
             to_start, items = self._grant()
+        if not paused:
+            future._set_cancelled()  # a no-op if cancel() did it
         self._run(to_start, items)
 
     def _resume(self, job: Job) -> None:

@@ -42,6 +42,7 @@ class Slots:
         # retry=: jobs between two attempts (no slot, no thread), the attempts retried, and
         # those the core counted as a success or a failure (see pause()).
         self.pausing: set[BridgeFuture[Any]] = set()
+        self.cancelling = False  # a shutdown cancelled what waits: no job may pause now
         self.retried = self.core_ok_retried = self.core_failed_retried = 0
 
     @property
@@ -101,7 +102,8 @@ class Slots:
 
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
         """A job's failed attempt is retried: free its slot. True when the job now pauses;
-        False when it was cancelled meanwhile (counted here).
+        False when it was cancelled meanwhile, or a shutdown has cancelled the jobs that
+        wait, so it is cancelled instead of pausing (counted here; the caller cancels it).
 
         ``core_failed``: the attempt was a task of the core, which counted it as a failure
         (True: the job_timeout) or a success (False: its wrapper returned RETRIED); None:
@@ -115,7 +117,7 @@ class Slots:
         self.held -= 1
         if self.tuner is not None:
             self.max_workers = self.tuner.release(future)
-        if not future._back_to_pending():
+        if self.cancelling or not future._back_to_pending():
             self.cancelled += 1
             return False
         self.retried += 1
@@ -182,7 +184,9 @@ class Slots:
         return failed
 
     def take_unstarted(self) -> list[BridgeFuture[Any]]:
-        """The futures shutdown(cancel_futures=True) cancels that are not the loop's."""
+        """The futures shutdown(cancel_futures=True) cancels that are not the loop's.
+        From now on a job whose attempt fails is cancelled rather than paused."""
+        self.cancelling = True
         futures = [job.future for job in self.drain()]
         for future in futures:
             self.withdraw(future)  # counted as cancelled now, unless cancel() did already
