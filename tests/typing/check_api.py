@@ -202,3 +202,9 @@ async def check_retry_options() -> None:
     CoroutineExecutor(retry=policy)
     CoroutineExecutor(retry="Retry()")  # type: ignore[arg-type]
     LoopExecutor(annotate_errors=False).shutdown()
+    with LoopExecutor(retry=Retry()) as bridge:
+        assert_type(bridge.map(fetch_int, range(3), retry=policy), Iterator[int])
+        assert_type(bridge.map(str.upper, ["a"], retry=None), Iterator[str])
+        bridge.map(fetch_int, range(3), retry=3)  # type: ignore[call-overload]
+    LoopExecutor(retry=policy).shutdown()
+    LoopExecutor(retry=1.5)  # type: ignore[arg-type]
