@@ -3,7 +3,8 @@
 Every path ``/flaky/{n}`` answers ``503 Service Unavailable`` (with ``Retry-After: 0``)
 to its first two requests and ``n`` to the third. With ``retry=``, every result arrives,
 ``stats.retried`` is exactly twice the number of paths, and the server never sees more
-requests at once than ``max_workers``.
+requests at once than ``max_workers``: on the core, and on the bridge with blocking and
+coroutine fetches.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Optional
@@ -21,7 +24,7 @@ pytest.importorskip("aiohttp", reason="aiohttp is a test extra")
 import aiohttp
 from aiohttp import web
 
-from coroexecutor import CoroutineExecutor, Retry
+from coroexecutor import CoroutineExecutor, LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(60)  # loopback requests in debug mode under tox -p 2
 
@@ -110,3 +113,33 @@ async def test_giving_up_names_the_url_that_kept_failing() -> None:
     (note,) = info.value.__notes__
     assert note.startswith("coroexecutor: job fetch(<aiohttp.client.ClientSession")
     assert note.endswith(f"'{url}') failed after 2 attempts")
+
+
+async def test_the_bridge_retries_blocking_and_coroutine_fetches() -> None:
+    """LoopExecutor: blocking urllib calls on worker threads and aiohttp coroutines on its
+    loop, against the same flaky server (run by this test's loop)."""
+    def get(url: str) -> str:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return str(response.read().decode())
+
+    async def aget(url: str) -> str:
+        async with session() as client:
+            return await fetch(client, url)
+
+    paths = 40
+    http_503 = Retry(attempts=3, on=urllib.error.HTTPError, backoff=0, jitter=False)
+    async with serving(FlakyServer()) as server:
+        blocking_urls = [f"{server.origin}/flaky/{n}" for n in range(paths)]
+        coroutine_urls = [f"{server.origin}/flaky/{n}" for n in range(paths, 2 * paths)]
+        async with LoopExecutor(max_workers=MAX_WORKERS, retry=http_503) as exe:
+            # map() blocks while it waits: in a thread, so that this loop serves.
+            blocking = await asyncio.to_thread(lambda: list(exe.map(get, blocking_urls)))
+            coroutine = await asyncio.to_thread(
+                lambda: list(exe.map(aget, coroutine_urls, retry=policy))
+            )
+    assert blocking == [str(n) for n in range(paths)]
+    assert coroutine == [str(n) for n in range(paths, 2 * paths)]
+    assert exe.stats.retried == FAILURES * 2 * paths
+    assert exe.stats.succeeded == 2 * paths and exe.stats.failed == 0
+    assert set(server.requests.values()) == {FAILURES + 1}
+    assert server.max_active <= MAX_WORKERS
