@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import re
 import threading
 from typing import Any
@@ -391,3 +392,22 @@ def test_an_attempt_failing_after_shutdown_cancel_futures_is_not_retried(
     assert future.cancelled() and len(flaky.threads) == 1
     stats = exe.stats
     assert (stats.cancelled, stats.retried, stats.queued, stats.running) == (1, 0, 0, 0)
+
+
+def test_a_blocking_job_timed_out_while_waiting_for_a_thread_is_not_retried() -> None:
+    # max_workers=None: 1000 slots but only min(32, cpu + 4) threads, so a job holding a
+    # slot can wait for a thread, and its job_timeout can pass there. Its queued item
+    # must never run: the job fails with the timeout, which is not retried.
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    release, calls = threading.Event(), []
+    with LoopExecutor(job_timeout=0.05, retry=Retry(backoff=0)) as exe:
+        # Each blocker outlives job_timeout (the wait cannot be interrupted) and keeps
+        # its thread until release.
+        blockers = [exe.submit(release.wait, 5) for _ in range(threads)]
+        waiting = exe.submit(calls.append, "ran")
+        error = waiting.exception(timeout=5)
+        release.set()
+        for blocker in blockers:
+            blocker.exception(timeout=5)
+    assert isinstance(error, TimeoutError) and calls == []
+    assert error.__notes__ == ["coroexecutor: job list.append('ran') failed"]

@@ -300,7 +300,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             if self._state != PENDING and self._state != RUNNING:
                 return False
             self._state = PENDING  # RUNNING: a blocking call whose worker let it go
-            self._started = self._withdrawn = self._queued = False
+            self._started = self._queued = False  # (never _withdrawn: see Retries)
             return True
 
     def _set_cancelled(self) -> None:

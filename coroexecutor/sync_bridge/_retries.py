@@ -145,6 +145,12 @@ class Retries:
         if exc is None:
             if task.result() is not RETRIED:
                 return False
+        elif future._withdrawn:
+            # A blocking job's job_timeout passed while it waited for a worker thread. Its
+            # item is still queued, skipped only once a worker gets to it: a retry would
+            # make it PENDING again, and that worker would run the stale item.
+            attempts.note(exc, attempts.attempt)
+            return False
         else:
             # Not from the job (its wrapper decides those): the core's job_timeout.
             error = decide(attempts, exc)
