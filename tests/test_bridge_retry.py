@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import LoopExecutor, Retry
+from coroexecutor import Adaptive, LoopExecutor, Retry
 from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
@@ -411,3 +411,15 @@ def test_a_blocking_job_timed_out_while_waiting_for_a_thread_is_not_retried() ->
             blocker.exception(timeout=5)
     assert isinstance(error, TimeoutError) and calls == []
     assert error.__notes__ == ["coroexecutor: job list.append('ran') failed"]
+
+
+def test_retries_under_an_adaptive_limit() -> None:
+    flakies = [Flaky(failures=index % 3) for index in range(60)]
+    limit = Adaptive(min=1, max=4, initial=2)
+    with LoopExecutor(max_workers=limit, retry=AT_ONCE) as exe:
+        assert list(exe.map(lambda f: f("ok"), flakies, timeout=10)) == ["ok"] * 60
+        assert exe.submit(AsyncFlaky(failures=2), "c").result(timeout=5) == "c"
+    stats = exe.stats
+    assert stats.retried == sum(index % 3 for index in range(60)) + 2
+    assert (stats.succeeded, stats.queued, stats.running) == (61, 0, 0)
+    assert 1 <= stats.max_workers <= 4  # type: ignore[operator]
