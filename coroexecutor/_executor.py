@@ -336,10 +336,10 @@ class CoroutineExecutor:
 
     # Callbacks for futures and queued jobs (bound methods compare equal: removable).
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
-        on_job_done(self, JobKind.POLICY, task)
+        on_job_done(self, JobKind.POLICY, None, task)
 
     def _on_result_job_done(self, task: asyncio.Future[Any]) -> None:
-        on_job_done(self, JobKind.RESULT, task)
+        on_job_done(self, JobKind.RESULT, None, task)
 
     def _on_queued_done(self, future: asyncio.Future[Any]) -> None:
         on_queued_done(self, future)

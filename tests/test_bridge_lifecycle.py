@@ -351,6 +351,21 @@ def test_interpreter_exit_runs_blocking_jobs_queued_behind_coroutine_jobs(
     ]
 
 
+def wait_or_dump(proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Wait for a child to exit; if it hangs, fail with every thread's stack.
+
+    The children run in dev mode, which enables faulthandler: SIGABRT makes it print the
+    traceback of each thread to stderr, so a hang seen once in CI says where it was.
+    """
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=WAIT)
+        assert proc.stderr is not None
+        pytest.fail(f"the child hung for {timeout} s; its stderr:\n{proc.stderr.read()}")
+
+
 class LineReader:
     """Reads a subprocess's stdout in a thread, so that waiting for a line has a bound."""
 
@@ -387,6 +402,7 @@ class LineReader:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 @pytest.mark.parametrize("main", ["returns", "is interrupted"])
 def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, main: str) -> None:
@@ -439,7 +455,7 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
             "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
         )
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)  # generous: an hour without the fix
+        wait_or_dump(proc)  # an hour without the fix
     finally:
         proc.kill()
         proc.wait()
@@ -465,6 +481,7 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 @pytest.mark.parametrize("how", ["with", "shutdown"])
 def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how: str) -> None:
@@ -520,7 +537,7 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
             "waiting for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)"
         )
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)  # generous: an hour without the fix
+        wait_or_dump(proc)  # an hour without the fix
     finally:
         proc.kill()
         proc.wait()
@@ -541,6 +558,7 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -> None:
     if python == sys.executable and sys.version_info[:2] == (3, 9):
@@ -599,7 +617,7 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
         proc.send_signal(signal.SIGINT)
         reader.wait_for("cancelling")
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        wait_or_dump(proc)
     finally:
         proc.kill()
         proc.wait()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, LoopExecutor, Retry
+from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -137,6 +137,34 @@ async def test_no_note_on_success_paths(loop_kind: str) -> None:
         assert await (await exe.submit(retried_then_fine)) == "fine"
     assert notes(kept) == [] and notes(raised[0]) == []
     assert [notes(error) for error in attempts] == [[], []]  # retried: no failure yet
+
+
+async def at_once(n: int) -> float:
+    """Fails in its first step: the eager task factory finishes it inside create_task."""
+    try:
+        return 1 / n
+    except ZeroDivisionError as exc:
+        raised.append(exc)
+        raise
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"on_job_done": lambda task: None}, {"max_workers": Adaptive(min=1, max=4, initial=2)}],
+    ids=["hook", "adaptive"],
+)
+async def test_a_job_finished_at_its_start_is_named_on_the_done_callback_path(
+    loop_kind: str, options: dict[str, Any]
+) -> None:
+    # A hook or an adaptive limit settles jobs from their task's done callback. With the
+    # eager task factory a job that fails without suspending has finished inside
+    # create_task, and Task.get_coro() then gives None (CPython 3.12.0-3.12.4 crashed
+    # on it): the executor names the job from the coroutine it keeps itself.
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        task = await exe.submit(at_once, 0)
+        await asyncio.wait([task])
+    assert task.exception() is raised[0]
+    assert notes(task.exception()) == ["coroexecutor: job at_once(0) failed"]
 
 
 async def test_annotate_errors_false_adds_no_note(loop_kind: str) -> None:
