@@ -265,13 +265,19 @@ class Scheduler:
         except BaseException as exc:
             if future._annotate and fn is not _identity:  # (a returned awaitable: unnamed)
                 annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
-            future._try_set_exception(exc)
+            told_cancelled = not future._finish(None, exc)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise _CoroutineJobError(repr(exc)) from exc
+            if told_cancelled:
+                raise asyncio.CancelledError from None  # see below
             raise
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
-        future._finish(result, None)
+        if not future._finish(result, None):
+            # cancel() returned True in another thread while the job ran its last step,
+            # and its task.cancel() is still on its way: the job ends cancelled, as the
+            # caller was told (in stats and for fail-fast too), not succeeded or failed.
+            raise asyncio.CancelledError
         return result
 
     @job_wrapper
