@@ -174,6 +174,33 @@ async def test_annotate_errors_false_adds_no_note(loop_kind: str) -> None:
     assert notes(task.exception()) == [] and notes(results[0]) == []
 
 
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_annotate_errors_takes_only_true_or_false(value: object) -> None:
+    # The switch that keeps arguments (credentials) out of notes: "false" must not be
+    # taken as true.
+    message = f"^annotate_errors must be True or False \\(got {value!r}\\)$"
+    with pytest.raises(TypeError, match=message):
+        CoroutineExecutor(annotate_errors=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        LoopExecutor(annotate_errors=value)  # type: ignore[arg-type]
+
+
+async def outer_job() -> None:
+    async with CoroutineExecutor() as inner:
+        await inner.submit(reciprocal, 0)
+
+
+async def test_a_job_failing_with_its_childs_error_adds_its_own_note() -> None:
+    with pytest.raises(ZeroDivisionError) as info:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(outer_job)
+    assert info.value is raised[0]
+    assert notes(info.value) == [
+        "coroexecutor: job reciprocal(0, scale=1.0) failed",
+        "coroexecutor: job outer_job() failed",
+    ]
+
+
 async def test_a_cancelled_job_gets_no_note(loop_kind: str) -> None:
     cancel = asyncio.CancelledError("from outside")
 

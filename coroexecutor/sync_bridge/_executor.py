@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 from .._adaptive import Adaptive
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
-from .._validate import check_max_workers, check_rate, check_seconds
+from .._validate import check_max_workers, check_rate, check_seconds, check_switch
 from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
 from ._map import start_map
@@ -104,7 +104,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         job_timeout: Optional[float] = None,
         annotate_errors: bool = True,
     ) -> None:
-        self._annotate = bool(annotate_errors)  # a failed job's error names the job
+        self._annotate = check_switch("annotate_errors", annotate_errors)  # names failed jobs
         adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
