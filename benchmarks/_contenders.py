@@ -243,6 +243,25 @@ async def ours_map_unordered(n: int, workers: int) -> int:
     return _done
 
 
+async def ours_submit_retry(n: int, workers: int) -> int:
+    from coroexecutor import CoroutineExecutor, Retry
+
+    async with CoroutineExecutor(max_workers=workers, retry=Retry()) as exe:
+        submit = exe.submit
+        for i in range(n):
+            await submit(job, i)
+    return _done
+
+
+async def ours_map_retry(n: int, workers: int) -> int:
+    from coroexecutor import CoroutineExecutor, Retry
+
+    async with CoroutineExecutor(max_workers=workers, retry=Retry()) as exe:
+        async for _ in exe.map(job, range(n)):
+            pass
+    return _done
+
+
 THROUGHPUT = [
     Contender("gather", "create_task + gather, unbounded (floor)", unbounded_gather,
               note="no limit at all: every task exists at once"),
@@ -261,6 +280,16 @@ THROUGHPUT = [
     Contender("ours_map_unordered", "coroexecutor map_unordered", ours_map_unordered,
               ("coroexecutor",)),
 ]
+
+# Our executor with an option set, each paired with the plain form it must stay close to
+# (the issues' budgets: per-job time at most this ratio to the plain form, nothing failing).
+OPTIONS = [
+    Contender("ours_submit_retry", "coroexecutor submit, retry=Retry()", ours_submit_retry,
+              ("coroexecutor",)),
+    Contender("ours_map_retry", "coroexecutor map, retry=Retry()", ours_map_retry,
+              ("coroexecutor",)),
+]
+OPTION_BASES = {"ours_submit_retry": ("ours_submit", 1.03), "ours_map_retry": ("ours_map", 1.03)}
 
 # Forms of the stdlib pattern: the baseline of each configuration is the fastest of them.
 SEMAPHORE_FORMS = ("sem_callback", "sem_wrapper", "sem_in_task")
@@ -493,6 +522,7 @@ WORKLOADS: dict[str, list[Contender]] = {
     "blocking": BLOCKING,
     "blocking_sleep": BLOCKING_SLEEP,
     "stretch": STRETCH,
+    "options": OPTIONS,  # measured by the paired workload only
 }
 
 # The row every other row of a workload is compared with. For throughput and memory it is

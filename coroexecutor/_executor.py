@@ -31,7 +31,7 @@ from ._state import State
 from ._stats import ExecutorStats
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
-from ._validate import check_max_workers, check_rate, check_seconds
+from ._validate import check_callables, check_max_workers, check_rate, check_seconds, check_switch
 
 __all__ = ["CoroutineExecutor", "MapIterator"]
 
@@ -109,14 +109,12 @@ class CoroutineExecutor:
         annotate_errors: bool = True,
     ) -> None:
         max_workers, self._tuner = limit_of(max_workers, _DEFAULT_MAX_WORKERS)  # None: default
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
-        if on_job_done is not None and not callable(on_job_done):
-            raise TypeError(f"on_job_done must be a callable or None (got {on_job_done!r})")
+        check_callables(initializer=initializer, on_job_done=on_job_done)
         self._timeout = check_seconds("timeout", timeout)
         self._job_timeout = check_seconds("job_timeout", job_timeout)
         self._rate, self._burst = check_rate(max_per_second, burst)
-        self._retry, self._annotate = resolve_retry(retry), bool(annotate_errors)
+        self._retry = resolve_retry(retry)
+        self._annotate = check_switch("annotate_errors", annotate_errors)
         self._state = State.CREATED
         self._slots = Slots(max_workers)
         self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
@@ -336,10 +334,10 @@ class CoroutineExecutor:
 
     # Callbacks for futures and queued jobs (bound methods compare equal: removable).
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
-        on_job_done(self, JobKind.POLICY, task)
+        on_job_done(self, JobKind.POLICY, None, task)
 
     def _on_result_job_done(self, task: asyncio.Future[Any]) -> None:
-        on_job_done(self, JobKind.RESULT, task)
+        on_job_done(self, JobKind.RESULT, None, task)
 
     def _on_queued_done(self, future: asyncio.Future[Any]) -> None:
         on_queued_done(self, future)

@@ -50,6 +50,9 @@ def retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+_set_attribute = object.__setattr__
+
+
 def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoReturn:
     """Raise a job's exception again, its chain as the job left it.
 
@@ -66,9 +69,11 @@ def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoRetur
     try:
         raise error.with_traceback(tb)
     finally:
-        error.__context__ = context
-        error.__cause__ = cause
-        error.__suppress_context__ = suppress
+        # Through BaseException's own descriptors: the error's class may refuse
+        # assignments (a frozen dataclass), which ``raise`` itself never asks it about.
+        _set_attribute(error, "__context__", context)
+        _set_attribute(error, "__cause__", cause)
+        _set_attribute(error, "__suppress_context__", suppress)
         del error, context, cause  # no cycle through this frame
 
 

@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import inspect
 import math
+import numbers
 import random
 import sys
 from typing import Any, Callable, Optional, Protocol, Union
@@ -284,20 +285,42 @@ def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float |
     delay: object = policy(attempt, exc)
     if delay is None:
         return None
-    if not _is_seconds(delay):
+    seconds = _as_seconds(delay)
+    if seconds is None:
         if inspect.iscoroutine(delay):
             delay.close()  # so no "never awaited" warning follows the error
         raise TypeError(
             f"retry policy {policy!r} must return a number of seconds or None (got {delay!r})"
         )
-    assert isinstance(delay, (int, float))
-    if math.isnan(delay):
+    if math.isnan(seconds):
         raise ValueError(f"retry policy {policy!r} must return a number, not NaN")
-    if delay < 0:
+    if seconds < 0:
         raise ValueError(f"retry policy {policy!r} returned a negative delay (got {delay!r})")
-    if not math.isfinite(delay):
+    if not math.isfinite(seconds):
         raise ValueError(
             f"retry policy {policy!r} must return a finite delay; to give up, return None "
-            f"(got {delay!r})"
+            f"(got {_short(delay)})"
         )
-    return float(delay)
+    return seconds
+
+
+def _as_seconds(delay: object) -> float | None:
+    """A policy's delay as a float: any real number (int, float, Fraction, Decimal, numpy's),
+    an int too large for a float as infinity; None for anything else."""
+    if isinstance(delay, float):
+        return delay
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Number):
+        return None
+    if isinstance(delay, numbers.Complex) and not isinstance(delay, numbers.Real):
+        return None  # complex: not a number of seconds
+    try:
+        return float(delay)  # type: ignore[arg-type]  # a Number: float() is its to try
+    except OverflowError:
+        return math.inf
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
-import sys
 import types
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,8 +41,6 @@ _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
-_PY312 = sys.version_info[:2] == (3, 12)
-_ATTEMPTS_CODE = run_attempts.__code__
 
 
 #
@@ -148,9 +146,14 @@ def start_job(
     exe._running[task] = task
     if exe._tuner is not None:
         exe._tuner.started(task)
-    task.add_done_callback(
-        exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
-    )
+    if runner is None and exe._annotate:
+        # If it fails, it is named from its coroutine, kept here: Task.get_coro() is None
+        # once an eager task has finished (and crashed CPython 3.12 before 3.12.5).
+        task.add_done_callback(functools.partial(on_job_done, exe, kind, coro))
+    else:
+        task.add_done_callback(
+            exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
+        )
     if exe._state is _CANCELLING and not task.done():  # its first step stopped us
         cancel_late(exe, task)
     return task
@@ -292,19 +295,18 @@ def _job_raised(
     settle(exe, coro, task, exc, kind)
 
 
-def on_job_done(exe: Core, kind: JobKind, task: asyncio.Future[Any]) -> None:
-    """Done callback of a job that does not complete in-line (an on_job_done hook or a
-    job_timeout). Reading its error is also what stops asyncio logging "Task exception
-    was never retrieved" for jobs whose handle was dropped."""
+def on_job_done(
+    exe: Core, kind: JobKind, coro: Coroutine[Any, Any, Any] | None, task: asyncio.Future[Any]
+) -> None:
+    """Done callback of a job that does not complete in-line (an on_job_done hook, a
+    job_timeout, an adaptive limit). Reading its error is also what stops asyncio logging
+    "Task exception was never retrieved" for jobs whose handle was dropped.
+
+    ``coro``: the job's own coroutine when it runs as its task's and errors are noted
+    (else the attempts loop noted them, or notes are off): the note names it."""
     error = error_of(task)
-    # (Not on 3.12: its Task.get_coro() of an eagerly finished task crashed the
-    # interpreter in this suite's CI, 3.12.1; such jobs' errors go without a note there.)
-    if error is not None and exe._annotate and isinstance(task, asyncio.Task) and not _PY312:
-        # A job with only a hook runs its own coroutine as its task's: name it from that.
-        # (The attempts loop, with a job_timeout, a policy or a map input, noted it.)
-        coro = task.get_coro()
-        if getattr(coro, "cr_code", None) is not _ATTEMPTS_CODE:
-            annotate_coroutine_error(error, coro)
+    if error is not None and coro is not None:
+        annotate_coroutine_error(error, coro)
     settle(exe, task, task, error, kind)
     if exe._outcomes.hook is not None:
         exe._outcomes.call_hook(task, exe._loop)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_max_workers", "check_rate", "check_seconds"]
+__all__ = [
+    "check_callables", "check_max_workers", "check_rate", "check_seconds", "check_switch"
+]
 
 
 def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int]:
@@ -48,4 +50,18 @@ def check_max_workers(value: object) -> int:
         raise TypeError(f"max_workers must be an int (got {value!r})")
     if value <= 0:
         raise ValueError("max_workers must be greater than 0")
+    return value
+
+
+def check_callables(**options: object) -> None:
+    """Each option given must be a callable or None."""
+    for name, value in options.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be a callable or None (got {value!r})")
+
+
+def check_switch(name: str, value: object) -> bool:
+    """A True/False option whose wrong spelling must not pass as truthy (``"false"``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False (got {value!r})")
     return value

@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from coroexecutor import CoroutineExecutor, LoopExecutor
+from tests._http import serve
 
 T = TypeVar("T")
 
@@ -130,17 +131,9 @@ class Server:
 
 @asynccontextmanager
 async def serving(server: Server) -> AsyncIterator[Server]:
-    # handler_cancellation: a client that disconnects cancels its handler, so the server
-    # can see which requests the executor cancelled.
-    runner = web.AppRunner(server.app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    try:
+    # The server sees which requests the executor cancelled: their clients disconnect.
+    async with serve(server.app(), handler_cancellation=True) as server.port:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def client_session(timeout: float | None = None) -> aiohttp.ClientSession:

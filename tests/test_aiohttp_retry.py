@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from coroexecutor import CoroutineExecutor, LoopExecutor, Retry
+from tests._http import serve
 
 pytestmark = pytest.mark.timeout(60)  # loopback requests in debug mode under tox -p 2
 
@@ -62,15 +63,8 @@ class FlakyServer:
 async def serving(server: FlakyServer) -> AsyncIterator[FlakyServer]:
     app = web.Application()
     app.router.add_get("/flaky/{n}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    try:
+    async with serve(app) as server.port:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def policy(attempt: int, exc: BaseException) -> Optional[float]:

@@ -90,7 +90,8 @@ def test_paired_child_runs_every_variant_on_every_loop_in_each_sub_round() -> No
             "measure": "time", "loops": loops, "sub_rounds": 3}
     result = _child.measure(spec)
     assert result["count"] == 40
-    expected = {f"{loop}/{key}" for loop in loops for key in (_paired.BASE, *_paired.OURS)}
+    keys = (_paired.BASE, *_paired.OURS, *_paired.OPTIONS)
+    expected = {f"{loop}/{key}" for loop in loops for key in keys}
     assert set(result["sub_times"]) == expected
     assert all(len(times) == 3 and min(times) > 0 for times in result["sub_times"].values())
 
@@ -114,6 +115,11 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
                 subs = {f"{loop}/{key}": [1.0 - 0.05 * i + 0.001 * j for j in range(4)]
                         for loop in ("asyncio", "uvloop")
                         for i, key in enumerate((_paired.BASE, *_paired.OURS))}
+                # With retry=Retry(): submit 2 % above its plain form, map 5 % (missed).
+                for loop in ("asyncio", "uvloop"):
+                    for key, factor in (("ours_submit_retry", 1.02), ("ours_map_retry", 1.05)):
+                        plain = _contenders.OPTION_BASES[key][0]
+                        subs[f"{loop}/{key}"] = [t * factor for t in subs[f"{loop}/{plain}"]]
                 results.records.append({**config.spec("all"), "round": rnd, "count": config.n,
                                         "seconds": 1.0, "sub_times": subs})
                 continue
@@ -136,6 +142,11 @@ def test_report_renders_tables_targets_and_chart(tmp_path: Path) -> None:
     assert "### Per-job cost, paired in one process" in text
     assert "| **coroexecutor submit** | 0.950 [0.950-0.950] |" in text
     assert "| per-job cost no higher than Semaphore + create_task, paired in one process" in text
+    assert "| coroexecutor submit, retry=Retry(): vs **coroexecutor submit** | 1.020 [" in text
+    assert "| coroexecutor submit, retry=Retry(): per-job time at most 1.03x the plain form's," \
+        " paired (nothing fails) | met |" in text
+    assert "| coroexecutor map, retry=Retry(): per-job time at most 1.03x the plain form's," \
+        " paired (nothing fails) | **MISSED** |" in text
     page = tmp_path / "performance.rst"
     _report.update_doc_page(page, _report.rst(results, "cmd", "_static/x.png"), "Perf\n====\n")
     first = page.read_text()

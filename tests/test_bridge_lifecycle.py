@@ -57,6 +57,10 @@ def pythons() -> list[Any]:
     begun, even from a ``threading._register_atexit`` hook; 3.13 joins differently.
     """
     found = {sys.version_info[:2]: sys.executable}
+    if os.environ.get("TOX_ENV_NAME"):
+        # tox runs the suite under each interpreter already: the extra children would only
+        # run the same cases again, on a machine that tox -p keeps busy.
+        return [pytest.param(sys.executable, id=f"py3{sys.version_info[1]}")]
     root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     for minor in (12, 13):
         paths = sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}.*", "bin", "python")))
@@ -351,6 +355,21 @@ def test_interpreter_exit_runs_blocking_jobs_queued_behind_coroutine_jobs(
     ]
 
 
+def wait_or_dump(proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Wait for a child to exit; if it hangs, fail with every thread's stack.
+
+    The children run in dev mode, which enables faulthandler: SIGABRT makes it print the
+    traceback of each thread to stderr, so a hang seen once in CI says where it was.
+    """
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=WAIT)
+        assert proc.stderr is not None
+        pytest.fail(f"the child hung for {timeout} s; its stderr:\n{proc.stderr.read()}")
+
+
 class LineReader:
     """Reads a subprocess's stdout in a thread, so that waiting for a line has a bound."""
 
@@ -387,6 +406,7 @@ class LineReader:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 @pytest.mark.parametrize("main", ["returns", "is interrupted"])
 def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, main: str) -> None:
@@ -402,7 +422,7 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
         signal.signal(signal.SIGINT, signal.default_int_handler)
         # The exit hook logs when it starts to wait: the parent's cue for Ctrl-C.
         logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
         running = threading.Semaphore(0)
 
         async def an_hour():
@@ -439,7 +459,7 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
             "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
         )
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)  # generous: an hour without the fix
+        wait_or_dump(proc)  # an hour without the fix
     finally:
         proc.kill()
         proc.wait()
@@ -465,6 +485,7 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 @pytest.mark.parametrize("how", ["with", "shutdown"])
 def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how: str) -> None:
@@ -480,7 +501,7 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
         signal.signal(signal.SIGINT, signal.default_int_handler)
         # shutdown() logs when it starts to wait: the parent's cue for Ctrl-C.
         logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
         running = threading.Semaphore(0)
 
         async def an_hour():
@@ -520,7 +541,7 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
             "waiting for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)"
         )
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)  # generous: an hour without the fix
+        wait_or_dump(proc)  # an hour without the fix
     finally:
         proc.kill()
         proc.wait()
@@ -541,6 +562,7 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -> None:
     if python == sys.executable and sys.version_info[:2] == (3, 9):
@@ -557,7 +579,7 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
         running = threading.Semaphore(0)
         loop, gate = [], []
 
@@ -599,7 +621,7 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
         proc.send_signal(signal.SIGINT)
         reader.wait_for("cancelling")
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        wait_or_dump(proc)
     finally:
         proc.kill()
         proc.wait()

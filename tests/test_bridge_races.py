@@ -166,6 +166,40 @@ def test_a_job_cancelled_before_its_first_step_never_starts(
     assert not second_ran.is_set()
 
 
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_a_job_cancelled_during_its_last_step_counts_as_cancelled(
+    loop_kind: str, ends: str
+) -> None:
+    # cancel() returns True while the job runs its last step on the loop thread; the
+    # task.cancel() it posts arrives after the job has returned (or raised). The caller
+    # was told "cancelled": the job counts as cancelled, and under fail-fast its error
+    # cancels nothing else. (Seen as "succeeded" while another thread set max_workers.)
+    in_last_step, cancel_returned = threading.Event(), threading.Event()
+    other_started = threading.Event()
+
+    async def last_step() -> int:
+        in_last_step.set()
+        assert cancel_returned.wait(WAIT)  # holds the loop thread: no await from here
+        if ends == "raises":
+            raise ValueError("after cancel() returned True")
+        return 42
+
+    async def other() -> str:
+        other_started.set()
+        return "other"
+
+    with ThreadedLoopExecutor(loop_factory=lambda: new_loop(loop_kind)) as exe:
+        future = exe.submit(last_step)
+        assert in_last_step.wait(WAIT)
+        assert future.cancel()
+        cancel_returned.set()
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=WAIT)
+        assert exe.submit(other).result(timeout=WAIT) == "other"  # no fail-fast
+    stats = exe.stats
+    assert (stats.cancelled, stats.succeeded, stats.failed) == (1, 1, 0)
+
+
 def test_a_rate_queued_job_cancelled_while_being_queued_never_starts() -> None:
     ran = threading.Event()
     cancelled: list[bool] = []

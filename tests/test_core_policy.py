@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import re
 import sys
@@ -194,6 +195,42 @@ async def test_a_map_consumer_elsewhere_and_the_owner_raise_the_job_error_unchan
         await owner()
     frames = job.assert_unchanged(info.value)
     assert "consume" not in frames  # the consumer's raise left no frames behind
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    """An error whose class refuses every attribute assignment, its chain's included."""
+
+    user: str
+
+
+async def frozen_failure(user: str) -> None:
+    await asyncio.sleep(0)
+    raise FrozenError(user)
+
+
+@pytest.mark.parametrize("where", ["block", "shutdown", "map"])
+async def test_an_error_that_refuses_assignments_is_reraised_itself(
+    loop_kind: str, where: str
+) -> None:
+    # A frozen dataclass exception: putting its chain back through its own __setattr__
+    # raised FrozenInstanceError in place of it (found by a docs-only tester).
+    with pytest.raises(FrozenError) as info:
+        if where == "shutdown":
+            exe = CoroutineExecutor()
+            task = await exe.submit(frozen_failure, "alice")
+            await asyncio.wait([task])
+            await exe.shutdown()
+        else:
+            async with CoroutineExecutor() as exe:
+                if where == "map":
+                    async for _ in exe.map(frozen_failure, ["alice"]):
+                        pass
+                else:
+                    task = await exe.submit(frozen_failure, "alice")
+                    await asyncio.Event().wait()  # interrupted by fail-fast
+    assert info.value.user == "alice"
+    assert info.value.__context__ is None and info.value.__cause__ is None
 
 
 async def test_fail_fast_interrupts_the_producer_at_once(loop_kind: str) -> None:

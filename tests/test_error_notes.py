@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, LoopExecutor, Retry
+from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -139,11 +139,66 @@ async def test_no_note_on_success_paths(loop_kind: str) -> None:
     assert [notes(error) for error in attempts] == [[], []]  # retried: no failure yet
 
 
+async def at_once(n: int) -> float:
+    """Fails in its first step: the eager task factory finishes it inside create_task."""
+    try:
+        return 1 / n
+    except ZeroDivisionError as exc:
+        raised.append(exc)
+        raise
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"on_job_done": lambda task: None}, {"max_workers": Adaptive(min=1, max=4, initial=2)}],
+    ids=["hook", "adaptive"],
+)
+async def test_a_job_finished_at_its_start_is_named_on_the_done_callback_path(
+    loop_kind: str, options: dict[str, Any]
+) -> None:
+    # A hook or an adaptive limit settles jobs from their task's done callback. With the
+    # eager task factory a job that fails without suspending has finished inside
+    # create_task, and Task.get_coro() then gives None (CPython 3.12.0-3.12.4 crashed
+    # on it): the executor names the job from the coroutine it keeps itself.
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        task = await exe.submit(at_once, 0)
+        await asyncio.wait([task])
+    assert task.exception() is raised[0]
+    assert notes(task.exception()) == ["coroexecutor: job at_once(0) failed"]
+
+
 async def test_annotate_errors_false_adds_no_note(loop_kind: str) -> None:
     async with CoroutineExecutor(annotate_errors=False, suppress_task_errors=True) as exe:
         task = await exe.submit(reciprocal, 0)
         results = [r async for r in exe.map(reciprocal, [0], return_exceptions=True)]
     assert notes(task.exception()) == [] and notes(results[0]) == []
+
+
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_annotate_errors_takes_only_true_or_false(value: object) -> None:
+    # The switch that keeps arguments (credentials) out of notes: "false" must not be
+    # taken as true.
+    message = f"^annotate_errors must be True or False \\(got {value!r}\\)$"
+    with pytest.raises(TypeError, match=message):
+        CoroutineExecutor(annotate_errors=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        LoopExecutor(annotate_errors=value)  # type: ignore[arg-type]
+
+
+async def outer_job() -> None:
+    async with CoroutineExecutor() as inner:
+        await inner.submit(reciprocal, 0)
+
+
+async def test_a_job_failing_with_its_childs_error_adds_its_own_note() -> None:
+    with pytest.raises(ZeroDivisionError) as info:
+        async with CoroutineExecutor() as exe:
+            await exe.submit(outer_job)
+    assert info.value is raised[0]
+    assert notes(info.value) == [
+        "coroexecutor: job reciprocal(0, scale=1.0) failed",
+        "coroexecutor: job outer_job() failed",
+    ]
 
 
 async def test_a_cancelled_job_gets_no_note(loop_kind: str) -> None:

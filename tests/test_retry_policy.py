@@ -13,6 +13,8 @@ import math
 import pickle
 import random
 import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -350,6 +352,11 @@ def test_next_delay_lets_the_policys_own_error_through() -> None:
     assert info.value is error
 
 
+@pytest.mark.parametrize("delay", [Fraction(1, 100), Decimal("0.01")], ids=repr)
+def test_next_delay_takes_any_real_number_of_seconds(delay: object) -> None:
+    assert next_delay(named_policy(delay), 1, OSError()) == 0.01
+
+
 def named_policy(delay: object) -> RetryPolicy:
     def policy(attempt: int, exc: BaseException) -> Any:
         return delay
@@ -368,6 +375,10 @@ def named_policy(delay: object) -> RetryPolicy:
         (True, TypeError, "must return a number of seconds or None (got True)"),
         (False, TypeError, "must return a number of seconds or None (got False)"),
         ([1], TypeError, "must return a number of seconds or None (got [1])"),
+        (1j, TypeError, "must return a number of seconds or None (got 1j)"),
+        (10**400, ValueError, "must return a finite delay; to give up, return None (got"
+         " 1000000000000000000000000000000000000...)"),
+        (Decimal("NaN"), ValueError, "must return a number, not NaN"),
     ],
 )
 def test_next_delay_refuses_a_bad_delay_and_says_which_policy(

@@ -53,6 +53,8 @@ VARIANTS: dict[str, Callable[[int, int], Any]] = {
     "the same, job coroutine made at submit": wrapper_eager_coroutine,
     "coroexecutor submit": C.ours_submit,
     "coroexecutor map": C.ours_map,
+    "coroexecutor submit, retry=Retry()": C.ours_submit_retry,
+    "coroexecutor map, retry=Retry()": C.ours_map_retry,
 }
 
 

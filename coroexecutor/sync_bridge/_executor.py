@@ -14,7 +14,7 @@ from .._adaptive import Adaptive
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
-from .._validate import check_max_workers, check_rate, check_seconds
+from .._validate import check_max_workers, check_rate, check_seconds, check_switch
 from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
 from ._map import start_map
@@ -93,7 +93,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         annotate_errors: bool = True,
         retry: RetryArg = None,
     ) -> None:
-        self._annotate = bool(annotate_errors)  # a failed job's error names the job
+        self._annotate = check_switch("annotate_errors", annotate_errors)  # names failed jobs
         policy = resolve_retry(retry)
         adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:

@@ -322,8 +322,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
     def _try_set_exception(self, exc: BaseException) -> None:
         self._finish(None, exc)
 
-    def _finish(self, result: Any, exc: Optional[BaseException]) -> None:
-        """Resolve the future, unless cancel() from another thread won the race."""
+    def _finish(self, result: Any, exc: Optional[BaseException]) -> bool:
+        """Resolve the future, unless cancel() from another thread won the race (False)."""
         if self._lazy_condition is None:
             with _first_use_lock:
                 if self._lazy_condition is None:
@@ -331,16 +331,17 @@ class BridgeFuture(concurrent.futures.Future[T]):
                     # there is nobody to notify and no callback to run. One that comes
                     # later makes the condition first, under this lock, then sees the
                     # outcome: set_result() would only have made a condition for nothing.
-                    if self._state == PENDING:  # anything else went through _condition
-                        self._result = result
-                        self._exception = exc
-                        self._state = FINISHED
-                    return
+                    if self._state != PENDING:  # anything else went through _condition
+                        return False
+                    self._result = result
+                    self._exception = exc
+                    self._state = FINISHED
+                    return True
         # As set_result()/set_exception(), without making the waiter list for nothing.
         condition = self._lazy_condition
         with condition:
             if self._state in _DONE_STATES:
-                return  # cancel() from another thread won the race: its outcome stands
+                return False  # cancel() from another thread won the race: its outcome stands
             self._result = result
             self._exception = exc
             self._state = FINISHED
@@ -352,3 +353,4 @@ class BridgeFuture(concurrent.futures.Future[T]):
             condition.notify_all()
         if self._lazy_callbacks:
             self._invoke_callbacks()
+        return True

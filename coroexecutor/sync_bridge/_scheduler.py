@@ -259,10 +259,13 @@ class Scheduler:
             )
             if error is None:
                 return RETRIED  # the task's end pauses the job: see on_core_job_done
-            future._try_set_exception(error)
+            told_cancelled = not future._finish(None, error)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise _CoroutineJobError(repr(error)) from error
+            if told_cancelled:
+                del error  # as future above
+                raise asyncio.CancelledError from None  # see below
             if error is exc:
                 del error  # as future above
                 raise
@@ -271,7 +274,11 @@ class Scheduler:
             finally:
                 error = None  # as future above
         # Set here, not in a done callback: the caller gets it one loop turn sooner.
-        future._finish(result, None)
+        if not future._finish(result, None):
+            # cancel() returned True in another thread while the job ran its last step,
+            # and its task.cancel() is still on its way: the job ends cancelled, as the
+            # caller was told (in stats and for fail-fast too), not succeeded or failed.
+            raise asyncio.CancelledError
         return result
 
     @job_wrapper
