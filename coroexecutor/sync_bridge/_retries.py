@@ -171,8 +171,7 @@ class Retries:
         """
         if not task.cancelled() and task.exception() is None and task.result() is RETRIED:
             with self._lock:
-                self._slots.core_ok_retried += 1
-                self._slots.cancelled += 1
+                self._slots.count_cancelled_attempt()
 
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> None:
         """The job's attempt failed and is retried: give its slot to the next job in line,

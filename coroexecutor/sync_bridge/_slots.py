@@ -124,6 +124,12 @@ class Slots:
         self.pausing.add(future)
         return True
 
+    def count_cancelled_attempt(self) -> None:
+        """A job was cancelled while its failed attempt, which the core counted as a
+        success (RETRIED), met the policy: it counts as cancelled (see Retries)."""
+        self.core_ok_retried += 1
+        self.cancelled += 1
+
     def resume(self, job: Job) -> bool:
         """A pause is over: True when the job takes a free slot now. Otherwise it waits in
         the backlog, ahead of every job that has not started yet (behind earlier retries),
