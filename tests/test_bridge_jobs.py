@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import JobTimeoutError, LoopExecutor, ThreadedLoopExecutor
+from coroexecutor import JobTimeoutError, LoopExecutor, Retry, ThreadedLoopExecutor
 from tests.conftest import new_loop
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
@@ -304,6 +304,31 @@ def test_stats_count_every_outcome() -> None:
         0,
         0,
     )
+
+
+ONCE_MORE = Retry(2, on=ValueError, backoff=0.0)
+
+
+def refuse(n: int) -> int:
+    raise ValueError(f"no {n}")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"job_timeout": 60.0}, {"max_per_second": 1000.0}, {"retry": ONCE_MORE},
+     {"job_timeout": 60.0, "retry": ONCE_MORE}],
+    ids=["direct", "job_timeout", "max_per_second", "retry", "job_timeout+retry"],
+)
+def test_a_failed_blocking_job_counts_as_failed_on_every_path(options: dict[str, Any]) -> None:
+    # A blocking job the loop governs (job_timeout, max_per_second, a retry policy's last
+    # attempt) has its error set by the worker thread: it counted as succeeded.
+    with ThreadedLoopExecutor(max_workers=2, **options) as exe:
+        with pytest.raises(ValueError, match="no 1"):
+            exe.submit(refuse, 1).result(WAIT)
+        assert exe.submit(double, 2).result(WAIT) == 4
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed) == (2, 1, 1)
+    assert stats.retried == (1 if "retry" in options else 0)
 
 
 @pytest.mark.parametrize("max_per_second", [None, 1000.0])

@@ -36,6 +36,11 @@ class _CoroutineJobError(Exception):
     """
 
 
+class _FailedInWorker(Exception):
+    """Ends the task of a blocking job the core governs whose call raised: the job's
+    future has the call's own error; this makes the core count the job as failed."""
+
+
 class Scheduler:
     """Runs the jobs that need the loop on a CoroutineExecutor; copies outcomes back.
 
@@ -315,14 +320,17 @@ class Scheduler:
                     item.outcome.close()  # never awaited, as the job was cancelled
             raise
         outcome, item.outcome = item.outcome, None
-        if outcome is None:
-            return None  # the worker has set the future already
+        if outcome is None:  # the worker has set the future already
+            if future._exception is not None:
+                raise _FailedInWorker  # so the core counts a failure, not a success
+            return None
         if type(outcome) is Failed:  # the call raised; a retry policy applies
             error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)
             if error is None:
                 return RETRIED
-            future._try_set_exception(error)
-            return None  # as when the worker sets the error
+            if not future._finish(None, error):
+                raise asyncio.CancelledError  # cancel() won meanwhile (see _run_coroutine)
+            raise _FailedInWorker
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
         # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop.
         return await self._run_coroutine(future, _identity, (outcome,), {})
