@@ -330,7 +330,10 @@ def settle(
     ``task``: the job's task (None for an in-line success, which has no need of it unless
     a map waits on it); ``error``: None for success.
     """
-    exe._running.pop(key, None)
+    try:
+        del exe._running[key]  # (no pop(): a method call per job)
+    except KeyError:
+        pass  # never registered: an eager task factory ran it to its end in create_task
     slots = exe._slots
     if error is not None or task is not None:
         if exe._tuner is not None:  # (adaptive jobs settle from a done callback)
