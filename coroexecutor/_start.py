@@ -84,9 +84,7 @@ def start_job(
             coro = as_coroutine(coro, fn)
         if exe._inline:
             if policy is INHERIT and exe._retry is None:  # no retries: the common case
-                runner = run_job(exe, coro, kind) if index is None else run_job(
-                    exe, coro, kind, index
-                )
+                runner = run_job(exe, coro, kind, index)
             else:  # the call is kept until the job ends only for retries
                 retry = exe._retry if policy is INHERIT else policy
                 if retry is None:
