@@ -94,7 +94,8 @@ def start_job(
                         exe, coro, kind, fn, args, kwargs, index,
                         retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
                     )
-            if exe._task_factory_of(loop) is None:
+            reader = exe._task_factory_of  # None: asyncio's own loop (see factory_reader)
+            if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
                 # What the loop's create_task does with no task factory, minus a call.
                 # (loop= costs a keyword argument, but without it the Task looks up the
                 # running loop, which on CPython makes a getpid() system call.)
@@ -371,7 +372,9 @@ def _admit_after_job(exe: Core) -> None:
     this one's last step: each job completing in-line would start the next one deeper in
     the stack (a RecursionError with a long backlog) and keep this job's frame, and its
     result, alive meanwhile. So then admit from a wake-up instead."""
-    if exe._task_factory_of(exe._loop) is None:
+    loop, reader = exe._loop, exe._task_factory_of
+    factory = loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # as in start_job
+    if factory is None:
         admit(exe)
     elif not tearing_down(exe, None):  # asked now, in the job's own last step
         exe._slots.schedule_wake()
