@@ -100,7 +100,7 @@ class Core(Protocol):
     _job_timeout: float | None
     _inline: bool
     _tuner: Tuner | None  # max_workers=Adaptive: see _tuning
-    _task_factory_of: FactoryReader
+    _task_factory_of: FactoryReader | None  # None: read loop._task_factory
     _loop_watch: AsyncGenerator[None, None] | None
     _rate: float | None
     _burst: int

@@ -91,7 +91,7 @@ class CoroutineExecutor:
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
-    _task_factory_of: FactoryReader
+    _task_factory_of: FactoryReader | None
 
     def __init__(
         self,

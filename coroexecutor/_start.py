@@ -82,9 +82,7 @@ def start_job(
             coro = as_coroutine(coro, fn)
         if exe._inline:
             if policy is INHERIT and exe._retry is None:  # no retries: the common case
-                runner = run_job(exe, coro, kind) if index is None else run_job(
-                    exe, coro, kind, index
-                )
+                runner = run_job(exe, coro, kind, index)
             else:  # the call is kept until the job ends only for retries
                 retry = exe._retry if policy is INHERIT else policy
                 if retry is None:
@@ -94,7 +92,8 @@ def start_job(
                         exe, coro, kind, fn, args, kwargs, index,
                         retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
                     )
-            if exe._task_factory_of(loop) is None:
+            reader = exe._task_factory_of  # None: asyncio's own loop (see factory_reader)
+            if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
                 # What the loop's create_task does with no task factory, minus a call.
                 # (loop= costs a keyword argument, but without it the Task looks up the
                 # running loop, which on CPython makes a getpid() system call.)
@@ -140,9 +139,7 @@ def start_job(
             _start_failed(exe, fn, where, runner, coro)
         raise
     if runner is not None:
-        # If the wrapper never runs (cancelled before its first step), close the job's
-        # coroutine, the one coroutine it holds: no "never awaited" warning.
-        task.add_done_callback(lambda _: coro.close())
+        _close_when_done(task, coro)
     exe._running[task] = task
     if exe._tuner is not None:
         exe._tuner.started(task)
@@ -157,6 +154,13 @@ def start_job(
     if exe._state is _CANCELLING and not task.done():  # its first step stopped us
         cancel_late(exe, task)
     return task
+
+
+def _close_when_done(task: asyncio.Future[Any], coro: Coroutine[Any, Any, Any]) -> None:
+    """If a wrapper never runs (its task cancelled before its first step), close the job's
+    coroutine, the one coroutine it holds: no "never awaited" warning. (A closure made
+    here, not in start_job: there it would make ``coro`` a cell on every job's start.)"""
+    task.add_done_callback(lambda _: coro.close())
 
 
 def _start_failed(
@@ -327,7 +331,10 @@ def settle(
     ``task``: the job's task (None for an in-line success, which has no need of it unless
     a map waits on it); ``error``: None for success.
     """
-    exe._running.pop(key, None)
+    try:
+        del exe._running[key]  # (no pop(): a method call per job)
+    except KeyError:
+        pass  # never registered: an eager task factory ran it to its end in create_task
     slots = exe._slots
     if error is not None or task is not None:
         if exe._tuner is not None:  # (adaptive jobs settle from a done callback)
@@ -367,7 +374,9 @@ def _admit_after_job(exe: Core) -> None:
     this one's last step: each job completing in-line would start the next one deeper in
     the stack (a RecursionError with a long backlog) and keep this job's frame, and its
     result, alive meanwhile. So then admit from a wake-up instead."""
-    if exe._task_factory_of(exe._loop) is None:
+    loop, reader = exe._loop, exe._task_factory_of
+    factory = loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # as in start_job
+    if factory is None:
         admit(exe)
     elif not tearing_down(exe, None):  # asked now, in the job's own last step
         exe._slots.schedule_wake()
