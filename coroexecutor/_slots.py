@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+from collections.abc import Hashable
 from typing import Any, Callable
 
 from ._ratelimit import RateLimiter
@@ -82,6 +83,7 @@ class Slots:
     )
 
     loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
+    keyed = False  # KeyedSlots (key=): jobs wait per key (see _keyed_slots)
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -115,6 +117,10 @@ class Slots:
         return (
             self.limit != self.free or self.queued > 0 or self.waiting > 0 or self.pausing > 0
         )
+
+    def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
+        """``stats.active_keys`` and ``stats.busiest_key``: None without key=."""
+        return None, None
 
     #
     # Taking and giving back
