@@ -20,7 +20,7 @@ from typing import Any, Callable, Union
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._slots import Queued, Slots
 
-__all__ = ["KeyFn", "KeyedSlots", "make_slots"]
+__all__ = ["KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 
 KeyFn = Callable[..., Hashable]
 _Entry = Union[Queued, "asyncio.Future[None]"]
@@ -168,15 +168,23 @@ class KeyedSlots(Slots):
 _MISSING: Any = object()
 
 
-def make_slots(limit: int, key: object, max_per_key: object) -> Slots:
-    """The constructor's slots: KeyedSlots when ``key`` is given. ``key`` and
-    ``max_per_key`` go together: either without the other is a ``TypeError``."""
+def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:
+    """Validate the constructors' ``key`` and ``max_per_key`` (both doors): they go
+    together, either without the other is a ``TypeError``. Returns ``max_per_key``."""
     if key is None and max_per_key is None:
-        return Slots(limit)
+        return None
     if key is None:
         raise TypeError("max_per_key needs key= (the function giving each job its key)")
     if not callable(key):
         raise TypeError(f"key must be a callable or None (got {key!r})")
     if max_per_key is None:
         raise TypeError("key= needs max_per_key= (how many jobs of one key may run)")
-    return KeyedSlots(limit, key, check_max_per_key(max_per_key))
+    return check_max_per_key(max_per_key)
+
+
+def make_slots(limit: int, key: KeyFn | None, max_per_key: object) -> Slots:
+    """The constructor's slots: KeyedSlots when ``key`` is given (see check_keying)."""
+    per_key = check_keying(key, max_per_key)
+    if key is None or per_key is None:
+        return Slots(limit)
+    return KeyedSlots(limit, key, per_key)

@@ -13,6 +13,8 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from .._adaptive import Adaptive
+from .._keyed import MaxPerKey
+from .._keyed_slots import KeyFn, check_keying
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds
@@ -84,6 +86,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             they govern blocking jobs too (those then start from the loop thread).
             ``job_timeout`` fails the future of a blocking job still waiting for a
             thread, but cannot interrupt a call that a worker has started.
+        key, max_per_key: per-key limits, as on :class:`CoroutineExecutor`, over jobs of
+            both kinds; ``key()`` and ``max_per_key()`` run in the submitting thread.
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
@@ -103,8 +107,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         burst: Optional[int] = None,
         job_timeout: Optional[float] = None,
         annotate_errors: bool = True,
+        key: Optional[KeyFn] = None,
+        max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         self._annotate = bool(annotate_errors)  # a failed job's error names the job
+        per_key = check_keying(key, max_per_key)
         adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
@@ -121,7 +128,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive),
+            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive, key, per_key),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,
@@ -194,9 +201,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
         Jobs handed off but not yet seen by the loop count as submitted and queued. A job
-        whose ``cancel()`` returned True counts as cancelled from the next read on, even
-        while it still waits in the queue to be skipped. Never waits for a loop that has
-        stopped, or stops meanwhile: the final counts then.
+        whose ``cancel()`` returned True counts as cancelled from the next read on. Never
+        waits for a loop that has stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()
 
@@ -272,10 +278,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         the jobs still pending are cancelled when the iterator is closed or collected.
         ``chunksize`` is accepted for compatibility and ignored, as by ThreadPoolExecutor.
 
-        ``buffersize`` (Python 3.14's parameter, here on every version) reads the inputs
-        lazily: at most that many jobs are submitted ahead of the result being waited
-        for, so an endless input runs in bounded memory. By default every job is
-        submitted at once, before this returns.
+        ``buffersize`` (Python 3.14's parameter) reads the inputs lazily: at most that
+        many jobs are submitted ahead of the result being waited for. By default every
+        job is submitted at once, before this returns.
         """
         is_coroutine_job(fn, "map")  # what is no job is refused here, named as map()'s
         return start_map(self, fn, iterables, timeout, buffersize)
@@ -298,10 +303,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         worker has taken it. ``timeout`` is a grace period: coroutine jobs still running
         after it are cancelled.
 
-        With ``wait=False`` this returns at once, from any thread: it records the request
-        and wakes the loop thread, never waits for it. With ``wait=True``, not from the
-        loop thread or a worker thread (that would deadlock, so it raises
-        ``RuntimeError``).
+        With ``wait=False`` this returns at once, from any thread. With ``wait=True``, not
+        from the loop thread or a worker thread (that would deadlock: ``RuntimeError``).
 
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels the queued
         and running coroutine jobs, waits for them to finish cancelling, then propagates;

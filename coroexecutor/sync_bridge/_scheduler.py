@@ -12,12 +12,14 @@ import concurrent.futures
 import contextvars
 import inspect
 from asyncio import Task
+from collections.abc import Hashable
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Callable, NamedTuple, Optional
 
 from .._adaptive import Adaptive
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
+from .._keyed import MaxPerKey
 from .._notes import annotate_job_error
 from ._future import BridgeFuture
 from ._job import Job
@@ -64,6 +66,8 @@ class CoreOptions(NamedTuple):
     burst: Optional[int]
     job_timeout: Optional[float]
     adaptive: Optional[Adaptive] = None  # max_workers=Adaptive: the bridge's Slots follow it
+    key: Optional[Callable[..., Hashable]] = None  # key=: the bridge's Slots hold the limits
+    max_per_key: Optional[MaxPerKey] = None
 
 
 class _CoroutineJobError(Exception):
