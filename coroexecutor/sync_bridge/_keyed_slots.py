@@ -132,7 +132,9 @@ class KeyedSlots(Slots):
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
         if not super().withdraw(future):
             return False
-        self.line.discard(self.tickets.pop(future))
+        ticket = self.tickets.pop(future, None)
+        if ticket is not None:  # (None: drain() took it out of the line already)
+            self.line.discard(ticket)
         return True
 
     def drain(self) -> list[Job]:
