@@ -243,6 +243,43 @@ async def ours_map_unordered(n: int, workers: int) -> int:
     return _done
 
 
+KEYS = 1_000  # the key= variants spread their jobs over this many keys, round robin
+
+
+def _key_of(i: int) -> int:
+    return i % KEYS
+
+
+async def ours_submit_keyed(n: int, workers: int) -> int:
+    from coroexecutor import CoroutineExecutor
+
+    # max_per_key=8: the cost of the keyed start path; with W jobs in flight over 1,000
+    # keys round robin, a key's room is rarely what a job waits for.
+    async with CoroutineExecutor(max_workers=workers, key=_key_of, max_per_key=8) as exe:
+        submit = exe.submit
+        for i in range(n):
+            await submit(job, i)
+    return _done
+
+
+async def ours_map_keyed(n: int, workers: int) -> int:
+    from coroexecutor import CoroutineExecutor
+
+    async with CoroutineExecutor(max_workers=workers, key=_key_of, max_per_key=8) as exe:
+        async for _ in exe.map(job, range(n)):
+            pass
+    return _done
+
+
+# Measured in the paired workload only, against ours_submit and ours_map (issue 20: at
+# most 1.3x their per-job cost).
+KEYED = [
+    Contender("ours_submit_keyed", "coroexecutor submit, key= (1,000 keys)", ours_submit_keyed,
+              ("coroexecutor",)),
+    Contender("ours_map_keyed", "coroexecutor map, key= (1,000 keys)", ours_map_keyed,
+              ("coroexecutor",)),
+]
+
 THROUGHPUT = [
     Contender("gather", "create_task + gather, unbounded (floor)", unbounded_gather,
               note="no limit at all: every task exists at once"),
@@ -493,6 +530,7 @@ WORKLOADS: dict[str, list[Contender]] = {
     "blocking": BLOCKING,
     "blocking_sleep": BLOCKING_SLEEP,
     "stretch": STRETCH,
+    "keyed": KEYED,  # (no workload of its own: see _paired)
 }
 
 # The row every other row of a workload is compared with. For throughput and memory it is

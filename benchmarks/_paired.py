@@ -25,10 +25,17 @@ if TYPE_CHECKING:
     from ._report import Table
     from ._runner import Config, Results
 
-__all__ = ["BASE", "OURS", "measure", "summary_table", "targets"]
+__all__ = ["BASE", "KEYED", "OURS", "measure", "summary_table", "targets"]
 
 BASE = "sem_wrapper"
 OURS = ("ours_submit", "ours_map")
+# key= over 1,000 keys, each against its plain form (issue 20: at most 1.3x its cost).
+KEYED = {"ours_submit_keyed": "ours_submit", "ours_map_keyed": "ours_map"}
+KEYED_TARGET = 1.3
+
+
+def _find(key: str) -> _contenders.Contender:
+    return _contenders.find("keyed" if key in KEYED else "throughput", key)
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -36,18 +43,17 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from ._child import _run_async
 
     n, workers, rounds = int(spec["n"]), int(spec["workers"]), int(spec["sub_rounds"])
-    variants = [(loop, key) for loop in spec["loops"] for key in (BASE, *OURS)]
+    variants = [(loop, key) for loop in spec["loops"] for key in (BASE, *OURS, *KEYED)]
     times: dict[str, list[float]] = {f"{loop}/{key}": [] for loop, key in variants}
     for loop, key in variants:  # warm-up
         _contenders.reset()
-        _run_async(_contenders.find("throughput", key), loop, min(n, 2000), workers, None)
+        _run_async(_find(key), loop, min(n, 2000), workers, None)
     for r in range(rounds):
         shift = r % len(variants)
         for loop, key in variants[shift:] + variants[:shift]:
             _contenders.reset()
             gc.collect()
-            seconds, count = _run_async(_contenders.find("throughput", key), loop, n,
-                                        workers, None)
+            seconds, count = _run_async(_find(key), loop, n, workers, None)
             if count != n or _contenders.completed() != n:
                 raise AssertionError(f"paired/{loop}/{key}: {count} jobs completed, expected {n}")
             times[f"{loop}/{key}"].append(seconds)
@@ -123,6 +129,11 @@ def summary_table(results: Results) -> Table | None:
         for loop in loops:
             row += [_fmt(_ratios(results, c, f"{loop}/{key}", f"{loop}/{BASE}")) for c in cfgs]
         table.rows.append(row)
+    for key, plain in KEYED.items():
+        row = [f"{_contenders.find('keyed', key).label}: time vs {_label('throughput', plain)}"]
+        for loop in loops:
+            row += [_fmt(_ratios(results, c, f"{loop}/{key}", f"{loop}/{plain}")) for c in cfgs]
+        table.rows.append(row)
     if "uvloop" in loops:
         for key in OURS:
             row = [f"{_label('throughput', key)}: uvloop gain vs the wrapper form's"]
@@ -159,6 +170,18 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     if details:
         out.append(("per-job cost no higher than Semaphore + create_task, paired in one"
                     " process (median time ratio <= 1.0)", "met" if ok else "MISSED",
+                    "; ".join(details)))
+    details, ok = [], True
+    for loop in ("asyncio", "uvloop"):
+        for c in cfgs:
+            for key, plain in KEYED.items():
+                values = _ratios(results, c, f"{loop}/{key}", f"{loop}/{plain}")
+                if values:
+                    ok &= _median_ci(values)[0] <= KEYED_TARGET
+                    details.append(f"{key} {loop} W={_wfmt(c.workers)}: {_fmt(values)}")
+    if details:
+        out.append((f"key= over 1,000 keys: per-job cost at most {KEYED_TARGET}x the plain"
+                    " executor's, paired in one process", "met" if ok else "MISSED",
                     "; ".join(details)))
     details, ok = [], True
     for c in cfgs:

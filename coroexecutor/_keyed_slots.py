@@ -31,10 +31,9 @@ class KeyedSlots(Slots):
 
     __slots__ = ("jobs", "key", "line")
 
-    keyed = True
-
     def __init__(self, limit: int, key: KeyFn, max_per_key: MaxPerKey) -> None:
         super().__init__(limit)
+        self.keyed = True
         self.key = key
         self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
         self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key

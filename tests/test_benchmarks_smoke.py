@@ -90,7 +90,8 @@ def test_paired_child_runs_every_variant_on_every_loop_in_each_sub_round() -> No
             "measure": "time", "loops": loops, "sub_rounds": 3}
     result = _child.measure(spec)
     assert result["count"] == 40
-    expected = {f"{loop}/{key}" for loop in loops for key in (_paired.BASE, *_paired.OURS)}
+    keys = (_paired.BASE, *_paired.OURS, *_paired.KEYED)
+    expected = {f"{loop}/{key}" for loop in loops for key in keys}
     assert set(result["sub_times"]) == expected
     assert all(len(times) == 3 and min(times) > 0 for times in result["sub_times"].values())
 

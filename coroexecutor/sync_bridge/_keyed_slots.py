@@ -68,12 +68,11 @@ class KeyedSlots(Slots):
     came through :meth:`take_key` or the line; ``tickets`` the ticket of every job
     waiting in the line (``_in_backlog`` set on its future)."""
 
-    keyed = True
-
     def __init__(
         self, max_workers: int, tuner: Optional[BridgeTuner], max_per_key: MaxPerKey
     ) -> None:
         super().__init__(max_workers, tuner)
+        self.keyed = True
         self.limit = 0  # the limit of the key at hand: key_of() computed it unlocked
         per_key = max_per_key if isinstance(max_per_key, int) else self._limit_at_hand
         self.line: KeyedLine[Job] = KeyedLine(per_key)

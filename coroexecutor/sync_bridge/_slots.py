@@ -26,9 +26,8 @@ class Slots:
     whenever ``held < max_workers``, except while ``paused`` (the initializer runs).
     """
 
-    keyed = False  # KeyedSlots (key=): jobs wait per key (see _keyed_slots)
-
     def __init__(self, max_workers: int, tuner: Optional[BridgeTuner] = None) -> None:
+        self.keyed = False  # KeyedSlots (key=): jobs wait per key (see _keyed_slots)
         # max_workers=Adaptive: the limit follows the tuner (the core and the pool are
         # sized for Adaptive.max); see BridgeTuner.
         self.tuner = tuner
