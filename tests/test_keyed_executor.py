@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, Retry
+from coroexecutor import Adaptive, CoroutineExecutor, Retry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -438,3 +438,26 @@ async def test_memory_stays_flat_over_many_keys() -> None:
     gc.collect()
     large = await run_many(4_000, 4_000)  # four times the jobs, forty times the keys
     assert large < 1.5 * small, (small, large)
+
+
+async def test_key_works_with_an_adaptive_limit_and_a_start_rate(loop_kind: str) -> None:
+    # The start rate's wake-up timer moves the key lines too; the adaptive limit resizes
+    # the slots as jobs settle. Nothing here depends on how long a timer takes.
+    park = Park()
+    names = [(k, i) for i in range(5) for k in "abc"]
+    exe = CoroutineExecutor(
+        Adaptive(min=2, max=6, initial=3), key=first, max_per_key=1,
+        max_per_second=100_000, burst=2,
+    )
+    async with exe:
+        futures = [exe.submit_nowait(park.job, k, (k, i)) for k, i in names]
+        while not all(f.done() for f in futures):
+            for name in park.started:
+                if not park.gate(name).done():
+                    park.finish(name)
+            await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+    assert max(park.peak.values()) == 1 and park.peak_total <= 6
+    assert sorted(park.started) == sorted(names)
+    assert [n for n in park.started if n[0] == "a"] == [("a", i) for i in range(5)]
+    assert_no_key_state(exe)
