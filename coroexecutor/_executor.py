@@ -243,9 +243,9 @@ class CoroutineExecutor:
         if not self._slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            check_loop(self)  # only where we would wait: the fast path does not look
             if self._slots.keyed:  # key=: every start comes here (see _keying)
                 return await submit_keyed(self, fn, args, kwargs)  # type: ignore[return-value]  # as below
+            check_loop(self)  # only where we would wait: the fast path does not look
             await take_slot(self, "submit")
         return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result
 
@@ -269,9 +269,9 @@ class CoroutineExecutor:
             return start_job(self, fn, args, kwargs, "submit_nowait")
         if not callable(fn):
             check_job_fn(fn, "submit_nowait")
-        check_loop(self)  # only where we would queue: the fast path does not look
         if self._slots.keyed:
             return submit_nowait_keyed(self, fn, args, kwargs)
+        check_loop(self)  # only where we would queue: the fast path does not look
         return queue_job(self, fn, args, kwargs)
 
     @overload

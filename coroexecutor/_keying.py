@@ -22,7 +22,7 @@ from ._queued import start_queued
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._slots import Queued
 from ._start import give_back, start_job
-from ._startup import check_accepting, check_not_initializer
+from ._startup import check_accepting, check_loop, check_not_initializer
 from ._state import State
 
 if TYPE_CHECKING:
@@ -50,8 +50,10 @@ async def submit_keyed(
     exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """submit() of a keyed executor: start now, or wait in the key's line first."""
-    key = key_of(exe, args, kwargs)
-    if not _slots(exe).take_key_nowait(key):
+    slots = _slots(exe)
+    key = slots.key(*args, **kwargs)
+    if not slots.take_key_nowait(key):
+        check_loop(exe)  # only where we would wait, as on the plain fast path
         await take_key(exe, key, "submit")
     return start_keyed(exe, fn, args, kwargs, "submit", key)
 
@@ -60,9 +62,11 @@ def submit_nowait_keyed(
     exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """submit_nowait() of a keyed executor: start now, or queue in the key's line."""
-    key = key_of(exe, args, kwargs)
-    if _slots(exe).take_key_nowait(key):
+    slots = _slots(exe)
+    key = slots.key(*args, **kwargs)
+    if slots.take_key_nowait(key):
         return start_keyed(exe, fn, args, kwargs, "submit_nowait", key)
+    check_loop(exe)  # only where we would queue, as on the plain fast path
     return queue_keyed(exe, key, fn, args, kwargs)
 
 
