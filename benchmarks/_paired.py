@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._report import Table
     from ._runner import Config, Results
 
-__all__ = ["BASE", "OURS", "measure", "summary_table", "targets"]
+__all__ = ["BASE", "OPTIONS", "OURS", "measure", "summary_table", "targets"]
 
 BASE = "sem_wrapper"
 OURS = ("ours_submit", "ours_map")

@@ -19,12 +19,15 @@ from . import _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._errors import check_job_fn
 from ._jobs import FactoryReader
+from ._keyed import MaxPerKey
+from ._keyed_slots import KeyFn, make_slots
+from ._keying import submit_keyed, submit_nowait_keyed
 from ._lifecycle import admit, close, report_unretrieved
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
-from ._slots import Queued, Slots
+from ._slots import Queued
 from ._start import on_job_done, start_job, take_slot
 from ._startup import await_initializer, bind, check_accepting, check_loop, check_setter_thread
 from ._state import State
@@ -57,9 +60,8 @@ class CoroutineExecutor:
         suppress_task_errors: when true, a job's error stays in its task and nothing else
             is cancelled; when false (the default), the first error cancels every other job,
             interrupts the body of the block and is re-raised by the block.
-        initializer: called once as ``initializer(*initargs)`` (and awaited if it returns
-            an awaitable) before any job starts: on entering ``async with``, or at first
-            use without it. If it raises, no job runs, and entering the block (and every
+        initializer: called (and awaited if need be) as ``initializer(*initargs)`` before
+            any job starts. If it raises, no job runs, and entering the block (and every
             later call that would start a job) raises :class:`BrokenCoroutineExecutor`.
         initargs: arguments for ``initializer``.
         timeout: seconds from entering the block (or the first submit) until every job is
@@ -75,6 +77,9 @@ class CoroutineExecutor:
             exception it raises is reported to the loop's exception handler.
         retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``; a job
             holds no slot between attempts. annotate_errors: note on a job's error which job.
+        key, max_per_key: per-key limits, given together: ``key(*args, **kwargs)`` gives
+            each job a hashable key, and at most ``max_per_key`` (an int, or a callable
+            ``key -> int``) jobs of one key run at once. See "Per-key limits".
 
     Raises:
         ValueError: ``max_workers`` below 1, or a non-positive or infinite time, rate or
@@ -107,6 +112,8 @@ class CoroutineExecutor:
         on_job_done: Optional[JobHook] = None,
         retry: RetryArg = None,
         annotate_errors: bool = True,
+        key: Optional[KeyFn] = None,
+        max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         max_workers, self._tuner = limit_of(max_workers, _DEFAULT_MAX_WORKERS)  # None: default
         check_callables(initializer=initializer, on_job_done=on_job_done)
@@ -116,7 +123,7 @@ class CoroutineExecutor:
         self._retry = resolve_retry(retry)
         self._annotate = check_switch("annotate_errors", annotate_errors)
         self._state = State.CREATED
-        self._slots = Slots(max_workers)
+        self._slots = make_slots(max_workers, key, max_per_key)
         self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
         self._startup = Startup(initializer, tuple(initargs))
         # Running jobs' tasks (and the initializer's), keyed by the job's coroutine for
@@ -134,7 +141,8 @@ class CoroutineExecutor:
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._grace_handle: asyncio.TimerHandle | None = None  # shutdown(timeout=)
         # Jobs settle in their own last step unless a hook or a job_timeout needs more.
-        self._inline = on_job_done is None and self._job_timeout is None and self._tuner is None
+        self._inline = on_job_done is None and self._job_timeout is None and (
+            self._tuner is None and key is None)
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:
@@ -154,9 +162,8 @@ class CoroutineExecutor:
     @property
     def max_workers(self) -> int:
         """How many jobs may run at once; settable on the executor's loop (``None``: the
-        default). Growing it starts queued jobs at once; shrinking it cancels nothing (no
-        job starts until fewer than the new limit run). With an ``Adaptive``, the current
-        limit; setting it fixes the limit from then on."""
+        default). Shrinking it cancels nothing. With an ``Adaptive``, the current limit;
+        setting it fixes the limit from then on."""
         return self._slots.limit
 
     @max_workers.setter
@@ -215,10 +222,9 @@ class CoroutineExecutor:
     ) -> asyncio.Task[T]:
         """Start ``fn(*args, **kwargs)`` as a job, waiting for a free slot if need be.
 
-        Returns the job's task, already scheduled (a JobTask, an ``asyncio.Task`` whose
-        ``cancel()`` also settles a job cancelled before its first step; or the loop's task
-        factory's task). With ``max_workers`` jobs running, or others queued ahead, it
-        first waits in FIFO order for a slot: the back-pressure that bounds memory.
+        Returns the job's task, already scheduled (a JobTask, or the loop's task factory's
+        task). With ``max_workers`` jobs running, or others queued ahead, it first waits in
+        FIFO order for a slot (with ``key=``, also for room in its key).
 
         Cancellation: cancelled while it waits, it submits nothing (a slot granted at that
         moment passes to the next in line).
@@ -235,6 +241,8 @@ class CoroutineExecutor:
         if not self._slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
+            if self._slots.keyed:  # key=: every start comes here (see _keying)
+                return await submit_keyed(self, fn, args, kwargs)  # type: ignore[return-value]  # as below
             check_loop(self)  # only where we would wait: the fast path does not look
             await take_slot(self, "submit")
         return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result
@@ -245,8 +253,7 @@ class CoroutineExecutor:
         """Start ``fn(*args, **kwargs)`` now if a slot is free, else queue it; never waits.
 
         Returns the job's task, or a future that follows the job once it starts (queued
-        jobs start in FIFO order as slots free up, and all wait while the initializer
-        runs). Loop thread only.
+        jobs start in FIFO order as slots free up). Loop thread only.
 
         Cancellation: cancelling the future drops a queued job and cancels a running one.
 
@@ -260,6 +267,8 @@ class CoroutineExecutor:
             return start_job(self, fn, args, kwargs, "submit_nowait")
         if not callable(fn):
             check_job_fn(fn, "submit_nowait")
+        if self._slots.keyed:
+            return submit_nowait_keyed(self, fn, args, kwargs)
         check_loop(self)  # only where we would queue: the fast path does not look
         return queue_job(self, fn, args, kwargs)
 
@@ -283,21 +292,17 @@ class CoroutineExecutor:
         Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
         ``buffersize`` jobs (default ``max_workers``) run or wait ahead of the consumer.
 
-        Errors: a job error cancels the map's other jobs; under fail-fast it also cancels
-        the executor, interrupts a consumer in the block's body and is raised by the
-        block, while a consumer elsewhere (or any, with ``suppress_task_errors``) gets it
-        from the iterator. With ``return_exceptions=True`` errors are yielded as results.
+        Errors: a job error cancels the map's other jobs (under fail-fast, the executor's
+        too; the block raises it) and is raised from the iterator; with
+        ``return_exceptions=True`` errors are yielded as results.
 
         Cancellation: a map closed early (dropped, ``aclose()``, the block's exit or
-        ``shutdown()``) cancels its jobs in flight and reads no more input; iterating one
-        the executor closed raises ``RuntimeError`` (or the fail-fast job error).
+        ``shutdown()``) cancels its jobs in flight and reads no more input.
         """
         check_loop(self)
         check_accepting(self)
-        return MapIterator(
-            self, fn, iterables, buffersize, ordered=True, return_exceptions=return_exceptions,
-            retry=retry,
-        )
+        return MapIterator(self, fn, iterables, buffersize, ordered=True,
+                           return_exceptions=return_exceptions, retry=retry)
 
     @overload
     def map_unordered(
@@ -316,20 +321,17 @@ class CoroutineExecutor:
     ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
-        ``buffersize`` bounds the jobs in flight plus finished results not yet consumed.
-        Errors and cancellation behave as for :meth:`map`.
+        ``buffersize`` bounds the jobs in flight plus results not yet consumed.
         """
         check_loop(self)
         check_accepting(self)
-        return MapIterator(
-            self, fn, iterables, buffersize, ordered=False, return_exceptions=return_exceptions,
-            retry=retry,
-        )
+        return MapIterator(self, fn, iterables, buffersize, ordered=False,
+                           return_exceptions=return_exceptions, retry=retry)
 
     @property
     def _bound(self) -> bool:
-        """Whether first use has tied the executor to a loop (not the same as not CREATED:
-        a never-used executor that was shut down is CLOSED, with no loop)."""
+        """Whether first use has tied the executor to a loop (a never-used executor that
+        was shut down is CLOSED, with no loop)."""
         return hasattr(self, "_loop")
 
     # Callbacks for futures and queued jobs (bound methods compare equal: removable).
@@ -376,15 +378,13 @@ class CoroutineExecutor:
         after that many seconds). With ``wait=False`` they are cancelled and this returns
         at once, as ``Executor.shutdown(wait=False)`` does. Open maps are closed first.
 
-        Who waits: only a caller outside this executor's jobs, and below it in the nesting
-        of executors; from inside one of its jobs (or a task started there) it never
-        waits, whatever ``wait`` says (see "Who waits" in the semantics).
+        From inside one of its jobs (or a task started there) it never waits, whatever
+        ``wait`` says (see "Who waits" in the semantics).
 
-        Errors: with an ``async with`` block the block raises the policy's error. Without,
-        every call that may wait raises it, the same object each time: the first job
-        error under fail-fast, as its job left it, or :class:`ExecutorTimeoutError`.
-        Cancellations the executor caused are never raised. ``RuntimeError`` from another
-        loop, or from the initializer while it runs.
+        Errors: with an ``async with`` block the block raises the policy's error; without,
+        every call that may wait raises it (the first job error under fail-fast, or
+        :class:`ExecutorTimeoutError`). ``RuntimeError`` from another loop, or from the
+        initializer while it runs.
 
         Cancellation: cancelled while it waits, it cancels every job and raises
         ``CancelledError`` at once (the block's exit still waits for the jobs).

@@ -269,6 +269,22 @@ class KeyedLine(Generic[T]):
             heapq.heapify(self._heads)
         return True
 
+    def drain(self) -> list[T]:
+        """Take every waiting job out of its line (the executor stops), oldest first.
+        Running counts stay: each running job still calls :meth:`release`."""
+        tickets = [t for line in self._lines.values() for t in line.tickets if t.live]
+        tickets.sort(key=lambda t: t.seq)
+        for ticket in tickets:
+            ticket.live = False
+        for key in self._lines:
+            if key not in self._running and self._limit_of is not None:
+                self._limits.pop(key, None)
+        self._lines.clear()
+        self._heads.clear()
+        self._by_waiting.clear()
+        self._lone_lines = self._waiting = self._top = 0
+        return [t.item for t in tickets]
+
     #
     # Helpers
     #

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import SHUTDOWN_MESSAGE
+from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
 from ._start import give_back, start_job, take_slot
@@ -70,7 +71,11 @@ async def results(
                         break
                 if exe._state is not _RUNNING:
                     check_accepting(exe)
-                if not slots.take_nowait():
+                if slots.take_nowait():
+                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                elif slots.keyed:  # key=: it starts, or waits in its key's line
+                    job = start_or_queue(exe, fn, args, where, kind, index, policy)
+                else:
                     if count:
                         # A job of ours is in flight: yield its result, start this later.
                         # If only a rate token is missing, also come back when it
@@ -82,7 +87,7 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
                 index += 1
                 args = None
                 count += 1

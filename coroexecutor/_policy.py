@@ -199,6 +199,7 @@ class Outcomes:
         running = slots.running
         queued = slots.queued + slots.pausing  # a job between attempts waits to run again
         done = self.succeeded + self.failed + self.cancelled
+        active_keys, busiest_key = slots.key_stats()
         return ExecutorStats(
             submitted=done + running + queued,
             queued=queued,
@@ -208,6 +209,8 @@ class Outcomes:
             cancelled=self.cancelled,
             retried=self.retried,
             max_workers=slots.limit,
+            active_keys=active_keys,
+            busiest_key=busiest_key,
         )
 
     def clear(self) -> None:

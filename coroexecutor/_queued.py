@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._lifecycle import check_idle, fail
 from ._notes import annotate_job_error
+from ._policy import JobKind
+from ._retry import INHERIT, Inherit, RetryPolicy
 from ._slots import Queued
 from ._start import start_job
 
@@ -30,12 +32,20 @@ def queue_job(
     return future
 
 
-def start_queued(exe: Core, entry: Queued) -> None:
-    """A queued job got its slot (Slots.admit calls this in the job's context)."""
+def start_queued(
+    exe: Core,
+    entry: Queued,
+    where: str = "submit_nowait",
+    kind: JobKind = JobKind.POLICY,
+    index: int | None = None,
+    policy: RetryPolicy | Inherit | None = INHERIT,
+) -> asyncio.Future[Any] | None:
+    """A queued job got its slot (Slots.admit calls this in the job's context). Returns
+    its task, or None if it failed to start. The other arguments: see start_job."""
     future = entry.future
     future.remove_done_callback(exe._on_queued_done)
     try:
-        task = start_job(exe, entry.fn, entry.args, entry.kwargs, "submit_nowait")
+        task = start_job(exe, entry.fn, entry.args, entry.kwargs, where, kind, index, policy)
     except Exception as exc:
         # fn() raised or returned a non-awaitable: the job failed before it began.
         if exe._annotate:
@@ -44,7 +54,7 @@ def start_queued(exe: Core, entry: Queued) -> None:
         future.exception()  # the executor owns the error (policy or suppress): no log
         exe._outcomes.failed += 1
         fail(exe, exc)
-        return
+        return None
     except BaseException as exc:
         # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
         # settled itself) or from fn(). Its future carries it, and it leaves the event
@@ -53,9 +63,10 @@ def start_queued(exe: Core, entry: Queued) -> None:
         future.set_exception(exc)
         future.exception()
         exe._loop.call_soon(_raise, exc)
-        return
+        return None
     future.add_done_callback(lambda f: f.cancelled() and task.cancel())
     task.add_done_callback(lambda t: _copy_outcome(t, future))
+    return task
 
 
 def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+from collections.abc import Hashable
 from typing import Any, Callable
 
 from ._ratelimit import RateLimiter
@@ -77,7 +78,7 @@ class Slots:
     """
 
     __slots__ = (
-        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
+        "backlog", "free", "granted", "held", "keyed", "limit", "limiter", "loop", "pausing",
         "queued", "refusal", "waiting", "wake_handle",
     )
 
@@ -94,6 +95,9 @@ class Slots:
         self.limiter: RateLimiter | None = None
         self.wake_handle: asyncio.TimerHandle | None = None
         self.held = False  # hold(): nothing starts (the initializer runs)
+        # KeyedSlots (key=): jobs wait per key (see _keyed_slots). A slot, not a class
+        # attribute: map's loop reads it once per job, and a slot read is the cheap one.
+        self.keyed = False
         # drain()'s error factory: from then on every waiter is refused with it.
         self.refusal: Callable[[], BaseException] | None = None
 
@@ -115,6 +119,10 @@ class Slots:
         return (
             self.limit != self.free or self.queued > 0 or self.waiting > 0 or self.pausing > 0
         )
+
+    def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
+        """``stats.active_keys`` and ``stats.busiest_key``: None without key=."""
+        return None, None
 
     #
     # Taking and giving back

@@ -13,7 +13,7 @@ import functools
 import inspect
 import types
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import _jobs
 from ._context import job_position
@@ -30,10 +30,9 @@ from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._keyed_slots import KeyedSlots
 
-__all__ = [
-    "give_back", "on_job_done", "run_job", "settle", "start_job", "take_slot",
-]
+__all__ = ["give_back", "on_job_done", "run_job", "settle", "start_job", "take_slot"]
 
 _set_position = job_position.set
 _current_task = asyncio.current_task
@@ -342,6 +341,9 @@ def settle(
         slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
+        if slots.keyed:  # key=: its room in its key goes back (see _keyed_slots)
+            cast("KeyedSlots", slots).end(task)
+            admit(exe, task)
     else:
         slots.release()
         exe._outcomes.succeeded += 1

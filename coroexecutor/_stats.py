@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,6 +21,9 @@ class ExecutorStats:
     ``retried`` counts attempts that were retried (``retry=``): a job that succeeds on its
     third attempt adds 2. A job between two attempts is counted in ``queued``.
     ``max_workers`` is the limit in force (``None`` in a snapshot built by hand).
+    With ``key=``: ``active_keys``, how many keys have a job running or waiting, and
+    ``busiest_key``, the key with the most jobs waiting and their number, as
+    ``(key, waiting)`` (``None`` when none waits, or without ``key=``).
     """
 
     submitted: int
@@ -32,6 +36,10 @@ class ExecutorStats:
     #: The limit on running jobs when the snapshot was taken (with ``max_workers=Adaptive``,
     #: the limit it has moved to); not compared by ``==``.
     max_workers: Optional[int] = field(default=None, compare=False)
+    #: With ``key=``: keys with a job running or waiting (``None`` without ``key=``).
+    active_keys: Optional[int] = field(default=None, compare=False)
+    #: With ``key=``: ``(key, waiting)`` for the key with the longest line, or ``None``.
+    busiest_key: Optional[tuple[Hashable, int]] = field(default=None, compare=False)
 
     @property
     def done(self) -> int:

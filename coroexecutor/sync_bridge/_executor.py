@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from .._adaptive import Adaptive
+from .._keyed import MaxPerKey
+from .._keyed_slots import KeyFn, check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._stats import ExecutorStats
 from .._typing import ParamSpec, Self, final
@@ -72,6 +74,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             thread, but cannot interrupt a call that a worker has started.
         retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``, for jobs of
             both kinds; a job holds no slot and no thread between attempts.
+        key, max_per_key: per-key limits, as on :class:`CoroutineExecutor`, over jobs of
+            both kinds; ``key()`` and ``max_per_key()`` run in the submitting thread.
 
     Raises:
         ValueError: ``max_workers`` below 1, or a bad pass-through option.
@@ -92,9 +96,12 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         job_timeout: Optional[float] = None,
         annotate_errors: bool = True,
         retry: RetryArg = None,
+        key: Optional[KeyFn] = None,
+        max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         self._annotate = check_switch("annotate_errors", annotate_errors)  # names failed jobs
         policy = resolve_retry(retry)
+        per_key = check_keying(key, max_per_key)
         adaptive = max_workers if isinstance(max_workers, Adaptive) else None
         if max_workers is None:
             max_jobs, max_threads = _DEFAULT_MAX_JOBS, _default_max_threads()
@@ -111,7 +118,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"
         self._bridge = bridge = LoopThread(
             name,
-            core=CoreOptions(max_jobs, max_per_second, burst, job_timeout, adaptive, policy),
+            core=CoreOptions(
+                max_jobs, max_per_second, burst, job_timeout, adaptive, policy, key, per_key
+            ),
             max_threads=max_threads,
             loop_factory=loop_factory,
             initializer=initializer,
@@ -184,9 +193,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
         Jobs handed off but not yet seen by the loop count as submitted and queued. A job
-        whose ``cancel()`` returned True counts as cancelled from the next read on, even
-        while it still waits in the queue to be skipped. Never waits for a loop that has
-        stopped, or stops meanwhile: the final counts then.
+        whose ``cancel()`` returned True counts as cancelled from the next read on. Never
+        waits for a loop that has stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()
 
@@ -296,10 +304,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         worker has taken it. ``timeout`` is a grace period: coroutine jobs still running
         after it are cancelled.
 
-        With ``wait=False`` this returns at once, from any thread: it records the request
-        and wakes the loop thread, never waits for it. With ``wait=True``, not from the
-        loop thread or a worker thread (that would deadlock, so it raises
-        ``RuntimeError``).
+        With ``wait=False`` this returns at once, from any thread. With ``wait=True``, not
+        from the loop thread or a worker thread (that would deadlock: ``RuntimeError``).
 
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels the queued
         and running coroutine jobs, waits for them to finish cancelling, then propagates;

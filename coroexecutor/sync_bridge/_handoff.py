@@ -9,12 +9,11 @@ thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog
 loop has stopped, ``_closing.close``.
 
 ``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
-its backlog (FIFO, both kinds). Whoever frees a slot hands it to the next job under
-``_lock``: a blocking job goes straight to a worker thread (no loop hop, as in
-ThreadPoolExecutor), a job that needs the loop goes to ``_mailbox``, whose first post of
-a batch wakes the loop (one ``call_soon_threadsafe`` of the drain given to ``open``,
-which takes it with ``take_batch``). Results go back through each job's concurrent
-future. No user code and no future callback runs while ``_lock`` is held.
+its backlog (FIFO, both kinds; per key with ``key=``). Whoever frees a slot hands it to
+the next job under ``_lock``: a blocking job goes straight to a worker thread, a job that
+needs the loop goes to ``_mailbox``, whose first post of a batch wakes the loop (one
+``call_soon_threadsafe`` of the drain given to ``open``, which takes it with
+``take_batch``). No user code and no future callback runs while ``_lock`` is held.
 """
 
 from __future__ import annotations
@@ -27,12 +26,12 @@ from typing import Any, Callable, Optional
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
 from ._job import Job
+from ._keyed_slots import key_of, make_slots
 from ._lifecycle import ACCEPTING, GONE, BridgeState, refusal
 from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
-from ._slots import Slots
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["HandOff"]
@@ -67,7 +66,8 @@ class HandOff:
         )
         self._lock = threading.Lock()
         self._state = BridgeState.STARTING  # guarded by _lock
-        self._slots = Slots(core.max_workers, self.scheduler.tuner)  # guarded by _lock
+        self._key, self._max_per_key = core.key, core.max_per_key  # key=: see _keyed_slots
+        self._slots = make_slots(core, self.scheduler.tuner)  # guarded by _lock
         self._mailbox = Mailbox()  # guarded by _lock
         # A core option that must govern blocking jobs too routes them through the loop
         # (guarded by _lock; set_rate changes it).
@@ -150,9 +150,8 @@ class HandOff:
         """Accept a job, or raise. A call that returns is always processed."""
         if not job.coroutine_fn and not self.pool.started:
             # The first blocking job starts a worker now, in the submitting thread, even
-            # when another thread is to hand the job to it later (after a slot frees, or
-            # the initializer, or on the loop): that may happen during interpreter exit,
-            # when Python 3.12 refuses to start threads (issue 16, item 11).
+            # when another thread is to hand the job to it later: that may happen during
+            # interpreter exit, when Python 3.12 refuses to start threads (issue 16, #11).
             self.pool.ensure_thread()
         # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
@@ -161,14 +160,18 @@ class HandOff:
         #   appends the job                      (never started: the future hangs forever)
         item: Optional[WorkItem] = None
         broken: Optional[BaseException] = None
+        key = None if self._key is None else key_of(self._key, self._max_per_key, job)
         with self._lock:
             state = self._state
             if state in ACCEPTING:
                 slots = self._slots
                 slots.submitted += 1
                 if not slots.take_nowait():
-                    slots.queue(job)
-                    return
+                    if key is None:
+                        slots.queue(job)
+                        return
+                    if not slots.take_key(job, *key):  # type: ignore[attr-defined]  # KeyedSlots
+                        return
                 if slots.tuner is not None:
                     slots.tuner.started(job.future)
                 if job.coroutine_fn:
@@ -187,12 +190,10 @@ class HandOff:
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job on the loop, if the loop has it.
 
-        A job still waiting for a slot or a worker is skipped when its turn comes. A job
-        the loop is starting right now (``_job`` not yet set) is cancelled by
-        Scheduler.start, which checks the future's state after setting ``_job``.
-
-        A job waiting for a slot is counted as cancelled here, at once, so that the next
-        ``stats`` says so; it stays in the backlog until its turn, then is skipped.
+        A job the loop is starting right now (``_job`` not yet set) is cancelled by
+        Scheduler.start, which checks the future's state after setting ``_job``. A job
+        waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
+        so); it stays in the backlog until its turn, then is skipped.
         """
         if future._in_backlog:
             with self._lock:
@@ -239,8 +240,7 @@ class HandOff:
 
     def post_if_draining(self, fn: Callable[[], object]) -> bool:
         """Any thread: run fn() on the loop soon. False (not posted): the loop drains not.
-        Checked and posted under one hold: once the loop stops draining (before the
-        thread ends), a call handed off would never run."""
+        Checked and posted under one hold: once the loop stops draining, it never runs."""
         with self._lock:
             if self._mailbox.draining:
                 self._mailbox.call(fn)
@@ -355,7 +355,7 @@ class HandOff:
         if not lock.acquire(blocking=False):
             return False
         try:
-            if self._slots.backlog:
+            if self._slots.backlog or self._slots.keyed:
                 return False
             self._slots.release(future)
             self._next_locked()  # starts nothing: the backlog is empty

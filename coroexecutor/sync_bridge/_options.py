@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import NamedTuple, Optional
+from collections.abc import Hashable
+from typing import Callable, NamedTuple, Optional
 
 from .._adaptive import Adaptive
+from .._keyed import MaxPerKey
 from .._retry import RetryPolicy
 
 __all__ = ["CoreOptions", "ShutdownRequest"]
@@ -48,3 +50,5 @@ class CoreOptions(NamedTuple):
     job_timeout: Optional[float]
     adaptive: Optional[Adaptive] = None  # max_workers=Adaptive: the bridge's Slots follow it
     retry: Optional[RetryPolicy] = None  # the bridge's own (see _retries), not the core's
+    key: Optional[Callable[..., Hashable]] = None  # key=: the bridge's Slots hold the limits
+    max_per_key: Optional[MaxPerKey] = None

@@ -28,6 +28,7 @@ class Slots:
     """
 
     def __init__(self, max_workers: int, tuner: Optional[BridgeTuner] = None) -> None:
+        self.keyed = False  # KeyedSlots (key=): jobs wait per key (see _keyed_slots)
         # max_workers=Adaptive: the limit follows the tuner (the core and the pool are
         # sized for Adaptive.max); see BridgeTuner.
         self.tuner = tuner

@@ -1,0 +1,189 @@
+"""KeyedSlots: the Slots of an executor with per-key limits (``key=``, ``max_per_key=``).
+
+The same owner of the counts as :class:`~coroexecutor._slots.Slots` (the invariant
+``free + running + granted == limit`` holds as there), with a second line: jobs that
+wait for a slot wait in a :class:`~coroexecutor._keyed.KeyedLine` instead of the plain
+backlog, so a job whose key is at its limit holds back no job of another key. The plain
+backlog keeps what goes first: the initializer's hold and the waiters sent back by a
+shrink or between two attempts (retry=), which already hold their key's room.
+
+A job counts against its key from the moment it is granted a slot until it settles
+(between two attempts too): ``jobs`` maps a started job's task to its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any, Callable, Union
+
+from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
+from ._slots import Queued, Slots
+
+__all__ = ["KeyFn", "KeyedSlots", "check_keying", "make_slots"]
+
+KeyFn = Callable[..., Hashable]
+_Entry = Union[Queued, "asyncio.Future[None]"]
+
+
+class KeyedSlots(Slots):
+    """Slots whose waiting jobs queue per key; the oldest startable job goes first."""
+
+    __slots__ = ("jobs", "key", "line")
+
+    def __init__(self, limit: int, key: KeyFn, max_per_key: MaxPerKey) -> None:
+        super().__init__(limit)
+        self.keyed = True
+        self.key = key
+        self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
+        self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
+
+    def take_nowait(self) -> bool:
+        """Never: a keyed start needs its key (see take_key_nowait). The executor's plain
+        fast paths therefore send every keyed start to its slow path."""
+        return False
+
+    def take_key_nowait(self, key: Hashable) -> bool:
+        """Take a slot and room in ``key`` if both are free, nobody waits ahead (no older
+        startable job of any key) and a start token is at hand."""
+        if self.free > 0 and not self.backlog and self.line.try_start(key):
+            if self.limiter is None or self.limiter.try_take():
+                self.free -= 1
+                return True
+            self.line.release(key)
+        return False
+
+    async def take_key(self, key: Hashable) -> None:
+        """Wait in ``key``'s line for room in it and a slot (see Slots.take).
+
+        Cancellation: leaves the line, or gives back the room and the slot granted at
+        that moment (the caller passes them on with admit())."""
+        if self.refusal is not None:
+            raise self.refusal()
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        ticket = self.line.push(key, waiter)  # raises for a bad key: nothing changed
+        self.waiting += 1
+        self.schedule_wake()
+        try:
+            await self._wait_in_line(waiter)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.line.release(key)  # granted, then cancelled or refused
+            else:
+                self.line.discard(ticket)  # (a no-op if drain() took it)
+            raise
+
+    def queue_key(self, key: Hashable, entry: Queued) -> Ticket[_Entry]:
+        """Put a job (submit_nowait(), or a map's) in ``key``'s line; entry.start() runs
+        once it has a slot and room in its key."""
+        ticket = self.line.push(key, entry)
+        self.queued += 1
+        self.schedule_wake()
+        return ticket
+
+    def unqueue_key(self, ticket: Ticket[_Entry]) -> bool:
+        """A queued job's future was cancelled: leave the line. False if it had started
+        (or drain() took it): nothing to undo."""
+        if not self.line.discard(ticket):
+            return False
+        self.queued -= 1
+        return True
+
+    def started(self, task: object, key: Hashable) -> None:
+        """A job of ``key`` started as ``task``: its room is given back when it settles."""
+        self.jobs[task] = key
+
+    def end(self, task: object) -> None:
+        """A started job settled: give back its room in its key."""
+        key = self.jobs.pop(task, _MISSING)
+        if key is not _MISSING:
+            self.line.release(key)
+
+    def unstarted(self, key: Hashable) -> None:
+        """A job granted room in ``key`` did not start (its start raised, or its map
+        closed): give the room back. The caller gives the slot back."""
+        self.line.release(key)
+
+    def pause(self) -> None:
+        """A job gives its slot back between two attempts (it keeps its key's room): the
+        slot may go to a job of another key waiting in the line."""
+        super().pause()
+        self.schedule_wake()
+
+    @property
+    def startable(self) -> bool:
+        return super().startable or (
+            self.free > 0 and not self.held and not self.backlog
+            and self.line.peek() is not None
+        )
+
+    def admit(self) -> None:
+        """Slots.admit, then the oldest startable keyed jobs while slots and tokens last."""
+        super().admit()
+        if self.held or self.backlog:
+            return  # the plain backlog goes first (it holds no job without its room)
+        line = self.line
+        while self.free > 0:
+            ticket = line.peek()
+            if ticket is None:
+                return
+            if self.limiter is not None and not self.limiter.try_take():
+                self.schedule_wake()
+                return
+            line.pop()
+            self.free -= 1
+            entry = ticket.item
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                entry.ctx.run(entry.start, entry)
+            else:
+                self.waiting -= 1
+                self.granted += 1
+                entry.set_result(None)
+
+    def schedule_wake(self) -> None:
+        if self.free > 0 and self.wake_handle is None and (self.backlog or len(self.line)):
+            delay = 0.0 if self.limiter is None else self.limiter.delay()
+            self.wake_handle = self.loop.call_later(delay, self._on_wake)
+
+    def drain(self, refusal: Callable[[], BaseException]) -> list[Queued]:
+        jobs = super().drain(refusal)
+        for entry in self.line.drain():
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                jobs.append(entry)
+            else:
+                self.waiting -= 1
+                entry.set_exception(refusal())
+                entry.exception()  # no log if its waiter is gone
+        return jobs
+
+    def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
+        """How many keys have a job running or waiting, and the key with the most jobs
+        waiting with their number (``None`` when no job waits)."""
+        return self.line.active_keys, self.line.busiest()
+
+
+_MISSING: Any = object()
+
+
+def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:
+    """Validate the constructors' ``key`` and ``max_per_key`` (both doors): they go
+    together, either without the other is a ``TypeError``. Returns ``max_per_key``."""
+    if key is None and max_per_key is None:
+        return None
+    if key is None:
+        raise TypeError("max_per_key needs key= (the function giving each job its key)")
+    if not callable(key):
+        raise TypeError(f"key must be a callable or None (got {key!r})")
+    if max_per_key is None:
+        raise TypeError("key= needs max_per_key= (how many jobs of one key may run)")
+    return check_max_per_key(max_per_key)
+
+
+def make_slots(limit: int, key: KeyFn | None, max_per_key: object) -> Slots:
+    """The constructor's slots: KeyedSlots when ``key`` is given (see check_keying)."""
+    per_key = check_keying(key, max_per_key)
+    if key is None or per_key is None:
+        return Slots(limit)
+    return KeyedSlots(limit, key, per_key)

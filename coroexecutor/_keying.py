@@ -1,0 +1,179 @@
+"""Per-key limits on the executor (``key=``, ``max_per_key=``): how a keyed job starts.
+
+The executor's fast paths ask ``Slots.take_nowait()``, which a
+:class:`~coroexecutor._keyed_slots.KeyedSlots` always refuses, so every start of a keyed
+executor comes here from its slow path: the job's key is computed (its error goes to the
+caller of submit, or to the map's consumer), then the job starts at once, or waits in its
+key's line. A keyed executor settles its jobs from a done callback (not in-line), where
+settle() gives the job's room in its key back (KeyedSlots.end).
+
+Functions of the executor (the first argument), on its event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Callable, cast
+
+from ._lifecycle import admit, check_idle
+from ._policy import JobKind
+from ._queued import start_queued
+from ._retry import INHERIT, Inherit, RetryPolicy
+from ._slots import Queued
+from ._start import give_back, start_job
+from ._startup import check_accepting, check_loop, check_not_initializer
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._core import Core
+    from ._keyed_slots import KeyedSlots
+
+__all__ = [
+    "give_back_key", "key_of", "queue_keyed", "start_keyed", "start_or_queue", "submit_keyed",
+    "submit_nowait_keyed", "take_key",
+]
+
+_CANCELLING = State.CANCELLING
+
+
+def _slots(exe: Core) -> KeyedSlots:
+    return cast("KeyedSlots", exe._slots)
+
+
+def key_of(exe: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    """The job's key: ``key(*args, **kwargs)``; what it raises propagates."""
+    return _slots(exe).key(*args, **kwargs)
+
+
+async def submit_keyed(
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """submit() of a keyed executor: start now, or wait in the key's line first."""
+    slots = _slots(exe)
+    key = slots.key(*args, **kwargs)
+    if not slots.take_key_nowait(key):
+        check_loop(exe)  # only where we would wait, as on the plain fast path
+        await take_key(exe, key, "submit")
+    return start_keyed(exe, fn, args, kwargs, "submit", key)
+
+
+def submit_nowait_keyed(
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """submit_nowait() of a keyed executor: start now, or queue in the key's line."""
+    slots = _slots(exe)
+    key = slots.key(*args, **kwargs)
+    if slots.take_key_nowait(key):
+        return start_keyed(exe, fn, args, kwargs, "submit_nowait", key)
+    check_loop(exe)  # only where we would queue, as on the plain fast path
+    return queue_keyed(exe, key, fn, args, kwargs)
+
+
+async def take_key(exe: Core, key: Hashable, where: str) -> None:
+    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job)."""
+    if exe._startup.task is not None:
+        check_not_initializer(exe, f"{where}()")
+    slots = _slots(exe)
+    try:
+        await slots.take_key(key)
+    except asyncio.CancelledError:
+        admit(exe)  # room and a slot granted just as we were cancelled go to the next
+        check_idle(exe)
+        raise
+    if exe._state is _CANCELLING:
+        slots.unstarted(key)
+        give_back(exe)  # granted just before an abort
+        check_accepting(exe)  # raises
+
+
+def start_keyed(
+    exe: Core,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str,
+    key: Hashable,
+    kind: JobKind = JobKind.POLICY,
+    index: int | None = None,
+    policy: RetryPolicy | Inherit | None = INHERIT,
+) -> asyncio.Future[Any]:
+    """start_job() in a slot and the room in ``key`` the caller holds."""
+    slots = _slots(exe)
+    try:
+        task = start_job(exe, fn, args, kwargs, where, kind, index, policy)
+    except BaseException:
+        give_back_key(exe, key)  # (start_job gave the slot back)
+        raise
+    # Not settled yet, even if an eager first step finished it: a keyed job settles from
+    # its done callback, which the loop calls in a later turn.
+    slots.started(task, key)
+    return task
+
+
+def start_or_queue(
+    exe: Core,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    where: str,
+    kind: JobKind,
+    index: int,
+    policy: RetryPolicy | Inherit | None,
+) -> asyncio.Future[Any]:
+    """A map's next job on a keyed executor: it starts, or waits in its key's line
+    holding its place in the map's window (so one full key holds back no other)."""
+    key = key_of(exe, args, {})
+    if _slots(exe).take_key_nowait(key):
+        return start_keyed(exe, fn, args, {}, where, key, kind, index, policy)
+    return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy)
+
+
+def give_back_key(exe: Core, key: Hashable) -> None:
+    """Room in ``key`` granted to a job that does not start: the next in line may."""
+    slots = _slots(exe)
+    slots.unstarted(key)
+    slots.schedule_wake()
+
+
+def queue_keyed(
+    exe: Core,
+    key: Hashable,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str = "submit_nowait",
+    kind: JobKind = JobKind.POLICY,
+    index: int | None = None,
+    policy: RetryPolicy | Inherit | None = INHERIT,
+) -> asyncio.Future[Any]:
+    """Queue a job in ``key``'s line; returns the future that follows it."""
+    future: asyncio.Future[Any] = exe._loop.create_future()
+    started: list[asyncio.Future[Any]] = []  # its task, once it starts
+
+    def start(entry: Queued) -> None:
+        task = start_queued(exe, entry, where, kind, index, policy)
+        if task is None:
+            give_back_key(exe, key)
+        else:
+            started.append(task)
+            _slots(exe).started(task, key)
+
+    ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
+
+    def on_done(future: asyncio.Future[Any]) -> None:
+        # Cancelled while it waited (else it started, or abort() drained it and counts it).
+        outcomes = exe._outcomes
+        if _slots(exe).unqueue_key(ticket):
+            outcomes.cancelled += 1
+            check_idle(exe)
+        if future in outcomes.our_cancels:  # a map left early cancelled it: so its task
+            outcomes.our_cancels.discard(future)
+            if started:
+                outcomes.cancel(started[0])  # (ours too: not a job error)
+        wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    future.add_done_callback(on_done)
+    return future
+

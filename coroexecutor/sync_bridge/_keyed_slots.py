@@ -1,0 +1,148 @@
+"""KeyedSlots: the bridge's slots with per-key limits (``key=``, ``max_per_key=``).
+
+The bridge counts the slots of both kinds of job (coroutine jobs on the loop, blocking
+jobs on worker threads) itself, so the per-key limits live here too and hold for both
+kinds. Jobs that wait wait in a :class:`~coroexecutor._keyed.KeyedLine` instead of the
+FIFO backlog: the oldest job whose key has room takes a free slot, so a key at its limit
+holds back no job of another key.
+
+Like Slots, guarded by the HandOff's one lock, under which no user code runs: the
+submitter calls ``key()`` and a callable ``max_per_key`` first (see :func:`key_of`), and
+the line reads the limit it was handed (it asks only for the key of the job at hand).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable
+from concurrent.futures._base import PENDING
+from typing import Any, Callable, Optional
+
+from .._keyed import KeyedLine, MaxPerKey, Ticket
+from .._stats import ExecutorStats
+from ._future import BridgeFuture
+from ._job import Job
+from ._options import CoreOptions
+from ._slots import Slots
+from ._tuning import BridgeTuner
+
+__all__ = ["KeyedSlots", "key_of", "make_slots"]
+
+_MISSING: Any = object()
+
+
+def make_slots(core: CoreOptions, tuner: Optional[BridgeTuner]) -> Slots:
+    """The bridge's slots: KeyedSlots with ``key=`` (the constructor checked the pair)."""
+    if core.key is None or core.max_per_key is None:
+        return Slots(core.max_workers, tuner)
+    return KeyedSlots(core.max_workers, tuner, core.max_per_key)
+
+
+def key_of(
+    key: Callable[..., Hashable], max_per_key: Optional[MaxPerKey], job: Job
+) -> tuple[Hashable, int]:
+    """The job's key and its key's limit, computed by the submitter before it takes the
+    lock: what ``key()`` or ``max_per_key()`` raises (or a key that is no hashable, or a
+    limit that is no int above 0) goes to the caller of submit."""
+    value = key(*job.args, **job.kwargs)
+    try:
+        hash(value)
+    except TypeError as exc:
+        raise TypeError(f"key() must return a hashable value (got {value!r})") from exc
+    if isinstance(max_per_key, int) or max_per_key is None:
+        return value, max_per_key or 1  # (None: not reached, the constructor checks)
+    limit = max_per_key(value)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"max_per_key() must return an int (got {limit!r} for {value!r})")
+    if limit < 1:
+        raise ValueError(
+            f"max_per_key() must return an int greater than 0 (got {limit!r} for {value!r})"
+        )
+    return value, limit
+
+
+class KeyedSlots(Slots):
+    """Slots whose waiting jobs queue per key (see the module docstring).
+
+    Invariants (besides Slots'): ``keys`` holds the key of every job holding a slot that
+    came through :meth:`take_key` or the line; ``tickets`` the ticket of every job
+    waiting in the line (``_in_backlog`` set on its future)."""
+
+    def __init__(
+        self, max_workers: int, tuner: Optional[BridgeTuner], max_per_key: MaxPerKey
+    ) -> None:
+        super().__init__(max_workers, tuner)
+        self.keyed = True
+        self.limit = 0  # the limit of the key at hand: key_of() computed it unlocked
+        per_key = max_per_key if isinstance(max_per_key, int) else self._limit_at_hand
+        self.line: KeyedLine[Job] = KeyedLine(per_key)
+        self.keys: dict[BridgeFuture[Any], Hashable] = {}
+        self.tickets: dict[BridgeFuture[Any], Ticket[Job]] = {}
+
+    def _limit_at_hand(self, key: Hashable) -> int:
+        return self.limit
+
+    def take_nowait(self) -> bool:
+        return False  # a keyed job needs its key: see take_key
+
+    def take_key(self, job: Job, key: Hashable, limit: int) -> bool:
+        """Give the job a slot and room in ``key`` now (True), or put it in its key's
+        line (False). ``limit``: ``max_per_key(key)``, from key_of()."""
+        future = job.future
+        self.limit = limit
+        if self.held < self.max_workers and not self.paused and self.line.try_start(key):
+            self.held += 1
+            self.keys[future] = key
+            return True
+        self.tickets[future] = self.line.push(key, job)
+        future._in_backlog = True
+        return False
+
+    def next_job(self) -> Optional[Job]:
+        """Give a free slot to the oldest waiting job whose key has room, if any."""
+        if self.held >= self.max_workers or self.paused:
+            return None
+        line = self.line
+        while True:
+            ticket = line.pop()  # counts it in its key
+            if ticket is None:
+                return None
+            job = ticket.item
+            future = job.future
+            del self.tickets[future]
+            future._in_backlog = False
+            if future._state == PENDING:
+                self.held += 1
+                self.keys[future] = ticket.key
+                if self.tuner is not None:
+                    self.tuner.started(future)
+                return job
+            # Cancelled while it waited, and not counted yet: cancel() changes the state
+            # before HandOff.cancel_job_threadsafe withdraws it (under the lock).
+            line.release(ticket.key)
+            self.cancelled += 1
+
+    def release(self, future: BridgeFuture[Any]) -> None:
+        super().release(future)
+        key = self.keys.pop(future, _MISSING)
+        if key is not _MISSING:
+            self.line.release(key)
+
+    def withdraw(self, future: BridgeFuture[Any]) -> bool:
+        if not super().withdraw(future):
+            return False
+        ticket = self.tickets.pop(future, None)
+        if ticket is not None:  # (None: drain() took it out of the line already)
+            self.line.discard(ticket)
+        return True
+
+    def drain(self) -> list[Job]:
+        jobs = super().drain() + self.line.drain()
+        self.tickets.clear()
+        return jobs
+
+    def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
+        stats = super().counts(core, unstarted)
+        return dataclasses.replace(
+            stats, active_keys=self.line.active_keys, busiest_key=self.line.busiest()
+        )

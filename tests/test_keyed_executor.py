@@ -1,0 +1,463 @@
+"""Per-key limits on CoroutineExecutor (``key=``, ``max_per_key=``), through the executor.
+
+Jobs park on futures the test resolves, so every ordering is set by the test, never by
+time. The loop-free KeyedLine has its own tests (tests/test_keyed.py); here: the limits
+hold for running jobs, a full key holds back no other key, FIFO within a key, errors of
+``key()`` reach the caller, cancellation leaves no state behind, and map's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+
+from coroexecutor import Adaptive, CoroutineExecutor, Retry
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Park:
+    """Jobs that wait for the test: ``running`` per key, their start order, and one
+    future per job to finish it."""
+
+    def __init__(self) -> None:
+        self.running: dict[Hashable, int] = {}
+        self.peak: dict[Hashable, int] = {}
+        self.total = self.peak_total = 0
+        self.started: list[Any] = []
+        self.gates: dict[Any, asyncio.Future[None]] = {}
+
+    def gate(self, name: Any) -> asyncio.Future[None]:
+        if name not in self.gates:
+            self.gates[name] = asyncio.get_running_loop().create_future()
+        return self.gates[name]
+
+    async def job(self, key: Hashable, name: Any = None) -> Any:
+        self.running[key] = self.running.get(key, 0) + 1
+        self.peak[key] = max(self.peak.get(key, 0), self.running[key])
+        self.total += 1
+        self.peak_total = max(self.peak_total, self.total)
+        self.started.append(name)
+        try:
+            await self.gate(name)
+        finally:
+            self.running[key] -= 1
+            self.total -= 1
+        return name
+
+    def finish(self, name: Any) -> None:
+        self.gate(name).set_result(None)
+
+
+async def turns(n: int = 10) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def first(key: Hashable, name: Any = None) -> Hashable:
+    return key
+
+
+def assert_no_key_state(exe: CoroutineExecutor) -> None:
+    slots: Any = exe._slots
+    line = slots.line
+    assert slots.jobs == {}
+    assert (line._running, line._lines, line._limits, line._by_waiting) == ({}, {}, {}, {})
+    assert len(line) == 0 and line.active_keys == 0
+
+
+#
+# Construction
+#
+
+
+def test_key_and_max_per_key_go_together() -> None:
+    with pytest.raises(TypeError, match="max_per_key needs key="):
+        CoroutineExecutor(max_per_key=2)
+    with pytest.raises(TypeError, match="key= needs max_per_key="):
+        CoroutineExecutor(key=first)
+    with pytest.raises(TypeError, match="key must be a callable"):
+        CoroutineExecutor(key="host", max_per_key=2)  # type: ignore[arg-type]  # the mistake tested
+    with pytest.raises(ValueError, match="max_per_key must be greater than 0"):
+        CoroutineExecutor(key=first, max_per_key=0)
+    with pytest.raises(TypeError, match="max_per_key must be an int or a callable"):
+        CoroutineExecutor(key=first, max_per_key=1.5)  # type: ignore[arg-type]  # the mistake tested
+
+
+async def test_stats_without_key_say_none() -> None:
+    async with CoroutineExecutor(4) as exe:
+        assert exe.stats.active_keys is None and exe.stats.busiest_key is None
+
+
+#
+# The limits
+#
+
+
+async def test_never_more_than_max_per_key_of_one_key_nor_max_workers_in_all(
+    loop_kind: str,
+) -> None:
+    park = Park()
+    names = [(k, i) for i in range(12) for k in "abcd"]
+    async with CoroutineExecutor(6, key=first, max_per_key=2) as exe:
+        futures = [exe.submit_nowait(park.job, k, (k, i)) for k, i in names]
+        await turns()
+        assert park.total == 6 and all(n <= 2 for n in park.running.values())
+        for name in names:
+            while not park.gate(name).done():
+                if name in park.started:
+                    park.finish(name)
+                await turns()
+        await asyncio.gather(*futures)
+    assert max(park.peak.values()) == 2 and park.peak_total == 6
+    assert_no_key_state(exe)
+
+
+async def test_a_full_key_does_not_hold_back_another_key(loop_kind: str) -> None:
+    park = Park()
+    async with CoroutineExecutor(10, key=first, max_per_key=1) as exe:
+        a = [exe.submit_nowait(park.job, "a", ("a", i)) for i in range(3)]
+        await turns()
+        assert park.started == [("a", 0)]
+        # await submit returns once the job has started: key "b" is not behind "a"'s line
+        b = await exe.submit(park.job, "b", ("b", 0))
+        await turns()
+        assert park.started == [("a", 0), ("b", 0)]
+        assert exe.stats.active_keys == 2 and exe.stats.busiest_key == ("a", 2)
+        for i in range(3):
+            park.finish(("a", i))
+            await turns()
+        park.finish(("b", 0))
+        await asyncio.gather(*a, b)
+    assert park.started == [("a", 0), ("b", 0), ("a", 1), ("a", 2)]  # FIFO within "a"
+    assert_no_key_state(exe)
+
+
+async def test_the_oldest_startable_job_takes_a_free_slot(loop_kind: str) -> None:
+    # max_workers=2: "a" fills a slot and its key; a2 waits for its key, then c0 and d0
+    # wait for a slot. When a0 ends, a2 is startable and older than c0: it goes first.
+    park = Park()
+    async with CoroutineExecutor(2, key=first, max_per_key=1) as exe:
+        for name in [("a", 0), ("b", 0), ("a", 2), ("c", 0), ("d", 0)]:
+            exe.submit_nowait(park.job, name[0], name)
+        await turns()
+        assert park.started == [("a", 0), ("b", 0)]
+        park.finish(("a", 0))
+        await turns()
+        assert park.started[2:] == [("a", 2)]
+        park.finish(("b", 0))
+        await turns()
+        assert park.started[3:] == [("c", 0)]
+        for name in [("a", 2), ("c", 0), ("d", 0)]:
+            park.finish(name)
+            await turns()
+    assert park.started[4:] == [("d", 0)]
+
+
+async def test_max_per_key_may_be_a_callable_of_the_key() -> None:
+    park = Park()
+    limits = {"big": 3, "small": 1}
+    async with CoroutineExecutor(10, key=first, max_per_key=limits.__getitem__) as exe:
+        futures = [exe.submit_nowait(park.job, k, (k, i)) for k in limits for i in range(4)]
+        await turns()
+        assert park.running == {"big": 3, "small": 1}
+        for name in list(park.gates):
+            park.finish(name)
+        while not all(f.done() for f in futures):
+            for name in park.started:
+                if not park.gate(name).done():
+                    park.finish(name)
+            await turns()
+    assert park.peak == {"big": 3, "small": 1}
+    assert_no_key_state(exe)
+
+
+async def test_key_is_called_with_the_job_arguments() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def key(*args: Any, **kwargs: Any) -> Hashable:
+        seen.append((args, kwargs))
+        return "k"
+
+    async def job(*args: Any, **kwargs: Any) -> None:
+        pass
+
+    async with CoroutineExecutor(4, key=key, max_per_key=1) as exe:
+        await exe.submit(job, 1, x=2)
+        exe.submit_nowait(job, 3)
+        [_ async for _ in exe.map(job, [4], [5])]
+    assert seen == [((1,), {"x": 2}), ((3,), {}), ((4, 5), {})]
+
+
+#
+# Errors of key()
+#
+
+
+class KeyError_(Exception):
+    pass
+
+
+def bad_key(key: Hashable, name: Any = None) -> Hashable:
+    if key == "bad":
+        raise KeyError_(key)
+    if key == "unhashable":
+        return ["a list"]  # type: ignore[return-value]  # the mistake tested
+    return key
+
+
+async def test_an_error_of_key_goes_to_the_caller_and_starts_nothing() -> None:
+    park = Park()
+    async with CoroutineExecutor(4, key=bad_key, max_per_key=1) as exe:
+        with pytest.raises(KeyError_):
+            await exe.submit(park.job, "bad")
+        with pytest.raises(KeyError_):
+            exe.submit_nowait(park.job, "bad")
+        with pytest.raises(TypeError, match="key\\(\\) must return a hashable"):
+            await exe.submit(park.job, "unhashable")
+        with pytest.raises(TypeError, match="key\\(\\) must return a hashable"):
+            exe.submit_nowait(park.job, "unhashable")
+        ok = exe.submit_nowait(park.job, "ok", "ok")
+        await turns()
+        park.finish("ok")
+        await ok
+    assert park.started == ["ok"]
+    assert exe.stats.submitted == 1
+    assert_no_key_state(exe)
+
+
+async def test_an_error_of_key_in_a_map_goes_to_its_consumer() -> None:
+    async def job(key: str) -> str:
+        return key
+
+    async with CoroutineExecutor(4, key=bad_key, max_per_key=1) as exe:
+        got: list[str] = []
+        with pytest.raises(KeyError_):
+            async for result in exe.map(job, ["a", "b", "bad", "c"], buffersize=1):
+                got.append(result)
+        assert got == ["a", "b"]
+    assert_no_key_state(exe)
+
+
+async def test_an_error_of_max_per_key_goes_to_the_caller() -> None:
+    def limit(key: Hashable) -> int:
+        if key == "bad":
+            raise KeyError_(key)
+        return 1
+
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=limit) as exe:
+        with pytest.raises(KeyError_):
+            await exe.submit(park.job, "bad")
+        with pytest.raises(KeyError_):
+            exe.submit_nowait(park.job, "bad")
+    assert_no_key_state(exe)
+
+
+#
+# Cancellation and shutdown leave no state
+#
+
+
+async def test_a_submitter_cancelled_while_it_waits_leaves_its_key_line(loop_kind: str) -> None:
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        a0 = await exe.submit(park.job, "a", "a0")
+        with pytest.raises(asyncio.TimeoutError):
+            # (a timeout of 0 cancels the wait at its first await: no clock involved)
+            await asyncio.wait_for(exe.submit(park.job, "a", "a1"), 0)
+        assert exe.stats.busiest_key is None and exe.stats.active_keys == 1
+        park.finish("a0")
+        await a0
+        await turns()
+        assert exe.stats.active_keys == 0
+    assert park.started == ["a0"]
+    assert_no_key_state(exe)
+
+
+async def test_a_submitter_cancelled_just_as_it_is_granted_passes_the_room_on(
+    loop_kind: str,
+) -> None:
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        await exe.submit(park.job, "a", "a0")
+        waiter = asyncio.ensure_future(exe.submit(park.job, "a", "a1"))
+        queued = exe.submit_nowait(park.job, "a", "a2")
+        await turns()
+        park.finish("a0")  # a1 is granted the room in "a" ...
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        waiter.cancel()  # ... and cancelled before it resumes: a2 gets the room
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await turns()
+        assert park.started == ["a0", "a2"]
+        park.finish("a2")
+        await queued
+    assert_no_key_state(exe)
+
+
+async def test_cancelling_a_queued_job_leaves_its_key_line() -> None:
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        a0 = exe.submit_nowait(park.job, "a", "a0")
+        a1 = exe.submit_nowait(park.job, "a", "a1")
+        assert exe.stats.queued == 1
+        assert a1.cancel()
+        await turns()
+        assert exe.stats.queued == 0 and exe.stats.cancelled == 1
+        park.finish("a0")
+        await a0
+    assert park.started == ["a0"]
+    assert_no_key_state(exe)
+
+
+async def test_fail_fast_cancels_jobs_waiting_in_key_lines(loop_kind: str) -> None:
+    class Boom(Exception):
+        pass
+
+    async def boom(key: str, name: Any = None) -> None:
+        await asyncio.sleep(0)
+        raise Boom
+
+    park = Park()
+    waiting: asyncio.Future[Any] | None = None
+    with pytest.raises(Boom):
+        async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+            exe.submit_nowait(park.job, "a", "a0")
+            waiting = exe.submit_nowait(park.job, "a", "a1")
+            exe.submit_nowait(boom, "b")
+            await asyncio.Event().wait()  # interrupted by the job error
+    assert waiting is not None and waiting.cancelled()
+    assert park.started == ["a0"]
+    assert_no_key_state(exe)
+
+
+async def test_a_map_left_early_cancels_its_jobs_waiting_in_key_lines(loop_kind: str) -> None:
+    park = Park()
+    async with CoroutineExecutor(10, key=first, max_per_key=1) as exe:
+        it = exe.map(park.job, ["a"] * 5 + ["b"], range(6), buffersize=6)
+        task = asyncio.ensure_future(it.__anext__())
+        await turns()
+        assert sorted(park.started) == [0, 5]  # a0 and b5: the window holds a1..a4 waiting
+        assert exe.stats.queued == 4 and exe.stats.busiest_key == ("a", 4)
+        park.finish(0)
+        assert await task == 0
+        await it.aclose()
+        await turns()
+        assert exe.stats.running == 0 and exe.stats.queued == 0
+    assert sorted(park.started) == [0, 1, 5]
+    assert exe.stats.cancelled == 5  # a1 and b5 (running), a2..a4 (waiting); not errors
+    assert_no_key_state(exe)
+
+
+async def test_a_map_window_full_of_one_key_is_its_bound(loop_kind: str) -> None:
+    park = Park()
+    async with CoroutineExecutor(10, key=first, max_per_key=1) as exe:
+        read: list[int] = []
+
+        def inputs() -> Any:
+            for i in range(100):
+                read.append(i)
+                yield "a"
+
+        it = exe.map(park.job, inputs(), range(100), buffersize=5)
+        task = asyncio.ensure_future(it.__anext__())
+        await turns()
+        assert len(read) == 5 and park.started == [0]  # 1 running + 4 waiting: the window
+        for i in range(100):
+            park.finish(i)
+            assert await (task if i == 0 else it.__anext__()) == i
+            await turns()
+            assert len(read) <= i + 6
+    assert_no_key_state(exe)
+
+
+async def test_retries_keep_their_key_room_between_attempts() -> None:
+    class Flaky(Exception):
+        pass
+
+    attempts: dict[str, int] = {}
+    park = Park()
+
+    async def flaky(key: str, name: Any = None) -> str:
+        attempts[key] = attempts.get(key, 0) + 1
+        if attempts[key] == 1:
+            raise Flaky
+        return await park.job(key, name)
+
+    retry = Retry(attempts=2, on=Flaky, backoff=0, jitter=False)
+    async with CoroutineExecutor(2, key=first, max_per_key=1, retry=retry) as exe:
+        a = exe.submit_nowait(flaky, "a", "a0")
+        b = exe.submit_nowait(park.job, "a", "a1")  # waits for "a" through a0's pause
+        c = exe.submit_nowait(park.job, "c", "c0")
+        await turns(20)
+        assert sorted(park.started) == ["a0", "c0"] and attempts == {"a": 2}
+        park.finish("a0")
+        park.finish("c0")
+        await turns()
+        assert park.started[2:] == ["a1"]
+        park.finish("a1")
+        await asyncio.gather(a, b, c)
+    assert_no_key_state(exe)
+
+
+#
+# Memory: keys seen leave nothing behind
+#
+
+
+async def run_many(jobs: int, keys: int) -> int:
+    """Run ``jobs`` jobs over ``keys`` keys through map; the tracemalloc peak."""
+
+    async def job(key: int) -> None:
+        await asyncio.sleep(0)
+
+    tracemalloc.start()
+    try:
+        async with CoroutineExecutor(50, key=lambda k: k, max_per_key=2) as exe:
+            async for _ in exe.map(job, (i % keys for i in range(jobs)), buffersize=100):
+                pass
+        assert_no_key_state(exe)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_memory_stays_flat_over_many_keys() -> None:
+    # (Debug mode and tracemalloc make each job slow: the million-job run over 100,000
+    # keys is ``python -m benchmarks.keyed_memory``.)
+    await run_many(200, 20)  # first-use allocations happen here, not in what is compared
+    gc.collect()
+    small = await run_many(1_000, 100)
+    gc.collect()
+    large = await run_many(4_000, 4_000)  # four times the jobs, forty times the keys
+    assert large < 1.5 * small, (small, large)
+
+
+async def test_key_works_with_an_adaptive_limit_and_a_start_rate(loop_kind: str) -> None:
+    # The start rate's wake-up timer moves the key lines too; the adaptive limit resizes
+    # the slots as jobs settle. Nothing here depends on how long a timer takes.
+    park = Park()
+    names = [(k, i) for i in range(5) for k in "abc"]
+    exe = CoroutineExecutor(
+        Adaptive(min=2, max=6, initial=3), key=first, max_per_key=1,
+        max_per_second=100_000, burst=2,
+    )
+    async with exe:
+        futures = [exe.submit_nowait(park.job, k, (k, i)) for k, i in names]
+        while not all(f.done() for f in futures):
+            for name in park.started:
+                if not park.gate(name).done():
+                    park.finish(name)
+            await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+    assert max(park.peak.values()) == 1 and park.peak_total <= 6
+    assert sorted(park.started) == sorted(names)
+    assert [n for n in park.started if n[0] == "a"] == [("a", i) for i in range(5)]
+    assert_no_key_state(exe)
