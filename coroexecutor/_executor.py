@@ -21,6 +21,7 @@ from ._errors import check_job_fn
 from ._jobs import FactoryReader
 from ._lifecycle import admit, close, report_unretrieved
 from ._map import MapIterator, MapJobs
+from ._map_state import follow_limit
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
@@ -167,6 +168,7 @@ class CoroutineExecutor:
         check_setter_thread(self, "max_workers")
         self._tuner = None  # an Adaptive limit stays fixed from now on
         self._slots.resize(value)
+        follow_limit(self._maps, value)  # maps with the default window follow it
         if self._bound:
             admit(self)
 

@@ -68,6 +68,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         check_job_fn(fn, where)  # once per map: an async generator function is refused too
         if not iterables:
             raise TypeError(f"{where}() must have at least one iterable")
+        follows = buffersize is None  # the window follows the executor's limit
         if buffersize is None:
             buffersize = executor._slots.limit
         elif isinstance(buffersize, bool) or not isinstance(buffersize, int):
@@ -90,7 +91,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         kind = JobKind.RESULT if return_exceptions else JobKind.POLICY
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         self._jobs = jobs = MapJobs(
-            fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy
+            fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy,
+            follows=follows,
         )
         self._results = results(executor, jobs, feed)
         # The slot declared for __anext__ holds the generator's own bound method (see

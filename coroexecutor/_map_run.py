@@ -38,13 +38,13 @@ async def results(
     """
     loop = exe._loop
     slots = exe._slots
-    fn, window, where, kind = jobs.fn, jobs.window, jobs.where, jobs.kind
+    fn, where, kind = jobs.fn, jobs.where, jobs.kind
     ordered = jobs.ordered
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
     on_done = jobs.on_unordered_done
     policy = jobs.policy
     index = 0  # the next job's input position (named in the note on its error)
-    count = 0  # jobs started and not yet yielded: the window's fill
+    count = 0  # jobs started and not yet yielded: the window's fill (jobs.window moves)
     args: Any = None  # read from the inputs, not started yet
     job: asyncio.Future[Any] | None = None
     more = True  # the inputs may hold more
@@ -52,7 +52,7 @@ async def results(
         yield EXHAUSTED  # the priming stop (see MapIterator.__init__)
         while True:
             retry = None  # seconds until a start-rate token arrives, if one is all we lack
-            while more and count < window:
+            while more and count < jobs.window:
                 if args is None:
                     if feed is not None:
                         args = next(feed, EXHAUSTED)
@@ -82,7 +82,7 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 index += 1
                 args = None
                 count += 1

@@ -20,6 +20,7 @@ from ._context import job_position
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
+from ._map_state import follow_limit
 from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
 from ._policy import Cause, JobKind, error_of, retrieve
@@ -30,6 +31,7 @@ from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._map_state import MapJobs
 
 __all__ = [
     "give_back", "on_job_done", "run_job", "settle", "start_job", "take_slot",
@@ -57,6 +59,7 @@ def start_job(
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
+    owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """Start ``fn(*args, **kwargs)`` as a job, in a slot the caller already holds.
 
@@ -69,8 +72,9 @@ def start_job(
     If starting raises, the slot is given back and the error propagates (``where``
     names the call in the message for a coroutine object passed as ``fn``).
 
-    ``index``: a map job's input position, and ``policy``: a map's own retry policy;
-    both matter only once the job fails (the note on its error, its retries).
+    ``index``: a map job's input position, ``policy``: a map's own retry policy, and
+    ``owner``: the map; they matter only once the job fails (the note on its error, its
+    retries, and the map's window, which a pausing job leaves: see MapJobs).
     """
     runner: Coroutine[Any, Any, Any] | None = None
     coro: Any = None
@@ -93,6 +97,7 @@ def start_job(
                     runner = run_retrying(
                         exe, coro, kind, fn, args, kwargs, index,
                         retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
+                        owner,
                     )
             if exe._task_factory_of(loop) is None:
                 # What the loop's create_task does with no task factory, minus a call.
@@ -126,7 +131,7 @@ def start_job(
             # The attempts loop does the job_timeout's wrapping too. (A job with only a
             # hook is noted from its coroutine by on_job_done: no wrapper.)
             call = Call(fn, args, kwargs, policy, exe._annotate, exe._job_timeout, index)
-            job = runner = run_attempts(Pauses(exe), call, coro)
+            job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
             job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs)
         # The task's context, and those of the tasks it starts, know they run in a job of
@@ -247,9 +252,11 @@ async def run_retrying(
     kwargs: dict[str, Any],
     index: int | None,
     policy: RetryPolicy,
+    owner: MapJobs | None,
 ) -> Any:
     """run_job() for a job with a retry policy: on a failure the policy may ask for more
-    attempts (see _retrying), which keep the job's task, key and settling."""
+    attempts (see _retrying), which keep the job's task, key and settling. ``owner``:
+    the map the job belongs to, if any (its pauses leave the map's window)."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
             await _jobs.prime_point()
@@ -277,7 +284,7 @@ async def run_retrying(
         settle(exe, coro, None, None, kind)
         return result
     try:
-        result = await more_attempts(Pauses(exe), call, delay)
+        result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
         _job_raised(exe, coro, exc, kind)
         raise
@@ -330,8 +337,10 @@ def settle(
     exe._running.pop(key, None)
     slots = exe._slots
     if error is not None or task is not None:
-        if exe._tuner is not None:  # (adaptive jobs settle from a done callback)
-            exe._tuner.tune(slots, exe._loop, key, error)
+        # (Adaptive jobs settle from a done callback.) A map's default window is the limit.
+        tuner = exe._tuner
+        if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
+            follow_limit(exe._maps, slots.limit)
         slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
