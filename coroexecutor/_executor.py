@@ -285,7 +285,9 @@ class CoroutineExecutor:
         """Run ``fn`` over the inputs; iterate the results in input order.
 
         Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
-        ``buffersize`` jobs (default ``max_workers``) run or wait ahead of the consumer.
+        ``buffersize`` jobs run or wait ahead of the consumer, plus up to as many pausing
+        between attempts (``retry=``), which hold no slot. The default is the current
+        ``max_workers``, followed as it changes (set, or an ``Adaptive`` limit).
 
         Errors: a job error cancels the map's other jobs; under fail-fast it also cancels
         the executor, interrupts a consumer in the block's body and is raised by the
@@ -320,8 +322,9 @@ class CoroutineExecutor:
     ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
-        ``buffersize`` bounds the jobs in flight plus finished results not yet consumed.
-        Errors and cancellation behave as for :meth:`map`.
+        ``buffersize`` bounds the jobs in flight plus finished results not yet consumed
+        (pausing jobs and the default as for :meth:`map`). Errors and cancellation behave
+        as for :meth:`map`.
         """
         check_loop(self)
         check_accepting(self)

@@ -32,7 +32,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     """Results of ``CoroutineExecutor.map()`` (input order) or ``map_unordered()``.
 
     Jobs start as results are consumed: at most ``buffersize`` are started ahead of the
-    consumer, so the input is read lazily and memory stays bounded. Use it with
+    consumer (plus up to as many pausing between attempts), so the input is read lazily
+    and memory stays bounded. Use it with
     ``async for``. A map is closed (its in-flight jobs cancelled, no more input read)
     when it is dropped, by ``aclose()`` (``async with`` or ``contextlib.aclosing``), and
     at the latest when the executor's block exits or ``shutdown()`` begins.
