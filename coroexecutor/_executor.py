@@ -19,9 +19,8 @@ from . import _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._errors import check_job_fn
 from ._jobs import FactoryReader
-from ._lifecycle import admit, close, report_unretrieved
+from ._lifecycle import close, report_unretrieved, set_limit
 from ._map import MapIterator, MapJobs
-from ._map_state import follow_limit
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
@@ -166,11 +165,7 @@ class CoroutineExecutor:
     def max_workers(self, value: Optional[int]) -> None:
         value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
         check_setter_thread(self, "max_workers")
-        self._tuner = None  # an Adaptive limit stays fixed from now on
-        self._slots.resize(value)
-        follow_limit(self._maps, value)  # maps with the default window follow it
-        if self._bound:
-            admit(self)
+        set_limit(self, value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -285,9 +280,8 @@ class CoroutineExecutor:
         """Run ``fn`` over the inputs; iterate the results in input order.
 
         Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
-        ``buffersize`` jobs run or wait ahead of the consumer, plus up to as many pausing
-        between attempts (``retry=``), which hold no slot. The default is the current
-        ``max_workers``, followed as it changes (set, or an ``Adaptive`` limit).
+        ``buffersize`` jobs (default: ``max_workers``, as it changes) run or wait ahead of
+        the consumer, besides up to as many pausing between attempts (``retry=``).
 
         Errors: a job error cancels the map's other jobs; under fail-fast it also cancels
         the executor, interrupts a consumer in the block's body and is raised by the
@@ -323,8 +317,7 @@ class CoroutineExecutor:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
         ``buffersize`` bounds the jobs in flight plus finished results not yet consumed
-        (pausing jobs and the default as for :meth:`map`). Errors and cancellation behave
-        as for :meth:`map`.
+        (as for :meth:`map`). Errors and cancellation behave as for :meth:`map`.
         """
         check_loop(self)
         check_accepting(self)

@@ -78,15 +78,20 @@ def mapper(exe: CoroutineExecutor, ordered: bool) -> Any:
 
 @virtual_time
 @ORDERED
-async def test_jobs_pausing_between_attempts_let_the_map_start_others(ordered: bool) -> None:
+@pytest.mark.parametrize("hook", [False, True], ids=["in-line", "hook"])
+async def test_jobs_pausing_between_attempts_let_the_map_start_others(
+    ordered: bool, hook: bool
+) -> None:
     # Inputs 0 and 1 fail at t=1 and pause until t=11. Their slots go to inputs 4 and 5
     # at once (before: the map's window of 4 still counted them, and 4, 5 waited
     # for t=12). An unordered map keeps all 4 slots busy; an ordered one cannot yield
     # past its pausing head, so the results behind it fill the window and it waits.
+    # (With a hook, jobs run their attempts in a wrapper and settle from a callback.)
     jobs = Inputs(failing=lambda n: n < 2)
     retry = Retry(attempts=2, backoff=10, jitter=False)
     results = []
-    async with CoroutineExecutor(max_workers=4, retry=retry) as exe:
+    on_job_done = (lambda job: None) if hook else None
+    async with CoroutineExecutor(max_workers=4, retry=retry, on_job_done=on_job_done) as exe:
         async for n in mapper(exe, ordered)(jobs, range(12)):
             results.append(n)
             jobs.received += 1
