@@ -33,10 +33,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     Jobs start as results are consumed: at most ``buffersize`` are started ahead of the
     consumer (plus up to as many pausing between attempts), so the input is read lazily
-    and memory stays bounded. Use it with
-    ``async for``. A map is closed (its in-flight jobs cancelled, no more input read)
-    when it is dropped, by ``aclose()`` (``async with`` or ``contextlib.aclosing``), and
-    at the latest when the executor's block exits or ``shutdown()`` begins.
+    and memory stays bounded. Use it with ``async for``. A map is closed (its in-flight
+    jobs cancelled, no more input read) when it is dropped, by ``aclose()`` (which
+    ``async with`` and ``contextlib.aclosing`` call), and at the latest when the
+    executor's block exits or ``shutdown()`` begins.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
     raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
