@@ -22,16 +22,17 @@ from ._jobs import FactoryReader
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import submit_keyed, submit_nowait_keyed
-from ._lifecycle import admit, close, report_unretrieved
+from ._lifecycle import close, report_unretrieved, set_limit
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from ._slots import Queued
-from ._start import on_job_done, start_job, take_slot
+from ._start import on_job_done, start_job
 from ._startup import await_initializer, bind, check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
+from ._taking import take_slot
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
 from ._validate import check_callables, check_max_workers, check_rate, check_seconds, check_switch
@@ -170,10 +171,7 @@ class CoroutineExecutor:
     def max_workers(self, value: Optional[int]) -> None:
         value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
         check_setter_thread(self, "max_workers")
-        self._tuner = None  # an Adaptive limit stays fixed from now on
-        self._slots.resize(value)
-        if self._bound:
-            admit(self)
+        set_limit(self, value)
 
     @property
     def max_per_second(self) -> Optional[float]:
@@ -290,7 +288,8 @@ class CoroutineExecutor:
         """Run ``fn`` over the inputs; iterate the results in input order.
 
         Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
-        ``buffersize`` jobs (default ``max_workers``) run or wait ahead of the consumer.
+        ``buffersize`` jobs (default: ``max_workers``, as it changes) run or wait ahead of
+        the consumer, besides up to as many pausing between attempts (``retry=``).
 
         Errors: a job error cancels the map's other jobs (under fail-fast, the executor's
         too; the block raises it) and is raised from the iterator; with
@@ -321,7 +320,8 @@ class CoroutineExecutor:
     ) -> MapIterator[T] | MapIterator[T | BaseException]:
         """Like :meth:`map`, but yields each result as soon as its job finishes.
 
-        ``buffersize`` bounds the jobs in flight plus results not yet consumed.
+        ``buffersize`` bounds the jobs in flight plus finished results not yet consumed
+        (as for :meth:`map`). Errors and cancellation behave as for :meth:`map`.
         """
         check_loop(self)
         check_accepting(self)

@@ -21,9 +21,10 @@ from ._policy import JobKind
 from ._queued import start_queued
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._slots import Queued
-from ._start import give_back, start_job
+from ._start import start_job
 from ._startup import check_accepting, check_loop, check_not_initializer
 from ._state import State
+from ._taking import give_back
 
 if TYPE_CHECKING:
     from ._core import Core

@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SHUTDOWN_MESSAGE
+from ._map_state import follow_limit
 from ._policy import Cause
 from ._state import State
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "abort", "admit", "cancel_again", "cancel_late",
     "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
-    "tearing_down",
+    "set_limit", "tearing_down",
 ]
 
 _current_task = asyncio.current_task
@@ -103,6 +104,16 @@ def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
     if exe._slots.startable and tearing_down(exe, freed_by):
         return  # every queued job was cancelled instead
     exe._slots.admit()
+
+
+def set_limit(exe: Core, limit: int) -> None:
+    """``max_workers`` set by hand: an Adaptive limit is given up for good, the maps with
+    a default window follow the new limit, and growing it starts waiting jobs at once."""
+    exe._tuner = None
+    exe._slots.resize(limit)
+    follow_limit(exe._maps, limit)
+    if exe._bound:  # jobs may start
+        admit(exe)
 
 
 def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:

@@ -32,10 +32,11 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     """Results of ``CoroutineExecutor.map()`` (input order) or ``map_unordered()``.
 
     Jobs start as results are consumed: at most ``buffersize`` are started ahead of the
-    consumer, so the input is read lazily and memory stays bounded. Use it with
-    ``async for``. A map is closed (its in-flight jobs cancelled, no more input read)
-    when it is dropped, by ``aclose()`` (``async with`` or ``contextlib.aclosing``), and
-    at the latest when the executor's block exits or ``shutdown()`` begins.
+    consumer (plus up to as many pausing between attempts), so the input is read lazily
+    and memory stays bounded. Use it with ``async for``. A map is closed (its in-flight
+    jobs cancelled, no more input read) when it is dropped, by ``aclose()`` (which
+    ``async with`` and ``contextlib.aclosing`` call), and at the latest when the
+    executor's block exits or ``shutdown()`` begins.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
     raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
@@ -68,6 +69,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         check_job_fn(fn, where)  # once per map: an async generator function is refused too
         if not iterables:
             raise TypeError(f"{where}() must have at least one iterable")
+        follows = buffersize is None  # the window follows the executor's limit
         if buffersize is None:
             buffersize = executor._slots.limit
         elif isinstance(buffersize, bool) or not isinstance(buffersize, int):
@@ -90,7 +92,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         kind = JobKind.RESULT if return_exceptions else JobKind.POLICY
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         self._jobs = jobs = MapJobs(
-            fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy
+            fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy,
+            follows=follows,
         )
         self._results = results(executor, jobs, feed)
         # The slot declared for __anext__ holds the generator's own bound method (see

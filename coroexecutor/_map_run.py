@@ -11,9 +11,10 @@ from ._errors import SHUTDOWN_MESSAGE
 from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
-from ._start import give_back, start_job, take_slot
+from ._start import start_job
 from ._startup import check_accepting
 from ._state import State
+from ._taking import give_back, take_slot
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -39,13 +40,13 @@ async def results(
     """
     loop = exe._loop
     slots = exe._slots
-    fn, window, where, kind = jobs.fn, jobs.window, jobs.where, jobs.kind
+    fn, where, kind = jobs.fn, jobs.where, jobs.kind
     ordered = jobs.ordered
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
     on_done = jobs.on_unordered_done
     policy = jobs.policy
     index = 0  # the next job's input position (named in the note on its error)
-    count = 0  # jobs started and not yet yielded: the window's fill
+    count = 0  # jobs started and not yet yielded: the window's fill (jobs.window moves)
     args: Any = None  # read from the inputs, not started yet
     job: asyncio.Future[Any] | None = None
     more = True  # the inputs may hold more
@@ -53,7 +54,7 @@ async def results(
         yield EXHAUSTED  # the priming stop (see MapIterator.__init__)
         while True:
             retry = None  # seconds until a start-rate token arrives, if one is all we lack
-            while more and count < window:
+            while more and count < jobs.window:
                 if args is None:
                     if feed is not None:
                         args = next(feed, EXHAUSTED)
@@ -72,7 +73,7 @@ async def results(
                 if exe._state is not _RUNNING:
                     check_accepting(exe)
                 if slots.take_nowait():
-                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif slots.keyed:  # key=: it starts, or waits in its key's line
                     job = start_or_queue(exe, fn, args, where, kind, index, policy)
                 else:
@@ -87,7 +88,7 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy)
+                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 index += 1
                 args = None
                 count += 1

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from ._policy import JobKind
 from ._retry import Inherit, RetryPolicy
 
-__all__ = ["EXHAUSTED", "MapJobs", "read_inputs"]
+__all__ = ["EXHAUSTED", "MapJobs", "follow_limit", "read_inputs"]
 
 EXHAUSTED: Any = object()  # the end of the inputs (and the generator's priming stop)
 
@@ -26,6 +26,13 @@ class MapJobs:
     waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
     executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
 
+    The window: the map starts a job only while fewer than ``window`` of its jobs are
+    started and not yet yielded. ``window`` is ``base`` (the buffersize; ``follows``: the
+    default, the executor's current limit, see follow_limit) plus one for each of its
+    ``pausing`` jobs (between two attempts, holding no slot), up to ``base`` of them: so
+    pausing jobs do not keep the map from running others, and a map holds at most
+    ``2 * base`` jobs.
+
     Async inputs (``sources``) are read by ONE ``reader`` task per map (read_inputs), so an
     async generator input always runs in the same task (it may hold ``asyncio.timeout()``
     or a TaskGroup open across its yields). It appends each item to ``items``; ``limit``:
@@ -38,9 +45,9 @@ class MapJobs:
     """
 
     __slots__ = (
-        "closed", "finished", "fn", "go", "in_flight", "items", "kind", "limit", "ordered",
-        "owner", "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants",
-        "where", "window",
+        "base", "closed", "finished", "fn", "follows", "go", "in_flight", "items", "kind",
+        "limit", "ordered", "owner", "pausing", "pending", "policy", "reader", "shut",
+        "sources", "taken", "wake", "wants", "where", "window",
     )
 
     def __init__(
@@ -52,10 +59,14 @@ class MapJobs:
         kind: JobKind,
         sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
         policy: RetryPolicy | Inherit | None,
+        follows: bool = False,
     ) -> None:
         self.fn = fn
         self.policy = policy  # the map's retry=, or INHERIT
+        self.base = window
         self.window = window
+        self.follows = follows
+        self.pausing = 0
         self.ordered = ordered
         self.kind = kind
         self.where = "map" if ordered else "map_unordered"
@@ -82,6 +93,27 @@ class MapJobs:
             if wake is not None and not wake.done():
                 wake.set_result(None)
 
+    def paused(self) -> None:
+        """A job of the map gives its slot back for a pause between attempts (retry=):
+        it stops counting against the window (up to ``base`` such jobs), so the map is
+        woken to start the next input in its place."""
+        self.pausing += 1
+        self._resize()
+
+    def resumed(self) -> None:
+        """A pausing job holds a slot again, or ends in its pause: it counts again."""
+        self.pausing -= 1
+        self._resize()
+
+    def _resize(self) -> None:
+        base = self.base
+        grew = (window := base + min(self.pausing, base)) > self.window
+        self.window = window
+        if grew:
+            wake = self.wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)  # waiting for a result: start more first
+
     def on_read(self, reader: object = None) -> None:
         """An item was read, or the reader ended (its done callback)."""
         # Only while the map waits for an item: a reader that ended as its task was
@@ -90,6 +122,15 @@ class MapJobs:
         wake = self.wake
         if self.wants and wake is not None and not wake.done():
             wake.set_result(None)
+
+
+def follow_limit(maps: Iterable[MapJobs], limit: int) -> None:
+    """The executor's limit changed (``max_workers`` set, or an ``Adaptive`` limit moved):
+    the maps whose window is the default follow it, and those it grew are woken."""
+    for jobs in maps:
+        if jobs.follows:
+            jobs.base = limit
+            jobs._resize()
 
 
 async def read_inputs(jobs: MapJobs) -> Any:

@@ -9,6 +9,7 @@ from ._lifecycle import admit
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._map_state import MapJobs
 
 __all__ = ["Pauses"]
 
@@ -18,12 +19,15 @@ class Pauses:
 
     Made only once a job has failed and will be retried. A pausing job holds no slot
     and is counted in ``Slots.pausing`` (``stats.queued``); it stays among the running
-    jobs' tasks, so every cancellation of the executor's jobs reaches its pause."""
+    jobs' tasks, so every cancellation of the executor's jobs reaches its pause. A map's
+    job (``owner``: its map) also leaves the map's window until it holds a slot again,
+    so the map starts another input meanwhile (see MapJobs)."""
 
-    __slots__ = ("_exe",)
+    __slots__ = ("_exe", "_owner")
 
-    def __init__(self, exe: Core) -> None:
+    def __init__(self, exe: Core, owner: MapJobs | None = None) -> None:
         self._exe = exe
+        self._owner = owner
 
     def pause(self) -> None:
         exe = self._exe
@@ -33,6 +37,8 @@ class Pauses:
         if slots.backlog:
             # A later turn starts the next job in our slot: we are inside a job's step.
             slots.schedule_wake()
+        if self._owner is not None:
+            self._owner.paused()  # wakes the map: it resumes in a later turn
 
     async def resume(self) -> None:
         exe = self._exe
@@ -42,6 +48,10 @@ class Pauses:
             admit(exe)  # a slot granted just as we were cancelled goes to the next in line
             raise
         exe._slots.resumed()
+        if self._owner is not None:
+            self._owner.resumed()
 
     def abandon(self) -> None:
         self._exe._slots.abandon()
+        if self._owner is not None:
+            self._owner.resumed()

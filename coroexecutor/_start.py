@@ -20,19 +20,21 @@ from ._context import job_position
 from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
+from ._map_state import follow_limit
 from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
 from ._policy import Cause, JobKind, error_of, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._retrying import Call, after_failure, more_attempts, run_attempts
-from ._startup import check_accepting, check_not_initializer
 from ._state import State
+from ._taking import give_back
 
 if TYPE_CHECKING:
     from ._core import Core
     from ._keyed_slots import KeyedSlots
+    from ._map_state import MapJobs
 
-__all__ = ["give_back", "on_job_done", "run_job", "settle", "start_job", "take_slot"]
+__all__ = ["on_job_done", "run_job", "settle", "start_job"]
 
 _set_position = job_position.set
 _current_task = asyncio.current_task
@@ -56,6 +58,7 @@ def start_job(
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
+    owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """Start ``fn(*args, **kwargs)`` as a job, in a slot the caller already holds.
 
@@ -68,8 +71,9 @@ def start_job(
     If starting raises, the slot is given back and the error propagates (``where``
     names the call in the message for a coroutine object passed as ``fn``).
 
-    ``index``: a map job's input position, and ``policy``: a map's own retry policy;
-    both matter only once the job fails (the note on its error, its retries).
+    ``index``: a map job's input position, ``policy``: a map's own retry policy, and
+    ``owner``: the map; they matter only once the job fails (the note on its error, its
+    retries, and the map's window, which a pausing job leaves: see MapJobs).
     """
     runner: Coroutine[Any, Any, Any] | None = None
     coro: Any = None
@@ -90,6 +94,7 @@ def start_job(
                     runner = run_retrying(
                         exe, coro, kind, fn, args, kwargs, index,
                         retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
+                        owner,
                     )
             reader = exe._task_factory_of  # None: asyncio's own loop (see factory_reader)
             if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
@@ -124,7 +129,7 @@ def start_job(
             # The attempts loop does the job_timeout's wrapping too. (A job with only a
             # hook is noted from its coroutine by on_job_done: no wrapper.)
             call = Call(fn, args, kwargs, policy, exe._annotate, exe._job_timeout, index)
-            job = runner = run_attempts(Pauses(exe), call, coro)
+            job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
             job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs)
         # The task's context, and those of the tasks it starts, know they run in a job of
@@ -179,31 +184,6 @@ def _start_failed(
         check_job_fn(fn, where)  # the clearer error for a coroutine object
 
 
-def give_back(exe: Core) -> None:
-    """Give back a slot the caller holds but will not start a job in. The backlog moves
-    in a later turn: we may be inside another job's start."""
-    slots = exe._slots
-    slots.release()
-    if slots.backlog:
-        slots.schedule_wake()
-    check_idle(exe)
-
-
-async def take_slot(exe: Core, where: str) -> None:
-    """Wait in line for a slot: the slow path of submit() and map() (see Slots.take)."""
-    if exe._startup.task is not None:
-        check_not_initializer(exe, f"{where}()")
-    try:
-        await exe._slots.take()
-    except _CancelledError:
-        admit(exe)  # a slot granted just as we were cancelled goes to the next in line
-        check_idle(exe)
-        raise
-    if exe._state is _CANCELLING:
-        give_back(exe)  # granted just before an abort
-        check_accepting(exe)  # raises
-
-
 #
 # Ending
 #
@@ -250,9 +230,11 @@ async def run_retrying(
     kwargs: dict[str, Any],
     index: int | None,
     policy: RetryPolicy,
+    owner: MapJobs | None,
 ) -> Any:
     """run_job() for a job with a retry policy: on a failure the policy may ask for more
-    attempts (see _retrying), which keep the job's task, key and settling."""
+    attempts (see _retrying), which keep the job's task, key and settling. ``owner``:
+    the map the job belongs to, if any (its pauses leave the map's window)."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
             await _jobs.prime_point()
@@ -280,7 +262,7 @@ async def run_retrying(
         settle(exe, coro, None, None, kind)
         return result
     try:
-        result = await more_attempts(Pauses(exe), call, delay)
+        result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
         _job_raised(exe, coro, exc, kind)
         raise
@@ -336,8 +318,10 @@ def settle(
         pass  # never registered: an eager task factory ran it to its end in create_task
     slots = exe._slots
     if error is not None or task is not None:
-        if exe._tuner is not None:  # (adaptive jobs settle from a done callback)
-            exe._tuner.tune(slots, exe._loop, key, error)
+        # (Adaptive jobs settle from a done callback.) A map's default window is the limit.
+        tuner = exe._tuner
+        if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
+            follow_limit(exe._maps, slots.limit)
         slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)

@@ -63,19 +63,22 @@ class Tuner:
         loop: asyncio.AbstractEventLoop,
         key: object,
         error: BaseException | None,
-    ) -> None:
+    ) -> bool:
         """A job settles (before its slot is released): feed the limiter and resize the
-        slots to the limit it answers. Shrinking cancels nothing; the caller admits the
-        backlog after the release, which starts jobs when the limit grew."""
+        slots to the limit it answers; returns whether the limit changed. Shrinking
+        cancels nothing; the caller admits the backlog after the release, which starts
+        jobs when the limit grew."""
         try:
             limit = self.finished(key, error, slots.running)
         except Exception as exc:  # the user's overload predicate raised
             loop.call_exception_handler(
                 {"message": "the Adaptive overload predicate raised", "exception": exc}
             )
-            return
+            return False
         if limit is not None and limit != slots.limit:
             slots.resize(limit)
+            return True
+        return False
 
 
 def limit_of(max_workers: object, default: int) -> tuple[int, Tuner | None]:
