@@ -331,6 +331,35 @@ def test_a_failed_blocking_job_counts_as_failed_on_every_path(options: dict[str,
     assert stats.retried == (1 if "retry" in options else 0)
 
 
+def overrun(outcome: str) -> str:
+    time.sleep(0.2)  # past job_timeout=0.01: the timeout fires while the call runs
+    if outcome == "raises":
+        raise ConnectionError("the call's own error")
+    return "done"
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+@pytest.mark.parametrize("retry", [None, Retry(3, on=ConnectionError, backoff=0.0)])
+def test_a_started_blocking_call_past_job_timeout_keeps_its_own_outcome(
+    outcome: str, retry: Any
+) -> None:
+    # job_timeout cannot interrupt a call a worker has started: the call's outcome is the
+    # job's, in the future, in stats and for the retry policy (the timeout used to count
+    # as the failure, and a retry policy was asked about JobTimeoutError instead).
+    with ThreadedLoopExecutor(max_workers=2, job_timeout=0.01, retry=retry) as exe:
+        future = exe.submit(overrun, outcome)
+        if outcome == "returns":
+            assert future.result(WAIT) == "done"
+        else:
+            error = future.exception(WAIT)
+            assert isinstance(error, ConnectionError)
+            attempts = " after 3 attempts" if retry is not None else ""
+            assert error.__notes__ == [f"coroexecutor: job overrun('raises') failed{attempts}"]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed) == ((1, 0) if outcome == "returns" else (0, 1))
+    assert stats.retried == (2 if retry is not None and outcome == "raises" else 0)
+
+
 @pytest.mark.parametrize("max_per_second", [None, 1000.0])
 def test_a_cancelled_queued_job_counts_as_cancelled_at_once(
     loop_kind: str, max_per_second: Any

@@ -307,18 +307,20 @@ class Scheduler:
             await waiter
         except asyncio.CancelledError:
             self.retries.attempts_of(future, fn, args, kwargs, False)  # see _run_coroutine
-            if not future._withdraw():
-                # A worker is running the call and cannot interrupt it: keep the slot
-                # until it returns, so max_workers and shutdown(wait=True) stay truthful.
-                while not item.finished:
-                    item.waiter = waiter = loop.create_future()
-                    try:
-                        await waiter
-                    except asyncio.CancelledError:
-                        continue  # cancelled again: still the same call to wait for
-                if inspect.iscoroutine(item.outcome):
-                    item.outcome.close()  # never awaited, as the job was cancelled
-            raise
+            if future._withdraw():
+                raise  # the call never started
+            # A worker is running the call and cannot interrupt it (job_timeout, or the
+            # running jobs cancelled): keep the slot until it returns, so max_workers and
+            # shutdown(wait=True) stay truthful; then its outcome is the job's.
+            while not item.finished:
+                item.waiter = waiter = loop.create_future()
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    continue  # cancelled again: still the same call to wait for
+            if inspect.iscoroutine(item.outcome):
+                item.outcome.close()  # an awaitable to await: never awaited, as cancelled
+                raise
         outcome, item.outcome = item.outcome, None
         if outcome is None:  # the worker has set the future already
             if future._exception is not None:
