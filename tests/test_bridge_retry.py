@@ -13,6 +13,7 @@ import concurrent.futures
 import os
 import re
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
 
+WAIT = 5  # seconds: the bound on every blocking wait
 AT_ONCE = Retry(attempts=3, backoff=0, max_backoff=0, jitter=False)
 
 
@@ -423,3 +425,41 @@ def test_retries_under_an_adaptive_limit() -> None:
     assert stats.retried == sum(index % 3 for index in range(60)) + 2
     assert (stats.succeeded, stats.queued, stats.running) == (61, 0, 0)
     assert 1 <= stats.max_workers <= 4  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 60.0}], ids=["direct", "via the loop"])
+def test_a_retry_goes_ahead_of_blocking_jobs_waiting_for_a_thread(options: dict[str, Any]) -> None:
+    # max_workers=None: 1,000 slots over a few threads, so blocking jobs wait for a thread
+    # holding a slot. A resumed attempt used to wait behind all of them (found by a
+    # docs-only tester); it takes the next free thread.
+    starts: list[Any] = []
+    fail, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def flaky() -> str:
+        with lock:
+            starts.append(f"attempt {sum(isinstance(s, str) for s in starts) + 1}")
+        if len(starts) == 1:
+            assert fail.wait(WAIT)
+            raise OSError("transient")
+        return "ok"
+
+    def hold(i: int) -> None:
+        with lock:
+            starts.append(i)
+        assert release.wait(WAIT)
+
+    with LoopExecutor(retry=AT_ONCE, **options) as exe:
+        future = exe.submit(flaky)
+        holds = [exe.submit(hold, i) for i in range(60)]  # more than the threads
+        fail.set()
+        deadline = time.monotonic() + WAIT
+        while not (exe.stats.retried == 1 and exe.stats.queued == 0):  # resumed, waiting
+            assert time.monotonic() < deadline, exe.stats
+            time.sleep(0.001)
+        with lock:
+            started_before = len(starts)  # every thread holds a hold() now
+        release.set()
+        assert future.result(WAIT) == "ok"
+        concurrent.futures.wait(holds, timeout=WAIT)
+    assert starts.index("attempt 2") == started_before < len(starts) - 1

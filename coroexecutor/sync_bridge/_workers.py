@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import inspect
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .._notes import annotate_job_error
 from .._retry import INHERIT
@@ -68,17 +69,42 @@ class WorkItem:
 Release = Callable[[WorkItem], Optional[WorkItem]]
 
 
+class _First:
+    """In the queue, says: a retried attempt waits in the pool's first lane."""
+
+
+_FIRST = _First()
+
+
 def _work(
-    jobs: queue.SimpleQueue[Optional[WorkItem]],
+    jobs: queue.SimpleQueue[Union[WorkItem, _First, None]],
+    first: collections.deque[WorkItem],
     idle: threading.Semaphore,
     release: Release,
     post_done: Callable[[WorkItem], None],
     retry: object,
 ) -> None:
-    """Worker thread body. Holds no reference to the executor, only to its queue.
-    ``retry``: the executor's retry policy (None: none)."""
-    item = jobs.get()
-    while item is not None:
+    """Worker thread body. Holds no reference to the executor, only to its queues.
+    ``first``: retried attempts, taken before the job the queue gave (which waits in
+    ``held``). ``retry``: the executor's retry policy (None: none)."""
+    got = jobs.get()
+    held: Optional[WorkItem] = None
+    while got is not None:
+        if first:  # a retried attempt goes ahead of every job waiting for a thread
+            try:
+                urgent = first.popleft()
+            except IndexError:  # another worker took it
+                pass
+            else:
+                if isinstance(got, WorkItem):
+                    held = got
+                got = urgent
+        if isinstance(got, _First):  # its attempt was taken by another worker
+            idle.release()
+            got = jobs.get() if held is None else held
+            held = None
+            continue
+        item = got
         future = item.future
         if future._start_running():
             try:
@@ -113,16 +139,19 @@ def _work(
         else:
             following = release(item)
         if following is not None:
-            if jobs.empty():
-                item = following  # the freed slot's next job: run it here, no queue hop
+            if held is None and not first and jobs.empty():
+                got = following  # the freed slot's next job: run it here, no queue hop
                 continue
             # Older jobs wait for a thread: stay behind them (FIFO). No idle.release():
             # this worker goes straight back to get() for one of them.
             jobs.put(following)
-        else:
+        elif held is None:
             idle.release()
         del item, following
-        item = jobs.get()
+        if held is not None:  # taken from the queue before a retried attempt
+            got, held = held, None
+        else:
+            got = jobs.get()
 
 
 class WorkerPool:
@@ -149,7 +178,10 @@ class WorkerPool:
         self.slots = cap
         self._release = release
         self._post_done = post_done
-        self._jobs: queue.SimpleQueue[Optional[WorkItem]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Union[WorkItem, _First, None]] = queue.SimpleQueue()
+        # Retried attempts, taken before the queue (each has a _FIRST in it to wake a
+        # worker): a retry goes ahead of the jobs that wait for a thread (see _retries).
+        self._first: collections.deque[WorkItem] = collections.deque()
         self._idle = threading.Semaphore(0)  # one release per worker waiting for a job
         self._lock = threading.Lock()  # guards _threads and _stopped
         self._threads: list[threading.Thread] = []
@@ -157,7 +189,12 @@ class WorkerPool:
         self.started = False  # a thread has been started: read without the lock
 
     def submit(self, item: WorkItem) -> None:
-        self._jobs.put(item)
+        attempts = item.future._attempts
+        if attempts is not None and attempts.attempt > 1:
+            self._first.append(item)
+            self._jobs.put(_FIRST)
+        else:
+            self._jobs.put(item)
         if self._idle.acquire(blocking=False):
             return  # an idle worker takes it
         with self._lock:
@@ -212,7 +249,9 @@ class WorkerPool:
         thread = threading.Thread(
             name=f"{self._name_prefix}_worker_{count}",
             target=_work,
-            args=(self._jobs, self._idle, self._release, self._post_done, self._retry),
+            args=(
+                self._jobs, self._first, self._idle, self._release, self._post_done, self._retry
+            ),
         )
         thread.start()
         self._threads.append(thread)
@@ -222,9 +261,10 @@ class WorkerPool:
         """No worker exists and none can start: fail the queued jobs rather than hang."""
         while True:
             try:
-                item = self._jobs.get_nowait()
+                got = self._jobs.get_nowait()
             except queue.Empty:
                 return
+            item = self._first.popleft() if isinstance(got, _First) else got
             while item is not None:
                 failure = RuntimeError(f"cannot start a worker thread for a blocking job: {error}")
                 failure.__cause__ = error
