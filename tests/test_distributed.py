@@ -734,3 +734,43 @@ def test_import_needs_the_extra_and_the_package_does_not_import_dask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert 'pip install "coroexecutor[dask]"' in out
+
+
+async def _peak_per_key(token: str, limit: int, key: str, x: int) -> int:
+    """Counts the jobs of ``key`` running at once in this process; while fewer than
+    ``limit`` run, waits a little for more of its key to join (which key= must refuse)."""
+    state = _state.setdefault(f"{token}-{key}", {"active": 0, "peak": 0})
+    state["active"] += 1
+    state["peak"] = max(state["peak"], state["active"])
+    try:
+        for _ in range(20):  # a few loop turns: other jobs of the key may start meanwhile
+            await asyncio.sleep(0)
+    finally:
+        state["active"] -= 1
+    return x
+
+
+def _read_peaks(token: str) -> dict[str, int]:
+    return {k: v["peak"] for k, v in _state.items() if k.startswith(token)}
+
+
+def _key_arg(token: str, limit: int, key: str, x: int) -> str:
+    return key
+
+
+def test_key_and_max_per_key_hold_in_each_worker_process(client: Any) -> None:
+    token, n = os.urandom(8).hex(), 120
+    keys = [f"host{i % 3}" for i in range(n)]
+    with DaskExecutor(client=client, per_worker=20, key=_key_arg, max_per_key=2) as exe:
+        assert list(exe.map(_peak_per_key, [token] * n, [2] * n, keys, range(n),
+                            chunksize=30)) == list(range(n))
+    peaks = [peak for state in client.run(_read_peaks, token).values()
+             for peak in state.values()]
+    assert peaks and max(peaks) <= 2  # per_worker=20 alone would let 20 of a key run
+
+
+def test_a_key_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
+    with pytest.raises(TypeError, match=r"DaskExecutor\(\): key .* cannot be sent to the workers"):
+        DaskExecutor(client=client, per_worker=3, key=_LockedPolicy(), max_per_key=1)
+    with pytest.raises(TypeError, match="key= needs max_per_key="):
+        DaskExecutor(client=client, per_worker=3, key=_key_arg)

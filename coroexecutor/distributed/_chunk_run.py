@@ -6,13 +6,16 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .._retry import RetryPolicy
 from ._wire import ChunkSpec, name_input
 
-__all__ = ["RETRYING", "ChunkRun", "JobExit", "RetryingJob", "is_async", "name_inputs"]
+__all__ = [
+    "RETRYING", "ChunkRun", "JobExit", "RetryingJob", "is_async", "key_of_job", "name_inputs"
+]
 
 
 def is_async(fn: object) -> bool:
@@ -68,3 +71,9 @@ def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
         else:
             name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
                        spec.calls[i], attempts)
+
+
+def key_of_job(key: Callable[..., Hashable], fn: object, args: tuple[Any, ...],
+                kwargs: dict[str, Any], is_async: bool) -> Hashable:
+    """The user's ``key`` of a job run as ``_guarded(fn, args, kwargs, is_async)``."""
+    return key(*args, **kwargs)

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
@@ -29,11 +29,14 @@ import distributed
 from typing_extensions import ParamSpec, Self, final
 
 from .. import CoroutineExecutor
+from .._keyed import MaxPerKey
+from .._keyed_slots import check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
+from .._validate import check_callables
 from . import _exit
 from ._batch import Batcher
 from ._map import MapResults, MapRun
-from ._wire import Chunk, Indexes, check_sendable
+from ._wire import Chunk, Indexes, check_count, check_fn, check_sendable
 from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
@@ -93,6 +96,9 @@ class DaskExecutor(concurrent.futures.Executor):
             ``uvloop.new_event_loop`` (uvloop must then be installed on the workers).
         retry: as for CoroutineExecutor, in each worker process (which gets its own copy
             of the policy: it must be picklable); ``map`` may replace it.
+        key, max_per_key: per-key limits as for CoroutineExecutor, held by each worker
+            process (a key may run ``max_per_key`` jobs in every process at once);
+            ``key`` is called with the job's arguments there, so it must be picklable.
 
     Raises:
         ValueError: ``per_worker`` below 1, both ``address`` and ``client``, or a bad option.
@@ -115,17 +121,20 @@ class DaskExecutor(concurrent.futures.Executor):
         burst: Optional[int] = None,
         loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]] = None,
         retry: RetryArg = None,
+        key: Optional[Callable[..., Hashable]] = None,
+        max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
-        per_worker = _check_count("per_worker", per_worker)
+        per_worker = check_count("per_worker", per_worker)
         policy = resolve_retry(retry)
-        check_sendable(policy, "DaskExecutor()")
-        self._chunksize = _check_count("chunksize", chunksize)
+        per_key = check_keying(key, max_per_key)
+        for value, what in ((policy, "retry policy"), (key, "key"), (per_key, "max_per_key")):
+            check_sendable(value, "DaskExecutor()", what)
+        self._chunksize = check_count("chunksize", chunksize)
         if address is not None and client is not None:
             raise ValueError("pass an address or a client, not both")
-        if loop_factory is not None and not callable(loop_factory):
-            raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
+        check_callables(loop_factory=loop_factory)
         options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
-                                tuple(initargs), loop_factory, policy)
+                                tuple(initargs), loop_factory, policy, key, per_key)
         # The per-worker executor checks its options as it would in-process: check them
         # here, where the mistake was made, by building one (it binds to no loop yet).
         CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
@@ -198,7 +207,7 @@ class DaskExecutor(concurrent.futures.Executor):
             RuntimeError: after ``shutdown()``.
             TypeError: ``fn`` is not callable, or is a coroutine object.
         """
-        _check_fn(fn, "submit")
+        check_fn(fn, "submit")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._batcher.add_threadsafe((future, fn, args, kwargs))
         return future
@@ -237,13 +246,13 @@ class DaskExecutor(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable, or an input cannot be pickled.
             ValueError: ``chunksize`` or ``buffersize`` below 1.
         """
-        _check_fn(fn, "map")
+        check_fn(fn, "map")
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
         self._check_running()  # before asking the scheduler: a client it made is closed
-        size = self._chunksize if chunksize is None else _check_count("chunksize", chunksize)
+        size = self._chunksize if chunksize is None else check_count("chunksize", chunksize)
         if buffersize is not None:
-            window = math.ceil(_check_count("buffersize", buffersize) / size)
+            window = math.ceil(check_count("buffersize", buffersize) / size)
         else:
             workers = max(1, len(self._client.scheduler_info().get("workers", ())))
             window = workers * max(_CHUNKS_AHEAD, math.ceil(2 * self._per_worker / size))
@@ -373,26 +382,3 @@ class DaskExecutor(concurrent.futures.Executor):
             self._cancel_everything(maps)
             await done
             raise
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int (got {value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
-    return value
-
-
-_WRONG = {"submit": "submit(fetch(url))", "map": "map(fetch(url), urls)"}
-_RIGHT = {"submit": "submit(fetch, url)", "map": "map(fetch, urls)"}
-
-
-def _check_fn(fn: object, where: str) -> None:
-    if asyncio.iscoroutine(fn):
-        fn.close()  # no "never awaited" warning follows
-        raise TypeError(
-            f"{where}() expects a function and its arguments, not a coroutine object"
-            f" (got {fn!r})\n  wrong: {_WRONG[where]}\n  right: {_RIGHT[where]}"
-        )
-    if not callable(fn):
-        raise TypeError(f"{where}() expects a callable (got {fn!r})")

@@ -13,11 +13,13 @@ import asyncio
 import pickle
 import reprlib
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import cloudpickle
 
+from .._keyed import MaxPerKey
 from .._retry import INHERIT, RetryPolicy
 
 __all__ = [
@@ -75,6 +77,8 @@ class WorkerOptions:
     initargs: tuple[Any, ...]
     loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
     retry: Optional[RetryPolicy] = None  # for the jobs whose chunk has no policy of its own
+    key: Optional[Callable[..., Hashable]] = None  # per-key limits, in each worker process
+    max_per_key: Optional[MaxPerKey] = None
 
 
 class Chunk:
@@ -166,16 +170,17 @@ def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeErro
     )
 
 
-def check_sendable(policy: Optional[RetryPolicy], where: str) -> None:
-    """Refuse, at the call that gave it, a retry policy that cannot travel to the workers
-    (each worker process runs its own copy): a TypeError here, not a failure there."""
-    if policy is None:
+def check_sendable(value: object, where: str, what: str = "retry policy") -> None:
+    """Refuse, at the call that gave it, a retry policy (or a ``key`` function) that
+    cannot travel to the workers (each worker process runs its own copy): a TypeError
+    here, not a failure there."""
+    if value is None:
         return
     try:
-        cloudpickle.dumps(policy, protocol=pickle.HIGHEST_PROTOCOL)
+        cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as error:
         raise TypeError(
-            f"{where}: retry policy {policy!r} cannot be sent to the workers, it must be"
+            f"{where}: {what} {value!r} cannot be sent to the workers, it must be"
             f" picklable: {type(error).__name__}: {error}"
         ) from error
 
@@ -191,3 +196,26 @@ def name_input(
         shown = ", ".join(_repr.repr(a) for a in args)
         tried = f", failed after {attempts} attempts" if attempts > 1 else ""
         add_note(f"raised by {where}: {name}({shown}){tried}")
+
+
+def check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (got {value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    return value
+
+
+_WRONG = {"submit": "submit(fetch(url))", "map": "map(fetch(url), urls)"}
+_RIGHT = {"submit": "submit(fetch, url)", "map": "map(fetch, urls)"}
+
+
+def check_fn(fn: object, where: str) -> None:
+    if asyncio.iscoroutine(fn):
+        fn.close()  # no "never awaited" warning follows
+        raise TypeError(
+            f"{where}() expects a function and its arguments, not a coroutine object"
+            f" (got {fn!r})\n  wrong: {_WRONG[where]}\n  right: {_RIGHT[where]}"
+        )
+    if not callable(fn):
+        raise TypeError(f"{where}() expects a callable (got {fn!r})")

@@ -12,8 +12,7 @@ Threading model:
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
-* the loop thread: everything in ``ProcessLoop`` whose name does not end in
-  ``_threadsafe``.
+* the loop thread: everything in ``ProcessLoop`` not named ``..._threadsafe``.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from distributed import WorkerPlugin, get_client, secede
 
 from .. import CoroutineExecutor
 from .._retry import Inherit, next_delay
-from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, name_inputs
+from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, key_of_job, name_inputs
 from ._chunk_run import is_async as _is_async
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
@@ -216,6 +215,8 @@ class ProcessLoop:
             burst=options.burst,
             annotate_errors=False,  # the DaskExecutor notes a failed input itself
             retry=self._ask_policy,  # each chunk's own: see RETRYING
+            key=None if options.key is None else functools.partial(key_of_job, options.key),
+            max_per_key=options.max_per_key,
         )
         try:
             await exe.__aenter__()  # runs the initializer, once per process
