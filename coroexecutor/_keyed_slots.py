@@ -158,12 +158,18 @@ class KeyedSlots(Slots):
             ticket = line.peek()
             if ticket is None:
                 return
+            entry = ticket.item
+            if type(entry) is not Queued and entry.done():
+                # A waiter cancelled before its task could leave the line (that task
+                # runs take_key's except in a later step): it leaves now, uncounted by
+                # _left_line, and its discard there finds nothing to undo.
+                line.discard(ticket)
+                continue
             if self.limiter is not None and not self.limiter.try_take():
                 self.schedule_wake()
                 return
             line.pop()
             self.free -= 1
-            entry = ticket.item
             if isinstance(entry, Queued):
                 self.queued -= 1
                 entry.ctx.run(entry.start, entry)

@@ -433,6 +433,29 @@ async def test_a_keyed_job_hands_its_room_on_in_its_own_last_step(loop_kind: str
     assert_no_key_state(exe)
 
 
+async def test_a_submitter_cancelled_as_the_room_comes_back_passes_it_on(
+    loop_kind: str,
+) -> None:
+    # a0's last step gives the room back before the cancelled submitter's task has left
+    # the line (its step comes later): the room must skip it and go to a2.
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        await exe.submit(park.job, "a", "a0")
+        waiter = asyncio.ensure_future(exe.submit(park.job, "a", "a1"))
+        await turns()
+        queued = exe.submit_nowait(park.job, "a", "a2")
+        park.finish("a0")
+        waiter.cancel()  # in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await turns()
+        assert park.started == ["a0", "a2"]
+        park.finish("a2")
+        await queued
+    assert exe.stats.cancelled == 0  # (the submitter's job never existed)
+    assert_no_key_state(exe)
+
+
 async def quick(key: Hashable, name: Any = None) -> Any:
     return name
 
