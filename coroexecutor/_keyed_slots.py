@@ -24,7 +24,7 @@ from typing import Any, Callable, Union
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._slots import Queued, Slots
 
-__all__ = ["KeyFn", "KeyedSlots", "check_keying", "make_slots"]
+__all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 
 KeyFn = Callable[..., Hashable]
 _Entry = Union[Queued, "asyncio.Future[None]"]
@@ -41,7 +41,7 @@ class KeyedSlots(Slots):
         self.key = key
         self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
         self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
-        # The key of the job being started now (begin() to started()), _SETTLED once that
+        # The key of the job being started now (begin() to started()), SETTLED once that
         # job has settled inside its start, _MISSING outside any start.
         self.starting: Any = _MISSING
 
@@ -108,7 +108,7 @@ class KeyedSlots(Slots):
         """The start begun by begin() returned ``task`` (None: it did not start). Records
         the key of a job still running; False if the caller must give back the room (no
         job started, and none settled)."""
-        settled = self.starting is _SETTLED  # the job ran to its end in its start
+        settled = self.starting is SETTLED  # the job ran to its end in its start
         self.starting = outer
         if settled:
             return True
@@ -125,9 +125,9 @@ class KeyedSlots(Slots):
             # so it is the innermost job being started (a job that settles from a done
             # callback settles in a later turn, recorded by then).
             key = self.starting
-            if key is _MISSING or key is _SETTLED:
+            if key is _MISSING or key is SETTLED:
                 return  # (no keyed job: nothing to give back)
-            self.starting = _SETTLED
+            self.starting = SETTLED
         self.line.release(key)
 
     def unstarted(self, key: Hashable) -> None:
@@ -202,7 +202,7 @@ class KeyedSlots(Slots):
 
 
 _MISSING: Any = object()
-_SETTLED: Any = object()
+SETTLED: Any = object()  # KeyedSlots.starting once the job being started has settled
 
 
 def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:
