@@ -141,9 +141,10 @@ class CoroutineExecutor:
         self._idle_handle: asyncio.Handle | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._grace_handle: asyncio.TimerHandle | None = None  # shutdown(timeout=)
-        # Jobs settle in their own last step unless a hook or a job_timeout needs more.
+        # Jobs settle in their own last step unless a hook, a job_timeout or an Adaptive
+        # limit needs more (keyed jobs too: see _keyed_slots).
         self._inline = on_job_done is None and self._job_timeout is None and (
-            self._tuner is None and key is None)
+            self._tuner is None)
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:

@@ -8,7 +8,11 @@ backlog keeps what goes first: the initializer's hold and the waiters sent back 
 shrink or between two attempts (retry=), which already hold their key's room.
 
 A job counts against its key from the moment it is granted a slot until it settles
-(between two attempts too): ``jobs`` maps a started job's task to its key.
+(between two attempts too): ``jobs`` maps a started job's task to its key. Keyed jobs
+settle in-line as plain ones do, in their own last step, where settle() finds the key by
+the current task. An eager task factory can run a job to its end inside create_task,
+before its start returns and records it: such a job is the innermost one being started,
+whose key ``starting`` holds (see begin() and started()).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Callable, Union
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._slots import Queued, Slots
 
-__all__ = ["KeyFn", "KeyedSlots", "check_keying", "make_slots"]
+__all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 
 KeyFn = Callable[..., Hashable]
 _Entry = Union[Queued, "asyncio.Future[None]"]
@@ -29,7 +33,7 @@ _Entry = Union[Queued, "asyncio.Future[None]"]
 class KeyedSlots(Slots):
     """Slots whose waiting jobs queue per key; the oldest startable job goes first."""
 
-    __slots__ = ("jobs", "key", "line")
+    __slots__ = ("jobs", "key", "line", "starting")
 
     def __init__(self, limit: int, key: KeyFn, max_per_key: MaxPerKey) -> None:
         super().__init__(limit)
@@ -37,6 +41,9 @@ class KeyedSlots(Slots):
         self.key = key
         self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
         self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
+        # The key of the job being started now (begin() to started()), SETTLED once that
+        # job has settled inside its start, _MISSING outside any start.
+        self.starting: Any = _MISSING
 
     def take_nowait(self) -> bool:
         """Never: a keyed start needs its key (see take_key_nowait). The executor's plain
@@ -89,15 +96,39 @@ class KeyedSlots(Slots):
         self.queued -= 1
         return True
 
-    def started(self, task: object, key: Hashable) -> None:
-        """A job of ``key`` started as ``task``: its room is given back when it settles."""
+    def begin(self, key: Hashable) -> Any:
+        """A job of ``key`` is about to start (its function is called, its task made).
+        Returns the start this one is nested in, for started(): a job's eager first step
+        may start jobs of its own."""
+        outer = self.starting
+        self.starting = key
+        return outer
+
+    def started(self, task: object | None, key: Hashable, outer: Any) -> bool:
+        """The start begun by begin() returned ``task`` (None: it did not start). Records
+        the key of a job still running; False if the caller must give back the room (no
+        job started, and none settled)."""
+        settled = self.starting is SETTLED  # the job ran to its end in its start
+        self.starting = outer
+        if settled:
+            return True
+        if task is None:
+            return False
         self.jobs[task] = key
+        return True
 
     def end(self, task: object) -> None:
-        """A started job settled: give back its room in its key."""
+        """A started job settled (``task``: its task): give back its room in its key."""
         key = self.jobs.pop(task, _MISSING)
-        if key is not _MISSING:
-            self.line.release(key)
+        if key is _MISSING:
+            # Not recorded: an eager first step ran the job to its end inside its start,
+            # so it is the innermost job being started (a job that settles from a done
+            # callback settles in a later turn, recorded by then).
+            key = self.starting
+            if key is _MISSING or key is SETTLED:
+                return  # (no keyed job: nothing to give back)
+            self.starting = SETTLED
+        self.line.release(key)
 
     def unstarted(self, key: Hashable) -> None:
         """A job granted room in ``key`` did not start (its start raised, or its map
@@ -127,12 +158,18 @@ class KeyedSlots(Slots):
             ticket = line.peek()
             if ticket is None:
                 return
+            entry = ticket.item
+            if type(entry) is not Queued and entry.done():
+                # A waiter cancelled before its task could leave the line (that task
+                # runs take_key's except in a later step): it leaves now, uncounted by
+                # _left_line, and its discard there finds nothing to undo.
+                line.discard(ticket)
+                continue
             if self.limiter is not None and not self.limiter.try_take():
                 self.schedule_wake()
                 return
             line.pop()
             self.free -= 1
-            entry = ticket.item
             if isinstance(entry, Queued):
                 self.queued -= 1
                 entry.ctx.run(entry.start, entry)
@@ -165,6 +202,7 @@ class KeyedSlots(Slots):
 
 
 _MISSING: Any = object()
+SETTLED: Any = object()  # KeyedSlots.starting once the job being started has settled
 
 
 def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:

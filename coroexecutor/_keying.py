@@ -4,8 +4,9 @@ The executor's fast paths ask ``Slots.take_nowait()``, which a
 :class:`~coroexecutor._keyed_slots.KeyedSlots` always refuses, so every start of a keyed
 executor comes here from its slow path: the job's key is computed (its error goes to the
 caller of submit, or to the map's consumer), then the job starts at once, or waits in its
-key's line. A keyed executor settles its jobs from a done callback (not in-line), where
-settle() gives the job's room in its key back (KeyedSlots.end).
+key's line. A keyed job settles as a plain one does (in-line in its own last step, or
+from its done callback), where settle() gives the job's room in its key back
+(KeyedSlots.end).
 
 Functions of the executor (the first argument), on its event loop thread.
 """
@@ -16,6 +17,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, cast
 
+from ._keyed_slots import SETTLED
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
 from ._queued import start_queued
@@ -101,14 +103,19 @@ def start_keyed(
 ) -> asyncio.Future[Any]:
     """start_job() in a slot and the room in ``key`` the caller holds."""
     slots = _slots(exe)
+    # KeyedSlots.begin() and started(), written out (two calls a job): an eager first
+    # step may settle the job before we return.
+    outer = slots.starting
+    slots.starting = key
     try:
         task = start_job(exe, fn, args, kwargs, where, kind, index, policy)
     except BaseException:
-        give_back_key(exe, key)  # (start_job gave the slot back)
+        if not slots.started(None, key, outer):  # (unless the job ran and settled)
+            give_back_key(exe, key)  # (start_job gave the slot back)
         raise
-    # Not settled yet, even if an eager first step finished it: a keyed job settles from
-    # its done callback, which the loop calls in a later turn.
-    slots.started(task, key)
+    if slots.starting is not SETTLED:
+        slots.jobs[task] = key
+    slots.starting = outer
     return task
 
 
@@ -152,12 +159,18 @@ def queue_keyed(
     started: list[asyncio.Future[Any]] = []  # its task, once it starts
 
     def start(entry: Queued) -> None:
-        task = start_queued(exe, entry, where, kind, index, policy)
-        if task is None:
+        slots = _slots(exe)
+        outer = slots.begin(key)  # as in start_keyed
+        try:
+            task = start_queued(exe, entry, where, kind, index, policy)
+        except BaseException:  # (start_queued hands what it can to the future)
+            if not slots.started(None, key, outer):
+                give_back_key(exe, key)
+            raise
+        if not slots.started(task, key, outer):
             give_back_key(exe, key)
-        else:
+        elif task is not None:
             started.append(task)
-            _slots(exe).started(task, key)
 
     ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
 

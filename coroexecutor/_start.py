@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import _jobs
 from ._context import job_position
-from ._errors import check_job_fn
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
 from ._map_state import follow_limit
@@ -27,7 +26,7 @@ from ._policy import Cause, JobKind, error_of, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._retrying import Call, after_failure, more_attempts, run_attempts
 from ._state import State
-from ._taking import give_back
+from ._taking import start_failed
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -140,7 +139,7 @@ def start_job(
         task = ctx.run(loop.create_task, job)
     except BaseException:
         if not settled:  # else the job ran and settled itself (see above)
-            _start_failed(exe, fn, where, runner, coro)
+            start_failed(exe, fn, where, runner, coro)
         raise
     if runner is not None:
         _close_when_done(task, coro)
@@ -165,23 +164,6 @@ def _close_when_done(task: asyncio.Future[Any], coro: Coroutine[Any, Any, Any]) 
     coroutine, the one coroutine it holds: no "never awaited" warning. (A closure made
     here, not in start_job: there it would make ``coro`` a cell on every job's start.)"""
     task.add_done_callback(lambda _: coro.close())
-
-
-def _start_failed(
-    exe: Core,
-    fn: Callable[..., Any],
-    where: str,
-    runner: Coroutine[Any, Any, Any] | None,
-    coro: Coroutine[Any, Any, Any] | None,
-) -> None:
-    """Starting a job raised: give its slot back (the caller re-raises)."""
-    if runner is not None:  # made, but never became a task
-        runner.close()
-        if coro is not None:
-            coro.close()  # never ran: no "never awaited" warning
-    give_back(exe)
-    if not callable(fn):
-        check_job_fn(fn, where)  # the clearer error for a coroutine object
 
 
 #
@@ -304,7 +286,8 @@ def settle(
     error: BaseException | None,
     kind: JobKind,
 ) -> None:
-    """The one place a finished job gives its slot back and meets the policy.
+    """The one place a finished job gives its slot back (and its key's room, with key=)
+    and meets the policy.
 
     ``key``: the job's entry in the running jobs. An in-line job's is its coroutine, and
     it settles in its own last step (see _admit_after_job); other jobs' key is their
@@ -325,13 +308,12 @@ def settle(
         slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
-        if slots.keyed:  # key=: its room in its key goes back (see _keyed_slots)
-            cast("KeyedSlots", slots).end(task)
-            admit(exe, task)
     else:
         slots.release()
         exe._outcomes.succeeded += 1
-    if slots.backlog:
+    if slots.keyed:  # key=: its room in its key goes back (see _keyed_slots)
+        _end_keyed(exe, key, task, error)
+    elif slots.backlog:
         if key is not task:  # in-line: in the job's own last step
             try:
                 _admit_after_job(exe)
@@ -349,6 +331,26 @@ def settle(
         wake = exe._watchers.pop(task, None) if task is not None else None
         if wake is not None and not wake.done():
             wake.set_result(None)
+
+
+def _end_keyed(
+    exe: Core, key: object, task: asyncio.Future[Any] | None, error: BaseException | None
+) -> None:
+    """settle() of a keyed job: its room in its key comes back (an in-line job's task is
+    the current one), then the jobs waiting in the key lines or the backlog may start."""
+    slots = cast("KeyedSlots", exe._slots)
+    slots.end(_current_task(exe._loop) if task is None else task)
+    if not slots.backlog and not slots.line:
+        return
+    if key is not task:  # in-line: in the job's own last step
+        try:
+            _admit_after_job(exe)
+        except BaseException as exc:
+            if error is None:
+                _backlog_failed(exe, exc)
+            raise
+    else:
+        admit(exe, task)
 
 
 def _admit_after_job(exe: Core) -> None:

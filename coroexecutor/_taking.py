@@ -4,8 +4,10 @@ taken for a job that will not start. Functions of the executor, on its loop thre
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Callable
 
+from ._errors import check_job_fn
 from ._lifecycle import admit, check_idle
 from ._startup import check_accepting, check_not_initializer
 from ._state import State
@@ -13,7 +15,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["give_back", "take_slot"]
+__all__ = ["give_back", "start_failed", "take_slot"]
 
 _CancelledError = asyncio.CancelledError
 _CANCELLING = State.CANCELLING
@@ -42,3 +44,20 @@ async def take_slot(exe: Core, where: str) -> None:
     if exe._state is _CANCELLING:
         give_back(exe)  # granted just before an abort
         check_accepting(exe)  # raises
+
+
+def start_failed(
+    exe: Core,
+    fn: Callable[..., Any],
+    where: str,
+    runner: Coroutine[Any, Any, Any] | None,
+    coro: Coroutine[Any, Any, Any] | None,
+) -> None:
+    """Starting a job raised: give its slot back (the caller re-raises)."""
+    if runner is not None:  # made, but never became a task
+        runner.close()
+        if coro is not None:
+            coro.close()  # never ran: no "never awaited" warning
+    give_back(exe)
+    if not callable(fn):
+        check_job_fn(fn, where)  # the clearer error for a coroutine object

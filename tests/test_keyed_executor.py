@@ -408,6 +408,92 @@ async def test_retries_keep_their_key_room_between_attempts() -> None:
 
 
 #
+# Settling in-line: a keyed job gives its room back in its own last step
+#
+
+
+async def test_a_keyed_job_hands_its_room_on_in_its_own_last_step(loop_kind: str) -> None:
+    if loop_kind == "eager":
+        pytest.skip("a task factory's jobs start from a wake-up (see _admit_after_job)")
+    park = Park()
+    seen: list[list[Any]] = []
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        a0 = await exe.submit(park.job, "a", "a0")
+        a0.add_done_callback(lambda _: seen.append(list(park.started)))
+        a1 = exe.submit_nowait(park.job, "a", "a1")
+        await turns()
+        assert park.started == ["a0"]
+        park.finish("a0")
+        await a0
+        # a0's last step started a1 before a0's task was done: a1's first step was
+        # scheduled ahead of a0's done callbacks (from a done callback it would follow).
+        assert seen == [["a0", "a1"]]
+        park.finish("a1")
+        await a1
+    assert_no_key_state(exe)
+
+
+async def test_a_submitter_cancelled_as_the_room_comes_back_passes_it_on(
+    loop_kind: str,
+) -> None:
+    # a0's last step gives the room back before the cancelled submitter's task has left
+    # the line (its step comes later): the room must skip it and go to a2.
+    park = Park()
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        await exe.submit(park.job, "a", "a0")
+        waiter = asyncio.ensure_future(exe.submit(park.job, "a", "a1"))
+        await turns()
+        queued = exe.submit_nowait(park.job, "a", "a2")
+        park.finish("a0")
+        waiter.cancel()  # in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await turns()
+        assert park.started == ["a0", "a2"]
+        park.finish("a2")
+        await queued
+    assert exe.stats.cancelled == 0  # (the submitter's job never existed)
+    assert_no_key_state(exe)
+
+
+async def quick(key: Hashable, name: Any = None) -> Any:
+    return name
+
+
+async def test_jobs_ending_in_their_start_give_their_room_back_once(loop_kind: str) -> None:
+    # Under an eager task factory each quick job runs to its end inside its start, before
+    # its start could record it; one key with room for one shows a room never given back
+    # (the next start waits for ever) or given back twice (KeyedLine.release fails).
+    async def outer(key: Hashable, name: Any) -> Any:
+        # A start nested in a job's first step: the inner job ends in its start too.
+        inner = exe.submit_nowait(quick, "b", ("inner", name))
+        return name, await inner
+
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        for i in range(5):
+            assert await (await exe.submit(quick, "a", i)) == i
+        queued = [exe.submit_nowait(quick, "a", i) for i in range(5)]
+        assert await asyncio.gather(*queued) == list(range(5))
+        assert [r async for r in exe.map(quick, ["a"] * 5, range(5))] == list(range(5))
+        nested = [await exe.submit(outer, "a", i) for i in range(3)]
+        assert await asyncio.gather(*nested) == [(i, ("inner", i)) for i in range(3)]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.running) == (21, 0, 0)
+    assert_no_key_state(exe)
+
+
+async def test_a_keyed_job_whose_start_fails_gives_its_room_back(loop_kind: str) -> None:
+    def not_a_job(key: Hashable) -> Any:
+        raise ValueError(key)
+
+    async with CoroutineExecutor(4, key=first, max_per_key=1) as exe:
+        with pytest.raises(ValueError):
+            await exe.submit(not_a_job, "a")
+        assert await (await exe.submit(quick, "a", 1)) == 1
+    assert_no_key_state(exe)
+
+
+#
 # Memory: keys seen leave nothing behind
 #
 

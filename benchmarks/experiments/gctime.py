@@ -55,6 +55,8 @@ VARIANTS: dict[str, Callable[[int, int], Any]] = {
     "coroexecutor map": C.ours_map,
     "coroexecutor submit, retry=Retry()": C.ours_submit_retry,
     "coroexecutor map, retry=Retry()": C.ours_map_retry,
+    "coroexecutor submit, key=": C.ours_submit_keyed,
+    "coroexecutor map, key=": C.ours_map_keyed,
 }
 
 
