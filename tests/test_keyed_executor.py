@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import tracemalloc
 from collections.abc import Hashable
 from typing import Any
@@ -547,3 +548,35 @@ async def test_key_works_with_an_adaptive_limit_and_a_start_rate(loop_kind: str)
     assert sorted(park.started) == sorted(names)
     assert [n for n in park.started if n[0] == "a"] == [("a", i) for i in range(5)]
     assert_no_key_state(exe)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_outer_timeouts_around_keyed_submits_leave_no_state(
+    loop_kind: str, seed: int
+) -> None:
+    # Found by a docs-only tester: timeouts around `await submit` waiting for their key's
+    # room, in every phase of the grant, broke the key lines (InvalidStateError in the
+    # loop's handler, waiting=-1) and the block's exit then hung. Whatever the timing, it
+    # must end with nothing left and nothing reported.
+    rng = random.Random(seed)
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+
+    async def job(key: str) -> None:
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+
+    async with CoroutineExecutor(2, key=lambda k: k, max_per_key=1) as exe:
+
+        async def producer() -> None:
+            for _ in range(60):
+                try:
+                    submit = exe.submit(job, rng.choice("abc"))
+                    await asyncio.wait_for(submit, rng.random() * 0.002)
+                except asyncio.TimeoutError:
+                    pass
+
+        await asyncio.gather(*(producer() for _ in range(3)))
+    stats = exe.stats
+    assert reported == [] and stats.active_keys == 0 and stats.running == stats.queued == 0
