@@ -24,6 +24,7 @@ import heapq
 from collections.abc import Hashable
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
+from ._retry import is_async_callable
 from ._typing import final
 
 __all__ = ["KeyedLine", "Ticket", "check_max_per_key"]
@@ -35,6 +36,11 @@ MaxPerKey = Union[int, Callable[[Hashable], int]]
 def check_max_per_key(value: object) -> MaxPerKey:
     """Validate ``max_per_key``: an int greater than 0, or a callable ``key -> int``."""
     if callable(value):
+        if is_async_callable(value):
+            raise TypeError(
+                "max_per_key must be a plain function of the key, not an async one"
+                f" (got {value!r})"
+            )
         return value  # its results are checked per key, when it is called
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"max_per_key must be an int or a callable (got {value!r})")

@@ -22,6 +22,7 @@ from collections.abc import Hashable
 from typing import Any, Callable, Union
 
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
+from ._retry import is_async_callable
 from ._slots import Queued, Slots
 
 __all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
@@ -214,6 +215,11 @@ def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:
         raise TypeError("max_per_key needs key= (the function giving each job its key)")
     if not callable(key):
         raise TypeError(f"key must be a callable or None (got {key!r})")
+    if is_async_callable(key):
+        # Its coroutine would be the key: a new one per job, so no limit would hold.
+        raise TypeError(
+            f"key must be a plain function returning the key, not an async one (got {key!r})"
+        )
     if max_per_key is None:
         raise TypeError("key= needs max_per_key= (how many jobs of one key may run)")
     return check_max_per_key(max_per_key)

@@ -159,6 +159,14 @@ def queue_keyed(
     started: list[asyncio.Future[Any]] = []  # its task, once it starts
 
     def start(entry: Queued) -> None:
+        if entry.future.done():
+            # Cancelled in the turn its room came (say, by the job of its key that just
+            # ended): it never starts; its slot and room go on, it counts as cancelled
+            # here (on_done finds it out of the line).
+            exe._outcomes.cancelled += 1
+            give_back_key(exe, key)
+            give_back(exe)
+            return
         slots = _slots(exe)
         outer = slots.begin(key)  # as in start_keyed
         try:

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Protocol, Union
 from ._typing import final
 
 __all__ = [
-    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "next_delay",
-    "resolve_retry",
+    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "is_async_callable",
+    "next_delay", "resolve_retry",
 ]
 
 RetryPolicy = Callable[[int, BaseException], Optional[float]]
@@ -254,7 +254,7 @@ def resolve_retry(retry: object) -> RetryPolicy | None:
         raise TypeError(
             f"retry must be a Retry, a callable policy(attempt, exc) or None (got {retry!r})"
         )
-    if _is_async_callable(retry):
+    if is_async_callable(retry):
         raise TypeError(
             f"retry must be a plain callable that returns a delay, not an async function "
             f"(got {retry!r})"
@@ -262,7 +262,7 @@ def resolve_retry(retry: object) -> RetryPolicy | None:
     return retry
 
 
-def _is_async_callable(fn: Callable[..., object]) -> bool:
+def is_async_callable(fn: Callable[..., object]) -> bool:
     # iscoroutinefunction sees through functools.partial; an object with an async
     # __call__ is checked through its class.
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import Adaptive, CoroutineExecutor, Retry
+from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -580,3 +580,39 @@ async def test_outer_timeouts_around_keyed_submits_leave_no_state(
         await asyncio.gather(*(producer() for _ in range(3)))
     stats = exe.stats
     assert reported == [] and stats.active_keys == 0 and stats.running == stats.queued == 0
+
+
+async def test_a_queued_job_cancelled_by_its_keys_last_job_never_starts(loop_kind: str) -> None:
+    # "First answer wins": the running job of a key cancels the queued jobs of its key in
+    # its last step; the next in line had its room handed on in that same step, before its
+    # future's callback ran, and started anyway (found by a docs-only tester).
+    started: list[int] = []
+    futures: list[asyncio.Future[Any]] = []
+
+    async def fetch(i: int) -> int:
+        started.append(i)
+        await asyncio.sleep(0)
+        for future in futures:
+            if future is not asyncio.current_task():
+                future.cancel()
+        return i
+
+    async with CoroutineExecutor(10, key=lambda i: "host", max_per_key=1) as exe:
+        futures += [exe.submit_nowait(fetch, i) for i in range(3)]
+        await asyncio.gather(*futures, return_exceptions=True)
+    assert started == [0] and [f.cancelled() for f in futures] == [False, True, True]
+    stats = exe.stats
+    assert (stats.succeeded, stats.cancelled, stats.queued, stats.active_keys) == (1, 2, 0, 0)
+
+
+async def host_of(url: str) -> str:
+    return "example.org"
+
+
+def test_an_async_key_or_max_per_key_is_refused_at_the_constructor() -> None:
+    # Its coroutine would be each job's key (a new one per job): no limit would hold.
+    for executor in (CoroutineExecutor, LoopExecutor):
+        with pytest.raises(TypeError, match="key must be a plain function returning the key"):
+            executor(key=host_of, max_per_key=1)
+        with pytest.raises(TypeError, match="max_per_key must be a plain function of the key"):
+            executor(key=str, max_per_key=host_of)  # type: ignore[arg-type]
