@@ -311,9 +311,9 @@ def settle(
     else:
         slots.release()
         exe._outcomes.succeeded += 1
-    if slots.keyed:  # key=: its room in its key goes back (see _keyed_slots)
-        _end_keyed(exe, key, task, error)
-    elif slots.backlog:
+    if slots.keyed:  # key=: its room in its key goes back (an in-line job's task is current)
+        cast("KeyedSlots", slots).end(_current_task(exe._loop) if task is None else task)
+    if slots.backlog or (slots.keyed and cast("KeyedSlots", slots).line):
         if key is not task:  # in-line: in the job's own last step
             try:
                 _admit_after_job(exe)
@@ -331,26 +331,6 @@ def settle(
         wake = exe._watchers.pop(task, None) if task is not None else None
         if wake is not None and not wake.done():
             wake.set_result(None)
-
-
-def _end_keyed(
-    exe: Core, key: object, task: asyncio.Future[Any] | None, error: BaseException | None
-) -> None:
-    """settle() of a keyed job: its room in its key comes back (an in-line job's task is
-    the current one), then the jobs waiting in the key lines or the backlog may start."""
-    slots = cast("KeyedSlots", exe._slots)
-    slots.end(_current_task(exe._loop) if task is None else task)
-    if not slots.backlog and not slots.line:
-        return
-    if key is not task:  # in-line: in the job's own last step
-        try:
-            _admit_after_job(exe)
-        except BaseException as exc:
-            if error is None:
-                _backlog_failed(exe, exc)
-            raise
-    else:
-        admit(exe, task)
 
 
 def _admit_after_job(exe: Core) -> None:
