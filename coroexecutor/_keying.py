@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from ._keyed_slots import SETTLED
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
 from ._queued import start_queued
@@ -103,19 +102,14 @@ def start_keyed(
 ) -> asyncio.Future[Any]:
     """start_job() in a slot and the room in ``key`` the caller holds."""
     slots = _slots(exe)
-    # KeyedSlots.begin() and started(), written out (two calls a job): an eager first
-    # step may settle the job before we return.
-    outer = slots.starting
-    slots.starting = key
+    outer = slots.begin(key)  # an eager first step may settle the job before we return
     try:
         task = start_job(exe, fn, args, kwargs, where, kind, index, policy)
     except BaseException:
         if not slots.started(None, key, outer):  # (unless the job ran and settled)
             give_back_key(exe, key)  # (start_job gave the slot back)
         raise
-    if slots.starting is not SETTLED:
-        slots.jobs[task] = key
-    slots.starting = outer
+    slots.started(task, key, outer)
     return task
 
 
