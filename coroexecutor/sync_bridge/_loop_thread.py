@@ -27,6 +27,13 @@ __all__ = ["KEEP", "LoopThread"]
 
 KEEP: Any = object()  # set_rate_threadsafe: leave this one as it is
 
+# join() never blocks for longer than this at a time. A Ctrl-C does not interrupt a lock
+# wait that it reaches too early: in the instants after the interpreter last checked for
+# signals and before the wait starts, or when the kernel hands SIGINT to another thread,
+# the C handler runs and returns, and the wait sees no EINTR. The main thread then raises
+# the KeyboardInterrupt when it next runs Python code: waking up this often bounds how late.
+_SIGNAL_CHECK_SECONDS = 0.1
+
 
 class LoopThread:
     """The event loop thread behind one ThreadedLoopExecutor. Holds no reference to it."""
@@ -148,7 +155,7 @@ class LoopThread:
             # stopped while it still runs (the bpo-45274 repair releases its lock), so
             # every later join(), the interpreter's own at exit included, returns at once.
             try:
-                self.stopped.result()
+                _wait_interruptibly(self.stopped)
             except concurrent.futures.CancelledError:
                 pass  # __aexit__'s asyncio wrapper was cancelled: Thread.join() waits
             self._thread.join()  # the thread has run its last statement: returns at once
@@ -296,6 +303,15 @@ def _apply_rate(
         core._set_rate(rate, burst)
     finally:
         applied.set_result(None)
+
+
+def _wait_interruptibly(future: concurrent.futures.Future[None]) -> None:
+    """``future.result()``, which a Ctrl-C always interrupts (see _SIGNAL_CHECK_SECONDS)."""
+    while True:
+        try:
+            return future.result(timeout=_SIGNAL_CHECK_SECONDS)
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 def _count(n: int, noun: str) -> str:
