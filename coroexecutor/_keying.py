@@ -30,6 +30,7 @@ from ._taking import give_back
 if TYPE_CHECKING:
     from ._core import Core
     from ._keyed_slots import KeyedSlots
+    from ._map_state import MapJobs
 
 __all__ = [
     "give_back_key", "key_of", "queue_keyed", "start_keyed", "start_or_queue", "submit_keyed",
@@ -99,12 +100,13 @@ def start_keyed(
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
+    owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """start_job() in a slot and the room in ``key`` the caller holds."""
     slots = _slots(exe)
     outer = slots.begin(key)  # an eager first step may settle the job before we return
     try:
-        task = start_job(exe, fn, args, kwargs, where, kind, index, policy)
+        task = start_job(exe, fn, args, kwargs, where, kind, index, policy, owner)
     except BaseException:
         if not slots.started(None, key, outer):  # (unless the job ran and settled)
             give_back_key(exe, key)  # (start_job gave the slot back)
@@ -121,13 +123,15 @@ def start_or_queue(
     kind: JobKind,
     index: int,
     policy: RetryPolicy | Inherit | None,
+    owner: MapJobs,
 ) -> asyncio.Future[Any]:
     """A map's next job on a keyed executor: it starts, or waits in its key's line
-    holding its place in the map's window (so one full key holds back no other)."""
+    holding its place in the map's window (so one full key holds back no other).
+    ``owner``: the map, whose window the job leaves while it pauses (see MapJobs)."""
     key = key_of(exe, args, {})
     if _slots(exe).take_key_nowait(key):
-        return start_keyed(exe, fn, args, {}, where, key, kind, index, policy)
-    return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy)
+        return start_keyed(exe, fn, args, {}, where, key, kind, index, policy, owner)
+    return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy, owner)
 
 
 def give_back_key(exe: Core, key: Hashable) -> None:
@@ -147,6 +151,7 @@ def queue_keyed(
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
+    owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """Queue a job in ``key``'s line; returns the future that follows it."""
     future: asyncio.Future[Any] = exe._loop.create_future()
@@ -164,7 +169,7 @@ def queue_keyed(
         slots = _slots(exe)
         outer = slots.begin(key)  # as in start_keyed
         try:
-            task = start_queued(exe, entry, where, kind, index, policy)
+            task = start_queued(exe, entry, where, kind, index, policy, owner)
         except BaseException:  # (start_queued hands what it can to the future)
             if not slots.started(None, key, outer):
                 give_back_key(exe, key)

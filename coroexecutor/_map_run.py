@@ -75,7 +75,7 @@ async def results(
                 if slots.take_nowait():
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif slots.keyed:  # key=: it starts, or waits in its key's line
-                    job = start_or_queue(exe, fn, args, where, kind, index, policy)
+                    job = start_or_queue(exe, fn, args, where, kind, index, policy, jobs)
                 else:
                     if count:
                         # A job of ours is in flight: yield its result, start this later.

@@ -18,6 +18,7 @@ from ._start import start_job
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._map_state import MapJobs
 
 __all__ = ["on_queued_done", "queue_job", "start_queued"]
 
@@ -39,13 +40,16 @@ def start_queued(
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
+    owner: MapJobs | None = None,
 ) -> asyncio.Future[Any] | None:
     """A queued job got its slot (Slots.admit calls this in the job's context). Returns
     its task, or None if it failed to start. The other arguments: see start_job."""
     future = entry.future
     future.remove_done_callback(exe._on_queued_done)
     try:
-        task = start_job(exe, entry.fn, entry.args, entry.kwargs, where, kind, index, policy)
+        task = start_job(
+            exe, entry.fn, entry.args, entry.kwargs, where, kind, index, policy, owner
+        )
     except Exception as exc:
         # fn() raised or returned a non-awaitable: the job failed before it began.
         if exe._annotate:

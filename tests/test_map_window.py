@@ -79,8 +79,9 @@ def mapper(exe: CoroutineExecutor, ordered: bool) -> Any:
 @virtual_time
 @ORDERED
 @pytest.mark.parametrize("hook", [False, True], ids=["in-line", "hook"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
 async def test_jobs_pausing_between_attempts_let_the_map_start_others(
-    ordered: bool, hook: bool
+    ordered: bool, hook: bool, keyed: bool
 ) -> None:
     # Inputs 0 and 1 fail at t=1 and pause until t=11. Their slots go to inputs 4 and 5
     # at once (before: the map's window of 4 still counted them, and 4, 5 waited
@@ -91,7 +92,11 @@ async def test_jobs_pausing_between_attempts_let_the_map_start_others(
     retry = Retry(attempts=2, backoff=10, jitter=False)
     results = []
     on_job_done = (lambda job: None) if hook else None
-    async with CoroutineExecutor(max_workers=4, retry=retry, on_job_done=on_job_done) as exe:
+    # key=: every start takes the keyed path (one key per input here: no key is full).
+    per_key: dict[str, Any] = {"key": lambda n: n, "max_per_key": 1} if keyed else {}
+    async with CoroutineExecutor(
+        max_workers=4, retry=retry, on_job_done=on_job_done, **per_key
+    ) as exe:
         async for n in mapper(exe, ordered)(jobs, range(12)):
             results.append(n)
             jobs.received += 1
@@ -110,15 +115,17 @@ async def test_jobs_pausing_between_attempts_let_the_map_start_others(
 @pytest.mark.parametrize(
     ("max_workers", "buffersize"), [(3, None), (10, 3)], ids=["default", "buffersize"]
 )
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
 async def test_a_map_holds_at_most_twice_its_window_while_jobs_pause(
-    ordered: bool, max_workers: int, buffersize: int | None
+    ordered: bool, max_workers: int, buffersize: int | None, keyed: bool
 ) -> None:
     # Every input fails its first attempt: at most 3 pausing jobs leave the window of 3,
     # so the map holds 6 inputs started and not yet received, never more.
     jobs = Inputs(failing=lambda n: True)
     retry = Retry(attempts=2, backoff=10, jitter=False)
     results = []
-    async with CoroutineExecutor(max_workers=max_workers, retry=retry) as exe:
+    per_key: dict[str, Any] = {"key": lambda n: n, "max_per_key": 1} if keyed else {}
+    async with CoroutineExecutor(max_workers=max_workers, retry=retry, **per_key) as exe:
         async for n in mapper(exe, ordered)(jobs, range(30), buffersize=buffersize):
             results.append(n)
             jobs.received += 1
