@@ -306,6 +306,59 @@ def test_stats_count_every_outcome() -> None:
     )
 
 
+def _blocking_job(n: int) -> int:
+    if n % 3 == 2:
+        raise ValueError(f"no {n}")
+    return n
+
+
+async def _coroutine_job(n: int) -> int:
+    await asyncio.sleep(0)
+    return _blocking_job(n)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"key": lambda n: n % 3, "max_per_key": 1}, {"job_timeout": 60.0},
+     {"max_per_second": 1e6}, {"retry": Retry(2, on=KeyError)}],
+    ids=["plain", "key=", "job_timeout", "max_per_second", "retry"],
+)
+def test_stats_count_a_job_as_soon_as_its_future_is_done(
+    kind: str, options: dict[str, Any]
+) -> None:
+    # A caller woken by a job's future reads stats at once: the job is counted. (A job
+    # the loop runs had its future set by the worker before the core counted it, and a
+    # coroutine job's slot and key's room came back in a later callback than the stats
+    # read: stats said running=1, or active_keys=1, one time in two.)
+    fn = _blocking_job if kind == "blocking" else _coroutine_job
+    with ThreadedLoopExecutor(max_workers=4, **options) as exe:
+        for n in range(60):
+            exe.submit(fn, n).exception(WAIT)  # its outcome, success or not
+            stats = exe.stats
+            done = n + 1
+            assert (stats.running, stats.queued) == (0, 0), (n, stats)
+            assert (stats.succeeded, stats.failed) == (done - done // 3, done // 3), (n, stats)
+            assert stats.active_keys == (0 if "key" in options else None), (n, stats)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+def test_a_blocking_jobs_done_callback_finds_it_counted(keyed: bool) -> None:
+    # The callback runs in the worker thread as it sets the future, before the job's slot
+    # (and its key's room) is given back: the counts already say the job is over.
+    per_key: dict[str, Any] = {"key": lambda gate: "k", "max_per_key": 1} if keyed else {}
+    seen: list[Any] = []
+    with ThreadedLoopExecutor(max_workers=2, **per_key) as exe:
+        gate = threading.Event()
+        future = exe.submit(gate.wait, WAIT)
+        future.add_done_callback(lambda _: seen.append(exe.stats))
+        gate.set()
+        assert future.result(WAIT) is True
+    [stats] = seen
+    assert (stats.running, stats.succeeded) == (0, 1)
+    assert stats.active_keys == (0 if keyed else None)
+
+
 ONCE_MORE = Retry(2, on=ValueError, backoff=0.0)
 
 

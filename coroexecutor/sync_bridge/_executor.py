@@ -193,7 +193,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """A snapshot of the job counts, taken on the loop thread (any thread may read it).
 
         Jobs handed off but not yet seen by the loop count as submitted and queued. A job
-        whose ``cancel()`` returned True counts as cancelled from the next read on. Never
+        whose future is done counts as done (succeeded, failed or cancelled) from the next
+        read on, as does one whose ``cancel()`` returned True. Never
         waits for a loop that has stopped, or stops meanwhile: the final counts then.
         """
         return self._bridge.stats_threadsafe()

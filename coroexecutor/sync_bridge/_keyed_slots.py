@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable
-from concurrent.futures._base import PENDING
+from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
 from .._keyed import KeyedLine, MaxPerKey, Ticket
@@ -143,6 +143,16 @@ class KeyedSlots(Slots):
 
     def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
         stats = super().counts(core, unstarted)
-        return dataclasses.replace(
-            stats, active_keys=self.line.active_keys, busiest_key=self.line.busiest()
-        )
+        line = self.line
+        active = line.active_keys
+        # As Slots.counts does for the jobs: a direct job whose future is set is over,
+        # though its worker has not given its key's room back yet.
+        ended: dict[Hashable, int] = {}
+        for future in self.direct:
+            if future._state == FINISHED and future in self.keys:
+                key = self.keys[future]
+                ended[key] = ended.get(key, 0) + 1
+        for key, n in ended.items():
+            if line.running_of(key) == n and not line.waiting_of(key):
+                active -= 1
+        return dataclasses.replace(stats, active_keys=active, busiest_key=line.busiest())

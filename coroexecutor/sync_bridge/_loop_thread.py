@@ -107,7 +107,18 @@ class LoopThread:
         if handoff.is_loop_thread():
             return handoff.counts()
         result: concurrent.futures.Future[ExecutorStats] = concurrent.futures.Future()
-        if not handoff.post_if_draining(lambda: result.set_result(handoff.counts())):
+
+        def count() -> None:
+            handoff.scheduler.settle_released()  # slots (and keys' room) freed but batched
+            result.set_result(handoff.counts())
+
+        def count_soon() -> None:
+            # Once more round the loop: a job whose future woke us may have ended in the
+            # step just before this drain, and its done callbacks (which give its slot and
+            # its key's room back, or batch that for a later _settle) are queued behind it.
+            asyncio.get_running_loop().call_soon(count)
+
+        if not handoff.post_if_draining(count_soon):
             return self.final_stats or handoff.counts()  # no loop jobs can move now
         self._wait_on_loop(result)
         if result.done():

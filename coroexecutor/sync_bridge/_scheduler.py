@@ -21,7 +21,7 @@ from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import RETRIED, Retries
 from ._tuning import BridgeTuner
-from ._workers import Failed, WorkerPool, WorkItem
+from ._workers import Failed, Finished, WorkerPool, WorkItem
 
 __all__ = ["Scheduler"]
 
@@ -141,6 +141,12 @@ class Scheduler:
             released.clear()
             return
         asyncio.get_running_loop().call_soon(self._settle)
+
+    def settle_released(self) -> None:
+        """Free now the slots whose release waits for a _settle (see _release_queued):
+        before stats are read for a caller that a finished job's future woke."""
+        if self._released:
+            self._settle()
 
     def _settle(self) -> None:
         released, self._released = self._released, []
@@ -322,9 +328,17 @@ class Scheduler:
                 item.outcome.close()  # an awaitable to await: never awaited, as cancelled
                 raise
         outcome, item.outcome = item.outcome, None
-        if outcome is None:  # the worker has set the future already
+        if outcome is None:  # the call never ran (the future was cancelled)
             if future._exception is not None:
+                raise _FailedInWorker
+            return None
+        if type(outcome) is Finished:
+            # Set here, as the job's last step, not by the worker: the core counts the job
+            # before a caller woken by the future can read stats.
+            if outcome.error is not None:
+                future.set_exception(outcome.error)
                 raise _FailedInWorker  # so the core counts a failure, not a success
+            future.set_result(outcome.result)
             return None
         if type(outcome) is Failed:  # the call raised; a retry policy applies
             error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)

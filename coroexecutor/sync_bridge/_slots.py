@@ -206,13 +206,27 @@ class Slots:
         """Every job's count: the core's (``unstarted``: given back before reaching it)
         plus the direct jobs and the ones cancelled while waiting here."""
         submitted = self.submitted
-        # Direct jobs cancelled while they waited for a worker thread: counted when
-        # a worker skips them (at most max_workers to look at; not the hot path).
-        skipped = sum(future._state == CANCELLED_AND_NOTIFIED for future in self.direct)
-        running = core.running + len(self.direct) - skipped
+        # Direct jobs cancelled while they waited for a worker thread (counted when a
+        # worker skips them), and direct jobs whose worker has set their future but not
+        # yet given their slot back (counted then): count them by their future's state,
+        # as whoever that future woke may read stats now. At most max_workers to look at;
+        # not the hot path.
+        skipped = ok = raised = 0
+        for future in self.direct:
+            state = future._state
+            if state == CANCELLED_AND_NOTIFIED:
+                skipped += 1
+            elif state == FINISHED:
+                if future._exception is None:
+                    ok += 1
+                else:
+                    raised += 1
+        running = core.running + len(self.direct) - skipped - ok - raised
         # The core counted each attempt it ran; only a job's last one is its outcome.
-        succeeded = core.succeeded - self.core_ok_retried + self.direct_ok
-        failed = core.failed - self.core_failed_retried + self.direct_failed + self.refused
+        succeeded = core.succeeded - self.core_ok_retried + self.direct_ok + ok
+        failed = (
+            core.failed - self.core_failed_retried + self.direct_failed + self.refused + raised
+        )
         cancelled = core.cancelled + self.cancelled + unstarted + skipped
         return ExecutorStats(
             submitted=submitted,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._future import BridgeFuture
 
-__all__ = ["Failed", "WorkItem", "WorkerPool"]
+__all__ = ["Failed", "Finished", "WorkItem", "WorkerPool"]
 
 
 class Failed:
@@ -31,14 +31,26 @@ class Failed:
         self.error = error
 
 
+class Finished:
+    """The outcome of a blocking job the loop runs (``job_timeout``, ``max_per_second``),
+    left in its item by the worker: the loop thread sets it on the job's future once the
+    core has counted the job, so a caller woken by the future finds it in ``stats``."""
+
+    __slots__ = ("error", "result")
+
+    def __init__(self, result: Any, error: Optional[BaseException]) -> None:
+        self.result = result
+        self.error = error
+
+
 class WorkItem:
     """One blocking job on its way through a worker thread.
 
-    The worker sets the job's future itself (no loop hop on the result path, as in
-    ThreadPoolExecutor). Then, for a *direct* job (``waiter is None``), it releases the
-    job's slot through ``release``; for a job the loop runs (``job_timeout`` or
-    ``max_per_second`` need the core), it posts the item back so the loop's wrapper task,
-    awaiting ``waiter``, finishes and frees the slot.
+    For a *direct* job (``waiter is None``), the worker sets the job's future itself (no
+    loop hop on the result path, as in ThreadPoolExecutor), then releases the job's slot
+    through ``release``. For a job the loop runs (``job_timeout`` or ``max_per_second``
+    need the core), it leaves the outcome in ``outcome`` (a Finished) and posts the item
+    back: the loop's wrapper task, awaiting ``waiter``, sets the future and frees the slot.
     """
 
     __slots__ = ("args", "ctx", "finished", "fn", "future", "kwargs", "outcome", "waiter")
@@ -61,7 +73,8 @@ class WorkItem:
         self.finished = False  # loop thread only: the worker has posted the item back
         # Set by the worker when fn returned an awaitable (``lambda: fetch(url)``): the
         # loop awaits it, since awaitables belong on the loop, not in a worker thread.
-        # Or a Failed: the call raised, and the loop asks the job's retry policy.
+        # Or a Failed: the call raised, and the loop asks the job's retry policy. Or a
+        # Finished: the outcome of a job the loop runs, for the loop to set.
         self.outcome: Optional[Any] = None
 
 
@@ -122,13 +135,18 @@ def _work(
                         annotate_job_error(
                             exc, item.fn, item.args, item.kwargs, map_index=future._map_index
                         )
-                    future.set_exception(exc)
+                    if item.waiter is None:
+                        future.set_exception(exc)
+                    else:
+                        item.outcome = Finished(None, exc)
                 del exc  # break the frame <-> traceback cycle
             else:
                 if inspect.isawaitable(result):
                     item.outcome = result
-                else:
+                elif item.waiter is None:
                     future.set_result(result)
+                else:
+                    item.outcome = Finished(result, None)
                 del result
         del future
         # Post skipped items too (cancelled or withdrawn meanwhile): their slot is freed
