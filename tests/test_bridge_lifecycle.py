@@ -378,6 +378,52 @@ def wait_or_dump(proc: subprocess.Popen[str], reader: LineReader, timeout: float
         )
 
 
+class Child:
+    """A Python child running ``code`` in dev mode (faulthandler on), read line by line.
+
+    ``with Child(code, python) as child:`` then ``wait_for`` lines, ``interrupt()`` it and
+    ``wait()`` for its exit (bounded: a hang fails with its stacks). On leaving the block
+    it is killed if still running, and ``stdout`` (the lines not waited for) and
+    ``stderr`` are set."""
+
+    def __init__(self, code: str, python: str) -> None:
+        self.proc = subprocess.Popen(
+            python_command(code, python),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
+        )
+        self.reader = LineReader(self.proc)
+        self.stdout: list[str] = []
+        self.stderr = ""
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        proc = self.proc
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        self.stderr = proc.stderr.read()
+        proc.stderr.close()
+        self.stdout = self.reader.rest()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def wait_for(self, line: str) -> None:
+        self.reader.wait_for(line)
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait(self) -> None:
+        wait_or_dump(self.proc, self.reader)
+
+
 class LineReader:
     """Reads a subprocess's stdout in a thread, so that waiting for a line has a bound."""
 
@@ -453,45 +499,30 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
         if {main == "is interrupted"}:
             threading.Event().wait()
         """
-    proc = subprocess.Popen(
-        python_command(code, python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
-    )
-    reader = LineReader(proc)
-    try:
-        reader.wait_for("ready")
+    with Child(code, python) as child:
+        child.wait_for("ready")
         if main == "is interrupted":
-            proc.send_signal(signal.SIGINT)
-        reader.wait_for(
+            child.interrupt()
+        child.wait_for(
             "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
         )
-        proc.send_signal(signal.SIGINT)
-        wait_or_dump(proc, reader)  # an hour without the fix
-    finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-        proc.stderr.close()
-        stdout = reader.rest()
+        child.interrupt()
+        child.wait()  # an hour without the fix
     # The exit waited for the cancelled jobs: on Python 3.9 to 3.12, an interrupted
     # Thread.join() would have let the interpreter finalize while they still ran.
-    assert stdout == ["cleaned up", "cleaned up"]
+    assert child.stdout == ["cleaned up", "cleaned up"]
     line = (
         "coroexecutor: interrupted at exit: cancelled 2 running coroutine jobs and 1 queued"
         " job of <ThreadedLoopExecutor forgotten>"
     )
     if main == "returns":
-        assert proc.returncode == 0
-        assert stderr == line + "\n"
+        assert child.returncode == 0
+        assert child.stderr == line + "\n"
     else:
-        assert proc.returncode == -signal.SIGINT  # the main thread's KeyboardInterrupt
-        assert stderr.endswith("KeyboardInterrupt\n" + line + "\n")
-        assert stderr.count("Traceback") == 1  # the main thread's own, printed before
-    assert "Exception ignored" not in stderr
+        assert child.returncode == -signal.SIGINT  # the main thread's KeyboardInterrupt
+        assert child.stderr.endswith("KeyboardInterrupt\n" + line + "\n")
+        assert child.stderr.count("Traceback") == 1  # the main thread's own, printed before
+    assert "Exception ignored" not in child.stderr
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
@@ -538,28 +569,13 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
             alive = [t.name for t in threading.enumerate() if t.name == "waited_loop"]
             print("loop thread:", alive)
         """
-    proc = subprocess.Popen(
-        python_command(code, python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
-    )
-    reader = LineReader(proc)
-    try:
-        reader.wait_for(
+    with Child(code, python) as child:
+        child.wait_for(
             "waiting for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)"
         )
-        proc.send_signal(signal.SIGINT)
-        wait_or_dump(proc, reader)  # an hour without the fix
-    finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-        proc.stderr.close()
-        stdout = reader.rest()
-    assert stdout == [
+        child.interrupt()
+        child.wait()  # an hour without the fix
+    assert child.stdout == [
         "cleaned up",
         "cleaned up",
         "interrupted: [True, True, True]",
@@ -567,8 +583,8 @@ def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how
         # The exit hook has nothing left to wait for; it logs all the same.
         "waiting at exit for the jobs of <ThreadedLoopExecutor waited> (Ctrl-C cancels them)",
     ]
-    assert proc.returncode == 0
-    assert stderr == ""
+    assert child.returncode == 0
+    assert child.stderr == ""
 
 
 @pytest.mark.skipif(
@@ -617,31 +633,16 @@ def test_a_ctrl_c_that_misses_the_main_threads_wait_still_ends_it(python: str, w
         except KeyboardInterrupt:
             print("interrupted", future.cancelled(), flush=True)
         """
-    proc = subprocess.Popen(
-        python_command(code, python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
-    )
-    reader = LineReader(proc)
-    try:
-        wait_or_dump(proc, reader)  # for ever without the fix
-    finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-        proc.stderr.close()
-        stdout = reader.rest()
-    assert stdout[0] == "main thread asleep"
+    with Child(code, python) as child:
+        child.wait()  # for ever without the fix
+    assert child.stdout[0] == "main thread asleep"
     if where == "with block":
-        assert stdout[1:] == ["interrupted True"]
-        assert proc.returncode == 0
-        assert stderr == ""
+        assert child.stdout[1:] == ["interrupted True"]
+        assert child.returncode == 0
+        assert child.stderr == ""
     else:
-        assert stdout[1:] == []
-        assert stderr.splitlines()[0] == (
+        assert child.stdout[1:] == []
+        assert child.stderr.splitlines()[0] == (
             "coroexecutor: interrupted at exit: cancelled 1 running coroutine job of "
             "<ThreadedLoopExecutor missed>"
         )
@@ -687,38 +688,23 @@ def test_second_ctrl_c_while_cancelled_jobs_finish_stops_the_wait(python: str) -
             print("interrupted twice:", twice, future.cancelled(), flush=True)
             loop[0].call_soon_threadsafe(gate[0].set)
         """
-    proc = subprocess.Popen(
-        python_command(code, python),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=REPO, PYTHONDEVMODE="1"),
-    )
-    reader = LineReader(proc)
-    try:
-        reader.wait_for(
+    with Child(code, python) as child:
+        child.wait_for(
             "waiting for the jobs of <ThreadedLoopExecutor stubborn> (Ctrl-C cancels them)"
         )
-        proc.send_signal(signal.SIGINT)
-        reader.wait_for("cancelling")
-        proc.send_signal(signal.SIGINT)
-        wait_or_dump(proc, reader)
-    finally:
-        proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-        proc.stderr.close()
-        stdout = reader.rest()
+        child.interrupt()
+        child.wait_for("cancelling")
+        child.interrupt()
+        child.wait()
     # The job cleans up on the loop thread as soon as the gate opens, while the main thread
     # goes on to the exit hook: those two lines may come in either order.
-    assert stdout[0] == "interrupted twice: True True"
-    assert sorted(stdout[1:]) == [
+    assert child.stdout[0] == "interrupted twice: True True"
+    assert sorted(child.stdout[1:]) == [
         "cleaned up",
         "waiting at exit for the jobs of <ThreadedLoopExecutor stubborn> (Ctrl-C cancels them)",
     ]
-    assert proc.returncode == 0
-    assert stderr == ""
+    assert child.returncode == 0
+    assert child.stderr == ""
 
 
 def test_submit_during_interpreter_exit_is_refused_cleanly() -> None:
