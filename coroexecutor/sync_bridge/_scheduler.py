@@ -21,7 +21,7 @@ from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import RETRIED, Retries
 from ._tuning import BridgeTuner
-from ._workers import Failed, Finished, WorkerPool, WorkItem
+from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 
 __all__ = ["Scheduler"]
 
@@ -34,11 +34,6 @@ class _CoroutineJobError(Exception):
     An asyncio task re-raises those out of the event loop, which would kill the loop
     thread and strand every other future; the job's own future gets the original.
     """
-
-
-class _FailedInWorker(Exception):
-    """Ends the task of a blocking job the core governs whose call raised: the job's
-    future has the call's own error; this makes the core count the job as failed."""
 
 
 class Scheduler:
@@ -328,17 +323,11 @@ class Scheduler:
                 item.outcome.close()  # an awaitable to await: never awaited, as cancelled
                 raise
         outcome, item.outcome = item.outcome, None
-        if outcome is None:  # the call never ran (the future was cancelled)
+        if outcome is None or type(outcome) is Finished:  # (None: the call never ran)
+            if outcome is not None:
+                outcome.resolve(future)  # as the job's last step: see Finished
             if future._exception is not None:
-                raise _FailedInWorker
-            return None
-        if type(outcome) is Finished:
-            # Set here, as the job's last step, not by the worker: the core counts the job
-            # before a caller woken by the future can read stats.
-            if outcome.error is not None:
-                future.set_exception(outcome.error)
-                raise _FailedInWorker  # so the core counts a failure, not a success
-            future.set_result(outcome.result)
+                raise FailedInWorker  # so the core counts a failure, not a success
             return None
         if type(outcome) is Failed:  # the call raised; a retry policy applies
             error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)
@@ -346,7 +335,7 @@ class Scheduler:
                 return RETRIED
             if not future._finish(None, error):
                 raise asyncio.CancelledError  # cancel() won meanwhile (see _run_coroutine)
-            raise _FailedInWorker
+            raise FailedInWorker
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
         # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop.
         return await self._run_coroutine(future, _identity, (outcome,), {})

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._future import BridgeFuture
 
-__all__ = ["Failed", "Finished", "WorkItem", "WorkerPool"]
+__all__ = ["Failed", "FailedInWorker", "Finished", "WorkItem", "WorkerPool"]
 
 
 class Failed:
@@ -41,6 +41,17 @@ class Finished:
     def __init__(self, result: Any, error: Optional[BaseException]) -> None:
         self.result = result
         self.error = error
+
+    def resolve(self, future: BridgeFuture[Any]) -> None:
+        if self.error is None:
+            future.set_result(self.result)
+        else:
+            future.set_exception(self.error)
+
+
+class FailedInWorker(Exception):
+    """Ends the task of a blocking job the core governs whose call raised: the job's
+    future has the call's own error; this makes the core count the job as failed."""
 
 
 class WorkItem:
