@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     from ._jobs import FactoryReader
+    from ._keyed_slots import KeyedSlots
     from ._map_state import MapJobs
     from ._policy import Outcomes
     from ._retry import RetryPolicy
@@ -84,6 +85,7 @@ class Core(Protocol):
     _loop: asyncio.AbstractEventLoop  # once bound (_bound)
     _state: State
     _slots: Slots
+    _keyed: KeyedSlots | None  # with key=, the same object as _slots (else None)
     _outcomes: Outcomes
     _startup: Startup
     _running: dict[object, asyncio.Future[Any]]

@@ -21,7 +21,7 @@ from ._errors import check_job_fn
 from ._jobs import FactoryReader
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
-from ._keying import submit_keyed, submit_nowait_keyed
+from ._keying import start_keyed, submit_nowait_keyed, take_key
 from ._lifecycle import close, report_unretrieved, set_limit
 from ._map import MapIterator, MapJobs
 from ._policy import JobKind, Outcomes
@@ -91,9 +91,9 @@ class CoroutineExecutor:
     # Slots, not a __dict__: an attribute read on the hot path is then a slot read.
     __slots__ = (
         "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_grace_handle",
-        "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_loop", "_loop_watch",
-        "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots", "_spared",
-        "_startup", "_state", "_task_factory_of", "_timeout", "_tuner", "_watchers",
+        "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_keyed", "_loop",
+        "_loop_watch", "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots",
+        "_spared", "_startup", "_state", "_task_factory_of", "_timeout", "_tuner", "_watchers",
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
@@ -124,7 +124,7 @@ class CoroutineExecutor:
         self._retry = resolve_retry(retry)
         self._annotate = check_switch("annotate_errors", annotate_errors)
         self._state = State.CREATED
-        self._slots = make_slots(max_workers, key, max_per_key)
+        self._slots, self._keyed = make_slots(max_workers, key, max_per_key)
         self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
         self._startup = Startup(initializer, tuple(initargs))
         # Running jobs' tasks (and the initializer's), keyed by the job's coroutine for
@@ -189,8 +189,7 @@ class CoroutineExecutor:
     @property
     def burst(self) -> int:
         """How many jobs may start at once after an idle period while ``max_per_second``
-        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
-        limit is a ``ValueError``, as in the constructor."""
+        is set (default 1); settable as ``max_per_second`` is (with no rate: ValueError)."""
         return self._burst
 
     @burst.setter
@@ -240,8 +239,10 @@ class CoroutineExecutor:
         if not self._slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
-            if self._slots.keyed:  # key=: every start comes here (see _keying)
-                return await submit_keyed(self, fn, args, kwargs)  # type: ignore[return-value]  # as below
+            if (keyed := self._keyed) is not None:  # key=: key() raises to the caller
+                if not keyed.take_key_nowait(key := keyed.key(*args, **kwargs)):
+                    await take_key(self, key, "submit")
+                return start_keyed(self, keyed, fn, args, kwargs, "submit", key)  # type: ignore[return-value]  # as below
             check_loop(self)  # only where we would wait: the fast path does not look
             await take_slot(self, "submit")
         return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result
@@ -266,8 +267,8 @@ class CoroutineExecutor:
             return start_job(self, fn, args, kwargs, "submit_nowait")
         if not callable(fn):
             check_job_fn(fn, "submit_nowait")
-        if self._slots.keyed:
-            return submit_nowait_keyed(self, fn, args, kwargs)
+        if (keyed := self._keyed) is not None:
+            return submit_nowait_keyed(self, keyed, fn, args, kwargs)
         check_loop(self)  # only where we would queue: the fast path does not look
         return queue_job(self, fn, args, kwargs)
 

@@ -99,7 +99,7 @@ class KeyedLine(Generic[T]):
         "_running",
         "_seq",
         "_top",
-        "_waiting",
+        "waiting",
     )
 
     def __init__(self, max_per_key: MaxPerKey) -> None:
@@ -115,18 +115,18 @@ class KeyedLine(Generic[T]):
         # also dead entries (tickets that left the line) until they surface or compaction.
         self._heads: list[tuple[int, Ticket[T]]] = []
         self._seq = 0
-        self._waiting = 0
+        self.waiting = 0  # jobs waiting, all keys (read on the hot path: no __len__ call)
         # Keys by how many of their jobs wait: the longest line in O(1). Counts move by
         # one at a time, so when the top bucket empties the next one down is not empty.
         self._by_waiting: dict[int, dict[Hashable, None]] = {}
         self._top = 0
 
     def __repr__(self) -> str:
-        return f"<KeyedLine keys={self.active_keys} waiting={self._waiting}>"
+        return f"<KeyedLine keys={self.active_keys} waiting={self.waiting}>"
 
     def __len__(self) -> int:
         """How many jobs wait (all keys)."""
-        return self._waiting
+        return self.waiting
 
     @property
     def active_keys(self) -> int:
@@ -200,7 +200,7 @@ class KeyedLine(Generic[T]):
         ticket = Ticket(key, item, self._seq)
         line.tickets.append(ticket)
         line.waiting += 1
-        self._waiting += 1
+        self.waiting += 1
         self._count_waiting(key, line.waiting - 1, line.waiting)
         if line.waiting == 1 and self._running.get(key, 0) < limit:
             heapq.heappush(self._heads, (ticket.seq, ticket))
@@ -229,7 +229,7 @@ class KeyedLine(Generic[T]):
         assert line.tickets[0] is ticket
         line.tickets.popleft()
         line.waiting -= 1
-        self._waiting -= 1
+        self.waiting -= 1
         self._count_waiting(key, line.waiting + 1, line.waiting)
         n = self._running.get(key, 0) + 1
         self._running[key] = n
@@ -253,7 +253,7 @@ class KeyedLine(Generic[T]):
         key = ticket.key
         line = self._lines[key]
         line.waiting -= 1
-        self._waiting -= 1
+        self.waiting -= 1
         self._count_waiting(key, line.waiting + 1, line.waiting)
         if not line.waiting:
             del self._lines[key]
@@ -288,7 +288,7 @@ class KeyedLine(Generic[T]):
         self._lines.clear()
         self._heads.clear()
         self._by_waiting.clear()
-        self._lone_lines = self._waiting = self._top = 0
+        self._lone_lines = self.waiting = self._top = 0
         return [t.item for t in tickets]
 
     #

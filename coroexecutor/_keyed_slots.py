@@ -38,7 +38,6 @@ class KeyedSlots(Slots):
 
     def __init__(self, limit: int, key: KeyFn, max_per_key: MaxPerKey) -> None:
         super().__init__(limit)
-        self.keyed = True
         self.key = key
         self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
         self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
@@ -225,9 +224,13 @@ def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:
     return check_max_per_key(max_per_key)
 
 
-def make_slots(limit: int, key: KeyFn | None, max_per_key: object) -> Slots:
-    """The constructor's slots: KeyedSlots when ``key`` is given (see check_keying)."""
+def make_slots(
+    limit: int, key: KeyFn | None, max_per_key: object
+) -> tuple[Slots, KeyedSlots | None]:
+    """The constructor's slots, and the same object again if they are KeyedSlots (when
+    ``key`` is given: see check_keying), else None."""
     per_key = check_keying(key, max_per_key)
     if key is None or per_key is None:
-        return Slots(limit)
-    return KeyedSlots(limit, key, per_key)
+        return Slots(limit), None
+    slots = KeyedSlots(limit, key, per_key)
+    return slots, slots

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._map_state import MapJobs
 
 __all__ = [
-    "give_back_key", "key_of", "queue_keyed", "start_keyed", "start_or_queue", "submit_keyed",
+    "give_back_key", "queue_keyed", "start_keyed", "start_or_queue",
     "submit_nowait_keyed", "take_key",
 ]
 
@@ -41,40 +41,31 @@ _CANCELLING = State.CANCELLING
 
 
 def _slots(exe: Core) -> KeyedSlots:
-    return cast("KeyedSlots", exe._slots)
-
-
-def key_of(exe: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-    """The job's key: ``key(*args, **kwargs)``; what it raises propagates."""
-    return _slots(exe).key(*args, **kwargs)
-
-
-async def submit_keyed(
-    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> asyncio.Future[Any]:
-    """submit() of a keyed executor: start now, or wait in the key's line first."""
-    slots = _slots(exe)
-    key = slots.key(*args, **kwargs)
-    if not slots.take_key_nowait(key):
-        check_loop(exe)  # only where we would wait, as on the plain fast path
-        await take_key(exe, key, "submit")
-    return start_keyed(exe, fn, args, kwargs, "submit", key)
+    """The executor's KeyedSlots (the functions here run only on keyed executors)."""
+    slots = exe._keyed
+    assert slots is not None, "a keyed start on an executor without key="
+    return slots
 
 
 def submit_nowait_keyed(
-    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    exe: Core,
+    slots: KeyedSlots,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> asyncio.Future[Any]:
     """submit_nowait() of a keyed executor: start now, or queue in the key's line."""
-    slots = _slots(exe)
     key = slots.key(*args, **kwargs)
     if slots.take_key_nowait(key):
-        return start_keyed(exe, fn, args, kwargs, "submit_nowait", key)
+        return start_keyed(exe, slots, fn, args, kwargs, "submit_nowait", key)
     check_loop(exe)  # only where we would queue, as on the plain fast path
     return queue_keyed(exe, key, fn, args, kwargs)
 
 
 async def take_key(exe: Core, key: Hashable, where: str) -> None:
-    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job)."""
+    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job).
+    (submit() of a keyed executor calls it when take_key_nowait() refused.)"""
+    check_loop(exe)  # only where we would wait, as on the plain fast path
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
     slots = _slots(exe)
@@ -92,6 +83,7 @@ async def take_key(exe: Core, key: Hashable, where: str) -> None:
 
 def start_keyed(
     exe: Core,
+    slots: KeyedSlots,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -103,7 +95,6 @@ def start_keyed(
     owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """start_job() in a slot and the room in ``key`` the caller holds."""
-    slots = _slots(exe)
     outer = slots.begin(key)  # an eager first step may settle the job before we return
     try:
         task = start_job(exe, fn, args, kwargs, where, kind, index, policy, owner)
@@ -117,6 +108,7 @@ def start_keyed(
 
 def start_or_queue(
     exe: Core,
+    slots: KeyedSlots,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     where: str,
@@ -128,9 +120,9 @@ def start_or_queue(
     """A map's next job on a keyed executor: it starts, or waits in its key's line
     holding its place in the map's window (so one full key holds back no other).
     ``owner``: the map, whose window the job leaves while it pauses (see MapJobs)."""
-    key = key_of(exe, args, {})
-    if _slots(exe).take_key_nowait(key):
-        return start_keyed(exe, fn, args, {}, where, key, kind, index, policy, owner)
+    key = slots.key(*args)
+    if slots.take_key_nowait(key):
+        return start_keyed(exe, slots, fn, args, {}, where, key, kind, index, policy, owner)
     return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy, owner)
 
 

@@ -74,8 +74,8 @@ async def results(
                     check_accepting(exe)
                 if slots.take_nowait():
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
-                elif slots.keyed:  # key=: it starts, or waits in its key's line
-                    job = start_or_queue(exe, fn, args, where, kind, index, policy, jobs)
+                elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
+                    job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
                 else:
                     if count:
                         # A job of ours is in flight: yield its result, start this later.

@@ -78,7 +78,7 @@ class Slots:
     """
 
     __slots__ = (
-        "backlog", "free", "granted", "held", "keyed", "limit", "limiter", "loop", "pausing",
+        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
         "queued", "refusal", "waiting", "wake_handle",
     )
 
@@ -95,9 +95,6 @@ class Slots:
         self.limiter: RateLimiter | None = None
         self.wake_handle: asyncio.TimerHandle | None = None
         self.held = False  # hold(): nothing starts (the initializer runs)
-        # KeyedSlots (key=): jobs wait per key (see _keyed_slots). A slot, not a class
-        # attribute: map's loop reads it once per job, and a slot read is the cheap one.
-        self.keyed = False
         # drain()'s error factory: from then on every waiter is refused with it.
         self.refusal: Callable[[], BaseException] | None = None
 

@@ -13,7 +13,7 @@ import functools
 import inspect
 import types
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _jobs
 from ._context import job_position
@@ -30,7 +30,6 @@ from ._taking import start_failed
 
 if TYPE_CHECKING:
     from ._core import Core
-    from ._keyed_slots import KeyedSlots
     from ._map_state import MapJobs
 
 __all__ = ["on_job_done", "run_job", "settle", "start_job"]
@@ -311,9 +310,10 @@ def settle(
     else:
         slots.release()
         exe._outcomes.succeeded += 1
-    if slots.keyed:  # key=: its room in its key goes back (an in-line job's task is current)
-        cast("KeyedSlots", slots).end(_current_task(exe._loop) if task is None else task)
-    if slots.backlog or (slots.keyed and cast("KeyedSlots", slots).line):
+    keyed = exe._keyed
+    if keyed is not None:  # key=: its room goes back (an in-line job's task is current)
+        keyed.end(_current_task(exe._loop) if task is None else task)
+    if slots.backlog or (keyed is not None and keyed.line.waiting):
         if key is not task:  # in-line: in the job's own last step
             try:
                 _admit_after_job(exe)
