@@ -769,6 +769,24 @@ def test_key_and_max_per_key_hold_in_each_worker_process(client: Any) -> None:
     assert peaks and max(peaks) <= 2  # per_worker=20 alone would let 20 of a key run
 
 
+def _key_of_token(token: str, x: int) -> int:
+    return x % 2
+
+
+def test_key_and_retry_together_run_every_job(client: Any) -> None:
+    # With a retry policy a job runs in another wrapper on the workers, whose arguments
+    # the key function was handed: every job failed with a TypeError (a docs-only tester).
+    token = os.urandom(8).hex()
+    with DaskExecutor(
+        client=client, per_worker=3, key=_key_of_token, max_per_key=1, retry=_AT_ONCE
+    ) as exe:
+        assert list(exe.map(_fails_twice, [token] * 8, range(8), chunksize=4)) == list(range(8))
+        assert exe.submit(_fails_twice, token, 100).result(_WAIT) == 100
+    with DaskExecutor(client=client, per_worker=3, key=_key_of_token, max_per_key=1) as exe:
+        got = list(exe.map(_fails_twice, [token + "m"] * 4, range(4), retry=_AT_ONCE))
+    assert got == list(range(4))
+
+
 def test_a_key_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
     with pytest.raises(TypeError, match=r"DaskExecutor\(\): key .* cannot be sent to the workers"):
         DaskExecutor(client=client, per_worker=3, key=_LockedPolicy(), max_per_key=1)

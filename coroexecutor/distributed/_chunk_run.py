@@ -73,7 +73,8 @@ def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
                        spec.calls[i], attempts)
 
 
-def key_of_job(key: Callable[..., Hashable], fn: object, args: tuple[Any, ...],
-                kwargs: dict[str, Any], is_async: bool) -> Hashable:
-    """The user's ``key`` of a job run as ``_guarded(fn, args, kwargs, is_async)``."""
+def key_of_job(key: Callable[..., Hashable], *job: Any) -> Hashable:
+    """The user's ``key`` of a job run as ``_guarded(fn, args, kwargs, is_async)``, or as
+    ``_retrying(retrying_job, fn, args, kwargs, is_async)``: its last four arguments."""
+    _fn, args, kwargs, _is_async = job[-4:]
     return key(*args, **kwargs)
