@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import LoopExecutor
+from coroexecutor import LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -227,3 +227,130 @@ def test_many_threads_submitting_keep_every_key_within_its_limit() -> None:
     assert max(park.peak.values()) <= 2 and park.peak_total <= 8
     assert exe.stats.succeeded == 800 and exe.stats.active_keys == 0
     assert_no_key_state(exe)
+
+
+#
+# key= with retry= (found by a docs-only tester: retried jobs stalled, and a job cancelled
+# in its pause kept its key full for ever)
+#
+
+
+class FailOnce:
+    """Each input fails its first attempt, then returns itself; counts running per key."""
+
+    def __init__(self, keys: int) -> None:
+        self.keys = keys
+        self.lock = threading.Lock()
+        self.tries: dict[int, int] = {}
+        self.running: dict[int, int] = {}
+        self.peak = 0
+
+    def attempt(self, i: int) -> int:
+        with self.lock:
+            self.tries[i] = self.tries.get(i, 0) + 1
+            first = self.tries[i] == 1
+            key = i % self.keys
+            self.running[key] = self.running.get(key, 0) + 1
+            self.peak = max(self.peak, self.running[key])
+        try:
+            if first:
+                raise ConnectionResetError(i)
+            return i
+        finally:
+            with self.lock:
+                self.running[i % self.keys] -= 1
+
+    async def coroutine(self, i: int) -> int:
+        await asyncio.sleep(0)
+        return self.attempt(i)
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking"])
+@pytest.mark.parametrize(("n", "keys", "workers"), [(4, 2, 1), (60, 4, 3)])
+def test_retried_keyed_jobs_all_finish(kind: str, n: int, keys: int, workers: int) -> None:
+    # A retried job waits for a slot after its pause in the plain backlog (it holds its
+    # key's room already): the keyed slots never served that backlog, so it stalled with
+    # a slot free, and every later job of its key with it.
+    jobs = FailOnce(keys)
+    fn = jobs.coroutine if kind == "coroutine" else jobs.attempt
+    with LoopExecutor(
+        max_workers=workers, key=lambda i: i % keys, max_per_key=1,
+        retry=Retry(attempts=2, backoff=0.001, jitter=False),
+    ) as exe:
+        futures = [exe.submit(fn, i) for i in range(n)]
+        pending = concurrent.futures.wait(futures, timeout=WAIT).not_done
+        assert not pending, exe.stats
+    assert [f.result() for f in futures] == list(range(n))
+    assert jobs.peak == 1  # max_per_key held across attempts
+    stats = exe.stats
+    assert (stats.succeeded, stats.retried, stats.active_keys) == (n, n, 0)
+
+
+@pytest.mark.parametrize("how", ["future.cancel()", "shutdown(cancel_futures=True)"])
+def test_a_job_cancelled_in_its_pause_gives_its_key_room_back(how: str) -> None:
+    paused = threading.Event()
+
+    def an_hour(attempt: int, exc: BaseException) -> float:
+        paused.set()  # asked on the loop thread just before the pause starts
+        return 3600.0
+
+    async def flaky() -> None:
+        raise ConnectionResetError("transient")
+
+    async def ok(i: int) -> int:
+        return i
+
+    exe = LoopExecutor(max_workers=4, key=lambda *args: "host", max_per_key=1, retry=an_hour)
+    try:
+        future = exe.submit(flaky)
+        assert paused.wait(WAIT)
+        for _ in range(int(WAIT / 0.01)):  # the pause starts just after the policy's answer
+            if exe.stats.retried == 1:
+                break
+            threading.Event().wait(0.01)
+        if how == "future.cancel()":
+            assert future.cancel()
+            assert exe.submit(ok, 1).result(WAIT) == 1  # the key's room came back
+            assert exe.stats.active_keys == 0
+        else:
+            exe.shutdown(wait=True, cancel_futures=True)
+            assert future.cancelled()
+            assert exe.stats.active_keys == 0
+    finally:
+        exe.shutdown(wait=True, cancel_futures=True)
+    assert exe.stats.cancelled == 1
+
+
+def test_a_retry_cancelled_while_it_waits_for_a_slot_gives_its_key_room_back() -> None:
+    # One slot: input "a" fails, pauses briefly, then waits for the slot that "b" holds.
+    # Cancelled there, its key's room must come back for the next job of key "a".
+    release_b = threading.Event()
+    tries: list[str] = []
+
+    async def job(name: str) -> str:
+        tries.append(name)
+        if name == "b":
+            await asyncio.get_running_loop().run_in_executor(None, release_b.wait, WAIT)
+        elif tries.count(name) == 1 and name == "a":
+            raise ConnectionResetError(name)
+        return name
+
+    with LoopExecutor(
+        max_workers=1, key=lambda name: name[0], max_per_key=1,
+        retry=Retry(attempts=2, backoff=0.001, jitter=False),
+    ) as exe:
+        first = exe.submit(job, "a")
+        b = exe.submit(job, "b")
+        # No event says when "a" waits for the slot "b" holds after its pause (retried=1,
+        # queued=1): poll the counts, a bounded number of times.
+        for _ in range(int(WAIT / 0.01)):
+            if exe.stats.retried == 1 and exe.stats.queued == 1:
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError(f"never waited for the slot: {exe.stats}")
+        assert first.cancel()
+        again = exe.submit(job, "a2")  # key "a": waits for the slot only
+        release_b.set()
+        assert b.result(WAIT) == "b" and again.result(WAIT) == "a2"
+    assert exe.stats.active_keys == 0

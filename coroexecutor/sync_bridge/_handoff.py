@@ -195,14 +195,25 @@ class HandOff:
         waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
         so); it stays in the backlog until its turn, then is skipped.
         """
+        items: list[WorkItem] = []
         if future._in_backlog:
             with self._lock:
-                if self._slots.withdraw(future):  # False: taken from the backlog meanwhile
-                    return
+                withdrawn = self._slots.withdraw(future)  # False: it left the backlog
+                if withdrawn and future._attempts is not None:
+                    items = self._fill_locked()  # key=: a retry gives its key's room back
+            for item in items:
+                self.pool.submit(item)
+            if withdrawn:
+                return
         elif future._attempts is not None:  # retried: it may be in a pause (see _retries)
             with self._lock:
-                if self._slots.withdraw_pausing(future) and not self._slots.busy:
-                    self._mailbox.wake()  # a shutdown may wait for the last pause to end
+                if self._slots.withdraw_pausing(future):
+                    # With key=, its key's room came back: a job waiting for it may start.
+                    items = self._fill_locked()
+                    if not self._slots.busy:
+                        self._mailbox.wake()  # a shutdown may wait for the last pause
+            for item in items:
+                self.pool.submit(item)
         if self.is_loop_thread():
             self.scheduler.cancel_job(future)
         elif future._job is not None:

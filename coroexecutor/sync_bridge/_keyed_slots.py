@@ -90,7 +90,12 @@ class KeyedSlots(Slots):
         line (False). ``limit``: ``max_per_key(key)``, from key_of()."""
         future = job.future
         self.limit = limit
-        if self.held < self.max_workers and not self.paused and self.line.try_start(key):
+        if (
+            self.held < self.max_workers
+            and not self.paused
+            and not self.backlog  # retries waiting for a slot after their pause go first
+            and self.line.try_start(key)
+        ):
             self.held += 1
             self.keys[future] = key
             return True
@@ -99,9 +104,15 @@ class KeyedSlots(Slots):
         return False
 
     def next_job(self) -> Optional[Job]:
-        """Give a free slot to the oldest waiting job whose key has room, if any."""
+        """Give a free slot to a retried job waiting after its pause (in the plain
+        backlog: it holds its key's room already), else to the oldest waiting job whose
+        key has room, if any."""
         if self.held >= self.max_workers or self.paused:
             return None
+        if self.backlog:
+            job = super().next_job()
+            if job is not None:
+                return job
         line = self.line
         while True:
             ticket = line.pop()  # counts it in its key
@@ -124,6 +135,28 @@ class KeyedSlots(Slots):
 
     def release(self, future: BridgeFuture[Any]) -> None:
         super().release(future)
+        self._give_room_back(future)
+
+    def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
+        """As Slots.pause: the job keeps its key's room while it pauses, unless it is
+        cancelled instead of pausing."""
+        if super().pause(future, core_failed):
+            return True
+        self._give_room_back(future)
+        return False
+
+    def cancelled_waiting(self, future: BridgeFuture[Any]) -> None:
+        self._give_room_back(future)  # a retry after its pause holds its key's room
+
+    def withdraw_pausing(self, future: BridgeFuture[Any]) -> bool:
+        """As Slots.withdraw_pausing: the job cancelled in its pause gives its key's room
+        back (the caller then grants the free slots: a job of its key may start)."""
+        if not super().withdraw_pausing(future):
+            return False
+        self._give_room_back(future)
+        return True
+
+    def _give_room_back(self, future: BridgeFuture[Any]) -> None:
         key = self.keys.pop(future, _MISSING)
         if key is not _MISSING:
             self.line.release(key)

@@ -81,7 +81,12 @@ class Slots:
                 # Cancelled while it waited, and not counted yet: cancel() changes the
                 # state before HandOff.cancel_job_threadsafe counts it (under the lock).
                 self.cancelled += 1
+                self.cancelled_waiting(future)
         return None
+
+    def cancelled_waiting(self, future: BridgeFuture[Any]) -> None:
+        """A job cancelled while it waited in the backlog leaves it (KeyedSlots: a retry
+        waiting after its pause gives its key's room back)."""
 
     def release(self, future: BridgeFuture[Any]) -> None:
         """A job holding a slot is done (or was given back unstarted): free the slot."""
@@ -166,6 +171,7 @@ class Slots:
             return False
         future._in_backlog = False
         self.cancelled += 1
+        self.cancelled_waiting(future)
         return True
 
     def drain(self) -> list[Job]:
