@@ -354,3 +354,32 @@ def test_a_retry_cancelled_while_it_waits_for_a_slot_gives_its_key_room_back() -
         release_b.set()
         assert b.result(WAIT) == "b" and again.result(WAIT) == "a2"
     assert exe.stats.active_keys == 0
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "blocking"])
+def test_closing_a_keyed_map_in_a_pause_starts_nothing(kind: str) -> None:
+    # Input 0 fails and pauses, holding its key's room; input 1 waits for that room.
+    # Closing the map cancelled input 0 first, whose room went at once to input 1, which
+    # started (a blocking call cannot be cancelled once running) before its own cancel.
+    paused = threading.Event()
+    starts: list[int] = []
+
+    def an_hour(attempt: int, exc: BaseException) -> float:
+        paused.set()
+        return 3600.0
+
+    def blocking(n: int) -> int:
+        starts.append(n)
+        raise ConnectionResetError(n)
+
+    async def coroutine(n: int) -> int:
+        return blocking(n)
+
+    fn = coroutine if kind == "coroutine" else blocking
+    with LoopExecutor(max_workers=2, key=lambda n: "host", max_per_key=1, retry=an_hour) as exe:
+        results = exe.map(fn, [0, 1])
+        assert paused.wait(WAIT)
+        results.close()  # type: ignore[attr-defined]  # (a generator's close, documented)
+    assert starts == [0]
+    stats = exe.stats
+    assert (stats.cancelled, stats.active_keys) == (2, 0)

@@ -74,9 +74,12 @@ class MapIterator(Iterator[T]):
                 del exe
             end_time = self._end_time
             timeout = None if end_time is None else end_time - time.monotonic()
-            # Straight from the call, never through a local of this frame (bpo-14406,
-            # as Executor.map): the future is off the deque already.
-            return _result_or_cancel(futures.popleft(), timeout)
+            # The head stays in the deque until its result is in: if the wait fails (a
+            # timeout, a Ctrl-C), close() cancels it with the rest. No local of this frame
+            # holds the future (bpo-14406, as Executor.map).
+            result = futures[0].result(timeout)
+            futures.popleft()
+            return result
         except BaseException:
             self.close()
             raise
@@ -85,7 +88,10 @@ class MapIterator(Iterator[T]):
         """Cancel the jobs whose results were not yielded yet; later ``next()`` stops."""
         futures, self._futures = self._futures, collections.deque()
         self._inputs = None
-        for future in futures:
+        # Newest first: a job cancelled in its pause gives its key's room back at once
+        # (key=), which would start a later job of the map that waits for it, before
+        # that one is cancelled in its turn.
+        for future in reversed(futures):
             future.cancel()
 
     def __del__(self) -> None:
@@ -150,9 +156,3 @@ class _Policy:
         return submit_with_policy(handoff, annotate, fn, args, index, self.policy)
 
 
-def _result_or_cancel(future: concurrent.futures.Future[T], timeout: Optional[float]) -> T:
-    try:
-        return future.result(timeout)
-    finally:
-        future.cancel()  # on a timeout or a KeyboardInterrupt; a no-op once it is done
-        del future  # no reference to it from this frame's traceback
