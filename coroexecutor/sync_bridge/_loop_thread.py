@@ -69,8 +69,14 @@ class LoopThread:
         """Start the thread; return once its loop exists. Raises what loop_factory raised."""
         if not _process.register(self):
             raise RuntimeError(EXIT_MESSAGE)
-        self._thread.start()
-        self._created.wait()
+        try:
+            self._thread.start()
+            self._created.wait()
+        except BaseException:  # a KeyboardInterrupt: nobody will get this executor
+            # If the thread began, its loop stops once open (a request made before is
+            # kept); if not, this only records it.
+            self.handoff.request_shutdown_threadsafe(ShutdownRequest())
+            raise
         if self._start_error is not None:
             error, self._start_error = self._start_error, None
             self._thread.join()

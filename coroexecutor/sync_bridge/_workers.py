@@ -7,6 +7,7 @@ import contextvars
 import inspect
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .._notes import annotate_job_error
@@ -183,6 +184,17 @@ def _work(
             got = jobs.get()
 
 
+def _join(thread: threading.Thread) -> None:
+    """Join a worker. One whose start() a KeyboardInterrupt cut short may not have begun
+    yet (join() raises RuntimeError until it has), or never will: give it a second."""
+    for _ in range(100):
+        try:
+            thread.join()
+            return
+        except RuntimeError:  # "cannot join thread before it is started"
+            time.sleep(0.01)
+
+
 class WorkerPool:
     """Threads started on demand, at most ``cap`` of them, reused while they live.
 
@@ -282,8 +294,14 @@ class WorkerPool:
                 self._jobs, self._first, self._idle, self._release, self._post_done, self._retry
             ),
         )
-        thread.start()
+        # Listed before start(): start() waits for the new thread to begin, and a
+        # KeyboardInterrupt there leaves it running; stop() must still reach it.
         self._threads.append(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread began ("can't create new thread ...")
+            self._threads.remove(thread)
+            raise
         self.started = True
 
     def _fail_queued(self, error: RuntimeError) -> None:
@@ -319,7 +337,7 @@ class WorkerPool:
         for _ in threads:
             self._jobs.put(None)
         for thread in threads:
-            thread.join()
+            _join(thread)
 
     def forget_threads(self) -> None:
         """In a forked child: the parent's workers do not exist here, and none may start."""
