@@ -517,6 +517,16 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
             exe.submit(coro)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=re.escape("cannot send the jobs of inputs 0..0")):
             exe.map(_double, [threading.Lock()])
+        # An async generator function ran on the workers, and then its generator could not
+        # come back (UnsentOutcomeError): refused at the call, as on the bridge.
+        with pytest.raises(TypeError, match="not an async generator function"):
+            exe.submit(_countdown, 1)
+        with pytest.raises(TypeError, match="not an async generator function"):
+            exe.map(_countdown, [1])
+
+
+async def _countdown(n: int) -> Any:
+    yield n
 
 
 def test_async_with(client: Any) -> None:

@@ -10,6 +10,7 @@ the call that sends it, or comes back as an :class:`UnsentOutcomeError` for that
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pickle
 import reprlib
 import sys
@@ -19,6 +20,7 @@ from typing import Any, Callable, Optional, Union
 
 import cloudpickle
 
+from .._errors import async_generator_error
 from .._keyed import MaxPerKey
 from .._retry import INHERIT, RetryPolicy
 
@@ -219,3 +221,6 @@ def check_fn(fn: object, where: str) -> None:
         )
     if not callable(fn):
         raise TypeError(f"{where}() expects a callable (got {fn!r})")
+    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(type(fn).__call__):
+        # It would run, and its result (a generator object) could not come back.
+        raise async_generator_error(where, fn)
