@@ -187,12 +187,16 @@ class KeyedSlots(Slots):
         jobs = super().drain(refusal)
         for entry in self.line.drain():
             if isinstance(entry, Queued):
+                # Even if its future was cancelled: its done callback, still to run, finds
+                # it out of the line and counts nothing (the caller counts it).
                 self.queued -= 1
                 jobs.append(entry)
-            else:
+            elif not entry.done():
                 self.waiting -= 1
                 entry.set_exception(refusal())
                 entry.exception()  # no log if its waiter is gone
+            # (A waiter cancelled with its task, which has not left the line yet: it
+            # uncounts itself in take_key's except, as in Slots.drain.)
         return jobs
 
     def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:

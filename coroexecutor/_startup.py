@@ -181,6 +181,9 @@ def _break(exe: Core, error: BaseException) -> None:
     for entry in exe._slots.drain(lambda: broken_error(exe)):  # uncounted by drain()
         future = entry.future
         future.remove_done_callback(exe._on_queued_done)
+        if future.done():  # key=: cancelled, its done callback not run yet (see drain)
+            exe._outcomes.cancelled += 1
+            continue
         exc = broken_error(exe)
         future.set_exception(exc)
         future.exception()  # the executor owns the error (policy or suppress): no log

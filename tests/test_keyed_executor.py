@@ -616,3 +616,91 @@ def test_an_async_key_or_max_per_key_is_refused_at_the_constructor() -> None:
             executor(key=host_of, max_per_key=1)
         with pytest.raises(TypeError, match="max_per_key must be a plain function of the key"):
             executor(key=str, max_per_key=host_of)  # type: ignore[arg-type]
+
+
+#
+# A submit() waiting in a key's line, cancelled in the turn the executor starts cancelling
+# everything (found by a docs-only tester: InvalidStateError, the clean-up stopped
+# halfway, a job outlived the block, and the block's exit could hang)
+#
+
+
+async def _hold(key: str) -> None:
+    await asyncio.Event().wait()
+
+
+async def _quick(key: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("how", ["the body raises", "shutdown(wait=False)"])
+async def test_a_cancelled_waiting_submit_does_not_break_the_clean_up(how: str) -> None:
+    exe = CoroutineExecutor(10, key=lambda k: k, max_per_key=1)
+    with pytest.raises(RuntimeError, match="body failed"):
+        async with exe:
+            running = await exe.submit(_hold, "a")
+            producer = asyncio.ensure_future(exe.submit(_hold, "a"))  # waits: "a" is full
+            await asyncio.sleep(0)  # (one step: it is in the line now)
+            queued = exe.submit_nowait(_hold, "a")
+            producer.cancel()  # cancelled, and not resumed yet when the clean-up runs
+            if how == "shutdown(wait=False)":
+                await exe.shutdown(wait=False)
+            raise RuntimeError("body failed")
+    assert running.cancelled() and queued.cancelled() and producer.cancelled()
+    stats = exe.stats
+    assert (stats.running, stats.queued, stats.cancelled) == (0, 0, 2)
+    assert stats.active_keys == 0
+
+
+async def test_fail_fast_in_the_turn_a_waiting_submit_is_cancelled() -> None:
+    go = asyncio.Event()
+    producer: asyncio.Future[Any] | None = None
+    reached: list[str] = []
+
+    async def canceller(key: str) -> None:
+        await go.wait()
+        assert producer is not None
+        producer.cancel()  # the submit() waiting in "a"'s line
+        await asyncio.Event().wait()
+
+    async def failing(key: str) -> None:
+        await go.wait()  # wakes in the same turn, right after canceller
+        raise ValueError("job failed")
+
+    exe = CoroutineExecutor(10, key=lambda k: k, max_per_key=1)
+    with pytest.raises(ValueError, match="job failed"):
+        async with exe:
+            await exe.submit(canceller, "b")
+            await exe.submit(failing, "a")
+            producer = asyncio.ensure_future(exe.submit(_quick, "a"))
+            await asyncio.sleep(0)
+            queued = exe.submit_nowait(_quick, "a")
+            go.set()
+            await asyncio.Event().wait()  # fail-fast interrupts this
+            reached.append("after the wait")
+    assert reached == [] and queued.cancelled()
+    assert exe.stats.active_keys == 0
+
+
+async def test_a_broken_initializer_with_a_queued_keyed_job_cancelled_in_its_step() -> None:
+    # The initializer cancels a queued keyed job's future and raises in the same step:
+    # the queued jobs are failed with the initializer's error, that one stays cancelled.
+    from coroexecutor import BrokenCoroutineExecutor
+
+    jobs: list[asyncio.Future[Any]] = []
+
+    async def init() -> None:
+        await asyncio.sleep(0)
+        jobs[0].cancel()
+        raise OSError("no database")
+
+    exe = CoroutineExecutor(2, key=lambda k: k, max_per_key=1, initializer=init)
+    jobs.append(exe.submit_nowait(_quick, "a"))
+    jobs.append(exe.submit_nowait(_quick, "b"))
+    await asyncio.gather(*jobs, return_exceptions=True)
+    with pytest.raises(BrokenCoroutineExecutor):
+        await exe.shutdown()
+    assert jobs[0].cancelled()
+    assert isinstance(jobs[1].exception(), BrokenCoroutineExecutor)
+    stats = exe.stats
+    assert (stats.queued, stats.cancelled, stats.failed) == (0, 1, 1)
