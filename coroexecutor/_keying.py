@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._following import QueuedFuture
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
 from ._queued import start_queued
@@ -146,7 +147,7 @@ def queue_keyed(
     owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """Queue a job in ``key``'s line; returns the future that follows it."""
-    future: asyncio.Future[Any] = exe._loop.create_future()
+    future = QueuedFuture(loop=exe._loop)
     started: list[asyncio.Future[Any]] = []  # its task, once it starts
 
     def start(entry: Queued) -> None:

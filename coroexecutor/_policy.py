@@ -8,6 +8,7 @@ import enum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
+from ._following import QueuedFuture
 from ._stats import ExecutorStats
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ class Outcomes:
         """Cancel one job on the executor's own behalf (a map left early): not an error."""
         if not task.done():
             self.our_cancels.add(task)
+            if type(task) is QueuedFuture and task.task is not None:
+                self.our_cancels.add(task.task)  # its cancel() cancels its job's task
             task.cancel()
 
     def stop(self, cause: Cause, error: BaseException | None) -> None:

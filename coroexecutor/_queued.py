@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._following import QueuedFuture
 from ._lifecycle import check_idle, fail
 from ._notes import annotate_job_error
 from ._policy import JobKind
@@ -27,7 +28,7 @@ def queue_job(
     exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """Queue a job for the next free slot; returns the future that follows it."""
-    future: asyncio.Future[Any] = exe._loop.create_future()
+    future = QueuedFuture(loop=exe._loop)
     exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
     future.add_done_callback(exe._on_queued_done)
     return future
@@ -68,8 +69,8 @@ def start_queued(
         future.exception()
         exe._loop.call_soon(_raise, exc)
         return None
-    future.add_done_callback(lambda f: f.cancelled() and task.cancel())
-    task.add_done_callback(lambda t: _copy_outcome(t, future))
+    if isinstance(future, QueuedFuture):  # (every queued job's future is one)
+        future.follow(task)
     return task
 
 
@@ -84,16 +85,3 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def _copy_outcome(task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    """Copy a started job's outcome into the future submit_nowait() returned for it."""
-    if future.done():
-        return
-    if task.cancelled():
-        future.cancel()
-        return
-    exc = task.exception()
-    if exc is None:
-        future.set_result(task.result())
-    else:
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log

@@ -265,6 +265,64 @@ async def test_backlog_and_submit_waiters_share_one_fifo_line(loop_kind: str) ->
     assert order == list("abcdef")
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+async def test_cancelling_a_queued_future_as_its_job_starts_stops_the_job(
+    loop_kind: str, keyed: bool
+) -> None:
+    # The queued job "B" is admitted (its task made) in the last step of "A"; its future
+    # is cancelled before B's first step. The cancel reached B's task one callback late:
+    # cancel() said True, B ran anyway (its error was the block's, or it counted as a
+    # success). A docs-only tester found it. Whatever the loop's timing, the future, the
+    # job and the counts must agree.
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def job(name: str) -> None:
+        ran.append(name)
+        if name == "A":
+            await release.wait()
+        else:
+            raise ValueError("B ran after its future was cancelled")
+
+    per_key: dict[str, object] = {"key": lambda n: "k", "max_per_key": 1} if keyed else {}
+    async with CoroutineExecutor(1, suppress_task_errors=True, **per_key) as exe:  # type: ignore[arg-type]  # from a dict
+        exe.submit_nowait(job, "A")
+        b = exe.submit_nowait(job, "B")
+        await yield_many(3)
+        release.set()
+        while exe.stats.queued:  # A ends and B is admitted
+            await asyncio.sleep(0)
+        ran_before = list(ran)
+        cancelled = b.cancel()
+    if cancelled:
+        assert ran == ran_before and b.cancelled()
+        assert (exe.stats.cancelled, exe.stats.failed) == (1, 0)
+    else:  # (an eager task factory ran B's first step as it was admitted)
+        assert isinstance(b.exception(), ValueError)
+        assert (exe.stats.cancelled, exe.stats.failed) == (0, 1)
+    if loop_kind == "default":
+        assert cancelled and ran == ["A"]  # the timing the tester found, every time
+
+
+async def test_a_late_cancel_keeps_a_finished_queued_jobs_error(loop_kind: str) -> None:
+    release = asyncio.Event()
+
+    async def job(name: str) -> None:
+        if name == "A":
+            raise ValueError("A failed")
+        await release.wait()
+
+    async with CoroutineExecutor(1, suppress_task_errors=True) as exe:
+        exe.submit_nowait(job, "X")
+        a = exe.submit_nowait(job, "A")
+        release.set()
+        while exe.stats.failed == 0:  # A has run and failed: counted in its last step
+            await asyncio.sleep(0)
+        assert not a.cancel()  # the job has ended: its outcome stands
+    assert isinstance(a.exception(), ValueError)
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 0)
+
+
 async def test_submit_nowait_returns_the_task_when_a_slot_is_free(loop_kind: str) -> None:
     async def job(x: int) -> int:
         await asyncio.sleep(0)
