@@ -148,7 +148,6 @@ def queue_keyed(
 ) -> asyncio.Future[Any]:
     """Queue a job in ``key``'s line; returns the future that follows it."""
     future = QueuedFuture(loop=exe._loop)
-    started: list[asyncio.Future[Any]] = []  # its task, once it starts
 
     def start(entry: Queued) -> None:
         if entry.future.done():
@@ -169,8 +168,6 @@ def queue_keyed(
             raise
         if not slots.started(task, key, outer):
             give_back_key(exe, key)
-        elif task is not None:
-            started.append(task)
 
     ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
 
@@ -180,10 +177,6 @@ def queue_keyed(
         if _slots(exe).unqueue_key(ticket):
             outcomes.cancelled += 1
             check_idle(exe)
-        if future in outcomes.our_cancels:  # a map left early cancelled it: so its task
-            outcomes.our_cancels.discard(future)
-            if started:
-                outcomes.cancel(started[0])  # (ours too: not a job error)
         wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
         if wake is not None and not wake.done():
             wake.set_result(None)

@@ -139,9 +139,11 @@ class Outcomes:
     def cancel(self, task: asyncio.Future[Any]) -> None:
         """Cancel one job on the executor's own behalf (a map left early): not an error."""
         if not task.done():
-            self.our_cancels.add(task)
-            if type(task) is QueuedFuture and task.task is not None:
-                self.our_cancels.add(task.task)  # its cancel() cancels its job's task
+            if type(task) is not QueuedFuture:
+                self.our_cancels.add(task)
+            elif task.task is not None:  # its cancel() cancels its job's task at once
+                self.our_cancels.add(task.task)
+            # (A QueuedFuture still queued: cancelling it drops the job, never an error.)
             task.cancel()
 
     def stop(self, cause: Cause, error: BaseException | None) -> None:
