@@ -94,6 +94,7 @@ class Core(Protocol):
     _block: Block | None
     _outer: Core | None
     _spared: asyncio.Future[Any] | None
+    _ending: asyncio.Future[Any] | None  # a job's task in its last step, while it settles
     _idle_waiters: list[asyncio.Future[None]]
     _idle_handle: asyncio.Handle | None
     _deadline_handle: asyncio.TimerHandle | None

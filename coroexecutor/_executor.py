@@ -90,7 +90,8 @@ class CoroutineExecutor:
 
     # Slots, not a __dict__: an attribute read on the hot path is then a slot read.
     __slots__ = (
-        "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_grace_handle",
+        "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_ending",
+        "_grace_handle",
         "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_keyed", "_loop",
         "_loop_watch", "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots",
         "_spared", "_startup", "_state", "_task_factory_of", "_timeout", "_tuner", "_watchers",
@@ -135,16 +136,15 @@ class CoroutineExecutor:
         self._block: Block | None = None  # used as ``async with``: the block owns the error
         # Where it was first used: the executor whose job bound it, or None outside any job.
         self._outer: Core | None = None  # decides who may wait for its jobs (may_wait)
-        # The task that ran abort, which it did not cancel (see _lifecycle.abort).
-        self._spared: asyncio.Future[Any] | None = None
+        self._spared: asyncio.Future[Any] | None = None  # the task abort did not cancel
+        self._ending: asyncio.Future[Any] | None = None  # see _lifecycle.abort
         self._idle_waiters: list[asyncio.Future[None]] = []  # shutdown() and __aexit__
         self._idle_handle: asyncio.Handle | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._grace_handle: asyncio.TimerHandle | None = None  # shutdown(timeout=)
         # Jobs settle in their own last step unless a hook, a job_timeout or an Adaptive
         # limit needs more (keyed jobs too: see _keyed_slots).
-        self._inline = on_job_done is None and self._job_timeout is None and (
-            self._tuner is None)
+        self._inline = on_job_done is None and self._job_timeout is None and self._tuner is None
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:

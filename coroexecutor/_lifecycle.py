@@ -15,7 +15,7 @@ from ._policy import Cause
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._core import Core
+    from ._core import Block, Core
 
 __all__ = [
     "abort", "admit", "cancel_again", "cancel_late",
@@ -68,16 +68,51 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     # is not cancelled now; cancel_again cancels it if the wait for the jobs is
     # cancelled, so it cannot keep a cancelled block waiting.
     current = exe._spared = _current_task(exe._loop)
+    # In a job's own last step its task is not done yet, and cancelling a task that
+    # awaits it (the body, another job; directly, through the future submit_nowait()
+    # returned, or a gather) passes the cancel on to it: its outcome would become a
+    # cancellation. So there, a task that waits for a future is cancelled once the step
+    # is over (it cannot run before: what it awaits is pending), the way
+    # asyncio.TaskGroup cancels from a done callback; every other one now.
+    at_end = current is not None and current is exe._ending
+    later: list[asyncio.Future[Any]] = []
     for task in list(exe._running.values()):
         if task is not current:
-            task.cancel()
+            if at_end and _awaits(task):
+                later.append(task)
+            else:
+                task.cancel()
     for queued in exe._slots.drain(lambda: refusal(exe)):  # uncounted by drain()
         queued.future.remove_done_callback(exe._on_queued_done)
         queued.future.cancel()
         exe._outcomes.cancelled += 1
-    if (cause is Cause.JOB_ERROR or cause is Cause.DEADLINE) and exe._block is not None:
-        exe._block.interrupt()
-    check_idle(exe)
+    # A job error or the deadline also interrupts the block's body.
+    block = exe._block if cause is Cause.JOB_ERROR or cause is Cause.DEADLINE else None
+    if block is not None and not (
+        at_end and block.parent is not None and _awaits(block.parent)
+    ):
+        block.interrupt()
+        block = None
+    if later or block is not None:
+        exe._loop.call_soon(_cancel_after_step, later, block)
+    check_idle(exe, exe._ending)
+
+
+def _awaits(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` waits for a pending future, which its cancel would cancel too
+    (``_fut_waiter``, in the C and the Python asyncio.Task alike; a task of another
+    class is taken not to)."""
+    waiter = getattr(task, "_fut_waiter", None)
+    return waiter is not None and not waiter.done()
+
+
+def _cancel_after_step(tasks: list[asyncio.Future[Any]], block: Block | None) -> None:
+    """abort()'s cancels held back from a job's last step (see abort)."""
+    for task in tasks:
+        if not task.done() and not _cancelling(task):
+            task.cancel()
+    if block is not None:
+        block.interrupt()
 
 
 def cancel_again(exe: Core) -> None:
@@ -146,17 +181,26 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
 #
 
 
-def check_idle(exe: Core) -> None:
-    """Wake whoever waits for the executor to be idle, one turn of the loop later.
+def check_idle(exe: Core, ending: asyncio.Future[Any] | None = None) -> None:
+    """Wake whoever waits for the executor to be idle, once the done callbacks of the jobs
+    that just ended have run.
 
     A job that completes in-line settles its slot during its own last step, before its
-    task is done and before the task's done callbacks (a queued job's future, the
-    caller's own callbacks) have run. Waking the waiters from a callback scheduled now
-    puts their wake-up behind those done callbacks, so nothing of a job is still pending
-    once ``async with`` or ``shutdown()`` returns.
+    task is done and before the task's done callbacks (the caller's own, and the copy of
+    its outcome into the future submit_nowait() returned for it if it was queued) have
+    run. Waking the waiters from a callback scheduled now puts their wake-up behind the
+    task's done callbacks. ``ending``: the task in its own last step, given when a queued
+    job's future may follow it: then the wake-up comes a turn later still, behind the
+    done callbacks of that future too. So nothing of a job is still pending once
+    ``async with`` or ``shutdown()`` returns.
     """
     if exe._idle_waiters and exe._idle_handle is None and not exe._slots.busy:
-        exe._idle_handle = exe._loop.call_soon(_wake_idle, exe)
+        wake = _wake_idle if ending is None else _wake_idle_next_turn
+        exe._idle_handle = exe._loop.call_soon(wake, exe)
+
+
+def _wake_idle_next_turn(exe: Core) -> None:
+    exe._idle_handle = exe._loop.call_soon(_wake_idle, exe)
 
 
 def _wake_idle(exe: Core) -> None:

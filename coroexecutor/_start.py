@@ -258,7 +258,11 @@ def _job_raised(
     task = _current_task(exe._loop)
     if task is not None and not isinstance(exc, _CancelledError):
         task.add_done_callback(retrieve)
-    settle(exe, coro, task, exc, kind)
+    exe._ending = task  # an abort now waits for the end of this step (see abort)
+    try:
+        settle(exe, coro, task, exc, kind)
+    finally:
+        exe._ending = None
 
 
 def on_job_done(
@@ -315,16 +319,20 @@ def settle(
         keyed.end(_current_task(exe._loop) if task is None else task)
     if slots.backlog or (keyed is not None and keyed.line.waiting):
         if key is not task:  # in-line: in the job's own last step
+            ending = exe._ending
+            exe._ending = _current_task(exe._loop)  # a queued job failing to start aborts
             try:
                 _admit_after_job(exe)
             except BaseException as exc:
                 if error is None:
                     _backlog_failed(exe, exc)
                 raise
+            finally:
+                exe._ending = ending
         else:
             admit(exe, task)
-    if exe._idle_waiters:
-        check_idle(exe)
+    if exe._idle_waiters:  # in-line: a queued job's future may follow this task
+        check_idle(exe, _current_task(exe._loop) if key is not task else None)
     if exe._watchers:
         if task is None:
             task = _current_task(exe._loop)

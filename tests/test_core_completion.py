@@ -10,6 +10,7 @@ logged as unretrieved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 from collections.abc import Coroutine
@@ -397,6 +398,40 @@ async def test_shutdown_returns_after_the_jobs_callbacks_ran(loop_kind: str) -> 
     assert sorted(seen) == list(range(5))
 
 
+@pytest.mark.parametrize("ending", ["exit", "shutdown", "fail-fast"])
+async def test_done_callbacks_of_queued_futures_have_run_when_the_block_exits(
+    loop_kind: str, ending: str
+) -> None:
+    # A queued job's future takes its outcome from a done callback of the job's task,
+    # a turn after the task ends: the wait for idle must wait for that future's own
+    # callbacks too (found by a docs-only tester).
+    calls: list[str] = []
+    gate = asyncio.Event()
+    error = LookupError("job failed")
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def last() -> str:
+        await asyncio.sleep(0)
+        if ending == "fail-fast":
+            raise error
+        return "done"
+
+    exe = CoroutineExecutor(max_workers=1)
+    with pytest.raises(LookupError) if ending == "fail-fast" else contextlib.nullcontext():
+        async with exe:
+            exe.submit_nowait(hold)
+            future = exe.submit_nowait(last)  # queued
+            future.add_done_callback(lambda f: calls.append("called"))
+            gate.set()
+            if ending == "shutdown":
+                await exe.shutdown()
+                assert calls == ["called"]
+    assert future.done()
+    assert calls == ["called"]
+
+
 #
 # Errors
 #
@@ -418,6 +453,86 @@ async def test_absorbed_job_errors_are_never_logged_as_unretrieved(loop_kind: st
     await yield_many()
     assert reports == []
     assert exe.stats.failed == 8
+
+
+#
+# A job's outcome stands when its own end stops the executor
+#
+# A job that fails, or whose end starts a queued job that fails to start, aborts in its
+# own last step, before its task is done. A task that fail-fast cancels and that awaits
+# this job (the body, another job; directly, through its queued future, or a gather)
+# must not pass the cancel on to it: its outcome would become a cancellation.
+
+
+async def _await_as(how: str, awaitable: asyncio.Future[Any]) -> object:
+    if how == "gather":
+        return (await asyncio.gather(awaitable))[0]
+    return await awaitable
+
+
+@pytest.mark.parametrize("how", ["await", "gather", "from another job"])
+async def test_a_failed_queued_jobs_future_keeps_its_error_when_its_awaiter_is_cancelled(
+    loop_kind: str, how: str
+) -> None:
+    gate, go, awaiting_it = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    error = ValueError("job failed")
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def boom() -> None:
+        await go.wait()
+        raise error
+
+    async def awaiting(future: asyncio.Future[Any]) -> None:
+        awaiting_it.set()
+        await future
+
+    with pytest.raises(ValueError) as info:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            exe.submit_nowait(hold)
+            exe.submit_nowait(hold)  # both slots taken: the next job queues
+            future = exe.submit_nowait(boom)
+            gate.set()
+            if how == "from another job":
+                await exe.submit(awaiting, future)  # the second slot, once free
+                await awaiting_it.wait()
+                go.set()
+                await asyncio.Event().wait()  # fail-fast interrupts the body
+            else:
+                go.set()
+                await _await_as(how, future)
+    assert info.value is error
+    assert not future.cancelled()
+    assert future.exception() is error
+    assert exe.stats.failed == 1
+
+
+@pytest.mark.parametrize("handle", ["task", "queued future"])
+@pytest.mark.parametrize("how", ["await", "gather"])
+async def test_a_jobs_result_stands_when_the_queued_job_its_end_starts_fails_to_start(
+    loop_kind: str, handle: str, how: str
+) -> None:
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def echo(value: str) -> str:
+        await gate.wait()
+        return value
+
+    with pytest.raises(TypeError, match="awaitable"):
+        async with CoroutineExecutor(max_workers=1) as exe:
+            if handle == "queued future":
+                exe.submit_nowait(hold)
+            future = exe.submit_nowait(echo, "kept")
+            exe.submit_nowait(len, "abc")  # queued; returns no awaitable when it starts
+            gate.set()
+            await _await_as(how, future)
+    assert not future.cancelled()
+    assert future.result() == "kept"
+    assert (exe.stats.succeeded, exe.stats.failed) == (1 + (handle == "queued future"), 1)
 
 
 #
