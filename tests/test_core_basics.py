@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import subprocess
 import sys
+import weakref
+from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, ExecutorStats
+from coroexecutor import CoroutineExecutor, ExecutorStats, Retry
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+box: contextvars.ContextVar[object] = contextvars.ContextVar("box", default=None)
 
 
 async def yield_many(times: int = 20) -> None:
@@ -575,6 +579,229 @@ async def test_contextvars_reach_map_jobs(loop_kind: str) -> None:
     assert results == [f"{i}:mapped" for i in range(4)]
     assert sorted(unordered) == results
     assert request_id.get() == "mapped"
+
+
+# Every job's task runs in a copy of the submitter's context as it is at the job's start,
+# by every start path. These guard any cache of a context made for jobs (one was tried
+# and not kept): a change always reaches the next job, an equal but distinct value is not
+# taken for the same, no value is compared, and nothing is kept.
+
+START_PATHS = {
+    "in-line": {},
+    "retry": {"retry": Retry()},  # in-line too, through run_retrying
+    "job_timeout": {"job_timeout": 60.0},  # a done callback: not in-line
+    "key": {"key": lambda *args: "one key", "max_per_key": 8},
+}
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "queued"])
+@pytest.mark.parametrize("options", list(START_PATHS.values()), ids=list(START_PATHS))
+async def test_a_job_sees_what_the_submitter_set_last(
+    loop_kind: str, how: str, options: dict[str, Any]
+) -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def job() -> None:
+        seen.append(request_id.get())
+
+    async with CoroutineExecutor(max_workers=1 if how == "queued" else 8, **options) as exe:
+        if how == "queued":  # the rest wait in the backlog until it ends
+            await exe.submit(release.wait)
+        submit = exe.submit_nowait if how != "submit" else exe.submit
+
+        async def submit_with(value: str) -> None:
+            request_id.set(value)
+            started = submit(job)
+            if how == "submit":
+                await started
+
+        for value in ("a", "b", "b", "c"):
+            await submit_with(value)
+        token = request_id.set("d")
+        exe.submit_nowait(job)
+        request_id.reset(token)  # back to "c", in a new mapping
+        exe.submit_nowait(job)
+        release.set()
+    assert seen == ["a", "b", "b", "c", "d", "c"]
+
+
+@pytest.mark.timeout(15)
+async def test_jobs_of_two_submitters_taking_turns_see_their_own_submitters_values(
+    loop_kind: str,
+) -> None:
+    seen: list[tuple[str, str]] = []
+    turn = [asyncio.Event() for _ in range(6)]
+
+    async def job(name: str) -> None:
+        seen.append((name, request_id.get()))
+
+    async def submitter(exe: CoroutineExecutor, name: str, turns: range) -> None:
+        request_id.set(name)
+        for i in turns:
+            await turn[i].wait()
+            await (await exe.submit(job, f"{name} {i}"))
+            if i + 1 < len(turn):
+                turn[i + 1].set()
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        turn[0].set()
+        await asyncio.gather(
+            submitter(exe, "even", range(0, 6, 2)), submitter(exe, "odd", range(1, 6, 2))
+        )
+    assert seen == [(f"{'odd' if i % 2 else 'even'} {i}", "odd" if i % 2 else "even")
+                    for i in range(6)]
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_job_sees_what_the_consumer_set_before_asking_for_it(
+    loop_kind: str, ordered: bool
+) -> None:
+    async def job(i: int) -> tuple[int, str]:
+        return i, request_id.get()
+
+    results: list[tuple[int, str]] = []
+    async with CoroutineExecutor(max_workers=1) as exe:  # a window of one job
+        request_id.set("before 0")
+        mapped = exe.map(job, range(3)) if ordered else exe.map_unordered(job, range(3))
+        async for i, value in mapped:
+            results.append((i, value))
+            request_id.set(f"before {i + 1}")
+    assert results == [(i, f"before {i}") for i in range(3)]
+
+
+@pytest.mark.timeout(15)
+async def test_a_job_gets_the_object_set_not_an_equal_one_set_before(loop_kind: str) -> None:
+    values: list[object] = [[1], [1], 1, 1.0, True, "x", "".join(["x"])]
+    seen: list[object] = []
+
+    async def job() -> None:
+        seen.append(box.get())
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        for value in values:
+            box.set(value)
+            await exe.submit(job)
+    assert len(seen) == len(values)
+    assert all(got is value for got, value in zip(seen, values))
+
+
+class Incomparable:
+    """A value that refuses ``==``, as a numpy array or an SQLAlchemy column does."""
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("a context variable's value was compared")
+
+    __ne__ = __eq__  # refuses != too
+    __hash__ = object.__hash__
+
+
+@pytest.mark.timeout(15)
+async def test_values_are_never_compared_to_tell_a_submitters_change(loop_kind: str) -> None:
+    first, second, third = Incomparable(), Incomparable(), Incomparable()
+    seen: list[object] = []
+
+    async def job() -> None:
+        seen.append(box.get())
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        box.set(first)
+        await exe.submit(job)
+        box.set(second)  # as many variables as before, another value
+        await exe.submit(job)
+        box.set(third)
+        exe.submit_nowait(job)  # queued behind the last
+    assert [id(value) for value in seen] == [id(first), id(second), id(third)]
+
+
+@pytest.mark.timeout(15)
+async def test_a_jobs_own_changes_reach_neither_other_jobs_nor_the_submitter(
+    loop_kind: str,
+) -> None:
+    changed = asyncio.Event()
+    release = asyncio.Event()
+    seen: dict[str, str] = {}
+
+    async def changer() -> None:
+        request_id.set("set by a job")
+        changed.set()
+        await release.wait()
+        seen["changer at its end"] = request_id.get()
+
+    async def look(name: str) -> None:
+        seen[name] = request_id.get()
+
+    async def submitting_job() -> None:
+        request_id.set("set by a submitting job")
+        await (await exe.submit(look, "its job"))
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        request_id.set("submitter")
+        await exe.submit(changer)
+        await changed.wait()
+        await (await exe.submit(look, "a later job"))
+        await (await exe.submit(submitting_job))
+        await (await exe.submit(look, "a job after that"))
+        release.set()
+    assert seen == {
+        "a later job": "submitter",
+        "its job": "set by a submitting job",
+        "a job after that": "submitter",
+        "changer at its end": "set by a job",
+    }
+    assert request_id.get() == "submitter"
+
+
+@pytest.mark.timeout(15)
+async def test_a_closed_executor_keeps_no_value_of_its_submitters(loop_kind: str) -> None:
+    class Value:
+        pass
+
+    async def noop() -> None:
+        pass
+
+    async def submitter(exe: CoroutineExecutor) -> weakref.ref[Value]:
+        value = Value()
+        box.set(value)
+        await (await exe.submit(noop))
+        return weakref.ref(value)
+
+    async with CoroutineExecutor() as exe:
+        ref = await asyncio.create_task(submitter(exe))
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("how", ["submit", "queued"])
+@pytest.mark.parametrize("options", list(START_PATHS.values()), ids=list(START_PATHS))
+async def test_shutdown_in_a_job_never_waits_however_the_job_started(
+    loop_kind: str, how: str, options: dict[str, Any]
+) -> None:
+    """It would wait for its own job (for ever) if the job's context did not say where it
+    runs: the watchdog would end the test."""
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def closer() -> None:
+        await exe.shutdown()  # returns at once: it may not wait from here
+        order.append("shut down")
+        release.set()
+
+    async def quick() -> None:
+        pass
+
+    async with CoroutineExecutor(max_workers=2, **options) as exe:
+        await exe.submit(release.wait)
+        if how == "queued":  # the closer starts from the quick job's end
+            exe.submit_nowait(quick)
+            exe.submit_nowait(closer)
+        else:
+            await exe.submit(closer)
+    assert order == ["shut down"]
+    assert release.is_set()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.9/3.10 take Self from typing_extensions")
