@@ -74,8 +74,8 @@ class CoroutineExecutor:
         job_timeout: seconds a single job may hold its slot; a job that runs longer is
             cancelled and fails with :class:`JobTimeoutError` (a ``TimeoutError``), which
             then follows the error policy.
-        on_job_done: called with each finished job's future, on the event loop; an
-            exception it raises is reported to the loop's exception handler.
+        on_job_done: called once per job as it ends, started or not, with the future its
+            submitter holds, on the loop; what it raises goes to the loop's handler.
         retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``; a job
             holds no slot between attempts. annotate_errors: note on a job's error which job.
         key, max_per_key: per-key limits, given together: ``key(*args, **kwargs)`` gives

@@ -182,5 +182,6 @@ def queue_keyed(
             wake.set_result(None)
 
     future.add_done_callback(on_done)
+    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
     return future
 

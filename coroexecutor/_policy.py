@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
@@ -88,8 +89,8 @@ class Outcomes:
     """
 
     __slots__ = (
-        "cancelled", "cause", "delivered", "failed", "first_error", "first_tb", "hook",
-        "our_cancels", "retried", "succeeded", "suppress", "timeout_error",
+        "cancelled", "cause", "delivered", "failed", "first_error", "first_tb", "followed",
+        "hook", "our_cancels", "retried", "succeeded", "suppress", "timeout_error",
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
@@ -102,6 +103,9 @@ class Outcomes:
         # Jobs the executor cancelled on its own behalf (a map closed early): their
         # cancellation is not an error.
         self.our_cancels: set[asyncio.Future[Any]] = set()
+        # The tasks of started queued jobs, with a hook: it is called with their queued
+        # future instead (see hook_when_done).
+        self.followed: set[asyncio.Future[Any]] = set()
         self.cause: Cause | None = None
         self.first_error: BaseException | None = None
         self.first_tb: TracebackType | None = None  # the traceback first_error left its job with
@@ -153,16 +157,34 @@ class Outcomes:
             self.first_error = error
             self.first_tb = None if error is None else error.__traceback__
 
-    def call_hook(self, task: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        """Run the on_job_done hook; an error it raises goes to the loop's handler."""
+    def call_hook(self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """Run the on_job_done hook with a finished job's future (not for the task of a
+        queued job: see hook_when_done); an error it raises goes to the loop's handler."""
         if self.hook is None:
             return
+        if self.followed and future in self.followed:
+            self.followed.discard(future)
+            return
         try:
-            self.hook(task)
+            self.hook(future)
         except Exception as exc:
             loop.call_exception_handler(
-                {"message": "on_job_done hook raised", "exception": exc, "future": task}
+                {"message": "on_job_done hook raised", "exception": exc, "future": future}
             )
+
+    def hook_when_done(
+        self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """A queued job: the hook is called once, with the future its submitter holds, when
+        that is done, whether the job ran (``started`` then keeps the hook from its task),
+        failed to start, or never started (cancelled, dropped, the initializer broken)."""
+        if self.hook is not None:
+            future.add_done_callback(functools.partial(self.call_hook, loop=loop))
+
+    def started(self, task: asyncio.Future[Any]) -> None:
+        """A queued job started as ``task`` (see hook_when_done)."""
+        if self.hook is not None:
+            self.followed.add(task)
 
     @property
     def unretrieved(self) -> BaseException | None:
@@ -221,3 +243,4 @@ class Outcomes:
     def clear(self) -> None:
         """The executor closed: a job that swallowed our cancel left its task here."""
         self.our_cancels.clear()
+        self.followed.clear()

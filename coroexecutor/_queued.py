@@ -31,6 +31,7 @@ def queue_job(
     future = QueuedFuture(loop=exe._loop)
     exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
     future.add_done_callback(exe._on_queued_done)
+    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
     return future
 
 
@@ -71,6 +72,7 @@ def start_queued(
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)
+        exe._outcomes.started(task)
     return task
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import itertools
@@ -742,9 +743,56 @@ async def test_stats_and_hook_track_every_outcome(loop_kind: str) -> None:
         submitted=4, queued=0, running=0, succeeded=1, failed=1, cancelled=2
     )
     assert final.done == 4
-    # The hook sees each job that started (the dropped one never started).
-    assert len(seen) == 3
-    assert sum(f.cancelled() for f in seen) == 1
+    # The hook sees every job once, with the future its submitter holds: the dropped one
+    # (cancelled before it started) and the one cancelled while it ran included.
+    assert len(seen) == 4
+    assert dropped in seen and blocked in seen
+    assert sum(f.cancelled() for f in seen) == 2
+
+
+@pytest.mark.parametrize(
+    "end", ["cancelled in the queue", "fail-fast", "shutdown", "fails to start", "started"]
+)
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+async def test_hook_is_called_once_with_a_queued_jobs_own_future(
+    loop_kind: str, end: str, keyed: bool
+) -> None:
+    # Found by a docs-only tester: a queued job that never started never reached the
+    # hook (a progress bar driven by it never reached its total), and one that started
+    # reached it with its task, not the future submit_nowait() had returned.
+    seen: list[asyncio.Future[Any]] = []
+    counted: list[int] = []  # stats.done as the hook sees it
+    gate = asyncio.Event()
+    error = LookupError("job failed")
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def fails() -> None:
+        raise error
+
+    def hook(future: asyncio.Future[Any]) -> None:
+        seen.append(future)
+        counted.append(exe.stats.done)
+
+    options: dict[str, Any] = {"key": lambda *a: "k", "max_per_key": 1} if keyed else {}
+    exe = CoroutineExecutor(
+        max_workers=1, on_job_done=hook,
+        suppress_task_errors=end != "fail-fast", **options,
+    )
+    with pytest.raises(LookupError) if end == "fail-fast" else contextlib.nullcontext():
+        async with exe:
+            running = exe.submit_nowait(fails if end == "fail-fast" else hold)
+            queued = exe.submit_nowait(len if end == "fails to start" else hold)  # type: ignore[arg-type]
+            if end == "cancelled in the queue":
+                queued.cancel()
+            elif end == "shutdown":
+                await exe.shutdown(wait=False)
+            gate.set()
+    assert queued.done()
+    assert exe.stats.done == 2
+    assert sorted(map(id, seen)) == sorted(map(id, [running, queued]))
+    assert all(done >= calls for calls, done in enumerate(counted, 1))  # counted first
 
 
 async def test_hook_that_raises_is_reported_not_dropped() -> None:

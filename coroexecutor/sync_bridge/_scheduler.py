@@ -101,11 +101,10 @@ class Scheduler:
         future._job = task
         self._jobs[task] = future
         if type(task) is not Task and not isinstance(task, Task):
-            # Queued by the core's rate limiter. The hook will see the task it starts
-            # later, not this future: follow the future instead. Until it starts, the
-            # job waits: shutdown(cancel_futures=True) cancels it.
+            # Queued by the core's rate limiter: the hook will be called with this
+            # future once it is done. Until it starts, the job waits:
+            # shutdown(cancel_futures=True) cancels it.
             future._queued = True
-            task.add_done_callback(self.on_core_job_done)
         if future._state == CANCELLED_AND_NOTIFIED:
             # cancel() ran meanwhile in another thread, before _job was set, so it left
             # the task (or the rate-queued future) to us: see
@@ -170,7 +169,6 @@ class Scheduler:
 
     def on_core_job_done(self, task: asyncio.Future[Any]) -> None:
         """The core's hook: a job's task finished and its slot is free."""
-        # None for the task behind a rate-limited queued future: that future follows it.
         future = self._jobs.pop(task, None)
         if future is not None:
             state = future._state
