@@ -249,7 +249,10 @@ async def test_failing_initializer_fails_the_jobs_waiting_for_it(
         await release.wait()
         raise error
 
-    exe = CoroutineExecutor(max_workers=2, initializer=init, suppress_task_errors=suppress)
+    seen: list[asyncio.Future[Any]] = []
+    exe = CoroutineExecutor(
+        max_workers=2, initializer=init, suppress_task_errors=suppress, on_job_done=seen.append
+    )
     queued = exe.submit_nowait(park)
     waiting = asyncio.ensure_future(exe.submit(park))
     mapped = asyncio.ensure_future(_collect(exe.map(park, [()])))
@@ -260,6 +263,7 @@ async def test_failing_initializer_fails_the_jobs_waiting_for_it(
             await outcome
         assert_broken(info.value, error)
     assert exe.stats.failed == 1 and exe.stats.running == 0  # the one accepted job
+    assert seen == [queued]  # the hook sees the job that never started, as it ends
     if suppress:
         await exe.shutdown()
     else:
