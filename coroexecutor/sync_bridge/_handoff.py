@@ -196,15 +196,12 @@ class HandOff:
         so); it stays in the backlog until its turn, then is skipped.
         """
         items: list[WorkItem] = []
+        withdrawn = False  # taken out of the backlog: the loop never had it
         if future._in_backlog:
             with self._lock:
                 withdrawn = self._slots.withdraw(future)  # False: it left the backlog
                 if withdrawn and future._attempts is not None:
                     items = self._fill_locked()  # key=: a retry gives its key's room back
-            for item in items:
-                self.pool.submit(item)
-            if withdrawn:
-                return
         elif future._attempts is not None:  # retried: it may be in a pause (see _retries)
             with self._lock:
                 if self._slots.withdraw_pausing(future):
@@ -212,8 +209,10 @@ class HandOff:
                     items = self._fill_locked()
                     if not self._slots.busy:
                         self._mailbox.wake()  # a shutdown may wait for the last pause
-            for item in items:
-                self.pool.submit(item)
+        for item in items:
+            self.pool.submit(item)
+        if withdrawn:
+            return
         if self.is_loop_thread():
             self.scheduler.cancel_job(future)
         elif future._job is not None:
