@@ -40,6 +40,10 @@ _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
+# A job kept for its retries or its note keeps its call's keyword arguments, read only. An
+# empty dict is kept as this one: the call's own (a new dict per submit) then goes back
+# to the allocator at once, about 700 instructions a job less (callgrind, uvloop).
+_NO_KWARGS: dict[str, Any] = {}
 
 
 #
@@ -90,7 +94,7 @@ def start_job(
                     runner = run_job(exe, coro, kind, index)
                 else:
                     runner = run_retrying(
-                        exe, coro, kind, fn, args, kwargs, index,
+                        exe, coro, kind, fn, args, kwargs or _NO_KWARGS, index,
                         retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
                         owner,
                     )
@@ -126,10 +130,12 @@ def start_job(
         ):
             # The attempts loop does the job_timeout's wrapping too. (A job with only a
             # hook is noted from its coroutine by on_job_done: no wrapper.)
-            call = Call(fn, args, kwargs, policy, exe._annotate, exe._job_timeout, index)
+            call = Call(
+                fn, args, kwargs or _NO_KWARGS, policy, exe._annotate, exe._job_timeout, index
+            )
             job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
-            job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs)
+            job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS)
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current
         # context, and an eager first step runs in that copy.

@@ -472,3 +472,24 @@ async def test_a_policy_that_fails_fails_the_job_with_its_error() -> None:
 async def test_a_bad_retry_is_refused_by_the_constructor(retry: object) -> None:
     with pytest.raises(TypeError, match="retry must be a Retry, a callable policy"):
         CoroutineExecutor(retry=retry)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 60.0}], ids=["in-line", "job_timeout"])
+async def test_every_attempt_gets_the_same_keyword_arguments(options: dict[str, Any]) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def job(name: str, **kwargs: Any) -> str:
+        calls.append((name, kwargs))
+        if sum(call[0] == name for call in calls) < 3:
+            raise ConnectionError(name)
+        return name
+
+    policy = Retry(attempts=3, on=ConnectionError, backoff=1, jitter=False)
+    async with CoroutineExecutor(retry=policy, **options) as exe:
+        with_keywords = await exe.submit(job, "a", sep="-", n=1)
+        without = await exe.submit(job, "b")
+        queued = exe.submit_nowait(job, "c", flag=True)
+    assert [with_keywords.result(), without.result(), queued.result()] == ["a", "b", "c"]
+    assert [kw for name, kw in calls if name == "a"] == [{"sep": "-", "n": 1}] * 3
+    assert [kw for name, kw in calls if name == "b"] == [{}] * 3
+    assert [kw for name, kw in calls if name == "c"] == [{"flag": True}] * 3
