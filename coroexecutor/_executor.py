@@ -75,7 +75,8 @@ class CoroutineExecutor:
             cancelled and fails with :class:`JobTimeoutError` (a ``TimeoutError``), which
             then follows the error policy.
         on_job_done: called once per job as it ends, started or not, with the future its
-            submitter holds, on the loop; what it raises goes to the loop's handler.
+            submitter holds, on the loop (not awaited: a plain function); what it raises
+            goes to the loop's handler.
         retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``; a job
             holds no slot between attempts. annotate_errors: note on a job's error which job.
         key, max_per_key: per-key limits, given together: ``key(*args, **kwargs)`` gives
@@ -134,8 +135,7 @@ class CoroutineExecutor:
         self._watchers: dict[asyncio.Future[Any], asyncio.Future[None]] = {}  # map wake-ups
         self._maps: set[MapJobs] = set()  # live maps: the block's exit and shutdown() close them
         self._block: Block | None = None  # used as ``async with``: the block owns the error
-        # Where it was first used: the executor whose job bound it, or None outside any job.
-        self._outer: Core | None = None  # decides who may wait for its jobs (may_wait)
+        self._outer: Core | None = None  # the executor whose job bound it: see may_wait
         self._spared: asyncio.Future[Any] | None = None  # the task abort did not cancel
         self._ending: asyncio.Future[Any] | None = None  # see _lifecycle.abort
         self._idle_waiters: list[asyncio.Future[None]] = []  # shutdown() and __aexit__
@@ -201,8 +201,7 @@ class CoroutineExecutor:
     def _set_rate(self, rate: Optional[float], burst: int) -> None:
         """Set the start rate (the bridge calls this on the loop thread)."""
         self._rate, self._burst = rate, burst
-        state = self._state
-        if not self._bound or state is State.CLOSED or self._loop.is_closed():
+        if not self._bound or self._state is State.CLOSED or self._loop.is_closed():
             return  # _bind makes the limiter; once closed, no job starts again
         self._slots.set_rate(rate, burst)
 

@@ -28,18 +28,19 @@ class QueuedFuture(asyncio.Future[Any]):
     def follow(self, task: asyncio.Future[Any]) -> None:
         """The job has started as ``task``: follow it."""
         self.task = task
-        task.add_done_callback(self._copy)
+        task.add_done_callback(self.copy_from)
 
     def cancel(self, msg: Any | None = None) -> bool:
         task = self.task
         if task is not None and not self.done():
             if task.done():
-                self._copy(task)  # the job has ended: its outcome stands
+                self.copy_from(task)  # the job has ended: its outcome stands
                 return self.cancelled()
             task.cancel(msg)  # now: a first step still to come then never runs the job
         return super().cancel(msg)
 
-    def _copy(self, task: asyncio.Future[Any]) -> None:
+    def copy_from(self, task: asyncio.Future[Any]) -> None:
+        """Take the ended job's outcome (the first time only)."""
         if self.done():
             return
         if task.cancelled():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import inspect
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
@@ -94,6 +95,13 @@ class Outcomes:
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
+        if hook is not None and (
+            inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+        ):
+            raise TypeError(
+                "on_job_done must be a plain callable, not an async function: it is called,"
+                f" never awaited (got {hook!r}); start a task from it if it must await"
+            )
         self.suppress = suppress
         self.hook = hook
         self.succeeded = 0
@@ -103,9 +111,9 @@ class Outcomes:
         # Jobs the executor cancelled on its own behalf (a map closed early): their
         # cancellation is not an error.
         self.our_cancels: set[asyncio.Future[Any]] = set()
-        # The tasks of started queued jobs, with a hook: it is called with their queued
-        # future instead (see hook_when_done).
-        self.followed: set[asyncio.Future[Any]] = set()
+        # With a hook, the started queued jobs' tasks and their queued futures: at the
+        # task's end, the hook is called with the future (see hook_when_done).
+        self.followed: dict[asyncio.Future[Any], QueuedFuture] = {}
         self.cause: Cause | None = None
         self.first_error: BaseException | None = None
         self.first_tb: TracebackType | None = None  # the traceback first_error left its job with
@@ -162,9 +170,11 @@ class Outcomes:
         queued job: see hook_when_done); an error it raises goes to the loop's handler."""
         if self.hook is None:
             return
-        if self.followed and future in self.followed:
-            self.followed.discard(future)
-            return
+        if self.followed:
+            queued = self.followed.pop(future, None)
+            if queued is not None:  # a started queued job's task: its future, done first
+                queued.copy_from(future)
+                future = queued
         try:
             self.hook(future)
         except Exception as exc:
@@ -172,19 +182,22 @@ class Outcomes:
                 {"message": "on_job_done hook raised", "exception": exc, "future": future}
             )
 
-    def hook_when_done(
-        self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        """A queued job: the hook is called once, with the future its submitter holds, when
-        that is done, whether the job ran (``started`` then keeps the hook from its task),
-        failed to start, or never started (cancelled, dropped, the initializer broken)."""
+    def hook_when_done(self, future: QueuedFuture, loop: asyncio.AbstractEventLoop) -> None:
+        """A queued job: the hook is called once, with the future its submitter holds. If
+        the job started (see ``started``), at the end of its task, once it is counted (a
+        cancel of the future ends the future at once, the job later); else as the future
+        is done (the job failed to start, or was cancelled or dropped in the queue)."""
         if self.hook is not None:
-            future.add_done_callback(functools.partial(self.call_hook, loop=loop))
+            future.add_done_callback(functools.partial(self._hook_unstarted, loop=loop))
 
-    def started(self, task: asyncio.Future[Any]) -> None:
+    def _hook_unstarted(self, future: QueuedFuture, loop: asyncio.AbstractEventLoop) -> None:
+        if future.task is None:
+            self.call_hook(future, loop)
+
+    def started(self, task: asyncio.Future[Any], future: QueuedFuture) -> None:
         """A queued job started as ``task`` (see hook_when_done)."""
         if self.hook is not None:
-            self.followed.add(task)
+            self.followed[task] = future
 
     @property
     def unretrieved(self) -> BaseException | None:

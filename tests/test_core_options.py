@@ -795,6 +795,52 @@ async def test_hook_is_called_once_with_a_queued_jobs_own_future(
     assert all(done >= calls for calls, done in enumerate(counted, 1))  # counted first
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+async def test_hook_for_a_started_queued_job_cancelled_through_its_future_waits_for_its_end(
+    loop_kind: str, keyed: bool
+) -> None:
+    # Found by a docs-only tester: cancelling the future ends it at once, but the job
+    # ends only when its task does (here after a clean-up); the hook must come then,
+    # after stats counted it, not as the future is cancelled.
+    seen: list[tuple[asyncio.Future[Any], str, int]] = []
+    state: dict[str, str] = {}
+    started, release, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        await gate.wait()
+
+    async def stubborn() -> None:
+        state["job"] = "running"
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            state["job"] = "cleaning up"
+            await release.wait()
+            state["job"] = "ended"
+            raise
+
+    def hook(future: asyncio.Future[Any]) -> None:
+        seen.append((future, state.get("job", "-"), exe.stats.cancelled))
+
+    options: dict[str, Any] = {"key": lambda *a: "k", "max_per_key": 1} if keyed else {}
+    exe = CoroutineExecutor(
+        max_workers=1, suppress_task_errors=True, on_job_done=hook, **options
+    )
+    async with exe:
+        exe.submit_nowait(first)
+        queued = exe.submit_nowait(stubborn)
+        gate.set()
+        await started.wait()
+        assert queued.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(seen) == 1 and seen[0][0] is not queued  # first's only
+        release.set()
+    assert len(seen) == 2
+    assert seen[1] == (queued, "ended", 1)
+
+
 async def test_hook_that_raises_is_reported_not_dropped() -> None:
     reports: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
@@ -861,6 +907,25 @@ def test_options_are_validated_at_construction(
 ) -> None:
     with pytest.raises(error, match=re.escape(message)):
         CoroutineExecutor(**kwargs)
+
+
+class _AsyncHook:
+    async def __call__(self, future: asyncio.Future[Any]) -> None:
+        pass
+
+
+async def _async_hook(future: asyncio.Future[Any]) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "hook", [_async_hook, functools.partial(_async_hook), _AsyncHook()],
+    ids=["async def", "partial", "async __call__"],
+)
+def test_an_async_hook_is_refused_at_construction(hook: Any) -> None:
+    # It is called, never awaited: accepted, its body never ran (a docs-only tester).
+    with pytest.raises(TypeError, match="on_job_done must be a plain callable, not an async"):
+        CoroutineExecutor(on_job_done=hook)
 
 
 async def test_shutdown_grace_is_validated() -> None:
