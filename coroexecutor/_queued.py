@@ -48,6 +48,8 @@ def start_queued(
     its task, or None if it failed to start. The other arguments: see start_job."""
     future = entry.future
     future.remove_done_callback(exe._on_queued_done)
+    outcomes = exe._outcomes
+    counted = outcomes.succeeded + outcomes.failed + outcomes.cancelled
     try:
         task = start_job(
             exe, entry.fn, entry.args, entry.kwargs, where, kind, index, policy, owner
@@ -68,11 +70,16 @@ def start_queued(
         # from here, which may be the last step of another job, whose outcome it is not.
         future.set_exception(exc)
         future.exception()
+        if outcomes.succeeded + outcomes.failed + outcomes.cancelled == counted:
+            # From fn(): the job failed before it began, and nothing counted it. As for
+            # a job raising it, fail-fast then starts no queued job after it.
+            outcomes.failed += 1
+            fail(exe, exc)
         exe._loop.call_soon(_raise, exc)
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)
-        exe._outcomes.started(task)
+        exe._outcomes.started(task, future)
     return task
 
 

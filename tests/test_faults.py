@@ -189,6 +189,73 @@ def test_core_eager_job_raising_keyboard_interrupt_before_its_first_await(
     error.__traceback__ = error.__context__ = None
 
 
+@pytest.mark.parametrize(
+    "eager",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="eager is 3.12+"),
+        ),
+    ],
+    ids=["default", "eager"],
+)
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_core_queued_fn_raising_keyboard_interrupt_as_it_starts_is_counted_and_stops_the_queue(
+    exc_type: type[BaseException], eager: bool
+) -> None:
+    """A plain function (no coroutine) raising KeyboardInterrupt/SystemExit when its
+    queued job starts: the job was counted nowhere, and under an eager task factory the
+    job queued behind it ran (found by a docs-only tester)."""
+    error = exc_type("from fn")
+    ran: list[str] = []
+    seen: list[Any] = []
+    reports: list[dict[str, Any]] = []
+
+    def raiser() -> None:
+        raise error
+
+    async def later() -> None:
+        ran.append("later")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, ctx: reports.append(ctx))
+        if eager:
+            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        gate = asyncio.Event()
+
+        async def first() -> None:
+            await gate.wait()
+
+        exe = CoroutineExecutor(max_workers=1)
+        seen.append(exe)
+        async with exe:
+            await exe.submit(first)
+            seen.append(exe.submit_nowait(raiser))  # type: ignore[arg-type]
+            seen.append(exe.submit_nowait(later))
+            gate.set()
+            await asyncio.Event().wait()
+
+    with pytest.raises(exc_type) as info:
+        asyncio.run(main())
+    assert info.value is error
+    del info
+    exe, future, behind = seen
+    assert future.exception() is error
+    assert behind.cancelled() and ran == []
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.cancelled) == (3, 1, 1, 1)
+    # The block re-raises the first error while asyncio.run() cleans up, as for a job
+    # raising it (see the first test here): asyncio reports the main task's, once.
+    del exe, future, behind, stats
+    seen.clear()
+    error.__traceback__ = error.__context__ = None
+    gc.collect()
+    messages = [(ctx["message"], ctx.get("exception")) for ctx in reports]
+    assert messages == [("Task exception was never retrieved", error)]
+
+
 @pytest.mark.parametrize("suppress", [False, True])
 async def test_core_custom_base_exception_follows_the_policy(suppress: bool) -> None:
     """Any other BaseException subclass is an ordinary job error for asyncio, and so for
