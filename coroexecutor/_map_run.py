@@ -71,7 +71,7 @@ async def results(
                         args = None
                         break
                 if exe._state is not _RUNNING:
-                    check_accepting(exe)
+                    _check_accepting(exe, kind)
                 if slots.take_nowait():
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
@@ -83,7 +83,11 @@ async def results(
                         # arrives: the rate bounds starts per second, not running jobs.
                         retry = slots.token_delay()
                         break
-                    await take_slot(exe, "map")  # FIFO behind other producers
+                    try:
+                        await take_slot(exe, "map")  # FIFO behind other producers
+                    except RuntimeError:  # refused: the executor is cancelling its jobs
+                        _check_accepting(exe, kind)
+                        raise
                     if jobs.closed:
                         give_back(exe)
                         _ended(exe, jobs)
@@ -165,6 +169,17 @@ def _ended(exe: Core, jobs: MapJobs) -> None:
     left it; else RuntimeError, since the inputs were not all processed."""
     if jobs.shut:
         raise_closed(exe, jobs.kind)
+
+
+def _check_accepting(exe: Core, kind: JobKind) -> None:
+    """check_accepting() for the map's next job; but once a job's error stopped the
+    executor (fail-fast), the map raises that error, as a map it closed does."""
+    outcomes = exe._outcomes
+    if exe._state is State.CANCELLING and outcomes.cause is Cause.JOB_ERROR and (
+        kind is JobKind.POLICY and outcomes.first_error is not None
+    ):
+        reraise_job_error(outcomes.first_error, outcomes.first_tb)
+    check_accepting(exe)
 
 
 def raise_closed(exe: Core, kind: JobKind) -> NoReturn:

@@ -1109,3 +1109,46 @@ async def test_a_consumer_in_another_task_gets_the_job_error_when_the_block_exit
         await consumer
     assert consumer_error.value is error
     assert sorted(got) == [0, 1]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("waits", [False, True], ids=["with jobs in flight", "for a slot"])
+async def test_a_consumer_gets_the_job_error_when_a_queued_job_took_the_slot_and_failed(
+    loop_kind: str, ordered: bool, waits: bool
+) -> None:
+    """A job queued ahead of the map's next input takes the slot a map job frees and fails:
+    the map, refused its next start, must raise that job's error, the block's own object,
+    not RuntimeError (found by a docs-only tester)."""
+    error = ValueError("queued job failed")
+    started = [asyncio.Event() for _ in range(4)]
+    gates = [asyncio.Event() for _ in range(4)]
+    seen: list[BaseException] = []
+
+    async def item(n: int) -> int:
+        started[n].set()
+        await gates[n].wait()
+        return n
+
+    async def fails() -> None:
+        raise error
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        results = exe.map(item, range(4)) if ordered else exe.map_unordered(item, range(4))
+        try:
+            async for _ in results:
+                pass
+        except BaseException as exc:
+            seen.append(exc)
+
+    with pytest.raises(ValueError) as block_error:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            consumer = asyncio.create_task(consume(exe))
+            await started[1].wait()  # map jobs 0 and 1 hold both slots
+            exe.submit_nowait(fails)  # queued, ahead of the map's next input
+            if waits:
+                gates[1].set()  # the map has no job in flight once job 0 ends too
+            gates[0].set()
+            await asyncio.Event().wait()  # interrupted by fail-fast
+    assert block_error.value is error
+    await consumer
+    assert len(seen) == 1 and seen[0] is error
