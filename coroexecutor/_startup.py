@@ -235,6 +235,9 @@ async def await_initializer(exe: Core) -> None:
     error: BaseException | None = cancelled
     if error is None and exe._startup.broken is not None:
         error = broken_error(exe)
+        # The block tells of the broken executor: so it does of the job errors the break
+        # made (the jobs queued meanwhile), which are never reported as unretrieved.
+        exe._outcomes.delivered = True
     if error is None:
         error = policy_error(exe)  # the deadline passed while it ran
     if error is None and exe._state is not State.RUNNING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -272,6 +273,42 @@ async def test_failing_initializer_fails_the_jobs_waiting_for_it(
         await exe.shutdown()  # delivered once
     with pytest.raises(BrokenCoroutineExecutor):
         exe.submit_nowait(park)
+
+
+async def test_jobs_broken_by_the_initializer_are_not_reported_once_the_block_raised() -> None:
+    """A job handed in while the initializer ran fails with the broken error, the first
+    job error; the block raises the broken error too: nothing is left "never retrieved"
+    (found by a docs-only tester)."""
+    reports: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, ctx: reports.append(ctx["message"]))
+    release = asyncio.Event()
+
+    async def init() -> None:
+        await release.wait()
+        raise OSError("init failed")
+
+    exe = CoroutineExecutor(initializer=init)
+
+    async def hand_in(exe: CoroutineExecutor) -> None:
+        future = exe.submit_nowait(park)  # queued while the initializer runs
+        release.set()
+        with pytest.raises(BrokenCoroutineExecutor):
+            await future
+
+    try:
+        handing = asyncio.create_task(hand_in(exe))
+        with pytest.raises(BrokenCoroutineExecutor):
+            async with exe:
+                pass
+        await handing
+        del exe, handing
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert reports == []
 
 
 async def test_initializer_keyboard_interrupt_propagates_and_breaks_the_executor() -> None:
