@@ -342,6 +342,43 @@ def test_stats_count_a_job_as_soon_as_its_future_is_done(
             assert stats.active_keys == (0 if "key" in options else None), (n, stats)
 
 
+async def _stubborn(started: threading.Event, release: threading.Event, n: int) -> None:
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        while not release.is_set():  # a clean-up that outlasts the cancel
+            await asyncio.sleep(0.001)
+        raise
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"key": lambda *a: a[-1], "max_per_key": 1}, {"job_timeout": 60.0},
+     {"max_per_second": 1e6}, {"retry": Retry(2, on=KeyError)}],
+    ids=["plain", "key=", "job_timeout", "max_per_second", "retry"],
+)
+def test_stats_count_a_running_coroutine_job_cancelled_as_soon_as_cancel_returns(
+    options: dict[str, Any]
+) -> None:
+    # The future is cancelled at once; the job's task ends when its clean-up does. stats
+    # said running=1, cancelled=0 until then (found by a docs-only tester).
+    with ThreadedLoopExecutor(max_workers=4, **options) as exe:
+        for n in range(3):
+            started, release = threading.Event(), threading.Event()
+            future = exe.submit(_stubborn, started, release, n)
+            try:
+                assert started.wait(WAIT)
+                assert future.cancel()
+                for _ in range(3):
+                    stats = exe.stats
+                    assert (stats.running, stats.queued, stats.cancelled) == (0, 0, n + 1)
+            finally:
+                release.set()
+    stats = exe.stats
+    assert (stats.submitted, stats.running, stats.cancelled) == (3, 0, 3)
+
+
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
 def test_a_blocking_jobs_done_callback_finds_it_counted(keyed: bool) -> None:
     # The callback runs in the worker thread as it sets the future, before the job's slot

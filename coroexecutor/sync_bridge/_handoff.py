@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures._base import PENDING, RUNNING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import Any, Callable, Optional
 
 from .._stats import ExecutorStats
@@ -260,9 +260,11 @@ class HandOff:
     def counts(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
         core = self.scheduler.core.stats
+        # Jobs whose cancel() returned True, which the core has not ended yet.
+        early = [f._job for f in self.scheduler.jobs() if f._state == CANCELLED_AND_NOTIFIED]
         with self._lock:
             # Jobs cancelled before the loop could start them: Scheduler.unstarted.
-            return self._slots.counts(core, self.scheduler.unstarted)
+            return self._slots.counts(core, self.scheduler.unstarted, early)
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.

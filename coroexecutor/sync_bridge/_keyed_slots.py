@@ -14,7 +14,7 @@ the line reads the limit it was handed (it asks only for the key of the job at h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
@@ -174,8 +174,10 @@ class KeyedSlots(Slots):
         self.tickets.clear()
         return jobs
 
-    def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
-        stats = super().counts(core, unstarted)
+    def counts(
+        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = ()
+    ) -> ExecutorStats:
+        stats = super().counts(core, unstarted, early)
         line = self.line
         active = line.active_keys
         # As Slots.counts does for the jobs: a direct job whose future is set is over,

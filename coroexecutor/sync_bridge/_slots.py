@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, Optional
 
@@ -208,9 +209,13 @@ class Slots:
         futures += [f for f in self.direct if f._queued and f._state == PENDING]
         return futures + list(self.pausing)  # counted when cancel() withdraws them
 
-    def counts(self, core: ExecutorStats, unstarted: int) -> ExecutorStats:
+    def counts(
+        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = ()
+    ) -> ExecutorStats:
         """Every job's count: the core's (``unstarted``: given back before reaching it)
-        plus the direct jobs and the ones cancelled while waiting here."""
+        plus the direct jobs and the ones cancelled while waiting here. ``early``: the
+        core's tasks (or queued futures) of jobs whose cancel() returned True, which count
+        as cancelled from then on, though the core counts them only once they end."""
         submitted = self.submitted
         # Direct jobs cancelled while they waited for a worker thread (counted when a
         # worker skips them), and direct jobs whose worker has set their future but not
@@ -227,13 +232,17 @@ class Slots:
                     ok += 1
                 else:
                     raised += 1
-        running = core.running + len(self.direct) - skipped - ok - raised
+        early_queued = sum(getattr(job, "task", 0) is None for job in early)  # not started
+        early_running = len(early) - early_queued
+        running = core.running - early_running + len(self.direct) - skipped - ok - raised
         # The core counted each attempt it ran; only a job's last one is its outcome.
         succeeded = core.succeeded - self.core_ok_retried + self.direct_ok + ok
         failed = (
             core.failed - self.core_failed_retried + self.direct_failed + self.refused + raised
         )
-        cancelled = core.cancelled + self.cancelled + unstarted + skipped
+        cancelled = (
+            core.cancelled + self.cancelled + unstarted + skipped + early_running + early_queued
+        )
         return ExecutorStats(
             submitted=submitted,
             queued=submitted - running - succeeded - failed - cancelled,
