@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._core import Block, Core
 
 __all__ = [
-    "abort", "admit", "cancel_again", "cancel_late",
+    "abort", "admit", "cancel_again", "cancel_late", "interrupted",
     "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
     "set_limit", "tearing_down",
 ]
@@ -48,6 +48,14 @@ def fail(exe: Core, exc: BaseException) -> None:
     """A job failed outside settle() (before it began, or its backlog start raised)."""
     if not exe._outcomes.suppress and exe._state is not State.CANCELLING:
         abort(exe, Cause.JOB_ERROR, exc)
+
+
+def interrupted(exe: Core, exc: BaseException) -> None:
+    """A job raised ``exc``: KeyboardInterrupt or SystemExit ends the event loop whatever
+    the error policy says (asyncio re-raises them out of it), so, with the policy not
+    stopping us (suppress_task_errors), stop here: no queued job starts meanwhile."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        abort(exe, Cause.INTERRUPT)
 
 
 def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:

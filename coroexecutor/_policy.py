@@ -28,6 +28,7 @@ class Cause(enum.Enum):
     DEADLINE = "the deadline passed"
     BODY = "the block raised or was cancelled"
     SHUTDOWN = "shutdown() cancelled the jobs"
+    INTERRUPT = "a job raised KeyboardInterrupt or SystemExit, which end the event loop"
 
 
 class JobKind(enum.Enum):
@@ -95,8 +96,9 @@ class Outcomes:
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
-        if hook is not None and (
-            inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+        if hook is not None and any(
+            inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+            for f in (hook, type(hook).__call__)
         ):
             raise TypeError(
                 "on_job_done must be a plain callable, not an async function: it is called,"

@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._following import QueuedFuture
-from ._lifecycle import check_idle, fail
+from ._lifecycle import check_idle, fail, interrupted
 from ._notes import annotate_job_error
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, RetryPolicy
@@ -75,6 +75,7 @@ def start_queued(
             # a job raising it, fail-fast then starts no queued job after it.
             outcomes.failed += 1
             fail(exe, exc)
+            interrupted(exe, exc)  # with suppress_task_errors too
         exe._loop.call_soon(_raise, exc)
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)

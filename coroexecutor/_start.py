@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._context import job_position
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
-from ._lifecycle import abort, admit, cancel_late, check_idle, fail, tearing_down
+from ._lifecycle import (
+    abort,
+    admit,
+    cancel_late,
+    check_idle,
+    fail,
+    interrupted,
+    tearing_down,
+)
 from ._map_state import follow_limit
 from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
@@ -317,6 +325,8 @@ def settle(
         slots.release()
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
+        elif error is not None and exe._state is not _CANCELLING:
+            interrupted(exe, error)
     else:
         slots.release()
         exe._outcomes.succeeded += 1

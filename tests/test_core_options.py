@@ -10,6 +10,7 @@ import itertools
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -918,9 +919,14 @@ async def _async_hook(future: asyncio.Future[Any]) -> None:
     pass
 
 
+async def _async_generator_hook(future: asyncio.Future[Any]) -> AsyncIterator[None]:
+    yield
+
+
 @pytest.mark.parametrize(
-    "hook", [_async_hook, functools.partial(_async_hook), _AsyncHook()],
-    ids=["async def", "partial", "async __call__"],
+    "hook",
+    [_async_hook, functools.partial(_async_hook), _AsyncHook(), _async_generator_hook],
+    ids=["async def", "partial", "async __call__", "async generator"],
 )
 def test_an_async_hook_is_refused_at_construction(hook: Any) -> None:
     # It is called, never awaited: accepted, its body never ran (a docs-only tester).
