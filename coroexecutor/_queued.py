@@ -54,20 +54,11 @@ def start_queued(
         task = start_job(
             exe, entry.fn, entry.args, entry.kwargs, where, kind, index, policy, owner
         )
-    except Exception as exc:
-        # fn() raised or returned a non-awaitable: the job failed before it began.
-        if exe._annotate:
-            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs)
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log
-        exe._outcomes.failed += 1
-        fail(exe, exc)
-        return None
-    except BaseException as exc:
-        # KeyboardInterrupt or SystemExit: from an eager first step (the job ran and
-        # settled itself) or from fn(). Its future carries it, and it leaves the event
-        # loop from a callback of its own, as asyncio lets it leave from a task: not
-        # from here, which may be the last step of another job, whose outcome it is not.
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # From an eager first step (the job ran and settled itself) or from fn(). Its
+        # future carries it, and it leaves the event loop from a callback of its own, as
+        # asyncio lets it leave from a task: not from here, which may be the last step
+        # of another job, whose outcome it is not.
         future.set_exception(exc)
         future.exception()
         if outcomes.succeeded + outcomes.failed + outcomes.cancelled == counted:
@@ -77,6 +68,16 @@ def start_queued(
             fail(exe, exc)
             interrupted(exe, exc)  # with suppress_task_errors too
         exe._loop.call_soon(_raise, exc)
+        return None
+    except BaseException as exc:
+        # fn() raised (any other BaseException too: an ordinary job error) or returned a
+        # non-awaitable: the job failed before it began.
+        if exe._annotate:
+            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs)
+        future.set_exception(exc)
+        future.exception()  # the executor owns the error (policy or suppress): no log
+        outcomes.failed += 1
+        fail(exe, exc)
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import gc
 import logging
@@ -302,6 +303,45 @@ async def test_core_custom_base_exception_follows_the_policy(suppress: bool) -> 
         await block()
     assert info.value is error
     assert cancelled == ["parked"]
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+async def test_core_queued_fn_raising_a_custom_base_exception_is_an_ordinary_job_error(
+    loop_kind: str, suppress: bool
+) -> None:
+    """Raised by a queued job's plain fn as it starts: it follows the policy like any job
+    error, and is not also re-raised into the loop (which logged "Exception in callback";
+    found by a docs-only tester)."""
+    error = CustomBaseError("from fn")
+    reports: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, ctx: reports.append(ctx["message"]))
+    gate = asyncio.Event()
+
+    def plain() -> None:
+        raise error
+
+    try:
+        with pytest.raises(CustomBaseError) if not suppress else contextlib.nullcontext():
+            async with CoroutineExecutor(max_workers=1, suppress_task_errors=suppress) as exe:
+                await exe.submit(gate.wait)
+                future = exe.submit_nowait(plain)  # type: ignore[arg-type]
+                after = exe.submit_nowait(asyncio.sleep, 0, "after")
+                gate.set()
+                if not suppress:
+                    await asyncio.Event().wait()  # fail-fast interrupts the body
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert future.exception() is error
+    assert reports == []
+    if suppress:
+        assert after.result() == "after"
+        assert (exe.stats.succeeded, exe.stats.failed) == (2, 1)
+    else:
+        assert after.cancelled()
 
 
 #
