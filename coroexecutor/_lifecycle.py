@@ -103,7 +103,7 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
         block = None
     if later or block is not None:
         exe._loop.call_soon(_cancel_after_step, later, block)
-    check_idle(exe, exe._ending)
+    check_idle(exe, in_last_step=at_end)
 
 
 def _awaits(task: asyncio.Future[Any]) -> bool:
@@ -189,7 +189,7 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
 #
 
 
-def check_idle(exe: Core, ending: asyncio.Future[Any] | None = None) -> None:
+def check_idle(exe: Core, *, in_last_step: bool = False) -> None:
     """Wake whoever waits for the executor to be idle, once the done callbacks of the jobs
     that just ended have run.
 
@@ -197,13 +197,13 @@ def check_idle(exe: Core, ending: asyncio.Future[Any] | None = None) -> None:
     task is done and before the task's done callbacks (the caller's own, and the copy of
     its outcome into the future submit_nowait() returned for it if it was queued) have
     run. Waking the waiters from a callback scheduled now puts their wake-up behind the
-    task's done callbacks. ``ending``: the task in its own last step, given when a queued
-    job's future may follow it: then the wake-up comes a turn later still, behind the
-    done callbacks of that future too. So nothing of a job is still pending once
-    ``async with`` or ``shutdown()`` returns.
+    task's done callbacks. ``in_last_step`` (called from a job's own last step, where a
+    queued job's future may follow its task): the wake-up comes a turn later still,
+    behind the done callbacks of that future too. So nothing of a job is still pending
+    once ``async with`` or ``shutdown()`` returns.
     """
     if exe._idle_waiters and exe._idle_handle is None and not exe._slots.busy:
-        wake = _wake_idle if ending is None else _wake_idle_next_turn
+        wake = _wake_idle_next_turn if in_last_step else _wake_idle
         exe._idle_handle = exe._loop.call_soon(wake, exe)
 
 

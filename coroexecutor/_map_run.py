@@ -174,11 +174,8 @@ def _ended(exe: Core, jobs: MapJobs) -> None:
 def _check_accepting(exe: Core, kind: JobKind) -> None:
     """check_accepting() for the map's next job; but once a job's error stopped the
     executor (fail-fast), the map raises that error, as a map it closed does."""
-    outcomes = exe._outcomes
-    if exe._state is State.CANCELLING and outcomes.cause is Cause.JOB_ERROR and (
-        kind is JobKind.POLICY and outcomes.first_error is not None
-    ):
-        reraise_job_error(outcomes.first_error, outcomes.first_tb)
+    if exe._state is State.CANCELLING and exe._outcomes.cause is Cause.JOB_ERROR:
+        raise_closed(exe, kind)
     check_accepting(exe)
 
 

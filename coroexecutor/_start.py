@@ -347,8 +347,8 @@ def settle(
                 exe._ending = ending
         else:
             admit(exe, task)
-    if exe._idle_waiters:  # in-line: a queued job's future may follow this task
-        check_idle(exe, _current_task(exe._loop) if key is not task else None)
+    if exe._idle_waiters:
+        check_idle(exe, in_last_step=key is not task)
     if exe._watchers:
         if task is None:
             task = _current_task(exe._loop)
