@@ -138,6 +138,10 @@ async def results(
                         # leave the shared error's chain as its job left it.
                         reraise_job_error(outcomes.first_error, outcomes.first_tb)
                     raise
+                if job.cancelled() and exe._outcomes.cause is not None:
+                    # The executor's own stop cancelled it (fail-fast, the deadline,
+                    # shutdown): no result of the map's, which was cut short.
+                    raise_closed(exe, kind)
                 result = exc
             yield result
     except BaseException:

@@ -1152,3 +1152,38 @@ async def test_a_consumer_gets_the_job_error_when_a_queued_job_took_the_slot_and
     assert block_error.value is error
     await consumer
     assert len(seen) == 1 and seen[0] is error
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("stop", ["fail-fast", "shutdown(wait=False)"])
+async def test_a_return_exceptions_map_never_yields_the_executors_own_cancel(
+    loop_kind: str, ordered: bool, stop: str
+) -> None:
+    """return_exceptions=True yields a job's errors as results, but a job the executor's
+    own stop cancelled is no result of the map's: the map was cut short and raises
+    RuntimeError (an ordered map yielded CancelledError(), then went on; found by a
+    docs-only tester)."""
+    gate = asyncio.Event()
+
+    async def work(i: int) -> int:
+        if i:
+            await gate.wait()
+        return i
+
+    async def boom() -> None:
+        raise LookupError("boom")
+
+    exe = CoroutineExecutor(max_workers=4)
+    results = (exe.map if ordered else exe.map_unordered)(work, range(3), return_exceptions=True)
+    assert await results.__anext__() == 0
+    if stop == "fail-fast":
+        await asyncio.wait([await exe.submit(boom)])
+    else:
+        await exe.shutdown(wait=False)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        await results.__anext__()
+    if stop == "fail-fast":
+        with pytest.raises(LookupError):
+            await exe.shutdown()
+    else:
+        await exe.shutdown()
