@@ -52,6 +52,7 @@ class Pauses:
             self._owner.resumed()
 
     def abandon(self) -> None:
-        self._exe._slots.abandon()
+        exe = self._exe
+        exe._slots.abandon(asyncio.current_task(exe._loop))
         if self._owner is not None:
             self._owner.resumed()

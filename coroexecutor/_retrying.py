@@ -41,8 +41,7 @@ class AttemptSlots(Protocol):
 
     def abandon(self) -> None:
         """The job is cancelled in its pause or while waiting for a slot: it ends holding
-        none. Settle the counts so that the job's end, which gives back one slot as for
-        any job, leaves them right."""
+        none, so its end must give back no slot (it counts as waiting until then)."""
 
 
 class Call:

@@ -79,7 +79,7 @@ class Slots:
 
     __slots__ = (
         "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
-        "queued", "refusal", "waiting", "wake_handle",
+        "queued", "refusal", "unheld", "waiting", "wake_handle",
     )
 
     loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
@@ -91,6 +91,7 @@ class Slots:
         self.waiting = 0  # live slot waiters in the backlog (not yet accepted)
         self.queued = 0  # live queued jobs in the backlog (accepted: stats show them)
         self.pausing = 0  # jobs between two attempts (retry=): accepted, holding no slot
+        self.unheld: set[object] = set()  # pausing jobs cancelled, not settled yet
         self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
         self.limiter: RateLimiter | None = None
         self.wake_handle: asyncio.TimerHandle | None = None
@@ -202,11 +203,19 @@ class Slots:
         """A pausing job holds a slot again (take_again() returned)."""
         self.pausing -= 1
 
-    def abandon(self) -> None:
-        """A pausing job ends (cancelled) holding no slot. Its end gives a slot back as
-        every job's does, so take one now; ``free`` may dip below 0 until then."""
-        self.pausing -= 1
-        self.free -= 1
+    def abandon(self, job: object) -> None:
+        """A pausing job (its task: ``job``) is cancelled: it ends holding no slot, still
+        counted as pausing until it settles (see release_job)."""
+        self.unheld.add(job)
+
+    def release_job(self, job: object) -> None:
+        """A job that did not succeed settles: release() its slot, or, if it ended in a
+        pause (abandon), leave the pausing jobs (it had no slot)."""
+        if self.unheld and job in self.unheld:
+            self.unheld.discard(job)
+            self.pausing -= 1
+        else:
+            self.free += 1
 
     def queue(self, entry: Queued) -> None:
         """Put a job in line for a slot; entry.start() runs once it has one."""

@@ -322,7 +322,7 @@ def settle(
         tuner = exe._tuner
         if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
             follow_limit(exe._maps, slots.limit)
-        slots.release()
+        slots.release_job(task)
         if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             abort(exe, Cause.JOB_ERROR, error)
         elif error is not None and exe._state is not _CANCELLING:

@@ -493,3 +493,54 @@ async def test_every_attempt_gets_the_same_keyword_arguments(options: dict[str, 
     assert [kw for name, kw in calls if name == "a"] == [{"sep": "-", "n": 1}] * 3
     assert [kw for name, kw in calls if name == "b"] == [{}] * 3
     assert [kw for name, kw in calls if name == "c"] == [{"flag": True}] * 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"on_job_done": lambda job: None},
+        {"job_timeout": 600.0},
+        {"key": lambda n, *_: n, "max_per_key": 1},
+        {"on_job_done": lambda job: None, "key": lambda n, *_: n, "max_per_key": 1},
+    ],
+    ids=["in-line", "hook", "job_timeout", "key", "hook-key"],
+)
+async def test_jobs_cancelled_in_their_pause_never_count_as_running(
+    options: dict[str, Any],
+) -> None:
+    # A job cancelled while it pauses between attempts holds no slot: until its end is
+    # settled (a turn later for jobs settled from a done callback) it still counts as
+    # queued, never as running, so stats.running stays within max_workers.
+    paused = asyncio.Event()
+    failures = 0
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        nonlocal failures
+        failures += 1
+        if failures == 3:
+            paused.set()
+        return 600.0
+
+    async def fails(n: int) -> None:
+        raise OSError(n)
+
+    snapshots = []
+    async with CoroutineExecutor(
+        max_workers=1, retry=policy, suppress_task_errors=True, **options
+    ) as exe:
+        tasks = [await exe.submit(fails, n) for n in range(3)]
+        await paused.wait()
+        assert (exe.stats.running, exe.stats.queued) == (0, 3)
+        for task in tasks:
+            task.cancel()
+        for _ in range(4):
+            await asyncio.sleep(0)
+            snapshots.append(exe.stats)
+        runner = await exe.submit(asyncio.sleep, 0, "ran")
+    assert runner.result() == "ran"
+    assert all(task.cancelled() for task in tasks)
+    for stats in snapshots:
+        assert stats.running <= 1, stats
+        assert stats.submitted == stats.queued + stats.running + stats.done, stats
+    assert snapshots[-1].cancelled == 3 and snapshots[-1].queued == 0
