@@ -1047,6 +1047,64 @@ def test_loop_factory_returning_a_non_loop_raises_from_the_constructor() -> None
     assert set(threading.enumerate()) <= before
 
 
+def test_loop_factory_returning_a_closed_loop_raises_from_the_constructor() -> None:
+    # It hung: the loop thread died, the constructor waited for it for ever.
+    closed = asyncio.new_event_loop()
+    closed.close()
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match=r"must return a new event loop \(got a closed one\)"):
+        ThreadedLoopExecutor(loop_factory=lambda: closed)
+    assert set(threading.enumerate()) <= before
+
+
+def test_loop_factory_returning_a_running_loop_raises_and_leaves_it_alone() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sibling = asyncio.ensure_future(asyncio.sleep(0, "alive"))
+        with pytest.raises(ValueError, match="got a running one"):
+            ThreadedLoopExecutor(loop_factory=lambda: loop)
+        assert await sibling == "alive"  # not cancelled by the executor's clean-up
+
+    asyncio.run(main())
+
+
+def test_an_idle_worker_keeps_no_reference_to_its_last_job() -> None:
+    # A result yielded by map, or a job's bound method (the requests-futures Session
+    # pattern), stayed alive while the worker that ran it waited for its next job.
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    class Session:
+        def __init__(self) -> None:
+            self.executor = LoopExecutor(max_workers=2)
+
+        def fetch(self, n: int) -> Result:
+            return Result()
+
+    session = Session()
+    refs = []
+    for result in session.executor.map(session.fetch, range(6)):
+        refs.append(weakref.ref(result))
+        del result
+    session.executor.submit(session.fetch, 0).result(timeout=5)
+    # The futures are done from the worker's side once their value is set; its loop
+    # turn to tidy up follows: wait for it through the executor itself.
+    session.executor.submit(asyncio.sleep, 0).result(timeout=5)
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
+    executor_ref = weakref.ref(session.executor)
+    del session
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while executor_ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert executor_ref() is None, "a forgotten executor whose job refers to it was kept"
+
+
 @pytest.mark.parametrize("kind", ["coroutine", "blocking"])
 def test_base_exception_from_a_done_callback_on_our_threads_is_logged(
     kind: str, caplog: pytest.LogCaptureFixture

@@ -203,6 +203,10 @@ class LoopThread:
             if not isinstance(loop, asyncio.AbstractEventLoop):
                 runner = None  # nothing to close: Runner.close() needs a loop
                 raise TypeError(f"loop_factory must return an event loop (got {loop!r})")
+            if loop.is_closed() or loop.is_running():
+                runner = None  # not ours to close: Runner.close() would cancel its tasks
+                state = "closed" if loop.is_closed() else "running"
+                raise ValueError(f"loop_factory must return a new event loop (got a {state} one)")
             run = _LoopRun(handoff, loop)
         except BaseException as exc:
             if runner is not None:

@@ -129,7 +129,9 @@ def _work(
             got = jobs.get() if held is None else held
             held = None
             continue
-        item = got
+        # (got is dropped at once: kept while this worker waits for its next job, it
+        # would keep the last job's future, result and all, alive.)
+        item, got = got, None
         future = item.future
         if future._start_running():
             try:
