@@ -50,9 +50,10 @@ def _name(fn: object) -> str:
 def _repr(value: object) -> str:
     try:
         return _short.repr(value)
-    except Exception:
-        # reprlib already catches a failing __repr__ of a plain object; this is for one
-        # inside a container, or a __class__ that raises.
+    except BaseException:
+        # reprlib already catches an Exception from a plain object's __repr__; this is for
+        # one inside a container, a __class__ that raises, or a __repr__ that raises
+        # SystemExit or the like (which would end a worker thread instead of its job).
         return "<unrepresentable>"
 
 

@@ -252,3 +252,41 @@ def test_the_bridge_passes_annotate_errors_through() -> None:
         future = exe.submit(blocking_reciprocal, 0)
         concurrent.futures.wait([future], timeout=5)
     assert notes(future.exception()) == []
+
+
+class _ReprExits:
+    def __repr__(self) -> str:
+        raise SystemExit("no repr for secrets")
+
+
+def _fails_with(token: object) -> None:
+    raise ValueError("job failed")
+
+
+async def _fails_async(token: object) -> None:
+    raise ValueError("job failed")
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_an_argument_whose_repr_raises_systemexit_leaves_the_bridge_jobs_error(
+    kind: str,
+) -> None:
+    # The note's repr of the argument raised SystemExit: a blocking job's worker thread
+    # died with its future running for ever; a coroutine job failed with SystemExit.
+    fn: Any = _fails_with if kind == "blocking" else _fails_async
+    with LoopExecutor(max_workers=2) as exe:
+        future = exe.submit(fn, _ReprExits())
+        error = future.exception(timeout=5)
+        assert exe.submit(str.upper, "still works").result(timeout=5) == "STILL WORKS"
+    assert isinstance(error, ValueError)
+    assert any("<unrepresentable>" in note for note in error.__notes__)
+
+
+async def test_an_argument_whose_repr_raises_systemexit_leaves_the_cores_error() -> None:
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        task = await exe.submit(_fails_async, _ReprExits())
+        queued = exe.submit_nowait(_fails_async, _ReprExits())
+    for job in (task, queued):
+        error = job.exception()
+        assert isinstance(error, ValueError)
+        assert any("<unrepresentable>" in note for note in error.__notes__)
