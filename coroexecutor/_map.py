@@ -93,7 +93,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         self._jobs = jobs = MapJobs(
             fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy,
-            follows=follows,
+            cancel=executor._outcomes.cancel, follows=follows,
         )
         self._results = results(executor, jobs, feed)
         # The slot declared for __anext__ holds the generator's own bound method (see

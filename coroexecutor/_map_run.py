@@ -131,12 +131,16 @@ async def results(
                 result = job.result()
             except BaseException as exc:
                 if kind is not JobKind.RESULT:
-                    outcomes = exe._outcomes
-                    if job.cancelled() and outcomes.first_error is not None:
-                        # Cancelled because another job failed (fail-fast): report that
-                        # error, not a CancelledError this consumer never asked for, and
-                        # leave the shared error's chain as its job left it.
-                        reraise_job_error(outcomes.first_error, outcomes.first_tb)
+                    if job.cancelled():
+                        # Cancelled because another job failed (fail-fast, or one of
+                        # this map's: see MapJobs.job_failed): report that error, not a
+                        # CancelledError this consumer never asked for, and leave the
+                        # error's chain as its job left it.
+                        outcomes = exe._outcomes
+                        if outcomes.first_error is not None:
+                            reraise_job_error(outcomes.first_error, outcomes.first_tb)
+                        if jobs.failed is not None:
+                            reraise_job_error(jobs.failed, jobs.failed_tb)
                     raise
                 if job.cancelled() and exe._outcomes.cause is not None:
                     # The executor's own stop cancelled it (fail-fast, the deadline,

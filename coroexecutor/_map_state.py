@@ -7,8 +7,10 @@ import asyncio
 import collections
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from types import TracebackType
 from typing import Any
 
+from ._following import QueuedFuture
 from ._policy import JobKind
 from ._retry import Inherit, RetryPolicy
 
@@ -33,6 +35,12 @@ class MapJobs:
     pausing jobs do not keep the map from running others, and a map holds at most
     ``2 * base`` jobs.
 
+    ``failed``: the error of the map's first job to fail (kind POLICY; its final error,
+    not a cancellation), ``failed_tb`` the traceback it ended with. From then on the map
+    starts nothing (its window is 0) and its other unfinished jobs are cancelled (with
+    ``cancel``, the executor's own cancellation): its consumer yields the results ready
+    before the failed job, then raises its error (see job_failed).
+
     Async inputs (``sources``) are read by ONE ``reader`` task per map (read_inputs), so an
     async generator input always runs in the same task (it may hold ``asyncio.timeout()``
     or a TaskGroup open across its yields). It appends each item to ``items``; ``limit``:
@@ -45,9 +53,9 @@ class MapJobs:
     """
 
     __slots__ = (
-        "base", "closed", "finished", "fn", "follows", "go", "in_flight", "items", "kind",
-        "limit", "ordered", "owner", "pausing", "pending", "policy", "reader", "shut",
-        "sources", "taken", "wake", "wants", "where", "window",
+        "base", "cancel", "closed", "failed", "failed_tb", "finished", "fn", "follows", "go",
+        "in_flight", "items", "kind", "limit", "ordered", "owner", "pausing", "pending",
+        "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where", "window",
     )
 
     def __init__(
@@ -59,9 +67,11 @@ class MapJobs:
         kind: JobKind,
         sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
         policy: RetryPolicy | Inherit | None,
+        cancel: Callable[[asyncio.Future[Any]], None],
         follows: bool = False,
     ) -> None:
         self.fn = fn
+        self.cancel = cancel
         self.policy = policy  # the map's retry=, or INHERIT
         self.base = window
         self.window = window
@@ -84,6 +94,8 @@ class MapJobs:
         self.closed = False
         self.shut = False
         self.owner: weakref.ref[Any] | None = None
+        self.failed: BaseException | None = None
+        self.failed_tb: TracebackType | None = None
 
     def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
         if job in self.in_flight:
@@ -92,6 +104,28 @@ class MapJobs:
             wake = self.wake
             if wake is not None and not wake.done():
                 wake.set_result(None)
+
+    def job_failed(self, job: asyncio.Future[Any], error: BaseException) -> None:
+        """A job of the map ends with ``error`` (its final error, not a cancellation;
+        ``job`` is its task): if errors end this map (kind POLICY), the first one does so
+        now, not when the consumer reaches it. The map starts nothing more and cancels its
+        other unfinished jobs, so a consumer waiting on one of them wakes up at once."""
+        if self.kind is not JobKind.POLICY or self.closed or self.failed is not None:
+            return
+        self.failed, self.failed_tb = error, error.__traceback__
+        self.follows = False
+        self.base = self.window = 0
+        for other in (*self.pending, *self.in_flight):
+            if not other.done() and other is not job and not (
+                type(other) is QueuedFuture and other.task is job
+            ):
+                self.cancel(other)
+
+    def on_job_done(self, job: asyncio.Future[Any]) -> None:
+        """Done callback of a map job that is not settled in-line: job_failed() if it
+        failed."""
+        if not job.cancelled() and (error := job.exception()) is not None:
+            self.job_failed(job, error)
 
     def paused(self) -> None:
         """A job of the map gives its slot back for a pause between attempts (retry=):

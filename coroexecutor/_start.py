@@ -95,11 +95,11 @@ def start_job(
             coro = as_coroutine(coro, fn)
         if exe._inline:
             if policy is INHERIT and exe._retry is None:  # no retries: the common case
-                runner = run_job(exe, coro, kind, index)
+                runner = run_job(exe, coro, kind, index, owner)
             else:  # the call is kept until the job ends only for retries
                 retry = exe._retry if policy is INHERIT else policy
                 if retry is None:
-                    runner = run_job(exe, coro, kind, index)
+                    runner = run_job(exe, coro, kind, index, owner)
                 else:
                     runner = run_retrying(
                         exe, coro, kind, fn, args, kwargs or _NO_KWARGS, index,
@@ -167,6 +167,8 @@ def start_job(
         task.add_done_callback(
             exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
         )
+    if owner is not None and kind is JobKind.POLICY:
+        task.add_done_callback(owner.on_job_done)  # after the settling callback
     if exe._state is _CANCELLING and not task.done():  # its first step stopped us
         cancel_late(exe, task)
     return task
@@ -185,12 +187,17 @@ def _close_when_done(task: asyncio.Future[Any], coro: Coroutine[Any, Any, Any]) 
 
 
 async def run_job(
-    exe: Core, coro: Coroutine[Any, Any, Any], kind: JobKind, index: int | None = None
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    kind: JobKind,
+    index: int | None = None,
+    owner: MapJobs | None = None,
 ) -> Any:
     """The coroutine an in-line job's task runs: it settles the job's slot, counts and
     policy in the job's own last step, so no done callback (and no extra turn of the
     loop) is needed per job. ``index``: a map job's input position, for the note on its
-    error (the job itself is named from its coroutine: see describe_coroutine)."""
+    error (the job itself is named from its coroutine: see describe_coroutine);
+    ``owner``: its map, told of its error (see MapJobs.job_failed)."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
             await _jobs.prime_point()
@@ -210,7 +217,7 @@ async def run_job(
     except BaseException as exc:
         if exe._annotate:
             annotate_coroutine_error(exc, coro, map_index=index)
-        _job_raised(exe, coro, exc, kind)
+        _job_raised(exe, coro, exc, kind, owner)
         raise
     settle(exe, coro, None, None, kind)
     return result
@@ -248,10 +255,10 @@ async def run_retrying(
         try:
             delay = after_failure(call, 1, exc)
         except BaseException as policy_error:  # the policy failed: the job fails so
-            _job_raised(exe, coro, policy_error, kind)
+            _job_raised(exe, coro, policy_error, kind, owner)
             raise
         if delay is None:
-            _job_raised(exe, coro, exc, kind)
+            _job_raised(exe, coro, exc, kind, owner)
             raise
     else:
         settle(exe, coro, None, None, kind)
@@ -259,24 +266,27 @@ async def run_retrying(
     try:
         result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
-        _job_raised(exe, coro, exc, kind)
+        _job_raised(exe, coro, exc, kind, owner)
         raise
     settle(exe, coro, None, None, kind)
     return result
 
 
 def _job_raised(
-    exe: Core, coro: object, exc: BaseException, kind: JobKind
+    exe: Core, coro: object, exc: BaseException, kind: JobKind, owner: MapJobs | None = None
 ) -> None:
-    """An in-line job ends with ``exc`` (its task is not done yet)."""
+    """An in-line job ends with ``exc`` (its task is not done yet). ``owner``: its map."""
     task = _current_task(exe._loop)
-    if task is not None and not isinstance(exc, _CancelledError):
+    failed = not isinstance(exc, _CancelledError)
+    if task is not None and failed:
         task.add_done_callback(retrieve)
     exe._ending = task  # an abort now waits for the end of this step (see abort)
     try:
         settle(exe, coro, task, exc, kind)
     finally:
         exe._ending = None
+    if owner is not None and failed and task is not None:
+        owner.job_failed(task, exc)
 
 
 def on_job_done(

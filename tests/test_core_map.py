@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, MapIterator
+from coroexecutor import CoroutineExecutor, MapIterator, Retry
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
@@ -801,6 +801,103 @@ async def test_map_error_is_raised_from_the_iterator(loop_kind: str) -> None:
         await main()
     assert excinfo.value is error
     assert received == [0, 1]
+
+
+ORDERED_MAP_VARIANTS: dict[str, dict[str, Any]] = {
+    "in-line": {},
+    "hook": {"on_job_done": lambda job: None},
+    "job_timeout": {"job_timeout": 60},
+    "key": {"key": lambda n: n % 2, "max_per_key": 4},
+    "key, queued": {"key": lambda n: n % 2, "max_per_key": 1},  # job 3 waits behind job 1
+    "retry": {"retry": Retry(attempts=2, on=(KeyError,))},
+}
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("variant", list(ORDERED_MAP_VARIANTS))
+async def test_a_map_cancels_its_other_jobs_as_soon_as_one_fails(
+    loop_kind: str, variant: str, ordered: bool
+) -> None:
+    """semantics.rst, "Errors in map()": when a map job raises, the map's other in-flight
+    jobs are cancelled. An ordered map did that only once its consumer reached the failed
+    input: the jobs before it ran on (to the end, counted as succeeded) and a consumer
+    waiting on one of them waited as long (found by a docs-only tester). The results
+    ready before the failed input are still yielded; no input is started after it."""
+    error = ValueError("job 2 failed")
+    fail_now = asyncio.Event()
+    never = asyncio.Event()
+    started: list[int] = []
+    cancelled: list[int] = []
+    got: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            return n
+        try:
+            if n == 2:
+                await fail_now.wait()
+                raise error
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        return n
+
+    options = ORDERED_MAP_VARIANTS[variant]
+    async with CoroutineExecutor(max_workers=4, suppress_task_errors=True, **options) as exe:
+        with pytest.raises(ValueError) as excinfo:
+            results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
+            async for value in results:
+                got.append(value)
+                fail_now.set()  # job 2 fails while the consumer waits on job 1
+        assert excinfo.value is error
+        # The consumer was woken by the failure, not by the end of job 1: job 1 and job 3
+        # were cancelled, and job 4 (started as job 0 was yielded; in-line, cancelled
+        # before its first step, it never ran; with key=, job 3 queued behind job 1 never
+        # ran either); nothing after job 4 was started.
+        assert got == [0]
+        assert {0, 1, 2} <= set(started) <= {0, 1, 2, 3, 4}
+        assert sorted(cancelled) == sorted(n for n in started if n not in (0, 2))
+    stats = exe.stats  # (jobs settled from a done callback count a turn later)
+    assert stats.submitted in (4, 5)  # job 4 started or not, by the time job 2 failed
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (1, 1, stats.submitted - 2)
+
+
+@pytest.mark.parametrize("variant", ["in-line", "hook"])
+async def test_an_ordered_map_error_after_its_head_finished_yields_the_ready_results_first(
+    loop_kind: str, variant: str
+) -> None:
+    """Results that are ready before the failed input are still yielded, in order, before
+    its error; the unfinished job ahead of it is cancelled at the failure."""
+    error = ValueError("job 3 failed")
+    never = asyncio.Event()
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        if n == 3:
+            raise error
+        if n == 2:
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                cancelled.append(n)
+                raise
+        return n
+
+    got: list[int] = []
+    options = ORDERED_MAP_VARIANTS[variant]
+    async with CoroutineExecutor(max_workers=4, suppress_task_errors=True, **options) as exe:
+        with pytest.raises(ValueError) as excinfo:
+            async for value in exe.map(step, range(6)):
+                got.append(value)
+        assert excinfo.value is error
+    assert got == [0, 1]
+    assert cancelled == [2]
+    assert started == [0, 1, 2, 3]  # nothing started once job 3 had failed
+    assert (exe.stats.succeeded, exe.stats.failed, exe.stats.cancelled) == (2, 1, 1)
 
 
 async def test_map_after_shutdown_is_refused_when_iterated(loop_kind: str) -> None:
