@@ -1,12 +1,15 @@
 """ThreadedLoopExecutor edge cases between threads: the deadlock guard, references held
-by map, cancel racing a job's start, and stats racing the loop's stop."""
+by map, one next() at a time on a map iterator, cancel racing a job's start, and stats
+racing the loop's stop."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import re
+import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import pytest
@@ -120,6 +123,92 @@ def test_map_keeps_no_reference_to_a_result_the_consumer_dropped(
         release.set()
         assert [type(r) for r in results] == [_Payload, _Payload]
     assert not alive
+
+
+#
+# One next() at a time on a map iterator
+#
+
+ALREADY_EXECUTING = "map() iterator already executing: call next() from one thread at a time"
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_a_concurrent_next_on_a_map_iterator_is_refused_and_changes_nothing(
+    loop_kind: str,
+) -> None:
+    inside, leave = threading.Event(), threading.Event()
+
+    def inputs() -> Iterator[int]:
+        yield 0
+        inside.set()  # pulled by the consumer's first next(), in the consumer's thread
+        assert leave.wait(WAIT)
+        yield from range(1, 5)
+
+    first: concurrent.futures.Future[int] = concurrent.futures.Future()
+    with ThreadedLoopExecutor(max_workers=2, loop_factory=lambda: new_loop(loop_kind)) as exe:
+        results = exe.map(_square, inputs(), buffersize=1)
+        consumer = threading.Thread(target=lambda: first.set_result(next(results)))
+        consumer.start()
+        try:
+            assert inside.wait(WAIT)  # the consumer's next() has not returned
+            with pytest.raises(ValueError, match=re.escape(ALREADY_EXECUTING)):
+                next(results)
+        finally:
+            leave.set()
+            consumer.join(WAIT)
+        assert not consumer.is_alive()
+        # The refused call cancelled nothing: every result once, in order.
+        assert first.result(timeout=WAIT) == 0
+        assert list(results) == [1, 4, 9, 16]
+
+
+def test_threads_sharing_a_map_iterator_get_each_result_once_in_order() -> None:
+    # Two next() calls on the same head both returned its result and both dropped it
+    # from the iterator: a result twice, the next one lost, and IndexError at the end.
+    n, threads = 20000, 4
+    done, all_done = [0], threading.Event()
+    lock = threading.Lock()
+
+    def count(x: int) -> int:
+        with lock:
+            done[0] += 1
+            if done[0] == n:
+                all_done.set()
+        return x
+
+    start = threading.Barrier(threads, timeout=WAIT)
+    got: list[list[int]] = [[] for _ in range(threads)]
+
+    def consume(i: int) -> None:
+        start.wait()
+        while True:
+            try:
+                got[i].append(next(results))
+            except StopIteration:
+                return
+            except ValueError as exc:  # another thread's next() is under way: again
+                if str(exc) != ALREADY_EXECUTING:
+                    raise
+
+    with ThreadedLoopExecutor(max_workers=4) as exe:
+        results = exe.map(count, range(n))
+        # Every result in: no next() waits, so the threads contend for it all along,
+        # switched between as often as the interpreter can (as CPython's own thread
+        # stress tests do).
+        assert all_done.wait(WAIT * 4)  # 20000 jobs on a loaded machine
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(threads) as consumers:
+                for future in [consumers.submit(consume, i) for i in range(threads)]:
+                    future.result(timeout=WAIT)
+        finally:
+            sys.setswitchinterval(interval)
+    assert sorted(r for results_of_one in got for r in results_of_one) == list(range(n))
+    assert all(mine == sorted(mine) for mine in got)  # each thread's in input order
 
 
 #

@@ -274,6 +274,8 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         have passed since this call; a job's error is raised when its result is reached;
         the jobs still pending are cancelled when the iterator is closed or collected.
         ``chunksize`` is accepted for compatibility and ignored, as by ThreadPoolExecutor.
+        One ``next()`` at a time, as on its generator: a ``next()`` made while another
+        has not returned (in another thread) raises ``ValueError`` and changes nothing.
 
         ``buffersize`` (Python 3.14's parameter, here on every version) reads the inputs
         lazily: at most that many jobs are submitted ahead of the result being waited

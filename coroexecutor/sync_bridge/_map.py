@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -36,9 +37,18 @@ class MapIterator(Iterator[T]):
 
     It never refers to a result it has returned (bpo-14406): the consumer decides when
     a result is freed.
+
+    One ``next()`` at a time: a call made while another has not returned (from another
+    thread, say) raises ValueError at once and changes nothing, as a generator refuses
+    to be re-entered ("generator already executing"). Two calls that both waited for
+    the first result would both get it and both drop it from the deque: one result
+    twice, the next one lost, and an IndexError at the end.
     """
 
-    __slots__ = ("__weakref__", "_end_time", "_exe_ref", "_fn", "_futures", "_inputs", "_submit")
+    __slots__ = (
+        "__weakref__", "_end_time", "_exe_ref", "_fn", "_futures", "_inputs", "_next_lock",
+        "_submit",
+    )
 
     def __init__(
         self,
@@ -56,11 +66,26 @@ class MapIterator(Iterator[T]):
         self._inputs = inputs  # with buffersize: the inputs not yet submitted
         self._end_time = end_time
         self._submit = submit  # with buffersize: submits the next input
+        self._next_lock = threading.Lock()  # held by the next() call under way
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> T:
+        # Refuses rather than waits its turn, with the ValueError of the stdlib's map()
+        # (a generator): code sharing the iterator fails here as it does on a
+        # ThreadPoolExecutor, and a next() re-entered from a signal handler in the same
+        # thread raises instead of deadlocking.
+        if not self._next_lock.acquire(False):
+            raise ValueError(
+                "map() iterator already executing: call next() from one thread at a time"
+            )
+        try:
+            return self._next()
+        finally:
+            self._next_lock.release()
+
+    def _next(self) -> T:
         futures = self._futures
         if not futures:
             raise StopIteration
