@@ -14,11 +14,11 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
-from coroexecutor import Adaptive, LoopExecutor, Retry
+from coroexecutor import Adaptive, JobTimeoutError, LoopExecutor, Retry
 from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
@@ -313,6 +313,62 @@ def test_a_failing_policy_fails_the_job_with_its_own_error() -> None:
             error = exe.submit(flaky).exception(timeout=5)
         assert isinstance(error, LookupError) and isinstance(error.__context__, OSError)
         assert exe.stats.failed == 1 and exe.stats.retried == 0
+
+
+class CancellingPolicy:
+    """A policy that raises CancelledError; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, type[BaseException]]] = []
+
+    def __call__(self, attempt: int, exc: BaseException) -> float:
+        self.asked.append((attempt, type(exc)))
+        raise asyncio.CancelledError("the policy's")
+
+
+def _returns_a_failing_awaitable() -> Any:
+    return AsyncFlaky(failures=1)()  # a blocking call whose awaitable fails
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 60.0}], ids=["direct", "via the loop"])
+@pytest.mark.parametrize(
+    "make", [Flaky, AsyncFlaky, lambda failures: _returns_a_failing_awaitable],
+    ids=["blocking", "coroutine", "awaitable"],
+)
+def test_a_policy_raising_cancelled_error_cancels_the_job(
+    make: Callable[[int], Callable[[], Any]], options: dict[str, Any]
+) -> None:
+    # As in the core, whose task ends cancelled and is counted so: a coroutine job's
+    # future held the CancelledError while stats counted it cancelled, a blocking job's
+    # future held it and stats counted it failed.
+    policy = CancellingPolicy()
+    with LoopExecutor(max_workers=1, retry=policy, **options) as exe:
+        future = exe.submit(make(1))
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=WAIT)
+        assert future.cancelled()
+        stats = exe.stats  # read as soon as the future woke us: counted already
+        assert (stats.cancelled, stats.failed, stats.succeeded) == (1, 0, 0)
+        assert stats.running == stats.queued == stats.retried == 0
+        assert exe.submit(Flaky(failures=0), "next").result(timeout=WAIT) == "next"
+    assert policy.asked == [(1, OSError)]
+    stats = exe.stats
+    assert (stats.cancelled, stats.failed, stats.succeeded) == (1, 0, 1)
+
+
+def test_a_policy_raising_cancelled_error_on_a_job_timeout_cancels_the_job() -> None:
+    async def parked() -> None:
+        await asyncio.Event().wait()  # until job_timeout cancels it
+
+    policy = CancellingPolicy()
+    with LoopExecutor(max_workers=1, job_timeout=0.05, retry=policy) as exe:
+        future = exe.submit(parked)
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=WAIT)
+        stats = exe.stats  # the core counted the timed-out attempt as a failure
+        assert (stats.cancelled, stats.failed, stats.succeeded) == (1, 0, 0)
+        assert stats.running == stats.queued == 0
+    assert future.cancelled() and policy.asked == [(1, JobTimeoutError)]
 
 
 def test_keyboard_interrupt_in_a_blocking_job_is_never_retried() -> None:

@@ -309,7 +309,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             if self._state != PENDING and self._state != RUNNING:
                 return  # already resolved: the user cancelled it, or a worker ran it
             # RUNNING only for a blocking job whose call returned an awaitable that was
-            # then cancelled on the loop.
+            # then cancelled on the loop, or whose retry policy raised CancelledError.
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._lazy_waiters or ():
                 waiter.add_cancelled(self)

@@ -29,7 +29,7 @@ from ._job import Job
 from ._slots import Slots
 from ._workers import WorkItem
 
-__all__ = ["RETRIED", "Attempts", "Retries"]
+__all__ = ["RETRIED", "Attempts", "Retries", "cancels", "give_up"]
 
 
 class _Retried:
@@ -155,7 +155,10 @@ class Retries:
             # Not from the job (its wrapper decides those): the core's job_timeout.
             error = decide(attempts, exc)
             if error is not None:
-                future._try_set_exception(error)  # the caller's resolve is then a no-op
+                if core and cancels(error):
+                    with self._lock:  # the core counted the timeout as a failure
+                        self._slots.count_cancelled_attempt(core_failed=True)
+                give_up(future, error)  # the caller's resolve is then a no-op
                 return False
         self.pause(future, None if not core else exc is not None)
         return True
@@ -208,6 +211,25 @@ class Retries:
             self._start(job)
         for item in items:
             self._dispatch(item)
+
+
+def cancels(error: BaseException) -> bool:
+    """The job's error (the policy's own) cancels the job rather than failing it."""
+    return isinstance(error, asyncio.CancelledError)
+
+
+def give_up(future: BridgeFuture[Any], error: BaseException) -> None:
+    """The policy gave up on the job, or failed: fail its future with ``error``, the
+    job's error (decide's). A policy that raises CancelledError cancels the job
+    instead, of either kind: a coroutine job that raises CancelledError ends cancelled
+    (its task does, whoever raised it), so does the core's task when its policy raises
+    it, and the policy is asked on the loop thread for a blocking job too. A blocking
+    call that raises CancelledError itself still fails its future, as on a
+    ThreadPoolExecutor: that error is the call's, not the loop's."""
+    if cancels(error):
+        future._set_cancelled()
+    else:
+        future._try_set_exception(error)
 
 
 def decide(attempts: Attempts, exc: BaseException) -> Optional[BaseException]:

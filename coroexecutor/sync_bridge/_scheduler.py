@@ -19,7 +19,7 @@ from .._executor import CoroutineExecutor
 from ._future import BridgeFuture
 from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
-from ._retries import RETRIED, Retries
+from ._retries import RETRIED, Retries, cancels, give_up
 from ._tuning import BridgeTuner
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 
@@ -205,7 +205,7 @@ class Scheduler:
             if error is None:
                 self.retries.pause(future, None)
             else:
-                future._try_set_exception(error)
+                give_up(future, error)
                 self._release(future)
             return
         self.retries.attempts_of(future, *args)  # the awaitable's errors: the job's
@@ -263,7 +263,8 @@ class Scheduler:
             )
             if error is None:
                 return RETRIED  # the task's end pauses the job: see on_core_job_done
-            told_cancelled = not future._finish(None, error)
+            # Cancelled by a policy raising CancelledError (give_up), or cancel() won.
+            told_cancelled = cancels(error) or not future._finish(None, error)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise _CoroutineJobError(repr(error)) from error
@@ -331,8 +332,8 @@ class Scheduler:
             error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)
             if error is None:
                 return RETRIED
-            if not future._finish(None, error):
-                raise asyncio.CancelledError  # cancel() won meanwhile (see _run_coroutine)
+            if cancels(error) or not future._finish(None, error):
+                raise asyncio.CancelledError  # as in _run_coroutine
             raise FailedInWorker
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
         # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop.

@@ -131,10 +131,15 @@ class Slots:
         self.pausing.add(future)
         return True
 
-    def count_cancelled_attempt(self) -> None:
+    def count_cancelled_attempt(self, core_failed: bool = False) -> None:
         """A job was cancelled while its failed attempt, which the core counted as a
-        success (RETRIED), met the policy: it counts as cancelled (see Retries)."""
-        self.core_ok_retried += 1
+        success (RETRIED), met the policy; or (``core_failed``) its attempt's job_timeout,
+        which the core counted as a failure, met a policy that raised CancelledError: it
+        counts as cancelled (see Retries)."""
+        if core_failed:
+            self.core_failed_retried += 1
+        else:
+            self.core_ok_retried += 1
         self.cancelled += 1
 
     def resume(self, job: Job) -> bool:
