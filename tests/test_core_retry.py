@@ -468,6 +468,24 @@ async def test_a_policy_that_fails_fails_the_job_with_its_error() -> None:
     assert isinstance(error.__context__, OSError)
 
 
+async def test_a_policy_raising_cancelled_error_ends_the_job_cancelled() -> None:
+    # As a job raising it: a task that ends with CancelledError is cancelled, whoever
+    # raised it. LoopExecutor follows this for both kinds of job (test_bridge_retry.py).
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        raise asyncio.CancelledError("the policy's")
+
+    log = Log()
+    async with CoroutineExecutor(retry=policy, suppress_task_errors=True) as exe:
+        task = await exe.submit(flaky(log, "c", failures=1))
+    assert task.cancelled()
+    stats = exe.stats
+    assert (stats.cancelled, stats.failed, stats.succeeded, stats.retried) == (1, 0, 0, 0)
+    with pytest.raises(asyncio.CancelledError, match="the policy's"):  # fail-fast: the first error
+        async with CoroutineExecutor(retry=policy) as exe:
+            await exe.submit(flaky(log, "d", failures=1))
+    assert exe.stats.cancelled == 1 and exe.stats.failed == 0
+
+
 @pytest.mark.parametrize("retry", [3, "Retry()", (OSError,)], ids=["int", "str", "tuple"])
 async def test_a_bad_retry_is_refused_by_the_constructor(retry: object) -> None:
     with pytest.raises(TypeError, match="retry must be a Retry, a callable policy"):
