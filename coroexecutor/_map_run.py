@@ -71,6 +71,7 @@ async def results(
                         args = None
                         break
                 if exe._state is not _RUNNING:
+                    await _interruption(exe)
                     _check_accepting(exe, kind)
                 if slots.take_nowait():
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
@@ -130,6 +131,8 @@ async def results(
             try:
                 result = job.result()
             except BaseException as exc:
+                if exe._outcomes.cause is not None:
+                    await _interruption(exe)
                 if kind is not JobKind.RESULT:
                     if job.cancelled():
                         # Cancelled because another job failed (fail-fast, or one of
@@ -177,6 +180,18 @@ def _ended(exe: Core, jobs: MapJobs) -> None:
     left it; else RuntimeError, since the inputs were not all processed."""
     if jobs.shut:
         raise_closed(exe, jobs.kind)
+
+
+async def _interruption(exe: Core) -> None:
+    """If the consumer is the block's body and the executor has interrupted it (fail-fast,
+    the deadline) since its last await, let that cancellation arrive now: the body's
+    ``async for`` raises CancelledError there, as any await in the body does, and not a
+    job's error or RuntimeError. (With an eager task factory a job can fail inside the
+    map's own start of it, so the body learns of it before it awaits.) A pending
+    cancellation is raised at the next await; if there is none, this returns."""
+    block = exe._block
+    if block is not None and block.interrupted and asyncio.current_task() is block.parent:
+        await asyncio.sleep(0)
 
 
 def _check_accepting(exe: Core, kind: JobKind) -> None:

@@ -1209,6 +1209,43 @@ async def test_a_consumer_in_another_task_gets_the_job_error_when_the_block_exit
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("failing", [0, 1, 5], ids=["head", "second", "started later"])
+async def test_the_bodys_async_for_is_interrupted_when_a_job_fails_in_its_first_step(
+    loop_kind: str, ordered: bool, failing: int
+) -> None:
+    """semantics.rst: under fail-fast a map consumed in the block's body is interrupted
+    like the rest of the body, its ``async for`` raises CancelledError, not the job's
+    error. Under an eager task factory a job that fails in its first step does so inside
+    the map's own start of it, before the body awaits: the ordered map raised the job's
+    ValueError from the ``async for`` (found by a docs-only tester on 3.12 and 3.13)."""
+    error = ValueError("step failed")
+
+    async def step(n: int) -> int:
+        if n == failing:
+            raise error  # in the first step: inside create_task with an eager factory
+        await asyncio.sleep(0)
+        return n
+
+    seen: list[object] = []
+    with pytest.raises(ValueError) as excinfo:
+        async with CoroutineExecutor(max_workers=4) as exe:
+            results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
+            try:
+                async for value in results:
+                    seen.append(value)
+            except asyncio.CancelledError:
+                seen.append("interrupted")
+                raise
+            except ValueError:
+                seen.append("the job's error")
+    assert excinfo.value is error
+    assert seen[-1] == "interrupted"
+    if sys.version_info >= (3, 11):
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0  # the block withdrew it
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 @pytest.mark.parametrize("waits", [False, True], ids=["with jobs in flight", "for a slot"])
 async def test_a_consumer_gets_the_job_error_when_a_queued_job_took_the_slot_and_failed(
     loop_kind: str, ordered: bool, waits: bool
