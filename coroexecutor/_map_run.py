@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import SHUTDOWN_MESSAGE
 from ._keying import start_or_queue
-from ._map_state import EXHAUSTED, MapJobs, read_inputs
+from ._map_state import EXHAUSTED, MapJobs, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
 from ._start import start_job
 from ._startup import check_accepting
@@ -280,7 +280,7 @@ def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
         return None
     jobs.reader = None
     if reader.done():
-        retrieve(reader)
+        drop_reader(jobs, reader)  # its outcome, not taken: an error closing the inputs is reported
         return None
     if reader is not asyncio.current_task(reader.get_loop()):
         reader.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -14,7 +15,7 @@ from ._following import QueuedFuture
 from ._policy import JobKind
 from ._retry import Inherit, RetryPolicy
 
-__all__ = ["EXHAUSTED", "MapJobs", "follow_limit", "read_inputs"]
+__all__ = ["EXHAUSTED", "MapJobs", "drop_reader", "follow_limit", "read_inputs"]
 
 EXHAUSTED: Any = object()  # the end of the inputs (and the generator's priming stop)
 
@@ -49,13 +50,15 @@ class MapJobs:
     waits for an item (only then does the reader wake it: ``wake`` may be a wait for a
     result, which must not wake early). Invariant: reads begun <= ``limit``, so the input
     is never read further ahead than the window, and never two ``__anext__()`` calls on
-    an input at once.
+    an input at once. The reader closes the async inputs as it ends; ``close_failed``: it
+    raises the error their clean-up raised (see _close_inputs).
     """
 
     __slots__ = (
-        "base", "cancel", "closed", "failed", "failed_tb", "finished", "fn", "follows", "go",
-        "in_flight", "items", "kind", "limit", "ordered", "owner", "pausing", "pending",
-        "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where", "window",
+        "base", "cancel", "close_failed", "closed", "failed", "failed_tb", "finished", "fn",
+        "follows", "go", "in_flight", "items", "kind", "limit", "ordered", "owner", "pausing",
+        "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where",
+        "window",
     )
 
     def __init__(
@@ -93,6 +96,7 @@ class MapJobs:
         self.wants = False
         self.closed = False
         self.shut = False
+        self.close_failed = False
         self.owner: weakref.ref[Any] | None = None
         self.failed: BaseException | None = None
         self.failed_tb: TracebackType | None = None
@@ -172,8 +176,8 @@ async def read_inputs(jobs: MapJobs) -> Any:
     ``jobs.items``, never more than ``jobs.limit`` items; returns EXHAUSTED at the end of
     the shortest input, raises an input's error. The whole iteration runs in this one
     task, so an async generator input enters and exits its context managers in the same
-    task. Cancelled (the map closed), it closes the async inputs that can be closed
-    (``aclose()``), here, in the task where they ran."""
+    task; and however the reading ends (an input ran out or raised, the map closed), the
+    async inputs are closed here too, before the task ends (see _close_inputs)."""
     loop = asyncio.get_running_loop()
     items = jobs.items
     sources = jobs.sources
@@ -183,6 +187,7 @@ async def read_inputs(jobs: MapJobs) -> Any:
         for it in sources
     ]
     reads = 0
+    ending: BaseException | None = None  # an input's error, or the map closing us
     try:
         while True:
             while reads >= jobs.limit:
@@ -199,22 +204,102 @@ async def read_inputs(jobs: MapJobs) -> Any:
             if jobs.closed:
                 # The input closed the map itself while we read it (it called shutdown(),
                 # say): _stop_reading could not cancel us, its caller.
-                await _close_inputs(sources)
-                return EXHAUSTED
+                break
             items.append(tuple(values))
             jobs.on_read()
     except (StopIteration, StopAsyncIteration):
-        return EXHAUSTED
-    except asyncio.CancelledError:
-        await _close_inputs(sources)
+        pass  # the shortest input ran out: as zip(), the inputs after it were not advanced
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        # At once: asyncio's task lets the first two out of the loop; the last is this
+        # coroutine closed (its task destroyed pending), which may not await again.
         raise
+    except BaseException as exc:
+        ending = exc
+    # Closed outside the except clauses: a raise inside one sets the raised error's
+    # __context__ to the error being handled, which would cut the chain _close_inputs
+    # builds.
+    try:
+        await _close_inputs(jobs, loop, sources, ending)
+    finally:
+        ending = None  # no cycle through this frame
+    return EXHAUSTED
 
 
-async def _close_inputs(sources: tuple[Iterator[Any] | AsyncIterator[Any], ...]) -> None:
-    for source in sources:
+async def _close_inputs(
+    jobs: MapJobs,
+    loop: asyncio.AbstractEventLoop,
+    sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
+    ending: BaseException | None,
+) -> None:
+    """Close the map's async inputs (those with an ``aclose()``: an async iterator object
+    may have none), the last first, as nested ``async with aclosing(...)`` blocks would,
+    all of them even if one fails; then raise ``ending``, the reading's own end (None:
+    the inputs ran out).
+
+    An error an input's clean-up raises is not lost. While the map is open it ends the
+    map as the input's error would: raised (to the consumer, through this task), with
+    ``ending`` or the previous clean-up error as its ``__context__``. Once the map is
+    closed (this task cancelled, before or while it closes them) nobody is left to
+    receive it: it goes to the loop's exception handler, as asyncio's
+    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed.
+    KeyboardInterrupt, SystemExit and GeneratorExit propagate at once."""
+    failed: list[tuple[Any, BaseException]] = []
+    for source in reversed(sources):
         aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:
-                pass  # the input's own cleanup failed; the map that read it is gone
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise  # as in read_inputs
+        except asyncio.CancelledError as exc:
+            # The map closed while we closed its inputs (it was left as they ran out):
+            # close the rest all the same, then end cancelled.
+            if not isinstance(ending, asyncio.CancelledError):
+                ending = exc
+        except BaseException as exc:  # not only Exception: a TaskGroup held across a
+            failed.append((source, exc))  # yield raises BaseExceptionGroup([GeneratorExit()])
+    error: BaseException | None = None
+    try:
+        if jobs.closed or isinstance(ending, asyncio.CancelledError):
+            if ending is not None and not isinstance(ending, asyncio.CancelledError):
+                # Raised by the read the map's close cancelled (a `finally` of the
+                # input's that raises), or as the input itself closed the map.
+                _report(loop, ending)
+            for source, error in failed:
+                _report(loop, error, source)
+        elif failed:
+            for _, error in failed:
+                if ending is not None:
+                    error.__context__ = ending
+                ending = error
+            jobs.close_failed = True  # reported instead if the map is closed before taking it
+        if ending is not None:
+            raise ending
+    finally:
+        ending = error = None  # no cycle through this frame
+        failed.clear()
+
+
+def drop_reader(jobs: MapJobs, reader: asyncio.Task[Any]) -> None:
+    """The map is closed after its reader ended, before it took the reader's outcome: an
+    error the inputs' clean-up raised is reported (see _close_inputs), an input's own
+    error is only marked as seen."""
+    if reader.cancelled():
+        return
+    error = reader.exception()  # (which marks it as seen)
+    if error is not None and jobs.close_failed:
+        _report(reader.get_loop(), error)
+
+
+def _report(loop: asyncio.AbstractEventLoop, error: BaseException, source: object = None) -> None:
+    """Report an error of a map's input that nobody can receive, in the form asyncio's
+    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed."""
+    context: dict[str, Any] = {
+        "message": "an error occurred during closing of "
+        + ("a map's input" if source is None else f"map input {source!r}"),
+        "exception": error,
+    }
+    if inspect.isasyncgen(source):
+        context["asyncgen"] = source  # the key asyncio's report uses
+    loop.call_exception_handler(context)

@@ -1,0 +1,350 @@
+"""How map() closes its async inputs: every one it opened, in the task that read them,
+however the reading ends; and where an error raised by an input's clean-up goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+pytestmark = pytest.mark.timeout(15)
+
+
+async def pair(*values: Any) -> tuple[Any, ...]:
+    return values
+
+
+class Recorder:
+    """Async generator inputs that record the task each one ran and was closed in, and
+    the order they were closed in."""
+
+    def __init__(self) -> None:
+        self.ran_in: set[asyncio.Task[Any] | None] = set()
+        self.closed: list[str] = []
+        self.closed_in: set[asyncio.Task[Any] | None] = set()
+        self.pulled: dict[str, int] = {}
+
+    async def gen(
+        self, name: str, n: int | None = None, fail_at: int | None = None
+    ) -> AsyncIterator[int]:
+        self.pulled[name] = 0
+        try:
+            i = 0
+            while n is None or i < n:
+                self.ran_in.add(asyncio.current_task())
+                if i == fail_at:
+                    raise ValueError(f"{name} failed")
+                self.pulled[name] += 1
+                yield i
+                i += 1
+        finally:
+            self.closed.append(name)
+            self.closed_in.add(asyncio.current_task())
+
+
+@contextlib.contextmanager
+def reports_to(reports: list[dict[str, Any]]) -> Iterator[asyncio.Event]:
+    """Collect what reaches the loop's exception handler (the test harness's own handler
+    turns it into a failure); the event is set at the first report."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    reported = asyncio.Event()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        reports.append(context)
+        reported.set()
+
+    loop.set_exception_handler(handler)
+    try:
+        yield reported
+    finally:
+        loop.set_exception_handler(previous)
+
+
+#
+# Every async input is closed, in the reading task
+#
+
+
+@pytest.mark.parametrize("shortest", [0, 1, 2])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_longer_async_inputs_are_closed_in_the_reading_task_when_the_shortest_ends(
+    loop_kind: str, ordered: bool, shortest: int
+) -> None:
+    """Regression: when the shortest input ended, the map stopped but never closed the
+    longer async inputs: their ``finally`` ran later, in asyncio's finaliser task. Now
+    each is closed before the iteration ends, in the task that read it, the last input
+    first (as nested ``async with aclosing(...)`` blocks); as zip() does, an input after
+    the one that ended is not advanced for that item."""
+    rec = Recorder()
+    names = ["a", "b", "c"]
+    inputs = [rec.gen(name, 2 if i == shortest else None) for i, name in enumerate(names)]
+    async with CoroutineExecutor(max_workers=4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        results = [r async for r in mapper(pair, *inputs, buffersize=2)]
+        assert sorted(results) == [(0, 0, 0), (1, 1, 1)]
+        # Closed before the iteration ended: the shortest by its own end, then the others.
+        others = [n for n in reversed(names) if n != names[shortest]]
+        assert rec.closed == [names[shortest], *others]
+    assert len(rec.ran_in) == 1 and rec.closed_in == rec.ran_in
+    assert asyncio.current_task() not in rec.ran_in
+    # zip(): the inputs before the shortest gave a third item (dropped), those after did not.
+    assert rec.pulled == {n: 3 if i < shortest else 2 for i, n in enumerate(names)}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is new in 3.11")
+async def test_a_longer_async_input_holding_a_timeout_is_closed_where_it_ran(
+    loop_kind: str,
+) -> None:
+    """An input holding ``asyncio.timeout()`` across its yields, zipped with a shorter
+    sync input, leaves the timeout in its own task when the map ends (it was left to
+    asyncio's finaliser task)."""
+    tasks: list[asyncio.Task[Any] | None] = []
+    exited: list[asyncio.Task[Any] | None] = []
+
+    async def ticks() -> AsyncIterator[int]:
+        async with asyncio.timeout(10):
+            try:
+                for i in range(100):
+                    tasks.append(asyncio.current_task())
+                    yield i
+            finally:
+                exited.append(asyncio.current_task())
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        assert [r async for r in exe.map(pair, "xy", ticks())] == [("x", 0), ("y", 1)]
+        assert exited == tasks[:1]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_input_that_raises_has_the_other_inputs_closed_before_its_error_is_raised(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: an input's error ended the map, but the other async inputs stayed open
+    (until the error and its traceback were dropped, at worst the end of asyncio.run())."""
+    rec = Recorder()
+    async with CoroutineExecutor(max_workers=4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        with pytest.raises(ValueError, match="b failed"):
+            async for _ in mapper(pair, rec.gen("a"), rec.gen("b", fail_at=2), rec.gen("c")):
+                pass
+        assert sorted(rec.closed) == ["a", "b", "c"]
+        assert rec.closed[1:] == ["c", "a"]  # b ended by its own error first
+    assert len(rec.ran_in) == 1 and rec.closed_in == rec.ran_in
+
+
+class NoAclose:
+    """An async iterator object without aclose(): nothing to close."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.served = 0
+
+    def __aiter__(self) -> NoAclose:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.served == self.n:
+            raise StopAsyncIteration
+        self.served += 1
+        return self.served - 1
+
+
+class WithAclose(NoAclose):
+    def __init__(self, n: int | None) -> None:
+        super().__init__(n)
+        self.closed_in: list[asyncio.Task[Any] | None] = []
+
+    async def aclose(self) -> None:
+        self.closed_in.append(asyncio.current_task())
+
+
+async def test_async_iterator_objects_are_closed_if_they_have_aclose(loop_kind: str) -> None:
+    async with CoroutineExecutor(max_workers=2) as exe:
+        short, endless = NoAclose(2), WithAclose(None)
+        assert [r async for r in exe.map(pair, short, endless)] == [(0, 0), (1, 1)]
+        assert len(endless.closed_in) == 1 and endless.closed_in[0] is not asyncio.current_task()
+
+        short2, endless2 = WithAclose(1), NoAclose(None)
+        assert [r async for r in exe.map(pair, short2, endless2)] == [(0, 0)]
+        assert len(short2.closed_in) == 1
+
+
+#
+# An error raised by an input's clean-up
+#
+
+
+async def closing_fails(name: str = "input") -> AsyncIterator[int]:
+    """Yields for ever; its clean-up raises."""
+    try:
+        i = 0
+        while True:
+            yield i
+            i += 1
+    finally:
+        raise OSError(f"{name}: cleanup failed")
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_clean_up_error_as_the_map_ends_is_raised_from_the_async_for(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: the error closing an input raised was dropped (``except Exception:
+    pass``), or logged as "Task exception was never retrieved" by the finaliser task.
+    Now it ends the map as the input's own error would: raised from ``async for``."""
+    got: list[Any] = []
+    async with CoroutineExecutor(max_workers=4) as exe:
+        mapper = exe.map if ordered else exe.map_unordered
+        with pytest.raises(OSError, match="input: cleanup failed"):
+            async for r in mapper(pair, range(3), closing_fails(), buffersize=1):
+                got.append(r)
+    assert got == [(i, i) for i in range(len(got))]  # the results before it were yielded
+
+
+async def test_clean_up_errors_chain_as_nested_aclosing_blocks_chain_them(
+    loop_kind: str,
+) -> None:
+    """An input's error, then two inputs whose clean-up fails (closed the last first):
+    the last clean-up error is raised, its ``__context__`` the previous one, whose
+    ``__context__`` is the input's error, as ``async with aclosing(a), aclosing(b)``
+    raises them."""
+
+    async def failing() -> AsyncIterator[int]:
+        yield 0
+        raise KeyError("input error")
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        with pytest.raises(OSError, match="a: cleanup failed") as info:
+            async for _ in exe.map(pair, closing_fails("a"), failing(), closing_fails("c")):
+                pass
+    first = info.value.__context__
+    assert isinstance(first, OSError) and str(first) == "c: cleanup failed"
+    assert isinstance(first.__context__, KeyError)
+
+
+@pytest.mark.parametrize("how", ["break", "aclose", "block_exit", "shutdown"])
+@pytest.mark.parametrize("where", ["at_a_yield", "in_a_read"])
+async def test_a_clean_up_error_of_an_abandoned_map_goes_to_the_exception_handler(
+    loop_kind: str, how: str, where: str
+) -> None:
+    """Regression: a map closed early (its reader cancelled while the input waited at a
+    yield, or in a read) dropped the error the input's clean-up raised. Nobody can
+    receive it: it is reported, once, to the loop's exception handler, as asyncio's
+    shutdown_asyncgens() reports an async generator whose aclose() failed."""
+    parked = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            yield 0
+            if where == "in_a_read":
+                parked.set()
+                await asyncio.Event().wait()
+            yield 1
+        finally:
+            raise OSError("cleanup failed")
+
+    buffersize = 1 if where == "at_a_yield" else 2  # 1: the reader waits for room
+    reports: list[dict[str, Any]] = []
+    with reports_to(reports) as reported:
+        exe = CoroutineExecutor(max_workers=2)
+        async with exe:
+            if how == "break":
+                async for r in exe.map(pair, source(), buffersize=buffersize):
+                    assert r == (0,)
+                    if where == "in_a_read":
+                        await parked.wait()
+                    break
+            else:
+                results = exe.map(pair, source(), buffersize=buffersize)
+                assert await results.__anext__() == (0,)
+                if where == "in_a_read":
+                    await parked.wait()
+                if how == "aclose":
+                    await results.aclose()
+                elif how == "shutdown":
+                    await exe.shutdown()
+                # block_exit: the exit closes it
+        await asyncio.wait_for(reported.wait(), 5)
+    assert len(reports) == 1
+    assert re.match("an error occurred during closing of .*map", reports[0]["message"])
+    error = reports[0]["exception"]
+    assert isinstance(error, OSError) and str(error) == "cleanup failed"
+
+
+async def test_a_clean_up_error_the_map_has_not_taken_yet_is_reported_when_it_closes(
+    loop_kind: str,
+) -> None:
+    """The reader ended with the clean-up error while the consumer held a result; the
+    consumer then closes the map: the error is reported, not dropped."""
+    gate, closing = asyncio.Event(), asyncio.Event()
+
+    async def short() -> AsyncIterator[int]:
+        yield 0
+        await gate.wait()
+
+    async def longer() -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closing.set()
+            raise OSError("cleanup failed")
+
+    reports: list[dict[str, Any]] = []
+    with reports_to(reports):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(pair, short(), longer())
+            assert await results.__anext__() == (0, 0)  # the read of item 1 waits on gate
+            gate.set()
+            await closing.wait()  # the reader ends in that same step
+            await results.aclose()
+    assert len(reports) == 1
+    assert reports[0]["message"] == "an error occurred during closing of a map's input"
+    assert isinstance(reports[0]["exception"], OSError)
+
+
+async def test_a_map_closed_while_it_closes_its_inputs_still_closes_every_one(
+    loop_kind: str,
+) -> None:
+    """The shortest input ran out and the reader closes the others (the last first); the
+    consumer closes the map while one's clean-up waits: that clean-up is cancelled, and
+    the reader still closes the remaining input, in its own task, before aclose() of the
+    map returns."""
+    gate, closing = asyncio.Event(), asyncio.Event()
+    closed_in: list[asyncio.Task[Any] | None] = []
+
+    async def short() -> AsyncIterator[int]:
+        yield 0
+        await gate.wait()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            closed_in.append(asyncio.current_task())
+
+    async def slow_to_close() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            closing.set()
+            await asyncio.Event().wait()  # until the map's close cancels it
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        results = exe.map(pair, short(), endless(), slow_to_close())
+        assert await results.__anext__() == (0, 0, 0)
+        gate.set()
+        await asyncio.wait_for(closing.wait(), 5)
+        await results.aclose()
+        assert len(closed_in) == 1 and closed_in[0] is not asyncio.current_task()
