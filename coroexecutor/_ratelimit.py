@@ -54,6 +54,13 @@ class RateLimiter:
             return True
         return False
 
+    def put_back(self) -> None:
+        """Return a token taken for a start that did not happen (its waiter was cancelled
+        as it was granted its slot): the next start may use it. Never above ``burst``."""
+        self._refill()
+        tokens = self._tokens + 1.0
+        self._tokens = tokens if tokens < self._burst else float(self._burst)
+
     def delay(self) -> float:
         """Seconds until the next token arrives (0 if one is available now)."""
         self._refill()

@@ -114,9 +114,7 @@ class Slots:
     @property
     def busy(self) -> bool:
         """Whether a job runs, or a slot is granted, or anything waits in the backlog."""
-        return (
-            self.limit != self.free or self.queued > 0 or self.waiting > 0 or self.pausing > 0
-        )
+        return self.limit != self.free or bool(self.queued or self.waiting or self.pausing)
 
     def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
         """``stats.active_keys`` and ``stats.busiest_key``: None without key=."""
@@ -367,12 +365,18 @@ class Slots:
     def _wait_again(self) -> asyncio.Future[None]:
         """Give the granted slot back and wait again, ahead of every waiter never granted
         one and behind those sent back before us (see _must_wait_again)."""
-        self.granted -= 1
-        self.free += 1
+        self._ungrant()
         waiter = self._line_up_first()
         if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
             self.admit()
         return waiter
+
+    def _ungrant(self) -> None:
+        """A granted slot comes back unused, with its start token: no start came of it."""
+        self.granted -= 1
+        self.free += 1
+        if self.limiter is not None:
+            self.limiter.put_back()
 
     def _line_up_first(self) -> SentBack:
         """A waiter behind the SentBack ones and ahead of everyone else."""
@@ -392,5 +396,4 @@ class Slots:
         if waiter.cancelled():
             self.waiting -= 1  # we left the line; admit() will skip the entry
         elif waiter.exception() is None:
-            self.granted -= 1
-            self.free += 1
+            self._ungrant()

@@ -223,6 +223,82 @@ async def test_max_per_second_set_before_first_use_applies() -> None:
         await exe.shutdown(wait=False)
 
 
+@pytest.mark.virtual_time
+async def test_a_start_token_taken_for_a_grant_cancelled_before_it_resumed_comes_back() -> None:
+    """A submit() waiter granted its slot, with a start token, but cancelled before it
+    resumed starts no job: its token must go back, or the next start waits a whole token
+    interval for nothing (found by a docs-only tester: a start 1/max_per_second late).
+    Two tokens (burst=2), then one per 1000 s of the loop's virtual clock."""
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    waiter: asyncio.Future[Any] | None = None
+
+    def on_job_done(job: asyncio.Future[Any]) -> None:
+        # Called once the parked job has settled: its slot and the second token are
+        # granted to the waiter, which has not resumed yet.
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+    async with CoroutineExecutor(
+        max_workers=1, max_per_second=STARVED, burst=2, on_job_done=on_job_done
+    ) as exe:
+        parked = await exe.submit(release.wait)  # the first token
+        waiter = asyncio.ensure_future(exe.submit(park))
+        await asyncio.sleep(0)  # in line
+        release.set()
+        await parked
+        released = loop.time()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        started: list[float] = []
+
+        async def job() -> None:
+            started.append(loop.time())
+
+        await exe.submit(job)
+        await exe.shutdown()
+    assert started[0] - released < 1.0  # the returned token, not one 1000 s later
+
+
+@pytest.mark.virtual_time
+async def test_a_start_token_taken_for_a_grant_a_shrink_sent_back_comes_back() -> None:
+    """The same for a waiter granted a slot and a token and sent back to wait again
+    because max_workers shrank before it resumed: when the limit grows back it starts
+    on that token at once."""
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    shrunk = False
+
+    def on_job_done(job: asyncio.Future[Any]) -> None:
+        nonlocal shrunk
+        if not shrunk:  # the first parked job settled: the waiter is granted its slot
+            shrunk = True
+            exe.max_workers = 1  # ... which a job still holds: it must wait again
+
+    started: list[float] = []
+
+    async def job() -> None:
+        started.append(loop.time())
+
+    async with CoroutineExecutor(
+        max_workers=2, max_per_second=STARVED, burst=3, on_job_done=on_job_done
+    ) as exe:
+        first = await exe.submit(release.wait)  # two tokens, the third is the waiter's
+        await exe.submit(park)
+        waiter = asyncio.ensure_future(exe.submit(job))
+        await asyncio.sleep(0)  # in line
+        release.set()
+        await first
+        for _ in range(3):
+            await asyncio.sleep(0)  # the waiter resumes, finds no room and waits again
+        assert not waiter.done()
+        grown = loop.time()
+        exe.max_workers = 2
+        await waiter
+        await exe.shutdown(wait=False)
+    assert started[0] - grown < 1.0  # its returned token, not one 1000 s later
+
+
 async def test_rate_setters_validate_as_the_constructor_does() -> None:
     async with CoroutineExecutor(max_workers=2) as exe:
         with pytest.raises(ValueError, match=re.escape("burst requires max_per_second")):
