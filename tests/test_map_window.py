@@ -290,3 +290,72 @@ async def test_setting_max_workers_grows_a_default_window_at_once(
 
 async def _collect(results: Any) -> list[Any]:
     return [value async for value in results]
+
+
+#
+# A window wider than max_workers
+#
+
+
+@ORDERED
+@pytest.mark.parametrize("limit", ["max_workers", "max_per_second"])
+async def test_a_window_wider_than_the_slots_keeps_every_slot_busy_behind_a_slow_head(
+    loop_kind: str, ordered: bool, limit: str
+) -> None:
+    """With ``buffersize`` above ``max_workers``, the inputs of the window that find every
+    slot taken wait in line for one and start as slots free, while the first input's job
+    is still running: an ordered map waited for its head's result before it started
+    anything more, so one slot stayed idle (found by a docs-only tester). Here the head
+    finishes only once the window's last input has run, so the map would wait for ever."""
+    last_ran = asyncio.Event()
+    started: list[int] = []
+
+    async def job(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            await last_ran.wait()
+        elif n == 5:
+            last_ran.set()
+        return n
+
+    options: dict[str, Any] = {"max_workers": 2}
+    if limit == "max_per_second":
+        options = {"max_workers": 10, "max_per_second": 1000.0, "burst": 2}
+    async with CoroutineExecutor(**options) as exe:
+        results = mapper(exe, ordered)(job, range(6), buffersize=6)
+        values = [value async for value in results]
+    assert (values if ordered else sorted(values)) == list(range(6))
+    assert sorted(started) == list(range(6))
+    assert (exe.stats.succeeded, exe.stats.queued, exe.stats.running) == (6, 0, 0)
+
+
+@ORDERED
+async def test_a_map_closed_early_drops_its_inputs_waiting_for_a_slot(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Inputs of the window waiting in line for a slot are the map's jobs too: leaving the
+    map drops them (they never start) and they count as cancelled."""
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def job(n: int) -> int:
+        started.append(n)
+        await release.wait()
+        return n
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        results = mapper(exe, ordered)(job, range(20), buffersize=6)
+        consumer = asyncio.ensure_future(results.__anext__())
+        for _ in range(100):  # a few turns: the consumer starts two, queues four
+            if len(started) == 2 and exe.stats.queued == 4:
+                break
+            await asyncio.sleep(0)
+        assert exe.stats.queued == 4  # the rest of the window waits for a slot
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await results.aclose()
+        release.set()
+    assert sorted(started) == [0, 1]
+    stats = exe.stats
+    assert (stats.succeeded, stats.cancelled, stats.queued, stats.running) == (0, 6, 0, 0)
