@@ -79,7 +79,8 @@ class Core(Protocol):
       components with methods of their own;
     - ``_state`` and the lifecycle fields below: _lifecycle, _startup and _shutdown;
     - ``_running`` and ``_watchers``: _start (and abort, which cancels every running job);
-    - ``_maps``: the map modules.
+    - ``_maps``: the map modules (abort closes the maps through ``_close_maps()``:
+      _lifecycle cannot import them, they build on it).
     """
 
     _loop: asyncio.AbstractEventLoop  # once bound (_bound)
@@ -120,3 +121,5 @@ class Core(Protocol):
     def _on_queued_done(self, future: asyncio.Future[Any]) -> None: ...
 
     def _start_queued(self, entry: Queued) -> None: ...
+
+    def _close_maps(self) -> None: ...

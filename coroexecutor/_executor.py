@@ -23,7 +23,7 @@ from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
 from ._lifecycle import close, report_unretrieved, set_limit
-from ._map import MapIterator, MapJobs
+from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
@@ -152,10 +152,8 @@ class CoroutineExecutor:
 
     def __repr__(self) -> str:
         slots = self._slots
-        return (
-            f"<CoroutineExecutor {self._state.value} {slots.running}/{slots.limit}"
-            f" backlog={slots.queued} waiting={slots.waiting}>"
-        )
+        return (f"<CoroutineExecutor {self._state.value} {slots.running}/{slots.limit}"
+                f" backlog={slots.queued} waiting={slots.waiting}>")
 
     #
     # Properties
@@ -296,8 +294,8 @@ class CoroutineExecutor:
         too; the block raises it) and is raised from the iterator; with
         ``return_exceptions=True`` errors are yielded as results.
 
-        Cancellation: a map closed early (dropped, ``aclose()``, the block's exit or
-        ``shutdown()``) cancels its jobs in flight and reads no more input.
+        Cancellation: a map closed early (dropped, ``aclose()``, the block's exit, ``shutdown()``,
+        fail-fast, the deadline) cancels its jobs in flight and reads no more input.
         """
         check_loop(self)
         check_accepting(self)
@@ -347,6 +345,8 @@ class CoroutineExecutor:
 
     def _start_queued(self, entry: Queued) -> None:
         start_queued(self, entry)
+
+    _close_maps = close_maps  # a method, for abort(): _lifecycle cannot import _map
 
     #
     # Lifecycle

@@ -101,8 +101,22 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     ):
         block.interrupt()
         block = None
-    if later or block is not None:
-        exe._loop.call_soon(_cancel_after_step, later, block)
+    # Then the open maps are closed: nothing starts their jobs any more, so a consumer
+    # waiting in one (for a result, or for the next item of an async input) would wait
+    # for ever without a block whose exit closes them, or would meet a job we cancelled
+    # as a bare CancelledError nobody sent its task. Closing a map wakes its consumer,
+    # so it comes after the cancels: a consumer abort cancels (the body, a job) meets
+    # its cancellation, not the closed map. In a job's last step, where cancels are
+    # held back, the maps wait for them (_cancel_after_step).
+    maps = exe._maps
+    if at_end:
+        if later or block is not None or maps:
+            exe._loop.call_soon(_cancel_after_step, exe, later, block)
+    else:
+        if maps:
+            exe._close_maps()
+        if later or block is not None:
+            exe._loop.call_soon(_cancel_after_step, None, later, block)
     check_idle(exe, in_last_step=at_end)
 
 
@@ -114,13 +128,18 @@ def _awaits(task: asyncio.Future[Any]) -> bool:
     return waiter is not None and not waiter.done()
 
 
-def _cancel_after_step(tasks: list[asyncio.Future[Any]], block: Block | None) -> None:
-    """abort()'s cancels held back from a job's last step (see abort)."""
+def _cancel_after_step(
+    exe: Core | None, tasks: list[asyncio.Future[Any]], block: Block | None
+) -> None:
+    """abort()'s cancels held back from a job's last step, then, given ``exe``, the
+    closing of its maps (see abort)."""
     for task in tasks:
         if not task.done() and not _cancelling(task):
             task.cancel()
     if block is not None:
         block.interrupt()
+    if exe is not None:
+        exe._close_maps()
 
 
 def cancel_again(exe: Core) -> None:

@@ -36,7 +36,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     and memory stays bounded. Use it with ``async for``. A map is closed (its in-flight
     jobs cancelled, no more input read) when it is dropped, by ``aclose()`` (which
     ``async with`` and ``contextlib.aclosing`` call), and at the latest when the
-    executor's block exits or ``shutdown()`` begins.
+    executor's block exits, ``shutdown()`` begins, or the executor cancels its jobs on
+    its own (fail-fast, the deadline), block or not.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
     raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
@@ -169,7 +170,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
 
 def close_maps(exe: Core) -> None:
-    """The block's exit and shutdown(): close every map still open. Its in-flight jobs
+    """The block's exit, shutdown() and abort(): close every map still open. Its in-flight jobs
     are cancelled (the executor's own cancellations: not errors), it reads no more input,
     and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it
     gets that RuntimeError as it wakes."""

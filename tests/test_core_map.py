@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, MapIterator, Retry
+from coroexecutor import CoroutineExecutor, ExecutorTimeoutError, MapIterator, Retry
 
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
 
@@ -1321,3 +1321,117 @@ async def test_a_return_exceptions_map_never_yields_the_executors_own_cancel(
             await exe.shutdown()
     else:
         await exe.shutdown()
+
+
+#
+# The executor's own stop closes its maps, block or not
+#
+
+
+@pytest.mark.parametrize("waits_for", ["a result", "input"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_the_deadline_without_a_block_closes_open_maps(
+    loop_kind: str, waits_for: str, ordered: bool
+) -> None:
+    """The deadline passes while the consumer waits in a map, and no block's exit will
+    close it: the deadline does. The consumer gets the RuntimeError of a map the executor
+    closed, not a CancelledError nobody sent its task (waiting for a result) nor a wait
+    for ever (waiting for an async input's next item); the read is cancelled and the
+    input closed, and shutdown() raises the timeout."""
+    jobs = ParkedJobs()
+    source = ParkedSource()
+    exe = CoroutineExecutor(timeout=0.05)
+    mapper = exe.map if ordered else exe.map_unordered
+    results = mapper(jobs.job, source if waits_for == "input" else [1])
+
+    async def consume() -> None:
+        async for _ in results:  # input: job 0 returns at once, then the read parks
+            pass
+
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+        await asyncio.wait_for(consume(), 5)
+    assert jobs.cancelled == jobs.started
+    with pytest.raises(ExecutorTimeoutError):
+        await asyncio.wait_for(exe.shutdown(), 5)
+    if waits_for == "input":
+        await asyncio.wait_for(source.closed.wait(), 5)
+        assert source.read_cancelled
+    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+        await results.__anext__()
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_fail_fast_without_a_block_ends_a_consumer_waiting_for_input(
+    loop_kind: str, ordered: bool
+) -> None:
+    """A job fails while a map's consumer waits for its async input's next item, with no
+    block: fail-fast closes the map, and the consumer gets that job's error, the object
+    shutdown() raises, instead of waiting for ever."""
+    error = ValueError("boom")
+    source = ParkedSource()
+    got_first = asyncio.Event()
+
+    async def fails() -> None:
+        await got_first.wait()
+        await source.parked.wait()  # the consumer waits for the next item by now
+        raise error
+
+    exe = CoroutineExecutor()
+    await exe.submit(fails)
+    results = (exe.map if ordered else exe.map_unordered)(double, source)
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for value in results:
+            got.append(value)
+            got_first.set()
+
+    with pytest.raises(ValueError) as consumer_error:
+        await asyncio.wait_for(consume(), 5)
+    assert consumer_error.value is error
+    assert got == [0]
+    with pytest.raises(ValueError) as shutdown_error:
+        await asyncio.wait_for(exe.shutdown(), 5)
+    assert shutdown_error.value is error
+    await asyncio.wait_for(source.closed.wait(), 5)
+
+
+@pytest.mark.parametrize("consumer", ["the body", "another task"])
+@pytest.mark.parametrize("waits_for", ["a result", "input"])
+async def test_the_deadline_in_a_block_interrupts_the_body_and_closes_the_maps(
+    loop_kind: str, consumer: str, waits_for: str
+) -> None:
+    """With a block, the deadline still interrupts the body: a consumer there gets
+    CancelledError, as it does from fail-fast (the block raises the timeout); a consumer
+    in another task gets the RuntimeError of a map the executor closed."""
+    jobs = ParkedJobs()
+    source = ParkedSource()
+    seen: list[str] = []
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        try:
+            async for _ in exe.map(jobs.job, source if waits_for == "input" else [1]):
+                pass
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        except RuntimeError:
+            seen.append("closed")
+            raise
+
+    async def main() -> None:
+        async with CoroutineExecutor(timeout=0.05) as exe:
+            if consumer == "the body":
+                await consume(exe)
+            else:
+                task = asyncio.create_task(consume(exe))
+                try:
+                    await asyncio.Event().wait()  # interrupted by the deadline
+                finally:
+                    with pytest.raises(RuntimeError, match=re.escape(SHUTDOWN_MESSAGE)):
+                        await task
+
+    with pytest.raises(ExecutorTimeoutError):
+        await asyncio.wait_for(main(), 5)
+    assert seen == ["cancelled" if consumer == "the body" else "closed"]
+    assert jobs.cancelled == jobs.started
