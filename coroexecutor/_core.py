@@ -79,8 +79,8 @@ class Core(Protocol):
       components with methods of their own;
     - ``_state`` and the lifecycle fields below: _lifecycle, _startup and _shutdown;
     - ``_running`` and ``_watchers``: _start (and abort, which cancels every running job);
-    - ``_maps``: the map modules (abort closes the maps through ``_close_maps()``:
-      _lifecycle cannot import them, they build on it).
+    - ``_maps`` and ``_readers``: the map modules (abort closes the maps through
+      ``_close_maps()``: _lifecycle cannot import them, they build on it).
     """
 
     _loop: asyncio.AbstractEventLoop  # once bound (_bound)
@@ -92,6 +92,7 @@ class Core(Protocol):
     _running: dict[object, asyncio.Future[Any]]
     _watchers: dict[asyncio.Future[Any], asyncio.Future[None]]
     _maps: set[MapJobs]
+    _readers: set[asyncio.Task[Any]]  # stopped map readers still closing their inputs
     _block: Block | None
     _outer: Core | None
     _spared: asyncio.Future[Any] | None

@@ -92,10 +92,10 @@ class CoroutineExecutor:
     # Slots, not a __dict__: an attribute read on the hot path is then a slot read.
     __slots__ = (
         "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_ending",
-        "_grace_handle",
-        "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_keyed", "_loop",
-        "_loop_watch", "_maps", "_outcomes", "_outer", "_rate", "_retry", "_running", "_slots",
-        "_spared", "_startup", "_state", "_task_factory_of", "_timeout", "_tuner", "_watchers",
+        "_grace_handle", "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_keyed",
+        "_loop", "_loop_watch", "_maps", "_outcomes", "_outer", "_rate", "_readers", "_retry",
+        "_running", "_slots", "_spared", "_startup", "_state", "_task_factory_of", "_timeout",
+        "_tuner", "_watchers",
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
@@ -134,6 +134,7 @@ class CoroutineExecutor:
         self._running: dict[object, asyncio.Future[Any]] = {}
         self._watchers: dict[asyncio.Future[Any], asyncio.Future[None]] = {}  # map wake-ups
         self._maps: set[MapJobs] = set()  # live maps: the block's exit and shutdown() close them
+        self._readers: set[asyncio.Task[Any]] = set()  # stopped, closing inputs: see _shutdown
         self._block: Block | None = None  # used as ``async with``: the block owns the error
         self._outer: Core | None = None  # the executor whose job bound it: see may_wait
         self._spared: asyncio.Future[Any] | None = None  # the task abort did not cancel
@@ -375,9 +376,9 @@ class CoroutineExecutor:
     async def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
         """Stop accepting jobs; with ``wait=True``, wait until none is running or queued.
 
-        With ``wait=True`` the jobs finish normally (``timeout``: cancel what still runs
-        after that many seconds). With ``wait=False`` they are cancelled and this returns
-        at once, as ``Executor.shutdown(wait=False)`` does. Open maps are closed first.
+        Open maps are closed first. With ``wait=True`` jobs finish normally (``timeout``:
+        cancel what runs after that many seconds) and the maps' async inputs close. With
+        ``wait=False`` jobs are cancelled and it returns at once, as the stdlib's does.
 
         From inside one of its jobs (or a task started there) it never waits, whatever
         ``wait`` says (see "Who waits" in the semantics).
@@ -387,7 +388,7 @@ class CoroutineExecutor:
         :class:`ExecutorTimeoutError`). ``RuntimeError`` from another loop, or from the
         initializer while it runs.
 
-        Cancellation: cancelled while it waits, it cancels every job and raises
+        Cancellation: cancelled while it waits, it cancels every job and input reader, and raises
         ``CancelledError`` at once (the block's exit still waits for the jobs).
         """
         grace = check_seconds("timeout", timeout)

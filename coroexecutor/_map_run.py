@@ -303,4 +303,7 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
         reader = _stop_reading(jobs)
         if reader is not None:
             live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
+            # So do the block's exit and shutdown(), however the map was closed.
+            exe._readers.add(reader)
+            reader.add_done_callback(exe._readers.discard)
     return live

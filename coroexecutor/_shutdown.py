@@ -48,12 +48,13 @@ def may_wait(exe: Core) -> bool:
 async def _wait_idle(
     exe: Core, *, keep_waiting: bool
 ) -> asyncio.CancelledError | None:
-    """Wait until no job runs or waits.
+    """Wait until no job runs or waits, and no map reader we stopped (see _readers_closed)
+    is still closing its inputs.
 
-    Cancelled meanwhile, it cancels every job (again, if they were cancelled before: the
-    task that called abort and jobs that lost their cancel too). Then, with
+    Cancelled meanwhile, it cancels every job and reader (again, if they were cancelled
+    before: the task that called abort and jobs that lost their cancel too). Then, with
     ``keep_waiting`` (the block's exit: no job may outlive the block, as in
-    asyncio.TaskGroup), it waits on for the jobs to finish cancelling and returns the
+    asyncio.TaskGroup), it waits on for them to finish cancelling and returns the
     CancelledError to re-raise; without (shutdown()), it raises the CancelledError at
     once: a cancelled shutdown() never absorbs the cancel.
     """
@@ -67,6 +68,8 @@ async def _wait_idle(
         check_idle(exe)
         try:
             await waiter
+            if exe._readers:
+                await _readers_closed(exe)
         except asyncio.CancelledError as exc:
             if waiter in exe._idle_waiters:
                 exe._idle_waiters.remove(waiter)
@@ -78,12 +81,35 @@ async def _wait_idle(
                 cancel_again(exe)
             else:
                 abort(exe, Cause.BODY)
+            # The same for the readers: an input whose cleanup awaits (its finally, the
+            # aclose() of a resource it holds) is interrupted there.
+            for reader in _others(exe._readers):
+                reader.cancel()
             if not keep_waiting:
                 raise
             cancelled = exc
             continue
         if not exe._slots.busy:
             return cancelled
+
+
+async def _readers_closed(exe: Core) -> None:
+    """Wait for the reader tasks of the maps closed so far (the block's exit and
+    shutdown() close them, as abort does; so do their consumers) to finish closing their
+    async inputs, as aclose() of a map does: an async generator input's ``finally`` may
+    await. Else asyncio.run() would cancel it again as it ends, cutting that cleanup
+    short, and a loop closed by hand would destroy the reader pending.
+
+    A reader that is the calling task (an input that calls shutdown() as it closes) is
+    not waited for: it cannot wait for itself."""
+    readers = _others(exe._readers)
+    if readers:
+        await asyncio.wait(readers)
+
+
+def _others(readers: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    current = asyncio.current_task()
+    return [reader for reader in readers if reader is not current]
 
 
 def _watch_unprimed(exe: Core) -> None:

@@ -5,6 +5,8 @@ leaving early, and return_exceptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import re
 import sys
 import threading
@@ -1435,3 +1437,155 @@ async def test_the_deadline_in_a_block_interrupts_the_body_and_closes_the_maps(
         await asyncio.wait_for(main(), 5)
     assert seen == ["cancelled" if consumer == "the body" else "closed"]
     assert jobs.cancelled == jobs.started
+
+
+#
+# The block's exit and shutdown() wait for a closed map's input to close
+#
+
+
+class SlowClosingInput:
+    """An async generator input: item 0, then a read that waits until it is cancelled;
+    its ``finally`` then awaits ``release`` (set by the test) before it is done, as a
+    connection closed politely would."""
+
+    def __init__(self) -> None:
+        self.cleanup_started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.log: list[str] = []
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            yield 0
+            await asyncio.Event().wait()
+        finally:
+            self.cleanup_started.set()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.log.append("cleanup interrupted")
+                raise
+            self.log.append("cleaned up")
+
+
+@pytest.mark.parametrize("how", ["block_exit", "break", "deadline", "shutdown"])
+async def test_the_block_exit_and_shutdown_wait_for_a_closed_inputs_cleanup(
+    loop_kind: str, how: str
+) -> None:
+    """However the map was closed (the block's exit or shutdown() closing it, its consumer
+    leaving it with ``break``, the deadline), the block's exit and shutdown() return only
+    once its reader task has closed the async input, as aclose() of the map does: an
+    input whose ``finally`` awaits is not cut short (by asyncio.run() ending, say), and
+    no reader is left pending."""
+    source = SlowClosingInput()
+
+    async def main() -> None:
+        exe = CoroutineExecutor(timeout=0.05 if how == "deadline" else None)
+        if how == "shutdown":  # no block
+            results = exe.map(double, source.items())
+            assert await results.__anext__() == 0
+            await exe.shutdown()
+        else:
+            with contextlib.suppress(ExecutorTimeoutError):
+                async with exe:
+                    if how == "break":
+                        async for _ in exe.map(double, source.items()):
+                            break
+                    else:
+                        results = exe.map(double, source.items())
+                        assert await results.__anext__() == 0
+                        if how == "deadline":
+                            await asyncio.Event().wait()  # interrupted by the deadline
+        source.log.append("returned")
+
+    waiter = asyncio.ensure_future(main())
+    await asyncio.wait_for(source.cleanup_started.wait(), 5)
+    await yield_many(5)
+    assert not waiter.done()  # still waiting for the input's cleanup
+    source.release.set()
+    await asyncio.wait_for(waiter, 5)
+    assert source.log == ["cleaned up", "returned"]
+
+
+@pytest.mark.parametrize("waits_in", ["block_exit", "shutdown"])
+async def test_a_cancel_interrupts_the_wait_for_an_inputs_cleanup(
+    loop_kind: str, waits_in: str
+) -> None:
+    """An input whose cleanup never ends by itself holds the block's exit or shutdown()
+    only until their task is cancelled (an outer timeout): the reader is cancelled again,
+    as the jobs are, which interrupts the cleanup, and the cancel propagates."""
+    source = SlowClosingInput()
+
+    async def main() -> None:
+        exe = CoroutineExecutor()
+        if waits_in == "shutdown":
+            results = exe.map(double, source.items())
+            assert await results.__anext__() == 0
+            await exe.shutdown()
+        else:
+            async with exe:
+                results = exe.map(double, source.items())
+                assert await results.__anext__() == 0
+
+    waiter = asyncio.ensure_future(main())
+    await asyncio.wait_for(source.cleanup_started.wait(), 5)
+    await yield_many(5)
+    assert not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 5)
+    assert source.log == ["cleanup interrupted"]
+
+
+async def test_shutdown_without_wait_does_not_wait_for_an_inputs_cleanup(
+    loop_kind: str,
+) -> None:
+    """shutdown(wait=False) closes the map and returns at once, as it does for the jobs;
+    a later shutdown() that waits waits for the input's cleanup too."""
+    source = SlowClosingInput()
+    exe = CoroutineExecutor()
+    results = exe.map(double, source.items())
+    assert await results.__anext__() == 0
+    await exe.shutdown(wait=False)
+    await asyncio.wait_for(source.cleanup_started.wait(), 5)
+    assert source.log == []
+    waiter = asyncio.ensure_future(exe.shutdown())
+    await yield_many(5)
+    assert not waiter.done()
+    source.release.set()
+    await asyncio.wait_for(waiter, 5)
+    assert source.log == ["cleaned up"]
+
+
+def test_a_loop_closed_by_hand_after_the_block_destroys_no_pending_reader() -> None:
+    """Run on a loop closed by hand (no asyncio.run() to cancel leftover tasks): once the
+    block has exited, no reader task of a map it closed is still pending, so none is
+    destroyed pending ("Task was destroyed but it is pending! ... read_inputs()")."""
+    problems: list[str] = []
+    log: list[str] = []
+
+    async def items() -> AsyncIterator[int]:
+        try:
+            yield 0
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(5):  # a cleanup that takes a few turns
+                await asyncio.sleep(0)
+            log.append("cleaned up")
+
+    async def main() -> None:
+        async with CoroutineExecutor() as exe:
+            results = exe.map(double, items())
+            assert await results.__anext__() == 0
+        log.append("exited")
+
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    loop.set_exception_handler(lambda _, context: problems.append(str(context["message"])))
+    try:
+        loop.run_until_complete(main())  # bounded by the test's timeout (pytest-timeout)
+    finally:
+        loop.close()
+    gc.collect()
+    assert log == ["cleaned up", "exited"]
+    assert problems == []
