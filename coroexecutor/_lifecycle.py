@@ -108,15 +108,11 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     # so it comes after the cancels: a consumer abort cancels (the body, a job) meets
     # its cancellation, not the closed map. In a job's last step, where cancels are
     # held back, the maps wait for them (_cancel_after_step).
-    maps = exe._maps
-    if at_end:
-        if later or block is not None or maps:
+    if at_end:  # the only place cancels are held back
+        if later or block is not None or exe._maps:
             exe._loop.call_soon(_cancel_after_step, exe, later, block)
-    else:
-        if maps:
-            exe._close_maps()
-        if later or block is not None:
-            exe._loop.call_soon(_cancel_after_step, None, later, block)
+    elif exe._maps:
+        exe._close_maps()
     check_idle(exe, in_last_step=at_end)
 
 
@@ -129,16 +125,16 @@ def _awaits(task: asyncio.Future[Any]) -> bool:
 
 
 def _cancel_after_step(
-    exe: Core | None, tasks: list[asyncio.Future[Any]], block: Block | None
+    exe: Core, tasks: list[asyncio.Future[Any]], block: Block | None
 ) -> None:
-    """abort()'s cancels held back from a job's last step, then, given ``exe``, the
-    closing of its maps (see abort)."""
+    """abort()'s cancels held back from a job's last step, then the closing of the maps
+    (see abort)."""
     for task in tasks:
         if not task.done() and not _cancelling(task):
             task.cancel()
     if block is not None:
         block.interrupt()
-    if exe is not None:
+    if exe._maps:
         exe._close_maps()
 
 
