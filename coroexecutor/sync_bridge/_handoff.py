@@ -147,7 +147,8 @@ class HandOff:
     #
 
     def submit_threadsafe(self, job: Job) -> None:
-        """Accept a job, or raise. A call that returns is always processed."""
+        """Accept a job, or raise. A call that returns is always processed; one a Ctrl-C cut
+        short changed nothing (undo_submit) or handed the job off whole: it runs."""
         if not job.coroutine_fn and not self.pool.started:
             # The first blocking job starts a worker now, in the submitting thread, even
             # when another thread is to hand the job to it later: that may happen during
@@ -158,33 +159,45 @@ class HandOff:
         #   reads _state -> RUNNING
         #                                        shuts down: waits for no slot held, closes
         #   appends the job                      (never started: the future hangs forever)
-        item: Optional[WorkItem] = None
+        item: Optional[WorkItem] = None  # a direct blocking job
         broken: Optional[BaseException] = None
         key = None if self._key is None else key_of(self._key, self._max_per_key, job)
-        with self._lock:
-            state = self._state
-            if state in ACCEPTING:
-                slots = self._slots
-                slots.submitted += 1
-                if not slots.take_nowait():
-                    if key is None:
-                        slots.queue(job)
-                        return
-                    if not slots.take_key(job, *key):  # type: ignore[attr-defined]  # KeyedSlots
-                        return
-                if slots.tuner is not None:
-                    slots.tuner.started(job.future)
-                if job.coroutine_fn:
-                    self._mailbox.start(job)  # as _route_locked would, one call less
-                    return
-                item = self._route_locked(job)
-                if item is None:
-                    return  # handed to the loop
-            else:
-                broken = self._broken
-        if item is not None:
-            self.pool.submit(item)  # a direct blocking job: no loop hop, as the stdlib
-            return
+        try:
+            with self._lock:
+                state = self._state
+                if state in ACCEPTING:
+                    slots = self._slots
+                    submitted, held = slots.submitted, slots.held  # for undo_submit
+                    try:
+                        slots.submitted = submitted + 1
+                        if not slots.take_nowait():
+                            if key is None:
+                                slots.queue(job)
+                                return
+                            if not slots.take_key(job, *key):  # type: ignore[attr-defined]  # KeyedSlots
+                                return
+                        if slots.tuner is not None:
+                            slots.tuner.started(job.future)
+                        if job.coroutine_fn:
+                            self._mailbox.start(job)  # as _route_locked would, one call less
+                            return
+                        item = self._route_locked(job)  # set only once queued (see put_new)
+                        if item is None:
+                            return  # handed to the loop
+                        self.pool.put_new(item)
+                    except BaseException:
+                        if item is None:  # cut short: take back what was done so far
+                            slots.undo_submit(job, submitted, held, self._mailbox.withdraw)
+                        raise
+                else:
+                    broken = self._broken
+            if item is not None:  # a direct blocking job: no loop hop, as the stdlib
+                self.pool.wake_worker(item)
+                return
+        except BaseException:
+            if item is not None:  # accepted: see that a worker takes it, even if cut short
+                self.pool.wake_worker(item)
+            raise
         raise refusal(state, broken, self.owner_repr)  # outside the lock: repr is user code
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:

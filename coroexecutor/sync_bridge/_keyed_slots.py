@@ -148,6 +148,11 @@ class KeyedSlots(Slots):
     def cancelled_waiting(self, future: BridgeFuture[Any]) -> None:
         self._give_room_back(future)  # a retry after its pause holds its key's room
 
+    def withdraw_waiting(self, future: BridgeFuture[Any]) -> None:
+        ticket = self.tickets.pop(future, None)
+        if ticket is not None:
+            self.line.discard(ticket)
+
     def withdraw_pausing(self, future: BridgeFuture[Any]) -> bool:
         """As Slots.withdraw_pausing: the job cancelled in its pause gives its key's room
         back (the caller then grants the free slots: a job of its key may start)."""

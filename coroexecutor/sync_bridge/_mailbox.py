@@ -32,8 +32,10 @@ class Mailbox:
     of a batch wakes the loop with one ``call_soon_threadsafe`` of the drain given to
     ``open``, and that drain takes the whole batch with ``take``.
 
-    Invariant: ``_wake_pending`` is True iff a drain is scheduled that has not taken the
-    batch yet; it is only set while open (``_loop`` set).
+    Invariant: while ``_wake_pending`` is True, a drain is scheduled that has not taken
+    the batch yet; it is only set while open (``_loop`` set). The converse may fail for a
+    while: a drain can be scheduled with it False (see ``wake``); that drain takes a batch
+    early, or an empty one, which does no harm.
     """
 
     def __init__(self) -> None:
@@ -66,13 +68,26 @@ class Mailbox:
         """Schedule a drain, unless one is scheduled already (or the loop is not open)."""
         loop = self._loop
         if loop is not None and not self._wake_pending:
-            self._wake_pending = True
+            # Set only once the call has returned. A KeyboardInterrupt (Ctrl-C) can cut
+            # call_soon_threadsafe short in the main thread, with the drain scheduled or
+            # not, the loop woken or not; set before, the flag would then say "on its way"
+            # forever, and no later post would wake the loop again. Left False, the next
+            # post wakes it (at worst once more than needed).
             loop.call_soon_threadsafe(self._drain)
+            self._wake_pending = True
 
     def start(self, job: Job) -> None:
-        self._to_start.append(job)
+        self._to_start.append(job)  # (withdraw() takes it back)
         if not self._wake_pending:  # the hot path: under load a drain is mostly on its way
             self.wake()
+
+    def withdraw(self, job: Job) -> None:
+        """Take back a job ``start`` was given, if it still holds it: that start was cut
+        short (see HandOff.submit_threadsafe). The batch has not been taken: the lock has
+        been held since, so it is the last one put."""
+        to_start = self._to_start
+        if to_start and to_start[-1] is job:
+            to_start.pop()
 
     def call(self, fn: Callable[[], object]) -> None:
         self._calls.append(fn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
@@ -58,6 +58,33 @@ class Slots:
             self.held += 1
             return True
         return False
+
+    def undo_submit(
+        self, job: Job, submitted: int, held: int, unstart: Callable[[Job], None]
+    ) -> None:
+        """Put back what a ``submit()`` that raised midway had changed (a KeyboardInterrupt
+        can be raised at any call in the main thread): ``submitted`` and ``held`` are the
+        counts it found, under the same hold of the lock; ``unstart`` takes the job back
+        from the mailbox. Looks at what it finds, so it undoes any prefix of the steps: the
+        count, the slot, the backlog entry, the post to the loop."""
+        future = job.future
+        unstart(job)
+        self.submitted = submitted
+        if self.held != held:  # it took a slot
+            self.held = held
+            self.direct.discard(future)
+            if self.tuner is not None:
+                self.tuner.release(future)  # forgets its start, if it was recorded
+            self.cancelled_waiting(future)  # KeyedSlots: its key's room, if it took it
+        elif future._in_backlog:
+            future._in_backlog = False
+            backlog = self.backlog
+            if backlog and backlog[-1] is job:
+                backlog.pop()
+            self.withdraw_waiting(future)
+
+    def withdraw_waiting(self, future: BridgeFuture[Any]) -> None:
+        """KeyedSlots: take a job that never was accepted out of its key's line."""
 
     def queue(self, job: Job) -> None:
         """The job waits in the backlog for a slot (FIFO)."""

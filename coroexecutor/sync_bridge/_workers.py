@@ -222,6 +222,11 @@ class WorkerPool:
         self._release = release
         self._post_done = post_done
         self._jobs: queue.SimpleQueue[Union[WorkItem, _First, None]] = queue.SimpleQueue()
+        # Queues a new job (then call wake_worker). The queue's own method, a C one, not one
+        # written here: a KeyboardInterrupt (Ctrl-C) is raised after a C call, not before
+        # it, so none comes between the caller's last step and the put. HandOff relies on
+        # it: the job it has just set up is either queued or not, never half-way.
+        self.put_new: Callable[[WorkItem], None] = self._jobs.put
         # Retried attempts, taken before the queue (each has a _FIRST in it to wake a
         # worker): a retry goes ahead of the jobs that wait for a thread (see _retries).
         self._first: collections.deque[WorkItem] = collections.deque()
@@ -238,6 +243,11 @@ class WorkerPool:
             self._jobs.put(_FIRST)
         else:
             self._jobs.put(item)
+        self.wake_worker(item)
+
+    def wake_worker(self, item: WorkItem) -> None:
+        """See that a worker takes ``item``, queued by ``put_new`` (or ``submit``): an idle
+        one, or a new one. Calling it twice for one item costs at most a thread more."""
         if self._idle.acquire(blocking=False):
             return  # an idle worker takes it
         with self._lock:
