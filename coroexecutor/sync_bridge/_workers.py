@@ -104,7 +104,7 @@ _FIRST = _First()
 def _work(
     jobs: queue.SimpleQueue[Union[WorkItem, _First, None]],
     first: collections.deque[WorkItem],
-    idle: threading.Semaphore,
+    idle: collections.deque[None],
     release: Release,
     post_done: Callable[[WorkItem], None],
     retry: object,
@@ -125,7 +125,7 @@ def _work(
                     held = got
                 got = urgent
         if isinstance(got, _First):  # its attempt was taken by another worker
-            idle.release()
+            idle.append(None)
             got = jobs.get() if held is None else held
             held = None
             continue
@@ -174,11 +174,11 @@ def _work(
             if held is None and not first and jobs.empty():
                 got = following  # the freed slot's next job: run it here, no queue hop
                 continue
-            # Older jobs wait for a thread: stay behind them (FIFO). No idle.release():
+            # Older jobs wait for a thread: stay behind them (FIFO). No idle token:
             # this worker goes straight back to get() for one of them.
             jobs.put(following)
         elif held is None:
-            idle.release()
+            idle.append(None)
         del item, following
         if held is not None:  # taken from the queue before a retried attempt
             got, held = held, None
@@ -230,7 +230,11 @@ class WorkerPool:
         # Retried attempts, taken before the queue (each has a _FIRST in it to wake a
         # worker): a retry goes ahead of the jobs that wait for a thread (see _retries).
         self._first: collections.deque[WorkItem] = collections.deque()
-        self._idle = threading.Semaphore(0)  # one release per worker waiting for a job
+        # One token per worker waiting for a job. Not a threading.Semaphore: a
+        # KeyboardInterrupt in its acquire() can leave its Condition's lock held (it is
+        # raised after the lock's __enter__, a C call), and every worker then hangs in
+        # release(). A deque's append and pop are single C calls.
+        self._idle: collections.deque[None] = collections.deque()
         self._lock = threading.Lock()  # guards _threads and _stopped
         self._threads: list[threading.Thread] = []
         self._stopped = False
@@ -248,7 +252,11 @@ class WorkerPool:
     def wake_worker(self, item: WorkItem) -> None:
         """See that a worker takes ``item``, queued by ``put_new`` (or ``submit``): an idle
         one, or a new one. Calling it twice for one item costs at most a thread more."""
-        if self._idle.acquire(blocking=False):
+        try:
+            self._idle.pop()
+        except IndexError:  # no worker is idle
+            pass
+        else:
             return  # an idle worker takes it
         with self._lock:
             count = len(self._threads)
@@ -296,7 +304,7 @@ class WorkerPool:
                 self._start_thread_locked(0)
             except RuntimeError:
                 return  # exiting already: submit() fails the job with the reason
-        self._idle.release()  # it waits in get() with no job: one idle worker more
+        self._idle.append(None)  # it waits in get() with no job: one idle worker more
 
     def _start_thread_locked(self, count: int) -> None:
         thread = threading.Thread(
