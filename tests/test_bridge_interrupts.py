@@ -5,20 +5,16 @@ The main thread gets the KeyboardInterrupt wherever the interpreter next checks 
 signals: on entering a Python function, and after a C call returns (Python 3.10 on; 3.9
 checks between most bytecodes). ``_interrupting`` raises one at exactly such a point, the
 n-th of a submit(), for every n, through ``sys.setprofile``: its "call" and "c_return"
-events are those points. A test with real SIGINTs runs in a child process, bounded.
+events are those points. (A storm of real SIGINTs in a child process was not reliable
+enough to keep: see the commit that removed it.)
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
 
@@ -29,7 +25,6 @@ from coroexecutor import ThreadedLoopExecutor
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
-REPO = str(Path(__file__).resolve().parent.parent)
 
 Profile = Callable[[FrameType, str, Any], object]
 
@@ -137,77 +132,3 @@ def test_submit_interrupted_while_jobs_wait_for_a_slot() -> None:
     stats = exe.stats
     assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
     assert (stats.queued, stats.running, stats.cancelled) == (0, 0, 0)
-
-
-#
-# Real SIGINTs
-#
-
-_STORM = """
-    import faulthandler, signal, sys, threading, time
-    from coroexecutor import ThreadedLoopExecutor
-
-    faulthandler.dump_traceback_later(30, exit=True)  # a hang: every stack, then exit 1
-
-    async def coroutine_job():
-        return 1
-
-    def blocking_job():
-        return 1
-
-    SIGNALS = 300  # about 0.3 s of them
-    exe = ThreadedLoopExecutor(max_workers=2)
-    main = threading.main_thread().ident
-    go = threading.Event()
-
-    def storm():
-        go.wait()
-        for _ in range(SIGNALS):
-            signal.pthread_kill(main, signal.SIGINT)
-            time.sleep(0.0007)
-
-    sender = threading.Thread(target=storm)
-    sender.start()
-    futures, interrupts = [], 0
-
-    def submit_until_the_storm_ends():
-        global interrupts
-        while True:
-            try:
-                go.set()
-                while sender.is_alive():
-                    futures.append(exe.submit(coroutine_job))
-                    futures.append(exe.submit(blocking_job))
-                return
-            except KeyboardInterrupt:
-                interrupts += 1
-
-    while True:  # a KeyboardInterrupt can land between the except and the retry too
-        try:
-            submit_until_the_storm_ends()
-            break
-        except KeyboardInterrupt:
-            interrupts += 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sender.join()
-    done, pending = __import__("concurrent.futures").futures.wait(futures, timeout=10)
-    assert not pending, f"{len(pending)} futures still pending"
-    stats = exe.stats
-    assert stats.submitted == stats.succeeded, stats
-    assert (stats.queued, stats.running) == (0, 0), stats
-    exe.shutdown(wait=True)
-    print("interrupts", interrupts, "jobs", stats.submitted)
-"""
-
-
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
-def test_submit_under_a_storm_of_real_sigints() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_STORM)],
-        capture_output=True,
-        text=True,
-        timeout=45,
-        env=dict(os.environ, PYTHONPATH=REPO),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("interrupts "), proc.stdout
