@@ -511,6 +511,12 @@ def test_calls_after_shutdown_raise(client: Any, own_client: bool) -> None:
 def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
     with pytest.raises(ValueError, match="per_worker must be greater than 0"):
         DaskExecutor(client=client, per_worker=0)
+    # No worker at all: no job would ever run, and the exit would wait for them for ever
+    # (found by a docs-only tester). Refused before any cluster starts.
+    with pytest.raises(ValueError, match=re.escape("n_workers must be greater than 0 (got 0)")):
+        DaskExecutor(n_workers=0)
+    with pytest.raises(TypeError, match=re.escape("n_workers must be an int (got 1.5)")):
+        DaskExecutor(n_workers=1.5)  # type: ignore[arg-type]  # the mistake under test
     with DaskExecutor(client=client, per_worker=3) as exe:
         coro = _double(1)
         with pytest.raises(TypeError, match="not a coroutine object"):

@@ -125,6 +125,8 @@ class DaskExecutor(concurrent.futures.Executor):
         max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         per_worker = check_count("per_worker", per_worker)
+        if n_workers is not None:  # 0 would start a cluster that never runs a job
+            n_workers = check_count("n_workers", n_workers)
         policy = resolve_retry(retry)
         per_key = check_keying(key, max_per_key)
         for value, what in ((policy, "retry policy"), (key, "key"), (per_key, "max_per_key")):
