@@ -11,7 +11,6 @@ from ._errors import SHUTDOWN_MESSAGE
 from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
-from ._queued import queue_map_job
 from ._start import start_job
 from ._startup import check_accepting
 from ._state import State
@@ -54,6 +53,7 @@ async def results(
     try:
         yield EXHAUSTED  # the priming stop (see MapIterator.__init__)
         while True:
+            retry = None  # seconds until a start-rate token arrives, if one is all we lack
             while more and count < jobs.window:
                 if args is None:
                     if feed is not None:
@@ -77,12 +77,13 @@ async def results(
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
-                elif count:
-                    # A job of ours is in flight: this one waits in line for a slot and
-                    # starts as one frees, while we yield results (no slot stays idle
-                    # while a slow job holds back the next result of an ordered map).
-                    job = queue_map_job(exe, jobs, args, index)
                 else:
+                    if count:
+                        # A job of ours is in flight: yield its result, start this later.
+                        # If only a rate token is missing, also come back when it
+                        # arrives: the rate bounds starts per second, not running jobs.
+                        retry = slots.token_delay()
+                        break
                     try:
                         await take_slot(exe, "map")  # FIFO behind other producers
                     except RuntimeError:  # refused: the executor is cancelling its jobs
@@ -108,23 +109,23 @@ async def results(
                 if not job.done():
                     # The executor resolves the wake-up as it settles the job, in the
                     # job's own last step; its task is done before we resume.
-                    await _wait(exe, jobs, job)
+                    await _wait(exe, jobs, job, retry)
                     if jobs.closed:
                         _ended(exe, jobs)
                         return
                     if not job.done():
-                        continue  # woken as the window grew: start more, then wait again
+                        continue  # woken for the token: start more, then wait again
                 pending.popleft()
             else:
                 if not finished:
                     if not in_flight:
                         return
-                    await _wait(exe, jobs, None)  # resolved by on_unordered_done
+                    await _wait(exe, jobs, None, retry)  # resolved by on_unordered_done
                     if jobs.closed:
                         _ended(exe, jobs)
                         return
                     if not finished:
-                        continue  # woken as the window grew: start more, then wait again
+                        continue  # woken for the token: start more, then wait again
                 job = finished.popleft()
             count -= 1
             try:
@@ -230,7 +231,7 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
             # Wait for the item or, with jobs in flight, the next result.
             jobs.wants = True
             try:
-                await _wait(exe, jobs, pending[0] if jobs.ordered and count else None)
+                await _wait(exe, jobs, pending[0] if jobs.ordered and count else None, None)
             finally:
                 jobs.wants = False
             if jobs.closed:
@@ -244,18 +245,31 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
     return items.popleft()
 
 
-async def _wait(exe: Core, jobs: MapJobs, job: asyncio.Future[Any] | None) -> None:
+async def _wait(
+    exe: Core, jobs: MapJobs, job: asyncio.Future[Any] | None, retry: float | None
+) -> None:
     """Wait until ``job`` is settled (its watcher), or what else resolves ``jobs.wake``
-    (an unordered job done, an item read, the window grown, the map closed)."""
-    wake = jobs.wake = exe._loop.create_future()
+    (an unordered job done, an item read, the map closed), or a start token arrives in
+    ``retry`` seconds."""
+    loop = exe._loop
+    wake = jobs.wake = loop.create_future()
     if job is not None:
         exe._watchers[job] = wake
+    timer = None if retry is None else loop.call_later(retry, _wake, wake)
     try:
         await wake
     finally:
         if job is not None:
             exe._watchers.pop(job, None)
         jobs.wake = None
+        if timer is not None:
+            timer.cancel()
+
+
+def _wake(wake: asyncio.Future[None]) -> None:
+    """A start-rate token arrived for a map waiting for a result: let it start more."""
+    if not wake.done():
+        wake.set_result(None)
 
 
 def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:

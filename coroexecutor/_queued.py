@@ -7,7 +7,6 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._following import QueuedFuture
@@ -22,9 +21,7 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["on_queued_done", "queue_job", "queue_map_job", "start_queued"]
-
-_NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
+__all__ = ["on_queued_done", "queue_job", "start_queued"]
 
 
 def queue_job(
@@ -36,32 +33,6 @@ def queue_job(
     future.add_done_callback(exe._on_queued_done)
     exe._outcomes.hook_when_done(future, exe._loop)  # after the count
     return future
-
-
-def queue_map_job(
-    exe: Core, jobs: MapJobs, args: tuple[Any, ...], index: int
-) -> asyncio.Future[Any]:
-    """A map's next input while every slot is taken and the map has jobs in flight: it
-    waits in the slots' line as a queued job (FIFO with the other producers), holding its
-    place in the map's window, and starts as soon as a slot and a start token are free,
-    while the map yields its results. Returns the future that follows it; a consumer
-    waiting on it is woken as it ends (see _map_run._wait)."""
-    future = QueuedFuture(loop=exe._loop)
-    start = functools.partial(
-        start_queued, exe, where=jobs.where, kind=jobs.kind, index=index, policy=jobs.policy,
-        owner=jobs,
-    )
-    exe._slots.queue(Queued(future, jobs.fn, args, _NO_KWARGS, start))
-    future.add_done_callback(exe._on_queued_done)
-    future.add_done_callback(functools.partial(_wake_watcher, exe))
-    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
-    return future
-
-
-def _wake_watcher(exe: Core, future: asyncio.Future[Any]) -> None:
-    wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
-    if wake is not None and not wake.done():
-        wake.set_result(None)
 
 
 def start_queued(

@@ -34,7 +34,7 @@ class Queued:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        start: Callable[[Queued], object],
+        start: Callable[[Queued], None],
     ) -> None:
         self.future = future
         self.fn = fn
@@ -135,6 +135,12 @@ class Slots:
             self.free -= 1
             return True
         return False
+
+    def token_delay(self) -> float | None:
+        """Seconds until a start token arrives, if a token is all take_nowait() lacked."""
+        if self.limiter is not None and self.free > 0 and not self.backlog:
+            return self.limiter.delay()
+        return None
 
     async def take(self) -> None:
         """Wait in line for a slot (FIFO with every other waiter and queued job).
