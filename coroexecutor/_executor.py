@@ -27,9 +27,10 @@ from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
+from ._settle import on_job_done
 from ._slots import Queued
-from ._start import on_job_done, start_job
-from ._startup import await_initializer, bind, check_accepting, check_loop, check_setter_thread
+from ._start import start_job
+from ._startup import check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
 from ._taking import take_slot
@@ -357,14 +358,7 @@ class CoroutineExecutor:
         __enter__, __exit__ = _startup.refuse_plain_with, _startup.no_exit
 
     async def __aenter__(self) -> Self:
-        if self._state is not State.CREATED:
-            check_loop(self)
-            raise RuntimeError(f"{self!r} has already been used; create a new executor")
-        bind(self)
-        block = self._block = Block(asyncio.current_task())
-        if self._startup.task is not None:
-            await await_initializer(self)
-        block.in_body = True
+        await _startup.enter_block(self)
         return self
 
     async def __aexit__(

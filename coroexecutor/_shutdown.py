@@ -13,7 +13,7 @@ from ._context import job_position
 from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
 from ._map import close_maps
 from ._policy import Cause, JobKind, error_of
-from ._start import settle
+from ._settle import settle
 from ._startup import check_not_initializer, policy_error
 from ._state import State
 

@@ -1,5 +1,5 @@
-"""The life of a job: the one function that starts every job, the runner that ends it in
-its own last step, and settle(), where every job's slot comes back.
+"""The life of a job: the one function that starts every job and the runner that ends it
+in its own last step (settle(), where every job's slot comes back, is in _settle).
 
 Functions of the executor (the first argument), on its event loop thread. submit(),
 submit_nowait(), a queued job's start and map() all start jobs through start_job().
@@ -18,21 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._context import job_position
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
-from ._lifecycle import (
-    abort,
-    admit,
-    cancel_late,
-    check_idle,
-    fail,
-    interrupted,
-    tearing_down,
-)
-from ._map_state import follow_limit
+from ._lifecycle import cancel_late
 from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
-from ._policy import Cause, JobKind, error_of, retrieve
+from ._policy import JobKind, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._retrying import Call, after_failure, more_attempts, run_attempts
+from ._settle import on_job_done, settle
 from ._state import State
 from ._taking import start_failed
 
@@ -40,7 +32,7 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["on_job_done", "run_job", "settle", "start_job"]
+__all__ = ["run_job", "start_job"]
 
 _set_position = job_position.set
 _current_task = asyncio.current_task
@@ -287,113 +279,3 @@ def _job_raised(
         exe._ending = None
     if owner is not None and failed and task is not None:
         owner.job_failed(task, exc)
-
-
-def on_job_done(
-    exe: Core, kind: JobKind, coro: Coroutine[Any, Any, Any] | None, task: asyncio.Future[Any]
-) -> None:
-    """Done callback of a job that does not complete in-line (an on_job_done hook, a
-    job_timeout, an adaptive limit). Reading its error is also what stops asyncio logging
-    "Task exception was never retrieved" for jobs whose handle was dropped.
-
-    ``coro``: the job's own coroutine when it runs as its task's and errors are noted
-    (else the attempts loop noted them, or notes are off): the note names it."""
-    error = error_of(task)
-    if error is not None and coro is not None:
-        annotate_coroutine_error(error, coro)
-    settle(exe, task, task, error, kind)
-    if exe._outcomes.hook is not None:
-        exe._outcomes.call_hook(task, exe._loop)
-
-
-def settle(
-    exe: Core,
-    key: object,
-    task: asyncio.Future[Any] | None,
-    error: BaseException | None,
-    kind: JobKind,
-) -> None:
-    """The one place a finished job gives its slot back (and its key's room, with key=)
-    and meets the policy.
-
-    ``key``: the job's entry in the running jobs. An in-line job's is its coroutine, and
-    it settles in its own last step (see _admit_after_job); other jobs' key is their
-    task, and they settle from its done callback, by the task that freed the slot.
-    ``task``: the job's task (None for an in-line success, which has no need of it unless
-    a map waits on it); ``error``: None for success.
-    """
-    try:
-        del exe._running[key]  # (no pop(): a method call per job)
-    except KeyError:
-        pass  # never registered: an eager task factory ran it to its end in create_task
-    slots = exe._slots
-    if error is not None or task is not None:
-        # (Adaptive jobs settle from a done callback.) A map's default window is the limit.
-        tuner = exe._tuner
-        if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
-            follow_limit(exe._maps, slots.limit)
-        slots.release_job(task)
-        if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
-            abort(exe, Cause.JOB_ERROR, error)
-        elif error is not None and exe._state is not _CANCELLING:
-            interrupted(exe, error)
-    else:
-        slots.release()
-        exe._outcomes.succeeded += 1
-    keyed = exe._keyed
-    if keyed is not None:  # key=: its room goes back (an in-line job's task is current)
-        keyed.end(_current_task(exe._loop) if task is None else task)
-    if slots.backlog or (keyed is not None and keyed.line.waiting):
-        if key is not task:  # in-line: in the job's own last step
-            ending = exe._ending
-            exe._ending = _current_task(exe._loop)  # a queued job failing to start aborts
-            try:
-                _admit_after_job(exe)
-            except BaseException as exc:
-                if error is None:
-                    _backlog_failed(exe, exc)
-                raise
-            finally:
-                exe._ending = ending
-        else:
-            admit(exe, task)
-    if exe._idle_waiters:
-        check_idle(exe, in_last_step=key is not task)
-    if exe._watchers:
-        if task is None:
-            task = _current_task(exe._loop)
-        wake = exe._watchers.pop(task, None) if task is not None else None
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-
-def _admit_after_job(exe: Core) -> None:
-    """Admit the backlog from a job's own last step (in-line completion).
-
-    With no task factory, a job's task takes its first step in a later turn of the loop,
-    so admitting here is safe and costs nothing. A task factory (an eager one runs the
-    first step inside create_task) would run the next job's first step nested inside
-    this one's last step: each job completing in-line would start the next one deeper in
-    the stack (a RecursionError with a long backlog) and keep this job's frame, and its
-    result, alive meanwhile. So then admit from a wake-up instead."""
-    loop, reader = exe._loop, exe._task_factory_of
-    factory = loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # as in start_job
-    if factory is None:
-        admit(exe)
-    elif not tearing_down(exe, None):  # asked now, in the job's own last step
-        exe._slots.schedule_wake()
-
-
-def _backlog_failed(exe: Core, exc: BaseException) -> None:
-    """Starting the backlog raised in a job's last step, after the job succeeded and was
-    counted. Its task ends with ``exc``, which a queued job's future takes over as
-    retrieved: without this the error would reach nobody (a RecursionError once did so,
-    leaving the block waiting for ever). Report it and treat it as a job error, so the
-    policy decides and the block raises it."""
-    exe._loop.call_exception_handler(
-        {"message": "starting queued jobs raised in a job's last step", "exception": exc}
-    )
-    task = _current_task(exe._loop)
-    if task is not None:
-        task.add_done_callback(retrieve)  # reported once, here
-    fail(exe, exc)

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from ._context import initializing, job_position
-from ._core import Startup
+from ._core import Block, Startup
 from ._errors import SHUTDOWN_MESSAGE, BrokenCoroutineExecutor, ExecutorTimeoutError
 from ._jobs import factory_reader
 from ._lifecycle import abort, admit, check_idle, close, close_when_idle, fail
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "await_initializer", "bind", "broken_error", "check_accepting", "check_loop",
-    "check_not_initializer", "check_setter_thread", "no_exit", "policy_error",
+    "check_not_initializer", "check_setter_thread", "enter_block", "no_exit", "policy_error",
     "refuse_plain_with",
 ]
 
@@ -55,6 +55,19 @@ def bind(exe: Core) -> None:
     exe._loop_watch = _watch_loop(exe)
     if exe._startup.fn is not None:
         _start_initializer(exe)
+
+
+async def enter_block(exe: Core) -> None:
+    """``async with``: first use, with a block that owns the error; waits for the
+    initializer. An executor is entered once."""
+    if exe._state is not State.CREATED:
+        check_loop(exe)
+        raise RuntimeError(f"{exe!r} has already been used; create a new executor")
+    bind(exe)
+    block = exe._block = Block(asyncio.current_task())
+    if exe._startup.task is not None:
+        await await_initializer(exe)
+    block.in_body = True
 
 
 def check_accepting(exe: Core) -> None:
