@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, _start
+from coroexecutor import CoroutineExecutor, _settle
 
 N = 2000  # deeper than the recursion limit (1000) if starts nest
 pytestmark = pytest.mark.timeout(60)
@@ -142,7 +142,7 @@ async def test_an_error_starting_the_backlog_in_a_jobs_last_step_is_not_lost(
         with pytest.raises(OSError, match="cannot start"):
             async with CoroutineExecutor(max_workers=1) as exe:
                 await exe.submit(parked)
-                monkeypatch.setattr(_start, "_admit_after_job", broken)
+                monkeypatch.setattr(_settle, "_admit_after_job", broken)
                 first = exe.submit_nowait(quick, 1)
                 second = exe.submit_nowait(quick, 2)
                 release.set()
