@@ -34,6 +34,13 @@ if sys.version_info >= (3, 12):
     LOOP_KINDS.append("eager")
 if uvloop is not None:
     LOOP_KINDS.append("uvloop")
+# COROEXECUTOR_LOOP_KINDS=default,eager keeps only those kinds (tox.ini: the loop kinds
+# another run of the matrix covers are left out of the older Pythons, to keep CI short).
+_ONLY = [k for k in os.environ.get("COROEXECUTOR_LOOP_KINDS", "").split(",") if k.strip()]
+if _ONLY:
+    _unknown = {k.strip() for k in _ONLY} - {"default", "eager", "uvloop"}
+    assert not _unknown, f"COROEXECUTOR_LOOP_KINDS: unknown loop kinds {sorted(_unknown)}"
+    LOOP_KINDS[:] = [k for k in LOOP_KINDS if k in {k.strip() for k in _ONLY}]
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
