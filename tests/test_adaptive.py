@@ -31,6 +31,9 @@ if SOAK:  # tests/soak.py: many random examples (run with a longer timeout)
 else:  # CI: a fixed seed and a modest count, so a run is repeatable and quick
     SIM = settings(max_examples=12, deadline=None, derandomize=True, database=None)
 
+# The simulations run on the CPU in virtual time: slow on a loaded machine, never a hang.
+SIM_TIMEOUT = pytest.mark.timeout(3600 if SOAK else 240)
+
 #
 # The settings object
 #
@@ -250,6 +253,7 @@ def test_the_simulated_server_is_best_at_its_capacity() -> None:
     initial=st.sampled_from(["min", "max"]),
 )
 @SIM
+@SIM_TIMEOUT
 def test_the_limit_converges_to_the_capacity(
     capacity: int, thrash: float, jitter: float, seed: int, initial: str
 ) -> None:
@@ -278,6 +282,7 @@ def test_the_limit_converges_to_the_capacity(
     initial=st.sampled_from(["min", "max"]),
 )
 @SIM
+@SIM_TIMEOUT
 def test_throughput_is_at_least_90_percent_of_the_best_fixed_limit(
     capacity: int, thrash: float, jitter: float, seed: int, initial: str
 ) -> None:
@@ -297,6 +302,7 @@ def test_throughput_is_at_least_90_percent_of_the_best_fixed_limit(
     seed=st.integers(0, 1000),
 )
 @SIM
+@SIM_TIMEOUT
 def test_the_limit_follows_when_the_capacity_halves(
     capacity: int, thrash: float, jitter: float, seed: int
 ) -> None:
