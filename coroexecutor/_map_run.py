@@ -11,6 +11,7 @@ from ._errors import SHUTDOWN_MESSAGE
 from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
+from ._queued import queue_map_job
 from ._start import start_job
 from ._startup import check_accepting
 from ._state import State
@@ -77,6 +78,14 @@ async def results(
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
+                elif count and jobs.base > slots.limit:
+                    # A buffersize above the limit: the map's own jobs can take every
+                    # slot while its window has room, and while we wait for a result
+                    # (an ordered map's slow head) nobody would start this input in a
+                    # slot they free. So it waits in line as a queued job and starts as
+                    # a slot frees. (Not with a window within the limit, the default's:
+                    # see queue_map_job.)
+                    job = queue_map_job(exe, jobs, args, index)
                 else:
                     if count:
                         # A job of ours is in flight: yield its result, start this later.

@@ -7,6 +7,7 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._following import QueuedFuture
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["on_queued_done", "queue_job", "start_queued"]
+__all__ = ["on_queued_done", "queue_job", "queue_map_job", "start_queued"]
+
+_NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
 
 
 def queue_job(
@@ -33,6 +36,41 @@ def queue_job(
     future.add_done_callback(exe._on_queued_done)
     exe._outcomes.hook_when_done(future, exe._loop)  # after the count
     return future
+
+
+def queue_map_job(
+    exe: Core, jobs: MapJobs, args: tuple[Any, ...], index: int
+) -> asyncio.Future[Any]:
+    """A map's next input while every slot is taken, the map has jobs in flight and its
+    window is wider than the limit (a buffersize above max_workers): it waits in the
+    slots' line as a queued job (FIFO with the other producers), holding its place in
+    the map's window, and starts as soon as a slot and a start token are free, while the
+    map's consumer waits for a result. Returns the future that follows it; a consumer
+    waiting on it is woken as it ends (see _map_run._wait).
+
+    A window within the limit (the default one is the limit) never comes here: its map
+    waits for a result and starts the input itself in its next step, as its own jobs
+    cannot leave a slot idle. Queueing there cost an Adaptive limit its growth (CI,
+    Python 3.12 and 3.13, eager task factory: stuck at 24 of 64): a queued job starts
+    when the backlog is admitted, which under a task factory may be a turn after its
+    slot frees (see _settle._admit_after_job), not in the step the map is woken in; slots
+    sat idle for a turn and the tuner did not see them all taken."""
+    future = QueuedFuture(loop=exe._loop)
+    start = functools.partial(
+        start_queued, exe, where=jobs.where, kind=jobs.kind, index=index, policy=jobs.policy,
+        owner=jobs,
+    )
+    exe._slots.queue(Queued(future, jobs.fn, args, _NO_KWARGS, start))
+    future.add_done_callback(exe._on_queued_done)
+    future.add_done_callback(functools.partial(_wake_watcher, exe))
+    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    return future
+
+
+def _wake_watcher(exe: Core, future: asyncio.Future[Any]) -> None:
+    wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
+    if wake is not None and not wake.done():
+        wake.set_result(None)
 
 
 def start_queued(

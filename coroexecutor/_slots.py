@@ -34,7 +34,7 @@ class Queued:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        start: Callable[[Queued], None],
+        start: Callable[[Queued], object],
     ) -> None:
         self.future = future
         self.fn = fn
