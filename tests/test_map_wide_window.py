@@ -87,7 +87,7 @@ async def _collect(results: Any) -> list[Any]:
 
 SETTINGS = {
     "plain": {},
-    "on_job_done": {"on_job_done": lambda future: None},  # settled from a done callback
+    "on_job_done": {},  # jobs settled from a done callback (the hook is set below)
     "max_per_second": {"max_per_second": 1000.0, "burst": WORKERS},
     "key=": {"key": lambda n: n, "max_per_key": 1},  # (queued in its key's line already)
 }
@@ -99,7 +99,11 @@ async def test_slots_freed_behind_a_slow_head_are_filled_from_the_window(
     loop_kind: str, ordered: bool, setting: str
 ) -> None:
     jobs = Window()
-    async with CoroutineExecutor(max_workers=WORKERS, **SETTINGS[setting]) as exe:
+    hooked: list[asyncio.Future[Any]] = []
+    options: dict[str, Any] = dict(SETTINGS[setting])
+    if setting == "on_job_done":
+        options["on_job_done"] = hooked.append
+    async with CoroutineExecutor(max_workers=WORKERS, **options) as exe:
         results = mapper(exe, ordered)(jobs, range(INPUTS), buffersize=INPUTS)
         # One result asked for: map() waits for the head; map_unordered() gets input 1
         # and is not asked again. Either way the consumer does not move on.
@@ -115,6 +119,35 @@ async def test_slots_freed_behind_a_slow_head_are_filled_from_the_window(
     assert jobs.peak_running == WORKERS
     stats = exe.stats
     assert (stats.succeeded, stats.cancelled, stats.queued, stats.running) == (INPUTS, 0, 0, 0)
+    if setting == "on_job_done":  # once per job, queued or not, with its result
+        assert sorted(future.result() for future in hooked) == list(range(INPUTS))
+
+
+@ORDERED
+async def test_errors_of_inputs_waiting_in_line_are_results_with_return_exceptions(
+    loop_kind: str, ordered: bool
+) -> None:
+    # Input 4 starts from the line and fails: its error is yielded in its place, and
+    # nothing else is cancelled (no fail-fast for a result).
+    jobs = Window(failing=4)
+    async with CoroutineExecutor(max_workers=WORKERS) as exe:
+        results = mapper(exe, ordered)(
+            jobs, range(INPUTS), buffersize=INPUTS, return_exceptions=True
+        )
+        consumer = asyncio.ensure_future(results.__anext__())
+        await _every_slot_busy(jobs)
+        jobs.boom.set()
+        jobs.release.set()
+        values = [await consumer, *await _collect(results)]
+    errors = [value for value in values if isinstance(value, BaseException)]
+    assert len(errors) == 1 and str(errors[0]) == "input 4"
+    if ordered:
+        assert values.index(errors[0]) == 4
+    assert sorted(value for value in values if value not in errors) == [
+        n for n in range(INPUTS) if n != 4
+    ]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (INPUTS - 1, 1, 0)
 
 
 #
