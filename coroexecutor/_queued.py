@@ -111,11 +111,13 @@ def start_queued(
         # fn() raised (any other BaseException too: an ordinary job error) or returned a
         # non-awaitable: the job failed before it began.
         if exe._annotate:
-            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs)
+            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs, map_index=index)
         future.set_exception(exc)
         future.exception()  # the executor owns the error (policy or suppress): no log
         outcomes.failed += 1
         fail(exe, exc)
+        if owner is not None:  # a map's input: its error ends the map now, as a job's does
+            owner.job_failed(future, exc)
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)

@@ -202,6 +202,42 @@ async def test_inputs_waiting_in_line_never_start_once_the_map_ends(
     assert (stats.queued, stats.running) == (0, 0)
 
 
+@ORDERED
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+async def test_an_input_whose_call_raises_as_it_leaves_the_line_ends_the_map_at_once(
+    loop_kind: str, ordered: bool, keyed: bool
+) -> None:
+    # fn(4) raises before it returns a coroutine, as input 4 gets the slot input 1 freed:
+    # that is a job error of the map's (noted with its input's position), so the map
+    # ends at once, cancelling the head and dropping the inputs in line, even though the
+    # executor goes on (before: the consumer waited for the head for ever).
+    jobs = Window()
+
+    def job(n: int) -> Any:
+        if n == 4:
+            raise ValueError(f"input {n}")
+        return jobs(n)
+
+    per_key: dict[str, Any] = {"key": lambda n: n, "max_per_key": 1} if keyed else {}
+    async with CoroutineExecutor(max_workers=WORKERS, suppress_task_errors=True, **per_key) as exe:
+        results = mapper(exe, ordered)(job, range(INPUTS), buffersize=INPUTS)
+        received: list[int] = []
+        with pytest.raises(ValueError, match="input 4") as raised:
+            async for n in results:
+                received.append(n)
+    # (map_unordered() yields what finished before fn(4) was called: its error may come
+    # first, as input 4 got its slot inside input 1's last step.)
+    assert received == [] if ordered else set(received) <= {1, 2, 3}
+    assert raised.value.__notes__ == ["coroexecutor: job job(4) failed (map input #4)"]
+    assert sorted(jobs.started) == [0, 1, 2, 3]
+    stats = exe.stats
+    # Inputs 2 and 3 end in the turn input 1 does: cancelled with the rest, or not yet,
+    # as the loop kind has input 4 leave the line in input 1's last step or a turn later.
+    assert 1 <= stats.succeeded <= 3 and stats.failed == 1
+    assert stats.succeeded + stats.cancelled == INPUTS - 1
+    assert (stats.queued, stats.running) == (0, 0)
+
+
 #
 # Retries and the start rate
 #
