@@ -49,12 +49,12 @@ def queue_map_job(
     waiting on it is woken as it ends (see _map_run._wait).
 
     A window within the limit (the default one is the limit) never comes here: its map
-    waits for a result and starts the input itself in its next step, as its own jobs
-    cannot leave a slot idle. Queueing there cost an Adaptive limit its growth (CI,
-    Python 3.12 and 3.13, eager task factory: stuck at 24 of 64): a queued job starts
-    when the backlog is admitted, which under a task factory may be a turn after its
-    slot frees (see _settle._admit_after_job), not in the step the map is woken in; slots
-    sat idle for a turn and the tuner did not see them all taken."""
+    waits for a result and starts the input itself in its next step (its own jobs can
+    hold every slot only once its window is full). Queueing there too stalled an Adaptive
+    limit (CI, Python 3.12 and 3.13, eager task factory: 24 of 64; reverted in 8a533dc):
+    a queued job starts when the backlog is admitted, under a task factory a turn after
+    its slot frees (see _settle._admit_after_job), not in the step the map is woken in,
+    and the tuner saw the slots idle."""
     future = QueuedFuture(loop=exe._loop)
     start = functools.partial(
         start_queued, exe, where=jobs.where, kind=jobs.kind, index=index, policy=jobs.policy,

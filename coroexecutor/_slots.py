@@ -21,10 +21,9 @@ __all__ = ["Queued", "SentBack", "Slots"]
 
 
 class Queued:
-    """A job accepted by submit_nowait() while every slot was taken, waiting in the backlog.
-
-    ``start(entry)`` is called in ``ctx`` once the job has a slot: it must start the job in
-    that slot (or give the slot back through :meth:`Slots.release`)."""
+    """A job waiting in the backlog: accepted by submit_nowait(), or a map's input, while
+    every slot was taken. ``start(entry)`` is called in ``ctx`` once the job has a slot: it
+    must start the job in that slot (or give the slot back through :meth:`Slots.release`)."""
 
     __slots__ = ("args", "ctx", "fn", "future", "kwargs", "start")
 
