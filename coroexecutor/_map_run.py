@@ -114,8 +114,9 @@ async def results(
             if ordered:
                 if not pending:
                     return
-                job = pending[0]
+                job = pending.popleft()  # (not pending[0]: a generic subscript a result)
                 if not job.done():
+                    pending.appendleft(job)  # still in flight: abandon() looks in pending
                     # The executor resolves the wake-up as it settles the job, in the
                     # job's own last step; its task is done before we resume.
                     await _wait(exe, jobs, job, retry)
@@ -124,7 +125,7 @@ async def results(
                         return
                     if not job.done():
                         continue  # woken for the token: start more, then wait again
-                pending.popleft()
+                    pending.popleft()
             else:
                 if not finished:
                     if not in_flight:
