@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SHUTDOWN_MESSAGE
-from ._map_state import follow_limit
+from ._map_state import cancel_readers, follow_limit
 from ._policy import Cause
 from ._state import State
 
@@ -90,6 +90,11 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
                 later.append(task)
             else:
                 task.cancel()
+    # The readers of maps closed before, still closing their inputs, are cancelled again
+    # as their jobs would be: an input's clean-up that waits cannot outlast the deadline,
+    # a job's error or the block's error.
+    if exe._readers:
+        cancel_readers(list(exe._readers), current)
     for queued in exe._slots.drain(lambda: refusal(exe)):  # uncounted by drain()
         queued.future.remove_done_callback(exe._on_queued_done)
         queued.future.cancel()

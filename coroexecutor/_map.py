@@ -11,10 +11,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from ._errors import check_job_fn
-from ._map_run import abandon, raise_closed, results
+from ._map_run import abandon, cancel_again, raise_closed, results
 from ._map_state import MapJobs
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, resolve_retry
+from ._startup import check_loop
 from ._typing import Self, final
 
 if TYPE_CHECKING:
@@ -97,10 +98,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             cancel=executor._outcomes.cancel, follows=follows,
         )
         self._results = results(executor, jobs, feed)
-        # The slot declared for __anext__ holds the generator's own bound method (see
-        # __slots__); type checkers see the method declared below instead.
-        self.__anext__ = self._results.__anext__  # type: ignore[method-assign]  # see above
-        jobs.owner = weakref.ref(self)  # for close_maps()
+        jobs.owner = weakref.ref(self)  # for close_maps() and _first_anext()
+        # The slot declared for __anext__ holds _first_anext until the first call, then
+        # the generator's own bound method (see __slots__); type checkers see the method
+        # declared below instead. (A partial, not a bound method: no cycle through self.)
+        self.__anext__ = functools.partial(  # type: ignore[method-assign]  # see above
+            _first_anext, executor, jobs, self._results
+        )
         executor._maps.add(jobs)
         # Start the generator to its first yield with no asyncgen hooks installed, so it
         # gets no finaliser: dropped (`break`, or never iterated) it is closed at once, in
@@ -140,10 +144,24 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             )
 
     async def aclose(self) -> None:
-        """Stop: cancel the jobs in flight and wait until they have finished cancelling."""
-        jobs = self._abandon()
-        if jobs:
-            await asyncio.wait(jobs)
+        """Stop: cancel the jobs in flight, stop reading the inputs (the reading task closes
+        the async ones), and wait until all of that has finished.
+
+        Cancellation: cancelled while it waits (an outer timeout), it cancels the jobs and
+        the reading task again, so an input's clean-up that waits is interrupted there,
+        and raises CancelledError.
+
+        Raises:
+            RuntimeError: called from a loop other than the executor's (nothing is done).
+        """
+        check_loop(self._exe)  # before touching the map: from another loop, nothing happens
+        live = self._abandon()
+        if live:
+            try:
+                await asyncio.wait(live)
+            except asyncio.CancelledError:
+                cancel_again(self._exe, live)
+                raise
 
     async def __aenter__(self) -> Self:
         return self
@@ -185,4 +203,18 @@ def close_maps(exe: Core) -> None:
 
 
 async def _refused(exe: Core, kind: JobKind) -> Any:
+    check_loop(exe)
     raise_closed(exe, kind)
+
+
+def _first_anext(exe: Core, jobs: MapJobs, results: AsyncIterator[Any]) -> Awaitable[Any]:
+    """The map's first ``__anext__()``: refuse another loop (or thread) before anything
+    runs, as submit() does, so no job's task is built for the executor's loop from
+    outside it and the map stays usable on its own loop; then hand the slot to the
+    generator. (Not once per result: on CPython 3.11 the check is a system call. A map
+    moved to another loop halfway is not caught here.)"""
+    check_loop(exe)
+    it = jobs.owner() if jobs.owner is not None else None
+    if it is not None:
+        it.__anext__ = results.__anext__
+    return results.__anext__()

@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import SHUTDOWN_MESSAGE
 from ._keying import start_or_queue
-from ._map_state import EXHAUSTED, MapJobs, drop_reader, read_inputs
+from ._map_state import EXHAUSTED, MapJobs, cancel_readers, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
 from ._queued import queue_map_job
 from ._start import start_job
-from ._startup import check_accepting
+from ._startup import check_accepting, check_loop
 from ._state import State
 from ._taking import give_back, take_slot
 
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["abandon", "raise_closed", "results"]
+__all__ = ["abandon", "cancel_again", "raise_closed", "results", "start_reader"]
 
 _RUNNING = State.RUNNING
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -235,7 +235,8 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
         jobs.limit = jobs.taken - count + jobs.window  # results yielded + the window
         reader = jobs.reader
         if reader is None:
-            reader = jobs.reader = exe._loop.create_task(read_inputs(jobs))
+            check_loop(exe)  # (the first __anext__() checked already: cheap insurance)
+            reader = start_reader(exe, jobs)
             reader.add_done_callback(jobs.on_read)
         elif (go := jobs.go) is not None and not go.done():
             go.set_result(None)
@@ -255,6 +256,7 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
             if not reader.done():
                 return _READY
             jobs.reader = None
+            jobs.sources = ()  # closed by the reader: abandon() has nothing left to close
             return reader.result()  # EXHAUSTED, or an input's error
     jobs.taken += 1
     return items.popleft()
@@ -287,18 +289,44 @@ def _wake(wake: asyncio.Future[None]) -> None:
         wake.set_result(None)
 
 
-def _stop_reading(jobs: MapJobs) -> asyncio.Task[Any] | None:
-    """Cancel the map's reader task, if it runs; returns it if so. Its outcome is
-    retrieved (nobody is left to read it)."""
+def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
+    """Start the map's reader task (read_inputs) on the executor's loop. Its coroutine
+    is closed if the task cannot be made (a closed loop): no "never awaited" warning."""
+    coro = read_inputs(jobs, jobs.sources)
+    try:
+        reader = jobs.reader = exe._loop.create_task(coro)
+    except BaseException:
+        coro.close()
+        raise
+    return reader
+
+
+def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Stop the map's reading, so that its async inputs get closed however early the map
+    is closed; returns the reader task still to wait for, if any. Its outcome is
+    retrieved (nobody is left to read it).
+
+    A reader that runs is cancelled: it closes the inputs as it ends. One that has not
+    taken its first step is not (cancelled then, its coroutine would end without running
+    a line, and close nothing): it starts, finds the map closed and only closes them.
+    With no reader yet (the map closed before its first read), one is started for that."""
     reader = jobs.reader
-    if reader is None:
-        return None
+    sources, jobs.sources = jobs.sources, ()
     jobs.reader = None
+    if reader is None:
+        if not sources or asyncio._get_running_loop() is not exe._loop:
+            return None  # sync inputs only, or read out; or dropped off the loop
+        jobs.sources = sources
+        reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
+        jobs.reader = None
+        jobs.sources = ()
+        reader.add_done_callback(retrieve)
+        return None if reader.done() else reader  # (done: an eager task factory ran it)
     if reader.done():
         drop_reader(jobs, reader)  # its outcome, not taken: an error closing the inputs is reported
         return None
     if reader is not asyncio.current_task(reader.get_loop()):
-        reader.cancel()
+        cancel_readers((reader,), None)
         reader.add_done_callback(retrieve)
         return reader
     # The input itself closes the map (calls shutdown(), say): it is in its own step.
@@ -329,10 +357,21 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
             wake.set_result(None)
         for job in live:
             exe._outcomes.cancel(job)
-        reader = _stop_reading(jobs)
+        reader = _stop_reading(exe, jobs)
         if reader is not None:
             live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
             # So do the block's exit and shutdown(), however the map was closed.
             exe._readers.add(reader)
             reader.add_done_callback(exe._readers.discard)
     return live
+
+
+def cancel_again(exe: Core, live: list[asyncio.Future[Any]]) -> None:
+    """aclose() of a map was cancelled while it waited for what abandon() cancelled (an
+    outer timeout): cancel those again, as shutdown() does its jobs and readers, so an
+    input whose clean-up waits (its ``finally``) is interrupted there and cannot hold
+    the caller, or the block's exit after it, for ever."""
+    cancel_readers([task for task in live if task in exe._readers], None)
+    for task in live:
+        if task not in exe._readers:
+            exe._outcomes.cancel(task)  # still the executor's own cancellation (if not done)

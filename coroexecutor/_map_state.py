@@ -15,7 +15,9 @@ from ._following import QueuedFuture
 from ._policy import JobKind
 from ._retry import Inherit, RetryPolicy
 
-__all__ = ["EXHAUSTED", "MapJobs", "drop_reader", "follow_limit", "read_inputs"]
+__all__ = [
+    "EXHAUSTED", "MapJobs", "cancel_readers", "drop_reader", "follow_limit", "read_inputs",
+]
 
 EXHAUSTED: Any = object()  # the end of the inputs (and the generator's priming stop)
 
@@ -171,16 +173,19 @@ def follow_limit(maps: Iterable[MapJobs], limit: int) -> None:
             jobs._resize()
 
 
-async def read_inputs(jobs: MapJobs) -> Any:
+async def read_inputs(
+    jobs: MapJobs, sources: tuple[Iterator[Any] | AsyncIterator[Any], ...]
+) -> Any:
     """The map's reader task: reads the zipped inputs, some of them async, into
     ``jobs.items``, never more than ``jobs.limit`` items; returns EXHAUSTED at the end of
     the shortest input, raises an input's error. The whole iteration runs in this one
     task, so an async generator input enters and exits its context managers in the same
     task; and however the reading ends (an input ran out or raised, the map closed), the
-    async inputs are closed here too, before the task ends (see _close_inputs)."""
+    async inputs are closed here too, before the task ends (see _close_inputs). A map
+    closed before this task's first step reads nothing: its inputs are only closed.
+    ``sources``: the map's inputs, passed in (the map lets go of them as it closes)."""
     loop = asyncio.get_running_loop()
     items = jobs.items
-    sources = jobs.sources
     # (is it async, its next-item method), per input: no isinstance() per item.
     steps = [
         (True, it.__anext__) if isinstance(it, AsyncIterator) else (False, it.__next__)
@@ -189,7 +194,7 @@ async def read_inputs(jobs: MapJobs) -> Any:
     reads = 0
     ending: BaseException | None = None  # an input's error, or the map closing us
     try:
-        while True:
+        while not jobs.closed:
             while reads >= jobs.limit:
                 jobs.go = go = loop.create_future()  # resolved by the map as it frees room
                 try:
@@ -303,3 +308,22 @@ def _report(loop: asyncio.AbstractEventLoop, error: BaseException, source: objec
     if inspect.isasyncgen(source):
         context["asyncgen"] = source  # the key asyncio's report uses
     loop.call_exception_handler(context)
+
+
+def cancel_readers(readers: Iterable[asyncio.Task[Any]], current: object) -> None:
+    """Cancel map reader tasks (again, if they were cancelled before: a clean-up of an
+    input's that waits is interrupted there), except ``current`` (an input that closes
+    the map itself runs in it) and one that has not taken its first step: cancelled
+    then, its coroutine would end without running a line, and not close the inputs;
+    it finds its map closed as it starts, and only closes them."""
+    for reader in readers:
+        if reader is not current and not reader.done() and not _unstarted(reader):
+            reader.cancel()
+
+
+def _unstarted(reader: asyncio.Task[Any]) -> bool:
+    """Whether the task has not taken its first step (a task of another class than
+    asyncio's, with no get_coro(), is taken to have started)."""
+    get_coro = getattr(reader, "get_coro", None)
+    coro = get_coro() if get_coro is not None else None
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._context import job_position
 from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
 from ._map import close_maps
+from ._map_state import cancel_readers
 from ._policy import Cause, JobKind, error_of
 from ._settle import settle
 from ._startup import check_not_initializer, policy_error
@@ -83,8 +84,7 @@ async def _wait_idle(
                 abort(exe, Cause.BODY)
             # The same for the readers: an input whose cleanup awaits (its finally, the
             # aclose() of a resource it holds) is interrupted there.
-            for reader in _others(exe._readers):
-                reader.cancel()
+            cancel_readers(exe._readers, asyncio.current_task())
             if not keep_waiting:
                 raise
             cancelled = exc

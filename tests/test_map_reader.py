@@ -1,0 +1,270 @@
+"""The reading task of a map's async inputs: closed however early the map is, cancelled
+again when a wait for its clean-up is, and never driven from another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, ExecutorTimeoutError
+
+pytestmark = pytest.mark.timeout(15)
+
+LOOP_MESSAGE = "belongs to the event loop it was first used on"
+
+
+async def pair(*values: Any) -> tuple[Any, ...]:
+    return values
+
+
+class Cursor:
+    """An async iterator object holding a resource that its aclose() releases."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def __aiter__(self) -> Cursor:
+        return self
+
+    async def __anext__(self) -> int:
+        return 1
+
+    async def aclose(self) -> None:
+        self.released = True
+
+
+async def endless() -> AsyncIterator[int]:
+    while True:
+        yield 0
+
+
+#
+# A map closed before its reader ran closes its inputs all the same
+#
+
+
+@pytest.mark.parametrize("turns", [0, 1], ids=["no_reader_yet", "reader_not_started"])
+@pytest.mark.parametrize("how", ["aclose", "block_exit", "shutdown", "shutdown_nowait"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_closed_before_its_reader_ran_still_closes_its_inputs(
+    loop_kind: str, turns: int, how: str, ordered: bool
+) -> None:
+    """Regression: closed before its reading task existed, or before that task took its
+    first step (a task cancelled then never runs a line), the map closed none of its
+    async inputs: a cursor stayed held, a generator could still be iterated."""
+    cursor, gen = Cursor(), endless()
+    async with CoroutineExecutor() as exe:
+        results = (exe.map if ordered else exe.map_unordered)(pair, cursor, gen)
+        consumer = asyncio.create_task(results.__anext__())
+        # One loop turn at most: the consumer's first step, which creates the reader
+        # (under an eager task factory both have run already).
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if how == "aclose":
+            await results.aclose()
+            assert cursor.released  # aclose() waits for the inputs to be closed
+        elif how == "shutdown":
+            await exe.shutdown()
+        elif how == "shutdown_nowait":
+            await exe.shutdown(wait=False)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    assert cursor.released
+    with pytest.raises(StopAsyncIteration):
+        await gen.__anext__()
+
+
+#
+# A wait for the reader's clean-up, cancelled, cancels the reader again
+#
+
+
+class SlowClose:
+    """An async generator input whose clean-up waits until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.closing = asyncio.Event()
+        self.interrupted = asyncio.Event()
+
+    async def gen(self) -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            self.closing.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.interrupted.set()
+                raise
+
+
+async def test_aclose_cancelled_while_the_input_closes_cancels_the_reader_again(
+    loop_kind: str,
+) -> None:
+    """Regression: aclose() cancelled by an outer timeout left the reader's clean-up
+    running (pending after aclose() raised; a block's exit then waited for all of it)."""
+    source = SlowClose()
+    exe = CoroutineExecutor(max_workers=2)
+    results = exe.map(pair, source.gen())
+    assert await results.__anext__() == (0,)
+    closing = asyncio.create_task(results.aclose())
+    await asyncio.wait_for(source.closing.wait(), 5)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.wait_for(source.interrupted.wait(), 5)
+    await exe.shutdown()
+
+
+async def _break_then(stop: Any, timeout: float | None = None) -> list[str]:
+    """Leave a map by ``break`` (its reader starts closing the input, which takes an
+    hour of the loop's virtual clock), then ``stop`` the executor meanwhile."""
+    log: list[str] = []
+    closing = asyncio.Event()
+
+    async def gen() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            closing.set()
+            try:
+                await asyncio.sleep(3600)
+                log.append("closed")
+            except asyncio.CancelledError:
+                log.append("interrupted")
+                raise
+
+    async with CoroutineExecutor(max_workers=2, timeout=timeout) as exe:
+        async for _ in exe.map(pair, gen()):
+            break
+        await closing.wait()
+        stop(exe)
+        await asyncio.Event().wait()  # interrupted by fail-fast or the deadline
+    return log
+
+
+async def failing() -> None:
+    raise ValueError("boom")
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("trigger", ["job_error", "deadline"])
+async def test_fail_fast_and_the_deadline_cancel_a_closing_reader_again(trigger: str) -> None:
+    """Regression: a reader still closing the input of a map left by ``break`` kept the
+    block's exit waiting for that clean-up after fail-fast or the deadline (``timeout=``)
+    had cancelled every job; they cancel it again, as they do the jobs."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if trigger == "job_error":
+        coro = _break_then(lambda exe: exe.submit_nowait(failing))
+        expected: type[BaseException] = ValueError
+    else:
+        coro = _break_then(lambda exe: None, timeout=10)
+        expected = ExecutorTimeoutError
+    task = asyncio.ensure_future(coro)
+    with pytest.raises(expected):
+        await task
+    assert loop.time() - start < 3600  # not after the whole clean-up
+
+
+#
+# What the loop's exception handler gets
+#
+
+
+class BadRepr:
+    def __aiter__(self) -> BadRepr:
+        return self
+
+    async def __anext__(self) -> int:
+        return 1
+
+    async def aclose(self) -> None:
+        raise OSError("close failed")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broke")
+
+
+async def test_a_clean_up_error_of_an_input_whose_repr_raises_is_still_reported(
+    loop_kind: str,
+) -> None:
+    """Regression: the report's message raised (the input's __repr__), and the clean-up
+    error was lost."""
+    reports: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+    try:
+        async with CoroutineExecutor() as exe:
+            async for _ in exe.map(pair, BadRepr()):
+                break
+    finally:
+        loop.set_exception_handler(previous)
+    assert len(reports) == 1
+    assert re.match(r"an error occurred during closing of map input <", reports[0]["message"])
+    assert isinstance(reports[0]["exception"], OSError)
+
+
+#
+# Only the executor's loop drives a map
+#
+
+
+async def test_a_map_iterated_from_another_loop_is_refused_and_stays_usable(
+    loop_kind: str,
+) -> None:
+    """Regression: a map made on the executor's loop and iterated from another thread's
+    loop started its jobs' tasks on the executor's loop from that thread (no error; a
+    JobTask destroyed pending)."""
+
+    async def elsewhere(results: Any) -> BaseException | None:
+        try:
+            await results.__anext__()
+        except RuntimeError as exc:
+            return exc
+        return None
+
+    async with CoroutineExecutor() as exe:
+        results = exe.map(pair, range(3))
+        error = await asyncio.to_thread(asyncio.run, elsewhere(results))
+        assert isinstance(error, RuntimeError) and LOOP_MESSAGE in str(error)
+        with pytest.raises(RuntimeError, match=re.escape(LOOP_MESSAGE)):
+            await asyncio.to_thread(asyncio.run, results.aclose())
+        assert [r async for r in results] == [(0,), (1,), (2,)]  # untouched by the refusals
+        assert exe.stats.submitted == 3
+
+
+def test_a_map_with_an_async_input_iterated_under_a_later_asyncio_run_is_refused() -> None:
+    """Regression: the map built its reader's coroutine for the first, closed loop:
+    RuntimeError('Event loop is closed') and "coroutine 'read_inputs' was never
+    awaited"."""
+
+    async def inputs() -> AsyncIterator[int]:
+        yield 1
+
+    async def first() -> Any:
+        exe = CoroutineExecutor()
+        await exe.submit(pair, 0)  # bound to this loop
+        return exe.map(pair, inputs())
+
+    async def second(results: Any) -> list[Any]:
+        return [r async for r in results]
+
+    results = asyncio.run(first())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match=re.escape(LOOP_MESSAGE)):
+            asyncio.run(second(results))
+        del results
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
