@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from ._following import QueuedFuture
+from ._notes import safe_repr
 from ._policy import JobKind
 from ._retry import Inherit, RetryPolicy
 
@@ -301,8 +302,10 @@ def _report(loop: asyncio.AbstractEventLoop, error: BaseException, source: objec
     """Report an error of a map's input that nobody can receive, in the form asyncio's
     ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed."""
     context: dict[str, Any] = {
+        # A safe repr, as the jobs' notes use: an input whose __repr__ raises would
+        # otherwise lose the report (raised here, in a task whose outcome nobody reads).
         "message": "an error occurred during closing of "
-        + ("a map's input" if source is None else f"map input {source!r}"),
+        + ("a map's input" if source is None else f"map input {safe_repr(source)}"),
         "exception": error,
     }
     if inspect.isasyncgen(source):

@@ -22,6 +22,7 @@ __all__ = [
     "describe_call",
     "describe_coroutine",
     "job_note",
+    "safe_repr",
 ]
 
 NOTE_PREFIX = "coroexecutor: job "
@@ -55,6 +56,11 @@ def _repr(value: object) -> str:
         # one inside a container, a __class__ that raises, or a __repr__ that raises
         # SystemExit or the like (which would end a worker thread instead of its job).
         return "<unrepresentable>"
+
+
+def safe_repr(value: object) -> str:
+    """A short repr of a user's object that never raises, as the notes show it."""
+    return _repr(value)
 
 
 def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
