@@ -194,33 +194,51 @@ async def read_inputs(
     ]
     reads = 0
     ending: BaseException | None = None  # an input's error, or the map closing us
-    try:
-        while not jobs.closed:
-            while reads >= jobs.limit:
-                jobs.go = go = loop.create_future()  # resolved by the map as it frees room
-                try:
-                    await go
-                finally:
-                    jobs.go = None
-            reads += 1
-            assert reads <= jobs.limit  # never further ahead than the window
-            values = []
-            for is_async, step in steps:
-                values.append(await step() if is_async else step())
+    while True:
+        cancel: asyncio.CancelledError | None = None
+        try:
+            while not jobs.closed:
+                while reads >= jobs.limit:
+                    jobs.go = go = loop.create_future()  # resolved by the map as it frees room
+                    try:
+                        await go
+                    finally:
+                        jobs.go = None
+                assert reads < jobs.limit  # never further ahead than the window
+                values = []
+                for is_async, step in steps:
+                    values.append(await step() if is_async else step())
+                reads += 1  # (counted once made: one a cancel cut short is made again)
+                if jobs.closed:
+                    # The input closed the map itself while we read it (it called
+                    # shutdown(), say): _stop_reading could not cancel us, its caller.
+                    break
+                items.append(tuple(values))
+                jobs.on_read()
+        except (StopIteration, StopAsyncIteration):
+            pass  # the shortest input ran out: as zip(), the inputs after it were not advanced
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            # At once: asyncio's task lets the first two out of the loop; the last is this
+            # coroutine closed (its task destroyed pending), which may not await again.
+            raise
+        except asyncio.CancelledError as exc:
+            # The map closes us only after it marks itself closed: with it open, the
+            # cancel is a context's an input holds open in this task (see pass_on).
             if jobs.closed:
-                # The input closed the map itself while we read it (it called shutdown(),
-                # say): _stop_reading could not cancel us, its caller.
-                break
-            items.append(tuple(values))
-            jobs.on_read()
-    except (StopIteration, StopAsyncIteration):
-        pass  # the shortest input ran out: as zip(), the inputs after it were not advanced
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        # At once: asyncio's task lets the first two out of the loop; the last is this
-        # coroutine closed (its task destroyed pending), which may not await again.
-        raise
-    except BaseException as exc:
-        ending = exc
+                ending = exc
+            else:
+                cancel = exc
+        except BaseException as exc:
+            ending = exc
+        if cancel is None:
+            break
+        try:
+            outcome = await pass_on(sources, steps, cancel)
+        finally:
+            cancel = None  # no cycle through this frame
+        if outcome is not _GO_ON:
+            ending = outcome
+            break
     # Closed outside the except clauses: a raise inside one sets the raised error's
     # __context__ to the error being handled, which would cut the chain _close_inputs
     # builds.
@@ -229,6 +247,52 @@ async def read_inputs(
     finally:
         ending = None  # no cycle through this frame
     return EXHAUSTED
+
+
+_GO_ON: Any = object()  # pass_on(): the input took the cancel and yielded: read on
+
+
+async def pass_on(
+    sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
+    steps: list[tuple[bool, Callable[[], Any]]],
+    cancel: asyncio.CancelledError,
+) -> Any:
+    """The reader was cancelled with the map open, so not by the map: by a context an
+    async generator input holds open across its ``yield`` in this task, an
+    ``asyncio.timeout()`` that expired or a ``TaskGroup`` whose child failed, while the
+    reader waited between two items (or in another input's read). Such a context only
+    turns its own cancel into its error (TimeoutError, the group's ExceptionGroup, after
+    task.uncancel()) as the CancelledError passes through it, at the input's ``yield``:
+    so it is thrown in there, into each input still suspended in turn, until one takes
+    it. Returns what ends the reading: the input's error (raised from the map's ``async
+    for``, as any input's error is), None if the input returned, the cancel itself if no
+    input took it (an outside cancel: asyncio.run() ending, say); or _GO_ON if the input
+    caught its error and yielded an item, which becomes its next read."""
+    for index, source in enumerate(sources):
+        if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
+            continue  # not an async generator suspended at a yield: it holds no context
+        try:
+            item = await source.athrow(cancel)
+        except asyncio.CancelledError:
+            continue  # not its context's cancel (that input has ended with it)
+        except StopAsyncIteration:
+            return None
+        except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
+            return exc
+        _push_back(steps, index, item)
+        return _GO_ON
+    return cancel
+
+
+def _push_back(steps: list[tuple[bool, Callable[[], Any]]], index: int, item: Any) -> None:
+    """The next read of input ``index`` returns ``item`` (then reads it as before)."""
+    step = steps[index]
+
+    async def pushed_back() -> Any:
+        steps[index] = step
+        return item
+
+    steps[index] = (True, pushed_back)
 
 
 async def _close_inputs(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -268,3 +269,115 @@ def test_a_map_with_an_async_input_iterated_under_a_later_asyncio_run_is_refused
         del results
         gc.collect()
     assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+#
+# A context an input holds open across its yield cancels the reader between items
+#
+
+
+needs_311 = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="asyncio.timeout() and TaskGroup are new in 3.11"
+)
+
+
+@needs_311
+@pytest.mark.parametrize("suppress", [False, True], ids=["fail_fast", "suppress"])
+async def test_an_input_timeout_that_expires_between_items_is_raised_from_the_map(
+    loop_kind: str, suppress: bool
+) -> None:
+    """Regression: an ``asyncio.timeout()`` held across the input's yield expired while
+    the reader waited for room (the input parked at its yield): the consumer got a bare
+    CancelledError nobody sent, not the input's TimeoutError."""
+    scopes: list[Any] = []
+    closed_in: list[asyncio.Task[Any] | None] = []
+    ended = asyncio.Event()
+
+    async def inputs() -> AsyncIterator[int]:
+        try:
+            async with asyncio.timeout(None) as scope:
+                scopes.append(scope)
+                for i in range(10):
+                    yield i
+        finally:
+            closed_in.append(asyncio.current_task())
+            ended.set()
+
+    async def expire(n: int) -> int:
+        # The reader took item 0 and waits for room (buffersize=1) before this starts.
+        scopes[0].reschedule(asyncio.get_running_loop().time())  # expires now
+        await ended.wait()  # the reading has ended: the map needs the next item
+        return n
+
+    with pytest.raises(TimeoutError) as caught:
+        async with CoroutineExecutor(max_workers=2, suppress_task_errors=suppress) as exe:
+            async for _ in exe.map(expire, inputs(), buffersize=1):
+                pass
+    assert type(caught.value) is TimeoutError  # the input's, not the executor's deadline
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert len(closed_in) == 1 and closed_in[0] is not asyncio.current_task()
+
+
+@needs_311
+async def test_an_input_task_group_whose_child_fails_between_items_raises_its_group(
+    loop_kind: str,
+) -> None:
+    """Regression: a TaskGroup held across the input's yield, whose child failed while the
+    reader waited for room: a bare CancelledError from the ``async for``, and the group's
+    error only reached the loop's handler as an error closing the input."""
+    fail, ended = asyncio.Event(), asyncio.Event()
+
+    async def watchdog() -> None:
+        await fail.wait()
+        raise ConnectionError("feed lost")
+
+    async def inputs() -> AsyncIterator[int]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(watchdog())
+                for i in range(10):
+                    yield i
+        finally:
+            ended.set()
+
+    async def job(n: int) -> int:
+        fail.set()  # the reader waits for room (buffersize=1) by now
+        await ended.wait()  # the reading has ended: the map needs the next item
+        return n
+
+    with pytest.raises(ExceptionGroup) as caught:  # noqa: F821  # builtin since 3.11
+        async with CoroutineExecutor(max_workers=2) as exe:
+            async for _ in exe.map(job, inputs(), buffersize=1):
+                pass
+    assert caught.group_contains(ConnectionError) if hasattr(caught, "group_contains") else (
+        [type(e) for e in caught.value.exceptions] == [ConnectionError]
+    )
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@needs_311
+async def test_an_input_that_catches_its_timeout_and_yields_goes_on_being_read(
+    loop_kind: str,
+) -> None:
+    """The input takes its TimeoutError and yields a fallback item: the map reads on."""
+    scopes: list[Any] = []
+    took = asyncio.Event()
+
+    async def inputs() -> AsyncIterator[Any]:
+        try:
+            async with asyncio.timeout(None) as scope:
+                scopes.append(scope)
+                yield 0
+                yield 1
+        except TimeoutError:
+            took.set()
+            yield "late"
+
+    async def job(n: Any) -> Any:
+        if n == 0:
+            scopes[0].reschedule(asyncio.get_running_loop().time())
+            await took.wait()  # so the reader is still waiting for room when it expires
+        return n
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        assert [r async for r in exe.map(job, inputs(), buffersize=1)] == [0, "late"]
