@@ -256,7 +256,6 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
             if not reader.done():
                 return _READY
             jobs.reader = None
-            jobs.sources = ()  # closed by the reader: abandon() has nothing left to close
             return reader.result()  # EXHAUSTED, or an input's error
     jobs.taken += 1
     return items.popleft()
@@ -290,13 +289,18 @@ def _wake(wake: asyncio.Future[None]) -> None:
 
 
 def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
-    """Start the map's reader task (read_inputs) on the executor's loop. Its coroutine
-    is closed if the task cannot be made (a closed loop): no "never awaited" warning."""
-    coro = read_inputs(jobs, jobs.sources)
+    """Start the map's reader task (read_inputs) on the executor's loop, handing it the
+    inputs: the map lets go of them first, since under an eager task factory the reader
+    runs before ``jobs.reader`` is set, and an input that closes the map there must not
+    have abandon() start another reader to close it. The coroutine is closed if the
+    task cannot be made (a closed loop): no "never awaited" warning."""
+    sources, jobs.sources = jobs.sources, ()
+    coro = read_inputs(jobs, sources)
     try:
         reader = jobs.reader = exe._loop.create_task(coro)
     except BaseException:
         coro.close()
+        jobs.sources = sources
         raise
     return reader
 
@@ -319,7 +323,6 @@ def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
         jobs.sources = sources
         reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
         jobs.reader = None
-        jobs.sources = ()
         reader.add_done_callback(retrieve)
         return None if reader.done() else reader  # (done: an eager task factory ran it)
     if reader.done():
