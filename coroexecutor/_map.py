@@ -95,7 +95,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         self._jobs = jobs = MapJobs(
             fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy,
-            cancel=executor._outcomes.cancel, follows=follows,
+            outcomes=executor._outcomes, follows=follows,
         )
         self._results = results(executor, jobs, feed)
         jobs.owner = weakref.ref(self)  # for close_maps() and _first_anext()

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._following import QueuedFuture
 from ._notes import safe_repr
-from ._policy import JobKind
+from ._policy import JobKind, Outcomes, error_of
 from ._retry import Inherit, RetryPolicy
 
 __all__ = [
@@ -39,11 +39,12 @@ class MapJobs:
     pausing jobs do not keep the map from running others, and a map holds at most
     ``2 * base`` jobs.
 
-    ``failed``: the error of the map's first job to fail (kind POLICY; its final error,
-    not a cancellation), ``failed_tb`` the traceback it ended with. From then on the map
-    starts nothing (its window is 0) and its other unfinished jobs are cancelled (with
-    ``cancel``, the executor's own cancellation): its consumer yields the results ready
-    before the failed job, then raises its error (see job_failed).
+    ``failed``: the error of the map's first job to fail (kind POLICY; its final error, or
+    the CancelledError of a job cancelled by someone else than the executor),
+    ``failed_tb`` the traceback it ended with. From then on the map starts nothing (its
+    window is 0) and its other unfinished jobs are cancelled (through ``outcomes``, the
+    executor's own cancellation): its consumer yields the results ready before the failed
+    job, then raises its error (see job_failed).
 
     Async inputs (``sources``) are read by ONE ``reader`` task per map (read_inputs), so an
     async generator input always runs in the same task (it may hold ``asyncio.timeout()``
@@ -58,8 +59,8 @@ class MapJobs:
     """
 
     __slots__ = (
-        "base", "cancel", "close_failed", "closed", "failed", "failed_tb", "finished", "fn",
-        "follows", "go", "in_flight", "items", "kind", "limit", "ordered", "owner", "pausing",
+        "base", "close_failed", "closed", "failed", "failed_tb", "finished", "fn", "follows",
+        "go", "in_flight", "items", "kind", "limit", "ordered", "outcomes", "owner", "pausing",
         "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where",
         "window",
     )
@@ -73,11 +74,11 @@ class MapJobs:
         kind: JobKind,
         sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
         policy: RetryPolicy | Inherit | None,
-        cancel: Callable[[asyncio.Future[Any]], None],
+        outcomes: Outcomes,
         follows: bool = False,
     ) -> None:
         self.fn = fn
-        self.cancel = cancel
+        self.outcomes = outcomes  # the executor's: its canceller, and whether it stops
         self.policy = policy  # the map's retry=, or INHERIT
         self.base = window
         self.window = window
@@ -113,11 +114,18 @@ class MapJobs:
                 wake.set_result(None)
 
     def job_failed(self, job: asyncio.Future[Any], error: BaseException) -> None:
-        """A job of the map ends with ``error`` (its final error, not a cancellation;
+        """A job of the map ends with ``error`` (its final error, or its CancelledError;
         ``job`` is its task): if errors end this map (kind POLICY), the first one does so
         now, not when the consumer reaches it. The map starts nothing more and cancels its
-        other unfinished jobs, so a consumer waiting on one of them wakes up at once."""
+        other unfinished jobs, so a consumer waiting on one of them wakes up at once.
+
+        A cancellation counts as the job's error (semantics.rst: "a running job was
+        cancelled by someone else: same as a job raising CancelledError"), unless the
+        executor caused it: then the map has failed or was closed already (its own
+        cancels), or the executor is stopping (abort, which closes the map)."""
         if self.kind is not JobKind.POLICY or self.closed or self.failed is not None:
+            return
+        if isinstance(error, asyncio.CancelledError) and self.outcomes.cause is not None:
             return
         self.failed, self.failed_tb = error, error.__traceback__
         self.follows = False
@@ -126,12 +134,13 @@ class MapJobs:
             if not other.done() and other is not job and not (
                 type(other) is QueuedFuture and other.task is job
             ):
-                self.cancel(other)
+                self.outcomes.cancel(other)
 
     def on_job_done(self, job: asyncio.Future[Any]) -> None:
         """Done callback of a map job that is not settled in-line: job_failed() if it
-        failed."""
-        if not job.cancelled() and (error := job.exception()) is not None:
+        failed or was cancelled."""
+        error = error_of(job)
+        if error is not None:
             self.job_failed(job, error)
 
     def paused(self) -> None:

@@ -195,7 +195,7 @@ async def run_job(
             await _jobs.prime_point()
         except _CancelledError as exc:
             coro.close()  # cancelled before its first step: the job never runs
-            _job_raised(exe, coro, exc, kind)
+            _job_raised(exe, coro, exc, kind, owner)
             raise
         except BaseException:
             coro.close()  # closed before it became a task (GeneratorExit): start_job settles
@@ -234,7 +234,7 @@ async def run_retrying(
             await _jobs.prime_point()
         except _CancelledError as exc:
             coro.close()
-            _job_raised(exe, coro, exc, kind)
+            _job_raised(exe, coro, exc, kind, owner)
             raise
         except BaseException:
             coro.close()
@@ -267,15 +267,15 @@ async def run_retrying(
 def _job_raised(
     exe: Core, coro: object, exc: BaseException, kind: JobKind, owner: MapJobs | None = None
 ) -> None:
-    """An in-line job ends with ``exc`` (its task is not done yet). ``owner``: its map."""
+    """An in-line job ends with ``exc`` (its task is not done yet). ``owner``: its map,
+    told of its error or cancellation (see MapJobs.job_failed)."""
     task = _current_task(exe._loop)
-    failed = not isinstance(exc, _CancelledError)
-    if task is not None and failed:
+    if task is not None and not isinstance(exc, _CancelledError):
         task.add_done_callback(retrieve)
     exe._ending = task  # an abort now waits for the end of this step (see abort)
     try:
         settle(exe, coro, task, exc, kind)
     finally:
         exe._ending = None
-    if owner is not None and failed and task is not None:
+    if owner is not None and task is not None:
         owner.job_failed(task, exc)
