@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import SHUTDOWN_MESSAGE
+from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, cancel_readers, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
@@ -46,6 +47,7 @@ async def results(
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
     on_done = jobs.on_unordered_done
     policy = jobs.policy
+    settles_late = not exe._inline  # its jobs settle from a done callback
     index = 0  # the next job's input position (named in the note on its error)
     count = 0  # jobs started and not yet yielded: the window's fill (jobs.window moves)
     args: Any = None  # read from the inputs, not started yet
@@ -108,6 +110,11 @@ async def results(
                         _ended(exe, jobs)
                         return
                     job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                if settles_late and job.done():
+                    # An eager task factory ran the job to its end as we started it (an
+                    # in-line job tells us of its error itself): learn of its error now,
+                    # not from its done callback a turn later, and start nothing after it.
+                    jobs.on_job_done(job)
                 index += 1
                 args = None
                 count += 1
@@ -146,6 +153,15 @@ async def results(
             try:
                 result = job.result()
             except BaseException as exc:
+                unsettled = _unsettled(exe, job)
+                if unsettled is not None:
+                    # An eager task factory ran it to its end as we started it, and its
+                    # done callback has not settled it yet: let its error meet the
+                    # policy first (under fail-fast, the body's interruption).
+                    await _wait(exe, jobs, unsettled, None)
+                    if jobs.closed:
+                        _ended(exe, jobs)
+                        return
                 if exe._outcomes.cause is not None:
                     await _interruption(exe)
                 if kind is not JobKind.RESULT:
@@ -215,6 +231,14 @@ def _check_accepting(exe: Core, kind: JobKind) -> None:
     if exe._state is State.CANCELLING and exe._outcomes.cause is Cause.JOB_ERROR:
         raise_closed(exe, kind)
     check_accepting(exe)
+
+
+def _unsettled(exe: Core, job: asyncio.Future[Any]) -> asyncio.Future[Any] | None:
+    """The task of a done job that settles from a done callback, if that has not run yet
+    (it is still among the running jobs, under its task; an in-line job is settled
+    before its task is done)."""
+    task = job.task if type(job) is QueuedFuture else job
+    return task if task is not None and task in exe._running else None
 
 
 def raise_closed(exe: Core, kind: JobKind) -> NoReturn:

@@ -122,6 +122,12 @@ def start_queued(
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)
         exe._outcomes.started(task, future)
+    if owner is not None and not exe._inline and task.done():
+        # An eager task factory ran the map's job to its end inside create_task: its
+        # map learns of its error now, not from the done callback a turn later, so the
+        # slots left in this admission start none of its other queued inputs. (Once
+        # the future follows the task: the map's cancels spare it.)
+        owner.on_job_done(task)
     return task
 
 

@@ -151,6 +151,13 @@ def start_job(
     exe._running[task] = task
     if exe._tuner is not None:
         exe._tuner.started(task)
+    if owner is not None and kind is JobKind.POLICY:
+        # Before the settling callback: the map stops starting its inputs before the
+        # job's slot (or its key's room) goes on. Under an eager task factory, settling
+        # may start the next job in the key's line at once, its first step included.
+        # (A job an eager task factory ran to its end inside create_task: its map looks
+        # at it as it gets it back, see _map_run and _queued.)
+        task.add_done_callback(owner.on_job_done)
     if runner is None and exe._annotate:
         # If it fails, it is named from its coroutine, kept here: Task.get_coro() is None
         # once an eager task has finished (and crashed CPython 3.12 before 3.12.5).
@@ -159,8 +166,6 @@ def start_job(
         task.add_done_callback(
             exe._on_job_done if kind is JobKind.POLICY else exe._on_result_job_done
         )
-    if owner is not None and kind is JobKind.POLICY:
-        task.add_done_callback(owner.on_job_done)  # after the settling callback
     if exe._state is _CANCELLING and not task.done():  # its first step stopped us
         cancel_late(exe, task)
     return task
@@ -272,10 +277,10 @@ def _job_raised(
     task = _current_task(exe._loop)
     if task is not None and not isinstance(exc, _CancelledError):
         task.add_done_callback(retrieve)
+    if owner is not None and task is not None:
+        owner.job_failed(task, exc)  # first, as from a done callback (see start_job)
     exe._ending = task  # an abort now waits for the end of this step (see abort)
     try:
         settle(exe, coro, task, exc, kind)
     finally:
         exe._ending = None
-    if owner is not None and task is not None:
-        owner.job_failed(task, exc)

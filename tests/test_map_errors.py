@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor
+from coroexecutor import Adaptive, CoroutineExecutor
 
 SETTLED: dict[str, dict[str, Any]] = {
     "in-line": {},
@@ -86,3 +86,76 @@ async def test_a_map_job_that_ends_cancelled_ends_its_map_at_once(
         assert sorted(cancelled) == ([0, 1, 2] if how == "cancelled by someone else" else [0, 2])
     stats = exe.stats
     assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 0, 3)
+
+
+LATE_SETTLED: dict[str, dict[str, Any]] = {
+    "hook": {"on_job_done": lambda job: None},
+    "job_timeout": {"job_timeout": 60},
+    "adaptive": {"max_workers": Adaptive(min=1, max=8, initial=4)},
+}
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("settled", ["in-line", *LATE_SETTLED])
+async def test_a_map_starts_nothing_after_a_job_that_fails_in_its_first_step(
+    loop_kind: str, settled: str, ordered: bool
+) -> None:
+    """Under an eager task factory a job that fails in its first step does so inside the
+    map's start of it. A job settled from a done callback (an on_job_done hook, a
+    job_timeout, an Adaptive limit) told its map a turn later, so the map started its
+    next inputs meanwhile: [0, 1, 2, 3] where an in-line job gave [0] (found by a
+    docs-only tester). "The map starts no more inputs"."""
+    error = ValueError("bad input 0")
+    started: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            raise error  # in its first step: inside create_task under an eager factory
+        await asyncio.Event().wait()
+        return n
+
+    options = {"max_workers": 4, **LATE_SETTLED.get(settled, {})}
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
+        with pytest.raises(ValueError) as excinfo:
+            async for _ in results:
+                pass
+        assert excinfo.value is error
+    # Without an eager factory the map starts its window (4 jobs) before job 0 runs,
+    # and cancels the other three as job 0 fails.
+    assert exe.stats.submitted == (1 if loop_kind == "eager" else 4)
+    assert started[0] == 0 and exe.stats.failed == 1
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("settled", list(LATE_SETTLED))
+async def test_a_failed_keyed_map_job_does_not_let_the_next_in_its_key_start(
+    loop_kind: str, settled: str, ordered: bool
+) -> None:
+    """key= with max_per_key=1: job 1 waits in the key's line behind job 0, which fails.
+    Settled from a done callback, job 0 gave its key's room to job 1 before its map
+    learned of the failure; under an eager task factory job 1 then ran its first step
+    before the map cancelled it (found by a docs-only tester). The map learns first."""
+    error = ValueError("job 0 failed")
+    started: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        await asyncio.sleep(0)
+        if n == 0:
+            raise error
+        return n
+
+    options = {"max_workers": 4, **LATE_SETTLED[settled]}
+    async with CoroutineExecutor(
+        suppress_task_errors=True, key=lambda n: "k", max_per_key=1, **options
+    ) as exe:
+        results = exe.map(step, range(3)) if ordered else exe.map_unordered(step, range(3))
+        with pytest.raises(ValueError) as excinfo:
+            async for _ in results:
+                pass
+        assert excinfo.value is error
+    assert started == [0]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 1, 2)
