@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from ._errors import check_job_fn
-from ._map_run import abandon, cancel_again, raise_closed, results
+from ._map_run import abandon, cancel_again, raise_closed, results, retire
 from ._map_state import MapJobs
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, resolve_retry
@@ -45,7 +45,8 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     iteration (``StopAsyncIteration``); a map the executor closed raises
     ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's call included),
     since its inputs were not all processed, or, if a job's error stopped the executor
-    (fail-fast), that error.
+    (fail-fast), that error. A map that its own job's error ended is not cut short: it
+    yields the results ready before that error, then raises it.
     """
 
     # __anext__ is a slot holding the generator's own bound __anext__: `async for` looks
@@ -191,8 +192,12 @@ def close_maps(exe: Core) -> None:
     """The block's exit, shutdown() and abort(): close every map still open. Its in-flight jobs
     are cancelled (the executor's own cancellations: not errors), it reads no more input,
     and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it
-    gets that RuntimeError as it wakes."""
+    gets that RuntimeError as it wakes. A map that its own job's error has ended keeps
+    its ready results and that error for its consumer (see retire)."""
     for jobs in list(exe._maps):
+        if jobs.failed is not None:
+            retire(exe, jobs)
+            continue
         jobs.shut = True
         it = jobs.owner() if jobs.owner is not None else None
         if it is None:  # dropped while a consumer waits inside it: wake that consumer

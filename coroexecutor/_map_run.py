@@ -21,7 +21,7 @@ from ._taking import give_back, take_slot
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["abandon", "cancel_again", "raise_closed", "results", "start_reader"]
+__all__ = ["abandon", "cancel_again", "raise_closed", "results", "retire", "start_reader"]
 
 _RUNNING = State.RUNNING
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -71,7 +71,7 @@ async def results(
                         if args is _CLOSED:
                             _ended(exe, jobs)
                             return
-                        if args is _READY:
+                        if args is _READY or jobs.failed is not None:
                             args = None
                             break  # yield the ready result first; the read goes on
                     if args is EXHAUSTED:
@@ -277,8 +277,8 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
             if jobs.closed:
                 return _CLOSED
         if not items:
-            if not reader.done():
-                return _READY
+            if not reader.done() or jobs.failed is not None:
+                return _READY  # (a failed map's reading is stopped: see retire)
             jobs.reader = None
             return reader.result()  # EXHAUSTED, or an input's error
     jobs.taken += 1
@@ -359,6 +359,20 @@ def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
     # The input itself closes the map (calls shutdown(), say): it is in its own step.
     reader.add_done_callback(retrieve)
     return None
+
+
+def retire(exe: Core, jobs: MapJobs) -> None:
+    """The executor closes its maps (its block's exit, shutdown(), its own stop): a map
+    that one of its own jobs' errors has ended (see MapJobs.job_failed) is not cut
+    short. It starts nothing and has cancelled its other jobs already, so its consumer
+    still gets the results that were ready before the error, then the error, as it
+    would have without the close. Only its input reading stops (the block's exit and
+    shutdown() wait for it, as for a closed map's)."""
+    exe._maps.discard(jobs)
+    reader = _stop_reading(exe, jobs)
+    if reader is not None:
+        exe._readers.add(reader)
+        reader.add_done_callback(exe._readers.discard)
 
 
 def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:

@@ -231,9 +231,10 @@ async def read_inputs(
             # coroutine closed (its task destroyed pending), which may not await again.
             raise
         except asyncio.CancelledError as exc:
-            # The map closes us only after it marks itself closed: with it open, the
-            # cancel is a context's an input holds open in this task (see pass_on).
-            if jobs.closed:
+            # The map closes us only after it marks itself closed (or failed, see
+            # retire): else the cancel is a context's an input holds open in this task
+            # (see pass_on).
+            if jobs.closed or jobs.failed is not None:
                 ending = exc
             else:
                 cancel = exc

@@ -159,3 +159,90 @@ async def test_a_failed_keyed_map_job_does_not_let_the_next_in_its_key_start(
     assert started == [0]
     stats = exe.stats
     assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 1, 2)
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("settled", list(SETTLED))
+@pytest.mark.parametrize("consumer", ["another task", "no block", "the body"])
+async def test_under_fail_fast_a_map_yields_the_results_ready_before_its_error(
+    loop_kind: str, consumer: str, settled: str, ordered: bool
+) -> None:
+    """semantics.rst, "Errors in map()": results that were ready before the error (for
+    map(), those of earlier inputs) are still yielded, then the error comes out. Under
+    fail-fast the executor closed the map as it stopped, so a consumer in another task,
+    or with no block, lost them: [0] then the error, where suppress_task_errors=True gave
+    [0, 1] (found by a docs-only tester). A map its own job's error ended keeps them, even
+    past the block's exit; a consumer in the block's body is interrupted all the same."""
+    error = ValueError("job 2 failed")
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    one_done, three_cancelled = asyncio.Event(), asyncio.Event()
+    busy, resume = asyncio.Event(), asyncio.Event()
+
+    async def step(n: int) -> int:
+        if n == 3:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                three_cancelled.set()
+                raise
+        if n in gates:
+            await gates[n].wait()
+        if n == 2:
+            raise error
+        if n == 1:
+            one_done.set()
+        return n
+
+    got: list[object] = []
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        results = exe.map(step, range(4)) if ordered else exe.map_unordered(step, range(4))
+        async for value in results:
+            got.append(value)
+            if value == 0:
+                busy.set()
+                await resume.wait()  # a slow consumer: job 1 finishes, then job 2 fails
+
+    async def fail_while_busy() -> None:
+        await busy.wait()
+        gates[1].set()
+        await one_done.wait()  # job 1 is done (its result ready) before job 2 fails
+        gates[2].set()
+        await three_cancelled.wait()  # job 2 has failed
+
+    options = {"max_workers": 4, **SETTLED[settled]}
+    if consumer == "no block":
+        exe = CoroutineExecutor(**options)
+        consuming = asyncio.create_task(consume(exe))
+        await fail_while_busy()
+        resume.set()
+        with pytest.raises(ValueError) as consumer_error:
+            await asyncio.wait_for(consuming, 5)
+        with pytest.raises(ValueError) as block_error:
+            await exe.shutdown()
+    elif consumer == "another task":
+        with pytest.raises(ValueError) as block_error:
+            async with CoroutineExecutor(**options) as exe:
+                consuming = asyncio.create_task(consume(exe))
+                await fail_while_busy()  # interrupted as job 2 fails
+        resume.set()  # the block has exited (and closed its maps) before the consumer resumes
+        with pytest.raises(ValueError) as consumer_error:
+            await asyncio.wait_for(consuming, 5)
+    else:
+        failing = asyncio.create_task(fail_while_busy())
+        with pytest.raises(ValueError) as block_error:
+            async with CoroutineExecutor(**options) as exe:
+                try:
+                    await consume(exe)
+                except asyncio.CancelledError:
+                    got.append("interrupted")
+                    raise
+        await asyncio.wait_for(failing, 5)
+    assert block_error.value is error
+    if consumer == "the body":
+        assert got == [0, "interrupted"]
+    else:
+        assert consumer_error.value is error
+        assert got == [0, 1]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 1, 1)
