@@ -4,7 +4,7 @@ allows and yields their results, and abandon(), which closes a map early."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import SHUTDOWN_MESSAGE
@@ -13,6 +13,7 @@ from ._keying import start_or_queue
 from ._map_state import EXHAUSTED, MapJobs, cancel_readers, drop_reader, read_inputs
 from ._policy import Cause, JobKind, reraise_job_error, retrieve
 from ._queued import queue_map_job
+from ._retry import Inherit, RetryPolicy
 from ._start import start_job
 from ._startup import check_accepting, check_loop
 from ._state import State
@@ -47,7 +48,9 @@ async def results(
     pending, in_flight, finished = jobs.pending, jobs.in_flight, jobs.finished
     on_done = jobs.on_unordered_done
     policy = jobs.policy
-    settles_late = not exe._inline  # its jobs settle from a done callback
+    # In-line jobs tell the map of their errors themselves; others settle from a done
+    # callback, and the map looks at each as it gets it back (see _start_and_look).
+    start = start_job if exe._inline else _start_and_look
     index = 0  # the next job's input position (named in the note on its error)
     count = 0  # jobs started and not yet yielded: the window's fill (jobs.window moves)
     args: Any = None  # read from the inputs, not started yet
@@ -82,9 +85,11 @@ async def results(
                     await _interruption(exe)
                     _check_accepting(exe, kind)
                 if slots.take_nowait():
-                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                    job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
+                    if start is not start_job and job.done():
+                        jobs.on_job_done(job)  # (see _start_and_look)
                 elif count and jobs.base > slots.limit:
                     # A buffersize above the limit: the map's own jobs can take every
                     # slot while its window has room, and while we wait for a result
@@ -109,12 +114,7 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                    job = start_job(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
-                if settles_late and job.done():
-                    # An eager task factory ran the job to its end as we started it (an
-                    # in-line job tells us of its error itself): learn of its error now,
-                    # not from its done callback a turn later, and start nothing after it.
-                    jobs.on_job_done(job)
+                    job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
                 index += 1
                 args = None
                 count += 1
@@ -202,6 +202,28 @@ async def results(
         # mode, whose call_soon_threadsafe calls sys._getframe).
         feed = job = args = None
         jobs.sources = ()
+
+
+def _start_and_look(
+    exe: Core,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str,
+    kind: JobKind,
+    index: int,
+    policy: RetryPolicy | Inherit | None,
+    jobs: MapJobs,
+) -> asyncio.Future[Any]:
+    """start_job() for a map whose jobs settle from a done callback (an on_job_done hook,
+    job_timeout, an Adaptive limit). An eager task factory may run the job to its end as
+    it starts: the map learns of its error now, not from its done callback a turn
+    later, and starts nothing after it. (In-line jobs tell the map themselves, so their
+    maps call start_job() directly: nothing more per job on that path.)"""
+    job = start_job(exe, fn, args, kwargs, where, kind, index, policy, jobs)
+    if job.done():
+        jobs.on_job_done(job)
+    return job
 
 
 def _ended(exe: Core, jobs: MapJobs) -> None:
