@@ -1,5 +1,6 @@
 """The async generator behind a MapIterator, which starts the map's jobs as the window
-allows and yields their results, and abandon(), which closes a map early."""
+allows and yields their results; abandon(), which closes a map early, and retire(), the
+executor's close of a map that its own job's error has ended."""
 
 from __future__ import annotations
 
