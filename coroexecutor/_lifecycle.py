@@ -10,7 +10,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SHUTDOWN_MESSAGE
-from ._map_state import cancel_readers, follow_limit
+from ._map_reader import cancel_readers
+from ._map_state import follow_limit
 from ._policy import Cause
 from ._state import State
 

@@ -11,7 +11,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from ._errors import check_job_fn
-from ._map_run import abandon, cancel_again, raise_closed, results, retire
+from ._map_close import abandon, cancel_again, retire
+from ._map_run import raise_closed, results
 from ._map_state import MapJobs
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, resolve_retry

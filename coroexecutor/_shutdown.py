@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._context import job_position
 from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
 from ._map import close_maps
-from ._map_state import cancel_readers
+from ._map_reader import cancel_readers
 from ._policy import Cause, JobKind, error_of
 from ._settle import settle
 from ._startup import check_not_initializer, policy_error

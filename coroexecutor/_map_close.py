@@ -1,0 +1,106 @@
+"""Closing a map: abandon(), which closes a map early (its jobs cancelled, its reading
+stopped), cancel_again() for an aclose() whose wait was cancelled, and retire(), the
+executor's close of a map that its own job's error has ended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ._map_reader import cancel_readers, drop_reader, start_reader
+from ._map_state import MapJobs
+from ._policy import retrieve
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["abandon", "cancel_again", "retire"]
+
+
+def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
+    """Stop the map's reading, so that its async inputs get closed however early the map
+    is closed; returns the reader task still to wait for, if any. Its outcome is
+    retrieved (nobody is left to read it).
+
+    A reader that runs is cancelled: it closes the inputs as it ends. One that has not
+    taken its first step is not (cancelled then, its coroutine would end without running
+    a line, and close nothing): it starts, finds the map closed and only closes them.
+    With no reader yet (the map closed before its first read), one is started for that."""
+    reader = jobs.reader
+    sources, jobs.sources = jobs.sources, ()
+    jobs.reader = None
+    if reader is None:
+        if not sources or asyncio._get_running_loop() is not exe._loop:
+            return None  # sync inputs only, or read out; or dropped off the loop
+        jobs.sources = sources
+        reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
+        jobs.reader = None
+        reader.add_done_callback(retrieve)
+        return None if reader.done() else reader  # (done: an eager task factory ran it)
+    if reader.done():
+        drop_reader(jobs, reader)  # its outcome, not taken: an error closing the inputs is reported
+        return None
+    if reader is not asyncio.current_task(reader.get_loop()):
+        cancel_readers((reader,), None)
+        reader.add_done_callback(retrieve)
+        return reader
+    # The input itself closes the map (calls shutdown(), say): it is in its own step.
+    reader.add_done_callback(retrieve)
+    return None
+
+
+def retire(exe: Core, jobs: MapJobs) -> None:
+    """The executor closes its maps (its block's exit, shutdown(), its own stop): a map
+    that one of its own jobs' errors has ended (see MapJobs.job_failed) is not cut
+    short. It starts nothing and has cancelled its other jobs already, so its consumer
+    still gets the results that were ready before the error, then the error, as it
+    would have without the close. Only its input reading stops (the block's exit and
+    shutdown() wait for it, as for a closed map's)."""
+    exe._maps.discard(jobs)
+    reader = _stop_reading(exe, jobs)
+    if reader is not None:
+        exe._readers.add(reader)
+        reader.add_done_callback(exe._readers.discard)
+
+
+def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
+    """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
+    job errors), stop its reader and wake a consumer waiting in it. Returns what was
+    cancelled, for aclose() to wait for.
+
+    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
+    nor waited for: it is in its own step (the executor's canceller still reaches it,
+    among the running jobs)."""
+    jobs.closed = True
+    exe._maps.discard(jobs)
+    live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
+    jobs.pending.clear()
+    jobs.in_flight.clear()
+    jobs.finished.clear()
+    current = asyncio.current_task(exe._loop)
+    if current is not None and current in live:
+        live.remove(current)
+    if not exe._loop.is_closed():
+        wake = jobs.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        for job in live:
+            exe._outcomes.cancel(job)
+        reader = _stop_reading(exe, jobs)
+        if reader is not None:
+            live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
+            # So do the block's exit and shutdown(), however the map was closed.
+            exe._readers.add(reader)
+            reader.add_done_callback(exe._readers.discard)
+    return live
+
+
+def cancel_again(exe: Core, live: list[asyncio.Future[Any]]) -> None:
+    """aclose() of a map was cancelled while it waited for what abandon() cancelled (an
+    outer timeout): cancel those again, as shutdown() does its jobs and readers, so an
+    input whose clean-up waits (its ``finally``) is interrupted there and cannot hold
+    the caller, or the block's exit after it, for ever."""
+    cancel_readers([task for task in live if task in exe._readers], None)
+    for task in live:
+        if task not in exe._readers:
+            exe._outcomes.cancel(task)  # still the executor's own cancellation (if not done)

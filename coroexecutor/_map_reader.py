@@ -1,0 +1,258 @@
+"""The reader task of a map's async inputs: it reads them in one task (so an input may
+hold a task-bound context across its yields), passes on a cancel that an input's own
+context sent, and closes them however the reading ends."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._map_state import EXHAUSTED, MapJobs
+from ._notes import safe_repr
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["cancel_readers", "drop_reader", "read_inputs", "start_reader"]
+
+
+def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
+    """Start the map's reader task (read_inputs) on the executor's loop, handing it the
+    inputs: the map lets go of them first, since under an eager task factory the reader
+    runs before ``jobs.reader`` is set, and an input that closes the map there must not
+    have abandon() start another reader to close it. The coroutine is closed if the
+    task cannot be made (a closed loop): no "never awaited" warning."""
+    sources, jobs.sources = jobs.sources, ()
+    coro = read_inputs(jobs, sources)
+    try:
+        reader = jobs.reader = exe._loop.create_task(coro)
+    except BaseException:
+        coro.close()
+        jobs.sources = sources
+        raise
+    return reader
+
+
+async def read_inputs(
+    jobs: MapJobs, sources: tuple[Iterator[Any] | AsyncIterator[Any], ...]
+) -> Any:
+    """The map's reader task: reads the zipped inputs, some of them async, into
+    ``jobs.items``, never more than ``jobs.limit`` items; returns EXHAUSTED at the end of
+    the shortest input, raises an input's error. The whole iteration runs in this one
+    task, so an async generator input enters and exits its context managers in the same
+    task; and however the reading ends (an input ran out or raised, the map closed), the
+    async inputs are closed here too, before the task ends (see _close_inputs). A map
+    closed before this task's first step reads nothing: its inputs are only closed.
+    ``sources``: the map's inputs, passed in (the map lets go of them as it closes)."""
+    loop = asyncio.get_running_loop()
+    items = jobs.items
+    # (is it async, its next-item method), per input: no isinstance() per item.
+    steps = [
+        (True, it.__anext__) if isinstance(it, AsyncIterator) else (False, it.__next__)
+        for it in sources
+    ]
+    reads = 0
+    ending: BaseException | None = None  # an input's error, or the map closing us
+    while True:
+        cancel: asyncio.CancelledError | None = None
+        try:
+            while not jobs.closed:
+                while reads >= jobs.limit:
+                    jobs.go = go = loop.create_future()  # resolved by the map as it frees room
+                    try:
+                        await go
+                    finally:
+                        jobs.go = None
+                assert reads < jobs.limit  # never further ahead than the window
+                values = []
+                for is_async, step in steps:
+                    values.append(await step() if is_async else step())
+                reads += 1  # (counted once made: one a cancel cut short is made again)
+                if jobs.closed:
+                    # The input closed the map itself while we read it (it called
+                    # shutdown(), say): _stop_reading could not cancel us, its caller.
+                    break
+                items.append(tuple(values))
+                jobs.on_read()
+        except (StopIteration, StopAsyncIteration):
+            pass  # the shortest input ran out: as zip(), the inputs after it were not advanced
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            # At once: asyncio's task lets the first two out of the loop; the last is this
+            # coroutine closed (its task destroyed pending), which may not await again.
+            raise
+        except asyncio.CancelledError as exc:
+            # The map closes us only after it marks itself closed (or failed, see
+            # retire): else the cancel is a context's an input holds open in this task
+            # (see pass_on).
+            if jobs.closed or jobs.failed is not None:
+                ending = exc
+            else:
+                cancel = exc
+        except BaseException as exc:
+            ending = exc
+        if cancel is None:
+            break
+        try:
+            outcome = await pass_on(sources, steps, cancel)
+        finally:
+            cancel = None  # no cycle through this frame
+        if outcome is not _GO_ON:
+            ending = outcome
+            break
+    # Closed outside the except clauses: a raise inside one sets the raised error's
+    # __context__ to the error being handled, which would cut the chain _close_inputs
+    # builds.
+    try:
+        await _close_inputs(jobs, loop, sources, ending)
+    finally:
+        ending = None  # no cycle through this frame
+    return EXHAUSTED
+
+
+_GO_ON: Any = object()  # pass_on(): the input took the cancel and yielded: read on
+
+
+async def pass_on(
+    sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
+    steps: list[tuple[bool, Callable[[], Any]]],
+    cancel: asyncio.CancelledError,
+) -> Any:
+    """The reader was cancelled with the map open, so not by the map: by a context an
+    async generator input holds open across its ``yield`` in this task, an
+    ``asyncio.timeout()`` that expired or a ``TaskGroup`` whose child failed, while the
+    reader waited between two items (or in another input's read). Such a context only
+    turns its own cancel into its error (TimeoutError, the group's ExceptionGroup, after
+    task.uncancel()) as the CancelledError passes through it, at the input's ``yield``:
+    so it is thrown in there, into each input still suspended in turn, until one takes
+    it. Returns what ends the reading: the input's error (raised from the map's ``async
+    for``, as any input's error is), None if the input returned, the cancel itself if no
+    input took it (an outside cancel: asyncio.run() ending, say); or _GO_ON if the input
+    caught its error and yielded an item, which becomes its next read."""
+    for index, source in enumerate(sources):
+        if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
+            continue  # not an async generator suspended at a yield: it holds no context
+        try:
+            item = await source.athrow(cancel)
+        except asyncio.CancelledError:
+            continue  # not its context's cancel (that input has ended with it)
+        except StopAsyncIteration:
+            return None
+        except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
+            return exc
+        _push_back(steps, index, item)
+        return _GO_ON
+    return cancel
+
+
+def _push_back(steps: list[tuple[bool, Callable[[], Any]]], index: int, item: Any) -> None:
+    """The next read of input ``index`` returns ``item`` (then reads it as before)."""
+    step = steps[index]
+
+    async def pushed_back() -> Any:
+        steps[index] = step
+        return item
+
+    steps[index] = (True, pushed_back)
+
+
+async def _close_inputs(
+    jobs: MapJobs,
+    loop: asyncio.AbstractEventLoop,
+    sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
+    ending: BaseException | None,
+) -> None:
+    """Close the map's async inputs (those with an ``aclose()``: an async iterator object
+    may have none), the last first, as nested ``async with aclosing(...)`` blocks would,
+    all of them even if one fails; then raise ``ending``, the reading's own end (None:
+    the inputs ran out).
+
+    An error an input's clean-up raises is not lost. While the map is open it ends the
+    map as the input's error would: raised (to the consumer, through this task), with
+    ``ending`` or the previous clean-up error as its ``__context__``. Once the map is
+    closed (this task cancelled, before or while it closes them) nobody is left to
+    receive it: it goes to the loop's exception handler, as asyncio's
+    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed.
+    KeyboardInterrupt, SystemExit and GeneratorExit propagate at once."""
+    failed: list[tuple[Any, BaseException]] = []
+    for source in reversed(sources):
+        aclose = getattr(source, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise  # as in read_inputs
+        except asyncio.CancelledError as exc:
+            # The map closed while we closed its inputs (it was left as they ran out):
+            # close the rest all the same, then end cancelled.
+            if not isinstance(ending, asyncio.CancelledError):
+                ending = exc
+        except BaseException as exc:  # not only Exception: a TaskGroup held across a
+            failed.append((source, exc))  # yield raises BaseExceptionGroup([GeneratorExit()])
+    error: BaseException | None = None
+    try:
+        if jobs.closed or isinstance(ending, asyncio.CancelledError):
+            if ending is not None and not isinstance(ending, asyncio.CancelledError):
+                # Raised by the read the map's close cancelled (a `finally` of the
+                # input's that raises), or as the input itself closed the map.
+                _report(loop, ending)
+            for source, error in failed:
+                _report(loop, error, source)
+        elif failed:
+            for _, error in failed:
+                if ending is not None:
+                    error.__context__ = ending
+                ending = error
+            jobs.close_failed = True  # reported instead if the map is closed before taking it
+        if ending is not None:
+            raise ending
+    finally:
+        ending = error = None  # no cycle through this frame
+        failed.clear()
+
+
+def drop_reader(jobs: MapJobs, reader: asyncio.Task[Any]) -> None:
+    """The map is closed after its reader ended, before it took the reader's outcome: an
+    error the inputs' clean-up raised is reported (see _close_inputs), an input's own
+    error is only marked as seen."""
+    if reader.cancelled():
+        return
+    error = reader.exception()  # (which marks it as seen)
+    if error is not None and jobs.close_failed:
+        _report(reader.get_loop(), error)
+
+
+def _report(loop: asyncio.AbstractEventLoop, error: BaseException, source: object = None) -> None:
+    """Report an error of a map's input that nobody can receive, in the form asyncio's
+    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed."""
+    context: dict[str, Any] = {
+        # A safe repr, as the jobs' notes use: an input whose __repr__ raises would
+        # otherwise lose the report (raised here, in a task whose outcome nobody reads).
+        "message": "an error occurred during closing of "
+        + ("a map's input" if source is None else f"map input {safe_repr(source)}"),
+        "exception": error,
+    }
+    if inspect.isasyncgen(source):
+        context["asyncgen"] = source  # the key asyncio's report uses
+    loop.call_exception_handler(context)
+
+
+def cancel_readers(readers: Iterable[asyncio.Task[Any]], current: object) -> None:
+    """Cancel map reader tasks (again, if they were cancelled before: a clean-up of an
+    input's that waits is interrupted there), except ``current`` (an input that closes
+    the map itself runs in it) and one that has not taken its first step: cancelled
+    then, its coroutine would end without running a line, and not close the inputs;
+    it finds its map closed as it starts, and only closes them."""
+    for reader in readers:
+        if reader is not current and not reader.done() and not _unstarted(reader):
+            reader.cancel()
+
+
+def _unstarted(reader: asyncio.Task[Any]) -> bool:
+    """Whether the task has not taken its first step (a task of another class than
+    asyncio's, with no get_coro(), is taken to have started)."""
+    get_coro = getattr(reader, "get_coro", None)
+    coro = get_coro() if get_coro is not None else None
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
