@@ -10,6 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
+from ._context import job_position
 from ._errors import check_job_fn
 from ._map_close import abandon, cancel_again, retire
 from ._map_run import raise_closed, results
@@ -101,6 +102,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         )
         self._results = results(executor, jobs, feed)
         jobs.owner = weakref.ref(self)  # for close_maps() and _first_anext()
+        jobs.in_job = job_position.get() is executor  # a job reads it: see close_maps
         # The slot declared for __anext__ holds _first_anext until the first call, then
         # the generator's own bound method (see __slots__); type checkers see the method
         # declared below instead. (A partial, not a bound method: no cycle through self.)
@@ -189,13 +191,19 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         return live
 
 
-def close_maps(exe: Core) -> None:
+def close_maps(exe: Core, *, exiting: bool = False) -> None:
     """The block's exit, shutdown() and abort(): close every map still open. Its in-flight jobs
     are cancelled (the executor's own cancellations: not errors), it reads no more input,
     and its ``__anext__()`` raises RuntimeError from now on; a consumer waiting inside it
     gets that RuntimeError as it wakes. A map that its own job's error has ended keeps
-    its ready results and that error for its consumer (see retire)."""
+    its ready results and that error for its consumer (see retire).
+
+    ``exiting``: the block's exit, which leaves open the maps made inside the executor's
+    jobs: the exit waits for those jobs, which read them (it closes only the maps whose
+    results nobody would read); they close as their job drops them or ends."""
     for jobs in list(exe._maps):
+        if exiting and jobs.in_job:
+            continue
         if jobs.failed is not None:
             retire(exe, jobs)
             continue

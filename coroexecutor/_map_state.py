@@ -27,6 +27,7 @@ class MapJobs:
     yielded, in completion order. ``wake``: the future the consumer waits on, if it
     waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
     executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
+    ``in_job``: made inside one of the executor's jobs (the block's exit leaves it open).
 
     The window: the map starts a job only while fewer than ``window`` of its jobs are
     started and not yet yielded. ``window`` is ``base`` (the buffersize; ``follows``: the
@@ -56,7 +57,8 @@ class MapJobs:
 
     __slots__ = (
         "base", "close_failed", "closed", "failed", "failed_tb", "finished", "fn", "follows",
-        "go", "in_flight", "items", "kind", "limit", "ordered", "outcomes", "owner", "pausing",
+        "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes", "owner",
+        "pausing",
         "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where",
         "window",
     )
@@ -96,6 +98,7 @@ class MapJobs:
         self.wants = False
         self.closed = False
         self.shut = False
+        self.in_job = False
         self.close_failed = False
         self.owner: weakref.ref[Any] | None = None
         self.failed: BaseException | None = None

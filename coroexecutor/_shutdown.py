@@ -147,7 +147,7 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
             ours = block.withdraw()  # our own interruption of the body
         if not ours:
             abort(exe, Cause.BODY)  # the body raised or was cancelled: cancel every job
-    close_maps(exe)  # a map left open (named, then `break`) must not keep jobs running
+    close_maps(exe, exiting=True)  # a map left open must not keep jobs running (see there)
     if exe._state is State.RUNNING:
         exe._state = State.EXITING
     late_cancel = await _wait_idle(exe, keep_waiting=True)
