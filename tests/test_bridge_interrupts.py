@@ -1,17 +1,23 @@
-"""ThreadedLoopExecutor.submit() cut short by a KeyboardInterrupt (Ctrl-C): the job is
-handed off whole or not at all, and the executor goes on working and shuts down.
+"""ThreadedLoopExecutor cut short by a KeyboardInterrupt (Ctrl-C): a submit() hands its job
+off whole or not at all, a ``with`` exit cancels the jobs, and the executor goes on
+working and shuts down.
 
 The main thread gets the KeyboardInterrupt wherever the interpreter next checks for
 signals: on entering a Python function, and after a C call returns (Python 3.10 on; 3.9
 checks between most bytecodes). ``_interrupting`` raises one at exactly such a point, the
 n-th of a submit(), for every n, through ``sys.setprofile``: its "call" and "c_return"
-events are those points. (A storm of real SIGINTs in a child process was not reliable
-enough to keep: see the commit that removed it.)
+events are those points. Under a Python trace function (a debugger, coverage's Python
+tracer) the signal's handler runs inside the tracer, so the KeyboardInterrupt comes out
+at any new line as well: ``_interrupting_at_line`` raises one at the n-th line run in the
+library, through ``sys.settrace``. (A storm of real SIGINTs in a child process was not
+reliable enough to keep: see the commit that removed it.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -20,6 +26,7 @@ from typing import Any, Optional
 
 import pytest
 
+import coroexecutor
 from coroexecutor import ThreadedLoopExecutor
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,6 +34,7 @@ pytestmark = pytest.mark.timeout(60)
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 
 Profile = Callable[[FrameType, str, Any], object]
+LIBRARY = os.path.dirname(coroexecutor.__file__) + os.sep
 
 
 def _interrupting(n: int, caller: FrameType) -> Profile:
@@ -44,18 +52,93 @@ def _interrupting(n: int, caller: FrameType) -> Profile:
     return profile
 
 
+class _InterruptingAtLine:
+    """A trace function raising KeyboardInterrupt at the n-th line run in the library (in
+    the calling thread), once; ``where`` says at which (file:line function)."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        entries: tuple[str, ...] = (),
+        stop_at: str = "",
+        on_stop: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.n = n
+        self.seen = 0
+        self.where = ""
+        # Entering a function of this name stops the count (see the with-exit test).
+        self.stop_at, self.on_stop = stop_at, on_stop
+        # The first line of a call of these is not counted: a KeyboardInterrupt there (a
+        # ``try:`` line too, on every Python) comes out before the function has done
+        # anything, as one on entering it would (see the with-exit test).
+        self.entries = entries
+        self.stopped = False
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> Optional[Profile]:
+        code = frame.f_code
+        if self.where or self.stopped or not code.co_filename.startswith(LIBRARY):
+            return None
+        if code.co_name == self.stop_at:
+            self.stopped = True
+            self.on_stop()
+            return None
+        if code.co_name in self.entries:
+            first = True
+
+            def after_first(frame: FrameType, event: str, arg: Any) -> Optional[Profile]:
+                nonlocal first
+                if event == "line" and first:
+                    first = False
+                    return after_first
+                return self._line(frame, event, arg) and after_first
+
+            return after_first
+        return self._line
+
+    def _line(self, frame: FrameType, event: str, arg: Any) -> Optional[Profile]:
+        if event != "line" or self.where or self.stopped:
+            return None
+        self.seen += 1
+        if self.seen == self.n:
+            code = frame.f_code
+            self.where = f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
+            raise KeyboardInterrupt
+        return self._line
+
+
 def _submit_cut_at(
-    n: int, exe: ThreadedLoopExecutor, fn: Callable[..., Any], *args: Any
+    n: int, exe: ThreadedLoopExecutor, fn: Callable[..., Any], *args: Any, lines: bool = False
 ) -> Optional[concurrent.futures.Future[Any]]:
-    """exe.submit(fn, *args), interrupted at its n-th interrupt point: None if it was (the
-    submit raised KeyboardInterrupt), else the future (the submit has fewer points)."""
-    sys.setprofile(_interrupting(n, sys._getframe()))
+    """exe.submit(fn, *args), interrupted at its n-th interrupt point (with ``lines``, its
+    n-th line in the library): None if it was (the submit raised KeyboardInterrupt), else
+    the future (the submit has fewer points)."""
+    if lines:
+        sys.settrace(_InterruptingAtLine(n))
+    else:
+        sys.setprofile(_interrupting(n, sys._getframe()))
     try:
         return exe.submit(fn, *args)
     except KeyboardInterrupt:
         return None
     finally:
+        sys.settrace(None)
         sys.setprofile(None)
+
+
+def _bounded(fn: Callable[[], Any]) -> Any:
+    """fn(), in another thread, so that a hang (a lock left held) fails here at once."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result.set_result(fn())
+        except BaseException as error:
+            result.set_exception(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return result.result(timeout=WAIT)
 
 
 async def _coroutine_job(ran: list[int]) -> None:
@@ -83,8 +166,9 @@ def _shut_down(exe: ThreadedLoopExecutor) -> None:
         pytest.param(_blocking_job, {"job_timeout": 60}, id="blocking-via-loop"),
     ],
 )
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
 def test_submit_interrupted_at_any_point_hands_off_the_job_whole_or_not_at_all(
-    fn: Callable[..., Any], options: dict[str, Any]
+    fn: Callable[..., Any], options: dict[str, Any], lines: bool
 ) -> None:
     ran: list[int] = []  # one entry per job that ran
     # One slot: a slot that a cut-short submit kept would block every later job.
@@ -92,13 +176,13 @@ def test_submit_interrupted_at_any_point_hands_off_the_job_whole_or_not_at_all(
     n = interrupted = 0
     while True:
         n += 1
-        future = _submit_cut_at(n, exe, fn, ran)
+        future = _submit_cut_at(n, exe, fn, ran, lines=lines)
         if future is not None:  # fewer than n points: every one has been tried
             break
         interrupted += 1
-        # Later submits work: a wake-up of the loop (or of a worker) lost, or a slot kept,
-        # would leave this one pending.
-        exe.submit(fn, ran).result(timeout=WAIT)
+        # Later submits work: a wake-up of the loop (or of a worker) lost, a slot kept, or
+        # the lock left held (a with block's exit cut short), would leave this one pending.
+        _bounded(lambda: exe.submit(fn, ran).result(timeout=WAIT))
     assert interrupted > 10  # the interrupts reached into the hand-off
     future.result(timeout=WAIT)
     _shut_down(exe)
@@ -109,7 +193,8 @@ def test_submit_interrupted_at_any_point_hands_off_the_job_whole_or_not_at_all(
     assert (stats.queued, stats.running, stats.failed, stats.cancelled) == (0, 0, 0, 0)
 
 
-def test_submit_interrupted_while_jobs_wait_for_a_slot() -> None:
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+def test_submit_interrupted_while_jobs_wait_for_a_slot(lines: bool) -> None:
     ran: list[int] = []
     exe = ThreadedLoopExecutor(max_workers=1)
     gate = threading.Event()
@@ -118,11 +203,11 @@ def test_submit_interrupted_while_jobs_wait_for_a_slot() -> None:
     futures = []
     while True:
         n += 1
-        future = _submit_cut_at(n, exe, _coroutine_job, ran)
+        future = _submit_cut_at(n, exe, _coroutine_job, ran, lines=lines)
         if future is not None:
             break
         interrupted += 1
-        futures.append(exe.submit(_coroutine_job, ran))
+        futures.append(_bounded(lambda: exe.submit(_coroutine_job, ran)))
     assert interrupted > 3
     gate.set()
     assert holder.result(timeout=WAIT)
@@ -132,3 +217,23 @@ def test_submit_interrupted_while_jobs_wait_for_a_slot() -> None:
     stats = exe.stats
     assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
     assert (stats.queued, stats.running, stats.cancelled) == (0, 0, 0)
+
+
+def test_first_blocking_submit_interrupted_at_any_line_starts_no_stray_worker() -> None:
+    # The first blocking job starts a worker thread (ensure_thread) under the pool's lock.
+    n = interrupted = 0
+    while True:
+        n += 1
+        exe = ThreadedLoopExecutor(max_workers=2, thread_name_prefix="first-blocking")
+        future = _submit_cut_at(n, exe, abs, -1, lines=True)
+        if future is not None:
+            assert future.result(timeout=WAIT) == 1
+        else:
+            interrupted += 1
+            assert _bounded(lambda exe=exe: exe.submit(abs, -2).result(timeout=WAIT)) == 2
+        _shut_down(exe)
+        if future is not None:
+            break
+    assert interrupted > 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("first-blocking")]
+

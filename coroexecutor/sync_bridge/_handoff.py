@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .._stats import ExecutorStats
+from ._accept import accept_locked
 from ._future import BridgeFuture
 from ._job import Job
 from ._keyed_slots import key_of, make_slots
@@ -154,51 +155,25 @@ class HandOff:
             # when another thread is to hand the job to it later: that may happen during
             # interpreter exit, when Python 3.12 refuses to start threads (issue 16, #11).
             self.pool.ensure_thread()
+        key = None if self._key is None else key_of(self._key, self._max_per_key, job)
         # Hold _lock from the state check through the enqueue. Otherwise:
         #   submitter thread                     loop thread
         #   reads _state -> RUNNING
         #                                        shuts down: waits for no slot held, closes
         #   appends the job                      (never started: the future hangs forever)
-        item: Optional[WorkItem] = None  # a direct blocking job
-        broken: Optional[BaseException] = None
-        key = None if self._key is None else key_of(self._key, self._max_per_key, job)
+        accepted: Union[WorkItem, BridgeState, None] = None
         try:
-            with self._lock:
-                state = self._state
-                if state in ACCEPTING:
-                    slots = self._slots
-                    submitted, held = slots.submitted, slots.held  # for undo_submit
-                    try:
-                        slots.submitted = submitted + 1
-                        if not slots.take_nowait():
-                            if key is None:
-                                slots.queue(job)
-                                return
-                            if not slots.take_key(job, *key):  # type: ignore[attr-defined]  # KeyedSlots
-                                return
-                        if slots.tuner is not None:
-                            slots.tuner.started(job.future)
-                        if job.coroutine_fn:
-                            self._mailbox.start(job)  # as _route_locked would, one call less
-                            return
-                        item = self._route_locked(job)  # set only once queued (see put_new)
-                        if item is None:
-                            return  # handed to the loop
-                        self.pool.put_new(item)
-                    except BaseException:
-                        if item is None:  # cut short: take back what was done so far
-                            slots.undo_submit(job, submitted, held, self._mailbox.withdraw)
-                        raise
-                else:
-                    broken = self._broken
-            if item is not None:  # a direct blocking job: no loop hop, as the stdlib
-                self.pool.wake_worker(item)
+            with self._lock: accepted = accept_locked(self, job, key)  # noqa: E701 (_accept)
+            if accepted is None or isinstance(accepted, WorkItem):
+                if accepted is not None:  # a direct blocking job: no loop hop, as the stdlib
+                    self.pool.wake_worker(accepted)
                 return
         except BaseException:
-            if item is not None:  # accepted: see that a worker takes it, even if cut short
-                self.pool.wake_worker(item)
+            if isinstance(accepted, WorkItem):  # queued: see that a worker takes it
+                self.pool.wake_worker(accepted)
             raise
-        raise refusal(state, broken, self.owner_repr)  # outside the lock: repr is user code
+        # Outside the lock: repr is user code. _broken is set with the state, before it.
+        raise refusal(accepted, self._broken, self.owner_repr)
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
         """The future was cancelled: cancel its job on the loop, if the loop has it.
@@ -291,19 +266,30 @@ class HandOff:
 
         Returns how many waiting jobs this call cancelled.
         """
-        cancelling = request.cancel_queued or request.cancel_running
-        unstarted: list[BridgeFuture[Any]] = []
-        with self._lock:
-            gone = self._state in GONE
-            if not gone:
-                self._state = BridgeState.SHUTTING_DOWN
-                self._mailbox.request_shutdown(request)
-                if cancelling:
-                    unstarted = self._slots.take_unstarted()
-        if gone:
-            request.send_report((0, 0, 0))  # the loop has finished every job
-            return 0
-        return sum(future.cancel() for future in unstarted if future._state == PENDING)
+        unstarted: Optional[list[BridgeFuture[Any]]] = None
+        try:
+            # The lock on one line: see _accept.
+            with self._lock: unstarted = self._shut_down_locked(request)  # noqa: E701
+            if unstarted is None:
+                request.send_report((0, 0, 0))  # the loop has finished every job
+                return 0
+            return sum(future.cancel() for future in unstarted if future._state == PENDING)
+        except BaseException:
+            # Cut short (Ctrl-C): the jobs taken out of the backlog are cancelled all the
+            # same, or their futures would stay pending for ever.
+            for future in unstarted or ():
+                future.cancel()
+            raise
+
+    def _shut_down_locked(self, request: ShutdownRequest) -> Optional[list[BridgeFuture[Any]]]:
+        """Record the request; return the waiting jobs it takes (None: the bridge is gone)."""
+        if self._state in GONE:
+            return None
+        self._state = BridgeState.SHUTTING_DOWN
+        self._mailbox.request_shutdown(request)
+        if request.cancel_queued or request.cancel_running:
+            return self._slots.take_unstarted()
+        return []
 
     #
     # Worker threads

@@ -258,37 +258,40 @@ class WorkerPool:
             pass
         else:
             return  # an idle worker takes it
-        with self._lock:
-            count = len(self._threads)
-            if count >= self.cap:
-                # A busy worker takes it when it is done. With as many threads as slots
-                # that is only a worker between its last job and its next get(), which
-                # the job's free slot proves is coming; with fewer threads than slots,
-                # the job waits for a thread: shutdown(cancel_futures=True) cancels it.
-                if count < self.slots:
-                    item.future._queued = True
-                return
-            if self._stopped:
-                # The item has been run already. Otherwise:
-                #   submitting thread                      other threads
-                #   puts the item
-                #                                          a worker runs it; the last job
-                #                                          is done; stop() takes _threads
-                #   starts a thread stop() never joins     (nor sends a None to: a
-                #                                          worker then waits forever)
-                return
-            try:
-                self._start_thread_locked(count)
-            except RuntimeError as exc:
-                # "can't create new thread at interpreter shutdown" (Python 3.12 only),
-                # for a job submitted during exit: ensure_thread() starts a worker for
-                # every job accepted before.
-                if count:
-                    return  # a busy worker takes it when it is done
-                error = exc
-            else:
-                return
-        self._fail_queued(error)
+        # The lock on one line: see _accept.
+        with self._lock: error = self._start_for_locked(item)  # noqa: E701
+        if error is not None:
+            self._fail_queued(error)
+
+    def _start_for_locked(self, item: WorkItem) -> Optional[RuntimeError]:
+        """No worker is idle: start one for ``item`` if the cap allows; the error if none
+        can start while none exists (its jobs must fail rather than wait)."""
+        count = len(self._threads)
+        if count >= self.cap:
+            # A busy worker takes it when it is done. With as many threads as slots
+            # that is only a worker between its last job and its next get(), which
+            # the job's free slot proves is coming; with fewer threads than slots,
+            # the job waits for a thread: shutdown(cancel_futures=True) cancels it.
+            if count < self.slots:
+                item.future._queued = True
+            return None
+        if self._stopped:
+            # The item has been run already. Otherwise:
+            #   submitting thread                      other threads
+            #   puts the item
+            #                                          a worker runs it; the last job
+            #                                          is done; stop() takes _threads
+            #   starts a thread stop() never joins     (nor sends a None to: a
+            #                                          worker then waits forever)
+            return None
+        try:
+            self._start_thread_locked(count)
+        except RuntimeError as exc:
+            # "can't create new thread at interpreter shutdown" (Python 3.12 only),
+            # for a job submitted during exit: ensure_thread() starts a worker for
+            # every job accepted before.
+            return None if count else exc  # with a busy worker, it takes the job later
+        return None
 
     def ensure_thread(self) -> None:
         """Start an idle worker now unless one exists (or the pool has been stopped).
@@ -297,14 +300,18 @@ class WorkerPool:
         ``threading._register_atexit`` hook; a job accepted before that runs there on
         this worker (on any busy one, in turn), rather than failing.
         """
-        with self._lock:
-            if self._threads or self._stopped or self.cap < 1:
-                return
-            try:
-                self._start_thread_locked(0)
-            except RuntimeError:
-                return  # exiting already: submit() fails the job with the reason
-        self._idle.append(None)  # it waits in get() with no job: one idle worker more
+        with self._lock: started = self._ensure_thread_locked()  # noqa: E701 (see _accept)
+        if started:
+            self._idle.append(None)  # it waits in get() with no job: one idle worker more
+
+    def _ensure_thread_locked(self) -> bool:
+        if self._threads or self._stopped or self.cap < 1:
+            return False
+        try:
+            self._start_thread_locked(0)
+        except RuntimeError:
+            return False  # exiting already: submit() fails the job with the reason
+        return True
 
     def _start_thread_locked(self, count: int) -> None:
         thread = threading.Thread(
@@ -346,18 +353,20 @@ class WorkerPool:
         # By Thread object, not ident: a worker that has ended may leave its ident to a
         # new thread, which must not be taken for one of ours.
         current = threading.current_thread()
-        with self._lock:
-            return any(thread is current for thread in self._threads)
+        with self._lock: return any(thread is current for thread in self._threads)  # noqa: E701
 
     def stop(self) -> None:
         """Stop every worker once the jobs queued before this call are done; join them."""
-        with self._lock:
-            self._stopped = True
-            threads, self._threads = self._threads, []
+        with self._lock: threads = self._stop_locked()  # noqa: E701 (see _accept)
         for _ in threads:
             self._jobs.put(None)
         for thread in threads:
             _join(thread)
+
+    def _stop_locked(self) -> list[threading.Thread]:
+        self._stopped = True
+        threads, self._threads = self._threads, []
+        return threads
 
     def forget_threads(self) -> None:
         """In a forked child: the parent's workers do not exist here, and none may start."""
