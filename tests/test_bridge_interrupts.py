@@ -237,3 +237,48 @@ def test_first_blocking_submit_interrupted_at_any_line_starts_no_stray_worker() 
     assert interrupted > 10
     assert not [t for t in threading.enumerate() if t.name.startswith("first-blocking")]
 
+
+async def _parked(gate: concurrent.futures.Future[None]) -> None:
+    await asyncio.wrap_future(gate)
+
+
+def test_with_exit_interrupted_at_any_line_cancels_the_jobs_and_propagates() -> None:
+    """bridge.rst: a Ctrl-C while leaving the block cancels the queued and running
+    coroutine jobs, and propagates with every future done. Cut at each line the main
+    thread runs in the library before it waits for the loop thread (LoopThread.join), but
+    for ``__exit__``'s one line and the ``try:`` opening ``shut_down``: a Ctrl-C there
+    leaves the block as one on entering ``__exit__`` would, from any ``__exit__`` written
+    in Python (ThreadPoolExecutor's too)."""
+    n = 0
+    while True:
+        n += 1
+        gate: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Not cut short: the jobs end as the wait begins.
+        tracer = _InterruptingAtLine(
+            n,
+            entries=("__exit__", "shut_down"),
+            stop_at="join",
+            on_stop=lambda gate=gate: gate.set_result(None),
+        )
+        try:
+            with ThreadedLoopExecutor(max_workers=2, thread_name_prefix="exit-cut") as exe:
+                # two running coroutine jobs; a blocking one waits for a slot
+                futures = [exe.submit(_parked, gate), exe.submit(_parked, gate)]
+                futures.append(exe.submit(gate.result, WAIT))
+                sys.settrace(tracer)
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+        finally:
+            sys.settrace(None)
+            if not gate.done():
+                gate.set_result(None)
+        # Every future is done once the block is left, either way, and nothing runs on.
+        assert all(f.done() for f in futures), (tracer.where, futures)
+        assert not [t for t in threading.enumerate() if t.name.startswith("exit-cut")]
+        if not interrupted:
+            assert tracer.stopped  # the count reached join: every line before it was cut
+            break
+        assert all(f.cancelled() for f in futures), (tracer.where, futures)
+    assert n > 10

@@ -22,7 +22,7 @@ from ._loop_thread import LoopThread
 from ._map import start_map
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory
-from ._waiting import CANCEL_ALL, check_may_wait, join, wait_stopped
+from ._waiting import FAILED_EXIT, NORMAL_EXIT, check_may_wait, shut_down, wait_stopped
 
 __all__ = ["ThreadedLoopExecutor"]
 
@@ -315,12 +315,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         a second one ends that wait at once.
         """
         grace = check_seconds("timeout", timeout)
-        if wait:
-            self._check_may_wait("shutdown(wait=True)")
         request = ShutdownRequest(cancel_queued=cancel_futures, grace=grace)
-        self._handoff.request_shutdown_threadsafe(request)
         if wait:
-            join(self._bridge)
+            shut_down(self._bridge, request, "shutdown(wait=True)", self)
+        else:
+            self._handoff.request_shutdown_threadsafe(request)
 
     def _check_may_wait(self, call: str) -> None:
         check_may_wait(self._bridge, call, self)
@@ -334,14 +333,11 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        if exc is None:
-            self.shutdown(wait=True)
-            return
         # Leaving by an exception (Ctrl-C included): do not wait for jobs that may never
         # finish. Cancel queued and running coroutine jobs, wait, and let it propagate.
-        self._check_may_wait("leaving the with block")
-        self._handoff.request_shutdown_threadsafe(CANCEL_ALL)
-        join(self._bridge)
+        # One line: a Ctrl-C raised before it (on entering __exit__, as in any __exit__
+        # written in Python) leaves the block as it is; one raised in it cancels the jobs.
+        shut_down(self._bridge, *(NORMAL_EXIT if exc is None else FAILED_EXIT), self)
 
     async def __aenter__(self) -> Self:
         return self

@@ -10,10 +10,15 @@ from typing import Optional
 from ._loop_thread import LoopThread
 from ._options import ShutdownRequest
 
-__all__ = ["CANCEL_ALL", "check_may_wait", "join", "wait_stopped"]
+__all__ = [
+    "CANCEL_ALL", "FAILED_EXIT", "NORMAL_EXIT", "check_may_wait", "shut_down", "wait_stopped"
+]
 
 # Leaving a block by an exception, or a Ctrl-C while waiting: cancel what can be cancelled.
 CANCEL_ALL = ShutdownRequest(cancel_queued=True, cancel_running=True)
+# shut_down()'s request and the call named in its refusals, when a with block is left.
+NORMAL_EXIT = (ShutdownRequest(), "shutdown(wait=True)")
+FAILED_EXIT = (CANCEL_ALL, "leaving the with block")
 _LOGGER = logging.getLogger("coroexecutor")
 
 _WAIT_ON_LOOP_MESSAGE = (
@@ -36,20 +41,26 @@ def check_may_wait(bridge: LoopThread, call: str, exe: object) -> None:
         raise RuntimeError(_WAIT_ON_WORKER_MESSAGE.format(call=call, exe=exe))
 
 
-def join(bridge: LoopThread) -> None:
-    """Wait for the loop thread to end; a Ctrl-C meanwhile cancels the jobs first.
+def shut_down(bridge: LoopThread, request: ShutdownRequest, call: str, exe: object) -> None:
+    """Refuse the threads the jobs need, request the shutdown, wait for the loop thread to
+    end; a Ctrl-C anywhere in these cancels the jobs first.
 
-    A KeyboardInterrupt during the wait is treated as one from the body of a ``with``
-    block: cancel the queued and running coroutine jobs, wait for them to finish
-    cancelling, then re-raise it. A second Ctrl-C ends that wait too; the loop thread
-    then finishes the cancelled jobs in the background (the exit hook waits for it).
+    A KeyboardInterrupt is treated as one from the body of a ``with`` block: cancel the
+    queued and running coroutine jobs, wait for them to finish cancelling, then re-raise
+    it. Also one raised before the request was recorded (the check, the request itself):
+    otherwise the block would be left with every job pending and the threads alive. A
+    second Ctrl-C ends that wait too; the loop thread then finishes the cancelled jobs in
+    the background (the exit hook waits for it).
     """
     try:
+        check_may_wait(bridge, call, exe)
+        bridge.handoff.request_shutdown_threadsafe(request)
         _LOGGER.debug("waiting for the jobs of %s (Ctrl-C cancels them)", bridge.owner_repr)
         bridge.join()
     except KeyboardInterrupt:
         # Raised in the main thread by the default SIGINT handler, most often in
-        # join(): without this, the jobs would run on (or hold the exit) unseen.
+        # join(): without this, the jobs would run on (or hold the exit) unseen. The main
+        # thread is never the loop thread nor a worker: this wait cannot deadlock.
         bridge.handoff.request_shutdown_threadsafe(CANCEL_ALL)
         bridge.join()
         raise
