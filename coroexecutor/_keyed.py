@@ -187,24 +187,69 @@ class KeyedLine(Generic[T]):
 
     def push(self, key: Hashable, item: T) -> Ticket[T]:
         """Put a job of ``key`` in its key's line; the ticket lets it leave the line."""
+        ticket = self.ticket(key, item)
+        self.enter(ticket)
+        return ticket
+
+    def ticket(self, key: Hashable, item: T) -> Ticket[T]:
+        """A ticket for ``enter``, not live yet: a caller that must be able to take a job
+        back after a KeyboardInterrupt records it first (``discard`` of it does nothing
+        until ``enter`` has returned, or been cut short after its last step)."""
+        self._seq += 1
+        ticket = Ticket(key, item, self._seq)
+        ticket.live = False
+        return ticket
+
+    def enter(self, ticket: Ticket[T]) -> None:
+        """Put a ticket in its key's line, whole or not at all: an exception from any step
+        (a KeyboardInterrupt) takes back those done before it."""
+        key = ticket.key
         try:
             line = self._lines.get(key)
         except TypeError as exc:
             raise _unhashable(key) from exc
         limit = self._limit(key)  # may raise (a bad max_per_key()): nothing changed yet
-        if line is None:
-            line = self._lines[key] = _Line()
-            if key not in self._running:
-                self._lone_lines += 1
-        self._seq += 1
-        ticket = Ticket(key, item, self._seq)
-        line.tickets.append(ticket)
-        line.waiting += 1
-        self.waiting += 1
-        self._count_waiting(key, line.waiting - 1, line.waiting)
-        if line.waiting == 1 and self._running.get(key, 0) < limit:
-            heapq.heappush(self._heads, (ticket.seq, ticket))
-        return ticket
+        lone, waiting = self._lone_lines, self.waiting  # for _undo_enter
+        try:
+            if line is None:
+                line = self._lines[key] = _Line()
+                if key not in self._running:
+                    self._lone_lines += 1
+            line.tickets.append(ticket)
+            line.waiting += 1
+            self.waiting += 1
+            self._count_waiting(key, line.waiting - 1, line.waiting)
+            ticket.live = True
+            if line.waiting == 1 and self._running.get(key, 0) < limit:
+                heapq.heappush(self._heads, (ticket.seq, ticket))  # a dead entry is fine
+        except BaseException:
+            self._undo_enter(ticket, lone, waiting)
+            raise
+
+    def _undo_enter(self, ticket: Ticket[T], lone: int, waiting: int) -> None:
+        """Take back any first steps of ``enter``: ``lone`` and ``waiting`` are the counts
+        it found."""
+        ticket.live = False  # its heap entry, if pushed, is a dead one
+        key = ticket.key
+        self._lone_lines, self.waiting = lone, waiting
+        line = self._lines.get(key)
+        if line is not None:
+            if line.tickets and line.tickets[-1] is ticket:
+                line.tickets.pop()
+            line.waiting = sum(t.live for t in line.tickets)
+            if not line.waiting:
+                del self._lines[key]
+        for count in list(self._by_waiting):  # put the key back in its count's bucket
+            bucket = self._by_waiting[count]
+            bucket.pop(key, None)
+            if not bucket:
+                del self._by_waiting[count]
+        left = 0 if line is None else line.waiting
+        if left:
+            self._by_waiting.setdefault(left, {})[key] = None
+        self._top = max(self._by_waiting, default=0)
+        if key not in self._lines and key not in self._running and self._limit_of is not None:
+            self._limits.pop(key, None)
 
     def peek(self) -> Optional[Ticket[T]]:
         """The oldest waiting job whose key has room, without starting it."""

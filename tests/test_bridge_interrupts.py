@@ -282,3 +282,35 @@ def test_with_exit_interrupted_at_any_line_cancels_the_jobs_and_propagates() -> 
             break
         assert all(f.cancelled() for f in futures), (tracer.where, futures)
     assert n > 10
+
+
+def _one_key(*args: Any) -> str:
+    return "h"
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+def test_submit_interrupted_while_jobs_wait_in_a_full_keys_line(lines: bool) -> None:
+    # key=/max_per_key: a job queued behind a full key enters its key's line in several
+    # steps; one cut short must leave the line as it was.
+    ran: list[int] = []
+    exe = ThreadedLoopExecutor(max_workers=4, key=_one_key, max_per_key=1)
+    gate = threading.Event()
+    holder = exe.submit(gate.wait, WAIT)  # holds the key's one place: later jobs wait
+    n = interrupted = 0
+    futures = []
+    while True:
+        n += 1
+        future = _submit_cut_at(n, exe, _coroutine_job, ran, lines=lines)
+        if future is not None:
+            break
+        interrupted += 1
+        futures.append(_bounded(lambda: exe.submit(_coroutine_job, ran)))
+    assert interrupted > 10
+    gate.set()
+    assert holder.result(timeout=WAIT)
+    for queued in [*futures, future]:
+        queued.result(timeout=WAIT)
+    _shut_down(exe)
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
+    assert (stats.queued, stats.running, stats.cancelled, stats.failed) == (0, 0, 0, 0)

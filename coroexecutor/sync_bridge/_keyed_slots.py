@@ -99,8 +99,11 @@ class KeyedSlots(Slots):
             self.held += 1
             self.keys[future] = key
             return True
-        self.tickets[future] = self.line.push(key, job)
+        # Recorded before it enters the line, which it does whole or not at all: a
+        # submit() cut short anywhere here is undone by withdraw_waiting (undo_submit).
         future._in_backlog = True
+        self.tickets[future] = ticket = self.line.ticket(key, job)
+        self.line.enter(ticket)
         return False
 
     def next_job(self) -> Optional[Job]:
