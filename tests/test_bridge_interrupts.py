@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import sys
 import threading
@@ -314,3 +315,35 @@ def test_submit_interrupted_while_jobs_wait_in_a_full_keys_line(lines: bool) -> 
     stats = exe.stats
     assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
     assert (stats.queued, stats.running, stats.cancelled, stats.failed) == (0, 0, 0, 0)
+
+
+async def _identity(value: int) -> int:
+    return value
+
+
+def test_map_interrupted_while_building_its_iterator_cancels_quietly() -> None:
+    # A half-built iterator is collected without "Exception ignored in __del__".
+    unraisable: list[Any] = []
+    previous, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with ThreadedLoopExecutor(max_workers=2) as exe:
+            n = 0
+            while True:
+                n += 1
+                tracer = _InterruptingAtLine(n)
+                sys.settrace(lambda frame, event, arg, tracer=tracer: (
+                    tracer(frame, event, arg) if frame.f_code.co_name == "__init__" else None
+                ))
+                try:
+                    results = exe.map(_identity, range(3))
+                except KeyboardInterrupt:
+                    gc.collect()
+                    continue
+                finally:
+                    sys.settrace(None)
+                assert list(results) == [0, 1, 2]
+                break
+    finally:
+        sys.unraisablehook = previous
+    assert n > 3
+    assert not unraisable, [u.exc_value for u in unraisable]

@@ -59,10 +59,11 @@ class MapIterator(Iterator[T]):
         end_time: Optional[float],
         submit: _Submit,
     ) -> None:
+        # First: __del__ of an iterator a Ctrl-C cut short in here cancels the jobs.
+        self._futures = futures
         # A weak reference, so that a suspended iterator does not keep the executor alive.
         self._exe_ref = exe_ref
         self._fn = fn
-        self._futures = futures
         self._inputs = inputs  # with buffersize: the inputs not yet submitted
         self._end_time = end_time
         self._submit = submit  # with buffersize: submits the next input
@@ -120,7 +121,9 @@ class MapIterator(Iterator[T]):
             future.cancel()
 
     def __del__(self) -> None:
-        self.close()
+        # Half-built when a Ctrl-C (from a tracer) cut __init__ short before its first line.
+        if hasattr(self, "_futures"):
+            self.close()
 
 
 def start_map(
