@@ -347,3 +347,29 @@ def test_map_interrupted_while_building_its_iterator_cancels_quietly() -> None:
         sys.unraisablehook = previous
     assert n > 3
     assert not unraisable, [u.exc_value for u in unraisable]
+
+
+def test_closing_a_map_stops_the_retries_of_a_running_blocking_attempt() -> None:
+    # Not a Ctrl-C: close() while an attempt runs. bridge.rst (Retries): no further
+    # attempt starts; the job whose call was running is cancelled when it fails.
+    calls: list[int] = []
+    started, gate = threading.Event(), threading.Event()
+
+    def fail(x: int) -> None:
+        calls.append(x)
+        started.set()
+        gate.wait(WAIT)
+        raise OSError(x)
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        return 0  # retry at once, for ever
+
+    exe = ThreadedLoopExecutor(max_workers=1)
+    results = exe.map(fail, [0], retry=policy)
+    assert started.wait(WAIT)
+    results.close()
+    gate.set()
+    _shut_down(exe)
+    assert calls == [0]
+    stats = exe.stats
+    assert (stats.cancelled, stats.queued, stats.running, stats.retried) == (1, 0, 0, 0)

@@ -105,6 +105,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # policy (loop thread; typed Any: importing the class here would be a cycle).
     _retry_policy: Any = INHERIT
     _attempts: Any = None
+    # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
+    # that attempt fails it is cancelled, not retried, as after shutdown(cancel_futures).
+    _last_attempt: bool = False
 
     def __init__(self, bridge: FutureOwner) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from .._retry import INHERIT, Inherit, RetryPolicy
 from .._typing import Self, final
+from ._future import BridgeFuture
 from ._job import submit_job, submit_with_policy
 
 __all__ = ["MapIterator", "start_map"]
@@ -118,6 +119,10 @@ class MapIterator(Iterator[T]):
         # (key=), which would start a later job of the map that waits for it, before
         # that one is cancelled in its turn.
         for future in reversed(futures):
+            if isinstance(future, BridgeFuture) and not future.done():
+                # Before cancel(): one that finds an attempt running cannot stop it, and
+                # the loop may then pause the job (cancel() ends the pause) or not yet.
+                future._last_attempt = True
             future.cancel()
 
     def __del__(self) -> None:

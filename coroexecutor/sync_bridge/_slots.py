@@ -137,7 +137,8 @@ class Slots:
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
         """A job's failed attempt is retried: free its slot. True when the job now pauses;
         False when it was cancelled meanwhile, or a shutdown has cancelled the jobs that
-        wait, so it is cancelled instead of pausing (counted here; the caller cancels it).
+        wait (or its map was closed: ``_last_attempt``), so it is cancelled instead of
+        pausing (counted here; the caller cancels it).
 
         ``core_failed``: the attempt was a task of the core, which counted it as a failure
         (True: the job_timeout) or a success (False: its wrapper returned RETRIED); None:
@@ -151,7 +152,7 @@ class Slots:
         self.held -= 1
         if self.tuner is not None:
             self.max_workers = self.tuner.release(future)
-        if self.cancelling or not future._back_to_pending():
+        if self.cancelling or future._last_attempt or not future._back_to_pending():
             self.cancelled += 1
             return False
         self.retried += 1
