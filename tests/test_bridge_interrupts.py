@@ -373,3 +373,26 @@ def test_closing_a_map_stops_the_retries_of_a_running_blocking_attempt() -> None
     assert calls == [0]
     stats = exe.stats
     assert (stats.cancelled, stats.queued, stats.running, stats.retried) == (1, 0, 0, 0)
+
+
+def test_result_interrupted_at_any_line_leaves_every_future_usable() -> None:
+    # The first result() of a future makes its condition under a lock all futures share.
+    ran: list[int] = []
+    with ThreadedLoopExecutor(max_workers=2) as exe:
+        n = interrupted = 0
+        while True:
+            n += 1
+            future = exe.submit(_coroutine_job, ran)
+            sys.settrace(_InterruptingAtLine(n))
+            try:
+                future.result(timeout=WAIT)
+            except KeyboardInterrupt:
+                interrupted += 1
+            else:
+                break
+            finally:
+                sys.settrace(None)
+            # The future, and a new one, can still be waited for (from another thread).
+            assert _bounded(lambda future=future: future.result(timeout=WAIT)) is None
+            assert _bounded(lambda: exe.submit(_coroutine_job, ran).result(timeout=WAIT)) is None
+    assert interrupted > 3

@@ -140,10 +140,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # (the stdlib's wait() and as_completed() too); _finish sees the result.
         condition = self._lazy_condition
         if condition is None:
-            with _first_use_lock:
-                condition = self._lazy_condition
-                if condition is None:
-                    condition = self._lazy_condition = threading.Condition()
+            # The lock on one line: see _accept (a Ctrl-C out of a tracer at the exit of a
+            # longer with block would leave it held, and every future wedged).
+            with _first_use_lock: condition = self._lazy_condition or _made_condition(self)  # noqa: E701
         return condition
 
     # A property where the stock future has a plain attribute (made here on first use).
@@ -327,21 +326,14 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     def _finish(self, result: Any, exc: Optional[BaseException]) -> bool:
         """Resolve the future, unless cancel() from another thread won the race (False)."""
-        if self._lazy_condition is None:
-            with _first_use_lock:
-                if self._lazy_condition is None:
-                    # No thread has locked, waited on or attached to the future yet, so
-                    # there is nobody to notify and no callback to run. One that comes
-                    # later makes the condition first, under this lock, then sees the
-                    # outcome: set_result() would only have made a condition for nothing.
-                    if self._state != PENDING:  # anything else went through _condition
-                        return False
-                    self._result = result
-                    self._exception = exc
-                    self._state = FINISHED
-                    return True
-        # As set_result()/set_exception(), without making the waiter list for nothing.
         condition = self._lazy_condition
+        if condition is None:
+            # The lock on one line, as in _condition.
+            with _first_use_lock: finished = _finish_first(self, result, exc)  # noqa: E701
+            if finished is not None:
+                return finished
+            condition = self._condition  # made meanwhile, by a thread about to wait
+        # As set_result()/set_exception(), without making the waiter list for nothing.
         with condition:
             if self._state in _DONE_STATES:
                 return False  # cancel() from another thread won the race: its outcome stands
@@ -357,3 +349,28 @@ class BridgeFuture(concurrent.futures.Future[T]):
         if self._lazy_callbacks:
             self._invoke_callbacks()
         return True
+
+
+def _made_condition(future: BridgeFuture[Any]) -> threading.Condition:
+    """Under _first_use_lock: the future's first condition."""
+    condition = future._lazy_condition = threading.Condition()
+    return condition
+
+
+def _finish_first(
+    future: BridgeFuture[Any], result: Any, exc: Optional[BaseException]
+) -> Optional[bool]:
+    """Under _first_use_lock: resolve a future that has no condition yet (True), unless
+    it is done already (False). None: it has one now, and is resolved through it."""
+    if future._lazy_condition is not None:
+        return None
+    # No thread has locked, waited on or attached to the future yet, so there is nobody
+    # to notify and no callback to run. One that comes later makes the condition first,
+    # under this lock, then sees the outcome: set_result() would only have made a
+    # condition for nothing.
+    if future._state != PENDING:  # anything else went through _condition
+        return False
+    future._result = result
+    future._exception = exc
+    future._state = FINISHED
+    return True
