@@ -64,7 +64,13 @@ class _InterruptingAtLine:
         entries: tuple[str, ...] = (),
         stop_at: str = "",
         on_stop: Callable[[], object] = lambda: None,
+        files: tuple[str, ...] = (LIBRARY,),
+        start_at: str = "",
     ) -> None:
+        self.files = files  # whose lines count: those of the library, by default
+        # Lines count from the first call of a function of this name on (if given).
+        self.started = not start_at
+        self.start_at = start_at
         self.n = n
         self.seen = 0
         self.where = ""
@@ -78,8 +84,12 @@ class _InterruptingAtLine:
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> Optional[Profile]:
         code = frame.f_code
-        if self.where or self.stopped or not code.co_filename.startswith(LIBRARY):
+        if self.where or self.stopped or not code.co_filename.startswith(self.files):
             return None
+        if not self.started:
+            if code.co_name != self.start_at:
+                return None
+            self.started = True
         if code.co_name == self.stop_at:
             self.stopped = True
             self.on_stop()
@@ -396,3 +406,30 @@ def test_result_interrupted_at_any_line_leaves_every_future_usable() -> None:
             assert _bounded(lambda future=future: future.result(timeout=WAIT)) is None
             assert _bounded(lambda: exe.submit(_coroutine_job, ran).result(timeout=WAIT)) is None
     assert interrupted > 3
+
+
+def test_shutdown_wait_interrupted_at_any_line_raises_keyboard_interrupt() -> None:
+    """A Ctrl-C while shutdown(wait=True) waits is a KeyboardInterrupt that cancels the
+    jobs (not "RuntimeError: cannot release un-acquired lock", which one inside a
+    Condition.wait() left). Cut at each line run in the library and in ``threading``
+    from shut_down's first step on (see the with-exit test), until the cuts land in the
+    wait loop itself, a few times over."""
+    threading_py = threading.__file__
+    n = in_wait = 0
+    while in_wait < 4:
+        n += 1
+        assert n < 300, "the cuts never reached the wait"
+        exe = ThreadedLoopExecutor(max_workers=1, thread_name_prefix="shutdown-cut")
+        parked = exe.submit(_parked, concurrent.futures.Future())  # ends when cancelled
+        tracer = _InterruptingAtLine(
+            n, files=(LIBRARY, threading_py), start_at="shut_down", entries=("shut_down",)
+        )
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                exe.shutdown(wait=True)
+        finally:
+            sys.settrace(None)
+        assert parked.cancelled(), tracer.where
+        assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-cut")]
+        in_wait = in_wait + 1 if tracer.where.endswith(" _wait_ended") else 0

@@ -63,6 +63,10 @@ class LoopThread:
         self.burst = self.handoff.scheduler.core.burst  # guarded by _rate_lock
         # Resolved by the loop thread as its very last step, after final_stats is set.
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # What join() waits for, set just after: no Condition (see _wait_ended).
+        self._ended = False
+        self._end = threading.Lock()  # held until then
+        self._end.acquire()
         self.final_stats: Optional[ExecutorStats] = None
 
     def start(self) -> None:
@@ -171,11 +175,27 @@ class LoopThread:
             # raised inside Thread.join() makes Python 3.9 to 3.12 mark the thread as
             # stopped while it still runs (the bpo-45274 repair releases its lock), so
             # every later join(), the interpreter's own at exit included, returns at once.
-            try:
-                _wait_interruptibly(self.stopped)
-            except concurrent.futures.CancelledError:
-                pass  # __aexit__'s asyncio wrapper was cancelled: Thread.join() waits
+            self._wait_ended()
             self._thread.join()  # the thread has run its last statement: returns at once
+
+    def _ended_now(self) -> None:
+        """The thread's last step (or none will run: a forked child)."""
+        self._ended = True
+        if self._end.locked():
+            self._end.release()
+
+    def _wait_ended(self) -> None:
+        """Until the thread's last step, which a Ctrl-C always interrupts (see
+        _SIGNAL_CHECK_SECONDS) with a KeyboardInterrupt. Not on a Condition (a future's
+        result(), an Event): a Ctrl-C inside Condition.wait(), Python code, can leave its
+        lock released, and the ``with`` around the wait then raises "cannot release
+        un-acquired lock" in place of the KeyboardInterrupt. A lock's acquire() is one C
+        call; one that a Ctrl-C cuts short right after it succeeds leaves the lock held,
+        so ``_ended`` decides, and other waiters then see it within the check period."""
+        end = self._end
+        while not self._ended:
+            if end.acquire(timeout=_SIGNAL_CHECK_SECONDS):
+                end.release()
 
     def stopped_future(self) -> concurrent.futures.Future[None]:
         """Resolved by the loop thread as its very last step."""
@@ -188,6 +208,7 @@ class LoopThread:
         # may have held the old one's lock at the fork.
         self.stopped = concurrent.futures.Future()
         self.stopped.set_result(None)
+        self._ended_now()
 
     #
     # Loop thread
@@ -215,6 +236,7 @@ class LoopThread:
             _closing.close(handoff, None)
             self._created.set()
             self.stopped.set_result(None)
+            self._ended_now()
             return
         if self._initializer is None:
             # Accept jobs before the constructor returns. Blocking jobs submitted now are
@@ -240,6 +262,7 @@ class LoopThread:
                     # Always, or join() would wait for ever.
                     if self.stopped.set_running_or_notify_cancel():
                         self.stopped.set_result(None)
+                    self._ended_now()
 
 
 class _LoopRun:
@@ -324,15 +347,6 @@ def _apply_rate(
         core._set_rate(rate, burst)
     finally:
         applied.set_result(None)
-
-
-def _wait_interruptibly(future: concurrent.futures.Future[None]) -> None:
-    """``future.result()``, which a Ctrl-C always interrupts (see _SIGNAL_CHECK_SECONDS)."""
-    while True:
-        try:
-            return future.result(timeout=_SIGNAL_CHECK_SECONDS)
-        except concurrent.futures.TimeoutError:
-            continue
 
 
 def _count(n: int, noun: str) -> str:
