@@ -118,6 +118,18 @@ class _InterruptingAtLine:
         return self._line
 
 
+def _settrace(tracer: Optional[Profile]) -> None:
+    """sys.settrace(tracer), with the garbage collector off while it traces: a collection
+    could run a __del__ of the library (a previous executor's) under the tracer, whose
+    KeyboardInterrupt would then be "ignored in __del__", not raised where it is meant."""
+    if tracer is None:
+        sys.settrace(None)
+        gc.enable()
+    else:
+        gc.disable()
+        sys.settrace(tracer)
+
+
 def _submit_cut_at(
     n: int, exe: ThreadedLoopExecutor, fn: Callable[..., Any], *args: Any, lines: bool = False
 ) -> Optional[concurrent.futures.Future[Any]]:
@@ -125,7 +137,7 @@ def _submit_cut_at(
     n-th line in the library): None if it was (the submit raised KeyboardInterrupt), else
     the future (the submit has fewer points)."""
     if lines:
-        sys.settrace(_InterruptingAtLine(n))
+        _settrace(_InterruptingAtLine(n))
     else:
         sys.setprofile(_interrupting(n, sys._getframe()))
     try:
@@ -133,8 +145,8 @@ def _submit_cut_at(
     except KeyboardInterrupt:
         return None
     finally:
-        sys.settrace(None)
-        sys.setprofile(None)
+        sys.setprofile(None)  # first: the profile function counts _settrace's calls
+        _settrace(None)
 
 
 def _bounded(fn: Callable[[], Any]) -> Any:
@@ -276,13 +288,13 @@ def test_with_exit_interrupted_at_any_line_cancels_the_jobs_and_propagates() -> 
                 # two running coroutine jobs; a blocking one waits for a slot
                 futures = [exe.submit(_parked, gate), exe.submit(_parked, gate)]
                 futures.append(exe.submit(gate.result, WAIT))
-                sys.settrace(tracer)
+                _settrace(tracer)
         except KeyboardInterrupt:
             interrupted = True
         else:
             interrupted = False
         finally:
-            sys.settrace(None)
+            _settrace(None)
             if not gate.done():
                 gate.set_result(None)
         # Every future is done once the block is left, either way, and nothing runs on.
@@ -341,7 +353,7 @@ def test_map_interrupted_while_building_its_iterator_cancels_quietly() -> None:
             while True:
                 n += 1
                 tracer = _InterruptingAtLine(n)
-                sys.settrace(lambda frame, event, arg, tracer=tracer: (
+                _settrace(lambda frame, event, arg, tracer=tracer: (
                     tracer(frame, event, arg) if frame.f_code.co_name == "__init__" else None
                 ))
                 try:
@@ -350,7 +362,7 @@ def test_map_interrupted_while_building_its_iterator_cancels_quietly() -> None:
                     gc.collect()
                     continue
                 finally:
-                    sys.settrace(None)
+                    _settrace(None)
                 assert list(results) == [0, 1, 2]
                 break
     finally:
@@ -393,7 +405,7 @@ def test_result_interrupted_at_any_line_leaves_every_future_usable() -> None:
         while True:
             n += 1
             future = exe.submit(_coroutine_job, ran)
-            sys.settrace(_InterruptingAtLine(n))
+            _settrace(_InterruptingAtLine(n))
             try:
                 future.result(timeout=WAIT)
             except KeyboardInterrupt:
@@ -401,7 +413,7 @@ def test_result_interrupted_at_any_line_leaves_every_future_usable() -> None:
             else:
                 break
             finally:
-                sys.settrace(None)
+                _settrace(None)
             # The future, and a new one, can still be waited for (from another thread).
             assert _bounded(lambda future=future: future.result(timeout=WAIT)) is None
             assert _bounded(lambda: exe.submit(_coroutine_job, ran).result(timeout=WAIT)) is None
@@ -424,12 +436,12 @@ def test_shutdown_wait_interrupted_at_any_line_raises_keyboard_interrupt() -> No
         tracer = _InterruptingAtLine(
             n, files=(LIBRARY, threading_py), start_at="shut_down", entries=("shut_down",)
         )
-        sys.settrace(tracer)
+        _settrace(tracer)
         try:
             with pytest.raises(KeyboardInterrupt):
                 exe.shutdown(wait=True)
         finally:
-            sys.settrace(None)
+            _settrace(None)
         assert parked.cancelled(), tracer.where
         assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-cut")]
         in_wait = in_wait + 1 if tracer.where.endswith(" _wait_ended") else 0
