@@ -18,7 +18,6 @@ import threading
 from typing import Any, Callable, Optional
 
 from .. import CoroutineExecutor
-from .._errors import job_wrapper
 from .._retry import Inherit, next_delay
 from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, key_of_job, name_inputs
 from ._chunk_run import is_async as _is_async
@@ -216,10 +215,10 @@ class ProcessLoop:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
                 if policy is None:
-                    future = exe.submit_nowait(self._guarded, is_async, job_fn, args, kwargs)
+                    future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
                 else:
                     future = exe.submit_nowait(
-                        self._retrying, ((policy, run, i), is_async), job_fn, args, kwargs
+                        self._retrying, (policy, run, i), job_fn, args, kwargs, is_async
                     )
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
@@ -279,23 +278,18 @@ class ProcessLoop:
             self._loop.call_soon(self._feed, run, context=contextvars.Context())
         return delay
 
-    # Both wrappers take (how, fn, args, kwargs): a job_timeout error names fn(*args,
-    # **kwargs), not the wrapper (describe_job), and key_of_job finds the arguments.
-    @job_wrapper
     async def _retrying(
-        self, how: tuple[RetryingJob, bool], fn: Callable[..., Any], args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        self, job: RetryingJob, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any], is_async: bool,
     ) -> Any:
         """An attempt of a job under a retry policy: _guarded, with the job known to
         _ask_policy (every attempt runs in the job's one task, so in its context)."""
-        job, is_async = how
         RETRYING.set(job)
-        return await self._guarded(is_async, fn, args, kwargs)
+        return await self._guarded(fn, args, kwargs, is_async)
 
-    @job_wrapper
     async def _guarded(
-        self, is_async: bool, fn: Callable[..., Any], args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        is_async: bool,
     ) -> Any:
         """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
         the loop: carried as a JobExit they fail their own item only, as on the bridge."""
