@@ -218,10 +218,23 @@ def test_submit_interrupted_at_any_point_hands_off_the_job_whole_or_not_at_all(
 
 @pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
 def test_submit_interrupted_while_jobs_wait_for_a_slot(lines: bool) -> None:
-    ran: list[int] = []
     exe = ThreadedLoopExecutor(max_workers=1)
+    interrupted, ran = _sweep_submit_behind_a_held_slot(exe, lines)
+    assert interrupted > 3
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
+    assert (stats.queued, stats.running, stats.cancelled) == (0, 0, 0)
+
+
+def _sweep_submit_behind_a_held_slot(
+    exe: ThreadedLoopExecutor, lines: bool
+) -> tuple[int, list[int]]:
+    """Hold exe's one place with a blocking job, cut submit() short at every point in
+    turn (resubmitting each cut job), then free the place, let every job finish and shut
+    down. Returns how many submits were cut short and what the jobs ran."""
+    ran: list[int] = []
     gate = threading.Event()
-    holder = exe.submit(gate.wait, WAIT)  # holds the one slot: later jobs queue
+    holder = exe.submit(gate.wait, WAIT)  # holds the place: later jobs wait
     n = interrupted = 0
     futures = []
     while True:
@@ -231,15 +244,12 @@ def test_submit_interrupted_while_jobs_wait_for_a_slot(lines: bool) -> None:
             break
         interrupted += 1
         futures.append(_bounded(lambda: exe.submit(_coroutine_job, ran)))
-    assert interrupted > 3
     gate.set()
     assert holder.result(timeout=WAIT)
     for queued in [*futures, future]:
         queued.result(timeout=WAIT)
     _shut_down(exe)
-    stats = exe.stats
-    assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
-    assert (stats.queued, stats.running, stats.cancelled) == (0, 0, 0)
+    return interrupted, ran
 
 
 def test_first_blocking_submit_interrupted_at_any_line_starts_no_stray_worker() -> None:
@@ -315,25 +325,9 @@ def _one_key(*args: Any) -> str:
 def test_submit_interrupted_while_jobs_wait_in_a_full_keys_line(lines: bool) -> None:
     # key=/max_per_key: a job queued behind a full key enters its key's line in several
     # steps; one cut short must leave the line as it was.
-    ran: list[int] = []
     exe = ThreadedLoopExecutor(max_workers=4, key=_one_key, max_per_key=1)
-    gate = threading.Event()
-    holder = exe.submit(gate.wait, WAIT)  # holds the key's one place: later jobs wait
-    n = interrupted = 0
-    futures = []
-    while True:
-        n += 1
-        future = _submit_cut_at(n, exe, _coroutine_job, ran, lines=lines)
-        if future is not None:
-            break
-        interrupted += 1
-        futures.append(_bounded(lambda: exe.submit(_coroutine_job, ran)))
+    interrupted, ran = _sweep_submit_behind_a_held_slot(exe, lines)  # the key's one place
     assert interrupted > 10
-    gate.set()
-    assert holder.result(timeout=WAIT)
-    for queued in [*futures, future]:
-        queued.result(timeout=WAIT)
-    _shut_down(exe)
     stats = exe.stats
     assert (stats.submitted, stats.succeeded) == (len(ran) + 1, len(ran) + 1)
     assert (stats.queued, stats.running, stats.cancelled, stats.failed) == (0, 0, 0, 0)
