@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from types import TracebackType
@@ -27,7 +28,7 @@ __all__ = ["MapIterator", "MapJobs", "close_maps"]
 
 T = TypeVar("T")
 
-_ANEXT_SLOT = ("__anext__",)
+_get_ident = threading.get_ident
 
 
 @final
@@ -43,21 +44,18 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     its own (fail-fast, the deadline), block or not.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
-    raises ``RuntimeError``. ``aclose()`` from another task ends a waiting consumer's
-    iteration (``StopAsyncIteration``); a map the executor closed raises
-    ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's call included),
-    since its inputs were not all processed, or, if a job's error stopped the executor
-    (fail-fast), that error. A map that its own job's error ended is not cut short: it
-    yields the results ready before that error, then raises it.
+    raises ``RuntimeError``; so does every ``__anext__()`` or ``aclose()`` from another
+    loop than the executor's, leaving the map as it was. ``aclose()`` from another task
+    ends a waiting consumer's iteration (``StopAsyncIteration``); a map the executor
+    closed raises ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's
+    call included), since its inputs were not all processed, or, if a job's error
+    stopped the executor (fail-fast), that error. A map that its own job's error ended
+    is not cut short: it yields the results ready before that error, then raises it.
     """
 
-    # __anext__ is a slot holding the generator's own bound __anext__: `async for` looks
-    # it up on the type, reads the slot and calls it, with no Python call of ours. A
-    # result then costs one resumption of the generator's frame, where the map's state
-    # lives in local variables. (A Python __anext__ returning self._results.__anext__()
-    # measured about 2% of a no-op job more, in callgrind instruction counts.)
-    # (Spelled so that type checkers keep seeing the method declared below.)
-    __slots__ = ("__weakref__", "_exe", "_jobs", "_results", *_ANEXT_SLOT)
+    # One Python call per result: __anext__ checks the thread, then calls the generator's
+    # own bound __anext__ (in ``_anext``), whose frame keeps the map's state in locals.
+    __slots__ = ("__weakref__", "_anext", "_exe", "_jobs", "_results", "_thread")
 
     def __init__(
         self,
@@ -101,14 +99,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             outcomes=executor._outcomes, follows=follows,
         )
         self._results = results(executor, jobs, feed)
-        jobs.owner = weakref.ref(self)  # for close_maps() and _first_anext()
+        jobs.owner = weakref.ref(self)  # for close_maps()
         jobs.in_job = job_position.get() is executor  # a job reads it: see close_maps
-        # The slot declared for __anext__ holds _first_anext until the first call, then
-        # the generator's own bound method (see __slots__); type checkers see the method
-        # declared below instead. (A partial, not a bound method: no cycle through self.)
-        self.__anext__ = functools.partial(  # type: ignore[method-assign]  # see above
-            _first_anext, executor, jobs, self._results
-        )
+        self._anext: Callable[[], Awaitable[Any]] = self._results.__anext__
+        self._thread = 0  # the thread its last __anext__() came from (0: none yet)
         executor._maps.add(jobs)
         # Start the generator to its first yield with no asyncgen hooks installed, so it
         # gets no finaliser: dropped (`break`, or never iterated) it is closed at once, in
@@ -133,11 +127,20 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     def __aiter__(self) -> Self:
         return self
 
-    if TYPE_CHECKING:
+    def __anext__(self) -> Awaitable[T]:
+        # Every call is checked, as submit() is: a call from another thread's loop would
+        # run the generator there (results lost under asyncio's debug mode, jobs started
+        # on that loop without it). The thread ident is compared, not the running loop,
+        # which on CPython 3.11 costs a getpid() system call a result: only a call from
+        # a new thread looks the loop up (check_loop). The executor's loop running on
+        # this thread is the only loop running on it, so the same thread means the same
+        # loop, unless that loop has stopped (see _loop_finished).
+        if _get_ident() != self._thread:
+            check_loop(self._exe)  # before the generator runs: a refusal leaves it intact
+            self._thread = _get_ident()
+        return self._anext()
 
-        def __anext__(self) -> Awaitable[T]: ...
-
-    else:  # hidden from type checkers, which then still flag a plain `for` over a map
+    if not TYPE_CHECKING:  # hidden from type checkers, which then still flag a plain `for`
 
         def __iter__(self) -> Iterator[T]:
             """A plain ``for`` (or ``list()``): refused with the way out, not only the
@@ -212,23 +215,10 @@ def close_maps(exe: Core, *, exiting: bool = False) -> None:
         if it is None:  # dropped while a consumer waits inside it: wake that consumer
             abandon(exe, jobs)
             continue
-        it.__anext__ = functools.partial(_refused, exe, jobs.kind)
+        it._anext = functools.partial(_refused, exe, jobs.kind)
         it._abandon()
 
 
 async def _refused(exe: Core, kind: JobKind) -> Any:
     check_loop(exe)
     raise_closed(exe, kind)
-
-
-def _first_anext(exe: Core, jobs: MapJobs, results: AsyncIterator[Any]) -> Awaitable[Any]:
-    """The map's first ``__anext__()``: refuse another loop (or thread) before anything
-    runs, as submit() does, so no job's task is built for the executor's loop from
-    outside it and the map stays usable on its own loop; then hand the slot to the
-    generator. (Not once per result: on CPython 3.11 the check is a system call. A map
-    moved to another loop halfway is not caught here.)"""
-    check_loop(exe)
-    it = jobs.owner() if jobs.owner is not None else None
-    if it is not None:
-        it.__anext__ = results.__anext__
-    return results.__anext__()

@@ -304,7 +304,13 @@ def _loop_finished(exe: Core) -> None:
     """The loop is closing its async generators: its tasks are done, and so are we.
 
     Jobs still queued then never start: their futures end cancelled (and anything still
-    running is cancelled again)."""
+    running is cancelled again). The maps still open forget the thread they were used
+    on, so the next ``__anext__()`` of each, on this thread too, looks up the running
+    loop (see MapIterator.__anext__) and names the mistake."""
+    for jobs in exe._maps:
+        it = jobs.owner() if jobs.owner is not None else None
+        if it is not None:
+            it._thread = 0
     if exe._slots.busy:
         abort(exe, Cause.SHUTDOWN)
     if not exe._slots.busy:  # else someone closes them early: check_loop still guards

@@ -245,6 +245,33 @@ async def test_a_map_iterated_from_another_loop_is_refused_and_stays_usable(
         assert exe.stats.submitted == 3
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_later_anext_from_another_loop_is_refused_and_the_map_stays_usable(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: only a map's first ``__anext__()`` was checked. A later one from another
+    thread's loop ran the map there: under -X dev its results were lost and the block's
+    exit hung; without it, a job ran on the other loop (found by a docs-only tester)."""
+
+    async def elsewhere(results: Any) -> BaseException | None:
+        try:
+            await results.__anext__()
+        except RuntimeError as exc:
+            return exc
+        return None
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        made = exe.map if ordered else exe.map_unordered
+        results = made(pair, range(4), buffersize=2)
+        first = await results.__anext__()
+        error = await asyncio.to_thread(asyncio.run, elsewhere(results))
+        assert isinstance(error, RuntimeError) and LOOP_MESSAGE in str(error)
+        assert exe.stats.submitted == 2  # nothing more started from there
+        rest = [r async for r in results]  # untouched by the refusal
+        assert sorted([first, *rest]) == [(0,), (1,), (2,), (3,)]
+        assert exe.stats.submitted == 4
+
+
 def test_a_map_with_an_async_input_iterated_under_a_later_asyncio_run_is_refused() -> None:
     """Regression: the map built its reader's coroutine for the first, closed loop:
     RuntimeError('Event loop is closed') and "coroutine 'read_inputs' was never
