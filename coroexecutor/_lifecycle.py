@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import SHUTDOWN_MESSAGE
 from ._map_reader import cancel_readers
 from ._map_state import follow_limit
-from ._policy import Cause
+from ._policy import Cause, cancelling, loop_going_down
 from ._state import State
 
 if TYPE_CHECKING:
@@ -25,14 +25,6 @@ __all__ = [
 ]
 
 _current_task = asyncio.current_task
-_all_tasks = asyncio.all_tasks
-_COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
-
-
-def _cancelling(task: asyncio.Future[Any]) -> bool:
-    """Whether ``task`` has a cancellation pending (False for a future that is no Task)."""
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
 
 
 def refusal(exe: Core) -> RuntimeError:
@@ -136,7 +128,7 @@ def _cancel_after_step(
     """abort()'s cancels held back from a job's last step, then the closing of the maps
     (see abort)."""
     for task in tasks:
-        if not task.done() and not _cancelling(task):
+        if not task.done() and not cancelling(task):
             task.cancel()
     if block is not None:
         block.interrupt()
@@ -193,14 +185,9 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     queued jobs; the scan of the loop's tasks happens only when it is being cancelled.
     (Python 3.11+: before, a task's pending cancellations cannot be counted.)
     """
-    if not _COUNTS_CANCELS:
-        return False
     current = freed_by if freed_by is not None else _current_task(exe._loop)
-    if current is None or not _cancelling(current):
+    if current is None or not loop_going_down(current):
         return False
-    for task in _all_tasks(exe._loop):
-        if not _cancelling(task):
-            return False
     abort(exe, Cause.SHUTDOWN)
     return True
 

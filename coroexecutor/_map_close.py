@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._map_reader import cancel_readers, drop_reader, start_reader
 from ._map_state import MapJobs
-from ._policy import retrieve
+from ._policy import loop_going_down, retrieve
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["abandon", "cancel_again", "retire"]
 
 
-def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
+def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task[Any] | None:
     """Stop the map's reading, so that its async inputs get closed however early the map
     is closed; returns the reader task still to wait for, if any. Its outcome is
     retrieved (nobody is left to read it).
@@ -41,7 +41,8 @@ def _stop_reading(exe: Core, jobs: MapJobs) -> asyncio.Task[Any] | None:
         drop_reader(jobs, reader)  # its outcome, not taken: an error closing the inputs is reported
         return None
     if reader is not asyncio.current_task(reader.get_loop()):
-        cancel_readers((reader,), None)
+        if cancel:  # (not when the loop's end has cancelled it: see abandon)
+            cancel_readers((reader,), None)
         reader.add_done_callback(retrieve)
         return reader
     # The input itself closes the map (calls shutdown(), say): it is in its own step.
@@ -84,9 +85,14 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
         wake = jobs.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
-        for job in live:
-            exe._outcomes.cancel(job)
-        reader = _stop_reading(exe, jobs)
+        # A consumer that asyncio.run()'s end cancelled (see loop_going_down): the jobs
+        # and the reader have that cancel pending too, and one more would interrupt
+        # their clean-up, which the loop waits for.
+        again = current is None or not loop_going_down(current)
+        if again:
+            for job in live:
+                exe._outcomes.cancel(job)
+        reader = _stop_reading(exe, jobs, again)
         if reader is not None:
             live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
             # So do the block's exit and shutdown(), however the map was closed.

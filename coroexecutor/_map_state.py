@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from ._following import QueuedFuture
-from ._policy import JobKind, Outcomes, error_of
+from ._policy import JobKind, Outcomes, error_of, loop_going_down
 from ._retry import Inherit, RetryPolicy
 
 __all__ = ["EXHAUSTED", "MapJobs", "follow_limit"]
@@ -121,10 +121,13 @@ class MapJobs:
         A cancellation counts as the job's error (semantics.rst: "a running job was
         cancelled by someone else: same as a job raising CancelledError"), unless the
         executor caused it: then the map has failed or was closed already (its own
-        cancels), or the executor is stopping (abort, which closes the map)."""
+        cancels), or the executor is stopping (abort, which closes the map); nor when
+        the loop is going down (see loop_going_down): nothing is cancelled again."""
         if self.kind is not JobKind.POLICY or self.closed or self.failed is not None:
             return
-        if isinstance(error, asyncio.CancelledError) and self.outcomes.cause is not None:
+        if isinstance(error, asyncio.CancelledError) and (
+            self.outcomes.cause is not None or loop_going_down(job)
+        ):
             return
         self.failed, self.failed_tb = error, error.__traceback__
         self.follows = False

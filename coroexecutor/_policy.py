@@ -16,9 +16,14 @@ from ._stats import ExecutorStats
 if TYPE_CHECKING:
     from ._slots import Slots
 
-__all__ = ["Cause", "JobKind", "Outcomes", "error_of", "reraise_job_error", "retrieve"]
+__all__ = [
+    "Cause", "JobKind", "Outcomes", "cancelling", "error_of", "loop_going_down",
+    "reraise_job_error", "retrieve",
+]
 
 _CancelledError = asyncio.CancelledError
+_all_tasks = asyncio.all_tasks
+_COUNTS_CANCELS = hasattr(asyncio.Task, "cancelling")  # Python 3.11+
 
 
 class Cause(enum.Enum):
@@ -44,6 +49,26 @@ def error_of(task: asyncio.Future[Any]) -> BaseException | None:
         return task.exception()
     except _CancelledError as exc:
         return exc
+
+
+def cancelling(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` has a cancellation pending (False for a future that is no Task)."""
+    count = getattr(task, "cancelling", None)
+    return count is not None and count() > 0
+
+
+def loop_going_down(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` (a job's, done or in its last step) was cancelled by its loop going
+    down: asyncio.run() and asyncio.Runner end by cancelling every task on the loop at
+    once. So when ``task`` has a cancellation pending and so has every other unfinished
+    task on the loop, the cancel is that teardown's, not a job's failure: nobody is left
+    to be told of it, and cancelling the other jobs again would only interrupt their
+    clean-up (a ``finally: await ...``), which the teardown waits for. The scan of the
+    loop's tasks happens only for a job that ends cancelled. (Python 3.11+: before, a
+    task's pending cancellations cannot be counted.)"""
+    if not _COUNTS_CANCELS or not cancelling(task):
+        return False
+    return all(cancelling(other) for other in _all_tasks(task.get_loop()))
 
 
 def retrieve(task: asyncio.Future[Any]) -> None:

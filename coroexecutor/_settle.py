@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._lifecycle import abort, admit, check_idle, fail, interrupted, tearing_down
 from ._map_state import follow_limit
 from ._notes import annotate_coroutine_error
-from ._policy import Cause, JobKind, error_of, retrieve
+from ._policy import Cause, JobKind, error_of, loop_going_down, retrieve
 from ._state import State
 
 if TYPE_CHECKING:
@@ -69,7 +69,12 @@ def settle(
         if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
             follow_limit(exe._maps, slots.limit)
         slots.release_job(task)
-        if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING):
+        if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING) and not (
+            # asyncio.run() ending cancels every task: not a job failure (see loop_going_down)
+            isinstance(error, asyncio.CancelledError)
+            and task is not None
+            and loop_going_down(task)
+        ):
             abort(exe, Cause.JOB_ERROR, error)
         elif error is not None and exe._state is not _CANCELLING:
             interrupted(exe, error)

@@ -348,3 +348,112 @@ async def test_a_map_closed_while_it_closes_its_inputs_still_closes_every_one(
         await asyncio.wait_for(closing.wait(), 5)
         await results.aclose()
         assert len(closed_in) == 1 and closed_in[0] is not asyncio.current_task()
+
+
+#
+# asyncio.run() ending is not a job failure
+#
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("consumer", ["none", "waiting"])
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+def test_the_end_of_asyncio_run_lets_an_input_finish_its_clean_up(
+    settled: str, consumer: str
+) -> None:
+    """Regression: with no block and no shutdown(), the end of asyncio.run() cancels the
+    map's jobs and its reader; fail-fast took a job's cancel for a job error and cancelled
+    the reader again, interrupting the input's awaiting clean-up (its ``finally: await
+    ...``) (found by a docs-only tester). That cancel is the loop's teardown, not a job
+    failure: nothing is cancelled twice."""
+    ending = _EndingMap(settled)
+    _results, exe, _ = asyncio.run(ending.main(consumer == "waiting"))
+    assert ending.log == ["clean-up begins", "clean-up ends"]
+    stats = exe.stats
+    assert stats.failed == 0 and stats.cancelled == stats.submitted - 1  # all but job 0
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+def test_a_consumer_the_end_of_the_loop_cancels_does_not_cancel_the_reader_again(
+    settled: str,
+) -> None:
+    """A task waiting in the map as asyncio.run() ends is cancelled with the rest, and the
+    map, closed by that cancel, cancelled its jobs and its reader again (interrupting the
+    input's clean-up if the reader took its cancel first). asyncio.run() cancels every
+    task once, in the order of a set: here the reader first, then the rest, as
+    asyncio.runners._cancel_all_tasks does."""
+    ending = _EndingMap(settled)
+    loop = asyncio.new_event_loop()
+    try:
+        _results, exe, waiting = loop.run_until_complete(ending.main(True))
+        reader = ending.reader
+        assert reader is not None and waiting is not None
+        reader.cancel()
+        loop.run_until_complete(ending.cleaning.wait())  # its clean-up has begun
+        rest = [t for t in asyncio.all_tasks(loop) if t is not reader]
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(reader, *rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    assert ending.log == ["clean-up begins", "clean-up ends"]
+    assert exe.stats.failed == 0
+
+
+class _EndingMap:
+    """A map left open as its loop ends: job 0 done, job 1 parked, the input's clean-up
+    (its ``finally``) waiting for job 1 to end."""
+
+    def __init__(self, settled: str) -> None:
+        self.settled = settled
+        self.log: list[str] = []
+        self.job: asyncio.Task[Any] | None = None  # job 1's
+        self.reader: asyncio.Task[Any] | None = None  # the map's reading task
+        self.parked, self.cleaning = asyncio.Event(), asyncio.Event()
+
+    async def source(self) -> AsyncIterator[int]:
+        self.reader = asyncio.current_task()
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            self.log.append("clean-up begins")
+            self.cleaning.set()
+            assert self.job is not None
+            await asyncio.wait([self.job])  # job 1 settles meanwhile
+            self.log.append("clean-up ends")
+
+    async def step(self, i: int) -> int:
+        if i == 0:
+            return i
+        if i == 1:
+            self.job = asyncio.current_task()
+            self.parked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self.cleaning.wait()  # ends cancelled once the input's clean-up has begun
+            raise
+        return i
+
+    async def main(self, waiting: bool) -> Any:
+        hook = {"on_job_done": lambda job: None} if self.settled == "hook" else {}
+        exe = CoroutineExecutor(max_workers=2, **hook)  # type: ignore[arg-type]
+        results = exe.map(self.step, self.source(), buffersize=2)
+        assert await results.__anext__() == 0
+        await self.parked.wait()
+        consumer = None
+        if waiting:  # a task waits in the map for job 1 as the loop ends
+            consumer = asyncio.ensure_future(_consume(results))
+            await asyncio.wait([consumer], timeout=0)  # (one turn: it is in the map)
+        return results, exe, consumer  # kept open: the loop ends with job 1 parked
+
+
+async def _consume(results: Any) -> Any:
+    return await results.__anext__()
