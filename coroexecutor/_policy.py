@@ -228,11 +228,13 @@ class Outcomes:
 
     @property
     def unretrieved(self) -> BaseException | None:
-        """A job error the policy named but no block or shutdown() has raised."""
+        """A job error the policy named but no block or shutdown() has raised. Not a
+        KeyboardInterrupt or SystemExit: asyncio raised it out of the loop (the job's
+        task re-raises it from its step), so it reached the caller of asyncio.run()."""
         error = self.first_error
         if self.delivered or self.cause is not Cause.JOB_ERROR:
             return None
-        if error is None or isinstance(error, _CancelledError):
+        if error is None or isinstance(error, (_CancelledError, KeyboardInterrupt, SystemExit)):
             return None
         return error
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -246,3 +247,37 @@ async def test_under_fail_fast_a_map_yields_the_results_ready_before_its_error(
         assert got == [0, 1]
     stats = exe.stats
     assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 1, 1)
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+def test_a_keyboard_interrupt_in_a_map_job_is_not_reported_as_never_retrieved(
+    ordered: bool,
+) -> None:
+    """Regression: with no block, a map job's KeyboardInterrupt left asyncio.run() (asyncio
+    raises it out of the loop) and was reported at exit all the same, as "CoroutineExecutor
+    job exception was never retrieved" (found by a docs-only tester)."""
+    reports: list[dict[str, Any]] = []
+
+    async def job(i: int) -> int:
+        if i == 1:
+            raise KeyboardInterrupt
+        return i
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+        exe = CoroutineExecutor(max_workers=2)
+        made = exe.map if ordered else exe.map_unordered
+        async for _ in made(job, range(3)):
+            pass
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
+    gc.collect()  # the executor, held by the error's traceback until now
+    assert interrupted
+    assert [r["message"] for r in reports] == []
+
