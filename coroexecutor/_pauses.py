@@ -21,7 +21,8 @@ class Pauses:
     and is counted in ``Slots.pausing`` (``stats.queued``); it stays among the running
     jobs' tasks, so every cancellation of the executor's jobs reaches its pause. A map's
     job (``owner``: its map) also leaves the map's window until it holds a slot again,
-    so the map starts another input meanwhile (see MapJobs)."""
+    so the map starts another input meanwhile (see MapJobs), and learns of the job's
+    final error in the job's own last step (``failed``)."""
 
     __slots__ = ("_exe", "_owner")
 
@@ -56,3 +57,13 @@ class Pauses:
         exe._slots.abandon(asyncio.current_task(exe._loop))
         if self._owner is not None:
             self._owner.resumed()
+
+    def failed(self, error: BaseException) -> None:
+        # As an in-line job tells its map (_start._job_raised): a map that a job's error
+        # ends cancels its other jobs now, before those started with it take their first
+        # step; its done callback, a turn later, would let them run.
+        owner = self._owner
+        if owner is not None:
+            task = asyncio.current_task(self._exe._loop)
+            if task is not None:
+                owner.job_failed(task, error)

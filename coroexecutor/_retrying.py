@@ -43,6 +43,10 @@ class AttemptSlots(Protocol):
         """The job is cancelled in its pause or while waiting for a slot: it ends holding
         none, so its end must give back no slot (it counts as waiting until then)."""
 
+    def failed(self, error: BaseException) -> None:
+        """The job ends with ``error`` (its last attempt's, or its cancellation), in its
+        own last step: its map, if any, learns of it before another task runs."""
+
 
 class Call:
     """A job's call and how its failures are handled: what a runner needs only once the
@@ -135,14 +139,19 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
 async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, Any, Any]) -> Any:
     """Run a job's first attempt, ``first``, then as many more as its policy asks for.
 
-    The runner of a job that does not settle in-line (a hook or a ``job_timeout``):
-    what an in-line runner does around its own ``await``."""
+    The runner of a job that does not settle in-line (a hook, a ``job_timeout``, an
+    Adaptive limit): what an in-line runner does around its own ``await``, the map told
+    of the job's error in the job's last step included (see AttemptSlots.failed)."""
     try:
-        if call.job_timeout is not None:
-            first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
-        return await first
+        try:
+            if call.job_timeout is not None:
+                first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
+            return await first
+        except BaseException as exc:
+            delay = after_failure(call, 1, exc)
+            if delay is None:
+                raise
+        return await more_attempts(slots, call, delay)
     except BaseException as exc:
-        delay = after_failure(call, 1, exc)
-        if delay is None:
-            raise
-    return await more_attempts(slots, call, delay)
+        slots.failed(exc)
+        raise

@@ -125,11 +125,12 @@ def start_job(
         job = coro
         if isinstance(policy, Inherit):
             policy = exe._retry
-        if policy is not None or (
+        if policy is not None or (owner is not None and kind is JobKind.POLICY) or (
             exe._annotate and (exe._job_timeout is not None or index is not None)
         ):
-            # The attempts loop does the job_timeout's wrapping too. (A job with only a
-            # hook is noted from its coroutine by on_job_done: no wrapper.)
+            # The attempts loop does the job_timeout's wrapping too, and tells a map of
+            # its job's error in the job's last step. (A job with only a hook is noted
+            # from its coroutine by on_job_done: no wrapper.)
             call = Call(
                 fn, args, kwargs or _NO_KWARGS, policy, exe._annotate, exe._job_timeout, index
             )

@@ -130,6 +130,40 @@ async def test_a_map_starts_nothing_after_a_job_that_fails_in_its_first_step(
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("annotate", [True, False], ids=["notes", "no_notes"])
+@pytest.mark.parametrize("settled", ["in-line", *LATE_SETTLED])
+async def test_the_other_jobs_of_the_window_never_run_after_a_job_fails_in_its_first_step(
+    loop_kind: str, settled: str, annotate: bool, ordered: bool
+) -> None:
+    """Without an eager task factory the map starts its window (4 jobs) before job 0 runs.
+    In-line, job 0 tells its map of its error in its own step, so the other three are
+    cancelled before their first step and never run (asyncio.Task's cancel semantics).
+    Settled from a done callback (an on_job_done hook, a job_timeout, an Adaptive limit),
+    the map learned of it a turn later: jobs 1 to 3 took their first step first (found
+    by a docs-only tester). Now every path tells the map in the failing job's step."""
+    error = ValueError("bad input 0")
+    started: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            raise error
+        await asyncio.Event().wait()
+        return n
+
+    options = {"max_workers": 4, "annotate_errors": annotate, **LATE_SETTLED.get(settled, {})}
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
+        with pytest.raises(ValueError) as excinfo:
+            async for _ in results:
+                pass
+        assert excinfo.value is error
+    assert started == [0]
+    stats = exe.stats
+    assert (stats.failed, stats.cancelled) == (1, exe.stats.submitted - 1)
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 @pytest.mark.parametrize("settled", list(LATE_SETTLED))
 async def test_a_failed_keyed_map_job_does_not_let_the_next_in_its_key_start(
     loop_kind: str, settled: str, ordered: bool

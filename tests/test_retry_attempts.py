@@ -45,6 +45,9 @@ class FakeSlots:
         assert not self.held
         self.calls.append(("abandon", now()))
 
+    def failed(self, error: BaseException) -> None:
+        """The job's final error: only a map's slots (Pauses) act on it."""
+
 
 class Job:
     """fn for run_attempts: fails with the given errors in turn, then returns 'done'."""
