@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._following import QueuedFuture
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
-from ._queued import start_queued
+from ._queued import map_start_failed, start_queued
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._slots import Queued
 from ._start import start_job
@@ -121,9 +121,12 @@ def start_or_queue(
     """A map's next job on a keyed executor: it starts, or waits in its key's line
     holding its place in the map's window (so one full key holds back no other).
     ``owner``: the map, whose window the job leaves while it pauses (see MapJobs)."""
-    key = slots.key(*args)
+    key = slots.key(*args)  # its errors, and max_per_key's, go out of the map as they are
     if slots.take_key_nowait(key):
-        return start_keyed(exe, slots, fn, args, {}, where, key, kind, index, policy, owner)
+        try:
+            return start_keyed(exe, slots, fn, args, {}, where, key, kind, index, policy, owner)
+        except BaseException as exc:  # fn(*args) raised: the input's job error
+            return map_start_failed(exe, owner, args, index, exc)
     return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy, owner)
 
 

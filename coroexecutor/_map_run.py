@@ -15,7 +15,7 @@ from ._map_close import abandon
 from ._map_reader import start_reader
 from ._map_state import EXHAUSTED, MapJobs
 from ._policy import Cause, JobKind, reraise_job_error
-from ._queued import queue_map_job
+from ._queued import map_start_failed, queue_map_job
 from ._retry import Inherit, RetryPolicy
 from ._start import start_job
 from ._startup import check_accepting, check_loop
@@ -88,7 +88,10 @@ async def results(
                     await _interruption(exe)
                     _check_accepting(exe, kind)
                 if slots.take_nowait():
-                    job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                    try:
+                        job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                    except BaseException as exc:  # fn(*args) raised: see map_start_failed
+                        job = map_start_failed(exe, jobs, args, index, exc)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
                     if start is not start_job and job.done():
@@ -117,7 +120,10 @@ async def results(
                         give_back(exe)
                         _ended(exe, jobs)
                         return
-                    job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                    try:
+                        job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
+                    except BaseException as exc:
+                        job = map_start_failed(exe, jobs, args, index, exc)
                 index += 1
                 args = None
                 count += 1

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["on_queued_done", "queue_job", "queue_map_job", "start_queued"]
+__all__ = [
+    "failed_to_start", "map_start_failed", "on_queued_done", "queue_job", "queue_map_job",
+    "start_queued",
+]
 
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
 
@@ -110,14 +113,7 @@ def start_queued(
     except BaseException as exc:
         # fn() raised (any other BaseException too: an ordinary job error) or returned a
         # non-awaitable: the job failed before it began.
-        if exe._annotate:
-            annotate_job_error(exc, entry.fn, entry.args, entry.kwargs, map_index=index)
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log
-        outcomes.failed += 1
-        fail(exe, exc)
-        if owner is not None:  # a map's input: its error ends the map now, as a job's does
-            owner.job_failed(future, exc)
+        failed_to_start(exe, future, entry.fn, entry.args, entry.kwargs, exc, kind, index, owner)
         return None
     if isinstance(future, QueuedFuture):  # (every queued job's future is one)
         future.follow(task)
@@ -129,6 +125,54 @@ def start_queued(
         # the future follows the task: the map's cancels spare it.)
         owner.on_job_done(task)
     return task
+
+
+def failed_to_start(
+    exe: Core,
+    future: asyncio.Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    exc: BaseException,
+    kind: JobKind = JobKind.POLICY,
+    index: int | None = None,
+    owner: MapJobs | None = None,
+) -> None:
+    """The call ``fn(*args, **kwargs)`` of a job starting raised ``exc`` (or returned no
+    awaitable): the job failed before it began. ``future``, the job's, ends with the
+    error, which is counted, noted and meets the policy as a job's error does (with
+    return_exceptions=True, kind RESULT, it is the map's result: no fail-fast); a map
+    (``owner``) ends at once, as for any error of its jobs. For a queued job, and for a
+    map's input however its job starts (see map_start_failed)."""
+    if exe._annotate:
+        annotate_job_error(exc, fn, args, kwargs, map_index=index)
+    future.set_exception(exc)
+    future.exception()  # the executor owns the error (policy or suppress): no log
+    exe._outcomes.failed += 1
+    if kind is JobKind.POLICY:
+        fail(exe, exc)
+    if owner is not None:
+        owner.job_failed(future, exc)
+
+
+def map_start_failed(
+    exe: Core, jobs: MapJobs, args: tuple[Any, ...], index: int, exc: BaseException
+) -> asyncio.Future[Any]:
+    """A map started input ``index``'s job itself and ``fn(*args)`` raised ``exc``
+    before it returned an awaitable (a plain function that raises, a coroutine function
+    given the wrong arguments; or it returned no awaitable; or, rarer, the job's task
+    could not be made), its slot given back. That is the input's job error, as when the
+    job starts from a line (start_queued): the map's calls of ``fn`` all happen as its
+    jobs start, not in the consumer's code. Returns the job's future, failed, which
+    takes the input's place in the map. KeyboardInterrupt and SystemExit are raised
+    again: they leave through the map (an eager first step may have raised them, the
+    job settled already)."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    future = QueuedFuture(loop=exe._loop)
+    exe._outcomes.hook_when_done(future, exe._loop)
+    failed_to_start(exe, future, jobs.fn, args, _NO_KWARGS, exc, jobs.kind, index, jobs)
+    return future
 
 
 def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:

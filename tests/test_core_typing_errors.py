@@ -152,11 +152,16 @@ async def test_fn_returning_a_non_awaitable_fails_the_call_with_a_wrapped_job(
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 async def test_map_fn_returning_a_non_awaitable_fails_the_iteration(ordered: bool) -> None:
+    """The input's job error (as a queued job's is), counted and noted: the map calls fn
+    as the job starts (semantics.rst, "What is checked before fn is called")."""
     message = f"job function must return an awaitable (got 42 from {not_async!r})"
-    async with CoroutineExecutor(max_workers=2) as exe:
+    async with CoroutineExecutor(max_workers=2, suppress_task_errors=True) as exe:
         it = (exe.map if ordered else exe.map_unordered)(not_async, [1, 2])
-        with pytest.raises(TypeError, match=exactly(message)):
+        with pytest.raises(TypeError) as info:
             await it.__anext__()
+        assert str(info.value) == message
+        assert info.value.__notes__ == ["coroexecutor: job not_async(1) failed (map input #0)"]
+        assert exe.stats.failed == 1
         assert await (await exe.submit(fetch, "ok")) == "ok"
 
 

@@ -315,3 +315,66 @@ def test_a_keyboard_interrupt_in_a_map_job_is_not_reported_as_never_retrieved(
     assert interrupted
     assert [r["message"] for r in reports] == []
 
+
+async def _echo(n: int) -> int:
+    return n
+
+
+def _raises_for_one(n: int) -> Any:
+    """A plain function that returns a job's awaitable, but raises for input 1."""
+    if n == 1:
+        raise ValueError("no awaitable for 1")
+    return _echo(n)
+
+
+async def _takes_two(a: int, b: int) -> int:  # map()ped over one input: a TypeError
+    return a + b
+
+
+CALLS_THAT_RAISE: dict[str, tuple[Any, dict[str, Any]]] = {
+    "raises, started directly": (_raises_for_one, {"max_workers": 4}),
+    "wrong arguments, started directly": (_takes_two, {"max_workers": 4}),
+    "raises, started from its key's line": (
+        _raises_for_one, {"max_workers": 1, "key": lambda n: "k", "max_per_key": 1}
+    ),
+    "raises, started from the line (buffersize above max_workers)": (
+        _raises_for_one, {"max_workers": 1, "buffersize": 4}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CALLS_THAT_RAISE))
+async def test_an_input_whose_call_raises_is_a_job_error_however_it_starts(
+    loop_kind: str, case: str
+) -> None:
+    """fn(*item) raising before it returns an awaitable (a plain function that raises, a
+    coroutine function called with the wrong arguments) is that input's job error, as
+    semantics.rst says of a job whose call happens as it starts: counted, noted with its
+    input, ending the map (under fail-fast, the block too), and yielded in its place with
+    return_exceptions=True. Started from a line it was so; started directly it came
+    straight out of the map instead, uncounted and with no note, return_exceptions=True
+    or not (found by a docs-only tester)."""
+    fn, options = CALLS_THAT_RAISE[case]
+    options = dict(options)
+    buffersize = options.pop("buffersize", None)
+    index = 1 if fn is _raises_for_one else 0
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        with pytest.raises((ValueError, TypeError)) as excinfo:
+            async for _ in exe.map(fn, range(3), buffersize=buffersize):
+                pass
+    error = excinfo.value
+    assert exe.stats.failed == 1
+    assert f"(map input #{index})" in error.__notes__[-1]
+
+    errors: list[str] = []
+    async with CoroutineExecutor(**options) as exe:  # no fail-fast: errors are results
+        async for r in exe.map(fn, range(3), buffersize=buffersize, return_exceptions=True):
+            errors.append(type(r).__name__)
+    assert errors[index] == type(error).__name__
+    assert exe.stats.failed == errors.count(type(error).__name__)
+
+    with pytest.raises(type(error)) as excinfo:  # fail-fast: the block raises it
+        async with CoroutineExecutor(**options) as exe:
+            async for _ in exe.map(fn, range(3), buffersize=buffersize):
+                pass
+    assert exe.stats.failed == 1
