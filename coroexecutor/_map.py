@@ -100,7 +100,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         )
         self._results = results(executor, jobs, feed)
         jobs.owner = weakref.ref(self)  # for close_maps()
-        jobs.in_job = job_position.get() is executor  # a job reads it: see close_maps
+        jobs.in_job = _inside_a_job_of(executor)  # a job reads it: see close_maps
         self._anext: Callable[[], Awaitable[Any]] = self._results.__anext__
         self._thread = 0  # the thread its last __anext__() came from (0: none yet)
         executor._maps.add(jobs)
@@ -217,6 +217,18 @@ def close_maps(exe: Core, *, exiting: bool = False) -> None:
             continue
         it._anext = functools.partial(_refused, exe, jobs.kind)
         it._abandon()
+
+
+def _inside_a_job_of(exe: Core) -> bool:
+    """Whether the calling code runs inside one of ``exe``'s jobs: in the job itself, a
+    task it started, or a job of an executor nested in it (one whose block was entered
+    inside such a job: see may_wait, which walks the same chain)."""
+    position = job_position.get()
+    while position is not None:
+        if position is exe:
+            return True
+        position = position._outer
+    return False
 
 
 async def _refused(exe: Core, kind: JobKind) -> Any:

@@ -72,3 +72,38 @@ async def test_a_map_a_job_made_is_still_closed_by_fail_fast(loop_kind: str) -> 
             await asyncio.Event().wait()  # interrupted by fail-fast
     assert task.cancelled()
     assert exe.stats.running == 0 and exe.stats.queued == 0
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_a_nested_executors_job_made_is_left_open_by_the_exit(
+    loop_kind: str, ordered: bool
+) -> None:
+    """A job of an inner executor (entered inside a job of the outer one) reads a map of
+    the outer executor while the outer body ends: that job is inside one of the outer's
+    jobs too, as for shutdown()'s "who waits" rule. The exit closed the map when it was
+    opened before the exit began (RuntimeError in the inner job, raised by the block; found
+    by a docs-only tester); the exit waits for the job, which reads the map to its end."""
+    opened = asyncio.Event()
+    release = asyncio.Event()
+
+    async def item(n: int) -> int:
+        await release.wait()
+        return n
+
+    async def inner_job(outer: CoroutineExecutor) -> list[int]:
+        mapper = outer.map if ordered else outer.map_unordered
+        results = mapper(item, range(5))
+        opened.set()
+        return [r async for r in results]
+
+    async def job(outer: CoroutineExecutor) -> list[int]:
+        async with CoroutineExecutor(max_workers=2) as inner:
+            task = await inner.submit(inner_job, outer)
+        return task.result()
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        task = await exe.submit(job, exe)
+        await opened.wait()  # the map is open before the exit begins
+        asyncio.get_running_loop().call_soon(release.set)
+    assert sorted(task.result()) == list(range(5))
+    assert exe.stats.failed == 0
