@@ -157,6 +157,14 @@ async def _park(directory: pathlib.Path, x: int) -> int:
     return x
 
 
+async def _wait_for_release(folder: str, x: int) -> int:
+    """Says it started, then runs until the test creates the file ``release`` (bounded)."""
+    directory = pathlib.Path(folder)
+    (directory / f"started-{os.getpid()}-{x}").touch()
+    await _wait_for_files(directory, "release-*", 1)
+    return x
+
+
 async def _park_after_first(folder: str, x: int) -> int:
     return x if x < 1 else await _park(pathlib.Path(folder), x)
 
@@ -506,6 +514,108 @@ def test_calls_after_shutdown_raise(client: Any, own_client: bool) -> None:
         exe.submit(_double, 1)
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         exe.map(_double, [1])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("how", "first_from"), [
+    ("shutdown(wait=True)", "this thread"), ("a with block", "this thread"),
+    ("a with block", "another thread"),
+])
+def test_a_later_shutdown_waits_for_the_work_of_a_shutdown_without_wait(
+    client: Any, tmp_path: pathlib.Path, how: str, first_from: str
+) -> None:
+    # Found by a docs-only tester: the second call returned at once, the job still running.
+    exe = DaskExecutor(client=client, per_worker=2)
+    future = exe.submit(_wait_for_release, str(tmp_path), 1)
+    asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+    if first_from == "another thread":
+        first = threading.Thread(target=exe.shutdown, kwargs={"wait": False})
+        first.start()
+        first.join(_WAIT)
+    else:
+        exe.shutdown(wait=False)
+    done_at_return: list[bool] = []
+
+    def shut_down() -> None:
+        if how == "a with block":
+            with exe:
+                pass
+        else:
+            exe.shutdown(wait=True)
+        done_at_return.append(future.done())
+
+    waiter = threading.Thread(target=shut_down)
+    waiter.start()
+    waiter.join(0.5)  # only lets the bug show: the call returned at once, the job running
+    (tmp_path / "release-0").touch()
+    waiter.join(_WAIT)
+    assert not waiter.is_alive()
+    assert done_at_return == [True]
+    assert future.result(0) == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cancel", [False, True])
+def test_the_interpreter_exits_cleanly_after_shutdown_without_wait(cancel: bool) -> None:
+    # On a LocalCluster of its own, as a script would: the closing thread was cut off
+    # ("cannot schedule new futures after interpreter shutdown", "never retrieved").
+    code = (
+        "import asyncio, sys\n"
+        "from coroexecutor.distributed import DaskExecutor\n"
+        "async def job(x):\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    return x\n"
+        "if __name__ == '__main__':\n"
+        "    exe = DaskExecutor(n_workers=1, per_worker=4)\n"
+        "    f = exe.submit(job, 1)\n"
+        "    exe.shutdown(wait=False, cancel_futures=sys.argv[1] == 'True')\n"
+        "    print('main ends', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", code, str(cancel)],
+        capture_output=True, text=True, timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "main ends" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "never retrieved" not in done.stderr, done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by a docs-only tester: the second Ctrl-C cut LocalCluster.close() in two, and
+    # the close that followed waited for the first one for ever.
+    code = (
+        "import os, pathlib, signal, sys, threading, time\n"
+        "from coroexecutor.distributed import DaskExecutor\n"
+        "folder = pathlib.Path(sys.argv[1])\n"
+        "def blocking(x):\n"
+        "    (folder / f'started-{x}').touch()\n"
+        "    time.sleep(6)\n"
+        "    return x\n"
+        "def ctrl_c_twice():\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not list(folder.glob('started-*')) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # while map waits\n"
+        "    time.sleep(0.2)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # while the with block exits\n"
+        "if __name__ == '__main__':\n"
+        "    try:\n"
+        "        with DaskExecutor(n_workers=1, per_worker=2) as exe:\n"
+        "            threading.Thread(target=ctrl_c_twice, daemon=True).start()\n"
+        "            list(exe.map(blocking, range(4), chunksize=2))\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('KeyboardInterrupt out of the with block', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code, str(tmp_path)],
+        capture_output=True, text=True, timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt out of the with block" in done.stdout, done.stderr
 
 
 def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:

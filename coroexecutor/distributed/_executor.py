@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import functools
 import logging
 import math
 import threading
@@ -35,6 +36,7 @@ from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._validate import check_callables
 from . import _exit
 from ._batch import Batcher
+from ._closing import Closing
 from ._map import MapResults, MapRun
 from ._wire import Chunk, Indexes, check_count, check_fn, check_sendable
 from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
@@ -148,6 +150,7 @@ class DaskExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._state = _State.RUNNING  # guarded by _lock
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
+        self._closing = Closing(self, f"{self._plugin_name}-shutdown")
         self._cluster: Any = None
         self._owns_client = client is None
         if client is None:
@@ -298,8 +301,13 @@ class DaskExecutor(concurrent.futures.Executor):
         after the ``with`` block) but send no more: once those are read, ``next()`` raises
         ``RuntimeError`` if inputs were left, as a lazy ``Executor.map`` does.
 
+        A later ``shutdown(wait=True)`` (after ``wait=False``, or from another thread)
+        waits for the first one's work too, as the stdlib's pools do. At interpreter exit,
+        a shutdown begun with ``wait=False`` is waited for.
+
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels every job,
-        waits for the workers to report, then propagates.
+        waits for the closing to finish, then propagates. A second one during that wait
+        propagates at once; the closing still finishes, in a thread of its own.
         """
         with self._lock:
             first = self._state is _State.RUNNING
@@ -307,22 +315,10 @@ class DaskExecutor(concurrent.futures.Executor):
             maps = list(self._maps)
         if cancel_futures:
             self._cancel_everything(maps)
-        if not first:
-            return
-        _exit.untrack(self)
-        if not wait:
-            # Finish in the background: the stdlib's wait=False frees resources later too.
-            threading.Thread(
-                target=self._finish, args=(maps, False), name=f"{self._plugin_name}-shutdown",
-                daemon=True,
-            ).start()
-            return
-        try:
-            self._finish(maps, cancel_futures)
-        except KeyboardInterrupt:
-            self._cancel_everything(maps)
-            self._finish(maps, True)
-            raise
+        if first:
+            self._closing.start(functools.partial(self._finish, maps, cancel_futures))
+        if wait:
+            self._closing.wait(functools.partial(self._cancel_everything, maps))
 
     def _cancel_everything(self, maps: list[MapRun]) -> None:
         for run in maps:
