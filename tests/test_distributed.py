@@ -212,6 +212,21 @@ def _returns_lock(x: int) -> Any:
     return threading.Lock() if x == 2 else x
 
 
+def _cannot_load(*args: Any) -> Any:
+    raise ValueError("cannot be loaded here")
+
+
+class _LoadsNowhere:
+    """Pickles on the worker; loading it fails, on the client too."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_cannot_load, ())
+
+
+def _returns_unloadable(x: int) -> Any:
+    return _LoadsNowhere() if x == 1 else x
+
+
 def _kill_once(flag: str, x: int) -> int:
     """The first job of input 5 to run kills its worker process (SIGKILL: no clean-up)."""
     if x == 5:
@@ -369,6 +384,22 @@ def test_an_unpicklable_outcome_fails_that_item_alone(client: Any) -> None:
     assert values[:2] == [0, 1] and values[3] == 3
     assert isinstance(values[2], UnsentOutcomeError)
     assert "lock" in str(values[2])
+
+
+def test_a_result_that_cannot_be_loaded_on_the_client_fails_that_item_alone(
+    client: Any,
+) -> None:
+    # Found by a docs-only tester: one such result failed every job of its chunk.
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        values = list(exe.map(_returns_unloadable, range(3), chunksize=3,
+                              return_exceptions=True))
+        futures = [exe.submit(_returns_unloadable, x) for x in range(3)]
+        assert [futures[0].result(_WAIT), futures[2].result(_WAIT)] == [0, 2]
+        with pytest.raises(UnsentOutcomeError, match="cannot be loaded here"):
+            futures[1].result(_WAIT)
+    assert values[0] == 0 and values[2] == 2
+    assert isinstance(values[1], UnsentOutcomeError)
+    assert "ValueError: cannot be loaded here" in str(values[1])
 
 
 def test_leaving_map_early_cancels_the_jobs_running_on_the_workers(

@@ -1,16 +1,19 @@
 """What travels between the client and the workers: one chunk out, one outcome back.
 
-Both are wrapped in a single object holding one ``bytes`` payload. dask pickles a plain
-list item by item (about 15 µs each); one blob costs one ``cloudpickle.dumps``. The payload
-is made with cloudpickle, as dask does, so lambdas and closures travel; what cloudpickle
-cannot carry (open sockets, locks, generators, C objects without pickle support) fails at
-the call that sends it, or comes back as an :class:`UnsentOutcomeError` for that item.
+Both are wrapped in an object holding ``bytes``: dask pickles a plain list item by item
+(about 15 µs each), a blob costs one ``cloudpickle.dumps``. The outcomes' values are
+pickled one after the other into one blob (about 1 µs an item), so each loads on its
+own. The payloads are made with cloudpickle, as dask does, so lambdas and closures
+travel; what cloudpickle cannot carry (open sockets, locks, generators, C objects without
+pickle support) fails at the call that sends it, or comes back as an
+:class:`UnsentOutcomeError` for that item.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 import pickle
 import reprlib
 import sys
@@ -110,12 +113,18 @@ class Chunk:
 
 
 class Outcomes:
-    """The per-item outcomes of one chunk: values, errors by position, cancelled positions."""
+    """The per-item outcomes of one chunk: values, errors by position, cancelled positions.
 
-    __slots__ = ("payload",)
+    Each value is a pickle of its own (one pickler, its memo cleared between items), so
+    a value that pickles on the worker but cannot be loaded on the client (its class
+    missing there, a ``__reduce__`` that raises) fails its own item only.
+    """
 
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    __slots__ = ("header", "values")
+
+    def __init__(self, header: bytes, values: bytes) -> None:
+        self.header = header  # (errors, cancelled, where each value's pickle ends)
+        self.values = values
 
     @classmethod
     def of(
@@ -124,26 +133,43 @@ class Outcomes:
         """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError."""
         for i, error in list(errors.items()):
             errors[i] = _sendable_error(error)
-        try:
-            return cls(_dumps((values, errors, cancelled)))
-        except Exception:  # some value cannot be pickled: find which, keep the rest
-            pass
+        buffer = io.BytesIO()
+        pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        ends: list[int] = []
         for i, value in enumerate(values):
-            if i in errors:
-                continue
             try:
-                _dumps(value)
-            except Exception as failure:
-                values[i] = None
+                pickler.dump(value)
+            except Exception as failure:  # that one cannot go: the rest still can
+                buffer.truncate(ends[-1] if ends else 0)
+                buffer.seek(0, io.SEEK_END)
                 errors[i] = _unsent("result", value, failure)
-        return cls(_dumps((values, errors, cancelled)))
+                pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dump(None)
+            pickler.clear_memo()  # each item loads on its own
+            ends.append(buffer.tell())
+        return cls(_dumps((errors, cancelled, ends)), buffer.getvalue())
 
     def load(self) -> tuple[list[Any], dict[int, BaseException], list[int]]:
-        loaded: tuple[list[Any], dict[int, BaseException], list[int]] = pickle.loads(self.payload)
-        return loaded
+        """Client side. A value that cannot be loaded becomes an UnsentOutcomeError."""
+        errors: dict[int, BaseException]
+        errors, cancelled, ends = pickle.loads(self.header)
+        view = memoryview(self.values)
+        values: list[Any] = []
+        start = 0
+        for i, end in enumerate(ends):
+            try:
+                values.append(pickle.loads(view[start:end]))
+            except Exception as failure:
+                values.append(None)
+                errors[i] = UnsentOutcomeError(
+                    "the job's result could not be loaded on the client; unpickling it"
+                    f" failed with {type(failure).__name__}: {failure}"
+                )
+            start = end
+        return values, errors, cancelled
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Outcomes, (self.payload,))
+        return (Outcomes, (self.header, self.values))
 
 
 def _dumps(obj: object) -> bytes:
