@@ -585,6 +585,26 @@ def test_a_later_shutdown_waits_for_the_work_of_a_shutdown_without_wait(
     assert future.result(0) == 1
 
 
+@pytest.mark.timeout(60)
+def test_an_open_map_sends_no_more_chunks_after_shutdown_with_a_submit_pending(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    # Found by a docs-only tester: while the shutdown waited for the submitted job, the
+    # map went on sending chunks.
+    exe = DaskExecutor(client=client, per_worker=2)
+    results = exe.map(_double, range(40), chunksize=2, buffersize=4)  # 4 jobs in flight
+    future = exe.submit(_wait_for_release, str(tmp_path), 1)
+    exe.shutdown(wait=False)
+    read = []
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        for value in results:
+            read.append(value)
+    assert read == [0, 2, 4, 6]
+    (tmp_path / "release-0").touch()
+    exe.shutdown(wait=True)
+    assert future.result(0) == 1
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cancel", [False, True])
 def test_the_interpreter_exits_cleanly_after_shutdown_without_wait(cancel: bool) -> None:

@@ -313,6 +313,8 @@ class DaskExecutor(concurrent.futures.Executor):
             first = self._state is _State.RUNNING
             self._state = _State.SHUTDOWN
             maps = list(self._maps)
+        for run in maps:  # maps still open keep their chunks in flight, send no more
+            run.detach_threadsafe()
         if cancel_futures:
             self._cancel_everything(maps)
         if first:

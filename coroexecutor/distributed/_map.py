@@ -12,8 +12,8 @@ cancels every later chunk, through dask's cancel for those not yet started and t
 still yielded, then the error is raised where its result would have been.
 
 Threading model: the thread iterating the map runs everything here, except
-``cancel_threadsafe`` and ``settle_threadsafe`` (DaskExecutor.shutdown, any thread);
-``_lock`` guards the slots against those two.
+``cancel_threadsafe``, ``detach_threadsafe`` and ``settle_threadsafe``
+(DaskExecutor.shutdown, any thread); ``_lock`` guards the slots against those.
 """
 
 from __future__ import annotations
@@ -220,6 +220,12 @@ class MapRun:
         if tasks:
             self._client.cancel(tasks)
             self._cancel_remote(self.map_id, EVERY_INDEX)
+
+    def detach_threadsafe(self) -> None:
+        """shutdown(): send no more chunks, from now on (not once the submitted jobs the
+        shutdown waits for first are done)."""
+        with self._lock:
+            self._detached = True
 
     def settle_threadsafe(self) -> None:
         """shutdown(wait=True): wait for the chunks in flight and keep their outcomes, so
