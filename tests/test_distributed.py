@@ -772,6 +772,29 @@ def test_a_worker_killed_mid_map_leaves_every_result_delivered_once(
     client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["close()", "shutdown(cancel_futures=True)", "an exception"])
+def test_cancelling_right_after_a_worker_died_raises_nothing(
+    client: Any, tmp_path: pathlib.Path, dask_restarts_a_worker: None, how: str
+) -> None:
+    # Found by a docs-only tester: the cancellation sent to every worker (client.run)
+    # raised CommClosedError for the dead one, in place of the user's exception.
+    pids = list(client.run(os.getpid).values())
+    expected = KeyError if how == "an exception" else concurrent.futures.CancelledError
+    with pytest.raises(expected), DaskExecutor(client=client, per_worker=5) as exe:
+        results = exe.map(_park, [tmp_path] * 8, range(8), chunksize=2)
+        asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
+        os.kill(pids[0], signal.SIGKILL)
+        if how == "close()":
+            results.close()
+            raise concurrent.futures.CancelledError  # closed without raising
+        if how == "shutdown(cancel_futures=True)":
+            exe.shutdown(cancel_futures=True)
+            next(results)
+        raise KeyError("the user's own")
+    client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
+
+
 @pytest.mark.parametrize("left_open", ["a map", "a submit"])
 def test_the_interpreter_exits_with_an_executor_forgotten_mid_flight(
     client: Any, left_open: str

@@ -283,7 +283,12 @@ class DaskExecutor(concurrent.futures.Executor):
         return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
 
     def _cancel_remote(self, map_id: str, indexes: Indexes) -> None:
-        self._client.run(cancel_jobs, self._id, map_id, indexes, wait=False)
+        try:
+            # on_error: a worker that died meanwhile has no jobs left to cancel
+            self._client.run(cancel_jobs, self._id, map_id, indexes, wait=False,
+                             on_error="ignore")
+        except Exception:  # CommClosedError and kin, from a scheduler or client going away
+            _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
 
     #
     # Shutting down
@@ -313,12 +318,14 @@ class DaskExecutor(concurrent.futures.Executor):
             first = self._state is _State.RUNNING
             self._state = _State.SHUTDOWN
             maps = list(self._maps)
-        for run in maps:  # maps still open keep their chunks in flight, send no more
-            run.detach_threadsafe()
-        if cancel_futures:
-            self._cancel_everything(maps)
-        if first:
-            self._closing.start(functools.partial(self._finish, maps, cancel_futures))
+        try:
+            for run in maps:  # maps still open keep their chunks in flight, send no more
+                run.detach_threadsafe()
+            if cancel_futures:
+                self._cancel_everything(maps)
+        finally:  # whatever happened, what this executor started gets closed
+            if first:
+                self._closing.start(functools.partial(self._finish, maps, cancel_futures))
         if wait:
             self._closing.wait(functools.partial(self._cancel_everything, maps))
 

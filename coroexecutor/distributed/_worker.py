@@ -89,7 +89,7 @@ def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
     try:
         client = get_client()  # this worker's client, made once per process
         client.run(cancel_jobs, spec.exe_id, spec.map_id, range(index + 1, sys.maxsize),
-                   wait=False)
+                   wait=False, on_error="ignore")
     except Exception:  # the client cancels them too, once the chunk is back
         _LOGGER.debug("could not send a fail-fast cancellation", exc_info=True)
 
