@@ -101,12 +101,13 @@ def check_job_fn(fn: Any, where: str) -> None:
     raise TypeError(f"{where}() fn must be a callable (got {fn!r})")
 
 
-# Functions that run a job given as (future, fn, args, kwargs): the bridge's wrappers.
+# Functions that run a job given as (x, fn, args, kwargs): the bridge's wrappers (x: the
+# job's future) and the dask door's (x: how to run it).
 _WRAPPERS: set[Callable[..., Any]] = set()
 
 
 def job_wrapper(fn: F) -> F:
-    """Mark ``fn(future, job_fn, args, kwargs)`` as running ``job_fn``: describe_job names
+    """Mark ``fn(x, job_fn, args, kwargs)`` as running ``job_fn``: describe_job names
     the job it runs, not the wrapper."""
     _WRAPPERS.add(fn)
     return fn

@@ -507,7 +507,13 @@ def test_job_timeout_applies_per_job(client: Any) -> None:
 
     with DaskExecutor(client=client, per_worker=3, job_timeout=0.05) as exe:
         [error] = exe.map(slow, [1], return_exceptions=True)
+        [retried] = exe.map(slow, [2], return_exceptions=True, retry=Retry(attempts=1))
+        submitted = exe.submit(slow, 3).exception(_WAIT)
     assert isinstance(error, TimeoutError)
+    # It names the job, not the wrapper that runs it (found by a docs-only tester).
+    assert str(error).startswith("job slow(1) ran longer than job_timeout=0.05 s")
+    assert str(retried).startswith("job slow(2) ran longer than job_timeout=0.05 s")
+    assert str(submitted).startswith("job slow(3) ran longer than job_timeout=0.05 s")
 
 
 def test_shutdown_cancel_futures_makes_an_open_map_raise_cancelled_error(

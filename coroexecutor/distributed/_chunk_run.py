@@ -74,7 +74,7 @@ def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
 
 
 def key_of_job(key: Callable[..., Hashable], *job: Any) -> Hashable:
-    """The user's ``key`` of a job run as ``_guarded(fn, args, kwargs, is_async)``, or as
-    ``_retrying(retrying_job, fn, args, kwargs, is_async)``: its last four arguments."""
-    _fn, args, kwargs, _is_async = job[-4:]
+    """The user's ``key`` of a job run as ``_guarded(is_async, fn, args, kwargs)``, or as
+    ``_retrying((retrying_job, is_async), fn, args, kwargs)``: its last two arguments."""
+    _how, _fn, args, kwargs = job
     return key(*args, **kwargs)

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from .. import CoroutineExecutor
+from .._errors import job_wrapper
 from .._retry import Inherit, next_delay
 from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, key_of_job, name_inputs
 from ._chunk_run import is_async as _is_async
@@ -215,10 +216,10 @@ class ProcessLoop:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
                 if policy is None:
-                    future = exe.submit_nowait(self._guarded, job_fn, args, kwargs, is_async)
+                    future = exe.submit_nowait(self._guarded, is_async, job_fn, args, kwargs)
                 else:
                     future = exe.submit_nowait(
-                        self._retrying, (policy, run, i), job_fn, args, kwargs, is_async
+                        self._retrying, ((policy, run, i), is_async), job_fn, args, kwargs
                     )
             except Exception as error:  # TypeError for what is no job
                 self._job_failed(run, i, error)
@@ -278,18 +279,23 @@ class ProcessLoop:
             self._loop.call_soon(self._feed, run, context=contextvars.Context())
         return delay
 
+    # Both wrappers take (how, fn, args, kwargs): a job_timeout error names fn(*args,
+    # **kwargs), not the wrapper (describe_job), and key_of_job finds the arguments.
+    @job_wrapper
     async def _retrying(
-        self, job: RetryingJob, fn: Callable[..., Any], args: tuple[Any, ...],
-        kwargs: dict[str, Any], is_async: bool,
+        self, how: tuple[RetryingJob, bool], fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         """An attempt of a job under a retry policy: _guarded, with the job known to
         _ask_policy (every attempt runs in the job's one task, so in its context)."""
+        job, is_async = how
         RETRYING.set(job)
-        return await self._guarded(fn, args, kwargs, is_async)
+        return await self._guarded(is_async, fn, args, kwargs)
 
+    @job_wrapper
     async def _guarded(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        is_async: bool,
+        self, is_async: bool, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
         the loop: carried as a JobExit they fail their own item only, as on the bridge."""
