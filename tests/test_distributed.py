@@ -698,6 +698,28 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
             exe.map(_countdown, [1])
 
 
+@pytest.mark.timeout(60)
+def test_a_client_of_the_wrong_kind_or_state_is_refused_at_the_call(client: Any) -> None:
+    # Found by a docs-only tester: each gave an AttributeError, or (asynchronous) jobs
+    # that all failed with a misleading error and a never-awaited warning.
+    for wrong in ("tcp://127.0.0.1:8786", 8786, client.cluster):
+        with pytest.raises(TypeError, match=re.escape(
+            f"client must be a distributed.Client (got {wrong!r})"
+        )):
+            DaskExecutor(client=wrong)
+    closed = distributed.Client(client.scheduler.address)
+    closed.close()
+    with pytest.raises(RuntimeError, match="client is closed"):
+        DaskExecutor(client=closed)
+
+    async def with_an_asynchronous_client() -> None:
+        async with distributed.Client(client.scheduler.address, asynchronous=True) as async_client:
+            with pytest.raises(ValueError, match="client must be a synchronous Client"):
+                DaskExecutor(client=async_client)
+
+    asyncio.run(with_an_asynchronous_client())
+
+
 async def _countdown(n: int) -> Any:
     yield n
 

@@ -38,7 +38,7 @@ from . import _exit
 from ._batch import Batcher
 from ._closing import Closing
 from ._map import MapResults, MapRun
-from ._wire import Chunk, Indexes, check_count, check_fn, check_sendable
+from ._wire import Chunk, Indexes, check_client, check_count, check_fn, check_sendable
 from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
@@ -103,8 +103,10 @@ class DaskExecutor(concurrent.futures.Executor):
             ``key`` is called with the job's arguments there, so it must be picklable.
 
     Raises:
-        ValueError: ``per_worker`` below 1, both ``address`` and ``client``, or a bad option.
-        TypeError: an option of the wrong kind.
+        ValueError: ``per_worker`` below 1, both ``address`` and ``client``, an
+            asynchronous ``client`` (``Client(asynchronous=True)``), or a bad option.
+        TypeError: an option of the wrong kind (``client`` not a ``distributed.Client``).
+        RuntimeError: ``client`` is closed.
     """
 
     def __init__(
@@ -136,6 +138,8 @@ class DaskExecutor(concurrent.futures.Executor):
         self._chunksize = check_count("chunksize", chunksize)
         if address is not None and client is not None:
             raise ValueError("pass an address or a client, not both")
+        if client is not None:
+            check_client(client)
         check_callables(loop_factory=loop_factory)
         options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
                                 tuple(initargs), loop_factory, policy, key, per_key)

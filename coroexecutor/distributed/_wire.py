@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import cloudpickle
+import distributed
 
 from .._errors import async_generator_error
 from .._keyed import MaxPerKey
 from .._retry import INHERIT, RetryPolicy
 
 __all__ = [
-    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_sendable",
-    "name_input",
+    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_client",
+    "check_sendable", "name_input",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
@@ -224,6 +225,20 @@ def name_input(
         shown = ", ".join(_repr.repr(a) for a in args)
         tried = f", failed after {attempts} attempts" if attempts > 1 else ""
         add_note(f"raised by {where}: {name}({shown}){tried}")
+
+
+def check_client(client: object) -> None:
+    """Refuse, at the constructor, a ``client=`` this executor cannot send through."""
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client (got {client!r})")
+    if getattr(client, "_asynchronous", False) or client.asynchronous:
+        # Its calls return awaitables, where this executor's threads wait for results.
+        raise ValueError(
+            f"client must be a synchronous Client, not one made with asynchronous=True"
+            f" (got {client!r})"
+        )
+    if client.status in ("closing", "closed"):
+        raise RuntimeError(f"client is closed (got {client!r})")
 
 
 def check_count(name: str, value: object) -> int:
