@@ -720,6 +720,31 @@ def test_a_client_of_the_wrong_kind_or_state_is_refused_at_the_call(client: Any)
     asyncio.run(with_an_asynchronous_client())
 
 
+def _not_a_loop() -> Any:
+    return 42
+
+
+def _no_loop_for_you() -> Any:
+    raise OSError("no loop for you")
+
+
+@pytest.mark.timeout(60)
+def test_a_loop_factory_that_makes_no_loop_fails_the_jobs_with_a_clear_error(
+    client: Any,
+) -> None:
+    # Found by a docs-only tester: 42 was taken for a loop, then AttributeError, thread
+    # tracebacks and never-awaited warnings on the workers.
+    with DaskExecutor(client=client, per_worker=3, loop_factory=_not_a_loop) as exe:
+        message = re.escape("loop_factory must return an event loop (got 42)")
+        with pytest.raises(TypeError, match=message):
+            list(exe.map(_double, range(4), chunksize=2))
+        with pytest.raises(TypeError, match=message):
+            exe.submit(_double, 1).result(_WAIT)
+    with DaskExecutor(client=client, per_worker=3, loop_factory=_no_loop_for_you) as exe:
+        failed = exe.submit(_double, 1).exception(_WAIT)
+    assert isinstance(failed, OSError) and str(failed) == "no loop for you"
+
+
 async def _countdown(n: int) -> Any:
     yield n
 

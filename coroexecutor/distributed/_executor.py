@@ -95,7 +95,9 @@ class DaskExecutor(concurrent.futures.Executor):
         job_timeout, max_per_second, burst: as for :class:`~coroexecutor.CoroutineExecutor`,
             applied in each worker process: ``max_per_second`` is a rate per worker.
         loop_factory: makes each worker process's loop, for example
-            ``uvloop.new_event_loop`` (uvloop must then be installed on the workers).
+            ``uvloop.new_event_loop`` (uvloop must then be installed on the workers). If
+            it raises or returns no loop, that process's jobs fail with its error (or a
+            TypeError).
         retry: as for CoroutineExecutor, in each worker process (which gets its own copy
             of the policy: it must be picklable); ``map`` may replace it.
         key, max_per_key: per-key limits as for CoroutineExecutor, held by each worker

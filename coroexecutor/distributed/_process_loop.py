@@ -35,15 +35,14 @@ class ProcessLoop:
 
     def __init__(self, exe_id: str, options: WorkerOptions) -> None:
         self._options = options
-        factory = options.loop_factory or asyncio.new_event_loop
-        self._loop = factory()
+        self._broken: Optional[BaseException] = None  # every job of this process fails with it
+        self._loop = self._make_loop(options.loop_factory)
         self._ready = asyncio.Event()  # loop thread; set once the executor is entered
         self._stop = asyncio.Event()  # loop thread; set by stop_and_join
         self._closed = False  # guarded by _lock: no chunk may be scheduled any more
         self._waiting: set[concurrent.futures.Future[Any]] = set()  # guarded by _lock
         self._lock = threading.Lock()
         self._exe: Optional[CoroutineExecutor] = None
-        self._broken: Optional[BaseException] = None
         self._runs: dict[str, set[ChunkRun]] = {}  # loop thread; map id -> its running chunks
         self._cancelled: collections.OrderedDict[str, list[Indexes]] = (
             collections.OrderedDict()  # loop thread; map id -> indexes cancelled so far
@@ -127,7 +126,28 @@ class ProcessLoop:
             asyncio.set_event_loop(None)
             loop.close()
 
+    def _make_loop(
+        self, factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
+    ) -> asyncio.AbstractEventLoop:
+        """The loop_factory's loop; if it raises or returns no loop, a stdlib loop on which
+        every job fails with that error (a TypeError for no loop)."""
+        if factory is None:
+            return asyncio.new_event_loop()
+        try:
+            loop = factory()
+        except Exception as error:
+            self._broken = error
+            return asyncio.new_event_loop()
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            self._broken = TypeError(f"loop_factory must return an event loop (got {loop!r})")
+            return asyncio.new_event_loop()
+        return loop
+
     async def _serve(self) -> None:
+        if self._broken is not None:  # no loop from loop_factory: no executor either
+            self._ready.set()
+            await self._stop.wait()
+            return
         options = self._options
         exe = CoroutineExecutor(
             options.per_worker,
