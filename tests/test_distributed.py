@@ -992,6 +992,25 @@ def test_import_needs_the_extra_and_the_package_does_not_import_dask() -> None:
     assert 'pip install "coroexecutor[dask]"' in out
 
 
+def test_on_python_3_9_the_import_error_says_python_3_10_is_needed() -> None:
+    # Found by a docs-only tester: the extra installs nothing on 3.9 (its marker), so
+    # 'pip install "coroexecutor[dask]"' was no help there.
+    code = (
+        "import sys, coroexecutor\n"
+        "sys.modules['distributed'] = None\n"
+        "sys.version_info = (3, 9, 18, 'final', 0)  # what the import check reads\n"
+        "try:\n"
+        "    import coroexecutor.distributed\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "needs Python 3.10 or newer" in out
+    assert "(this is Python 3.9)" in out
+    assert "pip install" not in out
+
+
 async def _peak_per_key(token: str, limit: int, key: str, x: int) -> int:
     """Counts the jobs of ``key`` running at once in this process; while fewer than
     ``limit`` run, waits a little for more of its key to join (which key= must refuse)."""
