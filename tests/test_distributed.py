@@ -638,6 +638,24 @@ def test_the_interpreter_exits_cleanly_after_shutdown_without_wait(cancel: bool)
     assert "never retrieved" not in done.stderr, done.stderr
 
 
+@pytest.mark.timeout(60)
+def test_shutdown_from_a_done_callback_of_a_future_it_cancels_returns(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    # The callback runs in the thread that cancels, inside shutdown(): a shutdown(wait=True)
+    # there would wait for itself.
+    exe = DaskExecutor(client=client, per_worker=2)
+    future = exe.submit(_wait_for_release, str(tmp_path), 1)
+    asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+    called: list[bool] = []
+    future.add_done_callback(lambda f: called.append(exe.shutdown() is None))
+    shutting_down = threading.Thread(target=exe.shutdown, kwargs={"cancel_futures": True})
+    shutting_down.start()
+    shutting_down.join(_WAIT)
+    assert not shutting_down.is_alive()
+    assert called == [True] and future.cancelled()
+
+
 @pytest.mark.timeout(120)
 def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
     tmp_path: pathlib.Path,

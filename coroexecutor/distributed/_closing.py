@@ -13,7 +13,9 @@ Threading model: ``start`` once, by the first shutdown(); ``wait`` from any thre
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Callable
 
 from . import _exit
@@ -29,6 +31,7 @@ class Closing:
         self._name = name
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread: threading.Thread | None = None
+        self._local = threading.local()  # busy: this thread is cancelling, in shutdown()
 
     def start(self, close: Callable[[], None]) -> None:
         """The first shutdown(): close in the background, tracked by the exit hook."""
@@ -42,14 +45,30 @@ class Closing:
         """Wait for the closing; raise its error. A Ctrl-C during the wait calls
         ``on_interrupt`` (cancel the jobs), waits again, then propagates; a second Ctrl-C
         propagates at once, and the closing finishes in its thread all the same."""
+        if threading.current_thread() is self._thread or getattr(self._local, "busy", False):
+            # shutdown() from a done-callback of a future that the closing, or the caller
+            # of shutdown() itself, is cancelling: waiting here would wait for itself.
+            return
         try:
             self._done.result()
         except KeyboardInterrupt:
-            on_interrupt()
+            with self.cancelling():
+                on_interrupt()
             self._done.exception()
             raise
         assert self._thread is not None  # set before _done could be
         self._thread.join()  # it has handed its outcome over: it ends now
+
+    @contextlib.contextmanager
+    def cancelling(self) -> Iterator[None]:
+        """Around a shutdown() that cancels futures in the calling thread: their
+        done-callbacks run here, and a shutdown() they call must not wait."""
+        busy = getattr(self._local, "busy", False)
+        self._local.busy = True
+        try:
+            yield
+        finally:
+            self._local.busy = busy
 
     def _run(self, close: Callable[[], None]) -> None:
         try:

@@ -325,10 +325,11 @@ class DaskExecutor(concurrent.futures.Executor):
             self._state = _State.SHUTDOWN
             maps = list(self._maps)
         try:
-            for run in maps:  # maps still open keep their chunks in flight, send no more
-                run.detach_threadsafe()
-            if cancel_futures:
-                self._cancel_everything(maps)
+            with self._closing.cancelling():  # (a done-callback's shutdown() waits not)
+                for run in maps:  # maps still open keep their chunks in flight, no more
+                    run.detach_threadsafe()
+                if cancel_futures:
+                    self._cancel_everything(maps)
         finally:  # whatever happened, what this executor started gets closed
             if first:
                 self._closing.start(functools.partial(self._finish, maps, cancel_futures))
