@@ -670,27 +670,33 @@ def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
         "    (folder / f'started-{x}').touch()\n"
         "    time.sleep(6)\n"
         "    return x\n"
+        "def say(what):\n"
+        "    print(what, flush=True)\n"
         "def ctrl_c_twice():\n"
-        "    deadline = time.monotonic() + 30\n"
+        "    deadline = time.monotonic() + 60\n"
         "    while not list(folder.glob('started-*')) and time.monotonic() < deadline:\n"
         "        time.sleep(0.01)\n"
+        "    say('job started' if list(folder.glob('started-*')) else 'no job started')\n"
         "    os.kill(os.getpid(), signal.SIGINT)  # while map waits\n"
         "    time.sleep(0.2)\n"
+        "    say('second Ctrl-C')\n"
         "    os.kill(os.getpid(), signal.SIGINT)  # while the with block exits\n"
         "if __name__ == '__main__':\n"
         "    try:\n"
         "        with DaskExecutor(n_workers=1, per_worker=2) as exe:\n"
         "            threading.Thread(target=ctrl_c_twice, daemon=True).start()\n"
-        "            list(exe.map(blocking, range(4), chunksize=2))\n"
+        "            say(f'map returned {list(exe.map(blocking, range(4), chunksize=2))}')\n"
         "    except KeyboardInterrupt:\n"
-        "        print('KeyboardInterrupt out of the with block', flush=True)\n"
+        "        say('KeyboardInterrupt out of the with block')\n"
     )
     done = subprocess.run(
         [sys.executable, "-X", "dev", "-c", code, str(tmp_path)],
         capture_output=True, text=True, timeout=100,
     )
-    assert done.returncode == 0, done.stderr
-    assert "KeyboardInterrupt out of the with block" in done.stdout, done.stderr
+    # (What the child printed says how far it got: this failed once on a loaded machine,
+    # under 3.10, with an empty output and no error.)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "KeyboardInterrupt out of the with block" in done.stdout, (done.stdout, done.stderr)
 
 
 def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
