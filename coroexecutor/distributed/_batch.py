@@ -3,11 +3,13 @@
 Each submitted job gets a ``concurrent.futures.Future`` at once. A flusher thread (one per
 DaskExecutor, started at the first submit) sends what has gathered as one dask task once
 ``delay`` seconds have passed since the first of them, or at once when ``size`` have
-gathered; the task's outcomes resolve the futures from dask's callback thread.
+gathered; the task's outcomes resolve the futures from dask's callback thread, or from
+``settle`` (the closing thread), whichever takes the chunk first. The closing does not
+rely on dask's callback thread: at interpreter exit, Python 3.12 would not start it.
 
 Threading model: ``add_threadsafe`` and ``close_threadsafe`` from any thread; ``_flusher``
-on the flusher thread; ``_resolve`` on dask's callback thread; ``_on_cancel`` on the
-thread that cancels a future.
+on the flusher thread; ``_on_chunk_done`` on dask's callback thread; ``settle`` on the
+closing thread; ``_on_cancel`` on the thread that cancels a future.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Optional
+
+import distributed
 
 from ._wire import Chunk, ChunkSpec
 
@@ -53,6 +57,8 @@ class Batcher:
         self._closed = False  # guarded by _changed
         self._thread: Optional[threading.Thread] = None  # guarded by _changed
         self._outstanding: set[concurrent.futures.Future[Any]] = set()  # guarded by _changed
+        # guarded by _changed: chunks sent and not resolved yet, map id -> (dask task, futures)
+        self._in_flight: dict[str, tuple[Any, list[concurrent.futures.Future[Any]]]] = {}
 
     def add_threadsafe(self, job: Pending) -> None:
         """Queue one job; raises RuntimeError once closed."""
@@ -91,6 +97,25 @@ class Batcher:
     def outstanding(self) -> list[concurrent.futures.Future[Any]]:
         with self._changed:
             return list(self._outstanding)
+
+    def settle(self) -> None:
+        """After ``close_threadsafe``: wait for the chunks sent whose futures are not all
+        done (cancelled ones wait for nothing), and resolve them."""
+        with self._changed:
+            waiting = {map_id: sent for map_id, sent in self._in_flight.items()
+                       if not all(future.done() for future in sent[1])}
+        distributed.wait([task for task, _ in waiting.values()])
+        for map_id in waiting:
+            self._on_chunk_done(map_id)
+        # A chunk that dask's callback thread took first may be resolving there still.
+        concurrent.futures.wait([future for _, futures in waiting.values() for future in futures])
+
+    def _on_chunk_done(self, map_id: str, task: Any = None) -> None:
+        """dask's callback thread, or ``settle``: the first to take the chunk resolves it."""
+        with self._changed:
+            sent = self._in_flight.pop(map_id, None)
+        if sent is not None:
+            _resolve(sent[1], sent[0])
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._changed:
@@ -139,9 +164,11 @@ class Batcher:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(error)
             return
+        with self._changed:
+            self._in_flight[map_id] = (task, futures)
         for position, future in enumerate(futures):
             future.add_done_callback(functools.partial(self._on_cancel, map_id, position))
-        task.add_done_callback(functools.partial(_resolve, futures))
+        task.add_done_callback(functools.partial(self._on_chunk_done, map_id))
 
     def _on_cancel(
         self, map_id: str, position: int, future: concurrent.futures.Future[Any]
@@ -155,7 +182,7 @@ class Batcher:
 
 
 def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
-    """dask's callback thread: copy a chunk's outcomes into its jobs' futures."""
+    """Copy the outcomes of a chunk that is done into its jobs' futures (once a chunk)."""
     try:
         status = task.status
         if status == "finished":

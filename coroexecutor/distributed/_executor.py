@@ -38,8 +38,8 @@ from . import _exit
 from ._batch import Batcher
 from ._closing import Closing
 from ._map import MapResults, MapRun
-from ._wire import Chunk, Indexes, check_client, check_count, check_fn, check_sendable
-from ._worker import LoopPlugin, WorkerOptions, cancel_jobs, run_chunk
+from ._wire import check_client, check_count, check_fn, check_sendable
+from ._worker import LoopPlugin, WorkerOptions, cancel_on_workers, send_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
 
@@ -156,7 +156,6 @@ class DaskExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._state = _State.RUNNING  # guarded by _lock
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
-        self._closing = Closing(self, f"{self._plugin_name}-shutdown")
         self._cluster: Any = None
         self._owns_client = client is None
         if client is None:
@@ -175,8 +174,11 @@ class DaskExecutor(concurrent.futures.Executor):
         except BaseException:
             self._close_client()
             raise
+        self._send = functools.partial(send_chunk, client)
+        self._cancel_remote = functools.partial(cancel_on_workers, client, self._id)
         self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
                                 self._chunksize)
+        self._closing = Closing(self, self._plugin_name, client, self._cluster is not None)
         _exit.track(self)
 
     def __repr__(self) -> str:
@@ -285,17 +287,6 @@ class DaskExecutor(concurrent.futures.Executor):
         if self._state is not _State.RUNNING:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _send(self, chunk: Chunk, key: str) -> Any:
-        return self._client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
-
-    def _cancel_remote(self, map_id: str, indexes: Indexes) -> None:
-        try:
-            # on_error: a worker that died meanwhile has no jobs left to cancel
-            self._client.run(cancel_jobs, self._id, map_id, indexes, wait=False,
-                             on_error="ignore")
-        except Exception:  # CommClosedError and kin, from a scheduler or client going away
-            _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
-
     #
     # Shutting down
     #
@@ -314,16 +305,13 @@ class DaskExecutor(concurrent.futures.Executor):
 
         A later ``shutdown(wait=True)`` (after ``wait=False``, or from another thread)
         waits for the first one's work too, as the stdlib's pools do. At interpreter exit,
-        a shutdown begun with ``wait=False`` is waited for.
+        a shutdown begun with ``wait=False`` is waited for, a minute at most.
 
         Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) during the wait cancels every job,
         waits for the closing to finish, then propagates. A second one during that wait
         propagates at once; the closing still finishes, in a thread of its own.
         """
-        with self._lock:
-            first = self._state is _State.RUNNING
-            self._state = _State.SHUTDOWN
-            maps = list(self._maps)
+        first, maps = self._stop()
         try:
             with self._closing.cancelling():  # (a done-callback's shutdown() waits not)
                 for run in maps:  # maps still open keep their chunks in flight, no more
@@ -336,6 +324,18 @@ class DaskExecutor(concurrent.futures.Executor):
         if wait:
             self._closing.wait(functools.partial(self._cancel_everything, maps))
 
+    def _shutdown_at_exit(self) -> None:
+        """The exit hook: one still open closes, its jobs cancelled, in the closing thread."""
+        first, maps = self._stop()
+        if first:
+            self._closing.start(functools.partial(self._finish, maps, True))
+
+    def _stop(self) -> tuple[bool, list[MapRun]]:
+        """Stop accepting jobs: whether this was the first call, and the maps still open."""
+        with self._lock:
+            first, self._state = self._state is _State.RUNNING, _State.SHUTDOWN
+            return first, list(self._maps)
+
     def _cancel_everything(self, maps: list[MapRun]) -> None:
         for run in maps:
             run.cancel_threadsafe()
@@ -344,8 +344,10 @@ class DaskExecutor(concurrent.futures.Executor):
             future.cancel()
 
     def _finish(self, maps: list[MapRun], cancelled: bool) -> None:
+        if cancelled:  # (again, after shutdown(): for the exit hook, which only asks)
+            self._cancel_everything(maps)
         self._batcher.close_threadsafe(cancel_futures=cancelled)
-        concurrent.futures.wait(self._batcher.outstanding())
+        self._batcher.settle()
         for run in maps:
             run.settle_threadsafe()
         try:
@@ -386,8 +388,7 @@ class DaskExecutor(concurrent.futures.Executor):
         Cancellation: cancelling the waiting task cancels every job, still waits for the
         shutdown to finish, then re-raises the cancellation.
         """
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(None, self.__exit__, exc_type, exc, tb)
+        done = asyncio.get_running_loop().run_in_executor(None, self.__exit__, exc_type, exc, tb)
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:

@@ -13,7 +13,8 @@ Threading model:
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
 * the loop thread: everything in ``ProcessLoop`` (_process_loop.py) not named
-  ``..._threadsafe``.
+  ``..._threadsafe``;
+* the client's threads (not a worker's): ``send_chunk`` and ``cancel_on_workers``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import logging
 import pickle
 import sys
 import threading
+from typing import Any
 
 from distributed import WorkerPlugin, get_client, secede
 
 from ._process_loop import ProcessLoop
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
-__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "run_chunk"]
+__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "cancel_on_workers", "run_chunk",
+           "send_chunk"]
 
 _LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
@@ -82,6 +85,20 @@ def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
                    wait=False, on_error="ignore")
     except Exception:  # the client cancels them too, once the chunk is back
         _LOGGER.debug("could not send a fail-fast cancellation", exc_info=True)
+
+
+def send_chunk(client: Any, chunk: Chunk, key: str) -> Any:
+    """Client side: send one chunk as one dask task; return its dask future."""
+    return client.submit(run_chunk, chunk, key=f"coroexecutor-{key}", pure=False)
+
+
+def cancel_on_workers(client: Any, exe_id: str, map_id: str, indexes: Indexes) -> None:
+    """Client side: ask every worker process to cancel these jobs; wait for no answer."""
+    try:
+        # on_error: a worker that died meanwhile has no jobs left to cancel
+        client.run(cancel_jobs, exe_id, map_id, indexes, wait=False, on_error="ignore")
+    except Exception:  # CommClosedError and kin, from a scheduler or client going away
+        _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
 
 
 async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
