@@ -84,7 +84,9 @@ def test_slots_take_unstarted_empties_the_backlog_and_counts_it() -> None:
     jobs = [_job(owner) for _ in range(3)]
     for job in jobs:
         slots.queue(job)
-    assert slots.take_unstarted() == [job.future for job in jobs]
+    unstarted: list[BridgeFuture[Any]] = []
+    slots.take_unstarted(unstarted)
+    assert unstarted == [job.future for job in jobs]
     assert not slots.backlog
     assert slots.cancelled == 3
 

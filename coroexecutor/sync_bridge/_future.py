@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import threading
 from concurrent.futures._base import (
     CANCELLED,
@@ -16,6 +15,16 @@ from concurrent.futures._base import (
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, Union
 
 from .._retry import INHERIT
+from . import _future_locks as _locks
+from ._future_locks import (
+    CANCELLING,
+    DONE_STATES,
+    finish_first,
+    lock_of,
+    made_condition,
+    notify_cancelled,
+    wait_locked,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -26,23 +35,6 @@ __all__ = ["BridgeFuture", "FutureOwner"]
 _LOGGER = logging.getLogger("concurrent.futures")  # where the stdlib logs failing callbacks
 
 T = TypeVar("T")
-
-_DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
-
-# Guards the first use of every BridgeFuture's condition, and the resolving of a future
-# that has none yet (see BridgeFuture._finish). Held for a few attribute reads and writes
-# only: no future is waited on and no callback runs under it.
-_first_use_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _first_use_lock
-    _first_use_lock = threading.Lock()  # a parent thread may have held it at the fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class FutureOwner(Protocol):
     """What a BridgeFuture needs of its executor's hand-off (HandOff, in ``_handoff``)."""
@@ -142,7 +134,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         if condition is None:
             # The lock on one line: see _accept (a Ctrl-C out of a tracer at the exit of a
             # longer with block would leave it held, and every future wedged).
-            with _first_use_lock: condition = self._lazy_condition or _made_condition(self)  # noqa: E701
+            with _locks.first_use_lock: condition = self._lazy_condition or made_condition(self)  # noqa: E701
         return condition
 
     # A property where the stock future has a plain attribute (made here on first use).
@@ -185,29 +177,37 @@ class BridgeFuture(concurrent.futures.Future[T]):
         and the job's task is cancelled on the loop soon after (it may still be running
         briefly, and ``shutdown(wait=True)`` waits for it).
         """
-        with self._condition:
-            state = self._state
-            if state == PENDING:
-                # Straight to CANCELLED_AND_NOTIFIED: nobody has to remember to call
-                # set_running_or_notify_cancel() later for wait()/as_completed().
-                self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._lazy_waiters or ():
-                    waiter.add_cancelled(self)
-                self._condition.notify_all()
-            else:
+        lock = lock_of(self._condition)
+        state = FINISHED  # what this call found: PENDING once it has cancelled the future
+        try:
+            # Read and cancelled in one step, the lock on one line (see _accept): a Ctrl-C
+            # leaves the future either as it was or cancelled, and the lock free.
+            with lock: state, self._state = self._state, CANCELLING[self._state]  # noqa: E701
+            if state != PENDING:
                 # True if already cancelled; False if RUNNING (a blocking call in a
                 # thread) or FINISHED.
                 return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
-        self._invoke_callbacks()
-        self._bridge.cancel_job_threadsafe(self)
+            # Straight to CANCELLED_AND_NOTIFIED: nobody has to remember to call
+            # set_running_or_notify_cancel() later for wait()/as_completed().
+            with lock: notify_cancelled(self)  # noqa: E701
+            self._invoke_callbacks()
+            self._bridge.cancel_job_threadsafe(self)
+        except BaseException:
+            if state == PENDING:
+                # Cut short (Ctrl-C) once cancelled: its job is cancelled all the same, or
+                # it would hold its slot, or run on, with nobody to take its outcome.
+                # Condition waiters (result()) are woken again; a wait() that missed its
+                # notice sees the state when its timeout ends.
+                with lock: self._condition.notify_all()  # noqa: E701
+                self._bridge.cancel_job_threadsafe(self)
+            raise
         return True
 
     def running(self) -> bool:
-        with self._condition:
-            return self._state == RUNNING or (self._state == PENDING and self._started)
+        return self._state == RUNNING or (self._state == PENDING and self._started)  # reads
 
     def done(self) -> bool:
-        return self._state in _DONE_STATES  # one read: no need to lock (or make) _condition
+        return self._state in DONE_STATES  # one read: no need to lock (or make) _condition
 
     def result(self, timeout: Optional[float] = None) -> T:
         # Future.result(), with less to run between the submit that woke the loop and
@@ -216,9 +216,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
             if timeout != 0:
                 self._check_not_loop_thread()
             condition = self._condition
-            with condition:
-                if self._state not in _DONE_STATES:
-                    condition.wait(timeout)  # one wait, then the outcome or a timeout
+            # The condition's own lock, on one line (see _accept and lock_of).
+            with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
             state = self._state
             if state != FINISHED:
                 if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
@@ -244,9 +243,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
 
     def set_running_or_notify_cancel(self) -> bool:
         # Our cancel() already notified; the stdlib version would raise for that state.
-        with self._condition:
-            if self._state == CANCELLED_AND_NOTIFIED:
-                return False
+        if self._state == CANCELLED_AND_NOTIFIED:  # final: one read needs no lock
+            return False
         return super().set_running_or_notify_cancel()
 
     #
@@ -329,13 +327,13 @@ class BridgeFuture(concurrent.futures.Future[T]):
         condition = self._lazy_condition
         if condition is None:
             # The lock on one line, as in _condition.
-            with _first_use_lock: finished = _finish_first(self, result, exc)  # noqa: E701
+            with _locks.first_use_lock: finished = finish_first(self, result, exc)  # noqa: E701
             if finished is not None:
                 return finished
             condition = self._condition  # made meanwhile, by a thread about to wait
         # As set_result()/set_exception(), without making the waiter list for nothing.
         with condition:
-            if self._state in _DONE_STATES:
+            if self._state in DONE_STATES:
                 return False  # cancel() from another thread won the race: its outcome stands
             self._result = result
             self._exception = exc
@@ -349,28 +347,3 @@ class BridgeFuture(concurrent.futures.Future[T]):
         if self._lazy_callbacks:
             self._invoke_callbacks()
         return True
-
-
-def _made_condition(future: BridgeFuture[Any]) -> threading.Condition:
-    """Under _first_use_lock: the future's first condition."""
-    condition = future._lazy_condition = threading.Condition()
-    return condition
-
-
-def _finish_first(
-    future: BridgeFuture[Any], result: Any, exc: Optional[BaseException]
-) -> Optional[bool]:
-    """Under _first_use_lock: resolve a future that has no condition yet (True), unless
-    it is done already (False). None: it has one now, and is resolved through it."""
-    if future._lazy_condition is not None:
-        return None
-    # No thread has locked, waited on or attached to the future yet, so there is nobody
-    # to notify and no callback to run. One that comes later makes the condition first,
-    # under this lock, then sees the outcome: set_result() would only have made a
-    # condition for nothing.
-    if future._state != PENDING:  # anything else went through _condition
-        return False
-    future._result = result
-    future._exception = exc
-    future._state = FINISHED
-    return True

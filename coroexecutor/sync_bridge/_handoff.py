@@ -33,6 +33,7 @@ from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
+from ._withdraw import withdraw_locked
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["HandOff"]
@@ -183,20 +184,12 @@ class HandOff:
         waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
         so); it stays in the backlog until its turn, then is skipped.
         """
-        items: list[WorkItem] = []
+        items: list[WorkItem] = []  # jobs its room starts, to hand to worker threads
         withdrawn = False  # taken out of the backlog: the loop never had it
-        if future._in_backlog:
-            with self._lock:
-                withdrawn = self._slots.withdraw(future)  # False: it left the backlog
-                if withdrawn and future._attempts is not None:
-                    items = self._fill_locked()  # key=: a retry gives its key's room back
-        elif future._attempts is not None:  # retried: it may be in a pause (see _retries)
-            with self._lock:
-                if self._slots.withdraw_pausing(future):
-                    # With key=, its key's room came back: a job waiting for it may start.
-                    items = self._fill_locked()
-                    if not self._slots.busy:
-                        self._mailbox.wake()  # a shutdown may wait for the last pause
+        if future._in_backlog or future._attempts is not None:
+            # The lock on one line: see _accept. A Ctrl-C leaves the job withdrawn and
+            # counted, or not; cancel() then calls this again.
+            with self._lock: withdrawn = withdraw_locked(self, future, items)  # noqa: E701
         for item in items:
             self.pool.submit(item)
         if withdrawn:
@@ -213,46 +206,55 @@ class HandOff:
         def resize_core() -> None:
             core.max_workers = value
 
-        with self._lock:
-            self._slots.tuner = self.scheduler.tuner = None  # an Adaptive limit: now fixed
-            self._slots.max_workers = value
-            self.pool.cap = max_threads
-            self.pool.slots = value
-            items = self._fill_locked()  # growing starts backlog jobs at once
+        # The lock on one line: see _accept.
+        with self._lock: items = self._resize_locked(value, max_threads)  # noqa: E701
         for item in items:
             self.pool.submit(item)
         if not self.post_if_draining(resize_core) and self._state in ACCEPTING:
             core.max_workers = value  # no loop runs the core yet; after, its jobs are over
+
+    def _resize_locked(self, value: int, max_threads: int) -> list[WorkItem]:
+        self._slots.tuner = self.scheduler.tuner = None  # an Adaptive limit: now fixed
+        self._slots.max_workers = value
+        self.pool.cap = max_threads
+        self.pool.slots = value
+        return self._fill_locked()  # growing starts backlog jobs at once
 
     def set_rate(self, apply: Callable[[], object], *, blocking_on_loop: bool) -> None:
         """Any thread: ``apply`` the core's new rate limit, which ``blocking_on_loop`` says
         governs blocking jobs too (they then start from the loop). Posted to a draining
         loop from other threads; else run here, under the lock: on the loop thread, or on
         a core no loop runs (not yet, or any more), which no other thread touches now."""
-        with self._lock:
-            self._blocking_on_loop = blocking_on_loop
-            if self._mailbox.draining and not self.is_loop_thread():
-                self._mailbox.call(apply)
-            else:
-                apply()
+        # The lock on one line: see _accept.
+        with self._lock: self._set_rate_locked(apply, blocking_on_loop)  # noqa: E701
+
+    def _set_rate_locked(self, apply: Callable[[], object], blocking_on_loop: bool) -> None:
+        self._blocking_on_loop = blocking_on_loop
+        if self._mailbox.draining and not self.is_loop_thread():
+            self._mailbox.call(apply)
+        else:
+            apply()
 
     def post_if_draining(self, fn: Callable[[], object]) -> bool:
         """Any thread: run fn() on the loop soon. False (not posted): the loop drains not.
         Checked and posted under one hold: once the loop stops draining, it never runs."""
-        with self._lock:
-            if self._mailbox.draining:
-                self._mailbox.call(fn)
-                return True
-            return False
+        # The lock on one line: see _accept.
+        with self._lock: return self._post_locked(fn)  # noqa: E701
+
+    def _post_locked(self, fn: Callable[[], object]) -> bool:
+        if self._mailbox.draining:
+            self._mailbox.call(fn)
+            return True
+        return False
 
     def counts(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
         core = self.scheduler.core.stats
         # Jobs whose cancel() returned True, which the core has not ended yet.
         early = [f._job for f in self.scheduler.jobs() if f._state == CANCELLED_AND_NOTIFIED]
-        with self._lock:
-            # Jobs cancelled before the loop could start them: Scheduler.unstarted.
-            return self._slots.counts(core, self.scheduler.unstarted, early)
+        # Jobs cancelled before the loop could start them: Scheduler.unstarted. The lock
+        # on one line: see _accept.
+        with self._lock: return self._slots.counts(core, self.scheduler.unstarted, early)  # noqa: E701
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
@@ -266,30 +268,33 @@ class HandOff:
 
         Returns how many waiting jobs this call cancelled.
         """
-        unstarted: Optional[list[BridgeFuture[Any]]] = None
+        unstarted: list[BridgeFuture[Any]] = []  # filled under the lock, whole
         try:
             # The lock on one line: see _accept.
-            with self._lock: unstarted = self._shut_down_locked(request)  # noqa: E701
-            if unstarted is None:
+            with self._lock: gone = self._shut_down_locked(request, unstarted)  # noqa: E701
+            if gone:
                 request.send_report((0, 0, 0))  # the loop has finished every job
                 return 0
             return sum(future.cancel() for future in unstarted if future._state == PENDING)
         except BaseException:
             # Cut short (Ctrl-C): the jobs taken out of the backlog are cancelled all the
             # same, or their futures would stay pending for ever.
-            for future in unstarted or ():
+            for future in unstarted:
                 future.cancel()
             raise
 
-    def _shut_down_locked(self, request: ShutdownRequest) -> Optional[list[BridgeFuture[Any]]]:
-        """Record the request; return the waiting jobs it takes (None: the bridge is gone)."""
+    def _shut_down_locked(
+        self, request: ShutdownRequest, unstarted: list[BridgeFuture[Any]]
+    ) -> bool:
+        """Record the request; add to ``unstarted`` the waiting jobs it takes. True: the
+        bridge is gone (nothing to take)."""
         if self._state in GONE:
-            return None
+            return True
         self._state = BridgeState.SHUTTING_DOWN
         self._mailbox.request_shutdown(request)
         if request.cancel_queued or request.cancel_running:
-            return self._slots.take_unstarted()
-        return []
+            self._slots.take_unstarted(unstarted)
+        return False
 
     #
     # Worker threads

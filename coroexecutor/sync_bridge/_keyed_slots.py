@@ -78,6 +78,9 @@ class KeyedSlots(Slots):
         self.line: KeyedLine[Job] = KeyedLine(per_key)
         self.keys: dict[BridgeFuture[Any], Hashable] = {}
         self.tickets: dict[BridgeFuture[Any], Ticket[Job]] = {}
+        # The job take_key has at hand, its key, and how many of that key ran before it:
+        # undo_submit reads whether the line counted it, which ``keys`` may not say yet.
+        self.at_hand: Optional[tuple[BridgeFuture[Any], Hashable, int]] = None
 
     def _limit_at_hand(self, key: Hashable) -> int:
         return self.limit
@@ -90,6 +93,7 @@ class KeyedSlots(Slots):
         line (False). ``limit``: ``max_per_key(key)``, from key_of()."""
         future = job.future
         self.limit = limit
+        self.at_hand = (future, key, self.line.running_of(key))
         if (
             self.held < self.max_workers
             and not self.paused
@@ -105,6 +109,18 @@ class KeyedSlots(Slots):
         self.tickets[future] = ticket = self.line.ticket(key, job)
         self.line.enter(ticket)
         return False
+
+    def undo_submit(
+        self, job: Job, submitted: int, held: int, unstart: Callable[[Job], None]
+    ) -> None:
+        """As Slots.undo_submit, and the room in its key that take_key took: the line may
+        have counted the job (try_start) before ``keys`` recorded it, for release."""
+        at_hand, self.at_hand = self.at_hand, None
+        if at_hand is not None and at_hand[0] is job.future and job.future not in self.keys:
+            _, key, before = at_hand
+            if self.line.running_of(key) > before:
+                self.line.release(key)
+        super().undo_submit(job, submitted, held, unstart)
 
     def next_job(self) -> Optional[Job]:
         """Give a free slot to a retried job waiting after its pause (in the plain
@@ -176,6 +192,9 @@ class KeyedSlots(Slots):
         if ticket is not None:  # (None: drain() took it out of the line already)
             self.line.discard(ticket)
         return True
+
+    def waiting(self) -> list[BridgeFuture[Any]]:
+        return super().waiting() + list(self.tickets)  # (tickets: the line's, in order)
 
     def drain(self) -> list[Job]:
         jobs = super().drain() + self.line.drain()

@@ -113,22 +113,34 @@ class MapIterator(Iterator[T]):
 
     def close(self) -> None:
         """Cancel the jobs whose results were not yielded yet; later ``next()`` stops."""
-        futures, self._futures = self._futures, collections.deque()
-        self._inputs = None
-        # Newest first: a job cancelled in its pause gives its key's room back at once
-        # (key=), which would start a later job of the map that waits for it, before
-        # that one is cancelled in its turn.
-        for future in reversed(futures):
-            if isinstance(future, BridgeFuture) and not future.done():
-                # Before cancel(): one that finds an attempt running cannot stop it, and
-                # the loop may then pause the job (cancel() ends the pause) or not yet.
-                future._last_attempt = True
-            future.cancel()
+        futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        try:
+            futures, self._futures = self._futures, futures  # one step: no call
+            self._inputs = None
+            _cancel_all(futures)
+        except BaseException:
+            # Cut short (Ctrl-C): the jobs taken from the iterator are cancelled all the
+            # same (cancel() again is a no-op), or they would run on, unwanted, holding
+            # every slot before any later job of the executor.
+            _cancel_all(futures)
+            raise
 
     def __del__(self) -> None:
         # Half-built when a Ctrl-C (from a tracer) cut __init__ short before its first line.
         if hasattr(self, "_futures"):
             self.close()
+
+
+def _cancel_all(futures: collections.deque[concurrent.futures.Future[Any]]) -> None:
+    # Newest first: a job cancelled in its pause gives its key's room back at once
+    # (key=), which would start a later job of the map that waits for it, before
+    # that one is cancelled in its turn.
+    for future in reversed(futures):
+        if isinstance(future, BridgeFuture) and not future.done():
+            # Before cancel(): one that finds an attempt running cannot stop it, and
+            # the loop may then pause the job (cancel() ends the pause) or not yet.
+            future._last_attempt = True
+        future.cancel()
 
 
 def start_map(

@@ -203,8 +203,8 @@ class Slots:
         """cancel() of a job still in the backlog: count it now. False if it left already."""
         if not future._in_backlog:
             return False
-        future._in_backlog = False
-        self.cancelled += 1
+        # Out and counted in one step (one line, no call): a Ctrl-C leaves both or neither.
+        future._in_backlog, self.cancelled = False, self.cancelled + 1
         self.cancelled_waiting(future)
         return True
 
@@ -230,17 +230,22 @@ class Slots:
                 self.cancelled += 1
         return failed
 
-    def take_unstarted(self) -> list[BridgeFuture[Any]]:
-        """The futures shutdown(cancel_futures=True) cancels that are not the loop's.
-        From now on a job whose attempt fails is cancelled rather than paused."""
+    def take_unstarted(self, futures: list[BridgeFuture[Any]]) -> None:
+        """Add to ``futures`` those shutdown(cancel_futures=True) cancels that are not the
+        loop's, for the caller to cancel. From now on a job whose attempt fails is
+        cancelled rather than paused. Added in one step, before the backlog is emptied: a
+        Ctrl-C leaves each job in the list (cancel() withdraws it) or in the backlog."""
         self.cancelling = True
-        futures = [job.future for job in self.drain()]
-        for future in futures:
-            self.withdraw(future)  # counted as cancelled now, unless cancel() did already
         # Direct jobs waiting for a busy worker thread: the worker skips them and frees
         # their slot. One that got a thread when submitted counts as started: it runs.
-        futures += [f for f in self.direct if f._queued and f._state == PENDING]
-        return futures + list(self.pausing)  # counted when cancel() withdraws them
+        direct = [f for f in self.direct if f._queued and f._state == PENDING]
+        futures += self.waiting() + direct + list(self.pausing)  # pausing: see cancel()
+        for job in self.drain():
+            self.withdraw(job.future)  # counted as cancelled now, unless cancel() did already
+
+    def waiting(self) -> list[BridgeFuture[Any]]:
+        """The futures of the jobs waiting for a slot."""
+        return [job.future for job in self.backlog]
 
     def counts(
         self, core: ExecutorStats, unstarted: int, early: Sequence[object] = ()
