@@ -187,6 +187,9 @@ def _shut_down(exe: ThreadedLoopExecutor) -> None:
         pytest.param(_blocking_job, {}, id="blocking"),
         # job_timeout: blocking jobs start from the loop too (the mailbox, then a worker)
         pytest.param(_blocking_job, {"job_timeout": 60}, id="blocking-via-loop"),
+        # key=: the key's room a cut-short submit took would hold back its later jobs
+        pytest.param(_coroutine_job, {"key": len, "max_per_key": 1}, id="coroutine-key"),
+        pytest.param(_blocking_job, {"key": len, "max_per_key": 1}, id="blocking-key"),
     ],
 )
 @pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
@@ -439,3 +442,127 @@ def test_shutdown_wait_interrupted_at_any_line_raises_keyboard_interrupt() -> No
         assert parked.cancelled(), tracer.where
         assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-cut")]
         in_wait = in_wait + 1 if tracer.where.endswith(" _wait_ended") else 0
+
+
+def _cut_at(n: int, call: Callable[[], object], lines: bool) -> bool:
+    """call(), interrupted at its n-th interrupt point (with ``lines``, its n-th line in
+    the library): True if it was (it raised KeyboardInterrupt)."""
+    if lines:
+        _settrace(_InterruptingAtLine(n))
+    else:
+        sys.setprofile(_interrupting(n, sys._getframe()))
+    try:
+        call()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.setprofile(None)  # first: the profile function counts _settrace's calls
+        _settrace(None)
+    return False
+
+
+def _sweep(
+    make: Callable[[ThreadedLoopExecutor], Callable[[], object]],
+    check: Callable[[ThreadedLoopExecutor, bool], object],
+    lines: bool,
+    options: Optional[dict[str, Any]] = None,
+    later: Optional[Callable[[ThreadedLoopExecutor], object]] = None,
+) -> int:
+    """For n = 1, 2, ...: on a new executor (two places), cut ``make(exe)()`` at its n-th
+    point, ``check(exe, cut)``, then see a later job run and the executor shut down, until
+    the call has fewer points than n. Returns how many calls were cut."""
+    n = interrupted = 0
+    while True:
+        n += 1
+        exe = ThreadedLoopExecutor(max_workers=2, thread_name_prefix="cut", **(options or {}))
+        cut = _cut_at(n, make(exe), lines)
+        check(exe, cut)
+        # No lock is left held and no place kept: a later job runs, the executor stops.
+        if later is None:
+            assert _bounded(lambda exe=exe, n=n: exe.submit(_identity, n).result(timeout=WAIT)) == n
+        else:
+            later(exe)
+        _shut_down(exe)
+        stats = exe.stats
+        assert (stats.queued, stats.running) == (0, 0), stats
+        assert not [t for t in threading.enumerate() if t.name.startswith("cut")]
+        if not cut:
+            return interrupted
+        interrupted += 1
+
+
+def _jobs(exe: ThreadedLoopExecutor) -> list[concurrent.futures.Future[Any]]:
+    """Two jobs parked on the loop (ended by their cancel) and four waiting for a place."""
+    return [exe.submit(_parked, concurrent.futures.Future()) for _ in range(6)]
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+@pytest.mark.parametrize("which", [0, 5], ids=["running", "waiting"])
+def test_cancel_interrupted_at_any_point_cancels_the_future_and_its_job_or_neither(
+    lines: bool, which: int
+) -> None:
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        futures[:] = _jobs(exe)
+        return futures[which].cancel
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        future = futures[which]
+        # Its lock is free: another thread can take it (the loop's _finish does).
+        if not _bounded(future.cancelled):
+            assert cut and not future.done()  # not cancelled: then nothing changed
+        # Once cancelled, its job ends too (or, a parked job, holds its place for ever,
+        # and the shutdown waits for it): the others are cancelled uncut.
+        for other in futures:
+            other.cancel()
+
+    assert _sweep(make, check, lines) > 5
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+def test_map_close_interrupted_at_any_point_cancels_every_job_of_the_map(lines: bool) -> None:
+    results: list[Any] = []
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        gate: concurrent.futures.Future[None] = concurrent.futures.Future()  # never set
+        results[:] = [exe.map(_parked, [gate] * 6)]
+        return results[0].close
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        # Closed again, as ``del`` would: every job of the map is cancelled, the first
+        # close cut short or not (the parked two would hold both places for ever).
+        results[0].close()
+        assert _bounded(lambda: exe.submit(_identity, 0).result(timeout=WAIT)) == 0
+        with pytest.raises(StopIteration):
+            next(results[0])
+        stats = exe.stats
+        assert (stats.cancelled, stats.queued, stats.running) == (6, 0, 0), stats
+
+    assert _sweep(make, check, lines) > 10
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+def test_shutdown_cancel_futures_interrupted_at_any_point_leaves_no_job_waiting(
+    lines: bool,
+) -> None:
+    """bridge.rst: the futures of jobs waiting for a slot are cancelled before shutdown()
+    returns. One cut short cancels them, or leaves them waiting for a later shutdown to
+    cancel (or run): never taken out of the backlog and left pending."""
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        futures[:] = _jobs(exe)
+        return lambda: exe.shutdown(wait=False, cancel_futures=True)
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        exe.shutdown(wait=False, cancel_futures=True)  # again, uncut
+        assert all(f.cancelled() for f in futures[2:]), futures  # the four that waited
+        for future in futures[:2]:
+            future.cancel()
+
+    def later_job_refused(exe: ThreadedLoopExecutor) -> None:
+        with pytest.raises(RuntimeError):
+            exe.submit(_identity, 0)
+
+    assert _sweep(make, check, lines, later=later_job_refused) > 5
