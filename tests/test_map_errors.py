@@ -96,6 +96,14 @@ LATE_SETTLED: dict[str, dict[str, Any]] = {
 }
 
 
+async def _iterate_to(results: Any, error: BaseException) -> None:
+    """Iterate ``results`` until it raises: the very object ``error``."""
+    with pytest.raises(type(error)) as excinfo:
+        async for _ in results:
+            pass
+    assert excinfo.value is error
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 @pytest.mark.parametrize("settled", ["in-line", *LATE_SETTLED])
 async def test_a_map_starts_nothing_after_a_job_that_fails_in_its_first_step(
@@ -119,10 +127,7 @@ async def test_a_map_starts_nothing_after_a_job_that_fails_in_its_first_step(
     options = {"max_workers": 4, **LATE_SETTLED.get(settled, {})}
     async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
         results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
-        with pytest.raises(ValueError) as excinfo:
-            async for _ in results:
-                pass
-        assert excinfo.value is error
+        await _iterate_to(results, error)
     # Without an eager factory the map starts its window (4 jobs) before job 0 runs,
     # and cancels the other three as job 0 fails.
     assert exe.stats.submitted == (1 if loop_kind == "eager" else 4)
@@ -154,10 +159,7 @@ async def test_the_other_jobs_of_the_window_never_run_after_a_job_fails_in_its_f
     options = {"max_workers": 4, "annotate_errors": annotate, **LATE_SETTLED.get(settled, {})}
     async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
         results = exe.map(step, range(8)) if ordered else exe.map_unordered(step, range(8))
-        with pytest.raises(ValueError) as excinfo:
-            async for _ in results:
-                pass
-        assert excinfo.value is error
+        await _iterate_to(results, error)
     assert started == [0]
     stats = exe.stats
     assert (stats.failed, stats.cancelled) == (1, exe.stats.submitted - 1)
@@ -187,10 +189,7 @@ async def test_a_failed_keyed_map_job_does_not_let_the_next_in_its_key_start(
         suppress_task_errors=True, key=lambda n: "k", max_per_key=1, **options
     ) as exe:
         results = exe.map(step, range(3)) if ordered else exe.map_unordered(step, range(3))
-        with pytest.raises(ValueError) as excinfo:
-            async for _ in results:
-                pass
-        assert excinfo.value is error
+        await _iterate_to(results, error)
     assert started == [0]
     stats = exe.stats
     assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 1, 2)

@@ -221,23 +221,24 @@ async def test_a_clean_up_error_of_an_input_whose_repr_raises_is_still_reported(
 #
 
 
+async def _anext_elsewhere(results: Any) -> BaseException | None:
+    """One ``__anext__()`` of ``results`` on the calling loop: the RuntimeError it raises."""
+    try:
+        await results.__anext__()
+    except RuntimeError as exc:
+        return exc
+    return None
+
+
 async def test_a_map_iterated_from_another_loop_is_refused_and_stays_usable(
     loop_kind: str,
 ) -> None:
     """Regression: a map made on the executor's loop and iterated from another thread's
     loop started its jobs' tasks on the executor's loop from that thread (no error; a
     JobTask destroyed pending)."""
-
-    async def elsewhere(results: Any) -> BaseException | None:
-        try:
-            await results.__anext__()
-        except RuntimeError as exc:
-            return exc
-        return None
-
     async with CoroutineExecutor() as exe:
         results = exe.map(pair, range(3))
-        error = await asyncio.to_thread(asyncio.run, elsewhere(results))
+        error = await asyncio.to_thread(asyncio.run, _anext_elsewhere(results))
         assert isinstance(error, RuntimeError) and LOOP_MESSAGE in str(error)
         with pytest.raises(RuntimeError, match=re.escape(LOOP_MESSAGE)):
             await asyncio.to_thread(asyncio.run, results.aclose())
@@ -253,18 +254,11 @@ async def test_a_later_anext_from_another_loop_is_refused_and_the_map_stays_usab
     thread's loop ran the map there: under -X dev its results were lost and the block's
     exit hung; without it, a job ran on the other loop (found by a docs-only tester)."""
 
-    async def elsewhere(results: Any) -> BaseException | None:
-        try:
-            await results.__anext__()
-        except RuntimeError as exc:
-            return exc
-        return None
-
     async with CoroutineExecutor(max_workers=2) as exe:
         made = exe.map if ordered else exe.map_unordered
         results = made(pair, range(4), buffersize=2)
         first = await results.__anext__()
-        error = await asyncio.to_thread(asyncio.run, elsewhere(results))
+        error = await asyncio.to_thread(asyncio.run, _anext_elsewhere(results))
         assert isinstance(error, RuntimeError) and LOOP_MESSAGE in str(error)
         assert exe.stats.submitted == 2  # nothing more started from there
         rest = [r async for r in results]  # untouched by the refusal
