@@ -56,6 +56,7 @@ def _interrupting(n: int, caller: FrameType) -> Profile:
             (event == "call" or event == "c_return")
             and frame is not caller
             and not frame.f_code.co_filename.endswith(_CALLBACK_FILES)
+            and frame.f_code.co_name != "__del__"  # also run by the collector: see above
         ):
             seen += 1
             if seen == n:
