@@ -55,6 +55,7 @@ def _interrupting(n: int, caller: FrameType) -> Profile:
         if (
             (event == "call" or event == "c_return")
             and frame is not caller
+            and frame.f_code is not _setprofile.__code__  # the profiling's own switch
             and not frame.f_code.co_filename.endswith(_CALLBACK_FILES)
             and frame.f_code.co_name != "__del__"  # also run by the collector: see above
         ):
@@ -142,6 +143,20 @@ def _settrace(tracer: Optional[Profile]) -> None:
         sys.settrace(tracer)
 
 
+def _setprofile(profile: Optional[Profile]) -> None:
+    """sys.setprofile(profile), with the garbage collector off while it profiles, for the
+    reason _settrace gives: a collection at one of the counted points would run an earlier
+    test's __del__ (and what it calls) there. Unlike the tracer, the profile function counts
+    every Python frame, so skipping __del__ frames alone was not enough (CI, 3.13: the
+    KeyboardInterrupt landed in a function called by CoroutineExecutor.__del__)."""
+    if profile is None:
+        sys.setprofile(None)
+        gc.enable()
+    else:
+        gc.disable()
+        sys.setprofile(profile)
+
+
 def _submit_cut_at(
     n: int, exe: ThreadedLoopExecutor, fn: Callable[..., Any], *args: Any, lines: bool = False
 ) -> Optional[concurrent.futures.Future[Any]]:
@@ -151,13 +166,13 @@ def _submit_cut_at(
     if lines:
         _settrace(_InterruptingAtLine(n))
     else:
-        sys.setprofile(_interrupting(n, sys._getframe()))
+        _setprofile(_interrupting(n, sys._getframe()))
     try:
         return exe.submit(fn, *args)
     except KeyboardInterrupt:
         return None
     finally:
-        sys.setprofile(None)  # first: the profile function counts _settrace's calls
+        _setprofile(None)  # first: the profile function counts _settrace's calls
         _settrace(None)
 
 
@@ -462,13 +477,13 @@ def _cut_at(n: int, call: Callable[[], object], lines: bool) -> bool:
     if lines:
         _settrace(_InterruptingAtLine(n))
     else:
-        sys.setprofile(_interrupting(n, sys._getframe()))
+        _setprofile(_interrupting(n, sys._getframe()))
     try:
         call()
     except KeyboardInterrupt:
         return True
     finally:
-        sys.setprofile(None)  # first: the profile function counts _settrace's calls
+        _setprofile(None)  # first: the profile function counts _settrace's calls
         _settrace(None)
     return False
 
