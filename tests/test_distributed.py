@@ -907,6 +907,48 @@ def test_a_worker_killed_mid_map_leaves_every_result_delivered_once(
     client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
 
 
+def _kill_at_5(x: int) -> int:
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _no_second_chance(dask_scheduler: Any, allowed: int) -> int:
+    """On the scheduler: how many worker deaths a task may see before it fails with
+    KilledWorker (dask's ``allowed-failures``); returns the old value."""
+    old, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, allowed
+    return int(old)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["map", "submit"])
+def test_a_chunk_lost_with_its_worker_names_the_jobs_it_stood_for(
+    client: Any, dask_restarts_a_worker: None, how: str
+) -> None:
+    # Found by a review: a KilledWorker came with no note, where a job's own error names
+    # its input. Every job of the chunk gets the one KilledWorker object, so the note
+    # names the chunk's inputs (no rerun here: allowed-failures 0).
+    old = client.run_on_scheduler(_no_second_chance, allowed=0)
+    try:
+        with DaskExecutor(client=client, per_worker=2) as exe:
+            if how == "map":
+                results = list(exe.map(_kill_at_5, range(12), chunksize=4,
+                                       return_exceptions=True))
+                error = results[5]
+                assert all(results[i] is error for i in (4, 6, 7))  # one chunk: one object
+                expected = "raised for inputs 4 to 7 of a DaskExecutor map"
+            else:
+                error = exe.submit(_kill_at_5, 5).exception(_WAIT * 4)
+                expected = "raised for the job submitted to a DaskExecutor"
+    finally:
+        client.run_on_scheduler(_no_second_chance, allowed=old)
+        client.wait_for_workers(WORKERS, timeout=60)  # the restarted worker's threads are up
+    assert type(error).__name__ == "KilledWorker"
+    if sys.version_info >= (3, 11):
+        ours = [n for n in error.__notes__ if "DaskExecutor" in n]
+        assert ours == [f"{expected}: their chunk's dask task failed as a whole"]
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["close()", "shutdown(cancel_futures=True)", "an exception"])
 def test_cancelling_right_after_a_worker_died_raises_nothing(

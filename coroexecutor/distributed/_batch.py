@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import distributed
 
-from ._wire import Chunk, ChunkSpec
+from ._wire import Chunk, ChunkSpec, name_chunk
 
 __all__ = ["Batcher", "Pending"]
 
@@ -191,8 +191,10 @@ def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
             values, errors, cancelled = [], {}, list(range(len(futures)))
         else:
             error = task.exception()
+            name_chunk(error, _submitted(len(futures)))
             values, errors, cancelled = [], dict.fromkeys(range(len(futures)), error), []
     except BaseException as error:  # fetching the result failed: every job gets that
+        name_chunk(error, _submitted(len(futures)))
         values, errors, cancelled = [], dict.fromkeys(range(len(futures)), error), []
     gone = set(cancelled)
     for i, future in enumerate(futures):
@@ -203,6 +205,11 @@ def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
                 future.set_exception(errors[i])
             else:
                 future.set_result(values[i])
+
+
+def _submitted(count: int) -> str:
+    what = "the job submitted" if count == 1 else f"{count} jobs submitted together"
+    return what + " to a DaskExecutor"
 
 
 def _cancel_and_notify(future: concurrent.futures.Future[Any]) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 import distributed
 
 from .._retry import INHERIT
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk
 
 __all__ = ["MapResults", "MapRun"]
 
@@ -247,6 +247,9 @@ def _whole_chunk(slot: _Slot) -> Outcome:
         error = task.exception()
     except BaseException as failure:  # could not even fetch the error
         error = failure
+    last = slot.start + slot.count - 1
+    name_chunk(error, f"inputs {slot.start} to {last} of a DaskExecutor map"
+               if slot.count > 1 else f"input {last} of a DaskExecutor map")
     return [], dict.fromkeys(range(slot.count), error), []
 
 

@@ -227,6 +227,15 @@ def name_input(
         add_note(f"raised by {where}: {name}({shown}){tried}")
 
 
+def name_chunk(error: BaseException, jobs: str) -> None:
+    """Note on the error of a chunk whose dask task failed as a whole (its worker lost more
+    often than dask allows: ``KilledWorker``) which jobs it stands for: every one of them
+    gets this one object, so it cannot name a single input."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(f"raised for {jobs}: their chunk's dask task failed as a whole")
+
+
 def check_client(client: object) -> None:
     """Refuse, at the constructor, a ``client=`` this executor cannot send through."""
     if not isinstance(client, distributed.Client):
