@@ -27,9 +27,27 @@ __all__ = [
 
 NOTE_PREFIX = "coroexecutor: job "
 
+class _OneLineRepr(reprlib.Repr):
+    """reprlib's Repr, whose repr of an object it does not know (a numpy array, a
+    DataFrame: their reprs span lines) is made one line before it is cut."""
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:
+            return super().repr_instance(x, level)  # its "<... instance at 0x...>"
+        if "\n" in text or "\r" in text:
+            text = " ".join(text.split())
+        if len(text) > self.maxother:  # cut in the middle, as reprlib does
+            head = max(0, (self.maxother - 3) // 2)
+            tail = max(0, self.maxother - 3 - head)
+            text = text[:head] + "..." + text[len(text) - tail :]
+        return text
+
+
 # One line per job: long strings and big containers are cut, as reprlib does by default
 # for the debugger, with room for a URL or a path.
-_short = reprlib.Repr()
+_short = _OneLineRepr()
 _short.maxstring = 60
 _short.maxother = 60
 _short.maxlevel = 3

@@ -290,3 +290,42 @@ async def test_an_argument_whose_repr_raises_systemexit_leaves_the_cores_error()
         error = job.exception()
         assert isinstance(error, ValueError)
         assert any("<unrepresentable>" in note for note in error.__notes__)
+
+
+class _Matrix:
+    """An argument whose repr spans lines, as a numpy array's or a DataFrame's does."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __repr__(self) -> str:
+        return "matrix([" + ",\n        ".join(f"[{r}, {r}]" for r in range(self.rows)) + "])"
+
+
+@pytest.mark.parametrize("rows", [2, 40])  # short, and long enough to be cut
+@pytest.mark.parametrize("how", ["submit", "submit, retry=", "map", "bridge", "bridge, retry="])
+def test_an_argument_whose_repr_spans_lines_gives_a_one_line_note(rows: int, how: str) -> None:
+    # Found by a docs-only tester: a numpy array made the note three lines long, where the
+    # docs promise one.
+    retry = Retry(attempts=2, backoff=0) if how.endswith("retry=") else None
+    if how.startswith("bridge"):
+        with LoopExecutor(retry=retry) as exe:
+            error = exe.submit(_fails_async, _Matrix(rows)).exception(timeout=5)
+    else:
+
+        async def run() -> BaseException | None:
+            async with CoroutineExecutor(retry=retry, suppress_task_errors=True) as exe:
+                if how == "map":
+                    async for outcome in exe.map(
+                        _fails_async, [_Matrix(rows)], return_exceptions=True
+                    ):
+                        return outcome  # type: ignore[no-any-return]  # an exception here
+                task = await exe.submit(_fails_async, _Matrix(rows))
+                await asyncio.wait([task])
+                return task.exception()
+
+        error = asyncio.run(run())
+    assert isinstance(error, ValueError)
+    (note,) = notes(error)
+    assert "\n" not in note, note
+    assert "matrix([[0, 0], [1, 1]" in note, note  # the line breaks became spaces

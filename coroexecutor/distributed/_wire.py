@@ -15,7 +15,6 @@ import asyncio
 import inspect
 import io
 import pickle
-import reprlib
 import sys
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import distributed
 
 from .._errors import async_generator_error
 from .._keyed import MaxPerKey
+from .._notes import safe_repr
 from .._retry import INHERIT, RetryPolicy
 
 __all__ = [
@@ -37,11 +37,6 @@ __all__ = [
 # range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
 Indexes = Union[range, "frozenset[int]"]
 EVERY_INDEX = range(0, sys.maxsize)
-
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-_repr.maxlevel = 2
 
 
 class UnsentOutcomeError(RuntimeError):
@@ -221,8 +216,8 @@ def name_input(
     how many attempts it had when it was retried (retry=)."""
     add_note = getattr(error, "add_note", None)
     if add_note is not None:
-        name = getattr(fn, "__qualname__", None) or _repr.repr(fn)
-        shown = ", ".join(_repr.repr(a) for a in args)
+        name = getattr(fn, "__qualname__", None) or safe_repr(fn)
+        shown = ", ".join(safe_repr(a) for a in args)  # one line each, as the core's notes
         tried = f", failed after {attempts} attempts" if attempts > 1 else ""
         add_note(f"raised by {where}: {name}({shown}){tried}")
 
