@@ -13,12 +13,16 @@ cancelling its jobs, reaches the pause too.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Coroutine
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ._jobs import as_coroutine, wrapped_job
 from ._notes import annotate_job_error
 from ._retry import RetryPolicy, next_delay
+
+if TYPE_CHECKING:
+    from ._map_state import MapJobs
 
 __all__ = ["AttemptSlots", "Call", "after_failure", "more_attempts", "run_attempts"]
 
@@ -52,7 +56,9 @@ class Call:
     """A job's call and how its failures are handled: what a runner needs only once the
     job has failed."""
 
-    __slots__ = ("annotate", "args", "fn", "job_timeout", "kwargs", "map_index", "policy")
+    __slots__ = (
+        "annotate", "args", "fn", "job_timeout", "kwargs", "map_index", "owner", "policy"
+    )
 
     def __init__(
         self,
@@ -63,6 +69,7 @@ class Call:
         annotate: bool,
         job_timeout: float | None = None,
         map_index: int | None = None,
+        owner: MapJobs | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
@@ -71,6 +78,7 @@ class Call:
         self.annotate = annotate
         self.job_timeout = job_timeout
         self.map_index = map_index
+        self.owner = owner  # the job's map, if any: a map left early retries nothing
 
     def note(self, exc: BaseException, attempts: int) -> None:
         if self.annotate:
@@ -87,7 +95,7 @@ def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
     Called in the caller's ``except`` clause, so an error of the policy's (which this
     raises, noted) has ``exc`` as its ``__context__``."""
     policy = call.policy
-    if policy is not None:
+    if policy is not None and not _stopped(call):
         try:
             delay = next_delay(policy, attempt, exc)
         except BaseException as policy_error:
@@ -97,6 +105,21 @@ def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
             return delay
     call.note(exc, attempt)
     return None
+
+
+def _stopped(call: Call) -> bool:
+    """Whether the job was stopped while its attempt ran: its map left early, or (Python
+    3.11+, where a task counts the cancels asked of it) its task cancelled. An attempt
+    that caught that CancelledError and raised another error is then not retried: the
+    job ends with that error, as a task would. (Before 3.11 a cancel of the job's own
+    task cannot be told from here; the executor's own cancellations refuse the next
+    attempt its slot: see AttemptSlots.resume.)"""
+    if call.owner is not None and call.owner.closed:
+        return True
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
 
 
 async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:

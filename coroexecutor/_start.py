@@ -132,7 +132,8 @@ def start_job(
             # its job's error in the job's last step. (A job with only a hook is noted
             # from its coroutine by on_job_done: no wrapper.)
             call = Call(
-                fn, args, kwargs or _NO_KWARGS, policy, exe._annotate, exe._job_timeout, index
+                fn, args, kwargs or _NO_KWARGS, policy, exe._annotate, exe._job_timeout, index,
+                owner,
             )
             job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
@@ -249,7 +250,7 @@ async def run_retrying(
     try:
         result = await coro
     except BaseException as exc:
-        call = Call(fn, args, kwargs, policy, exe._annotate, None, index)
+        call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
         try:
             delay = after_failure(call, 1, exc)
         except BaseException as policy_error:  # the policy failed: the job fails so

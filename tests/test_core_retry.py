@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable
 from typing import Any, Callable
 
@@ -283,6 +284,73 @@ async def test_cancelling_the_jobs_task_ends_its_backoff() -> None:
         await sleeper.failed.wait()
         task.cancel()
     assert task.cancelled() and sleeper.calls == 1 and now() - start < 100
+
+
+class TurnsCancelIntoError:
+    """A job that, cancelled while it runs, raises a ConnectionError instead (as a
+    client library closing its connection may); counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = asyncio.Event()
+
+    async def __call__(self, n: int = 1) -> int:
+        if n == 0:
+            return n
+        self.calls += 1
+        self.running.set()
+        try:
+            await park()
+        except asyncio.CancelledError:
+            raise ConnectionError("connection dropped while cancelled") from None
+        return n
+
+
+@pytest.mark.parametrize("leave", ["break", "aclose", "drop"])
+async def test_a_map_left_early_retries_no_attempt_that_turned_its_cancel_into_an_error(
+    leave: str,
+) -> None:
+    # Found by a docs-only tester: the attempt raised ConnectionError after the map had
+    # cancelled it, the policy asked for another attempt, and the block waited for it.
+    # Now the job ends with its error, as it would without retry= (a job error: the
+    # block raises it under fail-fast).
+    job = TurnsCancelIntoError()
+    with pytest.raises(ConnectionError):
+        async with CoroutineExecutor(retry=Retry(attempts=3, backoff=0)) as exe:
+            results = exe.map_unordered(job, [1, 0])  # input 1 runs, 0 is yielded
+            if leave == "break":
+                async for _ in results:
+                    break
+            else:
+                assert await results.__anext__() == 0
+                if leave == "aclose":
+                    await results.aclose()
+            assert job.running.is_set()
+            del results
+            await asyncio.sleep(0)  # the cancelled attempt raises its error
+    assert job.calls == 1
+    assert exe.stats.retried == 0 and exe.stats.failed == 1
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="before 3.11 a task does not count the cancels asked of it (Task.cancelling)",
+)
+async def test_cancelling_the_jobs_task_retries_no_attempt_that_turned_it_into_an_error() -> (
+    None
+):
+    # Found by a docs-only tester: task.cancel() returned True, the attempt raised
+    # ConnectionError, and a second attempt then returned a result.
+    job = TurnsCancelIntoError()
+    async with CoroutineExecutor(
+        retry=Retry(attempts=3, backoff=0), suppress_task_errors=True
+    ) as exe:
+        task = await exe.submit(job)
+        await job.running.wait()
+        assert task.cancel()
+        await asyncio.wait([task])
+    assert job.calls == 1 and exe.stats.retried == 0
+    assert isinstance(task.exception(), ConnectionError)  # as a plain task would end
 
 
 async def test_a_graceful_shutdown_lets_a_job_finish_its_retries() -> None:
