@@ -230,8 +230,8 @@ class CoroutineExecutor:
             RuntimeError: shut down or shutting down, or first used on another loop.
             BrokenCoroutineExecutor: the initializer failed.
             TypeError: ``fn`` is not callable or is a coroutine object (before any wait),
-                or ``fn(*args, **kwargs)`` returned no awaitable. What calling ``fn``
-                raises propagates; the job's own error goes to the error policy.
+                or ``fn(*args, **kwargs)`` returned no awaitable. What calling ``fn`` raises
+                propagates unless retry= retries it; the job's own error goes to the error policy.
         """
         if self._state is not _RUNNING:
             check_accepting(self)

@@ -161,12 +161,12 @@ def map_start_failed(
     """A map started input ``index``'s job itself and ``fn(*args)`` raised ``exc``
     before it returned an awaitable (a plain function that raises, a coroutine function
     given the wrong arguments; or it returned no awaitable; or, rarer, the job's task
-    could not be made), its slot given back. That is the input's job error, as when the
-    job starts from a line (start_queued): the map's calls of ``fn`` all happen as its
-    jobs start, not in the consumer's code. Returns the job's future, failed, which
-    takes the input's place in the map. KeyboardInterrupt and SystemExit are raised
-    again: they leave through the map (an eager first step may have raised them, the
-    job settled already)."""
+    could not be made), its slot given back, and no retry policy retried it (see
+    start_job). That is the input's job error, as when the job starts from a line
+    (start_queued): the map's calls of ``fn`` all happen as its jobs start, not in the
+    consumer's code. Returns the job's future, failed, which takes the input's place in
+    the map. KeyboardInterrupt and SystemExit are raised again: they leave through the
+    map (an eager first step may have raised them, the job settled already)."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         raise exc
     future = QueuedFuture(loop=exe._loop)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 
 from ._jobs import as_coroutine, wrapped_job
 from ._notes import annotate_job_error
@@ -24,7 +24,9 @@ from ._retry import RetryPolicy, next_delay
 if TYPE_CHECKING:
     from ._map_state import MapJobs
 
-__all__ = ["AttemptSlots", "Call", "after_failure", "more_attempts", "run_attempts"]
+__all__ = [
+    "AttemptSlots", "Call", "after_failure", "failed_call", "more_attempts", "run_attempts",
+]
 
 _sleep = asyncio.sleep
 _CancelledError = asyncio.CancelledError
@@ -123,6 +125,54 @@ def _stopped(call: Call) -> bool:
             return False
         return task is not None and task.cancelling() > 0
     return False
+
+
+def failed_call(
+    policy: RetryPolicy | None, fn: Callable[..., Any], exc: Exception
+) -> tuple[Coroutine[Any, Any, Any], RetryPolicy] | None:
+    """As its job started, ``fn(*args, **kwargs)`` raised ``exc`` before it returned an
+    awaitable (or returned none): the job's first attempt has failed, and ``policy`` is
+    asked about it now, once. Returns None if it gives up (or there is none): ``exc``
+    then goes where it goes without retries (out of submit(), or the job error of a
+    queued job or a map's input), and the policy's own error, raised here, goes there
+    in its place. Else the job starts all the same, with what its runner needs to go on
+    as for any first attempt that failed (its slot given back for the pause, the retry
+    counted, the attempts in the note, one hook call at the end): a first attempt that
+    fails with ``exc`` in the job's first step, and the policy to run it under, which
+    gives the answer it gave here when the runner asks about that failure.
+
+    (Only a callable ``fn``: a coroutine object passed as ``fn`` is a mistake, reported
+    as such by the caller, never retried.)"""
+    if policy is None or not callable(fn):
+        return None
+    delay = next_delay(policy, 1, exc)
+    if delay is None:
+        return None
+    return _failing(exc), _Answered(policy, delay)
+
+
+async def _failing(exc: BaseException) -> NoReturn:
+    try:
+        raise exc
+    finally:
+        del exc  # no cycle: the error's traceback holds this frame
+
+
+class _Answered:
+    """A job's retry policy, asked about its first attempt as the job started (see
+    failed_call): that answer for attempt 1, the policy's own for the others."""
+
+    __slots__ = ("delay", "policy")
+
+    def __init__(self, policy: RetryPolicy, delay: float) -> None:
+        self.policy = policy
+        self.delay = delay
+
+    def __call__(self, attempt: int, exc: BaseException) -> float | None:
+        return self.delay if attempt == 1 else self.policy(attempt, exc)
+
+    def __repr__(self) -> str:
+        return repr(self.policy)  # as messages about the policy name it
 
 
 async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:

@@ -23,7 +23,7 @@ from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
 from ._policy import JobKind, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
-from ._retrying import Call, after_failure, more_attempts, run_attempts
+from ._retrying import Call, after_failure, failed_call, more_attempts, run_attempts
 from ._settle import on_job_done, settle
 from ._state import State
 from ._taking import start_failed
@@ -71,7 +71,10 @@ def start_job(
     primed now, as that task's cancel is not ours. Other jobs get a done callback.
 
     If starting raises, the slot is given back and the error propagates (``where``
-    names the call in the message for a coroutine object passed as ``fn``).
+    names the call in the message for a coroutine object passed as ``fn``). But if
+    ``fn``'s call raised an Exception (or returned no awaitable) and the job's retry
+    policy retries that, the job starts as one whose first attempt failed (see
+    failed_call).
 
     ``index``: a map job's input position, ``policy``: a map's own retry policy, and
     ``owner``: the map; they matter only once the job fails (the note on its error, its
@@ -82,9 +85,17 @@ def start_job(
     settled = False
     loop = exe._loop
     try:
-        coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
-        if type(coro) is not _CoroutineType:
-            coro = as_coroutine(coro, fn)
+        try:
+            coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
+            if type(coro) is not _CoroutineType:
+                coro = as_coroutine(coro, fn)
+        except Exception as exc:  # the job's first attempt failed as it started
+            retried = failed_call(
+                exe._retry if isinstance(policy, Inherit) else policy, fn, exc
+            )
+            if retried is None:
+                raise
+            coro, policy = retried
         if exe._inline:
             if policy is INHERIT and exe._retry is None:  # no retries: the common case
                 runner = run_job(exe, coro, kind, index, owner)

@@ -630,3 +630,115 @@ async def test_jobs_cancelled_in_their_pause_never_count_as_running(
         assert stats.running <= 1, stats
         assert stats.submitted == stats.queued + stats.running + stats.done, stats
     assert snapshots[-1].cancelled == 3 and snapshots[-1].queued == 0
+
+
+#
+# A call of fn that raises as its job starts
+#
+
+
+def refused_once(log: Log, name: str) -> Callable[[], Awaitable[str]]:
+    """A plain function that raises ConnectionError on its first call, before it returns
+    the job's coroutine (a flaky job that succeeds at once) on the next."""
+    calls = 0
+
+    def call() -> Awaitable[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            log.starts.append((name, now()))  # the attempt that failed
+            raise ConnectionError(f"{name} refused")
+        return flaky(log, name, failures=0)()
+
+    call.__qualname__ = name
+    return call
+
+
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "submit_nowait, queued"])
+async def test_a_call_that_raises_as_its_job_starts_is_retried_without_its_slot(
+    how: str, settled: str
+) -> None:
+    """Under retry=, fn() raising before it returns an awaitable is the job's first
+    attempt failing, as for an ``async def``: the policy retries it, the job gives its
+    slot back for the pause (b runs meanwhile), the retry is counted and the hook called
+    once. submit() and submit_nowait() raised it to their caller, and a queued job's
+    future failed with it, with no retry (found by a docs-only tester)."""
+    log = Log()
+    hooked: list[asyncio.Future[Any]] = []
+    hook = {"on_job_done": hooked.append} if settled == "hook" else {}
+    retry = Retry(attempts=2, backoff=10, jitter=False)
+    queued = how == "submit_nowait, queued"
+    async with CoroutineExecutor(max_workers=1, retry=retry, **hook) as exe:  # type: ignore[arg-type]
+        start = now()
+        if queued:  # holds the one slot for 1 s: the job waits in line and starts then
+            exe.submit_nowait(flaky(log, "first", failures=0, work=1))
+        if how == "submit":
+            job: asyncio.Future[str] = await exe.submit(refused_once(log, "a"))
+        else:
+            job = exe.submit_nowait(refused_once(log, "a"))
+        other = await exe.submit(flaky(log, "b", failures=0, work=3))
+    assert job.result() == "a" and other.result() == "b"
+    began = 1 if queued else 0
+    assert [(name, at - start) for name, at in log.starts] == [
+        *([("first", 0)] if queued else []), ("a", began), ("b", began), ("a", began + 10)
+    ]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.retried) == (2 + queued, 0, 1)
+    if hook:
+        assert len(hooked) == 2 + queued  # once per job
+
+
+async def test_a_start_failure_the_policy_declines_is_raised_as_without_retry() -> None:
+    """An error the policy does not retry, a TypeError from the wrong arguments with
+    Retry's default ``on`` or the last attempt allowed, stays where it is without
+    retries: raised by submit() and submit_nowait(); and the policy's own error in its
+    place, with the call's error as its ``__context__``."""
+
+    async def takes_one(x: int) -> None:
+        pass
+
+    def refused() -> Awaitable[None]:
+        raise ConnectionError("refused")
+
+    def fails(attempt: int, exc: BaseException) -> float | None:
+        raise LookupError("no Retry-After")
+
+    async with CoroutineExecutor(retry=Retry()) as exe:
+        with pytest.raises(TypeError):
+            await exe.submit(takes_one)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            exe.submit_nowait(takes_one)  # type: ignore[call-arg]
+    async with CoroutineExecutor(retry=Retry(attempts=1)) as exe:
+        with pytest.raises(ConnectionError):
+            await exe.submit(refused)
+    async with CoroutineExecutor(retry=fails) as exe:
+        with pytest.raises(LookupError) as info:
+            await exe.submit(refused)
+        assert isinstance(info.value.__context__, ConnectionError)
+        assert await (await exe.submit(asyncio.sleep, 0, "still works")) == "still works"
+    assert (exe.stats.failed, exe.stats.retried) == (0, 0)
+
+
+async def test_the_policy_sees_a_start_failure_as_attempt_one() -> None:
+    seen: list[tuple[int, str]] = []
+
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        seen.append((attempt, str(exc)))
+        return 2.0 if attempt < 3 else None
+
+    calls = 0
+
+    def refused() -> Awaitable[None]:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError(f"call {calls}")
+
+    async with CoroutineExecutor(retry=policy, suppress_task_errors=True) as exe:
+        task = await exe.submit(refused)
+        await asyncio.wait([task])
+    assert seen == [(1, "call 1"), (2, "call 2"), (3, "call 3")]
+    error = task.exception()
+    assert str(error) == "call 3"
+    assert error.__notes__ == ["coroexecutor: job refused() failed after 3 attempts"]  # type: ignore[union-attr]
+    assert (exe.stats.failed, exe.stats.retried) == (1, 2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import Adaptive, CoroutineExecutor
+from coroexecutor import Adaptive, CoroutineExecutor, Retry
 
 SETTLED: dict[str, dict[str, Any]] = {
     "in-line": {},
@@ -377,3 +377,107 @@ async def test_an_input_whose_call_raises_is_a_job_error_however_it_starts(
             async for _ in exe.map(fn, range(3), buffersize=buffersize):
                 pass
     assert exe.stats.failed == 1
+
+
+class _RefusedAtFirst:
+    """A plain function that returns a job's awaitable, but raises ConnectionError
+    (before it returns one) on its first ``failures`` calls for input 1."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = [0, 0, 0]
+
+    def __call__(self, n: int) -> Any:
+        self.calls[n] += 1
+        if n == 1 and self.calls[n] <= self.failures:
+            raise ConnectionError(f"refused, call {self.calls[n]}")
+        return _echo(n)
+
+
+RETRIED_STARTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # (the executor's options, the map's)
+    "started directly": ({"max_workers": 4}, {}),
+    "started from its key's line": (
+        {"max_workers": 1, "key": lambda n: "k", "max_per_key": 1}, {}
+    ),
+    "started from the line (buffersize above max_workers)": (
+        {"max_workers": 1}, {"buffersize": 4}
+    ),
+    "map_unordered": ({"max_workers": 4}, {"ordered": False}),
+    "the map's own retry=": ({"max_workers": 4, "retry": None}, {"retry": "own"}),
+}
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("settled", list(SETTLED))
+@pytest.mark.parametrize("case", list(RETRIED_STARTS))
+async def test_an_input_whose_call_raises_is_retried_as_a_failed_attempt(
+    loop_kind: str, case: str, settled: str
+) -> None:
+    """Under retry=, fn(*item) raising before it returns an awaitable is the job's first
+    attempt failing, as for an ``async def`` raising: the policy retries it (the retry
+    counted, the hook called once), and gives up with the last attempt's error, noted
+    "failed after 3 attempts". It ran once and ended the map, however its job started,
+    while the async def was retried (found by a docs-only tester)."""
+    options, map_options = RETRIED_STARTS[case]
+    map_options = dict(map_options)
+    policy = Retry(attempts=3, backoff=0)
+    if map_options.get("retry") == "own":
+        map_options["retry"] = policy
+    else:
+        options = {"retry": policy, **options}
+    ordered = map_options.pop("ordered", True)
+    hooked: list[asyncio.Future[Any]] = []
+    hook = {"on_job_done": hooked.append} if settled == "hook" else {}
+
+    fn = _RefusedAtFirst(failures=2)
+    async with CoroutineExecutor(**options, **hook) as exe:
+        made = exe.map if ordered else exe.map_unordered
+        results = [r async for r in made(fn, range(3), **map_options)]
+    assert sorted(results) == [0, 1, 2]
+    assert fn.calls == [1, 3, 1]
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.retried) == (3, 0, 2)
+    if hook:
+        assert len(hooked) == 3  # once per job, not per attempt
+
+    fn = _RefusedAtFirst(failures=5)
+    with pytest.raises(ConnectionError) as excinfo:  # fail-fast: the block raises it
+        async with CoroutineExecutor(**options) as exe:
+            made = exe.map if ordered else exe.map_unordered
+            async for _ in made(fn, range(3), **map_options):
+                pass
+    assert str(excinfo.value) == "refused, call 3"  # the last attempt's
+    assert excinfo.value.__notes__[-1].endswith("failed after 3 attempts (map input #1)")
+    assert fn.calls[1] == 3
+    assert (exe.stats.failed, exe.stats.retried) == (1, 2)
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("case", ["wrong arguments", "returns no awaitable"])
+async def test_a_call_of_the_wrong_kind_is_retried_only_if_the_policy_says_so(
+    loop_kind: str, case: str
+) -> None:
+    """The TypeError of a call with the wrong arguments, or of one that returns no
+    awaitable, goes to the policy as any attempt's error: Retry's default ``on`` does not
+    name TypeError, so it is the input's job error at once, as without retry=; a policy
+    that retries it gets it as attempt 1's error."""
+    fn: Any = _takes_two if case == "wrong arguments" else (lambda n: n)
+    async with CoroutineExecutor(retry=Retry(), suppress_task_errors=True) as exe:
+        with pytest.raises(TypeError):
+            async for _ in exe.map(fn, range(1)):
+                pass
+    assert (exe.stats.failed, exe.stats.retried) == (1, 0)
+
+    asked: list[tuple[int, str]] = []
+
+    def every_error(attempt: int, exc: BaseException) -> float | None:
+        asked.append((attempt, type(exc).__name__))
+        return 0 if attempt < 2 else None
+
+    async with CoroutineExecutor(retry=every_error, suppress_task_errors=True) as exe:
+        with pytest.raises(TypeError):
+            async for _ in exe.map(fn, range(1)):
+                pass
+    assert asked == [(1, "TypeError"), (2, "TypeError")]
+    assert (exe.stats.failed, exe.stats.retried) == (1, 1)
