@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ._following import QueuedFuture
 from ._map_reader import cancel_readers, drop_reader, start_reader
 from ._map_state import MapJobs
 from ._policy import loop_going_down, retrieve
@@ -85,10 +86,13 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
         wake = jobs.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
-        # A consumer that asyncio.run()'s end cancelled (see loop_going_down): the jobs
-        # and the reader have that cancel pending too, and one more would interrupt
-        # their clean-up, which the loop waits for.
-        again = current is None or not loop_going_down(current)
+        # Closed as asyncio.run() ends (see loop_going_down): the jobs and the reader
+        # have its cancel pending, and one more would interrupt their clean-up, which
+        # the loop waits for. Asked of the task closing the map (a consumer the end
+        # cancelled), or, closed in no task (the collector reclaiming a map left in a
+        # cycle, in a callback), of the map's own tasks.
+        probe = current if current is not None else _a_task_of(jobs, live)
+        again = probe is None or not loop_going_down(probe)
         if again:
             for job in live:
                 exe._outcomes.cancel(job)
@@ -99,6 +103,17 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
             exe._readers.add(reader)
             reader.add_done_callback(exe._readers.discard)
     return live
+
+
+def _a_task_of(jobs: MapJobs, live: list[asyncio.Future[Any]]) -> asyncio.Future[Any] | None:
+    """One of the map's unfinished tasks (its reader, or a job's), if it has one."""
+    if jobs.reader is not None and not jobs.reader.done():
+        return jobs.reader
+    for job in live:
+        task = job.task if type(job) is QueuedFuture else job
+        if task is not None and not task.done():
+            return task
+    return None
 
 
 def cancel_again(exe: Core, live: list[asyncio.Future[Any]]) -> None:

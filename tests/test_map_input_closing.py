@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor
+from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -403,6 +405,79 @@ def test_a_consumer_the_end_of_the_loop_cancels_does_not_cancel_the_reader_again
     finally:
         loop.close()
     assert ending.log == ["clean-up begins", "clean-up ends"]
+    assert exe.stats.failed == 0
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+def test_a_map_the_collector_drops_as_the_loop_ends_cancels_nothing_again(
+    loop_kind: str, settled: str
+) -> None:
+    """A map left open in a reference cycle as main() returns is dropped when the
+    collector reclaims it: here in a callback of the loop's end, outside any task, after
+    asyncio.run() has cancelled its jobs and its reader. Its close cancelled them again,
+    interrupting the clean-ups the loop waits for (their ``finally: await ...``): it
+    took those cancels for the loop's end only when closed in a task the end had
+    cancelled. Outside any task it asks its own jobs, and cancels nothing twice."""
+    log: list[str] = []
+    kept: list[asyncio.Future[None]] = []
+    released, parked = asyncio.Event(), asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            log.append("input: clean-up begins")
+            await released.wait()
+            log.append("input: clean-up ends")
+
+    async def step(i: int) -> int:
+        if i == 0:
+            return i
+        parked.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            log.append(f"job {i}: clean-up begins")
+            await released.wait()
+            log.append(f"job {i}: clean-up ends")
+        return i
+
+    def collect() -> None:  # a callback: no task is current
+        gc.collect()  # drops the map
+        released.set()
+
+    async def collect_as_the_loop_ends() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # cancelled by the loop's end, with the jobs and the reader
+            asyncio.get_running_loop().call_soon(collect)
+
+    async def main() -> CoroutineExecutor:
+        hook = {"on_job_done": lambda job: None} if settled == "hook" else {}
+        exe = CoroutineExecutor(max_workers=2, **hook)  # type: ignore[arg-type]
+        results = exe.map(step, source(), buffersize=2)
+        cycle: list[Any] = [results]
+        cycle.append(cycle)  # only the collector reclaims the map
+        assert await results.__anext__() == 0
+        await parked.wait()
+        kept.append(asyncio.ensure_future(collect_as_the_loop_ends()))
+        await asyncio.sleep(0)  # (it waits: the loop's end cancels it)
+        return exe
+
+    gc.disable()  # the collector runs when collect() says so, not before
+    try:
+        with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True) as runner:
+            exe = runner.run(main())
+    finally:
+        gc.enable()
+    begun = sorted(entry.split(":")[0] for entry in log if entry.endswith("begins"))
+    ended = sorted(entry.split(":")[0] for entry in log if entry.endswith("ends"))
+    assert "input" in begun and "job 1" in begun
+    assert ended == begun
     assert exe.stats.failed == 0
 
 
