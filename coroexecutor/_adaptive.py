@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+from ._retry import is_async_callable
 from ._typing import final
 
 __all__ = ["Adaptive", "AdaptiveLimit"]
@@ -90,7 +91,8 @@ class Adaptive:
             (``None``): every job error is one. Cancelled jobs are never a signal.
 
     Raises:
-        TypeError: a bound that is not an int, or an ``overload`` that is not callable.
+        TypeError: a bound that is not an int, or an ``overload`` that is not callable or
+            is an ``async`` function.
         ValueError: a bound below 1, ``min`` above ``max``, or ``initial`` outside
             ``[min, max]``.
 
@@ -131,6 +133,12 @@ class Adaptive:
                 )
         if overload is not None and not callable(overload):
             raise TypeError(f"overload must be a callable or None (got {overload!r})")
+        if overload is not None and is_async_callable(overload):
+            # Its coroutine would be a true answer for every error, never awaited.
+            raise TypeError(
+                f"overload must be a plain function, not an async one: it is asked once"
+                f" per failed job, in the executor's own bookkeeping (got {overload!r})"
+            )
         object.__setattr__(self, "_min", low)
         object.__setattr__(self, "_max", high)
         object.__setattr__(self, "_initial", start)

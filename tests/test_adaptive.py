@@ -8,6 +8,7 @@ its capacity ``C`` (``thrash`` sets how steeply) and it answers 503 past ``2 * C
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -45,6 +46,27 @@ def test_defaults_and_repr() -> None:
     assert repr(config) == "Adaptive(min=4, max=1000, initial=32)"
     assert coroexecutor.Adaptive is Adaptive
     assert Adaptive.__module__ == "coroexecutor"
+
+
+async def _async_overload(exc: BaseException) -> bool:
+    return True
+
+
+class _AsyncCall:
+    async def __call__(self, exc: BaseException) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "overload",
+    [_async_overload, functools.partial(_async_overload), _AsyncCall()],
+    ids=["async def", "partial", "async __call__"],
+)
+def test_an_async_overload_predicate_is_refused_at_once(overload: Any) -> None:
+    # Found by a docs-only tester: accepted, its coroutine (true, never awaited) made
+    # every error an overload and warned once per failed job.
+    with pytest.raises(TypeError, match="not an async one"):
+        Adaptive(overload=overload)
 
 
 def test_repr_shows_the_overload_predicate() -> None:
