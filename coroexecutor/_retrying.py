@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptSlots", "Call", "after_failure", "failed_call", "more_attempts", "run_attempts",
+    "stopped",
 ]
 
 _sleep = asyncio.sleep
@@ -89,15 +90,18 @@ class Call:
             )
 
 
-def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
+def after_failure(
+    call: Call, attempt: int, exc: BaseException, *, ask: bool = True
+) -> float | None:
     """Attempt number ``attempt`` raised ``exc``: the delay before the next attempt, or
     None when the job ends with ``exc`` (then noted, if the call says so: the caller
     re-raises it with a bare ``raise``, so its traceback stays as the job left it).
+    ``ask`` false: the policy is not asked (the core's job was stopped: see stopped).
 
     Called in the caller's ``except`` clause, so an error of the policy's (which this
     raises, noted) has ``exc`` as its ``__context__``."""
     policy = call.policy
-    if policy is not None and not _stopped(call):
+    if policy is not None and ask:
         try:
             delay = next_delay(policy, attempt, exc)
         except BaseException as policy_error:
@@ -109,13 +113,15 @@ def after_failure(call: Call, attempt: int, exc: BaseException) -> float | None:
     return None
 
 
-def _stopped(call: Call) -> bool:
-    """Whether the job was stopped while its attempt ran: its map left early, or (Python
+def stopped(call: Call) -> bool:
+    """Whether the core's job was stopped while its attempt ran: its map left early, or (Python
     3.11+, where a task counts the cancels asked of it) its task cancelled. An attempt
     that caught that CancelledError and raised another error is then not retried: the
     job ends with that error, as a task would. (Before 3.11 a cancel of the job's own
     task cannot be told from here; the executor's own cancellations refuse the next
-    attempt its slot: see AttemptSlots.resume.)"""
+    attempt its slot: see AttemptSlots.resume.) Not for the bridge's jobs, whose core task
+    a job_timeout cancels while a blocking call it cannot interrupt runs on: that call's
+    own outcome is the attempt's (see sync_bridge._retries)."""
     if call.owner is not None and call.owner.closed:
         return True
     if sys.version_info >= (3, 11):
@@ -204,7 +210,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
         except BaseException as exc:
             # Only an Exception is retried: next_delay declines the rest (cancellation,
             # KeyboardInterrupt, SystemExit), and cancellation gets no note.
-            next_one = after_failure(call, attempt, exc)
+            next_one = after_failure(call, attempt, exc, ask=not stopped(call))
             if next_one is None:
                 raise
             delay = next_one
@@ -224,7 +230,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
                 first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
             return await first
         except BaseException as exc:
-            delay = after_failure(call, 1, exc)
+            delay = after_failure(call, 1, exc, ask=not stopped(call))
             if delay is None:
                 raise
         return await more_attempts(slots, call, delay)

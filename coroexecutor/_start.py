@@ -23,7 +23,7 @@ from ._notes import annotate_coroutine_error
 from ._pauses import Pauses
 from ._policy import JobKind, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
-from ._retrying import Call, after_failure, failed_call, more_attempts, run_attempts
+from ._retrying import Call, after_failure, failed_call, more_attempts, run_attempts, stopped
 from ._settle import on_job_done, settle
 from ._state import State
 from ._taking import start_failed
@@ -263,7 +263,7 @@ async def run_retrying(
     except BaseException as exc:
         call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
         try:
-            delay = after_failure(call, 1, exc)
+            delay = after_failure(call, 1, exc, ask=not stopped(call))
         except BaseException as policy_error:  # the policy failed: the job fails so
             _job_raised(exe, coro, policy_error, kind, owner)
             raise
