@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import re
 import threading
@@ -520,3 +521,98 @@ def test_a_retry_goes_ahead_of_blocking_jobs_waiting_for_a_thread(options: dict[
         assert future.result(WAIT) == "ok"
         concurrent.futures.wait(holds, timeout=WAIT)
     assert starts.index("attempt 2") == started_before < len(starts) - 1
+
+
+#
+# The job's context, from one attempt to the next
+#
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class ContextSteps:
+    """Jobs of each kind that record the ``request_id`` each of their steps sees, then
+    set it to name that step; their first ``failures`` attempts fail."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempt = 0
+        self.seen: list[str] = []
+
+    def blocking(self) -> str:
+        self.attempt += 1
+        self.seen.append(request_id.get())
+        request_id.set(f"attempt {self.attempt}")
+        if self.attempt <= self.failures:
+            raise ConnectionError(f"attempt {self.attempt}")
+        return "ok"
+
+    async def coroutine(self) -> str:
+        await asyncio.sleep(0)
+        return self.blocking()
+
+    def awaitable(self) -> Any:
+        """A blocking call that returns an awaitable: the job is the two together."""
+        self.attempt += 1
+        self.seen.append(request_id.get())
+        request_id.set(f"call {self.attempt}")
+        return self._awaited()
+
+    async def _awaited(self) -> str:
+        self.seen.append(request_id.get())
+        request_id.set(f"awaited {self.attempt}")
+        if self.attempt <= self.failures:
+            raise ConnectionError(f"attempt {self.attempt}")
+        return "ok"
+
+
+SEEN_BY_ATTEMPTS = {
+    # Each attempt starts from what the one before left: as in a CoroutineExecutor's
+    # job, whose attempts all run in its one task.
+    "blocking": ["submitter", "attempt 1", "attempt 2"],
+    "coroutine": ["submitter", "attempt 1", "attempt 2"],
+    "awaitable": ["submitter", "call 1", "awaited 1", "call 2", "awaited 2", "call 3"],
+}
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 30.0}], ids=["direct", "via the loop"])
+@pytest.mark.parametrize("kind", sorted(SEEN_BY_ATTEMPTS))
+def test_every_attempt_runs_in_the_context_copied_at_submit(
+    kind: str, options: dict[str, Any], loop_kind: str
+) -> None:
+    # Found by a docs-only tester: a blocking job's retries ran in the loop thread's
+    # context, and a coroutine job's third attempt did not see its second one's changes.
+    steps = ContextSteps(failures=2)
+    with LoopExecutor(
+        max_workers=1, retry=AT_ONCE, loop_factory=lambda: new_loop(loop_kind), **options
+    ) as exe:
+        token = request_id.set("submitter")
+        try:
+            assert exe.submit(getattr(steps, kind)).result(timeout=WAIT) == "ok"
+            assert request_id.get() == "submitter"  # the job ran in a copy
+        finally:
+            request_id.reset(token)
+    assert steps.seen == SEEN_BY_ATTEMPTS[kind]
+    assert exe.stats.retried == 2
+
+
+@pytest.mark.parametrize("kind", sorted(SEEN_BY_ATTEMPTS))
+def test_every_attempt_of_a_map_job_runs_in_the_context_copied_at_submit(kind: str) -> None:
+    steps = ContextSteps(failures=2)
+
+    def call(step: Callable[[], Any]) -> Any:
+        return step()
+
+    async def acall(step: Callable[[], Any]) -> Any:
+        return await step()
+
+    # (The map calls its fn with one input: here, the step to run.)
+    fn = acall if kind == "coroutine" else call
+    with LoopExecutor(max_workers=2) as exe:
+        token = request_id.set("submitter")
+        try:
+            results = exe.map(fn, [getattr(steps, kind)], retry=AT_ONCE, timeout=WAIT)
+        finally:
+            request_id.reset(token)
+        assert list(results) == ["ok"]
+    assert steps.seen == SEEN_BY_ATTEMPTS[kind]

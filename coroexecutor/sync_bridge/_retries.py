@@ -9,6 +9,14 @@ a blocking attempt fail leaves the error in its item (``_workers.Failed``) for t
 keeping the slot until then. Nothing here runs for a job that succeeds at once: its
 ``Attempts`` are made when an attempt first fails under a policy.
 
+Every attempt runs in the context the job was given at submit (a copy of the submitting
+thread's), as the attempt before left it, as all the attempts of a core's job run in
+its one task: each attempt that ends tells its Attempts where its context is, and the
+next one runs there. A coroutine attempt runs in the copy its task makes, as any task
+does, so what it leaves is copied from inside that task; a blocking call runs in the
+context its item gives the worker (a direct job's own), and no attempt starts before
+the worker is out of it.
+
 A pausing job's future is PENDING again (``cancel()`` works) and holds, in ``_job``,
 the timer of its next attempt: ``cancel()`` of the future, shutdown's cancellation and a
 map's ``close()`` end the pause through the same path as they cancel a running task.
@@ -42,21 +50,35 @@ class _Retried:
 RETRIED: Any = _Retried()
 
 
+# What Attempts hold in place of a context before an attempt has ended.
+_NO_CONTEXT = contextvars.Context()
+
+
 class Attempts(Call):
-    """A job that has failed under a retry policy: its call (for the policy and the note
-    on its final error), the number of the attempt running or last run, the pause before
-    the next one, and the Job that starts it."""
+    """A job that has failed under a retry policy: its call (for the policy, the note on
+    its final error and the next attempt), the context its next attempt runs in, the
+    number of the attempt running or last run, and the pause before the next one."""
 
-    __slots__ = ("attempt", "delay", "job")
+    __slots__ = ("attempt", "coroutine_fn", "ctx", "delay")
 
-    def __init__(self, job: Job, policy: RetryPolicy) -> None:
-        future = job.future
-        super().__init__(
-            job.fn, job.args, job.kwargs, policy, future._annotate, map_index=future._map_index
-        )
+    def __init__(
+        self,
+        future: BridgeFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        coroutine_fn: bool,
+        policy: RetryPolicy,
+    ) -> None:
+        super().__init__(fn, args, kwargs, policy, future._annotate, map_index=future._map_index)
+        self.coroutine_fn = coroutine_fn
+        self.ctx = _NO_CONTEXT  # set by every attempt that ends (see Retries.attempts_of)
         self.attempt = 1
         self.delay = 0.0
-        self.job = job
+
+    def next_job(self, future: BridgeFuture[Any]) -> Job:
+        """The Job that runs the next attempt, where the last one left the context."""
+        return Job(future, self.fn, self.args, self.kwargs, self.ctx, self.coroutine_fn)
 
 
 class Retries:
@@ -95,17 +117,29 @@ class Retries:
     ) -> Optional[Attempts]:
         """The job's Attempts, made now if a policy applies to it; None if none does.
 
-        ``ctx`` is the context further attempts run in (by default a copy of the current
-        one: in a job's task, the job's own)."""
+        ``ctx``: the context the attempt that ends here ran in, as it left it, where the
+        next attempt runs; by default a copy of the current one (in a coroutine attempt's
+        task, the attempt's own). See left_context."""
         attempts: Optional[Attempts] = future._attempts
         if attempts is None:
             policy = future._retry_policy
             if policy is INHERIT:
                 policy = self.policy
-            if policy is not None:
-                ctx = contextvars.copy_context() if ctx is None else ctx
-                job = Job(future, fn, args, kwargs, ctx, coroutine_fn)
-                attempts = future._attempts = Attempts(job, policy)
+            if policy is None:
+                return None
+            attempts = future._attempts = Attempts(future, fn, args, kwargs, coroutine_fn, policy)
+        attempts.ctx = contextvars.copy_context() if ctx is None else ctx
+        return attempts
+
+    def left_context(
+        self, future: BridgeFuture[Any], ctx: Optional[contextvars.Context] = None
+    ) -> Optional[Attempts]:
+        """attempts_of() for the awaitable a blocking job returned, whose job has its
+        Attempts already if a policy applies to it (made with the job's call, before it
+        was awaited): None if none does."""
+        attempts: Optional[Attempts] = future._attempts
+        if attempts is not None:
+            attempts.ctx = contextvars.copy_context() if ctx is None else ctx
         return attempts
 
     def job_error(
@@ -116,15 +150,16 @@ class Retries:
         kwargs: dict[str, Any],
         exc: BaseException,
         coroutine_fn: bool,
+        ctx: Optional[contextvars.Context] = None,
     ) -> Optional[BaseException]:
         """An attempt of the job ``fn(*args, **kwargs)`` raised ``exc``, in the caller's
         ``except`` clause: None when it is retried, else the job's error (noted), which may
         be the policy's own. ``fn`` None: the awaitable a blocking job returned raised it
-        (its Attempts, if a policy applies, were made with the job's call beforehand)."""
+        (see left_context). ``ctx``: see attempts_of."""
         if fn is None:
-            attempts: Optional[Attempts] = future._attempts
+            attempts: Optional[Attempts] = self.left_context(future, ctx)
             return exc if attempts is None else decide(attempts, exc)
-        attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn)
+        attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
         if attempts is None:
             if future._annotate:
                 annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
@@ -188,7 +223,8 @@ class Retries:
             paused = self._slots.pause(future, core_failed)
             if paused:
                 # Under the lock: a cancel() that finds the job pausing finds its timer.
-                future._job = loop.call_later(attempts.delay, self._resume, attempts.job)
+                job = attempts.next_job(future)
+                future._job = loop.call_later(attempts.delay, self._resume, job)
             to_start, items = self._grant()
         if not paused:
             future._set_cancelled()  # a no-op if cancel() did it

@@ -198,9 +198,13 @@ class Scheduler:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         future = item.future
+        # The worker ran the call in the job's own context (item.ctx): the next attempt,
+        # if any, runs there too, or in what the awaitable's task leaves of a copy of it.
         args = (item.fn, item.args, item.kwargs, False, item.ctx)
         if type(item.outcome) is Failed:  # the call raised; a retry policy applies
-            error = self.retries.job_error(future, *args[:3], item.outcome.error, False)
+            error = self.retries.job_error(
+                future, *args[:3], item.outcome.error, False, item.ctx
+            )
             item.outcome = None
             if error is None:
                 self.retries.pause(future, None)
@@ -253,8 +257,12 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
-            if fn is not _identity:  # a job_timeout's error is retried as the policy says
+            # A job_timeout's error is retried as the policy says, from where this attempt
+            # left the context (a copy of its task's).
+            if fn is not _identity:
                 self.retries.attempts_of(future, fn, args, kwargs, True)
+            else:
+                self.retries.left_context(future)
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
             # (A returned awaitable is not named: None.)
@@ -306,7 +314,9 @@ class Scheduler:
         try:
             await waiter
         except asyncio.CancelledError:
-            self.retries.attempts_of(future, fn, args, kwargs, False)  # see _run_coroutine
+            # See _run_coroutine. The worker's context is the attempt's: it may still run
+            # there (see below), and the next attempt starts only once it is done.
+            self.retries.attempts_of(future, fn, args, kwargs, False, ctx)
             if future._withdraw():
                 raise  # the call never started
             # A worker is running the call and cannot interrupt it (job_timeout, or the
@@ -329,14 +339,17 @@ class Scheduler:
                 raise FailedInWorker  # so the core counts a failure, not a success
             return None
         if type(outcome) is Failed:  # the call raised; a retry policy applies
-            error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False)
+            error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False, ctx)
             if error is None:
                 return RETRIED
             if cancels(error) or not future._finish(None, error):
                 raise asyncio.CancelledError  # as in _run_coroutine
             raise FailedInWorker
+        # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop,
+        # in what the call left of its context, as a direct job's is (see await_outcome).
+        for var, value in ctx.items():
+            var.set(value)
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
-        # fn returned an awaitable (``lambda: fetch(url)``): await it here, on the loop.
         return await self._run_coroutine(future, _identity, (outcome,), {})
 
     #
