@@ -19,6 +19,7 @@ from .._executor import CoroutineExecutor
 from ._future import BridgeFuture
 from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
+from ._outcome import CoroutineJobError, resolve
 from ._retries import RETRIED, Retries, cancels, give_up
 from ._tuning import BridgeTuner
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
@@ -26,14 +27,6 @@ from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 __all__ = ["Scheduler"]
 
 _LIVE_STATES = (PENDING, RUNNING)
-
-
-class _CoroutineJobError(Exception):
-    """Carries a coroutine job's KeyboardInterrupt/SystemExit out of its task.
-
-    An asyncio task re-raises those out of the event loop, which would kill the loop
-    thread and strand every other future; the job's own future gets the original.
-    """
 
 
 class Scheduler:
@@ -178,7 +171,7 @@ class Scheduler:
                         future, task, core=True
                     ):
                         return  # paused for its next attempt, its slot given back
-                    _resolve(future, task)  # what the job could not set itself
+                    resolve(future, task)  # what the job could not set itself
                 elif future._attempts is not None:
                     self.retries.after_cancelled_attempt(task)
             # The caller may keep the future long after: let the task, its coroutine and
@@ -226,7 +219,7 @@ class Scheduler:
                 future, task, core=False
             ):
                 return
-            _resolve(future, task)
+            resolve(future, task)
         elif not task.cancelled():
             task.exception()  # the future has it: no "exception was never retrieved"
         self._release(future)
@@ -275,7 +268,7 @@ class Scheduler:
             told_cancelled = cancels(error) or not future._finish(None, error)
             del future  # break the cycle: exc -> traceback -> this frame -> future -> exc
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                raise _CoroutineJobError(repr(error)) from error
+                raise CoroutineJobError(repr(error)) from error
             if told_cancelled:
                 del error  # as future above
                 raise asyncio.CancelledError from None  # see below
@@ -390,20 +383,6 @@ class Scheduler:
         futures = list(self._jobs.values())
         self._jobs.clear()
         return futures
-
-
-def _resolve(future: BridgeFuture[Any], task: asyncio.Future[Any]) -> None:
-    """Copy a finished task's outcome into a future the job did not resolve itself."""
-    if task.cancelled():
-        future._set_cancelled()  # cancelled before it could start, or by the core
-        return
-    exc = task.exception()
-    if exc is None:
-        future._try_set_result(task.result())
-    elif type(exc) is _CoroutineJobError:
-        future._try_set_exception(exc.__cause__ or exc)  # raised "from" the job's error
-    else:
-        future._try_set_exception(exc)  # job_timeout's TimeoutError, for one
 
 
 async def _identity(awaitable: Any) -> Any:
