@@ -138,11 +138,15 @@ if sys.version_info >= (3, 11):
         try:
             async with deadline:
                 return await coro
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise  # the job's own TimeoutError
+        except BaseException as exc:
+            expired = isinstance(exc, TimeoutError) and deadline.expired()
+            message = _expired(fn, args, kwargs, seconds) if expired else ""
+            # The error's traceback keeps this frame: not the job's call (see Call.drop).
+            del fn, args, kwargs
+            if not expired:
+                raise  # the job's own error (a TimeoutError of its own too)
             cause = exc.__cause__ if isinstance(exc.__cause__, asyncio.CancelledError) else exc
-            raise JobTimeoutError(_expired(fn, args, kwargs, seconds)) from cause
+            raise JobTimeoutError(message) from cause
 
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
 
@@ -165,10 +169,13 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         handle = asyncio.get_running_loop().call_later(seconds, expire)
         try:
             return await coro
-        except asyncio.CancelledError as exc:
-            if expired:
-                raise JobTimeoutError(_expired(fn, args, kwargs, seconds)) from exc
-            raise
+        except BaseException as exc:
+            timed_out = expired and isinstance(exc, asyncio.CancelledError)
+            message = _expired(fn, args, kwargs, seconds) if timed_out else ""
+            del fn, args, kwargs  # as above
+            if not timed_out:
+                raise
+            raise JobTimeoutError(message) from exc
         finally:
             handle.cancel()
 

@@ -89,6 +89,24 @@ class Call:
                 exc, self.fn, self.args, self.kwargs, attempts=attempts, map_index=self.map_index
             )
 
+    def drop(self) -> None:
+        """The job is over: let go of its function and arguments. The frames that hold
+        this call (its runner's, the policy's) are kept by the traceback of the job's
+        error, or of its CancelledError in a cancelled task, for as long as the caller
+        keeps the task or the future; a stdlib future keeps no job's arguments."""
+        self.fn = _dropped
+        self.args = ()
+        self.kwargs = _NO_KWARGS
+        self.owner = None  # the map's state: its function, its jobs
+
+
+_NO_KWARGS: dict[str, Any] = {}  # never mutated
+
+
+def _dropped(*args: Any, **kwargs: Any) -> NoReturn:
+    """The function of a Call whose job is over (see Call.drop): never called."""
+    raise RuntimeError("the job is over: its call was dropped")
+
 
 def after_failure(
     call: Call, attempt: int, exc: BaseException, *, ask: bool = True
@@ -189,9 +207,11 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
     Cancellation: in a pause or the wait for a slot after it, the wait ends at once, no
     further attempt starts, and the job ends cancelled holding no slot (see
     AttemptSlots.abandon); in an attempt, as for any job.
+
+    The job's call is read from ``call`` alone, which the runner drops when the job ends
+    by an error: this frame, kept by its traceback, holds nothing else of the job's.
     """
     attempt = 1
-    fn, args, kwargs, job_timeout = call.fn, call.args, call.kwargs, call.job_timeout
     while True:
         slots.pause()
         try:
@@ -203,9 +223,9 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             raise
         attempt += 1
         try:
-            coro = as_coroutine(fn(*args, **kwargs), fn)
-            if job_timeout is not None:
-                coro = wrapped_job(job_timeout, coro, fn, args, kwargs)
+            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn)
+            if call.job_timeout is not None:
+                coro = wrapped_job(call.job_timeout, coro, call.fn, call.args, call.kwargs)
             return await coro
         except BaseException as exc:
             # Only an Exception is retried: next_delay declines the rest (cancellation,
@@ -235,5 +255,6 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
                 raise
         return await more_attempts(slots, call, delay)
     except BaseException as exc:
+        call.drop()  # see more_attempts
         slots.failed(exc)
         raise

@@ -253,6 +253,7 @@ async def run_retrying(
         except _CancelledError as exc:
             coro.close()
             _job_raised(exe, coro, exc, kind, owner)
+            del fn, args, kwargs  # see below
             raise
         except BaseException:
             coro.close()
@@ -261,13 +262,19 @@ async def run_retrying(
     try:
         result = await coro
     except BaseException as exc:
+        # From here the job's call is in ``call`` alone, dropped if the job ends by an
+        # error: the traceback of that error (or of a cancelled task's CancelledError)
+        # keeps this frame for as long as the caller keeps the task.
         call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
+        del fn, args, kwargs
         try:
             delay = after_failure(call, 1, exc, ask=not stopped(call))
         except BaseException as policy_error:  # the policy failed: the job fails so
+            call.drop()
             _job_raised(exe, coro, policy_error, kind, owner)
             raise
         if delay is None:
+            call.drop()
             _job_raised(exe, coro, exc, kind, owner)
             raise
     else:
@@ -276,6 +283,7 @@ async def run_retrying(
     try:
         result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
+        call.drop()
         _job_raised(exe, coro, exc, kind, owner)
         raise
     settle(exe, coro, None, None, kind)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
+import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable
 
@@ -742,3 +744,65 @@ async def test_the_policy_sees_a_start_failure_as_attempt_one() -> None:
     assert str(error) == "call 3"
     assert error.__notes__ == ["coroexecutor: job refused() failed after 3 attempts"]  # type: ignore[union-attr]
     assert (exe.stats.failed, exe.stats.retried) == (1, 2)
+
+
+#
+# What a finished job's task keeps
+#
+
+
+class Payload:
+    """An argument whose life a test watches through a weak reference."""
+
+
+ENDINGS = [
+    "succeeds", "gives up", "the policy fails", "cancelled in its first attempt",
+    "cancelled in a pause", "cancelled in a later attempt",
+]
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 30.0}], ids=["in-line", "job_timeout"])
+@pytest.mark.parametrize("ending", ENDINGS)
+async def test_a_retried_jobs_task_keeps_no_argument_once_done(
+    ending: str, options: dict[str, Any]
+) -> None:
+    # The bridge's future of a retried job kept its arguments (found by a docs-only
+    # tester); here the task of one that failed or was cancelled kept them, through our
+    # frames in the traceback of its error (or of its CancelledError).
+    attempts = 0
+
+    async def upload(body: Payload, *, meta: Payload) -> str:
+        nonlocal attempts
+        del body, meta  # its own frame, in its error's traceback, is the caller's
+        attempts += 1
+        if ending == "cancelled in its first attempt" or (
+            ending == "cancelled in a later attempt" and attempts == 2
+        ):
+            await park()
+        if ending == "succeeds" and attempts == 2:
+            return "ok"
+        raise ConnectionError(f"attempt {attempts}")
+
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        if ending == "the policy fails" and attempt == 2:
+            raise LookupError("policy")
+        return 100.0 if ending == "cancelled in a pause" else (1.0 if attempt < 3 else None)
+
+    body, meta = Payload(), Payload()
+    alive = [weakref.ref(body), weakref.ref(meta)]
+    async with CoroutineExecutor(retry=policy, suppress_task_errors=True, **options) as exe:
+        task = await exe.submit(upload, body, meta=meta)
+        del body, meta
+        if ending.startswith("cancelled"):
+            await asyncio.sleep(10)  # in the pause, or the attempt parked at 0 or at 1
+            task.cancel()
+    gc.collect()
+    assert [ref() for ref in alive] == [None, None]
+    if ending.startswith("cancelled"):
+        assert task.cancelled()
+    elif ending == "succeeds":
+        assert task.result() == "ok"
+    else:
+        error = task.exception()  # kept, with its traceback
+        assert isinstance(error, LookupError if ending == "the policy fails" else OSError)
+        assert error.__traceback__ is not None
