@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import os
 import re
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 import pytest
@@ -616,3 +618,132 @@ def test_every_attempt_of_a_map_job_runs_in_the_context_copied_at_submit(kind: s
             request_id.reset(token)
         assert list(results) == ["ok"]
     assert steps.seen == SEEN_BY_ATTEMPTS[kind]
+
+
+#
+# What a finished job's future keeps
+#
+
+
+class Payload:
+    """An argument whose life a test watches through a weak reference."""
+
+
+class Uploads:
+    """Jobs of each kind, given a Payload, whose first ``failures`` attempts fail. None
+    keeps its argument: a failed job's own frame, which its error's traceback holds, is
+    the caller's to keep, not the executor's."""
+
+    def __init__(self, failures: int, release: threading.Event | None = None) -> None:
+        self.failures = failures
+        self.release = release  # if given, the first attempt waits for it to fail
+        self.attempts = 0
+
+    def _attempt(self) -> str:
+        self.attempts += 1
+        if self.attempts == 1 and self.release is not None:
+            assert self.release.wait(WAIT)
+        if self.attempts <= self.failures:
+            raise ConnectionError(f"attempt {self.attempts}")
+        return "ok"
+
+    def blocking(self, body: Payload) -> str:
+        del body
+        return self._attempt()
+
+    async def coroutine(self, body: Payload) -> str:
+        del body
+        await asyncio.sleep(0)
+        return self._attempt()
+
+    def awaitable(self, body: Payload) -> Any:
+        del body
+        return self._awaited()
+
+    async def _awaited(self) -> str:
+        return self._attempt()
+
+
+def _gone(alive: weakref.ref[Payload]) -> bool:
+    gc.collect()
+    return alive() is None
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 30.0}], ids=["direct", "via the loop"])
+@pytest.mark.parametrize("kind", ["blocking", "coroutine", "awaitable"])
+@pytest.mark.parametrize("failures", [1, 9], ids=["succeeds", "gives up"])
+def test_a_retried_jobs_future_keeps_no_argument_once_done(
+    failures: int, kind: str, options: dict[str, Any]
+) -> None:
+    # Found by a docs-only tester: the future kept the job's fn, arguments and context
+    # through its retry state (without retry= it keeps none); and the job's final error
+    # kept them through our frames in its traceback.
+    uploads = Uploads(failures)
+    with LoopExecutor(max_workers=1, retry=AT_ONCE, **options) as exe:
+        body = Payload()
+        alive = weakref.ref(body)
+        future = exe.submit(getattr(uploads, kind), body)
+        del body
+        done, _ = concurrent.futures.wait([future], timeout=WAIT)
+        assert done
+    assert _gone(alive)
+    error = future.exception(timeout=0)  # kept, with its traceback
+    assert uploads.attempts == min(failures + 1, 3) and exe.stats.retried == min(failures, 2)
+    if failures > 2:
+        assert isinstance(error, ConnectionError) and str(error) == "attempt 3"
+        assert error.__traceback__ is not None
+    else:
+        assert error is None and future.result(timeout=0) == "ok"
+
+
+@pytest.mark.parametrize("end", ["cancel()", "shutdown"])
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_a_job_cancelled_in_its_pause_keeps_no_argument(
+    kind: str, end: str, loop_kind: str
+) -> None:
+    policy = LongBackoff()
+    uploads = Uploads(failures=1)
+    with LoopExecutor(
+        max_workers=1, retry=policy, loop_factory=lambda: new_loop(loop_kind)
+    ) as exe:
+        body = Payload()
+        alive = weakref.ref(body)
+        future = exe.submit(getattr(uploads, kind), body)
+        del body
+        assert policy.backing_off.wait(WAIT)
+        # The one slot runs another job only once the failed attempt has given it back.
+        assert exe.submit(Flaky(failures=0), "probe").result(timeout=WAIT) == "probe"
+        if end == "cancel()":
+            assert future.cancel()
+        else:
+            exe.shutdown(wait=True, cancel_futures=True)
+    assert _gone(alive)
+    assert future.cancelled() and uploads.attempts == 1
+    stats = exe.stats
+    assert (stats.cancelled, stats.retried, stats.queued, stats.running) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_a_job_cancelled_waiting_for_a_slot_after_its_pause_keeps_no_argument(
+    kind: str,
+) -> None:
+    fail, release = threading.Event(), threading.Event()
+    uploads = Uploads(failures=1, release=fail)
+    with LoopExecutor(max_workers=1, retry=AT_ONCE) as exe:
+        body = Payload()
+        alive = weakref.ref(body)
+        future = exe.submit(getattr(uploads, kind), body)
+        del body
+        blocker = exe.submit(release.wait, WAIT)  # takes the slot the pause gives back
+        fail.set()
+        # (No public sign tells a pause from the wait for a slot that follows it.)
+        deadline = time.monotonic() + WAIT
+        while not future._in_backlog:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, exe.stats
+            time.sleep(0.001)
+        assert future.cancel()
+        release.set()
+        assert blocker.result(timeout=WAIT) is True
+    assert _gone(alive)
+    assert future.cancelled() and uploads.attempts == 1
+    assert (exe.stats.cancelled, exe.stats.retried, exe.stats.succeeded) == (1, 1, 1)

@@ -20,6 +20,12 @@ the worker is out of it.
 A pausing job's future is PENDING again (``cancel()`` works) and holds, in ``_job``,
 the timer of its next attempt: ``cancel()`` of the future, shutdown's cancellation and a
 map's ``close()`` end the pause through the same path as they cancel a running task.
+
+Once the job is over, its Attempts let go of its call and context (``drop``), as the
+future of a job never retried keeps neither: the caller may keep the future, and its
+error, for as long as it likes. Whoever sees the job end drops them: the Scheduler as
+it frees the slot of a job the loop ran, a worker as it sets a direct job's future, the
+Slots as they count a job cancelled while it waits, ``pause`` a job cancelled instead.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class _Retried:
 RETRIED: Any = _Retried()
 
 
-# What Attempts hold in place of a context before an attempt has ended.
+# What Attempts hold in place of a context before an attempt has ended, and once dropped.
 _NO_CONTEXT = contextvars.Context()
 
 
@@ -79,6 +85,11 @@ class Attempts(Call):
     def next_job(self, future: BridgeFuture[Any]) -> Job:
         """The Job that runs the next attempt, where the last one left the context."""
         return Job(future, self.fn, self.args, self.kwargs, self.ctx, self.coroutine_fn)
+
+    def drop(self) -> None:
+        """The job is over: let go of its context too (see Call.drop)."""
+        super().drop()
+        self.ctx = _NO_CONTEXT
 
 
 class Retries:
@@ -109,37 +120,28 @@ class Retries:
     def attempts_of(
         self,
         future: BridgeFuture[Any],
-        fn: Callable[..., Any],
+        fn: Optional[Callable[..., Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         coroutine_fn: bool,
         ctx: Optional[contextvars.Context] = None,
     ) -> Optional[Attempts]:
         """The job's Attempts, made now if a policy applies to it; None if none does.
+        ``fn`` None: the awaitable a blocking job returned, whose job has its Attempts
+        already if a policy applies to it (made with the job's call before it was awaited).
 
         ``ctx``: the context the attempt that ends here ran in, as it left it, where the
         next attempt runs; by default a copy of the current one (in a coroutine attempt's
-        task, the attempt's own). See left_context."""
+        task, the attempt's own)."""
         attempts: Optional[Attempts] = future._attempts
         if attempts is None:
             policy = future._retry_policy
             if policy is INHERIT:
                 policy = self.policy
-            if policy is None:
+            if policy is None or fn is None:
                 return None
             attempts = future._attempts = Attempts(future, fn, args, kwargs, coroutine_fn, policy)
         attempts.ctx = contextvars.copy_context() if ctx is None else ctx
-        return attempts
-
-    def left_context(
-        self, future: BridgeFuture[Any], ctx: Optional[contextvars.Context] = None
-    ) -> Optional[Attempts]:
-        """attempts_of() for the awaitable a blocking job returned, whose job has its
-        Attempts already if a policy applies to it (made with the job's call, before it
-        was awaited): None if none does."""
-        attempts: Optional[Attempts] = future._attempts
-        if attempts is not None:
-            attempts.ctx = contextvars.copy_context() if ctx is None else ctx
         return attempts
 
     def job_error(
@@ -155,16 +157,13 @@ class Retries:
         """An attempt of the job ``fn(*args, **kwargs)`` raised ``exc``, in the caller's
         ``except`` clause: None when it is retried, else the job's error (noted), which may
         be the policy's own. ``fn`` None: the awaitable a blocking job returned raised it
-        (see left_context). ``ctx``: see attempts_of."""
-        if fn is None:
-            attempts: Optional[Attempts] = self.left_context(future, ctx)
-            return exc if attempts is None else decide(attempts, exc)
+        (it is not named). ``ctx``: see attempts_of."""
         attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
-        if attempts is None:
-            if future._annotate:
-                annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
-            return exc
-        return decide(attempts, exc)
+        if attempts is not None:
+            return decide(attempts, exc)
+        if fn is not None and future._annotate:
+            annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
+        return exc
 
     def after_attempt(
         self, future: BridgeFuture[Any], task: asyncio.Future[Any], core: bool
@@ -228,6 +227,7 @@ class Retries:
             to_start, items = self._grant()
         if not paused:
             future._set_cancelled()  # a no-op if cancel() did it
+            attempts.drop()  # the job is over
         self._run(to_start, items)
 
     def _resume(self, job: Job) -> None:

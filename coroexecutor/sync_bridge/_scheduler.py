@@ -106,6 +106,8 @@ class Scheduler:
             task.cancel()
 
     def _release(self, future: BridgeFuture[Any]) -> None:
+        if future._attempts is not None:  # a retried job is over: see _retries
+            future._attempts.drop()
         if self.tuner is not None:  # before the release, outside the hand-off's lock
             self.tuner.finished_threadsafe(future)
         self._release_queued(future)
@@ -191,13 +193,11 @@ class Scheduler:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         future = item.future
-        # The worker ran the call in the job's own context (item.ctx): the next attempt,
-        # if any, runs there too, or in what the awaitable's task leaves of a copy of it.
+        # The worker ran the call in the job's own context: a next attempt runs there too
+        # (or in what the awaitable's task leaves of a copy of it).
         args = (item.fn, item.args, item.kwargs, False, item.ctx)
         if type(item.outcome) is Failed:  # the call raised; a retry policy applies
-            error = self.retries.job_error(
-                future, *args[:3], item.outcome.error, False, item.ctx
-            )
+            error = self.retries.job_error(future, *args[:3], item.outcome.error, False, item.ctx)
             item.outcome = None
             if error is None:
                 self.retries.pause(future, None)
@@ -250,18 +250,17 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
-            # A job_timeout's error is retried as the policy says, from where this attempt
-            # left the context (a copy of its task's).
-            if fn is not _identity:
-                self.retries.attempts_of(future, fn, args, kwargs, True)
-            else:
-                self.retries.left_context(future)
+            # A job_timeout's error is retried as the policy says. (An awaitable: None.)
+            self.retries.attempts_of(future, None if fn is _identity else fn, args, kwargs, True)
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
             # (A returned awaitable is not named: None.)
             error = self.retries.job_error(
                 future, None if fn is _identity else fn, args, kwargs, exc, True
             )
+            # The job's error keeps this frame (its traceback), and the caller may keep the
+            # error (its future) for long: the frame lets go of the job's call.
+            del fn, args, kwargs
             if error is None:
                 return RETRIED  # the task's end pauses the job: see on_core_job_done
             # Cancelled by a policy raising CancelledError (give_up), or cancel() won.
@@ -307,8 +306,8 @@ class Scheduler:
         try:
             await waiter
         except asyncio.CancelledError:
-            # See _run_coroutine. The worker's context is the attempt's: it may still run
-            # there (see below), and the next attempt starts only once it is done.
+            # See _run_coroutine. The attempt's context is the worker's copy: the worker may
+            # still run there (see below), and no next attempt starts before it is done.
             self.retries.attempts_of(future, fn, args, kwargs, False, ctx)
             if future._withdraw():
                 raise  # the call never started
@@ -343,6 +342,7 @@ class Scheduler:
         for var, value in ctx.items():
             var.set(value)
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
+        del fn, args, kwargs, ctx, item  # the awaitable's error keeps this frame: as above
         return await self._run_coroutine(future, _identity, (outcome,), {})
 
     #

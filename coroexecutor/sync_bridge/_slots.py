@@ -19,8 +19,9 @@ class Slots:
     """Who holds which of the ``max_workers`` slots, who waits for one, and the counts.
 
     Not locked by itself: every field and method is guarded by (used with) the owning
-    HandOff's lock, the bridge's one lock. It calls nothing outside this module; the
-    HandOff decides where a job that got a slot goes (a worker thread or the loop).
+    HandOff's lock, the bridge's one lock. It calls nothing outside this module (but
+    _drop_call); the HandOff decides where a job that got a slot goes (a worker thread
+    or the loop).
 
     Invariants: ``held`` counts the jobs holding a slot: the direct blocking jobs in
     ``direct``, plus the jobs on their way to (or run by) the loop. ``backlog`` is empty
@@ -110,6 +111,7 @@ class Slots:
                 # state before HandOff.cancel_job_threadsafe counts it (under the lock).
                 self.cancelled += 1
                 self.cancelled_waiting(future)
+                _drop_call(future)
         return None
 
     def cancelled_waiting(self, future: BridgeFuture[Any]) -> None:
@@ -197,6 +199,7 @@ class Slots:
             return False
         self.pausing.discard(future)
         self.cancelled += 1
+        _drop_call(future)
         return True
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
@@ -206,6 +209,7 @@ class Slots:
         # Out and counted in one step (one line, no call): a Ctrl-C leaves both or neither.
         future._in_backlog, self.cancelled = False, self.cancelled + 1
         self.cancelled_waiting(future)
+        _drop_call(future)
         return True
 
     def drain(self) -> list[Job]:
@@ -291,3 +295,13 @@ class Slots:
             retried=self.retried,
             max_workers=self.max_workers,
         )
+
+
+def _drop_call(future: BridgeFuture[Any]) -> None:
+    """A job cancelled while it waits, for a slot or for its next attempt, is over: if it
+    was retried, its Attempts let go of its call and context (see _retries). The Job
+    that waits (in the backlog, or in the pause's timer) holds them still, so nothing is
+    freed here, under the lock: no user code (a __del__) runs."""
+    attempts = future._attempts
+    if attempts is not None:
+        attempts.drop()

@@ -124,6 +124,7 @@ def _work(
                 if isinstance(got, WorkItem):
                     held = got
                 got = urgent
+                del urgent  # as got, below
         if isinstance(got, _First):  # its attempt was taken by another worker
             idle.append(None)
             got = jobs.get() if held is None else held
@@ -162,13 +163,16 @@ def _work(
                 else:
                     item.outcome = Finished(result, None)
                 del result
-        del future
         # Post skipped items too (cancelled or withdrawn meanwhile): their slot is freed
         # there, and nobody depends on who noticed the cancellation first.
         if item.waiter is not None:
+            del future
             post_done(item)
             following = None
         else:
+            if item.outcome is None and future._attempts is not None:
+                future._attempts.drop()  # the retried job is over: see _retries
+            del future
             following = release(item)
         if following is not None:
             if held is None and not first and jobs.empty():
@@ -346,6 +350,8 @@ class WorkerPool:
                 if item.waiter is not None:
                     self._post_done(item)
                     break
+                if item.future._attempts is not None:  # as in _work
+                    item.future._attempts.drop()
                 item = self._release(item)  # its successor needs a thread too
 
     def runs_current_thread(self) -> bool:
