@@ -134,7 +134,7 @@ class Outcomes:
         self.succeeded = 0
         self.failed = 0
         self.cancelled = 0
-        self.retried = 0  # attempts that were retried (retry=)
+        self.retried = 0  # attempts that failed and were given another try (retry=)
         # Jobs the executor cancelled on its own behalf (a map closed early): their
         # cancellation is not an error.
         self.our_cancels: set[asyncio.Future[Any]] = set()

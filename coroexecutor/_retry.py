@@ -81,7 +81,8 @@ class Retry:
     ``attempts`` counts every run of a job, the first included: ``Retry(attempts=3)``
     runs a job at most three times. A failure is retried when its exception is an
     instance of ``on`` (an exception class or a tuple of them; ``TimeoutError`` also
-    matches ``asyncio.TimeoutError`` on Python 3.9 and 3.10, as it does from 3.11).
+    matches ``asyncio.TimeoutError`` on Python 3.9 and 3.10, as it does from 3.11, but
+    ``OSError`` does not: there ``asyncio.TimeoutError`` is no ``OSError``).
 
     The wait after attempt ``n`` fails is ``min(max_backoff, backoff * 2 ** (n - 1))``
     seconds, or with ``jitter=True`` (the default) a uniformly random time between 0 and

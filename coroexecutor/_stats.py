@@ -18,8 +18,10 @@ class ExecutorStats:
     ``submitted == queued + running + succeeded + failed + cancelled`` always holds.
     ``failed`` counts jobs that raised (including ``TimeoutError`` from ``job_timeout``);
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
-    ``retried`` counts attempts that were retried (``retry=``): a job that succeeds on its
-    third attempt adds 2. A job between two attempts is counted in ``queued``.
+    ``retried`` counts the attempts that failed and were given another try (``retry=``),
+    even if that try was then cancelled: a job that succeeds on its third attempt adds 2,
+    one cancelled in its pause after a first failure adds 1. A job between two attempts
+    is counted in ``queued``.
     ``max_workers`` is the limit in force (``None`` in a snapshot built by hand).
     With ``key=``: ``active_keys``, how many keys have a job running or waiting, and
     ``busiest_key``, the key with the most jobs waiting and their number, as

@@ -42,8 +42,9 @@ class Slots:
         # Counts beyond the core's: see counts().
         self.submitted = self.direct_ok = self.direct_failed = self.cancelled = 0
         self.refused = 0  # failed in the backlog: the initializer broke the executor
-        # retry=: jobs between two attempts (no slot, no thread), the attempts retried, and
-        # those the core counted as a success or a failure (see pause()).
+        # retry=: jobs between two attempts (no slot, no thread), the attempts that failed
+        # and were given another try (see ExecutorStats.retried), and those the core
+        # counted as a success or a failure (see pause()).
         self.pausing: set[BridgeFuture[Any]] = set()
         self.cancelling = False  # a shutdown cancelled what waits: no job may pause now
         self.retried = self.core_ok_retried = self.core_failed_retried = 0
