@@ -669,17 +669,30 @@ def _gone(alive: weakref.ref[Payload]) -> bool:
     return alive() is None
 
 
+def _policy_failing_at(attempt_that_fails: int) -> Callable[[int, BaseException], float | None]:
+    """Retries at once, up to 3 attempts; raises LookupError when asked about the given
+    attempt (0: never)."""
+
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        if attempt == attempt_that_fails:
+            raise LookupError("policy")
+        return 0.0 if attempt < 3 else None
+
+    return policy
+
+
 @pytest.mark.parametrize("options", [{}, {"job_timeout": 30.0}], ids=["direct", "via the loop"])
 @pytest.mark.parametrize("kind", ["blocking", "coroutine", "awaitable"])
-@pytest.mark.parametrize("failures", [1, 9], ids=["succeeds", "gives up"])
+@pytest.mark.parametrize("ending", ["succeeds", "gives up", "the policy fails"])
 def test_a_retried_jobs_future_keeps_no_argument_once_done(
-    failures: int, kind: str, options: dict[str, Any]
+    ending: str, kind: str, options: dict[str, Any]
 ) -> None:
     # Found by a docs-only tester: the future kept the job's fn, arguments and context
     # through its retry state (without retry= it keeps none); and the job's final error
-    # kept them through our frames in its traceback.
-    uploads = Uploads(failures)
-    with LoopExecutor(max_workers=1, retry=AT_ONCE, **options) as exe:
+    # kept them through our frames in its traceback (or the frames that called those).
+    uploads = Uploads(failures=1 if ending == "succeeds" else 9)
+    policy = _policy_failing_at(2 if ending == "the policy fails" else 0)
+    with LoopExecutor(max_workers=1, retry=policy, **options) as exe:
         body = Payload()
         alive = weakref.ref(body)
         future = exe.submit(getattr(uploads, kind), body)
@@ -688,12 +701,37 @@ def test_a_retried_jobs_future_keeps_no_argument_once_done(
         assert done
     assert _gone(alive)
     error = future.exception(timeout=0)  # kept, with its traceback
-    assert uploads.attempts == min(failures + 1, 3) and exe.stats.retried == min(failures, 2)
-    if failures > 2:
-        assert isinstance(error, ConnectionError) and str(error) == "attempt 3"
-        assert error.__traceback__ is not None
-    else:
+    if ending == "succeeds":
         assert error is None and future.result(timeout=0) == "ok"
+    elif ending == "gives up":
+        assert isinstance(error, ConnectionError) and str(error) == "attempt 3"
+    else:
+        assert isinstance(error, LookupError) and isinstance(error.__context__, OSError)
+    assert error is None or error.__traceback__ is not None
+    assert uploads.attempts == exe.stats.retried + 1 == (3 if ending == "gives up" else 2)
+
+
+@pytest.mark.parametrize("ending", ["gives up", "the policy fails"])
+def test_a_job_that_timed_out_keeps_no_argument(ending: str) -> None:
+    # The JobTimeoutError's cause, the CancelledError, kept the wrapper's frame.
+    async def parked(body: Payload) -> None:
+        del body
+        await asyncio.Event().wait()  # until job_timeout cancels it
+
+    policy = _policy_failing_at(2 if ending == "the policy fails" else 0)
+    with LoopExecutor(max_workers=1, job_timeout=0.05, retry=policy) as exe:
+        body = Payload()
+        alive = weakref.ref(body)
+        future = exe.submit(parked, body)
+        del body
+        error = future.exception(timeout=WAIT)
+    assert _gone(alive)
+    if ending == "gives up":
+        assert isinstance(error, JobTimeoutError)
+    else:
+        assert isinstance(error, LookupError)
+        assert isinstance(error.__context__, JobTimeoutError)
+    assert exe.stats.retried == (2 if ending == "gives up" else 1)
 
 
 @pytest.mark.parametrize("end", ["cancel()", "shutdown"])

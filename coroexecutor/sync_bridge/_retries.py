@@ -159,11 +159,12 @@ class Retries:
         be the policy's own. ``fn`` None: the awaitable a blocking job returned raised it
         (it is not named). ``ctx``: see attempts_of."""
         attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
-        if attempts is not None:
-            return decide(attempts, exc)
-        if fn is not None and future._annotate:
-            annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
-        return exc
+        if attempts is None:
+            if fn is not None and future._annotate:
+                annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
+            return exc
+        del fn, args, kwargs, ctx  # see decide
+        return decide(attempts, exc)
 
     def after_attempt(
         self, future: BridgeFuture[Any], task: asyncio.Future[Any], core: bool
@@ -270,7 +271,11 @@ def give_up(future: BridgeFuture[Any], error: BaseException) -> None:
 
 def decide(attempts: Attempts, exc: BaseException) -> Optional[BaseException]:
     """Attempt ``attempts.attempt`` raised ``exc``: None when the policy retries it (after
-    ``attempts.delay``), else the job's error, noted: ``exc``, or the policy's error."""
+    ``attempts.delay``), else the job's error, noted: ``exc``, or the policy's error.
+
+    The traceback of the policy's error keeps this frame, and through it (``f_back``) the
+    frames that called it, with what they hold when they return: those let go of the
+    job's call first (its Attempts are dropped once the job is over)."""
     try:
         delay = after_failure(attempts, attempts.attempt, exc)
     except BaseException as policy_error:  # the policy failed (or returned no delay)

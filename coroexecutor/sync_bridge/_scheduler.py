@@ -199,6 +199,8 @@ class Scheduler:
         if type(item.outcome) is Failed:  # the call raised; a retry policy applies
             error = self.retries.job_error(future, *args[:3], item.outcome.error, False, item.ctx)
             item.outcome = None
+            item.forget_call()
+            del args, item  # see decide
             if error is None:
                 self.retries.pause(future, None)
             else:
@@ -252,6 +254,7 @@ class Scheduler:
         except asyncio.CancelledError:
             # A job_timeout's error is retried as the policy says. (An awaitable: None.)
             self.retries.attempts_of(future, None if fn is _identity else fn, args, kwargs, True)
+            del fn, args, kwargs  # as below: a JobTimeoutError's cause keeps this frame
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
             # (A returned awaitable is not named: None.)
@@ -332,6 +335,7 @@ class Scheduler:
             return None
         if type(outcome) is Failed:  # the call raised; a retry policy applies
             error = self.retries.job_error(future, fn, args, kwargs, outcome.error, False, ctx)
+            del fn, args, kwargs, ctx, item  # see decide
             if error is None:
                 return RETRIED
             if cancels(error) or not future._finish(None, error):

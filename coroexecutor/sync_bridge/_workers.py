@@ -89,6 +89,13 @@ class WorkItem:
         # Finished: the outcome of a job the loop runs, for the loop to set.
         self.outcome: Optional[Any] = None
 
+    def forget_call(self) -> None:
+        """Loop thread: this direct item's attempt failed, and what follows is decided (a
+        next attempt gets an item of its own). Let go of the job's call and context: the
+        loop's batch that brought the item back is kept by the traceback of a policy's
+        error (see _retries.decide). The item is never read again."""
+        del self.fn, self.args, self.kwargs, self.ctx
+
 
 # release(item) -> the next direct job, which inherits the slot, or None.
 Release = Callable[[WorkItem], Optional[WorkItem]]
