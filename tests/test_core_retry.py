@@ -806,3 +806,29 @@ async def test_a_retried_jobs_task_keeps_no_argument_once_done(
         error = task.exception()  # kept, with its traceback
         assert isinstance(error, LookupError if ending == "the policy fails" else OSError)
         assert error.__traceback__ is not None
+
+
+@pytest.mark.parametrize("ending", ["gives up", "the policy fails"])
+async def test_a_job_that_timed_out_keeps_no_argument(ending: str) -> None:
+    # A JobTimeoutError's traceback kept job_timeout's wrapper's frame, and its call.
+    async def parked(body: Payload) -> None:
+        del body
+        await park()  # until job_timeout cancels it
+
+    def policy(attempt: int, exc: BaseException) -> float | None:
+        if ending == "the policy fails" and attempt == 2:
+            raise LookupError("policy")
+        return 1.0 if attempt < 3 else None
+
+    body = Payload()
+    alive = weakref.ref(body)
+    async with CoroutineExecutor(job_timeout=5, retry=policy, suppress_task_errors=True) as exe:
+        task = await exe.submit(parked, body)
+        del body
+    gc.collect()
+    assert alive() is None
+    error = task.exception()
+    if ending == "gives up":
+        assert isinstance(error, JobTimeoutError) and exe.stats.retried == 2
+    else:
+        assert isinstance(error, LookupError) and isinstance(error.__context__, JobTimeoutError)
