@@ -10,12 +10,12 @@ keeping the slot until then. Nothing here runs for a job that succeeds at once: 
 ``Attempts`` are made when an attempt first fails under a policy.
 
 Every attempt runs in the context the job was given at submit (a copy of the submitting
-thread's), as the attempt before left it, as all the attempts of a core's job run in
-its one task: each attempt that ends tells its Attempts where its context is, and the
-next one runs there. A coroutine attempt runs in the copy its task makes, as any task
-does, so what it leaves is copied from inside that task; a blocking call runs in the
-context its item gives the worker (a direct job's own), and no attempt starts before
-the worker is out of it.
+thread's), as the attempt before it left that context: what one attempt sets, the next
+sees, as in the one task a core's job keeps for all its attempts. Each attempt that
+ends tells its Attempts where its context is, and the next one runs there. A coroutine
+attempt runs in the copy its task makes, as any task does, so what it leaves is copied
+from inside that task; a blocking call runs in the context its item gives the worker (a
+direct job's own), and no attempt starts before the worker is out of it.
 
 A pausing job's future is PENDING again (``cancel()`` works) and holds, in ``_job``,
 the timer of its next attempt: ``cancel()`` of the future, shutdown's cancellation and a

@@ -19,9 +19,9 @@ class Slots:
     """Who holds which of the ``max_workers`` slots, who waits for one, and the counts.
 
     Not locked by itself: every field and method is guarded by (used with) the owning
-    HandOff's lock, the bridge's one lock. It calls nothing outside this module (but
-    _drop_call); the HandOff decides where a job that got a slot goes (a worker thread
-    or the loop).
+    HandOff's lock, the bridge's one lock. It calls nothing outside this module but
+    Attempts.drop (see _drop_call); the HandOff decides where a job that got a slot goes
+    (a worker thread or the loop).
 
     Invariants: ``held`` counts the jobs holding a slot: the direct blocking jobs in
     ``direct``, plus the jobs on their way to (or run by) the loop. ``backlog`` is empty
