@@ -277,8 +277,14 @@ class AdaptiveLimit:
         self._errors = 0
         self._used = 0.0
 
+    def is_overload(self, error: BaseException) -> bool:
+        """Whether ``error`` signals overload (the one call of the ``overload`` predicate)."""
+        predicate = self._is_overload
+        return True if predicate is None else bool(predicate(error))
+
     def on_done(
-        self, latency: float, error: Optional[BaseException] = None, in_flight: Optional[int] = None
+        self, latency: float, error: Optional[BaseException] = None,
+        in_flight: Optional[int] = None, overload: Optional[bool] = None,
     ) -> int:
         """Account for one finished job and return the limit to use from now on.
 
@@ -289,14 +295,14 @@ class AdaptiveLimit:
             in_flight: how many jobs were running when this one ended (itself included),
                 if the caller knows; the limit grows only in rounds where at least half
                 of it was in use. ``None`` counts as fully in use.
+            overload: ``is_overload(error)`` if the caller asked it first (the bridge
+                does, holding no lock); ``None``: asked here.
 
         Raises:
             Whatever the ``overload`` predicate raises; the job is then not counted.
         """
-        overload = False
-        if error is not None:
-            predicate = self._is_overload
-            overload = True if predicate is None else bool(predicate(error))
+        if overload is None:
+            overload = error is not None and self.is_overload(error)
         if self._settle > 0:
             self._settle -= 1
             return int(self._limit)

@@ -10,6 +10,7 @@ overload errors make it shrink, and nothing depends on wall-clock time.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import threading
 from typing import Any
@@ -21,6 +22,8 @@ from coroexecutor._adaptive import MIN_SAMPLES
 from coroexecutor.sync_bridge._tuning import BridgeTuner
 
 pytestmark = pytest.mark.timeout(60)
+
+WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 
 
 class Overloaded(Exception):
@@ -310,6 +313,148 @@ def test_bridge_overload_predicate_that_raises_goes_to_the_unraisable_hook(
         assert isinstance(exe.submit(overloaded).exception(timeout=5), Overloaded)
     assert exe.max_workers == 4
     assert [type(r.exc_value) for r in reported] == [ValueError]
+
+
+def test_bridge_overload_predicate_may_read_stats_while_the_loop_feeds_a_job() -> None:
+    # Found by a docs-only tester: a worker thread called the predicate holding the
+    # tuner's lock; the predicate's exe.stats waits for the loop thread, which was
+    # waiting for that lock to feed a coroutine job that had just ended. For good.
+    gate: concurrent.futures.Future[None] = concurrent.futures.Future()
+    counted: list[int] = []
+    judged = threading.Event()
+
+    async def coroutine_job() -> str:
+        await asyncio.wrap_future(gate)
+        return "fed next"
+
+    def blocking_job() -> None:
+        raise Overloaded
+
+    def predicate(exc: BaseException) -> bool:
+        if not gate.done():  # the blocking job's error, asked in its worker thread
+            gate.set_result(None)
+            assert ended.result(timeout=WAIT) == "fed next"  # the loop feeds it now
+            counted.append(exe.stats.failed)  # waits for the loop thread
+            judged.set()
+        return True
+
+    limit = Adaptive(min=2, max=8, initial=4, overload=predicate)
+    with LoopExecutor(max_workers=limit) as exe:
+        ended = exe.submit(coroutine_job)
+        assert isinstance(exe.submit(blocking_job).exception(timeout=WAIT), Overloaded)
+        assert judged.wait(WAIT)  # before the fix: both threads waited for each other
+    assert counted == [1]
+    assert exe.stats.failed == 1 and exe.stats.succeeded == 1
+
+
+def test_bridge_overload_predicate_reading_stats_with_both_kinds_of_job() -> None:
+    # The tester's reproducer, with no sleeps: a deadlock every run before the fix.
+    seen: list[int] = []
+
+    def predicate(exc: BaseException) -> bool:
+        seen.append(exe.stats.failed)
+        return True
+
+    def blocking_job(n: int) -> None:
+        raise ConnectionError(n)
+
+    async def coroutine_job(n: int) -> None:
+        await asyncio.sleep(0)
+        raise ConnectionError(n)
+
+    limit = Adaptive(min=2, max=40, initial=20, overload=predicate)
+    with LoopExecutor(max_workers=limit) as exe:
+        futures = [exe.submit(blocking_job if n % 2 else coroutine_job, n) for n in range(300)]
+        for future in futures:
+            assert isinstance(future.exception(timeout=WAIT), ConnectionError)
+    assert len(seen) == 300 and max(seen) <= 300
+    assert exe.stats.failed == 300
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+@pytest.mark.parametrize("action", ["stats", "submit", "resize", "shutdown", "raise", "exit"])
+def test_bridge_overload_predicate_may_use_the_executor(
+    kind: str, action: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The predicate runs under no lock of ours, in a worker thread (blocking jobs) or the
+    # loop thread (coroutine jobs): whatever it does to the executor, nothing hangs.
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    extra: list[concurrent.futures.Future[str]] = []
+    go: concurrent.futures.Future[None] = concurrent.futures.Future()  # all submitted
+
+    async def more() -> str:
+        await asyncio.sleep(0)
+        return "more"
+
+    def predicate(exc: BaseException) -> bool:
+        if action == "stats":
+            assert exe.stats.failed <= 10
+        elif action == "submit":
+            extra.append(exe.submit(more))
+        elif action == "resize":
+            exe.max_workers = 3
+        elif action == "shutdown":
+            exe.shutdown(wait=False)
+        elif action == "raise":
+            raise ValueError("bad predicate")
+        else:  # no caller to raise it to: reported, and the thread carries on
+            raise SystemExit("bad predicate")
+        return True
+
+    def blocking_job() -> None:
+        go.result(timeout=WAIT)
+        raise Overloaded
+
+    async def coroutine_job() -> None:
+        await asyncio.wrap_future(go)
+        raise Overloaded
+
+    limit = Adaptive(min=2, max=8, initial=4, overload=predicate)
+    with LoopExecutor(max_workers=limit) as exe:
+        job = blocking_job if kind == "blocking" else coroutine_job
+        futures = [exe.submit(job) for _ in range(10)]
+        go.set_result(None)
+        for future in futures:
+            assert isinstance(future.exception(timeout=WAIT), Overloaded)
+    # Leaving the block waited for every job, every feed and the loop thread.
+    assert exe.stats.failed == 10
+    if action == "submit":
+        assert [f.result(timeout=WAIT) for f in extra] == ["more"] * len(extra)
+        assert extra
+    elif action == "resize":
+        assert exe.max_workers == 3
+    elif action == "shutdown":
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            exe.submit(more)
+    elif action in ("raise", "exit"):
+        assert len(reported) == 10
+        error = ValueError if action == "raise" else SystemExit
+        assert all(type(r.exc_value) is error for r in reported)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_bridge_overload_predicate_that_raises_goes_to_the_default_unraisable_hook(
+    kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default hook takes only the interpreter's own argument type: given ours, it
+    # raised TypeError, which ended the worker thread, and the jobs after it hung.
+    def broken(exc: BaseException) -> bool:
+        raise ValueError("bad predicate")
+
+    def blocking_job() -> None:
+        raise Overloaded
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    job = blocking_job if kind == "blocking" else overloaded
+    with LoopExecutor(max_workers=Adaptive(min=2, max=8, initial=2, overload=broken)) as exe:
+        futures = [exe.submit(job) for _ in range(6)]
+        for future in futures:
+            assert isinstance(future.exception(timeout=WAIT), Overloaded)
+    assert exe.stats.failed == 6
+    err = capsys.readouterr().err
+    assert err.count("Exception ignored in the Adaptive overload predicate:\n") == 6
+    assert err.count("ValueError: bad predicate") == 6
 
 
 async def test_rising_latency_shrinks_the_limit_without_errors() -> None:

@@ -302,8 +302,9 @@ class HandOff:
 
     def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
         """A direct blocking job is done (or was skipped): free its slot or pass it on."""
-        if item.outcome is None and self._slots.tuner is not None:  # outside the lock
-            self._slots.tuner.finished_threadsafe(item.future)
+        tuner = self._slots.tuner  # read once: set_max_workers may drop it meanwhile
+        if item.outcome is None and tuner is not None:  # outside the lock
+            tuner.finished_threadsafe(item.future)
         with self._lock:
             if item.outcome is not None:
                 # fn returned an awaitable: the loop awaits it, the job keeps its slot.

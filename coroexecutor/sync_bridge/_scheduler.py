@@ -108,8 +108,9 @@ class Scheduler:
     def _release(self, future: BridgeFuture[Any]) -> None:
         if future._attempts is not None:  # a retried job is over: see _retries
             future._attempts.drop()
-        if self.tuner is not None:  # before the release, outside the hand-off's lock
-            self.tuner.finished_threadsafe(future)
+        tuner = self.tuner  # read once: set_max_workers (any thread) may drop it meanwhile
+        if tuner is not None:  # before the release, outside the hand-off's lock
+            tuner.finished_threadsafe(future)
         self._release_queued(future)
 
     def _release_queued(self, future: BridgeFuture[Any]) -> None:
