@@ -1,0 +1,94 @@
+"""WorkItem: one blocking job on its way through a worker thread, and the outcomes a
+worker leaves in it for the loop thread."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._future import BridgeFuture
+
+__all__ = ["Failed", "FailedInWorker", "Finished", "Release", "WorkItem"]
+
+
+class Failed:
+    """A blocking attempt's error, left in its item's ``outcome`` for the loop thread by a
+    worker when a retry policy applies to the job: the loop asks the policy whether the
+    job fails with it or runs again (see _retries). The future is not resolved till then."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class Finished:
+    """The outcome of a blocking job the loop runs (``job_timeout``, ``max_per_second``),
+    left in its item by the worker: the loop thread sets it on the job's future once the
+    core has counted the job, so a caller woken by the future finds it in ``stats``."""
+
+    __slots__ = ("error", "result")
+
+    def __init__(self, result: Any, error: Optional[BaseException]) -> None:
+        self.result = result
+        self.error = error
+
+    def resolve(self, future: BridgeFuture[Any]) -> None:
+        if self.error is None:
+            future.set_result(self.result)
+        else:
+            future.set_exception(self.error)
+
+
+class FailedInWorker(Exception):
+    """Ends the task of a blocking job the core governs whose call raised: the job's
+    future has the call's own error; this makes the core count the job as failed."""
+
+
+class WorkItem:
+    """One blocking job on its way through a worker thread.
+
+    For a *direct* job (``waiter is None``), the worker sets the job's future itself (no
+    loop hop on the result path, as in ThreadPoolExecutor), then releases the job's slot
+    through ``release``. For a job the loop runs (``job_timeout`` or ``max_per_second``
+    need the core), it leaves the outcome in ``outcome`` (a Finished) and posts the item
+    back: the loop's wrapper task, awaiting ``waiter``, sets the future and frees the slot.
+    """
+
+    __slots__ = ("args", "ctx", "finished", "fn", "future", "kwargs", "outcome", "waiter")
+
+    def __init__(
+        self,
+        future: BridgeFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: contextvars.Context,
+        waiter: Optional[asyncio.Future[None]] = None,
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = ctx
+        self.waiter = waiter  # loop thread only: replaced while the job is being cancelled
+        self.finished = False  # loop thread only: the worker has posted the item back
+        # Set by the worker when fn returned an awaitable (``lambda: fetch(url)``): the
+        # loop awaits it, since awaitables belong on the loop, not in a worker thread.
+        # Or a Failed: the call raised, and the loop asks the job's retry policy. Or a
+        # Finished: the outcome of a job the loop runs, for the loop to set.
+        self.outcome: Optional[Any] = None
+
+    def forget_call(self) -> None:
+        """Loop thread: this direct item's attempt failed, and what follows is decided (a
+        next attempt gets an item of its own). Let go of the job's call and context: the
+        loop's batch that brought the item back is kept by the traceback of a policy's
+        error (see _retries.decide). The item is never read again."""
+        del self.fn, self.args, self.kwargs, self.ctx
+
+
+# release(item) -> the next direct job, which inherits the slot, or None.
+Release = Callable[[WorkItem], Optional[WorkItem]]
