@@ -265,6 +265,59 @@ def test_blocking_threads_default_to_the_stdlib_cap() -> None:
     assert len(names) <= cap
 
 
+@pytest.mark.parametrize("steps", [(), (3,)], ids=["default", "via 3"])
+def test_raising_max_workers_after_jobs_waited_for_a_thread_starts_threads(
+    steps: tuple[int, ...],
+) -> None:
+    # Found by a docs-only tester: in the default mode (1000 slots, fewer threads) each
+    # job that waited for a busy worker left an idle token behind when that worker took
+    # it; after exe.max_workers = 12, new jobs took those tokens for idle workers and
+    # started no thread (the default thread count, 6 there, stayed the most running).
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    with ThreadedLoopExecutor() as exe:
+        holders = [exe.submit(hold) for _ in range(threads)]
+        for _ in range(threads):
+            assert running.acquire(timeout=WAIT)
+        waited = [exe.submit(int) for _ in range(2 * threads)]  # every thread is busy
+        release.set()
+        for future in holders + waited:
+            future.result(timeout=WAIT)
+        for limit in steps:
+            exe.max_workers = limit
+        grown = 2 * threads
+        exe.max_workers = grown
+        barrier = threading.Barrier(grown, timeout=WAIT)  # all must run at once
+        futures = [exe.submit(barrier.wait) for _ in range(grown)]
+        assert sorted(f.result(timeout=2 * WAIT) for f in futures) == list(range(grown))
+
+
+def test_raising_max_workers_starts_threads_for_jobs_waiting_for_one() -> None:
+    # Jobs holding a slot but waiting for a thread (the default mode's slots outnumber
+    # its threads) get one as max_workers grows, with no later submit to start it.
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    grown = threads + 3
+    entered = threading.Semaphore(0)
+    barrier = threading.Barrier(grown, timeout=WAIT)  # all must run at once
+
+    def meet() -> int:
+        entered.release()
+        return barrier.wait()
+
+    with ThreadedLoopExecutor() as exe:
+        futures = [exe.submit(meet) for _ in range(grown)]
+        for _ in range(threads):  # every thread busy; 3 jobs queued for one
+            assert entered.acquire(timeout=WAIT)
+        assert exe.stats.running == grown  # they hold their slots
+        exe.max_workers = grown
+        assert sorted(f.result(timeout=2 * WAIT) for f in futures) == list(range(grown))
+
+
 def test_max_workers_can_grow_from_another_thread() -> None:
     started = threading.Semaphore(0)
     release = threading.Event()

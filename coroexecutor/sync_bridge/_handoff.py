@@ -216,8 +216,7 @@ class HandOff:
     def _resize_locked(self, value: int, max_threads: int) -> list[WorkItem]:
         self._slots.tuner = self.scheduler.tuner = None  # an Adaptive limit: now fixed
         self._slots.max_workers = value
-        self.pool.cap = max_threads
-        self.pool.slots = value
+        self.pool.resize(max_threads, value)  # growing starts threads for jobs waiting
         return self._fill_locked()  # growing starts backlog jobs at once
 
     def set_rate(self, apply: Callable[[], object], *, blocking_on_loop: bool) -> None:

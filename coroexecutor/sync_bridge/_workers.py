@@ -24,17 +24,32 @@ class _First:
 _FIRST = _First()
 
 
+def _back_to_queue(idle: collections.deque[None], unserved: collections.deque[None]) -> None:
+    """A worker is about to wait in the queue's get(): it takes a job queued with no
+    worker woken for it (``unserved``) if there is one, else it is idle (see WorkerPool)."""
+    if unserved:  # (looked at first: raising IndexError would cost every job)
+        try:
+            unserved.pop()
+        except IndexError:  # another worker took it
+            pass
+        else:
+            return
+    idle.append(None)  # no job waits unserved: one more idle worker
+
+
 def _work(
     jobs: queue.SimpleQueue[Union[WorkItem, _First, None]],
     first: collections.deque[WorkItem],
     idle: collections.deque[None],
+    unserved: collections.deque[None],
     release: Release,
     post_done: Callable[[WorkItem], None],
     retry: object,
 ) -> None:
     """Worker thread body. Holds no reference to the executor, only to its queues.
     ``first``: retried attempts, taken before the job the queue gave (which waits in
-    ``held``). ``retry``: the executor's retry policy (None: none)."""
+    ``held``). ``idle`` and ``unserved``: see WorkerPool. ``retry``: the executor's retry
+    policy (None: none)."""
     got = jobs.get()
     held: Optional[WorkItem] = None
     while got is not None:
@@ -49,7 +64,7 @@ def _work(
                 got = urgent
                 del urgent  # as got, below
         if isinstance(got, _First):  # its attempt was taken by another worker
-            idle.append(None)
+            _back_to_queue(idle, unserved)
             got = jobs.get() if held is None else held
             held = None
             continue
@@ -105,7 +120,7 @@ def _work(
             # this worker goes straight back to get() for one of them.
             jobs.put(following)
         elif held is None:
-            idle.append(None)
+            _back_to_queue(idle, unserved)
         del item, following
         if held is not None:  # taken from the queue before a retried attempt
             got, held = held, None
@@ -162,7 +177,16 @@ class WorkerPool:
         # raised after the lock's __enter__, a C call), and every worker then hangs in
         # release(). A deque's append and pop are single C calls.
         self._idle: collections.deque[None] = collections.deque()
-        self._lock = threading.Lock()  # guards _threads and _stopped
+        # One token per queued job that found no idle worker and no thread to start (the
+        # cap reached): the next worker back at the queue takes it instead of an idle
+        # token. Without it, that worker's idle token outlived its wait, and the tokens
+        # piled up (one per job that waited for a thread): once max_workers grew, a new
+        # job took a stale one for an idle worker and started no thread. So idle counts
+        # the workers waiting with no job queued for them, and unserved the jobs queued
+        # with no worker coming: both are non-empty only for a moment, when a worker and
+        # a submitter cross (resize cancels such pairs).
+        self._unserved: collections.deque[None] = collections.deque()
+        self._lock = threading.Lock()  # guards _threads, _stopped and unserved's appends
         self._threads: list[threading.Thread] = []
         self._stopped = False
         self.started = False  # a thread has been started: read without the lock
@@ -201,6 +225,7 @@ class WorkerPool:
             # the job waits for a thread: shutdown(cancel_futures=True) cancels it.
             if count < self.slots:
                 item.future._queued = True
+            self._unserved.append(None)
             return None
         if self._stopped:
             # The item has been run already. Otherwise:
@@ -217,7 +242,9 @@ class WorkerPool:
             # "can't create new thread at interpreter shutdown" (Python 3.12 only),
             # for a job submitted during exit: ensure_thread() starts a worker for
             # every job accepted before.
-            return None if count else exc  # with a busy worker, it takes the job later
+            if not count:
+                return exc
+            self._unserved.append(None)  # a busy worker takes it later
         return None
 
     def ensure_thread(self) -> None:
@@ -229,7 +256,7 @@ class WorkerPool:
         """
         with self._lock: started = self._ensure_thread_locked()  # noqa: E701 (see _accept)
         if started:
-            self._idle.append(None)  # it waits in get() with no job: one idle worker more
+            _back_to_queue(self._idle, self._unserved)  # it waits in get() with no job
 
     def _ensure_thread_locked(self) -> bool:
         if self._threads or self._stopped or self.cap < 1:
@@ -245,7 +272,8 @@ class WorkerPool:
             name=f"{self._name_prefix}_worker_{count}",
             target=_work,
             args=(
-                self._jobs, self._first, self._idle, self._release, self._post_done, self._retry
+                self._jobs, self._first, self._idle, self._unserved, self._release,
+                self._post_done, self._retry,
             ),
         )
         # Listed before start(): start() waits for the new thread to begin, and a
@@ -257,6 +285,36 @@ class WorkerPool:
             self._threads.remove(thread)
             raise
         self.started = True
+
+    def resize(self, cap: int, slots: int) -> None:
+        """The owner's ``max_workers`` changed (the owner's lock held): the new cap on
+        threads and number of slots. Growing starts a thread at once for each queued job
+        that waits for one, up to the new cap."""
+        with self._lock: self._resize_locked(cap, slots)  # noqa: E701 (see _accept)
+
+    def _resize_locked(self, cap: int, slots: int) -> None:
+        self.cap, self.slots = cap, slots
+        unserved, idle = self._unserved, self._idle
+        while unserved and idle:  # a pair left by a worker and a submitter that crossed
+            try:
+                unserved.pop()
+            except IndexError:  # a worker back at the queue took it
+                break
+            try:
+                idle.pop()
+            except IndexError:  # a submitter took it: the job stays unserved
+                unserved.append(None)
+                break
+        while unserved and len(self._threads) < cap and not self._stopped:
+            try:
+                unserved.pop()
+            except IndexError:  # a worker back at the queue took it
+                break
+            try:
+                self._start_thread_locked(len(self._threads))
+            except RuntimeError:  # exiting: a busy worker takes the job later
+                unserved.append(None)
+                break
 
     def _fail_queued(self, error: RuntimeError) -> None:
         """No worker exists and none can start: fail the queued jobs rather than hang."""
