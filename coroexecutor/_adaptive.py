@@ -131,14 +131,10 @@ class Adaptive:
                 raise ValueError(
                     f"initial must be between min and max (got {start}, min={low}, max={high})"
                 )
-        if overload is not None and not callable(overload):
-            raise TypeError(f"overload must be a callable or None (got {overload!r})")
-        if overload is not None and is_async_callable(overload):
-            # Its coroutine would be a true answer for every error, never awaited.
-            raise TypeError(
-                f"overload must be a plain function, not an async one: it is asked once"
-                f" per failed job, in the executor's own bookkeeping (got {overload!r})"
-            )
+        if overload is not None and (not callable(overload) or is_async_callable(overload)):
+            # (An async one's coroutine, never awaited, would be a true answer every time.)
+            kind = "not an async one" if callable(overload) else "or None"
+            raise TypeError(f"overload must be a plain function, {kind} (got {overload!r})")
         object.__setattr__(self, "_min", low)
         object.__setattr__(self, "_max", high)
         object.__setattr__(self, "_initial", start)
@@ -279,8 +275,7 @@ class AdaptiveLimit:
 
     def is_overload(self, error: BaseException) -> bool:
         """Whether ``error`` signals overload (the one call of the ``overload`` predicate)."""
-        predicate = self._is_overload
-        return True if predicate is None else bool(predicate(error))
+        return self._is_overload is None or bool(self._is_overload(error))
 
     def on_done(
         self, latency: float, error: Optional[BaseException] = None,

@@ -100,7 +100,7 @@ def test_the_default_initial_is_32_moved_into_the_bounds(kwargs: Any, initial: i
             ValueError,
             "initial must be between min and max (got 9, min=4, max=8)",
         ),
-        ({"overload": 503}, TypeError, "overload must be a callable or None (got 503)"),
+        ({"overload": 503}, TypeError, "overload must be a plain function, or None (got 503)"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: Any, error: type[Exception], message: str) -> None:
