@@ -650,3 +650,78 @@ def test_shutdown_cancel_futures_interrupted_at_any_point_leaves_no_job_waiting(
             exe.submit(_identity, 0)
 
     assert _sweep(make, check, lines, later=later_job_refused) > 5
+
+
+def _timing_out(wait: Callable[[float], object]) -> Callable[[], None]:
+    """wait(0) on a future that is not done: it must time out (or be cut short)."""
+
+    def call() -> None:
+        try:
+            wait(0)
+        except concurrent.futures.TimeoutError:
+            return
+        raise AssertionError("wait(0) returned on a future that is not done")
+
+    return call
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda f: f.add_done_callback(lambda f: None), id="add_done_callback"),
+        pytest.param(lambda f: _timing_out(f.exception)(), id="exception"),
+        # "cannot release un-acquired lock" in place of the KeyboardInterrupt, from one
+        # cut as Condition.wait gives the lock up (before its try:)
+        pytest.param(lambda f: _timing_out(f.result)(), id="result"),
+        pytest.param(lambda f: f.cancelled(), id="cancelled"),
+        pytest.param(repr, id="repr"),
+    ],
+)
+def test_future_call_interrupted_at_any_point_leaves_its_lock_free(
+    lines: bool, call: Callable[[concurrent.futures.Future[Any]], object]
+) -> None:
+    # The stdlib's versions take the future's Condition, whose Python __enter__ and
+    # __exit__ a Ctrl-C can cut short with its lock held: the loop thread would then wait
+    # for it for ever to resolve the future, and every later job with it.
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        futures[:] = _jobs(exe)
+        return lambda: call(futures[0])
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        assert _bounded(futures[0].cancel)  # its lock is free: another thread takes it
+        for other in futures:
+            other.cancel()
+
+    assert _sweep(make, check, lines) > 0
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+@pytest.mark.parametrize("which", [0, 5], ids=["running", "waiting"])
+def test_cancel_interrupted_at_any_point_leaves_no_wait_untold(lines: bool, which: int) -> None:
+    """concurrent.futures.wait(ALL_COMPLETED) with no timeout, waiting on a future whose
+    cancel() a Ctrl-C cuts short, is told of it once: never missed (it would wait for
+    ever), never twice (it would return before the other future is done)."""
+    futures: list[concurrent.futures.Future[Any]] = []
+    waiters: list[Any] = []
+    from concurrent.futures import _base  # the waiter wait() installs, installed here
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        futures[:] = _jobs(exe)
+        waited = {futures[0], futures[5]}
+        with _base._AcquireFutures(waited):
+            waiters[:] = [_base._create_and_install_waiters(waited, _base.ALL_COMPLETED)]
+        return futures[which].cancel
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        for future in futures:
+            future.cancel()  # the other one too, uncut
+        waiter = waiters[0]
+        assert waiter.event.wait(WAIT), (waiter.num_pending_calls, waiter.finished_futures)
+        finished = sorted(map(id, waiter.finished_futures))
+        assert finished == sorted([id(futures[0]), id(futures[5])])  # each told once
+        assert waiter.num_pending_calls == 0
+
+    assert _sweep(make, check, lines) > 5

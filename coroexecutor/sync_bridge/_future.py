@@ -6,7 +6,6 @@ import concurrent.futures
 import logging
 import threading
 from concurrent.futures._base import (
-    CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
     PENDING,
@@ -17,12 +16,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, Un
 from .._retry import INHERIT
 from . import _future_locks as _locks
 from ._future_locks import (
+    CANCELLED_STATES,
     CANCELLING,
     DONE_STATES,
+    add_callback_locked,
     finish_first,
     lock_of,
     made_condition,
-    notify_cancelled,
+    repr_unlocked,
     wait_locked,
 )
 
@@ -43,6 +44,8 @@ class FutureOwner(Protocol):
 
     def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None: ...
 
+    def notify_waiters_threadsafe(self, future: BridgeFuture[Any]) -> None: ...
+
     def is_loop_thread(self) -> bool: ...
 
     def is_worker_thread(self) -> bool: ...
@@ -62,8 +65,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     * it stays PENDING while its coroutine runs (as ``asyncio.run_coroutine_threadsafe``'s
       future does), so ``cancel()`` still succeeds and cancels the task on the loop;
       ``running()`` reports the truth from ``_started`` instead of the state;
-    * ``cancel()`` notifies ``wait()``/``as_completed()`` waiters at once
-      (CANCELLED_AND_NOTIFIED), so no waiter depends on the executor to do it later;
+    * ``cancel()`` makes it CANCELLED_AND_NOTIFIED at once, so no waiter depends on the
+      job to do it later: a later ``wait()``/``as_completed()`` counts it done, and those
+      already waiting on it are told by the loop thread (see ``cancel``);
     * ``result()``/``exception()`` refuse to block the executor's own loop thread.
 
     A blocking job is marked RUNNING by its worker thread, as ThreadPoolExecutor does, so
@@ -91,6 +95,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # The job waits in the bridge's backlog for a slot (guarded by the bridge's _lock):
     # a cancel() then counts it as cancelled at once, not when it reaches the front.
     _in_backlog: bool
+    # The wait()/as_completed() waiters cancel() found on the future, until they are told
+    # (guarded by _condition; see cancel and _future_locks.notify_waiters).
+    _unnotified: Optional[list[_Waiter]]
     # Class attributes, set on an instance only when needed, so that a job that needs
     # neither pays nothing: the retry policy of a map given its own retry= (INHERIT: the
     # executor's), and the job's _retries.Attempts once an attempt has failed under a
@@ -119,6 +126,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         self._withdrawn = False
         self._queued = False
         self._in_backlog = False
+        self._unnotified = None
         self._annotate = False  # note on the job's error which job it was (annotate_errors)
         self._map_index: Optional[int] = None  # a map job's input position, for that note
 
@@ -180,28 +188,40 @@ class BridgeFuture(concurrent.futures.Future[T]):
         lock = lock_of(self._condition)
         state = FINISHED  # what this call found: PENDING once it has cancelled the future
         try:
-            # Read and cancelled in one step, the lock on one line (see _accept): a Ctrl-C
-            # leaves the future either as it was or cancelled, and the lock free.
-            with lock: state, self._state = self._state, CANCELLING[self._state]  # noqa: E701
+            # Read and cancelled in one step, the lock on one line (see _accept), with no
+            # call in it: a Ctrl-C leaves the future either as it was or cancelled, and
+            # the lock free. Straight to CANCELLED_AND_NOTIFIED: nobody has to remember
+            # to call set_running_or_notify_cancel() later for wait()/as_completed(). The
+            # waiters those installed are kept in the same step, to be told once.
+            with lock: self._unnotified, state, self._state = self._lazy_waiters and [*self._lazy_waiters] if self._state == PENDING else self._unnotified, self._state, CANCELLING[self._state]  # noqa: E501, E701
             if state != PENDING:
                 # True if already cancelled; False if RUNNING (a blocking call in a
                 # thread) or FINISHED.
-                return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
-            # Straight to CANCELLED_AND_NOTIFIED: nobody has to remember to call
-            # set_running_or_notify_cancel() later for wait()/as_completed().
-            with lock: notify_cancelled(self)  # noqa: E701
+                return state in CANCELLED_STATES
+            with lock: self._condition.notify_all()  # noqa: E701  (result() waiters)
+            if self._unnotified:
+                # Told from the loop thread: the stdlib's waiters are Python code (an
+                # Event's Condition under them), which a Ctrl-C here could cut short
+                # with the waiter told half (its Event's lock held, its count not
+                # lowered), for ever; no signal handler runs on the loop thread.
+                self._bridge.notify_waiters_threadsafe(self)
             self._invoke_callbacks()
             self._bridge.cancel_job_threadsafe(self)
         except BaseException:
             if state == PENDING:
                 # Cut short (Ctrl-C) once cancelled: its job is cancelled all the same, or
                 # it would hold its slot, or run on, with nobody to take its outcome.
-                # Condition waiters (result()) are woken again; a wait() that missed its
-                # notice sees the state when its timeout ends.
+                # Condition waiters (result()) are woken again, and wait() waiters told
+                # (once: whoever tells them takes _unnotified first).
                 with lock: self._condition.notify_all()  # noqa: E701
+                if self._unnotified:
+                    self._bridge.notify_waiters_threadsafe(self)
                 self._bridge.cancel_job_threadsafe(self)
             raise
         return True
+
+    def cancelled(self) -> bool:
+        return self._state in CANCELLED_STATES  # one read: no need to lock (or make) _condition
 
     def running(self) -> bool:
         return self._state == RUNNING or (self._state == PENDING and self._started)  # reads
@@ -220,7 +240,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
             state = self._state
             if state != FINISHED:
-                if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                if state in CANCELLED_STATES:
                     raise concurrent.futures.CancelledError()
                 raise concurrent.futures.TimeoutError()
         # FINISHED is final, and the outcome was written before it: no lock needed.
@@ -235,17 +255,44 @@ class BridgeFuture(concurrent.futures.Future[T]):
             self = exc = None  # type: ignore[assignment]  # drops the frame's refs, not a value
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if self._state == FINISHED:
-            return self._exception  # final once FINISHED: no lock needed
-        if timeout != 0:
-            self._check_not_loop_thread()
-        return super().exception(timeout)
+        # As result(): the stdlib's takes the Condition, whose Python __enter__ and
+        # __exit__ a Ctrl-C can cut short with the lock held (see lock_of).
+        if self._state != FINISHED:
+            if timeout != 0:
+                self._check_not_loop_thread()
+            condition = self._condition
+            with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
+            state = self._state
+            if state != FINISHED:
+                if state in CANCELLED_STATES:
+                    raise concurrent.futures.CancelledError()
+                raise concurrent.futures.TimeoutError()
+        return self._exception  # final once FINISHED: no lock needed
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        # As the stdlib's, with the lock on one line (see lock_of and _accept): a Ctrl-C
+        # leaves fn kept (it will be called) or not, and the lock free.
+        with lock_of(self._condition): added = add_callback_locked(self, fn)  # noqa: E701
+        if added:
+            return
+        try:
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
 
     def set_running_or_notify_cancel(self) -> bool:
         # Our cancel() already notified; the stdlib version would raise for that state.
-        if self._state == CANCELLED_AND_NOTIFIED:  # final: one read needs no lock
+        # Read and changed in one step, the lock on one line, as in cancel().
+        with lock_of(self._condition): state, self._state = self._state, RUNNING if self._state == PENDING else self._state  # noqa: E501, E701
+        if state == PENDING:
+            return True
+        if state == CANCELLED_AND_NOTIFIED:  # (never CANCELLED: cancel() skips it)
             return False
-        return super().set_running_or_notify_cancel()
+        _LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
+        raise RuntimeError("Future in unexpected state")
+
+    def __repr__(self) -> str:
+        return repr_unlocked(self)  # the stdlib's takes the lock (see lock_of)
 
     #
     # Executor side
@@ -291,7 +338,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
             if state == PENDING:
                 self._withdrawn = True
                 return True
-            return state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+            return state in CANCELLED_STATES
 
     def _back_to_pending(self) -> bool:
         """Loop thread, under the bridge's lock: a failed attempt is to be retried, so the

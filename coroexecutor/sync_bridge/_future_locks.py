@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures._base import _STATE_TO_DESCRIPTION_MAP as _DESCRIPTIONS
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -12,17 +13,19 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from ._future import BridgeFuture
 
 __all__ = [
-    "CANCELLING", "DONE_STATES", "finish_first", "first_use_lock", "lock_of",
-    "made_condition", "notify_cancelled", "wait_locked",
+    "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "add_callback_locked", "finish_first",
+    "first_use_lock", "lock_of", "made_condition", "notify_waiters", "repr_unlocked",
+    "wait_locked",
 ]
 
 DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 
 # Guards the first use of every BridgeFuture's condition, and the resolving of a future
 # that has none yet (see BridgeFuture._finish). Held for a few attribute reads and writes
@@ -60,19 +63,52 @@ def lock_of(condition: threading.Condition) -> Any:
     return condition._lock  # type: ignore[attr-defined]  # not in typeshed; 3.9 to 3.13 have it
 
 
-def notify_cancelled(future: BridgeFuture[Any]) -> None:
-    """Under the future's lock: tell its waiters that cancel() has cancelled it."""
-    for waiter in future._lazy_waiters or ():
-        waiter.add_cancelled(future)
-    future._condition.notify_all()
+def notify_waiters(future: BridgeFuture[Any]) -> None:
+    """Under the future's lock, on a thread no Ctrl-C reaches (the loop's, see
+    BridgeFuture.cancel): tell the wait()/as_completed() waiters that cancel() found on
+    the future, once, those still waiting on it."""
+    waiters, future._unnotified = future._unnotified, None  # one step: told once
+    installed = future._lazy_waiters or ()
+    for waiter in waiters or ():
+        if waiter in installed:  # (one whose wait() has returned meanwhile is not)
+            waiter.add_cancelled(future)
+
+
+def add_callback_locked(future: BridgeFuture[Any], fn: Callable[[Any], object]) -> bool:
+    """Under the future's lock: keep ``fn`` for when the future is done (True), unless it
+    is done already (False: the caller calls it, unlocked)."""
+    if future._state in DONE_STATES:
+        return False
+    future._done_callbacks.append(fn)  # the last step: nothing to undo after it
+    return True
 
 
 def wait_locked(
     future: BridgeFuture[Any], condition: threading.Condition, timeout: Optional[float]
 ) -> None:
-    """Under the future's lock: wait once for it to be done (result())."""
+    """Under the future's lock: wait once for it to be done (result(), exception())."""
     if future._state not in DONE_STATES:
-        condition.wait(timeout)  # one wait, then the outcome or a timeout
+        try:
+            condition.wait(timeout)  # one wait, then the outcome or a timeout
+        except BaseException:
+            # Condition.wait is Python: a Ctrl-C as its _release_save() returns comes out
+            # before its ``try:``, with the lock given up and not taken back. The caller's
+            # ``with`` would then raise "cannot release un-acquired lock" in place of the
+            # KeyboardInterrupt: take it back, once (the caller held it once).
+            if not condition._is_owned(): lock_of(condition).acquire()  # type: ignore[attr-defined]  # noqa: E701
+            raise
+
+
+def repr_unlocked(future: BridgeFuture[Any]) -> str:
+    """The stdlib's repr of a future, from one read of its state, unlocked: FINISHED is
+    final, and the outcome is written before it."""
+    state = future._state
+    name = f"{type(future).__name__} at {id(future):#x} state={_DESCRIPTIONS[state]}"
+    if state != FINISHED:
+        return f"<{name}>"
+    if future._exception:
+        return f"<{name} raised {type(future._exception).__name__}>"
+    return f"<{name} returned {type(future._result).__name__}>"
 
 
 def made_condition(future: BridgeFuture[Any]) -> threading.Condition:

@@ -1,6 +1,7 @@
 """HandOff: the bridge's one lock, and everything it guards on a job's way between threads.
 
-Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe``,
+Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe`` and
+``notify_waiters_threadsafe`` (in ``_withdraw``),
 ``request_shutdown_threadsafe``, ``set_max_workers_threadsafe``, ``set_rate``,
 ``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
 blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
@@ -33,7 +34,7 @@ from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
-from ._withdraw import withdraw_locked
+from ._withdraw import cancel_job, notify_cancelled
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["HandOff"]
@@ -176,29 +177,9 @@ class HandOff:
         # Outside the lock: repr is user code. _broken is set with the state, before it.
         raise refusal(accepted, self._broken, self.owner_repr)
 
-    def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
-        """The future was cancelled: cancel its job on the loop, if the loop has it.
-
-        A job the loop is starting right now (``_job`` not yet set) is cancelled by
-        Scheduler.start, which checks the future's state after setting ``_job``. A job
-        waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
-        so); it stays in the backlog until its turn, then is skipped.
-        """
-        items: list[WorkItem] = []  # jobs its room starts, to hand to worker threads
-        withdrawn = False  # taken out of the backlog: the loop never had it
-        if future._in_backlog or future._attempts is not None:
-            # The lock on one line: see _accept. A Ctrl-C leaves the job withdrawn and
-            # counted, or not; cancel() then calls this again.
-            with self._lock: withdrawn = withdraw_locked(self, future, items)  # noqa: E701
-        for item in items:
-            self.pool.submit(item)
-        if withdrawn:
-            return
-        if self.is_loop_thread():
-            self.scheduler.cancel_job(future)
-        elif future._job is not None:
-            # Dropped once the loop has stopped: by then every job has finished.
-            self.post_if_draining(lambda: self.scheduler.cancel_job(future))
+    # The future was cancelled: cancel its job; tell its waiters (see _withdraw).
+    cancel_job_threadsafe = cancel_job
+    notify_waiters_threadsafe = notify_cancelled
 
     def set_max_workers_threadsafe(self, value: int, max_threads: int) -> None:
         core = self.scheduler.core

@@ -1,35 +1,86 @@
-"""Withdrawing a cancelled job that waits (for a slot, or between two attempts) under
-HandOff's lock, taken on one line so that a Ctrl-C leaves it free (see _accept)."""
+"""What a cancel() asks of the HandOff: withdraw its job if it waits (for a slot, or
+between two attempts) under the HandOff's lock, taken on one line so that a Ctrl-C leaves
+it free (see _accept); cancel the job on the loop; tell the future's waiters from there."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import threading
+from typing import Any, Callable, Protocol
 
 from ._future import BridgeFuture
+from ._future_locks import lock_of, notify_waiters
 from ._mailbox import Mailbox
+from ._scheduler import Scheduler
 from ._slots import Slots
-from ._workers import WorkItem
+from ._workers import WorkerPool, WorkItem
 
-__all__ = ["withdraw_locked"]
+__all__ = ["cancel_job", "notify_cancelled", "withdraw_locked"]
 
 
 class _HandOff(Protocol):
     """What of a HandOff this uses (not imported: HandOff imports this module)."""
 
+    _lock: threading.Lock
     _slots: Slots
     _mailbox: Mailbox
+    pool: WorkerPool
+    scheduler: Scheduler
 
     def _fill_locked(self) -> list[WorkItem]: ...
 
+    def is_loop_thread(self) -> bool: ...
+
+    def post_if_draining(self, fn: Callable[[], object]) -> bool: ...
+
+
+def cancel_job(handoff: _HandOff, future: BridgeFuture[Any]) -> None:
+    """HandOff.cancel_job_threadsafe: the future was cancelled: cancel its job on the
+    loop, if the loop has it.
+
+    A job the loop is starting right now (``_job`` not yet set) is cancelled by
+    Scheduler.start, which checks the future's state after setting ``_job``. A job
+    waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
+    so); it stays in the backlog until its turn, then is skipped.
+    """
+    items: list[WorkItem] = []  # jobs its room starts, to hand to worker threads
+    withdrawn = False  # taken out of the backlog: the loop never had it
+    if future._in_backlog or future._attempts is not None:
+        # The lock on one line: see _accept. A Ctrl-C leaves the job withdrawn and
+        # counted, or not; cancel() then calls this again.
+        with handoff._lock: withdrawn = withdraw_locked(handoff, future, items)  # noqa: E701
+    for item in items:
+        handoff.pool.submit(item)
+    if withdrawn:
+        return
+    if handoff.is_loop_thread():
+        handoff.scheduler.cancel_job(future)
+    elif future._job is not None:
+        # Dropped once the loop has stopped: by then every job has finished.
+        handoff.post_if_draining(lambda: handoff.scheduler.cancel_job(future))
+
+
+def notify_cancelled(handoff: _HandOff, future: BridgeFuture[Any]) -> None:
+    """HandOff.notify_waiters_threadsafe: tell the wait()/as_completed() waiters cancel()
+    found on the future, from the loop thread (see BridgeFuture.cancel); here when this
+    is the loop thread, or no loop drains (then no job runs: nobody else could)."""
+    if handoff.is_loop_thread() or not handoff.post_if_draining(
+        lambda: _notify_locked(future)
+    ):
+        _notify_locked(future)
+
+
+def _notify_locked(future: BridgeFuture[Any]) -> None:
+    with lock_of(future._condition): notify_waiters(future)  # noqa: E701
+
 
 def withdraw_locked(handoff: _HandOff, future: BridgeFuture[Any], items: list[WorkItem]) -> bool:
-    """With ``handoff._lock`` held, for cancel_job_threadsafe: count a job cancelled while
-    it waits for a slot (True) or pauses between two attempts (False), and add to
-    ``items`` the blocking jobs its room starts (with retries: key=, a pause's slot).
+    """With ``handoff._lock`` held, for cancel_job: count a job cancelled while it waits
+    for a slot (True) or pauses between two attempts (False), and add to ``items`` the
+    blocking jobs its room starts (with retries: key=, a pause's slot).
 
     Added to the caller's list (one ``+=``), not returned: a Ctrl-C at the ``return``
     line would lose the jobs just given slots. One before the count leaves the job as it
-    was; cancel() then calls cancel_job_threadsafe again."""
+    was; cancel() then calls cancel_job again."""
     slots = handoff._slots
     if future._in_backlog:
         withdrawn = slots.withdraw(future)  # False: it left the backlog
