@@ -22,48 +22,17 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Hashable
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from typing import Any, Generic, Optional, TypeVar
 
-from ._retry import is_async_callable
+from ._keyed_ticket import MaxPerKey as MaxPerKey
+from ._keyed_ticket import Ticket as Ticket
+from ._keyed_ticket import check_max_per_key as check_max_per_key
+from ._keyed_ticket import unhashable as _unhashable
 from ._typing import final
 
 __all__ = ["KeyedLine", "Ticket", "check_max_per_key"]
 
 T = TypeVar("T")
-MaxPerKey = Union[int, Callable[[Hashable], int]]
-
-
-def check_max_per_key(value: object) -> MaxPerKey:
-    """Validate ``max_per_key``: an int greater than 0, or a callable ``key -> int``."""
-    if callable(value):
-        if is_async_callable(value):
-            raise TypeError(
-                "max_per_key must be a plain function of the key, not an async one"
-                f" (got {value!r})"
-            )
-        return value  # its results are checked per key, when it is called
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_per_key must be an int or a callable (got {value!r})")
-    if value < 1:
-        raise ValueError(f"max_per_key must be greater than 0 (got {value!r})")
-    return value
-
-
-@final
-class Ticket(Generic[T]):
-    """A waiting job's place in its key's line. ``live`` until it starts or leaves."""
-
-    __slots__ = ("item", "key", "live", "seq")
-
-    def __init__(self, key: Hashable, item: T, seq: int) -> None:
-        self.key = key
-        self.item = item
-        self.seq = seq  # arrival order, across all keys
-        self.live = True
-
-    def __repr__(self) -> str:
-        return f"<Ticket #{self.seq} key={self.key!r} {'waiting' if self.live else 'done'}>"
-
 
 class _Line:
     """The waiting jobs of one key, in arrival order. Dropped once nobody waits.
@@ -239,15 +208,7 @@ class KeyedLine(Generic[T]):
             line.waiting = sum(t.live for t in line.tickets)
             if not line.waiting:
                 del self._lines[key]
-        for count in list(self._by_waiting):  # put the key back in its count's bucket
-            bucket = self._by_waiting[count]
-            bucket.pop(key, None)
-            if not bucket:
-                del self._by_waiting[count]
-        left = 0 if line is None else line.waiting
-        if left:
-            self._by_waiting.setdefault(left, {})[key] = None
-        self._top = max(self._by_waiting, default=0)
+        self._rebucket(key, 0 if line is None else line.waiting)
         if key not in self._lines and key not in self._running and self._limit_of is not None:
             self._limits.pop(key, None)
 
@@ -290,10 +251,20 @@ class KeyedLine(Generic[T]):
         return ticket
 
     def discard(self, ticket: Ticket[T]) -> bool:
-        """Take a waiting job out of its line (it was cancelled). False if it had already
-        started or left."""
+        """Take a waiting job out of its line (it was cancelled), whole or not at all: an
+        exception from any step (a KeyboardInterrupt) has the rest done. False if it had
+        already started or left."""
         if not ticket.live:
             return False
+        lone, waiting = self._lone_lines, self.waiting  # for _end_discard
+        try:
+            self._discard(ticket)
+        except BaseException:
+            self._end_discard(ticket, lone, waiting)
+            raise
+        return True
+
+    def _discard(self, ticket: Ticket[T]) -> None:
         ticket.live = False
         key = ticket.key
         line = self._lines[key]
@@ -318,7 +289,29 @@ class KeyedLine(Generic[T]):
         if len(self._heads) > 2 * len(self._lines) + 32:  # mostly dead heads: compact
             self._heads = [entry for entry in self._heads if entry[1].live]
             heapq.heapify(self._heads)
-        return True
+
+    def _end_discard(self, ticket: Ticket[T], lone: int, waiting: int) -> None:
+        """Do whatever steps of ``_discard`` an exception left undone, from what is left
+        of the ticket's line: ``lone`` and ``waiting`` are the counts it found."""
+        ticket.live = False
+        key = ticket.key
+        self.waiting = waiting - 1
+        line = self._lines.get(key)
+        left = 0
+        if line is not None:
+            line.waiting = left = sum(t.live for t in line.tickets)
+            if left:
+                _clean_left(line)
+                if self._running.get(key, 0) < self._limit(key):
+                    head = line.tickets[0]  # a head already in the heap twice does no harm
+                    heapq.heappush(self._heads, (head.seq, head))
+            else:
+                del self._lines[key]
+        lone_before = key not in self._running  # the key was in _lines: lone if not running
+        self._lone_lines = lone - (lone_before and not left)
+        self._rebucket(key, left)
+        if not left and key not in self._running and self._limit_of is not None:
+            self._limits.pop(key, None)
 
     def drain(self) -> list[T]:
         """Take every waiting job out of its line (the executor stops), oldest first.
@@ -357,6 +350,18 @@ class KeyedLine(Generic[T]):
             self._limits[key] = limit
         return limit
 
+    def _rebucket(self, key: Hashable, waiting: int) -> None:
+        """Put ``key`` in the bucket of its ``waiting`` jobs alone (none if 0), wherever a
+        step cut short left it."""
+        for count in list(self._by_waiting):
+            bucket = self._by_waiting[count]
+            bucket.pop(key, None)
+            if not bucket:
+                del self._by_waiting[count]
+        if waiting:
+            self._by_waiting.setdefault(waiting, {})[key] = None
+        self._top = max(self._by_waiting, default=0)
+
     def _count_waiting(self, key: Hashable, old: int, new: int) -> None:
         """Move ``key`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
         by_waiting = self._by_waiting
@@ -374,10 +379,6 @@ class KeyedLine(Generic[T]):
             target[key] = None
             if new > self._top:
                 self._top = new
-
-
-def _unhashable(key: object) -> TypeError:
-    return TypeError(f"key() must return a hashable value (got {key!r})")
 
 
 def _clean_left(line: _Line) -> None:

@@ -725,3 +725,29 @@ def test_cancel_interrupted_at_any_point_leaves_no_wait_untold(lines: bool, whic
         assert waiter.num_pending_calls == 0
 
     assert _sweep(make, check, lines) > 5
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["calls", "lines"])
+@pytest.mark.parametrize("which", [1, 3], ids=["head", "middle"])
+def test_cancel_of_a_job_waiting_for_its_key_interrupted_at_any_point(
+    lines: bool, which: int
+) -> None:
+    """key=: cancel() of a job in its key's line, cut short anywhere, takes it out of the
+    line whole or not at all: counted once, and the key's later jobs still start."""
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def make(exe: ThreadedLoopExecutor) -> Callable[[], object]:
+        futures[:] = _jobs(exe)  # job 0 holds the key's one place; 1 to 5 wait for it
+        return futures[which].cancel
+
+    def check(exe: ThreadedLoopExecutor, cut: bool) -> None:
+        for future in futures:
+            future.cancel()
+
+    def later(exe: ThreadedLoopExecutor) -> None:
+        assert _bounded(lambda: exe.submit(_identity, 7).result(timeout=WAIT)) == 7
+        stats = exe.stats
+        assert (stats.cancelled, stats.succeeded) == (6, 1), stats
+
+    options = {"key": _one_key, "max_per_key": 1}
+    assert _sweep(make, check, lines, options, later) > 5

@@ -186,12 +186,16 @@ class KeyedSlots(Slots):
             self.line.release(key)
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
-        if not super().withdraw(future):
+        """As Slots.withdraw, out of its key's line first, so that a Ctrl-C anywhere
+        leaves it in the line and uncounted, or out and counted, or out and uncounted
+        with ``_in_backlog`` still set: cancel() then calls this again, which counts it."""
+        if not future._in_backlog:
             return False
-        ticket = self.tickets.pop(future, None)
-        if ticket is not None:  # (None: drain() took it out of the line already)
-            self.line.discard(ticket)
-        return True
+        ticket = self.tickets.get(future)  # (None: drain() took it out of the line already)
+        if ticket is not None:
+            self.line.discard(ticket)  # whole or not at all; False once it is out
+            del self.tickets[future]
+        return super().withdraw(future)
 
     def waiting(self) -> list[BridgeFuture[Any]]:
         return super().waiting() + list(self.tickets)  # (tickets: the line's, in order)
