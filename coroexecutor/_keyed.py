@@ -136,9 +136,22 @@ class KeyedLine(Generic[T]):
         return True
 
     def release(self, key: Hashable) -> None:
-        """A running job of ``key`` ended (however it ended)."""
+        """A running job of ``key`` ended (however it ended). Whole or not at all: an
+        exception from a step after the count (a KeyboardInterrupt) has the rest done."""
+        n = self._running[key] - 1
+        try:
+            self._release(key, n)
+        except BaseException:
+            if self._running.get(key, 0) != n:  # (else the count is done: see _resync)
+                if n:
+                    self._running[key] = n
+                else:
+                    self._running.pop(key, None)
+            self._resync(key)
+            raise
+
+    def _release(self, key: Hashable, n: int) -> None:
         running = self._running
-        n = running[key] - 1
         if n:
             running[key] = n
         else:
@@ -256,11 +269,11 @@ class KeyedLine(Generic[T]):
         already started or left."""
         if not ticket.live:
             return False
-        lone, waiting = self._lone_lines, self.waiting  # for _end_discard
         try:
             self._discard(ticket)
         except BaseException:
-            self._end_discard(ticket, lone, waiting)
+            ticket.live = False
+            self._resync(ticket.key)
             raise
         return True
 
@@ -290,12 +303,10 @@ class KeyedLine(Generic[T]):
             self._heads = [entry for entry in self._heads if entry[1].live]
             heapq.heapify(self._heads)
 
-    def _end_discard(self, ticket: Ticket[T], lone: int, waiting: int) -> None:
-        """Do whatever steps of ``_discard`` an exception left undone, from what is left
-        of the ticket's line: ``lone`` and ``waiting`` are the counts it found."""
-        ticket.live = False
-        key = ticket.key
-        self.waiting = waiting - 1
+    def _resync(self, key: Hashable) -> None:
+        """Bring what depends on ``key``'s running count and live tickets back in line with
+        them, wherever a step cut short (discard, release) left it. Not the hot path: it
+        counts every live line."""
         line = self._lines.get(key)
         left = 0
         if line is not None:
@@ -307,8 +318,8 @@ class KeyedLine(Generic[T]):
                     heapq.heappush(self._heads, (head.seq, head))
             else:
                 del self._lines[key]
-        lone_before = key not in self._running  # the key was in _lines: lone if not running
-        self._lone_lines = lone - (lone_before and not left)
+        self.waiting = sum(line.waiting for line in self._lines.values())
+        self._lone_lines = sum(k not in self._running for k in self._lines)
         self._rebucket(key, left)
         if not left and key not in self._running and self._limit_of is not None:
             self._limits.pop(key, None)

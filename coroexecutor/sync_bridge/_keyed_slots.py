@@ -174,16 +174,27 @@ class KeyedSlots(Slots):
 
     def withdraw_pausing(self, future: BridgeFuture[Any]) -> bool:
         """As Slots.withdraw_pausing: the job cancelled in its pause gives its key's room
-        back (the caller then grants the free slots: a job of its key may start)."""
-        if not super().withdraw_pausing(future):
+        back (the caller then grants the free slots: a job of its key may start). The
+        room first: a Ctrl-C after it leaves the job pausing, and cancel() then calls this
+        again, which does the rest (the room is not given twice)."""
+        if future not in self.pausing:
             return False
         self._give_room_back(future)
-        return True
+        return super().withdraw_pausing(future)
 
     def _give_room_back(self, future: BridgeFuture[Any]) -> None:
-        key = self.keys.pop(future, _MISSING)
-        if key is not _MISSING:
-            self.line.release(key)
+        """Whole or not at all (a KeyboardInterrupt at any step)."""
+        key = self.keys.get(future, _MISSING)
+        if key is _MISSING:
+            return
+        running = self.line.running_of(key)
+        try:
+            del self.keys[future]
+            self.line.release(key)  # whole or not at all
+        except BaseException:
+            if future not in self.keys and self.line.running_of(key) == running:
+                self.line.release(key)  # out of keys: give its room back, once
+            raise
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
         """As Slots.withdraw, out of its key's line first, so that a Ctrl-C anywhere

@@ -198,9 +198,15 @@ class Slots:
         """cancel() of a job in its pause: count it now. False if it is not pausing."""
         if future not in self.pausing:
             return False
-        self.pausing.discard(future)
-        self.cancelled += 1
-        _drop_call(future)
+        cancelled = self.cancelled
+        try:
+            self.pausing.discard(future)
+            self.cancelled = cancelled + 1
+            _drop_call(future)
+        except BaseException:
+            # A KeyboardInterrupt as discard() returned: out of pausing, so counted.
+            self.cancelled = cancelled + (future not in self.pausing)
+            raise
         return True
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:

@@ -42,14 +42,11 @@ def cancel_job(handoff: _HandOff, future: BridgeFuture[Any]) -> None:
     waiting for a slot is counted as cancelled here, at once (the next ``stats`` says
     so); it stays in the backlog until its turn, then is skipped.
     """
-    items: list[WorkItem] = []  # jobs its room starts, to hand to worker threads
     withdrawn = False  # taken out of the backlog: the loop never had it
     if future._in_backlog or future._attempts is not None:
         # The lock on one line: see _accept. A Ctrl-C leaves the job withdrawn and
         # counted, or not; cancel() then calls this again.
-        with handoff._lock: withdrawn = withdraw_locked(handoff, future, items)  # noqa: E701
-    for item in items:
-        handoff.pool.submit(item)
+        with handoff._lock: withdrawn = withdraw_locked(handoff, future)  # noqa: E701
     if withdrawn:
         return
     if handoff.is_loop_thread():
@@ -73,23 +70,28 @@ def _notify_locked(future: BridgeFuture[Any]) -> None:
     with lock_of(future._condition): notify_waiters(future)  # noqa: E701
 
 
-def withdraw_locked(handoff: _HandOff, future: BridgeFuture[Any], items: list[WorkItem]) -> bool:
+def withdraw_locked(handoff: _HandOff, future: BridgeFuture[Any]) -> bool:
     """With ``handoff._lock`` held, for cancel_job: count a job cancelled while it waits
-    for a slot (True) or pauses between two attempts (False), and add to ``items`` the
-    blocking jobs its room starts (with retries: key=, a pause's slot).
+    for a slot (True) or pauses between two attempts (False).
 
-    Added to the caller's list (one ``+=``), not returned: a Ctrl-C at the ``return``
-    line would lose the jobs just given slots. One before the count leaves the job as it
-    was; cancel() then calls cancel_job again."""
+    With retries, the room it gives back (its key's, with key=; a pause's slot) may start
+    the next jobs: the loop thread grants it, after this (the lock is held till then), as
+    a Ctrl-C here could drop a job given a slot on its way to a worker thread. Asked for
+    first: a Ctrl-C before the count leaves the job as it was, and cancel() calls
+    cancel_job again, which asks again (a grant with nothing to give does nothing)."""
     slots = handoff._slots
+    if future._attempts is not None and (future._in_backlog or future in slots.pausing):
+        handoff._mailbox.call(lambda: _grant(handoff))
     if future._in_backlog:
-        withdrawn = slots.withdraw(future)  # False: it left the backlog
-        if withdrawn and future._attempts is not None:
-            items += handoff._fill_locked()  # key=: a retry gives its key's room back
-        return withdrawn
-    if future._attempts is not None and slots.withdraw_pausing(future):
-        # With key=, its key's room came back: a job waiting for it may start.
-        items += handoff._fill_locked()
-        if not slots.busy:
-            handoff._mailbox.wake()  # a shutdown may wait for the last pause
+        return slots.withdraw(future)  # False: it left the backlog
+    if future._attempts is not None and slots.withdraw_pausing(future) and not slots.busy:
+        handoff._mailbox.wake()  # a shutdown may wait for the last pause
     return False
+
+
+def _grant(handoff: _HandOff) -> None:
+    """Loop thread: give every free slot away, as a release does."""
+    with handoff._lock:
+        items = handoff._fill_locked()
+    for item in items:
+        handoff.pool.submit(item)
