@@ -136,36 +136,34 @@ class KeyedLine(Generic[T]):
         return True
 
     def release(self, key: Hashable) -> None:
-        """A running job of ``key`` ended (however it ended). Whole or not at all: an
-        exception from a step after the count (a KeyboardInterrupt) has the rest done."""
-        n = self._running[key] - 1
+        """A running job of ``key`` ended (however it ended). Whole: an exception from a
+        step after the count's (a KeyboardInterrupt) has the rest done (the caller's hot
+        path: no call more for it, the handler costs nothing until it runs)."""
+        running = self._running
+        n = running[key] - 1
         try:
-            self._release(key, n)
+            if n:
+                running[key] = n
+            else:
+                del running[key]
+            line = self._lines.get(key)
+            if line is None:
+                if not n and self._limit_of is not None:
+                    del self._limits[key]
+                return
+            if not n:
+                self._lone_lines += 1
+            if n == self._limit(key) - 1:  # it had no room: now its head is a candidate
+                head = line.tickets[0]
+                heapq.heappush(self._heads, (head.seq, head))
         except BaseException:
-            if self._running.get(key, 0) != n:  # (else the count is done: see _resync)
+            if running.get(key, 0) != n:  # (else the count is done: see _resync)
                 if n:
-                    self._running[key] = n
+                    running[key] = n
                 else:
-                    self._running.pop(key, None)
+                    running.pop(key, None)
             self._resync(key)
             raise
-
-    def _release(self, key: Hashable, n: int) -> None:
-        running = self._running
-        if n:
-            running[key] = n
-        else:
-            del running[key]
-        line = self._lines.get(key)
-        if line is None:
-            if not n and self._limit_of is not None:
-                del self._limits[key]
-            return
-        if not n:
-            self._lone_lines += 1
-        if n == self._limit(key) - 1:  # it had no room: now its head is a candidate
-            head = line.tickets[0]
-            heapq.heappush(self._heads, (head.seq, head))
 
     def push(self, key: Hashable, item: T) -> Ticket[T]:
         """Put a job of ``key`` in its key's line; the ticket lets it leave the line."""
