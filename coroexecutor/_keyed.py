@@ -22,30 +22,15 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Hashable
-from typing import Any, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
-from ._keyed_ticket import MaxPerKey as MaxPerKey
-from ._keyed_ticket import Ticket as Ticket
-from ._keyed_ticket import check_max_per_key as check_max_per_key
-from ._keyed_ticket import unhashable as _unhashable
+from ._key_limits import MaxPerKey, check_limit, check_max_per_key, unhashable
+from ._keyed_ticket import Line, Ticket, clean_left
 from ._typing import final
 
-__all__ = ["KeyedLine", "Ticket", "check_max_per_key"]
+__all__ = ["KeyedLine", "MaxPerKey", "Ticket", "check_max_per_key"]
 
 T = TypeVar("T")
-
-class _Line:
-    """The waiting jobs of one key, in arrival order. Dropped once nobody waits.
-
-    The first ticket is always live (dead ones are cleaned off the front); a job that
-    leaves from the middle leaves a dead ticket behind until the line is compacted."""
-
-    __slots__ = ("tickets", "waiting")
-
-    def __init__(self) -> None:
-        self.tickets: collections.deque[Ticket[Any]] = collections.deque()
-        self.waiting = 0  # live tickets
-
 
 @final
 class KeyedLine(Generic[T]):
@@ -54,10 +39,12 @@ class KeyedLine(Generic[T]):
     The caller owns the global limit: it calls :meth:`try_start` on its fast path when a
     global slot is free, :meth:`push` when the job must wait, :meth:`pop` while global
     slots are free, :meth:`release` when a job of a key ends, and :meth:`discard` when a
-    waiting job is cancelled.
+    waiting job is cancelled. With a ``max_per_key`` function that is user code, it calls
+    :meth:`prepare` first, for each job.
     """
 
     __slots__ = (
+        "_at_hand",
         "_by_waiting",
         "_heads",
         "_limit_of",
@@ -77,8 +64,9 @@ class KeyedLine(Generic[T]):
         self._limit_of = None if isinstance(max_per_key, int) else max_per_key
         # The three maps hold active keys only; each entry goes when its key idles.
         self._running: dict[Hashable, int] = {}  # keys with jobs running: how many
-        self._lines: dict[Hashable, _Line] = {}  # keys with jobs waiting
+        self._lines: dict[Hashable, Line] = {}  # keys with jobs waiting
         self._limits: dict[Hashable, int] = {}  # each active key's max_per_key(key)
+        self._at_hand: Optional[tuple[Hashable, int]] = None  # see prepare()
         self._lone_lines = 0  # keys in _lines with nothing running
         # The head ticket of every key with room and a waiting job, as (seq, ticket);
         # also dead entries (tickets that left the line) until they surface or compaction.
@@ -119,6 +107,23 @@ class KeyedLine(Generic[T]):
     # The caller's operations
     #
 
+    def prepare(self, key: Hashable) -> None:
+        """Call ``max_per_key(key)`` now if ``key`` is not active, before try_start() or
+        push() of its job touch anything: the call may use the executor (stats, a job
+        submitted, of this key too) and finds every key whole. The result waits for
+        the key's activation by the next try_start() or enter(); if the call made the key
+        active (a job it submitted), the key keeps the limit it has. Raises what the call
+        raises, or for a key that is not hashable, with nothing changed."""
+        limit_of = self._limit_of
+        if limit_of is None:
+            return
+        try:
+            if key in self._limits:
+                return
+        except TypeError as exc:
+            raise unhashable(key) from exc
+        self._at_hand = key, check_limit(limit_of(key), key)
+
     def try_start(self, key: Hashable) -> bool:
         """Count a job of ``key`` as running and return True if it may start now: its key
         has room, none of its key waits, and no startable job of any key waits (it would
@@ -127,7 +132,7 @@ class KeyedLine(Generic[T]):
         try:
             n = running.get(key, 0)
         except TypeError as exc:
-            raise _unhashable(key) from exc
+            raise unhashable(key) from exc
         if key in self._lines or (self._heads and self.peek() is not None):
             return False
         if n >= (self._per_key if self._limit_of is None else self._limit(key)):
@@ -187,12 +192,12 @@ class KeyedLine(Generic[T]):
         try:
             line = self._lines.get(key)
         except TypeError as exc:
-            raise _unhashable(key) from exc
+            raise unhashable(key) from exc
         limit = self._limit(key)  # may raise (a bad max_per_key()): nothing changed yet
         lone, waiting = self._lone_lines, self.waiting  # for _undo_enter
         try:
             if line is None:
-                line = self._lines[key] = _Line()
+                line = self._lines[key] = Line()
                 if key not in self._running:
                     self._lone_lines += 1
             line.tickets.append(ticket)
@@ -255,7 +260,7 @@ class KeyedLine(Generic[T]):
         if not line.waiting:
             del self._lines[key]
             return ticket
-        _clean_left(line)
+        clean_left(line)
         if n < self._limit(key):
             head = line.tickets[0]
             heapq.heappush(self._heads, (head.seq, head))
@@ -290,7 +295,7 @@ class KeyedLine(Generic[T]):
                     del self._limits[key]
         else:
             was_head = line.tickets[0] is ticket
-            _clean_left(line)
+            clean_left(line)
             if was_head and self._running.get(key, 0) < self._limit(key):
                 # Its heap entry is dead now: the next in line takes its place.
                 head = line.tickets[0]
@@ -310,7 +315,7 @@ class KeyedLine(Generic[T]):
         if line is not None:
             line.waiting = left = sum(t.live for t in line.tickets)
             if left:
-                _clean_left(line)
+                clean_left(line)
                 if self._running.get(key, 0) < self._limit(key):
                     head = line.tickets[0]  # a head already in the heap twice does no harm
                     heapq.heappush(self._heads, (head.seq, head))
@@ -343,19 +348,21 @@ class KeyedLine(Generic[T]):
     #
 
     def _limit(self, key: Hashable) -> int:
-        """max_per_key for ``key``: called once when the key becomes active."""
+        """max_per_key for ``key``, kept from when the key became active.
+
+        A key becoming active takes what prepare() got for it. Without prepare() (the
+        bridge's line, whose function returns the limit its submitter computed, and the
+        tests) max_per_key(key) is called here, amid an update: it must not use the line."""
         limit_of = self._limit_of
         if limit_of is None:
             return self._per_key
         limit = self._limits.get(key)
         if limit is None:
-            limit = limit_of(key)
-            if isinstance(limit, bool) or not isinstance(limit, int):
-                raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
-            if limit < 1:
-                raise ValueError(
-                    f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
-                )
+            at_hand = self._at_hand
+            if at_hand is not None and at_hand[0] is key:
+                limit = at_hand[1]
+            else:
+                limit = check_limit(limit_of(key), key)
             self._limits[key] = limit
         return limit
 
@@ -388,10 +395,3 @@ class KeyedLine(Generic[T]):
             target[key] = None
             if new > self._top:
                 self._top = new
-
-
-def _clean_left(line: _Line) -> None:
-    """Drop dead tickets from the front of a line that still has a live one."""
-    tickets = line.tickets
-    while not tickets[0].live:
-        tickets.popleft()

@@ -18,6 +18,7 @@ whose key ``starting`` holds (see begin() and started()).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Hashable
 from typing import Any, Callable, Union
 
@@ -38,8 +39,13 @@ class KeyedSlots(Slots):
 
     def __init__(self, limit: int, key: KeyFn, max_per_key: MaxPerKey) -> None:
         super().__init__(limit)
-        self.key = key
         self.line: KeyedLine[_Entry] = KeyedLine(max_per_key)
+        # What the executor calls for a job's key: key(), then with a max_per_key function,
+        # line.prepare() (see _key_and_limit).
+        self.key: KeyFn = (
+            key if isinstance(max_per_key, int)
+            else functools.partial(_key_and_limit, key, self.line.prepare)
+        )
         self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
         # The key of the job being started now (begin() to started()), SETTLED once that
         # job has settled inside its start, _MISSING outside any start.
@@ -207,6 +213,18 @@ class KeyedSlots(Slots):
 
 _MISSING: Any = object()
 SETTLED: Any = object()  # KeyedSlots.starting once the job being started has settled
+
+
+def _key_and_limit(
+    key: KeyFn, prepare: Callable[[Hashable], None], /, *args: Any, **kwargs: Any
+) -> Hashable:
+    """The job's key, then its key's limit if the key is not active. Both functions are
+    the user's, so both run before the job's start or its place in line touches a count:
+    a job either of them submits (of the same key too) finds every key whole, active
+    with its limit or not active yet."""
+    value = key(*args, **kwargs)
+    prepare(value)
+    return value
 
 
 def check_keying(key: object, max_per_key: object) -> MaxPerKey | None:

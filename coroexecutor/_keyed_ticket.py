@@ -1,33 +1,16 @@
-"""Ticket, a waiting job's place in a KeyedLine, and the check of ``max_per_key``."""
+"""Ticket, a waiting job's place in a KeyedLine, and Line, the tickets of one key."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Hashable
-from typing import Callable, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
-from ._retry import is_async_callable
 from ._typing import final
 
-__all__ = ["MaxPerKey", "Ticket", "check_max_per_key", "unhashable"]
+__all__ = ["Line", "Ticket", "clean_left"]
 
 T = TypeVar("T")
-MaxPerKey = Union[int, Callable[[Hashable], int]]
-
-
-def check_max_per_key(value: object) -> MaxPerKey:
-    """Validate ``max_per_key``: an int greater than 0, or a callable ``key -> int``."""
-    if callable(value):
-        if is_async_callable(value):
-            raise TypeError(
-                "max_per_key must be a plain function of the key, not an async one"
-                f" (got {value!r})"
-            )
-        return value  # its results are checked per key, when it is called
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_per_key must be an int or a callable (got {value!r})")
-    if value < 1:
-        raise ValueError(f"max_per_key must be greater than 0 (got {value!r})")
-    return value
 
 
 @final
@@ -46,5 +29,21 @@ class Ticket(Generic[T]):
         return f"<Ticket #{self.seq} key={self.key!r} {'waiting' if self.live else 'done'}>"
 
 
-def unhashable(key: object) -> TypeError:
-    return TypeError(f"key() must return a hashable value (got {key!r})")
+class Line:
+    """The waiting jobs of one key, in arrival order. Dropped once nobody waits.
+
+    The first ticket is always live (dead ones are cleaned off the front); a job that
+    leaves from the middle leaves a dead ticket behind until the line is compacted."""
+
+    __slots__ = ("tickets", "waiting")
+
+    def __init__(self) -> None:
+        self.tickets: collections.deque[Ticket[Any]] = collections.deque()
+        self.waiting = 0  # live tickets
+
+
+def clean_left(line: Line) -> None:
+    """Drop dead tickets from the front of a line that still has a live one."""
+    tickets = line.tickets
+    while not tickets[0].live:
+        tickets.popleft()

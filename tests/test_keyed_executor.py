@@ -704,3 +704,81 @@ async def test_a_broken_initializer_with_a_queued_keyed_job_cancelled_in_its_ste
     assert isinstance(jobs[1].exception(), BrokenCoroutineExecutor)
     stats = exe.stats
     assert (stats.queued, stats.cancelled, stats.failed) == (0, 1, 1)
+
+
+#
+# max_per_key() using the executor
+#
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "map", "map_unordered"])
+async def test_a_job_that_max_per_key_submits_of_its_own_key_obeys_the_limit(
+    loop_kind: str, how: str
+) -> None:
+    # Found by a docs-only tester: max_per_key() was called amid its key's activation, so
+    # a job of the same key it submitted started beside the outer one (two running at a
+    # limit of 1), the room came back twice (an internal KeyError from the outer job's
+    # task, lost to fail-fast) and a map never yielded. The job it submits is a job of
+    # that key like any other: it runs, and the outer job waits for its room behind it.
+    park = Park()
+    calls: list[Hashable] = []
+    inner: list[asyncio.Future[Any]] = []
+
+    def limit(key: Hashable) -> int:
+        calls.append(key)
+        if len(calls) == 1:
+            inner.append(exe.submit_nowait(park.job, key, "inner"))
+        return 1
+
+    async def outer() -> list[Any]:
+        if how == "submit":
+            return [await (await exe.submit(park.job, "a", "outer"))]
+        if how == "submit_nowait":
+            return [await exe.submit_nowait(park.job, "a", "outer")]
+        jobs = getattr(exe, how)(park.job, ["a"], ["outer"])
+        return [result async for result in jobs]
+
+    async with CoroutineExecutor(4, key=first, max_per_key=limit) as exe:
+        got = asyncio.ensure_future(outer())
+        await turns()
+        assert park.started == ["inner"] and park.running == {"a": 1}
+        assert exe.stats.active_keys == 1 and exe.stats.busiest_key == ("a", 1)
+        park.finish("inner")
+        await turns()
+        assert park.started == ["inner", "outer"]
+        park.finish("outer")
+        assert await got == ["outer"] and await inner[0] == "inner"
+    assert park.peak == {"a": 1}
+    assert calls == ["a", "a"]  # the inner submit found the key not active yet
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed) == (2, 2, 0)
+    assert_no_key_state(exe)
+
+
+async def test_max_per_key_may_read_stats_and_raise_after_submitting(loop_kind: str) -> None:
+    # The outer submit raises what max_per_key() raised, with nothing of its key touched:
+    # the job submitted from inside it runs with the limit its own call gave.
+    park = Park()
+    seen: list[tuple[int | None, int]] = []
+
+    def limit(key: Hashable) -> int:
+        stats = exe.stats
+        seen.append((stats.active_keys, stats.running))
+        if len(seen) == 1:
+            exe.submit_nowait(park.job, key, "inner")
+            raise KeyError_(key)
+        return 1
+
+    async with CoroutineExecutor(4, key=first, max_per_key=limit) as exe:
+        with pytest.raises(KeyError_):
+            exe.submit_nowait(park.job, "a", "outer")
+        later = exe.submit_nowait(park.job, "a", "later")  # the key is active: no call
+        await turns()
+        assert park.started == ["inner"] and exe.stats.busiest_key == ("a", 1)
+        park.finish("inner")
+        await turns()
+        park.finish("later")
+        assert await later == "later"
+    assert seen == [(0, 0), (0, 0)] and park.peak == {"a": 1}
+    assert exe.stats.submitted == 2
+    assert_no_key_state(exe)

@@ -1,0 +1,49 @@
+"""max_per_key: the option (``max_per_key=``) and the limits it gives, checked.
+
+``max_per_key`` is an int, or a plain function ``key -> int`` whose result is checked as
+each key becomes active. Shared by :class:`~coroexecutor._keyed.KeyedLine`, which keeps
+the limit of every active key, and the constructors of both executors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Callable, Union
+
+from ._retry import is_async_callable
+
+__all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "unhashable"]
+
+MaxPerKey = Union[int, Callable[[Hashable], int]]
+
+
+def check_max_per_key(value: object) -> MaxPerKey:
+    """Validate ``max_per_key``: an int greater than 0, or a callable ``key -> int``."""
+    if callable(value):
+        if is_async_callable(value):
+            raise TypeError(
+                "max_per_key must be a plain function of the key, not an async one"
+                f" (got {value!r})"
+            )
+        return value  # its results are checked per key, when it is called
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_per_key must be an int or a callable (got {value!r})")
+    if value < 1:
+        raise ValueError(f"max_per_key must be greater than 0 (got {value!r})")
+    return value
+
+
+def check_limit(limit: object, key: Hashable) -> int:
+    """Validate what ``max_per_key(key)`` returned: an int greater than 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
+    if limit < 1:
+        raise ValueError(
+            f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
+        )
+    return limit
+
+
+def unhashable(key: object) -> TypeError:
+    """The error for a key that cannot be a dict key (the caller chains it)."""
+    return TypeError(f"key() must return a hashable value (got {key!r})")
