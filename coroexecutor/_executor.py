@@ -239,7 +239,10 @@ class CoroutineExecutor:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             if (keyed := self._keyed) is not None:  # key=: key() raises to the caller
-                if not keyed.take_key_nowait(key := keyed.key(*args, **kwargs)):
+                key = keyed.key(*args, **kwargs)
+                if self._state is not _RUNNING:  # (see submit_nowait_keyed)
+                    check_accepting(self)
+                if not keyed.take_key_nowait(key):
                     await take_key(self, key, "submit")
                 return start_keyed(self, keyed, fn, args, kwargs, "submit", key)  # type: ignore[return-value]  # as below
             check_loop(self)  # only where we would wait: the fast path does not look

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _CANCELLING = State.CANCELLING
+_RUNNING = State.RUNNING
 
 
 def _slots(exe: Core) -> KeyedSlots:
@@ -57,6 +58,12 @@ def submit_nowait_keyed(
 ) -> asyncio.Future[Any]:
     """submit_nowait() of a keyed executor: start now, or queue in the key's line."""
     key = slots.key(*args, **kwargs)
+    if exe._state is not _RUNNING:
+        # key() or max_per_key() stopped the executor: with an eager task factory, a job it
+        # submitted failed at once (fail-fast), or a shutdown(wait=False) task it made ran.
+        # This job was not accepted yet, so it is refused as after any shutdown (queued,
+        # it would have started after the line was drained, only to be cancelled).
+        check_accepting(exe)
     if slots.take_key_nowait(key):
         return start_keyed(exe, slots, fn, args, kwargs, "submit_nowait", key)
     check_loop(exe)  # only where we would queue, as on the plain fast path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import sys
 import tracemalloc
 from collections.abc import Hashable
 from typing import Any
@@ -781,4 +782,36 @@ async def test_max_per_key_may_read_stats_and_raise_after_submitting(loop_kind: 
         assert await later == "later"
     assert seen == [(0, 0), (0, 0)] and park.peak == {"a": 1}
     assert exe.stats.submitted == 2
+    assert_no_key_state(exe)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="needs asyncio.eager_task_factory")
+@pytest.mark.parametrize("how", ["submit", "submit_nowait"])
+@pytest.mark.parametrize("where", ["key", "max_per_key"])
+async def test_a_submit_whose_key_or_limit_shuts_the_executor_down_is_refused(
+    where: str, how: str
+) -> None:
+    # With an eager task factory, a shutdown(wait=False) task made in key() or
+    # max_per_key() runs at once: the job being submitted is not accepted yet, so it is
+    # refused as after any shutdown. (It started, or was queued after the lines were
+    # drained and started later, only to be cancelled.)
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]  # 3.12+, skipped before
+    park = Park()
+    stops: list[asyncio.Future[None]] = []
+
+    def stop(key: Hashable, name: Any = None) -> Any:
+        if not stops:
+            stops.append(asyncio.ensure_future(exe.shutdown(wait=False)))
+        return key if where == "key" else 1
+
+    exe = CoroutineExecutor(4, key=stop if where == "key" else first,
+                            max_per_key=1 if where == "key" else stop)
+    async with exe:
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            if how == "submit":
+                await exe.submit(park.job, "a", "outer")
+            else:
+                exe.submit_nowait(park.job, "a", "outer")
+        assert stops[0].done()  # (it ran inside the call)
+    assert park.started == [] and exe.stats.submitted == 0
     assert_no_key_state(exe)
