@@ -119,6 +119,32 @@ def test_a_bad_per_key_limit_raises_and_leaves_nothing(
     assert len(line) == 0
 
 
+def test_prepare_calls_max_per_key_before_anything_and_a_reentrant_start_keeps_its_limit() -> None:
+    # prepare() runs the user's function with nothing of the key touched: a job of the
+    # same key that it starts (re-entrant, as a submit from inside it) activates the key
+    # with its own call's limit, which then holds for the job being prepared.
+    calls: list[str] = []
+
+    def limit(key: str) -> int:
+        calls.append(key)
+        if len(calls) == 1:
+            line.prepare(key)
+            assert line.try_start(key)
+            return 5  # the outer call's: the key is active by now, with 1
+        return 1
+
+    line: KeyedLine[None] = KeyedLine(limit)
+    line.prepare("k")
+    assert calls == ["k", "k"] and line.running_of("k") == 1
+    assert not line.try_start("k")  # the inner call's limit, 1, holds
+    line.prepare("k")  # the key is active: no call
+    assert calls == ["k", "k"]
+    line.release("k")
+    assert line.active_keys == 0 and line._limits == {}
+    with pytest.raises(TypeError, match=re.escape("key() must return a hashable value")):
+        line.prepare([1])  # type: ignore[arg-type]  # the mistake tested
+
+
 def test_an_unhashable_key_is_a_clear_type_error() -> None:
     line: KeyedLine[None] = KeyedLine(1)
     with pytest.raises(TypeError, match=re.escape("key() must return a hashable value (got [1])")):
