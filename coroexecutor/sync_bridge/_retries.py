@@ -224,7 +224,11 @@ class Retries:
             if paused:
                 # Under the lock: a cancel() that finds the job pausing finds its timer.
                 job = attempts.next_job(future)
-                future._job = loop.call_later(attempts.delay, self._resume, job)
+                # In a context of its own: a handle keeps its context even once cancelled
+                # (cancel() in the pause), and this one is the attempt's, with the user's.
+                future._job = loop.call_later(
+                    attempts.delay, self._resume, job, context=contextvars.Context()
+                )
             to_start, items = self._grant()
         if not paused:
             future._set_cancelled()  # a no-op if cancel() did it
