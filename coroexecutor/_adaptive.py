@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from ._retry import is_async_callable
 from ._typing import final
+from ._validate import plain_answer
 
 __all__ = ["Adaptive", "AdaptiveLimit"]
 
@@ -132,7 +133,6 @@ class Adaptive:
                     f"initial must be between min and max (got {start}, min={low}, max={high})"
                 )
         if overload is not None and (not callable(overload) or is_async_callable(overload)):
-            # (An async one's coroutine, never awaited, would be a true answer every time.)
             kind = "not an async one" if callable(overload) else "or None"
             raise TypeError(f"overload must be a plain function, {kind} (got {overload!r})")
         object.__setattr__(self, "_min", low)
@@ -275,7 +275,7 @@ class AdaptiveLimit:
 
     def is_overload(self, error: BaseException) -> bool:
         """Whether ``error`` signals overload (the one call of the ``overload`` predicate)."""
-        return self._is_overload is None or bool(self._is_overload(error))
+        return self._is_overload is None or bool(plain_answer(self._is_overload(error), "overload"))
 
     def on_done(
         self, latency: float, error: Optional[BaseException] = None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 __all__ = [
-    "check_callables", "check_max_workers", "check_rate", "check_seconds", "check_switch"
+    "check_callables", "check_max_workers", "check_rate", "check_seconds", "check_switch",
+    "plain_answer",
 ]
 
 
@@ -65,3 +67,14 @@ def check_switch(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False (got {value!r})")
     return value
+
+
+def plain_answer(answer: object, who: str) -> object:
+    """What a plain function of the user's (``who``) returned, refused if it is awaitable:
+    an async function behind a decorator, which no check of the function itself can see
+    (its coroutine, closed here, would otherwise be a true answer, never awaited)."""
+    if inspect.isawaitable(answer):
+        if inspect.iscoroutine(answer):
+            answer.close()
+        raise TypeError(f"{who} must be a plain function: it returned {answer!r}")
+    return answer

@@ -197,6 +197,35 @@ def test_an_overload_predicate_that_raises_propagates_and_counts_nothing() -> No
     assert limits[-1] != 40
 
 
+def _logged(predicate: Any) -> Any:
+    """A decorator as users write them: a plain function around the predicate."""
+
+    @functools.wraps(predicate)
+    def wrapper(exc: BaseException) -> Any:
+        return predicate(exc)
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "overload",
+    [_logged(_async_overload), lambda exc: _async_overload(exc)],
+    ids=["decorated", "lambda"],
+)
+def test_an_async_overload_predicate_the_constructor_cannot_see_raises_when_asked(
+    overload: Any,
+) -> None:
+    # Found by a docs-only tester: behind a plain wrapper an async predicate passed the
+    # constructor's check, and its coroutine (true, never awaited) made every error an
+    # overload. Its answer is checked: a TypeError, reported as any error of the
+    # predicate is, the coroutine closed (no "never awaited" warning: warnings are errors
+    # in this suite), the job not counted.
+    limiter = AdaptiveLimit(Adaptive(min=4, max=100, initial=40, overload=overload))
+    with pytest.raises(TypeError, match="overload must be a plain function: it returned"):
+        limiter.on_done(0.1, ValueError())
+    assert feed(limiter, max(40, MIN_SAMPLES))[-2] == 40  # not counted
+
+
 def test_the_limit_does_not_grow_while_the_caller_leaves_it_unused() -> None:
     limiter = AdaptiveLimit(Adaptive(min=4, max=1000, initial=32))
     limits = feed(limiter, 5000, in_flight=10)
