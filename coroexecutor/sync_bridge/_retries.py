@@ -223,11 +223,12 @@ class Retries:
             paused = self._slots.pause(future, core_failed)
             if paused:
                 # Under the lock: a cancel() that finds the job pausing finds its timer.
-                job = attempts.next_job(future)
-                # In a context of its own: a handle keeps its context even once cancelled
-                # (cancel() in the pause), and this one is the attempt's, with the user's.
+                # The timer holds the future alone, in a context of its own: a handle keeps
+                # its context even once cancelled, and a timer the closing loop never
+                # cancels (a cancel posted as it stopped) keeps its arguments; the call and
+                # context are in the Attempts, which a cancelled job drops.
                 future._job = loop.call_later(
-                    attempts.delay, self._resume, job, context=contextvars.Context()
+                    attempts.delay, self._resume, future, context=contextvars.Context()
                 )
             to_start, items = self._grant()
         if not paused:
@@ -235,10 +236,11 @@ class Retries:
             attempts.drop()  # the job is over
         self._run(to_start, items)
 
-    def _resume(self, job: Job) -> None:
+    def _resume(self, future: BridgeFuture[Any]) -> None:
         """The pause is over: run the next attempt in a free slot, or wait for one ahead
-        of every job that has not started yet."""
-        future = job.future
+        of every job that has not started yet. (If cancel() took the job out of its pause
+        meanwhile, its call is dropped: Slots.resume refuses it before it runs.)"""
+        job = future._attempts.next_job(future)
         future._job = None
         future._attempts.attempt += 1
         with self._lock:
