@@ -134,6 +134,19 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             watchdog = None
         run_in_fresh_loop(pyfuncitem.obj, kind, watchdog)(**kwargs)
         return True
+    if pyfuncitem.get_closest_marker("own_exception_state") is not None:
+        funcargs = pyfuncitem.funcargs
+        kwargs = {name: funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+
+        def in_own_exception_state() -> Iterator[object]:
+            # A generator's frame has its exception state of its own, dropped with it: a
+            # trace function raising at the "pass" line of an except clause leaves that
+            # clause's exception set as the thread's "being handled" one (CPython 3.11+),
+            # and every later exception in the thread would get it as its __context__.
+            yield pyfuncitem.obj(**kwargs)
+
+        next(in_own_exception_state())
+        return True
     return None
 
 
