@@ -10,7 +10,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -265,6 +265,25 @@ def test_blocking_threads_default_to_the_stdlib_cap() -> None:
     assert len(names) <= cap
 
 
+def _every_default_thread_busy(
+    exe: ThreadedLoopExecutor,
+) -> tuple[int, Callable[[], None], threading.Event, list[concurrent.futures.Future[None]]]:
+    """In the default mode (max_workers=None: 1000 slots, ThreadPoolExecutor's default
+    number of threads), one job holding each thread until ``release`` is set: the number
+    of threads, the holding job (to submit more of it), ``release`` and the holders."""
+    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        running.release()
+        assert release.wait(WAIT)
+
+    holders = [exe.submit(hold) for _ in range(threads)]
+    for _ in range(threads):
+        assert running.acquire(timeout=WAIT)
+    return threads, hold, release, holders
+
+
 @pytest.mark.parametrize("steps", [(), (3,)], ids=["default", "via 3"])
 def test_raising_max_workers_after_jobs_waited_for_a_thread_starts_threads(
     steps: tuple[int, ...],
@@ -273,17 +292,8 @@ def test_raising_max_workers_after_jobs_waited_for_a_thread_starts_threads(
     # job that waited for a busy worker left an idle token behind when that worker took
     # it; after exe.max_workers = 12, new jobs took those tokens for idle workers and
     # started no thread (the default thread count, 6 there, stayed the most running).
-    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
-    running, release = threading.Semaphore(0), threading.Event()
-
-    def hold() -> None:
-        running.release()
-        assert release.wait(WAIT)
-
     with ThreadedLoopExecutor() as exe:
-        holders = [exe.submit(hold) for _ in range(threads)]
-        for _ in range(threads):
-            assert running.acquire(timeout=WAIT)
+        threads, _, release, holders = _every_default_thread_busy(exe)
         waited = [exe.submit(int) for _ in range(2 * threads)]  # every thread is busy
         release.set()
         for future in holders + waited:
@@ -533,17 +543,8 @@ def test_a_cancelled_queued_job_counts_as_cancelled_at_once(
 def test_a_cancelled_job_waiting_for_a_worker_thread_counts_as_cancelled_at_once() -> None:
     # With max_workers=None there are more slots (1000) than threads: a blocking job may
     # hold a slot and wait for a thread. Cancelled, it is no longer counted as running.
-    threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
-    running, release = threading.Semaphore(0), threading.Event()
-
-    def hold() -> None:
-        running.release()
-        assert release.wait(WAIT)
-
     with ThreadedLoopExecutor() as exe:
-        holders = [exe.submit(hold) for _ in range(threads)]
-        for _ in range(threads):
-            assert running.acquire(timeout=WAIT)
+        threads, hold, release, holders = _every_default_thread_busy(exe)
         waiting = [exe.submit(hold) for _ in range(3)]
         assert all(future.cancel() for future in waiting)
         stats = exe.stats

@@ -734,20 +734,28 @@ def test_a_job_that_timed_out_keeps_no_argument(ending: str) -> None:
     assert exe.stats.retried == (2 if ending == "gives up" else 1)
 
 
+_held: contextvars.ContextVar[Payload | None] = contextvars.ContextVar("held", default=None)
+
+
 @pytest.mark.parametrize("end", ["cancel()", "shutdown"])
 @pytest.mark.parametrize("kind", ["blocking", "coroutine"])
 def test_a_job_cancelled_in_its_pause_keeps_no_argument(
     kind: str, end: str, loop_kind: str
 ) -> None:
+    # Nor its context (found by a docs-only tester): a coroutine job's pause timer,
+    # cancelled, still held the attempt's context, with the submitter's values; a loop's
+    # handle keeps its context even once cancelled.
     policy = LongBackoff()
     uploads = Uploads(failures=1)
     with LoopExecutor(
         max_workers=1, retry=policy, loop_factory=lambda: new_loop(loop_kind)
     ) as exe:
-        body = Payload()
-        alive = weakref.ref(body)
+        body, value = Payload(), Payload()
+        alive, alive_in_context = weakref.ref(body), weakref.ref(value)
+        token = _held.set(value)
         future = exe.submit(getattr(uploads, kind), body)
-        del body
+        _held.reset(token)
+        del body, value
         assert policy.backing_off.wait(WAIT)
         # The one slot runs another job only once the failed attempt has given it back.
         assert exe.submit(Flaky(failures=0), "probe").result(timeout=WAIT) == "probe"
@@ -755,40 +763,10 @@ def test_a_job_cancelled_in_its_pause_keeps_no_argument(
             assert future.cancel()
         else:
             exe.shutdown(wait=True, cancel_futures=True)
-    assert _gone(alive)
+    assert _gone(alive) and _gone(alive_in_context)
     assert future.cancelled() and uploads.attempts == 1
     stats = exe.stats
     assert (stats.cancelled, stats.retried, stats.queued, stats.running) == (1, 1, 0, 0)
-
-
-_held: contextvars.ContextVar[Payload | None] = contextvars.ContextVar("held", default=None)
-
-
-@pytest.mark.parametrize("end", ["cancel()", "shutdown"])
-@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
-def test_a_job_cancelled_in_its_pause_keeps_no_context(kind: str, end: str, loop_kind: str) -> None:
-    # Found by a docs-only tester: a coroutine job's pause timer, cancelled, still held
-    # the context it was made in (the attempt's), so the future kept the submitter's
-    # context values alive; a loop's handle keeps its context even once cancelled.
-    policy = LongBackoff()
-    uploads = Uploads(failures=1)
-    with LoopExecutor(
-        max_workers=1, retry=policy, loop_factory=lambda: new_loop(loop_kind)
-    ) as exe:
-        value = Payload()
-        alive = weakref.ref(value)
-        token = _held.set(value)
-        future = exe.submit(getattr(uploads, kind), Payload())
-        _held.reset(token)
-        del value
-        assert policy.backing_off.wait(WAIT)
-        assert exe.submit(Flaky(failures=0), "probe").result(timeout=WAIT) == "probe"
-        if end == "cancel()":
-            assert future.cancel()
-        else:
-            exe.shutdown(wait=True, cancel_futures=True)
-    assert _gone(alive)
-    assert future.cancelled() and uploads.attempts == 1
 
 
 @pytest.mark.parametrize("kind", ["blocking", "coroutine"])

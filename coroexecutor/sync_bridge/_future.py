@@ -233,16 +233,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # Future.result(), with less to run between the submit that woke the loop and
         # this thread's sleep (the loop thread needs the GIL this thread holds till then).
         if self._state != FINISHED:
-            if timeout != 0:
-                self._check_not_loop_thread()
-            condition = self._condition
-            # The condition's own lock, on one line (see _accept and lock_of).
-            with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
-            state = self._state
-            if state != FINISHED:
-                if state in CANCELLED_STATES:
-                    raise concurrent.futures.CancelledError()
-                raise concurrent.futures.TimeoutError()
+            self._wait_finished(timeout)
         # FINISHED is final, and the outcome was written before it: no lock needed.
         exc = self._exception
         if exc is None:
@@ -258,16 +249,22 @@ class BridgeFuture(concurrent.futures.Future[T]):
         # As result(): the stdlib's takes the Condition, whose Python __enter__ and
         # __exit__ a Ctrl-C can cut short with the lock held (see lock_of).
         if self._state != FINISHED:
-            if timeout != 0:
-                self._check_not_loop_thread()
-            condition = self._condition
-            with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
-            state = self._state
-            if state != FINISHED:
-                if state in CANCELLED_STATES:
-                    raise concurrent.futures.CancelledError()
-                raise concurrent.futures.TimeoutError()
+            self._wait_finished(timeout)
         return self._exception  # final once FINISHED: no lock needed
+
+    def _wait_finished(self, timeout: Optional[float]) -> None:
+        """result() and exception() of a future not yet FINISHED: wait until it is, or
+        raise CancelledError (cancelled) or TimeoutError (still pending at ``timeout``)."""
+        if timeout != 0:
+            self._check_not_loop_thread()
+        condition = self._condition
+        # The condition's own lock, on one line (see _accept and lock_of).
+        with lock_of(condition): wait_locked(self, condition, timeout)  # noqa: E701
+        state = self._state
+        if state != FINISHED:
+            if state in CANCELLED_STATES:
+                raise concurrent.futures.CancelledError()
+            raise concurrent.futures.TimeoutError()
 
     def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         # As the stdlib's, with the lock on one line (see lock_of and _accept): a Ctrl-C
