@@ -165,6 +165,8 @@ def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
 def set_limit(exe: Core, limit: int) -> None:
     """``max_workers`` set by hand: an Adaptive limit is given up for good, the maps with
     a default window follow the new limit, and growing it starts waiting jobs at once."""
+    if exe._tuner is not None:  # (its overload predicate may be what sets it: see tune)
+        exe._tuner.retired = True
     exe._tuner = None
     exe._slots.resize(limit)
     follow_limit(exe._maps, limit)

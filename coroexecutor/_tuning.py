@@ -32,12 +32,13 @@ class Tuner:
     jobs.
     """
 
-    __slots__ = ("clock", "limiter", "starts")
+    __slots__ = ("clock", "limiter", "retired", "starts")
 
     def __init__(self, config: Adaptive) -> None:
         self.limiter = AdaptiveLimit(config)
         self.clock: Callable[[], float] = time.perf_counter
         self.starts: dict[object, float] = {}
+        self.retired = False  # max_workers was set by hand (see set_limit): answer no more
 
     def __repr__(self) -> str:
         return f"<Tuner {self.limiter!r} running={len(self.starts)}>"
@@ -74,6 +75,8 @@ class Tuner:
             loop.call_exception_handler(
                 {"message": "the Adaptive overload predicate raised", "exception": exc}
             )
+            return False
+        if self.retired:  # the predicate set max_workers itself: that limit stands
             return False
         if limit is not None and limit != slots.limit:
             slots.resize(limit)

@@ -168,6 +168,27 @@ async def test_setting_max_workers_fixes_the_limit() -> None:
     assert set(limits) == {5}
 
 
+@pytest.mark.parametrize("answer", [True, False])
+async def test_a_limit_the_overload_predicate_sets_stands(loop_kind: str, answer: bool) -> None:
+    # Found by a docs-only tester: exe.max_workers = 3 inside the predicate was undone as
+    # its job settled (the limiter's answer, 8, was applied after it), and 8 jobs ran.
+    def overload(exc: BaseException) -> bool:
+        exe.max_workers = 3
+        return answer
+
+    async def fails() -> None:
+        raise OSError("503")
+
+    exe = CoroutineExecutor(
+        max_workers=Adaptive(min=1, max=20, initial=8, overload=overload),
+        suppress_task_errors=True,
+    )
+    async with exe:
+        failed = await exe.submit(fails)
+        await asyncio.wait([failed])
+        assert exe.max_workers == 3 and exe.stats.max_workers == 3
+
+
 async def test_the_hook_sees_the_current_limit() -> None:
     seen: list[tuple[int, int | None]] = []
     exe: CoroutineExecutor
