@@ -65,7 +65,7 @@ class Attempts(Call):
     its final error and the next attempt), the context its next attempt runs in, the
     number of the attempt running or last run, and the pause before the next one."""
 
-    __slots__ = ("attempt", "coroutine_fn", "ctx", "delay")
+    __slots__ = ("attempt", "coroutine_fn", "ctx", "delay", "started")
 
     def __init__(
         self,
@@ -81,6 +81,7 @@ class Attempts(Call):
         self.ctx = _NO_CONTEXT  # set by every attempt that ends (see Retries.attempts_of)
         self.attempt = 1
         self.delay = 0.0
+        self.started: Optional[float] = None  # its first attempt's start, under Adaptive
 
     def next_job(self, future: BridgeFuture[Any]) -> Job:
         """The Job that runs the next attempt, where the last one left the context."""
@@ -216,8 +217,8 @@ class Retries:
         and run the next attempt after the policy's delay (see Slots.pause)."""
         attempts: Attempts = future._attempts
         tuner = self._slots.tuner
-        if tuner is not None:  # before the release, outside the lock
-            tuner.finished_threadsafe(future)
+        if tuner is not None:  # before the release
+            tuner.paused(future)
         loop = asyncio.get_running_loop()
         with self._lock:
             paused = self._slots.pause(future, core_failed)

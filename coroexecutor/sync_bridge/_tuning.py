@@ -48,8 +48,21 @@ class BridgeTuner:
         return self._tuner.limiter.limit
 
     def started(self, future: BridgeFuture[Any]) -> None:
-        """A job got its slot (the caller holds the HandOff's lock)."""
-        self._tuner.starts[future] = self._tuner.clock()
+        """A job got its slot (the caller holds the HandOff's lock). A retried job's next
+        attempt keeps its first start (see paused)."""
+        attempts = future._attempts
+        first = None if attempts is None else attempts.started
+        self._tuner.starts[future] = self._tuner.clock() if first is None else first
+
+    def paused(self, future: BridgeFuture[Any]) -> None:
+        """A job's attempt failed and it pauses before the next one (on the loop thread,
+        before its slot is freed): it is fed nothing now, and keeps its first start, so the
+        latency it is fed when it ends covers its attempts and its pauses, as on
+        CoroutineExecutor. While it pauses it is not in flight (not in ``starts``)."""
+        start = self._tuner.starts.pop(future, None)
+        attempts = future._attempts
+        if start is not None and attempts.started is None:
+            attempts.started = start
 
     def release(self, future: BridgeFuture[Any]) -> int:
         """The job's slot is freed (under the HandOff's lock): forget a start never fed
