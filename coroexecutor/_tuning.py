@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, NoReturn, Union
 
 from ._adaptive import Adaptive, AdaptiveLimit
 from ._validate import check_max_workers
@@ -76,12 +76,22 @@ class Tuner:
                 {"message": "the Adaptive overload predicate raised", "exception": exc}
             )
             return False
+        except BaseException as exc:  # its KeyboardInterrupt or SystemExit
+            # Raised out of the loop as asyncio raises one from any callback, but from a
+            # callback of its own: the job settles first (its slot, its counts), or the
+            # block's exit would wait for it for ever.
+            loop.call_soon(_raise, exc)
+            return False
         if self.retired:  # the predicate set max_workers itself: that limit stands
             return False
         if limit is not None and limit != slots.limit:
             slots.resize(limit)
             return True
         return False
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    raise exc
 
 
 def limit_of(max_workers: object, default: int) -> tuple[int, Tuner | None]:

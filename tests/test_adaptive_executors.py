@@ -20,6 +20,7 @@ import pytest
 from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
 from coroexecutor._adaptive import MIN_SAMPLES
 from coroexecutor.sync_bridge._tuning import BridgeTuner
+from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -226,6 +227,42 @@ async def test_an_overload_predicate_that_raises_is_reported_and_counts_nothing(
     assert exe.stats.failed == 1
     assert [type(c["exception"]) for c in reported] == [ValueError]
     loop.set_exception_handler(None)
+
+
+def test_an_overload_predicate_raising_keyboardinterrupt_stops_the_loop_once_the_job_settled(
+    loop_kind: str,
+) -> None:
+    # As asyncio does with a KeyboardInterrupt from any callback, it comes out of the loop;
+    # but only once the job has settled: the block's exit, run as asyncio.run() ends,
+    # must not wait for ever for a slot nobody gives back.
+    def interrupt(exc: BaseException) -> bool:
+        raise KeyboardInterrupt
+
+    exe = virtual(
+        CoroutineExecutor(
+            max_workers=Adaptive(min=1, max=4, initial=2, overload=interrupt),
+            suppress_task_errors=True,
+        )
+    )
+
+    async def main() -> None:
+        async with exe:
+            await exe.submit(overloaded)
+            await asyncio.Event().wait()  # the interrupt stops the loop first
+
+    loop = new_loop(loop_kind)
+    loop.set_debug(True)
+    try:
+        task = loop.create_task(main())
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(task)
+        assert (exe.stats.running, exe.stats.failed) == (0, 1)
+        task.cancel()  # as asyncio.run() does next
+        with pytest.raises(asyncio.CancelledError):
+            loop.run_until_complete(task)
+    finally:
+        loop.close()
+    assert exe.max_workers == 2  # the job was not counted
 
 
 async def test_the_limit_works_with_map() -> None:
