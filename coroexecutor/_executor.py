@@ -128,7 +128,9 @@ class CoroutineExecutor:
         self._annotate = check_switch("annotate_errors", annotate_errors)
         self._state = State.CREATED
         self._slots, self._keyed = make_slots(max_workers, key, max_per_key)
-        self._outcomes = Outcomes(bool(suppress_task_errors), on_job_done)
+        self._outcomes = Outcomes(
+            check_switch("suppress_task_errors", suppress_task_errors), on_job_done
+        )
         self._startup = Startup(initializer, tuple(initargs))
         # Running jobs' tasks (and the initializer's), keyed by the job's coroutine for
         # in-line jobs (their runner does not know its task), else by the task.

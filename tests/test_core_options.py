@@ -787,6 +787,35 @@ async def test_max_workers_setter_validates() -> None:
     assert exe.max_workers == 1000
 
 
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_suppress_task_errors_takes_only_true_or_false(value: object) -> None:
+    # "no" was taken as true: every job error absorbed (found by a docs-only tester).
+    message = f"^suppress_task_errors must be True or False \\(got {value!r}\\)$"
+    with pytest.raises(TypeError, match=message):
+        CoroutineExecutor(suppress_task_errors=value)  # type: ignore[arg-type]
+
+
+def test_a_setter_on_another_loop_is_refused_once_the_executors_loop_has_finished() -> None:
+    # "The executor's first call on another loop raises RuntimeError, whatever the call":
+    # the setters were accepted there (found by a docs-only tester). With no loop running
+    # they stay allowed.
+    exe = CoroutineExecutor(max_workers=2, max_per_second=10.0)
+
+    async def use() -> None:
+        await (await exe.submit(asyncio.sleep, 0))
+
+    async def set_all() -> None:
+        for name, value in (("max_workers", 3), ("max_per_second", 5.0), ("burst", 2)):
+            with pytest.raises(RuntimeError, match="cannot be used from another"):
+                setattr(exe, name, value)
+
+    asyncio.run(use())
+    asyncio.run(set_all())
+    assert (exe.max_workers, exe.max_per_second, exe.burst) == (2, 10.0, 1)
+    exe.max_workers = 4  # no loop runs
+    assert exe.max_workers == 4
+
+
 #
 # Counts and the completion hook
 #

@@ -766,6 +766,9 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
         DaskExecutor(n_workers=0)
     with pytest.raises(TypeError, match=re.escape("n_workers must be an int (got 1.5)")):
         DaskExecutor(n_workers=1.5)  # type: ignore[arg-type]  # the mistake under test
+    # A misspelt switch ("no") must not pass as true (found by a docs-only tester).
+    with pytest.raises(TypeError, match=re.escape("suppress_task_errors must be True or False")):
+        DaskExecutor(client=client, suppress_task_errors="no")  # type: ignore[arg-type]
     with DaskExecutor(client=client, per_worker=3) as exe:
         coro = _double(1)
         with pytest.raises(TypeError, match="not a coroutine object"):

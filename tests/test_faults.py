@@ -190,6 +190,40 @@ def test_core_eager_job_raising_keyboard_interrupt_before_its_first_await(
     error.__traceback__ = error.__context__ = None
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is 3.12+")
+@pytest.mark.parametrize("settles", ["on_job_done", "job_timeout"])
+def test_core_eager_job_raising_keyboard_interrupt_that_settles_from_a_callback_is_not_counted(
+    settles: str,
+) -> None:
+    """reliability.rst: such a job, settling from a done callback, was never accepted: it
+    is not counted (an in-line job settles itself inside create_task and counts as failed,
+    see test_core_policy); its task's exception is logged as never retrieved."""
+    error = KeyboardInterrupt("from the job")
+    options: dict[str, Any] = (
+        {"on_job_done": lambda future: None} if settles == "on_job_done" else {"job_timeout": WAIT}
+    )
+    exe = CoroutineExecutor(max_workers=2, **options)
+
+    async def raiser() -> None:
+        raise error
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        loop.set_exception_handler(lambda loop, context: None)  # the log is not tested here
+        async with asyncio.timeout(WAIT), exe:
+            await exe.submit(raiser)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        asyncio.run(main())
+    assert info.value is error
+    stats = exe.stats
+    assert (stats.submitted, stats.running, stats.failed) == (0, 0, 0), stats
+    del info
+    error.__traceback__ = error.__context__ = None
+    gc.collect()
+
+
 _RUNNERS = ["default"]
 if sys.version_info >= (3, 12):
     _RUNNERS.append("eager")

@@ -33,7 +33,7 @@ from .. import CoroutineExecutor
 from .._keyed import MaxPerKey
 from .._keyed_slots import check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
-from .._validate import check_callables
+from .._validate import check_callables, check_switch
 from . import _exit
 from ._batch import Batcher
 from ._closing import Closing
@@ -150,7 +150,7 @@ class DaskExecutor(concurrent.futures.Executor):
         CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
                           max_per_second=max_per_second, burst=burst)
         self._per_worker = per_worker
-        self._fail_fast = not suppress_task_errors
+        self._fail_fast = not check_switch("suppress_task_errors", suppress_task_errors)
         self._id = uuid.uuid4().hex
         self._plugin_name = f"coroexecutor-{self._id}"
         self._lock = threading.Lock()
