@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures._base import _STATE_TO_DESCRIPTION_MAP as _DESCRIPTIONS
 from concurrent.futures._base import (
     CANCELLED,
@@ -19,10 +20,19 @@ if TYPE_CHECKING:
     from ._future import BridgeFuture
 
 __all__ = [
-    "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "add_callback_locked", "finish_first",
+    "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "SIGNAL_CHECK_SECONDS",
+    "add_callback_locked", "finish_first",
     "first_use_lock", "lock_of", "made_condition", "notify_waiters", "repr_unlocked",
     "wait_locked",
 ]
+
+# The main thread's waits never block for longer than this at a time. A Ctrl-C does not
+# interrupt a lock wait that it reaches too early: in the instants after the interpreter
+# last checked for signals and before the wait starts, or when the kernel hands SIGINT to
+# another thread, the C handler runs and returns, and the wait sees no EINTR. The main
+# thread then raises the KeyboardInterrupt when it next runs Python code: waking up this
+# often bounds how late.
+SIGNAL_CHECK_SECONDS = 0.1
 
 DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -86,10 +96,22 @@ def add_callback_locked(future: BridgeFuture[Any], fn: Callable[[Any], object]) 
 def wait_locked(
     future: BridgeFuture[Any], condition: threading.Condition, timeout: Optional[float]
 ) -> None:
-    """Under the future's lock: wait once for it to be done (result(), exception())."""
+    """Under the future's lock: wait for it to be done (result(), exception()), or for
+    ``timeout``. The main thread waits in slices of SIGNAL_CHECK_SECONDS, so no Ctrl-C is
+    lost to the wait (the stdlib's waits for ever when SIGINT goes to another thread)."""
     if future._state not in DONE_STATES:
         try:
-            condition.wait(timeout)  # one wait, then the outcome or a timeout
+            if threading.current_thread() is not threading.main_thread():
+                condition.wait(timeout)  # one wait, then the outcome or a timeout
+                return
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while future._state not in DONE_STATES:
+                left = SIGNAL_CHECK_SECONDS
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        return
+                condition.wait(left)
         except BaseException:
             # Condition.wait is Python: a Ctrl-C as its _release_save() returns comes out
             # before its ``try:``, with the lock given up and not taken back. The caller's

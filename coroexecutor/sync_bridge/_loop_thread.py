@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
 from . import _closing, _process
+from ._future_locks import SIGNAL_CHECK_SECONDS
 from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
 from ._options import CoreOptions, ShutdownRequest
@@ -27,12 +28,8 @@ __all__ = ["KEEP", "LoopThread"]
 
 KEEP: Any = object()  # set_rate_threadsafe: leave this one as it is
 
-# join() never blocks for longer than this at a time. A Ctrl-C does not interrupt a lock
-# wait that it reaches too early: in the instants after the interpreter last checked for
-# signals and before the wait starts, or when the kernel hands SIGINT to another thread,
-# the C handler runs and returns, and the wait sees no EINTR. The main thread then raises
-# the KeyboardInterrupt when it next runs Python code: waking up this often bounds how late.
-_SIGNAL_CHECK_SECONDS = 0.1
+# join() never blocks for longer than this at a time (see SIGNAL_CHECK_SECONDS).
+_SIGNAL_CHECK_SECONDS = SIGNAL_CHECK_SECONDS
 
 
 class LoopThread:
