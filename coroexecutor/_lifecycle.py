@@ -76,9 +76,14 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     # is over (it cannot run before: what it awaits is pending), the way
     # asyncio.TaskGroup cancels from a done callback; every other one now.
     at_end = current is not None and current is exe._ending
+    # The loop going down (see tearing_down) has cancelled every task unfinished on it,
+    # the jobs and the readers among them: one more cancel would interrupt their
+    # clean-up (a ``finally: await ...``), which asyncio waits for. So a task with a
+    # cancellation pending is left to it; only what has not started is dropped.
+    going_down = cause is Cause.LOOP_END
     later: list[asyncio.Future[Any]] = []
     for task in list(exe._running.values()):
-        if task is not current:
+        if task is not current and not (going_down and cancelling(task)):
             if at_end and _awaits(task):
                 later.append(task)
             else:
@@ -87,7 +92,8 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     # as their jobs would be: an input's clean-up that waits cannot outlast the deadline,
     # a job's error or the block's error.
     if exe._readers:
-        cancel_readers(list(exe._readers), current)
+        readers = [r for r in exe._readers if not (going_down and cancelling(r))]
+        cancel_readers(readers, current)
     for queued in exe._slots.drain(lambda: refusal(exe)):  # uncounted by drain()
         queued.future.remove_done_callback(exe._on_queued_done)
         queued.future.cancel()
@@ -175,8 +181,10 @@ def set_limit(exe: Core, limit: int) -> None:
 
 
 def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
-    """Whether the loop is going down, asked before queued jobs start: if so, cancel
-    every job (not an error) and say so, so that no job starts as a new task.
+    """Whether the loop is going down, asked before queued jobs start: if so, drop the
+    queued jobs and the slot waiters (not an error) and say so, so that no job starts as
+    a new task. The running jobs are not cancelled again: the loop's end has cancelled
+    them, and waits for their clean-up.
 
     ``asyncio.run()`` ends by cancelling every task on the loop and waiting for those
     tasks only: a queued job started then (the slot of a job it cancelled, or of one
@@ -190,7 +198,7 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     current = freed_by if freed_by is not None else _current_task(exe._loop)
     if current is None or not loop_going_down(current):
         return False
-    abort(exe, Cause.SHUTDOWN)
+    abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     return True
 
 

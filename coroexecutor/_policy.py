@@ -33,6 +33,7 @@ class Cause(enum.Enum):
     DEADLINE = "the deadline passed"
     BODY = "the block raised or was cancelled"
     SHUTDOWN = "shutdown() cancelled the jobs"
+    LOOP_END = "the loop is going down: asyncio cancelled every task on it"
     INTERRUPT = "a job raised KeyboardInterrupt or SystemExit, which end the event loop"
 
 

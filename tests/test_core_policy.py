@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import re
+import signal
 import sys
 from collections.abc import Awaitable
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor, ExecutorTimeoutError
+from tests.conftest import new_loop
 
 TaskGroup = getattr(asyncio, "TaskGroup", None)  # Python 3.11+
 
@@ -317,6 +320,83 @@ async def test_cancel_past_jobtask_cancel_before_the_first_step_is_a_job_error_t
     assert other_cancelled.is_set()
     assert (exe.stats.cancelled, exe.stats.running) == (2, 0)
     gc.collect()  # the job's coroutine was closed: no "never awaited" warning
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("ending", ["main returns", "Ctrl-C"])
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+@pytest.mark.parametrize("waiting", ["queued job", "submitter", "map"])
+def test_the_end_of_asyncio_run_cancels_no_running_job_a_second_time(
+    loop_kind: str, waiting: str, settled: str, ending: str
+) -> None:
+    """Regression (found by a docs-only tester): with no block and no shutdown(), the end
+    of asyncio.run() cancels the running jobs once and waits for their clean-up. With a
+    job queued, a task waiting in submit(), or a map's jobs queued behind the slots, the
+    first job to end found the loop going down and dropped what waited, but by cancelling
+    every running job again: the other job's clean-up (a ``finally: await ...``) was
+    interrupted. Only what waits is dropped now."""
+    log: list[str] = []
+    ended: list[asyncio.Future[Any]] = []  # the jobs, in the order they took their cancel
+    kept: list[Any] = []  # the executor, then what waits for a slot
+    parked = asyncio.Event()
+
+    async def job(n: int) -> None:
+        if n == 1:
+            parked.set()  # jobs 0 and 1 run; the rest wait
+        try:
+            await asyncio.Event().wait()
+        finally:
+            me = asyncio.current_task()
+            assert me is not None
+            ended.append(me)
+            try:  # a clean-up that awaits, step by step: the first job to take its
+                # cancel ends once the other has taken its own, the other once the
+                # first has ended and settled
+                if ended[0] is me:
+                    while len(ended) < 2:
+                        await asyncio.sleep(0)
+                else:
+                    while not ended[0].done():
+                        await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # (the first's done callbacks ran before this)
+                log.append(f"job {n}: clean-up ends")
+            except asyncio.CancelledError:
+                log.append(f"job {n}: clean-up cancelled a second time")
+                raise
+
+    async def main() -> None:
+        hook = {"on_job_done": lambda future: None} if settled == "hook" else {}
+        exe = CoroutineExecutor(max_workers=2, **hook)  # type: ignore[arg-type]
+        kept.append(exe)
+        if waiting == "map":  # a window wider than the slots: jobs queue behind them
+            kept.append(asyncio.ensure_future(_consume(exe.map(job, range(5), buffersize=4))))
+        else:
+            exe.submit_nowait(job, 0)
+            exe.submit_nowait(job, 1)
+            if waiting == "queued job":
+                kept.append(exe.submit_nowait(job, 2))
+            else:
+                kept.append(asyncio.ensure_future(exe.submit(job, 2)))
+        await parked.wait()
+        await asyncio.wait(kept[1:], timeout=0)  # (one turn: a submitter waits for a slot)
+        assert not kept[1].done()
+        if ending == "Ctrl-C":  # asyncio.Runner cancels main(), then every other task
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.Event().wait()
+
+    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+    with runner, contextlib.suppress(KeyboardInterrupt):
+        runner.run(main())
+    assert sorted(log) == ["job 0: clean-up ends", "job 1: clean-up ends"]
+    assert len(ended) == 2 and kept[1].cancelled()  # job 2 never started
+    assert kept[0].stats.failed == 0
+
+
+async def _consume(results: Any) -> None:
+    async for _ in results:
+        pass
 
 
 async def test_later_errors_during_cancellation_do_not_replace_the_first() -> None:

@@ -481,6 +481,67 @@ def test_a_map_the_collector_drops_as_the_loop_ends_cancels_nothing_again(
     assert exe.stats.failed == 0
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("settled", ["in-line", "hook"])
+def test_jobs_queued_as_the_loop_ends_do_not_get_the_input_cancelled_again(
+    loop_kind: str, settled: str
+) -> None:
+    """Regression (found by a docs-only tester): a map whose window is wider than the
+    slots has jobs queued as asyncio.run() ends. Its consumer, cancelled by the end,
+    closes it and leaves the reader to the cancel it already has; then the first job to
+    end found the loop going down and dropped the queued jobs, but by cancelling the
+    reader again (and every running job): the input's clean-up was interrupted."""
+    log: list[str] = []
+    jobs: list[asyncio.Task[Any]] = []
+    kept: list[asyncio.Task[Any]] = []  # the consumer
+    parked, cleaning = asyncio.Event(), asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            cleaning.set()
+            try:  # a clean-up that awaits, step by step, until the jobs have ended
+                while not all(job.done() for job in jobs):
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)  # (their done callbacks ran before this)
+                log.append("input: clean-up ends")
+            except asyncio.CancelledError:
+                log.append("input: clean-up cancelled a second time")
+                raise
+
+    async def step(i: int) -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        jobs.append(task)
+        if len(jobs) == 2:
+            parked.set()  # jobs 0 and 1 run; 2 and 3 are queued
+        try:
+            await asyncio.Event().wait()
+        finally:  # until the consumer has closed the map and the input's clean-up began
+            while not (kept[0].done() and cleaning.is_set()):
+                await asyncio.sleep(0)
+        return i
+
+    async def main() -> CoroutineExecutor:
+        hook = {"on_job_done": lambda job: None} if settled == "hook" else {}
+        exe = CoroutineExecutor(max_workers=2, **hook)  # type: ignore[arg-type]
+        results = exe.map(step, source(), buffersize=4)
+        kept.append(asyncio.ensure_future(_consume_all(results)))
+        await parked.wait()
+        await asyncio.wait(kept, timeout=0)  # (one turn: the consumer waits in the map)
+        assert exe.stats.queued == 2
+        return exe
+
+    with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True) as runner:
+        exe = runner.run(main())
+    assert log == ["input: clean-up ends"]
+    assert exe.stats.failed == 0 and kept[0].cancelled()
+
+
 class _EndingMap:
     """A map left open as its loop ends: job 0 done, job 1 parked, the input's clean-up
     (its ``finally``) waiting for job 1 to end."""
@@ -532,3 +593,8 @@ class _EndingMap:
 
 async def _consume(results: Any) -> Any:
     return await results.__anext__()
+
+
+async def _consume_all(results: Any) -> None:
+    async for _ in results:
+        pass
