@@ -24,6 +24,7 @@ from ._taking import give_back, take_slot
 
 if TYPE_CHECKING:
     from ._core import Core
+    from ._policy import Outcomes
 
 __all__ = ["raise_closed", "results"]
 
@@ -174,16 +175,27 @@ async def results(
                 if exe._outcomes.cause is not None:
                     await _interruption(exe)
                 if kind is not JobKind.RESULT:
+                    outcomes = exe._outcomes
                     if job.cancelled():
                         # Cancelled because another job failed (fail-fast, or one of
                         # this map's: see MapJobs.job_failed): report that error, not a
                         # CancelledError this consumer never asked for, and leave the
                         # error's chain as its job left it.
-                        outcomes = exe._outcomes
                         if outcomes.first_error is not None:
-                            reraise_job_error(outcomes.first_error, outcomes.first_tb)
+                            _reraise_first(outcomes)
                         if jobs.failed is not None:
-                            reraise_job_error(jobs.failed, jobs.failed_tb)
+                            _reraise_failed(jobs)
+                    # The job's own error. job.result() raised it inside this consumer's
+                    # `except` clause, if it is in one, which made that clause's
+                    # exception its __context__: for us and for the block, shutdown()
+                    # and every other consumer after us. The policy and the map took it
+                    # as its job left it (see left_by): raise it so. (An error that is
+                    # neither, of a job that failed as the map's cancel reached it, is
+                    # raised as it is.)
+                    elif exc is outcomes.first_error:
+                        _reraise_first(outcomes)
+                    elif exc is jobs.failed:
+                        _reraise_failed(jobs)
                     raise
                 if job.cancelled() and exe._outcomes.cause is not None:
                     # The executor's own stop cancelled it (fail-fast, the deadline,
@@ -274,10 +286,23 @@ def _unsettled(exe: Core, job: asyncio.Future[Any]) -> asyncio.Future[Any] | Non
 
 def raise_closed(exe: Core, kind: JobKind) -> NoReturn:
     outcomes = exe._outcomes
-    error = outcomes.first_error
-    if outcomes.cause is Cause.JOB_ERROR and error is not None and kind is JobKind.POLICY:
-        reraise_job_error(error, outcomes.first_tb)
+    if outcomes.cause is Cause.JOB_ERROR and kind is JobKind.POLICY:
+        _reraise_first(outcomes)
     raise RuntimeError(SHUTDOWN_MESSAGE)
+
+
+def _reraise_first(outcomes: Outcomes) -> None:
+    """Raise the executor's first error as its job left it, if there is one."""
+    error, left = outcomes.first_error, outcomes.first_left
+    if error is not None and left is not None:
+        reraise_job_error(error, left)
+
+
+def _reraise_failed(jobs: MapJobs) -> None:
+    """Raise the error that ended the map as its job left it, if there is one."""
+    error, left = jobs.failed, jobs.failed_left
+    if error is not None and left is not None:
+        reraise_job_error(error, left)
 
 
 async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:

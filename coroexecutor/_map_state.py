@@ -7,11 +7,10 @@ import asyncio
 import collections
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any
 
 from ._following import QueuedFuture
-from ._policy import JobKind, Outcomes, error_of, loop_going_down
+from ._policy import JobKind, Left, Outcomes, error_of, left_by, loop_going_down
 from ._retry import Inherit, RetryPolicy
 
 __all__ = ["EXHAUSTED", "MapJobs", "follow_limit"]
@@ -38,10 +37,11 @@ class MapJobs:
 
     ``failed``: the error of the map's first job to fail (kind POLICY; its final error, or
     the CancelledError of a job cancelled by someone else than the executor),
-    ``failed_tb`` the traceback it ended with. From then on the map starts nothing (its
-    window is 0) and its other unfinished jobs are cancelled (through ``outcomes``, the
-    executor's own cancellation): its consumer yields the results ready before the failed
-    job, then raises its error (see job_failed).
+    ``failed_left`` that error as the job left it (see left_by: a raise of it inside an
+    ``except`` clause changes its ``__context__``). From then on the map starts nothing
+    (its window is 0) and its other unfinished jobs are cancelled (through ``outcomes``,
+    the executor's own cancellation): its consumer yields the results ready before the
+    failed job, then raises its error (see job_failed).
 
     Async inputs (``sources``) are read by ONE ``reader`` task per map (read_inputs), so an
     async generator input always runs in the same task (it may hold ``asyncio.timeout()``
@@ -56,7 +56,7 @@ class MapJobs:
     """
 
     __slots__ = (
-        "base", "close_failed", "closed", "failed", "failed_tb", "finished", "fn", "follows",
+        "base", "close_failed", "closed", "failed", "failed_left", "finished", "fn", "follows",
         "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes", "owner",
         "pausing",
         "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where",
@@ -102,7 +102,7 @@ class MapJobs:
         self.close_failed = False
         self.owner: weakref.ref[Any] | None = None
         self.failed: BaseException | None = None
-        self.failed_tb: TracebackType | None = None
+        self.failed_left: Left | None = None
 
     def on_unordered_done(self, job: asyncio.Future[Any]) -> None:
         if job in self.in_flight:
@@ -129,7 +129,7 @@ class MapJobs:
             self.outcomes.cause is not None or loop_going_down(job)
         ):
             return
-        self.failed, self.failed_tb = error, error.__traceback__
+        self.failed, self.failed_left = error, left_by(error)
         self.follows = False
         self.base = self.window = 0
         for other in (*self.pending, *self.in_flight):

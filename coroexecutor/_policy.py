@@ -8,7 +8,7 @@ import enum
 import functools
 import inspect
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple
 
 from ._following import QueuedFuture
 from ._stats import ExecutorStats
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from ._slots import Slots
 
 __all__ = [
-    "Cause", "JobKind", "Outcomes", "cancelling", "error_of", "loop_going_down",
-    "reraise_job_error", "retrieve",
+    "Cause", "JobKind", "Left", "Outcomes", "cancelling", "error_of", "left_by",
+    "loop_going_down", "reraise_job_error", "retrieve",
 ]
 
 _CancelledError = asyncio.CancelledError
@@ -82,20 +82,36 @@ def retrieve(task: asyncio.Future[Any]) -> None:
 
 _set_attribute = object.__setattr__
 
+# What a job left its error with: its traceback, __context__, __cause__ and
+# __suppress_context__ (see left_by).
+Left = Tuple[Optional[TracebackType], Optional[BaseException], Optional[BaseException], bool]
 
-def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoReturn:
-    """Raise a job's exception again, its chain as the job left it.
+
+def left_by(error: BaseException) -> Left:
+    """A job's error as it ends (its traceback and chain), for reraise_job_error to put
+    back. Taken as the job ends, where the policy records its error or its map does (so
+    per failed job, never per success): any later raise of the shared object while
+    another exception is handled sets its ``__context__`` for everyone after, and
+    nothing can stop some of those raises (``Future.result()`` in a task that awaits the
+    job's task inside an ``except`` clause, or in the map, inside its consumer's)."""
+    return error.__traceback__, error.__context__, error.__cause__, error.__suppress_context__
+
+
+def reraise_job_error(error: BaseException, left: Left) -> NoReturn:
+    """Raise a job's exception again, as its job left it (``left``, see left_by).
 
     A ``raise`` while another exception is being handled (the body's interrupting
-    CancelledError in ``__aexit__``, the cancelled map job in the map) sets the raised
-    object's ``__context__`` to that exception, and ``raise ... from None`` would set its
-    ``__cause__``: both would change the job's own object, which the block, shutdown()
-    and every map consumer share. So put ``__context__``, ``__cause__`` and
-    ``__suppress_context__`` back as it leaves, and start from the traceback the job
-    ended with (``tb``), as ``Future.result()`` does, so repeated raises do not pile up
-    frames. (``asyncio.TaskGroup`` avoids the same clobbering by raising a new group.)
+    CancelledError in ``__aexit__``, the cancelled map job in the map, a consumer's own
+    ``except`` clause) sets the raised object's ``__context__`` to that exception, and
+    ``raise ... from None`` would set its ``__cause__``: both would change the job's own
+    object, which the block, shutdown() and every map consumer share. So put
+    ``__context__``, ``__cause__`` and ``__suppress_context__`` back as it leaves: as the
+    job left them, not as found now, which an earlier raise may have changed. And start
+    from the traceback the job ended with, as ``Future.result()`` does, so repeated
+    raises do not pile up frames. (``asyncio.TaskGroup`` avoids the same clobbering by
+    raising a new group.)
     """
-    context, cause, suppress = error.__context__, error.__cause__, error.__suppress_context__
+    tb, context, cause, suppress = left
     try:
         raise error.with_traceback(tb)
     finally:
@@ -104,7 +120,7 @@ def reraise_job_error(error: BaseException, tb: TracebackType | None) -> NoRetur
         _set_attribute(error, "__context__", context)
         _set_attribute(error, "__cause__", cause)
         _set_attribute(error, "__suppress_context__", suppress)
-        del error, context, cause  # no cycle through this frame
+        del error, left, tb, context, cause  # no cycle through this frame
 
 
 class Outcomes:
@@ -117,7 +133,7 @@ class Outcomes:
     """
 
     __slots__ = (
-        "cancelled", "cause", "delivered", "failed", "first_error", "first_tb", "followed",
+        "cancelled", "cause", "delivered", "failed", "first_error", "first_left", "followed",
         "hook", "our_cancels", "retried", "succeeded", "suppress", "timeout_error",
     )
 
@@ -144,7 +160,7 @@ class Outcomes:
         self.followed: dict[asyncio.Future[Any], QueuedFuture] = {}
         self.cause: Cause | None = None
         self.first_error: BaseException | None = None
-        self.first_tb: TracebackType | None = None  # the traceback first_error left its job with
+        self.first_left: Left | None = None  # first_error as its job left it (left_by)
         self.delivered = False  # raised by the block, or by a shutdown() that returned
         self.timeout_error: BaseException | None = None  # made once: every raiser shares it
 
@@ -191,7 +207,7 @@ class Outcomes:
         if self.cause is None:
             self.cause = cause
             self.first_error = error
-            self.first_tb = None if error is None else error.__traceback__
+            self.first_left = None if error is None else left_by(error)
 
     def call_hook(self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         """Run the on_job_done hook with a finished job's future (not for the task of a
@@ -260,8 +276,12 @@ class Outcomes:
         return None
 
     def reraise(self, error: BaseException) -> NoReturn:
-        """Raise what policy_error() returned: the first job error as its job left it."""
-        reraise_job_error(error, self.first_tb if error is self.first_error else None)
+        """Raise what policy_error() returned: the first job error as its job left it (the
+        deadline's TimeoutError, ours, with its chain as it is and no traceback)."""
+        left = self.first_left
+        if error is not self.first_error or left is None:
+            left = None, error.__context__, error.__cause__, error.__suppress_context__
+        reraise_job_error(error, left)
 
     def snapshot(self, slots: Slots) -> ExecutorStats:
         """The stats: every accepted job is queued, running or done, so ``submitted``
