@@ -39,7 +39,8 @@ def refusal(exe: Core) -> RuntimeError:
 
 def fail(exe: Core, exc: BaseException) -> None:
     """A job failed outside settle() (before it began, or its backlog start raised)."""
-    if not exe._outcomes.suppress and exe._state is not State.CANCELLING:
+    outcomes = exe._outcomes
+    if not outcomes.suppress and outcomes.names(exe._state is State.CANCELLING):
         abort(exe, Cause.JOB_ERROR, exc)
 
 
@@ -52,13 +53,18 @@ def interrupted(exe: Core, exc: BaseException) -> None:
 
 
 def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
-    """Cancel every running and queued job. Idempotent; the first cause wins.
+    """Cancel every running and queued job. Idempotent; the first cause wins (but one
+    with something to raise takes the place of shutdown(): see Outcomes.stop).
 
     The only place that cancels jobs in bulk: fail-fast, the deadline, an error or a
-    cancellation of the block's body, shutdown(wait=False), its grace period, and the
-    loop going down all come here."""
-    exe._outcomes.stop(cause, error)
-    if exe._state is State.CANCELLING or exe._state is State.CLOSED:
+    cancellation of the block's body, shutdown(wait=False), its grace period, a
+    cancelled shutdown(), and the loop going down all come here."""
+    took_over = exe._outcomes.stop(cause, error)
+    if exe._state is State.CANCELLING:
+        if took_over and cause is Cause.JOB_ERROR:
+            _job_error_after_shutdown(exe)
+        return
+    if exe._state is State.CLOSED:
         return
     exe._state = State.CANCELLING
     if exe._deadline_handle is not None:
@@ -100,10 +106,7 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
         exe._outcomes.cancelled += 1
     # A job error or the deadline also interrupts the block's body.
     block = exe._block if cause is Cause.JOB_ERROR or cause is Cause.DEADLINE else None
-    if block is not None and not (
-        at_end and block.parent is not None and _awaits(block.parent)
-    ):
-        block.interrupt()
+    if block is not None and _interrupt(block, at_end):
         block = None
     # Then the open maps are closed: nothing starts their jobs any more, so a consumer
     # waiting in one (for a result, or for the next item of an async input) would wait
@@ -118,6 +121,39 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     elif exe._maps:
         exe._close_maps()
     check_idle(exe, in_last_step=at_end)
+
+
+def _job_error_after_shutdown(exe: Core) -> None:
+    """A job error became the first error while shutdown() had the jobs cancelled already
+    (see Outcomes.names): it does what it does under fail-fast at any other time. The jobs
+    are cancelled but the one abort spared (it called shutdown(wait=False) and goes on,
+    unless it is the one failing now); the body is interrupted. In a job's last step,
+    as in abort."""
+    current = _current_task(exe._loop)
+    at_end = current is not None and current is exe._ending
+    spared, exe._spared = exe._spared, None
+    later: list[asyncio.Future[Any]] = []
+    # (The spared task may be no job of ours: the body, or a task of the caller's.)
+    if spared is not None and spared is not current and spared in exe._running.values():
+        if at_end and _awaits(spared):
+            later.append(spared)
+        elif not spared.done():
+            spared.cancel()
+    block = exe._block
+    if block is not None and _interrupt(block, at_end):
+        block = None
+    if later or block is not None:
+        exe._loop.call_soon(_cancel_after_step, exe, later, block)
+
+
+def _interrupt(block: Block, at_end: bool) -> bool:
+    """Interrupt the block's body now, unless a job is in its last step (``at_end``) and
+    the body waits for a future, maybe that job's (see abort): False if it must wait
+    for the end of the step."""
+    if at_end and block.parent is not None and _awaits(block.parent):
+        return False
+    block.interrupt()
+    return True
 
 
 def _awaits(task: asyncio.Future[Any]) -> bool:

@@ -176,7 +176,8 @@ class Outcomes:
         ``error`` is None for success. A CancelledError from outside counts as an error
         under fail-fast, unless the executor caused it (it is ``cancelling``, or it
         cancelled this very job: :meth:`cancel`). A job of kind RESULT keeps its error as
-        a result."""
+        a result. While ``cancelling``, any other error (a job that answers our cancel
+        with an error of its own) is a job error too: see :meth:`names`."""
         ours = False
         if self.our_cancels and task in self.our_cancels:
             self.our_cancels.discard(task)
@@ -186,11 +187,25 @@ class Outcomes:
             return False
         if isinstance(error, _CancelledError):
             self.cancelled += 1
-            if ours:
+            if ours or cancelling:
                 return False
         else:
             self.failed += 1
-        return kind is JobKind.POLICY and not self.suppress and not cancelling
+        return kind is JobKind.POLICY and not self.suppress and self.names(cancelling)
+
+    def names(self, cancelling: bool) -> bool:
+        """Whether a job error (not a cancellation we caused) that comes now would be the
+        first error the block or shutdown() raises, under fail-fast.
+
+        While the executor is not cancelling its jobs, always. While it is, only when
+        nothing it will raise caused that: after shutdown(wait=False), the end of a
+        grace period, a cancelled shutdown() (or the loop going down), a job that
+        answers our cancel with an error of its own (``except CancelledError: raise
+        FlushError``) failed, and nobody would hear of it otherwise; asyncio.TaskGroup
+        raises such an error too. After a job error, the deadline or the block's own
+        error or cancellation, that first cause wins and a later error stays in its
+        task, counted."""
+        return not cancelling or self.cause is Cause.SHUTDOWN
 
     def cancel(self, task: asyncio.Future[Any]) -> None:
         """Cancel one job on the executor's own behalf (a map left early): not an error."""
@@ -202,12 +217,19 @@ class Outcomes:
             # (A QueuedFuture still queued: cancelling it drops the job, never an error.)
             task.cancel()
 
-    def stop(self, cause: Cause, error: BaseException | None) -> None:
-        """Record why the executor stops; only the first cause counts."""
-        if self.cause is None:
+    def stop(self, cause: Cause, error: BaseException | None) -> bool:
+        """Record why the executor stops; True if ``cause`` is now the cause.
+
+        Only the first cause counts, but SHUTDOWN (shutdown() cancelled the jobs) has
+        nothing to raise: the first cause after it that has one (a job's error, the
+        block's own error or cancellation) takes its place, so a job error that comes
+        while shutdown() cancels the jobs is raised (see :meth:`names`)."""
+        if self.cause is None or (self.cause is Cause.SHUTDOWN and cause is not Cause.SHUTDOWN):
             self.cause = cause
             self.first_error = error
             self.first_left = None if error is None else left_by(error)
+            return True
+        return False
 
     def call_hook(self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         """Run the on_job_done hook with a finished job's future (not for the task of a

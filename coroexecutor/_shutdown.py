@@ -74,14 +74,20 @@ async def _wait_idle(
         except asyncio.CancelledError as exc:
             if waiter in exe._idle_waiters:
                 exe._idle_waiters.remove(waiter)
+            # The block's exit cancelled is the block cancelled (BODY: the cancel is
+            # what it raises); a cancelled shutdown() cancels the jobs as
+            # shutdown(wait=False) would (SHUTDOWN: a job error that follows is raised by
+            # the block, or a later shutdown()).
+            cause = Cause.BODY if keep_waiting else Cause.SHUTDOWN
             if exe._state is State.CANCELLING:
                 # The jobs were cancelled before and some still run: a job that called
                 # shutdown(wait=False) (not cancelled then), or one whose cancel was lost
                 # (asyncio.wait_for on Python < 3.12 can swallow one). A new cancel from
                 # outside (a timeout, a second Ctrl-C) reaches them again.
+                exe._outcomes.stop(cause, None)
                 cancel_again(exe)
             else:
-                abort(exe, Cause.BODY)
+                abort(exe, cause)
             # The same for the readers: an input whose cleanup awaits (its finally, the
             # aclose() of a resource it holds) is interrupted there.
             cancel_readers(exe._readers, asyncio.current_task())
