@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ._lifecycle import admit
+from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -67,3 +68,6 @@ class Pauses:
             task = asyncio.current_task(self._exe._loop)
             if task is not None:
                 owner.job_failed(task, error)
+
+    def stopping(self) -> bool:
+        return self._exe._state is State.CANCELLING

@@ -54,6 +54,10 @@ class AttemptSlots(Protocol):
         """The job ends with ``error`` (its last attempt's, or its cancellation), in its
         own last step: its map, if any, learns of it before another task runs."""
 
+    def stopping(self) -> bool:
+        """Whether the executor cancels its jobs (fail-fast, shutdown(wait=False), the
+        deadline, ...): no attempt starts after that, so a failed attempt is the last."""
+
 
 class Call:
     """A job's call and how its failures are handled: what a runner needs only once the
@@ -136,10 +140,10 @@ def stopped(call: Call) -> bool:
     3.11+, where a task counts the cancels asked of it) its task cancelled. An attempt
     that caught that CancelledError and raised another error is then not retried: the
     job ends with that error, as a task would. (Before 3.11 a cancel of the job's own
-    task cannot be told from here; the executor's own cancellations refuse the next
-    attempt its slot: see AttemptSlots.resume.) Not for the bridge's jobs, whose core task
-    a job_timeout cancels while a blocking call it cannot interrupt runs on: that call's
-    own outcome is the attempt's (see sync_bridge._retries)."""
+    task cannot be told from here; the executor's own cancellations are told by
+    AttemptSlots.stopping, which the callers ask too.) Not for the bridge's jobs, whose
+    core task a job_timeout cancels while a blocking call it cannot interrupt runs on:
+    that call's own outcome is the attempt's (see sync_bridge._retries)."""
     if call.owner is not None and call.owner.closed:
         return True
     if sys.version_info >= (3, 11):
@@ -230,7 +234,9 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
         except BaseException as exc:
             # Only an Exception is retried: next_delay declines the rest (cancellation,
             # KeyboardInterrupt, SystemExit), and cancellation gets no note.
-            next_one = after_failure(call, attempt, exc, ask=not stopped(call))
+            next_one = after_failure(
+                call, attempt, exc, ask=not (slots.stopping() or stopped(call))
+            )
             if next_one is None:
                 raise
             delay = next_one
@@ -250,7 +256,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
                 first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
             return await first
         except BaseException as exc:
-            delay = after_failure(call, 1, exc, ask=not stopped(call))
+            delay = after_failure(call, 1, exc, ask=not (slots.stopping() or stopped(call)))
             if delay is None:
                 raise
         return await more_attempts(slots, call, delay)

@@ -268,7 +268,8 @@ async def run_retrying(
         call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
         del fn, args, kwargs
         try:
-            delay = after_failure(call, 1, exc, ask=not stopped(call))
+            stop = exe._state is _CANCELLING or stopped(call)  # see stopped
+            delay = after_failure(call, 1, exc, ask=not stop)
         except BaseException as policy_error:  # the policy failed: the job fails so
             call.drop()
             _job_raised(exe, coro, policy_error, kind, owner)

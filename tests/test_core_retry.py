@@ -355,6 +355,53 @@ async def test_cancelling_the_jobs_task_retries_no_attempt_that_turned_it_into_a
     assert isinstance(task.exception(), ConnectionError)  # as a plain task would end
 
 
+@pytest.mark.parametrize("how", ["shutdown(wait=False)", "fail-fast"])
+async def test_the_executors_own_cancel_retries_no_attempt_that_turned_it_into_an_error(
+    how: str,
+) -> None:
+    # Python 3.9 and 3.10, where a task does not count its cancels: the policy was asked,
+    # the next attempt was refused its slot, and the job ended with that RuntimeError
+    # ("cannot schedule new futures after shutdown"), which the block then raised after
+    # shutdown(wait=False). Now the job ends with its error on every Python.
+    job = TurnsCancelIntoError()
+    first = ValueError("the first job error")
+
+    async def fails() -> None:
+        raise first
+
+    expected = ConnectionError if how == "shutdown(wait=False)" else ValueError
+    with pytest.raises(expected):
+        async with CoroutineExecutor(retry=Retry(attempts=3, backoff=0)) as exe:
+            task = await exe.submit(job)
+            await job.running.wait()
+            if how == "shutdown(wait=False)":
+                await exe.shutdown(wait=False)
+            else:
+                await exe.submit(fails)
+            await park()  # interrupted by the job's error
+    assert job.calls == 1 and exe.stats.retried == 0
+    assert isinstance(task.exception(), ConnectionError)
+
+
+async def test_the_job_that_called_shutdown_is_not_retried_after_it() -> None:
+    # shutdown(wait=False) does not cancel the job that calls it: its failing attempt was
+    # retried, and refused its slot (the executor cancels its jobs); the block raised
+    # that RuntimeError. No attempt starts after shutdown(wait=False): the job ends with
+    # its own error, the block's error under fail-fast.
+    calls = 0
+
+    async def stopper() -> None:
+        nonlocal calls
+        calls += 1
+        await exe.shutdown(wait=False)
+        raise ConnectionError("lost the connection")
+
+    with pytest.raises(ConnectionError, match="lost the connection"):
+        async with CoroutineExecutor(retry=Retry(attempts=3, backoff=0)) as exe:
+            await exe.submit(stopper)
+    assert calls == 1 and exe.stats.retried == 0
+
+
 async def test_a_graceful_shutdown_lets_a_job_finish_its_retries() -> None:
     sleeper = Sleeper()
     start = now()

@@ -48,6 +48,9 @@ class FakeSlots:
     def failed(self, error: BaseException) -> None:
         """The job's final error: only a map's slots (Pauses) act on it."""
 
+    def stopping(self) -> bool:
+        return False  # no executor that could cancel its jobs
+
 
 class Job:
     """fn for run_attempts: fails with the given errors in turn, then returns 'done'."""
