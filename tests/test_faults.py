@@ -724,6 +724,39 @@ def test_bridge_exceptional_exit_waits_for_a_stubborn_job() -> None:
     assert len(errors) == 1
 
 
+@pytest.mark.parametrize("how", ["cancel()", "shutdown(timeout=...)", "with left by an error"])
+def test_bridge_a_job_answering_its_cancel_with_an_error_ends_cancelled(how: str) -> None:
+    """Defined outcome, the concurrent.futures contract (CoroutineExecutor's fail-fast
+    raises such an error instead): a running coroutine job is cancelled through its
+    future, which is cancelled then; the error the job answers with is dropped, stats
+    count the job as cancelled, and shutdown() raises nothing, as ThreadPoolExecutor's
+    never does."""
+    started, answered = threading.Event(), threading.Event()
+
+    async def flushes_on_cancel() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            answered.set()
+            raise ValueError("flush failed while stopping")  # noqa: B904  # as a job would
+
+    exe = ThreadedLoopExecutor(max_workers=2)
+    future = exe.submit(flushes_on_cancel)
+    assert started.wait(WAIT)
+    if how == "cancel()":
+        assert future.cancel()
+        assert exe.shutdown(wait=True) is None
+    elif how == "shutdown(timeout=...)":
+        assert exe.shutdown(wait=True, timeout=0.01) is None
+    else:
+        with pytest.raises(KeyError), exe:
+            raise KeyError("leaving")
+    assert answered.is_set()
+    assert future.cancelled()
+    assert (exe.stats.cancelled, exe.stats.failed) == (1, 0)
+
+
 #
 # Bridge: an initializer that fails half-way
 #
