@@ -331,3 +331,11 @@ async def _loop_watch(owner: weakref.ref[Core]) -> AsyncGenerator[None, None]:
         executor = owner()
         if executor is not None:
             _loop_finished(executor)
+            # Jobs that run on, cancelled just now: on Python < 3.11 a queued job may have
+            # started as asyncio.run() cancelled every task (see tearing_down). The loop
+            # runs until the async generators are closed: let them end, or they would be
+            # destroyed pending, their futures never settled.
+            running = [task for task in executor._running.values() if not task.done()]
+            del executor
+            if running:
+                await asyncio.wait(running)

@@ -922,6 +922,47 @@ def test_bridge_done_callback_system_exit_on_the_loop_thread_is_not_dropped(
     assert reported or hooked, "SystemExit from the callback was dropped without a trace"
 
 
+@pytest.mark.parametrize("mode", ["suppress", "fail-fast, the job swallows the cancel", "options"])
+def test_core_a_queued_job_settles_before_asyncio_run_closes_the_loop(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before Python 3.11 a task's pending cancels cannot be counted, so a queued job may
+    start as asyncio.run() cancels every task (see the test below for 3.11+): it was then
+    destroyed pending and its future never settled (found by a docs-only tester on 3.9 and
+    3.10). Now the executor cancels it and waits for it as the loop closes its async
+    generators; on 3.11+ it never starts."""
+    queued: list[asyncio.Future[Any]] = []
+
+    async def job() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # a clean-up that awaits a timer
+            if mode.startswith("fail-fast"):
+                return  # swallowed: the job ends normally
+            raise
+
+    async def main() -> None:
+        options: dict[str, Any] = {}
+        if mode == "options":
+            options = {"on_job_done": lambda task: None, "job_timeout": 60, "max_per_second": 1e3}
+        exe = CoroutineExecutor(
+            max_workers=2, suppress_task_errors=not mode.startswith("fail-fast"), **options
+        )
+        await exe.submit(job)
+        await exe.submit(job)
+        queued.append(exe.submit_nowait(job))
+        await asyncio.sleep(0)  # the running jobs are waiting
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    asyncio.run(main())
+    # Settled: cancelled, or (the job swallows its cancel) ended normally.
+    assert queued[0].cancelled() or queued[0].result() is None
+    queued.clear()  # it holds the job's task
+    gc.collect()
+    assert "destroyed" not in caplog.text, caplog.text
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="asyncio.Runner and Task.cancelling() are 3.11+"
 )
