@@ -8,6 +8,7 @@ asyncio.TaskGroup raises a child's error whoever cancelled the child. It was cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 from typing import Any
@@ -303,3 +304,37 @@ async def test_suppressed_the_error_stays_in_its_task(loop_kind: str) -> None:
         await exe.shutdown(wait=False)
     assert handle.exception() is job.error
     assert exe.stats.failed == 1
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+async def test_a_map_job_answering_the_maps_cancel_with_an_error_has_failed(
+    loop_kind: str, suppress: bool
+) -> None:
+    # A map left early cancels its in-flight jobs, but the executor is not stopping: a job
+    # that answers that cancel with an error of its own fails like any other job (found by
+    # a docs-only tester, whom the docs had left to expect nothing).
+    job = FailsOnCancel()
+
+    async def first_done_then_fails(n: int) -> int:
+        if n == 0:
+            await job.started.wait()  # the other job runs: it is in flight
+            return 0
+        await job()
+        return n
+
+    body_went_on = False
+    expected = contextlib.nullcontext() if suppress else pytest.raises(ValueError)
+    with expected as info:
+        async with CoroutineExecutor(max_workers=2, suppress_task_errors=suppress) as exe:
+            async for _ in exe.map(first_done_then_fails, [0, 1]):
+                break
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            body_went_on = True
+    assert exe.stats.failed == 1
+    if suppress:
+        assert body_went_on
+    else:
+        assert isinstance(info, pytest.ExceptionInfo) and info.value is job.error
+        assert "(map input #1)" in getattr(job.error, "__notes__", [""])[-1]
+    job.error.__traceback__ = None
