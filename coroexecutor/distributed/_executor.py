@@ -16,7 +16,6 @@ import concurrent.futures
 import enum
 import functools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -37,7 +36,8 @@ from .._validate import check_callables, check_switch
 from . import _exit
 from ._batch import Batcher
 from ._closing import Closing
-from ._map import MapResults, MapRun
+from ._connection import Connection
+from ._map import MapRun, window_of
 from ._wire import check_client, check_count, check_fn, check_sendable
 from ._worker import LoopPlugin, WorkerOptions, cancel_on_workers, send_chunk
 
@@ -52,7 +52,6 @@ _LOGGER = logging.getLogger("coroexecutor.distributed")
 # client and scheduler time per task, so 1,000 jobs a chunk bring it to about 2 µs a job,
 # and a chunk still keeps a worker of per_worker=500 busy on its own.
 DEFAULT_CHUNKSIZE = 1000
-_CHUNKS_AHEAD = 2  # chunks in flight per worker process: one running, one queued behind it
 _SUBMIT_DELAY = 0.005
 
 
@@ -156,29 +155,20 @@ class DaskExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._state = _State.RUNNING  # guarded by _lock
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
-        self._cluster: Any = None
-        self._owns_client = client is None
-        if client is None:
-            if address is None:
-                self._cluster = distributed.LocalCluster(
-                    n_workers=n_workers, threads_per_worker=1, processes=True,
-                    dashboard_address=":0",  # a free port: never a clash with another cluster
-                )
-                address = self._cluster
-            client = distributed.Client(address)
-        self._client = client
+        self._connection = connection = Connection(address, client, n_workers)
+        self._client = client = connection.client
         try:
             client.register_plugin(
                 LoopPlugin(self._id, cloudpickle.dumps(options)), name=self._plugin_name
             )
         except BaseException:
-            self._close_client()
+            connection.close()
             raise
         self._send = functools.partial(send_chunk, client)
         self._cancel_remote = functools.partial(cancel_on_workers, client, self._id)
         self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
                                 self._chunksize)
-        self._closing = Closing(self, self._plugin_name, client, self._cluster is not None)
+        self._closing = Closing(self, self._plugin_name, client, connection.cluster is not None)
         _exit.track(self)
 
     def __repr__(self) -> str:
@@ -264,11 +254,7 @@ class DaskExecutor(concurrent.futures.Executor):
         check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
         self._check_running()  # before asking the scheduler: a client it made is closed
         size = self._chunksize if chunksize is None else check_count("chunksize", chunksize)
-        if buffersize is not None:
-            window = math.ceil(check_count("buffersize", buffersize) / size)
-        else:
-            workers = max(1, len(self._client.scheduler_info().get("workers", ())))
-            window = workers * max(_CHUNKS_AHEAD, math.ceil(2 * self._per_worker / size))
+        window = window_of(self._client, self._per_worker, size, buffersize)
         end_time = None if timeout is None else time.monotonic() + timeout
         run = MapRun(self._id, self._send, self._client, self._cancel_remote, fn,
                      zip(*iterables), size, window, return_exceptions,
@@ -276,12 +262,7 @@ class DaskExecutor(concurrent.futures.Executor):
         with self._lock:
             self._check_running()
             self._maps.add(run)
-        try:
-            run.fill()
-        except BaseException:
-            run.cancel_threadsafe()
-            raise
-        return MapResults(run, end_time)
+        return run.start(end_time)
 
     def _check_running(self) -> None:
         if self._state is not _State.RUNNING:
@@ -354,13 +335,7 @@ class DaskExecutor(concurrent.futures.Executor):
             self._client.unregister_worker_plugin(self._plugin_name)
         except Exception:  # the cluster is gone already: its loops went with it
             _LOGGER.debug("could not remove the worker plugin", exc_info=True)
-        self._close_client()
-
-    def _close_client(self) -> None:
-        if self._owns_client:
-            self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        self._connection.close()
 
     def __enter__(self) -> Self:
         return self

@@ -22,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import math
 import sys
 import threading
 import time
@@ -33,13 +34,14 @@ from typing import Any, Callable, Optional
 import distributed
 
 from .._retry import INHERIT
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, check_count, name_chunk
 
-__all__ = ["MapResults", "MapRun"]
+__all__ = ["MapResults", "MapRun", "window_of"]
 
 Outcome = tuple[list[Any], dict[int, BaseException], list[int]]
 Send = Callable[[Chunk, str], Any]  # returns the chunk's dask future
 CancelRemote = Callable[[str, Indexes], None]
+_CHUNKS_AHEAD = 2  # chunks in flight per worker process: one running, one queued behind it
 
 
 @dataclass
@@ -88,6 +90,16 @@ class MapRun:
         # guarded by _lock: jobs were cancelled from outside (shutdown); next() raises
         # CancelledError where their results would be, as the stdlib pools' maps do
         self._cancelled = False
+
+    def start(self, end_time: Optional[float]) -> MapResults:
+        """Send the first window and return the map's iterator; if sending fails, cancel
+        the chunks already sent."""
+        try:
+            self.fill()
+        except BaseException:
+            self.cancel_threadsafe()
+            raise
+        return MapResults(self, end_time)
 
     def fill(self) -> None:
         """Send chunks until the window is full or the inputs run out."""
@@ -236,6 +248,16 @@ class MapRun:
         if waiting:
             distributed.wait(waiting)
             self._take_done()
+
+
+def window_of(client: Any, per_worker: int, size: int, buffersize: Optional[int]) -> int:
+    """How many chunks of ``size`` jobs a map keeps in flight: ``buffersize`` jobs rounded
+    up to whole chunks; by default two chunks per worker process, or more when
+    ``per_worker`` exceeds the chunk size."""
+    if buffersize is not None:
+        return math.ceil(check_count("buffersize", buffersize) / size)
+    workers = max(1, len(client.scheduler_info().get("workers", ())))
+    return workers * max(_CHUNKS_AHEAD, math.ceil(2 * per_worker / size))
 
 
 def _whole_chunk(slot: _Slot) -> Outcome:
