@@ -11,11 +11,11 @@ running jobs, and does its work through the functions of ``_start`` (the life of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from . import _shutdown, _startup
+from . import _map_api, _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._errors import check_job_fn
 from ._jobs import FactoryReader
@@ -26,7 +26,7 @@ from ._lifecycle import close, report_unretrieved, set_limit
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
-from ._retry import INHERIT, Inherit, RetryArg, resolve_retry
+from ._retry import RetryArg, resolve_retry
 from ._settle import on_job_done
 from ._slots import Queued
 from ._start import start_job
@@ -43,8 +43,6 @@ __all__ = ["CoroutineExecutor", "MapIterator"]
 P = ParamSpec("P")
 T = TypeVar("T")
 JobHook = Callable[["asyncio.Future[Any]"], object]
-_JobFn = Callable[..., Awaitable[T]]  # a map's job function, generic in its result
-_Input = Union[Iterable[Any], AsyncIterable[Any]]  # one of a map's inputs
 
 _RUNNING = State.RUNNING
 _DEFAULT_MAX_WORKERS = 1000
@@ -276,63 +274,10 @@ class CoroutineExecutor:
         check_loop(self)  # only where we would queue: the fast path does not look
         return queue_job(self, fn, args, kwargs)
 
-    @overload
-    def map(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: Literal[False] = False, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T]: ...
-    @overload
-    def map(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T | BaseException]: ...
-
-    def map(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool = False, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T] | MapIterator[T | BaseException]:
-        """Run ``fn`` over the inputs; iterate the results in input order.
-
-        Inputs (sync or async iterables, zipped as ``map`` does) are read lazily: at most
-        ``buffersize`` jobs (default: ``max_workers``, as it changes) run or wait ahead of
-        the consumer, besides up to as many pausing between attempts (``retry=``).
-
-        Errors: a job error cancels the map's other jobs (under fail-fast, the executor's
-        too; the block raises it) and is raised from the iterator; with
-        ``return_exceptions=True`` errors are yielded as results.
-
-        Cancellation: a map closed early (dropped, ``aclose()``, the block's exit, ``shutdown()``,
-        fail-fast, the deadline) cancels its jobs in flight and reads no more input.
-        """
-        check_loop(self)
-        check_accepting(self)
-        return MapIterator(self, fn, iterables, buffersize, ordered=True,
-                           return_exceptions=return_exceptions, retry=retry)
-
-    @overload
-    def map_unordered(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: Literal[False] = False, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T]: ...
-    @overload
-    def map_unordered(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T | BaseException]: ...
-
-    def map_unordered(
-        self, fn: _JobFn[T], *iterables: _Input, buffersize: int | None = None,
-        return_exceptions: bool = False, retry: RetryArg | Inherit = INHERIT,
-    ) -> MapIterator[T] | MapIterator[T | BaseException]:
-        """Like :meth:`map`, but yields each result as soon as its job finishes.
-
-        ``buffersize`` bounds the jobs in flight plus finished results not yet consumed
-        (as for :meth:`map`). Errors and cancellation behave as for :meth:`map`.
-        """
-        check_loop(self)
-        check_accepting(self)
-        return MapIterator(self, fn, iterables, buffersize, ordered=False,
-                           return_exceptions=return_exceptions, retry=retry)
+    # Functions of _map_api, with their overloads (one per number of inputs, as for the
+    # builtin map), bound as methods as _close_maps is below.
+    map = _map_api.map
+    map_unordered = _map_api.map_unordered
 
     @property
     def _bound(self) -> bool:

@@ -26,12 +26,13 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 import cloudpickle
 import distributed
-from typing_extensions import ParamSpec, Self, final
+from typing_extensions import Never, ParamSpec, Self, final
 
 from .. import CoroutineExecutor
 from .._keyed import MaxPerKey
 from .._keyed_slots import check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
+from .._typing import A1, A2, A3
 from .._validate import check_callables, check_switch
 from . import _exit
 from ._batch import Batcher
@@ -215,15 +216,39 @@ class DaskExecutor(concurrent.futures.Executor):
         self._batcher.add_threadsafe((future, fn, args, kwargs))
         return future
 
+    # One overload per number of inputs, as for the builtin map (from four on, items are not
+    # checked); the last is Executor.map's shape: see ThreadedLoopExecutor.map.
+    @overload
+    def map(self, fn: Callable[[A1], object], in1: Iterable[A1], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], object], in1: Iterable[A1], in2: Iterable[A2], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], object], in1: Iterable[A1], in2: Iterable[A2],
+            in3: Iterable[A3], /, *, timeout: Optional[float] = ...,
+            chunksize: Optional[int] = ..., buffersize: Optional[int] = ...,
+            return_exceptions: bool = ..., retry: Union[RetryArg, Inherit] = ...,
+            ) -> Iterator[Any]: ...
+    @overload
+    def map(self, fn: Callable[..., object], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+    @overload
+    def map(self, fn: Callable[..., object], *iterables: Iterable[Never],
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
     def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: Optional[float] = None,
-        chunksize: Optional[int] = None,
-        buffersize: Optional[int] = None,
-        return_exceptions: bool = False,
-        retry: Union[RetryArg, Inherit] = INHERIT,
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
+        chunksize: Optional[int] = None, buffersize: Optional[int] = None,
+        return_exceptions: bool = False, retry: Union[RetryArg, Inherit] = INHERIT,
     ) -> Iterator[Any]:
         """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
 

@@ -15,7 +15,7 @@ from .._keyed import MaxPerKey
 from .._keyed_slots import KeyFn, check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._stats import ExecutorStats
-from .._typing import ParamSpec, Self, final
+from .._typing import A1, A2, A3, Never, ParamSpec, Self, final
 from .._validate import check_max_workers, check_rate, check_seconds, check_switch
 from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
@@ -237,27 +237,54 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         """
         return submit_job(self._handoff, self._annotate, fn, args, kwargs, None)
 
+    # One pair of overloads per number of inputs, as typeshed types the builtin map: the
+    # items of each input must suit fn's parameter in that place (a coroutine function
+    # first, so its result is the awaited one); from four inputs on they are not checked.
     @overload
-    def map(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        *iterables: Iterable[Any],
-        timeout: Optional[float] = None,
-        chunksize: int = 1,
-        buffersize: Optional[int] = None,
-        retry: Union[RetryArg, Inherit] = INHERIT,
-    ) -> Iterator[T]: ...
-
+    def map(self, fn: Callable[[A1], Awaitable[T]], in1: Iterable[A1], /, *,
+            timeout: Optional[float] = ..., chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
     @overload
-    def map(
-        self,
-        fn: Callable[..., T],
-        *iterables: Iterable[Any],
-        timeout: Optional[float] = None,
-        chunksize: int = 1,
-        buffersize: Optional[int] = None,
-        retry: Union[RetryArg, Inherit] = INHERIT,
-    ) -> Iterator[T]: ...
+    def map(self, fn: Callable[[A1], T], in1: Iterable[A1], /, *,
+            timeout: Optional[float] = ..., chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2],
+            /, *, timeout: Optional[float] = ..., chunksize: int = ...,
+            buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], T], in1: Iterable[A1], in2: Iterable[A2],
+            /, *, timeout: Optional[float] = ..., chunksize: int = ...,
+            buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], Awaitable[T]], in1: Iterable[A1],
+            in2: Iterable[A2], in3: Iterable[A3], /, *, timeout: Optional[float] = ...,
+            chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], T], in1: Iterable[A1],
+            in2: Iterable[A2], in3: Iterable[A3], /, *, timeout: Optional[float] = ...,
+            chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[..., Awaitable[T]], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[..., T], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    # Executor.map's own shape, so that type checkers take this map for a valid override
+    # (an Iterable[Never] may stand where the base has Iterable[Any]). No item is a Never:
+    # only a map of no input takes it, and the calls refused above stay refused.
+    @overload
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Never],
+            timeout: Optional[float] = ..., chunksize: int = ..., buffersize: Optional[int] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
 
     def map(
         self,

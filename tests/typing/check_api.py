@@ -15,10 +15,12 @@ import concurrent.futures
 import functools
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 from typing_extensions import assert_type
 
 from coroexecutor import CoroutineExecutor, ExecutorStats, LoopExecutor, MapIterator, Retry
+from coroexecutor.distributed import DaskExecutor
 
 
 async def fetch_int(n: int) -> int:
@@ -49,6 +51,34 @@ class Fetcher:
 
 async def numbers() -> AsyncIterator[int]:
     yield 1
+
+
+async def fetch_bytes(url: str) -> bytes:
+    await asyncio.sleep(0)
+    return url.encode()
+
+
+async def fetch_page(url: str, page: int) -> bytes:
+    await asyncio.sleep(0)
+    return url.encode() * page
+
+
+async def fetch_range(url: str, start: int, stop: float) -> bytes:
+    await asyncio.sleep(0)
+    return url.encode()[start : int(stop)]
+
+
+async def total(*parts: int) -> int:
+    await asyncio.sleep(0)
+    return sum(parts)
+
+
+def blocking_pair(n: int, label: str) -> str:
+    return f"{label}{n}"
+
+
+def blocking_sum(*parts: int) -> int:
+    return sum(parts)
 
 
 #
@@ -117,7 +147,7 @@ async def check_coroutine_executor(flag: bool) -> None:
         async for outcome in exe.map(fetch_int, range(3), return_exceptions=True):
             assert_type(outcome, int | BaseException)
 
-        # A plain bool for return_exceptions (not a Literal) takes the third overload.
+        # A plain bool for return_exceptions (not a Literal) takes the bool overloads.
         either = exe.map(fetch_int, range(3), return_exceptions=flag)
         assert_type(either, MapIterator[int | BaseException])
         either_unordered = exe.map_unordered(
@@ -126,6 +156,43 @@ async def check_coroutine_executor(flag: bool) -> None:
         assert_type(either_unordered, MapIterator[int | BaseException])
 
     CoroutineExecutor(max_workers="10")  # type: ignore[arg-type]
+
+
+async def check_map_inputs(urls: list[str], flag: bool) -> None:
+    """map() and map_unordered() check each input's items against fn's parameter in that
+    place, as the builtin map does, for up to three inputs; the result types stay."""
+    async with CoroutineExecutor() as exe:
+        assert_type(exe.map(fetch_bytes, urls), MapIterator[bytes])
+        assert_type(exe.map(fetch_bytes, ["a"], return_exceptions=True),
+                    MapIterator[bytes | BaseException])
+        assert_type(exe.map(fetch_page, urls, range(3)), MapIterator[bytes])
+        assert_type(exe.map(fetch_page, urls, numbers()), MapIterator[bytes])  # async input
+        assert_type(exe.map(fetch_range, urls, [0], [2.0]), MapIterator[bytes])
+        assert_type(exe.map(fetch_range, urls, range(3), [1]), MapIterator[bytes])  # int: float
+        assert_type(exe.map(total, [1], [2], [3], [4], [5]), MapIterator[int])  # unchecked
+        assert_type(exe.map(functools.partial(fetch_page, "u"), range(3)), MapIterator[bytes])
+        assert_type(exe.map(functools.partial(fetch_text, retries=1), urls), MapIterator[str])
+        assert_type(exe.map(Fetcher(), range(3), buffersize=4, retry=None), MapIterator[bytes])
+        assert_type(exe.map(fetch_page, urls, range(3), return_exceptions=flag),
+                    MapIterator[bytes | BaseException])
+        assert_type(exe.map_unordered(fetch_page, urls, range(3)), MapIterator[bytes])
+        assert_type(exe.map_unordered(fetch_range, urls, [0], [2.0], return_exceptions=True),
+                    MapIterator[bytes | BaseException])
+        assert_type(exe.map_unordered(fetch_bytes, urls, retry=Retry()), MapIterator[bytes])
+        async for page in exe.map(fetch_page, urls, range(3)):
+            assert_type(page, bytes)
+
+        # Items of the wrong type, and too many or too few inputs for fn.
+        exe.map(fetch_bytes, [1, 2])  # type: ignore[arg-type]
+        exe.map(fetch_bytes, numbers())  # type: ignore[arg-type]
+        exe.map(fetch_bytes, ["a"], ["b"])  # type: ignore[arg-type]
+        exe.map(fetch_page, urls)  # type: ignore[arg-type]
+        exe.map(fetch_page, range(3), urls)  # type: ignore[arg-type]
+        exe.map(fetch_range, urls, [0], ["2"])  # type: ignore[arg-type]
+        exe.map(fetch_bytes, [1], return_exceptions=True)  # type: ignore[arg-type]
+        exe.map_unordered(fetch_bytes, [1, 2])  # type: ignore[arg-type]
+        exe.map_unordered(fetch_page, urls, urls, return_exceptions=flag)  # type: ignore[arg-type]
+        exe.map(fetch_bytes)  # type: ignore[call-overload]
     CoroutineExecutor(max_workers=None)  # the default, as for LoopExecutor
     CoroutineExecutor(10, True)  # type: ignore[call-arg]
 
@@ -164,6 +231,42 @@ def check_loop_executor() -> None:
         exe.submit(fetch_text, "u", retries="1")  # type: ignore[arg-type]
         exe.submit(fetch_int(1))  # type: ignore[call-overload]
         exe.map(fetch_int(1), range(3))  # type: ignore[call-overload]
+
+
+def check_loop_executor_map_inputs(urls: list[str], base: concurrent.futures.Executor) -> None:
+    with LoopExecutor() as exe:
+        assert_type(exe.map(blocking_str, range(3), timeout=1.0, buffersize=2), Iterator[str])
+        assert_type(exe.map(blocking_pair, range(3), urls), Iterator[str])
+        assert_type(exe.map(fetch_page, urls, range(3)), Iterator[bytes])
+        assert_type(exe.map(fetch_range, urls, [0], [2.0], chunksize=4), Iterator[bytes])
+        assert_type(exe.map(blocking_sum, [1], [2], [3], [4], [5]), Iterator[int])  # unchecked
+        assert_type(exe.map(total, [1], [2], [3], [4]), Iterator[int])
+        assert_type(exe.map(functools.partial(blocking_pair, label="n"), [1]), Iterator[str])
+        assert_type(exe.map(str.upper, urls, retry=Retry()), Iterator[str])
+        assert_type(exe.map(blocking_none), Iterator[None])  # no input, as Executor.map allows
+
+        exe.map(blocking_str, ["a"])  # type: ignore[arg-type]
+        exe.map(fetch_bytes, [1])  # type: ignore[arg-type]
+        exe.map(blocking_pair, urls, range(3))  # type: ignore[arg-type]
+        exe.map(blocking_str, [1], [2])  # type: ignore[arg-type]
+        exe.map(fetch_range, urls, [0], ["2"], timeout=1.0)  # type: ignore[arg-type]
+
+    # Through the Executor type, map() is typeshed's: inputs are not checked there.
+    assert_type(base.map(blocking_str, ["a"]), Iterator[str])
+
+
+def check_dask_executor_map_inputs(exe: DaskExecutor, urls: list[str]) -> None:
+    # Its results are not typed (Iterator[Any]); its inputs are, as on the bridge.
+    assert_type(exe.map(blocking_str, range(3), chunksize=10), Iterator[Any])
+    assert_type(exe.map(fetch_page, urls, range(3), return_exceptions=True), Iterator[Any])
+    assert_type(exe.map(fetch_range, urls, [0], [2.0], buffersize=8), Iterator[Any])
+    assert_type(exe.map(blocking_sum, [1], [2], [3], [4], [5], timeout=1.0), Iterator[Any])
+    assert_type(exe.map(blocking_none), Iterator[Any])
+
+    exe.map(blocking_str, ["a"])  # type: ignore[arg-type]
+    exe.map(fetch_page, range(3), urls)  # type: ignore[arg-type]
+    exe.map(blocking_str, [1], [2], retry=None)  # type: ignore[arg-type]
+    exe.map(blocking_str, [1], retry=3)  # type: ignore[call-overload]
 
 
 async def check_loop_executor_from_async_code() -> None:
