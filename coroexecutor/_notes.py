@@ -167,18 +167,21 @@ def _note_text(job: str, attempts: int, map_index: int | None) -> str:
     return text
 
 
+_MISSING: Any = object()
+
+
 def add_note(exc: BaseException, note: str) -> None:
     """Add ``note`` to ``exc`` once, as PEP 678's ``add_note`` does (on 3.9 and 3.10 too,
     where the notes are the same list in ``__notes__``, but the default traceback does
     not print them). A note already there is not repeated, so an error re-raised by
     several calls gets one note per job."""
     try:
-        notes = getattr(exc, "__notes__", None)
-        if notes is not None and note in notes:
+        notes = getattr(exc, "__notes__", _MISSING)
+        if isinstance(notes, list) and note in notes:
             return
         if sys.version_info >= (3, 11):
             exc.add_note(note)
-        elif notes is None:
+        elif notes is _MISSING:  # (a __notes__ of None is not a list: add_note refuses it)
             setattr(exc, "__notes__", [note])  # noqa: B010 - mypy's 3.10 view has no __notes__
         elif isinstance(notes, list):
             notes.append(note)

@@ -199,7 +199,7 @@ def test_the_same_note_is_added_once() -> None:
     assert len(error.__notes__) == 2  # type: ignore[attr-defined]  # set by add_note
 
 
-@pytest.mark.parametrize("notes", [("a tuple",), "a string", 42])
+@pytest.mark.parametrize("notes", [("a tuple",), "a string", 42, None])
 def test_notes_that_are_not_a_list_are_left_alone(notes: object) -> None:
     error = ValueError()
     error.__notes__ = notes  # type: ignore[attr-defined]  # what someone else put there
