@@ -165,10 +165,38 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
         # first error does in asyncio.TaskGroup.
         if error is exc:
             return False
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            # The body raised after it, its own error: not lost silently. But a Ctrl-C
+            # (KeyboardInterrupt) or SystemExit goes on, as from asyncio.TaskGroup, and
+            # the job's error is what is reported then.
+            interrupt = not isinstance(exc, Exception)
+            _report_dropped(exe, error if interrupt else exc, exc, error)
+            if interrupt:
+                exe._outcomes.delivered = True
+                return False
         exe._outcomes.reraise(error)
     if late_cancel is not None:
         raise late_cancel  # cancelled while waiting for the jobs: not swallowed
     return None
+
+
+def _report_dropped(
+    exe: Core, dropped: BaseException, body_error: BaseException, first: BaseException
+) -> None:
+    """Tell the loop's exception handler of the error the block's exit does not raise:
+    the body's own (``dropped is body_error``), or the policy's ``first`` error that a
+    Ctrl-C passes over."""
+    if dropped is body_error:
+        message = (
+            "the async with block's body raised after the executor had stopped for"
+            f" {type(first).__name__}, which the block raises"
+        )
+    else:
+        message = (
+            f"the executor stopped for {type(first).__name__}, which the block does not"
+            f" raise: its body raised {type(body_error).__name__} after it"
+        )
+    exe._loop.call_exception_handler({"message": message, "exception": dropped})
 
 
 async def shutdown(exe: Core, wait: bool, grace: float | None) -> None:

@@ -338,3 +338,46 @@ async def test_a_map_job_answering_the_maps_cancel_with_an_error_has_failed(
         assert isinstance(info, pytest.ExceptionInfo) and info.value is job.error
         assert "(map input #1)" in getattr(job.error, "__notes__", [""])[-1]
     job.error.__traceback__ = None
+
+
+@pytest.mark.parametrize("body_error", [KeyError, KeyboardInterrupt])
+async def test_an_error_the_body_raises_after_a_job_error_is_not_lost(
+    loop_kind: str, body_error: type[BaseException]
+) -> None:
+    # Fail-fast interrupts the body; a body that then raises an error of its own lost it
+    # without a trace, a KeyboardInterrupt too (found by a docs-only tester). The first
+    # cause still wins, and the other is reported; but a Ctrl-C or SystemExit goes on, as
+    # from asyncio.TaskGroup, and the job's error is what is reported.
+    job_error = ValueError("job failed")
+    own = body_error("body clean-up failed")
+    started = asyncio.Event()
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    async def failing() -> None:
+        await started.wait()
+        raise job_error
+
+    try:
+        with pytest.raises(BaseException) as info:
+            async with CoroutineExecutor() as exe:
+                await exe.submit(failing)
+                try:
+                    started.set()
+                    await asyncio.Event().wait()  # interrupted by fail-fast
+                finally:
+                    raise own
+    finally:
+        loop.set_exception_handler(handler)
+    if body_error is KeyboardInterrupt:
+        assert info.value is own
+        assert [c["exception"] for c in reported] == [job_error]
+        assert "KeyboardInterrupt" in reported[0]["message"]
+    else:
+        assert info.value is job_error and job_error.__context__ is None
+        assert [c["exception"] for c in reported] == [own]
+    assert exe.stats.failed == 1
+    del info
+    own.__traceback__ = own.__context__ = job_error.__traceback__ = None
