@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import sys
+import threading
 import weakref
 from collections.abc import Iterator
 
@@ -70,3 +72,27 @@ def test_finished_future_lets_its_task_go(exe: ThreadedLoopExecutor) -> None:
     assert tasks and tasks[0]() is None
     assert not future.cancel()  # finished: nothing left to cancel
     assert future.result() == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 1e100, -1.0])
+def test_result_in_the_main_thread_takes_the_timeouts_the_stdlib_takes(timeout: float) -> None:
+    # The main thread waits in slices (so no Ctrl-C is lost): a timeout the lock refuses,
+    # or nan, waited for the result instead of what the stdlib's wait does (found by a
+    # docs-only tester).
+    assert threading.current_thread() is threading.main_thread()
+    release = threading.Event()
+
+    def outcome(future: concurrent.futures.Future[object]) -> str:
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:  # the outcome under test
+            return type(exc).__name__
+        return "result"
+
+    with concurrent.futures.ThreadPoolExecutor() as pool, ThreadedLoopExecutor() as exe:
+        theirs = outcome(pool.submit(release.wait, WAIT))
+        ours = outcome(exe.submit(release.wait, WAIT))
+        release.set()
+    assert ours == theirs
+    assert theirs in ("TimeoutError", "OverflowError")

@@ -101,7 +101,9 @@ def wait_locked(
     lost to the wait (the stdlib's waits for ever when SIGINT goes to another thread)."""
     if future._state not in DONE_STATES:
         try:
-            if threading.current_thread() is not threading.main_thread():
+            if threading.current_thread() is not threading.main_thread() or (
+                timeout is not None and not 0 <= timeout <= threading.TIMEOUT_MAX
+            ):  # (a timeout the lock refuses, or nan: as the stdlib's wait does)
                 condition.wait(timeout)  # one wait, then the outcome or a timeout
                 return
             deadline = None if timeout is None else time.monotonic() + timeout
