@@ -14,7 +14,7 @@ from ._keying import start_or_queue
 from ._map_close import abandon
 from ._map_reader import start_reader
 from ._map_state import EXHAUSTED, MapJobs
-from ._policy import Cause, JobKind, reraise_job_error
+from ._policy import Cause, JobKind, left_by, put_back, reraise_job_error
 from ._queued import map_start_failed, queue_map_job
 from ._retry import Inherit, RetryPolicy
 from ._start import start_job
@@ -160,6 +160,15 @@ async def results(
                         continue  # woken for the token: start more, then wait again
                 job = finished.popleft()
             count -= 1
+            left = None
+            if kind is JobKind.RESULT and not job.cancelled():
+                # return_exceptions: a job's error is yielded as its job left it. Raised by
+                # job.result() below (inside the consumer's ``except`` clause, if it is in
+                # one), it would get that clause's exception as its __context__, and this
+                # frame in its traceback: take them first (asyncio.gather does not raise).
+                error = job.exception()
+                if error is not None:
+                    left = left_by(error)
             try:
                 result = job.result()
             except BaseException as exc:
@@ -201,6 +210,8 @@ async def results(
                     # The executor's own stop cancelled it (fail-fast, the deadline,
                     # shutdown): no result of the map's, which was cut short.
                     raise_closed(exe, kind)
+                if left is not None:
+                    put_back(exc, left)
                 result = exc
             yield result
     except BaseException:

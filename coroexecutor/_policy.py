@@ -111,16 +111,24 @@ def reraise_job_error(error: BaseException, left: Left) -> NoReturn:
     raises do not pile up frames. (``asyncio.TaskGroup`` avoids the same clobbering by
     raising a new group.)
     """
-    tb, context, cause, suppress = left
+    tb = left[0]
     try:
         raise error.with_traceback(tb)
     finally:
-        # Through BaseException's own descriptors: the error's class may refuse
-        # assignments (a frozen dataclass), which ``raise`` itself never asks it about.
-        _set_attribute(error, "__context__", context)
-        _set_attribute(error, "__cause__", cause)
-        _set_attribute(error, "__suppress_context__", suppress)
-        del error, left, tb, context, cause  # no cycle through this frame
+        put_back(error, left, traceback=False)
+        del error, left, tb  # no cycle through this frame
+
+
+def put_back(error: BaseException, left: Left, *, traceback: bool = True) -> None:
+    """Give ``error`` its chain (and ``traceback``: its traceback) as ``left`` says, see
+    left_by. Through BaseException's own descriptors: the error's class may refuse
+    assignments (a frozen dataclass), which ``raise`` itself never asks it about."""
+    tb, context, cause, suppress = left
+    if traceback:
+        _set_attribute(error, "__traceback__", tb)
+    _set_attribute(error, "__context__", context)
+    _set_attribute(error, "__cause__", cause)
+    _set_attribute(error, "__suppress_context__", suppress)
 
 
 class Outcomes:

@@ -158,6 +158,30 @@ async def test_a_map_consumer_inside_an_except_raises_the_chain_under_suppress(
         job.assert_unchanged(await consume_inside_except(exe, method, job))
 
 
+@pytest.mark.parametrize("settled", list(SETTLED))
+@pytest.mark.parametrize("how", CHAINS)
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_map_with_return_exceptions_yields_the_chain_inside_an_except(
+    loop_kind: str, method: str, how: str, settled: str
+) -> None:
+    """return_exceptions=True: the error a map yields to a consumer inside an ``except``
+    clause is chained as its job left it, with the job's own traceback, as
+    asyncio.gather's are (it got the clause's exception as its __context__, and the
+    map's frame: found by a docs-only tester)."""
+    job = ChainedJob(how)
+    async with CoroutineExecutor(**SETTLED[settled]) as exe:
+        try:
+            raise OSError("the consumer's own handled error")
+        except OSError:
+            results = [r async for r in getattr(exe, method)(job, [0], return_exceptions=True)]
+    assert len(results) == 1
+    job.assert_unchanged(results[0])
+    tb = results[0].__traceback__
+    while tb is not None:  # nothing of the map's in it: as the job's task ended
+        assert "_map_run" not in tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+
+
 #
 # A task awaiting the job's task
 #
