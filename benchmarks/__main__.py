@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " blocking callables and the sync bridge. Each run is a fresh child process.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes and fewer configurations (under two minutes)")
+                        help="small sizes and fewer configurations (two to three minutes)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds of every timed configuration (default 5)")
     parser.add_argument("--only", default=None,
@@ -50,8 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.only:
+    if args.from_json is not None and not args.from_json.is_file():
+        parser.error(f"--from-json: no such file: {args.from_json}")
+    if args.only is not None:
         only = [w.strip() for w in args.only.split(",") if w.strip()]
+        if not only:  # an empty --only must not start the full run
+            parser.error(f"--only names no workload; choose from {', '.join(WORKLOADS)}")
         bad = [w for w in only if w not in WORKLOADS]
         if bad:
             parser.error(
@@ -64,6 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    if args.only:
+        command += f" --only {','.join(args.only)}"
+    if args.repeats is not None:
+        command += f" --repeats {args.repeats}"
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         # Without --only, the workloads the file holds: a table of a workload the run

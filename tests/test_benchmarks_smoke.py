@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _child, _contenders, _paired, _report, _runner, bench_bridge  # noqa: E402
+from benchmarks.__main__ import parse_args  # noqa: E402
 
 try:
     import uvloop
@@ -223,3 +224,23 @@ def test_bridge_rows_skip_missing_libraries(monkeypatch: pytest.MonkeyPatch) -> 
     assert rows[4]["result"] == "skipped: uvloop is not installed"
     assert rows[3]["met"] is False  # 1.00x the baseline is short of 2.0x
     assert len({tuple(r) for r in rows}) == 1  # same columns everywhere: the report needs it
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--only", ""], "--only names no workload"),
+        (["--only", ",,"], "--only names no workload"),
+        (["--from-json", "/nonexistent/results.json"], "--from-json: no such file"),
+    ],
+)
+def test_command_line_mistakes_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by a docs-only tester: an empty --only started the full 30-minute run, and a
+    # missing --from-json file ended in a raw traceback.
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
