@@ -386,9 +386,15 @@ def test_the_end_of_asyncio_run_cancels_no_running_job_a_second_time(
             signal.raise_signal(signal.SIGINT)
             await asyncio.Event().wait()
 
-    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
-    with runner, contextlib.suppress(KeyboardInterrupt):
-        runner.run(main())
+    # A process started in the background (CI's tox) may inherit SIGINT ignored; the
+    # Runner turns a Ctrl-C into main()'s cancel only over the default handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+        with runner, contextlib.suppress(KeyboardInterrupt):
+            runner.run(main())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(log) == ["job 0: clean-up ends", "job 1: clean-up ends"]
     assert len(ended) == 2 and kept[1].cancelled()  # job 2 never started
     assert kept[0].stats.failed == 0
