@@ -135,16 +135,16 @@ def after_failure(
     return None
 
 
-def stopped(call: Call) -> bool:
-    """Whether the core's job was stopped while its attempt ran: its map left early, or (Python
-    3.11+, where a task counts the cancels asked of it) its task cancelled. An attempt
-    that caught that CancelledError and raised another error is then not retried: the
-    job ends with that error, as a task would. (Before 3.11 a cancel of the job's own
-    task cannot be told from here; the executor's own cancellations are told by
-    AttemptSlots.stopping, which the callers ask too.) Not for the bridge's jobs, whose
+def stopped(call: Call, cancelling: bool) -> bool:
+    """Whether the core's job was stopped while its attempt ran: its executor cancels its
+    jobs (``cancelling``: fail-fast, shutdown(wait=False), the deadline, ...), its map was
+    left early, or (Python 3.11+, where a task counts the cancels asked of it) its task
+    was cancelled. An attempt that caught that CancelledError and raised another error
+    is then not retried: the job ends with that error, as a task would. (Before 3.11 a
+    cancel of the job's own task alone cannot be told.) Not for the bridge's jobs, whose
     core task a job_timeout cancels while a blocking call it cannot interrupt runs on:
     that call's own outcome is the attempt's (see sync_bridge._retries)."""
-    if call.owner is not None and call.owner.closed:
+    if cancelling or (call.owner is not None and call.owner.closed):
         return True
     if sys.version_info >= (3, 11):
         try:
@@ -235,7 +235,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             # Only an Exception is retried: next_delay declines the rest (cancellation,
             # KeyboardInterrupt, SystemExit), and cancellation gets no note.
             next_one = after_failure(
-                call, attempt, exc, ask=not (slots.stopping() or stopped(call))
+                call, attempt, exc, ask=not stopped(call, slots.stopping())
             )
             if next_one is None:
                 raise
@@ -256,7 +256,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
                 first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
             return await first
         except BaseException as exc:
-            delay = after_failure(call, 1, exc, ask=not (slots.stopping() or stopped(call)))
+            delay = after_failure(call, 1, exc, ask=not stopped(call, slots.stopping()))
             if delay is None:
                 raise
         return await more_attempts(slots, call, delay)

@@ -268,8 +268,7 @@ async def run_retrying(
         call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
         del fn, args, kwargs
         try:
-            stop = exe._state is _CANCELLING or stopped(call)  # see stopped
-            delay = after_failure(call, 1, exc, ask=not stop)
+            delay = after_failure(call, 1, exc, ask=not stopped(call, exe._state is _CANCELLING))
         except BaseException as policy_error:  # the policy failed: the job fails so
             call.drop()
             _job_raised(exe, coro, policy_error, kind, owner)

@@ -28,9 +28,6 @@ __all__ = ["KEEP", "LoopThread"]
 
 KEEP: Any = object()  # set_rate_threadsafe: leave this one as it is
 
-# join() never blocks for longer than this at a time (see SIGNAL_CHECK_SECONDS).
-_SIGNAL_CHECK_SECONDS = SIGNAL_CHECK_SECONDS
-
 
 class LoopThread:
     """The event loop thread behind one ThreadedLoopExecutor. Holds no reference to it."""
@@ -183,7 +180,7 @@ class LoopThread:
 
     def _wait_ended(self) -> None:
         """Until the thread's last step, which a Ctrl-C always interrupts (see
-        _SIGNAL_CHECK_SECONDS) with a KeyboardInterrupt. Not on a Condition (a future's
+        SIGNAL_CHECK_SECONDS) with a KeyboardInterrupt. Not on a Condition (a future's
         result(), an Event): a Ctrl-C inside Condition.wait(), Python code, can leave its
         lock released, and the ``with`` around the wait then raises "cannot release
         un-acquired lock" in place of the KeyboardInterrupt. A lock's acquire() is one C
@@ -191,7 +188,7 @@ class LoopThread:
         so ``_ended`` decides, and other waiters then see it within the check period."""
         end = self._end
         while not self._ended:
-            if end.acquire(timeout=_SIGNAL_CHECK_SECONDS):
+            if end.acquire(timeout=SIGNAL_CHECK_SECONDS):
                 end.release()
 
     def stopped_future(self) -> concurrent.futures.Future[None]:
