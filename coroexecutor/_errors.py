@@ -7,6 +7,7 @@ import builtins
 import concurrent.futures
 import inspect
 import sys
+import weakref
 from typing import Any, Callable, TypeVar
 
 from ._notes import describe_call
@@ -22,12 +23,29 @@ __all__ = [
     "coroutine_hint",
     "describe_job",
     "job_wrapper",
+    "refused",
+    "refused_by",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The stdlib's message (concurrent.futures.thread), verbatim.
 SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
+_REFUSED_BY = "_coroexecutor_refused_by"  # on our refusals: which executor refused
+
+
+def refused(exe: object, detail: str = "") -> RuntimeError:
+    """The RuntimeError an executor turns a job away with once it is shut down (the
+    stdlib's message), marked as that executor's own (see refused_by)."""
+    error = RuntimeError(f"{SHUTDOWN_MESSAGE} ({detail})" if detail else SHUTDOWN_MESSAGE)
+    setattr(error, _REFUSED_BY, weakref.ref(exe))
+    return error
+
+
+def refused_by(error: BaseException, exe: object) -> bool:
+    """Whether ``error`` is ``exe``'s own refusal of a job (made by refused)."""
+    ref = getattr(error, _REFUSED_BY, None)
+    return ref is not None and ref() is exe
 
 
 class BrokenCoroutineExecutor(concurrent.futures.BrokenExecutor):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ._errors import SHUTDOWN_MESSAGE
+from ._errors import refused
 from ._map_reader import cancel_readers
 from ._map_state import follow_limit
 from ._policy import Cause, cancelling, loop_going_down
@@ -29,7 +29,7 @@ _current_task = asyncio.current_task
 
 def refusal(exe: Core) -> RuntimeError:
     """The error for a slot waiter turned away because the executor cancels its jobs."""
-    return RuntimeError(f"{SHUTDOWN_MESSAGE} ({exe!r} is cancelling its jobs)")
+    return refused(exe, f"{exe!r} is cancelling its jobs")
 
 
 #

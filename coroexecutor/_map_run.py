@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._errors import SHUTDOWN_MESSAGE
+from ._errors import refused
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
@@ -299,7 +299,7 @@ def raise_closed(exe: Core, kind: JobKind) -> NoReturn:
     outcomes = exe._outcomes
     if outcomes.cause is Cause.JOB_ERROR and kind is JobKind.POLICY:
         _reraise_first(outcomes)
-    raise RuntimeError(SHUTDOWN_MESSAGE)
+    raise refused(exe)
 
 
 def _reraise_first(outcomes: Outcomes) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ._context import job_position
-from ._errors import SHUTDOWN_MESSAGE
+from ._errors import refused_by
 from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
 from ._map import close_maps
 from ._map_reader import cancel_readers
@@ -166,7 +166,9 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
         # first error does in asyncio.TaskGroup.
         if error is exc:
             return False
-        if exc is not None and _of_the_body(exc):
+        if exc is not None and not isinstance(exc, asyncio.CancelledError) and not (
+            refused_by(exc, exe)  # our own refusal of a job: the stop's doing
+        ):
             # The body raised after it, its own error: not lost silently. But a Ctrl-C
             # (KeyboardInterrupt) or SystemExit goes on, as from asyncio.TaskGroup, and
             # the job's error is what is reported then.
@@ -179,20 +181,6 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
     if late_cancel is not None:
         raise late_cancel  # cancelled while waiting for the jobs: not swallowed
     return None
-
-
-def _of_the_body(exc: BaseException) -> bool:
-    """Whether ``exc``, out of the block's body, is an error of the body's own: not our
-    interruption (CancelledError), nor our refusal of a job submitted after the stop
-    (the stop's doing: on Python < 3.12 a wait_for around submit() can turn the
-    interruption into it)."""
-    if isinstance(exc, asyncio.CancelledError):
-        return False
-    return not (
-        isinstance(exc, RuntimeError)
-        and bool(exc.args)
-        and str(exc.args[0]).startswith(SHUTDOWN_MESSAGE)
-    )
 
 
 def _report_dropped(

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import initializing, job_position
 from ._core import Block, Startup
-from ._errors import SHUTDOWN_MESSAGE, BrokenCoroutineExecutor, ExecutorTimeoutError
+from ._errors import (
+    SHUTDOWN_MESSAGE,
+    BrokenCoroutineExecutor,
+    ExecutorTimeoutError,
+    refused,
+)
 from ._jobs import factory_reader
 from ._lifecycle import abort, admit, check_idle, close, close_when_idle, fail
 from ._policy import Cause
@@ -83,8 +88,8 @@ def check_accepting(exe: Core) -> None:
     if exe._startup.broken is not None:
         raise broken_error(exe)
     if state is State.CANCELLING:
-        raise RuntimeError(f"{SHUTDOWN_MESSAGE} ({exe!r} is cancelling its jobs)")
-    raise RuntimeError(SHUTDOWN_MESSAGE)
+        raise refused(exe, f"{exe!r} is cancelling its jobs")
+    raise refused(exe)
 
 
 def check_loop(exe: Core) -> None:
