@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import _report, _runner
 
@@ -50,8 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.from_json is not None and not args.from_json.is_file():
-        parser.error(f"--from-json: no such file: {args.from_json}")
+    args.saved = None if args.from_json is None else _load_saved(parser, args.from_json)
     if args.only is not None:
         only = [w.strip() for w in args.only.split(",") if w.strip()]
         if not only:  # an empty --only must not start the full run
@@ -65,6 +65,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# What a results.json must hold to be rendered again (see _runner.Results.to_json).
+_SAVED_KEYS = ("quick", "repeats", "records", "skipped", "bridge", "started", "finished")
+
+
+def _load_saved(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The results a --from-json file holds, or a usage error that says what is wrong."""
+    if path.is_dir():
+        parser.error(f"--from-json: {path} is a directory, not a results.json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        parser.error(f"--from-json: no such file: {path}")
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"--from-json: cannot read {path}: {exc}")
+    try:
+        saved = json.loads(text)
+    except ValueError as exc:
+        parser.error(f"--from-json: {path} is not JSON ({exc})")
+    if not isinstance(saved, dict):
+        parser.error(f"--from-json: {path} is JSON but not a saved benchmark run")
+    missing = [key for key in _SAVED_KEYS if key not in saved]
+    if missing:
+        parser.error(
+            f"--from-json: {path} is not a saved benchmark run (no {', '.join(missing)});"
+            " give the results.json a run wrote"
+        )
+    return saved
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
@@ -73,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats is not None:
         command += f" --repeats {args.repeats}"
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
+        saved = args.saved
         # Without --only, the workloads the file holds: a table of a workload the run
         # left out would show as measured, with nothing in it.
         only = args.only or _runner.workloads_in(saved)

@@ -244,3 +244,30 @@ def test_command_line_mistakes_are_usage_errors(
         parse_args(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a directory"),
+        (b"not json at all", "is not JSON"),
+        (b"\xff\xfe\x00", "cannot read"),
+        (b"[1, 2]", "not a saved benchmark run"),
+        (b'{"quick": true}', "no repeats, records"),
+    ],
+)
+def test_a_from_json_that_is_no_saved_run_is_a_usage_error(
+    tmp_path: Path, content: bytes | None, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by a docs-only tester: a file that is not JSON ended in a raw traceback, and a
+    # directory was called "no such file".
+    target = tmp_path / "results.json"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_bytes(content)
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--from-json", str(target)])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
