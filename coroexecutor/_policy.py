@@ -142,7 +142,8 @@ class Outcomes:
 
     __slots__ = (
         "cancelled", "cause", "delivered", "failed", "first_error", "first_left", "followed",
-        "hook", "our_cancels", "retried", "succeeded", "suppress", "timeout_error",
+        "hook", "loop_reports", "our_cancels", "retried", "succeeded", "suppress",
+        "timeout_error",
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
@@ -170,6 +171,9 @@ class Outcomes:
         self.first_error: BaseException | None = None
         self.first_left: Left | None = None  # first_error as its job left it (left_by)
         self.delivered = False  # raised by the block, or by a shutdown() that returned
+        # The first error came from a job answering asyncio.run()'s final cancel, which
+        # asyncio reports itself as it ends (see settle): not reported again at collection.
+        self.loop_reports = False
         self.timeout_error: BaseException | None = None  # made once: every raiser shares it
 
     def decide(
@@ -279,7 +283,7 @@ class Outcomes:
         KeyboardInterrupt or SystemExit: asyncio raised it out of the loop (the job's
         task re-raises it from its step), so it reached the caller of asyncio.run()."""
         error = self.first_error
-        if self.delivered or self.cause is not Cause.JOB_ERROR:
+        if self.delivered or self.loop_reports or self.cause is not Cause.JOB_ERROR:
             return None
         if error is None or isinstance(error, (_CancelledError, KeyboardInterrupt, SystemExit)):
             return None

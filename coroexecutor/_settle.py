@@ -69,13 +69,17 @@ def settle(
         if tuner is not None and tuner.tune(slots, exe._loop, key, error) and exe._maps:
             follow_limit(exe._maps, slots.limit)
         slots.release_job(task)
-        if exe._outcomes.decide(task, error, kind, exe._state is _CANCELLING) and not (
-            # asyncio.run() ending cancels every task: not a job failure (see loop_going_down)
-            isinstance(error, asyncio.CancelledError)
-            and task is not None
-            and loop_going_down(task)
-        ):
-            abort(exe, Cause.JOB_ERROR, error)
+        outcomes = exe._outcomes
+        if outcomes.decide(task, error, kind, exe._state is _CANCELLING):
+            # asyncio.run() ending cancels every task: a job's cancel then is no failure;
+            # an error it answers with is one, which asyncio reports as the run ends
+            # ("unhandled exception during asyncio.run() shutdown"), so it is reported
+            # once, not again when the executor is collected (see loop_going_down).
+            going_down = task is not None and loop_going_down(task)
+            if not (going_down and isinstance(error, asyncio.CancelledError)):
+                abort(exe, Cause.JOB_ERROR, error)
+                if going_down and outcomes.first_error is error:
+                    outcomes.loop_reports = True
         elif error is not None and exe._state is not _CANCELLING:
             interrupted(exe, error)
     else:

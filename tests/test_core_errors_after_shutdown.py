@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, ExecutorTimeoutError
+from coroexecutor import CoroutineExecutor, ExecutorTimeoutError, Retry
+from tests.conftest import new_loop
 
 pytestmark = pytest.mark.timeout(10)
 UNRETRIEVED = (
@@ -425,3 +426,61 @@ async def test_the_refusal_a_wait_for_around_submit_turns_the_interruption_into_
     assert reported == []
     del info
     job_error.__traceback__ = None
+
+
+#
+# The end of asyncio.run(), with no block and no shutdown()
+#
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("how", ["submit", "hook", "retry", "queued", "map"])
+def test_a_job_error_answering_the_end_of_asyncio_run_is_reported_once(
+    loop_kind: str, how: str
+) -> None:
+    """Regression: asyncio.run() reports a task that answers its final cancel with an
+    error ("unhandled exception during asyncio.run() shutdown"); the executor, holding the
+    same error as its first, reported it a second time when it was collected."""
+    job = FailsOnCancel()
+    reported: list[tuple[str, BaseException | None]] = []  # (the task and its context
+    kept: list[Any] = []  # would keep the executor alive)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append((context["message"], context.get("exception")))
+        )
+        options: dict[str, Any] = {}
+        if how == "hook":
+            options["on_job_done"] = lambda future: None
+        elif how == "retry":
+            options["retry"] = Retry(attempts=3, on=(KeyError,))
+        exe = CoroutineExecutor(max_workers=1, **options)
+        kept.append(exe)
+        if how == "queued":
+            kept.append(exe.submit_nowait(job))
+        elif how == "map":
+            kept.append(asyncio.ensure_future(_drain(exe.map(lambda _: job(), [0]))))
+        else:
+            kept.append(await exe.submit(job))
+        await job.started.wait()
+
+    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+    with runner:
+        runner.run(main())
+    exe = kept[0]
+    del kept[:]
+    assert exe.stats.failed == 1
+    assert isinstance(job.error.__context__, asyncio.CancelledError)
+    job.error.__traceback__ = job.error.__context__.__traceback__ = None  # (they hold it)
+    del exe
+    gc.collect()  # the executor reports an error nobody was given as it is collected
+    assert reported == [("unhandled exception during asyncio.run() shutdown", job.error)]
+    reported.clear()
+    job.error.__context__ = None
+
+
+async def _drain(results: Any) -> None:
+    async for _ in results:
+        pass
