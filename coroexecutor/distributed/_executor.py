@@ -3,7 +3,7 @@
 Every dask worker process runs one loop thread with one CoroutineExecutor of
 ``max_workers=per_worker`` (see _worker.py). ``map`` sends its inputs in chunks, one dask
 task each (_map.py); ``submit`` gathers single jobs into chunks after a short delay
-(_batch.py).
+(_batch.py); ``shutdown`` stops, cancels and closes through _shutdown.py.
 
 Threading model: every public method may be called from any thread. ``_lock`` guards the
 state and the set of open maps; dask's client is thread-safe.
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
 import functools
-import logging
 import threading
 import time
 import uuid
@@ -28,37 +26,29 @@ import cloudpickle
 import distributed
 from typing_extensions import Never, ParamSpec, Self, final
 
-from .. import CoroutineExecutor
 from .._keyed import MaxPerKey
-from .._keyed_slots import check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._typing import A1, A2, A3
-from .._validate import check_callables, check_switch
-from . import _exit
+from .._validate import check_switch
+from . import _exit, _shutdown
 from ._batch import Batcher
 from ._closing import Closing
 from ._connection import Connection
 from ._map import MapRun, window_of
-from ._wire import check_client, check_count, check_fn, check_sendable
-from ._worker import LoopPlugin, WorkerOptions, cancel_on_workers, send_chunk
+from ._shutdown import State
+from ._wire import check_client, check_count, check_fn, check_sendable, worker_options
+from ._worker import LoopPlugin, cancel_on_workers, send_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_LOGGER = logging.getLogger("coroexecutor.distributed")
-
 # Chosen by measurement (docs/distributed.rst shows the sweep): dask costs about 2 ms of
 # client and scheduler time per task, so 1,000 jobs a chunk bring it to about 2 µs a job,
 # and a chunk still keeps a worker of per_worker=500 busy on its own.
 DEFAULT_CHUNKSIZE = 1000
 _SUBMIT_DELAY = 0.005
-
-
-class _State(enum.Enum):
-    RUNNING = "running"
-    SHUTDOWN = "shut down"
 
 
 @final
@@ -133,28 +123,19 @@ class DaskExecutor(concurrent.futures.Executor):
         per_worker = check_count("per_worker", per_worker)
         if n_workers is not None:  # 0 would start a cluster that never runs a job
             n_workers = check_count("n_workers", n_workers)
-        policy = resolve_retry(retry)
-        per_key = check_keying(key, max_per_key)
-        for value, what in ((policy, "retry policy"), (key, "key"), (per_key, "max_per_key")):
-            check_sendable(value, "DaskExecutor()", what)
+        options = worker_options(per_worker, job_timeout, max_per_second, burst, initializer,
+                                 initargs, loop_factory, retry, key, max_per_key)
         self._chunksize = check_count("chunksize", chunksize)
         if address is not None and client is not None:
             raise ValueError("pass an address or a client, not both")
         if client is not None:
             check_client(client)
-        check_callables(loop_factory=loop_factory)
-        options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
-                                tuple(initargs), loop_factory, policy, key, per_key)
-        # The per-worker executor checks its options as it would in-process: check them
-        # here, where the mistake was made, by building one (it binds to no loop yet).
-        CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
-                          max_per_second=max_per_second, burst=burst)
         self._per_worker = per_worker
         self._fail_fast = not check_switch("suppress_task_errors", suppress_task_errors)
         self._id = uuid.uuid4().hex
         self._plugin_name = f"coroexecutor-{self._id}"
         self._lock = threading.Lock()
-        self._state = _State.RUNNING  # guarded by _lock
+        self._state = State.RUNNING  # guarded by _lock
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
         self._connection = connection = Connection(address, client, n_workers)
         self._client = client = connection.client
@@ -277,7 +258,7 @@ class DaskExecutor(concurrent.futures.Executor):
         check_fn(fn, "map")
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
-        self._check_running()  # before asking the scheduler: a client it made is closed
+        _shutdown.check_running(self)  # before asking the scheduler: a client it made is closed
         size = self._chunksize if chunksize is None else check_count("chunksize", chunksize)
         window = window_of(self._client, self._per_worker, size, buffersize)
         end_time = None if timeout is None else time.monotonic() + timeout
@@ -285,13 +266,9 @@ class DaskExecutor(concurrent.futures.Executor):
                      zip(*iterables), size, window, return_exceptions,
                      self._fail_fast and not return_exceptions, policy)
         with self._lock:
-            self._check_running()
+            _shutdown.check_running(self)
             self._maps.add(run)
         return run.start(end_time)
-
-    def _check_running(self) -> None:
-        if self._state is not _State.RUNNING:
-            raise RuntimeError("cannot schedule new futures after shutdown")
 
     #
     # Shutting down
@@ -317,50 +294,9 @@ class DaskExecutor(concurrent.futures.Executor):
         waits for the closing to finish, then propagates. A second one during that wait
         propagates at once; the closing still finishes, in a thread of its own.
         """
-        first, maps = self._stop()
-        try:
-            with self._closing.cancelling():  # (a done-callback's shutdown() waits not)
-                for run in maps:  # maps still open keep their chunks in flight, no more
-                    run.detach_threadsafe()
-                if cancel_futures:
-                    self._cancel_everything(maps)
-        finally:  # whatever happened, what this executor started gets closed
-            if first:
-                self._closing.start(functools.partial(self._finish, maps, cancel_futures))
-        if wait:
-            self._closing.wait(functools.partial(self._cancel_everything, maps))
+        _shutdown.shutdown(self, wait, cancel_futures)
 
-    def _shutdown_at_exit(self) -> None:
-        """The exit hook: one still open closes, its jobs cancelled, in the closing thread."""
-        first, maps = self._stop()
-        if first:
-            self._closing.start(functools.partial(self._finish, maps, True))
-
-    def _stop(self) -> tuple[bool, list[MapRun]]:
-        """Stop accepting jobs: whether this was the first call, and the maps still open."""
-        with self._lock:
-            first, self._state = self._state is _State.RUNNING, _State.SHUTDOWN
-            return first, list(self._maps)
-
-    def _cancel_everything(self, maps: list[MapRun]) -> None:
-        for run in maps:
-            run.cancel_threadsafe()
-        self._batcher.close_threadsafe(cancel_futures=True)
-        for future in self._batcher.outstanding():
-            future.cancel()
-
-    def _finish(self, maps: list[MapRun], cancelled: bool) -> None:
-        if cancelled:  # (again, after shutdown(): for the exit hook, which only asks)
-            self._cancel_everything(maps)
-        self._batcher.close_threadsafe(cancel_futures=cancelled)
-        self._batcher.settle()
-        for run in maps:
-            run.settle_threadsafe()
-        try:
-            self._client.unregister_worker_plugin(self._plugin_name)
-        except Exception:  # the cluster is gone already: its loops went with it
-            _LOGGER.debug("could not remove the worker plugin", exc_info=True)
-        self._connection.close()
+    _shutdown_at_exit = _shutdown.shutdown_at_exit  # bound as a method: _exit.py calls it
 
     def __enter__(self) -> Self:
         return self
@@ -392,8 +328,6 @@ class DaskExecutor(concurrent.futures.Executor):
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:
-            with self._lock:
-                maps = list(self._maps)
-            self._cancel_everything(maps)
+            _shutdown.cancel_open(self)
             await done
             raise

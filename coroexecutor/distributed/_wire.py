@@ -16,21 +16,24 @@ import inspect
 import io
 import pickle
 import sys
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import cloudpickle
 import distributed
 
+from .. import CoroutineExecutor
 from .._errors import async_generator_error
 from .._keyed import MaxPerKey
+from .._keyed_slots import check_keying
 from .._notes import safe_repr
-from .._retry import INHERIT, RetryPolicy
+from .._retry import INHERIT, RetryArg, RetryPolicy, resolve_retry
+from .._validate import check_callables
 
 __all__ = [
     "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_client",
-    "check_sendable", "name_input",
+    "check_sendable", "name_input", "worker_options",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
@@ -80,6 +83,28 @@ class WorkerOptions:
     retry: Optional[RetryPolicy] = None  # for the jobs whose chunk has no policy of its own
     key: Optional[Callable[..., Hashable]] = None  # per-key limits, in each worker process
     max_per_key: Optional[MaxPerKey] = None
+
+
+def worker_options(
+    per_worker: int, job_timeout: Optional[float], max_per_second: Optional[float],
+    burst: Optional[int], initializer: Optional[Callable[..., object]], initargs: Iterable[Any],
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]], retry: RetryArg,
+    key: Optional[Callable[..., Hashable]], max_per_key: Optional[MaxPerKey],
+) -> WorkerOptions:
+    """DaskExecutor()'s options for its worker processes, checked in the constructor,
+    where the mistake was made, not in every worker process."""
+    policy = resolve_retry(retry)
+    per_key = check_keying(key, max_per_key)
+    for value, what in ((policy, "retry policy"), (key, "key"), (per_key, "max_per_key")):
+        check_sendable(value, "DaskExecutor()", what)
+    check_callables(loop_factory=loop_factory)
+    options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
+                            tuple(initargs), loop_factory, policy, key, per_key)
+    # The per-worker executor checks its options as it would in-process: check them here
+    # by building one (it binds to no loop yet).
+    CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
+                      max_per_second=max_per_second, burst=burst)
+    return options
 
 
 class Chunk:

@@ -1,0 +1,109 @@
+"""Shutting a DaskExecutor down: its state (running, then shut down), ``shutdown()``, the
+exit hook's shutdown, and the cancel of an ``async with`` exit that is itself cancelled.
+
+Functions of the executor (the first argument), typed as the ``Stopping`` protocol so
+that this module does not import the class, as the core's functions take ``Core``. Any
+thread; ``exe._lock`` guards the state and the set of open maps. What the executor
+started is closed by ``_finish``, in the closing thread (_closing.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import threading
+import weakref
+from typing import Any, Protocol
+
+from ._batch import Batcher
+from ._closing import Closing
+from ._connection import Connection
+from ._map import MapRun
+
+__all__ = ["State", "Stopping", "cancel_open", "check_running", "shutdown", "shutdown_at_exit"]
+
+_LOGGER = logging.getLogger("coroexecutor.distributed")
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    SHUTDOWN = "shut down"
+
+
+class Stopping(Protocol):
+    """What shutting down reads and changes on the executor."""
+
+    _lock: threading.Lock
+    _state: State  # guarded by _lock
+    _maps: weakref.WeakSet[MapRun]  # guarded by _lock
+    _batcher: Batcher
+    _closing: Closing
+    _client: Any  # distributed.Client
+    _plugin_name: str
+    _connection: Connection
+
+
+def check_running(exe: Stopping) -> None:
+    """Refuse a job after shutdown() (under ``exe._lock``, or before it as a first check)."""
+    if exe._state is not State.RUNNING:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def shutdown(exe: Stopping, wait: bool, cancel_futures: bool) -> None:
+    """DaskExecutor.shutdown()."""
+    first, maps = _stop(exe)
+    try:
+        with exe._closing.cancelling():  # (a done-callback's shutdown() waits not)
+            for run in maps:  # maps still open keep their chunks in flight, no more
+                run.detach_threadsafe()
+            if cancel_futures:
+                _cancel_everything(exe, maps)
+    finally:  # whatever happened, what this executor started gets closed
+        if first:
+            exe._closing.start(functools.partial(_finish, exe, maps, cancel_futures))
+    if wait:
+        exe._closing.wait(functools.partial(_cancel_everything, exe, maps))
+
+
+def shutdown_at_exit(exe: Stopping) -> None:
+    """The exit hook: one still open closes, its jobs cancelled, in the closing thread."""
+    first, maps = _stop(exe)
+    if first:
+        exe._closing.start(functools.partial(_finish, exe, maps, True))
+
+
+def cancel_open(exe: Stopping) -> None:
+    """Cancel every job not yet done, and the maps open now (a cancelled ``async with``)."""
+    with exe._lock:
+        maps = list(exe._maps)
+    _cancel_everything(exe, maps)
+
+
+def _stop(exe: Stopping) -> tuple[bool, list[MapRun]]:
+    """Stop accepting jobs: whether this was the first call, and the maps still open."""
+    with exe._lock:
+        first, exe._state = exe._state is State.RUNNING, State.SHUTDOWN
+        return first, list(exe._maps)
+
+
+def _cancel_everything(exe: Stopping, maps: list[MapRun]) -> None:
+    for run in maps:
+        run.cancel_threadsafe()
+    exe._batcher.close_threadsafe(cancel_futures=True)
+    for future in exe._batcher.outstanding():
+        future.cancel()
+
+
+def _finish(exe: Stopping, maps: list[MapRun], cancelled: bool) -> None:
+    if cancelled:  # (again, after shutdown(): for the exit hook, which only asks)
+        _cancel_everything(exe, maps)
+    exe._batcher.close_threadsafe(cancel_futures=cancelled)
+    exe._batcher.settle()
+    for run in maps:
+        run.settle_threadsafe()
+    try:
+        exe._client.unregister_worker_plugin(exe._plugin_name)
+    except Exception:  # the cluster is gone already: its loops went with it
+        _LOGGER.debug("could not remove the worker plugin", exc_info=True)
+    exe._connection.close()
