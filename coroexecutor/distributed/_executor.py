@@ -20,7 +20,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Hashable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Literal, Optional, TypeVar, Union, overload
 
 import cloudpickle
 import distributed
@@ -197,40 +197,103 @@ class DaskExecutor(concurrent.futures.Executor):
         self._batcher.add_threadsafe((future, fn, args, kwargs))
         return future
 
-    # One overload per number of inputs, as for the builtin map (from four on, items are not
-    # checked); the last is Executor.map's shape: see ThreadedLoopExecutor.map.
+    # Four overloads per number of inputs, as the bridge's and the core's: the items of the
+    # first three inputs must suit fn's parameter in that place (from four on, unchecked); a
+    # coroutine function first, so its result is the awaited one; return_exceptions not False
+    # yields errors too. The last is Executor.map's shape: see ThreadedLoopExecutor.map.
     @overload
-    def map(self, fn: Callable[[A1], object], in1: Iterable[A1], /, *,
+    def map(self, fn: Callable[[A1], Awaitable[T]], in1: Iterable[A1], /, *,
             timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
     @overload
-    def map(self, fn: Callable[[A1, A2], object], in1: Iterable[A1], in2: Iterable[A2], /, *,
+    def map(self, fn: Callable[[A1], Awaitable[T]], in1: Iterable[A1], /, *,
             timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
     @overload
-    def map(self, fn: Callable[[A1, A2, A3], object], in1: Iterable[A1], in2: Iterable[A2],
-            in3: Iterable[A3], /, *, timeout: Optional[float] = ...,
-            chunksize: Optional[int] = ..., buffersize: Optional[int] = ...,
-            return_exceptions: bool = ..., retry: Union[RetryArg, Inherit] = ...,
-            ) -> Iterator[Any]: ...
+    def map(self, fn: Callable[[A1], T], in1: Iterable[A1], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
     @overload
-    def map(self, fn: Callable[..., object], in1: Iterable[Any], in2: Iterable[Any],
+    def map(self, fn: Callable[[A1], T], in1: Iterable[A1], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], T], in1: Iterable[A1], in2: Iterable[A2], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2], T], in1: Iterable[A1], in2: Iterable[A2], /, *,
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2],
+            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2],
+            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], T], in1: Iterable[A1], in2: Iterable[A2],
+            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[[A1, A2, A3], T], in1: Iterable[A1], in2: Iterable[A2],
+            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[..., Awaitable[T]], in1: Iterable[Any], in2: Iterable[Any],
             in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
             timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
     @overload
-    def map(self, fn: Callable[..., object], *iterables: Iterable[Never],
+    def map(self, fn: Callable[..., Awaitable[T]], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[..., T], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    @overload
+    def map(self, fn: Callable[..., T], in1: Iterable[Any], in2: Iterable[Any],
+            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
+            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
+            buffersize: Optional[int] = ..., return_exceptions: bool,
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
+    @overload
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Never],
             timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
             buffersize: Optional[int] = ..., return_exceptions: bool = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Any]: ...
-    def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
-        chunksize: Optional[int] = None, buffersize: Optional[int] = None,
-        return_exceptions: bool = False, retry: Union[RetryArg, Inherit] = INHERIT,
-    ) -> Iterator[Any]:
+            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: Optional[float] = None, chunksize: Optional[int] = None,
+            buffersize: Optional[int] = None, return_exceptions: bool = False,
+            retry: Union[RetryArg, Inherit] = INHERIT) -> Iterator[Any]:
         """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
 
         Inputs are read lazily, ``chunksize`` at a time (default: the executor's); each

@@ -15,7 +15,6 @@ import concurrent.futures
 import functools
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 from typing_extensions import assert_type
 
@@ -255,18 +254,65 @@ def check_loop_executor_map_inputs(urls: list[str], base: concurrent.futures.Exe
     assert_type(base.map(blocking_str, ["a"]), Iterator[str])
 
 
-def check_dask_executor_map_inputs(exe: DaskExecutor, urls: list[str]) -> None:
-    # Its results are not typed (Iterator[Any]); its inputs are, as on the bridge.
-    assert_type(exe.map(blocking_str, range(3), chunksize=10), Iterator[Any])
-    assert_type(exe.map(fetch_page, urls, range(3), return_exceptions=True), Iterator[Any])
-    assert_type(exe.map(fetch_range, urls, [0], [2.0], buffersize=8), Iterator[Any])
-    assert_type(exe.map(blocking_sum, [1], [2], [3], [4], [5], timeout=1.0), Iterator[Any])
-    assert_type(exe.map(blocking_none), Iterator[Any])
+def check_dask_executor_map(exe: DaskExecutor, urls: list[str], flag: bool) -> None:
+    """DaskExecutor.map types its results as the other executors do: the awaited result of
+    a coroutine function, a plain function's result; with return_exceptions any bool but
+    False, results of type T | BaseException (a job's error is yielded in its place)."""
+    assert_type(exe.map(fetch_int, range(3)), Iterator[int])
+    assert_type(exe.map(blocking_str, range(3), chunksize=10), Iterator[str])
+    assert_type(exe.map(Fetcher(), range(3), timeout=1.0), Iterator[bytes])
+    assert_type(exe.map(functools.partial(fetch_page, "u"), range(3)), Iterator[bytes])
+    assert_type(exe.map(str.upper, urls, retry=Retry()), Iterator[str])
+    for page in exe.map(fetch_bytes, urls):
+        assert_type(page, bytes)
 
+    assert_type(exe.map(fetch_int, range(3), return_exceptions=False), Iterator[int])
+    assert_type(exe.map(fetch_int, range(3), return_exceptions=True),
+                Iterator[int | BaseException])
+    assert_type(exe.map(blocking_str, range(3), return_exceptions=True),
+                Iterator[str | BaseException])
+    assert_type(exe.map(blocking_str, range(3), return_exceptions=flag, retry=None),
+                Iterator[str | BaseException])
+    for outcome in exe.map(fetch_bytes, urls, return_exceptions=True):
+        assert_type(outcome, bytes | BaseException)
+
+    # Two and three inputs (items checked), four and more (not checked): typed results.
+    assert_type(exe.map(fetch_page, urls, range(3)), Iterator[bytes])
+    assert_type(exe.map(blocking_pair, range(3), urls, buffersize=8), Iterator[str])
+    assert_type(exe.map(fetch_page, urls, range(3), return_exceptions=True),
+                Iterator[bytes | BaseException])
+    assert_type(exe.map(fetch_range, urls, [0], [2.0]), Iterator[bytes])
+    assert_type(exe.map(fetch_range, urls, range(3), [1], return_exceptions=flag),
+                Iterator[bytes | BaseException])
+    assert_type(exe.map(total, [1], [2], [3], [4]), Iterator[int])
+    assert_type(exe.map(blocking_sum, [1], [2], [3], [4], [5], timeout=1.0), Iterator[int])
+    assert_type(exe.map(total, [1], [2], [3], [4], [5], return_exceptions=True),
+                Iterator[int | BaseException])
+    assert_type(exe.map(blocking_sum, [1], [2], [3], [4], return_exceptions=flag),
+                Iterator[int | BaseException])
+    assert_type(exe.map(blocking_none), Iterator[None])  # no input, as Executor.map allows
+
+    # Items of the wrong type for fn, and wrong options.
     exe.map(blocking_str, ["a"])  # type: ignore[arg-type]
+    exe.map(fetch_bytes, [1], return_exceptions=True)  # type: ignore[arg-type]
     exe.map(fetch_page, range(3), urls)  # type: ignore[arg-type]
+    exe.map(fetch_page, urls, urls, return_exceptions=flag)  # type: ignore[arg-type]
     exe.map(blocking_str, [1], [2], retry=None)  # type: ignore[arg-type]
+    exe.map(fetch_range, urls, [0], ["2"], chunksize=4)  # type: ignore[arg-type]
     exe.map(blocking_str, [1], retry=3)  # type: ignore[call-overload]
+    exe.map(blocking_str, [1], return_exceptions="yes")  # type: ignore[call-overload]
+    exe.map(fetch_int(1), range(3))  # type: ignore[call-overload]
+
+    # A result used as what it is not (when results were Any, none of these was reported).
+    blocking_str(next(exe.map(fetch_bytes, urls)))  # type: ignore[arg-type]
+    exe.map(fetch_bytes, exe.map(fetch_int, [1]))  # type: ignore[arg-type]
+    first: str = next(exe.map(fetch_bytes, urls))  # type: ignore[assignment]
+    length = len(next(exe.map(blocking_sum, [1], [2], [3], [4])))  # type: ignore[arg-type]
+    pages: Iterator[bytes]
+    pages = exe.map(fetch_bytes, urls, return_exceptions=flag)  # type: ignore[assignment]
+    for value in exe.map(fetch_int, [1], return_exceptions=True):
+        blocking_str(value)  # type: ignore[arg-type]  # it may be a job's error
+    del first, length, pages
 
 
 async def check_loop_executor_from_async_code() -> None:
