@@ -18,6 +18,7 @@ from ._map import MapIterator
 from ._retry import INHERIT, Inherit, RetryArg
 from ._startup import check_accepting, check_loop
 from ._typing import A1, A2, A3
+from ._validate import check_switch
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -110,7 +111,8 @@ def map(
     check_loop(exe)
     check_accepting(exe)
     return MapIterator(exe, fn, iterables, buffersize, ordered=True,
-                       return_exceptions=return_exceptions, retry=retry)
+                       return_exceptions=check_switch("return_exceptions", return_exceptions),
+                       retry=retry)
 
 
 @overload
@@ -185,4 +187,5 @@ def map_unordered(
     check_loop(exe)
     check_accepting(exe)
     return MapIterator(exe, fn, iterables, buffersize, ordered=False,
-                       return_exceptions=return_exceptions, retry=retry)
+                       return_exceptions=check_switch("return_exceptions", return_exceptions),
+                       retry=retry)

@@ -795,6 +795,19 @@ def test_suppress_task_errors_takes_only_true_or_false(value: object) -> None:
         CoroutineExecutor(suppress_task_errors=value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", ["no", 0, None])
+@pytest.mark.parametrize("method", ["map", "map_unordered"])
+async def test_a_maps_return_exceptions_takes_only_true_or_false(
+    method: str, value: object
+) -> None:
+    # "no" was taken as true: errors yielded as results (found while typing the maps).
+    message = f"^return_exceptions must be True or False \\(got {value!r}\\)$"
+    async with CoroutineExecutor() as exe:
+        with pytest.raises(TypeError, match=message):
+            getattr(exe, method)(asyncio.sleep, [0], return_exceptions=value)
+    assert exe.stats.submitted == 0
+
+
 def test_a_setter_on_another_loop_is_refused_once_the_executors_loop_has_finished() -> None:
     # "The executor's first call on another loop raises RuntimeError, whatever the call":
     # the setters were accepted there (found by a docs-only tester). With no loop running

@@ -773,6 +773,8 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
         coro = _double(1)
         with pytest.raises(TypeError, match="not a coroutine object"):
             exe.submit(coro)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=re.escape("return_exceptions must be True or False")):
+            exe.map(_double, [1], return_exceptions="no")  # type: ignore[call-overload]
         with pytest.raises(TypeError, match=re.escape("cannot send the jobs of inputs 0..0")):
             exe.map(_double, [threading.Lock()])
         # An async generator function ran on the workers, and then its generator could not

@@ -315,10 +315,12 @@ class DaskExecutor(concurrent.futures.Executor):
 
         Raises:
             RuntimeError: after ``shutdown()``.
-            TypeError: ``fn`` is not callable, or an input cannot be pickled.
+            TypeError: ``fn`` is not callable, an input cannot be pickled, or
+                ``return_exceptions`` is not True or False.
             ValueError: ``chunksize`` or ``buffersize`` below 1.
         """
         check_fn(fn, "map")
+        return_exceptions = check_switch("return_exceptions", return_exceptions)
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
         check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
         _shutdown.check_running(self)  # before asking the scheduler: a client it made is closed
