@@ -79,8 +79,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         import tracemalloc
 
         tracer = tracemalloc
-    if spec.get("warmup", what == "time"):
-        # A small run first, so lazy imports and first-call costs are not timed.
+    if spec.get("warmup", True):
+        # A small run first, so lazy imports and first-call costs are neither timed nor
+        # traced: importing a library (about 3 MiB of Python objects for coroexecutor) is
+        # not what its jobs cost, and the wrapper forms import nothing.
         _contenders.reset()
         if is_async:
             _run_async(contender, loop_kind, min(n, 2000), workers, None)
