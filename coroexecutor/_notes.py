@@ -185,9 +185,11 @@ def add_note(exc: BaseException, note: str) -> None:
             setattr(exc, "__notes__", [note])  # noqa: B010 - mypy's 3.10 view has no __notes__
         elif isinstance(notes, list):
             notes.append(note)
-    except Exception:
+    except BaseException:
         # A __notes__ that is not a list (add_note's TypeError), or a __notes__ property
         # or __setattr__ of the user's that refuses: the error goes on without a note.
+        # Even with a KeyboardInterrupt or SystemExit: raised here, it would skip the
+        # job's settling (its slot, its counts), and the block's exit would wait for ever.
         pass
 
 

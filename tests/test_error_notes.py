@@ -329,3 +329,69 @@ def test_an_argument_whose_repr_spans_lines_gives_a_one_line_note(rows: int, how
     (note,) = notes(error)
     assert "\n" not in note, note
     assert "matrix([[0, 0], [1, 1]" in note, note  # the line breaks became spaces
+
+
+class _NotesInterrupt(Exception):
+    """An error whose notes cannot be read: its __notes__ raises KeyboardInterrupt."""
+
+    @property
+    def __notes__(self) -> list[str]:
+        raise KeyboardInterrupt
+
+
+class _SetattrExits(Exception):
+    """An error that refuses notes with SystemExit."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "__notes__":
+            raise SystemExit(f"no {name}")
+        super().__setattr__(name, value)
+
+
+_REFUSING: list[type[Exception]] = [_NotesInterrupt, _SetattrExits]
+
+
+async def _raises(cls: type[Exception]) -> None:
+    await asyncio.sleep(0)
+    raise cls("job failed")
+
+
+@pytest.mark.parametrize("cls", _REFUSING)
+@pytest.mark.parametrize("how", ["submit", "hook", "retry", "queued", "map"])
+async def test_an_error_refusing_its_note_with_a_base_exception_is_raised_without_it(
+    loop_kind: str, how: str, cls: type[Exception]
+) -> None:
+    # Regression (found by a docs-only tester): the note's KeyboardInterrupt or SystemExit
+    # left the job's last step before it settled, and the block's exit waited for ever.
+    options: dict[str, Any] = {}
+    if how == "hook":
+        options["on_job_done"] = lambda future: None
+    elif how == "retry":
+        options["retry"] = Retry(attempts=2, on=(KeyError,))
+    with pytest.raises(cls) as info:
+        async with CoroutineExecutor(max_workers=1, **options) as exe:
+            if how == "queued":
+                exe.submit_nowait(_raises, cls)
+            elif how == "map":
+                async for _ in exe.map(_raises, [cls]):
+                    pass
+            else:
+                await exe.submit(_raises, cls)
+    assert (exe.stats.failed, exe.stats.running) == (1, 0)
+    assert "__notes__" not in vars(info.value)
+    info.value.__traceback__ = None
+
+
+@pytest.mark.parametrize("cls", _REFUSING)
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_an_error_refusing_its_note_with_a_base_exception_fails_its_bridge_future(
+    kind: str, cls: type[Exception]
+) -> None:
+    def blocking(cls: type[Exception]) -> None:
+        raise cls("job failed")
+
+    fn: Any = blocking if kind == "blocking" else _raises
+    with LoopExecutor(max_workers=1) as exe:
+        error = exe.submit(fn, cls).exception(timeout=5)
+        assert exe.submit(str.upper, "still works").result(timeout=5) == "STILL WORKS"
+    assert type(error) is cls
