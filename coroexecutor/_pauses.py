@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ._errors import refused_by
 from ._lifecycle import admit
 from ._state import State
 
@@ -49,6 +50,14 @@ class Pauses:
         except asyncio.CancelledError:
             admit(exe)  # a slot granted just as we were cancelled goes to the next in line
             raise
+        except RuntimeError as exc:
+            if not refused_by(exc, exe):
+                raise
+            # The executor is cancelling its jobs, and turned away the slot waiters before
+            # this job's cancel arrived (in a failing job's last step, the cancel of a
+            # task that waits comes after the step): it ends cancelled, as they all do,
+            # not with the refusal meant for new jobs.
+            raise asyncio.CancelledError from None
         exe._slots.resumed()
         if self._owner is not None:
             self._owner.resumed()

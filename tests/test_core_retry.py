@@ -248,6 +248,53 @@ async def test_fail_fast_ends_a_backoff_at_once() -> None:
     assert now() - start < 100
 
 
+@pytest.mark.parametrize("hook", [None, lambda future: None], ids=["in-line", "hook"])
+@pytest.mark.parametrize("failing", ["submit", "map"])
+async def test_fail_fast_cancels_a_job_waiting_for_its_slot_after_a_pause(
+    failing: str, hook: Any
+) -> None:
+    """Regression (found by a docs-only tester): a job whose pause was over, waiting for a
+    slot, when another job failed (in its last step) ended with the RuntimeError meant
+    for new jobs ("cannot schedule new futures after shutdown") and counted as failed.
+    It ends cancelled, as in its pause."""
+    go = asyncio.Event()
+    took_slot = asyncio.Event()
+    attempts = 0
+
+    async def retried() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionResetError("again")
+
+    async def fails(_: object = None) -> None:
+        took_slot.set()  # the retried job's slot, given back for its pause
+        await go.wait()
+        raise ValueError("other job")
+
+    async def consume() -> None:
+        async for _ in exe.map(fails, [0]):
+            pass
+
+    with pytest.raises(ValueError, match="other job"):
+        async with CoroutineExecutor(
+            max_workers=1, on_job_done=hook,
+            retry=Retry(attempts=5, on=(ConnectionResetError,), backoff=1.0, jitter=False),
+        ) as exe:
+            job = await exe.submit(retried)
+            if failing == "submit":
+                other = asyncio.ensure_future(exe.submit(fails))
+            else:
+                other = asyncio.ensure_future(consume())
+            await took_slot.wait()
+            await asyncio.sleep(2)  # the pause (1 s) is over: the job waits for its slot
+            assert attempts == 1 and not job.done()
+            go.set()
+            await other
+    assert job.cancelled(), job
+    assert attempts == 1
+    assert (exe.stats.failed, exe.stats.cancelled, exe.stats.retried) == (1, 1, 1)
+
+
 async def test_shutdown_without_waiting_ends_a_backoff_at_once() -> None:
     sleeper = Sleeper()
     start = now()
