@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import sys
 from typing import Any
 
 import pytest
@@ -348,7 +349,23 @@ class _SetattrExits(Exception):
         super().__setattr__(name, value)
 
 
-_REFUSING: list[type[Exception]] = [_NotesInterrupt, _SetattrExits]
+class _AddNoteExits(Exception):
+    """An error whose add_note() (Python 3.11+) raises SystemExit."""
+
+    def add_note(self, note: str) -> None:
+        raise SystemExit(f"no {note!r}")
+
+
+_REFUSING: list[Any] = [
+    _NotesInterrupt,
+    _SetattrExits,
+    pytest.param(
+        _AddNoteExits,
+        marks=pytest.mark.skipif(
+            sys.version_info < (3, 11), reason="notes are set by hand before 3.11"
+        ),
+    ),
+]
 
 
 async def _raises(cls: type[Exception]) -> None:
