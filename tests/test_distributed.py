@@ -291,6 +291,46 @@ def test_a_job_error_fails_fast_and_cancels_the_rest_in_every_process(
     assert len({name.split("-")[0] for name in started}) == WORKERS
 
 
+class _NotesExit(Exception):
+    """A job error that refuses notes with SystemExit (add_note on 3.11+, __setattr__)."""
+
+    def add_note(self, note: str) -> None:
+        raise SystemExit(note)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "__notes__":
+            raise SystemExit(name)
+        super().__setattr__(name, value)
+
+
+async def _fails_refusing_notes(x: int, *, label: str = "") -> int:
+    raise _NotesExit(f"job {x}{label}")
+
+
+async def _fails_with_keywords(x: int, *, label: str) -> int:
+    raise ValueError(f"job {x} {label}")
+
+
+def test_the_note_names_a_submitted_jobs_keywords_and_a_refused_note_loses_no_error(
+    client: Any,
+) -> None:
+    # Found by a review: the note of a submitted job left out its keyword arguments, and
+    # an error refusing its note with SystemExit broke the worker's chunk instead of
+    # failing its job alone.
+    with DaskExecutor(client=client, per_worker=2) as exe:
+        error = exe.submit(_fails_with_keywords, 1, label="x" * 100).exception(timeout=60)
+        refused = exe.submit(_fails_refusing_notes, 2, label="!").exception(timeout=60)
+        with pytest.raises(_NotesExit, match="job 3"):
+            next(exe.map(_fails_refusing_notes, [3]))
+        assert exe.submit(_double, 4).result(timeout=60) == 8
+    assert isinstance(error, ValueError)
+    [note] = error.__notes__  # type: ignore[attr-defined]  # (3.10: set by hand)
+    assert note.startswith("raised by a job submitted to a DaskExecutor: _fails_with_keywords(1,")
+    assert "label='xxxx" in note and "..." in note  # shortened, as the core's notes
+    assert isinstance(refused, _NotesExit) and str(refused) == "job 2!"
+    assert "__notes__" not in vars(refused)
+
+
 async def _fail_while_input_0_runs(folder: str, x: int) -> int:
     """Input 1 fails once parked jobs run in both processes; input 0, in its chunk, ends
     only once jobs were cancelled in both processes (its own and the other)."""

@@ -66,8 +66,8 @@ def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
             continue
         attempts = run.attempts.get(i, 1)
         if spec.fn is None:
-            fn, args, _ = spec.calls[i]
-            name_input(error, "a job submitted to a DaskExecutor", fn, args, attempts)
+            fn, args, kwargs = spec.calls[i]
+            name_input(error, "a job submitted to a DaskExecutor", fn, args, attempts, kwargs)
         else:
             name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
                        spec.calls[i], attempts)

@@ -27,7 +27,7 @@ from .. import CoroutineExecutor
 from .._errors import async_generator_error
 from .._keyed import MaxPerKey
 from .._keyed_slots import check_keying
-from .._notes import safe_repr
+from .._notes import add_note, describe_call
 from .._retry import INHERIT, RetryArg, RetryPolicy, resolve_retry
 from .._validate import check_callables
 
@@ -235,25 +235,25 @@ def check_sendable(value: object, where: str, what: str = "retry policy") -> Non
 
 
 def name_input(
-    error: BaseException, where: str, fn: object, args: tuple[Any, ...], attempts: int = 1
+    error: BaseException,
+    where: str,
+    fn: object,
+    args: tuple[Any, ...],
+    attempts: int = 1,
+    kwargs: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Add a note to a job's error naming the input that raised it (3.11+: notes), and
-    how many attempts it had when it was retried (retry=)."""
-    add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        name = getattr(fn, "__qualname__", None) or safe_repr(fn)
-        shown = ", ".join(safe_repr(a) for a in args)  # one line each, as the core's notes
-        tried = f", failed after {attempts} attempts" if attempts > 1 else ""
-        add_note(f"raised by {where}: {name}({shown}){tried}")
+    """Add a note to a job's error naming the input that raised it, and how many attempts
+    it had when it was retried (retry=). As the core's notes: shortened by reprlib, never
+    raising (an error refusing notes goes on without it), in ``__notes__`` on 3.10."""
+    tried = f", failed after {attempts} attempts" if attempts > 1 else ""
+    add_note(error, f"raised by {where}: {describe_call(fn, args, kwargs or {})}{tried}")
 
 
 def name_chunk(error: BaseException, jobs: str) -> None:
     """Note on the error of a chunk whose dask task failed as a whole (its worker lost more
     often than dask allows: ``KilledWorker``) which jobs it stands for: every one of them
     gets this one object, so it cannot name a single input."""
-    add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        add_note(f"raised for {jobs}: their chunk's dask task failed as a whole")
+    add_note(error, f"raised for {jobs}: their chunk's dask task failed as a whole")
 
 
 def check_client(client: object) -> None:
