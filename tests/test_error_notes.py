@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import sys
+import weakref
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import pytest
@@ -246,6 +249,106 @@ def test_the_bridge_names_a_partial_by_the_call_it_makes() -> None:
         future = exe.submit(functools.partial(reciprocal, scale=3.0), 0)
         concurrent.futures.wait([future], timeout=5)
     assert notes(future.exception()) == ["coroexecutor: job reciprocal(0, scale=3.0) failed"]
+
+
+async def _unreachable(url: str) -> None:
+    await asyncio.sleep(0)
+    raise ConnectionError(f"cannot reach {url}")
+
+
+class _Unreachable:
+    """An awaitable that is neither a coroutine nor an asyncio future."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return _unreachable(self.url).__await__()
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def _as_task(url: str) -> asyncio.Task[None]:
+    return asyncio.ensure_future(_unreachable(url))
+
+
+def _returning(kind: str, loop: asyncio.AbstractEventLoop) -> Callable[[str], Awaitable[None]]:
+    """A blocking callable (a worker thread runs it) that returns an awaitable of ``kind``,
+    which then fails on ``loop``."""
+
+    def connect(url: str) -> Awaitable[None]:
+        if kind == "coroutine":
+            return _unreachable(url)
+        if kind == "awaitable":
+            return _Unreachable(url)
+        if kind == "task":  # made on the loop: a worker thread has no loop to make it on
+            return asyncio.run_coroutine_threadsafe(_as_task(url), loop).result(timeout=5)
+        future = loop.create_future()
+        loop.call_soon_threadsafe(future.set_exception, ConnectionError(f"cannot reach {url}"))
+        return future
+
+    return connect
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "future", "task", "awaitable"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"job_timeout": 60}, {"retry": Retry(attempts=2, backoff=0, jitter=False)}],
+    ids=["direct", "job_timeout", "retry"],
+)
+def test_the_bridge_names_a_blocking_call_whose_awaitable_failed(
+    kind: str, options: dict[str, Any]
+) -> None:
+    # The job is the call and its awaitable together (bridge.rst): the awaitable's error
+    # got no note, for submit() and map(), but for a job with a retry policy, whose
+    # attempts keep the call (found by a docs-only tester, with ``lambda url: fetch(url)``).
+    with LoopExecutor(max_workers=2, **options) as exe:
+        connect = _returning(kind, exe.submit(_running_loop).result(timeout=5))
+        error = exe.submit(connect, "http://a").exception(timeout=5)
+        with pytest.raises(ConnectionError) as info:
+            next(exe.map(connect, ["http://a", "http://b"], timeout=5))
+    assert isinstance(error, ConnectionError)
+    failed = "failed after 2 attempts" if "retry" in options else "failed"
+    assert notes(error) == [f"coroexecutor: job connect('http://a') {failed}"]
+    assert notes(info.value) == [f"coroexecutor: job connect('http://a') {failed} (map input #0)"]
+
+
+class _Token:
+    pass
+
+
+def _connect_with(token: _Token) -> Awaitable[None]:
+    return _unreachable("http://a")  # the awaitable holds no token
+
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 60}], ids=["direct", "job_timeout"])
+def test_a_blocking_calls_awaitable_error_keeps_no_reference_to_the_call(
+    options: dict[str, Any],
+) -> None:
+    # The note names the call; the error, which the caller may keep for long, holds only
+    # the note's string (semantics.rst): the frames its traceback keeps let go of the call.
+    with LoopExecutor(max_workers=1, **options) as exe:
+        token = _Token()
+        alive = weakref.ref(token)
+        future = exe.submit(_connect_with, token)
+        del token
+        error = future.exception(timeout=5)
+    gc.collect()
+    assert isinstance(error, ConnectionError) and len(notes(error)) == 1
+    assert alive() is None
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "future"])
+@pytest.mark.parametrize("options", [{}, {"job_timeout": 60}], ids=["direct", "job_timeout"])
+def test_annotate_errors_false_leaves_a_blocking_calls_awaitable_without_a_note(
+    kind: str, options: dict[str, Any]
+) -> None:
+    with LoopExecutor(max_workers=1, annotate_errors=False, **options) as exe:
+        connect = _returning(kind, exe.submit(_running_loop).result(timeout=5))
+        error = exe.submit(connect, "http://a").exception(timeout=5)
+    assert isinstance(error, ConnectionError) and notes(error) == []
 
 
 def test_the_bridge_passes_annotate_errors_through() -> None:

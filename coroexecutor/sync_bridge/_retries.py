@@ -121,15 +121,15 @@ class Retries:
     def attempts_of(
         self,
         future: BridgeFuture[Any],
-        fn: Optional[Callable[..., Any]],
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         coroutine_fn: bool,
         ctx: Optional[contextvars.Context] = None,
     ) -> Optional[Attempts]:
         """The job's Attempts, made now if a policy applies to it; None if none does.
-        ``fn`` None: the awaitable a blocking job returned, whose job has its Attempts
-        already if a policy applies to it (made with the job's call before it was awaited).
+        (A blocking job whose call returned an awaitable has them already, if a policy
+        applies to it: made before the awaitable was awaited, see Scheduler.await_outcome.)
 
         ``ctx``: the context the attempt that ends here ran in, as it left it, where the
         next attempt runs; by default a copy of the current one (in a coroutine attempt's
@@ -139,7 +139,7 @@ class Retries:
             policy = future._retry_policy
             if policy is INHERIT:
                 policy = self.policy
-            if policy is None or fn is None:
+            if policy is None:
                 return None
             attempts = future._attempts = Attempts(future, fn, args, kwargs, coroutine_fn, policy)
         attempts.ctx = contextvars.copy_context() if ctx is None else ctx
@@ -148,7 +148,7 @@ class Retries:
     def job_error(
         self,
         future: BridgeFuture[Any],
-        fn: Optional[Callable[..., Any]],
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         exc: BaseException,
@@ -157,11 +157,12 @@ class Retries:
     ) -> Optional[BaseException]:
         """An attempt of the job ``fn(*args, **kwargs)`` raised ``exc``, in the caller's
         ``except`` clause: None when it is retried, else the job's error (noted), which may
-        be the policy's own. ``fn`` None: the awaitable a blocking job returned raised it
-        (it is not named). ``ctx``: see attempts_of."""
+        be the policy's own. For an awaitable a blocking call returned, ``fn(*args,
+        **kwargs)`` is that call: the job is the call and its awaitable together, and its
+        note names the call. ``ctx``: see attempts_of."""
         attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
         if attempts is None:
-            if fn is not None and future._annotate:
+            if future._annotate:
                 annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
             return exc
         del fn, args, kwargs, ctx  # see decide

@@ -22,6 +22,7 @@ from ._options import CoreOptions, ShutdownRequest
 from ._outcome import CoroutineJobError, resolve
 from ._retries import RETRIED, Retries, cancels, give_up
 from ._tuning import BridgeTuner
+from ._work_item import await_returned, job_call
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 
 __all__ = ["Scheduler"]
@@ -209,7 +210,7 @@ class Scheduler:
                 self._release(future)
             return
         self.retries.attempts_of(future, *args)  # the awaitable's errors: the job's
-        coro = self._run_coroutine(future, _identity, (item.outcome,), {})
+        coro = self._run_coroutine(future, await_returned, (item.outcome, *args[:3]), {})
         item.outcome = None
         task = item.ctx.run(loop.create_task, coro)
         self._tails.add(task)
@@ -253,15 +254,13 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
-            # A job_timeout's error is retried as the policy says. (An awaitable: None.)
-            self.retries.attempts_of(future, None if fn is _identity else fn, args, kwargs, True)
+            # A job_timeout's error is retried as the policy says.
+            self.retries.attempts_of(future, *job_call(fn, args, kwargs))
             del fn, args, kwargs  # as below: a JobTimeoutError's cause keeps this frame
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
-            # (A returned awaitable is not named: None.)
-            error = self.retries.job_error(
-                future, None if fn is _identity else fn, args, kwargs, exc, True
-            )
+            fn, args, kwargs, coroutine_fn = job_call(fn, args, kwargs)
+            error = self.retries.job_error(future, fn, args, kwargs, exc, coroutine_fn)
             # The job's error keeps this frame (its traceback), and the caller may keep the
             # error (its future) for long: the frame lets go of the job's call.
             del fn, args, kwargs
@@ -347,8 +346,9 @@ class Scheduler:
         for var, value in ctx.items():
             var.set(value)
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
-        del fn, args, kwargs, ctx, item  # the awaitable's error keeps this frame: as above
-        return await self._run_coroutine(future, _identity, (outcome,), {})
+        awaiting = self._run_coroutine(future, await_returned, (outcome, fn, args, kwargs), {})
+        del outcome, fn, args, kwargs, ctx, item  # the awaitable's error keeps this frame
+        return await awaiting
 
     #
     # Shutting down
@@ -388,7 +388,3 @@ class Scheduler:
         futures = list(self._jobs.values())
         self._jobs.clear()
         return futures
-
-
-async def _identity(awaitable: Any) -> Any:
-    return await awaitable

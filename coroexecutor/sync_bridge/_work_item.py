@@ -1,5 +1,5 @@
-"""WorkItem: one blocking job on its way through a worker thread, and the outcomes a
-worker leaves in it for the loop thread."""
+"""WorkItem: one blocking job on its way through a worker thread, the outcomes a worker
+leaves in it for the loop thread, and how the loop awaits an awaitable the call returned."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ if TYPE_CHECKING:
 
     from ._future import BridgeFuture
 
-__all__ = ["Failed", "FailedInWorker", "Finished", "Release", "WorkItem"]
+__all__ = [
+    "Failed", "FailedInWorker", "Finished", "Release", "WorkItem", "await_returned", "job_call",
+]
 
 
 class Failed:
@@ -92,3 +94,21 @@ class WorkItem:
 
 # release(item) -> the next direct job, which inherits the slot, or None.
 Release = Callable[[WorkItem], Optional[WorkItem]]
+
+
+async def await_returned(awaitable: Any, fn: Any, args: Any, kwargs: Any) -> Any:
+    """The loop's part of the job ``fn(*args, **kwargs)``, a blocking call that returned
+    ``awaitable`` (``lambda: fetch(url)``): the job is the call and its awaitable
+    together, so a note on the awaitable's error names the call (see job_call)."""
+    del fn, args, kwargs  # the awaitable's error keeps this frame, which keeps no call
+    return await awaitable
+
+
+def job_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]:
+    """The job a wrapper runs as ``fn(*args, **kwargs)`` on the loop, and whether it is a
+    coroutine job: for await_returned, the blocking call that returned the awaitable."""
+    if fn is await_returned:
+        return args[1], args[2], args[3], False
+    return fn, args, kwargs, True
