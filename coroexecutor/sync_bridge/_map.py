@@ -36,7 +36,8 @@ class MapIterator(Iterator[T]):
     iterator's collection, and any exception out of ``next()`` (a job's error, the
     timeout, a Ctrl-C) cancel every job not yet yielded; it is then exhausted.
 
-    It never refers to a result it has returned (bpo-14406): the consumer decides when
+    It never refers to a result it has returned (bpo-14406), nor leaves it in the future
+    it came from (which the executor may hold a moment longer): the consumer decides when
     a result is freed.
 
     One ``next()`` at a time: a call made while another has not returned (from another
@@ -105,7 +106,10 @@ class MapIterator(Iterator[T]):
             # timeout, a Ctrl-C), close() cancels it with the rest. No local of this frame
             # holds the future (bpo-14406, as Executor.map).
             result = futures[0].result(timeout)
-            futures.popleft()
+            # The future lets go of the result too: the executor may hold the future a
+            # moment longer (the loop thread frees the job's slot a turn after it has
+            # woken this thread), and only the consumer decides when the result is freed.
+            futures.popleft()._result = None
             return result
         except BaseException:
             self.close()

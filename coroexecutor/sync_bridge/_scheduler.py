@@ -287,7 +287,9 @@ class Scheduler:
             # and its task.cancel() is still on its way: the job ends cancelled, as the
             # caller was told (in stats and for fail-fast too), not succeeded or failed.
             raise asyncio.CancelledError
-        return result
+        # Not the result: the task lives on until a later turn of the loop frees the
+        # job's slot, and a map's consumer, woken above, may drop the result before.
+        return None
 
     @job_wrapper
     async def _run_blocking(
