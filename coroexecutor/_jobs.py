@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
+from ._notes import CALL_KEEPERS
 
 __all__ = [
     "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
@@ -98,18 +99,26 @@ def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> Factory
     return _never
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+async def _await(
+    awaitable: Awaitable[Any], fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return await awaitable  # (its frame keeps the call: the note names it, not _await)
 
 
-def as_coroutine(result: object, fn: object) -> Coroutine[Any, Any, Any]:
-    """The coroutine for a job whose function returned ``result``."""
+CALL_KEEPERS.add(_await.__code__)
+
+
+def as_coroutine(
+    result: object, fn: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+) -> Coroutine[Any, Any, Any]:
+    """The coroutine for a job whose function returned ``result`` (called with ``args``
+    and ``kwargs``, which a note on its error shows)."""
     if type(result) is _CoroutineType:
         return result
     if asyncio.iscoroutine(result):
         return result
     if inspect.isawaitable(result):
-        return _await(result)
+        return _await(result, fn, args, {} if kwargs is None else kwargs)
     # Only here, on the path of a result that is no coroutine, is fn's kind examined:
     # checking before the call would cost every job. Calling an async generator function
     # runs none of its body, so this is as good as refusing it before the call.

@@ -13,9 +13,11 @@ import functools
 import inspect
 import reprlib
 import sys
+import types
 from typing import Any
 
 __all__ = [
+    "CALL_KEEPERS",
     "add_note",
     "annotate_coroutine_error",
     "annotate_job_error",
@@ -98,6 +100,11 @@ def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str
     return f"{_name(fn)}({', '.join(parts)})"
 
 
+# The code of the executor's own coroutines that run a job's call for it (a function that
+# returned an awaitable that is no coroutine): their frames keep the call as ``fn``,
+# ``args`` and ``kwargs``, and the note names that call, not the wrapper.
+CALL_KEEPERS: set[types.CodeType] = set()
+
 _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
 
@@ -122,6 +129,9 @@ def describe_coroutine(coro: Any, exc: BaseException) -> str:
         tb = tb.tb_next
     if frame is None or code is None:
         return f"{name}(...)"
+    if code in CALL_KEEPERS:
+        values = frame.f_locals
+        return describe_call(values.get("fn"), values.get("args", ()), values.get("kwargs", {}))
     try:
         values = frame.f_locals
         names = code.co_varnames

@@ -227,7 +227,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             raise
         attempt += 1
         try:
-            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn)
+            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn, call.args, call.kwargs)
             if call.job_timeout is not None:
                 coro = wrapped_job(call.job_timeout, coro, call.fn, call.args, call.kwargs)
             return await coro

@@ -88,7 +88,7 @@ def start_job(
         try:
             coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
             if type(coro) is not _CoroutineType:
-                coro = as_coroutine(coro, fn)
+                coro = as_coroutine(coro, fn, args, kwargs)
         except Exception as exc:  # the job's first attempt failed as it started
             retried = failed_call(
                 exe._retry if isinstance(policy, Inherit) else policy, fn, exc

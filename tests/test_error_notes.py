@@ -515,3 +515,41 @@ def test_an_error_refusing_its_note_with_a_base_exception_fails_its_bridge_futur
         error = exe.submit(fn, cls).exception(timeout=5)
         assert exe.submit(str.upper, "still works").result(timeout=5) == "STILL WORKS"
     assert type(error) is cls
+
+
+def _returns_failed_future(url: str, *, timeout: int = 5) -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(ConnectionError(url))
+    return future
+
+
+def _returns_failing_task(url: str, *, timeout: int = 5) -> asyncio.Future[None]:
+    return asyncio.ensure_future(_raises_connection_error(url))
+
+
+async def _raises_connection_error(url: str) -> None:
+    await asyncio.sleep(0)
+    raise ConnectionError(url)
+
+
+@pytest.mark.parametrize("fn", [_returns_failed_future, _returns_failing_task])
+@pytest.mark.parametrize("hook", [None, lambda future: None], ids=["in-line", "hook"])
+async def test_the_core_names_a_plain_function_whose_awaitable_failed(
+    loop_kind: str, fn: Any, hook: Any
+) -> None:
+    # Found while fixing the bridge's twin: the note named the executor's own wrapper,
+    # "job _await(<Future finished exception=...>) failed".
+    name = fn.__name__
+    async with CoroutineExecutor(
+        max_workers=1, suppress_task_errors=True, on_job_done=hook
+    ) as exe:
+        submitted = await exe.submit(fn, "http://a", timeout=3)
+        queued = exe.submit_nowait(fn, "http://b")
+        mapped = [e async for e in exe.map(fn, ["http://c"], return_exceptions=True)]
+    assert notes(submitted.exception()) == [
+        f"coroexecutor: job {name}('http://a', timeout=3) failed"
+    ]
+    assert notes(queued.exception()) == [f"coroexecutor: job {name}('http://b') failed"]
+    assert [notes(e) for e in mapped] == [
+        [f"coroexecutor: job {name}('http://c') failed (map input #0)"]
+    ]
