@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
-from ._notes import CALL_KEEPERS
+from ._notes import CALL_KEEPERS, describe_call
 
 __all__ = [
     "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
@@ -102,7 +102,17 @@ def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> Factory
 async def _await(
     awaitable: Awaitable[Any], fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    return await awaitable  # (its frame keeps the call: the note names it, not _await)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        # The note names the call, not this wrapper: its frame, which the error's
+        # traceback keeps, holds the call's description (see CALL_KEEPERS), and no
+        # argument, as the error of a job that kept its call does not.
+        job_call = describe_call(fn, args, kwargs)  # noqa: F841  # read from the frame
+        del fn, args, kwargs
+        raise
 
 
 CALL_KEEPERS.add(_await.__code__)

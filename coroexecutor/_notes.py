@@ -101,8 +101,8 @@ def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str
 
 
 # The code of the executor's own coroutines that run a job's call for it (a function that
-# returned an awaitable that is no coroutine): their frames keep the call as ``fn``,
-# ``args`` and ``kwargs``, and the note names that call, not the wrapper.
+# returned an awaitable that is no coroutine): once it failed, their frames hold the
+# call's description as ``job_call``, and the note names that call, not the wrapper.
 CALL_KEEPERS: set[types.CodeType] = set()
 
 _CO_VARARGS = inspect.CO_VARARGS
@@ -130,8 +130,8 @@ def describe_coroutine(coro: Any, exc: BaseException) -> str:
     if frame is None or code is None:
         return f"{name}(...)"
     if code in CALL_KEEPERS:
-        values = frame.f_locals
-        return describe_call(values.get("fn"), values.get("args", ()), values.get("kwargs", {}))
+        job_call = frame.f_locals.get("job_call")
+        return job_call if isinstance(job_call, str) else f"{name}(...)"
     try:
         values = frame.f_locals
         names = code.co_varnames

@@ -553,3 +553,26 @@ async def test_the_core_names_a_plain_function_whose_awaitable_failed(
     assert [notes(e) for e in mapped] == [
         [f"coroexecutor: job {name}('http://c') failed (map input #0)"]
     ]
+
+
+class _Arg:
+    def __repr__(self) -> str:
+        return "Arg()"
+
+
+def _returns_failed_future_of(arg: object) -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(ConnectionError("failed"))
+    return future
+
+
+async def test_a_plain_functions_failed_job_keeps_no_argument_for_its_note() -> None:
+    arg = _Arg()
+    ref = weakref.ref(arg)
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        task = await exe.submit(_returns_failed_future_of, arg)
+    del arg
+    gc.collect()
+    error = task.exception()  # the task and its error are kept; the argument is not
+    assert notes(error) == ["coroexecutor: job _returns_failed_future_of(Arg()) failed"]
+    assert ref() is None
