@@ -497,6 +497,23 @@ def test_future_cancel_and_shutdown_cancel_futures_reach_running_jobs(
     _wait_until_all_cancelled(tmp_path)
 
 
+@pytest.mark.timeout(60)
+def test_shutdown_cancel_futures_cancels_a_big_batch_of_submitted_jobs_first(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    # Found by a docs-only tester: the cancel went to the workers one job at a time, and
+    # the chunks that finished meanwhile gave the futures not reached yet their results
+    # (10,000 jobs: the shutdown took 8 s, 7,542 of them completed). Here the first
+    # future cancelled lets every job finish: the chunk must have been cancelled before.
+    exe = DaskExecutor(client=client, per_worker=300, chunksize=300)
+    futures = [exe.submit(_wait_for_release, str(tmp_path), x) for x in range(300)]
+    asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+    for future in futures:
+        future.add_done_callback(lambda _: (tmp_path / "release-0").touch())
+    exe.shutdown(wait=True, cancel_futures=True)
+    assert [f for f in futures if not f.cancelled()] == []
+
+
 def test_submit_from_many_threads(client: Any) -> None:
     threads, each = 8, 25
     barrier = threading.Barrier(threads, timeout=_WAIT)

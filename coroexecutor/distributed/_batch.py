@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import distributed
 
-from ._wire import Chunk, ChunkSpec, name_chunk
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk
 
 __all__ = ["Batcher", "Pending"]
 
@@ -37,18 +37,22 @@ Pending = tuple[
 # Sends one chunk; returns the dask future of its task.
 Send = Callable[[Chunk, str], Any]
 # Asks every worker to cancel some jobs of a chunk: (map id, positions).
-CancelRemote = Callable[[str, frozenset[int]], None]
+CancelRemote = Callable[[str, Indexes], None]
+# Cancels dask tasks: those not started yet never run.
+CancelTasks = Callable[[list[Any]], None]
 
 
 class Batcher:
     """Gathers submitted jobs into chunks and resolves their futures."""
 
     def __init__(
-        self, exe_id: str, send: Send, cancel_remote: CancelRemote, delay: float, size: int
+        self, exe_id: str, send: Send, cancel_remote: CancelRemote, cancel_tasks: CancelTasks,
+        delay: float, size: int,
     ) -> None:
         self._exe_id = exe_id
         self._send = send
         self._cancel_remote = cancel_remote
+        self._cancel_tasks = cancel_tasks
         self._delay = delay
         self._size = size
         self._changed = threading.Condition()
@@ -93,6 +97,25 @@ class Batcher:
             _cancel_and_notify(future)
         if thread is not None:
             thread.join()
+
+    def cancel_threadsafe(self) -> None:
+        """Close, dropping what has gathered, and cancel every chunk in flight: the dask
+        tasks not started yet, and on the workers, once a chunk, the jobs running in them.
+
+        A chunk is taken out of ``_in_flight`` before its futures are cancelled, so their
+        cancel sends nothing more (one message a job was the cost of a big batch: with
+        10,000 jobs the shutdown took seconds, and the chunks finished meanwhile resolved
+        the futures it had not reached yet with their results)."""
+        self.close_threadsafe(cancel_futures=True)  # (the flusher has ended: nothing more)
+        with self._changed:
+            sent, self._in_flight = self._in_flight, {}
+        if sent:
+            self._cancel_tasks([task for task, _ in sent.values()])
+            for map_id in sent:
+                self._cancel_remote(map_id, EVERY_INDEX)
+        for _, futures in sent.values():
+            for future in futures:
+                _cancel_and_notify(future)
 
     def outstanding(self) -> list[concurrent.futures.Future[Any]]:
         with self._changed:
@@ -173,8 +196,13 @@ class Batcher:
     def _on_cancel(
         self, map_id: str, position: int, future: concurrent.futures.Future[Any]
     ) -> None:
-        """A future cancelled by its owner while its chunk runs: reach the worker."""
-        if future.cancelled():
+        """A future cancelled by its owner while its chunk runs: reach the worker (not when
+        the chunk is back, or was cancelled as a whole)."""
+        if not future.cancelled():
+            return
+        with self._changed:
+            running = map_id in self._in_flight
+        if running:
             try:
                 self._cancel_remote(map_id, frozenset((position,)))
             except Exception:  # the client is closing: the job ends with its worker loop

@@ -37,7 +37,7 @@ from ._connection import Connection
 from ._map import MapRun, window_of
 from ._shutdown import State
 from ._wire import check_client, check_count, check_fn, check_sendable, worker_options
-from ._worker import LoopPlugin, cancel_on_workers, send_chunk
+from ._worker import LoopPlugin, cancel_on_workers, cancel_tasks, send_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
 
@@ -148,7 +148,8 @@ class DaskExecutor(concurrent.futures.Executor):
             raise
         self._send = functools.partial(send_chunk, client)
         self._cancel_remote = functools.partial(cancel_on_workers, client, self._id)
-        self._batcher = Batcher(self._id, self._send, self._cancel_remote, _SUBMIT_DELAY,
+        self._batcher = Batcher(self._id, self._send, self._cancel_remote,
+                                functools.partial(cancel_tasks, client), _SUBMIT_DELAY,
                                 self._chunksize)
         self._closing = Closing(self, self._plugin_name, client, connection.cluster is not None)
         _exit.track(self)

@@ -90,8 +90,8 @@ def _stop(exe: Stopping) -> tuple[bool, list[MapRun]]:
 def _cancel_everything(exe: Stopping, maps: list[MapRun]) -> None:
     for run in maps:
         run.cancel_threadsafe()
-    exe._batcher.close_threadsafe(cancel_futures=True)
-    for future in exe._batcher.outstanding():
+    exe._batcher.cancel_threadsafe()
+    for future in exe._batcher.outstanding():  # (those of a chunk resolving meanwhile)
         future.cancel()
 
 

@@ -14,7 +14,8 @@ Threading model:
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
 * the loop thread: everything in ``ProcessLoop`` (_process_loop.py) not named
   ``..._threadsafe``;
-* the client's threads (not a worker's): ``send_chunk`` and ``cancel_on_workers``.
+* the client's threads (not a worker's): ``send_chunk``, ``cancel_on_workers`` and
+  ``cancel_tasks``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from distributed import WorkerPlugin, get_client, secede
 from ._process_loop import ProcessLoop
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
-__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "cancel_on_workers", "run_chunk",
-           "send_chunk"]
+__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "cancel_on_workers", "cancel_tasks",
+           "run_chunk", "send_chunk"]
 
 _LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
@@ -99,6 +100,14 @@ def cancel_on_workers(client: Any, exe_id: str, map_id: str, indexes: Indexes) -
         client.run(cancel_jobs, exe_id, map_id, indexes, wait=False, on_error="ignore")
     except Exception:  # CommClosedError and kin, from a scheduler or client going away
         _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
+
+
+def cancel_tasks(client: Any, tasks: list[Any]) -> None:
+    """Client side: cancel these dask tasks (those not started yet never run)."""
+    try:
+        client.cancel(tasks)
+    except Exception:  # the client is closing: its tasks go with it
+        _LOGGER.debug("could not cancel the tasks of submitted jobs", exc_info=True)
 
 
 async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
