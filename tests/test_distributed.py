@@ -608,6 +608,21 @@ def test_calls_after_shutdown_raise(client: Any, own_client: bool) -> None:
         exe.submit(_double, 1)
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         exe.map(_double, [1])
+    # Found by a docs-only tester: once its own client was closed, repr() raised
+    # AttributeError (the client forgets its scheduler).
+    assert repr(exe) == (f"<DaskExecutor shut down per_worker=3"
+                         f" scheduler={client.scheduler.address}>")
+
+
+def test_a_submit_right_after_shutdown_without_wait_is_refused(client: Any) -> None:
+    # Found by a docs-only tester: the job was accepted, and ran, until the closing thread
+    # had closed the batcher. Each round is a fresh race: the bug lost most of them.
+    for _ in range(10):
+        exe = DaskExecutor(client=client, per_worker=3)
+        exe.shutdown(wait=False)
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            exe.submit(_double, 1)
+        exe.shutdown()
 
 
 @pytest.mark.timeout(60)
@@ -823,6 +838,13 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
         DaskExecutor(n_workers=0)
     with pytest.raises(TypeError, match=re.escape("n_workers must be an int (got 1.5)")):
         DaskExecutor(n_workers=1.5)  # type: ignore[arg-type]  # the mistake under test
+    # Found by a docs-only tester: ignored, the cluster had the workers it had.
+    for where in ({"client": client}, {"address": client.scheduler.address}):
+        with pytest.raises(ValueError, match=re.escape(
+            "n_workers applies only to the LocalCluster the executor starts without an"
+            " address or a client (got n_workers=2)"
+        )):
+            DaskExecutor(**where, n_workers=2)
     # A misspelt switch ("no") must not pass as true (found by a docs-only tester).
     with pytest.raises(TypeError, match=re.escape("suppress_task_errors must be True or False")):
         DaskExecutor(client=client, suppress_task_errors="no")  # type: ignore[arg-type]

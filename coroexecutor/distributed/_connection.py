@@ -11,7 +11,26 @@ from typing import Any, Optional
 
 import distributed
 
-__all__ = ["Connection"]
+from ._wire import check_client, check_count
+
+__all__ = ["Connection", "check_connection"]
+
+
+def check_connection(
+    address: Optional[str], client: Optional[distributed.Client], n_workers: Optional[int]
+) -> None:
+    """Refuse, at the constructor, a way to connect that cannot work as asked."""
+    if address is not None and client is not None:
+        raise ValueError("pass an address or a client, not both")
+    if n_workers is not None:
+        if address is not None or client is not None:  # (it was ignored)
+            raise ValueError(
+                "n_workers applies only to the LocalCluster the executor starts without"
+                f" an address or a client (got n_workers={n_workers!r})"
+            )
+        check_count("n_workers", n_workers)  # 0 would start a cluster that never runs a job
+    if client is not None:
+        check_client(client)
 
 
 class Connection:

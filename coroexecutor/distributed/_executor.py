@@ -33,10 +33,10 @@ from .._validate import check_switch
 from . import _exit, _shutdown
 from ._batch import Batcher
 from ._closing import Closing
-from ._connection import Connection
+from ._connection import Connection, check_connection
 from ._map import MapRun, window_of
 from ._shutdown import State
-from ._wire import check_client, check_count, check_fn, check_sendable, worker_options
+from ._wire import check_count, check_fn, check_sendable, worker_options
 from ._worker import LoopPlugin, cancel_on_workers, cancel_tasks, send_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
@@ -95,8 +95,9 @@ class DaskExecutor(concurrent.futures.Executor):
             ``key`` is called with the job's arguments there, so it must be picklable.
 
     Raises:
-        ValueError: ``per_worker`` below 1, both ``address`` and ``client``, an
-            asynchronous ``client`` (``Client(asynchronous=True)``), or a bad option.
+        ValueError: ``per_worker`` below 1, both ``address`` and ``client``,
+            ``n_workers`` with either, an asynchronous ``client``
+            (``Client(asynchronous=True)``), or a bad option.
         TypeError: an option of the wrong kind (``client`` not a ``distributed.Client``).
         RuntimeError: ``client`` is closed.
     """
@@ -121,15 +122,10 @@ class DaskExecutor(concurrent.futures.Executor):
         max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         per_worker = check_count("per_worker", per_worker)
-        if n_workers is not None:  # 0 would start a cluster that never runs a job
-            n_workers = check_count("n_workers", n_workers)
         options = worker_options(per_worker, job_timeout, max_per_second, burst, initializer,
                                  initargs, loop_factory, retry, key, max_per_key)
         self._chunksize = check_count("chunksize", chunksize)
-        if address is not None and client is not None:
-            raise ValueError("pass an address or a client, not both")
-        if client is not None:
-            check_client(client)
+        check_connection(address, client, n_workers)
         self._per_worker = per_worker
         self._fail_fast = not check_switch("suppress_task_errors", suppress_task_errors)
         self._id = uuid.uuid4().hex
@@ -139,6 +135,7 @@ class DaskExecutor(concurrent.futures.Executor):
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
         self._connection = connection = Connection(address, client, n_workers)
         self._client = client = connection.client
+        self._address = client.scheduler.address  # (the client forgets it once closed)
         try:
             client.register_plugin(
                 LoopPlugin(self._id, cloudpickle.dumps(options)), name=self._plugin_name
@@ -156,7 +153,7 @@ class DaskExecutor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         return (f"<DaskExecutor {self._state.value} per_worker={self._per_worker}"
-                f" scheduler={self._client.scheduler.address}>")
+                f" scheduler={self._address}>")
 
     @property
     def client(self) -> distributed.Client:
@@ -195,7 +192,9 @@ class DaskExecutor(concurrent.futures.Executor):
         """
         check_fn(fn, "submit")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._batcher.add_threadsafe((future, fn, args, kwargs))
+        with self._lock:  # the batcher closes later, in the closing thread
+            _shutdown.check_running(self)
+            self._batcher.add_threadsafe((future, fn, args, kwargs))
         return future
 
     # Four overloads per number of inputs, as the bridge's and the core's: the items of the
