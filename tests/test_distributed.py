@@ -21,6 +21,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -585,6 +586,44 @@ def test_shutdown_cancel_futures_makes_an_open_map_raise_cancelled_error(
     _wait_until_all_cancelled(tmp_path)
 
 
+@pytest.mark.timeout(60)
+def test_a_map_cancelled_by_shutdown_from_another_thread_raises_the_stdlib_error(
+    client: Any, tmp_path: pathlib.Path
+) -> None:
+    # Found by a docs-only tester: next(), waiting, raised dask's FuturesCancelledError
+    # (its message lists dask's keys), not concurrent.futures.CancelledError.
+    exe = DaskExecutor(client=client, per_worker=10)
+    results = exe.map(_park, [tmp_path] * 20, range(20), chunksize=2)
+
+    def shut_down() -> None:  # once next() waits for jobs that wait for ever
+        asyncio.run(_wait_for_files(tmp_path, "started-*", WORKERS))
+        exe.shutdown(cancel_futures=True)
+
+    shutting_down = threading.Thread(target=shut_down)
+    shutting_down.start()
+    with pytest.raises(concurrent.futures.CancelledError) as raised:
+        next(results)
+    shutting_down.join(_WAIT)
+    assert type(raised.value) is concurrent.futures.CancelledError
+    _wait_until_all_cancelled(tmp_path)
+
+
+@pytest.mark.parametrize(("timeout", "error"), [
+    (float("inf"), OverflowError), (1e300, OverflowError),
+    (float("nan"), concurrent.futures.TimeoutError),
+])
+def test_a_map_timeout_a_wait_cannot_take_raises_as_the_stdlib_map(
+    client: Any, timeout: float, error: type[Exception]
+) -> None:
+    # Found by a docs-only tester: dask's KeyError ("Invalid time unit: inf") from next().
+    with ThreadPoolExecutor(1) as pool, pytest.raises(error):  # the stdlib's, LoopExecutor's
+        list(pool.map(time.sleep, [0.01], timeout=timeout))
+    with DaskExecutor(client=client, per_worker=10) as exe:
+        results = exe.map(_double, [1], timeout=timeout)
+        with pytest.raises(error):
+            next(results)
+
+
 def test_a_map_open_at_shutdown_yields_the_chunks_in_flight(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         whole = exe.map(_double, range(8), chunksize=2, buffersize=8)
@@ -827,6 +866,44 @@ def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
     assert done.stdout.splitlines() == [
         "job started: True", "cluster closing: True", "KeyboardInterrupt out of the with block"
     ], (done.stdout, stderr)
+
+
+@pytest.mark.timeout(120)
+def test_a_sigint_from_another_thread_interrupts_the_with_block_s_exit(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by a docs-only tester: Python runs a signal's handler in the main thread, and
+    # the exit waited in one uninterruptible lock wait: the Ctrl-C came only once the
+    # jobs had ended by themselves. The job here runs 20 s unless cancelled.
+    code = (
+        "import asyncio, pathlib, signal, sys, threading, time\n"
+        "from coroexecutor.distributed import DaskExecutor\n"
+        "folder = pathlib.Path(sys.argv[1])\n"
+        "async def job(x):\n"
+        "    (folder / 'started').touch()\n"
+        "    await asyncio.sleep(20)\n"
+        "    return x\n"
+        "def ctrl_c():\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not (folder / 'started').exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    signal.raise_signal(signal.SIGINT)  # in this thread, not the main one\n"
+        "if __name__ == '__main__':\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)  # (see above)\n"
+        "    try:\n"
+        "        with DaskExecutor(n_workers=1, per_worker=2) as exe:\n"
+        "            future = exe.submit(job, 1)\n"
+        "            threading.Thread(target=ctrl_c, daemon=True).start()\n"
+        "    except KeyboardInterrupt:\n"
+        "        print(f'KeyboardInterrupt, cancelled: {future.cancelled()}', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code, str(tmp_path)],
+        capture_output=True, text=True, timeout=100,
+    )
+    stderr = _stderr(done)
+    assert done.returncode == 0, (done.stdout, stderr)
+    assert done.stdout.splitlines() == ["KeyboardInterrupt, cancelled: True"], (done.stdout, stderr)
 
 
 def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import distributed
 
 from .._retry import INHERIT
+from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, check_count, name_chunk
 
 __all__ = ["MapResults", "MapRun", "window_of"]
@@ -174,13 +175,27 @@ class MapRun:
                 raise concurrent.futures.CancelledError()
             waiting = [slot.task for slot in self._slots if slot.outcome is None]
         timeout = None if end_time is None else end_time - time.monotonic()
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:  # nan too, as the stdlib's map
             raise concurrent.futures.TimeoutError()
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:  # inf: as a lock's wait
+            raise OverflowError(f"timeout too large for a wait (got {timeout!r} s left)")
+        # The main thread waits in slices, so that a Ctrl-C reaches it (_closing.py).
+        sliced = threading.current_thread() is threading.main_thread()
+        if sliced:
+            timeout = SIGNAL_CHECK_SECONDS if timeout is None else min(timeout,
+                                                                        SIGNAL_CHECK_SECONDS)
         try:
             distributed.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
         except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError) as error:
             # (three classes before Python 3.11: dask raises asyncio's on 3.10)
+            if sliced:
+                return  # results() waits again, and raises once the deadline has passed
             raise concurrent.futures.TimeoutError() from error
+        except concurrent.futures.CancelledError:
+            # dask's FuturesCancelledError: shutdown(cancel_futures=True) from another
+            # thread cancelled a chunk (the next round raises the stdlib's CancelledError),
+            # or dask did (taken in below, as a chunk cancelled as a whole).
+            pass
         self._take_done()
 
     def _take_done(self) -> None:
