@@ -869,8 +869,9 @@ def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
 
 
 @pytest.mark.timeout(120)
-def test_a_sigint_from_another_thread_interrupts_the_with_block_s_exit(
-    tmp_path: pathlib.Path,
+@pytest.mark.parametrize("waiting_in", ["the exit", "future.result()"])
+def test_a_sigint_from_another_thread_interrupts_the_main_thread_s_wait(
+    tmp_path: pathlib.Path, waiting_in: str
 ) -> None:
     # Found by a docs-only tester: Python runs a signal's handler in the main thread, and
     # the exit waited in one uninterruptible lock wait: the Ctrl-C came only once the
@@ -894,11 +895,13 @@ def test_a_sigint_from_another_thread_interrupts_the_with_block_s_exit(
         "        with DaskExecutor(n_workers=1, per_worker=2) as exe:\n"
         "            future = exe.submit(job, 1)\n"
         "            threading.Thread(target=ctrl_c, daemon=True).start()\n"
+        "            if sys.argv[2] == 'future.result()':\n"
+        "                future.result()\n"
         "    except KeyboardInterrupt:\n"
         "        print(f'KeyboardInterrupt, cancelled: {future.cancelled()}', flush=True)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code, str(tmp_path)],
+        [sys.executable, "-X", "dev", "-c", code, str(tmp_path), waiting_in],
         capture_output=True, text=True, timeout=100,
     )
     stderr = _stderr(done)

@@ -32,8 +32,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 from . import _exit
+from ._future import wait_sliced
 
 __all__ = ["Closing"]
 
@@ -74,12 +74,11 @@ class Closing:
             # of shutdown() itself, is cancelling: waiting here would wait for itself.
             return
         try:
-            _wait_sliced(self._done)
-            self._done.result()
+            self._done.result(wait_sliced(self._done))  # (so that a Ctrl-C reaches it)
         except KeyboardInterrupt:
             with self.cancelling():
                 on_interrupt()
-            _wait_sliced(self._done)
+            self._done.exception(wait_sliced(self._done))
             raise
         self._thread.join()  # it has handed its outcome over: it ends now
 
@@ -93,15 +92,6 @@ class Closing:
             yield
         finally:
             self._local.busy = busy
-
-
-def _wait_sliced(future: concurrent.futures.Future[Any]) -> None:
-    """Wait for ``future`` to be done; the main thread in slices of SIGNAL_CHECK_SECONDS,
-    as the bridge's waits: a signal raised in another thread (``signal.raise_signal`` from
-    a timer) is handled only as the main thread runs Python code, not in a lock's wait."""
-    main = threading.current_thread() is threading.main_thread()
-    while not concurrent.futures.wait([future], SIGNAL_CHECK_SECONDS if main else None).done:
-        pass
 
 
 def _start_dask_threads(client: Any, own_cluster: bool) -> None:

@@ -34,6 +34,7 @@ from . import _exit, _shutdown
 from ._batch import Batcher
 from ._closing import Closing
 from ._connection import Connection, check_connection
+from ._future import JobFuture
 from ._map import MapRun, window_of
 from ._shutdown import State
 from ._wire import check_count, check_fn, check_sendable, worker_options
@@ -191,7 +192,7 @@ class DaskExecutor(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable, or is a coroutine object.
         """
         check_fn(fn, "submit")
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = JobFuture()
         with self._lock:  # the batcher closes later, in the closing thread
             _shutdown.check_running(self)
             self._batcher.add_threadsafe((future, fn, args, kwargs))
