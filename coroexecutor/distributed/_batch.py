@@ -22,8 +22,7 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-import distributed
-
+from ._future import wait_dask
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk
 
 __all__ = ["Batcher", "Pending"]
@@ -127,7 +126,7 @@ class Batcher:
         with self._changed:
             waiting = {map_id: sent for map_id, sent in self._in_flight.items()
                        if not all(future.done() for future in sent[1])}
-        distributed.wait([task for task, _ in waiting.values()])
+        wait_dask([task for task, _ in waiting.values()])  # (cancel_threadsafe resolves its own)
         for map_id in waiting:
             self._on_chunk_done(map_id)
         # A chunk that dask's callback thread took first may be resolving there still.

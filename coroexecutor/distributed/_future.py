@@ -16,9 +16,11 @@ import threading
 import time
 from typing import Any, Optional, TypeVar
 
+import distributed
+
 from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 
-__all__ = ["JobFuture", "wait_sliced"]
+__all__ = ["JobFuture", "wait_dask", "wait_sliced"]
 
 T = TypeVar("T")
 
@@ -53,3 +55,15 @@ class JobFuture(concurrent.futures.Future[T]):
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         return super().exception(wait_sliced(self, timeout))
+
+
+def wait_dask(tasks: list[Any]) -> None:
+    """Wait until every dask future of ``tasks`` is done. dask's ``wait`` raises its
+    FuturesCancelledError, at once, when one is cancelled: a chunk that shutdown
+    (cancel_futures=True), from another thread, cancels while the closing waits for it."""
+    while tasks:
+        try:
+            distributed.wait(tasks)
+            return
+        except concurrent.futures.CancelledError:  # (dask's subclasses it)
+            tasks = [task for task in tasks if not task.cancelled()]

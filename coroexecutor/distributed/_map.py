@@ -35,6 +35,7 @@ import distributed
 
 from .._retry import INHERIT
 from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
+from ._future import wait_dask
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, check_count, name_chunk
 
 __all__ = ["MapResults", "MapRun", "window_of"]
@@ -261,7 +262,7 @@ class MapRun:
             self._detached = True
             waiting = [slot.task for slot in self._slots if slot.task is not None]
         if waiting:
-            distributed.wait(waiting)
+            wait_dask(waiting)  # (a chunk that shutdown cancels meanwhile is left out)
             self._take_done()
 
 
