@@ -131,8 +131,14 @@ def job_wrapper(fn: F) -> F:
     return fn
 
 
-def describe_job(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """``fetch('https://…')``: a job as error messages name it, kept short by reprlib."""
+def describe_job(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, arguments: bool = True
+) -> str:
+    """``fetch('https://…')``: a job as error messages name it, kept short by reprlib;
+    ``fetch(...)`` without ``arguments``. A bridge job's future (its wrapper's first
+    argument) says instead, by its executor's annotate_errors: the core under the bridge
+    runs without notes of its own."""
     if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
-        _, fn, args, kwargs = args
-    return describe_call(fn, args, kwargs)
+        owner, fn, args, kwargs = args
+        arguments = getattr(owner, "_annotate", arguments) is not False
+    return describe_call(fn, args, kwargs, arguments=arguments)

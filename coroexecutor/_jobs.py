@@ -100,8 +100,10 @@ def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> Factory
 
 
 async def _await(
-    awaitable: Awaitable[Any], fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    awaitable: Awaitable[Any], fn: object, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
 ) -> Any:
+    if args is None:  # no note names it (annotate_errors=False, or its Call does)
+        return await awaitable
     try:
         return await awaitable
     except asyncio.CancelledError:
@@ -119,10 +121,13 @@ CALL_KEEPERS.add(_await.__code__)
 
 
 def as_coroutine(
-    result: object, fn: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    result: object,
+    fn: object,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> Coroutine[Any, Any, Any]:
-    """The coroutine for a job whose function returned ``result`` (called with ``args``
-    and ``kwargs``, which a note on its error shows)."""
+    """The coroutine for a job whose function returned ``result``: called with ``args``
+    and ``kwargs``, which a note on its error shows (None: no note names the call)."""
     if type(result) is _CoroutineType:
         return result
     if asyncio.iscoroutine(result):
@@ -140,8 +145,11 @@ def as_coroutine(
     raise TypeError(f"job function must return an awaitable (got {result!r} from {fn!r})")
 
 
-def _expired(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float) -> str:
-    return f"job {describe_job(fn, args, kwargs)} ran longer than job_timeout={seconds!r} s"
+def _expired(
+    fn: object, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float, arguments: bool
+) -> str:
+    job = describe_job(fn, args, kwargs, arguments=arguments)
+    return f"job {job} ran longer than job_timeout={seconds!r} s"
 
 
 if sys.version_info >= (3, 11):
@@ -152,6 +160,7 @@ if sys.version_info >= (3, 11):
         fn: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        arguments: bool,
     ) -> Any:
         deadline = asyncio.timeout(seconds)
         try:
@@ -159,7 +168,7 @@ if sys.version_info >= (3, 11):
                 return await coro
         except BaseException as exc:
             expired = isinstance(exc, TimeoutError) and deadline.expired()
-            message = _expired(fn, args, kwargs, seconds) if expired else ""
+            message = _expired(fn, args, kwargs, seconds, arguments) if expired else ""
             # The error's traceback keeps this frame: not the job's call (see Call.drop).
             del fn, args, kwargs
             if not expired:
@@ -175,6 +184,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         fn: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        arguments: bool,
     ) -> Any:
         task = asyncio.current_task()
         assert task is not None
@@ -190,7 +200,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
             return await coro
         except BaseException as exc:
             timed_out = expired and isinstance(exc, asyncio.CancelledError)
-            message = _expired(fn, args, kwargs, seconds) if timed_out else ""
+            message = _expired(fn, args, kwargs, seconds, arguments) if timed_out else ""
             del fn, args, kwargs  # as above
             if not timed_out:
                 raise
@@ -205,13 +215,16 @@ def wrapped_job(
     fn: object,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
+    arguments: bool = True,
 ) -> Coroutine[Any, Any, Any]:
     """The job's coroutine with the executor's per-job deadline around it.
 
     ``coro`` comes from calling the job's function ``fn(*args, **kwargs)`` at submit
     time, so a function that returns no awaitable is reported there; ``fn`` and its
     arguments only name the job in the JobTimeoutError. The wrapper takes ``coro``
-    itself and makes no other coroutine: if its task is cancelled before its first step,
+    itself and makes no other coroutine (``arguments``: False under annotate_errors=False,
+    so the message calls no ``__repr__``): if its task is cancelled before its first step,
     ``coro`` is the one coroutine left unstarted, and the caller closes it.
     """
-    return _with_deadline(coro, job_timeout, fn, args, kwargs)
+    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments)

@@ -83,15 +83,20 @@ def safe_repr(value: object) -> str:
     return _repr(value)
 
 
-def describe_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def describe_call(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, arguments: bool = True
+) -> str:
     """``fetch('https://…', timeout=5)``: a job as messages name it, kept short by reprlib.
 
     A ``functools.partial`` is shown as the call it makes, its own arguments first.
+    Without ``arguments`` (annotate_errors=False), ``fetch(...)``: no ``__repr__`` runs.
     """
     while isinstance(fn, functools.partial):
         args = (*fn.args, *args)
         kwargs = {**fn.keywords, **kwargs}
         fn = fn.func
+    if not arguments:
+        return f"{_name(fn)}(...)"
     parts = [_repr(arg) for arg in args[:_MAX_ARGS]]
     items = list(kwargs.items())
     parts += [f"{key}={_repr(value)}" for key, value in items[:_MAX_ARGS]]

@@ -227,9 +227,12 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             raise
         attempt += 1
         try:
-            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn, call.args, call.kwargs)
+            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn)  # (named by call)
             if call.job_timeout is not None:
-                coro = wrapped_job(call.job_timeout, coro, call.fn, call.args, call.kwargs)
+                coro = wrapped_job(
+                    call.job_timeout, coro, call.fn, call.args, call.kwargs,
+                    arguments=call.annotate,
+                )
             return await coro
         except BaseException as exc:
             # Only an Exception is retried: next_delay declines the rest (cancellation,
@@ -253,7 +256,10 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
     try:
         try:
             if call.job_timeout is not None:
-                first = wrapped_job(call.job_timeout, first, call.fn, call.args, call.kwargs)
+                first = wrapped_job(
+                    call.job_timeout, first, call.fn, call.args, call.kwargs,
+                    arguments=call.annotate,
+                )
             return await first
         except BaseException as exc:
             delay = after_failure(call, 1, exc, ask=not stopped(call, slots.stopping()))

@@ -88,7 +88,7 @@ def start_job(
         try:
             coro = fn(*args, **kwargs) if kwargs else fn(*args)  # (a map's: no keywords)
             if type(coro) is not _CoroutineType:
-                coro = as_coroutine(coro, fn, args, kwargs)
+                coro = as_coroutine(coro, fn, args if exe._annotate else None, kwargs)
         except Exception as exc:  # the job's first attempt failed as it started
             retried = failed_call(
                 exe._retry if isinstance(policy, Inherit) else policy, fn, exc
@@ -148,7 +148,9 @@ def start_job(
             )
             job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
-            job = runner = wrapped_job(exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS)
+            job = runner = wrapped_job(
+                exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS, arguments=exe._annotate
+            )
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current
         # context, and an eager first step runs in that copy.

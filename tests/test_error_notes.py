@@ -576,3 +576,56 @@ async def test_a_plain_functions_failed_job_keeps_no_argument_for_its_note() -> 
     error = task.exception()  # the task and its error are kept; the argument is not
     assert notes(error) == ["coroexecutor: job _returns_failed_future_of(Arg()) failed"]
     assert ref() is None
+
+
+class _CountsRepr:
+    """An argument that must not reach the logs: counts the calls of its __repr__."""
+
+    calls = 0
+
+    def __repr__(self) -> str:
+        type(self).calls += 1
+        return "Secret('hunter2')"
+
+
+def _starts_failing_task(secret: object) -> asyncio.Future[None]:
+    return asyncio.ensure_future(_raises_connection_error("x"))
+
+
+async def _outlives(secret: object) -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("how", ["plain function's task", "retry", "job_timeout"])
+async def test_annotate_errors_false_calls_no_repr_of_the_arguments(how: str) -> None:
+    # Found by a docs-only tester: a plain function's awaitable was described anyway
+    # (once an attempt), and a JobTimeoutError's message showed the arguments.
+    _CountsRepr.calls = 0
+    options: dict[str, Any] = {"annotate_errors": False, "suppress_task_errors": True}
+    fn: Any = _starts_failing_task
+    if how == "retry":
+        options["retry"] = Retry(attempts=2, on=(ConnectionError,), backoff=0.0)
+    elif how == "job_timeout":
+        options["job_timeout"] = 0.01
+        fn = _outlives
+    async with CoroutineExecutor(**options) as exe:
+        task = await exe.submit(fn, _CountsRepr())
+        mapped = [e async for e in exe.map(fn, [_CountsRepr()], return_exceptions=True)]
+    for error in (task.exception(), *mapped):
+        assert isinstance(error, BaseException) and notes(error) == []
+        assert "hunter2" not in str(error)
+    if how == "job_timeout":
+        assert str(task.exception()) == "job _outlives(...) ran longer than job_timeout=0.01 s"
+    assert _CountsRepr.calls == 0
+
+
+@pytest.mark.parametrize("annotate", [True, False])
+def test_a_bridge_jobs_timeout_message_names_its_arguments_as_annotate_errors_says(
+    annotate: bool,
+) -> None:
+    _CountsRepr.calls = 0
+    with LoopExecutor(job_timeout=0.01, annotate_errors=annotate) as exe:
+        error = exe.submit(_outlives, _CountsRepr()).exception(timeout=5)
+    shown = "Secret('hunter2')" if annotate else "..."
+    assert str(error) == f"job _outlives({shown}) ran longer than job_timeout=0.01 s"
+    assert (_CountsRepr.calls > 0) is annotate
