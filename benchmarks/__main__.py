@@ -73,6 +73,8 @@ def _load_saved(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
     """The results a --from-json file holds, or a usage error that says what is wrong."""
     if path.is_dir():
         parser.error(f"--from-json: {path} is a directory, not a results.json file")
+    if path.exists() and not path.is_file():  # a device or a pipe: /dev/zero never ends
+        parser.error(f"--from-json: {path} is not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -96,6 +98,22 @@ def _load_saved(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.from_json:
+        return _main(args)
+    try:
+        return _main(args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # The file has the run's keys, but not what a run writes under them.
+        print(
+            f"python -m benchmarks: error: --from-json: {args.from_json} is not a saved"
+            f" benchmark run ({type(exc).__name__}: {exc}); give the results.json a run"
+            " wrote",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {','.join(args.only)}"

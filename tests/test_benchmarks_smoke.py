@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import __main__ as cli  # noqa: E402
 from benchmarks import _child, _contenders, _paired, _report, _runner, bench_bridge  # noqa: E402
-from benchmarks.__main__ import parse_args  # noqa: E402
+from benchmarks.__main__ import _SAVED_KEYS, parse_args  # noqa: E402
 
 try:
     import uvloop
@@ -271,3 +272,25 @@ def test_a_from_json_that_is_no_saved_run_is_a_usage_error(
         parse_args(["--from-json", str(target)])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_a_from_json_that_is_no_regular_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # /dev/zero was read without end (found by a docs-only tester).
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--from-json", "/dev/zero"])
+    assert info.value.code == 2
+    assert "is not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("value", [None, 5, "x", ["x"]])
+def test_a_from_json_with_the_keys_but_not_their_contents_is_an_error_not_a_traceback(
+    tmp_path: Path, value: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({key: value for key in _SAVED_KEYS}))
+    assert cli.main(["--from-json", str(saved), "--out", str(tmp_path / "out")]) == 2
+    assert "is not a saved benchmark run" in capsys.readouterr().err
