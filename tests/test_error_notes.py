@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor, Retry
+from coroexecutor import Adaptive, CoroutineExecutor, JobTimeoutError, LoopExecutor, Retry
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -313,6 +313,45 @@ def test_the_bridge_names_a_blocking_call_whose_awaitable_failed(
     failed = "failed after 2 attempts" if "retry" in options else "failed"
     assert notes(error) == [f"coroexecutor: job connect('http://a') {failed}"]
     assert notes(info.value) == [f"coroexecutor: job connect('http://a') {failed} (map input #0)"]
+
+
+async def _parked(n: int) -> None:
+    await asyncio.Event().wait()  # until job_timeout cancels it
+
+
+def _parking(n: int) -> Awaitable[None]:
+    return _parked(n)  # a blocking callable: the loop awaits what it returns
+
+
+@pytest.mark.parametrize("fn", [_parked, _parking], ids=["coroutine", "blocking"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"retry": Retry(attempts=2, backoff=0, jitter=False)}],
+    ids=["once", "retry"],
+)
+def test_the_bridge_notes_a_job_timeout_error(fn: Any, options: dict[str, Any]) -> None:
+    # A job that ran past job_timeout failed with the core's JobTimeoutError, which the
+    # bridge passed on without a note, for submit() and map(), unless a retry policy
+    # kept the call (found by a docs-only tester; CoroutineExecutor notes it).
+    with LoopExecutor(max_workers=2, job_timeout=0.05, **options) as exe:
+        error = exe.submit(fn, 7).exception(timeout=5)
+        with pytest.raises(JobTimeoutError) as info:
+            next(exe.map(fn, [8, 9], timeout=5))
+    assert isinstance(error, JobTimeoutError)
+    failed = "failed after 2 attempts" if "retry" in options else "failed"
+    name = fn.__name__
+    assert notes(error) == [f"coroexecutor: job {name}(7) {failed}"]
+    assert notes(info.value) == [f"coroexecutor: job {name}(8) {failed} (map input #0)"]
+
+
+@pytest.mark.parametrize("fn", [_parked, _parking], ids=["coroutine", "blocking"])
+def test_annotate_errors_false_leaves_a_job_timeout_error_without_a_note(fn: Any) -> None:
+    with LoopExecutor(max_workers=2, job_timeout=0.05, annotate_errors=False) as exe:
+        error = exe.submit(fn, 7).exception(timeout=5)
+        with pytest.raises(JobTimeoutError) as info:
+            next(exe.map(fn, [8, 9], timeout=5))
+    assert isinstance(error, JobTimeoutError)
+    assert notes(error) == [] and notes(info.value) == []
 
 
 class _Token:

@@ -107,6 +107,9 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
     # that attempt fails it is cancelled, not retried, as after shutdown(cancel_futures).
     _last_attempt: bool = False
+    # The note for the JobTimeoutError that may end the job's attempt, kept as the core
+    # cancels the attempt for its job_timeout (see Retries.attempt_cancelled).
+    _timeout_note: Optional[str] = None
 
     def __init__(self, bridge: FutureOwner) -> None:
         # Future.__init__ is not called: the condition and lists it makes are made by the

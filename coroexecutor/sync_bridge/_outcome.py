@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .._notes import add_note
 from ._future import BridgeFuture
 
 __all__ = ["CoroutineJobError", "resolve"]
@@ -29,5 +30,8 @@ def resolve(future: BridgeFuture[Any], task: asyncio.Future[Any]) -> None:
         future._try_set_result(task.result())
     elif type(exc) is CoroutineJobError:
         future._try_set_exception(exc.__cause__ or exc)  # raised "from" the job's error
-    else:
-        future._try_set_exception(exc)  # job_timeout's TimeoutError, for one
+    else:  # job_timeout's JobTimeoutError: its note was kept as the attempt was cancelled
+        note = future._timeout_note
+        if note is not None:
+            add_note(exc, note)
+        future._try_set_exception(exc)

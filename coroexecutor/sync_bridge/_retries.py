@@ -33,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED
 from typing import Any, Callable, Optional
 
-from .._notes import annotate_job_error
+from .._notes import annotate_job_error, job_note
 from .._retry import INHERIT, RetryPolicy
 from .._retrying import Call, after_failure
 from ._future import BridgeFuture
@@ -144,6 +145,26 @@ class Retries:
             attempts = future._attempts = Attempts(future, fn, args, kwargs, coroutine_fn, policy)
         attempts.ctx = contextvars.copy_context() if ctx is None else ctx
         return attempts
+
+    def attempt_cancelled(
+        self,
+        future: BridgeFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        coroutine_fn: bool,
+        ctx: Optional[contextvars.Context] = None,
+    ) -> None:
+        """An attempt of the job ``fn(*args, **kwargs)`` was cancelled, in the caller's
+        ``except`` clause: by cancel() or a shutdown, or by the core for its job_timeout,
+        whose JobTimeoutError then ends the attempt. Under a policy, that error is retried
+        as the policy says, and noted if it ends the job (see after_attempt). Without one,
+        the note is kept for resolve to add, since the error is the core's and comes after
+        this frame has let go of the call; not when cancel() won, as a cancelled job gets
+        no note. ``ctx``: see attempts_of."""
+        attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
+        if attempts is None and future._annotate and future._state != CANCELLED_AND_NOTIFIED:
+            future._timeout_note = job_note(fn, args, kwargs, map_index=future._map_index)
 
     def job_error(
         self,

@@ -254,8 +254,8 @@ class Scheduler:
         try:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
-            # A job_timeout's error is retried as the policy says.
-            self.retries.attempts_of(future, *job_call(fn, args, kwargs))
+            # A job_timeout's error is retried as the policy says, or noted.
+            self.retries.attempt_cancelled(future, *job_call(fn, args, kwargs))
             del fn, args, kwargs  # as below: a JobTimeoutError's cause keeps this frame
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
@@ -313,7 +313,7 @@ class Scheduler:
         except asyncio.CancelledError:
             # See _run_coroutine. The attempt's context is the worker's copy: the worker may
             # still run there (see below), and no next attempt starts before it is done.
-            self.retries.attempts_of(future, fn, args, kwargs, False, ctx)
+            self.retries.attempt_cancelled(future, fn, args, kwargs, False, ctx)
             if future._withdraw():
                 raise  # the call never started
             # A worker is running the call and cannot interrupt it (job_timeout, or the
