@@ -135,10 +135,10 @@ def describe_job(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, arguments: bool = True
 ) -> str:
     """``fetch('https://…')``: a job as error messages name it, kept short by reprlib;
-    ``fetch(...)`` without ``arguments``. A bridge job's future (its wrapper's first
-    argument) says instead, by its executor's annotate_errors: the core under the bridge
-    runs without notes of its own."""
+    ``fetch(...)`` without ``arguments``. For a job run by a wrapper (the bridge's, dask's),
+    the wrapper's executor decides, not the core under it, which notes nothing itself: a
+    bridge job's future (the wrapper's first argument) carries its annotate_errors."""
     if getattr(fn, "__func__", fn) in _WRAPPERS and len(args) == 4:
         owner, fn, args, kwargs = args
-        arguments = getattr(owner, "_annotate", arguments) is not False
+        arguments = getattr(owner, "_annotate", True) is not False
     return describe_call(fn, args, kwargs, arguments=arguments)
