@@ -4,7 +4,9 @@ racing the loop's stop."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import functools
 import re
 import sys
 import threading
@@ -287,6 +289,57 @@ def test_a_job_cancelled_during_its_last_step_counts_as_cancelled(
         assert exe.submit(other).result(timeout=WAIT) == "other"  # no fail-fast
     stats = exe.stats
     assert (stats.cancelled, stats.succeeded, stats.failed) == (1, 1, 0)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("exit_by", ["exception", "grace period"])
+def test_an_awaitable_returned_after_the_running_jobs_were_cancelled_is_cancelled(
+    loop_kind: str, exit_by: str
+) -> None:
+    # A blocking call returned an awaitable after the exit had cancelled the running jobs:
+    # the loop awaited it with nobody left to cancel it, and the exit hung (the cancel
+    # reached only awaitables that had arrived before it). Found in a session's test.
+    other_started, late_started, other_cancelled = (threading.Event() for _ in range(3))
+    awaited: list[str] = []
+
+    async def other() -> None:
+        other_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            other_cancelled.set()  # the running jobs have been cancelled
+            raise
+
+    async def park() -> None:
+        awaited.append("park")  # under an eager task factory its first step may run
+        await asyncio.Event().wait()
+
+    def late() -> Any:
+        late_started.set()
+        assert other_cancelled.wait(WAIT)
+        return park()  # reaches the loop after the cancel
+
+    def body(exe: ThreadedLoopExecutor) -> tuple[Any, Any]:
+        running = exe.submit(other)
+        returning = exe.submit(late)
+        assert other_started.wait(WAIT) and late_started.wait(WAIT)  # both running
+        if exit_by == "grace period":
+            exe.shutdown(timeout=0.001)  # the grace period ends with both running
+        return running, returning
+
+    make = functools.partial(
+        ThreadedLoopExecutor, max_workers=2, loop_factory=functools.partial(new_loop, loop_kind)
+    )
+    if exit_by == "exception":
+        with pytest.raises(KeyError), make() as exe:
+            running, returning = body(exe)
+            raise KeyError
+    else:
+        exe = make()
+        running, returning = body(exe)
+    assert running.cancelled() and returning.cancelled()
+    assert exe.stats.cancelled == 2
+    assert awaited in ([], ["park"])  # never awaited past its first step, and closed
 
 
 def test_a_rate_queued_job_cancelled_while_being_queued_never_starts() -> None:

@@ -668,3 +668,20 @@ def test_a_bridge_jobs_timeout_message_names_its_arguments_as_annotate_errors_sa
     shown = "Secret('hunter2')" if annotate else "..."
     assert str(error) == f"job _outlives({shown}) ran longer than job_timeout=0.01 s"
     assert (_CountsRepr.calls > 0) is annotate
+
+
+def _returns_outliving(secret: object) -> Awaitable[None]:
+    return _outlives(secret)  # a blocking callable: the loop awaits what it returns
+
+
+@pytest.mark.parametrize("fn", [_outlives, _returns_outliving], ids=["coroutine", "blocking"])
+def test_a_bridge_job_cancelled_by_a_shutdown_calls_no_repr(fn: Any) -> None:
+    # A job's awaitable cancelled at the end of a shutdown's grace period built the note
+    # for a job_timeout error, and dropped it: a __repr__ per argument on every
+    # cancelled job, with no job_timeout set. (The notes stay on by default.)
+    _CountsRepr.calls = 0
+    exe = LoopExecutor(max_workers=2)
+    future = exe.submit(fn, _CountsRepr())
+    exe.shutdown(timeout=0.01)  # the grace period ends; the running job is cancelled
+    assert future.cancelled()
+    assert _CountsRepr.calls == 0

@@ -154,6 +154,8 @@ class Retries:
         kwargs: dict[str, Any],
         coroutine_fn: bool,
         ctx: Optional[contextvars.Context] = None,
+        *,
+        timed: bool,
     ) -> None:
         """An attempt of the job ``fn(*args, **kwargs)`` was cancelled, in the caller's
         ``except`` clause: by cancel() or a shutdown, or by the core for its job_timeout,
@@ -161,9 +163,16 @@ class Retries:
         as the policy says, and noted if it ends the job (see after_attempt). Without one,
         the note is kept for resolve to add, since the error is the core's and comes after
         this frame has let go of the call; not when cancel() won, as a cancelled job gets
-        no note. ``ctx``: see attempts_of."""
+        no note, nor when the core has no job_timeout (``timed`` False): then the cancel
+        is a shutdown's or fail-fast's, and no argument's ``__repr__`` is called for a
+        note nobody adds. ``ctx``: see attempts_of."""
         attempts = self.attempts_of(future, fn, args, kwargs, coroutine_fn, ctx)
-        if attempts is None and future._annotate and future._state != CANCELLED_AND_NOTIFIED:
+        if (
+            attempts is None
+            and timed
+            and future._annotate
+            and future._state != CANCELLED_AND_NOTIFIED
+        ):
             future._timeout_note = job_note(fn, args, kwargs, map_index=future._map_index)
 
     def job_error(

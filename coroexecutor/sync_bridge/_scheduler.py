@@ -75,6 +75,7 @@ class Scheduler:
         # Loop thread only: HandOff._stats reads it there, or once the loop has stopped.
         self.unstarted = 0
         self._tails: set[asyncio.Future[Any]] = set()  # see await_outcome
+        self._running_cancelled = False  # a shutdown request cancelled the running jobs
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def start(self, job: Job) -> None:
@@ -210,11 +211,21 @@ class Scheduler:
                 self._release(future)
             return
         self.retries.attempts_of(future, *args)  # the awaitable's errors: the job's
-        coro = self._run_coroutine(future, await_returned, (item.outcome, *args[:3]), {})
-        item.outcome = None
+        outcome, item.outcome = item.outcome, None
+        coro = self._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
         task = item.ctx.run(loop.create_task, coro)
         self._tails.add(task)
         task.add_done_callback(lambda t: self._on_tail_done(t, item.future))
+        if inspect.iscoroutine(outcome):
+            # Cancelled before its first step (below, or by cancel_started), the wrapper
+            # never awaits it: close it then, no "never awaited" warning (a no-op else).
+            task.add_done_callback(lambda _: outcome.close())
+        if self._running_cancelled:
+            # The running jobs were cancelled (an exception leaving the block, the end of
+            # a grace period) before this awaitable arrived, in this drain or an earlier
+            # one: it is cancelled as they were, or it would be awaited with nobody left
+            # to cancel it.
+            task.cancel()
 
     def _on_tail_done(self, task: asyncio.Future[Any], future: BridgeFuture[Any]) -> None:
         self._tails.discard(task)
@@ -255,7 +266,9 @@ class Scheduler:
             result = await fn(*args, **kwargs)
         except asyncio.CancelledError:
             # A job_timeout's error is retried as the policy says, or noted.
-            self.retries.attempt_cancelled(future, *job_call(fn, args, kwargs))
+            self.retries.attempt_cancelled(
+                future, *job_call(fn, args, kwargs), timed=self.core._job_timeout is not None
+            )
             del fn, args, kwargs  # as below: a JobTimeoutError's cause keeps this frame
             raise  # on_core_job_done cancels the future once the task is done
         except BaseException as exc:
@@ -313,7 +326,9 @@ class Scheduler:
         except asyncio.CancelledError:
             # See _run_coroutine. The attempt's context is the worker's copy: the worker may
             # still run there (see below), and no next attempt starts before it is done.
-            self.retries.attempt_cancelled(future, fn, args, kwargs, False, ctx)
+            self.retries.attempt_cancelled(
+                future, fn, args, kwargs, False, ctx, timed=self.core._job_timeout is not None
+            )
             if future._withdraw():
                 raise  # the call never started
             # A worker is running the call and cannot interrupt it (job_timeout, or the
@@ -364,6 +379,7 @@ class Scheduler:
         """
         running = queued = 0
         if request.cancel_running:
+            self._running_cancelled = True  # for the awaitables still on their way
             for future in list(self._jobs.values()):
                 if future._started and future._state in _LIVE_STATES:
                     running += 1  # a coroutine running now (or a blocking job's awaitable)
