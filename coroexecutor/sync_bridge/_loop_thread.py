@@ -23,6 +23,7 @@ from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory, Runner
+from ._tails import await_outcome, cancel_tails
 
 __all__ = ["KEEP", "LoopThread"]
 
@@ -316,6 +317,8 @@ class _LoopRun:
             # Before the finished jobs below free their slots: a job that was waiting
             # when shutdown(cancel_futures=True) was called must not start after all.
             running, queued = scheduler.cancel_started(request)
+            if request.cancel_running:
+                running += cancel_tails(scheduler)  # and those on their way
             if request.report is not None:
                 request.send_report((running, queued, handoff.blocking_calls()))
             if not self._stop.done():
@@ -323,7 +326,7 @@ class _LoopRun:
         for item in batch.done_items:
             scheduler.on_work_done(item)
         for item in batch.tails:
-            scheduler.await_outcome(item)
+            await_outcome(scheduler, item)
         for call in batch.calls:
             call()
         if self._stop.done() and not self._idle.done() and handoff.is_idle():

@@ -130,7 +130,7 @@ class Retries:
     ) -> Optional[Attempts]:
         """The job's Attempts, made now if a policy applies to it; None if none does.
         (A blocking job whose call returned an awaitable has them already, if a policy
-        applies to it: made before the awaitable was awaited, see Scheduler.await_outcome.)
+        applies to it: made before the awaitable was awaited, see _tails.await_outcome.)
 
         ``ctx``: the context the attempt that ends here ran in, as it left it, where the
         next attempt runs; by default a copy of the current one (in a coroutine attempt's

@@ -20,7 +20,7 @@ from ._future import BridgeFuture
 from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
 from ._outcome import CoroutineJobError, resolve
-from ._retries import RETRIED, Retries, cancels, give_up
+from ._retries import RETRIED, Retries, cancels
 from ._tuning import BridgeTuner
 from ._work_item import await_returned, job_call
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
@@ -74,8 +74,10 @@ class Scheduler:
         # Jobs given back by start() without reaching the core, which counts the others.
         # Loop thread only: HandOff._stats reads it there, or once the loop has stopped.
         self.unstarted = 0
-        self._tails: set[asyncio.Future[Any]] = set()  # see await_outcome
-        self._running_cancelled = False  # a shutdown request cancelled the running jobs
+        # The tasks awaiting what direct blocking calls returned, and whether a shutdown
+        # request cancelled the running jobs (see _tails).
+        self._tails: set[asyncio.Future[Any]] = set()
+        self._running_cancelled = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def start(self, job: Job) -> None:
@@ -190,54 +192,6 @@ class Scheduler:
         waiter = item.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def await_outcome(self, item: WorkItem) -> None:
-        """A direct blocking job returned an awaitable: await it here, then free its slot."""
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        future = item.future
-        # The worker ran the call in the job's own context: a next attempt runs there too
-        # (or in what the awaitable's task leaves of a copy of it).
-        args = (item.fn, item.args, item.kwargs, False, item.ctx)
-        if type(item.outcome) is Failed:  # the call raised; a retry policy applies
-            error = self.retries.job_error(future, *args[:3], item.outcome.error, False, item.ctx)
-            item.outcome = None
-            item.forget_call()
-            del args, item  # see decide
-            if error is None:
-                self.retries.pause(future, None)
-            else:
-                give_up(future, error)
-                self._release(future)
-            return
-        self.retries.attempts_of(future, *args)  # the awaitable's errors: the job's
-        outcome, item.outcome = item.outcome, None
-        coro = self._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
-        task = item.ctx.run(loop.create_task, coro)
-        self._tails.add(task)
-        task.add_done_callback(lambda t: self._on_tail_done(t, item.future))
-        if inspect.iscoroutine(outcome):
-            # Cancelled before its first step (below, or by cancel_started), the wrapper
-            # never awaits it: close it then, no "never awaited" warning (a no-op else).
-            task.add_done_callback(lambda _: outcome.close())
-        if self._running_cancelled:
-            # The running jobs were cancelled (an exception leaving the block, the end of
-            # a grace period) before this awaitable arrived, in this drain or an earlier
-            # one: it is cancelled as they were, or it would be awaited with nobody left
-            # to cancel it.
-            task.cancel()
-
-    def _on_tail_done(self, task: asyncio.Future[Any], future: BridgeFuture[Any]) -> None:
-        self._tails.discard(task)
-        if future._state != FINISHED and future._state != CANCELLED_AND_NOTIFIED:
-            if future._attempts is not None and self.retries.after_attempt(
-                future, task, core=False
-            ):
-                return
-            resolve(future, task)
-        elif not task.cancelled():
-            task.exception()  # the future has it: no "exception was never retrieved"
-        self._release(future)
 
     #
     # The job wrappers: the coroutines the core runs as tasks
@@ -372,14 +326,14 @@ class Scheduler:
     #
 
     def cancel_started(self, request: ShutdownRequest) -> tuple[int, int]:
-        """Cancel the core's jobs a shutdown request says to cancel. Idempotent.
+        """Cancel the core's jobs a shutdown request says to cancel (the tails: see
+        _tails.cancel_tails). Idempotent.
 
         Returns how many running coroutine jobs and how many queued jobs this call
         cancelled (for the line printed when Ctrl-C interrupts the wait at exit).
         """
         running = queued = 0
         if request.cancel_running:
-            self._running_cancelled = True  # for the awaitables still on their way
             for future in list(self._jobs.values()):
                 if future._started and future._state in _LIVE_STATES:
                     running += 1  # a coroutine running now (or a blocking job's awaitable)
@@ -389,8 +343,6 @@ class Scheduler:
                 # cancelled and waits for it (see _run_blocking).
                 if not future.cancel():
                     self.cancel_job(future)
-            for task in list(self._tails):
-                running += task.cancel()
         elif request.cancel_queued:
             for future in list(self._jobs.values()):
                 # Only a job that waits for the rate limiter or for a worker thread: one

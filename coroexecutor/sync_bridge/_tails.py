@@ -1,0 +1,85 @@
+"""Tails: a direct blocking job whose call returned an awaitable (``lambda: fetch(url)``).
+The loop awaits the awaitable in a task of its own, the job's tail, then frees the job's
+slot. Functions of the Scheduler (the first argument), on the loop thread.
+
+(A blocking job the core governs, under job_timeout or max_per_second, awaits what its
+call returned in its own wrapper task: see Scheduler._run_blocking.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
+from typing import TYPE_CHECKING, Any
+
+from ._outcome import resolve
+from ._retries import give_up
+from ._work_item import await_returned
+from ._workers import Failed, WorkItem
+
+if TYPE_CHECKING:
+    from ._future import BridgeFuture
+    from ._scheduler import Scheduler
+
+__all__ = ["await_outcome", "cancel_tails"]
+
+
+def await_outcome(scheduler: Scheduler, item: WorkItem) -> None:
+    """A direct blocking job returned an awaitable: await it here, then free its slot."""
+    loop = scheduler._loop or asyncio.get_running_loop()
+    scheduler._loop = loop
+    future = item.future
+    retries = scheduler.retries
+    # The worker ran the call in the job's own context: a next attempt runs there too
+    # (or in what the awaitable's task leaves of a copy of it).
+    args = (item.fn, item.args, item.kwargs, False, item.ctx)
+    if type(item.outcome) is Failed:  # the call raised; a retry policy applies
+        error = retries.job_error(future, *args[:3], item.outcome.error, False, item.ctx)
+        item.outcome = None
+        item.forget_call()
+        del args, item  # see decide
+        if error is None:
+            retries.pause(future, None)
+        else:
+            give_up(future, error)
+            scheduler._release(future)
+        return
+    retries.attempts_of(future, *args)  # the awaitable's errors: the job's
+    outcome, item.outcome = item.outcome, None
+    coro = scheduler._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
+    task = item.ctx.run(loop.create_task, coro)
+    scheduler._tails.add(task)
+    task.add_done_callback(lambda t: _on_tail_done(scheduler, t, item.future))
+    if inspect.iscoroutine(outcome):
+        # Cancelled before its first step (below, or by cancel_tails), the wrapper never
+        # awaits it: close it then, no "never awaited" warning (a no-op else).
+        task.add_done_callback(lambda _: outcome.close())
+    if scheduler._running_cancelled:
+        # The running jobs were cancelled (an exception leaving the block, the end of a
+        # grace period) before this awaitable arrived, in this drain or an earlier one:
+        # it is cancelled as they were, or it would be awaited with nobody left to cancel
+        # it.
+        task.cancel()
+
+
+def cancel_tails(scheduler: Scheduler) -> int:
+    """A shutdown request cancels the running jobs: cancel the tails awaited now, and
+    those still on their way (see await_outcome). Returns how many were cancelled now."""
+    scheduler._running_cancelled = True
+    return sum(task.cancel() for task in list(scheduler._tails))
+
+
+def _on_tail_done(
+    scheduler: Scheduler, task: asyncio.Future[Any], future: BridgeFuture[Any]
+) -> None:
+    scheduler._tails.discard(task)
+    if future._state != FINISHED and future._state != CANCELLED_AND_NOTIFIED:
+        if future._attempts is not None and scheduler.retries.after_attempt(
+            future, task, core=False
+        ):
+            return
+        resolve(future, task)
+    elif not task.cancelled():
+        task.exception()  # the future has it: no "exception was never retrieved"
+    scheduler._release(future)
