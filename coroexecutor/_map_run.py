@@ -18,7 +18,7 @@ from ._policy import Cause, JobKind, left_by, put_back, reraise_job_error
 from ._queued import map_start_failed, queue_map_job
 from ._retry import Inherit, RetryPolicy
 from ._start import start_job
-from ._startup import check_accepting, check_loop
+from ._startup import check_accepting, check_loop, check_not_initializer
 from ._state import State
 from ._taking import give_back, take_slot
 
@@ -97,13 +97,16 @@ async def results(
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
                     if start is not start_job and job.done():
                         jobs.on_job_done(job)  # (see _start_and_look)
-                elif count and jobs.base > slots.limit:
+                elif jobs.base > slots.limit:
                     # A buffersize above the limit: the map's own jobs can take every
                     # slot while its window has room, and while we wait for a result
                     # (an ordered map's slow head) nobody would start this input in a
                     # slot they free. So it waits in line as a queued job and starts as
-                    # a slot frees. (Not with a window within the limit, the default's:
-                    # see queue_map_job.)
+                    # a slot frees; the first input too, so that the window's inputs
+                    # line up in input order ahead of later producers. (Not with a
+                    # window within the limit, the default's: see queue_map_job.)
+                    if exe._startup.task is not None:
+                        check_not_initializer(exe, "map()")  # it would wait for itself
                     job = queue_map_job(exe, jobs, args, index)
                 else:
                     if count:

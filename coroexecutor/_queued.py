@@ -44,16 +44,20 @@ def queue_job(
 def queue_map_job(
     exe: Core, jobs: MapJobs, args: tuple[Any, ...], index: int
 ) -> asyncio.Future[Any]:
-    """A map's next input while every slot is taken, the map has jobs in flight and its
-    window is wider than the limit (a buffersize above max_workers): it waits in the
-    slots' line as a queued job (FIFO with the other producers), holding its place in
-    the map's window, and starts as soon as a slot and a start token are free, while the
-    map's consumer waits for a result. Returns the future that follows it; a consumer
-    waiting on it is woken as it ends (see _map_run._wait).
+    """A map's next input while every slot is taken and its window is wider than the
+    limit (a buffersize above max_workers), whether or not the map has jobs in flight:
+    it waits in the slots' line as a queued job (FIFO with the other producers), holding
+    its place in the map's window, and starts as soon as a slot and a start token are
+    free, while the map's consumer waits for a result. Returns the future that follows
+    it; a consumer waiting on it is woken as it ends (see _map_run._wait). (The first
+    input too: had the map waited in line for its slot itself, it would have read no
+    further until it got one, and producers arriving meanwhile would have gone ahead of
+    the rest of its window.)
 
     A window within the limit (the default one is the limit) never comes here: its map
     waits for a result and starts the input itself in its next step (its own jobs can
-    hold every slot only once its window is full). Queueing there too stalled an Adaptive
+    hold every slot only once its window is full), or, with none of its jobs in flight,
+    waits in line for a slot itself (take_slot). Queueing there too stalled an Adaptive
     limit (CI, Python 3.12 and 3.13, eager task factory: 24 of 64; reverted in 8a533dc):
     a queued job starts when the backlog is admitted, under a task factory a turn after
     its slot frees (see _settle._admit_after_job), not in the step the map is woken in,

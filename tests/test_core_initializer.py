@@ -479,8 +479,21 @@ async def _map_unordered_one(exe: CoroutineExecutor) -> Any:
     return [value async for value in exe.map_unordered(lambda _: park(), [0])]
 
 
+async def _wide_map_one(exe: CoroutineExecutor) -> Any:
+    # A window wider than the slots queues its inputs rather than wait for a slot: it
+    # would wait for its result all the same.
+    return [value async for value in exe.map(lambda _: park(), [0], buffersize=4)]
+
+
+async def _wide_map_unordered_one(exe: CoroutineExecutor) -> Any:
+    return [value async for value in exe.map_unordered(lambda _: park(), [0], buffersize=4)]
+
+
+MAP_CALLS = [_map_one, _map_unordered_one, _wide_map_one, _wide_map_unordered_one]
+
+
 @pytest.mark.parametrize("helper", HELPERS, ids=_helper_id)
-@pytest.mark.parametrize("call", [_submit_one, _map_one, _map_unordered_one], ids=_helper_id)
+@pytest.mark.parametrize("call", [_submit_one, *MAP_CALLS], ids=_helper_id)
 @pytest.mark.parametrize("block", [True, False], ids=["block", "no_block"])
 async def test_waiting_for_a_slot_in_a_task_the_initializer_starts_raises_at_once(
     loop_kind: str, helper: Any, call: Any, block: bool
