@@ -94,6 +94,8 @@ async def results(
                     except BaseException as exc:  # fn(*args) raised: see map_start_failed
                         job = map_start_failed(exe, jobs, args, index, exc)
                 elif (keyed := exe._keyed) is not None:  # key=: it starts, or waits in line
+                    if exe._startup.task is not None:
+                        check_not_initializer(exe, "map()")  # it would wait for itself
                     job = start_or_queue(exe, keyed, fn, args, where, kind, index, policy, jobs)
                     if start is not start_job and job.done():
                         jobs.on_job_done(job)  # (see _start_and_look)

@@ -171,6 +171,32 @@ async def test_initializer_may_queue_jobs_but_not_wait_for_one(loop_kind: str) -
     assert all("no job starts before the initializer returns" in m for m in refused)
 
 
+@pytest.mark.parametrize("buffersize", [None, 4], ids=["default window", "wide window"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_keyed_map_in_the_initializer_raises_at_once(
+    loop_kind: str, ordered: bool, buffersize: int | None
+) -> None:
+    # On an executor with key=, a map in the initializer queued its input in its key's
+    # line and waited for its result, which could start only after the initializer:
+    # it hung (found by a session's fixer; plain maps were refused).
+    log = Log()
+    refused: list[str] = []
+
+    async def init() -> None:
+        mapping = exe.map if ordered else exe.map_unordered
+        try:
+            await asyncio.wait_for(mapping(log.job, [2], buffersize=buffersize).__anext__(), 5)
+        except RuntimeError as exc:
+            refused.append(str(exc))
+        log.entries.append(("init", ()))
+
+    exe = CoroutineExecutor(max_workers=1, initializer=init, key=lambda n: n % 2, max_per_key=1)
+    async with exe:
+        pass
+    assert log.entries == [("init", ())]
+    assert len(refused) == 1 and refused[0].startswith("map() cannot wait in the initializer")
+
+
 async def test_growing_max_workers_while_the_initializer_runs_starts_nothing(
     loop_kind: str,
 ) -> None:
