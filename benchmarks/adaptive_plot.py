@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from coroexecutor import Adaptive
-from coroexecutor._adaptive import AdaptiveLimit
+from coroexecutor._limiter import AdaptiveLimit
 from tests._simserver import SimServer, drive
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Callable, NoReturn, Union
 
-from ._adaptive import Adaptive, AdaptiveLimit
+from ._adaptive import Adaptive
+from ._limiter import AdaptiveLimit
 from ._validate import check_max_workers
 
 if TYPE_CHECKING:

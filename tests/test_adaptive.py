@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import coroexecutor
 from coroexecutor import Adaptive
-from coroexecutor._adaptive import ERROR_BACKOFF, MIN_SAMPLES, AdaptiveLimit
+from coroexecutor._limiter import ERROR_BACKOFF, MIN_SAMPLES, AdaptiveLimit
 from tests._simserver import Overloaded, SimServer, best_fixed_limit, drive
 
 SOAK = os.environ.get("COROEXECUTOR_SOAK", "") not in ("", "0")

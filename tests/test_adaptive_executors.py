@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
-from coroexecutor._adaptive import MIN_SAMPLES
+from coroexecutor._limiter import MIN_SAMPLES
 from coroexecutor.sync_bridge._tuning import BridgeTuner
 from tests.conftest import new_loop
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
-from coroexecutor._adaptive import AdaptiveLimit
+from coroexecutor._limiter import AdaptiveLimit
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from coroexecutor import Adaptive, CoroutineExecutor, Retry
-from coroexecutor._adaptive import MIN_SAMPLES
+from coroexecutor._limiter import MIN_SAMPLES
 
 pytestmark = pytest.mark.timeout(30)
 
