@@ -43,7 +43,8 @@ QUEUE = 0.3
 GRADIENT_FLOOR = 0.5
 # A round with an overload error multiplies the limit by ERROR_BACKOFF.
 ERROR_BACKOFF = 0.7
-# The limit grows only in rounds where at least USED_FRACTION of it was in use.
+# The limit grows only in rounds where at least USED_FRACTION of it was in use (the most
+# jobs running at once, against the limit the round ran under: the one growth raises).
 USED_FRACTION = 0.5
 # When a probe cut the load (to CUT_EVIDENCE of the last round's or less) but the latency
 # stayed within the tolerance of the last round's (either way), the latency is the
@@ -64,6 +65,11 @@ BASELINE_RISE = 1 / 8
 class AdaptiveLimit:
     """The limiter of one executor: fed each finished job, it answers with the limit.
 
+    ``use_at_start``: the caller reports how many jobs run as each round begins and as
+    each job starts (``note_use``), and a round's use is the most of those: the most
+    that ran at once, as only a start adds one. ``on_done``'s ``in_flight`` then only
+    says how many jobs to let settle. (The executors do so: see ``Tuner``.)
+
     Work goes in rounds. After each change of the limit the limiter first lets the jobs
     that were in flight at that moment finish (they ran under the old limit and say
     nothing about the new one: the *settling* part), then measures the next
@@ -74,6 +80,7 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_baseline",
+        "_begun",
         "_count",
         "_errors",
         "_high",
@@ -92,10 +99,11 @@ class AdaptiveLimit:
         "_slow_start",
         "_squares",
         "_sum",
+        "_use_at_start",
         "_used",
     )
 
-    def __init__(self, config: Adaptive) -> None:
+    def __init__(self, config: Adaptive, *, use_at_start: bool = False) -> None:
         self._low = config.min
         self._high = config.max
         self._is_overload = config.overload
@@ -103,12 +111,14 @@ class AdaptiveLimit:
         self._baseline = math.inf  # the no-load latency estimate; none before a round
         self._last_mean = math.inf  # the last round's mean latency (inf: none usable)
         self._last_used = 0.0  # the most jobs in flight in the last round
+        self._use_at_start = use_at_start
         self._slow_start = True
         self._rounds = 0  # rounds decided so far, probes not counted
         self._next_probe = 1  # the first round with latencies is followed by a probe
         self._probing = False
         self._restore = 0.0  # the limit to come back to after a probe round
         self._settle = 0  # completions left to ignore (jobs started under an older limit)
+        self._begun = 0  # rounds begun, probes included
         self._start_round()
 
     @property
@@ -132,7 +142,13 @@ class AdaptiveLimit:
             f" baseline={self._baseline:.6g}s{' probing' if self._probing else ''}>"
         )
 
+    @property
+    def rounds_begun(self) -> int:
+        """How many rounds have begun (a change tells the caller to count its use)."""
+        return self._begun
+
     def _start_round(self) -> None:
+        self._begun += 1
         self._measure = max(int(self._limit), MIN_SAMPLES)
         self._count = 0
         self._samples = 0
@@ -157,7 +173,8 @@ class AdaptiveLimit:
                 were cancelled: they say nothing about the server.
             in_flight: how many jobs were running when this one ended (itself included),
                 if the caller knows; the limit grows only in rounds where at least half
-                of it was in use. ``None`` counts as fully in use.
+                of it was in use. ``None`` counts as fully in use. With
+                ``use_at_start``, only the jobs to let settle after a change.
             overload: ``is_overload(error)`` if the caller asked it first (the bridge
                 does, holding no lock); ``None``: asked here.
 
@@ -177,9 +194,10 @@ class AdaptiveLimit:
             self._errors += 1
         # A failure that is not an overload is neither a latency sample (a fast 404 would
         # drag the baseline down) nor a signal: it only counts towards the round.
-        used = self._limit if in_flight is None else in_flight
-        if used > self._used:
-            self._used = used
+        if not self._use_at_start:
+            used = self._limit if in_flight is None else in_flight
+            if used > self._used:
+                self._used = used
         self._count += 1
         if self._count >= self._measure:
             before = int(self._limit)
@@ -190,6 +208,18 @@ class AdaptiveLimit:
                 self._settle = before - 1 if in_flight is None else in_flight - 1
             self._start_round()
         return int(self._limit)
+
+    def wants_count(self, bound: int) -> bool:
+        """Whether a job starting with at most ``bound`` jobs in flight could be this
+        round's first evidence that the limit may grow: only then is an exact count of
+        the jobs in flight worth its cost (see ``Tuner.count_use``)."""
+        return self._used < USED_FRACTION * self._limit <= bound
+
+    def note_use(self, in_flight: int) -> None:
+        """``in_flight`` jobs ran at once: as the round began, or as a job started (itself
+        included). With ``use_at_start``, the round's use is the most of these."""
+        if in_flight > self._used:
+            self._used = in_flight
 
     def _decide(self) -> None:
         """End a round: update the baseline, then move the limit once."""

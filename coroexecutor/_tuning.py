@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable, NoReturn, Union
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Union
 
 from ._adaptive import Adaptive
 from ._limiter import AdaptiveLimit
@@ -28,18 +28,21 @@ class Tuner:
     """The limiter of one executor and the start times of its running jobs.
 
     ``clock`` (seconds, monotonic) measures the latencies: a test may replace it with a
-    virtual clock. ``starts`` maps a running job's key (what the executor settles it by)
-    to its start time; an entry leaves when its job settles, so it holds only running
-    jobs.
+    virtual clock. ``starts`` maps a running job's key (what the executor settles it by:
+    its task) to its start time; an entry leaves when its job settles, so it holds the
+    running jobs, and the finished ones not settled yet.
     """
 
-    __slots__ = ("clock", "limiter", "retired", "starts")
+    __slots__ = ("bound", "clock", "limiter", "retired", "starts")
 
     def __init__(self, config: Adaptive) -> None:
-        self.limiter = AdaptiveLimit(config)
+        self.limiter = AdaptiveLimit(config, use_at_start=True)
         self.clock: Callable[[], float] = time.perf_counter
-        self.starts: dict[object, float] = {}
+        # Keys: tasks here, BridgeFutures on the bridge (see BridgeTuner); both have done().
+        self.starts: dict[Any, float] = {}
         self.retired = False  # max_workers was set by hand (see set_limit): answer no more
+        # At least the jobs in flight at the last count (count_use, feed).
+        self.bound = 0
 
     def __repr__(self) -> str:
         return f"<Tuner {self.limiter!r} running={len(self.starts)}>"
@@ -47,6 +50,55 @@ class Tuner:
     def started(self, key: object) -> None:
         """A job started (its key is how it will settle)."""
         self.starts[key] = self.clock()
+        self.count_use(key)
+
+    def count_use(self, key: object) -> None:
+        """Tell the limiter how many jobs run as the job ``key`` (in ``starts``) starts,
+        itself included: a round's use is the most of these, and of the jobs in flight as
+        it began (see feed).
+
+        ``len(starts)`` bounds that count, but only bounds it: a job that finished keeps
+        its entry until it settles, from a done callback, and a map starts its next input
+        from its own callback on the finished job, before that. Taken as the count, it
+        let a caller that never ran more than 15 jobs at once double a limit of 32 (the
+        finished jobs of a burst, and their successors, counted together). So when the
+        bound would be the round's first evidence for growth, count the jobs not done:
+        one look at each entry. The count holds as a bound until then, one more for each
+        start (ends only lower it), so a caller whose use stays just below half of the
+        limit is counted once per few starts, and one that has shown half of it, not
+        until the next round. Past that evidence the bound stands for the use: it only
+        sizes the probe (half of the use, at most half of the limit). An eager task
+        factory may have run this job to its end already: it counts, as it ran with the
+        others.
+        """
+        limiter = self.limiter
+        bound = min(len(self.starts), self.bound + 1)
+        if limiter.wants_count(bound):
+            # A copy (one C call): on the bridge, other threads pop entries meanwhile.
+            jobs = tuple(self.starts)
+            bound = 1 + sum(1 for job in jobs if job is not key and not job.done())
+        self.bound = bound
+        limiter.note_use(bound)
+
+    def feed(
+        self, latency: float, error: BaseException | None, in_flight: int,
+        overload: bool | None = None,
+    ) -> int:
+        """Feed a finished job, already taken out of ``starts``, to the limiter, and
+        return the limit. If that ends a round, the next one begins with the jobs in
+        flight now, counted (one look at each, once a round): a round with few starts
+        still counts the jobs it inherits.
+
+        ``in_flight``: the jobs to let settle if the limit changes.
+        """
+        limiter = self.limiter
+        begun = limiter.rounds_begun
+        limit = limiter.on_done(latency, error, in_flight, overload)
+        if limiter.rounds_begun != begun:
+            jobs = tuple(self.starts)  # a copy: see count_use
+            self.bound = sum(1 for job in jobs if not job.done())
+            limiter.note_use(self.bound)
+        return limit
 
     def finished(self, key: object, error: BaseException | None, in_flight: int) -> int | None:
         """A job ended: feed the limiter; return the limit to use, or None for no change
@@ -57,7 +109,7 @@ class Tuner:
         start = self.starts.pop(key, None)
         if start is None or isinstance(error, _CancelledError):
             return None  # a cancelled job says nothing about the server
-        return self.limiter.on_done(self.clock() - start, error, in_flight)
+        return self.feed(self.clock() - start, error, in_flight)
 
     def tune(
         self,

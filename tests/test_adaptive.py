@@ -415,3 +415,40 @@ def test_an_error_storm_from_the_server_shrinks_the_limit_within_its_bounds() ->
     drops = [(a, b) for a, b in zip(limits[change - 1 :], after) if b < a]
     assert all(b >= math.floor(a * 0.5) for a, b in drops)
     assert len(drops) >= math.log(before / 4) / math.log(1 / 0.5)
+
+
+@pytest.mark.timeout(60)
+def test_with_use_counted_at_starts_growth_needs_half_of_the_limit_at_once() -> None:
+    # As the executors feed it: the use comes from the starts (how many jobs ran as one
+    # started), and a completion's in_flight only says how many jobs to let settle, so a
+    # burst of completions that still hold their slots is no evidence of use.
+    def round_of(limiter: AdaptiveLimit, use: int) -> None:
+        for _ in range(max(limiter.limit, MIN_SAMPLES)):
+            limiter.note_use(use)
+            limiter.on_done(0.1, in_flight=limiter.limit)
+
+    limiter = AdaptiveLimit(Adaptive(min=1, max=1000, initial=32), use_at_start=True)
+    for _ in range(100):  # (the probe rounds among them dip, then come back)
+        round_of(limiter, 15)
+        assert limiter.limit <= 32
+    while limiter.probing:
+        round_of(limiter, 15)
+    assert limiter.limit == 32
+    round_of(limiter, 16)  # half of it at once: slow start doubles it
+    while limiter.probing:
+        round_of(limiter, 16)
+    assert limiter.limit == 64
+    limiter.on_done(0.1, Overloaded(), in_flight=64)  # ends slow start: 64 * 0.7
+    for _ in range(MIN_SAMPLES * 3):
+        if limiter.limit != 64:
+            break
+        limiter.on_done(0.1, Overloaded(), in_flight=64)
+    after_errors = limiter.limit
+    assert after_errors == int(64 * ERROR_BACKOFF)
+    for _ in range(40):  # the additive step needs the same evidence
+        round_of(limiter, after_errors // 2 - 1)
+        assert limiter.limit <= after_errors
+    round_of(limiter, after_errors)  # all of it at once: the additive step, no doubling
+    while limiter.probing:
+        round_of(limiter, after_errors)
+    assert after_errors < limiter.limit < 2 * after_errors

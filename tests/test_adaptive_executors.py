@@ -19,6 +19,7 @@ import pytest
 
 from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
 from coroexecutor._limiter import MIN_SAMPLES
+from coroexecutor.sync_bridge._future import BridgeFuture
 from coroexecutor.sync_bridge._tuning import BridgeTuner
 from tests.conftest import new_loop
 
@@ -276,6 +277,44 @@ async def test_the_limit_works_with_map() -> None:
         assert exe.max_workers > 1
 
 
+async def _map_under_a_limit_of_32(buffersize: int) -> tuple[int, int]:
+    """Run a map with ``buffersize`` under Adaptive(initial=32), latencies all 0: returns
+    the most jobs that ran at once and the highest limit any job saw."""
+    running = peak = highest = 0
+    exe = virtual(CoroutineExecutor(max_workers=Adaptive(min=1, max=1000, initial=32)))
+
+    async def job(x: int) -> int:
+        nonlocal running, peak, highest
+        running += 1
+        peak = max(peak, running)
+        highest = max(highest, exe.max_workers)
+        await asyncio.sleep(0)  # the jobs of a burst end in the same turn of the loop
+        running -= 1
+        return x
+
+    async with exe:
+        results = [x async for x in exe.map(job, range(40 * MIN_SAMPLES), buffersize=buffersize)]
+    assert results == list(range(40 * MIN_SAMPLES))
+    return peak, highest
+
+
+async def test_a_map_that_never_fills_half_of_the_limit_does_not_grow_it(loop_kind: str) -> None:
+    # Found by a docs-only tester: 15 jobs at most ran at once, yet a limit of 32 doubled.
+    # A round's use was the slots held as jobs settled: a finished job holds its slot
+    # until it settles, from a done callback, and the map had started its successor
+    # before that, so a burst's finished jobs and their successors counted together.
+    peak, highest = await _map_under_a_limit_of_32(15)
+    assert peak == 15
+    assert highest == 32  # (a probe round dips below it)
+
+
+async def test_a_map_that_fills_half_of_the_limit_grows_it(loop_kind: str) -> None:
+    # The other side of the rule: half of the limit in use is evidence enough.
+    peak, highest = await _map_under_a_limit_of_32(16)
+    assert peak == 16
+    assert highest == 64  # doubled once (slow start), then 16 of 64 is not enough
+
+
 #
 # LoopExecutor
 #
@@ -345,6 +384,46 @@ def test_bridge_shrinking_cancels_no_running_job(monkeypatch: pytest.MonkeyPatch
         assert all(isinstance(f.exception(timeout=5), Overloaded) for f in storm)
         assert exe.stats.cancelled == 0
         assert exe.max_workers == 2
+
+
+class _Owner:
+    """The least a BridgeFuture needs of its owner (see tests/test_bridge_components.py)."""
+
+    owner_repr = "<test owner>"
+
+    def cancel_job_threadsafe(self, future: BridgeFuture[Any]) -> None:
+        raise AssertionError("nothing is cancelled here")
+
+    def is_loop_thread(self) -> bool:
+        return False
+
+    def is_worker_thread(self) -> bool:
+        return False
+
+
+def test_bridge_jobs_that_ended_but_were_not_fed_yet_are_not_counted_in_use() -> None:
+    # A job's future is resolved before the thread that frees its slot feeds it to the
+    # limiter; meanwhile other threads start jobs in the slots the limit leaves free.
+    # Counted as in flight when fed (started and not yet fed), the ended jobs and their
+    # successors made 20 of a limit of 32 where 15 ran at once: the limit doubled.
+    tuner = BridgeTuner(Adaptive(min=1, max=1000, initial=32))
+    tuner._tuner.clock = frozen_clock
+    owner = _Owner()
+    running = [BridgeFuture[None](owner) for _ in range(15)]
+    for future in running:
+        tuner.started(future)
+    for _ in range(40 * MIN_SAMPLES // 5):
+        ended, running = running[:5], running[5:]
+        for future in ended:
+            future._try_set_result(None)  # resolved: its caller may go on
+        for _ in ended:  # 15 at once again, before the ended jobs are fed
+            successor = BridgeFuture[None](owner)
+            tuner.started(successor)
+            running.append(successor)
+        for future in ended:
+            tuner.finished_threadsafe(future)
+            assert tuner.limit <= 32
+    assert not any(future.done() for future in running)
 
 
 def test_bridge_setting_max_workers_fixes_the_limit() -> None:

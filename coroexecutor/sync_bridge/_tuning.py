@@ -52,7 +52,10 @@ class BridgeTuner:
         attempt keeps its first start (see paused)."""
         attempts = future._attempts
         first = None if attempts is None else attempts.started
-        self._tuner.starts[future] = self._tuner.clock() if first is None else first
+        tuner = self._tuner
+        tuner.starts[future] = tuner.clock() if first is None else first
+        with self._lock:  # (taken inside the HandOff's lock, never the other way round)
+            tuner.count_use(future)
 
     def paused(self, future: BridgeFuture[Any]) -> None:
         """A job's attempt failed and it pauses before the next one (on the loop thread,
@@ -80,7 +83,8 @@ class BridgeTuner:
         if start is None or future._state != FINISHED:
             return
         latency = tuner.clock() - start
-        # The jobs in flight as it ended: those started and not yet claimed, and itself.
+        # The jobs to let settle if the limit changes: those started and not yet claimed,
+        # and itself. (The use is counted apart: see Tuner.count_use and Tuner.feed.)
         in_flight = len(starts) + 1
         error = future._exception
         if isinstance(error, CancelledError):
@@ -95,7 +99,7 @@ class BridgeTuner:
             _report(exc)
             return
         with self._lock:
-            limiter.on_done(latency, error, in_flight, overload)
+            tuner.feed(latency, error, in_flight, overload)
 
 
 def _report(exc: BaseException) -> None:
