@@ -15,12 +15,13 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
+    from ._entries import Queued
     from ._jobs import FactoryReader
     from ._keyed_slots import KeyedSlots
     from ._map_state import MapJobs
     from ._policy import Outcomes
     from ._retry import RetryPolicy
-    from ._slots import Queued, Slots
+    from ._slots import Slots
     from ._state import State
     from ._tuning import Tuner
 

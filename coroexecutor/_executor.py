@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _map_api, _shutdown, _startup
 from ._core import Block, Core, Startup
+from ._entries import Queued
 from ._errors import check_job_fn
 from ._jobs import FactoryReader
 from ._keyed import MaxPerKey
@@ -28,7 +29,6 @@ from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
 from ._settle import on_job_done
-from ._slots import Queued
 from ._start import start_job
 from ._startup import check_accepting, check_loop, check_setter_thread
 from ._state import State

@@ -22,9 +22,10 @@ import functools
 from collections.abc import Hashable
 from typing import Any, Callable, Union
 
+from ._entries import Queued
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._retry import is_async_callable
-from ._slots import Queued, Slots
+from ._slots import Slots
 
 __all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 

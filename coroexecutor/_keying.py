@@ -17,12 +17,12 @@ import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._entries import Queued
 from ._following import QueuedFuture
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
 from ._queued import map_start_failed, start_queued
 from ._retry import INHERIT, Inherit, RetryPolicy
-from ._slots import Queued
 from ._start import start_job
 from ._startup import check_accepting, check_loop, check_not_initializer
 from ._state import State

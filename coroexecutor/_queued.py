@@ -10,12 +10,12 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._entries import Queued
 from ._following import QueuedFuture
 from ._lifecycle import check_idle, fail, interrupted
 from ._notes import annotate_job_error
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, RetryPolicy
-from ._slots import Queued
 from ._start import start_job
 
 if TYPE_CHECKING:

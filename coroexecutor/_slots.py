@@ -11,49 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 from collections.abc import Hashable
-from typing import Any, Callable
+from typing import Callable
 
+from ._entries import Queued, SentBack
 from ._ratelimit import RateLimiter
 
-__all__ = ["Queued", "SentBack", "Slots"]
-
-
-class Queued:
-    """A job waiting in the backlog: accepted by submit_nowait(), or a map's input, while
-    every slot was taken. ``start(entry)`` is called in ``ctx`` once the job has a slot: it
-    must start the job in that slot (or give the slot back through :meth:`Slots.release`)."""
-
-    __slots__ = ("args", "ctx", "fn", "future", "kwargs", "start")
-
-    def __init__(
-        self,
-        future: asyncio.Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        start: Callable[[Queued], object],
-    ) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.start = start
-        # The job runs in a copy of the submitter's context, as asyncio.create_task()
-        # would have given it had it started at once.
-        self.ctx = contextvars.copy_context()
-
-    def done(self) -> bool:
-        """Whether the job left the line before it started (its future was cancelled)."""
-        return self.future.done()
-
-
-class SentBack(asyncio.Future[None]):
-    """The place in the backlog of a waiter whose slot went back because the limit shrank
-    between the grant and its resumption (see Slots._must_wait_again)."""
-
-    __slots__ = ()
+__all__ = ["Slots"]
 
 
 class Slots:
