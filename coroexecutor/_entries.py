@@ -1,5 +1,6 @@
 """The entries of the executor's backlog (see :class:`~coroexecutor._slots.Slots`): a queued
-job, and the place in line of a slot waiter sent back by a shrink.
+job, the place in line of a slot waiter sent back by a shrink, and that of a job back from
+its pause between two attempts (retry=).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import asyncio
 import contextvars
 from typing import Any, Callable
 
-__all__ = ["Queued", "SentBack"]
+__all__ = ["Queued", "Resuming", "SentBack"]
 
 
 class Queued:
@@ -43,5 +44,14 @@ class Queued:
 class SentBack(asyncio.Future[None]):
     """The place in the backlog of a waiter whose slot went back because the limit shrank
     between the grant and its resumption (see Slots._must_wait_again)."""
+
+    __slots__ = ()
+
+
+class Resuming(SentBack):
+    """The place in the backlog of a job back from its pause between two attempts
+    (retry=): ahead of every waiter and queued job never granted a slot, in line with the
+    SentBack ones, but never ahead of a waiter granted a slot before it lined up (that
+    slot was given away, the pausing job's own among them: see Slots._must_wait_again)."""
 
     __slots__ = ()

@@ -142,12 +142,6 @@ class KeyedSlots(Slots):
         closed): give the room back. The caller gives the slot back."""
         self.line.release(key)
 
-    def pause(self) -> None:
-        """A job gives its slot back between two attempts (it keeps its key's room): the
-        slot may go to a job of another key waiting in the line."""
-        super().pause()
-        self.schedule_wake()
-
     @property
     def startable(self) -> bool:
         return super().startable or (

@@ -35,11 +35,8 @@ class Pauses:
     def pause(self) -> None:
         exe = self._exe
         slots = exe._slots
-        slots.pause()
+        slots.pause()  # the next in line gets our slot first thing in the next turn
         exe._outcomes.retried += 1
-        if slots.backlog:
-            # A later turn starts the next job in our slot: we are inside a job's step.
-            slots.schedule_wake()
         if self._owner is not None:
             self._owner.paused()  # wakes the map: it resumes in a later turn
 

@@ -37,8 +37,9 @@ class AttemptSlots(Protocol):
     """What the attempts of a job need from their executor (on its loop thread)."""
 
     def pause(self) -> None:
-        """An attempt failed and another one follows: give the job's slot back (a
-        waiting job may start in it), count the job as waiting, and count one retry."""
+        """An attempt failed and another one follows: give the job's slot back (the
+        next job in line takes it before the job's own next step, so even after a pause
+        of 0 seconds), count the job as waiting, and count one retry."""
 
     async def resume(self) -> None:
         """Wait for a slot for the next attempt, ahead of every job that has not started
@@ -219,8 +220,10 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
     while True:
         slots.pause()
         try:
-            if delay > 0:
-                await _sleep(delay)
+            # A pause of 0 seconds yields too: the slot just given back goes to the next
+            # in line before this step (see AttemptSlots.pause), and only then does the job
+            # line up again ahead of those that have not started.
+            await _sleep(delay)
             await slots.resume()
         except BaseException:  # cancelled, or refused a slot (the executor is cancelling)
             slots.abandon()

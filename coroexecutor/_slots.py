@@ -14,7 +14,7 @@ import collections
 from collections.abc import Hashable
 from typing import Callable
 
-from ._entries import Queued, SentBack
+from ._entries import Queued, Resuming, SentBack
 from ._ratelimit import RateLimiter
 
 __all__ = ["Slots"]
@@ -57,7 +57,7 @@ class Slots:
         self.unheld: set[object] = set()  # pausing jobs cancelled, not settled yet
         self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
         self.limiter: RateLimiter | None = None
-        self.wake_handle: asyncio.TimerHandle | None = None
+        self.wake_handle: asyncio.Handle | None = None
         self.held = False  # hold(): nothing starts (the initializer runs)
         # drain()'s error factory: from then on every waiter is refused with it.
         self.refusal: Callable[[], BaseException] | None = None
@@ -126,10 +126,11 @@ class Slots:
     async def take_again(self) -> None:
         """Wait for a slot ahead of every waiter and queued job never granted one: a job
         that gave its slot back between two attempts (retry=) takes one again. Behaves as
-        a waiter sent back by a shrink (see _wait_again), and as take() otherwise."""
+        a waiter sent back by a shrink (see _wait_again), but takes no slot granted before
+        it lined up (see Resuming), and as take() otherwise."""
         if self.refusal is not None:
             raise self.refusal()
-        waiter = self._line_up_first()
+        waiter = self._line_up_first(Resuming)
         self.schedule_wake()
         await self._wait_in_line(waiter)
 
@@ -137,7 +138,7 @@ class Slots:
         try:
             await waiter
             while self.free + self.granted <= 0 or (
-                self.backlog and type(self.backlog[0]) is SentBack
+                self.backlog and isinstance(self.backlog[0], SentBack)
             ):
                 if not self._must_wait_again(waiter):
                     break
@@ -156,9 +157,25 @@ class Slots:
         self.free += 1
 
     def pause(self) -> None:
-        """A job gives its slot back between two attempts (retry=); it stays accepted."""
+        """A job gives its slot back between two attempts (retry=); it stays accepted.
+
+        The next in line gets the slot first thing in the next turn (not now: we are
+        inside the job's step), before the job's own next step, so even after a pause of
+        0 seconds the job lines up again (take_again()) only once the slot has reached
+        that one. A wake-up timer due now would come too late: a timer runs after the
+        ready callbacks of its turn, the job's step among them. A wake-up timed for the
+        next start token keeps its time: the job lines up for that token first, as after
+        any pause shorter than the wait for it."""
         self.free += 1
         self.pausing += 1
+        if not self.startable:
+            return  # nobody waits (or the initializer runs: release_hold() admits)
+        if self.limiter is not None and self.limiter.delay() > 0:
+            self.schedule_wake()
+            return
+        if self.wake_handle is not None:
+            self.wake_handle.cancel()
+        self.wake_handle = self.loop.call_soon(self._on_wake)
 
     def resumed(self) -> None:
         """A pausing job holds a slot again (take_again() returned)."""
@@ -316,12 +333,14 @@ class Slots:
             return False
         if self.free + self.granted <= 0:
             return True
-        if type(waiter) is SentBack:
+        if isinstance(waiter, SentBack):
             return False
         for entry in self.backlog:
-            if type(entry) is not SentBack:
+            if not isinstance(entry, SentBack):
                 return False
-            if not entry.done():  # (a done one was cancelled: it left the line)
+            # (A done one was cancelled: it left the line. A Resuming one takes no slot
+            # granted before it lined up.)
+            if type(entry) is SentBack and not entry.done():
                 return True
         return False
 
@@ -341,12 +360,13 @@ class Slots:
         if self.limiter is not None:
             self.limiter.put_back()
 
-    def _line_up_first(self) -> SentBack:
-        """A waiter behind the SentBack ones and ahead of everyone else."""
-        waiter = SentBack(loop=self.loop)
+    def _line_up_first(self, kind: type[SentBack] = SentBack) -> SentBack:
+        """A waiter behind the SentBack ones (Resuming ones included) and ahead of
+        everyone else."""
+        waiter = kind(loop=self.loop)
         backlog = self.backlog
         ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
-        while ahead < len(backlog) and type(backlog[ahead]) is SentBack:
+        while ahead < len(backlog) and isinstance(backlog[ahead], SentBack):
             ahead += 1
         backlog.insert(ahead, waiter)
         self.waiting += 1
