@@ -10,7 +10,7 @@ import sys
 import weakref
 from typing import Any, Callable, TypeVar
 
-from ._notes import describe_call
+from ._notes import describe_call, describe_fn, safe_repr
 
 __all__ = [
     "SHUTDOWN_MESSAGE",
@@ -76,7 +76,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
 
 
 _COROUTINE_HINT = """\
-{where}() expects an async function and its arguments, not a coroutine object (got {got!r})
+{where}() expects an async function and its arguments, not a coroutine object (got {got})
   wrong: {where}({wrong})
   right: {where}({right})"""
 
@@ -88,20 +88,20 @@ _HINT_CALLS = {
 _SUBMIT_CALLS = ("fetch(url)", "fetch, url")
 
 _ASYNC_GENERATOR_MESSAGE = (
-    "{where}() expects an async function, not an async generator function (got {fn!r})"
+    "{where}() expects an async function, not an async generator function (got {fn})"
 )
 
 
 def coroutine_hint(where: str, got: object) -> str:
     """The two-call hint for a coroutine object (or other awaitable) passed as ``fn``."""
     wrong, right = _HINT_CALLS.get(where, _SUBMIT_CALLS)
-    return _COROUTINE_HINT.format(where=where, got=got, wrong=wrong, right=right)
+    return _COROUTINE_HINT.format(where=where, got=safe_repr(got), wrong=wrong, right=right)
 
 
 def async_generator_error(where: str, fn: object) -> TypeError:
     """The error for an async generator function passed as a job's ``fn``: it would
     return a generator object, not a result."""
-    return TypeError(_ASYNC_GENERATOR_MESSAGE.format(where=where, fn=fn))
+    return TypeError(_ASYNC_GENERATOR_MESSAGE.format(where=where, fn=describe_fn(fn)))
 
 
 def check_job_fn(fn: Any, where: str) -> None:
@@ -116,7 +116,7 @@ def check_job_fn(fn: Any, where: str) -> None:
         raise TypeError(coroutine_hint(where, fn))
     if inspect.isawaitable(fn):
         raise TypeError(coroutine_hint(where, fn))
-    raise TypeError(f"{where}() fn must be a callable (got {fn!r})")
+    raise TypeError(f"{where}() fn must be a callable (got {safe_repr(fn)})")
 
 
 # Functions that run a job given as (x, fn, args, kwargs): the bridge's wrappers (x: the

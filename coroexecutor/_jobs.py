@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
-from ._notes import CALL_KEEPERS, describe_call
+from ._notes import CALL_KEEPERS, describe_call, describe_fn, safe_repr
 
 __all__ = [
     "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
@@ -137,12 +137,16 @@ def as_coroutine(
     # Only here, on the path of a result that is no coroutine, is fn's kind examined:
     # checking before the call would cost every job. Calling an async generator function
     # runs none of its body, so this is as good as refusing it before the call.
+    # The message names fn alone (the note on the error names the call), and shows what
+    # it returned only where the executor shows arguments (``args`` given): the value
+    # may be one of them, and annotate_errors=False calls no __repr__.
+    shown = safe_repr(result) if args is not None else f"{type(result).__qualname__} object"
     if inspect.isasyncgen(result):
         raise TypeError(
             f"job function must return an awaitable, not an async generator"
-            f" (got {result!r} from {fn!r})"
+            f" (got {shown} from {describe_fn(fn)})"
         )
-    raise TypeError(f"job function must return an awaitable (got {result!r} from {fn!r})")
+    raise TypeError(f"job function must return an awaitable (got {shown} from {describe_fn(fn)})")
 
 
 def _expired(

@@ -83,6 +83,17 @@ def safe_repr(value: object) -> str:
     return _repr(value)
 
 
+def describe_fn(fn: object) -> str:
+    """``fetch``: a job's function as messages name it, by its name alone: no
+    ``__repr__`` runs, and a ``functools.partial`` shows none of the arguments it binds
+    (``functools.partial(fetch, ...)``)."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    name = _name(inner)
+    return name if inner is fn else f"functools.partial({name}, ...)"
+
+
 def describe_call(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, arguments: bool = True
 ) -> str:

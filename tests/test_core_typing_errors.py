@@ -102,14 +102,13 @@ async def test_async_generator_function_is_refused(where: str) -> None:
         # Refused by map() itself, before any input is read.
         pattern = exactly(
             f"{where}() expects an async function, not an async generator function"
-            f" (got {numbers!r})"
+            " (got numbers)"
         )
     else:
         # Known from what fn returned; calling it ran none of its body.
         pattern = (
             "^" + re.escape("job function must return an awaitable, not an async generator")
-            + r" \(got <async_generator object .*> from "
-            + re.escape(f"{numbers!r})")
+            + r" \(got <async_generator object .*> from numbers\)"
             + "$"
         )
     async with CoroutineExecutor(max_workers=2) as exe:
@@ -125,7 +124,7 @@ def not_async(x: object) -> int:
 
 @pytest.mark.parametrize("where", ["submit", "submit_nowait"])
 async def test_fn_returning_a_non_awaitable_fails_the_call(where: str) -> None:
-    message = f"job function must return an awaitable (got 42 from {not_async!r})"
+    message = "job function must return an awaitable (got 42 from not_async)"
     async with CoroutineExecutor(max_workers=1) as exe:
         with pytest.raises(TypeError, match=exactly(message)):
             await call(exe, where, not_async)
@@ -140,7 +139,7 @@ async def test_fn_returning_a_non_awaitable_fails_the_call(where: str) -> None:
 async def test_fn_returning_a_non_awaitable_fails_the_call_with_a_wrapped_job(
     option: str,
 ) -> None:
-    message = f"job function must return an awaitable (got 42 from {not_async!r})"
+    message = "job function must return an awaitable (got 42 from not_async)"
     kwargs: dict[str, Any] = (
         {"initializer": lambda: None} if option == "initializer" else {"job_timeout": 10}
     )
@@ -154,7 +153,7 @@ async def test_fn_returning_a_non_awaitable_fails_the_call_with_a_wrapped_job(
 async def test_map_fn_returning_a_non_awaitable_fails_the_iteration(ordered: bool) -> None:
     """The input's job error (as a queued job's is), counted and noted: the map calls fn
     as the job starts (semantics.rst, "What is checked before fn is called")."""
-    message = f"job function must return an awaitable (got 42 from {not_async!r})"
+    message = "job function must return an awaitable (got 42 from not_async)"
     async with CoroutineExecutor(max_workers=2, suppress_task_errors=True) as exe:
         it = (exe.map if ordered else exe.map_unordered)(not_async, [1, 2])
         with pytest.raises(TypeError) as info:
@@ -166,7 +165,7 @@ async def test_map_fn_returning_a_non_awaitable_fails_the_iteration(ordered: boo
 
 
 async def test_queued_fn_returning_a_non_awaitable_fails_its_future() -> None:
-    message = f"job function must return an awaitable (got 42 from {not_async!r})"
+    message = "job function must return an awaitable (got 42 from not_async)"
     release = asyncio.Event()
     async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
         await exe.submit(release.wait)

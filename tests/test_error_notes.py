@@ -16,7 +16,7 @@ import functools
 import gc
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import pytest
@@ -685,3 +685,48 @@ def test_a_bridge_job_cancelled_by_a_shutdown_calls_no_repr(fn: Any) -> None:
     exe.shutdown(timeout=0.01)  # the grace period ends; the running job is cancelled
     assert future.cancelled()
     assert _CountsRepr.calls == 0
+
+
+def _returns_it(value: object) -> object:
+    return value  # a plain function: nothing to await
+
+
+async def _pages(value: object) -> AsyncIterator[object]:
+    yield value
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+async def test_annotate_errors_false_keeps_arguments_out_of_the_type_errors() -> None:
+    # Found by a docs-only tester: the "must return an awaitable" job error showed what
+    # the function returned and the function's repr (a partial's bound arguments), and
+    # the call-time refusal of an async generator function showed the partial too.
+    _CountsRepr.calls = 0
+    async with CoroutineExecutor(annotate_errors=False, suppress_task_errors=True) as exe:
+        with pytest.raises(TypeError) as submitted:
+            await exe.submit(functools.partial(_returns_it, _CountsRepr()))
+        mapped = [e async for e in exe.map(_returns_it, [_CountsRepr()], return_exceptions=True)]
+        with pytest.raises(TypeError) as refused:
+            await exe.submit(functools.partial(_pages, _CountsRepr()))
+    with LoopExecutor(annotate_errors=False) as bridge, pytest.raises(TypeError) as bridged:
+        bridge.submit(functools.partial(_pages, _CountsRepr()))
+    messages = [str(submitted.value), str(mapped[0]), str(refused.value), str(bridged.value)]
+    assert messages[0] == (
+        "job function must return an awaitable"
+        " (got _CountsRepr object from functools.partial(_returns_it, ...))"
+    )
+    assert messages[1] == (
+        "job function must return an awaitable (got _CountsRepr object from _returns_it)"
+    )
+    assert all("hunter2" not in message for message in messages)
+    assert _CountsRepr.calls == 0
+
+
+async def test_a_repr_that_raises_does_not_replace_the_type_error() -> None:
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        with pytest.raises(TypeError) as info:
+            await exe.submit(_returns_it, _ReprRaises())
+    assert str(info.value).startswith("job function must return an awaitable (got <")

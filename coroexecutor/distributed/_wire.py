@@ -27,7 +27,7 @@ from .. import CoroutineExecutor
 from .._errors import async_generator_error
 from .._keyed import MaxPerKey
 from .._keyed_slots import check_keying
-from .._notes import add_note, describe_call
+from .._notes import add_note, describe_call, safe_repr
 from .._retry import INHERIT, RetryArg, RetryPolicy, resolve_retry
 from .._validate import check_callables
 
@@ -287,10 +287,10 @@ def check_fn(fn: object, where: str) -> None:
         fn.close()  # no "never awaited" warning follows
         raise TypeError(
             f"{where}() expects a function and its arguments, not a coroutine object"
-            f" (got {fn!r})\n  wrong: {_WRONG[where]}\n  right: {_RIGHT[where]}"
+            f" (got {safe_repr(fn)})\n  wrong: {_WRONG[where]}\n  right: {_RIGHT[where]}"
         )
     if not callable(fn):
-        raise TypeError(f"{where}() expects a callable (got {fn!r})")
+        raise TypeError(f"{where}() expects a callable (got {safe_repr(fn)})")
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(type(fn).__call__):
         # It would run, and its result (a generator object) could not come back.
         raise async_generator_error(where, fn)
