@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import pathlib
 import re
@@ -190,6 +191,40 @@ def _wait_until_all_cancelled(directory: pathlib.Path) -> set[str]:
             return started
         assert time.monotonic() < deadline, f"still running: {sorted(started - cancelled)}"
         time.sleep(0.01)
+
+
+class _SaysWhenWaitedFor(logging.Handler):
+    """In a worker process: touches ``waited`` once the closing says that it waits for the
+    blocking calls that have started."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        super().__init__(logging.DEBUG)
+        self.directory = directory
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "blocking call(s) that have started" in record.getMessage():
+            (self.directory / "waited").touch()
+
+
+def _blocks_until_released(folder: str) -> str:
+    """A blocking call: says it started, then runs until the test creates ``release``
+    (bounded), and says it finished. Meanwhile it listens to this process's closing."""
+    directory = pathlib.Path(folder)
+    logger = logging.getLogger("coroexecutor.distributed")
+    handler, level = _SaysWhenWaitedFor(directory), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        (directory / f"started-{os.getpid()}-0").touch()
+        deadline = time.monotonic() + _WAIT
+        while not (directory / "release").exists():
+            assert time.monotonic() < deadline, f"no release in {_WAIT} s"
+            time.sleep(0.01)
+        (directory / "finished").touch()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return "finished"
 
 
 def _fails_on_odd(x: int) -> int:
@@ -496,6 +531,39 @@ def test_future_cancel_and_shutdown_cancel_futures_reach_running_jobs(
     exe.shutdown(wait=True, cancel_futures=True)
     assert all(f.cancelled() for f in others)
     _wait_until_all_cancelled(tmp_path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["cancel_futures", "future.cancel()"])
+def test_shutdown_waits_for_a_blocking_call_that_has_started(
+    client: Any, tmp_path: pathlib.Path, how: str
+) -> None:
+    # Found by a docs-only tester: "a blocking callable that has started runs to its end,
+    # as on the bridge", but the closing went on without it. On a LocalCluster the
+    # executor started, the nanny killed the worker process under the call after 4 s;
+    # here, on the user's cluster, shutdown() returned while the call still ran. The call
+    # runs until the test releases it, once the closing says it waits for the call.
+    exe = DaskExecutor(client=client, per_worker=2)
+    future = exe.submit(_blocks_until_released, str(tmp_path))
+    asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+    if how == "future.cancel()":
+        assert future.cancel()  # (docs: it succeeds until the result is in)
+    shutting_down = threading.Thread(
+        target=exe.shutdown, kwargs={"cancel_futures": how == "cancel_futures"}
+    )
+    shutting_down.start()
+    try:
+        deadline = time.monotonic() + _WAIT
+        while shutting_down.is_alive() and not (tmp_path / "waited").exists():
+            assert time.monotonic() < deadline, f"the closing said nothing in {_WAIT} s"
+            time.sleep(0.01)
+        assert shutting_down.is_alive(), "shutdown() returned while the blocking call ran"
+    finally:
+        (tmp_path / "release").touch()
+        shutting_down.join(_WAIT)
+    assert not shutting_down.is_alive()
+    assert (tmp_path / "finished").exists()
+    assert future.cancelled()
 
 
 @pytest.mark.timeout(60)

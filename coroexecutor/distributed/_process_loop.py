@@ -2,7 +2,8 @@
 CoroutineExecutor: the chunks run here (see _worker.py for how dask reaches it).
 
 Threading model: the methods named ``..._threadsafe`` (and ``stop_and_join``) from dask's
-threads; everything else on the loop thread.
+threads; ``_counted`` (a blocking call) on the pool's threads; everything else on the loop
+thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import logging
 import sys
 import threading
 from typing import Any, Callable, Optional
@@ -26,6 +28,7 @@ from ._wire import ChunkSpec, Indexes, Outcomes, WorkerOptions
 
 __all__ = ["ProcessLoop"]
 
+_LOGGER = logging.getLogger("coroexecutor.distributed")
 _CANCEL_RECORDS = 1024  # maps whose cancellations a process remembers for late chunks
 _STOP_JOIN_SECONDS = 30.0
 
@@ -41,6 +44,7 @@ class ProcessLoop:
         self._stop = asyncio.Event()  # loop thread; set by stop_and_join
         self._closed = False  # guarded by _lock: no chunk may be scheduled any more
         self._waiting: set[concurrent.futures.Future[Any]] = set()  # guarded by _lock
+        self._blocking = 0  # guarded by _lock: blocking calls running in the pool's threads
         self._lock = threading.Lock()
         self._exe: Optional[CoroutineExecutor] = None
         self._runs: dict[str, set[ChunkRun]] = {}  # loop thread; map id -> its running chunks
@@ -89,11 +93,23 @@ class ProcessLoop:
                 self._loop.call_soon_threadsafe(self._cancel, map_id, indexes)
 
     def stop_and_join(self) -> None:
-        """Cancel every job, wait for the chunks to report, stop the thread."""
+        """Cancel every job, wait for the chunks to report, stop the thread; then wait for
+        the blocking calls that have started, as the bridge does.
+
+        A cancelled blocking job's task ends at once, but its call runs on in the pool's
+        thread: nothing can stop a thread from outside. Returning before it ends let the
+        DaskExecutor close the LocalCluster it started, and the nanny killed the worker
+        process under the call after 4 s (its future cancelled, the call cut part-way).
+        """
         with self._lock:
             if not self._closed:
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(_STOP_JOIN_SECONDS)
+        with self._lock:
+            running = self._blocking
+        if running:
+            _LOGGER.debug("waiting for %d blocking call(s) that have started", running)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # (those not started never will)
 
     #
     # The loop thread
@@ -329,11 +345,23 @@ class ProcessLoop:
     async def _call_blocking(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call = functools.partial(fn, *args, **kwargs)
+        call = functools.partial(self._counted, fn, args, kwargs)
         result = await self._loop.run_in_executor(self._pool, call)
         if inspect.isawaitable(result):  # lambda: fetch(url)
             result = await result
         return result
+
+    def _counted(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A pool thread: the blocking call, counted while it runs (see stop_and_join)."""
+        with self._lock:
+            self._blocking += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._blocking -= 1
 
     def _cancel(self, map_id: str, indexes: Indexes) -> None:
         records = self._cancelled
