@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ._future import BridgeFuture
 from ._handoff import HandOff
-from ._lifecycle import FORK_MESSAGE, BridgeState
+from ._lifecycle import FORK_MESSAGE, BridgeState, refusal
 
 __all__ = ["after_fork_in_child", "close"]
 
@@ -23,13 +23,19 @@ def close(handoff: HandOff, crash: Optional[BaseException]) -> None:
             handoff._state = BridgeState.CLOSED
         orphans = _orphans_locked(handoff)
         request = handoff._mailbox.shutdown
+        broken, why = handoff._broken, handoff._broken_why
     if request is not None:
         request.send_report((0, 0, 0))  # asked for after the loop's last drain
-    for future in orphans:  # only after a crash of this package: never strand a future
+    # Only after a crash of this package, or (a safety net: _breaking fails the jobs it
+    # knows of) once the loop could not run: never strand a future.
+    for future in orphans:
         if future.done():
             continue
-        error = RuntimeError(f"{handoff.owner_repr} stopped unexpectedly: {crash!r}")
-        error.__cause__ = crash
+        if broken is not None:
+            error = refusal(BridgeState.BROKEN, broken, handoff.owner_repr, why)
+        else:
+            error = RuntimeError(f"{handoff.owner_repr} stopped unexpectedly: {crash!r}")
+            error.__cause__ = crash
         future._try_set_exception(error)
 
 

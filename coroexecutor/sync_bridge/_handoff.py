@@ -26,10 +26,11 @@ from typing import Any, Callable, Optional, Union
 
 from .._stats import ExecutorStats
 from ._accept import accept_locked
+from ._breaking import fail_backlog, fail_tail, refuse_tail_locked
 from ._future import BridgeFuture
 from ._job import Job
 from ._keyed_slots import key_of, make_slots
-from ._lifecycle import ACCEPTING, GONE, BridgeState, refusal
+from ._lifecycle import ACCEPTING, GONE, INITIALIZER_FAILED, BridgeState, refusal
 from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
@@ -76,6 +77,7 @@ class HandOff:
         # (guarded by _lock; set_rate changes it).
         self._blocking_on_loop = core.max_per_second is not None or core.job_timeout is not None
         self._broken: Optional[BaseException] = None  # guarded by _lock
+        self._broken_why = INITIALIZER_FAILED  # guarded by _lock; with _broken
         self.scheduler.retries = Retries(
             core.retry, self._lock, self._slots, route=self._to_worker_locked,
             grant=self._grant_locked, start=self.scheduler.start, dispatch=self.pool.submit,
@@ -175,7 +177,7 @@ class HandOff:
                 self.pool.wake_worker(accepted)
             raise
         # Outside the lock: repr is user code. _broken is set with the state, before it.
-        raise refusal(accepted, self._broken, self.owner_repr)
+        raise refusal(accepted, self._broken, self.owner_repr, self._broken_why)
 
     # The future was cancelled: cancel its job; tell its waiters (see _withdraw).
     cancel_job_threadsafe = cancel_job
@@ -286,13 +288,20 @@ class HandOff:
         if item.outcome is None and tuner is not None:  # outside the lock
             tuner.finished_threadsafe(item.future)
         with self._lock:
-            if item.outcome is not None:
+            broken = item.outcome is not None and self._state is BridgeState.BROKEN
+            if broken:
+                refuse_tail_locked(self, item)  # no loop to await it (see _breaking)
+            elif item.outcome is not None:
                 # fn returned an awaitable: the loop awaits it, the job keeps its slot.
                 self._mailbox.tail(item)
                 return None
-            self._slots.release(item.future)
+            else:
+                self._slots.release(item.future)
             job = self._next_locked()
-            return None if job is None else self._route_locked(job)
+            passed_on = None if job is None else self._route_locked(job)
+        if broken:
+            fail_tail(self, item)
+        return passed_on
 
     def _post_done(self, item: WorkItem) -> None:
         with self._lock:
@@ -330,14 +339,8 @@ class HandOff:
         with self._lock:
             self._mailbox.stop_draining()
 
-    def fail_backlog(self, error: BaseException) -> None:
-        """The initializer raised: fail every job accepted so far, and every later one."""
-        with self._lock:
-            self._state = BridgeState.BROKEN
-            self._broken = error
-            jobs = self._slots.fail_backlog()
-        for job in jobs:
-            job.future._try_set_exception(refusal(BridgeState.BROKEN, error, self.owner_repr))
+    # The initializer raised, or the loop could not run: fail the jobs (see _breaking).
+    fail_backlog = fail_backlog
 
     def blocking_calls(self) -> int:
         """How many blocking calls worker threads are running now."""

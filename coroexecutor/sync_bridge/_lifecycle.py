@@ -13,6 +13,8 @@ __all__ = [
     "EXIT_MESSAGE",
     "FORK_MESSAGE",
     "GONE",
+    "INITIALIZER_FAILED",
+    "LOOP_FAILED",
     "SHUTDOWN_MESSAGE",
     "BridgeState",
     "refusal",
@@ -24,6 +26,11 @@ FORK_MESSAGE = (
     "{name} belongs to the parent process: after os.fork() its loop thread does not exist "
     "in the child; create a new executor in the child"
 )
+
+# Why a bridge is broken (BROKEN below), for refusal(): what its initializer raised, or
+# what its loop raised for the task that runs everything else (see LoopThread._run).
+INITIALIZER_FAILED = "its initializer raised {error!r}"
+LOOP_FAILED = "its event loop could not start its first task: {error!r}"
 
 
 class BridgeState(enum.Enum):
@@ -44,11 +51,14 @@ GONE = (BridgeState.CLOSED, BridgeState.FORKED, BridgeState.BROKEN)  # the loop 
 
 
 def refusal(
-    state: BridgeState, broken: Optional[BaseException], owner_repr: str
+    state: BridgeState,
+    broken: Optional[BaseException],
+    owner_repr: str,
+    why: str = INITIALIZER_FAILED,
 ) -> BaseException:
-    """The error for a job refused in ``state`` (``broken``: what the initializer raised)."""
+    """The error for a job refused in ``state`` (``broken``: what broke it, ``why``: how)."""
     if state is BridgeState.BROKEN:
-        error = BrokenLoopExecutor(f"{owner_repr} is broken: its initializer raised {broken!r}")
+        error = BrokenLoopExecutor(f"{owner_repr} is broken: {why.format(error=broken)}")
         error.__cause__ = broken
         return error
     if state is BridgeState.FORKED:

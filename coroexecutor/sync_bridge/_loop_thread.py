@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
+from collections.abc import Coroutine
 from typing import Any, Callable, Optional
 
 from .._executor import CoroutineExecutor
@@ -20,7 +21,7 @@ from .._stats import ExecutorStats
 from . import _closing, _process
 from ._future_locks import SIGNAL_CHECK_SECONDS
 from ._handoff import HandOff
-from ._lifecycle import EXIT_MESSAGE
+from ._lifecycle import EXIT_MESSAGE, LOOP_FAILED
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory, Runner
 from ._tails import await_outcome, cancel_tails
@@ -241,10 +242,14 @@ class LoopThread:
             handoff.open(loop, run.drain)
         self._created.set()
         crash: Optional[BaseException] = None
+        main = run.main(self._initializer, self._initargs)
         try:
-            runner.run(run.main(self._initializer, self._initargs))
-        except BaseException as exc:  # a bug in this package: fail the futures, never strand
-            crash = exc
+            runner.run(main)
+        except BaseException as exc:
+            if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
+                _cannot_run(handoff, loop, main, exc)
+            else:  # a bug in this package: fail the futures, never strand
+                crash = exc
         finally:
             try:
                 runner.close()
@@ -331,6 +336,26 @@ class _LoopRun:
             call()
         if self._stop.done() and not self._idle.done() and handoff.is_idle():
             self._idle.set_result(None)
+
+
+def _cannot_run(
+    handoff: HandOff,
+    loop: asyncio.AbstractEventLoop,
+    main: Coroutine[Any, Any, None],
+    error: BaseException,
+) -> None:
+    """The loop could not start ``main``: the executor is broken, as by its initializer.
+
+    Reached when the loop's task factory raises (uvloop 0.23's loop on 3.13 with
+    ``asyncio.eager_task_factory``: "unexpected keyword argument 'eager_start'") or makes
+    no task of ``main``. No job has run on the loop; blocking jobs already given to a
+    worker thread run, and those awaiting the loop fail with the jobs waiting for it.
+    """
+    main.close()  # never started: closed, or "coroutine ... was never awaited"
+    handoff.fail_backlog(error, LOOP_FAILED)
+    # Runner.close() makes tasks to shut the loop down; through this factory it would
+    # fail as main did, from this thread, with its own coroutine never awaited.
+    loop.set_task_factory(None)
 
 
 def _apply_rate(

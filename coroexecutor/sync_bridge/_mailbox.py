@@ -126,6 +126,18 @@ class Mailbox:
         self._shutdown_changed = False
         return Batch(to_start, calls, done_items, tails, request)
 
+    def break_off(self) -> tuple[list[BridgeFuture[Any]], list[WorkItem]]:
+        """Loop thread, which could not run the loop: stop draining; return the jobs given
+        to ``start`` and the tails, which it never will run. The drain scheduled already
+        runs while the loop is shut down: it takes only the calls (their posters may wait
+        for them), and no shutdown is left to act on."""
+        self._loop = None
+        futures = [job.future for job in self._to_start]
+        self._to_start.clear()
+        tails, self._tails = self._tails, []
+        self._shutdown_changed = False  # kept in ``shutdown``, for its report
+        return futures, tails
+
     def close(self) -> list[BridgeFuture[Any]]:
         """Drop everything posted: the loop has stopped. Returns the jobs never started."""
         self._loop = None
