@@ -53,7 +53,8 @@ class BrokenCoroutineExecutor(concurrent.futures.BrokenExecutor):
 
 
 class BrokenLoopExecutor(concurrent.futures.BrokenExecutor):
-    """Raised by a ThreadedLoopExecutor whose initializer failed; chained from its error."""
+    """Raised by a ThreadedLoopExecutor whose initializer failed, or whose event loop could
+    not start its first task; chained from that error."""
 
 
 if sys.version_info >= (3, 11):

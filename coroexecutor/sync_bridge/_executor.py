@@ -54,8 +54,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
     the queued jobs and the running coroutine jobs.
 
     Errors: a job's exception (``KeyboardInterrupt`` and ``SystemExit`` included) fails
-    only that job's future. If ``initializer`` raises, the executor is broken: pending
-    and later jobs fail with :class:`BrokenLoopExecutor`, chained from that error.
+    only that job's future. If ``initializer`` raises, or the loop cannot start its
+    first task (its task factory raises), the executor is broken: pending and later
+    jobs fail with :class:`BrokenLoopExecutor`, chained from that error.
 
     A blocking callable that has started cannot be interrupted: ``cancel()`` returns
     False for it, as for ThreadPoolExecutor. To stop long blocking work, make it a
@@ -231,7 +232,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         Raises:
             RuntimeError: after ``shutdown()`` ("cannot schedule new futures after
                 shutdown"), or in a child process after ``os.fork()``.
-            BrokenLoopExecutor: the initializer failed.
+            BrokenLoopExecutor: the initializer failed, or the loop could not start.
             TypeError: ``fn`` is not callable (a coroutine object gets a hint), or is an
                 async generator function; checked before anything runs.
         """
