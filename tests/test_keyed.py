@@ -69,6 +69,21 @@ def test_idle_keys_leave_no_state() -> None:
     assert line.busiest() is None
 
 
+def test_a_line_emptied_by_pop_keeps_no_dead_ticket_ahead_of_the_next() -> None:
+    # The key stays active while its job runs: its line must not keep the ticket that
+    # left from the middle, else it would be the head of the next job to wait.
+    line: KeyedLine[int] = KeyedLine(1)
+    a = line.try_start("a")
+    assert a is not None
+    first, gone = line.push("a", 1), line.push("a", 2)
+    assert line.discard(gone)
+    line.release(a)
+    assert line.pop() is first
+    later = line.push("a", 3)
+    line.release(a)  # first's job ends: the one waiting now has room
+    assert line.pop() is later
+
+
 def test_a_job_may_start_at_once_only_behind_no_startable_job() -> None:
     # The caller's global slots were full, then one freed but (say) the rate limit held
     # the waiting job back: a new job of another key must not jump ahead of it.
