@@ -30,7 +30,7 @@ from typing import Generic, Optional, TypeVar
 
 from ._key_limits import MaxPerKey, check_limit, check_max_per_key, unhashable
 from ._keyed_lost import drop_line
-from ._keyed_ticket import Line, Ticket, clean_left
+from ._keyed_ticket import NO_TICKETS, Line, Ticket, clean_left
 from ._typing import final
 
 __all__ = ["KeyedLine", "Line", "MaxPerKey", "Ticket", "check_max_per_key"]
@@ -87,8 +87,7 @@ class KeyedLine(Generic[T]):
     def __repr__(self) -> str:
         return f"<KeyedLine keys={self.active_keys} waiting={self.waiting}>"
 
-    def __len__(self) -> int:
-        """How many jobs wait (all keys)."""
+    def __len__(self) -> int:  # how many jobs wait (all keys)
         return self.waiting
 
     @property
@@ -158,9 +157,8 @@ class KeyedLine(Generic[T]):
 
     def release(self, line: Line) -> None:
         """A running job of ``line``'s key ended (however it ended). Whole: an exception
-        from a step after the count's (a KeyboardInterrupt) has the rest done (the
-        caller's hot path: no call more for it, the handler costs nothing until it
-        runs). Its key is not looked up unless the line goes idle and leaves."""
+        from a step after the count's (a KeyboardInterrupt) has the rest done. Its key is
+        not looked up unless the line goes idle and leaves."""
         n = line.running = line.running - 1
         try:
             if line.waiting:
@@ -208,6 +206,8 @@ class KeyedLine(Generic[T]):
                 ticket.line = line
                 if not line.running and not line.waiting:
                     self.stale -= 1  # a stale line its key finds again: active again
+            if line.tickets is NO_TICKETS:
+                line.tickets = collections.deque()
             line.tickets.append(ticket)
             line.waiting += 1
             self.waiting += 1
@@ -328,7 +328,7 @@ class KeyedLine(Generic[T]):
             drop_line(self, line)  # (a line gone already is not found: nothing happens)
         self._count_stale()
 
-    def _count_stale(self) -> None:
+    def _count_stale(self) -> None:  # (the rare paths)
         self.stale = sum(not x.running and not x.waiting for x in self._lines.values())
 
     def drain(self) -> list[T]:

@@ -8,7 +8,7 @@ from typing import Any, Generic, Optional, TypeVar
 
 from ._typing import final
 
-__all__ = ["Line", "Ticket", "clean_left"]
+__all__ = ["NO_TICKETS", "Line", "Ticket", "clean_left"]
 
 T = TypeVar("T")
 
@@ -30,6 +30,9 @@ class Ticket(Generic[T]):
         return f"<Ticket #{self.seq} key={self.key!r} {'waiting' if self.live else 'done'}>"
 
 
+NO_TICKETS: collections.deque[Any] = collections.deque(maxlen=0)  # appends: dropped
+
+
 @final
 class Line:
     """One active key: how many of its jobs run, its limit, and its waiting jobs in
@@ -49,7 +52,9 @@ class Line:
         self.key = key  # the key object the line is filed under
         self.limit = limit  # max_per_key(key), from when the key became active
         self.running = 0
-        self.tickets: collections.deque[Ticket[Any]] = collections.deque()
+        # NO_TICKETS (shared, always empty) until a job waits: most keys' jobs never
+        # wait, and the key's start pays for no deque. enter() makes its own.
+        self.tickets: collections.deque[Ticket[Any]] = NO_TICKETS
         self.waiting = 0  # live tickets
 
     def __repr__(self) -> str:
