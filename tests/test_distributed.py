@@ -676,6 +676,50 @@ def test_a_map_cancelled_by_shutdown_from_another_thread_raises_the_stdlib_error
     _wait_until_all_cancelled(tmp_path)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cancelled", ["before the gather", "after the gather"])
+def test_a_shutdown_while_next_takes_a_chunk_in_raises_the_stdlib_error(
+    client: Any, monkeypatch: pytest.MonkeyPatch, cancelled: str
+) -> None:
+    # Found by a docs-only tester: shutdown(cancel_futures=True) from another thread while
+    # next() took in a chunk that had just come back made next() raise IndexError ("pop
+    # from an empty deque") in about one run of five: the shutdown took the chunk out of
+    # the map between the two steps, and its outcome was stored all the same. A shutdown
+    # just before the gather made it raise dask's FutureCancelledError. Here the shutdown
+    # runs, from its own thread, at those points: in the client's gather of the outcome.
+    exe = DaskExecutor(client=client, per_worker=4)
+    gather = client.gather
+    stoppers: list[threading.Thread] = []
+
+    def shut_down() -> None:
+        stopper = threading.Thread(target=exe.shutdown, kwargs={
+            "wait": False, "cancel_futures": True})
+        stoppers.append(stopper)
+        stopper.start()
+        stopper.join(_WAIT)
+        assert not stopper.is_alive()
+
+    def gather_with_a_shutdown(futures: Any, *args: Any, **kwargs: Any) -> Any:
+        if stoppers:  # only the first gather: later ones pass through
+            return gather(futures, *args, **kwargs)
+        if cancelled == "before the gather":
+            shut_down()
+        loaded = gather(futures, *args, **kwargs)
+        if not stoppers:
+            shut_down()
+        return loaded
+
+    monkeypatch.setattr(client, "gather", gather_with_a_shutdown)
+    results = exe.map(_double, range(4), chunksize=4)  # one chunk: next() waits for it
+    try:
+        with pytest.raises(concurrent.futures.CancelledError) as raised:
+            next(results)
+        assert type(raised.value) is concurrent.futures.CancelledError
+    finally:
+        exe.shutdown()
+    assert len(stoppers) == 1
+
+
 @pytest.mark.parametrize(("timeout", "error"), [
     (float("inf"), OverflowError), (1e300, OverflowError),
     (float("nan"), concurrent.futures.TimeoutError),

@@ -200,17 +200,37 @@ class MapRun:
         self._take_done()
 
     def _take_done(self) -> None:
+        """Take in the outcomes of the chunks done, those still in flight when they are
+        stored: a slot whose ``task`` is no longer the one read here was taken out
+        meanwhile (``cancel_threadsafe`` from another thread) or taken in by the other
+        caller of this method (``settle_threadsafe``, in the closing thread)."""
         with self._lock:
-            done = [s for s in self._slots if s.outcome is None and s.task.done()]
-        finished = [s for s in done if s.task.status == "finished"]
-        loaded = self._client.gather([s.task for s in finished]) if finished else []
+            done = [(s, s.task) for s in self._slots if s.outcome is None and s.task.done()]
+        finished = [(s, task) for s, task in done if task.status == "finished"]
+        try:
+            loaded = self._client.gather([task for _, task in finished]) if finished else []
+        except concurrent.futures.CancelledError:
+            # dask's FutureCancelledError: shutdown(cancel_futures=True) from another
+            # thread cancelled a task after its status was read here (results() then
+            # raises the stdlib's CancelledError), or dask did (the next round takes it
+            # in as a chunk cancelled as a whole).
+            return
         first_error = sys.maxsize
         with self._lock:
-            for slot, outcomes in zip(finished, loaded):
-                slot.outcome = outcomes.load()
-            for slot in done:
-                if slot.outcome is None:  # the task itself failed (or was cancelled)
-                    slot.outcome = _whole_chunk(slot)
+            outcomes = {id(slot): outcome for (slot, _), outcome in zip(finished, loaded)}
+            for slot, task in done:
+                if slot.task is not task:
+                    # Taken in by the other caller, or taken out between the two locks
+                    # by shutdown(cancel_futures=True) from another thread, while next()
+                    # waited for this chunk: had its outcome been stored, results() would
+                    # have read it as its head's, a head no longer in _slots (IndexError
+                    # from popleft(), or another chunk's slot dropped). Its jobs count as
+                    # cancelled, as its task was.
+                    continue
+                loaded_outcome = outcomes.get(id(slot))
+                # (the task itself failed, or was cancelled, when nothing was loaded)
+                slot.outcome = (_whole_chunk(slot, task) if loaded_outcome is None
+                                else loaded_outcome.load())
                 slot.task = None  # releases the key: the outcome is held here now
                 errors = slot.outcome[1]
                 if errors and self._fail_fast:
@@ -223,9 +243,10 @@ class MapRun:
         with self._lock:
             self._inputs = None
             cut = [s for s in self._slots if s.start > index]
+            tasks = [s.task for s in cut if s.task is not None]
             for slot in cut:
                 self._slots.remove(slot)
-        tasks = [s.task for s in cut if s.task is not None]
+                slot.task = None  # out of flight: _take_done() stores no outcome for it
         if tasks:
             self._client.cancel(tasks)
         self._cancel_remote(self.map_id, range(index + 1, sys.maxsize))
@@ -243,6 +264,7 @@ class MapRun:
             tasks = [s.task for s in flying if s.task is not None]
             for slot in flying:
                 self._slots.remove(slot)
+                slot.task = None  # out of flight: _take_done() stores no outcome for it
             self._cancelled = bool(flying) or self._inputs is not None
         self._inputs = None
         if tasks:
@@ -276,9 +298,8 @@ def window_of(client: Any, per_worker: int, size: int, buffersize: Optional[int]
     return workers * max(_CHUNKS_AHEAD, math.ceil(2 * per_worker / size))
 
 
-def _whole_chunk(slot: _Slot) -> Outcome:
+def _whole_chunk(slot: _Slot, task: Any) -> Outcome:
     """The outcome of a chunk whose task failed as a whole: that error for every job."""
-    task = slot.task
     if task.status == "cancelled":
         return [], {}, list(range(slot.count))
     try:
