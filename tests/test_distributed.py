@@ -725,15 +725,58 @@ def test_a_shutdown_while_next_takes_a_chunk_in_raises_the_stdlib_error(
     (float("nan"), concurrent.futures.TimeoutError),
 ])
 def test_a_map_timeout_a_wait_cannot_take_raises_as_the_stdlib_map(
-    client: Any, timeout: float, error: type[Exception]
+    client: Any, tmp_path: pathlib.Path, timeout: float, error: type[Exception]
 ) -> None:
     # Found by a docs-only tester: dask's KeyError ("Invalid time unit: inf") from next().
     with ThreadPoolExecutor(1) as pool, pytest.raises(error):  # the stdlib's, LoopExecutor's
         list(pool.map(time.sleep, [0.01], timeout=timeout))
     with DaskExecutor(client=client, per_worker=10) as exe:
-        results = exe.map(_double, [1], timeout=timeout)
+        results = exe.map(_park, [tmp_path], [1], timeout=timeout)
+        asyncio.run(_wait_for_files(tmp_path, "started-*", 1))  # next() has to wait for it
         with pytest.raises(error):
             next(results)
+    _wait_until_all_cancelled(tmp_path)
+
+
+def _wait_for_chunks_back(results: Iterator[Any], chunks: int) -> None:
+    """Until dask has the map's first chunks in flight done (bounded), as for a caller
+    who sleeps before reading; the map has not taken their outcomes in yet."""
+    slots = list(results._run._slots)[:chunks]  # type: ignore[attr-defined]
+    assert len(slots) == chunks and all(slot.outcome is None for slot in slots)
+    distributed.wait([slot.task for slot in slots], timeout=_WAIT)
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e300, 0.0, -1.0])
+def test_a_map_timeout_raises_only_where_next_would_wait(client: Any, timeout: float) -> None:
+    # Found by a docs-only tester: next() raised TimeoutError or OverflowError at once,
+    # although every result was back long before, where the stdlib's map returns them
+    # (its result(timeout) of a done future): the deadline was checked before the
+    # outcomes already back were taken in.
+    with ThreadPoolExecutor(4) as pool:
+        done = pool.map(_double_blocking, range(4), timeout=timeout)
+    assert list(done) == [0, 2, 4, 6]  # every future done at the block's end
+    with DaskExecutor(client=client, per_worker=4) as exe:
+        results = exe.map(_double, range(4), chunksize=1, buffersize=4, timeout=timeout)
+        _wait_for_chunks_back(results, 4)
+        assert list(results) == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize(("timeout", "error"), [
+    (float("inf"), OverflowError), (float("nan"), concurrent.futures.TimeoutError),
+    (0.0, concurrent.futures.TimeoutError),
+])
+def test_a_map_timeout_yields_the_results_back_then_raises_where_it_would_wait(
+    client: Any, tmp_path: pathlib.Path, timeout: float, error: type[Exception]
+) -> None:
+    with DaskExecutor(client=client, per_worker=4) as exe:
+        results = exe.map(_park_after_first, [str(tmp_path)] * 2, range(2), chunksize=1,
+                          buffersize=2, timeout=timeout)
+        asyncio.run(_wait_for_files(tmp_path, "started-*", 1))  # input 1 parks for ever
+        _wait_for_chunks_back(results, 1)
+        assert next(results) == 0
+        with pytest.raises(error):
+            next(results)
+    _wait_until_all_cancelled(tmp_path)
 
 
 def test_a_map_open_at_shutdown_yields_the_chunks_in_flight(client: Any) -> None:

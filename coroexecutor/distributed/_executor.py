@@ -307,7 +307,7 @@ class DaskExecutor(concurrent.futures.Executor):
         map fails fast: every later job, queued or running on any worker, is cancelled
         at once; the results before it are still yielded. With ``return_exceptions=True``
         the exception is yielded in place of its result instead, and nothing is cancelled.
-        ``TimeoutError`` from ``next()`` once ``timeout`` seconds have passed since this call.
+        ``TimeoutError`` from a ``next()`` that has to wait once ``timeout`` s have passed.
         ``retry`` replaces the executor's retry policy for this map (``None``: none).
 
         Cancellation: closing the iterator (``break``, ``close()``, dropping it), Ctrl-C

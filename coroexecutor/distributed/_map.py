@@ -170,11 +170,18 @@ class MapRun:
         raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _wait(self, end_time: Optional[float]) -> None:
-        """Wait until some chunk in flight is done; take in the outcomes of all done ones."""
+        """Wait until some chunk in flight is done; take in the outcomes of all done ones.
+
+        Chunks already done are taken in without a wait, so the deadline is checked only
+        when there is something to wait for: as the stdlib's map, whose ``result(timeout)``
+        returns a done future's result whatever the timeout (``inf``, ``nan``, 0 or less)."""
         with self._lock:
             if self._cancelled:  # by shutdown, from another thread
                 raise concurrent.futures.CancelledError()
             waiting = [slot.task for slot in self._slots if slot.outcome is None]
+        if any(task.done() for task in waiting):
+            self._take_done()
+            return  # results() waits again if its head is still not back
         timeout = None if end_time is None else end_time - time.monotonic()
         if timeout is not None and not timeout > 0:  # nan too, as the stdlib's map
             raise concurrent.futures.TimeoutError()
