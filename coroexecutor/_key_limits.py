@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Callable, Union
 
+from ._notes import safe_repr
 from ._retry import is_async_callable
 
 __all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "unhashable"]
@@ -36,14 +37,17 @@ def check_max_per_key(value: object) -> MaxPerKey:
 def check_limit(limit: object, key: Hashable) -> int:
     """Validate what ``max_per_key(key)`` returned: an int greater than 0."""
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"max_per_key() must return an int (got {limit!r} for {key!r})")
+        raise TypeError(
+            f"max_per_key() must return an int (got {safe_repr(limit)} for {safe_repr(key)})"
+        )
     if limit < 1:
         raise ValueError(
-            f"max_per_key() must return an int greater than 0 (got {limit!r} for {key!r})"
+            "max_per_key() must return an int greater than 0"
+            f" (got {safe_repr(limit)} for {safe_repr(key)})"
         )
     return limit
 
 
 def unhashable(key: object) -> TypeError:
     """The error for a key that cannot be a dict key (the caller chains it)."""
-    return TypeError(f"key() must return a hashable value (got {key!r})")
+    return TypeError(f"key() must return a hashable value (got {safe_repr(key)})")

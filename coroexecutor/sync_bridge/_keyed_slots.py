@@ -22,6 +22,7 @@ from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
 from .._keyed import KeyedLine, Line, MaxPerKey, Ticket
+from .._notes import safe_repr
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
 from ._job import Job
@@ -48,15 +49,18 @@ def key_of(
     try:
         hash(value)
     except TypeError as exc:
-        raise TypeError(f"key() must return a hashable value (got {value!r})") from exc
+        raise TypeError(f"key() must return a hashable value (got {safe_repr(value)})") from exc
     if isinstance(max_per_key, int) or max_per_key is None:
         return value, max_per_key or 1  # (None: not reached, the constructor checks)
     limit = max_per_key(value)
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"max_per_key() must return an int (got {limit!r} for {value!r})")
+        raise TypeError(
+            f"max_per_key() must return an int (got {safe_repr(limit)} for {safe_repr(value)})"
+        )
     if limit < 1:
         raise ValueError(
-            f"max_per_key() must return an int greater than 0 (got {limit!r} for {value!r})"
+            "max_per_key() must return an int greater than 0"
+            f" (got {safe_repr(limit)} for {safe_repr(value)})"
         )
     return value, limit
 
