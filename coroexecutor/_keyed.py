@@ -159,8 +159,8 @@ class KeyedLine(Generic[T]):
         """A running job of ``line``'s key ended (however it ended). Whole: an exception
         from a step after the count's (a KeyboardInterrupt) has the rest done. Its key is
         not looked up unless the line goes idle and leaves."""
-        n = line.running = line.running - 1
         try:
+            n = line.running = line.running - 1  # (inside: an interrupt after it resyncs)
             if line.waiting:
                 if n == line.limit - 1:  # it had no room: now its head is a candidate
                     head = line.tickets[0]
