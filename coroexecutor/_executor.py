@@ -242,10 +242,9 @@ class CoroutineExecutor:
                 key = keyed.key(*args, **kwargs)
                 if self._state is not _RUNNING:  # (see submit_nowait_keyed)
                     check_accepting(self)
-                line = keyed.take_key_nowait(key)
-                if line is None:
-                    line = await take_key(self, key, "submit")
-                return start_keyed(self, keyed, fn, args, kwargs, "submit", line)  # type: ignore[return-value]  # as below
+                if not keyed.take_key_nowait(key):
+                    await take_key(self, key, "submit")
+                return start_keyed(self, keyed, fn, args, kwargs, "submit", key)  # type: ignore[return-value]  # as below
             check_loop(self)  # only where we would wait: the fast path does not look
             await take_slot(self, "submit")
         return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result

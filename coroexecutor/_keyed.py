@@ -11,10 +11,6 @@ next?", and counts. It never calls back into the caller; nothing in it knows of 
 loops. Its memory is bounded by what is live: a key with nothing running and nothing
 waiting has no state left, so a crawl over a million hosts does not grow per host seen.
 
-Each active key has a :class:`~coroexecutor._keyed_ticket.Line`. Only a new job looks
-its key up; a job granted room gives it back to its key's Line, so a key that changes
-after its job was accepted strands nobody (see Line, and _keyed_lost for its leaving).
-
 Costs: starting at once and finishing are a few dict operations (the executor's fast
 path); leaving the line is O(1) amortised; waiting and being picked are O(log k), k the
 number of keys with room and a waiting job (a heap holds the head of each such key's
@@ -29,11 +25,10 @@ from collections.abc import Hashable
 from typing import Generic, Optional, TypeVar
 
 from ._key_limits import MaxPerKey, check_limit, check_max_per_key, unhashable
-from ._keyed_lost import drop_line
-from ._keyed_ticket import NO_TICKETS, Line, Ticket, clean_left
+from ._keyed_ticket import Line, Ticket, clean_left
 from ._typing import final
 
-__all__ = ["KeyedLine", "Line", "MaxPerKey", "Ticket", "check_max_per_key"]
+__all__ = ["KeyedLine", "MaxPerKey", "Ticket", "check_max_per_key"]
 
 T = TypeVar("T")
 
@@ -43,11 +38,9 @@ class KeyedLine(Generic[T]):
 
     The caller owns the global limit: it calls :meth:`try_start` on its fast path when a
     global slot is free, :meth:`push` when the job must wait, :meth:`pop` while global
-    slots are free, :meth:`release` with the job's Line when a job ends, and
-    :meth:`discard` when a waiting job is cancelled. With a ``max_per_key`` function that
-    is user code, it calls :meth:`prepare` first, for each job. What a key's ``__hash__``
-    or ``__eq__`` raised as its idle line left is kept in ``key_errors`` for the caller to
-    report: the line is whole, and the call that dropped it returned as usual.
+    slots are free, :meth:`release` when a job of a key ends, and :meth:`discard` when a
+    waiting job is cancelled. With a ``max_per_key`` function that is user code, it calls
+    :meth:`prepare` first, for each job.
     """
 
     __slots__ = (
@@ -55,12 +48,13 @@ class KeyedLine(Generic[T]):
         "_by_waiting",
         "_heads",
         "_limit_of",
+        "_limits",
         "_lines",
+        "_lone_lines",
         "_per_key",
+        "_running",
         "_seq",
         "_top",
-        "key_errors",
-        "stale",
         "waiting",
     )
 
@@ -68,45 +62,46 @@ class KeyedLine(Generic[T]):
         max_per_key = check_max_per_key(max_per_key)
         self._per_key = max_per_key if isinstance(max_per_key, int) else 0
         self._limit_of = None if isinstance(max_per_key, int) else max_per_key
-        # Every active key's line (jobs running or waiting), by key; it goes as the key
-        # idles. Invariant: an idle line in it is one its key could not remove (stale).
-        self._lines: dict[Hashable, Line] = {}
-        self.stale = 0  # idle lines kept in _lines (see drop_line)
-        self.key_errors: list[Exception] = []  # for the caller to report (see the class)
+        # The three maps hold active keys only; each entry goes when its key idles.
+        self._running: dict[Hashable, int] = {}  # keys with jobs running: how many
+        self._lines: dict[Hashable, Line] = {}  # keys with jobs waiting
+        self._limits: dict[Hashable, int] = {}  # each active key's max_per_key(key)
         self._at_hand: Optional[tuple[Hashable, int]] = None  # see prepare()
+        self._lone_lines = 0  # keys in _lines with nothing running
         # The head ticket of every key with room and a waiting job, as (seq, ticket);
         # also dead entries (tickets that left the line) until they surface or compaction.
         self._heads: list[tuple[int, Ticket[T]]] = []
         self._seq = 0
         self.waiting = 0  # jobs waiting, all keys (read on the hot path: no __len__ call)
-        # Lines by how many of their jobs wait: the longest in O(1). Counts move by one
-        # at a time, so when the top bucket empties the next one down is not empty.
-        self._by_waiting: dict[int, dict[Line, None]] = {}
+        # Keys by how many of their jobs wait: the longest line in O(1). Counts move by
+        # one at a time, so when the top bucket empties the next one down is not empty.
+        self._by_waiting: dict[int, dict[Hashable, None]] = {}
         self._top = 0
 
     def __repr__(self) -> str:
         return f"<KeyedLine keys={self.active_keys} waiting={self.waiting}>"
 
-    def __len__(self) -> int:  # how many jobs wait (all keys)
+    def __len__(self) -> int:
+        """How many jobs wait (all keys)."""
         return self.waiting
 
     @property
     def active_keys(self) -> int:
         """How many keys have a job running or waiting."""
-        return len(self._lines) - self.stale
+        return len(self._running) + self._lone_lines
 
     def busiest(self) -> Optional[tuple[Hashable, int]]:
         """The key with the most jobs waiting and how many, or ``None`` if none waits."""
         if not self._top:
             return None
-        return next(iter(self._by_waiting[self._top])).key, self._top
-
-    def line_of(self, key: Hashable) -> Optional[Line]:
-        return self._lines.get(key)
+        return next(iter(self._by_waiting[self._top])), self._top
 
     def running_of(self, key: Hashable) -> int:
+        return self._running.get(key, 0)
+
+    def waiting_of(self, key: Hashable) -> int:
         line = self._lines.get(key)
-        return 0 if line is None else line.running
+        return 0 if line is None else line.waiting
 
     #
     # The caller's operations
@@ -123,52 +118,56 @@ class KeyedLine(Generic[T]):
         if limit_of is None:
             return
         try:
-            if key in self._lines:
+            if key in self._limits:
                 return
         except TypeError as exc:
             raise unhashable(key) from exc
         self._at_hand = key, check_limit(limit_of(key), key)
 
-    def try_start(self, key: Hashable) -> Optional[Line]:
-        """Count a job of ``key`` as running and return its key's Line (the job gives its
-        room back to it) if it may start now: its key has room, none of its key waits,
-        and no startable job of any key waits (it would be older). Else None. Call it
-        only with a global slot free. Raises what the key's lookup raises (a key that is
-        not hashable: TypeError), with nothing changed."""
-        lines = self._lines
+    def try_start(self, key: Hashable) -> bool:
+        """Count a job of ``key`` as running and return True if it may start now: its key
+        has room, none of its key waits, and no startable job of any key waits (it would
+        be older). Call it only with a global slot free."""
+        running = self._running
         try:
-            line = lines.get(key)
+            n = running.get(key, 0)
         except TypeError as exc:
             raise unhashable(key) from exc
-        if self._heads and self.peek() is not None:
-            return None
-        if line is None:
-            line = Line(key, self._new_limit(key))  # may raise: nothing changed yet
-            line.running = 1
-            lines[key] = line
-            return line
-        n = line.running
-        if line.waiting or n >= line.limit:
-            return None  # (a key with no job running always has room)
-        if not n:
-            self.stale -= 1  # a stale line its key finds again: active again
-        line.running = n + 1
-        return line
+        if key in self._lines or (self._heads and self.peek() is not None):
+            return False
+        if n >= (self._per_key if self._limit_of is None else self._limit(key)):
+            return False  # (a key with no job running always has room)
+        running[key] = n + 1
+        return True
 
-    def release(self, line: Line) -> None:
-        """A running job of ``line``'s key ended (however it ended). Whole: an exception
-        from a step after the count's (a KeyboardInterrupt) has the rest done. Its key is
-        not looked up unless the line goes idle and leaves."""
+    def release(self, key: Hashable) -> None:
+        """A running job of ``key`` ended (however it ended). Whole: an exception from a
+        step after the count's (a KeyboardInterrupt) has the rest done (the caller's hot
+        path: no call more for it, the handler costs nothing until it runs)."""
+        running = self._running
+        n = running[key] - 1
         try:
-            n = line.running = line.running - 1  # (inside: an interrupt after it resyncs)
-            if line.waiting:
-                if n == line.limit - 1:  # it had no room: now its head is a candidate
-                    head = line.tickets[0]
-                    heapq.heappush(self._heads, (head.seq, head))
-            elif not n:
-                drop_line(self, line)
+            if n:
+                running[key] = n
+            else:
+                del running[key]
+            line = self._lines.get(key)
+            if line is None:
+                if not n and self._limit_of is not None:
+                    del self._limits[key]
+                return
+            if not n:
+                self._lone_lines += 1
+            if n == self._limit(key) - 1:  # it had no room: now its head is a candidate
+                head = line.tickets[0]
+                heapq.heappush(self._heads, (head.seq, head))
         except BaseException:
-            self._resync(line)
+            if running.get(key, 0) != n:  # (else the count is done: see _resync)
+                if n:
+                    running[key] = n
+                else:
+                    running.pop(key, None)
+            self._resync(key)
             raise
 
     def push(self, key: Hashable, item: T) -> Ticket[T]:
@@ -187,53 +186,47 @@ class KeyedLine(Generic[T]):
         return ticket
 
     def enter(self, ticket: Ticket[T]) -> None:
-        """Put a ticket in its key's line (``ticket.line`` from now on), whole or not at
-        all: an exception from any step (a KeyboardInterrupt) takes back those done
-        before it."""
+        """Put a ticket in its key's line, whole or not at all: an exception from any step
+        (a KeyboardInterrupt) takes back those done before it."""
         key = ticket.key
         try:
             line = self._lines.get(key)
         except TypeError as exc:
             raise unhashable(key) from exc
-        # A bad max_per_key() raises here, with nothing changed yet.
-        limit = self._new_limit(key) if line is None else 0
-        waiting = self.waiting  # for _undo_enter
+        limit = self._limit(key)  # may raise (a bad max_per_key()): nothing changed yet
+        lone, waiting = self._lone_lines, self.waiting  # for _undo_enter
         try:
             if line is None:
-                line = ticket.line = Line(key, limit)
-                self._lines[key] = line
-            else:
-                ticket.line = line
-                if not line.running and not line.waiting:
-                    self.stale -= 1  # a stale line its key finds again: active again
-            if line.tickets is NO_TICKETS:
-                line.tickets = collections.deque()
+                line = self._lines[key] = Line()
+                if key not in self._running:
+                    self._lone_lines += 1
             line.tickets.append(ticket)
             line.waiting += 1
             self.waiting += 1
-            self._count_waiting(line, line.waiting - 1, line.waiting)
+            self._count_waiting(key, line.waiting - 1, line.waiting)
             ticket.live = True
-            if line.waiting == 1 and line.running < line.limit:
+            if line.waiting == 1 and self._running.get(key, 0) < limit:
                 heapq.heappush(self._heads, (ticket.seq, ticket))  # a dead entry is fine
         except BaseException:
-            self._undo_enter(ticket, waiting)
+            self._undo_enter(ticket, lone, waiting)
             raise
 
-    def _undo_enter(self, ticket: Ticket[T], waiting: int) -> None:
-        """Take back any first steps of ``enter``: ``waiting`` is the count it found."""
+    def _undo_enter(self, ticket: Ticket[T], lone: int, waiting: int) -> None:
+        """Take back any first steps of ``enter``: ``lone`` and ``waiting`` are the counts
+        it found."""
         ticket.live = False  # its heap entry, if pushed, is a dead one
-        self.waiting = waiting
-        line = ticket.line
+        key = ticket.key
+        self._lone_lines, self.waiting = lone, waiting
+        line = self._lines.get(key)
         if line is not None:
             if line.tickets and line.tickets[-1] is ticket:
                 line.tickets.pop()
             line.waiting = sum(t.live for t in line.tickets)
-            self._rebucket(line, line.waiting)
             if not line.waiting:
-                line.tickets.clear()
-                if not line.running:
-                    drop_line(self, line)
-        self._count_stale()
+                del self._lines[key]
+        self._rebucket(key, 0 if line is None else line.waiting)
+        if key not in self._lines and key not in self._running and self._limit_of is not None:
+            self._limits.pop(key, None)
 
     def peek(self) -> Optional[Ticket[T]]:
         """The oldest waiting job whose key has room, without starting it."""
@@ -247,28 +240,30 @@ class KeyedLine(Generic[T]):
 
     def pop(self) -> Optional[Ticket[T]]:
         """Start the oldest waiting job whose key has room: count it as running and
-        return its ticket (no longer live; the job gives its room back to
-        ``ticket.line``). ``None`` if no waiting job may start."""
+        return its ticket (no longer live). ``None`` if no waiting job may start."""
         ticket = self.peek()
         if ticket is None:
             return None
         heapq.heappop(self._heads)
         ticket.live = False
-        line = ticket.line
-        assert line is not None
+        key = ticket.key
+        line = self._lines[key]
         assert line.tickets[0] is ticket
         line.tickets.popleft()
         line.waiting -= 1
         self.waiting -= 1
-        self._count_waiting(line, line.waiting + 1, line.waiting)
-        n = line.running = line.running + 1
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        n = self._running.get(key, 0) + 1
+        self._running[key] = n
+        if n == 1:
+            self._lone_lines -= 1
         if not line.waiting:
-            line.tickets.clear()  # dead ones only: the next to enter is the first
-        else:
-            clean_left(line)
-            if n < line.limit:
-                head = line.tickets[0]
-                heapq.heappush(self._heads, (head.seq, head))
+            del self._lines[key]
+            return ticket
+        clean_left(line)
+        if n < self._limit(key):
+            head = line.tickets[0]
+            heapq.heappush(self._heads, (head.seq, head))
         return ticket
 
     def discard(self, ticket: Ticket[T]) -> bool:
@@ -281,81 +276,79 @@ class KeyedLine(Generic[T]):
             self._discard(ticket)
         except BaseException:
             ticket.live = False
-            if ticket.line is not None:
-                self._resync(ticket.line)
+            self._resync(ticket.key)
             raise
         return True
 
     def _discard(self, ticket: Ticket[T]) -> None:
         ticket.live = False
-        line = ticket.line
-        assert line is not None
+        key = ticket.key
+        line = self._lines[key]
         line.waiting -= 1
         self.waiting -= 1
-        self._count_waiting(line, line.waiting + 1, line.waiting)
-        if line.waiting:
+        self._count_waiting(key, line.waiting + 1, line.waiting)
+        if not line.waiting:
+            del self._lines[key]
+            if key not in self._running:
+                self._lone_lines -= 1
+                if self._limit_of is not None:
+                    del self._limits[key]
+        else:
             was_head = line.tickets[0] is ticket
             clean_left(line)
-            if was_head and line.running < line.limit:
+            if was_head and self._running.get(key, 0) < self._limit(key):
                 # Its heap entry is dead now: the next in line takes its place.
                 head = line.tickets[0]
                 heapq.heappush(self._heads, (head.seq, head))
             elif len(line.tickets) > 2 * line.waiting + 8:  # mostly dead: compact
                 line.tickets = collections.deque(t for t in line.tickets if t.live)
-        else:
-            line.tickets.clear()
         if len(self._heads) > 2 * len(self._lines) + 32:  # mostly dead heads: compact
             self._heads = [entry for entry in self._heads if entry[1].live]
             heapq.heapify(self._heads)
-        if not line.waiting and not line.running:
-            drop_line(self, line)
 
-    def _resync(self, line: Line) -> None:
-        """Bring what depends on ``line``'s running count and live tickets back in line
-        with them, wherever a step cut short (discard, release) left it. Not the hot
-        path: it counts every live line."""
-        line.waiting = left = sum(t.live for t in line.tickets)
-        if left:
-            clean_left(line)
-            if line.running < line.limit:
-                head = line.tickets[0]  # a head already in the heap twice does no harm
-                heapq.heappush(self._heads, (head.seq, head))
-        else:
-            line.tickets.clear()
-        self.waiting = sum(each.waiting for each in self._lines.values())
-        self._rebucket(line, left)
-        if not left and not line.running:
-            drop_line(self, line)  # (a line gone already is not found: nothing happens)
-        self._count_stale()
-
-    def _count_stale(self) -> None:  # (the rare paths)
-        self.stale = sum(not x.running and not x.waiting for x in self._lines.values())
+    def _resync(self, key: Hashable) -> None:
+        """Bring what depends on ``key``'s running count and live tickets back in line with
+        them, wherever a step cut short (discard, release) left it. Not the hot path: it
+        counts every live line."""
+        line = self._lines.get(key)
+        left = 0
+        if line is not None:
+            line.waiting = left = sum(t.live for t in line.tickets)
+            if left:
+                clean_left(line)
+                if self._running.get(key, 0) < self._limit(key):
+                    head = line.tickets[0]  # a head already in the heap twice does no harm
+                    heapq.heappush(self._heads, (head.seq, head))
+            else:
+                del self._lines[key]
+        self.waiting = sum(line.waiting for line in self._lines.values())
+        self._lone_lines = sum(k not in self._running for k in self._lines)
+        self._rebucket(key, left)
+        if not left and key not in self._running and self._limit_of is not None:
+            self._limits.pop(key, None)
 
     def drain(self) -> list[T]:
         """Take every waiting job out of its line (the executor stops), oldest first.
         Running counts stay: each running job still calls :meth:`release`."""
-        lines = list(self._lines.values())
-        tickets = [t for line in lines for t in line.tickets if t.live]
+        tickets = [t for line in self._lines.values() for t in line.tickets if t.live]
         tickets.sort(key=lambda t: t.seq)
         for ticket in tickets:
             ticket.live = False
+        for key in self._lines:
+            if key not in self._running and self._limit_of is not None:
+                self._limits.pop(key, None)
+        self._lines.clear()
         self._heads.clear()
         self._by_waiting.clear()
-        self.waiting = self._top = 0
-        for line in lines:
-            line.tickets.clear()
-            if line.waiting:
-                line.waiting = 0
-                if not line.running:
-                    drop_line(self, line)
+        self._lone_lines = self.waiting = self._top = 0
         return [t.item for t in tickets]
 
     #
     # Helpers
     #
 
-    def _new_limit(self, key: Hashable) -> int:
-        """max_per_key for ``key``, becoming active (its Line keeps it while active).
+    def _limit(self, key: Hashable) -> int:
+        """max_per_key for ``key``, kept from when the key became active.
 
         A key becoming active takes what prepare() got for it. Without prepare() (the
         bridge's line, whose function returns the limit its submitter computed, and the
@@ -363,37 +356,42 @@ class KeyedLine(Generic[T]):
         limit_of = self._limit_of
         if limit_of is None:
             return self._per_key
-        at_hand = self._at_hand
-        if at_hand is not None and at_hand[0] is key:
-            return at_hand[1]
-        return check_limit(limit_of(key), key)
+        limit = self._limits.get(key)
+        if limit is None:
+            at_hand = self._at_hand
+            if at_hand is not None and at_hand[0] is key:
+                limit = at_hand[1]
+            else:
+                limit = check_limit(limit_of(key), key)
+            self._limits[key] = limit
+        return limit
 
-    def _rebucket(self, line: Line, waiting: int) -> None:
-        """Put ``line`` in the bucket of its ``waiting`` jobs alone (none if 0), wherever
-        a step cut short left it."""
+    def _rebucket(self, key: Hashable, waiting: int) -> None:
+        """Put ``key`` in the bucket of its ``waiting`` jobs alone (none if 0), wherever a
+        step cut short left it."""
         for count in list(self._by_waiting):
             bucket = self._by_waiting[count]
-            bucket.pop(line, None)
+            bucket.pop(key, None)
             if not bucket:
                 del self._by_waiting[count]
         if waiting:
-            self._by_waiting.setdefault(waiting, {})[line] = None
+            self._by_waiting.setdefault(waiting, {})[key] = None
         self._top = max(self._by_waiting, default=0)
 
-    def _count_waiting(self, line: Line, old: int, new: int) -> None:
-        """Move ``line`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
+    def _count_waiting(self, key: Hashable, old: int, new: int) -> None:
+        """Move ``key`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
         by_waiting = self._by_waiting
         if old:
             bucket = by_waiting[old]
-            del bucket[line]
+            del bucket[key]
             if not bucket:
                 del by_waiting[old]
                 if old == self._top:
-                    self._top = new  # the line moved one down (or the top was 1)
+                    self._top = new  # the key moved one down (or the top was 1)
         if new:
             target = by_waiting.get(new)
             if target is None:
                 target = by_waiting[new] = {}
-            target[line] = None
+            target[key] = None
             if new > self._top:
                 self._top = new

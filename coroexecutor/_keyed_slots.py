@@ -8,12 +8,11 @@ backlog keeps what goes first: the initializer's hold and the waiters sent back 
 shrink or between two attempts (retry=), which already hold their key's room.
 
 A job counts against its key from the moment it is granted a slot until it settles
-(between two attempts too): ``jobs`` maps a started job's task to its key's Line, which
-it gives its room back to (never looking its key up again: see _keyed). Keyed jobs
-settle in-line as plain ones do, in their own last step, where settle() finds the line
-by the current task. An eager task factory can run a job to its end inside create_task,
+(between two attempts too): ``jobs`` maps a started job's task to its key. Keyed jobs
+settle in-line as plain ones do, in their own last step, where settle() finds the key by
+the current task. An eager task factory can run a job to its end inside create_task,
 before its start returns and records it: such a job is the innermost one being started,
-whose line ``starting`` holds (see begin() and started()).
+whose key ``starting`` holds (see begin() and started()).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from collections.abc import Hashable
 from typing import Any, Callable, Union
 
 from ._entries import Queued
-from ._keyed import KeyedLine, Line, MaxPerKey, Ticket, check_max_per_key
+from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._retry import is_async_callable
 from ._slots import Slots
 
@@ -48,8 +47,8 @@ class KeyedSlots(Slots):
             key if isinstance(max_per_key, int)
             else functools.partial(_key_and_limit, key, self.line.prepare)
         )
-        self.jobs: dict[object, Line] = {}  # a started job's task -> its key's line
-        # The line of the job being started now (begin() to started()), SETTLED once that
+        self.jobs: dict[object, Hashable] = {}  # a started job's task -> its key
+        # The key of the job being started now (begin() to started()), SETTLED once that
         # job has settled inside its start, _MISSING outside any start.
         self.starting: Any = _MISSING
 
@@ -58,23 +57,18 @@ class KeyedSlots(Slots):
         fast paths therefore send every keyed start to its slow path."""
         return False
 
-    def take_key_nowait(self, key: Hashable) -> Line | None:
+    def take_key_nowait(self, key: Hashable) -> bool:
         """Take a slot and room in ``key`` if both are free, nobody waits ahead (no older
-        startable job of any key) and a start token is at hand: the key's line, which
-        the job gives its room back to. None if not."""
-        if self.free > 0 and not self.backlog:
-            line = self.line.try_start(key)
-            if line is not None:
-                if self.limiter is None or self.limiter.try_take():
-                    self.free -= 1
-                    return line
-                self.unstarted(line)
-        return None
+        startable job of any key) and a start token is at hand."""
+        if self.free > 0 and not self.backlog and self.line.try_start(key):
+            if self.limiter is None or self.limiter.try_take():
+                self.free -= 1
+                return True
+            self.line.release(key)
+        return False
 
-    async def take_key(self, key: Hashable) -> Line:
+    async def take_key(self, key: Hashable) -> None:
         """Wait in ``key``'s line for room in it and a slot (see Slots.take).
-
-        Returns the key's line, which the job gives its room back to.
 
         Cancellation: leaves the line, or gives back the room and the slot granted at
         that moment (the caller passes them on with admit())."""
@@ -88,14 +82,10 @@ class KeyedSlots(Slots):
             await self._wait_in_line(waiter)
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                assert ticket.line is not None
-                self.unstarted(ticket.line)  # granted, then cancelled or refused
+                self.line.release(key)  # granted, then cancelled or refused
             else:
                 self.line.discard(ticket)  # (a no-op if drain() took it)
-                self.report_key_errors()
             raise
-        assert ticket.line is not None
-        return ticket.line
 
     def queue_key(self, key: Hashable, entry: Queued) -> Ticket[_Entry]:
         """Put a job (submit_nowait(), or a map's) in ``key``'s line; entry.start() runs
@@ -111,20 +101,19 @@ class KeyedSlots(Slots):
         if not self.line.discard(ticket):
             return False
         self.queued -= 1
-        self.report_key_errors()
         return True
 
-    def begin(self, line: Line) -> Any:
-        """A job of ``line``'s key is about to start (its function is called, its task made).
+    def begin(self, key: Hashable) -> Any:
+        """A job of ``key`` is about to start (its function is called, its task made).
         Returns the start this one is nested in, for started(): a job's eager first step
         may start jobs of its own."""
         outer = self.starting
-        self.starting = line
+        self.starting = key
         return outer
 
-    def started(self, task: object | None, line: Line, outer: Any) -> bool:
+    def started(self, task: object | None, key: Hashable, outer: Any) -> bool:
         """The start begun by begin() returned ``task`` (None: it did not start). Records
-        the line of a job still running; False if the caller must give back the room (no
+        the key of a job still running; False if the caller must give back the room (no
         job started, and none settled)."""
         settled = self.starting is SETTLED  # the job ran to its end in its start
         self.starting = outer
@@ -132,41 +121,26 @@ class KeyedSlots(Slots):
             return True
         if task is None:
             return False
-        self.jobs[task] = line
+        self.jobs[task] = key
         return True
 
     def end(self, task: object) -> None:
         """A started job settled (``task``: its task): give back its room in its key."""
-        line = self.jobs.pop(task, _MISSING)
-        if line is _MISSING:
+        key = self.jobs.pop(task, _MISSING)
+        if key is _MISSING:
             # Not recorded: an eager first step ran the job to its end inside its start,
             # so it is the innermost job being started (a job that settles from a done
             # callback settles in a later turn, recorded by then).
-            line = self.starting
-            if line is _MISSING or line is SETTLED:
+            key = self.starting
+            if key is _MISSING or key is SETTLED:
                 return  # (no keyed job: nothing to give back)
             self.starting = SETTLED
-        self.unstarted(line)
+        self.line.release(key)
 
-    def unstarted(self, line: Line) -> None:
-        """A job granted room in ``line``'s key did not start (its start raised, or its
-        map closed), or ended: give the room back. The caller gives the slot back."""
-        keyed = self.line
-        keyed.release(line)
-        if keyed.key_errors:
-            self.report_key_errors()
-
-    def report_key_errors(self) -> None:
-        """Tell the loop's exception handler what a key's ``__hash__`` or ``__eq__``
-        raised as its idle line left (the key changed after its job was accepted): the
-        jobs' outcomes are their own, and the line went on without it."""
-        errors = self.line.key_errors
-        while errors:
-            self.loop.call_exception_handler({
-                "message": "a job's key raised in __hash__ or __eq__ as its key went idle"
-                " (a key must not change once its job is accepted)",
-                "exception": errors.pop(0),
-            })
+    def unstarted(self, key: Hashable) -> None:
+        """A job granted room in ``key`` did not start (its start raised, or its map
+        closed): give the room back. The caller gives the slot back."""
+        self.line.release(key)
 
     @property
     def startable(self) -> bool:
@@ -191,7 +165,6 @@ class KeyedSlots(Slots):
                 # runs take_key's except in a later step): it leaves now, uncounted by
                 # _left_line, and its discard there finds nothing to undo.
                 line.discard(ticket)
-                self.report_key_errors()
                 continue
             if self.limiter is not None and not self.limiter.try_take():
                 self.schedule_wake()
@@ -213,9 +186,7 @@ class KeyedSlots(Slots):
 
     def drain(self, refusal: Callable[[], BaseException]) -> list[Queued]:
         jobs = super().drain(refusal)
-        entries = self.line.drain()
-        self.report_key_errors()
-        for entry in entries:
+        for entry in self.line.drain():
             if isinstance(entry, Queued):
                 # Even if its future was cancelled: its done callback, still to run, finds
                 # it out of the line and counts nothing (the caller counts it).

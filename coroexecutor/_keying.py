@@ -4,10 +4,9 @@ The executor's fast paths ask ``Slots.take_nowait()``, which a
 :class:`~coroexecutor._keyed_slots.KeyedSlots` always refuses, so every start of a keyed
 executor comes here from its slow path: the job's key is computed (its error goes to the
 caller of submit, or to the map's consumer), then the job starts at once, or waits in its
-key's line. From then on the job holds its key's Line, not the key: it gives its room
-back to that line (a key changed since finds its line no more), as it settles as a plain
-one does (in-line in its own last step, or from its done callback), where settle()
-calls KeyedSlots.end.
+key's line. A keyed job settles as a plain one does (in-line in its own last step, or
+from its done callback), where settle() gives the job's room in its key back
+(KeyedSlots.end).
 
 Functions of the executor (the first argument), on its event loop thread.
 """
@@ -31,7 +30,6 @@ from ._taking import give_back
 
 if TYPE_CHECKING:
     from ._core import Core
-    from ._keyed import Line
     from ._keyed_slots import KeyedSlots
     from ._map_state import MapJobs
 
@@ -66,32 +64,29 @@ def submit_nowait_keyed(
         # This job was not accepted yet, so it is refused as after any shutdown (queued,
         # it would have started after the line was drained, only to be cancelled).
         check_accepting(exe)
-    line = slots.take_key_nowait(key)
-    if line is not None:
-        return start_keyed(exe, slots, fn, args, kwargs, "submit_nowait", line)
+    if slots.take_key_nowait(key):
+        return start_keyed(exe, slots, fn, args, kwargs, "submit_nowait", key)
     check_loop(exe)  # only where we would queue, as on the plain fast path
     return queue_keyed(exe, key, fn, args, kwargs)
 
 
-async def take_key(exe: Core, key: Hashable, where: str) -> Line:
-    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job);
-    returns the line the job gives its room back to. (submit() of a keyed executor calls
-    it when take_key_nowait() refused.)"""
+async def take_key(exe: Core, key: Hashable, where: str) -> None:
+    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job).
+    (submit() of a keyed executor calls it when take_key_nowait() refused.)"""
     check_loop(exe)  # only where we would wait, as on the plain fast path
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
     slots = _slots(exe)
     try:
-        line = await slots.take_key(key)
+        await slots.take_key(key)
     except asyncio.CancelledError:
         admit(exe)  # room and a slot granted just as we were cancelled go to the next
         check_idle(exe)
         raise
     if exe._state is _CANCELLING:
-        slots.unstarted(line)
+        slots.unstarted(key)
         give_back(exe)  # granted just before an abort
         check_accepting(exe)  # raises
-    return line
 
 
 def start_keyed(
@@ -101,21 +96,21 @@ def start_keyed(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     where: str,
-    line: Line,
+    key: Hashable,
     kind: JobKind = JobKind.POLICY,
     index: int | None = None,
     policy: RetryPolicy | Inherit | None = INHERIT,
     owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
-    """start_job() in a slot and the room in ``line``'s key the caller holds."""
-    outer = slots.begin(line)  # an eager first step may settle the job before we return
+    """start_job() in a slot and the room in ``key`` the caller holds."""
+    outer = slots.begin(key)  # an eager first step may settle the job before we return
     try:
         task = start_job(exe, fn, args, kwargs, where, kind, index, policy, owner)
     except BaseException:
-        if not slots.started(None, line, outer):  # (unless the job ran and settled)
-            give_back_key(exe, line)  # (start_job gave the slot back)
+        if not slots.started(None, key, outer):  # (unless the job ran and settled)
+            give_back_key(exe, key)  # (start_job gave the slot back)
         raise
-    slots.started(task, line, outer)
+    slots.started(task, key, outer)
     return task
 
 
@@ -134,20 +129,18 @@ def start_or_queue(
     holding its place in the map's window (so one full key holds back no other).
     ``owner``: the map, whose window the job leaves while it pauses (see MapJobs)."""
     key = slots.key(*args)  # its errors, and max_per_key's, go out of the map as they are
-    line = slots.take_key_nowait(key)
-    if line is not None:
+    if slots.take_key_nowait(key):
         try:
-            return start_keyed(exe, slots, fn, args, {}, where, line, kind, index, policy, owner)
+            return start_keyed(exe, slots, fn, args, {}, where, key, kind, index, policy, owner)
         except BaseException as exc:  # fn(*args) raised: the input's job error
             return map_start_failed(exe, owner, args, index, exc)
     return queue_keyed(exe, key, fn, args, {}, where, kind, index, policy, owner)
 
 
-def give_back_key(exe: Core, line: Line) -> None:
-    """Room in ``line``'s key granted to a job that does not start: the next in line
-    may."""
+def give_back_key(exe: Core, key: Hashable) -> None:
+    """Room in ``key`` granted to a job that does not start: the next in line may."""
     slots = _slots(exe)
-    slots.unstarted(line)
+    slots.unstarted(key)
     slots.schedule_wake()
 
 
@@ -165,33 +158,28 @@ def queue_keyed(
 ) -> asyncio.Future[Any]:
     """Queue a job in ``key``'s line; returns the future that follows it."""
     future = QueuedFuture(loop=exe._loop)
-    # Its room is in this line (its key may have changed since). Not read from the ticket:
-    # the ticket holds the entry, which holds start(), and would be a cycle for good.
-    line: Line | None = None
 
     def start(entry: Queued) -> None:
-        assert line is not None
         if entry.future.done():
             # Cancelled in the turn its room came (say, by the job of its key that just
             # ended): it never starts; its slot and room go on, it counts as cancelled
             # here (on_done finds it out of the line).
             exe._outcomes.cancelled += 1
-            give_back_key(exe, line)
+            give_back_key(exe, key)
             give_back(exe)
             return
         slots = _slots(exe)
-        outer = slots.begin(line)  # as in start_keyed
+        outer = slots.begin(key)  # as in start_keyed
         try:
             task = start_queued(exe, entry, where, kind, index, policy, owner)
         except BaseException:  # (start_queued hands what it can to the future)
-            if not slots.started(None, line, outer):
-                give_back_key(exe, line)
+            if not slots.started(None, key, outer):
+                give_back_key(exe, key)
             raise
-        if not slots.started(task, line, outer):
-            give_back_key(exe, line)
+        if not slots.started(task, key, outer):
+            give_back_key(exe, key)
 
     ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
-    line = ticket.line
 
     def on_done(future: asyncio.Future[Any]) -> None:
         # Cancelled while it waited (else it started, or abort() drained it and counts it).

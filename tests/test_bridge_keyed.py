@@ -87,7 +87,7 @@ def assert_no_key_state(exe: LoopExecutor) -> None:
     slots: Any = exe._handoff._slots
     assert slots.keys == {} and slots.tickets == {}
     line = slots.line
-    assert (line._lines, line._by_waiting, line.stale) == ({}, {}, 0)
+    assert (line._running, line._lines, line._limits) == ({}, {}, {})
 
 
 def test_key_and_max_per_key_go_together_on_the_bridge() -> None:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from coroexecutor._keyed import KeyedLine, Line, Ticket
+from coroexecutor._keyed import KeyedLine, Ticket
 
 #
 # Small cases, by hand
@@ -29,10 +29,9 @@ from coroexecutor._keyed import KeyedLine, Line, Ticket
 
 def test_a_saturated_key_does_not_hold_back_other_keys() -> None:
     line: KeyedLine[str] = KeyedLine(2)
-    a1 = line.try_start("a")
-    assert a1 is not None
-    assert line.try_start("a") is a1  # the key's line: the job gives its room back to it
-    assert line.try_start("a") is None  # "a" is at its limit
+    assert line.try_start("a")
+    assert line.try_start("a")
+    assert not line.try_start("a")  # "a" is at its limit
     a3 = line.push("a", "a3")
     assert line.peek() is None  # a3 is not startable, whatever the global room
     assert line.try_start("b")  # ... and does not delay "b"
@@ -40,48 +39,32 @@ def test_a_saturated_key_does_not_hold_back_other_keys() -> None:
     b2 = line.push("b", "b2")  # waits only because the caller's global slots are full
     assert line.pop() is b2  # the oldest *startable*: a3 is older but "a" has no room
     assert line.pop() is None
-    line.release(a1)
+    line.release("a")
     assert line.pop() is a3
-    assert (a1.running, a1.waiting) == (2, 1)
+    assert (line.running_of("a"), line.waiting_of("a")) == (2, 1)
 
 
 def test_fifo_within_a_key_and_oldest_first_across_keys() -> None:
     line: KeyedLine[int] = KeyedLine(1)
     tickets = [line.push(key, n) for n, key in enumerate("abab")]
     assert [line.pop() for _ in range(3)] == [tickets[0], tickets[1], None]
-    line.release(tickets[1].line)  # type: ignore[arg-type]  # set by push()
-    line.release(tickets[0].line)  # type: ignore[arg-type]  # both have room again: the older waiting job (a's) goes first
+    line.release("b")
+    line.release("a")  # both have room again: the older waiting job (a's) goes first
     assert line.pop() is tickets[2]
     assert line.pop() is tickets[3]
 
 
 def test_idle_keys_leave_no_state() -> None:
     line: KeyedLine[None] = KeyedLine(1)
-    x = line.try_start("x")
-    assert x is not None
+    assert line.try_start("x")
     ticket = line.push("x", None)
     assert line.active_keys == 1
     assert line.discard(ticket)
     assert not line.discard(ticket)  # already gone
-    line.release(x)
+    line.release("x")
     assert line.active_keys == 0
-    assert (line._lines, line._by_waiting, line.stale) == ({}, {}, 0)
+    assert (line._running, line._lines, line._limits, line._by_waiting) == ({}, {}, {}, {})
     assert line.busiest() is None
-
-
-def test_a_line_emptied_by_pop_keeps_no_dead_ticket_ahead_of_the_next() -> None:
-    # The key stays active while its job runs: its line must not keep the ticket that
-    # left from the middle, else it would be the head of the next job to wait.
-    line: KeyedLine[int] = KeyedLine(1)
-    a = line.try_start("a")
-    assert a is not None
-    first, gone = line.push("a", 1), line.push("a", 2)
-    assert line.discard(gone)
-    line.release(a)
-    assert line.pop() is first
-    later = line.push("a", 3)
-    line.release(a)  # first's job ends: the one waiting now has room
-    assert line.pop() is later
 
 
 def test_a_job_may_start_at_once_only_behind_no_startable_job() -> None:
@@ -146,19 +129,18 @@ def test_prepare_calls_max_per_key_before_anything_and_a_reentrant_start_keeps_i
         calls.append(key)
         if len(calls) == 1:
             line.prepare(key)
-            inner.append(line.try_start(key))
+            assert line.try_start(key)
             return 5  # the outer call's: the key is active by now, with 1
         return 1
 
-    inner: list[Any] = []
     line: KeyedLine[None] = KeyedLine(limit)
     line.prepare("k")
-    assert calls == ["k", "k"] and line.running_of("k") == 1 and inner[0] is not None
+    assert calls == ["k", "k"] and line.running_of("k") == 1
     assert not line.try_start("k")  # the inner call's limit, 1, holds
     line.prepare("k")  # the key is active: no call
     assert calls == ["k", "k"]
-    line.release(inner[0])
-    assert line.active_keys == 0 and line._lines == {}
+    line.release("k")
+    assert line.active_keys == 0 and line._limits == {}
     with pytest.raises(TypeError, match=re.escape("key() must return a hashable value")):
         line.prepare([1])  # type: ignore[arg-type]  # the mistake tested
 
@@ -191,7 +173,6 @@ class KeyedMachine(RuleBasedStateMachine):
         self.limit = limit
         self.next_id = 0
         self.running: list[tuple[Hashable, int]] = []  # (key, job id)
-        self.lines: dict[int, Line] = {}  # job id -> the line it gives its room back to
         self.waiting: list[tuple[Hashable, int, Ticket[int]]] = []  # in arrival order
         self.started: dict[Hashable, list[int]] = {}  # job ids per key, in start order
         self.arrived: dict[Hashable, list[int]] = {}  # job ids per key, in arrival order
@@ -227,8 +208,6 @@ class KeyedMachine(RuleBasedStateMachine):
                 return
             assert ticket.item == expected, "not the oldest startable job"
             self.waiting = [w for w in self.waiting if w[1] != ticket.item]
-            assert ticket.line is not None
-            self.lines[ticket.item] = ticket.line
             self.start(ticket.key, ticket.item)
 
     # The rules
@@ -244,9 +223,8 @@ class KeyedMachine(RuleBasedStateMachine):
             and not any(k == key for k, _, _ in self.waiting)
             and self.oldest_startable() is None
         )
-        if len(self.running) < self.limit and (line := self.line.try_start(key)):
+        if len(self.running) < self.limit and self.line.try_start(key):
             assert may_start
-            self.lines[job] = line
             self.start(key, job)
         else:
             assert not may_start
@@ -256,8 +234,8 @@ class KeyedMachine(RuleBasedStateMachine):
     def finish(self, data: st.DataObject) -> None:
         if not self.running:
             return
-        _, job = self.running.pop(data.draw(st.integers(0, len(self.running) - 1)))
-        self.line.release(self.lines.pop(job))
+        key, _ = self.running.pop(data.draw(st.integers(0, len(self.running) - 1)))
+        self.line.release(key)
         self.fill()
 
     @rule(data=st.data())
@@ -297,7 +275,8 @@ class KeyedMachine(RuleBasedStateMachine):
     @invariant()
     def idle_keys_leave_nothing(self) -> None:
         active = {k for k, _ in self.running} | {k for k, _, _ in self.waiting}
-        assert set(self.line._lines) == active and self.line.stale == 0
+        assert set(self.line._running) | set(self.line._lines) == active
+        assert set(self.line._limits) <= active
         assert self.line.active_keys == len(active)
         assert len(self.line) == len(self.waiting)
         assert all(ticket.live for _, _, ticket in self.waiting)
@@ -335,12 +314,12 @@ def run_jobs(line: KeyedLine[int], jobs: int, keys: int, limit: int, start: int 
     """Push ``jobs`` jobs over ``keys`` keys through ``line`` under a global limit, and
     finish them oldest first. Each key gets three jobs in a row, so with max_per_key=2
     every third job waits; then it recurs only after all the other keys."""
-    running: list[Line] = []  # the lines of the running jobs, oldest first
+    running: list[Hashable] = []
     first = 0
     for n in range(start, start + jobs):
         key = (n // 3) % keys
-        if len(running) - first < limit and (started := line.try_start(key)):
-            running.append(started)
+        if len(running) - first < limit and line.try_start(key):
+            running.append(key)
         else:
             line.push(key, n)
         while len(running) - first >= limit:  # finish the oldest running job
@@ -350,16 +329,14 @@ def run_jobs(line: KeyedLine[int], jobs: int, keys: int, limit: int, start: int 
                 ticket = line.pop()
                 if ticket is None:
                     break
-                assert ticket.line is not None
-                running.append(ticket.line)
+                running.append(ticket.key)
         if first > 4096:  # keep the list of running keys short
             del running[:first]
             first = 0
-    for key_line in running[first:]:
-        line.release(key_line)
+    for key in running[first:]:
+        line.release(key)
         while (ticket := line.pop()) is not None:
-            assert ticket.line is not None
-            line.release(ticket.line)
+            line.release(ticket.key)
     assert line.active_keys == 0
 
 

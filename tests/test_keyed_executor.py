@@ -69,7 +69,7 @@ def assert_no_key_state(exe: CoroutineExecutor) -> None:
     slots: Any = exe._slots
     line = slots.line
     assert slots.jobs == {}
-    assert (line._lines, line._by_waiting, line.stale) == ({}, {}, 0)
+    assert (line._running, line._lines, line._limits, line._by_waiting) == ({}, {}, {}, {})
     assert len(line) == 0 and line.active_keys == 0
 
 

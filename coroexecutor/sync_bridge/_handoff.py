@@ -35,7 +35,6 @@ from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
-from ._tuning import report_unraisable
 from ._withdraw import cancel_job, notify_cancelled
 from ._workers import WorkerPool, WorkItem
 
@@ -300,8 +299,6 @@ class HandOff:
                 self._slots.release(item.future)
             job = self._next_locked()
             passed_on = None if job is None else self._route_locked(job)
-            errors = self._slots.take_key_errors()
-        _report_key_errors(errors)
         if broken:
             fail_tail(self, item)
         return passed_on
@@ -374,17 +371,4 @@ class HandOff:
                 self._slots.release(future)
             # The jobs for the loop are started by the caller, on the loop already: no
             # need to hand them off through the mailbox.
-            granted = self._grant_locked()
-            errors = self._slots.take_key_errors()
-        _report_key_errors(errors)
-        return granted
-
-
-def _report_key_errors(errors: list[Exception]) -> None:
-    """What keys' ``__hash__`` or ``__eq__`` raised as their idle lines left (a key
-    changed after its job was accepted): the jobs' outcomes are their own and the lines
-    went on, so nobody is left to raise it to. Called holding no lock."""
-    for exc in errors:
-        report_unraisable(
-            exc, "Exception ignored in a job's key (it must not change once its job is accepted)"
-        )
+            return self._grant_locked()

@@ -9,9 +9,6 @@ holds back no job of another key.
 Like Slots, guarded by the HandOff's one lock, under which no user code runs: the
 submitter calls ``key()`` and a callable ``max_per_key`` first (see :func:`key_of`), and
 the line reads the limit it was handed (it asks only for the key of the job at hand).
-A job granted room holds its key's Line and gives the room back to it (see _keyed); what
-a key's ``__hash__`` or ``__eq__`` raised as its idle line left waits in
-``line.key_errors`` until the HandOff reports it, holding no lock (see take_key_errors).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Callable, Optional
 
-from .._keyed import KeyedLine, Line, MaxPerKey, Ticket
+from .._keyed import KeyedLine, MaxPerKey, Ticket
 from .._notes import safe_repr
 from .._stats import ExecutorStats
 from ._future import BridgeFuture
@@ -31,6 +28,9 @@ from ._slots import Slots
 from ._tuning import BridgeTuner
 
 __all__ = ["KeyedSlots", "key_of", "make_slots"]
+
+_MISSING: Any = object()
+
 
 def make_slots(core: CoreOptions, tuner: Optional[BridgeTuner]) -> Slots:
     """The bridge's slots: KeyedSlots with ``key=`` (the constructor checked the pair)."""
@@ -68,7 +68,7 @@ def key_of(
 class KeyedSlots(Slots):
     """Slots whose waiting jobs queue per key (see the module docstring).
 
-    Invariants (besides Slots'): ``keys`` holds the line of every job holding a slot that
+    Invariants (besides Slots'): ``keys`` holds the key of every job holding a slot that
     came through :meth:`take_key` or the line; ``tickets`` the ticket of every job
     waiting in the line (``_in_backlog`` set on its future)."""
 
@@ -80,7 +80,7 @@ class KeyedSlots(Slots):
         self.limit = 0  # the limit of the key at hand: key_of() computed it unlocked
         per_key = max_per_key if isinstance(max_per_key, int) else self._limit_at_hand
         self.line: KeyedLine[Job] = KeyedLine(per_key)
-        self.keys: dict[BridgeFuture[Any], Line] = {}  # the line it gives its room back to
+        self.keys: dict[BridgeFuture[Any], Hashable] = {}
         self.tickets: dict[BridgeFuture[Any], Ticket[Job]] = {}
         # The job take_key has at hand, its key, and how many of that key ran before it:
         # undo_submit reads whether the line counted it, which ``keys`` may not say yet.
@@ -102,10 +102,10 @@ class KeyedSlots(Slots):
             self.held < self.max_workers
             and not self.paused
             and not self.backlog  # retries waiting for a slot after their pause go first
-            and (line := self.line.try_start(key)) is not None
+            and self.line.try_start(key)
         ):
             self.held += 1
-            self.keys[future] = line
+            self.keys[future] = key
             return True
         # Recorded before it enters the line, which it does whole or not at all: a
         # submit() cut short anywhere here is undone by withdraw_waiting (undo_submit).
@@ -122,9 +122,8 @@ class KeyedSlots(Slots):
         at_hand, self.at_hand = self.at_hand, None
         if at_hand is not None and at_hand[0] is job.future and job.future not in self.keys:
             _, key, before = at_hand
-            line = self.line.line_of(key)
-            if line is not None and line.running > before:
-                self.line.release(line)
+            if self.line.running_of(key) > before:
+                self.line.release(key)
         super().undo_submit(job, submitted, held, unstart)
 
     def next_job(self) -> Optional[Job]:
@@ -144,19 +143,17 @@ class KeyedSlots(Slots):
                 return None
             job = ticket.item
             future = job.future
-            key_line = ticket.line
-            assert key_line is not None  # (set by enter())
             del self.tickets[future]
             future._in_backlog = False
             if future._state == PENDING:
                 self.held += 1
-                self.keys[future] = key_line
+                self.keys[future] = ticket.key
                 if self.tuner is not None:
                     self.tuner.started(future)
                 return job
             # Cancelled while it waited, and not counted yet: cancel() changes the state
             # before HandOff.cancel_job_threadsafe withdraws it (under the lock).
-            line.release(key_line)
+            line.release(ticket.key)
             self.cancelled += 1
 
     def release(self, future: BridgeFuture[Any]) -> None:
@@ -191,26 +188,17 @@ class KeyedSlots(Slots):
 
     def _give_room_back(self, future: BridgeFuture[Any]) -> None:
         """Whole or not at all (a KeyboardInterrupt at any step)."""
-        line = self.keys.get(future)
-        if line is None:
+        key = self.keys.get(future, _MISSING)
+        if key is _MISSING:
             return
-        running = line.running
+        running = self.line.running_of(key)
         try:
             del self.keys[future]
-            self.line.release(line)  # whole or not at all
+            self.line.release(key)  # whole or not at all
         except BaseException:
-            if future not in self.keys and line.running == running:
-                self.line.release(line)  # out of keys: give its room back, once
+            if future not in self.keys and self.line.running_of(key) == running:
+                self.line.release(key)  # out of keys: give its room back, once
             raise
-
-    def take_key_errors(self) -> list[Exception]:
-        """What keys' ``__hash__`` or ``__eq__`` raised as their idle lines left, for
-        the caller to report once it holds no lock (report_key_errors)."""
-        errors = self.line.key_errors
-        if not errors:
-            return errors  # (empty: the caller reports nothing)
-        self.line.key_errors = []
-        return errors
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
         """As Slots.withdraw, out of its key's line first, so that a Ctrl-C anywhere
@@ -240,12 +228,12 @@ class KeyedSlots(Slots):
         active = line.active_keys
         # As Slots.counts does for the jobs: a direct job whose future is set is over,
         # though its worker has not given its key's room back yet.
-        ended: dict[Line, int] = {}
+        ended: dict[Hashable, int] = {}
         for future in self.direct:
             if future._state == FINISHED and future in self.keys:
-                key_line = self.keys[future]
-                ended[key_line] = ended.get(key_line, 0) + 1
-        for key_line, n in ended.items():
-            if key_line.running == n and not key_line.waiting:
+                key = self.keys[future]
+                ended[key] = ended.get(key, 0) + 1
+        for key, n in ended.items():
+            if line.running_of(key) == n and not line.waiting_of(key):
                 active -= 1
         return dataclasses.replace(stats, active_keys=active, busiest_key=line.busiest())

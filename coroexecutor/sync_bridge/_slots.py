@@ -115,9 +115,6 @@ class Slots:
                 _drop_call(future)
         return None
 
-    def take_key_errors(self) -> list[Exception]:
-        return []  # (KeyedSlots: what keys raised as their lines left)
-
     def cancelled_waiting(self, future: BridgeFuture[Any]) -> None:
         """A job cancelled while it waited in the backlog leaves it (KeyedSlots: a retry
         waiting after its pause gives its key's room back)."""

@@ -14,7 +14,7 @@ from .._adaptive import Adaptive
 from .._tuning import Tuner
 from ._future import BridgeFuture
 
-__all__ = ["report_unraisable", "BridgeTuner"]
+__all__ = ["BridgeTuner"]
 
 
 class BridgeTuner:
@@ -96,16 +96,15 @@ class BridgeTuner:
             # SystemExit and KeyboardInterrupt too: the job's future is resolved, so no
             # caller is left to raise them to, and a worker or loop thread they ended
             # would strand every job after this one.
-            report_unraisable(exc, "Exception ignored in the Adaptive overload predicate")
+            _report(exc)
             return
         with self._lock:
             tuner.feed(latency, error, in_flight, overload)
 
 
-def report_unraisable(exc: BaseException, err_msg: str) -> None:
-    """Tell ``sys.unraisablehook`` of an error raised by user code nobody waits for (the
-    overload predicate; a key's ``__hash__`` as its line leaves). Holding no lock."""
-    unraisable = _Unraisable(exc, err_msg)
+def _report(exc: BaseException) -> None:
+    """Tell ``sys.unraisablehook`` of an error raised by the predicate."""
+    unraisable = _Unraisable(exc)
     hook = sys.unraisablehook
     if hook is sys.__unraisablehook__:
         # The default hook takes only the interpreter's own argument type, which Python
@@ -120,9 +119,9 @@ def report_unraisable(exc: BaseException, err_msg: str) -> None:
 class _Unraisable:
     """What sys.unraisablehook reads: an error nobody else can be told of."""
 
-    def __init__(self, exc: BaseException, err_msg: str) -> None:
+    def __init__(self, exc: BaseException) -> None:
         self.exc_type = type(exc)
         self.exc_value: BaseException | None = exc
         self.exc_traceback: types.TracebackType | None = exc.__traceback__
-        self.err_msg = err_msg
+        self.err_msg = "Exception ignored in the Adaptive overload predicate"
         self.object: object = None
