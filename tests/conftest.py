@@ -205,6 +205,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_WATCHDOG] = _HangWatchdog(config)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what the imports and the collection made (about 170,000 objects: dask,
+    aiohttp, hypothesis, the test items): every collection after this, the full one each
+    async test ends with included, walks only what the tests made since. On 3.11 it
+    took ``pytest -k "policy or core_map"`` from 51-59 s to 21-22 s, and the whole suite
+    from 519 s to 282 s. What is frozen is never collected: a leak the process ends."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     watchdog = item.config.stash[_WATCHDOG]
