@@ -180,8 +180,25 @@ class Retry:
         """The delay before attempt ``attempt + 1``, or None to give up.
 
         ``attempt`` is the number of the attempt that just failed with ``exc`` (1 for
-        the first run).
+        the first run). A policy of one's own may call this too, so it checks both: an
+        ``attempt`` that is not a whole number of 1 or more, or an ``exc`` that is not an
+        exception instance (a class, say), is a mistake and raises, where it would
+        otherwise have given a delay.
         """
+        if isinstance(attempt, bool) or not isinstance(attempt, numbers.Integral):
+            raise TypeError(
+                "Retry: attempt must be a whole number, the number of the attempt that failed "
+                f"(1 for the first run), not {type(attempt).__name__}"
+            )
+        if attempt < 1:
+            raise ValueError(
+                f"Retry: attempt must be 1 or more (1 for the first run), not {int(attempt)}"
+            )
+        if not isinstance(exc, BaseException):
+            raise TypeError(
+                "Retry: exc must be the exception instance the attempt failed with, not "
+                + (f"the class {exc.__qualname__}" if isinstance(exc, type) else type(exc).__name__)
+            )
         if attempt >= self._attempts or not isinstance(exc, self._match):
             return None
         try:

@@ -138,6 +138,37 @@ def test_a_huge_attempt_number_waits_max_backoff() -> None:
     assert Retry(attempts=10**6, jitter=False)(5000, OSError()) == 30.0
 
 
+@pytest.mark.parametrize(
+    ("attempt", "exc", "error", "message"),
+    [
+        (0, OSError(), ValueError, "attempt must be 1 or more .* not 0"),
+        (-5, OSError(), ValueError, "attempt must be 1 or more .* not -5"),
+        (True, OSError(), TypeError, "attempt must be a whole number.* not bool"),
+        (2.5, OSError(), TypeError, "attempt must be a whole number.* not float"),
+        (math.nan, OSError(), TypeError, "attempt must be a whole number.* not float"),
+        ("1", OSError(), TypeError, "attempt must be a whole number.* not str"),
+        (1, "not an exception", TypeError, "exc must be the exception instance .* not str"),
+        (1, OSError, TypeError, "exc must be the exception instance .* not the class OSError"),
+    ],
+)
+def test_calling_a_retry_with_a_bad_attempt_or_exception_raises(
+    attempt: Any, exc: Any, error: type[Exception], message: str
+) -> None:
+    # A policy of one's own may call a Retry: a mistake there must not become a delay
+    # (a NaN attempt gave max_backoff, 0 and -5 gave delays below the first one).
+    with pytest.raises(error, match=message):
+        Retry(attempts=3, backoff=0.1, jitter=False)(attempt, exc)
+
+
+def test_a_retry_takes_any_whole_number_for_the_attempt() -> None:
+    class Count(int):
+        pass
+
+    retry = Retry(attempts=3, backoff=0.1, jitter=False)
+    assert retry(Count(2), OSError()) == retry(2, OSError()) == 0.2
+    assert retry(Fraction(2).numerator, OSError()) == 0.2
+
+
 #
 # Retry: a value
 #
