@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
-from coroexecutor._limiter import MIN_SAMPLES
+from coroexecutor._limiter import MIN_SAMPLES, AdaptiveLimit
 from coroexecutor.sync_bridge._future import BridgeFuture
 from coroexecutor.sync_bridge._tuning import BridgeTuner
 from tests.conftest import new_loop
@@ -436,6 +436,101 @@ def test_bridge_setting_max_workers_fixes_the_limit() -> None:
             future.result(timeout=5)
         assert exe.max_workers == 6
         assert exe._handoff._slots.tuner is None
+
+
+def grow_on_first_feed(monkeypatch: pytest.MonkeyPatch, to: int) -> None:
+    """The limiter answers ``to`` to the first job fed to it, as a round's end that raises
+    the limit does: the slots follow from that job's release on (see BridgeTuner)."""
+    on_done = AdaptiveLimit.on_done
+    fed: list[int] = []
+
+    def growing(self: AdaptiveLimit, *args: Any, **kwargs: Any) -> int:
+        limit = on_done(self, *args, **kwargs)
+        if fed:
+            return limit
+        fed.append(limit)
+        self._limit = float(to)
+        return to
+
+    monkeypatch.setattr(AdaptiveLimit, "on_done", growing)
+
+
+def worker_threads(prefix: str) -> int:
+    return sum(thread.name.startswith(f"{prefix}_worker_") for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("how", ["submit", "map", "key"])
+def test_bridge_an_increase_starts_waiting_blocking_jobs_at_once(
+    loop_kind: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a docs-only tester: the limit grew 1 -> 2 -> 4 with hundreds of blocking
+    # jobs waiting, yet one ran at a time, on one worker thread. A worker freeing its
+    # job's slot passed it to one waiting job only, and the limit's increase, read at
+    # that release, started no other (so half of the limit was never in use, and it
+    # stopped growing). The four jobs below return only once all four run at once.
+    grow_on_first_feed(monkeypatch, to=4)
+    gate = threading.Event()
+    together = threading.Barrier(4, timeout=WAIT)  # broken (a failure) if fewer run
+
+    def first(n: int) -> int:
+        assert gate.wait(WAIT)
+        return n
+
+    def job(n: int) -> int:
+        together.wait()
+        return n
+
+    prefix = f"grow-{how}-{loop_kind}"
+    options: dict[str, Any] = {"key": lambda n: n, "max_per_key": 1} if how == "key" else {}
+    with LoopExecutor(
+        max_workers=Adaptive(min=1, max=8, initial=1),
+        thread_name_prefix=prefix,
+        loop_factory=lambda: new_loop(loop_kind),
+        **options,
+    ) as exe:
+        held = exe.submit(first, -1)
+        if how == "map":
+            results = exe.map(job, range(4), timeout=WAIT)
+        else:
+            futures = [exe.submit(job, n) for n in range(4)]
+            results = (future.result(timeout=WAIT) for future in futures)
+        assert (exe.stats.running, exe.stats.queued) == (1, 4)  # waiting for the limit
+        gate.set()  # its end raises the limit to 4
+        assert list(results) == [0, 1, 2, 3]
+        assert held.result(timeout=WAIT) == -1
+        assert exe.max_workers == 4
+        assert worker_threads(prefix) == 4  # the limit's, no more
+
+
+def test_bridge_an_increase_at_a_blocking_jobs_end_starts_waiting_coroutine_jobs(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same release (a worker's) starts the waiting jobs of the other kind too.
+    grow_on_first_feed(monkeypatch, to=4)
+    gate = threading.Event()
+    everyone = asyncio.Event()  # bound to the bridge's loop by its first wait
+    arrived = 0
+
+    def first() -> None:
+        assert gate.wait(WAIT)
+
+    async def job(n: int) -> int:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 4:
+            everyone.set()
+        await everyone.wait()  # returns once all four run at once
+        return n
+
+    limit = Adaptive(min=1, max=8, initial=1)
+    with LoopExecutor(max_workers=limit, loop_factory=lambda: new_loop(loop_kind)) as exe:
+        held = exe.submit(first)
+        futures = [exe.submit(job, n) for n in range(4)]
+        assert (exe.stats.running, exe.stats.queued) == (1, 4)
+        gate.set()
+        assert [future.result(timeout=WAIT) for future in futures] == [0, 1, 2, 3]
+        assert held.result(timeout=WAIT) is None
+        assert exe.max_workers == 4
 
 
 def test_bridge_overload_predicate_that_raises_goes_to_the_unraisable_hook(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import Any, Callable, Optional, Union
 
@@ -283,10 +284,13 @@ class HandOff:
     #
 
     def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
-        """A direct blocking job is done (or was skipped): free its slot or pass it on."""
+        """A direct blocking job is done (or was skipped): free its slot or pass it on.
+        Returns the item of a blocking job given the slot, for the caller (a worker) to
+        run; the jobs an Adaptive limit's increase lets start too are dispatched here."""
         tuner = self._slots.tuner  # read once: set_max_workers may drop it meanwhile
         if item.outcome is None and tuner is not None:  # outside the lock
             tuner.finished_threadsafe(item.future)
+        more: Sequence[WorkItem] = ()  # (a constant: the fixed limit's path allocates none)
         with self._lock:
             broken = item.outcome is not None and self._state is BridgeState.BROKEN
             if broken:
@@ -299,8 +303,18 @@ class HandOff:
                 self._slots.release(item.future)
             job = self._next_locked()
             passed_on = None if job is None else self._route_locked(job)
+            slots = self._slots
+            if tuner is not None and job is not None and slots.held < slots.max_workers:
+                # The release read the limit this job's end may have raised: the slots
+                # it added go to waiting jobs now too ("an increase starts waiting jobs
+                # at once"), as the loop's _release_all does. Passed on one at a time,
+                # they ran one at a time under any limit, and the limit, never half in
+                # use, stopped growing.
+                more = self._fill_locked()
         if broken:
             fail_tail(self, item)
+        for extra in more:  # an idle worker takes each, or a new thread up to the cap
+            self.pool.submit(extra)
         return passed_on
 
     def _post_done(self, item: WorkItem) -> None:
