@@ -324,8 +324,10 @@ def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float |
 
 def _as_seconds(delay: object) -> float | None:
     """A policy's delay as a float: any real number (int, float, Fraction, Decimal, numpy's),
-    an int too large for a float as infinity; None for anything else."""
-    if isinstance(delay, float):
+    an int too large for a float as infinity; None for anything else, a number whose
+    conversion raises included (its own error would otherwise replace the TypeError). A
+    float subclass becomes a plain float, so no method of its own runs later."""
+    if type(delay) is float:
         return delay
     if isinstance(delay, bool) or not isinstance(delay, numbers.Number):
         return None
@@ -335,7 +337,7 @@ def _as_seconds(delay: object) -> float | None:
         return float(delay)  # type: ignore[arg-type]  # a Number: float() is its to try
     except OverflowError:
         return math.inf
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError, or whatever a __float__ of its own raised
         return None
 
 

@@ -422,6 +422,31 @@ def test_next_delay_refuses_a_bad_delay_and_says_which_policy(
         next_delay(policy, 1, OSError())
 
 
+class _FloatRaises(int):
+    def __float__(self) -> float:
+        raise RuntimeError("float boom")
+
+
+class _CompareRaises(float):
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("lt boom")
+
+    def __float__(self) -> float:
+        return 0.25
+
+
+def test_a_delay_whose_conversion_raises_is_refused_with_the_type_error() -> None:
+    # Its own error would have replaced the documented TypeError (brk7).
+    with pytest.raises(TypeError, match="must return a number of seconds or None"):
+        next_delay(named_policy(_FloatRaises(1)), 1, OSError())
+
+
+def test_a_float_subclass_delay_is_used_as_a_plain_float() -> None:
+    # Its __lt__ raised from the negative-delay check (brk7); its __float__ is its value.
+    delay = next_delay(named_policy(_CompareRaises(0.5)), 1, OSError())
+    assert type(delay) is float and delay == 0.25
+
+
 def test_next_delay_closes_a_coroutine_returned_by_mistake() -> None:
     # A plain function that returns a coroutine slips past resolve_retry. The error says
     # what came back, and the coroutine is closed: no "never awaited" warning (an error
