@@ -17,6 +17,7 @@ import random
 import sys
 from typing import Any, Callable, Optional, Protocol, Union
 
+from ._notes import safe_repr
 from ._typing import final
 
 __all__ = [
@@ -57,7 +58,9 @@ def _exception_classes(on: object) -> tuple[type[Exception], ...]:
         # Only Exception subclasses: CancelledError, KeyboardInterrupt and SystemExit are
         # never retried, so naming them here could only be a mistake.
         if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            raise TypeError(f"on must be an Exception subclass or a tuple of them (got {on!r})")
+            raise TypeError(
+                f"on must be an Exception subclass or a tuple of them (got {safe_repr(on)})"
+            )
     if not classes:
         raise ValueError("on must name at least one exception class (got ())")
     return classes
@@ -122,26 +125,28 @@ class Retry:
         rng: RetrySource | None = None,
     ) -> None:
         if not isinstance(attempts, int) or isinstance(attempts, bool):
-            raise TypeError(f"attempts must be an int (got {attempts!r})")
+            raise TypeError(f"attempts must be an int (got {safe_repr(attempts)})")
         if attempts < 1:
-            raise ValueError(f"attempts must be greater than 0 (got {attempts!r})")
+            raise ValueError(f"attempts must be greater than 0 (got {safe_repr(attempts)})")
         classes = _exception_classes(on)
         for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
             if not _is_seconds(value):
-                raise TypeError(f"{name} must be a number of seconds (got {value!r})")
+                raise TypeError(f"{name} must be a number of seconds (got {safe_repr(value)})")
             if not value >= 0:  # NaN too
-                raise ValueError(f"{name} must be 0 or greater (got {value!r})")
+                raise ValueError(f"{name} must be 0 or greater (got {safe_repr(value)})")
             if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number (got {value!r})")
+                raise ValueError(f"{name} must be a finite number (got {safe_repr(value)})")
         if max_backoff < backoff:
             raise ValueError(
                 f"max_backoff must not be less than backoff "
-                f"(got max_backoff={max_backoff!r}, backoff={backoff!r})"
+                f"(got max_backoff={safe_repr(max_backoff)}, backoff={safe_repr(backoff)})"
             )
         if not isinstance(jitter, bool):
-            raise TypeError(f"jitter must be a bool (got {jitter!r})")
+            raise TypeError(f"jitter must be a bool (got {safe_repr(jitter)})")
         if rng is not None and not callable(getattr(rng, "random", None)):
-            raise TypeError(f"rng must have a random() method, or be None (got {rng!r})")
+            raise TypeError(
+                f"rng must have a random() method, or be None (got {safe_repr(rng)})"
+            )
         set_ = object.__setattr__
         set_(self, "_attempts", attempts)
         set_(self, "_on", classes)
@@ -270,12 +275,13 @@ def resolve_retry(retry: object) -> RetryPolicy | None:
         raise TypeError("retry must be a Retry instance, not the class: write retry=Retry()")
     if not callable(retry):
         raise TypeError(
-            f"retry must be a Retry, a callable policy(attempt, exc) or None (got {retry!r})"
+            "retry must be a Retry, a callable policy(attempt, exc) or None"
+            f" (got {safe_repr(retry)})"
         )
     if is_async_callable(retry):
         raise TypeError(
             f"retry must be a plain callable that returns a delay, not an async function "
-            f"(got {retry!r})"
+            f"(got {safe_repr(retry)})"
         )
     return retry
 
@@ -304,22 +310,30 @@ def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float |
     if delay is None:
         return None
     seconds = _as_seconds(delay)
+    if seconds is None or not 0 <= seconds < math.inf:  # NaN too
+        raise _bad_delay(policy, delay, seconds)
+    return seconds
+
+
+def _bad_delay(policy: RetryPolicy, delay: object, seconds: float | None) -> Exception:
+    """The error for a policy that returned ``delay``, which is no delay (``seconds``:
+    it as a float, or None if it is no number). The policy and the delay are shown by
+    the shortened repr that never raises: a user's ``__repr__`` that raises, or spans a
+    megabyte, must not replace or bury this error."""
+    who = f"retry policy {safe_repr(policy)}"
     if seconds is None:
         if inspect.iscoroutine(delay):
             delay.close()  # so no "never awaited" warning follows the error
-        raise TypeError(
-            f"retry policy {policy!r} must return a number of seconds or None (got {delay!r})"
+        return TypeError(
+            f"{who} must return a number of seconds or None (got {safe_repr(delay)})"
         )
     if math.isnan(seconds):
-        raise ValueError(f"retry policy {policy!r} must return a number, not NaN")
+        return ValueError(f"{who} must return a number, not NaN")
     if seconds < 0:
-        raise ValueError(f"retry policy {policy!r} returned a negative delay (got {delay!r})")
-    if not math.isfinite(seconds):
-        raise ValueError(
-            f"retry policy {policy!r} must return a finite delay; to give up, return None "
-            f"(got {_short(delay)})"
-        )
-    return seconds
+        return ValueError(f"{who} returned a negative delay (got {safe_repr(delay)})")
+    return ValueError(
+        f"{who} must return a finite delay; to give up, return None (got {safe_repr(delay)})"
+    )
 
 
 def _as_seconds(delay: object) -> float | None:
@@ -340,7 +354,3 @@ def _as_seconds(delay: object) -> float | None:
     except Exception:  # TypeError, ValueError, or whatever a __float__ of its own raised
         return None
 
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 
 from ._jobs import as_coroutine, wrapped_job
-from ._notes import annotate_job_error
+from ._notes import annotate_job_error, safe_repr
 from ._retry import RetryPolicy, next_delay
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class _Answered:
         return self.delay if attempt == 1 else self.policy(attempt, exc)
 
     def __repr__(self) -> str:
-        return repr(self.policy)  # as messages about the policy name it
+        return safe_repr(self.policy)  # as messages about the policy name it: never raises
 
 
 async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:

@@ -318,6 +318,26 @@ def test_a_failing_policy_fails_the_job_with_its_own_error() -> None:
         assert exe.stats.failed == 1 and exe.stats.retried == 0
 
 
+class UnreprableDelay:
+    """What a policy returned: no number, and its ``__repr__`` raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ of the user's object")
+
+
+def test_a_bad_delay_whose_repr_raises_fails_the_job_with_the_rule() -> None:
+    # The message called repr() on it: the job's future held the __repr__'s RuntimeError.
+    def policy(attempt: int, exc: BaseException) -> Any:
+        return UnreprableDelay()
+
+    for flaky in (Flaky(failures=1), AsyncFlaky(failures=1)):
+        with LoopExecutor(max_workers=1, retry=policy) as exe:
+            error = exe.submit(flaky).exception(timeout=WAIT)
+        assert isinstance(error, TypeError) and isinstance(error.__context__, OSError)
+        assert re.search(r"or None \(got <UnreprableDelay instance at 0x\w+>\)$", str(error))
+        assert exe.stats.failed == 1 and exe.stats.retried == 0
+
+
 class CancellingPolicy:
     """A policy that raises CancelledError; records what it was asked."""
 

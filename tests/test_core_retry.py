@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import sys
 import weakref
 from collections.abc import Awaitable
@@ -630,6 +631,45 @@ async def test_a_policy_that_fails_fails_the_job_with_its_error() -> None:
     error = negative.exception()
     assert isinstance(error, ValueError) and "returned a negative delay (got -1)" in str(error)
     assert isinstance(error.__context__, OSError)
+
+
+class Unreprable:
+    """A user's object whose ``__repr__`` raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ of the user's object")
+
+
+class UnreprablePolicy(Unreprable):
+    """A policy whose own ``__repr__`` raises: 0 s after attempt 1, then a delay that
+    is no number (an object whose ``__repr__`` raises too)."""
+
+    def __call__(self, attempt: int, exc: BaseException) -> Any:
+        return 0 if attempt == 1 else Unreprable()
+
+
+async def test_a_bad_delay_whose_repr_raises_fails_the_job_with_the_rule() -> None:
+    # The message called repr() on the policy and its answer: the job failed with the
+    # __repr__'s RuntimeError, and a start failure's raised it out of submit().
+    log = Log()
+    rule = r"^retry policy <UnreprablePolicy instance at 0x\w+> must return a number of seconds"
+    async with CoroutineExecutor(retry=UnreprablePolicy(), suppress_task_errors=True) as exe:
+        task = await exe.submit(flaky(log, "u", failures=9))
+        await asyncio.wait([task])
+    error = task.exception()
+    assert isinstance(error, TypeError) and isinstance(error.__context__, OSError)
+    assert re.match(rule, str(error)), error
+    assert (exe.stats.failed, exe.stats.retried) == (1, 1)
+
+    def refused() -> Awaitable[None]:  # fails as it is submitted: the policy's first answer
+        raise ConnectionError("refused")  # is kept for its first attempt (see failed_call)
+
+    async with CoroutineExecutor(retry=UnreprablePolicy(), suppress_task_errors=True) as exe:
+        task = await exe.submit(refused)
+        await asyncio.wait([task])
+    error = task.exception()
+    assert isinstance(error, TypeError) and isinstance(error.__context__, ConnectionError)
+    assert re.match(rule, str(error)), error
 
 
 async def test_a_policy_raising_cancelled_error_ends_the_job_cancelled() -> None:

@@ -408,7 +408,7 @@ def named_policy(delay: object) -> RetryPolicy:
         ([1], TypeError, "must return a number of seconds or None (got [1])"),
         (1j, TypeError, "must return a number of seconds or None (got 1j)"),
         (10**400, ValueError, "must return a finite delay; to give up, return None (got"
-         " 1000000000000000000000000000000000000...)"),
+         " 100000000000000000...0000000000000000000)"),
         (Decimal("NaN"), ValueError, "must return a number, not NaN"),
     ],
 )
@@ -458,3 +458,67 @@ def test_next_delay_closes_a_coroutine_returned_by_mistake() -> None:
         TypeError, match=r"must return a number of seconds or None \(got <coroutine"
     ):
         next_delay(policy, 1, OSError())
+
+
+class Unreprable:
+    """A user's object whose ``__repr__`` raises: messages must show it all the same."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ of the user's object")
+
+
+class Huge:
+    """A user's object whose repr is a megabyte long: messages must show it short."""
+
+    def __repr__(self) -> str:
+        return "x" * 1_000_000
+
+
+class UnreprablePolicy(Unreprable):
+    """A policy object whose own ``__repr__`` raises."""
+
+    def __init__(self, delay: object) -> None:
+        self.delay = delay
+
+    def __call__(self, attempt: int, exc: BaseException) -> Any:
+        return self.delay
+
+
+@pytest.mark.parametrize("delay", [Unreprable(), Huge()], ids=["raises", "huge"])
+def test_next_delay_shows_a_bad_delay_by_a_short_repr_that_never_raises(delay: object) -> None:
+    # The messages called repr(): a delay whose __repr__ raises failed the job with that
+    # RuntimeError instead, and a huge one put a megabyte into the TypeError.
+    with pytest.raises(TypeError, match=r"must return a number of seconds or None \(got ") as info:
+        next_delay(named_policy(delay), 1, OSError())
+    assert len(str(info.value)) < 200
+    with pytest.raises(TypeError, match=r"^retry policy <UnreprablePolicy instance at 0x\w+> "):
+        next_delay(UnreprablePolicy(delay), 1, OSError())
+
+
+@pytest.mark.parametrize("delay", [-1, math.nan, math.inf])
+def test_next_delay_names_a_policy_whose_repr_raises(delay: object) -> None:
+    with pytest.raises(ValueError, match=r"^retry policy <UnreprablePolicy instance at 0x\w+> "):
+        next_delay(UnreprablePolicy(delay), 1, OSError())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"attempts": Unreprable()}, TypeError, "attempts must be an int (got <Unreprable"),
+        ({"on": Unreprable()}, TypeError, "on must be an Exception subclass or a tuple"),
+        ({"backoff": Unreprable()}, TypeError, "backoff must be a number of seconds (got <"),
+        ({"jitter": Unreprable()}, TypeError, "jitter must be a bool (got <Unreprable"),
+        ({"rng": Unreprable()}, TypeError, "rng must have a random() method, or be None"),
+    ],
+    ids=["attempts", "on", "backoff", "jitter", "rng"],
+)
+def test_bad_settings_whose_repr_raises_are_refused_with_the_rule(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        Retry(**kwargs)
+
+
+def test_resolve_retry_refuses_a_value_whose_repr_raises_with_the_rule() -> None:
+    with pytest.raises(TypeError, match=r"^retry must be a Retry, .* \(got <Unreprable instance"):
+        resolve_retry(Unreprable())
