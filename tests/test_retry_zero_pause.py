@@ -8,6 +8,8 @@ gave its slot back and lined up again in the same step, ahead of the job the slo
 gone to, and took the slot back: the job waiting for it ran only after the retry.)
 
 No timing: with one slot, the event loop alone decides the order, on every loop kind.
+Where a rate limit (max_per_second=) is what makes jobs wait, the order is that of the
+start tokens, on virtual time (tests/virtual_clock.py).
 """
 
 from __future__ import annotations
@@ -103,3 +105,52 @@ async def test_a_pause_of_0_seconds_keeps_the_room_in_the_jobs_key(
     keying = {"key": one_key, "max_per_key": 1}
     policy = Retry(attempts=2, backoff=0, jitter=False)
     assert await run(how, Jobs(), 3, policy, keying) == ["0#1", "0#2", "1", "2"]
+
+
+class TimedJobs(Jobs):
+    """Jobs that also log when each attempt started, on the loop's (virtual) clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    async def __call__(self, i: int) -> int:
+        self.at.append(asyncio.get_running_loop().time())  # as Jobs logs the attempt
+        return await super().__call__(i)
+
+
+# burst: (the attempts in the order they started, when they started)
+AFTER_THE_BURST = {
+    1: (["0#1", "0#2", "1", "2", "3"], [0, 1, 2, 3, 4]),
+    2: (["0#1", "1", "0#2", "2", "3"], [0, 0, 1, 2, 3]),
+}
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("burst", AFTER_THE_BURST)
+@pytest.mark.parametrize("keying", KEYS.values(), ids=KEYS.keys())
+@pytest.mark.parametrize("policy", POLICIES.values(), ids=POLICIES.keys())
+@pytest.mark.parametrize("how", ["submit", "submit_nowait", "map", "map_unordered"])
+async def test_under_a_rate_limit_a_pause_of_0_seconds_takes_the_next_token_first(
+    how: str, policy: Callable[[], Any], keying: dict[str, Any], burst: int
+) -> None:
+    # max_per_second=1 is what makes jobs wait, not max_workers: after the first burst
+    # (job 0's first attempt, and job 1 with burst=2) the tokens have run out, and the
+    # other jobs wait for one. The retry, back from its pause of 0 s, takes the next
+    # token (at 1 s) ahead of them all, as after any pause; they follow, one a second.
+    jobs = TimedJobs()
+    options = {"max_workers": 10, "max_per_second": 1, "burst": burst, **keying}
+    async with CoroutineExecutor(retry=policy(), **options) as exe:
+        if how == "submit":
+            for i in range(4):
+                await exe.submit(jobs, i)
+        elif how == "submit_nowait":
+            for i in range(4):
+                exe.submit_nowait(jobs, i)
+        elif how == "map":
+            assert [i async for i in exe.map(jobs, range(4))] == list(range(4))
+        else:
+            assert sorted([i async for i in exe.map_unordered(jobs, range(4))]) == [0, 1, 2, 3]
+    order, times = AFTER_THE_BURST[burst]
+    assert jobs.order == order
+    assert jobs.at == pytest.approx(times, abs=1e-6)  # a token counts as come a hair early
