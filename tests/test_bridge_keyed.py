@@ -208,6 +208,34 @@ def test_errors_of_key_and_max_per_key_go_to_the_caller_of_submit() -> None:
     assert_no_key_state(exe)
 
 
+def test_key_and_max_per_key_may_use_the_executor_they_run_outside_its_lock() -> None:
+    # docs/bridge.rst, "Keys and the bridge's lock": key() and a callable max_per_key run
+    # before the job touches any count, holding no lock of the bridge, so they may read
+    # stats and submit jobs (what the key they return may not do in its __hash__).
+    seen: list[tuple[str, int]] = []
+    inner: list[concurrent.futures.Future[Any]] = []
+
+    def key(k: str, name: Any = None) -> str:
+        seen.append(("key", exe.stats.submitted))
+        if k == "outer":
+            inner.append(exe.submit(park.blocking, "inner", "from key()"))
+        return k
+
+    def limit(k: Hashable) -> int:
+        seen.append(("max_per_key", exe.stats.submitted))
+        return 1
+
+    park = Park()
+    with LoopExecutor(4, key=key, max_per_key=limit) as exe:
+        outer = exe.submit(park.blocking, "outer", "outer")
+        for name in ("from key()", "outer"):
+            park.finish(name)
+        assert outer.result(WAIT) == "outer" and inner[0].result(WAIT) == "from key()"
+    # The inner job, submitted from the outer one's key(), was accepted first.
+    assert seen == [("key", 0), ("key", 0), ("max_per_key", 0), ("max_per_key", 1)]
+    assert_no_key_state(exe)
+
+
 def test_many_threads_submitting_keep_every_key_within_its_limit() -> None:
     def job(n: int) -> int:
         park.enter(n % 5, n)

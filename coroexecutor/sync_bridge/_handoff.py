@@ -14,7 +14,8 @@ its backlog (FIFO, both kinds; per key with ``key=``). Whoever frees a slot hand
 the next job under ``_lock``: a blocking job goes straight to a worker thread, a job that
 needs the loop goes to ``_mailbox``, whose first post of a batch wakes the loop (one
 ``call_soon_threadsafe`` of the drain given to ``open``, which takes it with
-``take_batch``). No user code and no future callback runs while ``_lock`` is held.
+``take_batch``). No user code and no future callback runs while ``_lock`` is held, but
+for the ``__hash__`` and ``__eq__`` of a job's key (``key=``; see _keyed_slots).
 """
 
 from __future__ import annotations

@@ -6,9 +6,14 @@ kinds. Jobs that wait wait in a :class:`~coroexecutor._keyed.KeyedLine` instead 
 FIFO backlog: the oldest job whose key has room takes a free slot, so a key at its limit
 holds back no job of another key.
 
-Like Slots, guarded by the HandOff's one lock, under which no user code runs: the
-submitter calls ``key()`` and a callable ``max_per_key`` first (see :func:`key_of`), and
-the line reads the limit it was handed (it asks only for the key of the job at hand).
+Like Slots, guarded by the HandOff's one lock. The submitter calls ``key()`` and a
+callable ``max_per_key`` before it takes the lock (see :func:`key_of`), and the line
+reads the limit it was handed (it asks only for the key of the job at hand). The one
+user code that does run under the lock is the key's ``__hash__`` and ``__eq__``, as the
+line's dicts file and find it: a limit documented in docs/bridge.rst ("Keys and the
+bridge's lock"). Hashing the key before the lock would leave ``__eq__``; a token per
+active key, found outside the lock, would cost every keyed job a lookup and a second
+hold of the lock.
 """
 
 from __future__ import annotations
