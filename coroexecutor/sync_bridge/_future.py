@@ -71,7 +71,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
     * ``result()``/``exception()`` refuse to block the executor's own loop thread.
 
     A blocking job is marked RUNNING by its worker thread, as ThreadPoolExecutor does, so
-    ``cancel()`` of a blocking call that has started returns False.
+    ``cancel()`` of a blocking call that has started returns False; if the call returns an
+    awaitable, the job is PENDING and started again while the loop awaits it (see _tails).
 
     The condition and the two lists of a stock future are made on first use: most
     futures of a busy executor are resolved before any thread waits on them, and a
@@ -86,7 +87,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # The job's task, from start to finish; between two attempts (retry=), the timer of
     # the next one: cancel() ends either.
     _job: Optional[Union[asyncio.Future[Any], asyncio.TimerHandle]]
-    _started: bool  # a coroutine job has begun running on the loop
+    _started: bool  # a coroutine job (or a blocking call's awaitable) has begun on the loop
     _withdrawn: bool  # the loop took a blocking job back: no worker may start it
     # The job waits for a worker thread or for the rate limiter, not only for its turn on
     # a free slot: shutdown(cancel_futures=True) cancels it. A job that got a slot (and a
@@ -331,14 +332,15 @@ class BridgeFuture(concurrent.futures.Future[T]):
         """Loop thread: stop any worker from starting this blocking job.
 
         True when no worker ever will (the job was not started, or was cancelled); False
-        when a worker has it already, so its outcome will arrive from that thread.
+        when a worker has it already, or had it (its call returned an awaitable: started,
+        cancelled or not), so its outcome will arrive from that thread.
         """
         with self._condition:
-            state = self._state
-            if state == PENDING:
+            state, started = self._state, self._started
+            if state == PENDING and not started:
                 self._withdrawn = True
                 return True
-            return state in CANCELLED_STATES
+            return state in CANCELLED_STATES and not started
 
     def _back_to_pending(self) -> bool:
         """Loop thread, under the bridge's lock: a failed attempt is to be retried, so the
@@ -355,8 +357,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
         with self._condition:
             if self._state != PENDING and self._state != RUNNING:
                 return  # already resolved: the user cancelled it, or a worker ran it
-            # RUNNING only for a blocking job whose call returned an awaitable that was
-            # then cancelled on the loop, or whose retry policy raised CancelledError.
+            # RUNNING only for a blocking job whose retry policy raised CancelledError (a
+            # call that returned an awaitable is PENDING again: see WorkItem.returned).
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._lazy_waiters or ():
                 waiter.add_cancelled(self)

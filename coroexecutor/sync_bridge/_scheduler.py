@@ -22,7 +22,7 @@ from ._options import CoreOptions, ShutdownRequest
 from ._outcome import CoroutineJobError, resolve
 from ._retries import RETRIED, Retries, cancels
 from ._tuning import BridgeTuner
-from ._work_item import await_returned, job_call
+from ._work_item import await_returned, close_unawaited, job_call
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 
 __all__ = ["Scheduler"]
@@ -214,6 +214,10 @@ class Scheduler:
             #                                        runs the task's first step: fn() runs
             #                                        runs task.cancel(): too late
             # (With max_per_second, the core may start a rate-queued job that way too.)
+            # Or cancel() won as a blocking call returned an awaitable (the call was
+            # the job's first part): that awaitable is never awaited.
+            if fn is await_returned:
+                close_unawaited(args[0])
             raise asyncio.CancelledError
         future._started = True
         try:

@@ -249,7 +249,8 @@ class Slots:
         self.cancelling = True
         # Direct jobs waiting for a busy worker thread: the worker skips them and frees
         # their slot. One that got a thread when submitted counts as started: it runs.
-        direct = [f for f in self.direct if f._queued and f._state == PENDING]
+        # So does one whose call has returned an awaitable (PENDING again, and started).
+        direct = [f for f in self.direct if f._queued and f._state == PENDING and not f._started]
         futures += self.waiting() + direct + list(self.pausing)  # pausing: see cancel()
         for job in self.drain():
             self.withdraw(job.future)  # counted as cancelled now, unless cancel() did already

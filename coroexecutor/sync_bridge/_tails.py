@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._outcome import resolve
 from ._retries import give_up
-from ._work_item import await_returned
-from ._workers import Failed, WorkItem
+from ._work_item import Failed, WorkItem, await_returned
 
 if TYPE_CHECKING:
     from ._future import BridgeFuture
@@ -50,16 +49,24 @@ def await_outcome(scheduler: Scheduler, item: WorkItem) -> None:
     coro = scheduler._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
     task = item.ctx.run(loop.create_task, coro)
     scheduler._tails.add(task)
+    # cancel() cancels the job's task from now on, as a coroutine job's (Scheduler.cancel_job).
+    future._job = task
     task.add_done_callback(lambda t: _on_tail_done(scheduler, t, item.future))
     if inspect.iscoroutine(outcome):
         # Cancelled before its first step (below, or by cancel_tails), the wrapper never
         # awaits it: close it then, no "never awaited" warning (a no-op else).
         task.add_done_callback(lambda _: outcome.close())
-    if scheduler._running_cancelled:
+    if scheduler._running_cancelled or future._state == CANCELLED_AND_NOTIFIED:
         # The running jobs were cancelled (an exception leaving the block, the end of a
         # grace period) before this awaitable arrived, in this drain or an earlier one:
         # it is cancelled as they were, or it would be awaited with nobody left to cancel
-        # it.
+        # it. Or cancel() returned True since the call returned (see WorkItem.returned),
+        # in another thread before _job was set, so it left the task to us:
+        #   caller thread                        loop thread
+        #   cancel() -> True; _job is None:
+        #   nothing to post
+        #                                        sets _job; the task would run on
+        # (The wrapper's first step sees the state too, if it comes first: eager tasks.)
         task.cancel()
 
 
@@ -74,6 +81,7 @@ def _on_tail_done(
     scheduler: Scheduler, task: asyncio.Future[Any], future: BridgeFuture[Any]
 ) -> None:
     scheduler._tails.discard(task)
+    future._job = None  # before a retry's pause sets its timer there; see on_core_job_done
     if future._state != FINISHED and future._state != CANCELLED_AND_NOTIFIED:
         if future._attempts is not None and scheduler.retries.after_attempt(
             future, task, core=False

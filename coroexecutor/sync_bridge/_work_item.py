@@ -4,6 +4,8 @@ leaves in it for the loop thread, and how the loop awaits an awaitable the call 
 from __future__ import annotations
 
 import contextvars
+import inspect
+from concurrent.futures._base import PENDING, RUNNING
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
@@ -12,7 +14,8 @@ if TYPE_CHECKING:
     from ._future import BridgeFuture
 
 __all__ = [
-    "Failed", "FailedInWorker", "Finished", "Release", "WorkItem", "await_returned", "job_call",
+    "Failed", "FailedInWorker", "Finished", "Release", "WorkItem", "await_returned",
+    "close_unawaited", "job_call",
 ]
 
 
@@ -84,6 +87,20 @@ class WorkItem:
         # Finished: the outcome of a job the loop runs, for the loop to set.
         self.outcome: Optional[Any] = None
 
+    def returned(self, awaitable: Any) -> None:
+        """Worker thread: the call returned ``awaitable``, for the loop to await as the
+        rest of the job (``lambda: fetch(url)``). The blocking part is over: from here on
+        the job is cancellable as a coroutine job is, its future PENDING again and
+        started (see BridgeFuture), so that cancel() returns True and the loop cancels
+        the awaitable, or closes it unawaited if it has not begun (see _tails)."""
+        self.outcome = awaitable
+        future = self.future
+        # Under the future's lock, as cancel() reads and writes the state in one step.
+        with future._condition:
+            if future._state == RUNNING:  # (always: cancel() leaves RUNNING as it is)
+                future._started = True  # first: running() stays True throughout
+                future._state = PENDING
+
     def forget_call(self) -> None:
         """Loop thread: this direct item's attempt failed, and what follows is decided (a
         next attempt gets an item of its own). Let go of the job's call and context: the
@@ -102,6 +119,13 @@ async def await_returned(awaitable: Any, fn: Any, args: Any, kwargs: Any) -> Any
     together, so a note on the awaitable's error names the call (see job_call)."""
     del fn, args, kwargs  # the awaitable's error keeps this frame, which keeps no call
     return await awaitable
+
+
+def close_unawaited(awaitable: Any) -> None:
+    """The job was cancelled before the loop began to await what its blocking call
+    returned: close it if it is a coroutine, or "coroutine ... was never awaited"."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 def job_call(

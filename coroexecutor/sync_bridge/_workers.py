@@ -95,7 +95,7 @@ def _work(
                 del exc  # break the frame <-> traceback cycle
             else:
                 if inspect.isawaitable(result):
-                    item.outcome = result
+                    item.returned(result)  # for the loop; cancellable from now on
                 elif item.waiter is None:
                     future.set_result(result)
                 else:
