@@ -252,3 +252,47 @@ def test_cancel_as_the_loop_begins_the_awaitable(loop_kind: str, option: str, wh
     assert inspect.getcoroutinestate(returned) == inspect.CORO_CLOSED
     stats = exe.stats
     assert (stats.cancelled, stats.succeeded, stats.failed, stats.running) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("trigger_kind", ["coroutine", "blocking"])
+def test_cancel_from_a_done_callback_on_the_loop_or_a_worker_thread(
+    loop_kind: str, trigger_kind: str
+) -> None:
+    # A done-callback of another job's future runs on the loop thread (a coroutine job's)
+    # or on a worker thread (a direct blocking job's), and may cancel the job whose
+    # awaitable runs.
+    started, cleaned_up = threading.Event(), threading.Event()
+    go: concurrent.futures.Future[int] = concurrent.futures.Future()
+    cancelled: list[tuple[bool, threading.Thread]] = []
+
+    async def watch() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.set()
+
+    async def coroutine_trigger() -> int:
+        return await asyncio.wrap_future(go)
+
+    def blocking_trigger() -> int:
+        return go.result(timeout=WAIT)
+
+    def cancel(_: object) -> None:
+        cancelled.append((future.cancel(), threading.current_thread()))
+
+    trigger = coroutine_trigger if trigger_kind == "coroutine" else blocking_trigger
+    with _executor(loop_kind, "plain", max_workers=3) as exe:
+        future = exe.submit(lambda: watch())
+        assert started.wait(WAIT)
+        other = exe.submit(trigger)
+        other.add_done_callback(cancel)  # before it can finish: run by the job's thread
+        go.set_result(1)
+        assert other.result(timeout=WAIT) == 1
+        assert cleaned_up.wait(WAIT)
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=WAIT)
+    [(returned, thread)] = cancelled
+    assert returned
+    assert thread is not threading.current_thread()
+    assert (exe.stats.cancelled, exe.stats.succeeded) == (1, 1)
