@@ -969,6 +969,27 @@ def test_shutdown_from_a_done_callback_of_a_future_it_cancels_returns(
     assert called == [True] and future.cancelled()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wait", [True, False])
+def test_shutdown_from_a_result_s_done_callback_keeps_the_results_that_came_back(
+    client: Any, monkeypatch: pytest.MonkeyPatch, wait: bool
+) -> None:
+    # Found by helper daskfix: the futures of a chunk are resolved one after the other,
+    # and a shutdown(cancel_futures=True) from the first one's done-callback cancelled
+    # the others, whose results had come back with it. One chunk of three: it leaves
+    # when the third job is submitted, never on the delay.
+    monkeypatch.setattr("coroexecutor.distributed._executor._SUBMIT_DELAY", 3600.0)
+    exe = DaskExecutor(client=client, per_worker=4, chunksize=3)
+    try:
+        first = exe.submit(_double, 1)
+        first.add_done_callback(lambda _: exe.shutdown(wait=wait, cancel_futures=True))
+        others = [exe.submit(_double, x) for x in (2, 3)]
+        assert [f.result(_WAIT) for f in others] == [4, 6]
+        assert first.result(_WAIT) == 2
+    finally:
+        exe.shutdown()
+
+
 @pytest.mark.timeout(120)
 def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
     tmp_path: pathlib.Path,

@@ -59,7 +59,6 @@ class Batcher:
         self._first_at = 0.0  # guarded by _changed: when the oldest pending job came
         self._closed = False  # guarded by _changed
         self._thread: Optional[threading.Thread] = None  # guarded by _changed
-        self._outstanding: set[concurrent.futures.Future[Any]] = set()  # guarded by _changed
         # guarded by _changed: chunks sent and not resolved yet, map id -> (dask task, futures)
         self._in_flight: dict[str, tuple[Any, list[concurrent.futures.Future[Any]]]] = {}
 
@@ -71,7 +70,6 @@ class Batcher:
             if not self._pending:
                 self._first_at = time.monotonic()
             self._pending.append(job)
-            self._outstanding.add(job[0])
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._flusher, name=f"coroexecutor-{self._exe_id[:8]}-submit",
@@ -80,7 +78,6 @@ class Batcher:
                 self._thread.start()
             if len(self._pending) == 1 or len(self._pending) >= self._size:
                 self._changed.notify()
-        job[0].add_done_callback(self._forget)
 
     def close_threadsafe(self, cancel_futures: bool) -> None:
         """Stop accepting jobs; send (or with ``cancel_futures``, cancel) what has gathered,
@@ -104,7 +101,9 @@ class Batcher:
         A chunk is taken out of ``_in_flight`` before its futures are cancelled, so their
         cancel sends nothing more (one message a job was the cost of a big batch: with
         10,000 jobs the shutdown took seconds, and the chunks finished meanwhile resolved
-        the futures it had not reached yet with their results)."""
+        the futures it had not reached yet with their results). A chunk that is back is out
+        of ``_in_flight`` already, its outcomes here: they are delivered, not cancelled
+        (a done-callback of its first future that shuts down cancelled the others)."""
         self.close_threadsafe(cancel_futures=True)  # (the flusher has ended: nothing more)
         with self._changed:
             sent, self._in_flight = self._in_flight, {}
@@ -115,10 +114,6 @@ class Batcher:
         for _, futures in sent.values():
             for future in futures:
                 _cancel_and_notify(future)
-
-    def outstanding(self) -> list[concurrent.futures.Future[Any]]:
-        with self._changed:
-            return list(self._outstanding)
 
     def settle(self) -> None:
         """After ``close_threadsafe``: wait for the chunks sent whose futures are not all
@@ -138,10 +133,6 @@ class Batcher:
             sent = self._in_flight.pop(map_id, None)
         if sent is not None:
             _resolve(sent[1], sent[0])
-
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
-        with self._changed:
-            self._outstanding.discard(future)
 
     def _flusher(self) -> None:
         while True:

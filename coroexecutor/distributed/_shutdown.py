@@ -90,9 +90,9 @@ def _stop(exe: Stopping) -> tuple[bool, list[MapRun]]:
 def _cancel_everything(exe: Stopping, maps: list[MapRun]) -> None:
     for run in maps:
         run.cancel_threadsafe()
+    # Not the futures of a chunk being resolved meanwhile (dask's callback thread, or this
+    # one: a done-callback's shutdown): their outcomes are here, and are delivered.
     exe._batcher.cancel_threadsafe()
-    for future in exe._batcher.outstanding():  # (those of a chunk resolving meanwhile)
-        future.cancel()
 
 
 def _finish(exe: Stopping, maps: list[MapRun], cancelled: bool) -> None:
