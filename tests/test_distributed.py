@@ -678,7 +678,7 @@ def test_a_map_cancelled_by_shutdown_from_another_thread_raises_the_stdlib_error
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("cancelled", ["before the gather", "after the gather"])
-def test_a_shutdown_while_next_takes_a_chunk_in_raises_the_stdlib_error(
+def test_a_shutdown_while_next_takes_a_chunk_in_keeps_its_results(
     client: Any, monkeypatch: pytest.MonkeyPatch, cancelled: str
 ) -> None:
     # Found by a docs-only tester: shutdown(cancel_futures=True) from another thread while
@@ -687,6 +687,8 @@ def test_a_shutdown_while_next_takes_a_chunk_in_raises_the_stdlib_error(
     # the map between the two steps, and its outcome was stored all the same. A shutdown
     # just before the gather made it raise dask's FutureCancelledError. Here the shutdown
     # runs, from its own thread, at those points: in the client's gather of the outcome.
+    # The chunk had come back and next() was taking it in: its results are yielded (they
+    # were cancelled until helper daskfix's fix); no job was cancelled, and none was left.
     exe = DaskExecutor(client=client, per_worker=4)
     gather = client.gather
     stoppers: list[threading.Thread] = []
@@ -712,12 +714,41 @@ def test_a_shutdown_while_next_takes_a_chunk_in_raises_the_stdlib_error(
     monkeypatch.setattr(client, "gather", gather_with_a_shutdown)
     results = exe.map(_double, range(4), chunksize=4)  # one chunk: next() waits for it
     try:
-        with pytest.raises(concurrent.futures.CancelledError) as raised:
-            next(results)
-        assert type(raised.value) is concurrent.futures.CancelledError
+        assert list(results) == [0, 2, 4, 6]
     finally:
         exe.shutdown()
     assert len(stoppers) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_shutdown_from_a_done_callback_keeps_the_chunk_a_map_takes_in(
+    client: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by helper daskfix: a done-callback of a submitted job that calls
+    # shutdown(cancel_futures=True) while next() takes in a chunk that has come back
+    # turned that chunk's results into a CancelledError. The submitted job ends once the
+    # map's gather has its chunk; the map's gather returns once the callback has shut
+    # the executor down, from dask's callback thread.
+    exe = DaskExecutor(client=client, per_worker=4)
+    shut = threading.Event()
+    job = exe.submit(_wait_for_release, str(tmp_path), 1)
+    job.add_done_callback(lambda _: (exe.shutdown(wait=False, cancel_futures=True), shut.set()))
+    gather = client.gather
+
+    def gather_then_wait(futures: Any, *args: Any, **kwargs: Any) -> Any:
+        loaded = gather(futures, *args, **kwargs)
+        if not shut.is_set():
+            (tmp_path / "release-0").touch()
+            assert shut.wait(_WAIT)
+        return loaded
+
+    results = exe.map(_double, range(4), chunksize=4)  # one chunk: next() waits for it
+    monkeypatch.setattr(client, "gather", gather_then_wait)
+    try:
+        assert list(results) == [0, 2, 4, 6]  # (every input was sent: none was cancelled)
+    finally:
+        exe.shutdown()
+    assert job.result(_WAIT) == 1
 
 
 @pytest.mark.parametrize(("timeout", "error"), [

@@ -52,6 +52,7 @@ class _Slot:
     count: int
     task: Any  # the dask future; None once its outcome is here
     outcome: Optional[Outcome] = None
+    taking: bool = False  # its outcome, back, is being taken in: cancel leaves it to be read
 
 
 class MapRun:
@@ -209,25 +210,25 @@ class MapRun:
     def _take_done(self) -> None:
         """Take in the outcomes of the chunks done, those still in flight when they are
         stored: a slot whose ``task`` is no longer the one read here was taken out
-        meanwhile (``cancel_threadsafe`` from another thread) or taken in by the other
-        caller of this method (``settle_threadsafe``, in the closing thread)."""
+        meanwhile (``cancel_threadsafe`` from another thread, before this one marked it
+        ``taking``) or taken in by the other caller of this method (``settle_threadsafe``,
+        in the closing thread). A finished chunk marked ``taking`` stays in the map: its
+        results have come back, and a shutdown(cancel_futures=True) does not cancel them."""
         with self._lock:
             done = [(s, s.task) for s in self._slots if s.outcome is None and s.task.done()]
-        finished = [(s, task) for s, task in done if task.status == "finished"]
-        try:
-            loaded = self._client.gather([task for _, task in finished]) if finished else []
-        except concurrent.futures.CancelledError:
-            # dask's FutureCancelledError: shutdown(cancel_futures=True) from another
-            # thread cancelled a task after its status was read here (results() then
-            # raises the stdlib's CancelledError), or dask did (the next round takes it
-            # in as a chunk cancelled as a whole).
+            finished = [(s, task) for s, task in done if task.status == "finished"]
+            for slot, _ in finished:
+                slot.taking = True
+        loaded = self._gather(finished)
+        if loaded is None:
             return
         first_error = sys.maxsize
         with self._lock:
             outcomes = {id(slot): outcome for (slot, _), outcome in zip(finished, loaded)}
             for slot, task in done:
+                slot.taking = False
                 if slot.task is not task:
-                    # Taken in by the other caller, or taken out between the two locks
+                    # Taken in by the other caller, or taken out before it was marked
                     # by shutdown(cancel_futures=True) from another thread, while next()
                     # waited for this chunk: had its outcome been stored, results() would
                     # have read it as its head's, a head no longer in _slots (IndexError
@@ -245,6 +246,20 @@ class MapRun:
         if first_error != sys.maxsize:
             self._cut_after(first_error)
 
+    def _gather(self, finished: list[tuple[_Slot, Any]]) -> Optional[list[Any]]:
+        """The outcomes of these finished chunks, marked ``taking`` meanwhile; None if
+        dask cancelled a task after its status was read (dask's FutureCancelledError:
+        the next round takes it in as a chunk cancelled as a whole)."""
+        try:
+            return self._client.gather([task for _, task in finished]) if finished else []
+        except BaseException as error:
+            with self._lock:
+                for slot, _ in finished:
+                    slot.taking = False  # not taken in: a cancel may take it out again
+            if isinstance(error, concurrent.futures.CancelledError):
+                return None
+            raise
+
     def _cut_after(self, index: int) -> None:
         """Fail-fast: cancel every job after ``index``, here and on the workers."""
         with self._lock:
@@ -261,13 +276,13 @@ class MapRun:
     def cancel_threadsafe(self) -> None:
         """Cancel every chunk still in flight (leaving map early, shutdown, Ctrl-C).
 
-        The outcomes already back can still be read; then ``next()`` raises CancelledError
-        if any job was cancelled."""
+        The outcomes already back can still be read, those being taken in too (``taking``);
+        then ``next()`` raises CancelledError if any job was cancelled."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            flying = [s for s in self._slots if s.outcome is None]
+            flying = [s for s in self._slots if s.outcome is None and not s.taking]
             tasks = [s.task for s in flying if s.task is not None]
             for slot in flying:
                 self._slots.remove(slot)
