@@ -1021,6 +1021,29 @@ def test_shutdown_from_a_result_s_done_callback_keeps_the_results_that_came_back
         exe.shutdown()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("wait", "cancel_futures"), [(True, False), (True, True), (False, True)])
+def test_shutdown_from_a_done_callback_of_a_job_that_could_not_be_sent_returns(
+    client: Any, caplog: pytest.LogCaptureFixture, wait: bool, cancel_futures: bool
+) -> None:
+    # Found by helper daskfix: the future of a job whose chunk cannot be pickled fails on
+    # the flusher thread, and runs its done-callbacks there. A shutdown(wait=True) from
+    # one waited for the closing, which waited for the flusher thread: a hang; and with
+    # cancel_futures the shutdown joined its own thread ("cannot join current thread",
+    # logged as a failing callback).
+    exe = DaskExecutor(client=client, per_worker=2)
+    returned = threading.Event()
+    try:
+        future = exe.submit(_double, threading.Lock())  # type: ignore[arg-type]  # unpicklable
+        future.add_done_callback(lambda _: (
+            exe.shutdown(wait=wait, cancel_futures=cancel_futures), returned.set()))
+        assert returned.wait(_WAIT)
+        assert isinstance(future.exception(_WAIT), TypeError)
+    finally:
+        exe.shutdown()
+    assert [r.getMessage() for r in caplog.records if r.name == "concurrent.futures"] == []
+
+
 @pytest.mark.timeout(120)
 def test_a_second_ctrl_c_while_the_with_block_exits_does_not_hang(
     tmp_path: pathlib.Path,

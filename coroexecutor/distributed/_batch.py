@@ -91,8 +91,15 @@ class Batcher:
             self._changed.notify()
         for future, *_ in dropped:
             _cancel_and_notify(future)
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
+            # (On it: a done-callback of a job whose chunk could not be sent, which shuts
+            # the executor down. The flusher ends by itself once the callback returns.)
             thread.join()
+
+    def on_flusher_thread(self) -> bool:
+        """Whether this is the flusher thread, which the closing waits for (see above)."""
+        with self._changed:
+            return self._thread is threading.current_thread()
 
     def cancel_threadsafe(self) -> None:
         """Close, dropping what has gathered, and cancel every chunk in flight: the dask

@@ -62,7 +62,7 @@ def shutdown(exe: Stopping, wait: bool, cancel_futures: bool) -> None:
     finally:  # whatever happened, what this executor started gets closed
         if first:
             exe._closing.start(functools.partial(_finish, exe, maps, cancel_futures))
-    if wait:
+    if wait and not exe._batcher.on_flusher_thread():  # (the closing waits for it)
         exe._closing.wait(functools.partial(_cancel_everything, exe, maps))
 
 
