@@ -464,15 +464,69 @@ def test_an_attempt_failing_after_shutdown_cancel_futures_is_not_retried(
         assert go.wait(5)
         flaky()
 
-    exe = LoopExecutor(max_workers=1, retry=AT_ONCE)
+    asked: list[int] = []
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        asked.append(attempt)
+        return 0.0
+
+    exe = LoopExecutor(max_workers=1, retry=policy)
     future = exe.submit(wait_async if kind is AsyncFlaky else wait_blocking)
     assert started.wait(5)
     exe.shutdown(wait=False, cancel_futures=True)  # the running attempt runs on
     go.set()  # ... and fails: nothing may start after that shutdown
     exe.shutdown(wait=True)
-    assert future.cancelled() and len(flaky.threads) == 1
+    # The job ends with its attempt's error, as without retry=: it had started, so it is
+    # not reported cancelled (reliability.rst), and the policy is not asked.
+    error = future.exception(timeout=0)
+    assert isinstance(error, OSError) and str(error) == "attempt 1"
+    assert len(flaky.threads) == 1 and asked == []
     stats = exe.stats
-    assert (stats.cancelled, stats.retried, stats.queued, stats.running) == (1, 0, 0, 0)
+    assert (stats.failed, stats.cancelled, stats.retried, stats.queued, stats.running) == (
+        1, 0, 0, 0, 0,
+    )
+
+
+@pytest.mark.parametrize("kind", [Flaky, AsyncFlaky], ids=["blocking", "coroutine"])
+def test_an_attempt_failing_after_its_map_was_closed_ends_the_job_with_its_error(
+    kind: type[Flaky],
+) -> None:
+    # A blocking call that began cannot be cancelled: closing its map leaves it running,
+    # and its error ends the job (not retried, not cancelled). A coroutine job's attempt
+    # is cancelled by the close: if it raises another error then, the job stays
+    # cancelled, as cancel() returned True. Neither asks the policy.
+    started, go = threading.Event(), threading.Event()
+    asked: list[int] = []
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        asked.append(attempt)
+        return 0.0
+
+    def blocking(value: str) -> str:
+        started.set()
+        assert go.wait(WAIT)
+        raise ConnectionError(value)
+
+    async def answers_the_cancel(value: str) -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # parked until the close cancels it
+        except asyncio.CancelledError:
+            raise ConnectionError(value) from None  # a client closing its connection
+        raise AssertionError("not reached")
+
+    fn: Callable[[str], Any] = blocking if kind is Flaky else answers_the_cancel
+    with LoopExecutor(max_workers=2, retry=policy) as exe:
+        results = exe.map(fn, ["x"], buffersize=1)
+        assert started.wait(WAIT)
+        results.close()  # type: ignore[attr-defined]
+        go.set()
+    stats = exe.stats
+    if kind is Flaky:
+        assert (stats.failed, stats.cancelled, stats.retried) == (1, 0, 0)
+    else:
+        assert (stats.failed, stats.cancelled, stats.retried) == (0, 1, 0)
+    assert asked == []
 
 
 def test_a_blocking_job_timed_out_while_waiting_for_a_thread_is_not_retried() -> None:

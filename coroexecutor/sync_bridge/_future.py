@@ -106,7 +106,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
     _retry_policy: Any = INHERIT
     _attempts: Any = None
     # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
-    # that attempt fails it is cancelled, not retried, as after shutdown(cancel_futures).
+    # that attempt fails, the job ends with its error, not retried, as after
+    # shutdown(cancel_futures) (see Retries.stopped).
     _last_attempt: bool = False
     # The note for the JobTimeoutError that may end the job's attempt, kept as the core
     # cancels the attempt for its job_timeout (see Retries.attempt_cancelled).

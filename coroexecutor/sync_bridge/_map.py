@@ -142,7 +142,8 @@ def _cancel_all(futures: collections.deque[concurrent.futures.Future[Any]]) -> N
     for future in reversed(futures):
         if isinstance(future, BridgeFuture) and not future.done():
             # Before cancel(): one that finds an attempt running cannot stop it, and
-            # the loop may then pause the job (cancel() ends the pause) or not yet.
+            # that attempt is then the job's last (see Retries.stopped); the loop may
+            # also have paused the job already (cancel() ends the pause) or not yet.
             future._last_attempt = True
         future.cancel()
 

@@ -196,7 +196,25 @@ class Retries:
                 annotate_job_error(exc, fn, args, kwargs, map_index=future._map_index)
             return exc
         del fn, args, kwargs, ctx  # see decide
-        return decide(attempts, exc)
+        return decide(attempts, exc, ask=not self.stopped(future))
+
+    def stopped(self, future: BridgeFuture[Any]) -> bool:
+        """Whether the job's attempt that just failed is its last, whatever its policy
+        says, as the core's (see _retrying.stopped): a shutdown has cancelled the jobs
+        that wait (cancel_futures=True, or more), the job's map was closed
+        (``_last_attempt``), or cancel() won while the attempt ran (a coroutine job's).
+        The job then ends with the attempt's error, as it would without ``retry=``, and
+        the policy is not asked: a blocking call that began is never reported cancelled
+        (its future fails; one cancel() won over stays cancelled).
+
+        Read without the lock: a shutdown that sets ``cancelling`` after this read comes
+        after the policy has retried the attempt, and cancels the job as it cancels any
+        job between two attempts (see Slots.pause)."""
+        return (
+            self._slots.cancelling
+            or future._last_attempt
+            or future._state == CANCELLED_AND_NOTIFIED
+        )
 
     def after_attempt(
         self, future: BridgeFuture[Any], task: asyncio.Future[Any], core: bool
@@ -220,7 +238,7 @@ class Retries:
             return False
         else:
             # Not from the job (its wrapper decides those): the core's job_timeout.
-            error = decide(attempts, exc)
+            error = decide(attempts, exc, ask=not self.stopped(future))
             if error is not None:
                 if core and cancels(error):
                     with self._lock:  # the core counted the timeout as a failure
@@ -307,15 +325,16 @@ def give_up(future: BridgeFuture[Any], error: BaseException) -> None:
         future._try_set_exception(error)
 
 
-def decide(attempts: Attempts, exc: BaseException) -> Optional[BaseException]:
+def decide(attempts: Attempts, exc: BaseException, *, ask: bool) -> Optional[BaseException]:
     """Attempt ``attempts.attempt`` raised ``exc``: None when the policy retries it (after
     ``attempts.delay``), else the job's error, noted: ``exc``, or the policy's error.
+    ``ask`` false: the attempt is the job's last (see Retries.stopped), ``exc`` its error.
 
     The traceback of the policy's error keeps this frame, and through it (``f_back``) the
     frames that called it, with what they hold when they return: those let go of the
     job's call first (its Attempts are dropped once the job is over)."""
     try:
-        delay = after_failure(attempts, attempts.attempt, exc)
+        delay = after_failure(attempts, attempts.attempt, exc, ask=ask)
     except BaseException as policy_error:  # the policy failed (or returned no delay)
         if policy_error.__context__ is None:
             policy_error.__context__ = exc  # as if raised while handling exc

@@ -140,8 +140,9 @@ class Slots:
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
         """A job's failed attempt is retried: free its slot. True when the job now pauses;
         False when it was cancelled meanwhile, or a shutdown has cancelled the jobs that
-        wait (or its map was closed: ``_last_attempt``), so it is cancelled instead of
-        pausing (counted here; the caller cancels it).
+        wait (or its map was closed: ``_last_attempt``) since the policy retried the
+        attempt, so it is cancelled as a pausing job would be (counted here; the caller
+        cancels it). (An attempt that fails after those is not retried: Retries.stopped.)
 
         ``core_failed``: the attempt was a task of the core, which counted it as a failure
         (True: the job_timeout) or a success (False: its wrapper returned RETRIED); None:
