@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 from typing import Any, Callable
 
-__all__ = ["Queued", "Resuming", "SentBack"]
+__all__ = ["FIRST", "Queued", "Requeued", "Resuming", "SentBack"]
 
 
 class Queued:
@@ -55,3 +55,16 @@ class Resuming(SentBack):
     slot was given away, the pausing job's own among them: see Slots._must_wait_again)."""
 
     __slots__ = ()
+
+
+class Requeued(Queued):
+    """A queued job that is the next attempt of a job that has run before: the bridge's
+    retry=, where each attempt is a job of its core (see Slots.queue_again). It lines up
+    as a Resuming waiter does: ahead of every entry never granted a slot, behind the
+    SentBack, Resuming and Requeued ones there before it."""
+
+    __slots__ = ()
+
+
+# The entries that go first: together they are a prefix of the backlog, in FIFO order.
+FIRST = (SentBack, Requeued)

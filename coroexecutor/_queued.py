@@ -10,13 +10,15 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._entries import Queued
+from ._entries import Queued, Requeued
 from ._following import QueuedFuture
 from ._lifecycle import check_idle, fail, interrupted
 from ._notes import annotate_job_error
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._start import start_job
+from ._startup import check_accepting
+from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "failed_to_start", "map_start_failed", "on_queued_done", "queue_job", "queue_map_job",
-    "start_queued",
+    "start_queued", "submit_again_nowait",
 ]
 
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -190,3 +192,21 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+def submit_again_nowait(
+    exe: Core, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> asyncio.Future[Any]:
+    """submit_nowait() for the next attempt of a job that has run before, which the
+    caller makes a job of its own (the bridge's retry=: each attempt is a job of its
+    core): started now if a slot and a start token are free and nobody waits, else
+    queued ahead of every job never started, behind the attempts queued so before it
+    (Slots.queue_again), as a job of ours resumes after its pause (Pauses.resume).
+    Without key= (the bridge holds its keys itself)."""
+    if exe._state is not State.RUNNING:
+        check_accepting(exe)
+    if exe._slots.take_nowait():
+        return start_job(exe, fn, args, _NO_KWARGS, "submit_nowait")
+    future = QueuedFuture(loop=exe._loop)
+    exe._slots.queue_again(Requeued(future, fn, args, _NO_KWARGS, exe._start_queued))
+    future.add_done_callback(exe._on_queued_done)
+    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    return future

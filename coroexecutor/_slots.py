@@ -14,7 +14,7 @@ import collections
 from collections.abc import Hashable
 from typing import Callable
 
-from ._entries import Queued, Resuming, SentBack
+from ._entries import FIRST, Queued, Requeued, Resuming, SentBack
 from ._ratelimit import RateLimiter
 
 __all__ = ["Slots"]
@@ -138,7 +138,7 @@ class Slots:
         try:
             await waiter
             while self.free + self.granted <= 0 or (
-                self.backlog and isinstance(self.backlog[0], SentBack)
+                self.backlog and isinstance(self.backlog[0], FIRST)
             ):
                 if not self._must_wait_again(waiter):
                     break
@@ -176,6 +176,14 @@ class Slots:
         if self.wake_handle is not None:
             self.wake_handle.cancel()
         self.wake_handle = self.loop.call_soon(self._on_wake)
+
+    def queue_again(self, entry: Requeued) -> None:
+        """Put the next attempt of a job that has run before in line for a slot (the
+        bridge's retry=: each attempt is a job of the core), ahead of every job never
+        started, as take_again() puts a job of ours (see _first_place)."""
+        self.backlog.insert(self._first_place(), entry)
+        self.queued += 1
+        self.schedule_wake()
 
     def resumed(self) -> None:
         """A pausing job holds a slot again (take_again() returned)."""
@@ -336,10 +344,10 @@ class Slots:
         if isinstance(waiter, SentBack):
             return False
         for entry in self.backlog:
-            if not isinstance(entry, SentBack):
+            if not isinstance(entry, FIRST):
                 return False
             # (A done one was cancelled: it left the line. A Resuming one takes no slot
-            # granted before it lined up.)
+            # granted before it lined up; a Requeued job is no waiter: admit() starts it.)
             if type(entry) is SentBack and not entry.done():
                 return True
         return False
@@ -361,16 +369,21 @@ class Slots:
             self.limiter.put_back()
 
     def _line_up_first(self, kind: type[SentBack] = SentBack) -> SentBack:
-        """A waiter behind the SentBack ones (Resuming ones included) and ahead of
-        everyone else."""
+        """A waiter behind those that go first (SentBack, Resuming and Requeued entries)
+        and ahead of everyone else."""
         waiter = kind(loop=self.loop)
-        backlog = self.backlog
-        ahead = 0  # the SentBack waiters form a prefix of the backlog: only they go first
-        while ahead < len(backlog) and isinstance(backlog[ahead], SentBack):
-            ahead += 1
-        backlog.insert(ahead, waiter)
+        self.backlog.insert(self._first_place(), waiter)
         self.waiting += 1
         return waiter
+
+    def _first_place(self) -> int:
+        """Where an entry that goes first lines up: behind the others that do (FIRST, a
+        prefix of the backlog), ahead of every entry never granted a slot."""
+        backlog = self.backlog
+        ahead = 0
+        while ahead < len(backlog) and isinstance(backlog[ahead], FIRST):
+            ahead += 1
+        return ahead
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:
         """A slot waiter was cancelled: leave the line, or give back a slot just granted

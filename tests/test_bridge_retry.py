@@ -599,6 +599,37 @@ def test_a_retry_goes_ahead_of_blocking_jobs_waiting_for_a_thread(options: dict[
     assert starts.index("attempt 2") == started_before < len(starts) - 1
 
 
+@pytest.mark.parametrize("kind", [Flaky, AsyncFlaky], ids=["blocking", "coroutine"])
+def test_a_retry_takes_the_next_start_token_ahead_of_jobs_not_started(
+    kind: type[Flaky],
+) -> None:
+    # Under max_per_second, jobs holding a slot wait for a start token in the core's
+    # line, not started yet. A resumed attempt used to wait behind all of them (found by
+    # a docs-only tester); it takes the next token, as in CoroutineExecutor. On virtual
+    # time (the loop's clock jumps to its next timer when nothing is ready): a token a
+    # second, the first one (burst=1) at 0, which the first attempt takes.
+    starts: list[tuple[str, float]] = []
+
+    async def later(name: str) -> None:
+        starts.append((name, round(asyncio.get_running_loop().time(), 3)))
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        # On the loop thread, as the first attempt fails: nothing can start before these
+        # are in line for their tokens (from 1 s on), while the job pauses for 0.5 s.
+        for index in range(3):
+            exe.submit(later, f"q{index}")
+        return 0.5
+
+    flaky = kind(failures=1)
+    with LoopExecutor(
+        max_workers=8, max_per_second=1.0, retry=policy, loop_factory=lambda: new_loop("virtual")
+    ) as exe:
+        assert exe.submit(flaky, "again").result(timeout=WAIT) == "again"
+    # The token of 1 s went to the second attempt; before the fix, to q0 (then A at 4 s).
+    assert starts == [("q0", 2.0), ("q1", 3.0), ("q2", 4.0)]
+    assert len(flaky.threads) == 2 and exe.stats.retried == 1
+
+
 #
 # The job's context, from one attempt to the next
 #

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from .._errors import job_wrapper
 from .._executor import CoroutineExecutor
+from .._queued import submit_again_nowait
 from ._future import BridgeFuture
 from ._job import Job
 from ._options import CoreOptions, ShutdownRequest
@@ -89,7 +90,12 @@ class Scheduler:
             return
         wrapper = self._run_coroutine if coroutine_fn else self._run_blocking
         try:
-            task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
+            if future._attempts is None:
+                task = ctx.run(self.core.submit_nowait, wrapper, future, fn, args, kwargs)
+            else:
+                # A job's next attempt (retry=) that the core must queue, under
+                # max_per_second, waits for a start token ahead of every job never started.
+                task = ctx.run(self._submit_again, wrapper, future, fn, args, kwargs)
         except BaseException as exc:  # not expected: the core accepts while we hold slots
             future._try_set_exception(exc)
             self.unstarted += 1
@@ -108,6 +114,9 @@ class Scheduler:
             # HandOff.cancel_job_threadsafe. The job itself never starts: _run_coroutine
             # and the worker check the state before calling fn.
             task.cancel()
+
+    def _submit_again(self, wrapper: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return submit_again_nowait(self.core, wrapper, args)
 
     def _release(self, future: BridgeFuture[Any]) -> None:
         if future._attempts is not None:  # a retried job is over: see _retries
