@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -628,6 +628,97 @@ def test_a_retry_takes_the_next_start_token_ahead_of_jobs_not_started(
     # The token of 1 s went to the second attempt; before the fix, to q0 (then A at 4 s).
     assert starts == [("q0", 2.0), ("q1", 3.0), ("q2", 4.0)]
     assert len(flaky.threads) == 2 and exe.stats.retried == 1
+
+
+@pytest.mark.parametrize("kind", ["blocking", "coroutine"])
+def test_a_job_pausing_leaves_its_buffered_maps_window(kind: str) -> None:
+    # semantics.rst: a job pausing between attempts leaves its map's window, so the map
+    # keeps its slots busy meanwhile, up to buffersize pausing jobs. The bridge's map
+    # used to keep it in its window (found by a docs-only tester): with buffersize=2,
+    # while input 0 paused only inputs 1 and 2 ran, and the other slot sat idle.
+    policy = LongBackoff()  # input 0's first failure pauses it for 60 s
+    started = [threading.Event() for _ in range(8)]
+    failed: list[int] = []
+
+    def blocking(index: int) -> int:
+        started[index].set()
+        if index == 0 and not failed:
+            failed.append(index)
+            raise OSError("transient")
+        return index
+
+    async def coroutine(index: int) -> int:
+        await asyncio.sleep(0)
+        return blocking(index)
+
+    outcome: list[BaseException] = []
+
+    def consume(results: Iterator[int]) -> None:
+        try:
+            next(results)  # waits for input 0, pausing
+        except BaseException as exc:  # its CancelledError, once the test cancels it
+            outcome.append(exc)
+
+    exe = LoopExecutor(max_workers=2, retry=policy)
+    try:
+        results = exe.map(blocking if kind == "blocking" else coroutine, range(8), buffersize=2)
+        consumer = threading.Thread(target=consume, args=(results,))
+        consumer.start()
+        assert policy.backing_off.wait(WAIT)
+        # The map holds input 0 and the two ahead of it (1, 2), as next() waits, plus one
+        # for the pausing job: input 3 runs. Not 4: one pausing job makes room for one.
+        assert started[3].wait(WAIT)
+        assert not started[4].is_set()
+    finally:
+        exe.shutdown(wait=True, cancel_futures=True)  # ends the pause
+    consumer.join(WAIT)
+    assert not consumer.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], concurrent.futures.CancelledError)
+    assert [index for index in range(8) if started[index].is_set()] == [0, 1, 2, 3]
+
+
+def test_a_buffered_maps_pausing_jobs_widen_its_window_by_buffersize_at_most() -> None:
+    # Every input fails once and pauses 60 s. buffersize=2: the map holds input 0 and the
+    # two ahead of it as next() waits, plus one per pausing job, up to 2: inputs 0 to 4.
+    # So memory stays bounded however many jobs pause.
+    asked = threading.Semaphore(0)
+    started = [threading.Event() for _ in range(8)]
+    failed: set[int] = set()
+    lock = threading.Lock()
+
+    def policy(attempt: int, exc: BaseException) -> float:
+        asked.release()
+        return 60.0
+
+    def job(index: int) -> int:
+        started[index].set()
+        with lock:
+            first = index not in failed
+            failed.add(index)
+        if first:
+            raise OSError("transient")
+        return index
+
+    outcome: list[BaseException] = []
+
+    def consume(results: Iterator[int]) -> None:
+        try:
+            next(results)
+        except BaseException as exc:  # its CancelledError, once the test cancels it
+            outcome.append(exc)
+
+    exe = LoopExecutor(max_workers=8, retry=policy)
+    try:
+        consumer = threading.Thread(target=consume, args=(exe.map(job, range(8), buffersize=2),))
+        consumer.start()
+        for _ in range(5):  # inputs 0 to 4 fail and pause
+            assert asked.acquire(timeout=WAIT)
+        assert not started[5].is_set()
+    finally:
+        exe.shutdown(wait=True, cancel_futures=True)  # ends the pauses
+    consumer.join(WAIT)
+    assert not consumer.is_alive() and len(outcome) == 1
+    assert [index for index in range(8) if started[index].is_set()] == [0, 1, 2, 3, 4]
 
 
 #

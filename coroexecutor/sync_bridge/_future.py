@@ -100,11 +100,12 @@ class BridgeFuture(concurrent.futures.Future[T]):
     # (guarded by _condition; see cancel and _future_locks.notify_waiters).
     _unnotified: Optional[list[_Waiter]]
     # Class attributes, set on an instance only when needed, so that a job that needs
-    # neither pays nothing: the retry policy of a map given its own retry= (INHERIT: the
+    # none pays nothing: the retry policy of a map given its own retry= (INHERIT: the
     # executor's), and the job's _retries.Attempts once an attempt has failed under a
     # policy (loop thread; typed Any: importing the class here would be a cycle).
     _retry_policy: Any = INHERIT
     _attempts: Any = None
+    _map_window: Any = None  # a buffered map's _window.MapWindow, under retry= (see _map)
     # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
     # that attempt fails, the job ends with its error, not retried, as after
     # shutdown(cancel_futures) (see Retries.stopped).

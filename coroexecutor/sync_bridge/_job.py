@@ -7,10 +7,10 @@ import inspect
 from contextvars import copy_context
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from types import FunctionType
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
 
 from .._errors import async_generator_error, check_job_fn
-from .._retry import RetryPolicy
+from .._retry import Inherit, RetryPolicy
 from ._future import BridgeFuture, FutureOwner
 
 __all__ = ["Job", "is_coroutine_job", "submit_job", "submit_with_policy"]
@@ -82,15 +82,18 @@ def submit_with_policy(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     map_index: int,
-    policy: Optional[RetryPolicy],
+    policy: Union[RetryPolicy, Inherit, None],
+    window: Any = None,
 ) -> BridgeFuture[Any]:
     """map()'s submit of input ``map_index`` when the map has its own ``retry=`` (None: no
-    retries): submit_job, plus the policy set on the future before the hand-off. Written
-    out, so that submit_job pays nothing for it."""
+    retries; INHERIT: the executor's), or a window its pausing jobs leave (a
+    _window.MapWindow): submit_job, plus both set on the future before the hand-off.
+    Written out, so that submit_job pays nothing for them."""
     coroutine_job = is_coroutine_job(fn)
     future: BridgeFuture[Any] = BridgeFuture(handoff)
     future._annotate = annotate
     future._map_index = map_index
     future._retry_policy = policy
+    future._map_window = window
     handoff.submit_threadsafe(Job(future, fn, args, {}, copy_context(), coroutine_job))
     return future

@@ -15,6 +15,7 @@ from .._retry import INHERIT, Inherit, RetryPolicy
 from .._typing import Self, final
 from ._future import BridgeFuture
 from ._job import submit_job, submit_with_policy
+from ._window import MapWindow
 
 __all__ = ["MapIterator", "start_map"]
 
@@ -49,7 +50,7 @@ class MapIterator(Iterator[T]):
 
     __slots__ = (
         "__weakref__", "_end_time", "_exe_ref", "_fn", "_futures", "_inputs", "_next_lock",
-        "_submit",
+        "_submit", "_window",
     )
 
     def __init__(
@@ -60,9 +61,12 @@ class MapIterator(Iterator[T]):
         inputs: Optional[Iterator[tuple[Any, ...]]],
         end_time: Optional[float],
         submit: _Submit,
+        window: Optional[MapWindow] = None,
     ) -> None:
-        # First: __del__ of an iterator a Ctrl-C cut short in here cancels the jobs.
-        self._futures = futures
+        # First, in one step (one line, no call): __del__ of an iterator a Ctrl-C cut
+        # short in here cancels the jobs, and closes the window (with buffersize, under
+        # a retry policy: the window its pausing jobs leave; else None).
+        self._futures, self._window = futures, window
         # A weak reference, so that a suspended iterator does not keep the executor alive.
         self._exe_ref = exe_ref
         self._fn = fn
@@ -93,13 +97,20 @@ class MapIterator(Iterator[T]):
         if not futures:
             raise StopIteration
         try:
-            inputs = self._inputs
-            if inputs is not None:
-                item = next(inputs, None)
-                exe = self._exe_ref()
-                if item is not None and exe is not None:
-                    futures.append(self._submit(exe, self._fn, item[1], item[0]))
-                del exe
+            window = self._window
+            if window is None:
+                inputs = self._inputs
+                if inputs is not None:
+                    item = next(inputs, None)
+                    exe = self._exe_ref()
+                    if item is not None and exe is not None:
+                        futures.append(self._submit(exe, self._fn, item[1], item[0]))
+                    del exe
+            else:
+                # As above, plus one input for each job that pauses while we wait.
+                self._fill(window.size())
+                while window.wait(futures[0], self._end_time):
+                    self._fill(window.size())
             end_time = self._end_time
             timeout = None if end_time is None else end_time - time.monotonic()
             # The head stays in the deque until its result is in: if the wait fails (a
@@ -115,6 +126,20 @@ class MapIterator(Iterator[T]):
             self.close()
             raise
 
+    def _fill(self, size: int) -> None:
+        """Submit the next inputs until the map holds ``size`` jobs, or they run out."""
+        futures = self._futures
+        while self._inputs is not None and len(futures) < size:
+            item = next(self._inputs, None)
+            if item is None:
+                self._inputs = None
+                return
+            exe = self._exe_ref()
+            if exe is None:
+                return
+            futures.append(self._submit(exe, self._fn, item[1], item[0]))
+            del exe
+
     def close(self) -> None:
         """Cancel the jobs whose results were not yielded yet; later ``next()`` stops."""
         futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
@@ -122,6 +147,8 @@ class MapIterator(Iterator[T]):
             futures, self._futures = self._futures, futures  # one step: no call
             self._inputs = None
             _cancel_all(futures)
+            if self._window is not None:
+                self._window.close()
         except BaseException:
             # Cut short (Ctrl-C): the jobs taken from the iterator are cancelled all the
             # same (cancel() again is a no-op), or they would run on, unwanted, holding
@@ -166,7 +193,10 @@ def start_map(
             raise ValueError(f"buffersize must be None or > 0 (got {buffersize!r})")
     end_time = None if timeout is None else timeout + time.monotonic()
     inputs = enumerate(zip(*iterables))  # the index names a failed job's input
-    submit: _Submit = _submit if isinstance(policy, Inherit) else _Policy(policy)
+    window = _window_for(exe, buffersize, policy)
+    submit: _Submit = (
+        _submit if isinstance(policy, Inherit) and window is None else _Policy(policy, window)
+    )
     if buffersize:
         futures = collections.deque(
             submit(exe, fn, args, index) for index, args in itertools.islice(inputs, buffersize)
@@ -174,8 +204,22 @@ def start_map(
     else:
         futures = collections.deque(submit(exe, fn, args, index) for index, args in inputs)
     return MapIterator(
-        weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time, submit
+        weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time, submit, window
     )
+
+
+def _window_for(
+    exe: concurrent.futures.Executor,
+    buffersize: Optional[int],
+    policy: Union[RetryPolicy, Inherit, None],
+) -> Optional[MapWindow]:
+    """A buffered map whose jobs a policy may retry gets a window its pausing jobs
+    leave (see MapWindow); others need none."""
+    if not buffersize:
+        return None
+    if isinstance(policy, Inherit):
+        policy = exe._handoff.scheduler.retries.policy  # type: ignore[attr-defined]  # see _submit
+    return None if policy is None else MapWindow(buffersize)
 
 
 def _submit(
@@ -188,12 +232,16 @@ def _submit(
 
 
 class _Policy:
-    """Submits a map's inputs under the map's own retry policy."""
+    """Submits a map's inputs under the map's own retry policy (INHERIT: the executor's),
+    in the map's window, if it has one (see _window_for)."""
 
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "window")
 
-    def __init__(self, policy: Optional[RetryPolicy]) -> None:
+    def __init__(
+        self, policy: Union[RetryPolicy, Inherit, None], window: Optional[MapWindow] = None
+    ) -> None:
         self.policy = policy
+        self.window = window
 
     def __call__(
         self,
@@ -203,6 +251,6 @@ class _Policy:
         index: int,
     ) -> concurrent.futures.Future[Any]:
         handoff, annotate = exe._handoff, exe._annotate  # type: ignore[attr-defined]  # see _submit
-        return submit_with_policy(handoff, annotate, fn, args, index, self.policy)
+        return submit_with_policy(handoff, annotate, fn, args, index, self.policy, self.window)
 
 

@@ -284,6 +284,8 @@ class Retries:
         if not paused:
             future._set_cancelled()  # a no-op if cancel() did it
             attempts.drop()  # the job is over
+        elif future._map_window is not None:
+            future._map_window.paused(future)  # its map starts another input meanwhile
         self._run(to_start, items)
 
     def _resume(self, future: BridgeFuture[Any]) -> None:
@@ -293,6 +295,8 @@ class Retries:
         job = future._attempts.next_job(future)
         future._job = None
         future._attempts.attempt += 1
+        if future._map_window is not None:
+            future._map_window.resumed(future)  # back in its map's window
         with self._lock:
             if not self._slots.resume(job):
                 return  # cancelled in its pause, or waiting for a slot
