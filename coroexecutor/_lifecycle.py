@@ -200,7 +200,7 @@ def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
     going down. ``freed_by``: the task of the job whose end freed the slot, when that is
     not the current task (a done callback settled it)."""
     if exe._slots.startable and tearing_down(exe, freed_by):
-        return  # every queued job was cancelled instead
+        return  # held back a turn: the loop may be going down (see tearing_down)
     exe._slots.admit()
 
 
@@ -230,12 +230,29 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     task (``freed_by``, else the current task) is looked at on the way to starting
     queued jobs; the scan of the loop's tasks happens only when it is being cancelled.
     (Python 3.11+: before, a task's pending cancellations cannot be counted.)
+
+    But an ordinary cancel looks the same when it hits the only task left: a body
+    waiting in ``submit()`` under ``asyncio.timeout``, its job just finished, has the
+    timeout's cancel pending as the slot it was granted passes on. So the queued jobs
+    wait a turn, and the loop's tasks are asked again then (_confirm_teardown): by
+    then the timeout has taken its cancel back (``uncancel()``) and the body goes on,
+    while the loop's end leaves every task it cancelled cancelling, or finished.
     """
     current = freed_by if freed_by is not None else _current_task(exe._loop)
     if current is None or not loop_going_down(current):
         return False
-    abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
+    exe._loop.call_soon(_confirm_teardown, exe)
     return True
+
+
+def _confirm_teardown(exe: Core) -> None:
+    """A turn after tearing_down() held the queued jobs back: if every task unfinished on
+    the loop still has a cancellation pending (or none is left), the loop is going down,
+    and the queued jobs are dropped (not an error); else they start as usual."""
+    if all(cancelling(task) for task in asyncio.all_tasks(exe._loop)):
+        abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
+    else:
+        admit(exe)  # (outside any task: not held back again)
 
 
 #

@@ -1,0 +1,113 @@
+"""An ordinary cancel that looks like the loop's end must not stop the executor.
+
+The executor takes a job's cancel for the end of ``asyncio.run()`` when every unfinished
+task on the loop has a cancellation pending (see docs/semantics.rst, "A job cancelled from
+outside counts as an error"). A docs-only tester (brk8) found the same picture in a plain
+program: the body, the only task left, waits in ``submit()`` under ``asyncio.timeout``,
+and the timeout fires in the turn the slot it was granted comes free. The executor then
+stopped itself: the queued jobs were cancelled, later submits refused, and the block
+raised nothing (3.13 with the eager task factory: 26 runs in 100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+from tests.conftest import new_loop
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(
+        sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+    ),
+]
+
+
+async def _noop(n: int) -> int:
+    await asyncio.sleep(0)
+    return n
+
+
+async def _scenario(kind: str) -> tuple[list[Any], str, Any]:
+    """The body waits in submit() for the only slot; the job holding it queues three jobs
+    behind the body, has the body cancelled in the turn after its own end (as a timeout
+    firing then would: the slot is granted to the body by then, not yet taken) and ends.
+    The body takes the cancel back, as asyncio.timeout does, and goes on."""
+    body = asyncio.current_task()
+    assert body is not None
+    loop = asyncio.get_running_loop()
+    async with CoroutineExecutor(max_workers=1) as exe:
+        go = asyncio.Event()
+        queued: list[asyncio.Future[int]] = []
+
+        async def holder() -> None:
+            await go.wait()
+            queued.extend(exe.submit_nowait(_noop, n) for n in range(3))
+            loop.call_soon(body.cancel)  # runs after the slot is granted to the body
+
+        await exe.submit(holder)
+        go.set()
+        try:
+            await exe.submit(_noop, 99)
+            raise AssertionError("the body's submit was not cancelled")
+        except asyncio.CancelledError:
+            body.uncancel()  # what asyncio.timeout does with its own cancel
+        results = list(await asyncio.gather(*queued, return_exceptions=True))
+        try:
+            later = str(await (await exe.submit(_noop, 7)))
+        except RuntimeError as exc:
+            later = f"refused: {exc}"
+    return results, later, exe.stats
+
+
+@pytest.mark.parametrize("kind", ["default", "eager", "uvloop"])
+def test_a_cancelled_submit_of_the_only_task_does_not_stop_the_executor(kind: str) -> None:
+    if kind == "eager" and sys.version_info < (3, 12):
+        pytest.skip("asyncio.eager_task_factory is new in 3.12")
+    if kind == "uvloop":
+        pytest.importorskip("uvloop")
+    loop = new_loop(kind)
+    loop.set_debug(True)
+    try:
+        results, later, stats = loop.run_until_complete(_scenario(kind))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    assert results == [0, 1, 2]  # the queued jobs ran (they were cancelled)
+    assert later == "7"  # a later submit is accepted (it was refused: shut down)
+    assert (stats.succeeded, stats.cancelled, stats.failed) == (5, 0, 0)
+
+
+def test_the_end_of_asyncio_run_still_drops_the_queued_jobs() -> None:
+    # The other side: a task left waiting in submit() when asyncio.run()'s main returns is
+    # cancelled by the loop's end with the running job; the queued job behind it is
+    # dropped, not started as a task nobody waits for.
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        exe = CoroutineExecutor(max_workers=1)
+        started = asyncio.Event()
+
+        async def parked() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        await exe.submit(parked)
+        await started.wait()
+
+        async def waiter() -> None:
+            await exe.submit(_noop, 1)
+
+        seen["waiter"] = asyncio.ensure_future(waiter())
+        seen["queued"] = exe.submit_nowait(_noop, 2)
+        seen["exe"] = exe
+        await asyncio.sleep(0)  # the waiter waits for the slot
+
+    asyncio.run(main(), debug=True)
+    assert seen["queued"].cancelled()
+    assert seen["exe"].stats.cancelled >= 2  # the running job and the queued one
