@@ -107,8 +107,7 @@ class BridgeFuture(concurrent.futures.Future[T]):
     _attempts: Any = None
     _map_window: Any = None  # a buffered map's _window.MapWindow, under retry= (see _map)
     # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
-    # that attempt fails, the job ends with its error, not retried, as after
-    # shutdown(cancel_futures) (see Retries.stopped).
+    # it fails, the job ends with its error, as after shutdown(cancel_futures) (Retries.stopped).
     _last_attempt: bool = False
     # The note for the JobTimeoutError that may end the job's attempt, kept as the core
     # cancels the attempt for its job_timeout (see Retries.attempt_cancelled).
