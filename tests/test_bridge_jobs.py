@@ -76,6 +76,36 @@ def test_thread_name_prefix_names_loop_and_workers() -> None:
         assert exe.submit(loop_name).result(WAIT) == "fetcher_loop"
 
 
+def test_lowering_max_workers_keeps_the_idle_threads_and_bounds_the_running_jobs() -> None:
+    # docs/bridge.rst: lowering the limit bounds the jobs running at once; the threads
+    # already started stay, idle, and no more are ever started than the highest limit.
+    def workers() -> int:
+        return sum(t.name.startswith("lowered_worker") for t in threading.enumerate())
+
+    with ThreadedLoopExecutor(max_workers=4, thread_name_prefix="lowered") as exe:
+        four = threading.Barrier(4, timeout=WAIT)
+        assert [f.result(WAIT) for f in [exe.submit(four.wait) for _ in range(4)]]
+        assert workers() == 4
+        exe.max_workers = 2
+        lock = threading.Lock()
+        running, most = 0, 0
+        two = threading.Barrier(2, timeout=WAIT)
+
+        def job() -> None:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            two.wait()  # two run at once, or this breaks
+            with lock:
+                running -= 1
+
+        for future in [exe.submit(job) for _ in range(8)]:
+            future.result(WAIT)
+        assert most == 2
+        assert workers() == 4
+
+
 def test_callables_returning_awaitables_run_on_the_loop(exe: ThreadedLoopExecutor) -> None:
     assert exe.submit(lambda: double(5)).result(timeout=WAIT) == 10
     assert exe.submit(functools.partial(double, 6)).result(timeout=WAIT) == 12
