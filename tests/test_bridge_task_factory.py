@@ -1,0 +1,183 @@
+"""ThreadedLoopExecutor on a loop whose task factory (``loop.set_task_factory``, set
+by its ``loop_factory``) misbehaves: it raises, or makes no task, for the loop's first
+task or for later ones.
+
+The outcomes are documented in docs/bridge.rst ("A failing initializer", the paragraph
+on the loop's task factory) and in docs/reliability.rst's fault table: a loop that
+cannot start its first task breaks the executor; a job whose task cannot be made fails
+with that error. Either way nothing hangs, nothing reaches threading.excepthook or
+warns "never awaited", and no thread is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import re
+import sys
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from coroexecutor import BrokenLoopExecutor, ThreadedLoopExecutor
+from tests.conftest import uvloop
+
+pytestmark = pytest.mark.timeout(20)
+
+WAIT = 5  # seconds: the bound on every blocking wait in a thread; reaching it fails
+
+
+#
+# The loop cannot start its first task
+#
+
+
+class _Reports:
+    """What the loop thread would report: threading.excepthook (the thread died) and
+    sys.unraisablehook ("coroutine ... was never awaited", an error under -W error)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.died: list[BaseException | None] = []
+        self.unraisable: list[str] = []
+        monkeypatch.setattr(threading, "excepthook", lambda args: self.died.append(args.exc_value))
+        monkeypatch.setattr(
+            sys, "unraisablehook", lambda args: self.unraisable.append(repr(args.exc_value))
+        )
+
+
+def _refusing_loop(
+    made: list[asyncio.AbstractEventLoop], error: BaseException, gate: threading.Event
+) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A loop_factory: a new loop whose task factory raises ``error``, once ``gate`` is
+    open (so jobs can be handed in first, as they can while a loop starts)."""
+
+    def refuse(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        assert gate.wait(WAIT)
+        raise error
+
+    def factory() -> asyncio.AbstractEventLoop:
+        made.append(asyncio.new_event_loop())
+        made[-1].set_task_factory(refuse)
+        return made[-1]
+
+    return factory
+
+
+async def _double(n: int) -> int:
+    return 2 * n
+
+
+@pytest.mark.parametrize("with_initializer", [False, True])
+def test_bridge_task_factory_raising_breaks_the_executor(
+    with_initializer: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the loop thread died (threading.excepthook), "coroutine
+    # '_LoopRun.main' was never awaited", and submit() said "cannot schedule new futures
+    # after shutdown" with no cause. Found with uvloop 0.23 and eager_task_factory on 3.13.
+    reports = _Reports(monkeypatch)
+    made: list[asyncio.AbstractEventLoop] = []
+    error, gate = TypeError("task factory refuses"), threading.Event()
+    ran: list[str] = []
+    initializer = functools.partial(ran.append, "initializer") if with_initializer else None
+    before = set(threading.enumerate())
+
+    async def job(n: int) -> int:
+        ran.append("job")
+        return n
+
+    exe = ThreadedLoopExecutor(
+        max_workers=2, loop_factory=_refusing_loop(made, error, gate), initializer=initializer
+    )
+    accepted = [exe.submit(job, n) for n in range(3)]  # 2 given a slot, 1 waits for one
+    blocking = exe.submit(len, "abc")  # without an initializer: waits for a slot too
+    gate.set()
+    for future in [*accepted, blocking]:
+        exc = future.exception(timeout=WAIT)
+        assert isinstance(exc, BrokenLoopExecutor), repr(exc)
+        assert exc.__cause__ is error
+    message = "is broken: its event loop could not start its first task: TypeError("
+    with pytest.raises(BrokenLoopExecutor, match=re.escape(message)) as info:
+        exe.submit(job, 9)
+    assert info.value.__cause__ is error
+    with pytest.raises(BrokenLoopExecutor) as info:
+        list(exe.map(job, [1, 2]))
+    assert info.value.__cause__ is error
+    with exe:  # leaves without raising
+        pass
+    exe.shutdown(wait=True)
+    assert ran == []
+    assert made[0].is_closed()
+    stats = exe.stats
+    assert (stats.submitted, stats.queued, stats.running, stats.failed) == (4, 0, 0, 4)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
+    assert set(threading.enumerate()) <= before
+
+
+def test_bridge_task_factory_raising_leaves_blocking_jobs_on_a_thread_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A blocking job given a slot goes to a worker thread at once, loop or not; what it
+    # returns for the loop to await is closed, and the job fails as the others do.
+    reports = _Reports(monkeypatch)
+    made: list[asyncio.AbstractEventLoop] = []
+    error, gate = TypeError("task factory refuses"), threading.Event()
+    exe = ThreadedLoopExecutor(max_workers=2, loop_factory=_refusing_loop(made, error, gate))
+    ran = exe.submit(len, "abc")
+    assert ran.result(timeout=WAIT) == 3
+    returns_awaitable = exe.submit(lambda: _double(2))
+    gate.set()
+    exc = returns_awaitable.exception(timeout=WAIT)
+    assert isinstance(exc, BrokenLoopExecutor) and exc.__cause__ is error
+    exe.shutdown(wait=True)
+    stats = exe.stats
+    assert (stats.submitted, stats.queued, stats.succeeded, stats.failed) == (2, 0, 1, 1)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
+
+
+def test_bridge_task_factory_making_no_task_breaks_the_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reports = _Reports(monkeypatch)
+
+    def no_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        return None  # drops the coroutine: ours, which the executor closes
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        loop.set_task_factory(no_task)
+        return loop
+
+    exe = ThreadedLoopExecutor(loop_factory=factory)
+    with pytest.raises(BrokenLoopExecutor) as info:
+        exe.submit(_double, 1).result(timeout=WAIT)  # refused, or failed once accepted
+    # What the loop raised for the non-task: TypeError (3.11), AttributeError (3.13).
+    assert isinstance(info.value.__cause__, Exception)
+    exe.shutdown(wait=True)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
+
+
+@pytest.mark.skipif(uvloop is None or sys.version_info < (3, 12), reason="uvloop, 3.12+")
+def test_bridge_on_uvloop_with_the_eager_task_factory_works_or_is_broken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvloop 0.23 calls the eager factory with eager_start=, which it refuses (3.13).
+    reports = _Reports(monkeypatch)
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = uvloop.new_event_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        return loop
+
+    with ThreadedLoopExecutor(loop_factory=factory) as exe:
+        try:
+            outcome: object = exe.submit(_double, 21).result(timeout=WAIT)
+        except BrokenLoopExecutor as exc:
+            outcome = exc.__cause__
+    assert outcome == 42 or isinstance(outcome, TypeError)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
