@@ -23,6 +23,7 @@ __all__ = [
     "coroutine_hint",
     "describe_job",
     "job_wrapper",
+    "not_a_task",
     "refused",
     "refused_by",
 ]
@@ -97,6 +98,15 @@ def coroutine_hint(where: str, got: object) -> str:
     """The two-call hint for a coroutine object (or other awaitable) passed as ``fn``."""
     wrong, right = _HINT_CALLS.get(where, _SUBMIT_CALLS)
     return _COROUTINE_HINT.format(where=where, got=safe_repr(got), wrong=wrong, right=right)
+
+
+def not_a_task(made: object) -> TypeError:
+    """What a loop's task factory made in place of a task (None, a plain Future): nothing
+    would run the coroutine it was given, so whoever waits for that task would wait for
+    ever. (Python 3.13's create_task itself fails on most of these, with an
+    AttributeError for ``set_name``; 3.11 and 3.12 return them.)"""
+    got = safe_repr(made)
+    return TypeError(f"the event loop's task factory must return an asyncio.Task (got {got})")
 
 
 def async_generator_error(where: str, fn: object) -> TypeError:

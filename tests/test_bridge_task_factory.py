@@ -47,6 +47,19 @@ class _Reports:
         )
 
 
+def _loop_with(
+    task_factory: Callable[..., Any], made: list[asyncio.AbstractEventLoop]
+) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A loop_factory: a new loop with this task factory, kept in ``made``."""
+
+    def factory() -> asyncio.AbstractEventLoop:
+        made.append(asyncio.new_event_loop())
+        made[-1].set_task_factory(task_factory)
+        return made[-1]
+
+    return factory
+
+
 def _refusing_loop(
     made: list[asyncio.AbstractEventLoop], error: BaseException, gate: threading.Event
 ) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -57,12 +70,7 @@ def _refusing_loop(
         assert gate.wait(WAIT)
         raise error
 
-    def factory() -> asyncio.AbstractEventLoop:
-        made.append(asyncio.new_event_loop())
-        made[-1].set_task_factory(refuse)
-        return made[-1]
-
-    return factory
+    return _loop_with(refuse, made)
 
 
 async def _double(n: int) -> int:
@@ -138,25 +146,88 @@ def test_bridge_task_factory_raising_leaves_blocking_jobs_on_a_thread_to_run(
     assert reports.died == [] and reports.unraisable == []
 
 
+# What a task factory returns in place of a task, and whether it closes the coroutine
+# it was given first.
+_NO_TASKS = {
+    "None": (lambda loop: None, False),
+    "None, coroutine closed": (lambda loop: None, True),
+    "a Future": (lambda loop: loop.create_future(), False),
+    "a Future, coroutine closed": (lambda loop: loop.create_future(), True),
+    "an object, coroutine closed": (lambda loop: object(), True),
+}
+
+
+
+def _assert_no_task_error(error: BaseException | None) -> None:
+    """The error for what a task factory made in place of a task: ours on 3.11 and 3.12;
+    on 3.13 create_task's own, as it calls the product's set_name, which these lack."""
+    if sys.version_info >= (3, 13):
+        assert isinstance(error, AttributeError), repr(error)
+        assert "set_name" in str(error)
+    else:
+        assert isinstance(error, TypeError), repr(error)
+        assert "the event loop's task factory must return an asyncio.Task (got " in str(error)
+
+
+@pytest.mark.parametrize("product", list(_NO_TASKS))
 def test_bridge_task_factory_making_no_task_breaks_the_executor(
-    monkeypatch: pytest.MonkeyPatch,
+    product: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Regression: for a Future (3.11, 3.12) the loop waited for ever for it, so result(),
+    # shutdown() and leaving ``with`` hung; for a coroutine the factory closed first, the
+    # loop thread died in Runner.close() (threading.excepthook) with no BrokenLoopExecutor.
     reports = _Reports(monkeypatch)
+    made: list[asyncio.AbstractEventLoop] = []
+    gate = threading.Event()
+    make, close = _NO_TASKS[product]
+    before = set(threading.enumerate())
 
     def no_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        return None  # drops the coroutine: ours, which the executor closes
+        assert gate.wait(WAIT)
+        if close:
+            coro.close()
+        return make(loop)
 
-    def factory() -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        loop.set_task_factory(no_task)
-        return loop
+    exe = ThreadedLoopExecutor(max_workers=2, loop_factory=_loop_with(no_task, made))
+    accepted = [exe.submit(_double, n) for n in range(3)]  # 2 given a slot, 1 waits for one
+    gate.set()
+    for future in accepted:
+        exc = future.exception(timeout=WAIT)
+        assert isinstance(exc, BrokenLoopExecutor), repr(exc)
+        _assert_no_task_error(exc.__cause__)
+    with pytest.raises(BrokenLoopExecutor, match="could not start its first task") as info:
+        exe.submit(_double, 9)
+    _assert_no_task_error(info.value.__cause__)
+    with exe:  # leaves without raising
+        pass
+    assert made[0].is_closed()
+    stats = exe.stats
+    assert (stats.submitted, stats.queued, stats.running, stats.failed) == (3, 0, 0, 3)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
+    assert set(threading.enumerate()) <= before
 
-    exe = ThreadedLoopExecutor(loop_factory=factory)
-    with pytest.raises(BrokenLoopExecutor) as info:
-        exe.submit(_double, 1).result(timeout=WAIT)  # refused, or failed once accepted
-    # What the loop raised for the non-task: TypeError (3.11), AttributeError (3.13).
-    assert isinstance(info.value.__cause__, Exception)
-    exe.shutdown(wait=True)
+
+def test_bridge_loop_closes_without_a_task_factory_that_fails_after_the_first_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Regression: Runner.close() made its own tasks (closing the async generators and
+    # the default executor) through the factory, which raised out of the loop thread
+    # (threading.excepthook) with the loop left open.
+    reports = _Reports(monkeypatch)
+    made: list[asyncio.AbstractEventLoop] = []
+    calls: list[object] = []
+
+    def first_only(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        calls.append(coro)
+        if len(calls) > 1:
+            raise RuntimeError("one task only")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    with ThreadedLoopExecutor(loop_factory=_loop_with(first_only, made)) as exe:
+        assert exe.submit(len, "ab").result(timeout=WAIT) == 2  # on a worker thread
+    assert len(calls) == 1  # the loop's own last tasks did not go through it
+    assert made[0].is_closed()
     gc.collect()
     assert reports.died == [] and reports.unraisable == []
 
@@ -181,3 +252,4 @@ def test_bridge_on_uvloop_with_the_eager_task_factory_works_or_is_broken(
     assert outcome == 42 or isinstance(outcome, TypeError)
     gc.collect()
     assert reports.died == [] and reports.unraisable == []
+

@@ -13,15 +13,15 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
-from collections.abc import Coroutine
 from typing import Any, Callable, Optional
 
 from .._executor import CoroutineExecutor
 from .._stats import ExecutorStats
 from . import _closing, _process
+from ._first_task import cannot_run, close_loop, first_task
 from ._future_locks import SIGNAL_CHECK_SECONDS
 from ._handoff import HandOff
-from ._lifecycle import EXIT_MESSAGE, LOOP_FAILED
+from ._lifecycle import EXIT_MESSAGE
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory, Runner
 from ._tails import await_outcome, cancel_tails
@@ -244,15 +244,17 @@ class LoopThread:
         crash: Optional[BaseException] = None
         main = run.main(self._initializer, self._initargs)
         try:
-            runner.run(main)
+            # What runner.run(main) does off the main thread, with a check of what the
+            # loop's task factory made in between (see first_task).
+            loop.run_until_complete(first_task(loop, main))
         except BaseException as exc:
-            if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
-                _cannot_run(handoff, loop, main, exc)
+            if not run.started:  # (a task factory may close main before it raises)
+                cannot_run(handoff, main, exc)
             else:  # a bug in this package: fail the futures, never strand
                 crash = exc
         finally:
             try:
-                runner.close()
+                close_loop(runner, loop)
             finally:
                 try:
                     handoff.pool.stop()
@@ -273,10 +275,12 @@ class _LoopRun:
         self._loop = loop
         self._stop: asyncio.Future[ShutdownRequest] = loop.create_future()
         self._idle: asyncio.Future[None] = loop.create_future()  # set: no job holds a slot
+        self.started = False  # main's first step has run: its task was made and runs it
 
     async def main(
         self, initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
     ) -> None:
+        self.started = True
         handoff = self._handoff
         if initializer is not None:
             try:
@@ -336,26 +340,6 @@ class _LoopRun:
             call()
         if self._stop.done() and not self._idle.done() and handoff.is_idle():
             self._idle.set_result(None)
-
-
-def _cannot_run(
-    handoff: HandOff,
-    loop: asyncio.AbstractEventLoop,
-    main: Coroutine[Any, Any, None],
-    error: BaseException,
-) -> None:
-    """The loop could not start ``main``: the executor is broken, as by its initializer.
-
-    Reached when the loop's task factory raises (uvloop 0.23's loop on 3.13 with
-    ``asyncio.eager_task_factory``: "unexpected keyword argument 'eager_start'") or makes
-    no task of ``main``. No job has run on the loop; blocking jobs already given to a
-    worker thread run, and those awaiting the loop fail with the jobs waiting for it.
-    """
-    main.close()  # never started: closed, or "coroutine ... was never awaited"
-    handoff.fail_backlog(error, LOOP_FAILED)
-    # Runner.close() makes tasks to shut the loop down; through this factory it would
-    # fail as main did, from this thread, with its own coroutine never awaited.
-    loop.set_task_factory(None)
 
 
 def _apply_rate(

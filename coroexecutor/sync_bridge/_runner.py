@@ -1,11 +1,13 @@
-"""The loop thread's runner: asyncio.Runner, or what it does on Python 3.9 and 3.10."""
+"""The loop thread's runner: asyncio.Runner, or what it does on Python 3.9 and 3.10.
+
+The loop thread uses it to make its loop and to close it; it runs its first task
+itself (see _first_task)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 __all__ = ["LoopFactory", "Runner"]
 
@@ -36,9 +38,6 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
                 else:
                     self._loop = self._loop_factory()
             return self._loop
-
-        def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-            return self.get_loop().run_until_complete(coro)
 
         def close(self) -> None:
             loop = self._loop
