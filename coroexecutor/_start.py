@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import _jobs
 from ._context import job_position
+from ._errors import not_a_task
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import cancel_late
 from ._notes import annotate_coroutine_error
@@ -38,6 +39,7 @@ _set_position = job_position.set
 _current_task = asyncio.current_task
 _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
+_Task = asyncio.Task
 _CORO_CLOSED = inspect.CORO_CLOSED
 _CANCELLING = State.CANCELLING
 # A job kept for its retries or its note keeps its call's keyword arguments, read only. An
@@ -128,6 +130,8 @@ def start_job(
                     # job (slot, counts, policy) already, so only pass the error on.
                     settled = True
                 raise
+            if type(task) is not _Task and not isinstance(task, _Task):
+                raise not_a_task(task)  # which nothing would run: the job fails to start
             if not task.done():  # an eager task factory may have run the job to its end
                 exe._running[coro] = task
                 if exe._state is _CANCELLING:  # its first step stopped us
@@ -157,6 +161,8 @@ def start_job(
         ctx = contextvars.copy_context()
         ctx.run(_set_position, exe)
         task = ctx.run(loop.create_task, job)
+        if type(task) is not _Task and not isinstance(task, _Task):
+            raise not_a_task(task)  # from the loop's task factory (see not_a_task)
     except BaseException:
         if not settled:  # else the job ran and settled itself (see above)
             start_failed(exe, fn, where, runner, coro)

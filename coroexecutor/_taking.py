@@ -4,6 +4,7 @@ taken for a job that will not start. Functions of the executor, on its loop thre
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,8 +57,10 @@ def start_failed(
     """Starting a job raised: give its slot back (the caller re-raises)."""
     if runner is not None:  # made, but never became a task
         runner.close()
-        if coro is not None:
-            coro.close()  # never ran: no "never awaited" warning
+    if inspect.iscoroutine(coro):  # (not what fn returned that is no awaitable)
+        # Never ran: no "never awaited" warning. (Also when it was handed to the loop's
+        # task factory itself, which raised, or made no task, without closing it.)
+        coro.close()
     give_back(exe)
     if not callable(fn):
         check_job_fn(fn, where)  # the clearer error for a coroutine object

@@ -253,3 +253,97 @@ def test_bridge_on_uvloop_with_the_eager_task_factory_works_or_is_broken(
     gc.collect()
     assert reports.died == [] and reports.unraisable == []
 
+
+#
+# The loop cannot make a job's task
+#
+
+
+class _Refusals:
+    """A task factory that makes the loop's first task, then refuses jobs' tasks in one
+    way (``how``) while ``refusing`` is set, and makes plain tasks otherwise."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.refusing = threading.Event()
+        self.error = RuntimeError("no task for this job")
+        self.calls = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1 or not self.refusing.is_set():
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        if self.how.endswith("coroutine closed"):
+            coro.close()
+        if self.how.startswith("raises"):
+            raise self.error
+        return loop.create_future() if self.how.startswith("a Future") else None
+
+    def check(self, error: BaseException | None) -> None:
+        """The error a job whose task was refused fails with."""
+        if self.how.startswith("raises"):
+            assert error is self.error
+        else:
+            _assert_no_task_error(error)
+
+
+_REFUSALS = [
+    "raises",
+    "raises, coroutine closed",
+    "None",
+    "None, coroutine closed",
+    "a Future",
+    "a Future, coroutine closed",
+]
+
+
+@pytest.mark.parametrize("how", _REFUSALS)
+def test_bridge_job_whose_task_cannot_be_made_fails_and_the_executor_goes_on(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the loop thread died in Runner.close() (threading.excepthook); jobs
+    # failed with an AttributeError about what the factory returned, or (a Future, 3.11
+    # and 3.12) hung with their slot; stats counted the failed jobs as cancelled.
+    reports = _Reports(monkeypatch)
+    made: list[asyncio.AbstractEventLoop] = []
+    refusals = _Refusals(how)
+    before = set(threading.enumerate())
+    exe = ThreadedLoopExecutor(max_workers=1, loop_factory=_loop_with(refusals, made))
+    assert exe.submit(_double, 1).result(timeout=WAIT) == 2
+    refusals.refusing.set()
+    refused = [exe.submit(_double, n) for n in range(3)]  # each in turn in the one slot
+    for future in refused:
+        refusals.check(future.exception(timeout=WAIT))
+    with pytest.raises((RuntimeError, TypeError, AttributeError)) as info:
+        list(exe.map(_double, [7], timeout=WAIT))
+    refusals.check(info.value)
+    refusals.refusing.clear()
+    assert exe.submit(_double, 5).result(timeout=WAIT) == 10  # its slot came back
+    exe.shutdown(wait=True)
+    assert made[0].is_closed()
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.cancelled) == (6, 2, 4, 0)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []
+    assert set(threading.enumerate()) <= before
+
+
+@pytest.mark.parametrize("how", ["raises", "None, coroutine closed", "a Future"])
+def test_bridge_blocking_job_whose_awaitable_cannot_be_awaited_fails(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A blocking job's call returned an awaitable for the loop to await, in a task of
+    # its own. Regression: the error of create_task went to the loop's exception handler
+    # and the job's future never ended.
+    reports = _Reports(monkeypatch)
+    refusals = _Refusals(how)
+    with ThreadedLoopExecutor(max_workers=1, loop_factory=_loop_with(refusals, [])) as exe:
+        refusals.refusing.set()
+        returns_awaitable = exe.submit(lambda: _double(2))
+        refusals.check(returns_awaitable.exception(timeout=WAIT))
+        refusals.refusing.clear()
+        assert exe.submit(lambda: _double(3)).result(timeout=WAIT) == 6  # its slot came back
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.cancelled) == (2, 1, 1, 0)
+    gc.collect()
+    assert reports.died == [] and reports.unraisable == []

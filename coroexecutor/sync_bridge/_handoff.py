@@ -236,9 +236,10 @@ class HandOff:
         core = self.scheduler.core.stats
         # Jobs whose cancel() returned True, which the core has not ended yet.
         early = [f._job for f in self.scheduler.jobs() if f._state == CANCELLED_AND_NOTIFIED]
-        # Jobs cancelled before the loop could start them: Scheduler.unstarted. The lock
-        # on one line: see _accept.
-        with self._lock: return self._slots.counts(core, self.scheduler.unstarted, early)  # noqa: E701
+        # Jobs cancelled before the loop could start them, or failed as it could not:
+        # Scheduler.unstarted, failed_to_start. The lock on one line: see _accept.
+        unstarted, failed = self.scheduler.unstarted, self.scheduler.failed_to_start
+        with self._lock: return self._slots.counts(core, unstarted, early, failed=failed)  # noqa: E701
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.

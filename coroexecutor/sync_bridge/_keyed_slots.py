@@ -226,9 +226,9 @@ class KeyedSlots(Slots):
         return jobs
 
     def counts(
-        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = ()
+        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = (), *, failed: int = 0
     ) -> ExecutorStats:
-        stats = super().counts(core, unstarted, early)
+        stats = super().counts(core, unstarted, early, failed=failed)
         line = self.line
         active = line.active_keys
         # As Slots.counts does for the jobs: a direct job whose future is set is over,

@@ -72,9 +72,11 @@ class Scheduler:
             annotate_errors=False,  # the core would name our wrappers: we note jobs ourselves
         )
         self._jobs: dict[asyncio.Future[Any], BridgeFuture[Any]] = {}
-        # Jobs given back by start() without reaching the core, which counts the others.
-        # Loop thread only: HandOff._stats reads it there, or once the loop has stopped.
+        # Jobs given back by start() without reaching the core, which counts the others:
+        # cancelled first, or failed as the loop could not make their task. Loop thread
+        # only: HandOff.counts reads them there, or once the loop has stopped.
         self.unstarted = 0
+        self.failed_to_start = 0
         # The tasks awaiting what direct blocking calls returned, and whether a shutdown
         # request cancelled the running jobs (see _tails).
         self._tails: set[asyncio.Future[Any]] = set()
@@ -96,9 +98,12 @@ class Scheduler:
                 # A job's next attempt (retry=) that the core must queue, under
                 # max_per_second, waits for a start token ahead of every job never started.
                 task = ctx.run(self._submit_again, wrapper, future, fn, args, kwargs)
-        except BaseException as exc:  # not expected: the core accepts while we hold slots
+        except BaseException as exc:
+            # The core accepts while we hold slots, so the loop could not make the job's
+            # task: its task factory raised, or made no task (see not_a_task). The job
+            # fails with that error; the executor goes on (the factory may fail once).
             future._try_set_exception(exc)
-            self.unstarted += 1
+            self.failed_to_start += 1
             self._release(future)
             return
         future._job = task

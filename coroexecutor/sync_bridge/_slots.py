@@ -261,12 +261,13 @@ class Slots:
         return [job.future for job in self.backlog]
 
     def counts(
-        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = ()
+        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = (), *, failed: int = 0
     ) -> ExecutorStats:
-        """Every job's count: the core's (``unstarted``: given back before reaching it)
-        plus the direct jobs and the ones cancelled while waiting here. ``early``: the
-        core's tasks (or queued futures) of jobs whose cancel() returned True, which count
-        as cancelled from then on, though the core counts them only once they end."""
+        """Every job's count: the core's (``unstarted``: given back before reaching it,
+        cancelled; ``failed``: given back as the loop could not make its task) plus the
+        direct jobs and the ones cancelled while waiting here. ``early``: the core's tasks
+        (or queued futures) of jobs whose cancel() returned True, which count as cancelled
+        from then on, though the core counts them only once they end."""
         submitted = self.submitted
         # Direct jobs cancelled while they waited for a worker thread (counted when a
         # worker skips them), and direct jobs whose worker has set their future but not
@@ -288,7 +289,7 @@ class Slots:
         running = core.running - early_running + len(self.direct) - skipped - ok - raised
         # The core counted each attempt it ran; only a job's last one is its outcome.
         succeeded = core.succeeded - self.core_ok_retried + self.direct_ok + ok
-        failed = (
+        failed += (
             core.failed - self.core_failed_retried + self.direct_failed + self.refused + raised
         )
         cancelled = (

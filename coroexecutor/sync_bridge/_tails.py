@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from asyncio import Task
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
 from typing import TYPE_CHECKING, Any
 
+from .._errors import not_a_task
 from ._outcome import resolve
 from ._retries import give_up
 from ._work_item import Failed, WorkItem, await_returned
@@ -47,7 +49,20 @@ def await_outcome(scheduler: Scheduler, item: WorkItem) -> None:
     retries.attempts_of(future, *args)  # the awaitable's errors: the job's
     outcome, item.outcome = item.outcome, None
     coro = scheduler._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
-    task = item.ctx.run(loop.create_task, coro)
+    try:
+        task = item.ctx.run(loop.create_task, coro)
+        if type(task) is not Task and not isinstance(task, Task):
+            raise not_a_task(task)
+    except BaseException as exc:
+        # The loop's task factory raised, or made no task: the job fails with that
+        # error, as one whose task it could not make (see Scheduler.start), and nothing
+        # is left never awaited.
+        coro.close()
+        if inspect.iscoroutine(outcome):
+            outcome.close()
+        future._try_set_exception(exc)
+        scheduler._release(future)  # counted by the slots as a direct job that failed
+        return
     scheduler._tails.add(task)
     # cancel() cancels the job's task from now on, as a coroutine job's (Scheduler.cancel_job).
     future._job = task
