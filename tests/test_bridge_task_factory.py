@@ -347,3 +347,26 @@ def test_bridge_blocking_job_whose_awaitable_cannot_be_awaited_fails(
     assert (stats.submitted, stats.succeeded, stats.failed, stats.cancelled) == (2, 1, 1, 0)
     gc.collect()
     assert reports.died == [] and reports.unraisable == []
+
+
+def test_bridge_job_cancelled_while_its_task_is_refused_counts_as_cancelled() -> None:
+    # cancel() wins the race against the factory's error: the future ends cancelled, so
+    # stats count the job as cancelled, not failed (they must agree with the future).
+    holder: list[Any] = []
+    submitted = threading.Event()
+
+    def cancel_then_refuse(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if not holder:  # the loop's first task
+            holder.append(None)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        assert submitted.wait(WAIT)
+        assert holder[-1].cancel()
+        raise RuntimeError("no task for this job")
+
+    loop_factory = _loop_with(cancel_then_refuse, [])
+    with ThreadedLoopExecutor(max_workers=1, loop_factory=loop_factory) as exe:
+        holder.append(exe.submit(_double, 1))
+        submitted.set()
+    assert holder[-1].cancelled()
+    stats = exe.stats
+    assert (stats.submitted, stats.failed, stats.cancelled) == (1, 0, 1)

@@ -102,8 +102,10 @@ class Scheduler:
             # The core accepts while we hold slots, so the loop could not make the job's
             # task: its task factory raised, or made no task (see not_a_task). The job
             # fails with that error; the executor goes on (the factory may fail once).
-            future._try_set_exception(exc)
-            self.failed_to_start += 1
+            if future._finish(None, exc):
+                self.failed_to_start += 1
+            else:  # cancel() from another thread won the race
+                self.unstarted += 1
             self._release(future)
             return
         future._job = task
