@@ -122,12 +122,16 @@ def start_job(
             prime(runner)
             try:
                 task = loop.create_task(runner)
-            except BaseException:
-                if inspect.getcoroutinestate(runner) == _CORO_CLOSED:
+            except BaseException as exc:
+                if inspect.getcoroutinestate(runner) == _CORO_CLOSED and isinstance(
+                    exc, (KeyboardInterrupt, SystemExit)
+                ):
                     # An eager task factory ran the job to its end inside create_task,
                     # and its KeyboardInterrupt or SystemExit came out of it, as
                     # asyncio's eager start re-raises them: the runner has settled the
                     # job (slot, counts, policy) already, so only pass the error on.
+                    # (A factory that closed the runner, which then never ran, and
+                    # raised its own error has settled nothing: start_failed does.)
                     settled = True
                 raise
             if type(task) is not _Task and not isinstance(task, _Task):

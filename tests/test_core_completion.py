@@ -100,21 +100,27 @@ async def test_task_from_a_task_factory_cancelled_before_its_first_step_gives_it
     gc.collect()  # the job's coroutine was closed: no "never awaited" warning
 
 
-@pytest.mark.parametrize("product", ["None", "a Future"])
+@pytest.mark.parametrize("product", ["None", "a Future", "an error, coroutine closed"])
 @pytest.mark.parametrize("hooked", [False, True], ids=["in-line", "hooked"])
 async def test_task_factory_making_no_task_fails_the_start_and_gives_the_slot_back(
     product: str, hooked: bool
 ) -> None:
     # Regression (3.11, 3.12, whose create_task returns what the factory made): a job
     # given a Future never ran and kept its slot, so the block never ended; None gave an
-    # AttributeError about ``done``, and with an on_job_done hook lost the slot too.
+    # AttributeError about ``done``, and with an on_job_done hook lost the slot too. An
+    # in-line job whose runner the factory closed before raising lost its slot (taken
+    # for one an eager factory had run to its end), on every version.
     loop = asyncio.get_running_loop()
     previous = loop.get_task_factory()
     refusing = True
+    error = RuntimeError("no task for this job")
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
         if not refusing:
             return asyncio.Task(coro, loop=loop, **kwargs)
+        if product == "an error, coroutine closed":
+            coro.close()
+            raise error
         # The coroutine is kept, not closed: the executor closes it (no "never awaited").
         return None if product == "None" else loop.create_future()
 
@@ -125,13 +131,15 @@ async def test_task_factory_making_no_task_fails_the_start_and_gives_the_slot_ba
     loop.set_task_factory(factory)
     try:
         async with CoroutineExecutor(max_workers=1, on_job_done=hook) as exe:
-            with pytest.raises((TypeError, AttributeError)) as info:
+            with pytest.raises((TypeError, AttributeError, RuntimeError)) as info:
                 await exe.submit(job, 0)
             refusing = False
             assert await (await exe.submit(job, 1)) == 1  # the slot came back
     finally:
         loop.set_task_factory(previous)
-    if sys.version_info < (3, 13):  # 3.13's create_task raises first (no ``set_name``)
+    if product == "an error, coroutine closed":
+        assert info.value is error
+    elif sys.version_info < (3, 13):  # 3.13's create_task raises first (no ``set_name``)
         assert isinstance(info.value, TypeError)
         assert "task factory must return an asyncio.Task (got " in str(info.value)
     assert (exe.stats.succeeded, exe.stats.running) == (1, 0)
