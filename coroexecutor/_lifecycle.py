@@ -7,6 +7,9 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
+import asyncio.runners
+import sys
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import refused
@@ -200,7 +203,7 @@ def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:
     going down. ``freed_by``: the task of the job whose end freed the slot, when that is
     not the current task (a done callback settled it)."""
     if exe._slots.startable and tearing_down(exe, freed_by):
-        return  # held back a turn: the loop may be going down (see tearing_down)
+        return  # every queued job was cancelled instead
     exe._slots.admit()
 
 
@@ -231,28 +234,37 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     queued jobs; the scan of the loop's tasks happens only when it is being cancelled.
     (Python 3.11+: before, a task's pending cancellations cannot be counted.)
 
-    But an ordinary cancel looks the same when it hits the only task left: a body
-    waiting in ``submit()`` under ``asyncio.timeout``, its job just finished, has the
-    timeout's cancel pending as the slot it was granted passes on. So the queued jobs
-    wait a turn, and the loop's tasks are asked again then (_confirm_teardown): by
-    then the timeout has taken its cancel back (``uncancel()``) and the body goes on,
-    while the loop's end leaves every task it cancelled cancelling, or finished.
+    But an ordinary cancel can look the same: the only task left, waiting in
+    ``submit()`` under ``asyncio.timeout``, cancelled as the slot it was granted comes
+    free; or a body awaiting a job's task under a timeout, which passes its cancel on to
+    that job. The timeout takes its cancel back a few turns later, and the program goes
+    on, waiting for the jobs queued behind. So the picture is taken for the loop's end
+    only when asyncio's own end of the loop is running it: asyncio.run(), an
+    asyncio.Runner (uvloop.run and unittest's IsolatedAsyncioTestCase use one) closing,
+    found on the stack (_in_asyncio_teardown). A loop ended by other code that cancels
+    every task keeps its queued jobs: they start, as in a program that goes on.
     """
     current = freed_by if freed_by is not None else _current_task(exe._loop)
-    if current is None or not loop_going_down(current):
+    if current is None or not loop_going_down(current) or not _in_asyncio_teardown():
         return False
-    exe._loop.call_soon(_confirm_teardown, exe)
+    abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     return True
 
 
-def _confirm_teardown(exe: Core) -> None:
-    """A turn after tearing_down() held the queued jobs back: if every task unfinished on
-    the loop still has a cancellation pending (or none is left), the loop is going down,
-    and the queued jobs are dropped (not an error); else they start as usual."""
-    if all(cancelling(task) for task in asyncio.all_tasks(exe._loop)):
-        abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
-    else:
-        admit(exe)  # (outside any task: not held back again)
+# asyncio's end of a loop: asyncio.run() and Runner.close() cancel every task and wait for
+# them in this function (3.9-3.13), whose frame is then below any code the loop runs.
+_TEARDOWN_CODE = getattr(getattr(asyncio.runners, "_cancel_all_tasks", None), "__code__", None)
+
+
+def _in_asyncio_teardown() -> bool:
+    """Whether the calling code runs inside asyncio's end of the loop (see tearing_down).
+    A walk down the stack, done only when every task on the loop is being cancelled."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _TEARDOWN_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 #

@@ -6,7 +6,8 @@ outside counts as an error"). A docs-only tester (brk8) found the same picture i
 program: the body, the only task left, waits in ``submit()`` under ``asyncio.timeout``,
 and the timeout fires in the turn the slot it was granted comes free. The executor then
 stopped itself: the queued jobs were cancelled, later submits refused, and the block
-raised nothing (3.13 with the eager task factory: 26 runs in 100).
+raised nothing (3.13 with the eager task factory: 26 runs in 100). A second one (brk9):
+a body awaiting a job's task under a timeout, which passes the cancel on to the job.
 """
 
 from __future__ import annotations
@@ -81,6 +82,67 @@ def test_a_cancelled_submit_of_the_only_task_does_not_stop_the_executor(kind: st
     assert results == [0, 1, 2]  # the queued jobs ran (they were cancelled)
     assert later == "7"  # a later submit is accepted (it was refused: shut down)
     assert (stats.succeeded, stats.cancelled, stats.failed) == (5, 0, 0)
+
+
+async def _await_under_a_timeout(via: str) -> tuple[Any, Any]:
+    """A body awaits a job's task under a timeout (brk9): the timeout cancels the body,
+    which passes the cancel on to the job it awaits, so for a moment every task has a
+    cancel pending; the job queued behind must still run once the timeout is over."""
+    loop = asyncio.get_running_loop()
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        started = asyncio.Event()
+
+        async def slow() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = await exe.submit(slow)
+        queued = exe.submit_nowait(_noop, 5)
+        await started.wait()
+        body = asyncio.current_task()
+        assert body is not None
+        if via == "timeout":
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    deadline.reschedule(loop.time())  # due now: it fires at the next turn
+                    await task
+            except TimeoutError:
+                pass
+        else:  # a TaskGroup: a sibling fails while a child awaits the job
+
+            async def child() -> None:
+                await task
+
+            async def failer() -> None:
+                await asyncio.sleep(0)
+                raise ValueError("one request failed")
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(child())
+                    group.create_task(failer())
+            except* ValueError:
+                pass
+        result = await queued
+    return result, exe.stats
+
+
+@pytest.mark.parametrize("via", ["timeout", "taskgroup"])
+@pytest.mark.parametrize("kind", ["default", "eager", "uvloop"])
+def test_a_cancel_passed_on_to_an_awaited_job_keeps_the_queued_jobs(kind: str, via: str) -> None:
+    if kind == "eager" and sys.version_info < (3, 12):
+        pytest.skip("asyncio.eager_task_factory is new in 3.12")
+    if kind == "uvloop":
+        pytest.importorskip("uvloop")
+    loop = new_loop(kind)
+    loop.set_debug(True)
+    try:
+        result, stats = loop.run_until_complete(_await_under_a_timeout(via))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    assert result == 5  # the queued job ran (it was dropped: CancelledError)
+    assert (stats.succeeded, stats.cancelled) == (1, 1)  # the awaited job is cancelled
 
 
 def test_the_end_of_asyncio_run_still_drops_the_queued_jobs() -> None:
