@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any, Optional
 
 from .._typing import final
+from ._future import BridgeFuture
 from ._future_locks import DONE_STATES, SIGNAL_CHECK_SECONDS, lock_of
 
 __all__ = ["MapWindow"]
@@ -73,7 +74,12 @@ class MapWindow:
     def wait(self, head: Future[Any], end_time: Optional[float]) -> bool:
         """Wait until ``head`` is done (False) or a job of the map has paused since the
         last ``size()`` (True: size the window again). False too once ``end_time`` (a
-        ``time.monotonic()`` value) has passed: ``head.result()`` then times out."""
+        ``time.monotonic()`` value) has passed: ``head.result()`` then times out.
+
+        Raises RuntimeError on the executor's loop thread while ``head`` is not done, as
+        ``head.result()`` does: the jobs need that thread, so the wait would never end."""
+        if isinstance(head, BridgeFuture):  # always (see _map._Policy): for the typing
+            head._check_not_loop_thread()
         self._watched = head  # before the first look at _grew
         condition = head._condition
         try:
