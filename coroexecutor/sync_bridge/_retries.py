@@ -207,9 +207,11 @@ class Retries:
         the policy is not asked: a blocking call that began is never reported cancelled
         (its future fails; one cancel() won over stays cancelled).
 
-        Read without the lock: a shutdown that sets ``cancelling`` after this read comes
-        after the policy has retried the attempt, and cancels the job as it cancels any
-        job between two attempts (see Slots.pause)."""
+        Read without the lock: a shutdown that sets ``cancelling`` after this read (a map's
+        close, a cancel() too) comes while the policy decides, or after: if the policy
+        retries the attempt, the retry counts and the stop cancels the job as it cancels
+        any job between two attempts (see Slots.pause), as in the core, where no stop can
+        come between the policy's answer and the pause."""
         return (
             self._slots.cancelling
             or future._last_attempt
@@ -251,7 +253,8 @@ class Retries:
     def after_cancelled_attempt(self, task: asyncio.Future[Any]) -> None:
         """The core's task of a job cancelled while its failed attempt met the policy has
         ended: if the task returned RETRIED (the core counted a success), count the job
-        as cancelled instead. Otherwise:
+        as cancelled instead, and its retry (the policy gave it another try, which the
+        cancel ends, as in a pause). Otherwise:
           caller thread                        loop thread
                                                the attempt fails; the policy retries it
           cancel() -> True

@@ -140,9 +140,11 @@ class Slots:
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> bool:
         """A job's failed attempt is retried: free its slot. True when the job now pauses;
         False when it was cancelled meanwhile, or a shutdown has cancelled the jobs that
-        wait (or its map was closed: ``_last_attempt``) since the policy retried the
-        attempt, so it is cancelled as a pausing job would be (counted here; the caller
-        cancels it). (An attempt that fails after those is not retried: Retries.stopped.)
+        wait (or its map was closed: ``_last_attempt``) since the policy was asked, so it
+        is cancelled as a pausing job would be (counted here; the caller cancels it). Either
+        way the policy gave the attempt another try, and the retry counts, as it does for
+        a job cancelled in its pause (the core's rule: ExecutorStats.retried). (An attempt
+        that fails after those is not retried: Retries.stopped.)
 
         ``core_failed``: the attempt was a task of the core, which counted it as a failure
         (True: the job_timeout) or a success (False: its wrapper returned RETRIED); None:
@@ -156,22 +158,24 @@ class Slots:
         self.held -= 1
         if self.tuner is not None:
             self.max_workers = self.tuner.release(future)
+        self.retried += 1
         if self.cancelling or future._last_attempt or not future._back_to_pending():
             self.cancelled += 1
             return False
-        self.retried += 1
         self.pausing.add(future)
         return True
 
     def count_cancelled_attempt(self, core_failed: bool = False) -> None:
         """A job was cancelled while its failed attempt, which the core counted as a
-        success (RETRIED), met the policy; or (``core_failed``) its attempt's job_timeout,
+        success (RETRIED), met the policy, which retried it: it counts as cancelled, and
+        its retry counts (see pause); or (``core_failed``) its attempt's job_timeout,
         which the core counted as a failure, met a policy that raised CancelledError: it
-        counts as cancelled (see Retries)."""
+        counts as cancelled, with no retry (see Retries)."""
         if core_failed:
             self.core_failed_retried += 1
         else:
             self.core_ok_retried += 1
+            self.retried += 1
         self.cancelled += 1
 
     def resume(self, job: Job) -> bool:
