@@ -508,7 +508,9 @@ def test_bridge_an_increase_at_a_blocking_jobs_end_starts_waiting_coroutine_jobs
     # The same release (a worker's) starts the waiting jobs of the other kind too.
     grow_on_first_feed(monkeypatch, to=4)
     gate = threading.Event()
-    everyone = asyncio.Event()  # bound to the bridge's loop by its first wait
+    # Made by the first job, on the bridge's loop (on 3.9 an Event made here would take
+    # the main thread's loop, and there is none).
+    everyone: list[asyncio.Event] = []
     arrived = 0
 
     def first() -> None:
@@ -516,10 +518,12 @@ def test_bridge_an_increase_at_a_blocking_jobs_end_starts_waiting_coroutine_jobs
 
     async def job(n: int) -> int:
         nonlocal arrived
+        if not everyone:
+            everyone.append(asyncio.Event())
         arrived += 1
         if arrived == 4:
-            everyone.set()
-        await everyone.wait()  # returns once all four run at once
+            everyone[0].set()
+        await everyone[0].wait()  # returns once all four run at once
         return n
 
     limit = Adaptive(min=1, max=8, initial=1)
