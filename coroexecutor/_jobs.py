@@ -166,19 +166,42 @@ if sys.version_info >= (3, 11):
         kwargs: dict[str, Any],
         arguments: bool,
     ) -> Any:
-        deadline = asyncio.timeout(seconds)
+        """asyncio.timeout's rules (its own cancel, taken back on the way out, becomes the
+        timeout; another cancel stays a cancellation), with one difference: a deadline
+        that comes while the job is being cancelled already (by the executor: fail-fast,
+        the block's end; or by the loop's end) does nothing. The job is cleaning up, and
+        a clean-up that awaits runs to its end: nothing is cancelled a second time."""
+        task = asyncio.current_task()
+        assert task is not None
+        before = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if task.cancelling() > before:  # cancelled by someone else: cleaning up
+                return
+            expired = True
+            task.cancel()
+
+        handle = task.get_loop().call_later(seconds, expire)
         try:
-            async with deadline:
-                return await coro
+            return await coro
         except BaseException as exc:
-            expired = isinstance(exc, TimeoutError) and deadline.expired()
-            message = _expired(fn, args, kwargs, seconds, arguments) if expired else ""
+            timed_out = expired and isinstance(exc, asyncio.CancelledError)
+            if expired:
+                expired = False
+                if task.uncancel() > before:  # cancelled by someone else too
+                    timed_out = False
+            message = _expired(fn, args, kwargs, seconds, arguments) if timed_out else ""
             # The error's traceback keeps this frame: not the job's call (see Call.drop).
             del fn, args, kwargs
-            if not expired:
+            if not timed_out:
                 raise  # the job's own error (a TimeoutError of its own too)
-            cause = exc.__cause__ if isinstance(exc.__cause__, asyncio.CancelledError) else exc
-            raise JobTimeoutError(message) from cause
+            raise JobTimeoutError(message) from exc
+        finally:
+            handle.cancel()
+            if expired:  # the job swallowed the deadline's cancel and returned
+                task.uncancel()
 
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
 
