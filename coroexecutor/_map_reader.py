@@ -9,6 +9,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._errors import not_a_task
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
 
@@ -22,16 +23,26 @@ def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
     """Start the map's reader task (read_inputs) on the executor's loop, handing it the
     inputs: the map lets go of them first, since under an eager task factory the reader
     runs before ``jobs.reader`` is set, and an input that closes the map there must not
-    have abandon() start another reader to close it. The coroutine is closed if the
-    task cannot be made (a closed loop): no "never awaited" warning."""
+    have abandon() start another reader to close it.
+
+    If the task cannot be made (a closed loop, a task factory that raises) the error
+    propagates; a task factory that makes no task (None, a plain Future: see not_a_task)
+    gets the TypeError start_job gives a job, as nothing would run the reader and the
+    map's consumer would wait for it for ever. Either way the coroutine is closed (no
+    "never awaited" warning) and the inputs are not handed back: closing them needs a
+    reader too, and abandon() would ask the same loop for one, raising a second error
+    in place of this one. (Not read yet, they hold nothing of ours to close.)"""
     sources, jobs.sources = jobs.sources, ()
     coro = read_inputs(jobs, sources)
     try:
-        reader = jobs.reader = exe._loop.create_task(coro)
+        reader = exe._loop.create_task(coro)
     except BaseException:
         coro.close()
-        jobs.sources = sources
         raise
+    if type(reader) is not asyncio.Task and not isinstance(reader, asyncio.Task):
+        coro.close()
+        raise not_a_task(reader)
+    jobs.reader = reader
     return reader
 
 

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import inspect
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Callable
 
 import pytest
@@ -144,6 +145,81 @@ async def test_task_factory_making_no_task_fails_the_start_and_gives_the_slot_ba
         assert "task factory must return an asyncio.Task (got " in str(info.value)
     assert (exe.stats.succeeded, exe.stats.running) == (1, 0)
     gc.collect()
+
+
+class _NamedFuture(asyncio.Future[Any]):
+    """A Future with the one Task method Python 3.13's create_task calls on what the task
+    factory made: there, it is returned, as every made thing is on 3.11 and 3.12."""
+
+    def set_name(self, name: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "product", ["None", "an object", "a Future", "a named Future", "an error"]
+)
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_task_factory_making_no_task_for_a_maps_reader_fails_the_map(
+    product: str, ordered: bool
+) -> None:
+    # Regression (brk10; 3.11 and 3.13): the task that reads a map's async inputs was
+    # made without start_job's check. A Future (on 3.13 one with set_name) was taken for
+    # it, so ``async for`` waited for ever; None or an object gave a raw AttributeError
+    # ('add_done_callback', 'done'), and "coroutine 'read_inputs' was never awaited".
+    # A factory that raised (as 3.13's create_task does for the others) was asked again,
+    # as the map closed, and its second error replaced the first.
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    given: list[Any] = []
+    error = RuntimeError("no task for this reader")
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        # The coroutine is kept, not closed: the executor closes it (no "never awaited").
+        given.append(coro)
+        if product == "an error":
+            raise error
+        if product == "None":
+            return None
+        if product == "an object":
+            return object()
+        return loop.create_future() if product == "a Future" else _NamedFuture(loop=loop)
+
+    async def job(i: int) -> int:
+        return i
+
+    async def inputs() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        results = exe.map(job, inputs()) if ordered else exe.map_unordered(job, inputs())
+        loop.set_task_factory(factory)
+        try:
+            with pytest.raises((TypeError, AttributeError, RuntimeError)) as info:
+                async with _hang_guard():  # before the fix: a hang, not a failure
+                    async for _ in results:
+                        pass
+        finally:
+            loop.set_task_factory(previous)
+        # The slots and counts are right: nothing started, the executor still maps.
+        assert (exe.stats.submitted, exe.stats.running) == (0, 0)
+        assert sorted([r async for r in exe.map_unordered(job, inputs())]) == [0, 1, 2]
+    if product == "an error":
+        assert info.value is error
+    elif product == "a named Future" or sys.version_info < (3, 13):
+        # (3.13's create_task raises first for the others: no ``set_name``)
+        assert isinstance(info.value, TypeError)
+        assert "task factory must return an asyncio.Task (got " in str(info.value)
+    assert len(given) == 1 and inspect.getcoroutinestate(given[0]) == inspect.CORO_CLOSED
+    gc.collect()  # the reader's coroutine was closed: no "never awaited" warning
+
+
+def _hang_guard() -> contextlib.AbstractAsyncContextManager[object]:
+    """A bound on a wait that used to hang, so the test fails rather than hangs (before
+    3.11, which has no asyncio.timeout, pytest-timeout's bound is left)."""
+    if sys.version_info >= (3, 11):
+        return asyncio.timeout(5)
+    return contextlib.nullcontext()
 
 
 async def test_job_cancelled_then_uncancelled_before_its_first_step_is_settled(
