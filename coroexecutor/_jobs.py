@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from ._errors import JobTimeoutError, describe_job
 from ._notes import CALL_KEEPERS, describe_call, describe_fn, safe_repr
+from ._policy import in_asyncio_teardown
 
 __all__ = [
     "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
@@ -165,12 +166,16 @@ if sys.version_info >= (3, 11):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: bool,
+        stopping: Callable[[], bool],
     ) -> Any:
         """asyncio.timeout's rules (its own cancel, taken back on the way out, becomes the
         timeout; another cancel stays a cancellation), with one difference: a deadline
-        that comes while the job is being cancelled already (by the executor: fail-fast,
-        the block's end; or by the loop's end) does nothing. The job is cleaning up, and
-        a clean-up that awaits runs to its end: nothing is cancelled a second time."""
+        that comes while the executor is cancelling its jobs (fail-fast, the block's end,
+        shutdown()) or asyncio is ending the loop, and the job has that cancel pending,
+        does nothing. The job is cleaning up, and a clean-up that awaits runs to its end:
+        nothing is cancelled a second time. Any other cancel the job has pending (its own
+        asyncio.timeout's, a TaskGroup's, a task.cancel() it may swallow) does not stop
+        the deadline, as it does not stop asyncio.timeout's."""
         task = asyncio.current_task()
         assert task is not None
         before = task.cancelling()
@@ -178,8 +183,8 @@ if sys.version_info >= (3, 11):
 
         def expire() -> None:
             nonlocal expired
-            if task.cancelling() > before:  # cancelled by someone else: cleaning up
-                return
+            if task.cancelling() > before and (stopping() or in_asyncio_teardown()):
+                return  # cancelled by the executor or the loop's end: cleaning up
             expired = True
             task.cancel()
 
@@ -212,6 +217,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: bool,
+        stopping: Callable[[], bool],
     ) -> Any:
         task = asyncio.current_task()
         assert task is not None
@@ -244,6 +250,7 @@ def wrapped_job(
     kwargs: dict[str, Any],
     *,
     arguments: bool = True,
+    stopping: Callable[[], bool],
 ) -> Coroutine[Any, Any, Any]:
     """The job's coroutine with the executor's per-job deadline around it.
 
@@ -253,5 +260,6 @@ def wrapped_job(
     itself and makes no other coroutine (``arguments``: False under annotate_errors=False,
     so the message calls no ``__repr__``): if its task is cancelled before its first step,
     ``coro`` is the one coroutine left unstarted, and the caller closes it.
+    ``stopping``: whether the executor cancels its jobs (see _with_deadline).
     """
-    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments)
+    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments, stopping)

@@ -7,15 +7,12 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
-import asyncio.runners
-import sys
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import refused
 from ._map_reader import cancel_readers
 from ._map_state import follow_limit
-from ._policy import Cause, cancelling, loop_going_down
+from ._policy import Cause, cancelling, in_asyncio_teardown, loop_going_down
 from ._state import State
 
 if TYPE_CHECKING:
@@ -241,30 +238,14 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     on, waiting for the jobs queued behind. So the picture is taken for the loop's end
     only when asyncio's own end of the loop is running it: asyncio.run(), an
     asyncio.Runner (uvloop.run and unittest's IsolatedAsyncioTestCase use one) closing,
-    found on the stack (_in_asyncio_teardown). A loop ended by other code that cancels
+    found on the stack (in_asyncio_teardown). A loop ended by other code that cancels
     every task keeps its queued jobs: they start, as in a program that goes on.
     """
     current = freed_by if freed_by is not None else _current_task(exe._loop)
-    if current is None or not loop_going_down(current) or not _in_asyncio_teardown():
+    if current is None or not loop_going_down(current) or not in_asyncio_teardown():
         return False
     abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     return True
-
-
-# asyncio's end of a loop: asyncio.run() and Runner.close() cancel every task and wait for
-# them in this function (3.9-3.13), whose frame is then below any code the loop runs.
-_TEARDOWN_CODE = getattr(getattr(asyncio.runners, "_cancel_all_tasks", None), "__code__", None)
-
-
-def _in_asyncio_teardown() -> bool:
-    """Whether the calling code runs inside asyncio's end of the loop (see tearing_down).
-    A walk down the stack, done only when every task on the loop is being cancelled."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is _TEARDOWN_CODE:
-            return True
-        frame = frame.f_back
-    return False
 
 
 #

@@ -4,10 +4,12 @@ and the record of why the executor stopped (its first error)."""
 from __future__ import annotations
 
 import asyncio
+import asyncio.runners
 import enum
 import functools
 import inspect
-from types import TracebackType
+import sys
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple
 
 from ._following import QueuedFuture
@@ -17,8 +19,8 @@ if TYPE_CHECKING:
     from ._slots import Slots
 
 __all__ = [
-    "Cause", "JobKind", "Left", "Outcomes", "cancelling", "error_of", "left_by",
-    "loop_going_down", "reraise_job_error", "retrieve",
+    "Cause", "JobKind", "Left", "Outcomes", "cancelling", "error_of", "in_asyncio_teardown",
+    "left_by", "loop_going_down", "reraise_job_error", "retrieve",
 ]
 
 _CancelledError = asyncio.CancelledError
@@ -70,6 +72,22 @@ def loop_going_down(task: asyncio.Future[Any]) -> bool:
     if not _COUNTS_CANCELS or not cancelling(task):
         return False
     return all(cancelling(other) for other in _all_tasks(task.get_loop()))
+
+
+# asyncio's end of a loop: asyncio.run() and Runner.close() cancel every task and wait for
+# them in this function (3.9-3.13), whose frame is then below any code the loop runs.
+_TEARDOWN_CODE = getattr(getattr(asyncio.runners, "_cancel_all_tasks", None), "__code__", None)
+
+
+def in_asyncio_teardown() -> bool:
+    """Whether the calling code runs inside asyncio's end of the loop (see _lifecycle.tearing_down).
+    A walk down the stack, done only when every task on the loop is being cancelled."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _TEARDOWN_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def retrieve(task: asyncio.Future[Any]) -> None:

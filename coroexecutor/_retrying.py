@@ -234,7 +234,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             if call.job_timeout is not None:
                 coro = wrapped_job(
                     call.job_timeout, coro, call.fn, call.args, call.kwargs,
-                    arguments=call.annotate,
+                    arguments=call.annotate, stopping=slots.stopping,
                 )
             return await coro
         except BaseException as exc:
@@ -261,7 +261,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
             if call.job_timeout is not None:
                 first = wrapped_job(
                     call.job_timeout, first, call.fn, call.args, call.kwargs,
-                    arguments=call.annotate,
+                    arguments=call.annotate, stopping=slots.stopping,
                 )
             return await first
         except BaseException as exc:

@@ -53,6 +53,11 @@ _NO_KWARGS: dict[str, Any] = {}
 #
 
 
+def _cancelling_jobs(exe: Core) -> bool:
+    """Whether the executor cancels its jobs (a job_timeout then leaves a clean-up be)."""
+    return exe._state is _CANCELLING
+
+
 def start_job(
     exe: Core,
     fn: Callable[..., Any],
@@ -157,7 +162,8 @@ def start_job(
             job = runner = run_attempts(Pauses(exe, owner), call, coro)
         elif exe._job_timeout is not None:
             job = runner = wrapped_job(
-                exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS, arguments=exe._annotate
+                exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS,
+                arguments=exe._annotate, stopping=functools.partial(_cancelling_jobs, exe),
             )
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current

@@ -96,3 +96,38 @@ async def test_the_deadline_still_ends_a_job_that_took_its_other_cancel_back() -
         with pytest.raises(JobTimeoutError):
             await task
         assert asyncio.get_running_loop().time() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("other", ["own timeout", "caught cancel"])
+async def test_a_cancel_of_the_jobs_own_does_not_stop_its_deadline(other: str) -> None:
+    # brk11: the deadline came while a cancel not of the executor's was pending (the job's
+    # own asyncio.timeout cleaning up; a task.cancel() the job caught and went on from),
+    # did nothing, and the job ran on unbounded. As with asyncio.timeout, it is sent.
+    async def job() -> str:
+        if other == "own timeout":
+            try:
+                async with asyncio.timeout(0.5):  # type: ignore[attr-defined]  # 3.11+
+                    try:
+                        await asyncio.sleep(3600)
+                    except asyncio.CancelledError:
+                        await asyncio.sleep(1)  # its clean-up spans the deadline (1 s)
+                        raise
+            except TimeoutError:
+                pass
+        else:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # caught, not taken back: a cancel stays pending
+        await asyncio.sleep(3600)
+        return "ran on"
+
+    async with CoroutineExecutor(job_timeout=1.0, suppress_task_errors=True) as exe:
+        task = await exe.submit(job)
+        if other == "caught cancel":
+            await asyncio.sleep(0.5)
+            task.cancel()
+        with pytest.raises((JobTimeoutError, asyncio.CancelledError)):
+            await task
+    assert asyncio.get_running_loop().time() < 10  # ended by the deadline, not after 3,600 s
