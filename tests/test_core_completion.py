@@ -218,8 +218,14 @@ def _hang_guard() -> contextlib.AbstractAsyncContextManager[object]:
     """A bound on a wait that used to hang, so the test fails rather than hangs (before
     3.11, which has no asyncio.timeout, pytest-timeout's bound is left)."""
     if sys.version_info >= (3, 11):
-        return asyncio.timeout(5)
-    return contextlib.nullcontext()
+        return asyncio.timeout(5)  # type: ignore[attr-defined, no-any-return]  # 3.11+
+    return _no_bound()
+
+
+@contextlib.asynccontextmanager
+async def _no_bound() -> AsyncIterator[None]:
+    # (contextlib.nullcontext is an async context manager from 3.10 only.)
+    yield
 
 
 async def test_job_cancelled_then_uncancelled_before_its_first_step_is_settled(
