@@ -667,6 +667,9 @@ def test_a_job_pausing_leaves_its_buffered_maps_window(kind: str) -> None:
         assert policy.backing_off.wait(WAIT)
         # The map holds input 0 and the two ahead of it (1, 2), as next() waits, plus one
         # for the pausing job: input 3 runs. Not 4: one pausing job makes room for one.
+        # (Both 2 and 3 are waited for: on two worker threads, 3 may begin before 2, and
+        # the shutdown below cancels a job still waiting for its thread.)
+        assert started[2].wait(WAIT)
         assert started[3].wait(WAIT)
         assert not started[4].is_set()
     finally:
