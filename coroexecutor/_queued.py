@@ -29,6 +29,8 @@ __all__ = [
     "start_queued", "submit_again_nowait",
 ]
 
+_RUNNING = State.RUNNING
+
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
 
 
@@ -201,7 +203,7 @@ def submit_again_nowait(
     queued ahead of every job never started, behind the attempts queued so before it
     (Slots.queue_again), as a job of ours resumes after its pause (Pauses.resume).
     Without key= (the bridge holds its keys itself)."""
-    if exe._state is not State.RUNNING:
+    if exe._state is not _RUNNING:
         check_accepting(exe)
     if exe._slots.take_nowait():
         return start_job(exe, fn, args, _NO_KWARGS, "submit_nowait")
