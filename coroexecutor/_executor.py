@@ -11,7 +11,8 @@ running jobs, and does its work through the functions of ``_start`` (the life of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Iterable
+import types
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
@@ -19,7 +20,7 @@ from . import _map_api, _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._entries import Queued
 from ._errors import check_job_fn
-from ._jobs import FactoryReader
+from ._jobs import FactoryReader, JobTask, as_coroutine
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
@@ -28,12 +29,13 @@ from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
+from ._retrying import failed_call
 from ._settle import on_job_done
-from ._start import start_job
+from ._start import run_in_lane, start_job
 from ._startup import check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
-from ._taking import take_slot
+from ._taking import start_failed, take_slot
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
 from ._validate import check_callables, check_max_workers, check_rate, check_seconds, check_switch
@@ -45,6 +47,8 @@ T = TypeVar("T")
 JobHook = Callable[["asyncio.Future[Any]"], object]
 
 _RUNNING = State.RUNNING
+_CoroutineType = types.CoroutineType
+_NO_KWARGS: dict[str, Any] = {}  # a lane job's empty keyword arguments (see _start); never mutated
 _DEFAULT_MAX_WORKERS = 1000
 
 
@@ -92,7 +96,8 @@ class CoroutineExecutor:
     __slots__ = (
         "__weakref__", "_annotate", "_block", "_burst", "_deadline_handle", "_ending",
         "_grace_handle", "_idle_handle", "_idle_waiters", "_inline", "_job_timeout", "_keyed",
-        "_loop", "_loop_watch", "_maps", "_outcomes", "_outer", "_rate", "_readers", "_retry",
+        "_loop", "_loop_watch", "_maps", "_outcomes", "_outer", "_plain", "_rate", "_readers",
+        "_retry",
         "_running", "_slots", "_spared", "_startup", "_state", "_task_factory_of", "_timeout",
         "_tuner", "_watchers",
     )
@@ -147,6 +152,9 @@ class CoroutineExecutor:
         # Jobs settle in their own last step unless a hook, a job_timeout or an Adaptive
         # limit needs more (keyed jobs too: see _keyed_slots).
         self._inline = on_job_done is None and self._job_timeout is None and self._tuner is None
+        # submit() starts such jobs in its plain lane (no key either; checked per job: no
+        # rate limit, no task factory). Tests set it False to run the general path.
+        self._plain = self._inline and self._keyed is None
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _startup
 
     def __del__(self) -> None:
@@ -235,7 +243,44 @@ class CoroutineExecutor:
         """
         if self._state is not _RUNNING:
             check_accepting(self)
-        if not self._slots.take_nowait():
+        if self._slots.take_nowait():
+            loop = self._loop
+            reader = self._task_factory_of  # None: asyncio's own loop (see factory_reader)
+            if self._plain and (
+                loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # asyncio's loops have it
+            ) is None:
+                # THE PLAIN LANE (the one hot path written out twice): start_job() for an
+                # in-line job (no key, hook, job_timeout or adaptive limit; a retry
+                # policy or a rate limit may be set) on a loop with no task factory, with
+                # run_in_lane() as its runner, which settles a success itself: 4 % of a
+                # no-op job's time (internals.rst, "The plain lane"). Every other job
+                # starts in the general path below. tests/test_core_lanes.py runs the
+                # same scenarios through both.
+                call: Callable[..., Any] = fn
+                policy = self._retry
+                runner: Coroutine[Any, Any, Any] | None = None
+                coro: Any = None
+                try:
+                    try:
+                        coro = call(*args, **kwargs) if kwargs else call(*args)
+                        if type(coro) is not _CoroutineType:
+                            coro = as_coroutine(coro, fn, args if self._annotate else None, kwargs)
+                    except Exception as exc:  # its first attempt failed as it started
+                        retried = failed_call(policy, fn, exc)
+                        if retried is None:
+                            raise
+                        coro, policy = retried
+                    if policy is None:
+                        runner = run_in_lane(self, coro, None, None, None, None)
+                    else:  # the call is kept until the job ends only for retries
+                        runner = run_in_lane(self, coro, fn, args, kwargs or _NO_KWARGS, policy)
+                    task: asyncio.Task[T] = JobTask(runner, loop=loop)
+                except BaseException:
+                    start_failed(self, fn, "submit", runner, coro)
+                    raise
+                self._running[coro] = task
+                return task
+        else:
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             if (keyed := self._keyed) is not None:  # key=: key() raises to the caller

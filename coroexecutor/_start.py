@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["run_job", "start_job"]
+__all__ = ["run_in_lane", "run_job", "start_job"]
 
 _set_position = job_position.set
 _current_task = asyncio.current_task
@@ -281,24 +281,58 @@ async def run_retrying(
     try:
         result = await coro
     except BaseException as exc:
-        # From here the job's call is in ``call`` alone, dropped if the job ends by an
-        # error: the traceback of that error (or of a cancelled task's CancelledError)
-        # keeps this frame for as long as the caller keeps the task.
-        call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
+        retrying = first_failure(exe, coro, kind, fn, args, kwargs, index, policy, owner, exc)
+        # From here the job's call is in ``retrying`` alone: the traceback of the job's
+        # error (or of a cancelled task's CancelledError) keeps this frame for as long as
+        # the caller keeps the task.
         del fn, args, kwargs
-        try:
-            delay = after_failure(call, 1, exc, ask=not stopped(call, exe._state is _CANCELLING))
-        except BaseException as policy_error:  # the policy failed: the job fails so
-            call.drop()
-            _job_raised(exe, coro, policy_error, kind, owner)
-            raise
-        if delay is None:
-            call.drop()
-            _job_raised(exe, coro, exc, kind, owner)
+        if retrying is None:
             raise
     else:
         settle(exe, coro, None, None, kind)
         return result
+    return await later_attempts(exe, coro, kind, owner, *retrying)
+
+
+def first_failure(
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    kind: JobKind,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    index: int | None,
+    policy: RetryPolicy,
+    owner: MapJobs | None,
+    exc: BaseException,
+) -> tuple[Call, float] | None:
+    """The first attempt of a job with a retry policy ended with ``exc``: its call and the
+    pause before the next attempt, or None if ``exc`` ends the job (settled here: the
+    caller re-raises it). The policy's own error ends the job in its place, raised here."""
+    call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
+    try:
+        delay = after_failure(call, 1, exc, ask=not stopped(call, exe._state is _CANCELLING))
+    except BaseException as policy_error:  # the policy failed: the job fails so
+        call.drop()
+        _job_raised(exe, coro, policy_error, kind, owner)
+        raise
+    if delay is None:
+        call.drop()
+        _job_raised(exe, coro, exc, kind, owner)
+        return None
+    return call, delay
+
+
+async def later_attempts(
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    kind: JobKind,
+    owner: MapJobs | None,
+    call: Call,
+    delay: float,
+) -> Any:
+    """The attempts after the first (which failed: see first_failure), then the job's end:
+    its outcome is the last attempt's."""
     try:
         result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
@@ -307,6 +341,62 @@ async def run_retrying(
         raise
     settle(exe, coro, None, None, kind)
     return result
+
+
+async def run_in_lane(
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    fn: Callable[..., Any] | None,
+    args: tuple[Any, ...] | None,
+    kwargs: dict[str, Any] | None,
+    policy: RetryPolicy | None,
+) -> Any:
+    """THE PLAIN LANE's runner (the one hot path written out twice: see
+    CoroutineExecutor.submit, which starts the lane's jobs). run_job() and
+    run_retrying() for a job submit() started in the lane, with settle()'s success path
+    written out for the common case: nothing waits for a slot, for idleness or for this
+    job. ``policy``: the executor's retry policy, if any (then ``fn``, ``args`` and
+    ``kwargs`` are the job's call, kept for the next attempts; else None).
+    tests/test_core_lanes.py runs the same scenarios through both paths."""
+    if _jobs.priming:  # only under _jobs.prime(): see JobTask
+        try:
+            await _jobs.prime_point()
+        except _CancelledError as exc:
+            coro.close()  # cancelled before its first step: the job never runs
+            _job_raised(exe, coro, exc, _POLICY)
+            del fn, args, kwargs  # see run_retrying
+            raise
+        except BaseException:
+            coro.close()  # closed before it became a task (GeneratorExit): submit settles
+            raise
+    _set_position(exe)  # see run_job
+    try:
+        result = await coro
+    except BaseException as exc:
+        if policy is None:
+            if exe._annotate:
+                annotate_coroutine_error(exc, coro)
+            _job_raised(exe, coro, exc, _POLICY)
+            raise
+        retrying = first_failure(
+            exe, coro, _POLICY, fn, args, kwargs, None, policy, None, exc  # type: ignore[arg-type]  # a policy comes with the call
+        )
+        del fn, args, kwargs  # see run_retrying
+        if retrying is None:
+            raise
+    else:
+        slots = exe._slots
+        if slots.backlog or exe._idle_waiters or exe._watchers:
+            settle(exe, coro, None, None, _POLICY)
+        else:  # settle() of an in-line success with nothing to wake, written out
+            try:
+                del exe._running[coro]
+            except KeyError:
+                pass  # never registered: see settle
+            slots.release()
+            exe._outcomes.succeeded += 1
+        return result
+    return await later_attempts(exe, coro, _POLICY, None, *retrying)
 
 
 def _job_raised(
