@@ -24,6 +24,7 @@ from ._jobs import FactoryReader, JobTask, as_coroutine
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
+from ._lane import run_in_lane
 from ._lifecycle import close, report_unretrieved, set_limit
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
@@ -31,7 +32,7 @@ from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
 from ._retrying import failed_call
 from ._settle import on_job_done
-from ._start import run_in_lane, start_job
+from ._start import start_job
 from ._startup import check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
@@ -243,19 +244,19 @@ class CoroutineExecutor:
         """
         if self._state is not _RUNNING:
             check_accepting(self)
-        if self._slots.take_nowait():
+        slots = self._slots
+        if self._plain and slots.free > 0 and not slots.backlog and slots.limiter is None:
+            slots.free -= 1  # Slots.take_nowait() written out (part of the lane's copy)
             loop = self._loop
             reader = self._task_factory_of  # None: asyncio's own loop (see factory_reader)
-            if self._plain and (
-                loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # asyncio's loops have it
-            ) is None:
-                # THE PLAIN LANE (the one hot path written out twice): start_job() for an
-                # in-line job (no key, hook, job_timeout or adaptive limit; a retry
-                # policy or a rate limit may be set) on a loop with no task factory, with
-                # run_in_lane() as its runner, which settles a success itself: 4 % of a
-                # no-op job's time (internals.rst, "The plain lane"). Every other job
-                # starts in the general path below. tests/test_core_lanes.py runs the
-                # same scenarios through both.
+            if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
+                # THE PLAIN LANE (the one hot path written out twice): take_nowait() and
+                # start_job() for an in-line job (no key, hook, job_timeout, adaptive
+                # limit or rate limit; a retry policy may be set) on a loop with no task
+                # factory, with run_in_lane() as its runner, which settles a success
+                # itself: 5 % of a no-op job's time (internals.rst, "The plain lane").
+                # Every other job starts in the general path below.
+                # tests/test_core_lanes.py runs the same scenarios through both.
                 call: Callable[..., Any] = fn
                 policy = self._retry
                 runner: Coroutine[Any, Any, Any] | None = None
@@ -271,16 +272,17 @@ class CoroutineExecutor:
                             raise
                         coro, policy = retried
                     if policy is None:
-                        runner = run_in_lane(self, coro, None, None, None, None)
+                        runner = run_in_lane(self, coro, None)
                     else:  # the call is kept until the job ends only for retries
-                        runner = run_in_lane(self, coro, fn, args, kwargs or _NO_KWARGS, policy)
+                        runner = run_in_lane(self, coro, (fn, args, kwargs or _NO_KWARGS, policy))
                     task: asyncio.Task[T] = JobTask(runner, loop=loop)
                 except BaseException:
                     start_failed(self, fn, "submit", runner, coro)
                     raise
                 self._running[coro] = task
                 return task
-        else:
+            # (A task factory: the general start below, in the slot taken.)
+        elif not slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             if (keyed := self._keyed) is not None:  # key=: key() raises to the caller

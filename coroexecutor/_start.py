@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["run_in_lane", "run_job", "start_job"]
+__all__ = ["first_failure", "job_raised", "later_attempts", "run_job", "start_job"]
 
 _set_position = job_position.set
 _current_task = asyncio.current_task
@@ -232,7 +232,7 @@ async def run_job(
             await _jobs.prime_point()
         except _CancelledError as exc:
             coro.close()  # cancelled before its first step: the job never runs
-            _job_raised(exe, coro, exc, kind, owner)
+            job_raised(exe, coro, exc, kind, owner)
             raise
         except BaseException:
             coro.close()  # closed before it became a task (GeneratorExit): start_job settles
@@ -246,7 +246,7 @@ async def run_job(
     except BaseException as exc:
         if exe._annotate:
             annotate_coroutine_error(exc, coro, map_index=index)
-        _job_raised(exe, coro, exc, kind, owner)
+        job_raised(exe, coro, exc, kind, owner)
         raise
     settle(exe, coro, None, None, kind)
     return result
@@ -271,7 +271,7 @@ async def run_retrying(
             await _jobs.prime_point()
         except _CancelledError as exc:
             coro.close()
-            _job_raised(exe, coro, exc, kind, owner)
+            job_raised(exe, coro, exc, kind, owner)
             del fn, args, kwargs  # see below
             raise
         except BaseException:
@@ -281,7 +281,7 @@ async def run_retrying(
     try:
         result = await coro
     except BaseException as exc:
-        retrying = first_failure(exe, coro, kind, fn, args, kwargs, index, policy, owner, exc)
+        retrying = first_failure(exe, coro, kind, fn, args, kwargs, policy, index, owner, exc)
         # From here the job's call is in ``retrying`` alone: the traceback of the job's
         # error (or of a cancelled task's CancelledError) keeps this frame for as long as
         # the caller keeps the task.
@@ -301,8 +301,8 @@ def first_failure(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    index: int | None,
     policy: RetryPolicy,
+    index: int | None,
     owner: MapJobs | None,
     exc: BaseException,
 ) -> tuple[Call, float] | None:
@@ -314,11 +314,11 @@ def first_failure(
         delay = after_failure(call, 1, exc, ask=not stopped(call, exe._state is _CANCELLING))
     except BaseException as policy_error:  # the policy failed: the job fails so
         call.drop()
-        _job_raised(exe, coro, policy_error, kind, owner)
+        job_raised(exe, coro, policy_error, kind, owner)
         raise
     if delay is None:
         call.drop()
-        _job_raised(exe, coro, exc, kind, owner)
+        job_raised(exe, coro, exc, kind, owner)
         return None
     return call, delay
 
@@ -337,69 +337,13 @@ async def later_attempts(
         result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
         call.drop()
-        _job_raised(exe, coro, exc, kind, owner)
+        job_raised(exe, coro, exc, kind, owner)
         raise
     settle(exe, coro, None, None, kind)
     return result
 
 
-async def run_in_lane(
-    exe: Core,
-    coro: Coroutine[Any, Any, Any],
-    fn: Callable[..., Any] | None,
-    args: tuple[Any, ...] | None,
-    kwargs: dict[str, Any] | None,
-    policy: RetryPolicy | None,
-) -> Any:
-    """THE PLAIN LANE's runner (the one hot path written out twice: see
-    CoroutineExecutor.submit, which starts the lane's jobs). run_job() and
-    run_retrying() for a job submit() started in the lane, with settle()'s success path
-    written out for the common case: nothing waits for a slot, for idleness or for this
-    job. ``policy``: the executor's retry policy, if any (then ``fn``, ``args`` and
-    ``kwargs`` are the job's call, kept for the next attempts; else None).
-    tests/test_core_lanes.py runs the same scenarios through both paths."""
-    if _jobs.priming:  # only under _jobs.prime(): see JobTask
-        try:
-            await _jobs.prime_point()
-        except _CancelledError as exc:
-            coro.close()  # cancelled before its first step: the job never runs
-            _job_raised(exe, coro, exc, _POLICY)
-            del fn, args, kwargs  # see run_retrying
-            raise
-        except BaseException:
-            coro.close()  # closed before it became a task (GeneratorExit): submit settles
-            raise
-    _set_position(exe)  # see run_job
-    try:
-        result = await coro
-    except BaseException as exc:
-        if policy is None:
-            if exe._annotate:
-                annotate_coroutine_error(exc, coro)
-            _job_raised(exe, coro, exc, _POLICY)
-            raise
-        retrying = first_failure(
-            exe, coro, _POLICY, fn, args, kwargs, None, policy, None, exc  # type: ignore[arg-type]  # a policy comes with the call
-        )
-        del fn, args, kwargs  # see run_retrying
-        if retrying is None:
-            raise
-    else:
-        slots = exe._slots
-        if slots.backlog or exe._idle_waiters or exe._watchers:
-            settle(exe, coro, None, None, _POLICY)
-        else:  # settle() of an in-line success with nothing to wake, written out
-            try:
-                del exe._running[coro]
-            except KeyError:
-                pass  # never registered: see settle
-            slots.release()
-            exe._outcomes.succeeded += 1
-        return result
-    return await later_attempts(exe, coro, _POLICY, None, *retrying)
-
-
-def _job_raised(
+def job_raised(
     exe: Core, coro: object, exc: BaseException, kind: JobKind, owner: MapJobs | None = None
 ) -> None:
     """An in-line job ends with ``exc`` (its task is not done yet). ``owner``: its map,

@@ -354,7 +354,7 @@ async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the
 ) -> None:
     if loop_kind != "default":
         pytest.skip("the directly built JobTask is the default loop's")
-    from coroexecutor import _start
+    from coroexecutor import _executor, _start
 
     class Refused(Exception):
         pass
@@ -369,7 +369,8 @@ async def test_a_job_task_that_cannot_be_made_gives_back_its_slot_and_closes_the
     # error, as a queued job's is; the map raises it and the executor goes on)
     async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
         with monkeypatch.context() as patch:
-            patch.setattr(_start, "JobTask", no_task)  # the one start path: submit and map
+            patch.setattr(_start, "JobTask", no_task)  # the general start path
+            patch.setattr(_executor, "JobTask", no_task)  # and submit()'s plain lane
             with pytest.raises(Refused):
                 if where == "submit":
                     await exe.submit(job, 0)

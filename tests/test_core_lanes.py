@@ -78,11 +78,8 @@ class Flaky:
         return n
 
 
-@pytest.mark.parametrize("rate", [None, 1e6], ids=["no rate limit", "max_per_second="])
-async def test_results_and_counts(
-    lane: str, request: pytest.FixtureRequest, rate: float | None
-) -> None:
-    async with make(lane, max_workers=3, max_per_second=rate) as exe:
+async def test_results_and_counts(lane: str, request: pytest.FixtureRequest) -> None:
+    async with make(lane, max_workers=3) as exe:
         tasks = [await exe.submit(double, n) for n in range(10)]
     assert [t.result() for t in tasks] == [2 * n for n in range(10)]
     assert exe.stats.succeeded == 10 and exe.stats.running == 0
@@ -264,8 +261,9 @@ async def test_the_lane_is_left_when_a_task_factory_is_set(
         {"key": lambda n: n % 2, "max_per_key": 1},
         {"job_timeout": 30.0},
         {"on_job_done": lambda job: None},
+        {"max_per_second": 1e6},
     ],
-    ids=["key=", "job_timeout=", "on_job_done="],
+    ids=["key=", "job_timeout=", "on_job_done=", "max_per_second="],
 )
 async def test_other_jobs_take_the_general_path(
     lane: str, request: pytest.FixtureRequest, options: dict[str, Any]

@@ -1,0 +1,79 @@
+"""submit()'s plain lane: the runner of the jobs it starts (the lane itself, the start
+written out, is in CoroutineExecutor.submit). The one hot path written out twice: see
+internals.rst, "The plain lane"; tests/test_core_lanes.py runs the same scenarios
+through the lane and the general path (start_job, run_job, run_retrying, settle)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+
+from . import _jobs
+from ._context import job_position
+from ._notes import annotate_coroutine_error
+from ._policy import JobKind
+from ._retry import RetryPolicy
+from ._settle import settle
+from ._start import first_failure, job_raised, later_attempts
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["LaneCall", "run_in_lane"]
+
+# A lane job's call and the executor's retry policy: fn, args, kwargs, policy.
+LaneCall = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any], RetryPolicy]
+
+_set_position = job_position.set
+_CancelledError = asyncio.CancelledError
+_POLICY = JobKind.POLICY  # (an enum member's attribute read costs about 60 ns on 3.11)
+
+
+async def run_in_lane(
+    exe: Core, coro: Coroutine[Any, Any, Any], retry: LaneCall | None
+) -> Any:
+    """THE PLAIN LANE's runner (the one hot path written out twice: see
+    CoroutineExecutor.submit, which starts the lane's jobs). run_job() and
+    run_retrying() for a job submit() started in the lane, with settle()'s success path
+    written out for the common case: nothing waits for a slot, for idleness or for this
+    job. ``retry``: the job's call and the executor's retry policy, kept for the next
+    attempts (None: no retry policy).
+    tests/test_core_lanes.py runs the same scenarios through both paths."""
+    if _jobs.priming:  # only under _jobs.prime(): see JobTask
+        try:
+            await _jobs.prime_point()
+        except _CancelledError as exc:
+            coro.close()  # cancelled before its first step: the job never runs
+            job_raised(exe, coro, exc, _POLICY)
+            del retry  # see run_retrying
+            raise
+        except BaseException:
+            coro.close()  # closed before it became a task (GeneratorExit): submit settles
+            raise
+    _set_position(exe)  # see run_job
+    try:
+        result = await coro
+    except BaseException as exc:
+        if retry is None:
+            if exe._annotate:
+                annotate_coroutine_error(exc, coro)
+            job_raised(exe, coro, exc, _POLICY)
+            raise
+        retrying = first_failure(exe, coro, _POLICY, *retry, None, None, exc)
+        del retry  # see run_retrying
+        if retrying is None:
+            raise
+    else:
+        slots = exe._slots
+        if slots.backlog or exe._idle_waiters or exe._watchers:
+            settle(exe, coro, None, None, _POLICY)
+        else:  # settle() of an in-line success with nothing to wake, written out
+            try:
+                del exe._running[coro]
+            except KeyError:
+                pass  # never registered: see settle
+            slots.free += 1  # Slots.release() written out (part of the lane's copy)
+            exe._outcomes.succeeded += 1
+        return result
+    return await later_attempts(exe, coro, _POLICY, None, *retrying)
