@@ -272,9 +272,9 @@ class CoroutineExecutor:
                             raise
                         coro, policy = retried
                     if policy is None:
-                        runner = run_in_lane(self, coro, None)
+                        runner = run_in_lane(self, coro)
                     else:  # the call is kept until the job ends only for retries
-                        runner = run_in_lane(self, coro, (fn, args, kwargs or _NO_KWARGS, policy))
+                        runner = run_in_lane(self, coro, fn, args, kwargs or _NO_KWARGS, policy)
                     task: asyncio.Task[T] = JobTask(runner, loop=loop)
                 except BaseException:
                     start_failed(self, fn, "submit", runner, coro)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _jobs
 from ._context import job_position
@@ -20,10 +20,7 @@ from ._start import first_failure, job_raised, later_attempts
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["LaneCall", "run_in_lane"]
-
-# A lane job's call and the executor's retry policy: fn, args, kwargs, policy.
-LaneCall = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any], RetryPolicy]
+__all__ = ["run_in_lane"]
 
 _set_position = job_position.set
 _CancelledError = asyncio.CancelledError
@@ -31,14 +28,20 @@ _POLICY = JobKind.POLICY  # (an enum member's attribute read costs about 60 ns o
 
 
 async def run_in_lane(
-    exe: Core, coro: Coroutine[Any, Any, Any], retry: LaneCall | None
+    exe: Core,
+    coro: Coroutine[Any, Any, Any],
+    fn: Callable[..., Any] | None = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    policy: RetryPolicy | None = None,
 ) -> Any:
     """THE PLAIN LANE's runner (the one hot path written out twice: see
     CoroutineExecutor.submit, which starts the lane's jobs). run_job() and
     run_retrying() for a job submit() started in the lane, with settle()'s success path
     written out for the common case: nothing waits for a slot, for idleness or for this
-    job. ``retry``: the job's call and the executor's retry policy, kept for the next
-    attempts (None: no retry policy).
+    job. ``policy``: the executor's retry policy, if any: then ``fn``, ``args`` and
+    ``kwargs`` are the job's call, kept for the next attempts (plain jobs pass only
+    ``exe`` and ``coro``: three more arguments cost 280 instructions a job).
     tests/test_core_lanes.py runs the same scenarios through both paths."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
@@ -46,7 +49,7 @@ async def run_in_lane(
         except _CancelledError as exc:
             coro.close()  # cancelled before its first step: the job never runs
             job_raised(exe, coro, exc, _POLICY)
-            del retry  # see run_retrying
+            del fn, args, kwargs  # see run_retrying
             raise
         except BaseException:
             coro.close()  # closed before it became a task (GeneratorExit): submit settles
@@ -55,13 +58,15 @@ async def run_in_lane(
     try:
         result = await coro
     except BaseException as exc:
-        if retry is None:
+        if policy is None:
             if exe._annotate:
                 annotate_coroutine_error(exc, coro)
             job_raised(exe, coro, exc, _POLICY)
             raise
-        retrying = first_failure(exe, coro, _POLICY, *retry, None, None, exc)
-        del retry  # see run_retrying
+        retrying = first_failure(
+            exe, coro, _POLICY, fn, args, kwargs, policy, None, None, exc  # type: ignore[arg-type]  # a policy comes with its call
+        )
+        del fn, args, kwargs  # see run_retrying
         if retrying is None:
             raise
     else:
