@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from ._context import job_position
 from ._errors import check_job_fn
-from ._map_close import abandon, cancel_again, retire
+from ._map_close import abandon, cancel_again, retire, still_closing
 from ._map_run import raise_closed, results
 from ._map_state import MapJobs
 from ._policy import JobKind
@@ -152,7 +152,9 @@ class MapIterator(Generic[T], AsyncIterator[T]):
 
     async def aclose(self) -> None:
         """Stop: cancel the jobs in flight, stop reading the inputs (the reading task closes
-        the async ones), and wait until all of that has finished.
+        the async ones), and wait until all of that has finished. A later call, or one
+        after the map was closed otherwise, waits for the same (not in a job of the
+        map's own, or its input: it would wait for itself).
 
         Cancellation: cancelled while it waits (an outer timeout), it cancels the jobs and
         the reading task again, so an input's clean-up that waits is interrupted there,
@@ -162,7 +164,11 @@ class MapIterator(Generic[T], AsyncIterator[T]):
             RuntimeError: called from a loop other than the executor's (nothing is done).
         """
         check_loop(self._exe)  # before touching the map: from another loop, nothing happens
-        live = self._abandon()
+        self._abandon()
+        # Not only what this call cancelled: a map closed before (another task's aclose(),
+        # its consumer cancelled, the executor) may still be cancelling its jobs and
+        # closing its inputs.
+        live = still_closing(self._jobs)
         if live:
             try:
                 await asyncio.wait(live)
@@ -181,17 +187,16 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     ) -> None:
         await self.aclose()
 
-    def _abandon(self) -> list[asyncio.Future[Any]]:
+    def _abandon(self) -> None:
         """Abandon the map and, unless a consumer is inside it, close its generator now
         (it only waits at a yield then, so closing runs no await): no finaliser task is
         left."""
-        live = abandon(self._exe, self._jobs)
+        abandon(self._exe, self._jobs)
         if not self._results.ag_running:  # type: ignore[attr-defined]  # missing from typeshed
             try:
                 self._results.aclose().send(None)
             except StopIteration:
                 pass  # closed
-        return live
 
 
 def close_maps(exe: Core, *, exiting: bool = False) -> None:

@@ -1,10 +1,12 @@
 """Closing a map: abandon(), which closes a map early (its jobs cancelled, its reading
-stopped), cancel_again() for an aclose() whose wait was cancelled, and retire(), the
-executor's close of a map that its own job's error has ended."""
+stopped), still_closing(), what every aclose() waits for, cancel_again() for an aclose()
+whose wait was cancelled, and retire(), the executor's close of a map that its own job's
+error has ended."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._following import QueuedFuture
@@ -15,7 +17,7 @@ from ._policy import loop_going_down, retrieve
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["abandon", "cancel_again", "retire"]
+__all__ = ["abandon", "cancel_again", "retire", "still_closing"]
 
 
 def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task[Any] | None:
@@ -63,12 +65,16 @@ def retire(exe: Core, jobs: MapJobs) -> None:
     if reader is not None:
         exe._readers.add(reader)
         reader.add_done_callback(exe._readers.discard)
+        _closing(jobs, (reader,))  # an aclose() of the map waits for it too
 
 
-def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
+def abandon(exe: Core, jobs: MapJobs) -> None:
     """Close the map: cancel its unfinished jobs (as the executor's own cancellations, not
-    job errors), stop its reader and wake a consumer waiting in it. Returns what was
-    cancelled, for aclose() to wait for.
+    job errors), stop its reader and wake a consumer waiting in it. What was cancelled
+    is kept in ``jobs.closing`` until it ends, for every aclose() to wait for (see
+    still_closing): the first close clears the map's buffers, so a later one (another
+    task's aclose(), the ``async with`` exit after it) would find nothing left to wait
+    for in them.
 
     A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
     nor waited for: it is in its own step (the executor's canceller still reaches it,
@@ -102,7 +108,34 @@ def abandon(exe: Core, jobs: MapJobs) -> list[asyncio.Future[Any]]:
             # So do the block's exit and shutdown(), however the map was closed.
             exe._readers.add(reader)
             reader.add_done_callback(exe._readers.discard)
-    return live
+    _closing(jobs, live)
+
+
+def _closing(jobs: MapJobs, tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Keep ``tasks``, which closing the map cancelled, in ``jobs.closing`` until each has
+    ended and its done callbacks have run: a queued job, dropped from the line as it is
+    cancelled, is done at once, but the executor counts it as cancelled in a callback,
+    which aclose() waits for too."""
+    closing = jobs.closing
+    for task in tasks:
+        if task not in closing:
+            closing.add(task)
+            task.add_done_callback(closing.discard)  # (scheduled at once if done)
+
+
+def still_closing(jobs: MapJobs) -> list[asyncio.Future[Any]]:
+    """What an aclose() of the closed map waits for: its jobs still cancelling and its
+    reader still closing the inputs, however the map was closed and however many
+    aclose() calls came before. Nothing for a task among them (a job of the map, or its
+    reader, closing the map in its own clean-up): it would wait for itself, and two such
+    jobs for each other; whoever closed the map waits for them."""
+    current = asyncio.current_task()
+    closing = jobs.closing
+    if current in closing or any(
+        type(task) is QueuedFuture and task.task is current for task in closing
+    ):
+        return []
+    return list(closing)
 
 
 def _a_task_of(jobs: MapJobs, live: list[asyncio.Future[Any]]) -> asyncio.Future[Any] | None:

@@ -27,6 +27,8 @@ class MapJobs:
     waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
     executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
     ``in_job``: made inside one of the executor's jobs (the block's exit leaves it open).
+    ``closing``: what closing the map cancelled (its jobs, its reader) and has not ended
+    yet, which every ``aclose()`` waits for (see _map_close.still_closing).
 
     The window: the map starts a job only while fewer than ``window`` of its jobs are
     started and not yet yielded. ``window`` is ``base`` (the buffersize; ``follows``: the
@@ -56,11 +58,10 @@ class MapJobs:
     """
 
     __slots__ = (
-        "base", "close_failed", "closed", "failed", "failed_left", "finished", "fn", "follows",
-        "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes", "owner",
-        "pausing",
-        "pending", "policy", "reader", "shut", "sources", "taken", "wake", "wants", "where",
-        "window",
+        "base", "close_failed", "closed", "closing", "failed", "failed_left", "finished", "fn",
+        "follows", "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes",
+        "owner", "pausing", "pending", "policy", "reader", "shut", "sources", "taken", "wake",
+        "wants", "where", "window",
     )
 
     def __init__(
@@ -97,6 +98,7 @@ class MapJobs:
         self.go: asyncio.Future[None] | None = None
         self.wants = False
         self.closed = False
+        self.closing: set[asyncio.Future[Any]] = set()
         self.shut = False
         self.in_job = False
         self.close_failed = False
