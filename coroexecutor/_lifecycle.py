@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "abort", "admit", "cancel_again", "cancel_late", "interrupted",
-    "check_idle", "close", "close_when_idle", "fail", "refusal", "report_unretrieved",
-    "set_limit", "tearing_down",
+    "check_idle", "close", "close_when_idle", "fail", "fail_as_loop_ends", "refusal",
+    "report_unretrieved", "set_limit", "tearing_down",
 ]
 
 _current_task = asyncio.current_task
@@ -42,6 +42,29 @@ def fail(exe: Core, exc: BaseException) -> None:
     outcomes = exe._outcomes
     if not outcomes.suppress and outcomes.names(exe._state is State.CANCELLING):
         abort(exe, Cause.JOB_ERROR, exc)
+
+
+def fail_as_loop_ends(exe: Core, error: BaseException) -> None:
+    """A job answered the cancel of the loop going down (see loop_going_down) with
+    ``error``, under fail-fast: it is the first error, which asyncio itself reports as
+    the run ends ("unhandled exception during asyncio.run() shutdown"), so the executor
+    does not report it again when it is collected.
+
+    When asyncio's own end of the loop runs us (see tearing_down), fail-fast has nothing
+    left to stop: asyncio has cancelled every task on the loop, the other jobs and the
+    block's task among them, and waits for their clean-up. Cancelling them again would
+    interrupt that clean-up (another job's ``finally: await conn.close()``) at its next
+    await. So only what waits for a slot is dropped, as for the loop's end itself. A
+    loop that other code ends by cancelling every task is a program that goes on:
+    fail-fast as ever."""
+    outcomes = exe._outcomes
+    if in_asyncio_teardown():
+        outcomes.stop(Cause.JOB_ERROR, error)  # the first error, as abort() records it
+        abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
+    else:
+        abort(exe, Cause.JOB_ERROR, error)
+    if outcomes.first_error is error:
+        outcomes.loop_reports = True
 
 
 def interrupted(exe: Core, exc: BaseException) -> None:

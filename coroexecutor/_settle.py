@@ -10,7 +10,15 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ._lifecycle import abort, admit, check_idle, fail, interrupted, tearing_down
+from ._lifecycle import (
+    abort,
+    admit,
+    check_idle,
+    fail,
+    fail_as_loop_ends,
+    interrupted,
+    tearing_down,
+)
 from ._map_state import follow_limit
 from ._notes import annotate_coroutine_error
 from ._policy import Cause, JobKind, error_of, loop_going_down, retrieve
@@ -72,14 +80,11 @@ def settle(
         outcomes = exe._outcomes
         if outcomes.decide(task, error, kind, exe._state is _CANCELLING):
             # asyncio.run() ending cancels every task: a job's cancel then is no failure;
-            # an error it answers with is one, which asyncio reports as the run ends
-            # ("unhandled exception during asyncio.run() shutdown"), so it is reported
-            # once, not again when the executor is collected (see loop_going_down).
-            going_down = task is not None and loop_going_down(task)
-            if not (going_down and isinstance(error, asyncio.CancelledError)):
+            # an error it answers with is one, but stops nothing (see fail_as_loop_ends).
+            if task is None or not loop_going_down(task):
                 abort(exe, Cause.JOB_ERROR, error)
-                if going_down and outcomes.first_error is error:
-                    outcomes.loop_reports = True
+            elif error is not None and not isinstance(error, asyncio.CancelledError):
+                fail_as_loop_ends(exe, error)
         elif error is not None and exe._state is not _CANCELLING:
             interrupted(exe, error)
     else:

@@ -484,3 +484,64 @@ def test_a_job_error_answering_the_end_of_asyncio_run_is_reported_once(
 async def _drain(results: Any) -> None:
     async for _ in results:
         pass
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("how", ["submit", "hook"])
+def test_a_job_error_answering_the_end_of_asyncio_run_cancels_no_other_job_again(
+    loop_kind: str, how: str
+) -> None:
+    """Regression (found by a docs-only tester): with no block, the end of asyncio.run()
+    cancels every job once and waits for their clean-up. A job answering that cancel with
+    an error of its own made fail-fast cancel the other jobs a second time, interrupting
+    a clean-up that awaits (a ``finally: await conn.close()``). Fail-fast has nothing
+    left to stop then; asyncio reports the error, once."""
+    error = ConnectionError("flush failed")
+    log: list[str] = []
+    failing: list[asyncio.Future[Any]] = []
+    kept: list[Any] = []  # the executor and the jobs' tasks
+    parked, cleaning = asyncio.Event(), asyncio.Event()
+
+    async def job(n: int) -> None:
+        if n == 0:  # answers the loop's cancel with an error
+            me = asyncio.current_task()
+            assert me is not None
+            failing.append(me)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await cleaning.wait()  # (else a cancel now might merge with the first)
+                raise error  # noqa: B904  # chained to the cancel, as a job would be
+        parked.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            try:  # a clean-up that awaits, step by step, past the failing job's end
+                while not failing[0].done():
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)  # (its done callbacks ran before this)
+                log.append("clean-up ends")
+            except asyncio.CancelledError:
+                log.append("clean-up cancelled a second time")
+                raise
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: log.append(context["message"])
+        )
+        hook = {"on_job_done": lambda future: None} if how == "hook" else {}
+        exe = CoroutineExecutor(**hook)  # type: ignore[arg-type]
+        kept.append(exe)
+        kept.append(await exe.submit(job, 0))
+        kept.append(await exe.submit(job, 1))
+        await parked.wait()
+
+    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+    with runner:
+        runner.run(main())
+    assert sorted(log) == ["clean-up ends", "unhandled exception during asyncio.run() shutdown"]
+    assert kept[0].stats.failed == 1
+    error.__traceback__ = error.__context__ = None  # (they hold the executor)
