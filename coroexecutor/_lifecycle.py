@@ -240,10 +240,12 @@ def set_limit(exe: Core, limit: int) -> None:
 
 
 def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
-    """Whether the loop is going down, asked before queued jobs start: if so, drop the
-    queued jobs and the slot waiters (not an error) and say so, so that no job starts as
-    a new task. The running jobs are not cancelled again: the loop's end has cancelled
-    them, and waits for their clean-up.
+    """Whether the loop is going down. Asked before queued jobs start, and where a cancel
+    of the current task would cancel the jobs (the exit of a block whose body was
+    cancelled, a cancelled wait for the jobs): if so, drop the queued jobs and the slot
+    waiters (not an error) and say so, so that no job starts as a new task. The running
+    jobs are not cancelled again: the loop's end has cancelled them, and waits for their
+    clean-up.
 
     ``asyncio.run()`` ends by cancelling every task on the loop and waiting for those
     tasks only: a queued job started then (the slot of a job it cancelled, or of one

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._context import job_position
 from ._errors import refused_by
-from ._lifecycle import abort, cancel_again, check_idle, close, close_when_idle
+from ._lifecycle import (
+    abort,
+    cancel_again,
+    check_idle,
+    close,
+    close_when_idle,
+    tearing_down,
+)
 from ._map import close_maps
 from ._map_reader import cancel_readers
 from ._policy import Cause, JobKind, error_of
@@ -80,24 +87,32 @@ async def _wait_idle(
             # shutdown(wait=False) would (SHUTDOWN: a job error that follows is raised by
             # the block, or a later shutdown()).
             cause = Cause.BODY if keep_waiting else Cause.SHUTDOWN
-            if exe._state is State.CANCELLING:
+            if tearing_down(exe, None):
+                pass  # asyncio's end of the loop cancelled the jobs too: not again
+            elif exe._state is State.CANCELLING:
                 # The jobs were cancelled before and some still run: a job that called
                 # shutdown(wait=False) (not cancelled then), or one whose cancel was lost
                 # (asyncio.wait_for on Python < 3.12 can swallow one). A new cancel from
                 # outside (a timeout, a second Ctrl-C) reaches them again.
                 exe._outcomes.stop(cause, None)
                 cancel_again(exe)
+                _cancel_readers_again(exe)
             else:
                 abort(exe, cause)
-            # The same for the readers: an input whose cleanup awaits (its finally, the
-            # aclose() of a resource it holds) is interrupted there.
-            cancel_readers(exe._readers, asyncio.current_task())
+                _cancel_readers_again(exe)
             if not keep_waiting:
                 raise
             cancelled = exc
             continue
         if not exe._slots.busy:
             return cancelled
+
+
+def _cancel_readers_again(exe: Core) -> None:
+    """The wait for the jobs was cancelled: the readers of closed maps are cancelled (again)
+    as the jobs are, so an input whose cleanup awaits (its finally, the aclose() of a
+    resource it holds) is interrupted there."""
+    cancel_readers(exe._readers, asyncio.current_task())
 
 
 async def _readers_closed(exe: Core) -> None:
@@ -152,8 +167,13 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
     if exc is not None:
         if isinstance(exc, asyncio.CancelledError) and block.interrupted:
             ours = block.withdraw()  # our own interruption of the body
-        if not ours:
-            abort(exe, Cause.BODY)  # the body raised or was cancelled: cancel every job
+        # The body raised or was cancelled: cancel every job. Unless asyncio's end of the
+        # loop cancelled it, in a task still running as asyncio.run() ends (one main()
+        # started and did not wait for): that cancelled every job as well, and one more
+        # cancel would interrupt their clean-up, which asyncio waits for (see
+        # tearing_down). Which of those tasks takes its cancel first is up to asyncio.
+        if not ours and not tearing_down(exe, None):
+            abort(exe, Cause.BODY)
     close_maps(exe, exiting=True)  # a map left open must not keep jobs running (see there)
     if exe._state is State.RUNNING:
         exe._state = State.EXITING

@@ -400,6 +400,67 @@ def test_the_end_of_asyncio_run_cancels_no_running_job_a_second_time(
     assert kept[0].stats.failed == 0
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
+@pytest.mark.parametrize("waiting", ["in the body", "in the exit"])
+def test_a_block_in_a_task_asyncio_run_ends_cancels_no_job_a_second_time(
+    loop_kind: str, waiting: str
+) -> None:
+    """Regression (found by a docs-only tester): a block running in a task that main()
+    started and did not wait for. The end of asyncio.run() cancels that task and the jobs
+    at once; the block's exit (or its wait for the jobs) took the cancel for the body's
+    own and cancelled every job again, interrupting a job's clean-up that awaits, when
+    the job took its cancel before the block's task did (the order is asyncio's: on
+    3.11 it usually did). The body waiting in its own clean-up forces that order."""
+    log: list[str] = []
+    kept: list[Any] = []
+    started, body_left = asyncio.Event(), asyncio.Event()
+
+    async def job() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            try:
+                if waiting == "in the body":
+                    await body_left.wait()  # the body leaves in this step: its exit runs
+                for _ in range(3):  # (every other task has taken its cancel by now)
+                    await asyncio.sleep(0)
+                log.append("clean-up ends")
+            except asyncio.CancelledError:
+                log.append("clean-up cancelled a second time")
+                raise
+
+    async def worker() -> None:
+        try:
+            async with CoroutineExecutor() as exe:
+                await exe.submit(job)
+                if waiting == "in the body":
+                    try:
+                        await asyncio.Event().wait()
+                    except asyncio.CancelledError:
+                        await asyncio.sleep(0)  # the body's own clean-up
+                        body_left.set()
+                        raise
+        except asyncio.CancelledError:
+            log.append("block: cancelled")
+            raise
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: log.append(context["message"])
+        )
+        kept.append(asyncio.create_task(worker()))
+        await started.wait()  # the block's body (or its exit) waits; main() returns
+
+    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+    with runner:
+        runner.run(main())
+    assert sorted(log) == ["block: cancelled", "clean-up ends"]
+    assert kept[0].cancelled()
+
+
 async def _consume(results: Any) -> None:
     async for _ in results:
         pass
