@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import not_a_task
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
+from ._policy import in_asyncio_teardown, loop_going_down
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -205,7 +206,9 @@ async def _close_inputs(
     error: BaseException | None = None
     try:
         if jobs.closed or isinstance(ending, asyncio.CancelledError):
-            if ending is not None and not isinstance(ending, asyncio.CancelledError):
+            if ending is not None and not isinstance(ending, asyncio.CancelledError) and (
+                not _asyncio_reports(loop)
+            ):
                 # Raised by the read the map's close cancelled (a `finally` of the
                 # input's that raises), or as the input itself closed the map.
                 _report(loop, ending)
@@ -222,6 +225,17 @@ async def _close_inputs(
     finally:
         ending = error = None  # no cycle through this frame
         failed.clear()
+
+
+def _asyncio_reports(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether asyncio itself reports the error this reader task is about to end with:
+    asyncio's end of the loop cancelled it, with every other task (see loop_going_down,
+    in_asyncio_teardown), and reports each of those that ends with an error ("unhandled
+    exception during asyncio.run() shutdown"), as it does a job's. Asked only for an
+    error the reading ended with (not the clean-up errors of the inputs after it, which
+    the task does not raise)."""
+    task = asyncio.current_task(loop)
+    return task is not None and loop_going_down(task) and in_asyncio_teardown()
 
 
 def drop_reader(jobs: MapJobs, reader: asyncio.Task[Any]) -> None:

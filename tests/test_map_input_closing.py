@@ -380,6 +380,49 @@ def test_the_end_of_asyncio_run_lets_an_input_finish_its_clean_up(
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
 )
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+def test_an_input_error_as_asyncio_run_ends_is_reported_once(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression (found by a docs-only tester): a map still open as asyncio.run() ends,
+    its consumer waiting in another task. The end cancels the consumer, whose cancel
+    closes the map, and the reader, whose input's clean-up then raises. The reader
+    reported that error as a closed map's ("an error occurred during closing of") and
+    ended with it, which asyncio reported a second time: now asyncio's report only, as
+    for an error a job answers that cancel with."""
+    error = OSError("could not release the file")
+    reports: list[tuple[str, BaseException | None]] = []
+    kept: list[Any] = []  # the executor, the map and its consumer: open as main() returns
+    reading = asyncio.Event()
+
+    async def lines() -> AsyncIterator[int]:
+        try:
+            reading.set()
+            await asyncio.Event().wait()
+            yield 1
+        finally:
+            await asyncio.sleep(0)  # (the consumer's cancel closes the map meanwhile)
+            raise error
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reports.append((context["message"], context.get("exception")))
+        )
+        exe = CoroutineExecutor()
+        results = (exe.map if ordered else exe.map_unordered)(pair, lines())
+        kept.extend([exe, results, asyncio.ensure_future(results.__anext__())])
+        await reading.wait()
+
+    runner = asyncio.Runner(loop_factory=lambda: new_loop(loop_kind), debug=True)
+    with runner:
+        runner.run(main())
+    assert reports == [("unhandled exception during asyncio.run() shutdown", error)]
+    error.__traceback__ = error.__context__ = None  # (they hold the map)
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="a task's pending cancels are counted from 3.11"
+)
 @pytest.mark.parametrize("settled", ["in-line", "hook"])
 def test_a_consumer_the_end_of_the_loop_cancels_does_not_cancel_the_reader_again(
     settled: str,
