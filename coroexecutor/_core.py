@@ -80,7 +80,7 @@ class Core(Protocol):
       components with methods of their own;
     - ``_state`` and the lifecycle fields below: _lifecycle, _startup and _shutdown;
     - ``_running`` and ``_watchers``: _start (and abort, which cancels every running job);
-    - ``_maps`` and ``_readers``: the map modules (abort closes the maps through
+    - ``_maps``, ``_readers`` and ``_unread``: the map modules (abort closes the maps through
       ``_close_maps()``: _lifecycle cannot import them, they build on it).
     """
 
@@ -94,6 +94,7 @@ class Core(Protocol):
     _watchers: dict[asyncio.Future[Any], asyncio.Future[None]]
     _maps: set[MapJobs]
     _readers: set[asyncio.Task[Any]]  # stopped map readers still closing their inputs
+    _unread: set[MapJobs]  # closed maps no reader could be made for: see close_unread
     _block: Block | None
     _outer: Core | None
     _spared: asyncio.Future[Any] | None

@@ -100,7 +100,7 @@ class CoroutineExecutor:
         "_loop", "_loop_watch", "_maps", "_outcomes", "_outer", "_plain", "_rate", "_readers",
         "_retry",
         "_running", "_slots", "_spared", "_startup", "_state", "_task_factory_of", "_timeout",
-        "_tuner", "_watchers",
+        "_tuner", "_unread", "_watchers",
     )
 
     _loop: asyncio.AbstractEventLoop  # this and the next: set at first use (_startup.bind)
@@ -142,6 +142,7 @@ class CoroutineExecutor:
         self._watchers: dict[asyncio.Future[Any], asyncio.Future[None]] = {}  # map wake-ups
         self._maps: set[MapJobs] = set()  # live maps: the block's exit and shutdown() close them
         self._readers: set[asyncio.Task[Any]] = set()  # stopped, closing inputs: see _shutdown
+        self._unread: set[MapJobs] = set()  # inputs no reader could close: see close_unread
         self._block: Block | None = None  # used as ``async with``: the block owns the error
         self._outer: Core | None = None  # the executor whose job bound it: see may_wait
         self._spared: asyncio.Future[Any] | None = None  # the task abort did not cancel

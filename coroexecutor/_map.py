@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from ._context import job_position
 from ._errors import check_job_fn
 from ._map_close import abandon, cancel_again, retire, still_closing
+from ._map_reader import close_unread, is_async_iterator
 from ._map_run import raise_closed, results
 from ._map_state import MapJobs
+from ._notes import safe_repr
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, resolve_retry
 from ._startup import check_loop
@@ -86,9 +88,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         if all(not isinstance(it, AsyncIterable) for it in iterables):
             feed = zip(*iterables)
         else:
-            sources = tuple(
-                it.__aiter__() if isinstance(it, AsyncIterable) else iter(it) for it in iterables
-            )
+            sources = tuple(_source(it, where, i) for i, it in enumerate(iterables))
         # Job callbacks, the executor and the generator reach only this small object and
         # never the iterator itself, so a map left by `break` is collected at once (and
         # its generator, closed as it goes, cancels its jobs) while jobs still run.
@@ -165,10 +165,17 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         """
         check_loop(self._exe)  # before touching the map: from another loop, nothing happens
         self._abandon()
+        jobs = self._jobs
+        if jobs.refusal is not None:
+            # No reader could be made to close the inputs (the loop's task factory
+            # refused it): close them in this task instead, then raise that error.
+            self._exe._unread.discard(jobs)
+            refusal, jobs.refusal = jobs.refusal, None
+            await close_unread(jobs, refusal)
         # Not only what this call cancelled: a map closed before (another task's aclose(),
         # its consumer cancelled, the executor) may still be cancelling its jobs and
         # closing its inputs.
-        live = still_closing(self._jobs)
+        live = still_closing(jobs)
         if live:
             try:
                 await asyncio.wait(live)
@@ -222,6 +229,23 @@ def close_maps(exe: Core, *, exiting: bool = False) -> None:
             continue
         it._anext = functools.partial(_refused, exe, jobs.kind)
         it._abandon()
+
+
+def _source(iterable: Iterable[Any] | AsyncIterable[Any], where: str, index: int) -> Any:
+    """The iterator of one input of a map with async inputs: ``__aiter__()`` of an async
+    one, which must have ``__anext__()``, as ``async for`` and aiter() require. Else it
+    is a TypeError at the map's call, as aiter() raises: not an AttributeError at the
+    first read, nor a sync iterator returned there and read as a sync input. A sync
+    input gets iter(), which checks what ``__iter__()`` returns itself."""
+    if not isinstance(iterable, AsyncIterable):
+        return iter(iterable)
+    source = iterable.__aiter__()
+    if not is_async_iterator(source):
+        raise TypeError(
+            f"__aiter__() of {where}() input {index} ({type(iterable).__name__}) must return"
+            f" an async iterator (got {safe_repr(source)})"
+        )
+    return source
 
 
 def _inside_a_job_of(exe: Core) -> bool:

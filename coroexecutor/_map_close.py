@@ -28,7 +28,8 @@ def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task
     A reader that runs is cancelled: it closes the inputs as it ends. One that has not
     taken its first step is not (cancelled then, its coroutine would end without running
     a line, and close nothing): it starts, finds the map closed and only closes them.
-    With no reader yet (the map closed before its first read), one is started for that."""
+    With no reader yet (the map closed before its first read), one is started for that;
+    if the loop's task factory refuses it, the map goes to ``exe._unread`` instead."""
     reader = jobs.reader
     sources, jobs.sources = jobs.sources, ()
     jobs.reader = None
@@ -36,7 +37,19 @@ def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task
         if not sources or asyncio._get_running_loop() is not exe._loop:
             return None  # sync inputs only, or read out; or dropped off the loop
         jobs.sources = sources
-        reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
+        try:
+            reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            # The loop's task factory refused it. Raised here, the error would cut short
+            # whoever closes the map (the block's exit, before it waits for the jobs;
+            # abort(), in a callback), and nothing would close the inputs: they wait in
+            # jobs.unread for the map's aclose(), else the block's exit or shutdown(),
+            # to close in its own task (see close_unread).
+            jobs.refusal = exc
+            exe._unread.add(jobs)
+            return None
         jobs.reader = None
         reader.add_done_callback(retrieve)
         return None if reader.done() else reader  # (done: an eager task factory ran it)

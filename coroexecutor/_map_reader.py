@@ -7,17 +7,28 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ._errors import not_a_task
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
 from ._policy import in_asyncio_teardown, loop_going_down
+from ._typing import TypeGuard
 
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["cancel_readers", "drop_reader", "read_inputs", "start_reader"]
+__all__ = [
+    "cancel_readers", "close_unread", "close_unread_maps", "drop_reader", "is_async_iterator",
+    "open_reader", "read_inputs", "start_reader",
+]
+
+
+def is_async_iterator(source: object) -> TypeGuard[AsyncIterator[Any]]:
+    """Whether an input's iterator is read as async: it has ``__anext__()``, all that
+    ``async for`` and aiter() ask of what ``__aiter__()`` returns (not ``__aiter__()``
+    too, which isinstance() of AsyncIterator would)."""
+    return hasattr(type(source), "__anext__")
 
 
 def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
@@ -30,21 +41,80 @@ def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
     propagates; a task factory that makes no task (None, a plain Future: see not_a_task)
     gets the TypeError start_job gives a job, as nothing would run the reader and the
     map's consumer would wait for it for ever. Either way the coroutine is closed (no
-    "never awaited" warning) and the inputs are not handed back: closing them needs a
-    reader too, and abandon() would ask the same loop for one, raising a second error
-    in place of this one. (Not read yet, they hold nothing of ours to close.)"""
+    "never awaited" warning) and the inputs go to ``jobs.unread``, not back to
+    ``jobs.sources``: abandon() would ask the same loop for a reader to close them,
+    raising a second error in place of this one. A caller that can await closes them
+    itself, in its own task: the map's first read (open_reader), its aclose() (see
+    close_unread), else the block's exit or shutdown() (see close_unread_maps)."""
     sources, jobs.sources = jobs.sources, ()
     coro = read_inputs(jobs, sources)
     try:
         reader = exe._loop.create_task(coro)
     except BaseException:
         coro.close()
+        jobs.unread = sources
         raise
     if type(reader) is not asyncio.Task and not isinstance(reader, asyncio.Task):
         coro.close()
+        jobs.unread = sources
         raise not_a_task(reader)
     jobs.reader = reader
     return reader
+
+
+async def open_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
+    """start_reader() for the map's first read, in its consumer's task. If no reader can
+    be made, the inputs are closed here before the error is raised (see close_unread):
+    an input the caller began to read before the map got it has its ``finally`` run
+    now, not in asyncio's finaliser after the map has ended. KeyboardInterrupt and
+    SystemExit propagate at once (as in read_inputs), the inputs left unclosed."""
+    try:
+        return start_reader(exe, jobs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        refusal = exc
+    # Closed outside the except clause: see read_inputs.
+    await close_unread(jobs, refusal)
+
+
+async def close_unread(jobs: MapJobs, refusal: BaseException) -> NoReturn:
+    """No reader task could be made for the map (start_reader raised ``refusal``): close
+    its async inputs (``jobs.unread``) in the calling task, as the reader would have
+    (see _close_inputs), then raise ``refusal``, as a map whose reading ends does.
+
+    The map's first read (the map still open): a clean-up error is raised in its place,
+    with it as its ``__context__``, as after an input's error. The map's aclose() (the
+    map closed; the refusal met as abandon() asked for a reader to close them): a
+    clean-up error goes to the loop's exception handler, and aclose() raises
+    ``refusal``. Cancelled meanwhile, the rest are closed all the same, and
+    CancelledError is raised."""
+    sources, jobs.unread = jobs.unread, ()
+    try:
+        await _close_inputs(
+            jobs, asyncio.get_running_loop(), sources, None if jobs.closed else refusal
+        )
+        raise refusal
+    finally:
+        del refusal, sources  # no cycle through this frame
+
+
+async def close_unread_maps(exe: Core) -> None:
+    """The block's exit and shutdown(): close, in the calling task, the inputs of the maps
+    closed with no reader to close them (see _stop_reading: the loop's task factory
+    refused it), as aclose() of the map would have. Nobody is left to receive the
+    factory's error: it goes to the loop's exception handler, as a clean-up error of a
+    closed map does (see _close_inputs). Cancelled meanwhile, it closes the rest of
+    that map's inputs, then raises CancelledError."""
+    loop = asyncio.get_running_loop()
+    while exe._unread:
+        jobs = exe._unread.pop()
+        sources, jobs.unread = jobs.unread, ()
+        refusal, jobs.refusal = jobs.refusal, None
+        if refusal is not None:
+            _report(loop, refusal)
+        refusal = None  # no cycle through this frame
+        await _close_inputs(jobs, loop, sources, None)
 
 
 async def read_inputs(
@@ -60,9 +130,9 @@ async def read_inputs(
     ``sources``: the map's inputs, passed in (the map lets go of them as it closes)."""
     loop = asyncio.get_running_loop()
     items = jobs.items
-    # (is it async, its next-item method), per input: no isinstance() per item.
+    # (is it async, its next-item method), per input: no test per item.
     steps = [
-        (True, it.__anext__) if isinstance(it, AsyncIterator) else (False, it.__next__)
+        (True, it.__anext__) if is_async_iterator(it) else (False, cast(Iterator[Any], it).__next__)
         for it in sources
     ]
     reads = 0

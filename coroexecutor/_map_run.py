@@ -12,7 +12,7 @@ from ._errors import refused
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
-from ._map_reader import start_reader
+from ._map_reader import open_reader
 from ._map_state import EXHAUSTED, MapJobs
 from ._policy import Cause, JobKind, left_by, put_back, reraise_job_error
 from ._queued import map_start_failed, queue_map_job
@@ -334,7 +334,7 @@ async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
         reader = jobs.reader
         if reader is None:
             check_loop(exe)  # (the first __anext__() checked already: cheap insurance)
-            reader = start_reader(exe, jobs)
+            reader = await open_reader(exe, jobs)
             reader.add_done_callback(jobs.on_read)
         elif (go := jobs.go) is not None and not go.done():
             go.set_result(None)

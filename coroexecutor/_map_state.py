@@ -54,13 +54,17 @@ class MapJobs:
     result, which must not wake early). Invariant: reads begun <= ``limit``, so the input
     is never read further ahead than the window, and never two ``__anext__()`` calls on
     an input at once. The reader closes the async inputs as it ends; ``close_failed``: it
-    raises the error their clean-up raised (see _close_inputs).
+    raises the error their clean-up raised (see _close_inputs). ``unread``: the inputs
+    when no reader could be made (the loop's task factory refused it, with
+    ``refusal``), for a caller that can await to close in its own task (see
+    close_unread).
     """
 
     __slots__ = (
         "base", "close_failed", "closed", "closing", "failed", "failed_left", "finished", "fn",
         "follows", "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes",
-        "owner", "pausing", "pending", "policy", "reader", "shut", "sources", "taken", "wake",
+        "owner", "pausing", "pending", "policy", "reader", "refusal", "shut", "sources", "taken",
+        "unread", "wake",
         "wants", "where", "window",
     )
 
@@ -87,6 +91,8 @@ class MapJobs:
         self.kind = kind
         self.where = "map" if ordered else "map_unordered"
         self.sources = sources
+        self.unread: tuple[Iterator[Any] | AsyncIterator[Any], ...] = ()
+        self.refusal: BaseException | None = None
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.in_flight: set[asyncio.Future[Any]] = set()
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()

@@ -20,7 +20,7 @@ from ._lifecycle import (
     tearing_down,
 )
 from ._map import close_maps
-from ._map_reader import cancel_readers
+from ._map_reader import cancel_readers, close_unread_maps
 from ._policy import Cause, JobKind, error_of
 from ._settle import settle
 from ._startup import check_not_initializer, policy_error
@@ -58,7 +58,8 @@ async def _wait_idle(
     exe: Core, *, keep_waiting: bool
 ) -> asyncio.CancelledError | None:
     """Wait until no job runs or waits, and no map reader we stopped (see _readers_closed)
-    is still closing its inputs.
+    is still closing its inputs; close those of maps no reader could be made for
+    (close_unread_maps).
 
     Cancelled meanwhile, it cancels every job and reader (again, if they were cancelled
     before: the task that called abort and jobs that lost their cancel too). Then, with
@@ -79,6 +80,8 @@ async def _wait_idle(
             await waiter
             if exe._readers:
                 await _readers_closed(exe)
+            if exe._unread:
+                await close_unread_maps(exe)
         except asyncio.CancelledError as exc:
             if waiter in exe._idle_waiters:
                 exe._idle_waiters.remove(waiter)

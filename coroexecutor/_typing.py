@@ -12,11 +12,11 @@ import sys
 from typing import TypeVar
 
 if sys.version_info >= (3, 11):
-    from typing import Never, ParamSpec, Self, final
+    from typing import Never, ParamSpec, Self, TypeGuard, final
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
-    from typing_extensions import Never, ParamSpec, Self, final
+    from typing_extensions import Never, ParamSpec, Self, TypeGuard, final
 
-__all__ = ["A1", "A2", "A3", "Never", "ParamSpec", "Self", "final"]
+__all__ = ["A1", "A2", "A3", "Never", "ParamSpec", "Self", "TypeGuard", "final"]
 
 # The items of a map's first, second and third input: each must suit the parameter of
 # ``fn`` in that place, as typeshed's overloads of the builtin ``map`` check them.
