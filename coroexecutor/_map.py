@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import sys
 import threading
 import weakref
@@ -241,6 +242,8 @@ def _source(iterable: Iterable[Any] | AsyncIterable[Any], where: str, index: int
         return iter(iterable)
     source = iterable.__aiter__()
     if not is_async_iterator(source):
+        if inspect.iscoroutine(source):
+            source.close()  # an ``async def __aiter__``: no "never awaited" warning
         raise TypeError(
             f"__aiter__() of {where}() input {index} ({type(iterable).__name__}) must return"
             f" an async iterator (got {safe_repr(source)})"

@@ -47,10 +47,17 @@ class JobKind(enum.Enum):
 
 
 def error_of(task: asyncio.Future[Any]) -> BaseException | None:
-    """The error a done job's task ended with (its CancelledError if cancelled)."""
+    """The error a done job's task ended with (its CancelledError if cancelled).
+
+    A cancelled task gives out its own CancelledError once, and the message ``cancel()``
+    carried lives only in that error: taken here (a done callback, before anyone awaits
+    the task), it would leave whoever awaits the task a CancelledError with no message.
+    So the message is left in the task, where asyncio makes the later ones from."""
     try:
         return task.exception()
     except _CancelledError as exc:
+        if exc.args and getattr(task, "_cancel_message", False) is None:
+            task._cancel_message = exc.args[0]  # type: ignore[attr-defined]  # asyncio's Future and Task have it (3.9+)
         return exc
 
 

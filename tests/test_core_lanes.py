@@ -275,3 +275,33 @@ async def test_other_jobs_take_the_general_path(
     assert task.result() == 10
     if "key" not in options:  # (keyed jobs start through their own start_keyed)
         assert general_starts(request) == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"on_job_done": lambda job: None}, {"job_timeout": 30.0}],
+    ids=["in-line", "on_job_done=", "job_timeout="],
+)
+@pytest.mark.parametrize("when", ["before its first step", "while it runs"])
+async def test_whoever_awaits_a_cancelled_job_gets_the_cancel_message(
+    options: dict[str, Any], when: str
+) -> None:
+    """Regression (brk14): a job settled from its done callback (a hook, a job_timeout)
+    had its CancelledError taken there first, and asyncio keeps the message cancel()
+    carried in that one error only: the task's awaiter got CancelledError() with none,
+    where a plain task's and an in-line job's awaiter get the message."""
+    started = asyncio.Event()
+
+    async def job() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        task = await exe.submit(job)
+        if when == "while it runs":
+            await started.wait()
+        task.cancel("stop: user request")
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await task
+    assert raised.value.args == ("stop: user request",)
+    assert exe.stats.cancelled == 1

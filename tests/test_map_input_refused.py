@@ -72,6 +72,21 @@ async def test_an_aiter_that_returns_no_async_iterator_is_a_type_error_at_the_ca
     assert [n async for n in first] == [7]  # not closed by the refused map
 
 
+class AsyncDefAiter:
+    async def __aiter__(self) -> Any:  # the common mistake: a coroutine, no iterator
+        return self
+
+
+async def test_an_async_def_aiter_is_refused_and_its_coroutine_closed() -> None:
+    """Regression (brk14): the TypeError was right, but the coroutine ``async def
+    __aiter__`` returned was dropped unclosed: "coroutine ... was never awaited", an
+    error under -W error (this suite's)."""
+    async with CoroutineExecutor() as exe:
+        with pytest.raises(TypeError, match=r"must return an async iterator \(got <coroutine"):
+            exe.map(ident, AsyncDefAiter())
+    gc.collect()  # a coroutine left unclosed would warn here, which the suite makes an error
+
+
 async def test_an_aiter_that_returns_an_object_with_only_anext_is_read_as_async() -> None:
     """What ``async for`` takes from ``__aiter__()`` needs ``__anext__()`` only, not an
     ``__aiter__()`` of its own (aiter() asks no more): the map reads it as async too.
