@@ -63,4 +63,9 @@ def start_failed(
         coro.close()
     give_back(exe)
     if not callable(fn):
-        check_job_fn(fn, where)  # the clearer error for a coroutine object
+        try:
+            check_job_fn(fn, where)  # the clearer error for a coroutine object
+        except TypeError as clearer:
+            # Not "during handling of" the failed call's own TypeError: the mistake is
+            # the argument, as when submit() finds it before it calls (slot busy).
+            raise clearer from None

@@ -146,9 +146,12 @@ async def test_a_start_that_fails_gives_the_slot_back(lane: str, bad: str) -> No
                 await exe.submit(no_awaitable)
         else:
             coro = double(1)
-            with pytest.raises(TypeError, match="coroutine object"):
+            with pytest.raises(TypeError, match="coroutine object") as raised:
                 await exe.submit(coro)  # type: ignore[arg-type]  # the mistake under test
             coro.close()
+            # As when the mistake is found before the call (brk14): no "During handling
+            # of the above exception" with the failed call's "not callable" error.
+            assert raised.value.__suppress_context__ or raised.value.__context__ is None
         # The one slot came back: the next job starts at once.
         task = await exe.submit(double, 2)
     assert task.result() == 4
