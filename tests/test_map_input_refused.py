@@ -83,7 +83,7 @@ async def test_an_async_def_aiter_is_refused_and_its_coroutine_closed() -> None:
     error under -W error (this suite's)."""
     async with CoroutineExecutor() as exe:
         with pytest.raises(TypeError, match=r"must return an async iterator \(got <coroutine"):
-            exe.map(ident, AsyncDefAiter())
+            exe.map(ident, AsyncDefAiter())  # type: ignore[call-overload]  # the mistake under test
     gc.collect()  # a coroutine left unclosed would warn here, which the suite makes an error
 
 
@@ -191,11 +191,8 @@ async def test_inputs_no_reader_could_be_made_for_are_closed_before_the_error(
         await inputs.__anext__()  # closed: no more items
 
 
-async def test_a_clean_up_error_as_the_first_read_closes_the_inputs_is_raised() -> None:
-    """The map still open (its first read): an error the input's clean-up raises is
-    raised in the factory's error's place, with that as its ``__context__``, as after
-    any input's error (nested aclosing() blocks)."""
-    factory = RefusingFactory("raises")
+async def started_input_whose_cleanup_fails() -> AsyncIterator[int]:
+    """An async generator input, started (at its first yield), whose clean-up raises."""
 
     async def source() -> AsyncIterator[int]:
         try:
@@ -205,6 +202,16 @@ async def test_a_clean_up_error_as_the_first_read_closes_the_inputs_is_raised() 
 
     inputs = source()
     await inputs.__anext__()
+    return inputs
+
+
+async def test_a_clean_up_error_as_the_first_read_closes_the_inputs_is_raised() -> None:
+    """The map still open (its first read): an error the input's clean-up raises is
+    raised in the factory's error's place, with that as its ``__context__``, as after
+    any input's error (nested aclosing() blocks)."""
+    factory = RefusingFactory("raises")
+
+    inputs = await started_input_whose_cleanup_fails()
     with task_factory(factory):
         async with CoroutineExecutor(max_workers=2) as exe:
             results = exe.map(ident, inputs)
@@ -226,14 +233,7 @@ async def test_a_clean_up_error_as_aclose_closes_the_inputs_is_reported() -> Non
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda loop, context: reports.append(context))
 
-    async def source() -> AsyncIterator[int]:
-        try:
-            yield 0
-        finally:
-            raise OSError("cleanup failed")
-
-    inputs = source()
-    await inputs.__anext__()
+    inputs = await started_input_whose_cleanup_fails()
     try:
         with task_factory(factory):
             async with CoroutineExecutor(max_workers=2) as exe:
