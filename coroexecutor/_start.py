@@ -104,19 +104,16 @@ def start_job(
             if retried is None:
                 raise
             coro, policy = retried
+        # The job's retry policy. (An identity test, as isinstance() costs a call a job;
+        # INHERIT is the only Inherit, which type checkers cannot tell from `is`.)
+        retry: RetryPolicy | None = exe._retry if policy is INHERIT else policy  # type: ignore[assignment]
         if exe._inline:
-            if policy is INHERIT and exe._retry is None:  # no retries: the common case
+            if retry is None:  # no retries: the common case
                 runner = run_job(exe, coro, kind, index, owner)
             else:  # the call is kept until the job ends only for retries
-                retry = exe._retry if policy is INHERIT else policy
-                if retry is None:
-                    runner = run_job(exe, coro, kind, index, owner)
-                else:
-                    runner = run_retrying(
-                        exe, coro, kind, fn, args, kwargs or _NO_KWARGS, index,
-                        retry,  # type: ignore[arg-type]  # no Inherit: INHERIT became exe._retry
-                        owner,
-                    )
+                runner = run_retrying(
+                    exe, coro, kind, fn, args, kwargs or _NO_KWARGS, index, retry, owner
+                )
             reader = exe._task_factory_of  # None: asyncio's own loop (see factory_reader)
             if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
                 # What the loop's create_task does with no task factory, minus a call.
@@ -148,16 +145,14 @@ def start_job(
                     cancel_late(exe, task)
             return task
         job = coro
-        if isinstance(policy, Inherit):
-            policy = exe._retry
-        if policy is not None or (owner is not None and kind is _POLICY) or (
+        if retry is not None or (owner is not None and kind is _POLICY) or (
             exe._annotate and (exe._job_timeout is not None or index is not None)
         ):
             # The attempts loop does the job_timeout's wrapping too, and tells a map of
             # its job's error in the job's last step. (A job with only a hook is noted
             # from its coroutine by on_job_done: no wrapper.)
             call = Call(
-                fn, args, kwargs or _NO_KWARGS, policy, exe._annotate, exe._job_timeout, index,
+                fn, args, kwargs or _NO_KWARGS, retry, exe._annotate, exe._job_timeout, index,
                 owner,
             )
             job = runner = run_attempts(Pauses(exe, owner), call, coro)
