@@ -89,9 +89,10 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
     task's aclose(), the ``async with`` exit after it) would find nothing left to wait
     for in them.
 
-    A job of the map that closes it (calling ``shutdown()``, say) is neither cancelled
-    nor waited for: it is in its own step (the executor's canceller still reaches it,
-    among the running jobs)."""
+    A map that its own job's error ended has cancelled its jobs already: they are waited
+    for, not cancelled again. A job of the map that closes it (calling ``shutdown()``,
+    say) is neither cancelled nor waited for: it is in its own step (the executor's
+    canceller still reaches it, among the running jobs)."""
     jobs.closed = True
     exe._maps.discard(jobs)
     live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
@@ -112,7 +113,10 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
         # cycle, in a callback), of the map's own tasks.
         probe = current if current is not None else _a_task_of(jobs, live)
         again = probe is None or not loop_going_down(probe)
-        if again:
+        # A map that its own job's error ended cancelled its other jobs then (see
+        # MapJobs.job_failed): once is enough, and one more would cut short a clean-up
+        # that the first one started. (The reader it did not cancel.)
+        if again and jobs.failed is None:
             for job in live:
                 exe._outcomes.cancel(job)
         reader = _stop_reading(exe, jobs, again)

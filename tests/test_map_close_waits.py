@@ -119,7 +119,9 @@ async def test_aclose_after_the_map_was_closed_otherwise_waits_for_its_clean_up(
 ) -> None:
     """Regression: a map closed by its consumer's cancellation, by the executor
     (shutdown(wait=False)) or by its own job's error was still cancelling its jobs and
-    closing its input when aclose() (say, its ``async with`` exit) returned at once."""
+    closing its input when aclose() (say, its ``async with`` exit) returned at once. And
+    the jobs of a map that its own job's error ended were cancelled a second time as the
+    consumer took that error and the map closed, cutting their clean-up short."""
     cleanups = Cleanups()
     loop = asyncio.get_running_loop()
     failing = how == "its_job_failed"
@@ -140,13 +142,11 @@ async def test_aclose_after_the_map_was_closed_otherwise_waits_for_its_clean_up(
             await asyncio.wait_for(cleanups.all_cleaning.wait(), 5)
             loop.call_soon(cleanups.release.set)  # after aclose()'s first step
             await results.aclose()
-            # Every clean-up has ended. (The jobs of a map that its job's error ended were
-            # cancelled as it failed, and again as the consumer took the error and closed
-            # the map, which interrupts their clean-up: they end all the same.)
-            assert sorted(cleanups.done + cleanups.interrupted) == EVERYTHING
-            assert "input" in cleanups.done
-            if not failing:
-                assert cleanups.finished() == EVERYTHING
+            # Every clean-up has ended, none interrupted. (The jobs of a map that its job's
+            # error ended were cancelled as it failed, and not again as the consumer took
+            # the error and closed the map.)
+            assert cleanups.finished() == EVERYTHING
+            assert cleanups.interrupted == []
         finally:
             cleanups.release.set()
             await settle(consumer)
@@ -204,3 +204,55 @@ async def test_jobs_of_the_map_closing_it_in_their_clean_up_do_not_wait_for_each
         assert sorted(closed_in_jobs) == [0, 1]
         with pytest.raises(StopAsyncIteration):
             await consumer
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_its_job_ended_cancels_its_other_jobs_once(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: with suppress_task_errors=True, a map job's error cancels the map's
+    other jobs; leaving the map with that error (the ``async for`` raising it) cancelled
+    them again, interrupting the clean-up the first cancel started. Each job is
+    cancelled once, as a TaskGroup's, and the block's exit waits for its clean-up."""
+    release = asyncio.Event()
+    cleaning = 0
+    all_cleaning = asyncio.Event()
+    cancels: dict[int, int] = {}
+    done: list[int] = []
+
+    async def job(n: int) -> int:
+        nonlocal cleaning
+        if n == 0:
+            await all_started.wait()
+            raise ValueError("boom")
+        started.append(n)
+        if len(started) == 2:
+            all_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancels[n] = cancels.get(n, 0) + 1
+            cleaning += 1
+            if cleaning == 2:
+                all_cleaning.set()
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                cancels[n] += 1
+                raise
+            done.append(n)
+            raise
+        return n
+
+    started: list[int] = []
+    all_started = asyncio.Event()
+    async with CoroutineExecutor(max_workers=3, suppress_task_errors=True) as exe:
+        with pytest.raises(ValueError, match="boom"):
+            async for _ in (exe.map if ordered else exe.map_unordered)(job, range(3)):
+                pass
+        await asyncio.wait_for(all_cleaning.wait(), 5)
+        # Let anything that would cancel them again run before the clean-ups may end.
+        await asyncio.sleep(0)
+        release.set()
+    assert sorted(done) == [1, 2]
+    assert cancels == {1: 1, 2: 1}
