@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _jobs
 from ._context import job_position
 from ._notes import annotate_coroutine_error
+from ._pauses import retried_unpaused
 from ._policy import JobKind
 from ._retry import RetryPolicy
 from ._settle import settle
@@ -47,6 +48,7 @@ async def run_in_lane(
         try:
             await _jobs.prime_point()
         except _CancelledError as exc:
+            retried_unpaused(exe, coro)  # (a call that failed as the job started)
             coro.close()  # cancelled before its first step: the job never runs
             job_raised(exe, coro, exc, _POLICY)
             del fn, args, kwargs  # see run_retrying

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 from ._errors import refused_by
 from ._lifecycle import admit
+from ._retrying import unrun_failed_call
 from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["Pauses"]
+__all__ = ["Pauses", "retried_unpaused"]
 
 
 class Pauses:
@@ -77,3 +78,13 @@ class Pauses:
 
     def stopping(self) -> bool:
         return self._exe._state is State.CANCELLING
+
+
+def retried_unpaused(exe: Core, first: object) -> None:
+    """A job's task ends before its first step (cancelled then), ``first`` its first
+    attempt. If that is a call that failed as the job started (see failed_call), the
+    policy gave it another try then: it counts as retried (``ExecutorStats.retried``), as
+    a first attempt that failed in its task counts once its job is cancelled in the pause
+    after it. Pauses.pause() would have counted it in the step that never ran."""
+    if unrun_failed_call(first):
+        exe._outcomes.retried += 1

@@ -13,9 +13,10 @@ cancelling its jobs, reaches the pause too.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, cast
 
 from ._jobs import as_coroutine, wrapped_job
 from ._notes import annotate_job_error, safe_repr
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from ._map_state import MapJobs
 
 __all__ = [
-    "AttemptSlots", "Call", "after_failure", "failed_call", "more_attempts", "run_attempts",
-    "stopped",
+    "Answered", "AttemptSlots", "Call", "after_failure", "failed_call", "more_attempts",
+    "run_attempts", "stopped", "unrun_failed_call",
 ]
 
 _sleep = asyncio.sleep
@@ -177,7 +178,7 @@ def failed_call(
     delay = next_delay(policy, 1, exc)
     if delay is None:
         return None
-    return _failing(exc), _Answered(policy, delay)
+    return _failing(exc), Answered(policy, delay)
 
 
 async def _failing(exc: BaseException) -> NoReturn:
@@ -187,7 +188,19 @@ async def _failing(exc: BaseException) -> NoReturn:
         del exc  # no cycle: the error's traceback holds this frame
 
 
-class _Answered:
+_FAILING = _failing.__code__
+
+
+def unrun_failed_call(first: object) -> bool:
+    """Whether ``first``, a job's first attempt, is the one failed_call() made and has not
+    run: the job's task ended (it was cancelled) before its first step, the step that
+    would have failed that attempt and paused the job for its retry."""
+    return getattr(first, "cr_code", None) is _FAILING and (
+        inspect.getcoroutinestate(cast("Coroutine[Any, Any, Any]", first)) == inspect.CORO_CREATED
+    )
+
+
+class Answered:
     """A job's retry policy, asked about its first attempt as the job started (see
     failed_call): that answer for attempt 1, the policy's own for the others."""
 

@@ -21,6 +21,7 @@ from ._lifecycle import (
 )
 from ._map import close_maps
 from ._map_reader import cancel_readers, close_unread_maps
+from ._pauses import retried_unpaused
 from ._policy import Cause, JobKind, error_of
 from ._settle import settle
 from ._startup import check_not_initializer, policy_error
@@ -155,6 +156,7 @@ def _settle_unprimed(exe: Core) -> None:
     for key, task in [(k, t) for k, t in exe._running.items() if t.done()]:
         if key is task:
             continue  # a job with a done callback (or the initializer): that settles it
+        retried_unpaused(exe, key)  # (a call that failed as the job started)
         cast("Coroutine[Any, Any, Any]", key).close()  # an in-line job's: it never ran
         del exe._running[key]
         settle(exe, task, task, error_of(task), JobKind.POLICY)  # as from a done callback

@@ -21,10 +21,18 @@ from ._errors import not_a_task
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import cancel_late
 from ._notes import annotate_coroutine_error
-from ._pauses import Pauses
+from ._pauses import Pauses, retried_unpaused
 from ._policy import JobKind, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
-from ._retrying import Call, after_failure, failed_call, more_attempts, run_attempts, stopped
+from ._retrying import (
+    Answered,
+    Call,
+    after_failure,
+    failed_call,
+    more_attempts,
+    run_attempts,
+    stopped,
+)
 from ._settle import on_job_done, settle
 from ._state import State
 from ._taking import start_failed
@@ -174,7 +182,7 @@ def start_job(
             start_failed(exe, fn, where, runner, coro)
         raise
     if runner is not None:
-        _close_when_done(task, coro)
+        _close_when_done(task, coro, counting=exe if type(policy) is Answered else None)
     exe._running[task] = task
     if exe._tuner is not None:
         exe._tuner.started(task)
@@ -198,11 +206,23 @@ def start_job(
     return task
 
 
-def _close_when_done(task: asyncio.Future[Any], coro: Coroutine[Any, Any, Any]) -> None:
+def _close_when_done(
+    task: asyncio.Future[Any], coro: Coroutine[Any, Any, Any], *, counting: Core | None
+) -> None:
     """If a wrapper never runs (its task cancelled before its first step), close the job's
     coroutine, the one coroutine it holds: no "never awaited" warning. (A closure made
-    here, not in start_job: there it would make ``coro`` a cell on every job's start.)"""
-    task.add_done_callback(lambda _: coro.close())
+    here, not in start_job: there it would make ``coro`` a cell on every job's start.)
+    ``counting``: the executor of a job whose call failed as it started, whose retry
+    then counts all the same (see retried_unpaused)."""
+    if counting is None:
+        task.add_done_callback(lambda _: coro.close())
+        return
+
+    def count_and_close(_: object) -> None:
+        retried_unpaused(counting, coro)
+        coro.close()
+
+    task.add_done_callback(count_and_close)
 
 
 #
@@ -265,6 +285,7 @@ async def run_retrying(
         try:
             await _jobs.prime_point()
         except _CancelledError as exc:
+            retried_unpaused(exe, coro)  # (a call that failed as the job started)
             coro.close()
             job_raised(exe, coro, exc, kind, owner)
             del fn, args, kwargs  # see below

@@ -20,7 +20,9 @@ class ExecutorStats:
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
     ``retried`` counts the attempts that failed and were given another try (``retry=``),
     even if that try was then cancelled: a job that succeeds on its third attempt adds 2,
-    one cancelled in its pause after a first failure adds 1. A job between two attempts
+    one cancelled in its pause after a first failure adds 1 (a call that failed as its
+    job was submitted is such a first failure, its job cancelled before or after its
+    pause began). A job between two attempts
     is counted in ``queued``.
     ``max_workers`` is the limit in force (``None`` in a snapshot built by hand).
     With ``key=``: ``active_keys``, how many keys have a job running or waiting, and
