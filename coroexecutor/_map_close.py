@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._following import QueuedFuture
-from ._map_reader import cancel_readers, drop_reader, start_reader
+from ._map_reader import INTERRUPTS, cancel_readers, drop_reader, report_closing, start_reader
 from ._map_state import MapJobs
 from ._policy import loop_going_down, retrieve
 
@@ -39,16 +39,18 @@ def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task
         jobs.sources = sources
         try:
             reader = start_reader(exe, jobs)  # the map is closed: it only closes the inputs
-        except (KeyboardInterrupt, SystemExit):
-            raise
         except BaseException as exc:
             # The loop's task factory refused it. Raised here, the error would cut short
             # whoever closes the map (the block's exit, before it waits for the jobs;
-            # abort(), in a callback), and nothing would close the inputs: they wait in
-            # jobs.unread for the map's aclose(), else the block's exit or shutdown(),
-            # to close in its own task (see close_unread).
+            # abort(), in a callback; the collector, which prints and drops it), and
+            # nothing would close the inputs: they wait in jobs.unread for the map's
+            # aclose(), else the block's exit or shutdown(), to close in its own task
+            # (see close_unread), which then raises a KeyboardInterrupt or SystemExit.
             jobs.refusal = exc
             exe._unread.add(jobs)
+            if exe._block is None:
+                # No exit will come, and maybe no shutdown(): ask again a turn later.
+                exe._loop.call_soon(_close_unread_soon, exe, jobs)
             return None
         jobs.reader = None
         reader.add_done_callback(retrieve)
@@ -64,6 +66,49 @@ def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task
     # The input itself closes the map (calls shutdown(), say): it is in its own step.
     reader.add_done_callback(retrieve)
     return None
+
+
+def _close_unread_soon(exe: Core, jobs: MapJobs) -> None:
+    """A map closed with no block had its reader refused by the loop's task factory a turn
+    ago (see _stop_reading). Unless its aclose() or shutdown() has taken its inputs
+    since, start a reader to close them now, as asyncio's own finaliser of a dropped
+    async generator asks for a task to close it in a later callback: else they would
+    wait for a shutdown() that may never come. shutdown() and the map's aclose() wait
+    for that reader, as for any. The factory's error, which nobody has received, goes to
+    the loop's exception handler; a KeyboardInterrupt or SystemExit is raised instead
+    (out of the loop, as asyncio lets them out of a callback), once the reader is made.
+
+    Refused again, nothing can close the inputs: they are let go (that error reported
+    too), to asyncio's finaliser of an async generator, and its shutdown_asyncgens() as
+    the loop ends, as any async generator nobody closed."""
+    if jobs not in exe._unread:
+        return  # taken meanwhile: by the map's aclose(), or shutdown()
+    exe._unread.discard(jobs)
+    errors = [jobs.refusal]
+    jobs.refusal = None
+    jobs.sources, jobs.unread = jobs.unread, ()
+    try:
+        reader = start_reader(exe, jobs)
+    except BaseException as again:
+        jobs.unread = ()  # let go (see above)
+        errors.append(again)
+    else:
+        jobs.reader = None
+        reader.add_done_callback(retrieve)
+        if not reader.done():  # (done: an eager task factory ran it)
+            exe._readers.add(reader)
+            reader.add_done_callback(exe._readers.discard)
+            _closing(jobs, (reader,))
+    interrupt = next((e for e in errors if isinstance(e, INTERRUPTS)), None)
+    try:
+        for error in errors:
+            if error is not None and error is not interrupt:
+                report_closing(exe._loop, error)
+        if interrupt is not None:
+            raise interrupt
+    finally:
+        errors.clear()
+        interrupt = error = None  # no cycle through this frame
 
 
 def retire(exe: Core, jobs: MapJobs) -> None:

@@ -19,9 +19,16 @@ if TYPE_CHECKING:
     from ._core import Core
 
 __all__ = [
-    "cancel_readers", "close_unread", "close_unread_maps", "drop_reader", "is_async_iterator",
-    "open_reader", "read_inputs", "start_reader",
+    "INTERRUPTS", "cancel_readers", "close_unread", "close_unread_maps", "drop_reader",
+    "is_async_iterator", "open_reader", "read_inputs", "report_closing", "start_reader",
 ]
+
+
+# Errors that always propagate, never reported in their place: a reader refused by one
+# of them still has the inputs closed first (see close_unread), and neither a clean-up
+# error nor a cancel takes its place.
+INTERRUPTS = (KeyboardInterrupt, SystemExit)
+_FINAL = (asyncio.CancelledError, *INTERRUPTS)  # what no other end of the reading replaces
 
 
 def is_async_iterator(source: object) -> TypeGuard[AsyncIterator[Any]]:
@@ -66,12 +73,10 @@ async def open_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
     """start_reader() for the map's first read, in its consumer's task. If no reader can
     be made, the inputs are closed here before the error is raised (see close_unread):
     an input the caller began to read before the map got it has its ``finally`` run
-    now, not in asyncio's finaliser after the map has ended. KeyboardInterrupt and
-    SystemExit propagate at once (as in read_inputs), the inputs left unclosed."""
+    now, not in asyncio's finaliser after the map has ended. So too for a
+    KeyboardInterrupt or SystemExit, which then propagates."""
     try:
         return start_reader(exe, jobs)
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:
         refusal = exc
     # Closed outside the except clause: see read_inputs.
@@ -87,16 +92,25 @@ async def close_unread(jobs: MapJobs, refusal: BaseException) -> NoReturn:
     with it as its ``__context__``, as after an input's error. The map's aclose() (the
     map closed; the refusal met as abandon() asked for a reader to close them): a
     clean-up error goes to the loop's exception handler, and aclose() raises
-    ``refusal``. Cancelled meanwhile, the rest are closed all the same, and
-    CancelledError is raised."""
+    ``refusal``. A KeyboardInterrupt or SystemExit is raised either way, the clean-up
+    errors reported. Cancelled meanwhile, the rest are closed all the same, and
+    CancelledError is raised (an interrupt still is, in its place): ``refusal``, which
+    nobody receives then, goes to the loop's exception handler."""
     sources, jobs.unread = jobs.unread, ()
+    loop = asyncio.get_running_loop()
+    # Who raises the refusal: _close_inputs, as the reading's end (which it reports if
+    # a cancel takes its place), or this function after it.
+    ending = refusal if not jobs.closed or isinstance(refusal, INTERRUPTS) else None
     try:
-        await _close_inputs(
-            jobs, asyncio.get_running_loop(), sources, None if jobs.closed else refusal
-        )
+        try:
+            await _close_inputs(jobs, loop, sources, ending)
+        except asyncio.CancelledError:
+            if ending is None:
+                report_closing(loop, refusal)
+            raise
         raise refusal
     finally:
-        del refusal, sources  # no cycle through this frame
+        del refusal, sources, ending  # no cycle through this frame
 
 
 async def close_unread_maps(exe: Core) -> None:
@@ -104,17 +118,32 @@ async def close_unread_maps(exe: Core) -> None:
     closed with no reader to close them (see _stop_reading: the loop's task factory
     refused it), as aclose() of the map would have. Nobody is left to receive the
     factory's error: it goes to the loop's exception handler, as a clean-up error of a
-    closed map does (see _close_inputs). Cancelled meanwhile, it closes the rest of
-    that map's inputs, then raises CancelledError."""
+    closed map does (see _close_inputs). But a KeyboardInterrupt or SystemExit refusal
+    propagates, once every map's inputs are closed, even if this is cancelled meanwhile.
+    Cancelled meanwhile, it closes the rest of that map's inputs, then raises
+    CancelledError."""
     loop = asyncio.get_running_loop()
-    while exe._unread:
-        jobs = exe._unread.pop()
-        sources, jobs.unread = jobs.unread, ()
-        refusal, jobs.refusal = jobs.refusal, None
-        if refusal is not None:
-            _report(loop, refusal)
-        refusal = None  # no cycle through this frame
-        await _close_inputs(jobs, loop, sources, None)
+    interrupt: BaseException | None = None
+    try:
+        try:
+            while exe._unread:
+                jobs = exe._unread.pop()
+                sources, jobs.unread = jobs.unread, ()
+                refusal, jobs.refusal = jobs.refusal, None
+                if isinstance(refusal, INTERRUPTS):
+                    if interrupt is None:
+                        interrupt = refusal  # raised once all are closed
+                elif refusal is not None:
+                    report_closing(loop, refusal)
+                refusal = None  # no cycle through this frame
+                await _close_inputs(jobs, loop, sources, None)
+        except asyncio.CancelledError:
+            if interrupt is None:
+                raise
+        if interrupt is not None:
+            raise interrupt
+    finally:
+        interrupt = None  # no cycle through this frame
 
 
 async def read_inputs(
@@ -255,9 +284,13 @@ async def _close_inputs(
     ``ending`` or the previous clean-up error as its ``__context__``. Once the map is
     closed (this task cancelled, before or while it closes them) nobody is left to
     receive it: it goes to the loop's exception handler, as asyncio's
-    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed.
-    KeyboardInterrupt, SystemExit and GeneratorExit propagate at once."""
+    ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed; so
+    does ``ending`` when a cancel takes its place (an input's error, a refused reader's
+    error: see close_unread), and the clean-up errors after a KeyboardInterrupt or
+    SystemExit ``ending``, which is raised. A KeyboardInterrupt, SystemExit or
+    GeneratorExit that an input's ``aclose()`` raises propagates at once."""
     failed: list[tuple[Any, BaseException]] = []
+    cut_off: BaseException | None = None  # the ending a cancel took the place of
     for source in reversed(sources):
         aclose = getattr(source, "aclose", None)
         if aclose is None:
@@ -268,22 +301,26 @@ async def _close_inputs(
             raise  # as in read_inputs
         except asyncio.CancelledError as exc:
             # The map closed while we closed its inputs (it was left as they ran out):
-            # close the rest all the same, then end cancelled.
-            if not isinstance(ending, asyncio.CancelledError):
-                ending = exc
+            # close the rest all the same, then end cancelled (not in place of an
+            # interrupt: see close_unread). The reading's own end (an input's error,
+            # a refused reader's) then reaches nobody: it is reported below.
+            if not isinstance(ending, _FINAL):
+                cut_off, ending = ending, exc
         except BaseException as exc:  # not only Exception: a TaskGroup held across a
             failed.append((source, exc))  # yield raises BaseExceptionGroup([GeneratorExit()])
     error: BaseException | None = None
     try:
-        if jobs.closed or isinstance(ending, asyncio.CancelledError):
-            if ending is not None and not isinstance(ending, asyncio.CancelledError) and (
+        if jobs.closed or isinstance(ending, _FINAL):
+            if cut_off is not None:
+                report_closing(loop, cut_off)
+            if ending is not None and not isinstance(ending, _FINAL) and (
                 not _asyncio_reports(loop)
             ):
                 # Raised by the read the map's close cancelled (a `finally` of the
                 # input's that raises), or as the input itself closed the map.
-                _report(loop, ending)
+                report_closing(loop, ending)
             for source, error in failed:
-                _report(loop, error, source)
+                report_closing(loop, error, source)
         elif failed:
             for _, error in failed:
                 if ending is not None:
@@ -293,7 +330,7 @@ async def _close_inputs(
         if ending is not None:
             raise ending
     finally:
-        ending = error = None  # no cycle through this frame
+        ending = error = cut_off = None  # no cycle through this frame
         failed.clear()
 
 
@@ -316,10 +353,12 @@ def drop_reader(jobs: MapJobs, reader: asyncio.Task[Any]) -> None:
         return
     error = reader.exception()  # (which marks it as seen)
     if error is not None and jobs.close_failed:
-        _report(reader.get_loop(), error)
+        report_closing(reader.get_loop(), error)
 
 
-def _report(loop: asyncio.AbstractEventLoop, error: BaseException, source: object = None) -> None:
+def report_closing(
+    loop: asyncio.AbstractEventLoop, error: BaseException, source: object = None
+) -> None:
     """Report an error of a map's input that nobody can receive, in the form asyncio's
     ``shutdown_asyncgens()`` reports an async generator whose ``aclose()`` failed."""
     context: dict[str, Any] = {

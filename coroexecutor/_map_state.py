@@ -57,7 +57,8 @@ class MapJobs:
     raises the error their clean-up raised (see _close_inputs). ``unread``: the inputs
     when no reader could be made (the loop's task factory refused it, with
     ``refusal``), for a caller that can await to close in its own task (see
-    close_unread).
+    close_unread), or, with no block, for a closing task asked for again a turn later
+    (see _map_close._close_unread_soon).
     """
 
     __slots__ = (

@@ -1,0 +1,259 @@
+"""The async inputs of a map for which no reading task could be made (the loop's task
+factory refused it), in the cases tests/test_map_input_refused.py leaves: a refusal by
+KeyboardInterrupt or SystemExit, a consumer cancelled while its task closes the inputs,
+and a map closed with no block whose exit would close them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+
+async def ident(n: int) -> int:
+    return n
+
+
+class RefusingFactory:
+    """A task factory that raises ``error`` for every task while ``on``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.on = False
+        self.error = error
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if not self.on:
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        coro.close()
+        raise self.error
+
+
+@contextlib.contextmanager
+def task_factory(factory: RefusingFactory) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        yield
+    finally:
+        loop.set_task_factory(previous)
+
+
+@contextlib.contextmanager
+def reports() -> Iterator[list[dict[str, Any]]]:
+    """What reaches the loop's exception handler meanwhile."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: seen.append(context))
+    try:
+        yield seen
+    finally:
+        loop.set_exception_handler(previous)
+
+
+class Input:
+    """An async generator input, begun (at its first yield), whose clean-up awaits; it
+    records the task that closed it and sets ``closed``. With ``gate``, its clean-up
+    first sets ``closing`` and waits for the gate."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.closed_in: list[object] = []
+        self.closing = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.gate = gate
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            self.closing.set()
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0)  # a clean-up that awaits
+            self.closed_in.append(asyncio.current_task())
+            self.closed.set()
+
+    async def begun(self) -> AsyncIterator[int]:
+        source = self.items()
+        assert await source.__anext__() == 0
+        return source
+
+
+#
+# 1. Refused by KeyboardInterrupt or SystemExit: closed all the same, then it propagates
+#
+
+
+INTERRUPTS = [KeyboardInterrupt("no task"), SystemExit("no task")]
+
+
+@pytest.mark.parametrize("error", INTERRUPTS, ids=["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("how", ["async_for", "aclose"])
+async def test_an_interrupt_refusing_the_reader_propagates_after_the_inputs_are_closed(
+    how: str, error: BaseException
+) -> None:
+    """Regression (left 1): the map's first read, and its aclose() before it, let the
+    interrupt out at once, the input left open (its ``finally`` ran only in asyncio's
+    finaliser, if ever). Now the calling task closes the inputs first, as for any other
+    refusal, then the interrupt propagates, unchanged."""
+    factory = RefusingFactory(error)
+    source = Input()
+    inputs = await source.begun()
+    with task_factory(factory), pytest.raises(type(error)) as info:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(ident, inputs)
+            factory.on = True
+            try:
+                if how == "async_for":
+                    await results.__anext__()
+                else:
+                    await results.aclose()
+            finally:
+                factory.on = False
+                # Closed before the call returned, in its task.
+                assert source.closed_in == [asyncio.current_task()]
+    assert info.value is error
+    assert inputs.ag_frame is None
+
+
+@pytest.mark.parametrize("error", INTERRUPTS, ids=["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("ending", ["block_exit", "shutdown", "dropped"])
+async def test_an_interrupt_refusing_a_closed_maps_reader_propagates_from_the_exit(
+    ending: str, error: BaseException
+) -> None:
+    """Regression (left 1): a map closed by the block's exit, shutdown() or its drop, the
+    factory refusing the reader by an interrupt: it came out of that close at once (the
+    exit then skipped its wait for the jobs; a dropped map's was printed as "Exception
+    ignored" and lost), the input left open. Now the exit or shutdown() closes the
+    input in its task, as for any refusal, then raises the interrupt."""
+    factory = RefusingFactory(error)
+    source = Input()
+    inputs = await source.begun()
+    with task_factory(factory), reports() as seen, pytest.raises(type(error)) as info:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(ident, inputs)
+            factory.on = True
+            try:
+                if ending == "shutdown":
+                    await exe.shutdown()
+                elif ending == "dropped":
+                    del results
+                    gc.collect()
+            finally:
+                if ending != "block_exit":
+                    factory.on = False
+        factory.on = False  # (the block's exit refused its reader too)
+    assert info.value is error
+    assert source.closed_in == [asyncio.current_task()]
+    assert inputs.ag_frame is None
+    assert seen == []  # raised: not reported
+
+
+#
+# 2. Cancelled while its task closes the inputs: the factory's error is reported
+#
+
+
+@pytest.mark.parametrize("how", ["async_for", "aclose"])
+async def test_a_consumer_cancelled_while_closing_the_inputs_reports_the_refusal(
+    how: str,
+) -> None:
+    """Regression (left 2): the consumer's task, closing the inputs after the refusal,
+    cancelled meanwhile (an outer timeout) raised CancelledError, and the factory's error
+    went nowhere. The cancel still propagates; the error, which nobody else receives, goes
+    to the loop's exception handler, as the block's exit reports a refusal nobody raised."""
+    factory = RefusingFactory(RuntimeError("no task"))
+    gate = asyncio.Event()
+    source = Input(gate)
+    inputs = await source.begun()
+    with task_factory(factory), reports() as seen:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(ident, inputs)
+            if how == "async_for":
+                consumer = asyncio.ensure_future(results.__anext__())
+            else:
+                consumer = asyncio.ensure_future(results.aclose())
+            factory.on = True  # for the reader the consumer asks for in its first step
+            try:
+                await source.closing.wait()  # the consumer closes the input, in its task
+            finally:
+                factory.on = False
+            consumer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await consumer
+            gate.set()
+    assert [context["exception"] for context in seen] == [factory.error]
+    assert seen[0]["message"].startswith("an error occurred during closing of")
+
+
+async def test_an_input_error_a_cancel_cuts_off_while_the_inputs_close_is_reported() -> None:
+    """The same at the root, in the map's reader task: an input raised, and the map was
+    closed (its consumer cancelled) while the reader closed the other input, whose
+    clean-up the cancel interrupted. The reader ended cancelled and the input's error,
+    which nobody receives any more, was lost; now it goes to the loop's exception
+    handler, as an error an input raises as the map's close cancels its read."""
+    gate = asyncio.Event()
+    source = Input(gate)
+    inputs = await source.begun()
+    error = ValueError("input failed")
+
+    async def failing() -> AsyncIterator[int]:
+        raise error
+        yield 0  # an async generator
+
+    with reports() as seen:
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(lambda a, b: ident(a), inputs, failing())
+            consumer = asyncio.ensure_future(results.__anext__())
+            await source.closing.wait()  # the reader closes the input after the error
+            consumer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await consumer
+            await results.aclose()  # waits for the reader
+    assert inputs.ag_frame is None
+    assert [context["exception"] for context in seen] == [error]
+
+
+#
+# 3. No block: closing the map closes its inputs, without shutdown()
+#
+
+
+@pytest.mark.parametrize("ending", ["dropped", "shutdown_nowait"])
+async def test_a_map_closed_with_no_block_has_its_inputs_closed_without_shutdown(
+    ending: str,
+) -> None:
+    """Regression (left 3): with no block whose exit would close them, the inputs of a map
+    closed as the factory refused the reader were kept (in the executor) until an
+    ``await shutdown()`` that may never come, and the factory's error was never
+    reported. Now a closing task is asked for again a turn later, as asyncio's own
+    finaliser of a dropped async generator asks for one: it closes them, and the error
+    goes to the loop's exception handler."""
+    factory = RefusingFactory(RuntimeError("no task"))
+    source = Input()
+    inputs = await source.begun()
+    with task_factory(factory), reports() as seen:
+        exe = CoroutineExecutor(max_workers=2)
+        results = exe.map(ident, inputs)
+        factory.on = True
+        try:
+            if ending == "dropped":
+                del results
+                gc.collect()
+            else:
+                await exe.shutdown(wait=False)
+        finally:
+            factory.on = False
+        await source.closed.wait()
+    assert inputs.ag_frame is None
+    assert [context["exception"] for context in seen] == [factory.error]
+    if ending == "dropped":
+        await exe.shutdown()
