@@ -47,6 +47,7 @@ def _stop_reading(exe: Core, jobs: MapJobs, cancel: bool = True) -> asyncio.Task
             # aclose(), else the block's exit or shutdown(), to close in its own task
             # (see close_unread), which then raises a KeyboardInterrupt or SystemExit.
             jobs.refusal = exc
+            sources = ()  # in jobs.unread alone (the error's traceback keeps this frame)
             exe._unread.add(jobs)
             if exe._block is None:
                 # No exit will come, and maybe no shutdown(): ask again a turn later.

@@ -59,11 +59,11 @@ def start_reader(exe: Core, jobs: MapJobs) -> asyncio.Task[Any]:
         reader = exe._loop.create_task(coro)
     except BaseException:
         coro.close()
-        jobs.unread = sources
+        jobs.unread, sources = sources, ()  # (the error's traceback keeps this frame)
         raise
     if type(reader) is not asyncio.Task and not isinstance(reader, asyncio.Task):
         coro.close()
-        jobs.unread = sources
+        jobs.unread, sources = sources, ()
         raise not_a_task(reader)
     jobs.reader = reader
     return reader

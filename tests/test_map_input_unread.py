@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ class RefusingFactory:
 
 
 @contextlib.contextmanager
-def task_factory(factory: RefusingFactory) -> Iterator[None]:
+def task_factory(factory: Callable[..., Any]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     previous = loop.get_task_factory()
     loop.set_task_factory(factory)
@@ -257,3 +258,65 @@ async def test_a_map_closed_with_no_block_has_its_inputs_closed_without_shutdown
     assert [context["exception"] for context in seen] == [factory.error]
     if ending == "dropped":
         await exe.shutdown()
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        False,
+        pytest.param(True, marks=pytest.mark.skipif(
+            sys.version_info >= (3, 12),
+            reason="3.12+: the refused coroutine, which the factory's frame in the"
+            " error's traceback holds, keeps its arguments (the inputs) though closed",
+        )),
+    ],
+    ids=["reports_dropped", "reports_kept"],
+)
+async def test_inputs_no_task_can_close_are_let_go_to_asyncios_own_clean_up(
+    kept: bool,
+) -> None:
+    """The factory refuses the closing task asked for a turn later too: nothing of the
+    executor's can close the inputs, so it keeps them no longer (they would wait for a
+    shutdown() that may never come): they go to asyncio's own clean-up of an async
+    generator dropped unclosed (its finaliser, here, whose task the factory lets be),
+    and both refusals are reported. ``kept``: the handler keeps the reported errors,
+    whose tracebacks keep the frames they passed through: those no longer hold the
+    inputs (they did, in start_reader and _stop_reading, before)."""
+    refused: list[str] = []
+    source = Input()
+    inputs = await source.begun()
+
+    def twice(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if len(refused) == 2:
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        refused.append(coro.__qualname__)
+        coro.close()
+        # A new error each time, kept by nobody: its traceback holds the refused
+        # coroutine, which on Python 3.13 still holds its arguments, the inputs.
+        raise RuntimeError("no task")
+
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        seen.append(repr(context["exception"]))
+        if kept:
+            errors.append(context["exception"])
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(handler)
+    try:
+        with task_factory(twice):
+            exe = CoroutineExecutor(max_workers=2)
+            results = exe.map(ident, inputs)
+            del inputs  # the map's alone
+            del results  # dropped: its reader refused now, then a turn later
+            gc.collect()
+            await source.closed.wait()  # let go, then closed by asyncio's finaliser's task
+            assert source.closed_in != [asyncio.current_task()]
+    finally:
+        loop.set_exception_handler(previous)
+    assert refused == ["read_inputs", "read_inputs"]
+    assert seen == ["RuntimeError('no task')"] * 2
+    await exe.shutdown()
