@@ -17,10 +17,11 @@ from ._lifecycle import (
     check_idle,
     close,
     close_when_idle,
+    interrupted,
     tearing_down,
 )
 from ._map import close_maps
-from ._map_reader import cancel_readers, close_unread_maps
+from ._map_reader import INTERRUPTS, cancel_readers, close_unread_maps
 from ._pauses import retried_unpaused
 from ._policy import Cause, JobKind, error_of
 from ._settle import settle
@@ -82,7 +83,7 @@ async def _wait_idle(
             if exe._readers:
                 await _readers_closed(exe)
             if exe._unread:
-                await close_unread_maps(exe)
+                await _close_unread(exe)
         except asyncio.CancelledError as exc:
             if waiter in exe._idle_waiters:
                 exe._idle_waiters.remove(waiter)
@@ -110,6 +111,18 @@ async def _wait_idle(
             continue
         if not exe._slots.busy:
             return cancelled
+
+
+async def _close_unread(exe: Core) -> None:
+    """close_unread_maps(). A KeyboardInterrupt or SystemExit it raises (a map's reader
+    was refused so) stops the executor as it goes, as one a job raises does (see
+    interrupted): a job started meanwhile (by an input's clean-up) is cancelled, not
+    left running past the block, and no queued job starts."""
+    try:
+        await close_unread_maps(exe)
+    except INTERRUPTS as exc:
+        interrupted(exe, exc)
+        raise
 
 
 def _cancel_readers_again(exe: Core) -> None:

@@ -320,3 +320,38 @@ async def test_inputs_no_task_can_close_are_let_go_to_asyncios_own_clean_up(
     assert refused == ["read_inputs", "read_inputs"]
     assert seen == ["RuntimeError('no task')"] * 2
     await exe.shutdown()
+
+
+async def test_an_interrupt_from_the_exits_close_of_the_inputs_stops_the_executor() -> None:
+    """The interrupt comes out of the block's exit after it closed the inputs, in which a
+    job was started (the input's clean-up submits one): that job is cancelled as the
+    interrupt goes, as when a job raises KeyboardInterrupt (the executor stops, no
+    queued job starts), not left running past the block."""
+    factory = RefusingFactory(KeyboardInterrupt("no task"))
+    started = asyncio.Event()
+    jobs: list[asyncio.Future[None]] = []
+
+    async def parked() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def items() -> AsyncIterator[int]:
+        try:
+            yield 0
+            yield 1
+        finally:
+            factory.on = False
+            jobs.append(await exe.submit(parked))
+            await started.wait()
+
+    inputs = items()
+    assert await inputs.__anext__() == 0
+    with task_factory(factory), pytest.raises(KeyboardInterrupt):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            results = exe.map(ident, inputs)
+            factory.on = True  # the exit closes the map: its reader is refused
+    del results
+    [job] = jobs
+    if not job.done():
+        await asyncio.wait([job])
+    assert job.cancelled()
