@@ -888,6 +888,10 @@ async def test_hook_is_called_once_with_a_queued_jobs_own_future(
         await gate.wait()
 
     async def fails() -> None:
+        # Fails once the gate is open: under an eager task factory, failing in its first
+        # step, inside submit_nowait(), would stop the executor there, and the next
+        # submit_nowait() would be refused, not queued (tests/test_eager_settle.py).
+        await gate.wait()
         raise error
 
     def hook(future: asyncio.Future[Any]) -> None:
