@@ -75,17 +75,30 @@ def interrupted(exe: Core, exc: BaseException) -> None:
         abort(exe, Cause.INTERRUPT)
 
 
-def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
+def abort(
+    exe: Core,
+    cause: Cause,
+    error: BaseException | None = None,
+    *,
+    ended: asyncio.Future[Any] | None = None,
+) -> None:
     """Cancel every running and queued job. Idempotent; the first cause wins (but one
     with something to raise takes the place of shutdown(): see Outcomes.stop).
 
     The only place that cancels jobs in bulk: fail-fast, the deadline, an error or a
     cancellation of the block's body, shutdown(wait=False), its grace period, a
-    cancelled shutdown(), and the loop going down all come here."""
+    cancelled shutdown(), and the loop going down all come here.
+
+    ``ended``: the task of the failed job when abort runs outside it, in the task that
+    started it (a job an eager task factory ran to its end inside its start: see
+    _settle.failed_at_start). It stands for the current task below: that one only
+    started the job, is in no job's last step and asked for no stop, so it is not
+    spared: a job of ours is cancelled as every other job is (as when the failed job's
+    done callback, which runs in no task, was what stopped us)."""
     took_over = exe._outcomes.stop(cause, error)
     if exe._state is State.CANCELLING:
         if took_over and cause is Cause.JOB_ERROR:
-            _job_error_after_shutdown(exe)
+            _job_error_after_shutdown(exe, ended)
         return
     if exe._state is State.CLOSED:
         return
@@ -97,7 +110,7 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     # cancellation) or the caller of shutdown(wait=False), which goes on. Either way it
     # is not cancelled now; cancel_again cancels it if the wait for the jobs is
     # cancelled, so it cannot keep a cancelled block waiting.
-    current = exe._spared = _current_task(exe._loop)
+    current = exe._spared = _current_task(exe._loop) if ended is None else ended
     # In a job's own last step its task is not done yet, and cancelling a task that
     # awaits it (the body, another job; directly, through the future submit_nowait()
     # returned, or a gather) passes the cancel on to it: its outcome would become a
@@ -146,13 +159,13 @@ def abort(exe: Core, cause: Cause, error: BaseException | None = None) -> None:
     check_idle(exe, in_last_step=at_end)
 
 
-def _job_error_after_shutdown(exe: Core) -> None:
+def _job_error_after_shutdown(exe: Core, ended: asyncio.Future[Any] | None) -> None:
     """A job error became the first error while shutdown() had the jobs cancelled already
     (see Outcomes.names): it does what it does under fail-fast at any other time. The jobs
     are cancelled but the one abort spared (it called shutdown(wait=False) and goes on,
     unless it is the one failing now); the body is interrupted. In a job's last step,
-    as in abort."""
-    current = _current_task(exe._loop)
+    as in abort (``ended``: as there)."""
+    current = _current_task(exe._loop) if ended is None else ended
     at_end = current is not None and current is exe._ending
     spared, exe._spared = exe._spared, None
     later: list[asyncio.Future[Any]] = []

@@ -224,10 +224,24 @@ class Outcomes:
             return False
         if isinstance(error, _CancelledError):
             self.cancelled += 1
-            if ours or cancelling:
-                return False
         else:
             self.failed += 1
+        return self.stops(error, kind, cancelling, ours=ours)
+
+    def stops(
+        self, error: BaseException, kind: JobKind, cancelling: bool, *, ours: bool
+    ) -> bool:
+        """The verdict of :meth:`decide` on a job's ``error``, without counting the job:
+        True if it must stop the executor (fail-fast). ``ours``: the executor cancelled
+        that very job itself.
+
+        Also asked on its own, as a job's start returns, for a job that settles from a
+        done callback and that an eager task factory ran to its end inside that start
+        (see _settle.failed_at_start): fail-fast stops the executor then, as for an
+        in-line job, and decide() counts the job from its callback a turn later, finding
+        the executor cancelling (no second stop)."""
+        if isinstance(error, _CancelledError) and (ours or cancelling):
+            return False
         return kind is JobKind.POLICY and not self.suppress and self.names(cancelling)
 
     def names(self, cancelling: bool) -> bool:

@@ -27,7 +27,7 @@ from ._state import State
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["on_job_done", "settle"]
+__all__ = ["failed_at_start", "on_job_done", "settle"]
 
 _current_task = asyncio.current_task
 _CANCELLING = State.CANCELLING
@@ -48,6 +48,37 @@ def on_job_done(
     settle(exe, task, task, error, kind)
     if exe._outcomes.hook is not None:
         exe._outcomes.call_hook(task, exe._loop)
+
+
+def failed_at_start(
+    exe: Core, kind: JobKind, coro: Coroutine[Any, Any, Any] | None, task: asyncio.Future[Any]
+) -> None:
+    """A job that settles from its done callback (see on_job_done) is over as its start
+    returns (an eager task factory ran it to its end inside create_task): if it failed
+    and fail-fast must stop the executor, stop it now. The next submit(), submit_nowait()
+    or map start is then refused and no queued job starts after it, as when an in-line
+    job fails in its first step; a producer that submits without yielding to the loop,
+    every slot free, was otherwise accepted until its first wait (brk14 finding 1: 1,999
+    jobs after the first had failed), as the callback runs a turn later.
+
+    Only the verdict comes early (Outcomes.stops, and abort). The job still settles from
+    its callback, which counts it, gives its slot (and its key's room) back and calls the
+    hook: settling here, inside a start, would start the backlog nested in it (see
+    _admit_after_job), and the hook needs what the caller of start_job records once it
+    has returned (a queued job's QueuedFuture; the bridge, the task submit_nowait()
+    gave it). Its error gets its note here (``coro``: as for on_job_done), before abort
+    tells anyone of it; the callback finds it there."""
+    error = error_of(task)
+    if error is None:
+        return
+    if coro is not None:
+        annotate_coroutine_error(error, coro)
+    outcomes = exe._outcomes
+    ours = bool(outcomes.our_cancels) and task in outcomes.our_cancels  # (left for decide)
+    if outcomes.stops(error, kind, exe._state is _CANCELLING, ours=ours) and not (
+        loop_going_down(task)  # asyncio.run() ending: settle sees to it (fail_as_loop_ends)
+    ):
+        abort(exe, Cause.JOB_ERROR, error, ended=task)
 
 
 def settle(

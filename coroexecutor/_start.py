@@ -33,7 +33,7 @@ from ._retrying import (
     run_attempts,
     stopped,
 )
-from ._settle import on_job_done, settle
+from ._settle import failed_at_start, on_job_done, settle
 from ._state import State
 from ._taking import start_failed
 
@@ -84,7 +84,9 @@ def start_job(
     run_job(), which settles them in their own last step: one call of fn, one runner
     coroutine, one task and no done callback. Their JobTask primes the runner if it is
     cancelled before its first step; a task from the loop's task factory gets a runner
-    primed now, as that task's cancel is not ours. Other jobs get a done callback.
+    primed now, as that task's cancel is not ours. Other jobs get a done callback, which
+    settles them; one that an eager task factory ran to its end inside create_task meets
+    fail-fast as its task comes back (see failed_at_start).
 
     If starting raises, the slot is given back and the error propagates (``where``
     names the call in the message for a coroutine object passed as ``fn``). But if
@@ -201,7 +203,11 @@ def start_job(
         task.add_done_callback(
             exe._on_job_done if kind is _POLICY else exe._on_result_job_done
         )
-    if exe._state is _CANCELLING and not task.done():  # its first step stopped us
+    if task.done():
+        # An eager task factory ran the job to its end inside create_task: fail-fast
+        # stops us now if it failed, not from its callback a turn later (which settles it).
+        failed_at_start(exe, kind, coro if runner is None and exe._annotate else None, task)
+    elif exe._state is _CANCELLING:  # its first step stopped us
         cancel_late(exe, task)
     return task
 
