@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import pathlib
@@ -195,15 +196,45 @@ def _wait_until_all_cancelled(directory: pathlib.Path) -> set[str]:
 
 class _SaysWhenWaitedFor(logging.Handler):
     """In a worker process: touches ``waited`` once the closing says that it waits for the
-    blocking calls that have started."""
+    blocking calls that have started (or, with ``what``, for something else)."""
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(
+        self, directory: pathlib.Path, what: str = "blocking call(s) that have started"
+    ) -> None:
         super().__init__(logging.DEBUG)
         self.directory = directory
+        self.what = what
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "blocking call(s) that have started" in record.getMessage():
+        if self.what in record.getMessage():
             (self.directory / "waited").touch()
+
+
+async def _cleans_up_when_cancelled(folder: str) -> None:
+    """Parks; once cancelled, cleans up until the test creates ``release-*`` (bounded),
+    and says whether the clean-up ran to its end (``cleaned``) or was cut short by a
+    second cancel (``cut``). Meanwhile it listens to this process's closing."""
+    directory = pathlib.Path(folder)
+    logger = logging.getLogger("coroexecutor.distributed")
+    handler, level = _SaysWhenWaitedFor(directory, "job(s) to end after their cancel"), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        (directory / f"started-{os.getpid()}-0").touch()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            (directory / "cancelled").touch()
+            try:
+                await _wait_for_files(directory, "release-*", 1)  # flush, close a connection
+            except asyncio.CancelledError:
+                (directory / "cut").touch()
+                raise
+            (directory / "cleaned").touch()
+            raise
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _blocks_until_released(folder: str) -> str:
@@ -563,6 +594,46 @@ def test_shutdown_waits_for_a_blocking_call_that_has_started(
         shutting_down.join(_WAIT)
     assert not shutting_down.is_alive()
     assert (tmp_path / "finished").exists()
+    assert future.cancelled()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["with", "cancel_futures"])
+def test_a_job_s_clean_up_after_its_cancel_runs_to_its_end_before_the_exit_returns(
+    client: Any, tmp_path: pathlib.Path, how: str
+) -> None:
+    # Found by a docs-only tester (reliability.rst: a job that catches CancelledError "is
+    # waited for: ... shutdown(wait=True) and an exceptional with exit all return only
+    # after it ends"): the client's cancel reached the job, then the worker loop's stop
+    # cancelled it again, cutting its clean-up short, and the exit returned at once. The
+    # clean-up runs until the test releases it, once the closing says it waits for it.
+    exe = DaskExecutor(client=client, per_worker=2)
+    future = exe.submit(_cleans_up_when_cancelled, str(tmp_path))
+    asyncio.run(_wait_for_files(tmp_path, "started-*", 1))
+
+    def leave() -> None:
+        if how == "with":
+            with contextlib.suppress(RuntimeError), exe:
+                raise RuntimeError("leaves the block")
+        else:
+            exe.shutdown(wait=True, cancel_futures=True)
+
+    leaving = threading.Thread(target=leave)
+    leaving.start()
+    try:
+        deadline = time.monotonic() + _WAIT
+        while leaving.is_alive() and not any(
+            (tmp_path / name).exists() for name in ("waited", "cut")
+        ):
+            assert time.monotonic() < deadline, f"the closing said nothing in {_WAIT} s"
+            time.sleep(0.01)
+        assert not (tmp_path / "cut").exists(), "a second cancel cut the clean-up short"
+        assert leaving.is_alive(), "the exit returned while the job cleaned up"
+    finally:
+        (tmp_path / "release-0").touch()
+        leaving.join(_WAIT)
+    assert not leaving.is_alive()
+    assert (tmp_path / "cleaned").exists()
     assert future.cancelled()
 
 

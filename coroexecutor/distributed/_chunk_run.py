@@ -46,6 +46,22 @@ class ChunkRun:
     # so the chunk may feed one more job each), and each job's attempt count so far.
     pausing: set[int] = field(default_factory=set)
     attempts: dict[int, int] = field(default_factory=dict)
+    # The positions of the running jobs this process has cancelled (see cancel).
+    cancelling: set[int] = field(default_factory=set)
+
+    def cancel(self, i: int) -> None:
+        """Cancel the running job at position ``i``, once: a cancel reaches a job from the
+        client (map closed, future.cancel(), shutdown) and from the worker loop's stop,
+        which come in either order. A second one interrupted the job's own handling of
+        the first (``except CancelledError: await flush()``), and ended it early."""
+        if i not in self.cancelling:
+            self.cancelling.add(i)
+            self.running[i].cancel()
+
+    def cancel_all(self) -> None:
+        """Cancel every running job (once)."""
+        for i in list(self.running):
+            self.cancel(i)
 
 
 # retry=: set in a job's own task (so in its context) before each attempt: the policy of

@@ -190,9 +190,18 @@ class ProcessLoop:
         try:
             await self._stop.wait()
         finally:
-            await exe.shutdown(wait=False)  # cancel running and queued jobs
-            await exe.__aexit__(None, None, None)
+            # Cancel every job, each once (ChunkRun.cancel): exe.shutdown(wait=False)
+            # would cancel again those the client has cancelled already. No job starts
+            # any more: _feed reports the rest of each chunk as cancelled.
             self._exe = None
+            running = 0
+            for runs in self._runs.values():
+                for run in runs:
+                    run.cancel_all()
+                    running += len(run.running)
+            if running:
+                _LOGGER.debug("waiting for %d job(s) to end after their cancel", running)
+            await exe.__aexit__(None, None, None)  # waits for them: no cleanup cut short
         await self._drain()
 
     async def _drain(self) -> None:
@@ -268,6 +277,7 @@ class ProcessLoop:
     def _job_done(self, run: ChunkRun, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
         run.pausing.discard(i)
+        run.cancelling.discard(i)
         if future.cancelled() and self._raised_cancel(run, i):
             # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
             run.errors[i] = asyncio.CancelledError()
@@ -371,6 +381,6 @@ class ProcessLoop:
             records.popitem(last=False)
         for run in self._runs.get(map_id, ()):
             start = run.spec.start
-            for i, future in list(run.running.items()):
+            for i in list(run.running):
                 if start + i in indexes:
-                    future.cancel()
+                    run.cancel(i)
