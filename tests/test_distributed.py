@@ -443,8 +443,43 @@ def test_return_exceptions_yields_a_job_s_own_cancelled_error_in_its_place(
 ) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         results = list(exe.map(_cancels_itself_on_one, range(3), return_exceptions=True))
+        submitted = exe.submit(_cancels_itself_on_one, 1)
+        with pytest.raises(concurrent.futures.CancelledError):
+            submitted.result(_WAIT)
     assert results[0::2] == [0, 2]  # as CoroutineExecutor.map and asyncio.gather
     assert type(results[1]) is asyncio.CancelledError
+    assert submitted.cancelled()  # a coroutine job's: as on the bridge (a cancelled task)
+
+
+def _blocking_cancels_itself_on_one(x: int) -> int:
+    if x == 1:
+        raise asyncio.CancelledError("upstream request aborted")  # re-raised from a library
+    return x
+
+
+def test_a_blocking_call_s_own_cancelled_error_fails_its_item_with_it(client: Any) -> None:
+    # Found by a docs-only tester (bridge.rst: "a blocking call that raises CancelledError
+    # itself still fails its future with it, as on a ThreadPoolExecutor"): the job's task
+    # took it for a cancel, and its future came back cancelled(), message and note lost.
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        future = exe.submit(_blocking_cancels_itself_on_one, 1)
+        error = future.exception(_WAIT)
+        results = list(exe.map(_blocking_cancels_itself_on_one, range(3), chunksize=3,
+                               return_exceptions=True))
+        with pytest.raises(asyncio.CancelledError, match="upstream request aborted"):
+            list(exe.map(_blocking_cancels_itself_on_one, range(3), chunksize=3))
+    assert not future.cancelled()
+    assert type(error) is asyncio.CancelledError
+    assert error.args == ("upstream request aborted",)
+    assert getattr(error, "__notes__", None) == [
+        "raised by a job submitted to a DaskExecutor: _blocking_cancels_itself_on_one(1)"
+    ]
+    assert results[0::2] == [0, 2]
+    assert type(results[1]) is asyncio.CancelledError
+    assert results[1].args == ("upstream request aborted",)
+    assert getattr(results[1], "__notes__", None) == [
+        "raised by input 1 of a DaskExecutor map: _blocking_cancels_itself_on_one(1)"
+    ]
 
 
 async def _exits_on_one_or_two(x: int) -> int:
@@ -485,12 +520,25 @@ def test_an_unpicklable_outcome_fails_that_item_alone(client: Any) -> None:
     with DaskExecutor(client=client, per_worker=3) as exe:
         errors = list(exe.map(_raises_unpicklable, range(3), chunksize=3, return_exceptions=True))
         values = list(exe.map(_returns_lock, range(4), chunksize=4, return_exceptions=True))
+        submitted = exe.submit(_returns_lock, 2).exception(_WAIT)
     assert errors[0] == 0 and errors[2] == 2
     assert isinstance(errors[1], UnsentOutcomeError)
     assert "_Unpicklable: 1/2" in str(errors[1])
     assert values[:2] == [0, 1] and values[3] == 3
     assert isinstance(values[2], UnsentOutcomeError)
     assert "lock" in str(values[2])
+    # Noted as every other error is, naming the input to rerun (found by a docs-only
+    # tester: these alone had no note).
+    assert getattr(errors[1], "__notes__", None) == [
+        "raised by input 1 of a DaskExecutor map: _raises_unpicklable(1)"
+    ]
+    assert getattr(values[2], "__notes__", None) == [
+        "raised by input 2 of a DaskExecutor map: _returns_lock(2)"
+    ]
+    assert isinstance(submitted, UnsentOutcomeError)
+    assert getattr(submitted, "__notes__", None) == [
+        "raised by a job submitted to a DaskExecutor: _returns_lock(2)"
+    ]
 
 
 def test_a_result_that_cannot_be_loaded_on_the_client_fails_that_item_alone(

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -14,7 +14,8 @@ from .._retry import RetryPolicy
 from ._wire import ChunkSpec, name_input
 
 __all__ = [
-    "RETRYING", "ChunkRun", "JobExit", "RetryingJob", "is_async", "key_of_job", "name_inputs"
+    "RETRYING", "ChunkRun", "JobExit", "RetryingJob", "cancel_every_job", "is_async", "key_of_job",
+    "name_input_at", "name_inputs",
 ]
 
 
@@ -24,7 +25,9 @@ def is_async(fn: object) -> bool:
 
 
 class JobExit(Exception):
-    """Carries a job's KeyboardInterrupt/SystemExit (its ``__cause__``) out of its task."""
+    """Carries out of its task, as its ``__cause__``, what a job raised that asyncio would
+    not keep as the task's error: KeyboardInterrupt and SystemExit (they escape the loop),
+    and a blocking call's own CancelledError (it would cancel the task)."""
 
 
 @dataclass(eq=False)  # kept in sets, by identity
@@ -58,10 +61,16 @@ class ChunkRun:
             self.cancelling.add(i)
             self.running[i].cancel()
 
-    def cancel_all(self) -> None:
-        """Cancel every running job (once)."""
-        for i in list(self.running):
-            self.cancel(i)
+
+def cancel_every_job(runs: Iterable[Iterable[ChunkRun]]) -> int:
+    """Cancel every running job of these chunks (each once); how many there are."""
+    count = 0
+    for chunk_runs in runs:
+        for run in chunk_runs:
+            for i in list(run.running):
+                run.cancel(i)
+            count += len(run.running)
+    return count
 
 
 # retry=: set in a job's own task (so in its context) before each attempt: the policy of
@@ -76,17 +85,21 @@ RETRYING: contextvars.ContextVar[Optional[RetryingJob]] = contextvars.ContextVar
 def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
     """Note on each error of a finished chunk which input raised it (``broken``: the
     initializer's error, one object for every job of the process: no note on it)."""
-    spec = run.spec
     for i, error in run.errors.items():
-        if error is broken:
-            continue
-        attempts = run.attempts.get(i, 1)
-        if spec.fn is None:
-            fn, args, kwargs = spec.calls[i]
-            name_input(error, "a job submitted to a DaskExecutor", fn, args, attempts, kwargs)
-        else:
-            name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
-                       spec.calls[i], attempts)
+        if error is not broken:
+            name_input_at(run, i, error)
+
+
+def name_input_at(run: ChunkRun, i: int, error: BaseException) -> None:
+    """Note on ``error`` that the job at position ``i`` of the chunk raised it."""
+    spec = run.spec
+    attempts = run.attempts.get(i, 1)
+    if spec.fn is None:
+        fn, args, kwargs = spec.calls[i]
+        name_input(error, "a job submitted to a DaskExecutor", fn, args, attempts, kwargs)
+    else:
+        name_input(error, f"input {spec.start + i} of a DaskExecutor map", spec.fn,
+                   spec.calls[i], attempts)
 
 
 def key_of_job(key: Callable[..., Hashable], *job: Any) -> Hashable:

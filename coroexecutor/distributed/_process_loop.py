@@ -21,7 +21,9 @@ from typing import Any, Callable, Optional
 
 from .. import CoroutineExecutor
 from .._errors import job_wrapper
+from .._policy import error_of
 from .._retry import Inherit, next_delay
+from . import _chunk_run
 from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, key_of_job, name_inputs
 from ._chunk_run import is_async as _is_async
 from ._wire import ChunkSpec, Indexes, Outcomes, WorkerOptions
@@ -81,11 +83,13 @@ class ProcessLoop:
             concurrent.futures.wait(either, return_when="FIRST_COMPLETED")
             if first_error.done() and not future.done():
                 on_first_error(spec, first_error.result())
-            values, errors, cancelled = future.result()
+            run: ChunkRun = future.result()
         finally:
             with self._lock:
                 self._waiting.discard(future)
-        return Outcomes.of(values, errors, cancelled)  # pickled here, off the loop
+        # Pickled here, off the loop; an outcome that cannot go is noted as its error is.
+        return Outcomes.of(run.values, run.errors, run.cancelled,
+                           functools.partial(_chunk_run.name_input_at, run))
 
     def cancel_threadsafe(self, map_id: str, indexes: Indexes) -> None:
         with self._lock:
@@ -194,11 +198,7 @@ class ProcessLoop:
             # would cancel again those the client has cancelled already. No job starts
             # any more: _feed reports the rest of each chunk as cancelled.
             self._exe = None
-            running = 0
-            for runs in self._runs.values():
-                for run in runs:
-                    run.cancel_all()
-                    running += len(run.running)
+            running = _chunk_run.cancel_every_job(self._runs.values())
             if running:
                 _LOGGER.debug("waiting for %d job(s) to end after their cancel", running)
             await exe.__aexit__(None, None, None)  # waits for them: no cleanup cut short
@@ -213,7 +213,7 @@ class ProcessLoop:
 
     async def _run_chunk(
         self, spec: ChunkSpec, first_error: concurrent.futures.Future[int]
-    ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+    ) -> ChunkRun:
         await self._ready.wait()
         n = len(spec.calls)
         run = ChunkRun(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
@@ -227,7 +227,7 @@ class ProcessLoop:
             if not runs:
                 del self._runs[spec.map_id]
         name_inputs(run, self._broken)
-        return run.values, run.errors, run.cancelled
+        return run
 
     def _feed(self, run: ChunkRun) -> None:
         """Start jobs of the chunk while it has fewer than per_worker running."""
@@ -280,7 +280,7 @@ class ProcessLoop:
         run.cancelling.discard(i)
         if future.cancelled() and self._raised_cancel(run, i):
             # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
-            run.errors[i] = asyncio.CancelledError()
+            run.errors[i] = error_of(future) or asyncio.CancelledError()  # (its message)
         elif future.cancelled():
             run.cancelled.append(i)
         else:
@@ -316,6 +316,8 @@ class ProcessLoop:
         if job is None:
             return None
         policy, run, i = job
+        if isinstance(exc, JobExit):  # the policy is asked about what the job raised
+            exc = exc.__cause__ or exc
         delay = next_delay(policy, attempt, exc)  # a bad delay's error names the policy
         run.attempts[i] = attempt if delay is None else attempt + 1
         if delay is not None and i not in run.pausing:
@@ -356,7 +358,15 @@ class ProcessLoop:
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         call = functools.partial(self._counted, fn, args, kwargs)
-        result = await self._loop.run_in_executor(self._pool, call)
+        calling = self._loop.run_in_executor(self._pool, call)
+        try:
+            result = await calling
+        except asyncio.CancelledError as exc:
+            if calling.cancelled():  # the job was cancelled
+                raise
+            # The call raised it itself: its error, as on a ThreadPoolExecutor (and the
+            # bridge), not a cancel of the job's task, which asyncio would make of it.
+            raise JobExit(repr(exc)) from exc
         if inspect.isawaitable(result):  # lambda: fetch(url)
             result = await result
         return result

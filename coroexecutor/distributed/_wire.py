@@ -149,11 +149,15 @@ class Outcomes:
 
     @classmethod
     def of(
-        cls, values: list[Any], errors: dict[int, BaseException], cancelled: list[int]
+        cls, values: list[Any], errors: dict[int, BaseException], cancelled: list[int],
+        name: Callable[[int, BaseException], None],
     ) -> Outcomes:
-        """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError."""
+        """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError, on
+        which ``name(position, error)`` notes the input, as on every other error."""
         for i, error in list(errors.items()):
-            errors[i] = _sendable_error(error)
+            sendable = errors[i] = _sendable_error(error)
+            if sendable is not error:
+                name(i, sendable)
         buffer = io.BytesIO()
         pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
         ends: list[int] = []
@@ -164,6 +168,7 @@ class Outcomes:
                 buffer.truncate(ends[-1] if ends else 0)
                 buffer.seek(0, io.SEEK_END)
                 errors[i] = _unsent("result", value, failure)
+                name(i, errors[i])
                 pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
                 pickler.dump(None)
             pickler.clear_memo()  # each item loads on its own
