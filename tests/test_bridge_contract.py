@@ -189,6 +189,28 @@ def test_shutdown_cancel_futures_cancels_queued_jobs(make_executor: Factory) -> 
     exe.shutdown(wait=True)
 
 
+def test_shutdown_cancel_futures_cancels_the_jobs_waiting_for_the_initializer(
+    make_executor: Factory,
+) -> None:
+    # Asked by a docs-only tester: slots are free, but no job starts before the
+    # initializer has returned, so the jobs submitted meanwhile would have waited (for
+    # it): cancel_futures=True cancels every one of them, as ThreadPoolExecutor does with
+    # the work queued while its workers run the initializer.
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_init() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    exe = make_executor(max_workers=5, initializer=slow_init)
+    futures = [exe.submit(square, x) for x in range(10)]
+    assert entered.wait(WAIT)
+    exe.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in futures)  # before the initializer returns
+    release.set()
+    exe.shutdown(wait=True)
+
+
 def test_running_blocking_job_cannot_be_cancelled(make_executor: Factory) -> None:
     gate = Gate()
     exe = make_executor(max_workers=1)

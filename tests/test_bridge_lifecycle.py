@@ -191,6 +191,34 @@ def test_shutdown_wait_false_returns_while_the_initializer_runs() -> None:
     assert initializer_released == [True]
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_shutdown_cancel_futures_cancels_every_job_waiting_for_the_initializer(kind: str) -> None:
+    # Asked by a docs-only tester (5 slots free, 50 jobs submitted while the initializer
+    # ran, all 50 cancelled): they wait for the initializer, as on a ThreadPoolExecutor,
+    # so cancel_futures=True cancels them (reliability.rst). Coroutine and blocking jobs
+    # alike, whether the initializer blocks the loop thread or awaits on it.
+    entered, release = threading.Event(), threading.Event()
+
+    def sync_init() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    async def async_init() -> None:
+        entered.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT)
+
+    init = sync_init if kind == "sync" else async_init
+    exe = ThreadedLoopExecutor(max_workers=5, initializer=init)
+    futures = [exe.submit(double, x) for x in range(5)] + [exe.submit(abs, -x) for x in range(5)]
+    assert entered.wait(WAIT)
+    assert (exe.stats.queued, exe.stats.running) == (10, 0)
+    exe.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in futures)
+    release.set()
+    exe.shutdown(wait=True)
+    assert exe.stats.cancelled == 10
+
+
 def test_coroutine_jobs_of_two_executors_may_stop_each_other() -> None:
     # Issue 16, item 9: each shutdown(wait=False) waited for the other loop thread,
     # which was blocked in the other shutdown(wait=False): both waited for ever.

@@ -141,6 +141,25 @@ async def test_shutdown_while_the_initializer_runs_waits_for_it_then_the_queued_
     assert log.entries == [("init", ()), ("job", 0)]
 
 
+async def test_jobs_handed_in_while_the_initializer_runs_are_queued_and_cancelled_by_a_stop(
+    loop_kind: str,
+) -> None:
+    # The bridge's shutdown(cancel_futures=True) cancels them (they would have waited for
+    # the initializer, as on a ThreadPoolExecutor); here they are queued, not running,
+    # though slots are free, and shutdown(wait=False) cancels them with the initializer.
+    log = Log()
+    release = asyncio.Event()
+    exe = CoroutineExecutor(5, initializer=make_init("async", log, release))
+    queued = [exe.submit_nowait(log.job, x) for x in range(3)]
+    await asyncio.sleep(0)  # the initializer runs, parked on release
+    assert (exe.stats.queued, exe.stats.running) == (3, 0)
+    await exe.shutdown(wait=False)
+    await exe.shutdown()
+    assert all(f.cancelled() for f in queued)
+    assert log.entries == []  # neither the initializer nor any job got to its end
+    assert exe.stats.cancelled == 3
+
+
 async def test_initializer_may_queue_jobs_but_not_wait_for_one(loop_kind: str) -> None:
     """A job queued by the initializer starts after it; waiting for a slot (or calling
     shutdown()) in it would wait for itself, so that is refused at once."""

@@ -329,11 +329,12 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
 
         As ``Executor.shutdown``: later ``submit()`` calls raise ``RuntimeError``;
         ``cancel_futures`` cancels the jobs that would have waited, for a slot, a worker
-        thread or the rate limit: their futures are cancelled before this returns (so
-        ``wait()``/``as_completed()`` return), except those the loop thread holds (rate
-        limit; ``job_timeout``), which it cancels soon after. A job submitted while a
-        slot was free counts as started and runs, as on a ThreadPoolExecutor whose idle
-        worker has taken it. ``timeout`` is a grace period: coroutine jobs still running
+        thread, the rate limit or the initializer (every job submitted while it runs):
+        their futures are cancelled before this returns (so ``wait()``/``as_completed()``
+        return), except those the loop thread holds (rate limit; ``job_timeout``), which
+        it cancels soon after. A job submitted while a slot was free (the initializer
+        done) counts as started and runs, as on a ThreadPoolExecutor whose idle worker
+        has taken it. ``timeout`` is a grace period: coroutine jobs still running
         after it are cancelled.
 
         With ``wait=False`` this returns at once, from any thread. With ``wait=True``, not
