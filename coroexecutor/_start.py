@@ -114,9 +114,8 @@ def start_job(
             if retried is None:
                 raise
             coro, policy = retried
-        # The job's retry policy. (An identity test, as isinstance() costs a call a job;
-        # INHERIT is the only Inherit, which type checkers cannot tell from `is`.)
-        retry: RetryPolicy | None = exe._retry if policy is INHERIT else policy  # type: ignore[assignment]
+        # The job's retry policy. (An identity test: isinstance() costs a call a job.)
+        retry: RetryPolicy | None = exe._retry if policy is INHERIT else policy  # type: ignore[assignment]  # INHERIT is the only Inherit: `is` does not narrow
         if exe._inline:
             if retry is None:  # no retries: the common case
                 runner = run_job(exe, coro, kind, index, owner)
