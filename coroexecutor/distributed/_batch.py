@@ -7,9 +7,15 @@ gathered; the task's outcomes resolve the futures from dask's callback thread, o
 ``settle`` (the closing thread), whichever takes the chunk first. The closing does not
 rely on dask's callback thread: at interpreter exit, Python 3.12 would not start it.
 
+While a chunk runs on, the outcomes of its jobs that have ended also come back early, as
+dask events (_stream.py): each is claimed (under ``_changed``, so that one thread only
+resolves a future) and resolved on the flusher thread, never on dask's event loop, which a
+done-callback waiting for another future would stop. The chunk's return resolves the rest.
+
 Threading model: ``add_threadsafe`` and ``close_threadsafe`` from any thread; ``_flusher``
 on the flusher thread; ``_on_chunk_done`` on dask's callback thread; ``settle`` on the
-closing thread; ``_on_cancel`` on the thread that cancels a future.
+closing thread; ``_on_cancel`` on the thread that cancels a future; ``streamed_threadsafe``
+on dask's event loop thread.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
+from .._notes import add_note
 from ._future import wait_dask
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk
+from ._stream import handler_of, streamed, topic_of
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk
 
 __all__ = ["Batcher", "Pending"]
 
@@ -39,6 +47,23 @@ Send = Callable[[Chunk, str], Any]
 CancelRemote = Callable[[str, Indexes], None]
 # Cancels dask tasks: those not started yet never run.
 CancelTasks = Callable[[list[Any]], None]
+# Subscribes a handler to a dask event topic (Client.subscribe_topic).
+Subscribe = Callable[[str, Callable[[Any], None]], None]
+
+
+class _Sent:
+    """A chunk sent and not resolved yet: its dask task, its jobs' futures, and the
+    positions whose outcomes came back early (each resolved by whoever claimed it)."""
+
+    __slots__ = ("claimed", "futures", "task")
+
+    def __init__(self, task: Any, futures: list[concurrent.futures.Future[Any]]) -> None:
+        self.task = task
+        self.futures = futures
+        self.claimed: set[int] = set()
+
+    def unclaimed(self) -> list[concurrent.futures.Future[Any]]:
+        return [f for i, f in enumerate(self.futures) if i not in self.claimed]
 
 
 class Batcher:
@@ -46,7 +71,7 @@ class Batcher:
 
     def __init__(
         self, exe_id: str, send: Send, cancel_remote: CancelRemote, cancel_tasks: CancelTasks,
-        delay: float, size: int,
+        delay: float, size: int, subscribe: Subscribe,
     ) -> None:
         self._exe_id = exe_id
         self._send = send
@@ -59,8 +84,10 @@ class Batcher:
         self._first_at = 0.0  # guarded by _changed: when the oldest pending job came
         self._closed = False  # guarded by _changed
         self._thread: Optional[threading.Thread] = None  # guarded by _changed
-        # guarded by _changed: chunks sent and not resolved yet, map id -> (dask task, futures)
-        self._in_flight: dict[str, tuple[Any, list[concurrent.futures.Future[Any]]]] = {}
+        self._in_flight: dict[str, _Sent] = {}  # guarded by _changed; by map id
+        # guarded by _changed: outcomes that came back early, claimed, for the flusher
+        self._streamed: list[tuple[_Sent, list[tuple[int, int]], Outcomes]] = []
+        subscribe(topic_of(exe_id), handler_of(self.streamed_threadsafe))  # (see _finish)
 
     def add_threadsafe(self, job: Pending) -> None:
         """Queue one job; raises RuntimeError once closed."""
@@ -115,50 +142,86 @@ class Batcher:
         with self._changed:
             sent, self._in_flight = self._in_flight, {}
         if sent:
-            self._cancel_tasks([task for task, _ in sent.values()])
+            self._cancel_tasks([chunk.task for chunk in sent.values()])
             for map_id in sent:
                 self._cancel_remote(map_id, EVERY_INDEX)
-        for _, futures in sent.values():
-            for future in futures:
+        for chunk in sent.values():
+            for future in chunk.unclaimed():  # (those claimed came back: delivered)
                 _cancel_and_notify(future)
 
     def settle(self) -> None:
         """After ``close_threadsafe``: wait for the chunks sent whose futures are not all
         done (cancelled ones wait for nothing), and resolve them."""
         with self._changed:
-            waiting = {map_id: sent for map_id, sent in self._in_flight.items()
-                       if not all(future.done() for future in sent[1])}
-        wait_dask([task for task, _ in waiting.values()])  # (cancel_threadsafe resolves its own)
+            waiting = {map_id: chunk for map_id, chunk in self._in_flight.items()
+                       if not all(future.done() for future in chunk.futures)}
+        wait_dask([chunk.task for chunk in waiting.values()])  # (cancel_threadsafe: its own)
         for map_id in waiting:
             self._on_chunk_done(map_id)
         # A chunk that dask's callback thread took first may be resolving there still.
-        concurrent.futures.wait([future for _, futures in waiting.values() for future in futures])
+        concurrent.futures.wait([f for chunk in waiting.values() for f in chunk.futures])
+
+    def streamed_threadsafe(self, event: tuple[float, Any]) -> None:
+        """dask's event loop thread (the handler of the executor's topic): outcomes that
+        came back before their chunk, claimed here for the flusher to resolve. Ignored
+        once the chunk is back or cancelled, or the batcher closed: the chunk's return
+        (or its cancel) resolves them."""
+        try:
+            map_id, positions, outcomes = streamed(event)
+        except Exception:  # not one of ours: never let dask's event handling fail
+            _LOGGER.debug("could not read an event of submitted jobs", exc_info=True)
+            return
+        with self._changed:
+            chunk = self._in_flight.get(map_id)
+            if chunk is None or self._closed:
+                return
+            fresh = [(k, i) for k, i in enumerate(positions) if i not in chunk.claimed]
+            chunk.claimed.update(i for _, i in fresh)
+            self._streamed.append((chunk, fresh, outcomes))
+            self._changed.notify()
 
     def _on_chunk_done(self, map_id: str, task: Any = None) -> None:
-        """dask's callback thread, or ``settle``: the first to take the chunk resolves it."""
+        """dask's callback thread, or ``settle``: the first to take the chunk resolves it
+        (its futures that no early outcome claimed)."""
         with self._changed:
-            sent = self._in_flight.pop(map_id, None)
-        if sent is not None:
-            _resolve(sent[1], sent[0])
+            chunk = self._in_flight.pop(map_id, None)
+        if chunk is not None:
+            _resolve(chunk)
 
     def _flusher(self) -> None:
+        """Send each batch once it is due (``delay`` after its first job, or ``size`` jobs),
+        and resolve the outcomes that came back early; once closed, send what is left and
+        end, with every claimed outcome resolved (none is claimed once closed)."""
         while True:
             with self._changed:
-                while not self._closed:
-                    if self._pending:
-                        left = self._first_at + self._delay - time.monotonic()
-                        if left <= 0 or len(self._pending) >= self._size:
-                            break
-                        self._changed.wait(left)
-                    else:
-                        self._changed.wait()
-                batch, self._pending = self._pending[: self._size], self._pending[self._size :]
-                self._first_at = time.monotonic()
+                while not (self._closed or self._streamed or self._due()):
+                    self._changed.wait(self._until_due())
+                early, self._streamed = self._streamed, []
+                batch: list[Pending] = []
+                if self._closed or self._due():
+                    batch = self._pending[: self._size]
+                    self._pending = self._pending[self._size :]
+                    self._first_at = time.monotonic()
                 closing = self._closed and not self._pending
+            for chunk, positions, outcomes in early:
+                _resolve_early(chunk, positions, outcomes)
             if batch:
                 self._flush(batch)
             if closing:
                 return
+
+    def _due(self) -> bool:
+        """Under ``_changed``: whether the gathered jobs are to be sent now."""
+        pending = self._pending
+        return bool(pending) and (
+            len(pending) >= self._size or time.monotonic() >= self._first_at + self._delay
+        )
+
+    def _until_due(self) -> Optional[float]:
+        """Under ``_changed``: how long the flusher may wait (None: until woken)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._first_at + self._delay - time.monotonic())
 
     def _flush(self, batch: list[Pending]) -> None:
         """Flusher thread: send one chunk; a job cancelled meanwhile is left out."""
@@ -185,7 +248,7 @@ class Batcher:
                     future.set_exception(error)
             return
         with self._changed:
-            self._in_flight[map_id] = (task, futures)
+            self._in_flight[map_id] = _Sent(task, futures)
         for position, future in enumerate(futures):
             future.add_done_callback(functools.partial(self._on_cancel, map_id, position))
         task.add_done_callback(functools.partial(self._on_chunk_done, map_id))
@@ -206,8 +269,10 @@ class Batcher:
                 _LOGGER.debug("could not send the cancellation of a submitted job", exc_info=True)
 
 
-def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
-    """Copy the outcomes of a chunk that is done into its jobs' futures (once a chunk)."""
+def _resolve(chunk: _Sent) -> None:
+    """Copy the outcomes of a chunk that is done into its jobs' futures (once a chunk),
+    but those claimed by an outcome that came back early (``streamed_threadsafe``)."""
+    futures, task = chunk.futures, chunk.task
     try:
         status = task.status
         if status == "finished":
@@ -221,15 +286,36 @@ def _resolve(futures: list[concurrent.futures.Future[Any]], task: Any) -> None:
     except BaseException as error:  # fetching the result failed: every job gets that
         name_chunk(error, _submitted(len(futures)))
         values, errors, cancelled = [], dict.fromkeys(range(len(futures)), error), []
-    gone = set(cancelled)
-    for i, future in enumerate(futures):
-        if i in gone:
+    jobs = [(future, i) for i, future in enumerate(futures) if i not in chunk.claimed]
+    _settle(jobs, values, errors, set(cancelled))
+
+
+def _resolve_early(chunk: _Sent, positions: list[tuple[int, int]], outcomes: Outcomes) -> None:
+    """Flusher thread: copy outcomes that came back early (at ``k`` in ``outcomes``, of the
+    job at ``i`` in the chunk, for each ``(k, i)``) into the futures claimed for them."""
+    jobs = [(chunk.futures[i], k) for k, i in positions]
+    try:
+        values, errors, cancelled = outcomes.load()
+    except BaseException as error:  # (an error's class missing here): those jobs get that
+        add_note(error, f"raised for {_submitted(len(jobs))}: their outcomes could not be"
+                        " loaded on the client")
+        values, errors, cancelled = [], {k: error for _, k in jobs}, []
+    _settle(jobs, values, errors, set(cancelled))
+
+
+def _settle(
+    jobs: list[tuple[concurrent.futures.Future[Any], int]], values: list[Any],
+    errors: dict[int, BaseException], gone: set[int],
+) -> None:
+    """Resolve each future with the outcome at its index."""
+    for future, k in jobs:
+        if k in gone:
             _cancel_and_notify(future)
         elif future.set_running_or_notify_cancel():
-            if i in errors:
-                future.set_exception(errors[i])
+            if k in errors:
+                future.set_exception(errors[k])
             else:
-                future.set_result(values[i])
+                future.set_result(values[k])
 
 
 def _submitted(count: int) -> str:

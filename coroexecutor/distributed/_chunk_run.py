@@ -1,4 +1,5 @@
-"""A chunk as it runs in a worker process, and what its jobs' retries need there."""
+"""A chunk as it runs in a worker process, what its jobs' retries need there, and the
+loop it runs on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import sys
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -15,7 +17,7 @@ from ._wire import ChunkSpec, name_input
 
 __all__ = [
     "RETRYING", "ChunkRun", "JobExit", "RetryingJob", "cancel_every_job", "is_async", "key_of_job",
-    "name_input_at", "name_inputs",
+    "make_loop", "name_input_at", "name_inputs",
 ]
 
 
@@ -49,6 +51,11 @@ class ChunkRun:
     # so the chunk may feed one more job each), and each job's attempt count so far.
     pausing: set[int] = field(default_factory=set)
     attempts: dict[int, int] = field(default_factory=dict)
+    cut_after: int = sys.maxsize  # fail-fast: the lowest position whose error cut the map
+    # submitted jobs: told each position that has its outcome (OutcomeStream.ended, which
+    # sends them back early, _stream.py), and the positions whose errors are noted so far
+    ended: Optional[Callable[[int], None]] = None
+    noted: set[int] = field(default_factory=set)
     # The positions of the running jobs this process has cancelled (see cancel).
     cancelling: set[int] = field(default_factory=set)
 
@@ -82,12 +89,18 @@ RETRYING: contextvars.ContextVar[Optional[RetryingJob]] = contextvars.ContextVar
 )
 
 
-def name_inputs(run: ChunkRun, broken: Optional[BaseException]) -> None:
-    """Note on each error of a finished chunk which input raised it (``broken``: the
-    initializer's error, one object for every job of the process: no note on it)."""
-    for i, error in run.errors.items():
-        if error is not broken:
-            name_input_at(run, i, error)
+def name_inputs(
+    run: ChunkRun, broken: Optional[BaseException], positions: Optional[Iterable[int]] = None
+) -> None:
+    """Note on each error of a finished chunk (or at these positions: sent back early)
+    which input raised it, once (``broken``: the initializer's error, one object for every
+    job of the process: no note on it)."""
+    for i in list(run.errors) if positions is None else positions:
+        error = run.errors.get(i)
+        if error is None or error is broken or i in run.noted:
+            continue
+        run.noted.add(i)
+        name_input_at(run, i, error)
 
 
 def name_input_at(run: ChunkRun, i: int, error: BaseException) -> None:
@@ -103,7 +116,24 @@ def name_input_at(run: ChunkRun, i: int, error: BaseException) -> None:
 
 
 def key_of_job(key: Callable[..., Hashable], *job: Any) -> Hashable:
-    """The user's ``key`` of a job run as ``_guarded(is_async, fn, args, kwargs)``, or as
+    """The user's ``key`` of a job run as ``_guarded(how, fn, args, kwargs)``, or as
     ``_retrying((retrying_job, is_async), fn, args, kwargs)``: its last two arguments."""
     _how, _fn, args, kwargs = job
     return key(*args, **kwargs)
+
+
+def make_loop(
+    factory: Optional[Callable[[], asyncio.AbstractEventLoop]],
+) -> tuple[asyncio.AbstractEventLoop, Optional[BaseException]]:
+    """The loop_factory's loop; if it raises or returns no loop, a stdlib loop on which
+    every job fails with the error returned beside it (a TypeError for no loop)."""
+    if factory is None:
+        return asyncio.new_event_loop(), None
+    try:
+        loop = factory()
+    except Exception as error:
+        return asyncio.new_event_loop(), error
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        error = TypeError(f"loop_factory must return an event loop (got {loop!r})")
+        return asyncio.new_event_loop(), error
+    return loop, None

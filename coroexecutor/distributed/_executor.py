@@ -148,7 +148,7 @@ class DaskExecutor(concurrent.futures.Executor):
         self._cancel_remote = functools.partial(cancel_on_workers, client, self._id)
         self._batcher = Batcher(self._id, self._send, self._cancel_remote,
                                 functools.partial(cancel_tasks, client), _SUBMIT_DELAY,
-                                self._chunksize)
+                                self._chunksize, client.subscribe_topic)
         self._closing = Closing(self, self._plugin_name, client, connection.cluster is not None)
         _exit.track(self)
 
@@ -180,9 +180,9 @@ class DaskExecutor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return a future for its result.
 
-        Jobs submitted within a few milliseconds of each other travel as one chunk;
-        :meth:`map` is the fast path for many jobs. A job's error fails only its future.
-        Callable from any thread; never blocks.
+        Jobs submitted within a few milliseconds of each other travel as one chunk, but
+        each future is done as its own job ends; :meth:`map` is the fast path for many
+        jobs. A job's error fails only its future. Callable from any thread; never blocks.
 
         Cancellation: ``future.cancel()`` succeeds until the result is in, and reaches a
         job already running on its worker (a blocking call that has started runs on).

@@ -13,7 +13,6 @@ import collections
 import concurrent.futures
 import contextvars
 import functools
-import inspect
 import logging
 import sys
 import threading
@@ -24,9 +23,19 @@ from .._errors import job_wrapper
 from .._policy import error_of
 from .._retry import Inherit, next_delay
 from . import _chunk_run
-from ._chunk_run import RETRYING, ChunkRun, JobExit, RetryingJob, key_of_job, name_inputs
+from ._blocking import BlockingCalls
+from ._chunk_run import (
+    RETRYING,
+    ChunkRun,
+    JobExit,
+    RetryingJob,
+    key_of_job,
+    make_loop,
+    name_inputs,
+)
 from ._chunk_run import is_async as _is_async
-from ._wire import ChunkSpec, Indexes, Outcomes, WorkerOptions
+from ._stream import stream_of
+from ._wire import EVERY_INDEX, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
 __all__ = ["ProcessLoop"]
 
@@ -40,25 +49,20 @@ class ProcessLoop:
 
     def __init__(self, exe_id: str, options: WorkerOptions) -> None:
         self._options = options
-        self._broken: Optional[BaseException] = None  # every job of this process fails with it
-        self._loop = self._make_loop(options.loop_factory)
+        # _broken: every job of this process fails with it
+        self._loop, self._broken = make_loop(options.loop_factory)
         self._ready = asyncio.Event()  # loop thread; set once the executor is entered
         self._stop = asyncio.Event()  # loop thread; set by stop_and_join
         self._closed = False  # guarded by _lock: no chunk may be scheduled any more
         self._waiting: set[concurrent.futures.Future[Any]] = set()  # guarded by _lock
-        self._blocking = 0  # guarded by _lock: blocking calls running in the pool's threads
         self._lock = threading.Lock()
-        self._exe: Optional[CoroutineExecutor] = None
+        self._exe: Optional[CoroutineExecutor] = None  # loop thread; None: no job may start
         self._runs: dict[str, set[ChunkRun]] = {}  # loop thread; map id -> its running chunks
         self._cancelled: collections.OrderedDict[str, list[Indexes]] = (
             collections.OrderedDict()  # loop thread; map id -> indexes cancelled so far
         )
         name = f"coroexecutor-{exe_id[:8]}"
-        # Blocking callables run here; at most per_worker at once (the executor's bound),
-        # threads started on demand, as LoopExecutor(max_workers=n) does.
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            options.per_worker, thread_name_prefix=f"{name}-blocking"
-        )
+        self._calls = BlockingCalls(options.per_worker, name)  # the blocking callables
         self._thread = threading.Thread(target=self._main, name=f"{name}-loop", daemon=True)
         self._thread.start()
 
@@ -67,16 +71,18 @@ class ProcessLoop:
     #
 
     def run_threadsafe(
-        self, spec: ChunkSpec, on_first_error: Callable[[ChunkSpec, int], None]
+        self, spec: ChunkSpec, on_first_error: Callable[[ChunkSpec, int], None],
+        publish: Callable[[Any], None],
     ) -> Outcomes:
-        """A dask task thread: run the chunk on the loop, wait, encode the outcomes. A
-        fail-fast chunk's first error calls ``on_first_error(spec, map index)`` at once."""
+        """A dask task thread: run the chunk on the loop, wait, encode the outcomes. A fail-fast
+        chunk's first error calls ``on_first_error(spec, map index)`` at once; ``publish``
+        sends the outcomes of submitted jobs back as they end (see _stream.py)."""
         first_error: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:  # guards _closed: a chunk scheduled here is run by _main's drain
             if self._closed:
                 raise RuntimeError("the DaskExecutor's loop in this worker process has stopped")
             future = asyncio.run_coroutine_threadsafe(
-                self._run_chunk(spec, first_error), self._loop)
+                self._run_chunk(spec, first_error, publish), self._loop)
             self._waiting.add(future)
         try:
             either: list[concurrent.futures.Future[Any]] = [future, first_error]
@@ -96,6 +102,13 @@ class ProcessLoop:
             if not self._closed:
                 self._loop.call_soon_threadsafe(self._cancel, map_id, indexes)
 
+    def cancel_all_threadsafe(self) -> None:
+        """shutdown(cancel_futures=True): in one step, no job starts here any more and those
+        running are cancelled (chunk by chunk, a freed slot started the next chunk's job)."""
+        with self._lock:
+            if not self._closed:
+                self._loop.call_soon_threadsafe(self._cancel_all)
+
     def stop_and_join(self) -> None:
         """Cancel every job, wait for the chunks to report, stop the thread; then wait for
         the blocking calls that have started, as the bridge does.
@@ -109,11 +122,10 @@ class ProcessLoop:
             if not self._closed:
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(_STOP_JOIN_SECONDS)
-        with self._lock:
-            running = self._blocking
+        running = self._calls.running
         if running:
             _LOGGER.debug("waiting for %d blocking call(s) that have started", running)
-        self._pool.shutdown(wait=True, cancel_futures=True)  # (those not started never will)
+        self._calls.shutdown(wait=True)
 
     #
     # The loop thread
@@ -142,26 +154,9 @@ class ProcessLoop:
                     "the DaskExecutor's loop in this worker process stopped before the chunk"
                     " finished (a job raised SystemExit or KeyboardInterrupt?)"
                 ))
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._calls.shutdown(wait=False)
             asyncio.set_event_loop(None)
             loop.close()
-
-    def _make_loop(
-        self, factory: Optional[Callable[[], asyncio.AbstractEventLoop]]
-    ) -> asyncio.AbstractEventLoop:
-        """The loop_factory's loop; if it raises or returns no loop, a stdlib loop on which
-        every job fails with that error (a TypeError for no loop)."""
-        if factory is None:
-            return asyncio.new_event_loop()
-        try:
-            loop = factory()
-        except Exception as error:
-            self._broken = error
-            return asyncio.new_event_loop()
-        if not isinstance(loop, asyncio.AbstractEventLoop):
-            self._broken = TypeError(f"loop_factory must return an event loop (got {loop!r})")
-            return asyncio.new_event_loop()
-        return loop
 
     async def _serve(self) -> None:
         if self._broken is not None:  # no loop from loop_factory: no executor either
@@ -212,11 +207,13 @@ class ProcessLoop:
             await asyncio.gather(*others, return_exceptions=True)
 
     async def _run_chunk(
-        self, spec: ChunkSpec, first_error: concurrent.futures.Future[int]
+        self, spec: ChunkSpec, first_error: concurrent.futures.Future[int],
+        publish: Callable[[Any], None],
     ) -> ChunkRun:
         await self._ready.wait()
         n = len(spec.calls)
         run = ChunkRun(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
+        run.ended = stream_of(run, publish, self._loop)  # (submitted jobs only)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
         try:
@@ -237,6 +234,7 @@ class ProcessLoop:
         records = self._cancelled
         fn = spec.fn
         map_is_async = fn is not None and _is_async(fn)
+        failing_fast = run if spec.fail_fast else None  # (see _fail_fast)
         # (By type: INHERIT has come through a pickle, as another object of its class.)
         policy = self._options.retry if isinstance(spec.retry, Inherit) else spec.retry
         # A job that pauses between attempts holds no slot: feed one more in its place.
@@ -261,7 +259,9 @@ class ProcessLoop:
                 job_fn, args, kwargs, is_async = fn, spec.calls[i], {}, map_is_async
             try:
                 if policy is None:
-                    future = exe.submit_nowait(self._guarded, is_async, job_fn, args, kwargs)
+                    future = exe.submit_nowait(
+                        self._guarded, (is_async, failing_fast, i), job_fn, args, kwargs
+                    )
                 else:
                     future = exe.submit_nowait(
                         self._retrying, ((policy, run, i), is_async), job_fn, args, kwargs
@@ -291,6 +291,8 @@ class ProcessLoop:
                 run.values[i] = future.result()
             else:
                 self._job_failed(run, i, error)
+        if run.ended is not None:
+            run.ended(i)
         self._feed(run)
 
     def _raised_cancel(self, run: ChunkRun, i: int) -> bool:
@@ -302,13 +304,21 @@ class ProcessLoop:
         return not any(spec.start + i in indexes for indexes in records)
 
     def _job_failed(self, run: ChunkRun, i: int, error: BaseException) -> None:
-        """Fail-fast: an error cancels the map's later jobs here at once, and in every
-        other process through the chunk's task thread (run_threadsafe)."""
         run.errors[i] = error
-        if run.spec.fail_fast:
-            self._cancel(run.spec.map_id, range(run.spec.start + i + 1, sys.maxsize))
-            if not run.first_error.done():  # the chunk's task thread tells the others
-                run.first_error.set_result(run.spec.start + i)
+        if run.spec.fail_fast:  # (done already for an error that left the job's own code)
+            self._fail_fast(run, i)
+
+    def _fail_fast(self, run: ChunkRun, i: int) -> None:
+        """Job ``i`` of a fail-fast chunk failed: cancel the map's later jobs here, and in the
+        other processes through the chunk's task thread. Called in the job's own last step
+        (_guarded, _ask_policy): the core hands its slot on there, before done callbacks."""
+        if i >= run.cut_after:  # an earlier job of the chunk has cut the map already
+            return
+        run.cut_after = i
+        spec = run.spec
+        self._cancel(spec.map_id, range(spec.start + i + 1, sys.maxsize))
+        if not run.first_error.done():  # the chunk's task thread tells the others
+            run.first_error.set_result(spec.start + i)
 
     def _ask_policy(self, attempt: int, exc: BaseException) -> Optional[float]:
         """The executor's policy: the failed job's own (None: its chunk has none)."""
@@ -319,6 +329,8 @@ class ProcessLoop:
         if isinstance(exc, JobExit):  # the policy is asked about what the job raised
             exc = exc.__cause__ or exc
         delay = next_delay(policy, attempt, exc)  # a bad delay's error names the policy
+        if delay is None and run.spec.fail_fast:  # the job ends with exc (see _fail_fast)
+            self._fail_fast(run, i)
         run.attempts[i] = attempt if delay is None else attempt + 1
         if delay is not None and i not in run.pausing:
             run.pausing.add(i)
@@ -338,50 +350,32 @@ class ProcessLoop:
         _ask_policy (every attempt runs in the job's one task, so in its context)."""
         job, is_async = how
         RETRYING.set(job)
-        return await self._guarded(is_async, fn, args, kwargs)
+        return await self._guarded((is_async, None, 0), fn, args, kwargs)  # (_ask_policy cuts)
 
     @job_wrapper
     async def _guarded(
-        self, is_async: bool, fn: Callable[..., Any], args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        self, how: tuple[bool, Optional[ChunkRun], int], fn: Callable[..., Any],
+        args: tuple[Any, ...], kwargs: dict[str, Any],
     ) -> Any:
         """Run one job. asyncio lets KeyboardInterrupt and SystemExit out of a task and
-        the loop: carried as a JobExit they fail their own item only, as on the bridge."""
+        the loop: carried as a JobExit they fail their own item only, as on the bridge.
+        ``how``: (fn is a coroutine function, the fail-fast chunk or None, position)."""
+        is_async, failing_fast, i = how
         try:
             if is_async:
                 return await fn(*args, **kwargs)
-            return await self._call_blocking(fn, args, kwargs)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            raise JobExit(repr(exc)) from exc
-
-    async def _call_blocking(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        call = functools.partial(self._counted, fn, args, kwargs)
-        calling = self._loop.run_in_executor(self._pool, call)
-        try:
-            result = await calling
-        except asyncio.CancelledError as exc:
-            if calling.cancelled():  # the job was cancelled
+            return await self._calls.call(self._loop, fn, args, kwargs)
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            if failing_fast is not None:
+                self._fail_fast(failing_fast, i)
+            if isinstance(exc, Exception):
                 raise
-            # The call raised it itself: its error, as on a ThreadPoolExecutor (and the
-            # bridge), not a cancel of the job's task, which asyncio would make of it.
             raise JobExit(repr(exc)) from exc
-        if inspect.isawaitable(result):  # lambda: fetch(url)
-            result = await result
-        return result
 
-    def _counted(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """A pool thread: the blocking call, counted while it runs (see stop_and_join)."""
-        with self._lock:
-            self._blocking += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            with self._lock:
-                self._blocking -= 1
+    def _cancel_all(self) -> None:
+        self._exe = None  # _feed starts no more jobs: it reports each one left cancelled
+        for map_id in list(self._runs):
+            self._cancel(map_id, EVERY_INDEX)
 
     def _cancel(self, map_id: str, indexes: Indexes) -> None:
         records = self._cancelled

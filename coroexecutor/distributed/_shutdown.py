@@ -20,6 +20,8 @@ from ._batch import Batcher
 from ._closing import Closing
 from ._connection import Connection
 from ._map import MapRun
+from ._stream import topic_of
+from ._worker import cancel_all_on_workers
 
 __all__ = ["State", "Stopping", "cancel_open", "check_running", "shutdown", "shutdown_at_exit"]
 
@@ -40,6 +42,7 @@ class Stopping(Protocol):
     _batcher: Batcher
     _closing: Closing
     _client: Any  # distributed.Client
+    _id: str
     _plugin_name: str
     _connection: Connection
 
@@ -88,6 +91,10 @@ def _stop(exe: Stopping) -> tuple[bool, list[MapRun]]:
 
 
 def _cancel_everything(exe: Stopping, maps: list[MapRun]) -> None:
+    # One message first stops every job on the workers, whatever its map or chunk: sent
+    # map by map and chunk by chunk alone, the cancels let a slot that one of them freed
+    # start a job of the next chunk, whose code ran while its future said cancelled.
+    cancel_all_on_workers(exe._client, exe._id)
     for run in maps:
         run.cancel_threadsafe()
     # Not the futures of a chunk being resolved meanwhile (dask's callback thread, or this
@@ -106,4 +113,8 @@ def _finish(exe: Stopping, maps: list[MapRun], cancelled: bool) -> None:
         exe._client.unregister_worker_plugin(exe._plugin_name)
     except Exception:  # the cluster is gone already: its loops went with it
         _LOGGER.debug("could not remove the worker plugin", exc_info=True)
+    try:
+        exe._client.unsubscribe_topic(topic_of(exe._id))
+    except Exception:  # the client is closed: its subscriptions went with it
+        _LOGGER.debug("could not unsubscribe from the events of submitted jobs", exc_info=True)
     exe._connection.close()

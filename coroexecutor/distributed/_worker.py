@@ -8,32 +8,35 @@ the loop of the DaskExecutor that asks.
 
 Threading model:
 
-* dask's event loop thread: ``LoopPlugin.setup``/``teardown``, ``cancel_jobs``;
+* dask's event loop thread: ``LoopPlugin.setup``/``teardown``, ``cancel_jobs``,
+  ``cancel_all_jobs``;
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
 * the loop thread: everything in ``ProcessLoop`` (_process_loop.py) not named
   ``..._threadsafe``;
-* the client's threads (not a worker's): ``send_chunk``, ``cancel_on_workers`` and
-  ``cancel_tasks``.
+* the client's threads (not a worker's): ``send_chunk``, ``cancel_on_workers``,
+  ``cancel_all_on_workers`` and ``cancel_tasks``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import pickle
 import sys
 import threading
 from typing import Any
 
-from distributed import WorkerPlugin, get_client, secede
+from distributed import WorkerPlugin, get_client, get_worker, secede
 
 from ._process_loop import ProcessLoop
+from ._stream import topic_of
 from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
 
-__all__ = ["LoopPlugin", "WorkerOptions", "cancel_jobs", "cancel_on_workers", "cancel_tasks",
-           "run_chunk", "send_chunk"]
+__all__ = ["LoopPlugin", "WorkerOptions", "cancel_all_jobs", "cancel_all_on_workers",
+           "cancel_jobs", "cancel_on_workers", "cancel_tasks", "run_chunk", "send_chunk"]
 
 _LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
@@ -71,10 +74,11 @@ def run_chunk(chunk: Chunk) -> Outcomes:
             f"this worker process has no coroexecutor loop for DaskExecutor {spec.exe_id}"
             " (it was shut down, or its worker plugin was removed)"
         )
+    publish = functools.partial(get_worker().log_event, topic_of(spec.exe_id))
     # The chunk only waits from here on: leave dask's thread pool, so a worker runs up
     # to per_worker jobs whatever its thread count, not one chunk per dask thread.
     secede()
-    return process_loop.run_threadsafe(spec, _broadcast_cancel)
+    return process_loop.run_threadsafe(spec, _broadcast_cancel, publish)
 
 
 def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
@@ -102,6 +106,15 @@ def cancel_on_workers(client: Any, exe_id: str, map_id: str, indexes: Indexes) -
         _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
 
 
+def cancel_all_on_workers(client: Any, exe_id: str) -> None:
+    """Client side: ask every worker process to cancel every job of this DaskExecutor, of
+    every map and every chunk, in one message; wait for no answer."""
+    try:
+        client.run(cancel_all_jobs, exe_id, wait=False, on_error="ignore")
+    except Exception:  # CommClosedError and kin, from a scheduler or client going away
+        _LOGGER.debug("could not send a cancellation to the workers", exc_info=True)
+
+
 def cancel_tasks(client: Any, tasks: list[Any]) -> None:
     """Client side: cancel these dask tasks (those not started yet never run)."""
     try:
@@ -120,3 +133,12 @@ async def cancel_jobs(exe_id: str, map_id: str, indexes: Indexes) -> None:
         process_loop = _LOOPS.get(exe_id)
     if process_loop is not None:
         process_loop.cancel_threadsafe(map_id, indexes)
+
+
+async def cancel_all_jobs(exe_id: str) -> None:
+    """Sent by ``client.run``: cancel every job of this DaskExecutor in this process, and
+    start none any more (a coroutine function, as ``cancel_jobs``)."""
+    with _LOCK:
+        process_loop = _LOOPS.get(exe_id)
+    if process_loop is not None:
+        process_loop.cancel_all_threadsafe()

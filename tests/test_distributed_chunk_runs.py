@@ -1,0 +1,218 @@
+"""How chunks run on a DaskExecutor's worker and come back, on one in-process worker.
+
+One worker, run in this process (``processes=False``), with ``per_worker=1``: one job runs
+at a time and the others of every chunk wait for its slot in the worker's executor, so
+a job that starts when it should not is seen. The jobs are functions of this module and
+record what they do in its globals, which the worker shares with the test; every wait
+on them is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason='dask.distributed is not installed (pip install "coroexecutor[dask]")'
+)
+
+import dask  # noqa: E402
+
+from coroexecutor import Retry  # noqa: E402
+from coroexecutor.distributed import DaskExecutor, _executor, _worker  # noqa: E402
+
+_WAIT = 20.0  # seconds: the bound on every wait
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One in-process worker with one dask thread, for the module."""
+    config = dask.config.set({"distributed.admin.low-level-log-length": 10})
+    config.__enter__()
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+    )
+    client = distributed.Client(cluster)
+    # Start dask's helper threads (and the worker's task threads, which secede) now,
+    # before any test's thread-leak check takes its snapshot.
+    with DaskExecutor(client=client, per_worker=1) as exe:
+        assert exe.submit(_record, 0).result(_WAIT) == 0
+        assert list(exe.map(_record, range(3), chunksize=1)) == [0, 1, 2]
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+        config.__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """conftest's check, except for the worker's task threads: a chunk's task secedes
+    from the worker's thread pool, which starts a thread in its place."""
+    before = set(threading.enumerate())
+    yield
+    survivors = []
+    for thread in threading.enumerate():
+        if thread not in before and "-Dask-Default-Threads-" not in thread.name:
+            thread.join(5)
+            if thread.is_alive():
+                survivors.append(thread)
+    if survivors:
+        pytest.fail(f"test left threads running: {survivors!r}")
+
+
+@pytest.fixture(autouse=True)
+def _clear_records() -> Iterator[None]:
+    _started.clear()
+    _released[0] = False
+    yield
+    _released[0] = True  # (an input 0 left waiting by a failed test fails now)
+
+
+# Jobs (they run on the worker's loop, in this process)
+
+_started: list[int] = []  # the inputs whose code ran, in order
+_released = [False]  # set by the test's thread: input 0 of _fail_on_0 may fail
+
+
+async def _record(x: int) -> int:
+    _started.append(x)
+    return x
+
+
+async def _park(x: int) -> int:
+    _started.append(x)
+    await asyncio.Event().wait()  # until cancelled
+    return x
+
+
+async def _fail_on_0(x: int) -> int:
+    """Input 0 fails once the test says the inputs behind it wait for its slot."""
+    _started.append(x)
+    if x == 0:
+        deadline = time.monotonic() + _WAIT
+        while not _released[0]:
+            assert time.monotonic() < deadline, f"not released in {_WAIT} s"
+            await asyncio.sleep(0.001)
+        raise ValueError("boom")
+    return x
+
+
+async def _fail_now(x: int) -> int:
+    raise ValueError(f"job {x} failed")
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + _WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not in {_WAIT} s (started: {_started})"
+        time.sleep(0.001)
+
+
+def _after_input_0_starts() -> Iterator[int]:
+    """0, 1, 2, 3: the map sends input 1's chunk once input 0 has started (dask may run
+    the chunks in flight in any order)."""
+    yield 0
+    _wait_for(lambda: _started == [0], "input 0 started")
+    yield from range(1, 4)
+
+
+def _chunks_on_worker(exe: DaskExecutor) -> int:
+    """How many chunks of ``exe`` run (or wait for slots) on the worker's loop now."""
+    process_loop = _worker._LOOPS.get(exe._id)  # (the worker runs in this process)
+    runs = {} if process_loop is None else dict(process_loop._runs)
+    return sum(len(chunks) for chunks in runs.values())
+
+
+#
+# Cancelled jobs never start (brk15 F2)
+#
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_cancel_futures_starts_no_job_waiting_in_any_chunk(client: Any) -> None:
+    # Found by a docs-only tester: shutdown(cancel_futures=True) said the waiting jobs'
+    # futures were cancelled, yet their code ran. The workers heard of the cancel a map
+    # (or a chunk of submitted jobs) at a time: cancelling input 0 freed the only slot,
+    # and a job of the next chunk started before its own cancel came.
+    exe = DaskExecutor(client=client, per_worker=1)
+    first = exe.map(_park, [0, 1])
+    _wait_for(lambda: _started == [0], "input 0 started")  # (dask may run chunks in any order)
+    second = exe.map(_park, [10, 11])
+    submitted = [exe.submit(_park, x) for x in (20, 21)]
+    _wait_for(lambda: _chunks_on_worker(exe) == 3, "three chunks queued")
+    exe.shutdown(wait=True, cancel_futures=True)
+    assert _started == [0]
+    assert all(future.cancelled() for future in submitted)
+    for results in (first, second):
+        with pytest.raises(concurrent.futures.CancelledError):
+            next(results)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["error", "retry declines", "job_timeout"])
+def test_fail_fast_starts_no_later_job_waiting_for_the_failed_job_s_slot(
+    client: Any, how: str
+) -> None:
+    # Found by a docs-only tester: "the first error cancels every later job of the map
+    # at once, queued or running", yet input 1, queued behind input 0 in another chunk,
+    # started as input 0 failed. The core hands the slot a job frees to the next job in
+    # line in the job's own last step; the worker cancelled the map's later jobs only
+    # in the failed job's done callback, after that.
+    options: dict[str, Any] = {}
+    if how == "retry declines":
+        options["retry"] = Retry(attempts=2, on=KeyError)  # not for a ValueError
+    fn = _fail_on_0
+    if how == "job_timeout":
+        options["job_timeout"] = 1.0  # (from its start: long enough for input 1 to queue)
+        fn = _park
+    with DaskExecutor(client=client, per_worker=1, **options) as exe:
+        results = exe.map(fn, _after_input_0_starts(), chunksize=1)
+        _wait_for(lambda: _chunks_on_worker(exe) == 2, "two chunks queued")
+        _released[0] = True
+        with pytest.raises(TimeoutError if how == "job_timeout" else ValueError):
+            next(results)
+    assert _started == [0]
+
+
+#
+# Submitted jobs come back as they end (brk15 F3)
+#
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("quick", [_record, _fail_now])
+def test_a_submitted_job_s_future_is_done_when_its_job_ends_not_when_its_chunk_does(
+    client: Any, monkeypatch: pytest.MonkeyPatch, quick: Any
+) -> None:
+    # Found by a docs-only tester: of two jobs submitted back to back, the quick one's
+    # future was done only once the slow one ended (they travel as one chunk, one dask
+    # task, which comes back once), where a LoopExecutor's is done at once. Here the
+    # slow one runs until it is cancelled: the quick one's outcome must come back alone.
+    monkeypatch.setattr(_executor, "_SUBMIT_DELAY", _WAIT)  # one chunk, sent at 2 jobs
+    with DaskExecutor(client=client, per_worker=2, chunksize=2) as exe:
+        slow = exe.submit(_park, 1)
+        fast = exe.submit(quick, 2)
+        try:
+            if quick is _record:
+                assert fast.result(_WAIT) == 2
+            else:
+                error = fast.exception(_WAIT)
+                assert isinstance(error, ValueError) and str(error) == "job 2 failed"
+                if sys.version_info >= (3, 11):  # noted once, on the worker
+                    assert error.__notes__ == [
+                        "raised by a job submitted to a DaskExecutor: _fail_now(2)"
+                    ]
+            assert not slow.done()
+            assert _chunks_on_worker(exe) == 1  # (the two jobs' chunk, running on)
+        finally:
+            slow.cancel()
+    assert slow.cancelled()
