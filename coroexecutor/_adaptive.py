@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from ._retry import is_async_callable
 from ._typing import final
+from ._validate import check_finite
 
 __all__ = ["Adaptive"]
 
@@ -22,6 +23,7 @@ def _check_bound(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int (got {value!r})")
     if value < 1:
         raise ValueError(f"{name} must be greater than 0 (got {value!r})")
+    check_finite(name, value)  # the limiter moves the limit as a float between the bounds
     return value
 
 
@@ -49,8 +51,8 @@ class Adaptive:
     Raises:
         TypeError: a bound that is not an int, or an ``overload`` that is not callable or
             is an ``async`` function.
-        ValueError: a bound below 1, ``min`` above ``max``, or ``initial`` outside
-            ``[min, max]``.
+        ValueError: a bound below 1 or too large for a float, ``min`` above ``max``, or
+            ``initial`` outside ``[min, max]``.
 
     ``Adaptive`` objects are immutable and compare equal when their settings are equal;
     one object may configure any number of executors (each gets its own limiter).

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from ._notes import safe_repr
 from ._typing import final
+from ._validate import check_finite
 
 __all__ = [
     "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "is_async_callable",
@@ -134,8 +135,7 @@ class Retry:
                 raise TypeError(f"{name} must be a number of seconds (got {safe_repr(value)})")
             if not value >= 0:  # NaN too
                 raise ValueError(f"{name} must be 0 or greater (got {safe_repr(value)})")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number (got {safe_repr(value)})")
+            check_finite(name, value)  # 10**400 too: float() would overflow below
         if max_backoff < backoff:
             raise ValueError(
                 f"max_backoff must not be less than backoff "

@@ -5,10 +5,26 @@ from __future__ import annotations
 import inspect
 import math
 
+from ._notes import safe_repr
+
 __all__ = [
-    "check_callables", "check_max_workers", "check_rate", "check_seconds", "check_switch",
-    "plain_answer",
+    "check_callables", "check_finite", "check_max_workers", "check_rate", "check_seconds",
+    "check_switch", "plain_answer",
 ]
+
+
+def check_finite(name: str, value: int | float) -> None:
+    """Refuse an infinite ``value`` (a number, already checked for kind and sign) with
+    the documented ValueError. An int too large for a float counts as infinite: every
+    time, rate, burst and bound becomes a float somewhere (a deadline, the token bucket,
+    the adaptive limit), where ``10**400`` would raise OverflowError, away from the call
+    that passed it. A retry policy's delay is read the same way (_retry._as_seconds)."""
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond the largest float
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be a finite number (got {safe_repr(value)})")
 
 
 def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int]:
@@ -18,6 +34,7 @@ def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int
             raise TypeError(f"burst must be an int or None (got {burst!r})")
         if burst < 1:
             raise ValueError(f"burst must be an int greater than 0 (got {burst!r})")
+        check_finite("burst", burst)  # the token bucket counts in floats
     if max_per_second is None:
         if burst is not None:
             raise ValueError("burst requires max_per_second")
@@ -26,8 +43,7 @@ def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int
         raise TypeError(f"max_per_second must be a number or None (got {max_per_second!r})")
     if not max_per_second > 0:  # NaN too
         raise ValueError(f"max_per_second must be greater than 0 (got {max_per_second!r})")
-    if not math.isfinite(max_per_second):  # no limit is None, as for every wait here
-        raise ValueError(f"max_per_second must be a finite number (got {max_per_second!r})")
+    check_finite("max_per_second", max_per_second)  # no limit is None, as for every wait
     return float(max_per_second), 1 if burst is None else burst
 
 
@@ -39,10 +55,9 @@ def check_seconds(name: str, value: object) -> float | None:
         raise TypeError(f"{name} must be a number of seconds or None (got {value!r})")
     if not value > 0:  # NaN too
         raise ValueError(f"{name} must be greater than 0 (got {value!r})")
-    if not math.isfinite(value):
-        # As the stdlib's waits (Future.result(timeout=inf) raises OverflowError there):
-        # no limit is spelled None.
-        raise ValueError(f"{name} must be a finite number (got {value!r})")
+    # As the stdlib's waits (Future.result(timeout=inf) raises OverflowError there):
+    # no limit is spelled None.
+    check_finite(name, value)
     return float(value)
 
 
