@@ -78,8 +78,8 @@ class CoroutineExecutor:
             cancelled and fails with :class:`JobTimeoutError` (a ``TimeoutError``), which
             then follows the error policy.
         on_job_done: called once per job as it ends, started or not, with the future its
-            submitter holds, on the loop (not awaited: a plain function); what it raises
-            goes to the loop's handler.
+            submitter holds, on the loop (not awaited: a plain function); what it raises,
+            or a TypeError for an awaitable it returns, goes to the loop's handler.
         retry: a :class:`Retry` or ``policy(attempt, exc) -> seconds | None``; a job
             holds no slot between attempts. annotate_errors: note on a job's error which job.
         key, max_per_key: per-key limits, given together: ``key(*args, **kwargs)`` gives

@@ -12,6 +12,7 @@ from typing import Callable, Union
 
 from ._notes import safe_repr
 from ._retry import is_async_callable
+from ._validate import plain_answer
 
 __all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "unhashable"]
 
@@ -35,8 +36,10 @@ def check_max_per_key(value: object) -> MaxPerKey:
 
 
 def check_limit(limit: object, key: Hashable) -> int:
-    """Validate what ``max_per_key(key)`` returned: an int greater than 0."""
+    """Validate what ``max_per_key(key)`` returned: an int greater than 0. An awaitable
+    (a plain wrapper of an async function) is refused as the Adaptive predicate's is."""
     if isinstance(limit, bool) or not isinstance(limit, int):
+        plain_answer(limit, "max_per_key")  # raises for an awaitable, closing a coroutine
         raise TypeError(
             f"max_per_key() must return an int (got {safe_repr(limit)} for {safe_repr(key)})"
         )

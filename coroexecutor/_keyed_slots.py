@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Hashable
+from types import CoroutineType
 from typing import Any, Callable, Union
 
 from ._entries import Queued
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
 from ._retry import is_async_callable
 from ._slots import Slots
+from ._validate import awaitable_answer
 
 __all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 
@@ -59,7 +61,14 @@ class KeyedSlots(Slots):
 
     def take_key_nowait(self, key: Hashable) -> bool:
         """Take a slot and room in ``key`` if both are free, nobody waits ahead (no older
-        startable job of any key) and a start token is at hand."""
+        startable job of any key) and a start token is at hand.
+
+        Every keyed start asks here first, with the key that key() returned: a coroutine
+        there is key= wrapping an async function (``key=lambda u: host_of(u)``), which the
+        constructor cannot see; a new key per job, no limit would hold. Refused here, at
+        the call that asked for the key, with the test that costs the least per job."""
+        if type(key) is CoroutineType:
+            raise awaitable_answer(key, "key")
         if self.free > 0 and not self.backlog and self.line.try_start(key):
             if self.limiter is None or self.limiter.try_take():
                 self.free -= 1
@@ -218,6 +227,8 @@ def _key_and_limit(
     a job either of them submits (of the same key too) finds every key whole, active
     with its limit or not active yet."""
     value = key(*args, **kwargs)
+    if type(value) is CoroutineType:  # (see take_key_nowait) before max_per_key sees it
+        raise awaitable_answer(value, "key")
     prepare(value)
     return value
 

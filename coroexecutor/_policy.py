@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple
 
 from ._following import QueuedFuture
 from ._stats import ExecutorStats
+from ._validate import plain_answer
 
 if TYPE_CHECKING:
     from ._slots import Slots
@@ -284,7 +285,9 @@ class Outcomes:
 
     def call_hook(self, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         """Run the on_job_done hook with a finished job's future (not for the task of a
-        queued job: see hook_when_done); an error it raises goes to the loop's handler."""
+        queued job: see hook_when_done); an error it raises goes to the loop's handler,
+        as does the TypeError for an awaitable answer (a plain wrapper of an async
+        function: a coroutine never awaited)."""
         if self.hook is None:
             return
         if self.followed:
@@ -293,7 +296,9 @@ class Outcomes:
                 queued.copy_from(future)
                 future = queued
         try:
-            self.hook(future)
+            answer = self.hook(future)
+            if answer is not None:  # (most hooks return None: no call more for them)
+                plain_answer(answer, "on_job_done")
         except Exception as exc:
             loop.call_exception_handler(
                 {"message": "on_job_done hook raised", "exception": exc, "future": future}

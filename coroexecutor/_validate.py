@@ -8,8 +8,8 @@ import math
 from ._notes import safe_repr
 
 __all__ = [
-    "check_callables", "check_finite", "check_max_workers", "check_rate", "check_seconds",
-    "check_switch", "plain_answer",
+    "awaitable_answer", "check_callables", "check_finite", "check_max_workers", "check_rate",
+    "check_seconds", "check_switch", "plain_answer",
 ]
 
 
@@ -89,7 +89,14 @@ def plain_answer(answer: object, who: str) -> object:
     an async function behind a decorator, which no check of the function itself can see
     (its coroutine, closed here, would otherwise be a true answer, never awaited)."""
     if inspect.isawaitable(answer):
-        if inspect.iscoroutine(answer):
-            answer.close()
-        raise TypeError(f"{who} must be a plain function: it returned {answer!r}")
+        raise awaitable_answer(answer, who)
     return answer
+
+
+def awaitable_answer(answer: object, who: str) -> TypeError:
+    """The error for an awaitable ``answer`` of ``who`` (see plain_answer), which it closes
+    if it is a coroutine, so no "never awaited" warning follows the error. For callers
+    that test the answer more cheaply than plain_answer does, on a hot path."""
+    if inspect.iscoroutine(answer):
+        answer.close()
+    return TypeError(f"{who} must be a plain function: it returned {answer!r}")

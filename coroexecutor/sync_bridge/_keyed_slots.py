@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable, Sequence
 from concurrent.futures._base import FINISHED, PENDING
+from types import CoroutineType
 from typing import Any, Callable, Optional
 
+from .._key_limits import check_limit, unhashable
 from .._keyed import KeyedLine, MaxPerKey, Ticket
-from .._notes import safe_repr
 from .._stats import ExecutorStats
+from .._validate import awaitable_answer
 from ._future import BridgeFuture
 from ._job import Job
 from ._options import CoreOptions
@@ -48,26 +50,18 @@ def key_of(
     key: Callable[..., Hashable], max_per_key: Optional[MaxPerKey], job: Job
 ) -> tuple[Hashable, int]:
     """The job's key and its key's limit, computed by the submitter before it takes the
-    lock: what ``key()`` or ``max_per_key()`` raises (or a key that is no hashable, or a
-    limit that is no int above 0) goes to the caller of submit."""
+    lock: what ``key()`` or ``max_per_key()`` raises (or a key that is no hashable or a
+    coroutine, or a limit that is no int above 0) goes to the caller of submit."""
     value = key(*job.args, **job.kwargs)
+    if type(value) is CoroutineType:  # see the core's KeyedSlots.take_key_nowait
+        raise awaitable_answer(value, "key")
     try:
         hash(value)
     except TypeError as exc:
-        raise TypeError(f"key() must return a hashable value (got {safe_repr(value)})") from exc
+        raise unhashable(value) from exc
     if isinstance(max_per_key, int) or max_per_key is None:
         return value, max_per_key or 1  # (None: not reached, the constructor checks)
-    limit = max_per_key(value)
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(
-            f"max_per_key() must return an int (got {safe_repr(limit)} for {safe_repr(value)})"
-        )
-    if limit < 1:
-        raise ValueError(
-            "max_per_key() must return an int greater than 0"
-            f" (got {safe_repr(limit)} for {safe_repr(value)})"
-        )
-    return value, limit
+    return value, check_limit(max_per_key(value), value)
 
 
 class KeyedSlots(Slots):
