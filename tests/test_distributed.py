@@ -332,6 +332,18 @@ def test_map_runs_lambdas_and_closures(client: Any) -> None:
         assert list(exe.map(lambda x: x + offset, range(5), chunksize=2)) == list(range(10, 15))
 
 
+def test_counts_too_large_for_a_float_are_counts_like_any_other(client: Any) -> None:
+    # Found by a docs-only tester (brk16 F4): a map with buffersize=10**400, or per_worker
+    # of that size, raised OverflowError (a float division sizing its window), and one
+    # with chunksize=10**400 a ValueError from islice(). They are valid ints: as large a
+    # chunk or window as the inputs fill.
+    huge = 10**400
+    with DaskExecutor(client=client, per_worker=huge, chunksize=huge) as exe:
+        assert list(exe.map(_double, range(3))) == [0, 2, 4]
+        assert list(exe.map(_double, range(3), buffersize=huge)) == [0, 2, 4]
+        assert list(exe.map(_double, range(3), chunksize=1, buffersize=huge)) == [0, 2, 4]
+
+
 def test_per_worker_is_the_peak_concurrency_in_each_worker_process(client: Any) -> None:
     token, per_worker = os.urandom(8).hex(), 4
     with DaskExecutor(client=client, per_worker=per_worker) as exe:

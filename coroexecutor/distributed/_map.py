@@ -22,7 +22,6 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
-import math
 import sys
 import threading
 import time
@@ -80,7 +79,9 @@ class MapRun:
         self._cancel_remote = cancel_remote
         self._fn = fn
         self._inputs: Optional[Iterator[tuple[Any, ...]]] = inputs
-        self._chunksize = chunksize
+        # islice() takes at most sys.maxsize, and no list holds more: a larger chunksize
+        # (10**400 is a valid one) means the same.
+        self._chunksize = min(chunksize, sys.maxsize)
         self._window = window
         self._return_exceptions = return_exceptions
         self._fail_fast = fail_fast
@@ -314,10 +315,12 @@ def window_of(client: Any, per_worker: int, size: int, buffersize: Optional[int]
     """How many chunks of ``size`` jobs a map keeps in flight: ``buffersize`` jobs rounded
     up to whole chunks; by default two chunks per worker process, or more when
     ``per_worker`` exceeds the chunk size."""
+    # Rounded up in whole numbers: a float division raises OverflowError for a count too
+    # large for a float, and 10**400 is a valid buffersize or per_worker.
     if buffersize is not None:
-        return math.ceil(check_count("buffersize", buffersize) / size)
+        return -(-check_count("buffersize", buffersize) // size)
     workers = max(1, len(client.scheduler_info().get("workers", ())))
-    return workers * max(_CHUNKS_AHEAD, math.ceil(2 * per_worker / size))
+    return workers * max(_CHUNKS_AHEAD, -(-2 * per_worker // size))
 
 
 def _whole_chunk(slot: _Slot, task: Any) -> Outcome:
