@@ -121,3 +121,6 @@ async def test_huge_counts_that_stay_ints_are_accepted_and_work() -> None:
     with LoopExecutor(HUGE, key=str, max_per_key=HUGE) as bridge:
         bridge.max_workers = HUGE
         assert bridge.submit(echo, 4).result(timeout=5) == 4
+        # islice() refused it ("must be ... <= sys.maxsize"), as 3.14's Executor.map does.
+        assert list(bridge.map(echo, range(3), buffersize=HUGE)) == [0, 1, 2]
+        assert list(bridge.map(echo, range(3), buffersize=HUGE, retry=Retry())) == [0, 1, 2]

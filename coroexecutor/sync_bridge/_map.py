@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import sys
 import threading
 import time
 import weakref
@@ -198,9 +199,10 @@ def start_map(
         _submit if isinstance(policy, Inherit) and window is None else _Policy(policy, window)
     )
     if buffersize:
-        futures = collections.deque(
-            submit(exe, fn, args, index) for index, args in itertools.islice(inputs, buffersize)
-        )
+        # islice() takes at most sys.maxsize, and no deque holds more: a larger buffersize
+        # (10**400 is a valid one, as on the core's map) means the same.
+        first = itertools.islice(inputs, min(buffersize, sys.maxsize))
+        futures = collections.deque(submit(exe, fn, args, index) for index, args in first)
     else:
         futures = collections.deque(submit(exe, fn, args, index) for index, args in inputs)
     return MapIterator(
