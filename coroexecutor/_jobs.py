@@ -169,33 +169,39 @@ if sys.version_info >= (3, 11):
         stopping: Callable[[], bool],
     ) -> Any:
         """asyncio.timeout's rules (its own cancel, taken back on the way out, becomes the
-        timeout; another cancel stays a cancellation), with one difference: a deadline
-        that comes while the executor is cancelling its jobs (fail-fast, the block's end,
-        shutdown()) or asyncio is ending the loop, and the job has that cancel pending,
-        does nothing. The job is cleaning up, and a clean-up that awaits runs to its end:
-        nothing is cancelled a second time. Any other cancel the job has pending (its own
-        asyncio.timeout's, a TaskGroup's, a task.cancel() it may swallow) does not stop
-        the deadline, as it does not stop asyncio.timeout's."""
+        timeout; another cancel that comes after it stays a cancellation), with two
+        differences. The deadline's cancel is told by the count of cancels the task had
+        when the deadline came, not on entry: one the job caught before and went on from
+        (``task.cancel()`` then ``except CancelledError: pass``, never taken back) stays
+        counted, and compared with the count on entry it would turn the deadline's own
+        cancel into a cancellation. And a deadline that comes while the executor is
+        cancelling its jobs (fail-fast, the block's end, shutdown()) or asyncio is ending
+        the loop, and the job has that cancel pending, does nothing. The job is cleaning
+        up, and a clean-up that awaits runs to its end: nothing is cancelled a second
+        time. Any other cancel the job has pending (its own asyncio.timeout's, a
+        TaskGroup's, a task.cancel() it may swallow) does not stop the deadline, as it
+        does not stop asyncio.timeout's."""
         task = asyncio.current_task()
         assert task is not None
         before = task.cancelling()
-        expired = False
+        counted = -1  # the task's count of cancels as the deadline came; -1: not (yet) sent
 
         def expire() -> None:
-            nonlocal expired
-            if task.cancelling() > before and (stopping() or in_asyncio_teardown()):
+            nonlocal counted
+            pending = task.cancelling()
+            if pending > before and (stopping() or in_asyncio_teardown()):
                 return  # cancelled by the executor or the loop's end: cleaning up
-            expired = True
+            counted = pending
             task.cancel()
 
         handle = task.get_loop().call_later(seconds, expire)
         try:
             return await coro
         except BaseException as exc:
-            timed_out = expired and isinstance(exc, asyncio.CancelledError)
-            if expired:
-                expired = False
-                if task.uncancel() > before:  # cancelled by someone else too
+            timed_out = counted >= 0 and isinstance(exc, asyncio.CancelledError)
+            if counted >= 0:
+                sent, counted = counted, -1
+                if task.uncancel() > sent:  # cancelled by someone else after the deadline
                     timed_out = False
             message = _expired(fn, args, kwargs, seconds, arguments) if timed_out else ""
             # The error's traceback keeps this frame: not the job's call (see Call.drop).
@@ -205,7 +211,7 @@ if sys.version_info >= (3, 11):
             raise JobTimeoutError(message) from exc
         finally:
             handle.cancel()
-            if expired:  # the job swallowed the deadline's cancel and returned
+            if counted >= 0:  # the job swallowed the deadline's cancel and returned
                 task.uncancel()
 
 else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10

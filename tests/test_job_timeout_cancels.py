@@ -1,0 +1,137 @@
+"""job_timeout among other cancels: the deadline's own is told apart.
+
+docs/semantics.rst, ``job_timeout=``: "A job that runs longer is cancelled and fails with
+JobTimeoutError"; "Any other cancel the job has pending (..., a ``cancel()`` it caught)
+does not stop the deadline". A docs-only tester (brk16) found:
+
+* F1: a job that had caught a cancel (``task.cancel()``, then ``except CancelledError:
+  pass``) and then overran its deadline ended *cancelled*: the deadline's cancel was
+  compared with the task's count of cancels on entry, which the caught one had raised.
+  Stats counted it cancelled, fail-fast raised a bare CancelledError, the bridge's
+  future ended cancelled().
+
+On virtual time (the core's tests): the deadline (1 s) always comes inside the wait that
+follows the other cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+
+import pytest
+
+from coroexecutor import CoroutineExecutor, JobTimeoutError, LoopExecutor, Retry
+
+pytestmark = pytest.mark.timeout(30)
+
+WAIT = 5  # seconds: the bound on every blocking wait of the bridge test; reaching it fails
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def swallows_a_cancel_then_parks() -> str:
+    """A job that cancels itself, catches that cancel and goes on (never taken back: the
+    task keeps it counted), then waits for ever: only its deadline can end it."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        pass
+    await asyncio.Event().wait()
+    return "ran on"
+
+
+#
+# F1: the deadline's own cancel, whatever other cancels the task counted before
+#
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("annotate_errors", [True, False], ids=["attempts", "wrapper"])
+async def test_a_job_that_caught_a_cancel_still_fails_with_job_timeout_error(
+    annotate_errors: bool,
+) -> None:
+    # annotate_errors=False takes a job_timeout's job through the bare wrapper, True
+    # through the attempts loop (its note): both wrap the job with the same deadline.
+    async with CoroutineExecutor(
+        job_timeout=1.0, suppress_task_errors=True, annotate_errors=annotate_errors
+    ) as exe:
+        task = await exe.submit(swallows_a_cancel_then_parks)
+        with pytest.raises(JobTimeoutError) as caught:
+            await task
+    assert now() == pytest.approx(1.0, abs=1e-6)
+    assert not task.cancelled()
+    assert isinstance(caught.value.__cause__, asyncio.CancelledError)
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 0)
+
+
+@pytest.mark.virtual_time
+async def test_fail_fast_raises_the_job_timeout_error_of_a_job_that_caught_a_cancel() -> None:
+    with pytest.raises(JobTimeoutError, match=r"ran longer than job_timeout=1\.0 s"):
+        async with CoroutineExecutor(job_timeout=1.0) as exe:
+            await exe.submit(swallows_a_cancel_then_parks)
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 0)
+
+
+@pytest.mark.virtual_time
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.9 and 3.10 count no cancels")
+async def test_the_job_timeout_error_after_a_caught_cancel_is_not_retried() -> None:
+    # semantics.rst, Retries: a cancel the attempt caught and went on from still counts
+    # (the task keeps it), so the job ends with its JobTimeoutError, as without retry=.
+    async with CoroutineExecutor(
+        job_timeout=1.0, suppress_task_errors=True, retry=Retry(attempts=3)
+    ) as exe:
+        task = await exe.submit(swallows_a_cancel_then_parks)
+        with pytest.raises(JobTimeoutError):
+            await task
+    assert now() == pytest.approx(1.0, abs=1e-6)
+    assert (exe.stats.failed, exe.stats.cancelled, exe.stats.retried) == (1, 0, 0)
+
+
+@pytest.mark.virtual_time
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.9 and 3.10 count no cancels")
+async def test_a_cancel_that_comes_after_the_deadline_still_cancels_the_job() -> None:
+    # The other side of F1: the deadline is told by the count as it came, so a cancel
+    # sent after it (here, into the job's clean-up from the deadline's cancel) is
+    # someone else's, and the job ends cancelled, as under asyncio.timeout.
+    cleaning = asyncio.Event()
+
+    async def job() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # a cancel caught before the deadline, still counted
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # the deadline's
+            cleaning.set()
+            await asyncio.Event().wait()  # a clean-up only a further cancel ends
+            raise
+
+    async with CoroutineExecutor(job_timeout=1.0, suppress_task_errors=True) as exe:
+        task = await exe.submit(job)
+        await cleaning.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert task.cancelled()
+    assert (exe.stats.failed, exe.stats.cancelled) == (0, 1)
+
+
+def test_the_bridge_fails_the_future_of_a_job_that_caught_a_cancel() -> None:
+    # A deadline firing on a job parked for ever cannot flake: only the outcome is checked.
+    with LoopExecutor(job_timeout=0.05) as exe:
+        future: concurrent.futures.Future[str] = exe.submit(swallows_a_cancel_then_parks)
+        with pytest.raises(JobTimeoutError):
+            future.result(timeout=WAIT)
+        assert not future.cancelled()
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 0)
