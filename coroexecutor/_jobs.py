@@ -166,7 +166,7 @@ if sys.version_info >= (3, 11):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: bool,
-        stopping: Callable[[], bool],
+        cancelled: Callable[[asyncio.Task[Any]], bool],
     ) -> Any:
         """asyncio.timeout's rules (its own cancel, taken back on the way out, becomes the
         timeout; another cancel that comes after it stays a cancellation), with two
@@ -174,13 +174,13 @@ if sys.version_info >= (3, 11):
         when the deadline came, not on entry: one the job caught before and went on from
         (``task.cancel()`` then ``except CancelledError: pass``, never taken back) stays
         counted, and compared with the count on entry it would turn the deadline's own
-        cancel into a cancellation. And a deadline that comes while the executor is
-        cancelling its jobs (fail-fast, the block's end, shutdown()) or asyncio is ending
-        the loop, and the job has that cancel pending, does nothing. The job is cleaning
-        up, and a clean-up that awaits runs to its end: nothing is cancelled a second
-        time. Any other cancel the job has pending (its own asyncio.timeout's, a
-        TaskGroup's, a task.cancel() it may swallow) does not stop the deadline, as it
-        does not stop asyncio.timeout's."""
+        cancel into a cancellation. And a deadline that comes while the executor has
+        cancelled the job (fail-fast, the block's end, shutdown(), a map closed: see
+        ``cancelled``) or asyncio is ending the loop, and the job has that cancel
+        pending, does nothing. The job is cleaning up, and a clean-up that awaits runs
+        to its end: nothing is cancelled a second time. Any other cancel the job has
+        pending (its own asyncio.timeout's, a TaskGroup's, a task.cancel() it may
+        swallow) does not stop the deadline, as it does not stop asyncio.timeout's."""
         task = asyncio.current_task()
         assert task is not None
         before = task.cancelling()
@@ -189,7 +189,7 @@ if sys.version_info >= (3, 11):
         def expire() -> None:
             nonlocal counted
             pending = task.cancelling()
-            if pending > before and (stopping() or in_asyncio_teardown()):
+            if pending > before and (cancelled(task) or in_asyncio_teardown()):
                 return  # cancelled by the executor or the loop's end: cleaning up
             counted = pending
             task.cancel()
@@ -223,14 +223,21 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: bool,
-        stopping: Callable[[], bool],
+        cancelled: Callable[[asyncio.Task[Any]], bool],
     ) -> Any:
+        """As on 3.11+, with what a task that counts no cancels allows: a cancel the
+        executor or the loop's end sent (see ``cancelled``) is taken as pending, as it is
+        on 3.11+ unless the job took it back (uncancel(), which 3.9 and 3.10 lack); and
+        a job the deadline cancelled that ends with a CancelledError has timed out,
+        whatever cancel came after the deadline's."""
         task = asyncio.current_task()
         assert task is not None
         expired = False
 
         def expire() -> None:
             nonlocal expired
+            if cancelled(task) or in_asyncio_teardown():
+                return  # cancelled by the executor or the loop's end: cleaning up
             expired = True
             task.cancel()
 
@@ -256,7 +263,7 @@ def wrapped_job(
     kwargs: dict[str, Any],
     *,
     arguments: bool = True,
-    stopping: Callable[[], bool],
+    cancelled: Callable[[asyncio.Task[Any]], bool],
 ) -> Coroutine[Any, Any, Any]:
     """The job's coroutine with the executor's per-job deadline around it.
 
@@ -266,6 +273,7 @@ def wrapped_job(
     itself and makes no other coroutine (``arguments``: False under annotate_errors=False,
     so the message calls no ``__repr__``): if its task is cancelled before its first step,
     ``coro`` is the one coroutine left unstarted, and the caller closes it.
-    ``stopping``: whether the executor cancels its jobs (see _with_deadline).
+    ``cancelled``: whether the executor has cancelled the job of a task, its jobs all or
+    that one (see _with_deadline).
     """
-    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments, stopping)
+    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments, cancelled)

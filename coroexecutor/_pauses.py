@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import refused_by
 from ._lifecycle import admit
@@ -14,7 +14,18 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["Pauses", "retried_unpaused"]
+__all__ = ["Pauses", "cancelled_job", "retried_unpaused"]
+
+
+def cancelled_job(exe: Core, task: asyncio.Future[Any]) -> bool:
+    """Whether the executor has cancelled ``task``, a job's: with all its jobs (fail-fast,
+    shutdown(), the block's exit on an error or its deadline; not the job that called
+    shutdown(wait=False), which abort spares), or alone (its map closed or failed:
+    Outcomes.cancel). The job_timeout of a job cancelled so sends nothing while it
+    cleans up (see _jobs._with_deadline). Asked only as a deadline passes."""
+    if exe._state is State.CANCELLING and task is not exe._spared:
+        return True
+    return task in exe._outcomes.our_cancels
 
 
 class Pauses:
@@ -78,6 +89,9 @@ class Pauses:
 
     def stopping(self) -> bool:
         return self._exe._state is State.CANCELLING
+
+    def cancelled(self, task: asyncio.Task[Any]) -> bool:
+        return cancelled_job(self._exe, task)
 
 
 def retried_unpaused(exe: Core, first: object) -> None:

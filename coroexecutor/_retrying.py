@@ -60,6 +60,10 @@ class AttemptSlots(Protocol):
         """Whether the executor cancels its jobs (fail-fast, shutdown(wait=False), the
         deadline, ...): no attempt starts after that, so a failed attempt is the last."""
 
+    def cancelled(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the executor has cancelled ``task``, the job's (with all its jobs, or
+        alone: its map closed): a job_timeout that passes then leaves its clean-up be."""
+
 
 class Call:
     """A job's call and how its failures are handled: what a runner needs only once the
@@ -247,7 +251,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             if call.job_timeout is not None:
                 coro = wrapped_job(
                     call.job_timeout, coro, call.fn, call.args, call.kwargs,
-                    arguments=call.annotate, stopping=slots.stopping,
+                    arguments=call.annotate, cancelled=slots.cancelled,
                 )
             return await coro
         except BaseException as exc:
@@ -274,7 +278,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
             if call.job_timeout is not None:
                 first = wrapped_job(
                     call.job_timeout, first, call.fn, call.args, call.kwargs,
-                    arguments=call.annotate, stopping=slots.stopping,
+                    arguments=call.annotate, cancelled=slots.cancelled,
                 )
             return await first
         except BaseException as exc:

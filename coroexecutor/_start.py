@@ -21,7 +21,7 @@ from ._errors import not_a_task
 from ._jobs import JobTask, as_coroutine, prime, wrapped_job
 from ._lifecycle import cancel_late
 from ._notes import annotate_coroutine_error
-from ._pauses import Pauses, retried_unpaused
+from ._pauses import Pauses, cancelled_job, retried_unpaused
 from ._policy import JobKind, retrieve
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._retrying import (
@@ -60,11 +60,6 @@ _NO_KWARGS: dict[str, Any] = {}
 #
 # Starting
 #
-
-
-def _cancelling_jobs(exe: Core) -> bool:
-    """Whether the executor cancels its jobs (a job_timeout then leaves a clean-up be)."""
-    return exe._state is _CANCELLING
 
 
 def start_job(
@@ -168,7 +163,7 @@ def start_job(
         elif exe._job_timeout is not None:
             job = runner = wrapped_job(
                 exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS,
-                arguments=exe._annotate, stopping=functools.partial(_cancelling_jobs, exe),
+                arguments=exe._annotate, cancelled=functools.partial(cancelled_job, exe),
             )
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current

@@ -1,14 +1,21 @@
-"""job_timeout among other cancels: the deadline's own is told apart.
+"""job_timeout among other cancels: the deadline's own is told apart, and the executor's
+are left to finish their clean-up.
 
 docs/semantics.rst, ``job_timeout=``: "A job that runs longer is cancelled and fails with
 JobTimeoutError"; "Any other cancel the job has pending (..., a ``cancel()`` it caught)
-does not stop the deadline". A docs-only tester (brk16) found:
+does not stop the deadline"; "A deadline that comes while the job is being cancelled
+already (by fail-fast, the block's end, ``shutdown()``, ...) sends nothing: the job is
+cleaning up, and that clean-up runs to its end". A docs-only tester (brk16) found:
 
 * F1: a job that had caught a cancel (``task.cancel()``, then ``except CancelledError:
   pass``) and then overran its deadline ended *cancelled*: the deadline's cancel was
   compared with the task's count of cancels on entry, which the caught one had raised.
   Stats counted it cancelled, fail-fast raised a bare CancelledError, the bridge's
   future ended cancelled().
+* F2: a map closed early (left by break and dropped, aclose(), the block's exit or
+  shutdown() closing a map still held; or ended by a job's error) cancels its jobs on
+  the executor's behalf, and the deadline then cancelled their clean-up a second time:
+  only the executor cancelling all its jobs was known.
 
 On virtual time (the core's tests): the deadline (1 s) always comes inside the wait that
 follows the other cancel.
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
+from typing import Any
 
 import pytest
 
@@ -135,3 +143,100 @@ def test_the_bridge_fails_the_future_of_a_job_that_caught_a_cancel() -> None:
             future.result(timeout=WAIT)
         assert not future.cancelled()
     assert (exe.stats.failed, exe.stats.cancelled) == (1, 0)
+
+
+#
+# F2: a job the executor cancelled alone (its map closed) cleans up past its deadline
+#
+
+
+def _map_job(log: list[str], cleaning: asyncio.Event) -> Any:
+    async def job(tag: str) -> str:
+        if tag == "fast":
+            await asyncio.sleep(0.5)
+            return tag
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            log.append(f"cancelled at {now()}")
+            cleaning.set()
+            try:
+                await asyncio.sleep(5)  # a clean-up that awaits, past the 1 s deadline
+                log.append(f"clean-up finished at {now()}")
+            except asyncio.CancelledError:
+                log.append(f"clean-up cancelled a second time at {now()}")
+                raise
+            raise
+        return tag
+
+    return job
+
+
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("how", ["dropped", "aclose()", "the block's exit", "shutdown()"])
+async def test_a_map_closed_early_lets_its_jobs_clean_up_past_their_job_timeout(
+    how: str,
+) -> None:
+    log: list[str] = []
+    cleaning = asyncio.Event()
+    async with CoroutineExecutor(4, job_timeout=1.0) as exe:
+        if how == "dropped":
+            async for tag in exe.map_unordered(_map_job(log, cleaning), ["slow", "fast"]):
+                assert tag == "fast"  # at 0.5 s
+                break  # the map, held by nothing else, is dropped
+            await cleaning.wait()
+        else:
+            results = exe.map_unordered(_map_job(log, cleaning), ["slow", "fast"])
+            assert await results.__anext__() == "fast"  # at 0.5 s
+            if how == "aclose()":
+                await results.aclose()  # waits for the job's clean-up
+            elif how == "shutdown()":
+                await exe.shutdown()  # closes the map still held, waits for the job
+        # the block's exit closes a map still held, and waits for its job
+    assert log == ["cancelled at 0.5", "clean-up finished at 5.5"]
+    assert (exe.stats.succeeded, exe.stats.failed, exe.stats.cancelled) == (1, 0, 1)
+
+
+@pytest.mark.virtual_time
+async def test_a_map_a_job_error_ended_lets_its_other_jobs_clean_up_past_their_job_timeout() -> (
+    None
+):
+    # A map's job error cancels the map's other jobs on the executor's behalf too.
+    log: list[str] = []
+    cleaning = asyncio.Event()
+    park = _map_job(log, cleaning)
+
+    async def job(tag: str) -> str:
+        if tag == "fails":
+            await asyncio.sleep(0.5)
+            raise KeyError(tag)
+        return await park(tag)
+
+    async with CoroutineExecutor(4, job_timeout=1.0, suppress_task_errors=True) as exe:
+        with pytest.raises(KeyError):
+            async for _ in exe.map_unordered(job, ["slow", "fails"]):
+                pass
+    assert log == ["cancelled at 0.5", "clean-up finished at 5.5"]
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 1)
+
+
+@pytest.mark.virtual_time
+async def test_the_job_that_called_shutdown_nowait_is_still_bounded_by_its_deadline() -> None:
+    # The executor spares the job that calls shutdown(wait=False), which goes on: it has
+    # not cancelled that job, so a cancel the job caught before does not stop its deadline.
+    async def job(exe: CoroutineExecutor) -> str:
+        await exe.shutdown(wait=False)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(10)
+        return "ran on"
+
+    with pytest.raises(JobTimeoutError):
+        async with CoroutineExecutor(job_timeout=1.0) as exe:
+            await exe.submit(job, exe)
+    assert now() == pytest.approx(1.0, abs=1e-6)

@@ -51,6 +51,9 @@ class FakeSlots:
     def stopping(self) -> bool:
         return False  # no executor that could cancel its jobs
 
+    def cancelled(self, task: asyncio.Task[Any]) -> bool:
+        return False  # (as above)
+
 
 class Job:
     """fn for run_attempts: fails with the given errors in turn, then returns 'done'."""
