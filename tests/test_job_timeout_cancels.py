@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -240,3 +241,71 @@ async def test_the_job_that_called_shutdown_nowait_is_still_bounded_by_its_deadl
         async with CoroutineExecutor(job_timeout=1.0) as exe:
             await exe.submit(job, exe)
     assert now() == pytest.approx(1.0, abs=1e-6)
+
+
+#
+# F2 on the bridge: its own cancels (a map closed, the block left by an exception) too
+#
+
+
+class _ManualClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose time moves only by advance(): the job_timeout passes when a job says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._manual_now = 0.0
+
+    def time(self) -> float:
+        return self._manual_now
+
+    def advance(self, seconds: float) -> None:
+        self._manual_now += seconds
+
+
+async def _parks_then_cleans_up_past_its_deadline(
+    log: list[str], started: threading.Event
+) -> None:
+    """Parks until cancelled; its clean-up then waits 50 s, with the clock moved 100 s:
+    at the next turn the deadline (10 s) and the clean-up's end are both due, the
+    deadline's first, so a deadline that sends its cancel cuts the clean-up short."""
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, _ManualClockLoop)
+        over = loop.create_future()
+        loop.call_later(50, lambda: over.done() or over.set_result(None))
+        loop.advance(100)
+        try:
+            await over
+            log.append("clean-up finished")
+        except asyncio.CancelledError:
+            log.append("clean-up cancelled a second time")
+            raise
+        raise
+
+
+def test_closing_a_bridge_map_lets_its_job_clean_up_past_its_job_timeout() -> None:
+    log: list[str] = []
+    started = threading.Event()
+    with LoopExecutor(2, job_timeout=10, loop_factory=_ManualClockLoop) as exe:
+        results = exe.map(_parks_then_cleans_up_past_its_deadline, [log], [started])
+        assert started.wait(WAIT)
+        results.close()  # type: ignore[attr-defined]  # the bridge's map iterator has it
+    assert log == ["clean-up finished"]
+    assert exe.stats.cancelled == 1
+
+
+def test_leaving_the_bridge_block_by_an_error_lets_a_job_clean_up_past_its_job_timeout() -> (
+    None
+):
+    log: list[str] = []
+    started = threading.Event()
+    exe = LoopExecutor(2, job_timeout=10, loop_factory=_ManualClockLoop)
+    with pytest.raises(KeyError), exe:
+        exe.submit(_parks_then_cleans_up_past_its_deadline, log, started)
+        assert started.wait(WAIT)
+        raise KeyError("leaves the block")  # cancels the running coroutine jobs
+    assert log == ["clean-up finished"]
+    assert exe.stats.cancelled == 1

@@ -106,8 +106,8 @@ class BridgeFuture(concurrent.futures.Future[T]):
     _retry_policy: Any = INHERIT
     _attempts: Any = None
     _map_window: Any = None  # a buffered map's _window.MapWindow, under retry= (see _map)
-    # Its map was closed while an attempt ran (a blocking call cancel() cannot stop): if
-    # it fails, the job ends with its error, as after shutdown(cancel_futures) (Retries.stopped).
+    # Its map was closed, or a shutdown cancels the running jobs, as an attempt runs: if it
+    # fails, the job ends with its error (Retries.stopped); the core's own cancel (cancel_job).
     _last_attempt: bool = False
     # The note for the JobTimeoutError that may end the job's attempt, kept as the core
     # cancels the attempt for its job_timeout (see Retries.attempt_cancelled).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from asyncio import Task
+from asyncio import Task, TimerHandle
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Callable, Optional
 
@@ -171,9 +171,19 @@ class Scheduler:
             self.pool.submit(item)
 
     def cancel_job(self, future: BridgeFuture[Any]) -> None:
-        """The future was cancelled: cancel its job (a no-op once that has finished)."""
+        """The future was cancelled: cancel its job (a no-op once that has finished).
+
+        A cancel of the bridge's own (its map closed, or a shutdown that cancels the
+        running jobs: ``_last_attempt``) goes through the core's canceller, as a
+        CoroutineExecutor's map closed early cancels its jobs: a job_timeout that passes
+        then leaves the job's clean-up be (see _jobs._with_deadline). The caller's own
+        cancel() stays an outside cancel, as a task.cancel() of a core job's."""
         task = future._job
-        if task is not None:
+        if task is None:
+            return
+        if future._last_attempt and not isinstance(task, TimerHandle) and task in self._jobs:
+            self.core._outcomes.cancel(task)  # (the core's task, not a tail's or a pause's)
+        else:
             task.cancel()
 
     def jobs(self) -> list[BridgeFuture[Any]]:
@@ -360,7 +370,9 @@ class Scheduler:
                 elif future._state == PENDING:
                     queued += 1
                 # A blocking call already running refuses cancel(): its wrapper task is
-                # cancelled and waits for it (see _run_blocking).
+                # cancelled and waits for it (see _run_blocking). Either way the cancel is
+                # the bridge's own (see cancel_job), and the running attempt the last.
+                future._last_attempt = True
                 if not future.cancel():
                     self.cancel_job(future)
         elif request.cancel_queued:
