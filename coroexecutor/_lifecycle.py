@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._core import Block, Core
 
 __all__ = [
-    "abort", "admit", "cancel_again", "cancel_late", "interrupted",
+    "abort", "abort_again", "admit", "cancel_again", "cancel_late", "interrupted",
     "check_idle", "close", "close_when_idle", "fail", "fail_as_loop_ends", "refusal",
     "report_unretrieved", "set_limit", "tearing_down",
 ]
@@ -87,7 +87,11 @@ def abort(
 
     The only place that cancels jobs in bulk: fail-fast, the deadline, an error or a
     cancellation of the block's body, shutdown(wait=False), its grace period, a
-    cancelled shutdown(), and the loop going down all come here.
+    cancelled shutdown(), and the loop going down all come here. Each job is cancelled
+    through Outcomes.cancel, so once: a job the executor has cancelled before (a map's
+    job its map's error or close cancelled) is not cancelled again, and its clean-up
+    runs to its end (only cancel_again, for a wait for the jobs that is cancelled
+    itself, cancels again).
 
     ``ended``: the task of the failed job when abort runs outside it, in the task that
     started it (a job an eager task factory ran to its end inside its start: see
@@ -123,13 +127,14 @@ def abort(
     # clean-up (a ``finally: await ...``), which asyncio waits for. So a task with a
     # cancellation pending is left to it; only what has not started is dropped.
     going_down = cause is Cause.LOOP_END
+    outcomes = exe._outcomes
     later: list[asyncio.Future[Any]] = []
     for task in list(exe._running.values()):
         if task is not current and not (going_down and cancelling(task)):
             if at_end and _awaits(task):
                 later.append(task)
             else:
-                task.cancel()
+                outcomes.cancel(task)  # (not one it has cancelled already)
     # The readers of maps closed before, still closing their inputs, are cancelled again
     # as their jobs would be: an input's clean-up that waits cannot outlast the deadline,
     # a job's error or the block's error.
@@ -173,8 +178,8 @@ def _job_error_after_shutdown(exe: Core, ended: asyncio.Future[Any] | None) -> N
     if spared is not None and spared is not current and spared in exe._running.values():
         if at_end and _awaits(spared):
             later.append(spared)
-        elif not spared.done():
-            spared.cancel()
+        else:
+            exe._outcomes.cancel(spared)
     block = exe._block
     if block is not None and _interrupt(block, at_end):
         block = None
@@ -206,8 +211,8 @@ def _cancel_after_step(
     """abort()'s cancels held back from a job's last step, then the closing of the maps
     (see abort)."""
     for task in tasks:
-        if not task.done() and not cancelling(task):
-            task.cancel()
+        if not cancelling(task):
+            exe._outcomes.cancel(task)
     if block is not None:
         block.interrupt()
     if exe._maps:
@@ -215,20 +220,32 @@ def _cancel_after_step(
 
 
 def cancel_again(exe: Core) -> None:
-    """Cancel every job still running, the one abort spared included: a cancellation we
-    cause, so not an error (the state is CANCELLING)."""
+    """Cancel every job still running, the one abort spared included, and those cancelled
+    before (the one exception to a cancel per job: the wait for the jobs was cancelled
+    itself): a cancellation we cause, so not an error (the state is CANCELLING)."""
     exe._spared = None
     for task in list(exe._running.values()):
-        if not task.done():
-            task.cancel()
+        exe._outcomes.cancel_again(task)
+
+
+def abort_again(exe: Core, cause: Cause) -> None:
+    """A wait for the jobs (the block's exit, shutdown()) was cancelled before anything
+    cancelled them in bulk: abort(), and cancel again the jobs the executor has cancelled
+    one by one before (a map's, for its error or its close), which abort() leaves alone.
+    As in cancel_again, a cancelled wait is where a job is cancelled a second time."""
+    outcomes = exe._outcomes
+    before = [t for t in exe._running.values() if t in outcomes.our_cancels]
+    abort(exe, cause)
+    for task in before:
+        outcomes.cancel_again(task)
 
 
 def cancel_late(exe: Core, task: asyncio.Future[Any]) -> None:
     """A job registered after abort ran (an eager task factory ran its first step inside
     create_task, and abort could not see it yet): cancel it as abort would have, unless
     it is the task abort spared."""
-    if task is not exe._spared and not task.done():
-        task.cancel()
+    if task is not exe._spared:
+        exe._outcomes.cancel(task)
 
 
 def admit(exe: Core, freed_by: asyncio.Future[Any] | None = None) -> None:

@@ -220,4 +220,4 @@ def cancel_again(exe: Core, live: list[asyncio.Future[Any]]) -> None:
     cancel_readers([task for task in live if task in exe._readers], None)
     for task in live:
         if task not in exe._readers:
-            exe._outcomes.cancel(task)  # still the executor's own cancellation (if not done)
+            exe._outcomes.cancel_again(task)  # still the executor's own cancellation

@@ -187,8 +187,8 @@ class Outcomes:
         self.failed = 0
         self.cancelled = 0
         self.retried = 0  # attempts that failed and were given another try (retry=)
-        # Jobs the executor cancelled on its own behalf (a map closed early): their
-        # cancellation is not an error.
+        # The running jobs the executor has cancelled (see cancel): their cancellation is
+        # not an error, and they are not cancelled again.
         self.our_cancels: set[asyncio.Future[Any]] = set()
         # With a hook, the started queued jobs' tasks and their queued futures: at the
         # task's end, the hook is called with the future (see hook_when_done).
@@ -260,13 +260,28 @@ class Outcomes:
         return not cancelling or self.cause is Cause.SHUTDOWN
 
     def cancel(self, task: asyncio.Future[Any]) -> None:
-        """Cancel one job on the executor's own behalf (a map left early): not an error."""
+        """Cancel one job on the executor's own behalf: not an error, and once.
+
+        Every cancel the executor sends a job comes here: a map's (its job's error, its
+        close) and abort()'s. A job cancelled already is left alone, as asyncio.TaskGroup
+        cancels each task once: its clean-up (a ``finally`` that awaits) runs to its end.
+        Only a cancelled wait for the jobs cancels again: :meth:`cancel_again`."""
+        if task.done():
+            return
+        job = task if type(task) is not QueuedFuture else task.task
+        if job is not None:  # (None: still queued, and its cancel drops it: no error)
+            if job in self.our_cancels:
+                return
+            self.our_cancels.add(job)  # a QueuedFuture's cancel() cancels its task at once
+        task.cancel()
+
+    def cancel_again(self, task: asyncio.Future[Any]) -> None:
+        """Cancel a job, again if it was before: a wait for the jobs was cancelled itself
+        (an outer timeout), and a clean-up that never ends must not hold it."""
         if not task.done():
-            if type(task) is not QueuedFuture:
-                self.our_cancels.add(task)
-            elif task.task is not None:  # its cancel() cancels its job's task at once
-                self.our_cancels.add(task.task)
-            # (A QueuedFuture still queued: cancelling it drops the job, never an error.)
+            job = task if type(task) is not QueuedFuture else task.task
+            if job is not None:
+                self.our_cancels.add(job)
             task.cancel()
 
     def stop(self, cause: Cause, error: BaseException | None) -> bool:

@@ -13,6 +13,7 @@ from ._context import job_position
 from ._errors import refused_by
 from ._lifecycle import (
     abort,
+    abort_again,
     cancel_again,
     check_idle,
     close,
@@ -103,7 +104,7 @@ async def _wait_idle(
                 cancel_again(exe)
                 _cancel_readers_again(exe)
             else:
-                abort(exe, cause)
+                abort_again(exe, cause)  # the jobs a map cancelled before: again
                 _cancel_readers_again(exe)
             if not keep_waiting:
                 raise
