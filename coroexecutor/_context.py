@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-__all__ = ["initializing", "job_position"]
+__all__ = ["initializing", "inside_a_job_of", "job_position"]
 
 # The innermost executor whose job the current context runs in (None: no job). Every
 # job's task sets it in its own context, so the tasks a job starts (a TaskGroup's, an
@@ -20,3 +20,15 @@ job_position: contextvars.ContextVar[Any] = contextvars.ContextVar(
 initializing: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
     "coroexecutor_initializing", default=()
 )
+
+
+def inside_a_job_of(exe: Any) -> bool:
+    """Whether the calling code runs inside one of ``exe``'s jobs: in the job itself, a
+    task it started, or a job of an executor nested in it (one whose block was entered
+    inside such a job: see _shutdown.may_wait, which walks the same chain)."""
+    position = job_position.get()
+    while position is not None:
+        if position is exe:
+            return True
+        position = position._outer
+    return False

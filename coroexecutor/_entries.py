@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 from typing import Any, Callable
 
-__all__ = ["FIRST", "Queued", "Requeued", "Resuming", "SentBack"]
+__all__ = ["FIRST", "Queued", "Requeued", "Resuming", "SentBack", "Submitting"]
 
 
 class Queued:
@@ -64,6 +64,17 @@ class Requeued(Queued):
     SentBack, Resuming and Requeued ones there before it."""
 
     __slots__ = ()
+
+
+class Submitting(asyncio.Future[None]):
+    """The place in line of a submit() waiting for a slot (for its key's room, for a start
+    token): turned away as shutdown() begins, and as the block exits unless it was made
+    inside one of the executor's jobs (``in_job``), which may still submit (see
+    _taking.refuse_submits). Not accepted yet: nothing of it runs."""
+
+    __slots__ = ("in_job",)
+
+    in_job: bool
 
 
 # The entries that go first: together they are a prefix of the backlog, in FIFO order.

@@ -36,7 +36,7 @@ from ._start import _NO_KWARGS, start_job
 from ._startup import check_accepting, check_loop, check_setter_thread
 from ._state import State
 from ._stats import ExecutorStats
-from ._taking import start_failed, take_slot
+from ._taking import start_failed, submitting, take_slot
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
 from ._validate import check_callables, check_max_workers, check_rate, check_seconds, check_switch
@@ -236,7 +236,9 @@ class CoroutineExecutor:
         moment passes to the next in line).
 
         Raises:
-            RuntimeError: shut down or shutting down, or first used on another loop.
+            RuntimeError: shut down or shutting down (also when shutdown() begins, or,
+                outside the executor's jobs, the block exits, while it waits), or first
+                used on another loop.
             BrokenCoroutineExecutor: the initializer failed.
             TypeError: ``fn`` is not callable or is a coroutine object (before any wait),
                 or ``fn(*args, **kwargs)`` returned no awaitable. What calling ``fn`` raises
@@ -291,10 +293,10 @@ class CoroutineExecutor:
                 if self._state is not _RUNNING:  # (see submit_nowait_keyed)
                     check_accepting(self)
                 if not keyed.take_key_nowait(key):
-                    await take_key(self, key, "submit")
+                    await take_key(self, key, "submit", submitting(self))
                 return start_keyed(self, keyed, fn, args, kwargs, "submit", key)  # type: ignore[return-value]  # as below
             check_loop(self)  # only where we would wait: the fast path does not look
-            await take_slot(self, "submit")
+            await take_slot(self, "submit", submitting(self))
         return start_job(self, fn, args, kwargs, "submit")  # type: ignore[return-value]  # a Task of fn's result
 
     def submit_nowait(

@@ -100,8 +100,7 @@ class KeyedLine(Generic[T]):
         return self._running.get(key, 0)
 
     def waiting_of(self, key: Hashable) -> int:
-        line = self._lines.get(key)
-        return 0 if line is None else line.waiting
+        return 0 if (line := self._lines.get(key)) is None else line.waiting
 
     #
     # The caller's operations
@@ -330,7 +329,7 @@ class KeyedLine(Generic[T]):
     def drain(self) -> list[T]:
         """Take every waiting job out of its line (the executor stops), oldest first.
         Running counts stay: each running job still calls :meth:`release`."""
-        tickets = [t for line in self._lines.values() for t in line.tickets if t.live]
+        tickets = self.live()
         tickets.sort(key=lambda t: t.seq)
         for ticket in tickets:
             ticket.live = False
@@ -342,6 +341,9 @@ class KeyedLine(Generic[T]):
         self._by_waiting.clear()
         self._lone_lines = self.waiting = self._top = 0
         return [t.item for t in tickets]
+
+    def live(self) -> list[Ticket[T]]:  # every waiting job's ticket, in no order
+        return [t for line in self._lines.values() for t in line.tickets if t.live]
 
     #
     # Helpers

@@ -76,14 +76,15 @@ class KeyedSlots(Slots):
             self.line.release(key)
         return False
 
-    async def take_key(self, key: Hashable) -> None:
-        """Wait in ``key``'s line for room in it and a slot (see Slots.take).
+    async def take_key(self, key: Hashable, waiter: asyncio.Future[None] | None = None) -> None:
+        """Wait in ``key``'s line for room in it and a slot (see Slots.take; ``waiter``: as
+        there).
 
         Cancellation: leaves the line, or gives back the room and the slot granted at
         that moment (the caller passes them on with admit())."""
         if self.refusal is not None:
             raise self.refusal()
-        waiter: asyncio.Future[None] = self.loop.create_future()
+        waiter = self.loop.create_future() if waiter is None else waiter
         ticket = self.line.push(key, waiter)  # raises for a bad key: nothing changed
         self.waiting += 1
         self.schedule_wake()
@@ -202,9 +203,7 @@ class KeyedSlots(Slots):
                 self.queued -= 1
                 jobs.append(entry)
             elif not entry.done():
-                self.waiting -= 1
-                entry.set_exception(refusal())
-                entry.exception()  # no log if its waiter is gone
+                self.refuse(entry, refusal())
             # (A waiter cancelled with its task, which has not left the line yet: it
             # uncounts itself in take_key's except, as in Slots.drain.)
         return jobs

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._entries import Queued
+from ._entries import Queued, Submitting
 from ._following import QueuedFuture
 from ._lifecycle import admit, check_idle
 from ._policy import JobKind
@@ -26,7 +26,7 @@ from ._retry import INHERIT, Inherit, RetryPolicy
 from ._start import start_job
 from ._startup import check_accepting, check_loop, check_not_initializer
 from ._state import State
-from ._taking import give_back
+from ._taking import give_back, turned_away
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -38,7 +38,6 @@ __all__ = [
     "submit_nowait_keyed", "take_key",
 ]
 
-_CANCELLING = State.CANCELLING
 _RUNNING = State.RUNNING
 
 
@@ -70,22 +69,25 @@ def submit_nowait_keyed(
     return queue_keyed(exe, key, fn, args, kwargs)
 
 
-async def take_key(exe: Core, key: Hashable, where: str) -> None:
-    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job).
-    (submit() of a keyed executor calls it when take_key_nowait() refused.)"""
+async def take_key(
+    exe: Core, key: Hashable, where: str, waiter: Submitting | None = None
+) -> None:
+    """Wait in ``key``'s line for room in it and a slot (take_slot() for a keyed job;
+    ``waiter``: as there). (submit() of a keyed executor calls it when take_key_nowait()
+    refused.)"""
     check_loop(exe)  # only where we would wait, as on the plain fast path
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
     slots = _slots(exe)
     try:
-        await slots.take_key(key)
+        await slots.take_key(key, waiter)
     except asyncio.CancelledError:
         admit(exe)  # room and a slot granted just as we were cancelled go to the next
         check_idle(exe)
         raise
-    if exe._state is _CANCELLING:
+    if turned_away(exe, waiter):
         slots.unstarted(key)
-        give_back(exe)  # granted just before an abort
+        give_back(exe)  # granted just before an abort, or shutdown()
         check_accepting(exe)  # raises
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
-from ._context import job_position
+from ._context import inside_a_job_of
 from ._errors import check_job_fn
 from ._map_close import abandon, cancel_again, retire, still_closing
 from ._map_reader import close_unread, is_async_iterator
@@ -101,7 +101,7 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         )
         self._results = results(executor, jobs, feed)
         jobs.owner = weakref.ref(self)  # for close_maps()
-        jobs.in_job = _inside_a_job_of(executor)  # a job reads it: see close_maps
+        jobs.in_job = inside_a_job_of(executor)  # a job reads it: see close_maps
         self._anext: Callable[[], Awaitable[Any]] = self._results.__anext__
         self._thread = 0  # the thread its last __anext__() came from (0: none yet)
         executor._maps.add(jobs)
@@ -249,18 +249,6 @@ def _source(iterable: Iterable[Any] | AsyncIterable[Any], where: str, index: int
             f" an async iterator (got {safe_repr(source)})"
         )
     return source
-
-
-def _inside_a_job_of(exe: Core) -> bool:
-    """Whether the calling code runs inside one of ``exe``'s jobs: in the job itself, a
-    task it started, or a job of an executor nested in it (one whose block was entered
-    inside such a job: see may_wait, which walks the same chain)."""
-    position = job_position.get()
-    while position is not None:
-        if position is exe:
-            return True
-        position = position._outer
-    return False
 
 
 async def _refused(exe: Core, kind: JobKind) -> Any:

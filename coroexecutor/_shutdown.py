@@ -28,6 +28,7 @@ from ._policy import Cause, JobKind, error_of
 from ._settle import settle
 from ._startup import check_not_initializer, policy_error
 from ._state import State
+from ._taking import refuse_submits
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -194,6 +195,7 @@ async def exit_block(exe: Core, exc: BaseException | None) -> bool | None:
         if not ours and not tearing_down(exe, None):
             abort(exe, Cause.BODY)
     close_maps(exe, exiting=True)  # a map left open must not keep jobs running (see there)
+    refuse_submits(exe, in_jobs=False)  # and nor must a submit() still waiting: as a map
     if exe._state is State.RUNNING:
         exe._state = State.EXITING
     late_cancel = await _wait_idle(exe, keep_waiting=True)
@@ -253,6 +255,7 @@ async def shutdown(exe: Core, wait: bool, grace: float | None) -> None:
     if exe._state in _ACCEPTING:
         exe._state = State.DRAINING
     close_maps(exe)  # no map could start another job: their in-flight jobs end too
+    refuse_submits(exe, in_jobs=True)  # nor could a submit() still waiting for a slot
     if not wait:
         abort(exe, Cause.SHUTDOWN)
     elif grace is not None and exe._slots.busy:

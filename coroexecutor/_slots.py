@@ -105,19 +105,19 @@ class Slots:
             return self.limiter.delay()
         return None
 
-    async def take(self) -> None:
-        """Wait in line for a slot (FIFO with every other waiter and queued job).
-
-        Returns holding a slot. The slot is used only while fewer than ``limit`` jobs
-        run and no waiter sent back by a shrink is ahead: see _must_wait_again.
+    async def take(self, waiter: asyncio.Future[None] | None = None) -> None:
+        """Wait in line for a slot (FIFO with every other waiter and queued job), as
+        ``waiter`` (a submit()'s, see refuse) or a new future. Returns holding a slot,
+        used only while fewer than ``limit`` jobs run and no waiter sent back by a
+        shrink is ahead: see _must_wait_again.
 
         Cancellation: leaves the line; a slot granted at that moment is given back, and
         the caller passes it on (admit()). Raises what drain() was given, if the line is
-        drained meanwhile.
+        drained meanwhile (or refuse() its error).
         """
         if self.refusal is not None:
             raise self.refusal()
-        waiter: asyncio.Future[None] = self.loop.create_future()
+        waiter = self.loop.create_future() if waiter is None else waiter
         self.backlog.append(waiter)
         self.waiting += 1
         self.schedule_wake()
@@ -279,10 +279,14 @@ class Slots:
                 self.queued -= 1
                 jobs.append(entry)
             else:
-                self.waiting -= 1
-                entry.set_exception(refusal())
-                entry.exception()  # no log if its waiter is gone
+                self.refuse(entry, refusal())
         return jobs
+
+    def refuse(self, waiter: asyncio.Future[None], error: BaseException) -> None:
+        """Turn a slot waiter away with ``error``. Done, it stays in line: admit() drops it."""
+        self.waiting -= 1
+        waiter.set_exception(error)
+        waiter.exception()  # no log if its caller is gone
 
     def hold(self) -> None:
         """Start nothing until release_hold(); until then every take_nowait() fails (a

@@ -1,4 +1,5 @@
-"""The one wait for a slot (the slow path of submit() and map()), and giving back a slot
+"""The one wait for a slot (the slow path of submit() and map()), turning away the
+submit() calls still waiting as the executor stops accepting jobs, and giving back a slot
 taken for a job that will not start. Functions of the executor, on its loop thread."""
 
 from __future__ import annotations
@@ -8,18 +9,24 @@ import inspect
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._errors import check_job_fn
+from ._context import inside_a_job_of
+from ._entries import Submitting
+from ._errors import check_job_fn, refused
 from ._lifecycle import admit, check_idle
 from ._startup import check_accepting, check_not_initializer
 from ._state import State
+from ._typing import TypeGuard
 
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["give_back", "start_failed", "take_slot"]
+__all__ = [
+    "give_back", "refuse_submits", "start_failed", "submitting", "take_slot", "turned_away",
+]
 
 _CancelledError = asyncio.CancelledError
 _CANCELLING = State.CANCELLING
+_ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
 
 def give_back(exe: Core) -> None:
@@ -27,24 +34,66 @@ def give_back(exe: Core) -> None:
     in a later turn: we may be inside another job's start."""
     slots = exe._slots
     slots.release()
-    if slots.backlog:
+    if slots.startable:  # (with key=, also a job of the key whose room came back)
         slots.schedule_wake()
     check_idle(exe)
 
 
-async def take_slot(exe: Core, where: str) -> None:
-    """Wait in line for a slot: the slow path of submit() and map() (see Slots.take)."""
+async def take_slot(exe: Core, where: str, waiter: Submitting | None = None) -> None:
+    """Wait in line for a slot: the slow path of submit() (``waiter``: its place in line,
+    see submitting) and map() (see Slots.take)."""
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
     try:
-        await exe._slots.take()
+        await exe._slots.take(waiter)
     except _CancelledError:
         admit(exe)  # a slot granted just as we were cancelled goes to the next in line
         check_idle(exe)
         raise
-    if exe._state is _CANCELLING:
-        give_back(exe)  # granted just before an abort
+    if turned_away(exe, waiter):
+        give_back(exe)  # granted just before an abort, or shutdown()
         check_accepting(exe)  # raises
+
+
+def submitting(exe: Core) -> Submitting:
+    """The place in line of a submit() about to wait (see refuse_submits)."""
+    waiter = Submitting(loop=exe._loop)
+    waiter.in_job = inside_a_job_of(exe)
+    return waiter
+
+
+def turned_away(exe: Core, waiter: Submitting | None) -> bool:
+    """Whether a caller just granted a slot must not start its job: the executor cancels
+    its jobs, or (a submit(): ``waiter``) shutdown() began while it waited, and its slot
+    was granted before refuse_submits could turn it away."""
+    state = exe._state
+    return state is _CANCELLING or (waiter is not None and state not in _ACCEPTING)
+
+
+def refuse_submits(exe: Core, *, in_jobs: bool) -> None:
+    """The executor stops accepting jobs: every submit() still waiting for a slot (for its
+    key's room, for a start token) raises the RuntimeError of a shut down executor and
+    starts nothing, as a map waiting then does. Those inside the executor's jobs too
+    (``in_jobs``: shutdown() began), or not (the block exits: its jobs may still submit
+    jobs, and the exit waits for them). A job already accepted (queued by
+    submit_nowait()) is no waiter: it runs as the shutdown promises."""
+    slots = exe._slots
+    for entry in slots.backlog:
+        if _turns_away(entry, in_jobs=in_jobs):
+            slots.refuse(entry, refused(exe))  # (done, it stays in line: admit() drops it)
+    if exe._keyed is not None:
+        line = exe._keyed.line
+        for ticket in line.live():
+            if _turns_away(ticket.item, in_jobs=in_jobs):
+                slots.refuse(ticket.item, refused(exe))
+                line.discard(ticket)  # now: the key's next job may be startable
+    if slots.startable:  # a slot free for what waited behind them: it moves next turn
+        slots.schedule_wake()
+    check_idle(exe)
+
+
+def _turns_away(entry: object, *, in_jobs: bool) -> TypeGuard[Submitting]:
+    return type(entry) is Submitting and not entry.done() and (in_jobs or not entry.in_job)
 
 
 def start_failed(
