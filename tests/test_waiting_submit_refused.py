@@ -119,3 +119,26 @@ async def test_the_block_exit_turns_away_a_submit_waiting_outside_its_jobs(
     with pytest.raises(RuntimeError, match=REFUSED):
         await waiting
     assert sorted(jobs.ran) == ["child of a job", "first"]
+
+
+async def test_a_keyed_submit_granted_as_shutdown_begins_passes_its_room_on(
+    loop_kind: str,
+) -> None:
+    """A keyed submit() granted its slot and its key's room just before shutdown() began
+    is turned away as it resumes: the room and the slot it gives back go to the job
+    queued behind it in its key's line, which was accepted and runs (the backlog must be
+    woken for the keyed line too, not only for the plain one)."""
+    jobs = Jobs()
+    exe = CoroutineExecutor(max_workers=1, key=lambda name: name[0], max_per_key=1)
+    await exe.submit(jobs.job, "b1")  # holds the one slot and b's room
+    waiting = await _waiting(exe, jobs, "b2")
+    queued = exe.submit_nowait(jobs.job, "b3")  # accepted: behind b2 in b's line
+    jobs.release.set()  # b1 ends next turn and grants b2 its slot in that step ...
+    stopping = asyncio.ensure_future(exe.shutdown())  # ... and shutdown() begins after it
+    # If b3 were left in line, shutdown() would wait for ever: fail instead of hanging.
+    done, _ = await asyncio.wait([stopping], timeout=10)
+    assert done == {stopping}
+    with pytest.raises(RuntimeError, match=REFUSED):
+        await waiting
+    assert await queued == "b3"
+    assert jobs.ran == ["b1", "b3"]
