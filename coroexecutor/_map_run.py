@@ -8,13 +8,14 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._chains import left_by, put_back, reraise_job_error
 from ._errors import refused
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
 from ._map_reader import open_reader
 from ._map_state import EXHAUSTED, MapJobs
-from ._policy import Cause, JobKind, left_by, put_back, reraise_job_error
+from ._policy import Cause, JobKind
 from ._queued import map_start_failed, queue_map_job
 from ._retry import Inherit, RetryPolicy
 from ._start import start_job

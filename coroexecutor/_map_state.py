@@ -9,8 +9,9 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from ._chains import Left, left_by
 from ._following import QueuedFuture
-from ._policy import JobKind, Left, Outcomes, error_of, left_by, loop_going_down
+from ._policy import JobKind, Outcomes, error_of, loop_going_down
 from ._retry import Inherit, RetryPolicy
 
 __all__ = ["EXHAUSTED", "MapJobs", "follow_limit"]

@@ -1,0 +1,60 @@
+"""A job's error as its job left it (its traceback and chain), and raising it again so:
+the error object is shared by the block, shutdown() and every map consumer, and each raise
+of it while another exception is handled would change its chain for all of them."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import NoReturn, Optional, Tuple
+
+__all__ = ["Left", "left_by", "put_back", "reraise_job_error"]
+
+_set_attribute = object.__setattr__
+
+# What a job left its error with: its traceback, __context__, __cause__ and
+# __suppress_context__ (see left_by).
+Left = Tuple[Optional[TracebackType], Optional[BaseException], Optional[BaseException], bool]
+
+
+def left_by(error: BaseException) -> Left:
+    """A job's error as it ends (its traceback and chain), for reraise_job_error to put
+    back. Taken as the job ends, where the policy records its error or its map does (so
+    per failed job, never per success): any later raise of the shared object while
+    another exception is handled sets its ``__context__`` for everyone after, and
+    nothing can stop some of those raises (``Future.result()`` in a task that awaits the
+    job's task inside an ``except`` clause, or in the map, inside its consumer's)."""
+    return error.__traceback__, error.__context__, error.__cause__, error.__suppress_context__
+
+
+def reraise_job_error(error: BaseException, left: Left) -> NoReturn:
+    """Raise a job's exception again, as its job left it (``left``, see left_by).
+
+    A ``raise`` while another exception is being handled (the body's interrupting
+    CancelledError in ``__aexit__``, the cancelled map job in the map, a consumer's own
+    ``except`` clause) sets the raised object's ``__context__`` to that exception, and
+    ``raise ... from None`` would set its ``__cause__``: both would change the job's own
+    object, which the block, shutdown() and every map consumer share. So put
+    ``__context__``, ``__cause__`` and ``__suppress_context__`` back as it leaves: as the
+    job left them, not as found now, which an earlier raise may have changed. And start
+    from the traceback the job ended with, as ``Future.result()`` does, so repeated
+    raises do not pile up frames. (``asyncio.TaskGroup`` avoids the same clobbering by
+    raising a new group.)
+    """
+    tb = left[0]
+    try:
+        raise error.with_traceback(tb)
+    finally:
+        put_back(error, left, traceback=False)
+        del error, left, tb  # no cycle through this frame
+
+
+def put_back(error: BaseException, left: Left, *, traceback: bool = True) -> None:
+    """Give ``error`` its chain (and ``traceback``: its traceback) as ``left`` says, see
+    left_by. Through BaseException's own descriptors: the error's class may refuse
+    assignments (a frozen dataclass), which ``raise`` itself never asks it about."""
+    tb, context, cause, suppress = left
+    if traceback:
+        _set_attribute(error, "__traceback__", tb)
+    _set_attribute(error, "__context__", context)
+    _set_attribute(error, "__cause__", cause)
+    _set_attribute(error, "__suppress_context__", suppress)
