@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import pytest
@@ -216,3 +217,66 @@ def test_a_submitted_job_s_future_is_done_when_its_job_ends_not_when_its_chunk_d
         finally:
             slow.cancel()
     assert slow.cancelled()
+
+
+#
+# A job the executor cancelled cleans up past its job_timeout (brk17 F1)
+#
+
+_TIMEOUT = 2.0  # job_timeout: long enough for the test's cancel to reach the job first
+_clean_ups: dict[int, tuple[bool, int]] = {}  # input -> (cancelled late?, cancels after)
+
+
+async def _clean_up_past_the_deadline(x: int) -> int:
+    """Parks until cancelled, then cleans up until just past its job_timeout, counting
+    the cancels that interrupt that clean-up. The deadline (set as the job's call began,
+    at most ``start``) comes due before the clean-up's last sleep does, so it has come
+    (and sent nothing, or its cancel) before the job takes its next step."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    _started.append(x)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        late, extra = loop.time() >= start + _TIMEOUT, 0
+        end = start + _TIMEOUT + 0.01
+        while (left := end - loop.time()) > 0:
+            try:
+                await asyncio.sleep(left)
+            except asyncio.CancelledError:
+                extra += 1
+        _clean_ups[x] = (late, extra)
+        raise
+    return x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["future.cancel()", "map closed", "block left by an error"])
+def test_a_job_the_executor_cancelled_cleans_up_past_its_job_timeout(
+    client: Any, how: str
+) -> None:
+    # Found by a docs-only tester (brk17 F1): semantics.rst, job_timeout=: "A deadline
+    # that comes while the job is being cancelled already by the executor ... sends
+    # nothing: the job is cleaning up, and that clean-up runs to its end"; and
+    # distributed.rst: "Each job gets one cancel". On the worker the executor's cancel
+    # was a plain cancel() of the job's task, which the worker's core executor took for
+    # an outside one: its deadline cancelled the clean-up a second time.
+    _clean_ups.clear()
+    future = results = None
+    leaving: Any = pytest.raises(KeyError) if how == "block left by an error" else nullcontext()
+    with leaving, DaskExecutor(client=client, per_worker=1, job_timeout=_TIMEOUT) as exe:
+        if how == "map closed":
+            results = exe.map(_clean_up_past_the_deadline, [0], chunksize=1)
+        else:
+            future = exe.submit(_clean_up_past_the_deadline, 0)
+        _wait_for(lambda: _started == [0], "input 0 started")
+        if results is not None:
+            results.close()
+        elif how == "future.cancel()":
+            assert future is not None and future.cancel()
+        else:
+            raise KeyError("leaves the block")
+    # The block's exit waited for the clean-up (distributed.rst, Cancellation).
+    assert _clean_ups == {0: (False, 0)}
+    if future is not None:
+        assert future.cancelled()

@@ -58,15 +58,23 @@ class ChunkRun:
     noted: set[int] = field(default_factory=set)
     # The positions of the running jobs this process has cancelled (see cancel).
     cancelling: set[int] = field(default_factory=set)
+    # The process's executor's canceller (Outcomes.cancel), which sends every cancel of
+    # running jobs (see cancel); a plain cancel() when the process has no executor.
+    cancel_job: Callable[[asyncio.Future[Any]], object] = asyncio.Future.cancel
 
     def cancel(self, i: int) -> None:
         """Cancel the running job at position ``i``, once: a cancel reaches a job from the
         client (map closed, future.cancel(), shutdown) and from the worker loop's stop,
         which come in either order. A second one interrupted the job's own handling of
-        the first (``except CancelledError: await flush()``), and ended it early."""
+        the first (``except CancelledError: await flush()``), and ended it early.
+
+        Each of them is the DaskExecutor's own, so it goes through the process's
+        executor's canceller, as the bridge's own cancels do: that executor then knows
+        the job is cleaning up from its cancel, and a job_timeout that passes meanwhile
+        sends it no second one (see _jobs._with_deadline)."""
         if i not in self.cancelling:
             self.cancelling.add(i)
-            self.running[i].cancel()
+            self.cancel_job(self.running[i])
 
 
 def cancel_every_job(runs: Iterable[Iterable[ChunkRun]]) -> int:

@@ -213,6 +213,8 @@ class ProcessLoop:
         await self._ready.wait()
         n = len(spec.calls)
         run = ChunkRun(spec, [None] * n, {}, [], {}, self._loop.create_future(), first_error)
+        if self._exe is not None:  # (None: the initializer failed, and no job runs)
+            run.cancel_job = self._exe._outcomes.cancel  # (see ChunkRun.cancel)
         run.ended = stream_of(run, publish, self._loop)  # (submitted jobs only)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
