@@ -280,3 +280,45 @@ def test_a_job_the_executor_cancelled_cleans_up_past_its_job_timeout(
     assert _clean_ups == {0: (False, 0)}
     if future is not None:
         assert future.cancelled()
+
+
+#
+# A done-callback that waits for another future is refused, not hung (brk17 F2)
+#
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunks", ["one chunk", "own chunk"])
+def test_a_done_callback_that_waits_for_another_future_gets_a_runtime_error(
+    client: Any, monkeypatch: pytest.MonkeyPatch, chunks: str
+) -> None:
+    # Found by a docs-only tester: a done-callback calling other.result() hung until
+    # shutdown(), and meanwhile no other future was resolved: it runs on the thread that
+    # resolves them (the flusher, for an outcome that comes back before its chunk; dask's
+    # callback thread, for a chunk's return). The bridge refuses such a wait at once.
+    if chunks == "one chunk":  # the quick job's outcome comes back early, alone
+        monkeypatch.setattr(_executor, "_SUBMIT_DELAY", _WAIT)
+    seen: list[BaseException] = []
+    returned = threading.Event()
+
+    def wait_for_parked(_: concurrent.futures.Future[int]) -> None:
+        try:
+            parked.result()
+        except BaseException as error:  # (before the fix: CancelledError, at shutdown)
+            seen.append(error)
+        returned.set()
+
+    with DaskExecutor(client=client, per_worker=2, chunksize=2) as exe:
+        parked = exe.submit(_park, 1)
+        try:
+            if chunks == "own chunk":
+                _wait_for(lambda: _started == [1], "the parked job started")
+            exe.submit(_record, 2).add_done_callback(wait_for_parked)
+            assert returned.wait(_WAIT)
+            assert len(seen) == 1 and isinstance(seen[0], RuntimeError), seen
+            assert "would deadlock" in str(seen[0])
+            more = [exe.submit(_record, x) for x in (3, 4)]  # (a chunk of 2: sent at once)
+            assert [f.result(_WAIT) for f in more] == [3, 4]  # the thread is free again
+        finally:
+            parked.cancel()
+    assert parked.cancelled()

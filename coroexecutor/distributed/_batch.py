@@ -12,6 +12,10 @@ dask events (_stream.py): each is claimed (under ``_changed``, so that one threa
 resolves a future) and resolved on the flusher thread, never on dask's event loop, which a
 done-callback waiting for another future would stop. The chunk's return resolves the rest.
 
+Every future is resolved inside ``resolving()`` (_future.py), so that a done-callback run
+there which waits for another future gets a RuntimeError, not a hang: the thread it
+blocks is the one that would resolve that future, or send its chunk.
+
 Threading model: ``add_threadsafe`` and ``close_threadsafe`` from any thread; ``_flusher``
 on the flusher thread; ``_on_chunk_done`` on dask's callback thread; ``settle`` on the
 closing thread; ``_on_cancel`` on the thread that cancels a future; ``streamed_threadsafe``
@@ -29,7 +33,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from .._notes import add_note
-from ._future import wait_dask
+from ._future import resolving, wait_dask
 from ._stream import handler_of, streamed, topic_of
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk
 
@@ -243,9 +247,10 @@ class Batcher:
         try:
             task = self._send(Chunk.of(spec), map_id)
         except BaseException as error:  # unpicklable arguments, a lost client
-            for future in futures:
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(error)
+            with resolving():
+                for future in futures:
+                    if future.set_running_or_notify_cancel():
+                        future.set_exception(error)
             return
         with self._changed:
             self._in_flight[map_id] = _Sent(task, futures)
@@ -308,14 +313,15 @@ def _settle(
     errors: dict[int, BaseException], gone: set[int],
 ) -> None:
     """Resolve each future with the outcome at its index."""
-    for future, k in jobs:
-        if k in gone:
-            _cancel_and_notify(future)
-        elif future.set_running_or_notify_cancel():
-            if k in errors:
-                future.set_exception(errors[k])
-            else:
-                future.set_result(values[k])
+    with resolving():
+        for future, k in jobs:
+            if k in gone:
+                _cancel_and_notify(future)
+            elif future.set_running_or_notify_cancel():
+                if k in errors:
+                    future.set_exception(errors[k])
+                else:
+                    future.set_result(values[k])
 
 
 def _submitted(count: int) -> str:
@@ -328,6 +334,9 @@ def _cancel_and_notify(future: concurrent.futures.Future[Any]) -> None:
 
     ``Future.cancel()`` alone wakes no ``wait()``: as in the stdlib's pools, the executor
     owning the future calls ``set_running_or_notify_cancel`` (once) when it drops it.
+    Its done-callbacks run here, in ``resolving()``: this thread goes on to cancel the
+    others, so a callback waiting for one of them would wait for itself.
     """
-    future.cancel()
-    future.set_running_or_notify_cancel()
+    with resolving():
+        future.cancel()
+        future.set_running_or_notify_cancel()
