@@ -322,3 +322,46 @@ def test_a_done_callback_that_waits_for_another_future_gets_a_runtime_error(
         finally:
             parked.cancel()
     assert parked.cancelled()
+
+
+#
+# shutdown(wait=True) returns after the done-callbacks of the futures it saw resolved
+#
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_waits_for_a_done_callback_running_on_the_thread_that_resolves(
+    client: Any,
+) -> None:
+    # Seen in CI (py312, test_shutdown_from_a_done_callback_of_a_future_it_cancels_returns):
+    # a chunk resolved on dask's callback thread (its futures done, their done-callbacks
+    # still running) left shutdown(wait=True) free to return before those callbacks had
+    # run. A ThreadPoolExecutor's shutdown(wait=True) returns after them.
+    in_callback = threading.Event()
+    release = threading.Event()
+    shut = threading.Event()
+    shut_before_the_callback_returned: list[bool] = []
+
+    def slow_callback(_: concurrent.futures.Future[int]) -> None:
+        in_callback.set()
+        release.wait(_WAIT)
+        shut_before_the_callback_returned.append(shut.is_set())
+
+    exe = DaskExecutor(client=client, per_worker=2)
+    exe.submit(_record, 1).add_done_callback(slow_callback)
+    assert in_callback.wait(_WAIT)
+
+    def shut_down() -> None:
+        exe.shutdown(wait=True)
+        shut.set()
+
+    closer = threading.Thread(target=shut_down)
+    closer.start()
+    try:
+        # A bounded wait for what must not happen: shutdown() returning meanwhile.
+        assert not shut.wait(1.0)
+    finally:
+        release.set()
+        closer.join(_WAIT)
+    assert not closer.is_alive()
+    assert shut_before_the_callback_returned == [False]

@@ -33,7 +33,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from .._notes import add_note
-from ._future import resolving, wait_dask
+from ._future import resolving, resolving_here, wait_dask
 from ._stream import handler_of, streamed, topic_of
 from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk
 
@@ -89,6 +89,7 @@ class Batcher:
         self._closed = False  # guarded by _changed
         self._thread: Optional[threading.Thread] = None  # guarded by _changed
         self._in_flight: dict[str, _Sent] = {}  # guarded by _changed; by map id
+        self._resolving = 0  # guarded by _changed: chunks _on_chunk_done is resolving
         # guarded by _changed: outcomes that came back early, claimed, for the flusher
         self._streamed: list[tuple[_Sent, list[tuple[int, int]], Outcomes]] = []
         subscribe(topic_of(exe_id), handler_of(self.streamed_threadsafe))  # (see _finish)
@@ -162,8 +163,14 @@ class Batcher:
         wait_dask([chunk.task for chunk in waiting.values()])  # (cancel_threadsafe: its own)
         for map_id in waiting:
             self._on_chunk_done(map_id)
-        # A chunk that dask's callback thread took first may be resolving there still.
+        # A chunk that dask's callback thread took first may be resolving there still:
+        # its futures are done before their done-callbacks have run, and shutdown(wait=
+        # True) returns once those have, as a ThreadPoolExecutor's does. (Not when this is
+        # such a callback, which then is not waited for: see shutdown.)
         concurrent.futures.wait([f for chunk in waiting.values() for f in chunk.futures])
+        with self._changed:
+            while self._resolving > resolving_here():
+                self._changed.wait()
 
     def streamed_threadsafe(self, event: tuple[float, Any]) -> None:
         """dask's event loop thread (the handler of the executor's topic): outcomes that
@@ -189,8 +196,15 @@ class Batcher:
         (its futures that no early outcome claimed)."""
         with self._changed:
             chunk = self._in_flight.pop(map_id, None)
-        if chunk is not None:
-            _resolve(chunk)
+            if chunk is None:
+                return
+            self._resolving += 1
+        try:
+            _resolve(chunk)  # (its futures' done-callbacks run here)
+        finally:
+            with self._changed:
+                self._resolving -= 1
+                self._changed.notify_all()
 
     def _flusher(self) -> None:
         """Send each batch once it is due (``delay`` after its first job, or ``size`` jobs),

@@ -29,7 +29,7 @@ import distributed
 
 from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 
-__all__ = ["JobFuture", "resolving", "wait_dask", "wait_sliced"]
+__all__ = ["JobFuture", "resolving", "resolving_here", "wait_dask", "wait_sliced"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,12 @@ def resolving() -> Iterator[None]:
         yield
     finally:
         _RESOLVING.depth = depth
+
+
+def resolving_here() -> int:
+    """How many resolving() sections this thread is in (0: none): a done-callback that the
+    batcher runs is in one."""
+    return int(getattr(_RESOLVING, "depth", 0))
 
 
 def _check_not_resolving(

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ._batch import Batcher
 from ._closing import Closing
 from ._connection import Connection
+from ._future import resolving_here
 from ._map import MapRun
 from ._stream import topic_of
 from ._worker import cancel_all_on_workers
@@ -65,7 +66,9 @@ def shutdown(exe: Stopping, wait: bool, cancel_futures: bool) -> None:
     finally:  # whatever happened, what this executor started gets closed
         if first:
             exe._closing.start(functools.partial(_finish, exe, maps, cancel_futures))
-    if wait and not exe._batcher.on_flusher_thread():  # (the closing waits for it)
+    # Not waited for from the flusher thread (the closing waits for it), nor from a
+    # done-callback the batcher runs (the closing waits for those to return).
+    if wait and not exe._batcher.on_flusher_thread() and not resolving_here():
         exe._closing.wait(functools.partial(_cancel_everything, exe, maps))
 
 
