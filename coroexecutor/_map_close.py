@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._following import QueuedFuture
 from ._map_reader import INTERRUPTS, cancel_readers, drop_reader, report_closing, start_reader
@@ -77,38 +78,74 @@ def _close_unread_soon(exe: Core, jobs: MapJobs) -> None:
     wait for a shutdown() that may never come. shutdown() and the map's aclose() wait
     for that reader, as for any. The factory's error, which nobody has received, goes to
     the loop's exception handler; a KeyboardInterrupt or SystemExit is raised instead
-    (out of the loop, as asyncio lets them out of a callback), once the reader is made.
+    (out of the loop, as asyncio lets them out of a callback), once that reader has
+    closed the inputs (see _raise_when_closed).
 
-    Refused again, nothing can close the inputs: they are let go (that error reported
-    too), to asyncio's finaliser of an async generator, and its shutdown_asyncgens() as
-    the loop ends, as any async generator nobody closed."""
+    Refused again, nothing can close the inputs: they are let go, to asyncio's finaliser
+    of an async generator, and its shutdown_asyncgens() as the loop ends, as any async
+    generator nobody closed; both errors are raised or reported (see _raise_or_report)."""
     if jobs not in exe._unread:
         return  # taken meanwhile: by the map's aclose(), or shutdown()
     exe._unread.discard(jobs)
-    errors = [jobs.refusal]
-    jobs.refusal = None
+    refusal, jobs.refusal = jobs.refusal, None
     jobs.sources, jobs.unread = jobs.unread, ()
+    again: BaseException | None = None
     try:
-        reader = start_reader(exe, jobs)
-    except BaseException as again:
-        jobs.unread = ()  # let go (see above)
-        errors.append(again)
-    else:
-        jobs.reader = None
-        reader.add_done_callback(retrieve)
-        if not reader.done():  # (done: an eager task factory ran it)
-            exe._readers.add(reader)
-            reader.add_done_callback(exe._readers.discard)
-            _closing(jobs, (reader,))
-    interrupt = next((e for e in errors if isinstance(e, INTERRUPTS)), None)
+        try:
+            reader = start_reader(exe, jobs)
+        except BaseException as exc:
+            jobs.unread = ()  # let go (see above)
+            again = exc
+        else:
+            jobs.reader = None
+            reader.add_done_callback(retrieve)
+            if not reader.done():  # (done: an eager task factory ran it)
+                exe._readers.add(reader)
+                reader.add_done_callback(exe._readers.discard)
+                _closing(jobs, (reader,))
+                if isinstance(refusal, INTERRUPTS):
+                    reader.add_done_callback(partial(_raise_when_closed, refusal))
+                    return
+        _raise_or_report(exe._loop, refusal, again)
+    finally:
+        refusal = again = None  # no cycle through this frame
+
+
+def _raise_when_closed(interrupt: BaseException, reader: asyncio.Task[Any]) -> NoReturn:
+    """Done callback of the reader _close_unread_soon made after an interrupt refused the
+    one before: raise that interrupt, out of the loop, now that the inputs are closed.
+    Raised as the reader is made, it would end asyncio.run(), whose end cancels every
+    task: the reader, cancelled before its first step, would close nothing. (The
+    reader's own outcome is retrieved by its other callbacks: an error closing an input
+    is reported, as the map is closed.)"""
     try:
-        for error in errors:
-            if error is not None and error is not interrupt:
-                report_closing(exe._loop, error)
+        raise interrupt
+    finally:
+        del interrupt  # no cycle through this frame
+
+
+def _raise_or_report(
+    loop: asyncio.AbstractEventLoop, refusal: BaseException | None, again: BaseException | None
+) -> None:
+    """The factory's errors as _close_unread_soon ends, ``refusal`` (the first reader's)
+    and ``again`` (the one asked for a turn later, if refused too): an error goes to the
+    loop's exception handler, nobody being left to receive it, but a KeyboardInterrupt
+    or SystemExit is raised, never reported in its place. Both interrupts (Ctrl-C
+    pressed again, a factory that refuses every task with one): ``again`` is raised,
+    with ``refusal`` as its ``__context__``, as for an error raised while another was
+    handled, which is what it is."""
+    interrupt: BaseException | None = None
+    try:
+        for error in (refusal, again):
+            if isinstance(error, INTERRUPTS):
+                if interrupt is not None and error is not interrupt and error.__context__ is None:
+                    error.__context__ = interrupt
+                interrupt = error
+            elif error is not None:
+                report_closing(loop, error)
         if interrupt is not None:
             raise interrupt
     finally:
-        errors.clear()
         interrupt = error = None  # no cycle through this frame
 
 

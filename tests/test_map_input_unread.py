@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor
+from tests.conftest import new_loop
 
 
 async def ident(n: int) -> int:
@@ -355,3 +356,120 @@ async def test_an_interrupt_from_the_exits_close_of_the_inputs_stops_the_executo
     if not job.done():
         await asyncio.wait([job])
     assert job.cancelled()
+
+
+class DroppedWithNoBlock:
+    """A map of one begun async generator input, dropped unclosed with no block, on a
+    loop of its own (an interrupt comes out of it, as from ``asyncio.run()``): the loop's
+    task factory refuses the map's reader with ``refusals``, one a time, then makes it.
+    ``run()`` returns what came out of the loop; ``closed_in`` is the task the input
+    was closed in, as it came out (None: not closed), ``reports`` what the loop's
+    exception handler got. The input is kept open here (not dropped with the map), so
+    what nobody closes is closed by the loop's ``shutdown_asyncgens()``."""
+
+    def __init__(self, loop_kind: str, refusals: list[BaseException], *, awaits: bool) -> None:
+        self.loop = new_loop(loop_kind)
+        self.refusals = refusals
+        self.awaits = awaits  # does the input's clean-up await (else it ends at once)?
+        self.closed_in: object = None
+        self.closed_as_it_came_out: object = None
+        self.reports: list[dict[str, Any]] = []
+        self.inputs: AsyncIterator[int] | None = None
+        self.main_task: object = None
+        self.previous: Callable[..., Any] | None = None
+
+    async def items(self) -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            if self.awaits:
+                await asyncio.sleep(0)
+            self.closed_in = asyncio.current_task()
+
+    def factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if self.refusals and coro.__qualname__ == "read_inputs":
+            coro.close()
+            raise self.refusals.pop(0)
+        if self.previous is not None:  # (the eager task factory of loop_kind)
+            return self.previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main(self) -> None:
+        self.loop.set_exception_handler(lambda _, context: self.reports.append(context))
+        self.inputs = inputs = self.items()
+        assert await inputs.__anext__() == 0
+        exe = CoroutineExecutor(max_workers=2)
+        results = exe.map(ident, inputs)
+        self.previous = self.loop.get_task_factory()
+        self.loop.set_task_factory(self.factory)
+        del results  # dropped unclosed: its reader is refused now
+        gc.collect()
+        self.main_task = asyncio.current_task()
+        for _ in range(100):  # (the interrupt comes out a few turns later)
+            await asyncio.sleep(0)
+
+    def run(self) -> BaseException | None:
+        loop = self.loop
+        loop.set_debug(True)
+        loop.slow_callback_duration = 10.0  # noisy shared cores: do not log slow callbacks
+        try:
+            try:
+                loop.run_until_complete(self.main())
+            except (KeyboardInterrupt, SystemExit) as exc:
+                return exc
+            finally:
+                self.closed_as_it_came_out = self.closed_in
+                left = asyncio.all_tasks(loop)
+                for task in left:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+        return None
+
+
+@pytest.mark.parametrize("awaits", [True, False], ids=["awaiting_clean_up", "clean_up_at_once"])
+@pytest.mark.parametrize("error", INTERRUPTS, ids=["KeyboardInterrupt", "SystemExit"])
+def test_an_interrupt_refusing_a_dropped_maps_reader_once_comes_out_after_its_inputs_close(
+    loop_kind: str, error: BaseException, awaits: bool
+) -> None:
+    """Regression (brk17 F3): with no block, the reader of a dropped map refused by an
+    interrupt was asked for again a turn later and made, but the interrupt came out of
+    the loop at once, before that reader's first step: asyncio.run()'s end then
+    cancelled it, so it closed nothing (the input's ``aclose()`` never called, though
+    the factory now gave a task). Now the interrupt comes out once the reader has closed
+    the inputs, and is not reported."""
+    dropped = DroppedWithNoBlock(loop_kind, [error], awaits=awaits)
+    assert dropped.run() is error
+    assert dropped.closed_as_it_came_out is not None  # closed before it came out
+    assert dropped.closed_as_it_came_out is not dropped.main_task  # in the reader task
+    assert dropped.reports == []
+    error.__traceback__ = None  # (frames)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (KeyboardInterrupt("refused"), KeyboardInterrupt("refused again")),
+        (SystemExit("refused"), KeyboardInterrupt("refused again")),
+    ],
+    ids=["KeyboardInterrupt_twice", "SystemExit_then_KeyboardInterrupt"],
+)
+def test_an_interrupt_refusing_a_dropped_maps_reader_every_time_is_raised_not_reported(
+    loop_kind: str, first: BaseException, second: BaseException
+) -> None:
+    """Regression (brk17 F3): the factory refusing the reader by an interrupt, then the
+    one asked for a turn later by another: the first went to the loop's exception
+    handler in place of being raised. Now neither is reported: the second comes out of
+    the loop, with the first as its ``__context__`` (raised while it was handled), and
+    the inputs, which nothing of ours can close, are let go to asyncio's own clean-up
+    (here the loop's ``shutdown_asyncgens()``)."""
+    dropped = DroppedWithNoBlock(loop_kind, [first, second], awaits=True)
+    assert dropped.run() is second
+    assert second.__context__ is first
+    assert dropped.reports == []
+    assert dropped.closed_as_it_came_out is None  # let go ...
+    assert dropped.closed_in is not None  # ... and closed by shutdown_asyncgens()
+    second.__context__ = second.__traceback__ = first.__traceback__ = None  # (frames)
