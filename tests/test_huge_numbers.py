@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -42,7 +43,12 @@ def _bridge_setter(name: str) -> Callable[[], object]:
 
 
 def _dask(**options: object) -> Callable[[], object]:
-    distributed = pytest.importorskip("coroexecutor.distributed")
+    if sys.version_info < (3, 10):
+        pytest.skip("DaskExecutor needs Python 3.10 or newer (dask.distributed does)")
+    pytest.importorskip(
+        "distributed", reason='dask.distributed is not installed (pip install "coroexecutor[dask]")'
+    )
+    from coroexecutor import distributed
     # Checked before any connection is made: no cluster starts for these.
     return lambda: distributed.DaskExecutor(**options)
 
