@@ -167,6 +167,7 @@ if sys.version_info >= (3, 11):
         kwargs: dict[str, Any],
         arguments: bool,
         cancelled: Callable[[asyncio.Task[Any]], bool],
+        timing_out: set[asyncio.Future[Any]],
     ) -> Any:
         """asyncio.timeout's rules (its own cancel, taken back on the way out, becomes the
         timeout; another cancel that comes after it stays a cancellation), with two
@@ -192,6 +193,7 @@ if sys.version_info >= (3, 11):
             if pending > before and (cancelled(task) or in_asyncio_teardown()):
                 return  # cancelled by the executor or the loop's end: cleaning up
             counted = pending
+            timing_out.add(task)  # the executor's one cancel of it: see Outcomes.cancel
             task.cancel()
 
         handle = task.get_loop().call_later(seconds, expire)
@@ -211,6 +213,7 @@ if sys.version_info >= (3, 11):
             raise JobTimeoutError(message) from exc
         finally:
             handle.cancel()
+            timing_out.discard(task)
             if counted >= 0:  # the job swallowed the deadline's cancel and returned
                 task.uncancel()
 
@@ -224,6 +227,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         kwargs: dict[str, Any],
         arguments: bool,
         cancelled: Callable[[asyncio.Task[Any]], bool],
+        timing_out: set[asyncio.Future[Any]],
     ) -> Any:
         """As on 3.11+, with what a task that counts no cancels allows: a cancel the
         executor or the loop's end sent (see ``cancelled``) is taken as pending, as it is
@@ -239,6 +243,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
             if cancelled(task) or in_asyncio_teardown():
                 return  # cancelled by the executor or the loop's end: cleaning up
             expired = True
+            timing_out.add(task)  # as above
             task.cancel()
 
         handle = asyncio.get_running_loop().call_later(seconds, expire)
@@ -253,6 +258,7 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
             raise JobTimeoutError(message) from exc
         finally:
             handle.cancel()
+            timing_out.discard(task)
 
 
 def wrapped_job(
@@ -264,6 +270,7 @@ def wrapped_job(
     *,
     arguments: bool = True,
     cancelled: Callable[[asyncio.Task[Any]], bool],
+    timing_out: set[asyncio.Future[Any]],
 ) -> Coroutine[Any, Any, Any]:
     """The job's coroutine with the executor's per-job deadline around it.
 
@@ -274,6 +281,9 @@ def wrapped_job(
     so the message calls no ``__repr__``): if its task is cancelled before its first step,
     ``coro`` is the one coroutine left unstarted, and the caller closes it.
     ``cancelled``: whether the executor has cancelled the job of a task, its jobs all or
-    that one (see _with_deadline).
+    that one (see _with_deadline). ``timing_out``: the executor's record of the tasks a
+    deadline has cancelled, until the attempt ends (Outcomes.timing_out): that cancel is
+    the executor's one cancel of the job, and no later cancel of its interrupts the
+    clean-up it started.
     """
-    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments, cancelled)
+    return _with_deadline(coro, job_timeout, fn, args, kwargs, arguments, cancelled, timing_out)

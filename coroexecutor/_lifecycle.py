@@ -234,7 +234,9 @@ def abort_again(exe: Core, cause: Cause) -> None:
     one by one before (a map's, for its error or its close), which abort() leaves alone.
     As in cancel_again, a cancelled wait is where a job is cancelled a second time."""
     outcomes = exe._outcomes
-    before = [t for t in exe._running.values() if t in outcomes.our_cancels]
+    before = [
+        t for t in exe._running.values() if t in outcomes.our_cancels or t in outcomes.timing_out
+    ]
     abort(exe, cause)
     for task in before:
         outcomes.cancel_again(task)

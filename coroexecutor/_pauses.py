@@ -93,6 +93,10 @@ class Pauses:
     def cancelled(self, task: asyncio.Task[Any]) -> bool:
         return cancelled_job(self._exe, task)
 
+    @property
+    def timing_out(self) -> set[asyncio.Future[Any]]:
+        return self._exe._outcomes.timing_out
+
 
 def retried_unpaused(exe: Core, first: object) -> None:
     """A job's task ends before its first step (cancelled then), ``first`` its first

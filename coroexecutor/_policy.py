@@ -119,7 +119,7 @@ class Outcomes:
     __slots__ = (
         "cancelled", "cause", "delivered", "failed", "first_error", "first_left", "followed",
         "hook", "loop_reports", "our_cancels", "retried", "succeeded", "suppress",
-        "timeout_error",
+        "timeout_error", "timing_out",
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
@@ -140,6 +140,9 @@ class Outcomes:
         # The running jobs the executor has cancelled (see cancel): their cancellation is
         # not an error, and they are not cancelled again.
         self.our_cancels: set[asyncio.Future[Any]] = set()
+        # Jobs whose job_timeout has cancelled them, until that attempt ends (see _jobs):
+        # the executor's one cancel of each, as far as cancel() is concerned.
+        self.timing_out: set[asyncio.Future[Any]] = set()
         # With a hook, the started queued jobs' tasks and their queued futures: at the
         # task's end, the hook is called with the future (see hook_when_done).
         self.followed: dict[asyncio.Future[Any], QueuedFuture] = {}
@@ -220,7 +223,7 @@ class Outcomes:
             return
         job = task if type(task) is not QueuedFuture else task.task
         if job is not None:  # (None: still queued, and its cancel drops it: no error)
-            if job in self.our_cancels:
+            if job in self.our_cancels or job in self.timing_out:
                 return
             self.our_cancels.add(job)  # a QueuedFuture's cancel() cancels its task at once
         task.cancel()
@@ -349,4 +352,5 @@ class Outcomes:
     def clear(self) -> None:
         """The executor closed: a job that swallowed our cancel left its task here."""
         self.our_cancels.clear()
+        self.timing_out.clear()
         self.followed.clear()

@@ -64,6 +64,10 @@ class AttemptSlots(Protocol):
         """Whether the executor has cancelled ``task``, the job's (with all its jobs, or
         alone: its map closed): a job_timeout that passes then leaves its clean-up be."""
 
+    @property
+    def timing_out(self) -> set[asyncio.Future[Any]]:
+        """The tasks a job_timeout has cancelled, until that attempt ends (see wrapped_job)."""
+
 
 class Call:
     """A job's call and how its failures are handled: what a runner needs only once the
@@ -252,6 +256,7 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
                 coro = wrapped_job(
                     call.job_timeout, coro, call.fn, call.args, call.kwargs,
                     arguments=call.annotate, cancelled=slots.cancelled,
+                    timing_out=slots.timing_out,
                 )
             return await coro
         except BaseException as exc:
@@ -279,6 +284,7 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
                 first = wrapped_job(
                     call.job_timeout, first, call.fn, call.args, call.kwargs,
                     arguments=call.annotate, cancelled=slots.cancelled,
+                    timing_out=slots.timing_out,
                 )
             return await first
         except BaseException as exc:

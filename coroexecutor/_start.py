@@ -164,6 +164,7 @@ def start_job(
             job = runner = wrapped_job(
                 exe._job_timeout, coro, fn, args, kwargs or _NO_KWARGS,
                 arguments=exe._annotate, cancelled=functools.partial(cancelled_job, exe),
+                timing_out=exe._outcomes.timing_out,
             )
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current

@@ -28,6 +28,7 @@ class FakeSlots:
         self.calls: list[tuple[str, float]] = []
         self.held = True  # the job starts holding its slot
         self.gate: asyncio.Event | None = None
+        self.timing_out: set[asyncio.Future[Any]] = set()  # (a job_timeout's record)
 
     def pause(self) -> None:
         assert self.held
