@@ -196,10 +196,9 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
         # cycle, in a callback), of the map's own tasks.
         probe = current if current is not None else _a_task_of(jobs, live)
         again = probe is None or not loop_going_down(probe)
-        # A map that its own job's error ended cancelled its other jobs then (see
-        # MapJobs.job_failed): once is enough, and one more would cut short a clean-up
-        # that the first one started. (The reader it did not cancel.)
-        if again and jobs.failed is None:
+        # (Outcomes.cancel cancels each job once: those its own job's error cancelled
+        # already, see MapJobs.job_failed, are left to their clean-up.)
+        if again:
             for job in live:
                 exe._outcomes.cancel(job)
         reader = _stop_reading(exe, jobs, again)

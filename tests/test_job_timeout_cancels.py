@@ -42,9 +42,9 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-async def swallows_a_cancel_then_parks() -> str:
-    """A job that cancels itself, catches that cancel and goes on (never taken back: the
-    task keeps it counted), then waits for ever: only its deadline can end it."""
+async def swallow_a_cancel() -> None:
+    """Cancel the current task, catch that cancel and go on (never taken back: the task
+    keeps it counted)."""
     task = asyncio.current_task()
     assert task is not None
     task.cancel()
@@ -52,6 +52,11 @@ async def swallows_a_cancel_then_parks() -> str:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
         pass
+
+
+async def swallows_a_cancel_then_parks() -> str:
+    """A job that swallows a cancel, then waits for ever: only its deadline can end it."""
+    await swallow_a_cancel()
     await asyncio.Event().wait()
     return "ran on"
 
@@ -227,13 +232,7 @@ async def test_the_job_that_called_shutdown_nowait_is_still_bounded_by_its_deadl
     # not cancelled that job, so a cancel the job caught before does not stop its deadline.
     async def job(exe: CoroutineExecutor) -> str:
         await exe.shutdown(wait=False)
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
+        await swallow_a_cancel()
         await asyncio.sleep(10)
         return "ran on"
 

@@ -5,16 +5,16 @@ async iterator is refused at the call, and inputs that no reading task could be 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from coroexecutor import CoroutineExecutor
+from tests._factories import task_factory
 
 
 async def ident(n: int) -> int:
@@ -129,17 +129,6 @@ class RefusingFactory:
         if self.product == "raises":
             raise self.error
         return None
-
-
-@contextlib.contextmanager
-def task_factory(factory: RefusingFactory) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    previous = loop.get_task_factory()
-    loop.set_task_factory(factory)
-    try:
-        yield
-    finally:
-        loop.set_task_factory(previous)
 
 
 @pytest.mark.parametrize("read_before", [False, True], ids=["fresh", "begun"])

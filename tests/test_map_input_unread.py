@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor
+from tests._factories import task_factory
 from tests.conftest import new_loop
 
 
@@ -34,17 +35,6 @@ class RefusingFactory:
             return asyncio.Task(coro, loop=loop, **kwargs)
         coro.close()
         raise self.error
-
-
-@contextlib.contextmanager
-def task_factory(factory: Callable[..., Any]) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    previous = loop.get_task_factory()
-    loop.set_task_factory(factory)
-    try:
-        yield
-    finally:
-        loop.set_task_factory(previous)
 
 
 @contextlib.contextmanager
