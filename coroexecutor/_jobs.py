@@ -200,7 +200,11 @@ if sys.version_info >= (3, 11):
         try:
             return await coro
         except BaseException as exc:
-            timed_out = counted >= 0 and isinstance(exc, asyncio.CancelledError)
+            # (Not if the executor cancelled the job since: its cancel, which the
+            # deadline's stood for, is what the job ends with: see Outcomes.cancel.)
+            timed_out = (
+                counted >= 0 and isinstance(exc, asyncio.CancelledError) and not cancelled(task)
+            )
             if counted >= 0:
                 sent, counted = counted, -1
                 if task.uncancel() > sent:  # cancelled by someone else after the deadline
@@ -250,7 +254,9 @@ else:  # pragma: no cover - exercised by the tox matrix on 3.9 and 3.10
         try:
             return await coro
         except BaseException as exc:
-            timed_out = expired and isinstance(exc, asyncio.CancelledError)
+            timed_out = (  # (as above)
+                expired and isinstance(exc, asyncio.CancelledError) and not cancelled(task)
+            )
             message = _expired(fn, args, kwargs, seconds, arguments) if timed_out else ""
             del fn, args, kwargs  # as above
             if not timed_out:

@@ -223,9 +223,13 @@ class Outcomes:
             return
         job = task if type(task) is not QueuedFuture else task.task
         if job is not None:  # (None: still queued, and its cancel drops it: no error)
-            if job in self.our_cancels or job in self.timing_out:
+            if job in self.our_cancels:
                 return
             self.our_cancels.add(job)  # a QueuedFuture's cancel() cancels its task at once
+            if job in self.timing_out:
+                # Its job_timeout's cancel is the one it gets: nothing is sent, but it is
+                # ours now, and the job ends cancelled, not timed out (see _jobs).
+                return
         task.cancel()
 
     def cancel_again(self, task: asyncio.Future[Any]) -> None:

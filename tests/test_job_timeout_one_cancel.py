@@ -75,8 +75,11 @@ async def test_a_later_executor_cancel_leaves_a_timed_out_jobs_clean_up_be(
                 if how == "shutdown_nowait":
                     await exe.shutdown(wait=False)
                     loop.call_soon(jobs.release.set)
-                    with pytest.raises(JobTimeoutError):
+                    # The executor's cancel, which the deadline's stood for, is what the
+                    # job ends with: cancelled, not timed out.
+                    with pytest.raises(asyncio.CancelledError):
                         await task
+                    assert exe.stats.cancelled == 1 and exe.stats.failed == 0
                 elif how == "body_error":
                     loop.call_soon(jobs.release.set)  # after the exit's first step
                     raise KeyError("the body fails")
@@ -113,3 +116,36 @@ def test_the_bridges_block_left_by_an_error_leaves_a_timed_out_jobs_clean_up_be(
         assert cleaning.wait(10)
         raise KeyError("the block fails")
     assert state == {"interrupted": 0, "finished": True}
+
+
+def test_the_bridges_counts_agree_with_a_future_it_cancelled_during_a_deadlines_clean_up() -> None:
+    """Regression (brk19, from the one-cancel rule above): the bridge's own cancel (here a
+    shutdown(timeout=...) grace period ending) of a job cleaning up after its job_timeout
+    left the future cancelled but stats counting the job as failed: the job ended with
+    JobTimeoutError. The executor's cancel is what it ends with: cancelled in both."""
+    release = threading.Event()
+    told = threading.Event()
+
+    async def job() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # the deadline's cancel: swallowed, and a clean-up that goes on
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return "A"
+
+    exe = LoopExecutor(max_workers=2, job_timeout=0.01)
+    future = exe.submit(job)
+    future.add_done_callback(lambda _: told.set())
+    closer = threading.Thread(target=exe.shutdown, kwargs={"timeout": 0.05})
+    closer.start()
+    try:
+        assert told.wait(10)  # the grace period ended: the bridge cancelled the future
+    finally:
+        release.set()
+        closer.join(10)
+    assert not closer.is_alive()
+    assert future.cancelled()
+    stats = exe.stats
+    assert (stats.cancelled, stats.failed, stats.succeeded) == (1, 0, 0), stats
