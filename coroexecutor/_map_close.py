@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._errors import refused
 from ._following import QueuedFuture
 from ._map_reader import INTERRUPTS, cancel_readers, drop_reader, report_closing, start_reader
 from ._map_state import MapJobs
@@ -189,6 +190,11 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
         wake = jobs.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+        taking = jobs.taking
+        if taking is not None and not taking.done():
+            # Its consumer waits in line for a slot: turned away now, not once a slot
+            # frees (a job of another producer's may hold it for long).
+            exe._slots.refuse(taking, refused(exe))
         # Closed as asyncio.run() ends (see loop_going_down): the jobs and the reader
         # have its cancel pending, and one more would interrupt their clean-up, which
         # the loop waits for. Asked of the task closing the map (a consumer the end

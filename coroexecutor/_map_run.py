@@ -120,11 +120,17 @@ async def results(
                         # arrives: the rate bounds starts per second, not running jobs.
                         retry = slots.token_delay()
                         break
+                    taking = jobs.taking = loop.create_future()
                     try:
-                        await take_slot(exe, "map")  # FIFO behind other producers
-                    except RuntimeError:  # refused: the executor is cancelling its jobs
-                        _check_accepting(exe, kind)
+                        await take_slot(exe, "map", taking)  # FIFO behind other producers
+                    except RuntimeError:
+                        if jobs.closed:  # turned away by the map's close (see abandon)
+                            _ended(exe, jobs)
+                            return
+                        _check_accepting(exe, kind)  # the executor is cancelling its jobs
                         raise
+                    finally:
+                        jobs.taking = None
                     if jobs.closed:
                         give_back(exe)
                         _ended(exe, jobs)

@@ -25,8 +25,10 @@ class MapJobs:
     ``pending`` (ordered map): every started job not yet yielded, in input order.
     ``in_flight`` and ``finished`` (unordered): jobs running, and finished jobs not yet
     yielded, in completion order. ``wake``: the future the consumer waits on, if it
-    waits. ``closed``: the map has ended or was abandoned; ``shut``: closed by the
-    executor (close_maps). ``owner``: the MapIterator, weakly (it must stay collectable).
+    waits for a result or an item; ``taking``: its place in the executor's line, if it
+    waits for a slot (closing the map turns it away). ``closed``: the map has ended or
+    was abandoned; ``shut``: closed by the executor (close_maps). ``owner``: the
+    MapIterator, weakly (it must stay collectable).
     ``in_job``: made inside one of the executor's jobs (the block's exit leaves it open).
     ``closing``: what closing the map cancelled (its jobs, its reader) and has not ended
     yet, which every ``aclose()`` waits for (see _map_close.still_closing).
@@ -66,7 +68,7 @@ class MapJobs:
         "base", "close_failed", "closed", "closing", "failed", "failed_left", "finished", "fn",
         "follows", "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes",
         "owner", "pausing", "pending", "policy", "reader", "refusal", "shut", "sources", "taken",
-        "unread", "wake",
+        "taking", "unread", "wake",
         "wants", "where", "window",
     )
 
@@ -99,6 +101,7 @@ class MapJobs:
         self.in_flight: set[asyncio.Future[Any]] = set()
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wake: asyncio.Future[None] | None = None
+        self.taking: asyncio.Future[None] | None = None
         self.reader: asyncio.Task[Any] | None = None
         self.items: collections.deque[tuple[Any, ...]] = collections.deque()
         self.limit = 0

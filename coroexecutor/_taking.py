@@ -39,9 +39,10 @@ def give_back(exe: Core) -> None:
     check_idle(exe)
 
 
-async def take_slot(exe: Core, where: str, waiter: Submitting | None = None) -> None:
-    """Wait in line for a slot: the slow path of submit() (``waiter``: its place in line,
-    see submitting) and map() (see Slots.take)."""
+async def take_slot(exe: Core, where: str, waiter: asyncio.Future[None] | None = None) -> None:
+    """Wait in line for a slot: the slow path of submit() and map(). ``waiter``: the
+    caller's place in line, which may be turned away while it waits (a submit()'s, see
+    submitting; a map's, see MapJobs.taking), else a new one (see Slots.take)."""
     if exe._startup.task is not None:
         check_not_initializer(exe, f"{where}()")
     try:
@@ -62,12 +63,13 @@ def submitting(exe: Core) -> Submitting:
     return waiter
 
 
-def turned_away(exe: Core, waiter: Submitting | None) -> bool:
+def turned_away(exe: Core, waiter: asyncio.Future[None] | None) -> bool:
     """Whether a caller just granted a slot must not start its job: the executor cancels
-    its jobs, or (a submit(): ``waiter``) shutdown() began while it waited, and its slot
-    was granted before refuse_submits could turn it away."""
+    its jobs, or (a submit(): ``waiter`` is Submitting) shutdown() began while it waited,
+    and its slot was granted before refuse_submits could turn it away. (A map's: it
+    looks at its own close, which shutdown() makes.)"""
     state = exe._state
-    return state is _CANCELLING or (waiter is not None and state not in _ACCEPTING)
+    return state is _CANCELLING or (type(waiter) is Submitting and state not in _ACCEPTING)
 
 
 def refuse_submits(exe: Core, *, in_jobs: bool) -> None:

@@ -1,0 +1,168 @@
+"""A map whose consumer waits in line for a slot (another producer's jobs hold them all)
+is closed at once, not when a slot frees: ``aclose()`` from another task ends the
+consumer's iteration (semantics.rst, "Leaving a map() early", and MapIterator's
+docstring), and ``shutdown()`` or the block's exit turns it away with the RuntimeError
+of a shut down executor, as they turn away a submit() waiting then. Before, the consumer
+stayed in line until a job of the other producer ended, which may be never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+pytestmark = pytest.mark.timeout(15)
+
+REFUSED = re.escape("cannot schedule new futures after shutdown")
+TURNS = 20  # loop turns the consumer gets to end; it needs two or three
+
+
+class Holder:
+    """A job that parks until ``release`` is set, and what the map's jobs ran."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.ran: list[int] = []
+
+    async def park(self, i: int) -> int:
+        self.ran.append(i)
+        await self.release.wait()
+        return i
+
+
+async def _consume(it: Any, out: list[object]) -> None:
+    try:
+        async for r in it:
+            out.append(r)
+        out.append("end")
+    except RuntimeError as exc:
+        out.append(exc)
+
+
+async def _ended_within_turns(task: asyncio.Task[Any]) -> bool:
+    for _ in range(TURNS):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
+async def _waiting_consumer(
+    exe: CoroutineExecutor, holder: Holder, out: list[object]
+) -> tuple[Any, asyncio.Task[None]]:
+    """A map whose consumer task waits in line for the one slot, which ``holder`` holds."""
+    await exe.submit(holder.park, -1)  # holds the only slot
+    it = exe.map(holder.park, range(3))
+    consumer = asyncio.ensure_future(_consume(it, out))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not consumer.done() and holder.ran == [-1]  # in line for the slot
+    return it, consumer
+
+
+async def test_aclose_from_another_task_ends_a_consumer_waiting_for_a_slot(
+    loop_kind: str,
+) -> None:
+    holder, out = Holder(), []
+    async with CoroutineExecutor(max_workers=1) as exe:
+        it, consumer = await _waiting_consumer(exe, holder, out)
+        await it.aclose()
+        ended = await _ended_within_turns(consumer)
+        holder.release.set()
+        await consumer
+    assert ended, "the consumer stayed in line after aclose()"
+    assert out == ["end"]  # StopAsyncIteration: its own close, not an error
+    assert holder.ran == [-1]  # none of the map's inputs started
+    assert exe.stats.submitted == 1 and exe.stats.succeeded == 1
+
+
+@pytest.mark.parametrize("how", ["wait", "grace", "no wait"])
+async def test_shutdown_turns_away_a_map_waiting_for_a_slot(loop_kind: str, how: str) -> None:
+    holder, out = Holder(), []
+    exe = CoroutineExecutor(max_workers=1)
+    it, consumer = await _waiting_consumer(exe, holder, out)
+    if how == "no wait":
+        await exe.shutdown(wait=False)
+        ended = await _ended_within_turns(consumer)
+        await exe.shutdown()
+    else:
+        stopping = asyncio.ensure_future(exe.shutdown(timeout=60 if how == "grace" else None))
+        ended = await _ended_within_turns(consumer)
+        holder.release.set()
+        await stopping
+    await consumer
+    assert ended, "the map's consumer stayed in line after shutdown()"
+    assert len(out) == 1 and isinstance(out[0], RuntimeError)
+    assert re.search(REFUSED, str(out[0]))
+    assert holder.ran == [-1]
+    assert exe.stats.submitted == 1
+    del it
+
+
+async def test_block_exit_turns_away_a_map_waiting_for_a_slot(loop_kind: str) -> None:
+    """The consumer is a task the body left running, outside the executor's jobs."""
+    holder, out = Holder(), []
+    seen: list[bool] = []
+
+    async def release_when_consumer_ends(consumer: asyncio.Task[None]) -> None:
+        seen.append(await _ended_within_turns(consumer))
+        holder.release.set()  # else the block's exit would wait for the holder for ever
+
+    async with CoroutineExecutor(max_workers=1) as exe:
+        it, consumer = await _waiting_consumer(exe, holder, out)
+        releaser = asyncio.ensure_future(release_when_consumer_ends(consumer))
+    await releaser
+    await consumer
+    assert seen == [True], "the map's consumer stayed in line as the block exited"
+    assert len(out) == 1 and isinstance(out[0], RuntimeError)
+    assert re.search(REFUSED, str(out[0]))
+    assert holder.ran == [-1]
+    del it
+
+
+async def test_aclose_ends_a_consumer_waiting_for_a_start_token(loop_kind: str) -> None:
+    """With max_per_second, the map's consumer waits in the same line for its token."""
+    release, out = asyncio.Event(), []
+    ran: list[int] = []
+
+    async def job(i: int) -> int:
+        ran.append(i)
+        await release.wait()
+        return i
+
+    async with CoroutineExecutor(max_workers=4, max_per_second=0.01) as exe:
+        await exe.submit(job, -1)  # takes the one token there is for 100 s
+        it = exe.map(job, range(3))
+        consumer = asyncio.ensure_future(_consume(it, out))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not consumer.done()
+        await it.aclose()
+        ended = await _ended_within_turns(consumer)
+        release.set()
+    assert ended, "the consumer waited for its token after aclose()"
+    assert out == ["end"] and ran == [-1]
+
+
+async def test_a_map_turned_away_leaves_its_place_in_line(loop_kind: str) -> None:
+    """After the close, the slot goes to the next in line, and nothing is counted twice."""
+    holder, out = Holder(), []
+    async with CoroutineExecutor(max_workers=1) as exe:
+        it, consumer = await _waiting_consumer(exe, holder, out)
+        behind = asyncio.ensure_future(exe.submit(holder.park, 7))  # waits behind the map
+        await asyncio.sleep(0)
+        await it.aclose()
+        await consumer
+        holder.release.set()
+        job = await behind
+        assert await job == 7
+        results = [r async for r in exe.map(holder.park, range(3))]  # the line moves
+    assert results == [0, 1, 2]
+    assert holder.ran == [-1, 7, 0, 1, 2]
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.running, stats.queued) == (5, 5, 0, 0)
