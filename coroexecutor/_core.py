@@ -1,8 +1,8 @@
 """The executor as its internals see it: the ``Core`` protocol, and the small state holders
 (the block, the initializer) it is made of.
 
-The functions of ``_start``, ``_lifecycle``, ``_startup``, ``_shutdown`` and the map
-modules take a ``Core`` as their first argument; CoroutineExecutor is the one class
+The functions of ``_start``, ``_lifecycle``, ``_idle``, ``_startup``, ``_shutdown`` and the
+map modules take a ``Core`` as their first argument; CoroutineExecutor is the one class
 that provides it. So every internal module depends on this protocol, never on the
 public class, and the import graph has no circle, type checking included.
 """
@@ -78,7 +78,7 @@ class Core(Protocol):
 
     - ``_slots`` (capacity, backlog, rate) and ``_outcomes`` (counts, the first error):
       components with methods of their own;
-    - ``_state`` and the lifecycle fields below: _lifecycle, _startup and _shutdown;
+    - ``_state`` and the lifecycle fields below: _lifecycle, _idle, _startup and _shutdown;
     - ``_running`` and ``_watchers``: _start (and abort, which cancels every running job);
     - ``_maps``, ``_readers`` and ``_unread``: the map modules (abort closes the maps through
       ``_close_maps()``: _lifecycle cannot import them, they build on it).

@@ -4,8 +4,8 @@ The executor holds its :class:`~coroexecutor._slots.Slots` (capacity and the bac
 :class:`~coroexecutor._policy.Outcomes` (the error policy's decider) and its
 :class:`~coroexecutor._startup.Startup` (the initializer), owns the lifecycle state and the
 running jobs, and does its work through the functions of ``_start`` (the life of a job),
-``_lifecycle`` (the canceller, idle, closing), ``_shutdown`` (waiting for the jobs) and
-``_map``. See docs/internals.rst.
+``_lifecycle`` (the canceller), ``_idle`` (idle, closing), ``_shutdown`` (waiting for the
+jobs) and ``_map``. See docs/internals.rst.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from . import _map_api, _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._entries import Queued
 from ._errors import check_job_fn
+from ._idle import close, report_unretrieved
 from ._jobs import FactoryReader, JobTask, as_coroutine
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
 from ._lane import run_in_lane
-from ._lifecycle import close, report_unretrieved, set_limit
+from ._lifecycle import set_limit
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._entries import Queued, Submitting
 from ._following import QueuedFuture
-from ._lifecycle import admit, check_idle
+from ._idle import check_idle
+from ._lifecycle import admit
 from ._policy import JobKind
 from ._queued import map_start_failed, start_queued
 from ._retry import INHERIT, Inherit, RetryPolicy

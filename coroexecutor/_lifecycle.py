@@ -1,5 +1,6 @@
 """The executor's lifecycle on its loop: the one canceller (abort), the async-with block it
-may interrupt, the idle signal its waiters wait for, and closing.
+may interrupt, admitting the backlog and resizing it (the idle signal and closing are in
+``_idle``).
 
 Functions of the executor (the first argument), on its event loop thread.
 """
@@ -10,6 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._errors import refused
+from ._idle import check_idle
 from ._map_reader import cancel_readers
 from ._map_state import follow_limit
 from ._policy import Cause, cancelling, in_asyncio_teardown, loop_going_down
@@ -20,8 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "abort", "abort_again", "admit", "cancel_again", "cancel_late", "interrupted",
-    "check_idle", "close", "close_when_idle", "fail", "fail_as_loop_ends", "refusal",
-    "report_unretrieved", "set_limit", "tearing_down",
+    "fail", "fail_as_loop_ends", "refusal", "set_limit", "tearing_down",
 ]
 
 _current_task = asyncio.current_task
@@ -304,92 +305,3 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     return True
 
-
-#
-# Idle and closed
-#
-
-
-def check_idle(exe: Core, *, in_last_step: bool = False) -> None:
-    """Wake whoever waits for the executor to be idle, once the done callbacks of the jobs
-    that just ended have run.
-
-    A job that completes in-line settles its slot during its own last step, before its
-    task is done and before the task's done callbacks (the caller's own, and the copy of
-    its outcome into the future submit_nowait() returned for it if it was queued) have
-    run. Waking the waiters from a callback scheduled now puts their wake-up behind the
-    task's done callbacks. ``in_last_step`` (called from a job's own last step, where a
-    queued job's future may follow its task): the wake-up comes a turn later still,
-    behind the done callbacks of that future too. So nothing of a job is still pending
-    once ``async with`` or ``shutdown()`` returns.
-    """
-    if exe._idle_waiters and exe._idle_handle is None and not exe._slots.busy:
-        wake = _wake_idle_next_turn if in_last_step else _wake_idle
-        exe._idle_handle = exe._loop.call_soon(wake, exe)
-
-
-def _wake_idle_next_turn(exe: Core) -> None:
-    exe._idle_handle = exe._loop.call_soon(_wake_idle, exe)
-
-
-def _wake_idle(exe: Core) -> None:
-    exe._idle_handle = None
-    if not exe._idle_waiters or exe._slots.busy:
-        return
-    waiters, exe._idle_waiters = exe._idle_waiters, []
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-
-
-def close(exe: Core) -> None:
-    exe._state = State.CLOSED
-    exe._slots.close()
-    exe._maps.clear()
-    exe._outcomes.clear()
-    exe._spared = None
-    for handle in (exe._deadline_handle, exe._grace_handle):
-        if handle is not None:
-            handle.cancel()
-    # Another waiter (shutdown() and the block's exit may both wait) can have come in
-    # after ours was woken: its wake-up is already scheduled and must still run.
-    if exe._idle_handle is not None and not exe._idle_waiters:
-        exe._idle_handle.cancel()
-        exe._idle_handle = None
-
-
-def close_when_idle(exe: Core) -> None:
-    """Close once no job runs or waits, with nobody waiting for that (shutdown() that did
-    not wait, or whose wait was cancelled), unless the block will close."""
-    if exe._state is State.CLOSED:
-        return
-    waiter: asyncio.Future[None] = exe._loop.create_future()
-    waiter.add_done_callback(lambda _: _closed_idle(exe))
-    exe._idle_waiters.append(waiter)
-    check_idle(exe)
-
-
-def _closed_idle(exe: Core) -> None:
-    in_body = exe._block is not None and exe._block.in_body
-    if not in_body and exe._state is not State.CLOSED and not exe._slots.busy:
-        close(exe)
-
-
-def report_unretrieved(exe: Core) -> None:
-    """The executor is being collected: report a job error the policy named but nobody
-    was given (no block, and no shutdown() that may wait: one from a job of an unrelated
-    executor does not raise it), as asyncio reports a task exception that was never
-    retrieved, rather than lose it silently."""
-    try:
-        error = exe._outcomes.unretrieved
-        if error is None:
-            return
-        exe._loop.call_exception_handler(
-            {
-                "message": "CoroutineExecutor job exception was never retrieved"
-                " (no async with block, and no shutdown() that waits, raised it)",
-                "exception": error,
-            }
-        )
-    except AttributeError:  # __init__ raised before the attributes existed
-        pass

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._entries import Queued, Requeued
 from ._following import QueuedFuture
-from ._lifecycle import check_idle, fail, interrupted
+from ._idle import check_idle
+from ._lifecycle import fail, interrupted
 from ._notes import annotate_job_error
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, RetryPolicy

@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._idle import check_idle
 from ._lifecycle import (
     abort,
     admit,
-    check_idle,
     fail,
     fail_as_loop_ends,
     interrupted,

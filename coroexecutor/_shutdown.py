@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._context import job_position
 from ._errors import refused_by
+from ._idle import check_idle, close, close_when_idle
 from ._lifecycle import (
     abort,
     abort_again,
     cancel_again,
-    check_idle,
-    close,
-    close_when_idle,
     interrupted,
     tearing_down,
 )

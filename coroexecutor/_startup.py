@@ -23,8 +23,9 @@ from ._errors import (
     ExecutorTimeoutError,
     refused,
 )
+from ._idle import check_idle, close, close_when_idle
 from ._jobs import factory_reader
-from ._lifecycle import abort, admit, check_idle, close, close_when_idle, fail
+from ._lifecycle import abort, admit, fail
 from ._policy import Cause
 from ._state import State
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._context import inside_a_job_of
 from ._entries import Submitting
 from ._errors import check_job_fn, refused
-from ._lifecycle import admit, check_idle
+from ._idle import check_idle
+from ._lifecycle import admit
 from ._startup import check_accepting, check_not_initializer
 from ._state import State
 from ._typing import TypeGuard
