@@ -1,7 +1,7 @@
 """max_per_key: the option (``max_per_key=``) and the limits it gives, checked.
 
 ``max_per_key`` is an int, or a plain function ``key -> int`` whose result is checked as
-each key becomes active. Shared by :class:`~coroexecutor._keyed.KeyedLine`, which keeps
+each key becomes active. Shared by :class:`~coroexecutor._key_counts.KeyCounts`, which keeps
 the limit of every active key, and the constructors of both executors.
 """
 

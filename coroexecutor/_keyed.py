@@ -24,7 +24,8 @@ import heapq
 from collections.abc import Hashable
 from typing import Generic, Optional, TypeVar
 
-from ._key_limits import MaxPerKey, check_limit, check_max_per_key, unhashable
+from ._key_counts import KeyCounts
+from ._key_limits import MaxPerKey, check_max_per_key, unhashable
 from ._keyed_ticket import Line, Ticket, clean_left
 from ._typing import final
 
@@ -33,50 +34,29 @@ __all__ = ["KeyedLine", "MaxPerKey", "Ticket", "check_max_per_key"]
 T = TypeVar("T")
 
 @final
-class KeyedLine(Generic[T]):
+class KeyedLine(KeyCounts, Generic[T]):
     """Per-key running counts and FIFO lines, with the oldest startable job first.
 
     The caller owns the global limit: it calls :meth:`try_start` on its fast path when a
     global slot is free, :meth:`push` when the job must wait, :meth:`pop` while global
     slots are free, :meth:`release` when a job of a key ends, and :meth:`discard` when a
     waiting job is cancelled. With a ``max_per_key`` function that is user code, it calls
-    :meth:`prepare` first, for each job.
+    :meth:`prepare` first, for each job. The counts and limits of each key are kept by
+    the base, :class:`~coroexecutor._key_counts.KeyCounts`.
     """
 
-    __slots__ = (
-        "_at_hand",
-        "_by_waiting",
-        "_heads",
-        "_limit_of",
-        "_limits",
-        "_lines",
-        "_lone_lines",
-        "_per_key",
-        "_running",
-        "_seq",
-        "_top",
-        "waiting",
-    )
+    __slots__ = ("_heads", "_lines", "_lone_lines", "_seq", "waiting")
 
     def __init__(self, max_per_key: MaxPerKey) -> None:
-        max_per_key = check_max_per_key(max_per_key)
-        self._per_key = max_per_key if isinstance(max_per_key, int) else 0
-        self._limit_of = None if isinstance(max_per_key, int) else max_per_key
-        # The three maps hold active keys only; each entry goes when its key idles.
-        self._running: dict[Hashable, int] = {}  # keys with jobs running: how many
+        super().__init__(max_per_key)
+        # With the base's _running and _limits, these hold active keys only.
         self._lines: dict[Hashable, Line] = {}  # keys with jobs waiting
-        self._limits: dict[Hashable, int] = {}  # each active key's max_per_key(key)
-        self._at_hand: Optional[tuple[Hashable, int]] = None  # see prepare()
         self._lone_lines = 0  # keys in _lines with nothing running
         # The head ticket of every key with room and a waiting job, as (seq, ticket);
         # also dead entries (tickets that left the line) until they surface or compaction.
         self._heads: list[tuple[int, Ticket[T]]] = []
         self._seq = 0
         self.waiting = 0  # jobs waiting, all keys (read on the hot path: no __len__ call)
-        # Keys by how many of their jobs wait: the longest line in O(1). Counts move by
-        # one at a time, so when the top bucket empties the next one down is not empty.
-        self._by_waiting: dict[int, dict[Hashable, None]] = {}
-        self._top = 0
 
     def __repr__(self) -> str:
         return f"<KeyedLine keys={self.active_keys} waiting={self.waiting}>"
@@ -90,38 +70,12 @@ class KeyedLine(Generic[T]):
         """How many keys have a job running or waiting."""
         return len(self._running) + self._lone_lines
 
-    def busiest(self) -> Optional[tuple[Hashable, int]]:
-        """The key with the most jobs waiting and how many, or ``None`` if none waits."""
-        if not self._top:
-            return None
-        return next(iter(self._by_waiting[self._top])), self._top
-
-    def running_of(self, key: Hashable) -> int:
-        return self._running.get(key, 0)
-
     def waiting_of(self, key: Hashable) -> int:
         return 0 if (line := self._lines.get(key)) is None else line.waiting
 
     #
     # The caller's operations
     #
-
-    def prepare(self, key: Hashable) -> None:
-        """Call ``max_per_key(key)`` now if ``key`` is not active, before try_start() or
-        push() of its job touch anything: the call may use the executor (stats, a job
-        submitted, of this key too) and finds every key whole. The result waits for
-        the key's activation by the next try_start() or enter(); if the call made the key
-        active (a job it submitted), the key keeps the limit it has. Raises what the call
-        raises, or for a key that is not hashable, with nothing changed."""
-        limit_of = self._limit_of
-        if limit_of is None:
-            return
-        try:
-            if key in self._limits:
-                return
-        except TypeError as exc:
-            raise unhashable(key) from exc
-        self._at_hand = key, check_limit(limit_of(key), key)
 
     def try_start(self, key: Hashable) -> bool:
         """Count a job of ``key`` as running and return True if it may start now: its key
@@ -344,56 +298,3 @@ class KeyedLine(Generic[T]):
 
     def live(self) -> list[Ticket[T]]:  # every waiting job's ticket, in no order
         return [t for line in self._lines.values() for t in line.tickets if t.live]
-
-    #
-    # Helpers
-    #
-
-    def _limit(self, key: Hashable) -> int:
-        """max_per_key for ``key``, kept from when the key became active.
-
-        A key becoming active takes what prepare() got for it. Without prepare() (the
-        bridge's line, whose function returns the limit its submitter computed, and the
-        tests) max_per_key(key) is called here, amid an update: it must not use the line."""
-        limit_of = self._limit_of
-        if limit_of is None:
-            return self._per_key
-        limit = self._limits.get(key)
-        if limit is None:
-            at_hand = self._at_hand
-            if at_hand is not None and at_hand[0] is key:
-                limit = at_hand[1]
-            else:
-                limit = check_limit(limit_of(key), key)
-            self._limits[key] = limit
-        return limit
-
-    def _rebucket(self, key: Hashable, waiting: int) -> None:
-        """Put ``key`` in the bucket of its ``waiting`` jobs alone (none if 0), wherever a
-        step cut short left it."""
-        for count in list(self._by_waiting):
-            bucket = self._by_waiting[count]
-            bucket.pop(key, None)
-            if not bucket:
-                del self._by_waiting[count]
-        if waiting:
-            self._by_waiting.setdefault(waiting, {})[key] = None
-        self._top = max(self._by_waiting, default=0)
-
-    def _count_waiting(self, key: Hashable, old: int, new: int) -> None:
-        """Move ``key`` from ``old`` to ``new`` jobs waiting (they differ by one)."""
-        by_waiting = self._by_waiting
-        if old:
-            bucket = by_waiting[old]
-            del bucket[key]
-            if not bucket:
-                del by_waiting[old]
-                if old == self._top:
-                    self._top = new  # the key moved one down (or the top was 1)
-        if new:
-            target = by_waiting.get(new)
-            if target is None:
-                target = by_waiting[new] = {}
-            target[key] = None
-            if new > self._top:
-                self._top = new
