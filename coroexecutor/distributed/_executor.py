@@ -2,7 +2,7 @@
 
 Every dask worker process runs one loop thread with one CoroutineExecutor of
 ``max_workers=per_worker`` (see _worker.py). ``map`` sends its inputs in chunks, one dask
-task each (_map.py); ``submit`` gathers single jobs into chunks after a short delay
+task each (_map_api.py, _map.py); ``submit`` gathers single jobs into chunks after a short delay
 (_batch.py); ``shutdown`` stops, cancels and closes through _shutdown.py.
 
 Threading model: every public method may be called from any thread. ``_lock`` guards the
@@ -15,29 +15,28 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
-import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Hashable, Iterable, Iterator
+from collections.abc import Awaitable, Hashable, Iterable
 from types import TracebackType
-from typing import Any, Callable, Literal, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Optional, TypeVar, overload
 
 import cloudpickle
 import distributed
-from typing_extensions import Never, ParamSpec, Self, final
+from typing_extensions import ParamSpec, Self, final
 
 from .._keyed import MaxPerKey
-from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
-from .._typing import A1, A2, A3
+from .._retry import RetryArg
 from .._validate import check_switch
 from . import _exit, _shutdown
 from ._batch import Batcher
 from ._closing import Closing
 from ._connection import Connection, check_connection
 from ._future import JobFuture
-from ._map import MapRun, window_of
+from ._map import MapRun
+from ._map_api import MapMethod
 from ._shutdown import State
-from ._wire import check_count, check_fn, check_sendable, worker_options
+from ._wire import check_count, check_fn, worker_options
 from ._worker import LoopPlugin, cancel_on_workers, cancel_tasks, send_chunk
 
 __all__ = ["DEFAULT_CHUNKSIZE", "DaskExecutor"]
@@ -53,7 +52,7 @@ _SUBMIT_DELAY = 0.005
 
 
 @final
-class DaskExecutor(concurrent.futures.Executor):
+class DaskExecutor(MapMethod, concurrent.futures.Executor):
     """An Executor that runs coroutine functions (and blocking callables) on dask workers.
 
     Each dask worker process runs one event loop thread with one long-lived
@@ -197,144 +196,6 @@ class DaskExecutor(concurrent.futures.Executor):
             _shutdown.check_running(self)
             self._batcher.add_threadsafe((future, fn, args, kwargs))
         return future
-
-    # Four overloads per number of inputs, as the bridge's and the core's: the items of the
-    # first three inputs must suit fn's parameter in that place (from four on, unchecked); a
-    # coroutine function first, so its result is the awaited one; return_exceptions not False
-    # yields errors too. The last is Executor.map's shape: see ThreadedLoopExecutor.map.
-    @overload
-    def map(self, fn: Callable[[A1], Awaitable[T]], in1: Iterable[A1], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1], Awaitable[T]], in1: Iterable[A1], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[[A1], T], in1: Iterable[A1], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1], T], in1: Iterable[A1], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2], T], in1: Iterable[A1], in2: Iterable[A2], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2], T], in1: Iterable[A1], in2: Iterable[A2], /, *,
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2, A3], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2],
-            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2, A3], Awaitable[T]], in1: Iterable[A1], in2: Iterable[A2],
-            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2, A3], T], in1: Iterable[A1], in2: Iterable[A2],
-            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[[A1, A2, A3], T], in1: Iterable[A1], in2: Iterable[A2],
-            in3: Iterable[A3], /, *, timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[..., Awaitable[T]], in1: Iterable[Any], in2: Iterable[Any],
-            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[..., Awaitable[T]], in1: Iterable[Any], in2: Iterable[Any],
-            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[..., T], in1: Iterable[Any], in2: Iterable[Any],
-            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: Literal[False] = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    @overload
-    def map(self, fn: Callable[..., T], in1: Iterable[Any], in2: Iterable[Any],
-            in3: Iterable[Any], in4: Iterable[Any], /, *more: Iterable[Any],
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[Union[T, BaseException]]: ...
-    @overload
-    def map(self, fn: Callable[..., T], *iterables: Iterable[Never],
-            timeout: Optional[float] = ..., chunksize: Optional[int] = ...,
-            buffersize: Optional[int] = ..., return_exceptions: bool = ...,
-            retry: Union[RetryArg, Inherit] = ...) -> Iterator[T]: ...
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
-            timeout: Optional[float] = None, chunksize: Optional[int] = None,
-            buffersize: Optional[int] = None, return_exceptions: bool = False,
-            retry: Union[RetryArg, Inherit] = INHERIT) -> Iterator[Any]:
-        """Return an iterator of ``fn(*args)`` over the zipped inputs, in input order.
-
-        Inputs are read lazily, ``chunksize`` at a time (default: the executor's); each
-        chunk is one dask task. At most ``buffersize`` jobs (rounded up to whole chunks;
-        default two chunks per worker process, or more when ``per_worker`` exceeds the
-        chunk size) are in flight, so any input size runs in bounded client memory. The
-        first window is sent before this returns, as ``Executor.map`` does.
-
-        Errors: a job's exception is raised when its result is reached. By default its
-        map fails fast: every later job, queued or running on any worker, is cancelled
-        at once; the results before it are still yielded. With ``return_exceptions=True``
-        the exception is yielded in place of its result instead, and nothing is cancelled.
-        ``TimeoutError`` from a ``next()`` that has to wait once ``timeout`` s have passed.
-        ``retry`` replaces the executor's retry policy for this map (``None``: none).
-
-        Cancellation: closing the iterator (``break``, ``close()``, dropping it), Ctrl-C
-        while it waits, and ``shutdown(cancel_futures=True)`` cancel its chunks in dask and
-        its jobs running on the workers.
-
-        Raises:
-            RuntimeError: after ``shutdown()``.
-            TypeError: ``fn`` is not callable, an input cannot be pickled, or
-                ``return_exceptions`` is not True or False.
-            ValueError: ``chunksize`` or ``buffersize`` below 1.
-        """
-        check_fn(fn, "map")
-        return_exceptions = check_switch("return_exceptions", return_exceptions)
-        policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
-        check_sendable(None if isinstance(policy, Inherit) else policy, "map()")
-        _shutdown.check_running(self)  # before asking the scheduler: a client it made is closed
-        size = self._chunksize if chunksize is None else check_count("chunksize", chunksize)
-        window = window_of(self._client, self._per_worker, size, buffersize)
-        end_time = None if timeout is None else time.monotonic() + timeout
-        run = MapRun(self._id, self._send, self._client, self._cancel_remote, fn,
-                     zip(*iterables), size, window, return_exceptions,
-                     self._fail_fast and not return_exceptions, policy)
-        with self._lock:
-            _shutdown.check_running(self)
-            self._maps.add(run)
-        return run.start(end_time)
 
     #
     # Shutting down
