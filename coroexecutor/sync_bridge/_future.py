@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
 from concurrent.futures._base import (
     CANCELLED_AND_NOTIFIED,
     FINISHED,
@@ -19,10 +18,10 @@ from ._future_locks import (
     CANCELLED_STATES,
     CANCELLING,
     DONE_STATES,
+    LazyFuture,
     add_callback_locked,
     finish_first,
     lock_of,
-    made_condition,
     repr_unlocked,
     wait_locked,
 )
@@ -57,7 +56,7 @@ _DEADLOCK_MESSAGE = (
 )
 
 
-class BridgeFuture(concurrent.futures.Future[T]):
+class BridgeFuture(LazyFuture[T]):
     """A future whose job runs on (or is scheduled by) a ThreadedLoopExecutor's loop.
 
     It differs from a stock future in three ways, all for coroutine jobs:
@@ -74,16 +73,10 @@ class BridgeFuture(concurrent.futures.Future[T]):
     ``cancel()`` of a blocking call that has started returns False; if the call returns an
     awaitable, the job is PENDING and started again while the loop awaits it (see _tails).
 
-    The condition and the two lists of a stock future are made on first use: most
-    futures of a busy executor are resolved before any thread waits on them, and a
-    Condition is eight objects (itself, an RLock, a deque, five bound methods) that the
-    garbage collector would traverse for as long as the caller keeps the future (see
-    ``_finish``).
+    Its condition and the stock future's two lists are made on first use (the base,
+    :class:`~coroexecutor.sync_bridge._future_locks.LazyFuture`).
     """
 
-    _lazy_condition: Optional[threading.Condition]  # see _condition
-    _lazy_waiters: Optional[list[_Waiter]]  # guarded by _condition
-    _lazy_callbacks: Optional[list[Callable[[Any], object]]]  # guarded by _condition
     # The job's task, from start to finish; between two attempts (retry=), the timer of
     # the next one: cancel() ends either.
     _job: Optional[Union[asyncio.Future[Any], asyncio.TimerHandle]]
@@ -134,50 +127,6 @@ class BridgeFuture(concurrent.futures.Future[T]):
         self._unnotified = None
         self._annotate = False  # note on the job's error which job it was (annotate_errors)
         self._map_index: Optional[int] = None  # a map job's input position, for that note
-
-    #
-    # The stock future's attributes, made on first use
-    #
-
-    @property
-    def _condition(self) -> threading.Condition:
-        # Every thread that locks, waits on or attaches to the future comes through here
-        # (the stdlib's wait() and as_completed() too); _finish sees the result.
-        condition = self._lazy_condition
-        if condition is None:
-            # The lock on one line: see _accept (a Ctrl-C out of a tracer at the exit of a
-            # longer with block would leave it held, and every future wedged).
-            with _locks.first_use_lock: condition = self._lazy_condition or made_condition(self)  # noqa: E701
-        return condition
-
-    # A property where the stock future has a plain attribute (made here on first use).
-    @_condition.setter
-    def _condition(self, condition: threading.Condition) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
-        self._lazy_condition = condition
-
-    @property
-    def _waiters(self) -> list[_Waiter]:
-        # Used only with _condition held (by the stdlib too), so made only once.
-        waiters = self._lazy_waiters
-        if waiters is None:
-            waiters = self._lazy_waiters = []
-        return waiters
-
-    # A property where the stock future has a plain attribute (made here on first use).
-    @_waiters.setter
-    def _waiters(self, waiters: list[_Waiter]) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
-        self._lazy_waiters = waiters
-
-    @property
-    def _done_callbacks(self) -> list[Callable[[Any], object]]:
-        callbacks = self._lazy_callbacks
-        if callbacks is None:
-            callbacks = self._lazy_callbacks = []
-        return callbacks
-
-    @_done_callbacks.setter
-    def _done_callbacks(self, callbacks: list[Callable[[Any], object]]) -> None:
-        self._lazy_callbacks = callbacks
 
     #
     # Public API

@@ -1,8 +1,10 @@
-"""The locking of a BridgeFuture: its condition, made on first use, and its lock, taken so
-that a Ctrl-C (KeyboardInterrupt) anywhere in the caller's thread leaves it free."""
+"""The locking of a BridgeFuture: its condition, made on first use (LazyFuture, its base),
+and its lock, taken so that a Ctrl-C (KeyboardInterrupt) anywhere in the caller's thread
+leaves it free."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 import time
@@ -14,17 +16,21 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 if TYPE_CHECKING:
+    from concurrent.futures._base import _Waiter
+
     from ._future import BridgeFuture
 
 __all__ = [
-    "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "SIGNAL_CHECK_SECONDS",
+    "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "SIGNAL_CHECK_SECONDS", "LazyFuture",
     "add_callback_locked", "finish_first",
     "first_use_lock", "lock_of", "made_condition", "notify_waiters", "repr_unlocked",
     "wait_locked",
 ]
+
+T = TypeVar("T")
 
 # The main thread's waits never block for longer than this at a time. A Ctrl-C does not
 # interrupt a lock wait that it reaches too early: in the instants after the interpreter
@@ -135,7 +141,7 @@ def repr_unlocked(future: BridgeFuture[Any]) -> str:
     return f"<{name} returned {type(future._result).__name__}>"
 
 
-def made_condition(future: BridgeFuture[Any]) -> threading.Condition:
+def made_condition(future: LazyFuture[Any]) -> threading.Condition:
     """Under first_use_lock: the future's first condition."""
     condition = future._lazy_condition = threading.Condition()
     return condition
@@ -158,3 +164,60 @@ def finish_first(
     future._exception = exc
     future._state = FINISHED
     return True
+
+
+class LazyFuture(concurrent.futures.Future[T]):
+    """A concurrent.futures.Future whose condition and two lists are made on first use
+    (the base of BridgeFuture, which sets the three ``_lazy_`` fields to None and reads
+    them directly where it must not make them).
+
+    Most futures of a busy executor are resolved before any thread waits on them, and a
+    Condition is eight objects (itself, an RLock, a deque, five bound methods) that the
+    garbage collector would traverse for as long as the caller keeps the future (see
+    ``BridgeFuture._finish``).
+    """
+
+    _lazy_condition: Optional[threading.Condition]  # see _condition
+    _lazy_waiters: Optional[list[_Waiter]]  # guarded by _condition
+    _lazy_callbacks: Optional[list[Callable[[Any], object]]]  # guarded by _condition
+
+    @property
+    def _condition(self) -> threading.Condition:
+        # Every thread that locks, waits on or attaches to the future comes through here
+        # (the stdlib's wait() and as_completed() too); BridgeFuture._finish sees the result.
+        condition = self._lazy_condition
+        if condition is None:
+            # The lock on one line: see _accept (a Ctrl-C out of a tracer at the exit of a
+            # longer with block would leave it held, and every future wedged).
+            with first_use_lock: condition = self._lazy_condition or made_condition(self)  # noqa: E701
+        return condition
+
+    # A property where the stock future has a plain attribute (made here on first use).
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        self._lazy_condition = condition
+
+    @property
+    def _waiters(self) -> list[_Waiter]:
+        # Used only with _condition held (by the stdlib too), so made only once.
+        waiters = self._lazy_waiters
+        if waiters is None:
+            waiters = self._lazy_waiters = []
+        return waiters
+
+    # A property where the stock future has a plain attribute (made here on first use).
+    @_waiters.setter
+    def _waiters(self, waiters: list[_Waiter]) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        self._lazy_waiters = waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Any], object]]:
+        callbacks = self._lazy_callbacks
+        if callbacks is None:
+            callbacks = self._lazy_callbacks = []
+        return callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, callbacks: list[Callable[[Any], object]]) -> None:
+        self._lazy_callbacks = callbacks
+
