@@ -5,7 +5,8 @@ The executor holds its :class:`~coroexecutor._slots.Slots` (capacity and the bac
 :class:`~coroexecutor._startup.Startup` (the initializer), owns the lifecycle state and the
 running jobs, and does its work through the functions of ``_start`` (the life of a job),
 ``_lifecycle`` (the canceller), ``_idle`` (idle, closing), ``_shutdown`` (waiting for the
-jobs) and ``_map``. See docs/internals.rst.
+jobs) and ``_map``. Its settable limits and stats are properties of its base, ``Settings``
+(``_settings``). See docs/internals.rst.
 """
 
 from __future__ import annotations
@@ -26,21 +27,20 @@ from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
 from ._lane import run_in_lane
-from ._lifecycle import set_limit
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_done, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
 from ._retrying import failed_call
+from ._settings import DEFAULT_MAX_WORKERS, Settings
 from ._settle import on_job_done
 from ._start import _NO_KWARGS, start_job
-from ._startup import check_accepting, check_loop, check_setter_thread
+from ._startup import check_accepting, check_loop
 from ._state import State
-from ._stats import ExecutorStats
 from ._taking import start_failed, submitting, take_slot
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
-from ._validate import check_callables, check_max_workers, check_rate, check_seconds, check_switch
+from ._validate import check_callables, check_rate, check_seconds, check_switch
 
 __all__ = ["CoroutineExecutor", "MapIterator"]
 
@@ -50,11 +50,10 @@ JobHook = Callable[["asyncio.Future[Any]"], object]
 
 _RUNNING = State.RUNNING
 _CoroutineType = types.CoroutineType
-_DEFAULT_MAX_WORKERS = 1000
 
 
 @final
-class CoroutineExecutor:
+class CoroutineExecutor(Settings):
     """Runs coroutine functions as tasks, at most ``max_workers`` at a time.
 
     Use it as ``async with CoroutineExecutor(...) as exe:``; leaving the block waits for
@@ -123,7 +122,7 @@ class CoroutineExecutor:
         key: Optional[KeyFn] = None,
         max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
-        max_workers, self._tuner = limit_of(max_workers, _DEFAULT_MAX_WORKERS)  # None: default
+        max_workers, self._tuner = limit_of(max_workers, DEFAULT_MAX_WORKERS)  # None: default
         check_callables(initializer=initializer, on_job_done=on_job_done)
         self._timeout = check_seconds("timeout", timeout)
         self._job_timeout = check_seconds("job_timeout", job_timeout)
@@ -166,59 +165,6 @@ class CoroutineExecutor:
         slots = self._slots
         return (f"<CoroutineExecutor {self._state.value} {slots.running}/{slots.limit}"
                 f" backlog={slots.queued} waiting={slots.waiting}>")
-
-    #
-    # Properties
-    #
-
-    @property
-    def max_workers(self) -> int:
-        """How many jobs may run at once; settable on the executor's loop (``None``: the
-        default). Shrinking it cancels nothing. With an ``Adaptive``, the current limit;
-        setting it fixes the limit from then on."""
-        return self._slots.limit
-
-    @max_workers.setter
-    def max_workers(self, value: Optional[int]) -> None:
-        value = check_max_workers(_DEFAULT_MAX_WORKERS if value is None else value)
-        check_setter_thread(self, "max_workers")
-        set_limit(self, value)
-
-    @property
-    def max_per_second(self) -> Optional[float]:
-        """The most jobs that may *start* per second (``None``: no limit); settable on the
-        executor's loop (to slow down when a server answers 429), for the next starts."""
-        return self._rate
-
-    @max_per_second.setter
-    def max_per_second(self, value: Optional[float]) -> None:
-        rate, _ = check_rate(value, None)
-        check_setter_thread(self, "max_per_second")
-        self._set_rate(rate, self._burst)
-
-    @property
-    def burst(self) -> int:
-        """How many jobs may start at once after an idle period while ``max_per_second``
-        is set (default 1); settable as ``max_per_second`` is (with no rate: ValueError)."""
-        return self._burst
-
-    @burst.setter
-    def burst(self, value: int) -> None:
-        _, burst = check_rate(self._rate, value)
-        check_setter_thread(self, "burst")
-        self._set_rate(self._rate, burst)
-
-    def _set_rate(self, rate: Optional[float], burst: int) -> None:
-        """Set the start rate (the bridge calls this on the loop thread)."""
-        self._rate, self._burst = rate, burst
-        if not self._bound or self._state is State.CLOSED or self._loop.is_closed():
-            return  # _bind makes the limiter; once closed, no job starts again
-        self._slots.set_rate(rate, burst)
-
-    @property
-    def stats(self) -> ExecutorStats:
-        """A read-only snapshot of the job counts (cheap: no job is visited)."""
-        return self._outcomes.snapshot(self._slots)
 
     #
     # Submitting
