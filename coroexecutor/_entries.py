@@ -43,7 +43,7 @@ class Queued:
 
 class SentBack(asyncio.Future[None]):
     """The place in the backlog of a waiter whose slot went back because the limit shrank
-    between the grant and its resumption (see Slots._must_wait_again)."""
+    between the grant and its resumption (see SlotLine._must_wait_again)."""
 
     __slots__ = ()
 
@@ -52,7 +52,7 @@ class Resuming(SentBack):
     """The place in the backlog of a job back from its pause between two attempts
     (retry=): ahead of every waiter and queued job never granted a slot, in line with the
     SentBack ones, but never ahead of a waiter granted a slot before it lined up (that
-    slot was given away, the pausing job's own among them: see Slots._must_wait_again)."""
+    slot was given away, the pausing job's own among them: see SlotLine._must_wait_again)."""
 
     __slots__ = ()
 

@@ -1,10 +1,11 @@
 """Slots: the executor's capacity (max_workers), its FIFO backlog and its start-rate limit.
 
 One object owns every count that the invariant below ties together, and every change of
-them is a method here. It runs on the executor's event loop thread only, holds no bound
-method of the executor and calls nothing above it: the one thing it calls is the start
-function of a queued job, which the job brought with it (as a future calls its done
-callbacks).
+them is a method here or in its base, :class:`~coroexecutor._slot_line.SlotLine` (the
+counts, admitting the backlog, waiting in line). It runs on the executor's event loop
+thread only, holds no bound method of the executor and calls nothing above it: the one
+thing it calls is the start function of a queued job, which the job brought with it (as
+a future calls its done callbacks).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import collections
 from collections.abc import Hashable
 from typing import Callable
 
-from ._entries import FIRST, Queued, Requeued, Resuming, SentBack
+from ._entries import Queued, Requeued, Resuming
 from ._ratelimit import RateLimiter
+from ._slot_line import SlotLine
 
 __all__ = ["Slots"]
 
 
-class Slots:
+class Slots(SlotLine):
     """How many jobs may run, which wait, and in what order they start.
 
     Invariant: ``free + running + granted == limit``, where *running* counts the slots
@@ -40,44 +42,7 @@ class Slots:
     order), ``drain()`` (refuse everyone still waiting), ``resize()`` and ``hold()``.
     """
 
-    __slots__ = (
-        "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
-        "queued", "refusal", "unheld", "waiting", "wake_handle",
-    )
-
-    loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.free = limit  # slots neither held by a job nor granted to a waiter
-        self.granted = 0  # slots handed to a waiter that has not resumed yet
-        self.waiting = 0  # live slot waiters in the backlog (not yet accepted)
-        self.queued = 0  # live queued jobs in the backlog (accepted: stats show them)
-        self.pausing = 0  # jobs between two attempts (retry=): accepted, holding no slot
-        self.unheld: set[object] = set()  # pausing jobs cancelled, not settled yet
-        self.backlog: collections.deque[Queued | asyncio.Future[None]] = collections.deque()
-        self.limiter: RateLimiter | None = None
-        self.wake_handle: asyncio.Handle | None = None
-        self.held = False  # hold(): nothing starts (the initializer runs)
-        # drain()'s error factory: from then on every waiter is refused with it.
-        self.refusal: Callable[[], BaseException] | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    #
-    # Counts
-    #
-
-    @property
-    def running(self) -> int:
-        """Slots held by jobs (a waiter granted one counts only once it resumes)."""
-        return self.limit - self.free - self.granted
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job runs, or a slot is granted, or anything waits in the backlog."""
-        return self.limit != self.free or bool(self.queued or self.waiting or self.pausing)
+    __slots__ = ()
 
     def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
         """``stats.active_keys`` and ``stats.busiest_key``: None without key=."""
@@ -133,21 +98,6 @@ class Slots:
         waiter = self._line_up_first(Resuming)
         self.schedule_wake()
         await self._wait_in_line(waiter)
-
-    async def _wait_in_line(self, waiter: asyncio.Future[None]) -> None:
-        try:
-            await waiter
-            while self.free + self.granted <= 0 or (
-                self.backlog and isinstance(self.backlog[0], FIRST)
-            ):
-                if not self._must_wait_again(waiter):
-                    break
-                waiter = self._wait_again()
-                await waiter
-        except asyncio.CancelledError:
-            self._left_line(waiter)
-            raise
-        self.granted -= 1
 
     def release(self) -> None:
         """A slot comes back (its job ended, or its holder will not start one).
@@ -220,50 +170,8 @@ class Slots:
         self.limit = limit
 
     #
-    # The backlog
+    # Refusing and holding
     #
-
-    @property
-    def startable(self) -> bool:
-        """Whether admit() would hand out a slot now (a token aside)."""
-        return self.free > 0 and bool(self.backlog) and not self.held
-
-    def admit(self) -> None:
-        """Hand free slots to the backlog in FIFO order while slots and tokens last.
-
-        A waiter's future is resolved (it resumes in a later turn, see take()); a queued
-        job's ``start`` runs now, in its context."""
-        if self.held:
-            return  # release_hold() admits
-        backlog = self.backlog
-        while self.free > 0 and backlog:
-            entry = backlog[0]
-            if entry.done():  # a waiter whose caller was cancelled, or a cancelled job
-                backlog.popleft()  # already uncounted
-                continue
-            if self.limiter is not None and not self.limiter.try_take():
-                self.schedule_wake()
-                return
-            backlog.popleft()
-            self.free -= 1
-            if isinstance(entry, Queued):
-                self.queued -= 1
-                entry.ctx.run(entry.start, entry)
-            else:
-                self.waiting -= 1
-                self.granted += 1
-                entry.set_result(None)
-
-    def schedule_wake(self) -> None:
-        """Make sure the backlog moves in a later turn when a slot or a token is already
-        available (one timer at a time; timed for the next token under a rate limit)."""
-        if self.free > 0 and self.wake_handle is None:
-            delay = 0.0 if self.limiter is None else self.limiter.delay()
-            self.wake_handle = self.loop.call_later(delay, self._on_wake)
-
-    def _on_wake(self) -> None:
-        self.wake_handle = None
-        self.admit()
 
     def drain(self, refusal: Callable[[], BaseException]) -> list[Queued]:
         """Empty the backlog for good: every slot waiter fails with ``refusal()`` (and so
@@ -327,73 +235,3 @@ class Slots:
         if self.wake_handle is not None:
             self.wake_handle.cancel()
             self.wake_handle = None
-
-    #
-    # A shrink between a grant and its use
-    #
-
-    def _must_wait_again(self, waiter: asyncio.Future[None]) -> bool:
-        """Whether a waiter just resumed with a granted slot must give it back.
-
-        Yes if ``limit`` jobs run (the limit shrank between the grant and now: granted
-        waiters resume in the order they were granted, so the earliest start while there
-        is room), or if a waiter ahead of it in the line was sent back so and still waits
-        (a slot freed meanwhile must go to that one first). A waiter that was sent back
-        itself has none of those ahead of it. Once drained, never: the caller gives the
-        slot back and raises."""
-        if self.refusal is not None:
-            return False
-        if self.free + self.granted <= 0:
-            return True
-        if isinstance(waiter, SentBack):
-            return False
-        for entry in self.backlog:
-            if not isinstance(entry, FIRST):
-                return False
-            # (A done one was cancelled: it left the line. A Resuming one takes no slot
-            # granted before it lined up; a Requeued job is no waiter: admit() starts it.)
-            if type(entry) is SentBack and not entry.done():
-                return True
-        return False
-
-    def _wait_again(self) -> asyncio.Future[None]:
-        """Give the granted slot back and wait again, ahead of every waiter never granted
-        one and behind those sent back before us (see _must_wait_again)."""
-        self._ungrant()
-        waiter = self._line_up_first()
-        if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
-            self.admit()
-        return waiter
-
-    def _ungrant(self) -> None:
-        """A granted slot comes back unused, with its start token: no start came of it."""
-        self.granted -= 1
-        self.free += 1
-        if self.limiter is not None:
-            self.limiter.put_back()
-
-    def _line_up_first(self, kind: type[SentBack] = SentBack) -> SentBack:
-        """A waiter behind those that go first (SentBack, Resuming and Requeued entries)
-        and ahead of everyone else."""
-        waiter = kind(loop=self.loop)
-        self.backlog.insert(self._first_place(), waiter)
-        self.waiting += 1
-        return waiter
-
-    def _first_place(self) -> int:
-        """Where an entry that goes first lines up: behind the others that do (FIRST, a
-        prefix of the backlog), ahead of every entry never granted a slot."""
-        backlog = self.backlog
-        ahead = 0
-        while ahead < len(backlog) and isinstance(backlog[ahead], FIRST):
-            ahead += 1
-        return ahead
-
-    def _left_line(self, waiter: asyncio.Future[None]) -> None:
-        """A slot waiter was cancelled: leave the line, or give back a slot just granted
-        (asyncio's Semaphore.acquire has the same race). The caller of take() passes that
-        slot on (admit()), as it alone knows whether jobs may start now."""
-        if waiter.cancelled():
-            self.waiting -= 1  # we left the line; admit() will skip the entry
-        elif waiter.exception() is None:
-            self._ungrant()
