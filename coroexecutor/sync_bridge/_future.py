@@ -28,7 +28,6 @@ from ._future_locks import (
 
 if TYPE_CHECKING:
     import asyncio
-    from concurrent.futures._base import _Waiter
 
 __all__ = ["BridgeFuture", "FutureOwner"]
 
@@ -89,9 +88,6 @@ class BridgeFuture(LazyFuture[T]):
     # The job waits in the bridge's backlog for a slot (guarded by the bridge's _lock):
     # a cancel() then counts it as cancelled at once, not when it reaches the front.
     _in_backlog: bool
-    # The wait()/as_completed() waiters cancel() found on the future, until they are told
-    # (guarded by _condition; see cancel and _future_locks.notify_waiters).
-    _unnotified: Optional[list[_Waiter]]
     # Class attributes, set on an instance only when needed, so that a job that needs
     # none pays nothing: the retry policy of a map given its own retry= (INHERIT: the
     # executor's), and the job's _retries.Attempts once an attempt has failed under a

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 if TYPE_CHECKING:
     from concurrent.futures._base import _Waiter
 
-    from ._future import BridgeFuture
 
 __all__ = [
     "CANCELLED_STATES", "CANCELLING", "DONE_STATES", "SIGNAL_CHECK_SECONDS", "LazyFuture",
@@ -79,7 +78,7 @@ def lock_of(condition: threading.Condition) -> Any:
     return condition._lock  # type: ignore[attr-defined]  # not in typeshed; 3.9 to 3.13 have it
 
 
-def notify_waiters(future: BridgeFuture[Any]) -> None:
+def notify_waiters(future: LazyFuture[Any]) -> None:
     """Under the future's lock, on a thread no Ctrl-C reaches (the loop's, see
     BridgeFuture.cancel): tell the wait()/as_completed() waiters that cancel() found on
     the future, once, those still waiting on it."""
@@ -90,7 +89,7 @@ def notify_waiters(future: BridgeFuture[Any]) -> None:
             waiter.add_cancelled(future)
 
 
-def add_callback_locked(future: BridgeFuture[Any], fn: Callable[[Any], object]) -> bool:
+def add_callback_locked(future: LazyFuture[Any], fn: Callable[[Any], object]) -> bool:
     """Under the future's lock: keep ``fn`` for when the future is done (True), unless it
     is done already (False: the caller calls it, unlocked)."""
     if future._state in DONE_STATES:
@@ -100,7 +99,7 @@ def add_callback_locked(future: BridgeFuture[Any], fn: Callable[[Any], object]) 
 
 
 def wait_locked(
-    future: BridgeFuture[Any], condition: threading.Condition, timeout: Optional[float]
+    future: LazyFuture[Any], condition: threading.Condition, timeout: Optional[float]
 ) -> None:
     """Under the future's lock: wait for it to be done (result(), exception()), or for
     ``timeout``. The main thread waits in slices of SIGNAL_CHECK_SECONDS, so no Ctrl-C is
@@ -129,7 +128,7 @@ def wait_locked(
             raise
 
 
-def repr_unlocked(future: BridgeFuture[Any]) -> str:
+def repr_unlocked(future: LazyFuture[Any]) -> str:
     """The stdlib's repr of a future, from one read of its state, unlocked: FINISHED is
     final, and the outcome is written before it."""
     state = future._state
@@ -148,7 +147,7 @@ def made_condition(future: LazyFuture[Any]) -> threading.Condition:
 
 
 def finish_first(
-    future: BridgeFuture[Any], result: Any, exc: Optional[BaseException]
+    future: LazyFuture[Any], result: Any, exc: Optional[BaseException]
 ) -> Optional[bool]:
     """Under first_use_lock: resolve a future that has no condition yet (True), unless
     it is done already (False). None: it has one now, and is resolved through it."""
@@ -180,6 +179,9 @@ class LazyFuture(concurrent.futures.Future[T]):
     _lazy_condition: Optional[threading.Condition]  # see _condition
     _lazy_waiters: Optional[list[_Waiter]]  # guarded by _condition
     _lazy_callbacks: Optional[list[Callable[[Any], object]]]  # guarded by _condition
+    # The wait()/as_completed() waiters BridgeFuture.cancel() found on the future, until
+    # they are told (guarded by _condition; see notify_waiters). Set by BridgeFuture.
+    _unnotified: Optional[list[_Waiter]]
 
     @property
     def _condition(self) -> threading.Condition:
