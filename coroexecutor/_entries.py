@@ -43,9 +43,13 @@ class Queued:
 
 class SentBack(asyncio.Future[None]):
     """The place in the backlog of a waiter whose slot went back because the limit shrank
-    between the grant and its resumption (see SlotLine._must_wait_again)."""
+    between the grant and its resumption (see SlotLine._must_wait_again). ``first``: the
+    place it had first (a Submitting, a map's, see SlotLine.place_of); None for a
+    Resuming one."""
 
-    __slots__ = ()
+    __slots__ = ("first",)
+
+    first: asyncio.Future[None] | None
 
 
 class Resuming(SentBack):

@@ -191,10 +191,11 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
         if wake is not None and not wake.done():
             wake.set_result(None)
         taking = jobs.taking
-        if taking is not None and not taking.done():
+        place = None if taking is None else exe._slots.place_of(taking)
+        if place is not None:
             # Its consumer waits in line for a slot: turned away now, not once a slot
             # frees (a job of another producer's may hold it for long).
-            exe._slots.refuse(taking, refused(exe))
+            exe._slots.refuse(place, refused(exe))
         # Closed as asyncio.run() ends (see loop_going_down): the jobs and the reader
         # have its cancel pending, and one more would interrupt their clean-up, which
         # the loop waits for. Asked of the task closing the map (a consumer the end

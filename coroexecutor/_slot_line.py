@@ -122,7 +122,7 @@ class SlotLine:
             ):
                 if not self._must_wait_again(waiter):
                     break
-                waiter = self._wait_again()
+                waiter = self._wait_again(waiter)
                 await waiter
         except asyncio.CancelledError:
             self._left_line(waiter)
@@ -157,11 +157,13 @@ class SlotLine:
                 return True
         return False
 
-    def _wait_again(self) -> asyncio.Future[None]:
+    def _wait_again(self, waiter: asyncio.Future[None]) -> asyncio.Future[None]:
         """Give the granted slot back and wait again, ahead of every waiter never granted
-        one and behind those sent back before us (see _must_wait_again)."""
+        one and behind those sent back before us (see _must_wait_again). ``waiter``: the
+        place in line that was granted the slot."""
         self._ungrant()
-        waiter = self._line_up_first()
+        first = waiter.first if isinstance(waiter, SentBack) else waiter
+        waiter = self._line_up_first(first=first)
         if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
             self.admit()
         return waiter
@@ -173,10 +175,13 @@ class SlotLine:
         if self.limiter is not None:
             self.limiter.put_back()
 
-    def _line_up_first(self, kind: type[SentBack] = SentBack) -> SentBack:
+    def _line_up_first(
+        self, kind: type[SentBack] = SentBack, *, first: asyncio.Future[None] | None = None
+    ) -> SentBack:
         """A waiter behind those that go first (SentBack, Resuming and Requeued entries)
-        and ahead of everyone else."""
+        and ahead of everyone else (``first``: see SentBack)."""
         waiter = kind(loop=self.loop)
+        waiter.first = first
         self.backlog.insert(self._first_place(), waiter)
         self.waiting += 1
         return waiter
@@ -189,6 +194,16 @@ class SlotLine:
         while ahead < len(backlog) and isinstance(backlog[ahead], FIRST):
             ahead += 1
         return ahead
+
+    def place_of(self, first: asyncio.Future[None]) -> asyncio.Future[None] | None:
+        """Where the caller that lined up as ``first`` waits now, if it still waits: there,
+        or where a shrink sent it back to (see SentBack). To turn it away (refuse())."""
+        if not first.done():
+            return first
+        for entry in self.backlog:
+            if type(entry) is SentBack and entry.first is first and not entry.done():
+                return entry
+        return None
 
     def _left_line(self, waiter: asyncio.Future[None]) -> None:
         """A slot waiter was cancelled: leave the line, or give back a slot just granted

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._context import inside_a_job_of
-from ._entries import Submitting
+from ._entries import Queued, SentBack, Submitting
 from ._errors import check_job_fn, refused
 from ._idle import check_idle
 from ._lifecycle import admit
@@ -82,21 +82,27 @@ def refuse_submits(exe: Core, *, in_jobs: bool) -> None:
     submit_nowait()) is no waiter: it runs as the shutdown promises."""
     slots = exe._slots
     for entry in slots.backlog:
-        if _turns_away(entry, in_jobs=in_jobs):
+        if isinstance(entry, Queued):
+            continue  # an accepted job: no waiter
+        # (A submit() that a shrink sent back waits as a SentBack: see SlotLine.place_of.)
+        first = entry.first if type(entry) is SentBack else entry
+        if _turns_away(first, in_jobs=in_jobs) and not entry.done():
             slots.refuse(entry, refused(exe))  # (done, it stays in line: admit() drops it)
     if exe._keyed is not None:
         line = exe._keyed.line
         for ticket in line.live():
-            if _turns_away(ticket.item, in_jobs=in_jobs):
-                slots.refuse(ticket.item, refused(exe))
+            item = ticket.item
+            if _turns_away(item, in_jobs=in_jobs) and not item.done():
+                slots.refuse(item, refused(exe))
                 line.discard(ticket)  # now: the key's next job may be startable
     if slots.startable:  # a slot free for what waited behind them: it moves next turn
         slots.schedule_wake()
     check_idle(exe)
 
 
-def _turns_away(entry: object, *, in_jobs: bool) -> TypeGuard[Submitting]:
-    return type(entry) is Submitting and not entry.done() and (in_jobs or not entry.in_job)
+def _turns_away(first: object, *, in_jobs: bool) -> TypeGuard[Submitting]:
+    """Whether the caller that lined up as ``first`` is a submit() to turn away."""
+    return type(first) is Submitting and (in_jobs or not first.in_job)
 
 
 def start_failed(
