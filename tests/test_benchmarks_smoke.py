@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on sys.path
 from benchmarks import __main__ as cli  # noqa: E402
 from benchmarks import _child, _contenders, _paired, _report, _runner, bench_bridge  # noqa: E402
 from benchmarks.__main__ import _SAVED_KEYS, parse_args  # noqa: E402
+from benchmarks.experiments import gctime  # noqa: E402
 
 try:
     import uvloop
@@ -294,3 +295,17 @@ def test_a_from_json_with_the_keys_but_not_their_contents_is_an_error_not_a_trac
     saved.write_text(json.dumps({key: value for key in _SAVED_KEYS}))
     assert cli.main(["--from-json", str(saved), "--out", str(tmp_path / "out")]) == 2
     assert "is not a saved benchmark run" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(gctime.VARIANTS))
+def test_experiment_variant_completes_every_job(name: str) -> None:
+    """The variants gctime and instructions count (the map floor's too) run every job."""
+    import asyncio
+
+    async def run() -> int:
+        _contenders.reset()
+        return int(await gctime.VARIANTS[name](57, 4))
+
+    assert asyncio.run(run()) == 57
+    assert _contenders.completed() == 57

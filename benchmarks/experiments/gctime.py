@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from .. import _contenders as C
 from .._child import _new_loop
+from . import map_floor
 
 N = 200_000
 
@@ -57,6 +58,7 @@ VARIANTS: dict[str, Callable[[int, int], Any]] = {
     "coroexecutor map, retry=Retry()": C.ours_map_retry,
     "coroexecutor submit, key=": C.ours_submit_keyed,
     "coroexecutor map, key=": C.ours_map_keyed,
+    **map_floor.VARIANTS,  # what an ordered async-for map costs before any executor
 }
 
 
