@@ -22,7 +22,8 @@ def cancelled_job(exe: Core, task: asyncio.Future[Any]) -> bool:
     shutdown(), the block's exit on an error or its deadline; not the job that called
     shutdown(wait=False), which abort spares), or alone (its map closed or failed:
     Outcomes.cancel). The job_timeout of a job cancelled so sends nothing while it
-    cleans up (see _jobs._with_deadline). Asked only as a deadline passes."""
+    cleans up (see _jobs._with_deadline). Asked as a deadline passes, and by a
+    DaskExecutor worker's blocking job that a cancel reaches (distributed._blocking)."""
     if exe._state is State.CANCELLING and task is not exe._spared:
         return True
     return task in exe._outcomes.our_cancels

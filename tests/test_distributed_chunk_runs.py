@@ -365,3 +365,160 @@ def test_shutdown_waits_for_a_done_callback_running_on_the_thread_that_resolves(
         closer.join(_WAIT)
     assert not closer.is_alive()
     assert shut_before_the_callback_returned == [False]
+
+
+#
+# A blocking call that overruns its job_timeout: its own outcome is the attempt's (brk21 F4)
+#
+
+_OVERRUN_TIMEOUT = 0.05  # job_timeout: each call runs until the test has seen it pass
+_overrun_lock = threading.Lock()
+_overrun_calls = [0, 0]  # guarded by _overrun_lock: calls running now, the most at once
+_overrun_released = threading.Event()
+
+
+def _overruns(x: int, fail_first: bool = False) -> int:
+    """A blocking call: records its start in ``_started``, runs until the test releases
+    it, then returns ``x`` (or, ``fail_first``, raises on the first call of ``x``)."""
+    with _overrun_lock:
+        _started.append(x)
+        first = _started.count(x) == 1
+        _overrun_calls[0] += 1
+        _overrun_calls[1] = max(_overrun_calls)
+    try:
+        assert _overrun_released.wait(_WAIT), f"not released in {_WAIT} s"
+        if fail_first and first:
+            raise OSError(f"call of {x} failed")
+        return x
+    finally:
+        with _overrun_lock:
+            _overrun_calls[0] -= 1
+
+
+def _worker_core(exe: DaskExecutor) -> Any:
+    """The worker's CoroutineExecutor of ``exe`` (the worker runs in this process)."""
+    process_loop = _worker._LOOPS.get(exe._id)
+    return None if process_loop is None else process_loop._exe
+
+
+def _past_the_deadline(exe: DaskExecutor) -> None:
+    """Wait until the job_timeout of the running call has passed: the worker's executor
+    has cancelled the job for it, and the job waits for its call (after the fix), or the
+    job has ended at the deadline and its chunk is gone (before it)."""
+    def passed() -> bool:
+        core = _worker_core(exe)
+        return core is None or bool(core._outcomes.timing_out) or _chunks_on_worker(exe) == 0
+
+    _wait_for(passed, "job_timeout passed")
+
+
+@pytest.fixture
+def overrun() -> Iterator[None]:
+    _overrun_released.clear()
+    _overrun_calls[:] = [0, 0]
+    yield
+    _overrun_released.set()  # (a call left waiting by a failed test ends now)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["submit", "map", "submit, retry="])
+def test_a_blocking_call_past_its_job_timeout_gives_the_job_its_result(
+    client: Any, overrun: None, how: str
+) -> None:
+    # Found by a docs-only tester (brk21 F4): bridge.rst, "A blocking call that has begun
+    # cannot be interrupted: if it overruns job_timeout, its own outcome (result or
+    # error) is the attempt's, when it ends", and distributed.rst, "A blocking callable
+    # that has started runs to its end, as on the bridge". The worker failed the job with
+    # JobTimeoutError at the deadline while its call ran on, and retry= started the same
+    # call again beside it: three calls at once, each succeeding, and the future said
+    # "failed after 3 attempts". per_worker=2: a second attempt would find a free thread.
+    retry = Retry(attempts=3, backoff=0.01) if how == "submit, retry=" else None
+    with DaskExecutor(
+        client=client, per_worker=2, job_timeout=_OVERRUN_TIMEOUT, retry=retry
+    ) as exe:
+        if how == "map":
+            results = exe.map(_overruns, [1], chunksize=1)
+        else:
+            future = exe.submit(_overruns, 1)
+        _wait_for(lambda: _started == [1], "the call started")
+        _past_the_deadline(exe)
+        _overrun_released.set()
+        if how == "map":
+            assert list(results) == [1]
+        else:
+            assert future.result(_WAIT) == 1
+    assert _started == [1]  # one call, not one per attempt
+    assert _overrun_calls == [0, 1]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("retry", [None, Retry(attempts=2, backoff=0.01, on=OSError)])
+def test_an_error_a_blocking_call_raises_past_its_job_timeout_is_the_attempt_s(
+    client: Any, overrun: None, retry: Any
+) -> None:
+    # As above (brk21 F4): the call's own error, not JobTimeoutError, is the attempt's,
+    # and it is what the retry policy is asked about; the next attempt starts only once
+    # the call has ended (it was started beside it).
+    with DaskExecutor(
+        client=client, per_worker=2, job_timeout=_OVERRUN_TIMEOUT, retry=retry
+    ) as exe:
+        future = exe.submit(_overruns, 1, fail_first=True)
+        _wait_for(lambda: _started == [1], "the call started")
+        _past_the_deadline(exe)
+        _overrun_released.set()
+        if retry is None:
+            error = future.exception(_WAIT)
+            assert type(error) is OSError and str(error) == "call of 1 failed", error
+            assert _started == [1]
+        else:
+            assert future.result(_WAIT) == 1
+            assert _started == [1, 1]
+    assert _overrun_calls == [0, 1]  # never two at once
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_job_cancelled_while_its_call_overruns_its_job_timeout_ends_cancelled(
+    client: Any, overrun: None
+) -> None:
+    # The other side of brk21 F4: the job waits for its call past the deadline, and the
+    # executor's cancel that comes meanwhile (future.cancel()) sends nothing, the deadline's
+    # having been its one cancel (distributed.rst: each job gets one cancel). Once the
+    # call ends, the job ends cancelled, its outcome dropped, as if the cancel had come
+    # first ("its future is cancelled all the same").
+    with DaskExecutor(client=client, per_worker=1, job_timeout=_OVERRUN_TIMEOUT) as exe:
+        future = exe.submit(_overruns, 1)
+        _wait_for(lambda: _started == [1], "the call started")
+        _past_the_deadline(exe)
+        assert future.cancel()
+        core = _worker_core(exe)
+        _wait_for(  # (or the job ended before: at the deadline, before the fix)
+            lambda: bool(core._outcomes.our_cancels) or _chunks_on_worker(exe) == 0,
+            "the cancel reached the worker",
+        )
+        _overrun_released.set()
+        _wait_for(lambda: _chunks_on_worker(exe) == 0, "the job ended")
+        stats = core.stats
+        assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 0, 1)
+    assert future.cancelled()
+    assert _started == [1]
+
+
+def _overruns_then_awaits(x: int) -> Any:
+    _overruns(x)
+    return _record(x)  # an awaitable for the loop, as ``lambda: fetch(url)`` returns
+
+
+@pytest.mark.timeout(60)
+def test_an_awaitable_a_blocking_call_returns_past_its_job_timeout_is_not_awaited(
+    client: Any, overrun: None
+) -> None:
+    # As on the bridge: the job is the call and its awaitable together, and the deadline
+    # has passed; the awaitable is closed, never awaited, and the attempt times out.
+    with DaskExecutor(client=client, per_worker=1, job_timeout=_OVERRUN_TIMEOUT) as exe:
+        future = exe.submit(_overruns_then_awaits, 1)
+        _wait_for(lambda: _started == [1], "the call started")
+        _past_the_deadline(exe)
+        _overrun_released.set()
+        assert isinstance(future.exception(_WAIT), TimeoutError)
+    assert _started == [1]  # _record(1) never ran
+

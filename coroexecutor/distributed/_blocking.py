@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import inspect
 import threading
 from typing import Any, Callable
@@ -14,6 +13,10 @@ from typing import Any, Callable
 from ._chunk_run import JobExit
 
 __all__ = ["BlockingCalls"]
+
+
+def _no_executor(task: asyncio.Future[Any]) -> bool:
+    return True  # (no job runs before the process's executor is entered)
 
 
 class BlockingCalls:
@@ -25,6 +28,9 @@ class BlockingCalls:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             size, thread_name_prefix=f"{name}-blocking"
         )
+        # Whether the process's executor has cancelled a job's task itself (see call):
+        # its _pauses.cancelled_job, set on the loop thread once it is entered.
+        self.cancelled: Callable[[asyncio.Future[Any]], bool] = _no_executor
 
     @property
     def running(self) -> int:
@@ -40,21 +46,42 @@ class BlockingCalls:
         kwargs: dict[str, Any],
     ) -> Any:
         """``fn(*args, **kwargs)`` in a pool thread, awaited on ``loop`` (and an awaitable
-        it returns, as ``lambda: fetch(url)`` does, on the loop)."""
-        calling = loop.run_in_executor(
-            self._pool, functools.partial(self._counted, fn, args, kwargs)
-        )
+        it returns, as ``lambda: fetch(url)`` does, on the loop).
+
+        Cancellation: a call that has not started never will. One that has cannot be
+        interrupted, and runs on in its thread (the process's stop waits for it). If the
+        executor cancelled the job (its map closed or failed, future.cancel(), a
+        shutdown), the job ends cancelled at once and the call's outcome is dropped. If
+        job_timeout did, the job keeps its slot until the call ends, and the call's own
+        outcome is the attempt's, as on the bridge (see _ended).
+        """
+        calling = self._pool.submit(self._counted, fn, args, kwargs)
+        waiting = asyncio.wrap_future(calling, loop=loop)
         try:
-            result = await calling
+            result = await waiting
         except asyncio.CancelledError as exc:
-            if calling.cancelled():  # the job was cancelled
+            if _raised_cancel(waiting):
+                # The call raised it itself: its error, as on a ThreadPoolExecutor (and the
+                # bridge), not a cancel of the job's task, which asyncio would make of it.
+                raise JobExit(repr(exc)) from exc
+            task = asyncio.current_task()
+            assert task is not None
+            if calling.cancel() or self.cancelled(task):
+                raise  # it never started; or the executor's own cancel (above)
+            ended = await _ended(calling, loop)
+            if self.cancelled(task) or _returned_awaitable(ended):
+                # The executor's cancel came meanwhile, and sent nothing: the deadline's
+                # was the job's one cancel (Outcomes.cancel), and it ends cancelled all
+                # the same. Or an awaitable to await: not past the deadline, as on the
+                # bridge; the attempt times out (_jobs._with_deadline).
+                _drop(ended)
                 raise
-            # The call raised it itself: its error, as on a ThreadPoolExecutor (and the
-            # bridge), not a cancel of the job's task, which asyncio would make of it.
-            raise JobExit(repr(exc)) from exc
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        else:
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        # Out of the except clause: the call's error gets no cancel as its __context__.
+        return _outcome(ended)
 
     def shutdown(self, *, wait: bool) -> None:
         """No more calls; those not started never will (``wait``: for those running)."""
@@ -71,3 +98,57 @@ class BlockingCalls:
         finally:
             with self._lock:
                 self._running -= 1
+
+
+async def _ended(
+    calling: concurrent.futures.Future[Any], loop: asyncio.AbstractEventLoop
+) -> asyncio.Future[Any]:
+    """A job's job_timeout cancelled it while its call ran: wait for the call's end, and
+    return its done future, whose outcome is the attempt's (bridge.rst, Retries).
+
+    Ending the job at the deadline failed it with JobTimeoutError while its call ran on:
+    its slot went to the next job, which then waited for the busy thread (and timed out
+    there, never run), and retry= started the same call again beside it (brk21 F4: three
+    overlapping calls, each succeeding, and the future "failed after 3 attempts"). The
+    core takes a result returned after its deadline's cancel as the job's, and an error
+    raised after it as the attempt's (see _jobs._with_deadline)."""
+    ended = asyncio.wrap_future(calling, loop=loop)
+    while not ended.done():
+        try:
+            await asyncio.wait((ended,))
+        except asyncio.CancelledError:
+            continue  # cancelled again: still the same call to wait for
+    return ended
+
+
+def _outcome(ended: asyncio.Future[Any]) -> Any:
+    """The call's result, or its error raised (its own CancelledError as a JobExit)."""
+    if _raised_cancel(ended):
+        error = ended.exception()
+        raise JobExit(repr(error)) from error
+    return ended.result()
+
+
+def _returned_awaitable(ended: asyncio.Future[Any]) -> bool:
+    """Whether the call returned an awaitable, for the loop (``lambda: fetch(url)``)."""
+    return (
+        not ended.cancelled() and ended.exception() is None
+        and inspect.isawaitable(ended.result())
+    )
+
+
+def _drop(ended: asyncio.Future[Any]) -> None:
+    """Let go of a call's outcome: its error marked retrieved (no "exception was never
+    retrieved"), a coroutine it returned closed (no "never awaited")."""
+    if not ended.cancelled() and ended.exception() is None:
+        result = ended.result()
+        if inspect.iscoroutine(result):
+            result.close()
+
+
+def _raised_cancel(done: asyncio.Future[Any]) -> bool:
+    """Whether the call of this done future raised CancelledError itself."""
+    return (
+        done.done() and not done.cancelled()
+        and isinstance(done.exception(), asyncio.CancelledError)
+    )

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from .. import CoroutineExecutor
 from .._errors import job_wrapper
+from .._pauses import cancelled_job
 from .._policy import error_of
 from .._retry import Inherit, next_delay
 from . import _chunk_run
@@ -185,6 +186,7 @@ class ProcessLoop:
             await self._stop.wait()
             return
         self._exe = exe
+        self._calls.cancelled = functools.partial(cancelled_job, exe)  # (see call)
         self._ready.set()
         try:
             await self._stop.wait()
