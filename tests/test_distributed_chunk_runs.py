@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import sys
 import threading
 import time
@@ -522,3 +523,47 @@ def test_an_awaitable_a_blocking_call_returns_past_its_job_timeout_is_not_awaite
         assert isinstance(future.exception(_WAIT), TimeoutError)
     assert _started == [1]  # _record(1) never ran
 
+
+class _Says(logging.Handler):
+    """Sets ``said`` once the worker's closing logs a message containing ``what``."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.what = what
+        self.said = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.what in record.getMessage():
+            self.said.set()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_waits_for_a_blocking_call_past_its_job_timeout_and_says_so(
+    client: Any, overrun: None
+) -> None:
+    # brk21 F4's fix makes such a job wait for its call, and the worker's loop thread
+    # with it: the closing says it waits for the call while it does (distributed.rst,
+    # Cancellation), not once the call has ended, and returns only after it.
+    logger = logging.getLogger("coroexecutor.distributed")
+    says, level = _Says("waiting for 1 blocking call(s) that have started"), logger.level
+    logger.addHandler(says)
+    logger.setLevel(logging.DEBUG)
+    try:
+        exe = DaskExecutor(client=client, per_worker=1, job_timeout=_OVERRUN_TIMEOUT)
+        future = exe.submit(_overruns, 1)
+        _wait_for(lambda: _started == [1], "the call started")
+        _past_the_deadline(exe)
+        closing = threading.Thread(target=exe.shutdown, kwargs={"cancel_futures": True})
+        closing.start()
+        try:
+            assert says.said.wait(_WAIT), "the closing did not say it waits for the call"
+            assert closing.is_alive(), "shutdown() returned while the blocking call ran"
+        finally:
+            _overrun_released.set()
+            closing.join(_WAIT)
+        assert not closing.is_alive()
+    finally:
+        logger.removeHandler(says)
+        logger.setLevel(level)
+    assert future.cancelled()
+    assert _started == [1]

@@ -118,15 +118,18 @@ class ProcessLoop:
         thread: nothing can stop a thread from outside. Returning before it ends let the
         DaskExecutor close the LocalCluster it started, and the nanny killed the worker
         process under the call after 4 s (its future cancelled, the call cut part-way).
+        A job whose job_timeout passed as its call ran waits for the call (see
+        BlockingCalls.call), and the thread with it: said before the join, not after.
         """
         with self._lock:
             if not self._closed:
                 self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(_STOP_JOIN_SECONDS)
         running = self._calls.running
         if running:
             _LOGGER.debug("waiting for %d blocking call(s) that have started", running)
+        self._thread.join(_STOP_JOIN_SECONDS)
         self._calls.shutdown(wait=True)
+        self._thread.join(_STOP_JOIN_SECONDS)  # (a job that waited for its call ends now)
 
     #
     # The loop thread
