@@ -133,16 +133,16 @@ def describe_coroutine(coro: Any, exc: BaseException) -> str:
     traceback of an exception that left the coroutine always holds. Parameters that may
     be passed by position are shown by position, keyword-only ones by name, ``self`` of a
     method not at all; the values are those the frame held when the job failed. Without
-    that frame (a coroutine of another kind), the name and ``(...)``."""
+    that frame (a coroutine of another kind), the name and ``(...)``.
+
+    An error raised around the job from the one it ended with, as the JobTimeoutError of
+    a job_timeout is from the CancelledError that stopped the job, did not leave the
+    coroutine: its frame is then read from that cause's traceback."""
     code = getattr(coro, "cr_code", None)
     name = _name(coro)
-    frame = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is code:
-            frame = tb.tb_frame
-            break
-        tb = tb.tb_next
+    frame = _frame_of(code, exc.__traceback__)
+    if frame is None and exc.__cause__ is not None:
+        frame = _frame_of(code, exc.__cause__.__traceback__)
     if frame is None or code is None:
         return f"{name}(...)"
     if code in CALL_KEEPERS:
@@ -168,6 +168,15 @@ def describe_coroutine(coro: Any, exc: BaseException) -> str:
     if len(parts) > _MAX_ARGS or len(keywords) > _MAX_ARGS:
         shown.append("...")
     return f"{name}({', '.join(shown)})"
+
+
+def _frame_of(code: object, tb: types.TracebackType | None) -> types.FrameType | None:
+    """The outermost frame running ``code`` in the traceback ``tb``, if any."""
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return tb.tb_frame
+        tb = tb.tb_next
+    return None
 
 
 def job_note(

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, cast
 
 from ._jobs import as_coroutine, wrapped_job
-from ._notes import annotate_job_error, safe_repr
+from ._notes import CALL_KEEPERS, annotate_coroutine_error, annotate_job_error, safe_repr
 from ._retry import RetryPolicy, next_delay
 
 if TYPE_CHECKING:
@@ -97,8 +97,29 @@ class Call:
         self.map_index = map_index
         self.owner = owner  # the job's map, if any: a map left early retries nothing
 
-    def note(self, exc: BaseException, attempts: int) -> None:
-        if self.annotate:
+    def note(
+        self,
+        exc: BaseException,
+        attempts: int,
+        first: Coroutine[Any, Any, Any] | None = None,
+    ) -> None:
+        """Note on ``exc`` which job failed with it (if annotate_errors says so).
+
+        A job with a retry policy is named from its call as it was made. A job without
+        one (``first``: its coroutine, its one attempt, which runs here only for its
+        job_timeout, hook, map or Adaptive limit) is named as the same job is in-line:
+        a coroutine from its frame (see describe_coroutine), a function's other awaitable
+        (the executor's wrapper around it) from its call. Else the note would name the
+        same job differently depending on those options (brk20 finding 2)."""
+        if not self.annotate:
+            return
+        if (
+            self.policy is None
+            and first is not None
+            and getattr(first, "cr_code", None) not in CALL_KEEPERS
+        ):
+            annotate_coroutine_error(exc, first, map_index=self.map_index)
+        else:
             annotate_job_error(
                 exc, self.fn, self.args, self.kwargs, attempts=attempts, map_index=self.map_index
             )
@@ -123,12 +144,18 @@ def _dropped(*args: Any, **kwargs: Any) -> NoReturn:
 
 
 def after_failure(
-    call: Call, attempt: int, exc: BaseException, *, ask: bool = True
+    call: Call,
+    attempt: int,
+    exc: BaseException,
+    *,
+    ask: bool = True,
+    first: Coroutine[Any, Any, Any] | None = None,
 ) -> float | None:
     """Attempt number ``attempt`` raised ``exc``: the delay before the next attempt, or
     None when the job ends with ``exc`` (then noted, if the call says so: the caller
     re-raises it with a bare ``raise``, so its traceback stays as the job left it).
     ``ask`` false: the policy is not asked (the core's job was stopped: see stopped).
+    ``first``: the job's coroutine, which names a job with no policy (see Call.note).
 
     Called in the caller's ``except`` clause, so an error of the policy's (which this
     raises, noted) has ``exc`` as its ``__context__``."""
@@ -141,7 +168,7 @@ def after_failure(
             raise
         if delay is not None:
             return delay
-    call.note(exc, attempt)
+    call.note(exc, attempt, first)
     return None
 
 
@@ -280,15 +307,19 @@ async def run_attempts(slots: AttemptSlots, call: Call, first: Coroutine[Any, An
     of the job's error in the job's last step included (see AttemptSlots.failed)."""
     try:
         try:
-            if call.job_timeout is not None:
-                first = wrapped_job(
-                    call.job_timeout, first, call.fn, call.args, call.kwargs,
-                    arguments=call.annotate, cancelled=slots.cancelled,
-                    timing_out=slots.timing_out,
-                )
-            return await first
+            if call.job_timeout is None:
+                return await first
+            # (``first`` stays the job's own coroutine: a job with no policy is named
+            # from it if it fails, see Call.note.)
+            return await wrapped_job(
+                call.job_timeout, first, call.fn, call.args, call.kwargs,
+                arguments=call.annotate, cancelled=slots.cancelled,
+                timing_out=slots.timing_out,
+            )
         except BaseException as exc:
-            delay = after_failure(call, 1, exc, ask=not stopped(call, slots.stopping()))
+            delay = after_failure(
+                call, 1, exc, ask=not stopped(call, slots.stopping()), first=first
+            )
             if delay is None:
                 raise
         return await more_attempts(slots, call, delay)
