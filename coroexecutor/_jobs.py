@@ -126,15 +126,20 @@ def as_coroutine(
     fn: object,
     args: tuple[Any, ...] | None = None,
     kwargs: dict[str, Any] | None = None,
+    *,
+    keep_call: bool = True,
 ) -> Coroutine[Any, Any, Any]:
     """The coroutine for a job whose function returned ``result``: called with ``args``
-    and ``kwargs``, which a note on its error shows (None: no note names the call)."""
+    and ``kwargs``, which a note on its error shows (None: annotate_errors=False, no
+    message or note shows them). ``keep_call`` false: the job's Call names it (an
+    attempt of a retry), so the wrapper of an awaitable that is no coroutine need not
+    keep the call's description."""
     if type(result) is _CoroutineType:
         return result
     if asyncio.iscoroutine(result):
         return result
     if inspect.isawaitable(result):
-        return _await(result, fn, args, {} if kwargs is None else kwargs)
+        return _await(result, fn, args if keep_call else None, {} if kwargs is None else kwargs)
     # Only here, on the path of a result that is no coroutine, is fn's kind examined:
     # checking before the call would cost every job. Calling an async generator function
     # runs none of its body, so this is as good as refusing it before the call.

@@ -278,7 +278,13 @@ async def more_attempts(slots: AttemptSlots, call: Call, delay: float) -> Any:
             raise
         attempt += 1
         try:
-            coro = as_coroutine(call.fn(*call.args, **call.kwargs), call.fn)  # (named by call)
+            # (The note names the job by its call. A value returned instead of an
+            # awaitable shows in the TypeError as on the first attempt: by its type only
+            # under annotate_errors=False.)
+            coro = as_coroutine(
+                call.fn(*call.args, **call.kwargs), call.fn,
+                call.args if call.annotate else None, call.kwargs, keep_call=False,
+            )
             if call.job_timeout is not None:
                 coro = wrapped_job(
                     call.job_timeout, coro, call.fn, call.args, call.kwargs,

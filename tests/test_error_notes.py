@@ -725,6 +725,32 @@ async def test_annotate_errors_false_keeps_arguments_out_of_the_type_errors() ->
     assert _CountsRepr.calls == 0
 
 
+@pytest.mark.parametrize("annotate", [True, False])
+async def test_a_retried_jobs_type_error_shows_what_it_returned_as_annotate_errors_says(
+    loop_kind: str, annotate: bool
+) -> None:
+    # brk20 finding 5: with a retry policy that retries the TypeError, the attempts after
+    # the first showed only the type of what the function returned, as if
+    # annotate_errors were False (got dict object from _returns_it).
+    _CountsRepr.calls = 0
+    retry = Retry(attempts=2, backoff=0, on=TypeError)
+    options: dict[str, Any] = {"annotate_errors": annotate, "suppress_task_errors": True}
+    async with CoroutineExecutor(retry=retry, **options) as exe:
+        task = await exe.submit(_returns_it, _CountsRepr())  # attempt 1 failed: retried
+        mapped = [e async for e in exe.map(_returns_it, [_CountsRepr()], return_exceptions=True)]
+        await asyncio.wait([task])
+    shown = "Secret('hunter2')" if annotate else "_CountsRepr object"
+    message = f"job function must return an awaitable (got {shown} from _returns_it)"
+    for error in (task.exception(), mapped[0]):
+        assert isinstance(error, TypeError) and str(error) == message
+    if annotate:
+        assert notes(task.exception()) == [
+            "coroexecutor: job _returns_it(Secret('hunter2')) failed after 2 attempts"
+        ]
+    else:
+        assert _CountsRepr.calls == 0
+
+
 async def test_a_repr_that_raises_does_not_replace_the_type_error() -> None:
     async with CoroutineExecutor(suppress_task_errors=True) as exe:
         with pytest.raises(TypeError) as info:
