@@ -106,11 +106,11 @@ class Call:
         """Note on ``exc`` which job failed with it (if annotate_errors says so).
 
         A job with a retry policy is named from its call as it was made. A job without
-        one (``first``: its coroutine, its one attempt, which runs here only for its
-        job_timeout, hook, map or Adaptive limit) is named as the same job is in-line:
-        a coroutine from its frame (see describe_coroutine), a function's other awaitable
-        (the executor's wrapper around it) from its call. Else the note would name the
-        same job differently depending on those options (brk20 finding 2)."""
+        one comes here only for its job_timeout, hook, map or Adaptive limit, and is
+        named as the same job is in-line (see run_job): from ``first``, its coroutine,
+        by its frame (see describe_coroutine), unless that is the executor's wrapper of
+        a function's awaitable that is no coroutine, named from its call. Naming every
+        job here from its call made the note depend on those options (brk20 finding 2)."""
         if not self.annotate:
             return
         if (
