@@ -9,6 +9,8 @@ import asyncio
 import contextvars
 from typing import Any, Callable
 
+from ._following import QueuedFuture
+
 __all__ = ["FIRST", "Queued", "Requeued", "Resuming", "SentBack", "Submitting"]
 
 
@@ -21,7 +23,7 @@ class Queued:
 
     def __init__(
         self,
-        future: asyncio.Future[Any],
+        future: QueuedFuture,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],

@@ -252,7 +252,8 @@ class CoroutineExecutor(Settings):
         """Start ``fn(*args, **kwargs)`` now if a slot is free, else queue it; never waits.
 
         Returns the job's task, or a future that follows the job once it starts (queued
-        jobs start in FIFO order as slots free up). Loop thread only.
+        jobs start in FIFO order as slots free up); like a task, it refuses
+        ``set_result()`` and ``set_exception()``. Loop thread only.
 
         Cancellation: cancelling the future drops a queued job and cancels a running one.
 

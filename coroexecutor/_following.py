@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["QueuedFuture"]
+
+# The executor's own settling goes past the refusals below.
+_set_result = asyncio.Future.set_result
+_set_exception = asyncio.Future.set_exception
 
 
 class QueuedFuture(asyncio.Future[Any]):
@@ -17,6 +21,12 @@ class QueuedFuture(asyncio.Future[Any]):
     step has not run yet never runs, and a job that has ended keeps its outcome
     (``cancel()`` copies it in and returns False). A cancel passed on by a done callback
     came one step late: True for a job that then ran, or hiding a finished job's error.
+
+    Only the executor settles it: ``set_result()`` and ``set_exception()`` raise
+    ``RuntimeError``, as an ``asyncio.Task``'s do. A value set by its holder would end
+    the future with an outcome its job never produced (brk20: the queued job then never
+    ran, was counted cancelled with its future not cancelled, and an error set so
+    stopped nothing; set once the job ran, the future kept it against the job's own).
     """
 
     __slots__ = ("task",)
@@ -39,6 +49,22 @@ class QueuedFuture(asyncio.Future[Any]):
             task.cancel(msg)  # now: a first step still to come then never runs the job
         return super().cancel(msg)
 
+    def set_result(self, result: Any, /) -> NoReturn:
+        raise RuntimeError("QueuedFuture does not support set_result operation")
+
+    def set_exception(self, exception: type | BaseException, /) -> NoReturn:
+        raise RuntimeError("QueuedFuture does not support set_exception operation")
+
+    def settle_result(self, result: Any) -> None:
+        """The executor ends the future with its job's result."""
+        _set_result(self, result)
+
+    def settle_exception(self, exc: BaseException) -> None:
+        """The executor ends the future with its job's error (or one that kept the job
+        from starting), which it owns (policy or suppress): asyncio does not log it."""
+        _set_exception(self, exc)
+        self.exception()
+
     def copy_from(self, task: asyncio.Future[Any]) -> None:
         """Take the ended job's outcome (the first time only)."""
         if self.done():
@@ -48,7 +74,6 @@ class QueuedFuture(asyncio.Future[Any]):
             return
         exc = task.exception()
         if exc is None:
-            self.set_result(task.result())
+            _set_result(self, task.result())
         else:
-            self.set_exception(exc)
-            self.exception()  # the executor owns the error (policy or suppress): no log
+            self.settle_exception(exc)

@@ -109,8 +109,7 @@ def start_queued(
         # future carries it, and it leaves the event loop from a callback of its own, as
         # asyncio lets it leave from a task: not from here, which may be the last step
         # of another job, whose outcome it is not.
-        future.set_exception(exc)
-        future.exception()
+        future.settle_exception(exc)
         if outcomes.succeeded + outcomes.failed + outcomes.cancelled == counted:
             # From fn(): the job failed before it began, and nothing counted it. As for
             # a job raising it, fail-fast then starts no queued job after it.
@@ -124,9 +123,8 @@ def start_queued(
         # non-awaitable: the job failed before it began.
         failed_to_start(exe, future, entry.fn, entry.args, entry.kwargs, exc, kind, index, owner)
         return None
-    if isinstance(future, QueuedFuture):  # (every queued job's future is one)
-        future.follow(task)
-        exe._outcomes.started(task, future)
+    future.follow(task)
+    exe._outcomes.started(task, future)
     if owner is not None and not exe._inline and task.done():
         # An eager task factory ran the map's job to its end inside create_task: its
         # map learns of its error now, not from the done callback a turn later, so the
@@ -138,7 +136,7 @@ def start_queued(
 
 def failed_to_start(
     exe: Core,
-    future: asyncio.Future[Any],
+    future: QueuedFuture,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -155,8 +153,7 @@ def failed_to_start(
     map's input however its job starts (see map_start_failed)."""
     if exe._annotate:
         annotate_job_error(exc, fn, args, kwargs, map_index=index)
-    future.set_exception(exc)
-    future.exception()  # the executor owns the error (policy or suppress): no log
+    future.settle_exception(exc)
     exe._outcomes.failed += 1
     if kind is JobKind.POLICY:
         fail(exe, exc)

@@ -210,8 +210,7 @@ def _break(exe: Core, error: BaseException) -> None:
             exe._outcomes.cancelled += 1
             continue
         exc = broken_error(exe)
-        future.set_exception(exc)
-        future.exception()  # the executor owns the error (policy or suppress): no log
+        future.settle_exception(exc)
         exe._outcomes.failed += 1
         first = first or exc
     if first is not None:
