@@ -259,7 +259,11 @@ class Outcomes:
         """Run the on_job_done hook with a finished job's future (not for the task of a
         queued job: see hook_when_done); an error it raises goes to the loop's handler,
         as does the TypeError for an awaitable answer (a plain wrapper of an async
-        function: a coroutine never awaited)."""
+        function: a coroutine never awaited). So does any BaseException but the two that
+        end the loop (a GeneratorExit, one of the user's own): caught as Exception only,
+        it left as asyncio's "Exception in callback" report, without the job's future
+        (brk20). KeyboardInterrupt and SystemExit come out of the loop, as from any
+        callback."""
         if self.hook is None:
             return
         if self.followed:
@@ -271,7 +275,9 @@ class Outcomes:
             answer = self.hook(future)
             if answer is not None:  # (most hooks return None: no call more for them)
                 plain_answer(answer, "on_job_done")
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
             loop.call_exception_handler(
                 {"message": "on_job_done hook raised", "exception": exc, "future": future}
             )

@@ -494,13 +494,19 @@ async def test_core_body_error_waits_for_a_stubborn_job_then_propagates() -> Non
 #
 
 
-async def test_core_on_job_done_hook_error_is_reported_and_changes_nothing() -> None:
+# A BaseException that does not end the loop is the hook's error like any other: it was
+# caught as Exception only, and went to asyncio's "Exception in callback" report without
+# the job's future (brk20).
+@pytest.mark.parametrize("exc_type", [ZeroDivisionError, CustomBaseError, GeneratorExit])
+async def test_core_on_job_done_hook_error_is_reported_and_changes_nothing(
+    exc_type: type[BaseException],
+) -> None:
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
     reports: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: reports.append(context))
     seen: list[asyncio.Future[Any]] = []
-    hook_error = ZeroDivisionError("hook")
+    hook_error = exc_type("hook")
 
     def hook(job: asyncio.Future[Any]) -> None:
         seen.append(job)
@@ -522,6 +528,33 @@ async def test_core_on_job_done_hook_error_is_reported_and_changes_nothing() -> 
         assert context["exception"] is hook_error
         assert context["future"] in seen
     assert exe.stats.succeeded == 6
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_core_on_job_done_hook_keyboard_interrupt_leaves_asyncio_run(
+    exc_type: type[BaseException],
+) -> None:
+    """KeyboardInterrupt and SystemExit from the hook are not reported: they come out of
+    the event loop, as from any callback (docs/semantics.rst, on_job_done)."""
+    error = exc_type("from the hook")
+    reports: list[dict[str, Any]] = []
+    seen: list[asyncio.Future[Any]] = []
+
+    def hook(job: asyncio.Future[Any]) -> None:
+        seen.append(job)
+        raise error
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+        async with CoroutineExecutor(max_workers=2, on_job_done=hook) as exe:
+            await exe.submit(asyncio.sleep, 0, "done")
+            await asyncio.Event().wait()  # the loop ends with the hook's error
+
+    with pytest.raises(exc_type) as info:
+        asyncio.run(main(), debug=True)
+    assert info.value is error
+    assert [job.result() for job in seen] == ["done"]
+    assert [ctx for ctx in reports if ctx.get("exception") is error] == []
 
 
 async def test_core_user_done_callback_error_is_reported_by_asyncio_not_the_executor() -> None:
