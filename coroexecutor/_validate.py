@@ -44,7 +44,20 @@ def check_rate(max_per_second: object, burst: object) -> tuple[float | None, int
     if not max_per_second > 0:  # NaN too
         raise ValueError(f"max_per_second must be greater than 0 (got {max_per_second!r})")
     check_finite("max_per_second", max_per_second)  # no limit is None, as for every wait
+    _check_spacing(max_per_second)
     return float(max_per_second), 1 if burst is None else burst
+
+
+def _check_spacing(max_per_second: int | float) -> None:
+    """Refuse a rate so small that the spacing of its starts, ``1 / max_per_second``,
+    overflows to infinity (below about 5.6e-309): the rate limiter would wait an infinite
+    time for its next token, and a second submit() waited for ever (brk20: 1e-320). It
+    is an infinite time in disguise, refused as one is."""
+    if not math.isfinite(1 / max_per_second):  # (an int rate is at least 1)
+        raise ValueError(
+            "max_per_second must be large enough that 1/max_per_second is finite"
+            f" (got {max_per_second!r})"
+        )
 
 
 def check_seconds(name: str, value: object) -> float | None:

@@ -604,7 +604,13 @@ def test_options_of_the_wrong_kind_or_infinite_are_refused_clearly() -> None:
         ValueError, match=re.escape("job_timeout must be a finite number (got inf)")
     ):
         ThreadedLoopExecutor(job_timeout=float("inf"))
+    # A positive rate whose spacing 1/rate overflows (brk20): no start after the first.
+    tiny = "max_per_second must be large enough that 1/max_per_second is finite (got 1e-320)"
+    with pytest.raises(ValueError, match=re.escape(tiny)):
+        ThreadedLoopExecutor(max_per_second=1e-320)
     with ThreadedLoopExecutor(max_workers=1, max_per_second=5) as exe:
+        with pytest.raises(ValueError, match=re.escape(tiny)):
+            exe.max_per_second = 1e-320
         with pytest.raises(TypeError, match=re.escape("burst must be an int or None (got '2')")):
             exe.burst = "2"  # type: ignore[assignment]
         with pytest.raises(

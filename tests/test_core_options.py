@@ -314,6 +314,10 @@ async def test_rate_setters_validate_as_the_constructor_does() -> None:
         exe.max_per_second = 5
         with pytest.raises(ValueError, match=re.escape("burst must be an int greater than 0")):
             exe.burst = 0
+        with pytest.raises(ValueError, match=re.escape(
+            "max_per_second must be large enough that 1/max_per_second is finite (got 1e-320)"
+        )):
+            exe.max_per_second = 1e-320  # an infinite spacing (brk20)
         assert (exe.max_per_second, exe.burst) == (5.0, 1)  # unchanged by the refusals
 
 
@@ -1013,6 +1017,13 @@ async def test_hook_that_raises_is_reported_not_dropped() -> None:
             "job_timeout must be a finite number (got inf)",
         ),
         ({"timeout": float("inf")}, ValueError, "timeout must be a finite number (got inf)"),
+        # A positive rate whose spacing 1/rate overflows: the second submit() waited for
+        # ever (brk20).
+        (
+            {"max_per_second": 1e-320},
+            ValueError,
+            "max_per_second must be large enough that 1/max_per_second is finite (got 1e-320)",
+        ),
         ({"burst": 3}, ValueError, "burst requires max_per_second"),
         ({"job_timeout": 0}, ValueError, "job_timeout must be greater than 0 (got 0)"),
         ({"job_timeout": -1}, ValueError, "job_timeout must be greater than 0 (got -1)"),

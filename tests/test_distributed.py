@@ -1309,6 +1309,11 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
     # A misspelt switch ("no") must not pass as true (found by a docs-only tester).
     with pytest.raises(TypeError, match=re.escape("suppress_task_errors must be True or False")):
         DaskExecutor(client=client, suppress_task_errors="no")  # type: ignore[arg-type]
+    # A positive rate whose spacing 1/rate overflows: no job after the first (brk20).
+    with pytest.raises(ValueError, match=re.escape(
+        "max_per_second must be large enough that 1/max_per_second is finite (got 1e-320)"
+    )):
+        DaskExecutor(client=client, max_per_second=1e-320)
     with DaskExecutor(client=client, per_worker=3) as exe:
         coro = _double(1)
         with pytest.raises(TypeError, match="not a coroutine object"):
