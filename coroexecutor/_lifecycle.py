@@ -14,7 +14,7 @@ from ._errors import refused
 from ._idle import check_idle
 from ._map_reader import cancel_readers
 from ._map_state import follow_limit
-from ._policy import Cause, cancelling, in_asyncio_teardown, loop_going_down
+from ._policy import Cause, cancelling, loop_going_down
 from ._state import State
 
 if TYPE_CHECKING:
@@ -51,19 +51,16 @@ def fail_as_loop_ends(exe: Core, error: BaseException) -> None:
     the run ends ("unhandled exception during asyncio.run() shutdown"), so the executor
     does not report it again when it is collected.
 
-    When asyncio's own end of the loop runs us (see tearing_down), fail-fast has nothing
+    asyncio's own end of the loop runs us (loop_going_down asks), so fail-fast has nothing
     left to stop: asyncio has cancelled every task on the loop, the other jobs and the
     block's task among them, and waits for their clean-up. Cancelling them again would
     interrupt that clean-up (another job's ``finally: await conn.close()``) at its next
-    await. So only what waits for a slot is dropped, as for the loop's end itself. A
-    loop that other code ends by cancelling every task is a program that goes on:
-    fail-fast as ever."""
+    await. So only what waits for a slot is dropped, as for the loop's end itself. (A
+    loop that other code ends by cancelling every task is a program that goes on: its
+    jobs' errors never come here, and fail-fast acts as ever.)"""
     outcomes = exe._outcomes
-    if in_asyncio_teardown():
-        outcomes.stop(Cause.JOB_ERROR, error)  # the first error, as abort() records it
-        abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
-    else:
-        abort(exe, Cause.JOB_ERROR, error)
+    outcomes.stop(Cause.JOB_ERROR, error)  # the first error, as abort() records it
+    abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     if outcomes.first_error is error:
         outcomes.loop_reports = True
 
@@ -296,11 +293,12 @@ def tearing_down(exe: Core, freed_by: asyncio.Future[Any] | None) -> bool:
     on, waiting for the jobs queued behind. So the picture is taken for the loop's end
     only when asyncio's own end of the loop is running it: asyncio.run(), an
     asyncio.Runner (uvloop.run and unittest's IsolatedAsyncioTestCase use one) closing,
-    found on the stack (in_asyncio_teardown). A loop ended by other code that cancels
-    every task keeps its queued jobs: they start, as in a program that goes on.
+    found on the stack (in_asyncio_teardown, which loop_going_down asks). A loop ended
+    by other code that cancels every task is a program that goes on: its queued jobs
+    start, unless a running job's cancel stopped the executor (fail-fast).
     """
     current = freed_by if freed_by is not None else _current_task(exe._loop)
-    if current is None or not loop_going_down(current) or not in_asyncio_teardown():
+    if current is None or not loop_going_down(current):  # (in_asyncio_teardown too)
         return False
     abort(exe, Cause.LOOP_END)  # cancels nothing the loop's end has cancelled
     return True

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from ._errors import not_a_task
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
-from ._policy import in_asyncio_teardown, loop_going_down
+from ._policy import loop_going_down
 from ._typing import TypeGuard
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ def _asyncio_reports(loop: asyncio.AbstractEventLoop) -> bool:
     error the reading ended with (not the clean-up errors of the inputs after it, which
     the task does not raise)."""
     task = asyncio.current_task(loop)
-    return task is not None and loop_going_down(task) and in_asyncio_teardown()
+    return task is not None and loop_going_down(task)
 
 
 def drop_reader(jobs: MapJobs, reader: asyncio.Task[Any]) -> None:

@@ -176,3 +176,62 @@ def test_the_end_of_asyncio_run_still_drops_the_queued_jobs() -> None:
     asyncio.run(main(), debug=True)
     assert seen["queued"].cancelled()
     assert seen["exe"].stats.cancelled >= 2  # the running job and the queued one
+
+
+async def _cancel_every_task(first: str, suppress: bool) -> tuple[list[int], Any, str, Any]:
+    """Other code ends the loop by cancelling every task (the body and the running job,
+    ``first`` first), and the program goes on: the body takes its cancel back. No
+    asyncio.run() is ending, so the job's cancel is a cancel from outside (brk20)."""
+    ran: list[int] = []
+    started = asyncio.Event()
+
+    async def job(n: int) -> int:
+        ran.append(n)
+        if n == 0:
+            started.set()
+            await asyncio.Event().wait()
+        return n
+
+    body = asyncio.current_task()
+    assert body is not None
+    exe = CoroutineExecutor(max_workers=1, suppress_task_errors=suppress)
+    running = await exe.submit(job, 0)
+    queued = exe.submit_nowait(job, 1)
+    await started.wait()
+    assert asyncio.all_tasks() == {body, running}  # every task on the loop
+    order = [running, body] if first == "job" else [body, running]
+    asyncio.get_running_loop().call_soon(lambda: [task.cancel() for task in order])
+    try:
+        await asyncio.Event().wait()
+        raise AssertionError("the body was not cancelled")
+    except asyncio.CancelledError:
+        body.uncancel()  # the program goes on
+    try:
+        await exe.shutdown()
+        ended = "shutdown returned"
+    except asyncio.CancelledError:
+        ended = "shutdown raised CancelledError"
+    outcome = "cancelled" if queued.cancelled() else queued.result()
+    return ran, outcome, ended, exe.stats
+
+
+@pytest.mark.parametrize("first", ["job", "body"])
+@pytest.mark.parametrize("kind", ["default", "eager", "uvloop"])
+def test_a_loop_other_code_ends_fails_fast_on_the_jobs_cancel(kind: str, first: str) -> None:
+    # Under fail-fast the running job's cancel is its error: the queued job is dropped
+    # and shutdown() raises it (docs/semantics.rst). With the job's cancel taken first,
+    # the body's still pending, it was taken for the loop's end: the queued job started
+    # and shutdown() raised nothing (3.11, /tmp/brk20/le2.py).
+    ran, outcome, ended, stats = _run_on(kind, _cancel_every_task(first, suppress=False))
+    assert (ran, outcome, ended) == ([0], "cancelled", "shutdown raised CancelledError")
+    assert (stats.succeeded, stats.cancelled, stats.failed) == (0, 2, 0)
+
+
+@pytest.mark.parametrize("first", ["job", "body"])
+@pytest.mark.parametrize("kind", ["default", "eager", "uvloop"])
+def test_a_loop_other_code_ends_keeps_its_queued_jobs_when_errors_are_suppressed(
+    kind: str, first: str
+) -> None:
+    ran, outcome, ended, stats = _run_on(kind, _cancel_every_task(first, suppress=True))
+    assert (ran, outcome, ended) == ([0, 1], 1, "shutdown returned")
+    assert (stats.succeeded, stats.cancelled, stats.failed) == (1, 1, 0)

@@ -425,25 +425,26 @@ def test_an_input_error_as_asyncio_run_ends_is_reported_once(
 )
 @pytest.mark.parametrize("settled", ["in-line", "hook"])
 def test_a_consumer_the_end_of_the_loop_cancels_does_not_cancel_the_reader_again(
-    settled: str,
+    settled: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A task waiting in the map as asyncio.run() ends is cancelled with the rest, and the
     map, closed by that cancel, cancelled its jobs and its reader again (interrupting the
     input's clean-up if the reader took its cancel first). asyncio.run() cancels every
-    task once, in the order of a set: here the reader first, then the rest, as
-    asyncio.runners._cancel_all_tasks does."""
+    task once, in the order of a set: here the reader first, then the rest. The end is
+    asyncio's own (asyncio.runners._cancel_all_tasks, its set put in that order): the
+    executor takes cancels for the loop's end only then (a loop that other code ends by
+    cancelling every task goes on, see loop_going_down)."""
     ending = _EndingMap(settled)
     loop = asyncio.new_event_loop()
     try:
         _results, exe, waiting = loop.run_until_complete(ending.main(True))
         reader = ending.reader
         assert reader is not None and waiting is not None
-        reader.cancel()
-        loop.run_until_complete(ending.cleaning.wait())  # its clean-up has begun
-        rest = [t for t in asyncio.all_tasks(loop) if t is not reader]
-        for task in rest:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(reader, *rest, return_exceptions=True))
+        ordered = [reader, *(t for t in asyncio.all_tasks(loop) if t is not reader)]
+        monkeypatch.setattr(asyncio.tasks, "all_tasks", lambda loop=None: ordered)
+        asyncio.runners._cancel_all_tasks(loop)  # type: ignore[attr-defined]  # asyncio.run()'s end
+        monkeypatch.undo()
+        assert ending.cleaning.is_set()
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
