@@ -242,27 +242,43 @@ class Retries:
             # Not from the job (its wrapper decides those): the core's job_timeout.
             error = decide(attempts, exc, ask=not self.stopped(future))
             if error is not None:
-                if core and cancels(error):
-                    with self._lock:  # the core counted the timeout as a failure
-                        self._slots.count_cancelled_attempt(core_failed=True)
-                give_up(future, error)  # the caller's resolve is then a no-op
+                # The caller's resolve is then a no-op. A policy that raised CancelledError
+                # cancels the future: the core's caller counts it (count_cancelled).
+                give_up(future, error)
                 return False
         self.pause(future, None if not core else exc is not None)
         return True
 
-    def after_cancelled_attempt(self, task: asyncio.Future[Any]) -> None:
-        """The core's task of a job cancelled while its failed attempt met the policy has
-        ended: if the task returned RETRIED (the core counted a success), count the job
-        as cancelled instead, and its retry (the policy gave it another try, which the
-        cancel ends, as in a pause). Otherwise:
-          caller thread                        loop thread
-                                               the attempt fails; the policy retries it
-          cancel() -> True
-                                               the task ends: the future is cancelled
+    def count_cancelled(self, task: asyncio.Future[Any]) -> None:
+        """The core's task of a job has ended, not cancelled itself, and the job's future
+        ended cancelled: the core counted a success or a failure, and the job counts as
+        cancelled instead, as its future says (ExecutorStats: cancelled, whoever cancelled
+        it). The task ended so when:
+
+        * it returned RETRIED (a success to the core): cancel() came as its failed attempt
+          met the policy, which retried it; the retry counts, as in a pause::
+
+            caller thread                        loop thread
+                                                 the attempt fails; the policy retries it
+            cancel() -> True
+                                                 the task ends: the future is cancelled
+
+        * it failed with the core's JobTimeoutError, which reaches the future only after
+          the task's end (see resolve): the deadline cut short the clean-up of a cancel()
+          of the caller's, which is no cancel of the executor's (see _jobs._with_deadline);
+          or cancel() won the future between the task's end and its done callback::
+
+            loop thread
+            the deadline's clean-up ends: the task fails with JobTimeoutError
+            the grace period ends: cancel_started, future.cancel() -> True
+            the task's done callback: the core counts a failure; the bridge's hook
+
+          or the policy raised CancelledError for it (give_up cancelled the future).
         """
-        if not task.cancelled() and task.exception() is None and task.result() is RETRIED:
-            with self._lock:
-                self._slots.count_cancelled_attempt()
+        failed = task.exception() is not None
+        retried = not failed and task.result() is RETRIED
+        with self._lock:
+            self._slots.count_cancelled(core_failed=failed, retried=retried)
 
     def pause(self, future: BridgeFuture[Any], core_failed: Optional[bool]) -> None:
         """The job's attempt failed and is retried: give its slot to the next job in line,

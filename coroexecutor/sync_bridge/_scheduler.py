@@ -205,8 +205,8 @@ class Scheduler:
                     ):
                         return  # paused for its next attempt, its slot given back
                     resolve(future, task)  # what the job could not set itself
-                elif future._attempts is not None:
-                    self.retries.after_cancelled_attempt(task)
+                if future._state == CANCELLED_AND_NOTIFIED and not task.cancelled():
+                    self.retries.count_cancelled(task)  # as its future says, not the core
             # The caller may keep the future long after: let the task, its coroutine and
             # its context go now (cancel() of a finished future never needs them).
             future._job = None

@@ -165,16 +165,17 @@ class Slots:
         self.pausing.add(future)
         return True
 
-    def count_cancelled_attempt(self, core_failed: bool = False) -> None:
-        """A job was cancelled while its failed attempt, which the core counted as a
-        success (RETRIED), met the policy, which retried it: it counts as cancelled, and
-        its retry counts (see pause); or (``core_failed``) its attempt's job_timeout,
-        which the core counted as a failure, met a policy that raised CancelledError: it
-        counts as cancelled, with no retry (see Retries)."""
+    def count_cancelled(self, *, core_failed: bool, retried: bool) -> None:
+        """A job the core counted as a failure (``core_failed``: its job_timeout's
+        JobTimeoutError) or a success ended with its future cancelled: it counts as
+        cancelled, as its future says (see Retries.count_cancelled). ``retried``: that
+        success was a failed attempt the policy retried (RETRIED), and its retry counts,
+        as it does for a job cancelled in its pause (see pause)."""
         if core_failed:
             self.core_failed_retried += 1
         else:
             self.core_ok_retried += 1
+        if retried:
             self.retried += 1
         self.cancelled += 1
 
