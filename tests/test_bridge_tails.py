@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import inspect
 import os
 import sys
@@ -296,3 +297,40 @@ def test_cancel_from_a_done_callback_on_the_loop_or_a_worker_thread(
     assert returned
     assert thread is not threading.current_thread()
     assert (exe.stats.cancelled, exe.stats.succeeded) == (1, 1)
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+@pytest.mark.parametrize("option", OPTIONS)
+def test_a_map_left_while_its_call_runs_cancels_the_awaitable_the_call_returns(
+    loop_kind: str, option: str, how: str
+) -> None:
+    """Regression (brk21 finding 2): a map's iterator closed or dropped while its job's
+    blocking call runs cannot cancel the call (cancel() returns False), but the map's
+    cancel is remembered: the awaitable the call then returns is cancelled, as an
+    exception leaving ``with`` or a grace period's end cancels it. It was awaited to its
+    end, and the block waited for it."""
+    calling, may_return = threading.Event(), threading.Event()
+    begun: list[bool] = []
+
+    async def watch() -> str:
+        begun.append(True)
+        await asyncio.sleep(WAIT)  # parked: a cancelled job never gets past this
+        return "finished"
+
+    def call(_: int) -> Coroutine[Any, Any, str]:
+        calling.set()
+        assert may_return.wait(WAIT)
+        return watch()
+
+    with _executor(loop_kind, option, max_workers=1) as exe:
+        results = exe.map(call, [0])
+        assert calling.wait(WAIT)
+        if how == "close":
+            results.close()
+        else:
+            del results
+            gc.collect()
+        may_return.set()  # the call returns its awaitable after the map was left
+    stats = exe.stats
+    assert (stats.cancelled, stats.succeeded, stats.failed) == (1, 0, 0), stats
+    assert len(begun) <= 1  # closed unawaited (or, eager, cancelled in its first await)

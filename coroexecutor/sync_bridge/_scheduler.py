@@ -23,7 +23,7 @@ from ._options import CoreOptions, ShutdownRequest
 from ._outcome import CoroutineJobError, resolve
 from ._retries import RETRIED, Retries, cancels
 from ._tuning import BridgeTuner
-from ._work_item import await_returned, close_unawaited, job_call
+from ._work_item import await_returned, cancel_if_stopped, close_unawaited, job_call
 from ._workers import Failed, FailedInWorker, Finished, WorkerPool, WorkItem
 
 __all__ = ["Scheduler"]
@@ -347,6 +347,7 @@ class Scheduler:
         for var, value in ctx.items():
             var.set(value)
         self.retries.attempts_of(future, fn, args, kwargs, False)  # see await_outcome
+        cancel_if_stopped(future)  # its map was left as the call ran: never awaited then
         awaiting = self._run_coroutine(future, await_returned, (outcome, fn, args, kwargs), {})
         del outcome, fn, args, kwargs, ctx, item  # the awaitable's error keeps this frame
         return await awaiting

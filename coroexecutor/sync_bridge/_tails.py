@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import not_a_task
 from ._outcome import resolve
 from ._retries import give_up
-from ._work_item import Failed, WorkItem, await_returned
+from ._work_item import Failed, WorkItem, await_returned, cancel_if_stopped
 
 if TYPE_CHECKING:
     from ._future import BridgeFuture
@@ -47,6 +47,7 @@ def await_outcome(scheduler: Scheduler, item: WorkItem) -> None:
             scheduler._release(future)
         return
     retries.attempts_of(future, *args)  # the awaitable's errors: the job's
+    cancel_if_stopped(future)  # its map was left as the call ran: cancelled below
     outcome, item.outcome = item.outcome, None
     coro = scheduler._run_coroutine(future, await_returned, (outcome, *args[:3]), {})
     try:

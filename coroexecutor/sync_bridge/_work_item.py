@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Failed", "FailedInWorker", "Finished", "Release", "WorkItem", "await_returned",
-    "close_unawaited", "job_call",
+    "cancel_if_stopped", "close_unawaited", "job_call",
 ]
 
 
@@ -119,6 +119,17 @@ async def await_returned(awaitable: Any, fn: Any, args: Any, kwargs: Any) -> Any
     together, so a note on the awaitable's error names the call (see job_call)."""
     del fn, args, kwargs  # the awaitable's error keeps this frame, which keeps no call
     return await awaitable
+
+
+def cancel_if_stopped(future: BridgeFuture[Any]) -> None:
+    """Loop thread: the job's blocking call returned an awaitable, and the job is
+    cancellable again (see WorkItem.returned). If the bridge cancelled it while the call
+    ran (its map closed or dropped: ``_last_attempt``), cancel it now: that cancel()
+    returned False, the call being RUNNING, and nobody would make it again, so the
+    awaitable would be awaited to its end, and ``with`` would wait for it. (A shutdown
+    that cancels the running jobs is remembered by the Scheduler: see _tails.)"""
+    if future._last_attempt:
+        future.cancel()  # True: the awaitable is then closed unawaited, or cancelled
 
 
 def close_unawaited(awaitable: Any) -> None:
