@@ -187,9 +187,10 @@ def _initializer_done(exe: Core, task: asyncio.Future[Any]) -> None:
     except asyncio.CancelledError as exc:
         error = exc
     if error is not None and exe._state is not State.CANCELLING:
-        # (CANCELLING: abort cancelled it, and the jobs waiting for it too.)
         _break(exe, error)
-    else:
+    elif error is not None and not isinstance(error, asyncio.CancelledError):
+        _failed_while_stopping(exe, error)
+    else:  # (CANCELLING: abort cancelled it, and the jobs waiting for it too.)
         if exe._state is State.STARTING:
             exe._state = State.RUNNING
         admit(exe)  # in FIFO order, behind the gate it drops first
@@ -218,6 +219,35 @@ def _break(exe: Core, error: BaseException) -> None:
         # it, as it would any first job error.
         fail(exe, first)
         exe._state = State.BROKEN
+
+
+def _failed_while_stopping(exe: Core, error: BaseException) -> None:
+    """The initializer answered the executor's cancel with an error of its own (``except
+    CancelledError: raise OSError``): it failed, as a job doing so does (see
+    Outcomes.names), and its error is not lost.
+
+    After shutdown() (no error known) the executor is broken by it: under any error
+    policy (it is no job's error) the error the block's entry, the shutdown() calls that
+    wait, and later calls raise is a BrokenCoroutineExecutor chained from it, reported
+    when the executor is collected if nobody waits. After a cause with an exception of
+    its own (the deadline, the entering task's cancellation), that first cause wins, as
+    it does over a job's error; the initializer's error, in no task anyone holds, goes to
+    the loop's exception handler, as a body's error after the first cause does."""
+    outcomes = exe._outcomes
+    if outcomes.names(True):  # shutdown() cancelled it
+        exe._startup.broken = error
+        abort(exe, Cause.JOB_ERROR, broken_error(exe))  # takes shutdown()'s place
+        return
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return  # asyncio raised it out of the loop: it reached the caller of run()
+    cause = outcomes.cause.value if outcomes.cause is not None else "it stopped"
+    exe._loop.call_exception_handler(
+        {
+            "message": f"the initializer of {exe!r} raised as the executor cancelled it"
+            f" ({cause}): what stopped the executor is raised instead",
+            "exception": error,
+        }
+    )
 
 
 def broken_error(exe: Core) -> BrokenCoroutineExecutor:
