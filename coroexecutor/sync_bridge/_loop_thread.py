@@ -2,7 +2,7 @@
 
 Threading model: ``start``, ``join``, ``stopped_future``, ``set_rate_threadsafe`` and
 ``stats_threadsafe`` may be called from any thread; ``_run`` (the thread body) and
-everything of ``_LoopRun`` run on the loop thread; ``after_fork_in_child`` runs in a
+everything of ``LoopRun`` run on the loop thread; ``after_fork_in_child`` runs in a
 forked child's only thread. The lock, the slots and the hand-off it drains are the
 HandOff's (``_handoff``), which this thread owns.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import threading
 from typing import Any, Callable, Optional
 
@@ -22,9 +21,9 @@ from ._first_task import cannot_run, close_loop, first_task
 from ._future_locks import SIGNAL_CHECK_SECONDS
 from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
+from ._loop_run import LoopRun
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory, Runner
-from ._tails import await_outcome, cancel_tails
 
 __all__ = ["KEEP", "LoopThread"]
 
@@ -224,7 +223,7 @@ class LoopThread:
                 runner = None  # not ours to close: Runner.close() would cancel its tasks
                 state = "closed" if loop.is_closed() else "running"
                 raise ValueError(f"loop_factory must return a new event loop (got a {state} one)")
-            run = _LoopRun(handoff, loop)
+            run = LoopRun(handoff, loop)
         except BaseException as exc:
             if runner is not None:
                 runner.close()
@@ -265,81 +264,6 @@ class LoopThread:
                     if self.stopped.set_running_or_notify_cancel():
                         self.stopped.set_result(None)
                     self._ended_now()
-
-
-class _LoopRun:
-    """What exists while the loop runs: its stop and idle futures, and the drain."""
-
-    def __init__(self, handoff: HandOff, loop: asyncio.AbstractEventLoop) -> None:
-        self._handoff = handoff
-        self._loop = loop
-        self._stop: asyncio.Future[ShutdownRequest] = loop.create_future()
-        self._idle: asyncio.Future[None] = loop.create_future()  # set: no job holds a slot
-        self.started = False  # main's first step has run: its task was made and runs it
-
-    async def main(
-        self, initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
-    ) -> None:
-        self.started = True
-        handoff = self._handoff
-        if initializer is not None:
-            try:
-                ready = initializer(*initargs)
-                if inspect.isawaitable(ready):
-                    await ready
-            except BaseException as exc:
-                handoff.fail_backlog(exc)
-                return
-            handoff.open(self._loop, self.drain)
-        try:
-            await self._finish(await self._stop)
-        finally:
-            # No wake-up may target the loop once it starts closing. Otherwise:
-            #   worker thread                         loop thread
-            #   skips a cancelled item, posts it
-            #                                         closes the loop
-            #   call_soon_threadsafe -> RuntimeError("Event loop is closed")
-            # What is handed off from now on is dropped by HandOff.close(): every job is done.
-            handoff.stop_draining()
-
-    async def _finish(self, request: ShutdownRequest) -> None:
-        """Wait for every job (cancelling some, as requested); then stop the core."""
-        if request.grace is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._idle), request.grace)
-            except asyncio.TimeoutError:
-                # The grace period is over: cancel whatever can be cancelled.
-                cancel_all = ShutdownRequest(cancel_queued=True, cancel_running=True)
-                self._handoff.request_shutdown_threadsafe(cancel_all)
-        await self._idle
-        await self._handoff.scheduler.core.shutdown(wait=True)
-
-    def drain(self) -> None:
-        """Take the whole batch from the hand-off and act on it."""
-        handoff = self._handoff
-        batch = handoff.take_batch()
-        scheduler = handoff.scheduler
-        for job in batch.to_start:
-            scheduler.start(job)
-        request = batch.shutdown
-        if request is not None:
-            # Before the finished jobs below free their slots: a job that was waiting
-            # when shutdown(cancel_futures=True) was called must not start after all.
-            running, queued = scheduler.cancel_started(request)
-            if request.cancel_running:
-                running += cancel_tails(scheduler)  # and those on their way
-            if request.report is not None:
-                request.send_report((running, queued, handoff.blocking_calls()))
-            if not self._stop.done():
-                self._stop.set_result(request)
-        for item in batch.done_items:
-            scheduler.on_work_done(item)
-        for item in batch.tails:
-            await_outcome(scheduler, item)
-        for call in batch.calls:
-            call()
-        if self._stop.done() and not self._idle.done() and handoff.is_idle():
-            self._idle.set_result(None)
 
 
 def _apply_rate(
