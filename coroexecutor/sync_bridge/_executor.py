@@ -334,8 +334,9 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         return), except those the loop thread holds (rate limit; ``job_timeout``), which
         it cancels soon after. A job submitted while a slot was free (the initializer
         done) counts as started and runs, as on a ThreadPoolExecutor whose idle worker
-        has taken it. ``timeout`` is a grace period: coroutine jobs still running
-        after it are cancelled.
+        has taken it. ``timeout`` is a grace period from this call: coroutine jobs
+        still running after it are cancelled, and so is an async initializer (the jobs
+        waiting for it never start); a sync one cannot be, and delays it.
 
         With ``wait=False`` this returns at once, from any thread. With ``wait=True``, not
         from the loop thread or a worker thread (that would deadlock: ``RuntimeError``).

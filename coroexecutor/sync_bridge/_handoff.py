@@ -5,7 +5,7 @@ Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe`` and
 ``request_shutdown_threadsafe``, ``set_max_workers_threadsafe``, ``set_rate``,
 ``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
 blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
-thread: ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog``,
+thread: ``listen``, ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog``,
 ``blocking_calls``, the Scheduler's ``_release_nowait`` and ``_release_all``; once the
 loop has stopped, ``_closing.close``.
 
@@ -339,6 +339,12 @@ class HandOff:
             items = self._fill_locked()
         for item in items:
             self.pool.submit(item)
+
+    def listen(self, loop: asyncio.AbstractEventLoop, drain: Callable[[], object]) -> None:
+        """Drain while an async initializer runs, so a shutdown request reaches the loop
+        then (see LoopRun._initialize); the slots stay paused: no job starts before open."""
+        with self._lock:
+            self._mailbox.open(loop, drain)
 
     def take_batch(self) -> Batch:
         """Take everything handed off since the last drain."""

@@ -16,13 +16,19 @@ __all__ = ["LoopRun"]
 
 
 class LoopRun:
-    """What exists while the loop runs: its stop and idle futures, and the drain."""
+    """What exists while the loop runs: its stop and idle futures, the grace period's
+    timer, and the drain; and while an async initializer runs, the task awaiting it."""
 
     def __init__(self, handoff: HandOff, loop: asyncio.AbstractEventLoop) -> None:
         self._handoff = handoff
         self._loop = loop
         self._stop: asyncio.Future[ShutdownRequest] = loop.create_future()
         self._idle: asyncio.Future[None] = loop.create_future()  # set: no job holds a slot
+        self._grace: Optional[asyncio.TimerHandle] = None  # shutdown(timeout=): its end
+        # main's task while it awaits what an async initializer returned, and whether a
+        # shutdown request has cancelled it (see _stop_initializer).
+        self._initializing: Optional[asyncio.Task[Any]] = None
+        self._initializer_stopped = False
         self.started = False  # main's first step has run: its task was made and runs it
 
     async def main(
@@ -30,18 +36,19 @@ class LoopRun:
     ) -> None:
         self.started = True
         handoff = self._handoff
-        if initializer is not None:
-            try:
-                ready = initializer(*initargs)
-                if inspect.isawaitable(ready):
-                    await ready
-            except BaseException as exc:
-                handoff.fail_backlog(exc)
-                return
-            handoff.open(self._loop, self.drain)
         try:
-            await self._finish(await self._stop)
+            if initializer is not None:
+                try:
+                    await self._initialize(initializer, initargs)
+                except BaseException as exc:
+                    handoff.fail_backlog(exc)
+                    return
+                handoff.open(self._loop, self.drain)
+            await self._stop
+            await self._finish()
         finally:
+            if self._grace is not None:
+                self._grace.cancel()
             # No wake-up may target the loop once it starts closing. Otherwise:
             #   worker thread                         loop thread
             #   skips a cancelled item, posts it
@@ -50,16 +57,66 @@ class LoopRun:
             # What is handed off from now on is dropped by HandOff.close(): every job is done.
             handoff.stop_draining()
 
-    async def _finish(self, request: ShutdownRequest) -> None:
-        """Wait for every job (cancelling some, as requested); then stop the core."""
+    async def _initialize(
+        self, initializer: Callable[..., object], initargs: tuple[Any, ...]
+    ) -> None:
+        """Run the initializer; raise what it raised (the executor is then broken).
+
+        A sync initializer (and the part of one before it returns an awaitable) blocks
+        the loop thread: nothing can interrupt it, and a shutdown request is acted on
+        once it has returned. While the awaitable it returned is awaited, the loop drains
+        the hand-off, jobs still held back: a shutdown request starts its grace period
+        at once, and one that cancels the running coroutine jobs (the end of that grace
+        period, leaving ``with`` by an exception, Ctrl-C) cancels the initializer too, as
+        the core's shutdown(wait=False) cancels its own. Cancelled so, it has not failed:
+        the executor was shut down before it started, and its queued jobs are cancelled
+        (the request took them). It is awaited in this task, not one of its own, so the
+        loop's task factory (which may make only this task) is not asked again.
+        """
+        ready = initializer(*initargs)
+        if not inspect.isawaitable(ready):
+            return
+        task = asyncio.current_task()
+        self._initializing = task
+        self._handoff.listen(self._loop, self.drain)
+        try:
+            await ready
+        except asyncio.CancelledError:
+            if not self._initializer_stopped:
+                raise  # its own CancelledError, not our cancel: it failed
+        finally:
+            self._initializing = None
+        if self._initializer_stopped and task is not None and hasattr(task, "uncancel"):
+            task.uncancel()  # (3.11+) ours, delivered or swallowed: this task goes on
+
+    def _stop_initializer(self) -> None:
+        """A request cancels the running coroutine jobs: cancel the async initializer too,
+        once, if it still runs. Called from drain(), so main's task waits in it."""
+        task = self._initializing
+        if task is not None and not self._initializer_stopped:
+            self._initializer_stopped = True
+            task.cancel()
+
+    def _on_stop(self, request: ShutdownRequest) -> None:
+        """The first shutdown request: main goes on to _finish; a grace period starts now
+        (the initializer may still run: see _initialize)."""
+        self._stop.set_result(request)
         if request.grace is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._idle), request.grace)
-            except asyncio.TimeoutError:
-                # The grace period is over: cancel whatever can be cancelled.
-                cancel_all = ShutdownRequest(cancel_queued=True, cancel_running=True)
-                self._handoff.request_shutdown_threadsafe(cancel_all)
+            self._grace = self._loop.call_later(request.grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        """The grace period is over: cancel whatever can be cancelled."""
+        self._grace = None
+        if not self._idle.done():
+            cancel_all = ShutdownRequest(cancel_queued=True, cancel_running=True)
+            self._handoff.request_shutdown_threadsafe(cancel_all)
+
+    async def _finish(self) -> None:
+        """Wait for every job (cancelling some, as requested); then stop the core."""
         await self._idle
+        if self._grace is not None:  # every job is done: nothing left to cancel
+            self._grace.cancel()
+            self._grace = None
         await self._handoff.scheduler.core.shutdown(wait=True)
 
     def drain(self) -> None:
@@ -76,15 +133,19 @@ class LoopRun:
             running, queued = scheduler.cancel_started(request)
             if request.cancel_running:
                 running += cancel_tails(scheduler)  # and those on their way
+                self._stop_initializer()
             if request.report is not None:
                 request.send_report((running, queued, handoff.blocking_calls()))
             if not self._stop.done():
-                self._stop.set_result(request)
+                self._on_stop(request)
         for item in batch.done_items:
             scheduler.on_work_done(item)
         for item in batch.tails:
             await_outcome(scheduler, item)
         for call in batch.calls:
             call()
-        if self._stop.done() and not self._idle.done() and handoff.is_idle():
+        # (Not while the initializer runs: the jobs it holds back hold no slot yet.)
+        if self._stop.done() and not self._idle.done() and self._initializing is None and (
+            handoff.is_idle()
+        ):
             self._idle.set_result(None)

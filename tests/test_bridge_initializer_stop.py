@@ -1,0 +1,189 @@
+"""ThreadedLoopExecutor: a shutdown that cancels running coroutine jobs cancels an async
+initializer still running too (found by a docs-only tester, brk21 finding F3).
+
+The end of a ``shutdown(timeout=)`` grace period, leaving ``with`` or ``async with`` by an
+exception (Ctrl-C included), and a Ctrl-C during the wait at interpreter exit used to
+wait for the initializer in full, and the grace period began only once it had returned,
+so the jobs queued behind it started after the grace period. Now the grace period counts
+from the shutdown, and each of these cancels the initializer, as the core's
+``shutdown(wait=False)`` cancels its own; the jobs waiting for it are cancelled, never
+started. A sync initializer cannot be interrupted: see the last tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from coroexecutor import LoopExecutor
+from tests.test_bridge_lifecycle import Child
+
+WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class ParkedInitializer:
+    """An async initializer parked until cancelled (for WAIT seconds at most: without the
+    fix it then fails, and the executor breaks, rather than hang the test run)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+
+    async def __call__(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.wait_for(asyncio.Event().wait(), WAIT)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+class Job:
+    """A coroutine job that records whether it ever ran."""
+
+    def __init__(self) -> None:
+        self.ran = threading.Event()
+
+    async def __call__(self) -> str:
+        self.ran.set()
+        return "ran"
+
+
+def test_the_end_of_the_grace_period_cancels_an_async_initializer_and_its_waiting_jobs() -> None:
+    init, job = ParkedInitializer(), Job()
+    exe = LoopExecutor(initializer=init)
+    futures = [exe.submit(job) for _ in range(3)]  # they wait for the initializer
+    assert init.started.wait(WAIT)
+    exe.shutdown(wait=False, timeout=0.01)  # the grace period counts from here
+    assert init.cancelled.wait(WAIT)  # not after the initializer's WAIT seconds
+    exe.shutdown()
+    assert all(future.cancelled() for future in futures)
+    assert not job.ran.is_set()  # never started after the grace period
+    assert (exe.stats.cancelled, exe.stats.succeeded) == (3, 0)
+
+
+def test_an_async_initializer_done_within_the_grace_period_lets_the_jobs_run() -> None:
+    release = threading.Event()
+
+    async def init() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT)
+
+    exe = LoopExecutor(initializer=init)
+    future = exe.submit(Job())
+    exe.shutdown(wait=False, timeout=60)
+    release.set()
+    assert future.result(timeout=WAIT) == "ran"
+    exe.shutdown()
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, ValueError])
+def test_leaving_with_by_an_exception_cancels_an_async_initializer(
+    exc_type: type[BaseException],
+) -> None:
+    init, job = ParkedInitializer(), Job()
+    futures: list[concurrent.futures.Future[Any]] = []
+    with pytest.raises(exc_type), LoopExecutor(initializer=init) as exe:
+        futures.append(exe.submit(job))
+        assert init.started.wait(WAIT)
+        raise exc_type  # as Ctrl-C would, for KeyboardInterrupt
+    assert init.cancelled.is_set()  # the exit waited for it to finish cancelling
+    assert futures[0].cancelled() and not job.ran.is_set()
+
+
+async def test_leaving_async_with_by_an_exception_cancels_an_async_initializer(
+    loop_kind: str,
+) -> None:
+    init, job = ParkedInitializer(), Job()
+    loop = asyncio.get_running_loop()
+    with pytest.raises(LookupError, match="leave"):
+        async with LoopExecutor(initializer=init) as exe:
+            future = exe.submit(job)
+            assert await loop.run_in_executor(None, init.started.wait, WAIT)
+            raise LookupError("leave")
+    assert init.cancelled.is_set()
+    assert future.cancelled() and not job.ran.is_set()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_during_the_wait_at_exit_cancels_an_async_initializer() -> None:
+    code = """
+        import asyncio, logging, signal, sys
+        from coroexecutor import LoopExecutor
+
+        # Started in the background, a process may inherit SIGINT as ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The exit hook logs when it starts to wait: the parent's cue for Ctrl-C.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
+
+        async def connect():  # a server that never answers
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("initializer cancelled", flush=True)
+                raise
+
+        async def job():
+            print("the job ran", flush=True)
+
+        exe = LoopExecutor(initializer=connect, thread_name_prefix="forgotten")
+        exe.submit(job)
+        """
+    with Child(code, sys.executable) as child:
+        child.wait_for(
+            "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
+        )
+        child.interrupt()
+        child.wait()  # an hour without the fix
+    assert child.stdout == ["initializer cancelled"]
+    assert child.returncode == 0
+    assert child.stderr == (
+        "coroexecutor: interrupted at exit: cancelled 1 queued job of"
+        " <ThreadedLoopExecutor forgotten>\n"
+    )
+
+
+#
+# A sync initializer blocks the loop thread: nothing interrupts it
+#
+
+
+def test_leaving_with_by_an_exception_waits_for_a_sync_initializer_then_no_job_starts() -> None:
+    started, submitted, release = threading.Event(), threading.Event(), threading.Event()
+    job = Job()
+    futures: list[concurrent.futures.Future[Any]] = []
+
+    def init() -> None:
+        started.set()
+        assert release.wait(WAIT)
+
+    def leave_while_it_runs() -> None:
+        with LoopExecutor(initializer=init) as exe:
+            futures.append(exe.submit(job))
+            submitted.set()
+            assert started.wait(WAIT)
+            raise KeyboardInterrupt
+
+    leaving = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        left = leaving.submit(leave_while_it_runs)
+        assert submitted.wait(WAIT)
+        concurrent.futures.wait(futures, WAIT)
+        assert futures[0].cancelled()  # cancelled as the block is left ...
+        assert not left.done()  # ... which waits for the initializer to return
+        release.set()
+        with pytest.raises(KeyboardInterrupt):
+            left.result(timeout=WAIT)
+    finally:
+        release.set()
+        leaving.shutdown()
+    assert not job.ran.is_set()
