@@ -89,6 +89,18 @@ async def test_shutdown_wait_false_then_the_waiting_shutdown_raises_the_initiali
         exe.submit_nowait(park)
 
 
+async def test_the_end_of_a_grace_period_then_that_shutdown_raises_the_initializers_error(
+    loop_kind: str,
+) -> None:
+    init = FailsOnCancel()
+    exe = CoroutineExecutor(initializer=init)
+    exe.submit_nowait(park)
+    await init.started.wait()
+    with pytest.raises(BrokenCoroutineExecutor) as info:
+        await exe.shutdown(timeout=0.01)  # the grace period ends: the initializer cancelled
+    assert info.value.__cause__ is init.error
+
+
 async def test_shutdown_wait_false_while_entering_the_block_raises_the_initializers_error(
     loop_kind: str,
 ) -> None:
