@@ -7,23 +7,20 @@ wait for the initializer in full, and the grace period began only once it had re
 so the jobs queued behind it started after the grace period. Now the grace period counts
 from the shutdown, and each of these cancels the initializer, as the core's
 ``shutdown(wait=False)`` cancels its own; the jobs waiting for it are cancelled, never
-started. A sync initializer cannot be interrupted: see the last tests.
+started. A sync initializer cannot be interrupted: see the last test. (Ctrl-C at exit:
+test_bridge_lifecycle.py, with the other Ctrl-C tests in a child process.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import signal
-import sys
 import threading
 from typing import Any
 
 import pytest
 
 from coroexecutor import LoopExecutor
-from tests.test_bridge_lifecycle import Child
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 
@@ -111,45 +108,6 @@ async def test_leaving_async_with_by_an_exception_cancels_an_async_initializer(
             raise LookupError("leave")
     assert init.cancelled.is_set()
     assert future.cancelled() and not job.ran.is_set()
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
-def test_ctrl_c_during_the_wait_at_exit_cancels_an_async_initializer() -> None:
-    code = """
-        import asyncio, logging, signal, sys
-        from coroexecutor import LoopExecutor
-
-        # Started in the background, a process may inherit SIGINT as ignored.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        # The exit hook logs when it starts to wait: the parent's cue for Ctrl-C.
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
-        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
-
-        async def connect():  # a server that never answers
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                print("initializer cancelled", flush=True)
-                raise
-
-        async def job():
-            print("the job ran", flush=True)
-
-        exe = LoopExecutor(initializer=connect, thread_name_prefix="forgotten")
-        exe.submit(job)
-        """
-    with Child(code, sys.executable) as child:
-        child.wait_for(
-            "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
-        )
-        child.interrupt()
-        child.wait()  # an hour without the fix
-    assert child.stdout == ["initializer cancelled"]
-    assert child.returncode == 0
-    assert child.stderr == (
-        "coroexecutor: interrupted at exit: cancelled 1 queued job of"
-        " <ThreadedLoopExecutor forgotten>\n"
-    )
 
 
 #

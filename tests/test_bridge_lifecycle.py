@@ -555,6 +555,48 @@ def test_ctrl_c_during_the_exit_wait_cancels_the_coroutine_jobs(python: str, mai
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
 @pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
+def test_ctrl_c_during_the_exit_wait_cancels_an_async_initializer() -> None:
+    # A docs-only tester (brk21 F3): the loop learnt of the Ctrl-C only once the
+    # initializer had returned, so the exit waited for it in full (an hour here).
+    code = """
+        import asyncio, logging, signal, sys
+        from coroexecutor import LoopExecutor
+
+        # Started in the background, a process may inherit SIGINT as ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The exit hook logs when it starts to wait: the parent's cue for Ctrl-C.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # no slow-callback warnings
+
+        async def connect():  # a server that never answers
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("initializer cancelled", flush=True)
+                raise
+
+        async def job():
+            print("the job ran", flush=True)
+
+        exe = LoopExecutor(initializer=connect, thread_name_prefix="forgotten")
+        exe.submit(job)
+        """
+    with Child(code, sys.executable) as child:
+        child.wait_for(
+            "waiting at exit for the jobs of <ThreadedLoopExecutor forgotten> (Ctrl-C cancels them)"
+        )
+        child.interrupt()
+        child.wait()  # an hour without the fix
+    assert child.stdout == ["initializer cancelled"]
+    assert child.returncode == 0
+    assert child.stderr == (
+        "coroexecutor: interrupted at exit: cancelled 1 queued job of"
+        " <ThreadedLoopExecutor forgotten>\n"
+    )
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.timeout(60)  # a child bounded at 15 s, then its stack dump
 @pytest.mark.parametrize("python", pythons())
 @pytest.mark.parametrize("how", ["with", "shutdown"])
 def test_ctrl_c_while_shutdown_waits_cancels_the_coroutine_jobs(python: str, how: str) -> None:
