@@ -185,9 +185,7 @@ class KeyedSlots(Slots):
                 self.queued -= 1
                 entry.ctx.run(entry.start, entry)
             else:
-                self.waiting -= 1
-                self.granted += 1
-                entry.set_result(None)
+                self.grant(entry)
 
     def schedule_wake(self) -> None:
         if self.free > 0 and self.wake_handle is None and (self.backlog or len(self.line)):

@@ -82,8 +82,8 @@ async def take_key(
     slots = _slots(exe)
     try:
         await slots.take_key(key, waiter)
-    except asyncio.CancelledError:
-        admit(exe)  # room and a slot granted just as we were cancelled go to the next
+    except BaseException:  # cancelled, or turned away (see refuse_submits)
+        admit(exe)  # room and a slot granted meanwhile, given back, go to the next
         check_idle(exe)
         raise
     if turned_away(exe, waiter):

@@ -27,7 +27,7 @@ class SlotLine:
 
     __slots__ = (
         "backlog", "free", "granted", "held", "limit", "limiter", "loop", "pausing",
-        "queued", "refusal", "unheld", "waiting", "wake_handle",
+        "queued", "refusal", "unheld", "unresumed", "waiting", "wake_handle",
     )
 
     loop: asyncio.AbstractEventLoop  # set by bind(), before anything can wait or queue
@@ -36,6 +36,8 @@ class SlotLine:
         self.limit = limit
         self.free = limit  # slots neither held by a job nor granted to a waiter
         self.granted = 0  # slots handed to a waiter that has not resumed yet
+        # Those waiters, each with the error it was turned away with since (see refuse).
+        self.unresumed: dict[asyncio.Future[None], BaseException | None] = {}
         self.waiting = 0  # live slot waiters in the backlog (not yet accepted)
         self.queued = 0  # live queued jobs in the backlog (accepted: stats show them)
         self.pausing = 0  # jobs between two attempts (retry=): accepted, holding no slot
@@ -95,9 +97,15 @@ class SlotLine:
                 self.queued -= 1
                 entry.ctx.run(entry.start, entry)
             else:
-                self.waiting -= 1
-                self.granted += 1
-                entry.set_result(None)
+                self.grant(entry)
+
+    def grant(self, waiter: asyncio.Future[None]) -> None:
+        """Hand a free slot (taken from ``free`` by the caller) to a waiter in line: it
+        resumes in a later turn, and until then it may still be turned away (refuse)."""
+        self.waiting -= 1
+        self.granted += 1
+        self.unresumed[waiter] = None
+        waiter.set_result(None)
 
     def schedule_wake(self) -> None:
         """Make sure the backlog moves in a later turn when a slot or a token is already
@@ -117,6 +125,7 @@ class SlotLine:
     async def _wait_in_line(self, waiter: asyncio.Future[None]) -> None:
         try:
             await waiter
+            self._resumed(waiter)
             while self.free + self.granted <= 0 or (
                 self.backlog and isinstance(self.backlog[0], FIRST)
             ):
@@ -124,10 +133,19 @@ class SlotLine:
                     break
                 waiter = self._wait_again(waiter)
                 await waiter
+                self._resumed(waiter)
         except asyncio.CancelledError:
             self._left_line(waiter)
             raise
         self.granted -= 1
+
+    def _resumed(self, waiter: asyncio.Future[None]) -> None:
+        """A waiter granted a slot resumes: unless it was turned away since (refuse), when
+        the slot goes back unused and its error is raised (the caller passes the slot on)."""
+        error = self.unresumed.pop(waiter, None)
+        if error is not None:
+            self._ungrant()
+            raise error
 
     #
     # A shrink between a grant and its use
@@ -195,13 +213,18 @@ class SlotLine:
             ahead += 1
         return ahead
 
+    def live_waiters(self) -> list[asyncio.Future[None]]:
+        """The waiters that can still be turned away (refuse()): those in line, and those
+        granted a slot that have not resumed yet (nor been turned away)."""
+        live = [e for e in self.backlog if not isinstance(e, Queued) and not e.done()]
+        live += [waiter for waiter, error in self.unresumed.items() if error is None]
+        return live
+
     def place_of(self, first: asyncio.Future[None]) -> asyncio.Future[None] | None:
-        """Where the caller that lined up as ``first`` waits now, if it still waits: there,
-        or where a shrink sent it back to (see SentBack). To turn it away (refuse())."""
-        if not first.done():
-            return first
-        for entry in self.backlog:
-            if type(entry) is SentBack and entry.first is first and not entry.done():
+        """Where the caller that lined up as ``first`` waits now, if it can still be turned
+        away: there, or where a shrink sent it back to (see SentBack)."""
+        for entry in self.live_waiters():
+            if entry is first or (type(entry) is SentBack and entry.first is first):
                 return entry
         return None
 
@@ -209,7 +232,9 @@ class SlotLine:
         """A slot waiter was cancelled: leave the line, or give back a slot just granted
         (asyncio's Semaphore.acquire has the same race). The caller of take() passes that
         slot on (admit()), as it alone knows whether jobs may start now."""
-        if waiter.cancelled():
+        if self.unresumed.pop(waiter, False) is not False:
+            self._ungrant()  # granted (and perhaps turned away since): never resumed
+        elif waiter.cancelled():
             self.waiting -= 1  # we left the line; admit() will skip the entry
         elif waiter.exception() is None:
             self._ungrant()

@@ -191,7 +191,12 @@ class Slots(SlotLine):
         return jobs
 
     def refuse(self, waiter: asyncio.Future[None], error: BaseException) -> None:
-        """Turn a slot waiter away with ``error``. Done, it stays in line: admit() drops it."""
+        """Turn a slot waiter away with ``error``. Done, it stays in line: admit() drops it.
+        One granted a slot that has not resumed yet gives the slot back as it resumes,
+        and raises ``error`` then (see SlotLine._resumed)."""
+        if waiter in self.unresumed:
+            self.unresumed[waiter] = error
+            return
         self.waiting -= 1
         waiter.set_exception(error)
         waiter.exception()  # no log if its caller is gone

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._context import inside_a_job_of
-from ._entries import Queued, SentBack, Submitting
+from ._entries import SentBack, Submitting
 from ._errors import check_job_fn, refused
 from ._idle import check_idle
 from ._lifecycle import admit
@@ -48,8 +48,8 @@ async def take_slot(exe: Core, where: str, waiter: asyncio.Future[None] | None =
         check_not_initializer(exe, f"{where}()")
     try:
         await exe._slots.take(waiter)
-    except _CancelledError:
-        admit(exe)  # a slot granted just as we were cancelled goes to the next in line
+    except BaseException:  # cancelled, or turned away (see refuse_submits)
+        admit(exe)  # a slot granted meanwhile, given back, goes to the next in line
         check_idle(exe)
         raise
     if turned_away(exe, waiter):
@@ -81,13 +81,11 @@ def refuse_submits(exe: Core, *, in_jobs: bool) -> None:
     jobs, and the exit waits for them). A job already accepted (queued by
     submit_nowait()) is no waiter: it runs as the shutdown promises."""
     slots = exe._slots
-    for entry in slots.backlog:
-        if isinstance(entry, Queued):
-            continue  # an accepted job: no waiter
+    for entry in slots.live_waiters():  # (granted a slot and not resumed yet included)
         # (A submit() that a shrink sent back waits as a SentBack: see SlotLine.place_of.)
         first = entry.first if type(entry) is SentBack else entry
-        if _turns_away(first, in_jobs=in_jobs) and not entry.done():
-            slots.refuse(entry, refused(exe))  # (done, it stays in line: admit() drops it)
+        if _turns_away(first, in_jobs=in_jobs):
+            slots.refuse(entry, refused(exe))
     if exe._keyed is not None:
         line = exe._keyed.line
         for ticket in line.live():
