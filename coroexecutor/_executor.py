@@ -40,7 +40,13 @@ from ._state import State
 from ._taking import start_failed, submitting, take_slot
 from ._tuning import MaxWorkers, limit_of
 from ._typing import ParamSpec, Self, final
-from ._validate import check_callables, check_rate, check_seconds, check_switch
+from ._validate import (
+    check_callables,
+    check_initializer,
+    check_rate,
+    check_seconds,
+    check_switch,
+)
 
 __all__ = ["CoroutineExecutor", "MapIterator"]
 
@@ -123,7 +129,8 @@ class CoroutineExecutor(Settings):
         max_per_key: Optional[MaxPerKey] = None,
     ) -> None:
         max_workers, self._tuner = limit_of(max_workers, DEFAULT_MAX_WORKERS)  # None: default
-        check_callables(initializer=initializer, on_job_done=on_job_done)
+        check_initializer(initializer)
+        check_callables(on_job_done=on_job_done)
         self._timeout = check_seconds("timeout", timeout)
         self._job_timeout = check_seconds("job_timeout", job_timeout)
         self._rate, self._burst = check_rate(max_per_second, burst)

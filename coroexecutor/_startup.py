@@ -28,6 +28,7 @@ from ._jobs import factory_reader
 from ._lifecycle import abort, admit, fail
 from ._policy import Cause
 from ._state import State
+from ._validate import initializer_ready
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -173,7 +174,7 @@ def _start_initializer(exe: Core) -> None:
 
 async def _initialize(startup: Startup) -> None:
     assert startup.fn is not None
-    ready = startup.fn(*startup.args)
+    ready = initializer_ready(startup.fn(*startup.args), startup.fn)
     if inspect.isawaitable(ready):
         await ready
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 import math
 
-from ._notes import safe_repr
+from ._notes import describe_fn, safe_repr
 
 __all__ = [
-    "awaitable_answer", "check_callables", "check_finite", "check_max_workers", "check_rate",
-    "check_seconds", "check_switch", "plain_answer",
+    "awaitable_answer", "check_callables", "check_finite", "check_initializer",
+    "check_max_workers", "check_rate", "check_seconds", "check_switch", "initializer_ready",
+    "plain_answer",
 ]
 
 
@@ -88,6 +89,46 @@ def check_callables(**options: object) -> None:
     for name, value in options.items():
         if value is not None and not callable(value):
             raise TypeError(f"{name} must be a callable or None (got {value!r})")
+
+
+_INITIALIZER_CALL_HINT = """\
+initializer must be a callable or None, not a coroutine object (got {got})
+  wrong: initializer=setup(conn)
+  right: initializer=setup, initargs=(conn,)"""
+
+
+def check_initializer(initializer: object) -> None:
+    """``initializer=``: a callable or None. Not the call passed instead of the function (a
+    coroutine object, closed here so that no "never awaited" warning follows the error),
+    nor an async generator function, whose call returns a generator that nothing would
+    run: the set-up would be skipped without a word."""
+    if initializer is None:
+        return
+    if callable(initializer):
+        if inspect.isasyncgenfunction(initializer):
+            raise TypeError(_async_generator_initializer(initializer))
+        return
+    if inspect.iscoroutine(initializer):
+        initializer.close()
+    if inspect.isawaitable(initializer):
+        raise TypeError(_INITIALIZER_CALL_HINT.format(got=safe_repr(initializer)))
+    raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
+
+
+def initializer_ready(ready: object, initializer: object) -> object:
+    """What ``initializer(*initargs)`` returned, refused if it is an async generator (an
+    async generator function behind a decorator, which check_initializer cannot see):
+    its body would never run. (Never started, it needs no closing.)"""
+    if inspect.isasyncgen(ready):
+        raise TypeError(_async_generator_initializer(initializer))
+    return ready
+
+
+def _async_generator_initializer(initializer: object) -> str:
+    return (
+        "initializer must be a plain or async function, not an async generator function"
+        f" (got {describe_fn(initializer)}): its body would never run"
+    )
 
 
 def check_switch(name: str, value: object) -> bool:

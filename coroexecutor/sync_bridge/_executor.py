@@ -16,7 +16,13 @@ from .._keyed_slots import KeyFn, check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
 from .._stats import ExecutorStats
 from .._typing import A1, A2, A3, Never, ParamSpec, Self, final
-from .._validate import check_max_workers, check_rate, check_seconds, check_switch
+from .._validate import (
+    check_initializer,
+    check_max_workers,
+    check_rate,
+    check_seconds,
+    check_switch,
+)
 from ._job import is_coroutine_job, submit_job
 from ._loop_thread import LoopThread
 from ._map import start_map
@@ -113,8 +119,7 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
             max_jobs = max_threads = check_max_workers(max_workers)
         # max_workers=None: the property reads 1000, and assigning it back keeps this mode.
         self._default_workers = max_workers is None
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable or None (got {initializer!r})")
+        check_initializer(initializer)
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(f"loop_factory must be a callable or None (got {loop_factory!r})")
         name = thread_name_prefix or f"ThreadedLoopExecutor-{next(_name_counter)}"

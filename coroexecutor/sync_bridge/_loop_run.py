@@ -8,6 +8,7 @@ import asyncio
 import inspect
 from typing import Any, Callable, Optional
 
+from .._validate import initializer_ready
 from ._handoff import HandOff
 from ._options import ShutdownRequest
 from ._tails import await_outcome, cancel_tails
@@ -73,7 +74,7 @@ class LoopRun:
         (the request took them). It is awaited in this task, not one of its own, so the
         loop's task factory (which may make only this task) is not asked again.
         """
-        ready = initializer(*initargs)
+        ready = initializer_ready(initializer(*initargs), initializer)
         if not inspect.isawaitable(ready):
             return
         task = asyncio.current_task()
