@@ -41,7 +41,8 @@ def on_job_done(
     "Task exception was never retrieved" for jobs whose handle was dropped.
 
     ``coro``: the job's own coroutine when it runs as its task's and errors are noted
-    (else the attempts loop noted them, or notes are off): the note names it."""
+    (else the attempts loop noted them, failed_at_start did, or notes are off): the note
+    names it."""
     error = error_of(task)
     if error is not None and coro is not None:
         annotate_coroutine_error(error, coro)
@@ -67,7 +68,8 @@ def failed_at_start(
     _admit_after_job), and the hook needs what the caller of start_job records once it
     has returned (a queued job's QueuedFuture; the bridge, the task submit_nowait()
     gave it). Its error gets its note here (``coro``: as for on_job_done), before abort
-    tells anyone of it; the callback finds it there."""
+    tells anyone of it, and only here: start_job gives such a job a callback that names
+    nothing (built twice, the note came twice if an argument's repr changed between)."""
     error = error_of(task)
     if error is None:
         return

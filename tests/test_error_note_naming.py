@@ -6,6 +6,10 @@ brk20 finding 2: job_timeout= (submit and map), on_job_done= and an Adaptive lim
 sent the job through the attempts loop, which named it from its call: ``fetch('u')``
 instead of ``fetch('u?page=2')``, and ``via_wrapper('u')`` for a plain function that
 returned the coroutine.
+
+brk22 finding 3: under the eager task factory, on_job_done= and an Adaptive limit named a
+job that failed in its first step twice, and its error got two notes if an argument's
+repr had changed in between.
 """
 
 from __future__ import annotations
@@ -132,3 +136,82 @@ async def test_a_timed_out_coroutine_job_is_named_from_its_frame(
     assert notes(task.exception()) == ["coroexecutor: job _parked('u!') failed"]
     assert notes(mapped[0]) == ["coroexecutor: job _parked('u!') failed (map input #0)"]
     assert notes(future.exception()) == ["coroexecutor: job _parked_future('u') failed"]
+
+
+#
+# Named once: a job that fails in its first step
+#
+
+
+class Changing:
+    """An argument whose repr differs at each call (as the executor's own does, passed to
+    a job that submits jobs), and that counts its calls."""
+
+    def __init__(self) -> None:
+        self.reprs = 0
+
+    def __repr__(self) -> str:
+        self.reprs += 1
+        return f"Changing#{self.reprs}"
+
+
+async def fails_at_once(arg: object) -> None:
+    raise LookupError("failed")  # in its first step: inside create_task, under eager
+
+
+async def awaits_a_child(exe: CoroutineExecutor) -> None:
+    child = await exe.submit(fails_at_once, "child")
+    await child  # (under eager, the child has failed inside submit(): so does this job)
+
+
+# brk22 finding 3: under the eager task factory, a job settling from its done callback (an
+# on_job_done hook, an Adaptive limit) that failed in its first step was named twice: as
+# its start returned, and again by the callback a turn later; with an argument whose repr
+# had changed in between, its error got two notes.
+
+
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
+async def test_a_job_failing_in_its_first_step_is_named_once(
+    loop_kind: str, options: dict[str, Any]
+) -> None:
+    submitted, nowait = Changing(), Changing()
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        task = await exe.submit(fails_at_once, submitted)
+        future = exe.submit_nowait(fails_at_once, nowait)
+        await asyncio.wait([task, future])
+    for error in (task.exception(), future.exception()):
+        assert notes(error) == ["coroexecutor: job fails_at_once(Changing#1) failed"]
+    assert (submitted.reprs, nowait.reprs) == (1, 1)  # the note was built once
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_nowait"])
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
+async def test_a_job_failing_in_its_first_step_is_named_once_under_fail_fast(
+    loop_kind: str, options: dict[str, Any], how: str
+) -> None:
+    arg = Changing()
+    with pytest.raises(LookupError) as info:
+        async with CoroutineExecutor(**options) as exe:
+            if how == "submit":
+                await exe.submit(fails_at_once, arg)
+            else:
+                exe.submit_nowait(fails_at_once, arg)
+    assert notes(info.value) == ["coroexecutor: job fails_at_once(Changing#1) failed"]
+    assert arg.reprs == 1
+
+
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
+async def test_a_job_given_the_executor_is_named_once(
+    loop_kind: str, options: dict[str, Any]
+) -> None:
+    # The documented way to submit from a job: pass it the executor, whose repr (its
+    # counts) changes as its jobs start and end.
+    async with CoroutineExecutor(suppress_task_errors=True, **options) as exe:
+        alone = await exe.submit(fails_at_once, exe)
+        parent = await exe.submit(awaits_a_child, exe)
+        await asyncio.wait([alone, parent])
+    [note] = notes(alone.exception())
+    assert note.startswith("coroexecutor: job fails_at_once(<CoroutineExecutor ")
+    child_note, parent_note = notes(parent.exception())  # one per job: the child first
+    assert child_note == "coroexecutor: job fails_at_once('child') failed"
+    assert parent_note.startswith("coroexecutor: job awaits_a_child(<CoroutineExecutor ")
