@@ -184,6 +184,22 @@ async def test_a_job_failing_in_its_first_step_is_named_once(
     assert (submitted.reprs, nowait.reprs) == (1, 1)  # the note was built once
 
 
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
+async def test_a_queued_job_failing_in_its_first_step_is_named_once(
+    loop_kind: str, options: dict[str, Any]
+) -> None:
+    # It starts when the slot frees, from the settling of the job that held it.
+    arg, release = Changing(), asyncio.Event()
+    settings = {"max_workers": 1, "suppress_task_errors": True, **options}
+    async with CoroutineExecutor(**settings) as exe:
+        exe.submit_nowait(release.wait)
+        queued = exe.submit_nowait(fails_at_once, arg)  # waits for the slot
+        release.set()
+        await asyncio.wait([queued])
+    assert notes(queued.exception()) == ["coroexecutor: job fails_at_once(Changing#1) failed"]
+    assert arg.reprs == 1
+
+
 @pytest.mark.parametrize("how", ["submit", "submit_nowait"])
 @pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
 async def test_a_job_failing_in_its_first_step_is_named_once_under_fail_fast(
