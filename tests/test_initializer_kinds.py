@@ -84,10 +84,11 @@ async def test_the_core_is_broken_by_a_hidden_async_generator(loop_kind: str) ->
 
 def test_the_bridge_is_broken_by_a_hidden_async_generator() -> None:
     ran.clear()
-    with LoopExecutor(initializer=hidden(setup_by_mistake)) as exe:
-        with pytest.raises(BrokenLoopExecutor) as caught:
-            # (submit() raises it once the initializer has failed, else the future)
-            exe.submit(job).result(timeout=10)
+    with LoopExecutor(initializer=hidden(setup_by_mistake)) as exe, pytest.raises(
+        BrokenLoopExecutor
+    ) as caught:
+        # (submit() raises it once the initializer has failed, else the future)
+        exe.submit(job).result(timeout=10)
     cause = caught.value.__cause__
     assert isinstance(cause, TypeError) and re.search(ASYNC_GENERATOR, str(cause))
     assert ran == []
