@@ -246,10 +246,11 @@ class HandOff:
 
         Never waits for the loop thread: it records the request and wakes the loop. Jobs
         accepted before this call still run. A later call may only add cancellation
-        (cancel_futures after a plain shutdown, or an exceptional exit). Jobs waiting for
-        a slot, and direct jobs waiting for a worker thread, are cancelled here, before
-        this returns; the few the loop holds that wait for the rate limiter or a worker
-        thread are cancelled by the loop soon after.
+        (cancel_futures after a plain shutdown, or an exceptional exit), or a grace
+        period that ends sooner (see LoopRun._start_grace). Jobs waiting for a slot,
+        and direct jobs waiting for a worker thread, are cancelled here, before this
+        returns; the few the loop holds that wait for the rate limiter or a worker thread
+        are cancelled by the loop soon after.
 
         Returns how many waiting jobs this call cancelled.
         """

@@ -98,16 +98,24 @@ class LoopRun:
             self._initializer_stopped = True
             task.cancel()
 
-    def _on_stop(self, request: ShutdownRequest) -> None:
-        """The first shutdown request: main goes on to _finish; a grace period starts now
-        (the initializer may still run: see _initialize)."""
-        self._stop.set_result(request)
-        if request.grace is not None:
-            self._grace = self._loop.call_later(request.grace, self._grace_over)
+    def _start_grace(self, grace: float) -> None:
+        """A shutdown(timeout=grace) call: cancel what still runs ``grace`` seconds from
+        now. Each call's counts; the earliest end wins, as in the core's _start_grace: a
+        later, longer one never extends it, and once it has passed (the handle is kept
+        until the loop stops) no later one can come sooner."""
+        if self._idle.done():
+            return  # every job is done: nothing left to cancel
+        loop = self._loop
+        when = loop.time() + grace
+        handle = self._grace
+        if handle is not None:
+            if handle.when() <= when:
+                return
+            handle.cancel()
+        self._grace = loop.call_at(when, self._grace_over)
 
     def _grace_over(self) -> None:
         """The grace period is over: cancel whatever can be cancelled."""
-        self._grace = None
         if not self._idle.done():
             cancel_all = ShutdownRequest(cancel_queued=True, cancel_running=True)
             self._handoff.request_shutdown_threadsafe(cancel_all)
@@ -138,7 +146,9 @@ class LoopRun:
             if request.report is not None:
                 request.send_report((running, queued, handoff.blocking_calls()))
             if not self._stop.done():
-                self._on_stop(request)
+                self._stop.set_result(request)  # main goes on to _finish
+            if request.grace is not None:  # (the initializer may still run: _initialize)
+                self._start_grace(request.grace)
         for item in batch.done_items:
             scheduler.on_work_done(item)
         for item in batch.tails:

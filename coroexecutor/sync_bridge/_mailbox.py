@@ -46,7 +46,8 @@ class Mailbox:
         self._calls: list[Callable[[], object]] = []
         self._done_items: list[WorkItem] = []
         self._tails: list[WorkItem] = []
-        self.shutdown: Optional[ShutdownRequest] = None  # every request so far, joined
+        # Every request so far, joined; but for a grace period the loop has taken (take).
+        self.shutdown: Optional[ShutdownRequest] = None
         self._shutdown_changed = False
 
     @property
@@ -124,6 +125,11 @@ class Mailbox:
             tails, self._tails = self._tails, []
         request = self.shutdown if self._shutdown_changed else None
         self._shutdown_changed = False
+        if request is not None and request.grace is not None:
+            # The loop starts the grace period now: a later request, joined to this one,
+            # must not start it again (the end of it asks to cancel all, which would then
+            # start it anew), only a grace period of its own.
+            self.shutdown = request._replace(grace=None)
         return Batch(to_start, calls, done_items, tails, request)
 
     def break_off(self) -> tuple[list[BridgeFuture[Any]], list[WorkItem]]:

@@ -21,17 +21,20 @@ class ShutdownRequest(NamedTuple):
 
     cancel_queued: bool = False  # cancel the jobs that wait (stdlib cancel_futures)
     cancel_running: bool = False  # cancel running coroutine jobs too (exceptional exit)
-    grace: Optional[float] = None  # shutdown(timeout=): then cancel what still runs
+    # shutdown(timeout=): then cancel what still runs. The shortest one asked for since
+    # the loop last took the request (Mailbox.take): it starts each as it takes it.
+    grace: Optional[float] = None
     # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
     # cancelled, blocking calls still running) once it has applied the request.
     report: Optional[concurrent.futures.Future[_Counts]] = None
 
     def joined(self, later: ShutdownRequest) -> ShutdownRequest:
-        """This request, followed by a later one: which may only add cancellation."""
+        """This request, followed by a later one: which may only add cancellation, or a
+        grace period that ends sooner."""
         return ShutdownRequest(
             cancel_queued=self.cancel_queued or later.cancel_queued or later.cancel_running,
             cancel_running=self.cancel_running or later.cancel_running,
-            grace=self.grace,
+            grace=_shortest(self.grace, later.grace),
             report=later.report,
         )
 
@@ -39,6 +42,12 @@ class ShutdownRequest(NamedTuple):
         """Answer the report once: by the loop thread, or by anyone once it has stopped."""
         if self.report is not None and not self.report.done():
             self.report.set_result(counts)
+
+
+def _shortest(grace: Optional[float], other: Optional[float]) -> Optional[float]:
+    if grace is None or (other is not None and other < grace):
+        return other
+    return grace
 
 
 class CoreOptions(NamedTuple):
