@@ -341,7 +341,10 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         done) counts as started and runs, as on a ThreadPoolExecutor whose idle worker
         has taken it. ``timeout`` is a grace period from this call: coroutine jobs
         still running after it are cancelled, and so is an async initializer (the jobs
-        waiting for it never start); a sync one cannot be, and delays it.
+        waiting for it never start); a sync one cannot be, and delays it. Every call's
+        grace period counts, the earliest end wins: a later call with a shorter one
+        ends it sooner (after ``shutdown(wait=False)`` or while another call waits),
+        a longer one never extends it.
 
         With ``wait=False`` this returns at once, from any thread. With ``wait=True``, not
         from the loop thread or a worker thread (that would deadlock: ``RuntimeError``).
