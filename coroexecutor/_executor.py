@@ -262,7 +262,9 @@ class CoroutineExecutor(Settings):
         jobs start in FIFO order as slots free up); like a task, it refuses
         ``set_result()`` and ``set_exception()``. Loop thread only.
 
-        Cancellation: cancelling the future drops a queued job and cancels a running one.
+        Cancellation: cancelling the future drops a queued job (cancelled at once) and
+        requests a running one's cancel, as ``Task.cancel()`` does: the future then ends
+        as the job does (a job that catches the cancel keeps its value or its error).
 
         Raises:
             RuntimeError, BrokenCoroutineExecutor, TypeError: as :meth:`submit`. A queued

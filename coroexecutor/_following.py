@@ -15,12 +15,16 @@ _set_exception = asyncio.Future.set_exception
 class QueuedFuture(asyncio.Future[Any]):
     """What submit_nowait() returns for a job it queued (every slot was taken).
 
-    Until the job starts, cancelling the future drops the job. Once the job has started,
-    the future follows the job's task: the task's outcome is copied in when it ends, and
-    ``cancel()`` reaches the task at once, as the task's own would. So a job whose first
-    step has not run yet never runs, and a job that has ended keeps its outcome
-    (``cancel()`` copies it in and returns False). A cancel passed on by a done callback
-    came one step late: True for a job that then ran, or hiding a finished job's error.
+    Until the job starts, cancelling the future drops the job: it ends cancelled at once.
+    Once the job has started, the future follows the job's task: the task's outcome is
+    copied in when it ends, and ``cancel()`` is the task's own ``cancel()`` (its answer
+    too), as if the holder had the task. So a job whose first step has not run yet never
+    runs, a job that has ended keeps its outcome (``cancel()`` copies it in and returns
+    False), and a running job that catches the cancel and returns a value, or raises an
+    error, ends its future with that value or error: the future is cancelled only if its
+    job ends cancelled. (Cancelled at once, it hid what the job did: a value the job
+    returned, an error nobody else held under suppress_task_errors, while stats counted
+    the job succeeded or failed and on_job_done got a cancelled future: brk22.)
 
     Only the executor settles it: ``set_result()`` and ``set_exception()`` raise
     ``RuntimeError``, as an ``asyncio.Task``'s do. A value set by its holder would end
@@ -42,12 +46,14 @@ class QueuedFuture(asyncio.Future[Any]):
 
     def cancel(self, msg: Any | None = None) -> bool:
         task = self.task
-        if task is not None and not self.done():
-            if task.done():
-                self.copy_from(task)  # the job has ended: its outcome stands
-                return self.cancelled()
-            task.cancel(msg)  # now: a first step still to come then never runs the job
-        return super().cancel(msg)
+        if task is None or self.done():
+            return super().cancel(msg)  # still queued: dropped from the line (see on_done)
+        if task.done():
+            self.copy_from(task)  # the job has ended: its outcome stands
+            return False
+        # Now: a first step still to come then never runs the job. The future ends as the
+        # task does (copy_from, its done callback), not here: a job may catch the cancel.
+        return task.cancel(msg)
 
     def set_result(self, result: Any, /) -> NoReturn:
         raise RuntimeError("QueuedFuture does not support set_result operation")

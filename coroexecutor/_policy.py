@@ -294,9 +294,10 @@ class Outcomes:
 
     def hook_when_done(self, future: QueuedFuture, loop: asyncio.AbstractEventLoop) -> None:
         """A queued job: the hook is called once, with the future its submitter holds. If
-        the job started (see ``started``), at the end of its task, once it is counted (a
-        cancel of the future ends the future at once, the job later); else as the future
-        is done (the job failed to start, or was cancelled or dropped in the queue)."""
+        the job started (see ``started``), at the end of its task, once it is counted,
+        the task's outcome copied into the future first (see call_hook); else as the
+        future is done (the job failed to start, or was cancelled or dropped in the
+        queue)."""
         if self.hook is not None:
             future.add_done_callback(functools.partial(self._hook_unstarted, loop=loop))
 

@@ -13,6 +13,7 @@ its job produced").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -83,3 +84,126 @@ async def test_a_started_queued_jobs_future_keeps_the_jobs_own_outcome(
             await asyncio.Event().wait()  # interrupted by the job's error (fail-fast)
     assert excinfo.value is error
     assert fut.exception() is error
+
+
+# brk22: cancel() on a started queued job's future ended the future cancelled at once,
+# whatever its job did next. The job caught the cancel and returned a value (or raised
+# an error): stats counted it succeeded (failed), on_job_done got a cancelled future, and
+# under suppress_task_errors its error was in no object its submitter held. As for an
+# asyncio.Task, the cancel is a request; the future ends as its job does.
+_CAUGHT = "the value returned after the cancel"
+
+
+@pytest.mark.parametrize("answer", ["value", "error"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "key="])
+async def test_a_started_queued_job_that_catches_its_cancel_ends_its_future_with_its_answer(
+    loop_kind: str, answer: str, keyed: bool
+) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+    error = ConnectionError("flush failed after the cancel")
+    hooked: list[asyncio.Future[Any]] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if answer == "error":
+                raise error from None
+            return _CAUGHT
+        raise AssertionError("never woken but by the cancel")
+
+    per_key: dict[str, Any] = {"key": lambda *a: "k", "max_per_key": 1} if keyed else {}
+    async with CoroutineExecutor(
+        max_workers=1, suppress_task_errors=True, on_job_done=hooked.append, **per_key
+    ) as exe:
+        exe.submit_nowait(parked)
+        fut = exe.submit_nowait(stubborn)
+        assert not isinstance(fut, asyncio.Task)  # queued: the future that follows it
+        release.set()
+        await started.wait()  # the job runs
+        assert fut.cancel()  # the request reached the running job
+        assert not fut.cancelled()  # ... which has not answered yet
+        if answer == "value":
+            assert await fut == _CAUGHT
+        else:
+            with pytest.raises(ConnectionError) as excinfo:
+                await fut
+            assert excinfo.value is error  # the job's own error, the same object
+    assert hooked[-1] is fut and not fut.cancelled()
+    stats = exe.stats
+    expected = (2, 0, 0) if answer == "value" else (1, 1, 0)
+    assert (stats.succeeded, stats.failed, stats.cancelled) == expected, stats
+
+
+async def test_a_started_queued_jobs_error_in_answer_to_its_cancel_is_the_blocks(
+    loop_kind: str,
+) -> None:
+    # Fail-fast: the job's answer is a job error (the holder's cancel is not the
+    # executor's), the block raises it, and its future holds that same error.
+    release, started = asyncio.Event(), asyncio.Event()
+    error = ConnectionError("flush failed after the cancel")
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise error from None
+
+    with pytest.raises(ConnectionError) as excinfo:
+        async with CoroutineExecutor(max_workers=1) as exe:
+            exe.submit_nowait(parked)
+            fut = exe.submit_nowait(stubborn)
+            release.set()
+            await started.wait()
+            assert fut.cancel()
+            await asyncio.Event().wait()  # interrupted by the job's error (fail-fast)
+    assert excinfo.value is error
+    assert fut.exception() is error
+    assert (exe.stats.failed, exe.stats.cancelled) == (1, 0), exe.stats
+
+
+async def test_a_queued_future_cancelled_as_its_slot_is_handed_over_follows_its_job(
+    loop_kind: str,
+) -> None:
+    # The cancel comes from a callback of the job that held the slot, in the turn the
+    # queued job's task is made: whether its first step ran before the cancel depends
+    # on the loop, but the future, the job and the counts must agree.
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def parked() -> None:
+        await release.wait()
+
+    async def stubborn() -> str:
+        ran.append("stubborn")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return _CAUGHT
+        raise AssertionError("never woken but by the cancel")
+
+    async with CoroutineExecutor(max_workers=1, suppress_task_errors=True) as exe:
+        holder = exe.submit_nowait(parked)
+        fut = exe.submit_nowait(stubborn)
+        loop = asyncio.get_running_loop()
+        holder.add_done_callback(lambda _: loop.call_soon(fut.cancel))
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fut
+    stats = exe.stats
+    if ran:  # its first step ran before the cancel, which it caught
+        assert fut.result() == _CAUGHT
+        assert (stats.succeeded, stats.cancelled) == (2, 0), stats
+    else:
+        assert fut.cancelled()
+        assert (stats.succeeded, stats.cancelled) == (1, 1), stats
+    if loop_kind in ("default", "eager"):
+        assert ran  # the timing brk22 found (t5.py), every time
