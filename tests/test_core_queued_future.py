@@ -207,3 +207,34 @@ async def test_a_queued_future_cancelled_as_its_slot_is_handed_over_follows_its_
         assert (stats.succeeded, stats.cancelled) == (1, 1), stats
     if loop_kind in ("default", "eager"):
         assert ran  # the timing brk22 found (t5.py), every time
+
+
+async def test_a_maps_started_queued_input_that_catches_the_close_ends_with_its_value(
+    loop_kind: str,
+) -> None:
+    # A map's window wider than its slots queues its inputs (QueuedFutures): closing the
+    # map cancels the one running, which answers with a value. The hook gets its future
+    # with that value, as stats count it, not cancelled.
+    started = asyncio.Event()
+    hooked: list[asyncio.Future[Any]] = []
+
+    async def job(i: int) -> object:
+        if i == 0:
+            return 0
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return _CAUGHT
+        raise AssertionError("never woken but by the cancel")
+
+    async with CoroutineExecutor(max_workers=1, on_job_done=hooked.append) as exe:
+        results = exe.map(job, range(3), buffersize=3)
+        assert await results.__anext__() == 0
+        await started.wait()  # input 1 runs, started from the line
+        await results.aclose()
+    answered = [f for f in hooked if not f.cancelled()]
+    assert [f.result() for f in answered] == [0, _CAUGHT]
+    assert not isinstance(answered[1], asyncio.Task)  # the queued input's own future
+    stats = exe.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 0, 1), stats
