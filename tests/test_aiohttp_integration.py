@@ -468,8 +468,9 @@ def test_loop_executor_keeps_each_error_in_its_future() -> None:
             for i, kind in enumerate(kinds):
                 timeout = PARK_TIMEOUT if kind == "park" else None
                 futures.append(exe.submit(fetch, session, f"{origin}/{kind}/{i}", timeout))
-            _, not_done = concurrent.futures.wait(futures, timeout=10)
-            assert not not_done
+            # No bound of our own: a hang is the file's pytest timeout's (a 10 s bound here
+            # failed once on py310 under tox -p 2 beside other work, 2,000 requests late).
+            concurrent.futures.wait(futures)
             return futures
 
         with LoopExecutor(max_workers=MAX_WORKERS) as exe:
