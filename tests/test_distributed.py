@@ -1320,8 +1320,17 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
             exe.submit(coro)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=re.escape("return_exceptions must be True or False")):
             exe.map(_double, [1], return_exceptions="no")  # type: ignore[call-overload]
-        with pytest.raises(TypeError, match=re.escape("cannot send the jobs of inputs 0..0")):
-            exe.map(_double, [threading.Lock()])
+        # brk25 F1: the message named no job ("cannot send the jobs of inputs 0..1"): it
+        # names the first that cannot be pickled, or the function that cannot.
+        lock = threading.Lock()
+        with pytest.raises(TypeError, match=re.escape(
+            f"cannot send job _double({lock!r}) of input 1 to the workers: TypeError:"
+            " cannot pickle '_thread.lock' object"
+        )):
+            exe.map(_double, [1, lock])
+        with pytest.raises(TypeError, match=r"cannot send the function <\S+\._LockedPolicy"
+                           r" object at 0x\w+> of map\(\) to the workers: TypeError"):
+            exe.map(_LockedPolicy(), [1, 2])
         # An async generator function ran on the workers, and then its generator could not
         # come back (UnsentOutcomeError): refused at the call, as on the bridge.
         with pytest.raises(TypeError, match="not an async generator function"):

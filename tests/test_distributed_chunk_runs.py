@@ -186,6 +186,47 @@ def test_fail_fast_starts_no_later_job_waiting_for_the_failed_job_s_slot(
 
 
 #
+# A submitted job that cannot be pickled fails alone (brk25 F1)
+#
+
+
+def _unsent_message(*args: str) -> str:
+    return (f"cannot send job _record({', '.join(args)}) to the workers: TypeError:"
+            " cannot pickle '_thread.lock' object")
+
+
+@pytest.mark.timeout(60)
+def test_a_submitted_job_that_cannot_be_pickled_fails_alone_the_others_of_its_chunk_run(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # brk25 F1: jobs submitted within a few ms travel as one chunk, and one unpicklable
+    # argument failed every job of it ("cannot send the jobs of inputs 0..3"), those of
+    # other threads too, where "a job's error fails only its future" (distributed.rst).
+    # One chunk of four: it leaves when the fourth job is submitted, never on the delay.
+    monkeypatch.setattr(_executor, "_SUBMIT_DELAY", _WAIT)
+    lock = threading.Lock()
+    shown = repr(lock)
+    with DaskExecutor(client=client, per_worker=1, chunksize=4) as exe:
+        first, bad = exe.submit(_record, 1), exe.submit(_record, lock)  # type: ignore[arg-type]
+        third = exe.submit(_record, 3)
+        other = concurrent.futures.Future[concurrent.futures.Future[int]]()
+        submitter = threading.Thread(target=lambda: other.set_result(exe.submit(_record, 4)))
+        submitter.start()
+        submitter.join(_WAIT)
+        fourth = other.result(_WAIT)
+        assert [f.result(_WAIT) for f in (first, third, fourth)] == [1, 3, 4]
+        error = bad.exception(_WAIT)
+        assert isinstance(error, TypeError)
+        assert str(error) == _unsent_message(shown)
+        assert isinstance(error.__cause__, TypeError)  # cloudpickle's own, for that job
+        # A chunk of only such jobs: each fails with its own error, nothing is sent.
+        bad_ones = [exe.submit(_record, lock, x) for x in range(4)]  # type: ignore[call-arg]
+        for x, future in enumerate(bad_ones):
+            assert str(future.exception(_WAIT)) == _unsent_message(shown, str(x))
+    assert sorted(_started) == [1, 3, 4]
+
+
+#
 # Submitted jobs come back as they end (brk15 F3)
 #
 

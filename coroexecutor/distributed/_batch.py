@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 from .._notes import add_note
 from ._future import resolving, resolving_here, wait_dask
 from ._stream import handler_of, streamed, topic_of
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk, sendable_chunk
 
 __all__ = ["Batcher", "Pending"]
 
@@ -242,7 +242,8 @@ class Batcher:
         return max(0.0, self._first_at + self._delay - time.monotonic())
 
     def _flush(self, batch: list[Pending]) -> None:
-        """Flusher thread: send one chunk; a job cancelled meanwhile is left out."""
+        """Flusher thread: send one chunk; a job cancelled meanwhile is left out, and one
+        whose call cannot be pickled fails alone."""
         kept = []
         for job in batch:
             if job[0].cancelled():
@@ -259,12 +260,26 @@ class Batcher:
         )
         futures = [job[0] for job in batch]
         try:
-            task = self._send(Chunk.of(spec), map_id)
-        except BaseException as error:  # unpicklable arguments, a lost client
-            with resolving():
-                for future in futures:
-                    if future.set_running_or_notify_cancel():
-                        future.set_exception(error)
+            chunk, unsent = sendable_chunk(spec)
+        except BaseException as error:  # (the others would not pickle together either)
+            _fail(futures, [error] * len(futures))
+            return
+        if chunk is not None:
+            sent = [f for i, f in enumerate(futures) if i not in unsent] if unsent else futures
+            self._send_chunk(chunk, map_id, sent)
+        # A job that cannot be pickled fails alone, once the others of its chunk are in
+        # flight (where a done-callback that shuts the executor down finds them).
+        _fail([futures[i] for i in unsent], list(unsent.values()))
+
+    def _send_chunk(
+        self, chunk: Chunk, map_id: str, futures: list[concurrent.futures.Future[Any]]
+    ) -> None:
+        """Flusher thread: send a chunk and track its futures; if it cannot be sent, they
+        fail with that error."""
+        try:
+            task = self._send(chunk, map_id)
+        except BaseException as error:  # a lost client
+            _fail(futures, [error] * len(futures))
             return
         with self._changed:
             self._in_flight[map_id] = _Sent(task, futures)
@@ -336,6 +351,14 @@ def _settle(
                     future.set_exception(errors[k])
                 else:
                     future.set_result(values[k])
+
+
+def _fail(futures: list[concurrent.futures.Future[Any]], errors: list[BaseException]) -> None:
+    """Fail the futures of jobs not sent, each with its error (not those cancelled)."""
+    with resolving():
+        for future, error in zip(futures, errors):
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
 
 
 def _submitted(count: int) -> str:

@@ -181,7 +181,8 @@ class DaskExecutor(MapMethod, concurrent.futures.Executor):
 
         Jobs submitted within a few milliseconds of each other travel as one chunk, but
         each future is done as its own job ends; :meth:`map` is the fast path for many
-        jobs. A job's error fails only its future. Callable from any thread; never blocks.
+        jobs. A job's error fails only its future, as does the ``TypeError`` of a job
+        that cannot be pickled. Callable from any thread; never blocks.
 
         Cancellation: ``future.cancel()`` succeeds until the result is in, and reaches a
         job already running on its worker (a blocking call that has started runs on).

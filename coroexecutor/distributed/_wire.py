@@ -16,8 +16,8 @@ import inspect
 import io
 import pickle
 import sys
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
 import cloudpickle
@@ -33,7 +33,7 @@ from .._validate import check_callables
 
 __all__ = [
     "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_client",
-    "check_sendable", "name_input", "worker_options",
+    "check_sendable", "name_input", "sendable_chunk", "worker_options",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
@@ -117,13 +117,13 @@ class Chunk:
 
     @classmethod
     def of(cls, spec: ChunkSpec) -> Chunk:
+        """The chunk pickled once; if that fails, a TypeError naming its first job that
+        cannot be pickled (only then is each pickled alone)."""
         try:
-            return cls(cloudpickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+            return cls(_dumps(spec))
         except Exception as error:
-            raise TypeError(
-                f"cannot send the jobs of inputs {spec.start}..{spec.start + len(spec.calls) - 1}"
-                f" to the workers: {type(error).__name__}: {error}"
-            ) from error
+            failure = error
+        raise next(unsendable_jobs(spec), (0, _unsent_chunk(spec, failure)))[1]
 
     def load(self) -> ChunkSpec:
         spec: ChunkSpec = pickle.loads(self.payload)
@@ -196,6 +196,62 @@ class Outcomes:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Outcomes, (self.header, self.values))
+
+
+def sendable_chunk(spec: ChunkSpec) -> tuple[Optional[Chunk], dict[int, TypeError]]:
+    """Submitted jobs: their chunk pickled once, as ``Chunk.of``; if one of them cannot be
+    pickled, the chunk of the others (None if none is left) and a TypeError for each that
+    cannot, by its position in ``spec``: one bad argument fails its own job only."""
+    try:
+        return Chunk(_dumps(spec)), {}
+    except Exception as error:
+        failure = error
+    unsent = dict(unsendable_jobs(spec))
+    if not unsent:  # each pickles alone, not together: the chunk's error for every job
+        return None, dict.fromkeys(range(len(spec.calls)), _unsent_chunk(spec, failure))
+    rest = [call for i, call in enumerate(spec.calls) if i not in unsent]
+    return (Chunk.of(replace(spec, calls=rest)) if rest else None), unsent
+
+
+def unsendable_jobs(spec: ChunkSpec) -> Iterator[tuple[int, TypeError]]:
+    """After a chunk failed to pickle: its jobs that cannot be pickled alone, each with a
+    TypeError naming it (chained from its own failure), by position in the chunk. A map's
+    function that cannot be pickled is named once, at position 0."""
+    if spec.fn is not None:
+        try:
+            _dumps(spec.fn)
+        except Exception as failure:
+            yield 0, _unsent_job(f"the function {safe_repr(spec.fn)} of map()", failure)
+            return
+    for i, call in enumerate(spec.calls):
+        try:
+            _dumps(call)
+        except Exception as failure:
+            if spec.fn is None:
+                fn, args, kwargs = call
+                what = f"job {describe_call(fn, args, kwargs)}"
+            else:
+                what = f"job {describe_call(spec.fn, call, {})} of input {spec.start + i}"
+            yield i, _unsent_job(what, failure)
+
+
+def _unsent_job(what: str, failure: BaseException) -> TypeError:
+    error = TypeError(
+        f"cannot send {what} to the workers: {type(failure).__name__}: {failure}"
+    )
+    error.__cause__ = failure
+    return error
+
+
+def _unsent_chunk(spec: ChunkSpec, failure: BaseException) -> TypeError:
+    """The error of a chunk that fails to pickle though each of its jobs pickles alone."""
+    count, last = len(spec.calls), spec.start + len(spec.calls) - 1
+    if count == 1:
+        jobs = "the job submitted" if spec.fn is None else f"the job of input {last}"
+    else:
+        jobs = (f"{count} jobs submitted together" if spec.fn is None
+                else f"the jobs of inputs {spec.start} to {last}")
+    return _unsent_job(jobs, failure)
 
 
 def _dumps(obj: object) -> bytes:
