@@ -1748,6 +1748,24 @@ def test_key_and_retry_together_run_every_job(client: Any) -> None:
     assert got == list(range(4))
 
 
+@pytest.mark.parametrize("option", ["initializer", "initargs", "loop_factory"])
+def test_an_option_that_cannot_travel_is_refused_at_the_call_with_a_clear_error(
+    client: Any, option: str
+) -> None:
+    # brk25 F3: a bare "TypeError: cannot pickle '_thread.lock' object", from pickling the
+    # options as a whole, where key= and retry= name the option at fault.
+    lock = threading.Lock()
+    given: dict[str, Any] = {
+        "initializer": {"initializer": _LockedPolicy()},
+        "initargs": {"initializer": _double, "initargs": (lock,)},
+        "loop_factory": {"loop_factory": _LockedPolicy()},
+    }[option]
+    with pytest.raises(TypeError, match=re.escape(f"DaskExecutor(): {option} ") + ".*"
+                       + re.escape(" cannot be sent to the workers, it must be picklable:"
+                                   " TypeError: cannot pickle '_thread.lock' object")):
+        DaskExecutor(client=client, per_worker=3, **given)
+
+
 def test_a_key_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
     with pytest.raises(TypeError, match=r"DaskExecutor\(\): key .* cannot be sent to the workers"):
         DaskExecutor(client=client, per_worker=3, key=_LockedPolicy(), max_per_key=1)

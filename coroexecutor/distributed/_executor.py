@@ -98,7 +98,8 @@ class DaskExecutor(MapMethod, concurrent.futures.Executor):
         ValueError: ``per_worker`` below 1, both ``address`` and ``client``,
             ``n_workers`` with either, an asynchronous ``client``
             (``Client(asynchronous=True)``), or a bad option.
-        TypeError: an option of the wrong kind (``client`` not a ``distributed.Client``).
+        TypeError: an option of the wrong kind (``client`` not a ``distributed.Client``),
+            or one the workers get that cannot be pickled.
         RuntimeError: ``client`` is closed.
     """
 

@@ -98,8 +98,12 @@ def worker_options(
     for value, what in ((policy, "retry policy"), (key, "key"), (per_key, "max_per_key")):
         check_sendable(value, "DaskExecutor()", what)
     check_callables(loop_factory=loop_factory)
+    initargs = tuple(initargs)
+    for option, name in ((initializer, "initializer"), (initargs, "initargs"),
+                         (loop_factory, "loop_factory")):
+        check_sendable(option, "DaskExecutor()", name)
     options = WorkerOptions(per_worker, job_timeout, max_per_second, burst, initializer,
-                            tuple(initargs), loop_factory, policy, key, per_key)
+                            initargs, loop_factory, policy, key, per_key)
     # The per-worker executor checks its options as it would in-process: check them here
     # by building one (it binds to no loop yet).
     CoroutineExecutor(per_worker, initializer=initializer, job_timeout=job_timeout,
@@ -281,9 +285,9 @@ def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeErro
 
 
 def check_sendable(value: object, where: str, what: str = "retry policy") -> None:
-    """Refuse, at the call that gave it, a retry policy (or a ``key`` function) that
-    cannot travel to the workers (each worker process runs its own copy): a TypeError
-    here, not a failure there."""
+    """Refuse, at the call that gave it, a retry policy (or another option: ``key``, the
+    ``initializer`` and its arguments, ``loop_factory``) that cannot travel to the workers
+    (each worker process runs its own copy): a TypeError here, not a failure there."""
     if value is None:
         return
     try:
