@@ -28,7 +28,7 @@ distributed = pytest.importorskip(
 import dask  # noqa: E402
 
 from coroexecutor import Retry  # noqa: E402
-from coroexecutor.distributed import DaskExecutor, _executor, _worker  # noqa: E402
+from coroexecutor.distributed import DaskExecutor, _executor, _wire, _worker  # noqa: E402
 
 _WAIT = 20.0  # seconds: the bound on every wait
 
@@ -224,6 +224,30 @@ def test_a_submitted_job_that_cannot_be_pickled_fails_alone_the_others_of_its_ch
         for x, future in enumerate(bad_ones):
             assert str(future.exception(_WAIT)) == _unsent_message(shown, str(x))
     assert sorted(_started) == [1, 3, 4]
+
+
+class _FailsFirstPickle:
+    """Cannot be pickled the first time only: with the others of its chunk, not alone."""
+
+    def __init__(self) -> None:
+        self.pickled = 0
+
+    def __reduce__(self) -> Any:
+        self.pickled += 1
+        if self.pickled == 1:
+            raise TypeError("not this time")
+        return (int, (0,))
+
+
+def test_jobs_that_pickle_alone_but_not_together_all_get_the_chunk_s_error() -> None:
+    # The rare way out of sendable_chunk: no job is at fault alone, so none can be sent
+    # without the others, and every one fails with the chunk's error (as before brk25 F1).
+    calls = [(_record, (1,), {}), (_record, (_FailsFirstPickle(),), {})]
+    chunk, unsent = _wire.sendable_chunk(_wire.ChunkSpec("e", "m", 0, None, calls, True, False))
+    assert chunk is None and sorted(unsent) == [0, 1]
+    assert str(unsent[0]) == ("cannot send 2 jobs submitted together to the workers:"
+                              " TypeError: not this time")
+    assert unsent[1] is unsent[0]
 
 
 #
