@@ -1340,6 +1340,29 @@ def test_bad_arguments_are_refused_at_the_call(client: Any) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_an_input_that_cannot_be_pickled_past_the_first_window_comes_in_its_place(
+    client: Any,
+) -> None:
+    """Regression (dchunk's note on brk25 F1): the TypeError of a chunk that could not be
+    sent came from the next() that read the chunk before it, whose results were lost; it
+    comes where its own results would be, after every result before it."""
+    lock = threading.Lock()
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        it = exe.map(_double, [1, 2, 3, lock, 5], chunksize=1, buffersize=1)
+        assert [next(it), next(it), next(it)] == [2, 4, 6]
+        with pytest.raises(TypeError, match=re.escape(
+            f"cannot send job _double({lock!r}) of input 3 to the workers"
+        )):
+            next(it)
+        with pytest.raises(StopIteration):
+            next(it)
+        # In map()'s own first window: raised by map() itself, as before.
+        with pytest.raises(TypeError, match="of input 1 to the workers"):
+            exe.map(_double, [1, lock], chunksize=1, buffersize=2)
+        assert list(exe.map(_double, [7])) == [14]  # the executor goes on
+
+
+@pytest.mark.timeout(60)
 def test_a_client_of_the_wrong_kind_or_state_is_refused_at_the_call(client: Any) -> None:
     # Found by a docs-only tester: each gave an AttributeError, or (asynchronous) jobs
     # that all failed with a misleading error and a never-awaited warning.

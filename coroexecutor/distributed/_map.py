@@ -52,6 +52,9 @@ class _Slot:
     task: Any  # the dask future; None once its outcome is here
     outcome: Optional[Outcome] = None
     taking: bool = False  # its outcome, back, is being taken in: cancel leaves it to be read
+    # A chunk that could not be sent (an input that cannot be pickled): raised where its
+    # results would be, once those of the chunks sent before it are out (see fill).
+    error: Optional[BaseException] = None
 
 
 class MapRun:
@@ -99,14 +102,16 @@ class MapRun:
         """Send the first window and return the map's iterator; if sending fails, cancel
         the chunks already sent."""
         try:
-            self.fill()
+            self.fill(in_place=False)
         except BaseException:
             self.cancel_threadsafe()
             raise
         return MapResults(self, end_time)
 
-    def fill(self) -> None:
-        """Send chunks until the window is full or the inputs run out."""
+    def fill(self, *, in_place: bool = True) -> None:
+        """Send chunks until the window is full or the inputs run out. A chunk that cannot
+        be sent raises its TypeError from map() itself (``in_place`` false: nothing was
+        read yet), else where its results would be, after those sent before it."""
         while True:
             with self._lock:
                 if self._closed or self._inputs is None or len(self._slots) >= self._window:
@@ -120,7 +125,15 @@ class MapRun:
             start, self._next = self._next, self._next + len(calls)
             spec = ChunkSpec(self._exe_id, self.map_id, start, self._fn, calls,
                              self._return_exceptions, self._fail_fast, self._retry)
-            task = self._send(Chunk.of(spec), f"{self.map_id}-{next(self._chunks)}")
+            try:
+                task = self._send(Chunk.of(spec), f"{self.map_id}-{next(self._chunks)}")
+            except Exception as error:
+                if not in_place:
+                    raise
+                with self._lock:
+                    self._inputs = None  # no input after it is read
+                    self._slots.append(_Slot(start, 0, None, ([], {}, []), error=error))
+                return
             with self._lock:
                 self._slots.append(_Slot(start, len(calls), task))
 
@@ -141,6 +154,13 @@ class MapRun:
                     self._wait(end_time)
                 with self._lock:
                     self._slots.popleft()
+                unsent: Optional[BaseException] = head.error
+                if unsent is not None:  # a chunk that could not be sent (see fill)
+                    head.error = None
+                    try:
+                        raise unsent
+                    finally:
+                        unsent = None  # break the frame <-> traceback cycle
                 self.fill()  # keep the workers busy while the consumer reads this chunk
                 values, errors, cancelled = head.outcome
                 gone = set(cancelled)
@@ -283,7 +303,10 @@ class MapRun:
             if self._closed:
                 return
             self._closed = True
-            flying = [s for s in self._slots if s.outcome is None and not s.taking]
+            flying = [
+                s for s in self._slots
+                if (s.outcome is None and not s.taking) or s.error is not None
+            ]
             tasks = [s.task for s in flying if s.task is not None]
             for slot in flying:
                 self._slots.remove(slot)
