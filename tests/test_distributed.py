@@ -36,6 +36,7 @@ import dask  # noqa: E402
 
 from coroexecutor import BrokenCoroutineExecutor, Retry  # noqa: E402
 from coroexecutor.distributed import DaskExecutor, UnsentOutcomeError  # noqa: E402
+from coroexecutor.distributed import _executor as _dask_executor  # noqa: E402
 
 WORKERS = 2
 _WAIT = 20.0  # seconds: the bound on every cross-process handshake
@@ -292,6 +293,36 @@ class _LoadsNowhere:
 
 def _returns_unloadable(x: int) -> Any:
     return _LoadsNowhere() if x == 1 else x
+
+
+class _Abort(BaseException):
+    """An exception that is no Exception, raised while (un)pickling (brk26 finding 2)."""
+
+
+def _exit_while_pickled() -> Any:
+    raise _Abort("cannot load")
+
+
+class _ExitsWhenPickled:
+    """Pickling it raises SystemExit: on the worker, as its result is sent back."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise SystemExit("no pickle")
+
+
+class _AbortsWhenLoaded:
+    """Pickles; loading it raises a BaseException that is no Exception."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_exit_while_pickled, ())
+
+
+def _returns_exiting(x: int) -> Any:
+    return _ExitsWhenPickled() if x == 1 else x
+
+
+def _returns_aborting(x: int) -> Any:
+    return _AbortsWhenLoaded() if x == 1 else x
 
 
 def _kill_once(flag: str, x: int) -> int:
@@ -567,6 +598,32 @@ def test_a_result_that_cannot_be_loaded_on_the_client_fails_that_item_alone(
     assert values[0] == 0 and values[2] == 2
     assert isinstance(values[1], UnsentOutcomeError)
     assert "ValueError: cannot be loaded here" in str(values[1])
+
+
+@pytest.mark.timeout(60)
+def test_a_base_exception_while_pickling_one_item_fails_that_item_alone(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (brk26 finding 2): a SystemExit from pickling a result on the worker hung
+    the map; a BaseException from loading one on the client failed the whole map, and one
+    from pickling an argument failed every job submitted with it."""
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        sent = list(exe.map(_returns_exiting, range(3), chunksize=3, return_exceptions=True))
+        loaded = list(exe.map(_returns_aborting, range(4), chunksize=4, return_exceptions=True))
+        assert sent[0] == 0 and sent[2] == 2
+        assert isinstance(sent[1], UnsentOutcomeError)
+        assert "pickling it failed with SystemExit: no pickle" in str(sent[1])
+        assert loaded[0] == 0 and loaded[2:] == [2, 3]
+        assert isinstance(loaded[1], UnsentOutcomeError)
+        assert "unpickling it failed with _Abort: cannot load" in str(loaded[1])
+    # One chunk of three: it leaves when the third job is submitted, never on the delay.
+    monkeypatch.setattr(_dask_executor, "_SUBMIT_DELAY", _WAIT)
+    with DaskExecutor(client=client, per_worker=3, chunksize=3) as exe:
+        futures = [exe.submit(_double, 1), exe.submit(_double, _ExitsWhenPickled()),  # type: ignore[arg-type]
+                   exe.submit(_double, 3)]
+        assert futures[0].result(_WAIT) == 2 and futures[2].result(_WAIT) == 6
+        with pytest.raises(TypeError, match="to the workers: SystemExit: no pickle"):
+            futures[1].result(_WAIT)
 
 
 def test_leaving_map_early_cancels_the_jobs_running_on_the_workers(

@@ -125,7 +125,9 @@ class Chunk:
         cannot be pickled (only then is each pickled alone)."""
         try:
             return cls(_dumps(spec))
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise  # a Ctrl-C may land here: no job's
+        except BaseException as error:  # (a __reduce__'s SystemExit too)
             failure = error
         raise next(unsendable_jobs(spec), (0, _unsent_chunk(spec, failure)))[1]
 
@@ -168,7 +170,9 @@ class Outcomes:
         for i, value in enumerate(values):
             try:
                 pickler.dump(value)
-            except Exception as failure:  # that one cannot go: the rest still can
+            except BaseException as failure:  # that one cannot go: the rest still can
+                # (Any exception: a __reduce__ may raise SystemExit or KeyboardInterrupt,
+                # which no signal delivers on this thread, the worker loop's.)
                 buffer.truncate(ends[-1] if ends else 0)
                 buffer.seek(0, io.SEEK_END)
                 errors[i] = _unsent("result", value, failure)
@@ -189,7 +193,9 @@ class Outcomes:
         for i, end in enumerate(ends):
             try:
                 values.append(pickle.loads(view[start:end]))
-            except Exception as failure:
+            except KeyboardInterrupt:
+                raise  # a Ctrl-C may land here: not the item's
+            except BaseException as failure:  # a __reduce__'s SystemExit too: the item's
                 values.append(None)
                 errors[i] = UnsentOutcomeError(
                     "the job's result could not be loaded on the client; unpickling it"
@@ -208,7 +214,9 @@ def sendable_chunk(spec: ChunkSpec) -> tuple[Optional[Chunk], dict[int, TypeErro
     cannot, by its position in ``spec``: one bad argument fails its own job only."""
     try:
         return Chunk(_dumps(spec)), {}
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise  # as in Chunk.of
+    except BaseException as error:
         failure = error
     unsent = dict(unsendable_jobs(spec))
     if not unsent:  # each pickles alone, not together: the chunk's error for every job
@@ -224,13 +232,17 @@ def unsendable_jobs(spec: ChunkSpec) -> Iterator[tuple[int, TypeError]]:
     if spec.fn is not None:
         try:
             _dumps(spec.fn)
-        except Exception as failure:
+        except KeyboardInterrupt:
+            raise  # as in Chunk.of
+        except BaseException as failure:
             yield 0, _unsent_job(f"the function {safe_repr(spec.fn)} of map()", failure)
             return
     for i, call in enumerate(spec.calls):
         try:
             _dumps(call)
-        except Exception as failure:
+        except KeyboardInterrupt:
+            raise  # as in Chunk.of
+        except BaseException as failure:
             if spec.fn is None:
                 fn, args, kwargs = call
                 what = f"job {describe_call(fn, args, kwargs)}"
@@ -271,7 +283,7 @@ def _sendable_error(error: BaseException) -> BaseException:
     """
     try:
         pickle.loads(_dumps(error))
-    except Exception as failure:
+    except BaseException as failure:  # (worker side: see Outcomes.of)
         return _unsent("exception", error, failure)
     return error
 
