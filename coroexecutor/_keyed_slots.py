@@ -180,12 +180,7 @@ class KeyedSlots(Slots):
                 self.schedule_wake()
                 return
             line.pop()
-            self.free -= 1
-            if isinstance(entry, Queued):
-                self.queued -= 1
-                entry.ctx.run(entry.start, entry)
-            else:
-                self.grant(entry)
+            self.hand_slot(entry)
 
     def schedule_wake(self) -> None:
         if self.free > 0 and self.wake_handle is None and (self.backlog or len(self.line)):

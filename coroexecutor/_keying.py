@@ -86,9 +86,9 @@ async def take_key(
         admit(exe)  # room and a slot granted meanwhile, given back, go to the next
         check_idle(exe)
         raise
-    if turned_away(exe, waiter):
+    if turned_away(exe):
         slots.unstarted(key)
-        give_back(exe)  # granted just before an abort, or shutdown()
+        give_back(exe)  # granted just before an abort
         check_accepting(exe)  # raises
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from ._context import job_position
 from ._errors import refused_by
@@ -31,7 +31,7 @@ from ._taking import refuse_submits
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["exit_block", "may_wait", "shutdown"]
+__all__ = ["exit_block", "grace_timer", "may_wait", "shutdown"]
 
 _ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
@@ -289,12 +289,26 @@ def _raise_policy_error(exe: Core) -> None:
 
 def _start_grace(exe: Core, grace: float) -> None:
     """Cancel the jobs still running ``grace`` seconds from now (the earliest wins)."""
-    loop = exe._loop
+    exe._grace_handle = grace_timer(
+        exe._loop, exe._grace_handle, grace, abort, exe, Cause.SHUTDOWN
+    )
+
+
+def grace_timer(
+    loop: asyncio.AbstractEventLoop,
+    handle: asyncio.TimerHandle | None,
+    grace: float,
+    callback: Callable[..., object],
+    *args: object,
+) -> asyncio.TimerHandle:
+    """The timer of the grace periods of shutdown(timeout=) calls, on both executors:
+    ``handle``, the one set by an earlier call (or None), or one that calls ``callback``
+    ``grace`` seconds from now. Each call counts and the earliest end wins: a later,
+    longer grace never extends an earlier, shorter one."""
     when = loop.time() + grace
-    handle = exe._grace_handle
     if handle is not None:
         if handle.when() <= when:
-            return
+            return handle
         handle.cancel()
-    exe._grace_handle = loop.call_at(when, abort, exe, Cause.SHUTDOWN)
+    return loop.call_at(when, callback, *args)
 

@@ -92,20 +92,22 @@ class SlotLine:
                 self.schedule_wake()
                 return
             backlog.popleft()
-            self.free -= 1
-            if isinstance(entry, Queued):
-                self.queued -= 1
-                entry.ctx.run(entry.start, entry)
-            else:
-                self.grant(entry)
+            self.hand_slot(entry)
 
-    def grant(self, waiter: asyncio.Future[None]) -> None:
-        """Hand a free slot (taken from ``free`` by the caller) to a waiter in line: it
-        resumes in a later turn, and until then it may still be turned away (refuse)."""
-        self.waiting -= 1
-        self.granted += 1
-        self.unresumed[waiter] = None
-        waiter.set_result(None)
+    def hand_slot(self, entry: Queued | asyncio.Future[None]) -> None:
+        """Hand a free slot to the entry just taken from the front of a line (and its
+        start token, already taken): a queued job starts now, in its context; a waiter is
+        granted it and resumes in a later turn, until when it may still be turned away
+        (refuse)."""
+        self.free -= 1
+        if isinstance(entry, Queued):
+            self.queued -= 1
+            entry.ctx.run(entry.start, entry)
+        else:
+            self.waiting -= 1
+            self.granted += 1
+            self.unresumed[entry] = None
+            entry.set_result(None)
 
     def schedule_wake(self) -> None:
         """Make sure the backlog moves in a later turn when a slot or a token is already

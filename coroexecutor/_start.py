@@ -190,18 +190,12 @@ def start_job(
         # (A job an eager task factory ran to its end inside create_task: its map looks
         # at it as it gets it back, see _map_run and _queued.)
         task.add_done_callback(owner.on_job_done)
-    if task.done():
-        # An eager task factory ran the job to its end inside create_task: fail-fast
-        # stops us now if it failed, not from its callback a turn later (which settles
-        # it). failed_at_start notes its error, and the callback does not: a note built
-        # again a turn later may differ (an argument's repr: the executor's own, passed
-        # to a job that submits jobs, shows its counts), and the job would be named twice.
-        task.add_done_callback(
-            exe._on_job_done if kind is _POLICY else exe._on_result_job_done
-        )
-        failed_at_start(exe, kind, coro if runner is None and exe._annotate else None, task)
-        return task
-    if runner is None and exe._annotate:
+    # An eager task factory may have run the job to its end inside create_task: then
+    # failed_at_start notes its error, and its callback does not (a note built again a
+    # turn later may differ, an argument's repr: the executor's own, passed to a job that
+    # submits jobs, shows its counts; the job would be named twice).
+    ended = task.done()
+    if runner is None and exe._annotate and not ended:
         # If it fails, it is named from its coroutine, kept here: Task.get_coro() is None
         # once an eager task has finished (and crashed CPython 3.12 before 3.12.5).
         task.add_done_callback(functools.partial(on_job_done, exe, kind, coro))
@@ -209,7 +203,11 @@ def start_job(
         task.add_done_callback(
             exe._on_job_done if kind is _POLICY else exe._on_result_job_done
         )
-    if exe._state is _CANCELLING:  # its first step stopped us
+    if ended:
+        # Fail-fast stops us now if it failed, not from its callback a turn later (which
+        # settles it).
+        failed_at_start(exe, kind, coro if runner is None and exe._annotate else None, task)
+    elif exe._state is _CANCELLING:  # its first step stopped us
         cancel_late(exe, task)
     return task
 

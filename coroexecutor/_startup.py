@@ -235,7 +235,7 @@ def _failed_while_stopping(exe: Core, error: BaseException) -> None:
     it does over a job's error; the initializer's error, in no task anyone holds, goes to
     the loop's exception handler, as a body's error after the first cause does."""
     outcomes = exe._outcomes
-    if outcomes.names(True):  # shutdown() cancelled it
+    if outcomes.cause is Cause.SHUTDOWN:  # shutdown() cancelled it: no error is known
         exe._startup.broken = error
         abort(exe, Cause.JOB_ERROR, broken_error(exe))  # takes shutdown()'s place
         return

@@ -27,7 +27,6 @@ __all__ = [
 
 _CancelledError = asyncio.CancelledError
 _CANCELLING = State.CANCELLING
-_ACCEPTING = (State.RUNNING, State.EXITING, State.STARTING)
 
 
 def give_back(exe: Core) -> None:
@@ -52,8 +51,8 @@ async def take_slot(exe: Core, where: str, waiter: asyncio.Future[None] | None =
         admit(exe)  # a slot granted meanwhile, given back, goes to the next in line
         check_idle(exe)
         raise
-    if turned_away(exe, waiter):
-        give_back(exe)  # granted just before an abort, or shutdown()
+    if turned_away(exe):
+        give_back(exe)  # granted just before an abort
         check_accepting(exe)  # raises
 
 
@@ -64,13 +63,11 @@ def submitting(exe: Core) -> Submitting:
     return waiter
 
 
-def turned_away(exe: Core, waiter: asyncio.Future[None] | None) -> bool:
+def turned_away(exe: Core) -> bool:
     """Whether a caller just granted a slot must not start its job: the executor cancels
-    its jobs, or (a submit(): ``waiter`` is Submitting) shutdown() began while it waited,
-    and its slot was granted before refuse_submits could turn it away. (A map's: it
-    looks at its own close, which shutdown() makes.)"""
-    state = exe._state
-    return state is _CANCELLING or (type(waiter) is Submitting and state not in _ACCEPTING)
+    its jobs. (One that shutdown() or the block's exit turns away, granted a slot or not,
+    raises as it resumes: see refuse_submits and Slots.refuse.)"""
+    return exe._state is _CANCELLING
 
 
 def refuse_submits(exe: Core, *, in_jobs: bool) -> None:

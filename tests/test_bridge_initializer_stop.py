@@ -21,27 +21,11 @@ from typing import Any
 import pytest
 
 from coroexecutor import LoopExecutor
+from tests._parked import Parked
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class ParkedInitializer:
-    """An async initializer parked until cancelled (for WAIT seconds at most: without the
-    fix it then fails, and the executor breaks, rather than hang the test run)."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.cancelled = threading.Event()
-
-    async def __call__(self) -> None:
-        self.started.set()
-        try:
-            await asyncio.wait_for(asyncio.Event().wait(), WAIT)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
 
 
 class Job:
@@ -56,7 +40,7 @@ class Job:
 
 
 def test_the_end_of_the_grace_period_cancels_an_async_initializer_and_its_waiting_jobs() -> None:
-    init, job = ParkedInitializer(), Job()
+    init, job = Parked(), Job()
     exe = LoopExecutor(initializer=init)
     futures = [exe.submit(job) for _ in range(3)]  # they wait for the initializer
     assert init.started.wait(WAIT)
@@ -86,7 +70,7 @@ def test_an_async_initializer_done_within_the_grace_period_lets_the_jobs_run() -
 def test_leaving_with_by_an_exception_cancels_an_async_initializer(
     exc_type: type[BaseException],
 ) -> None:
-    init, job = ParkedInitializer(), Job()
+    init, job = Parked(), Job()
     futures: list[concurrent.futures.Future[Any]] = []
     with pytest.raises(exc_type), LoopExecutor(initializer=init) as exe:
         futures.append(exe.submit(job))
@@ -99,7 +83,7 @@ def test_leaving_with_by_an_exception_cancels_an_async_initializer(
 async def test_leaving_async_with_by_an_exception_cancels_an_async_initializer(
     loop_kind: str,
 ) -> None:
-    init, job = ParkedInitializer(), Job()
+    init, job = Parked(), Job()
     loop = asyncio.get_running_loop()
     with pytest.raises(LookupError, match="leave"):
         async with LoopExecutor(initializer=init) as exe:

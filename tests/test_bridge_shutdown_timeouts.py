@@ -27,6 +27,7 @@ import pytest
 from coroexecutor import LoopExecutor
 from coroexecutor.sync_bridge._mailbox import Mailbox
 from coroexecutor.sync_bridge._options import ShutdownRequest
+from tests._parked import Parked
 from tests.conftest import new_loop
 
 WAIT = 5  # seconds: the bound on every blocking wait; reaching it is a failure
@@ -34,23 +35,6 @@ SHORT = 0.01  # a grace period that ends while the parked job runs
 LONG = 60  # one that never ends in a test
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Parked:
-    """A coroutine job (or async initializer) parked until cancelled, for WAIT seconds
-    at most: then it fails with TimeoutError, never cancelled."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.cancelled = threading.Event()
-
-    async def __call__(self) -> None:
-        self.started.set()
-        try:
-            await asyncio.wait_for(asyncio.Event().wait(), WAIT)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
 
 
 @pytest.fixture

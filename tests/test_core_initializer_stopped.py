@@ -101,17 +101,19 @@ async def test_the_end_of_a_grace_period_then_that_shutdown_raises_the_initializ
     assert info.value.__cause__ is init.error
 
 
+async def _enter(exe: CoroutineExecutor) -> None:
+    """Enter the block, whose body must not run: the initializer is stopped first."""
+    async with exe:
+        pytest.fail("the body must not run")
+
+
 async def test_shutdown_wait_false_while_entering_the_block_raises_the_initializers_error(
     loop_kind: str,
 ) -> None:
     init = FailsOnCancel()
     exe = CoroutineExecutor(initializer=init)
 
-    async def enter() -> None:
-        async with exe:
-            pytest.fail("the body must not run")
-
-    entering = asyncio.create_task(enter())
+    entering = asyncio.create_task(_enter(exe))
     await init.started.wait()
     await exe.shutdown(wait=False)
     with pytest.raises(BrokenCoroutineExecutor) as info:
@@ -161,12 +163,8 @@ async def test_an_outer_cancel_of_the_entry_wins_and_the_initializers_error_is_r
     init = FailsOnCancel()
     exe = CoroutineExecutor(initializer=init)
 
-    async def enter() -> None:
-        async with exe:
-            pytest.fail("the body must not run")
-
     with reports_collected() as reports:
-        entering = asyncio.create_task(enter())
+        entering = asyncio.create_task(_enter(exe))
         await init.started.wait()
         entering.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -18,32 +18,10 @@ from typing import Any
 import pytest
 
 from coroexecutor import CoroutineExecutor
+from tests._waiters import REFUSED, Holder, ended_within_turns
 
 pytestmark = pytest.mark.timeout(15)
 
-REFUSED = re.escape("cannot schedule new futures after shutdown")
-TURNS = 20  # loop turns a turned-away waiter gets to end; it needs two or three
-
-
-class Holder:
-    """A job that parks until ``release`` is set, and the jobs that ran."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.ran: list[object] = []
-
-    async def park(self, name: object) -> object:
-        self.ran.append(name)
-        await self.release.wait()
-        return name
-
-
-async def _ended_within_turns(task: asyncio.Future[Any]) -> bool:
-    for _ in range(TURNS):
-        if task.done():
-            return True
-        await asyncio.sleep(0)
-    return task.done()
 
 
 async def _consume(it: Any) -> object:
@@ -81,7 +59,7 @@ async def test_the_block_exit_turns_away_a_submit_granted_but_not_resumed(
     options: dict[str, Any] = {"key": lambda name: "k", "max_per_key": 5} if keyed else {}
 
     async def release_when_refused(task: asyncio.Future[Any]) -> None:
-        seen.append(await _ended_within_turns(task))
+        seen.append(await ended_within_turns(task))
         holder.release.set()  # else the exit would wait for the holder for ever
 
     async with CoroutineExecutor(max_workers=1, **options) as exe:
@@ -111,7 +89,7 @@ async def test_shutdown_turns_away_a_submit_granted_but_not_resumed(
     seen: list[bool] = []
 
     async def release_when_refused() -> None:
-        seen.append(await _ended_within_turns(waiting))
+        seen.append(await ended_within_turns(waiting))
         holder.release.set()  # else shutdown() would wait for the holder for ever
 
     releaser = asyncio.ensure_future(release_when_refused())
@@ -139,7 +117,7 @@ async def test_a_map_granted_but_not_resumed_is_closed_at_once(
     seen: list[bool] = []
 
     async def release_when_ended(task: asyncio.Future[Any]) -> None:
-        seen.append(await _ended_within_turns(task))
+        seen.append(await ended_within_turns(task))
         holder.release.set()
 
     async with CoroutineExecutor(max_workers=1) as exe:

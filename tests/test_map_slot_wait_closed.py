@@ -16,24 +16,10 @@ import pytest
 
 from coroexecutor import CoroutineExecutor
 from coroexecutor._entries import SentBack
+from tests._waiters import REFUSED, TURNS, Holder, ended_within_turns
 
 pytestmark = pytest.mark.timeout(15)
 
-REFUSED = re.escape("cannot schedule new futures after shutdown")
-TURNS = 20  # loop turns the consumer gets to end; it needs two or three
-
-
-class Holder:
-    """A job that parks until ``release`` is set, and what the map's jobs ran."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.ran: list[int] = []
-
-    async def park(self, i: int) -> int:
-        self.ran.append(i)
-        await self.release.wait()
-        return i
 
 
 async def _consume(it: Any, out: list[object]) -> None:
@@ -43,14 +29,6 @@ async def _consume(it: Any, out: list[object]) -> None:
         out.append("end")
     except RuntimeError as exc:
         out.append(exc)
-
-
-async def _ended_within_turns(task: asyncio.Task[Any]) -> bool:
-    for _ in range(TURNS):
-        if task.done():
-            return True
-        await asyncio.sleep(0)
-    return task.done()
 
 
 async def _waiting_consumer(
@@ -73,7 +51,7 @@ async def test_aclose_from_another_task_ends_a_consumer_waiting_for_a_slot(
     async with CoroutineExecutor(max_workers=1) as exe:
         it, consumer = await _waiting_consumer(exe, holder, out)
         await it.aclose()
-        ended = await _ended_within_turns(consumer)
+        ended = await ended_within_turns(consumer)
         holder.release.set()
         await consumer
     assert ended, "the consumer stayed in line after aclose()"
@@ -89,11 +67,11 @@ async def test_shutdown_turns_away_a_map_waiting_for_a_slot(loop_kind: str, how:
     it, consumer = await _waiting_consumer(exe, holder, out)
     if how == "no wait":
         await exe.shutdown(wait=False)
-        ended = await _ended_within_turns(consumer)
+        ended = await ended_within_turns(consumer)
         await exe.shutdown()
     else:
         stopping = asyncio.ensure_future(exe.shutdown(timeout=60 if how == "grace" else None))
-        ended = await _ended_within_turns(consumer)
+        ended = await ended_within_turns(consumer)
         holder.release.set()
         await stopping
     await consumer
@@ -111,7 +89,7 @@ async def test_block_exit_turns_away_a_map_waiting_for_a_slot(loop_kind: str) ->
     seen: list[bool] = []
 
     async def release_when_consumer_ends(consumer: asyncio.Task[None]) -> None:
-        seen.append(await _ended_within_turns(consumer))
+        seen.append(await ended_within_turns(consumer))
         holder.release.set()  # else the block's exit would wait for the holder for ever
 
     async with CoroutineExecutor(max_workers=1) as exe:
@@ -144,7 +122,7 @@ async def test_aclose_ends_a_consumer_waiting_for_a_start_token(loop_kind: str) 
             await asyncio.sleep(0)
         assert not consumer.done()
         await it.aclose()
-        ended = await _ended_within_turns(consumer)
+        ended = await ended_within_turns(consumer)
         release.set()
     assert ended, "the consumer waited for its token after aclose()"
     assert out == ["end"] and ran == [-1]
@@ -226,12 +204,12 @@ async def test_a_submit_sent_back_by_a_shrink_is_turned_away(loop_kind: str, how
         waiting = asyncio.ensure_future(exe.submit(holder.park, 7))
         await _send_back(exe, waiting, go)
         stopping = asyncio.ensure_future(exe.shutdown())
-        seen.append(await _ended_within_turns(waiting))
+        seen.append(await ended_within_turns(waiting))
         holder.release.set()
         await stopping
     else:
         async def release_when_refused(task: asyncio.Future[Any]) -> None:
-            seen.append(await _ended_within_turns(task))
+            seen.append(await ended_within_turns(task))
             holder.release.set()
 
         async with exe:
@@ -256,7 +234,7 @@ async def test_a_map_sent_back_by_a_shrink_is_closed_at_once(loop_kind: str) -> 
         consumer = asyncio.ensure_future(_consume(it, out))
         await _send_back(exe, consumer, go)
         await it.aclose()
-        ended = await _ended_within_turns(consumer)
+        ended = await ended_within_turns(consumer)
         holder.release.set()
         await consumer
     assert ended, "the map's consumer sent back by the shrink stayed in line"

@@ -8,6 +8,7 @@ import asyncio
 import inspect
 from typing import Any, Callable, Optional
 
+from .._shutdown import grace_timer
 from .._validate import initializer_ready
 from ._handoff import HandOff
 from ._options import ShutdownRequest
@@ -105,14 +106,7 @@ class LoopRun:
         until the loop stops) no later one can come sooner."""
         if self._idle.done():
             return  # every job is done: nothing left to cancel
-        loop = self._loop
-        when = loop.time() + grace
-        handle = self._grace
-        if handle is not None:
-            if handle.when() <= when:
-                return
-            handle.cancel()
-        self._grace = loop.call_at(when, self._grace_over)
+        self._grace = grace_timer(self._loop, self._grace, grace, self._grace_over)
 
     def _grace_over(self) -> None:
         """The grace period is over: cancel whatever can be cancelled."""
