@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import os
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
@@ -14,12 +13,10 @@ from .._adaptive import Adaptive
 from .._keyed import MaxPerKey
 from .._keyed_slots import KeyFn, check_keying
 from .._retry import INHERIT, Inherit, RetryArg, resolve_retry
-from .._stats import ExecutorStats
 from .._typing import A1, A2, A3, Never, ParamSpec, Self, final
 from .._validate import (
     check_initializer,
     check_max_workers,
-    check_rate,
     check_seconds,
     check_switch,
 )
@@ -28,6 +25,7 @@ from ._loop_thread import LoopThread
 from ._map import start_map
 from ._options import CoreOptions, ShutdownRequest
 from ._runner import LoopFactory
+from ._settings import _DEFAULT_MAX_JOBS, BridgeSettings, _default_max_threads
 from ._waiting import FAILED_EXIT, NORMAL_EXIT, check_may_wait, shut_down, wait_stopped
 
 __all__ = ["ThreadedLoopExecutor"]
@@ -35,17 +33,11 @@ __all__ = ["ThreadedLoopExecutor"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# With max_workers=None: coroutine jobs are cheap, so the cap is CoroutineExecutor's
-# default; threads follow ThreadPoolExecutor's default, min(32, cpu + 4) (see its
-# __init__: I/O-bound work, but no more than 32 threads on many-core machines).
-_DEFAULT_MAX_JOBS = 1000
 _name_counter = itertools.count()
-def _default_max_threads() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 @final
-class ThreadedLoopExecutor(concurrent.futures.Executor):
+class ThreadedLoopExecutor(BridgeSettings, concurrent.futures.Executor):
     """An Executor that runs coroutine functions on its own event loop thread.
 
     Coroutine functions run as tasks of a :class:`CoroutineExecutor` on a loop in a
@@ -144,67 +136,6 @@ class ThreadedLoopExecutor(concurrent.futures.Executor):
         handoff = self._handoff
         state, max_workers = handoff.state.value, handoff.max_workers
         return f"<ThreadedLoopExecutor {self._bridge.name} {state} max_workers={max_workers}>"
-
-    #
-    # Properties
-    #
-
-    @property
-    def max_workers(self) -> int:
-        """How many jobs may run at once (and the most worker threads). Settable, from
-        any thread: growing it starts queued jobs at once; shrinking it cancels nothing.
-
-        ``None`` means the default, as in the constructor: 1000 jobs, and the
-        ThreadPoolExecutor default number of threads; the property then reads 1000, and
-        assigning 1000 back keeps that default (any other int sets both limits)."""
-        return self._handoff.max_workers
-
-    @max_workers.setter
-    def max_workers(self, value: Optional[int]) -> None:
-        if value is not None:
-            value = check_max_workers(value)
-        if value is None or (value == _DEFAULT_MAX_JOBS and self._default_workers):
-            self._default_workers = True
-            self._handoff.set_max_workers_threadsafe(_DEFAULT_MAX_JOBS, _default_max_threads())
-        else:
-            self._default_workers = False
-            self._handoff.set_max_workers_threadsafe(value, value)
-
-    @property
-    def max_per_second(self) -> Optional[float]:
-        """The most jobs that may *start* per second, blocking ones included (``None``: no
-        limit). Settable from any thread, validated as in the constructor: once the
-        assignment returns, every later start is governed by the new value (queued jobs
-        too; running ones carry on)."""
-        return self._bridge.max_per_second
-
-    @max_per_second.setter
-    def max_per_second(self, value: Optional[float]) -> None:
-        rate, _ = check_rate(value, None)
-        self._bridge.set_rate_threadsafe(rate=rate)
-
-    @property
-    def burst(self) -> int:
-        """How many jobs may start at once after an idle period while ``max_per_second``
-        is set (default 1). Settable as ``max_per_second`` is; setting it without a rate
-        limit is a ``ValueError``, as in the constructor."""
-        return self._bridge.burst
-
-    @burst.setter
-    def burst(self, value: int) -> None:
-        check_rate(1.0, value)  # the type and range; "requires max_per_second" is decided
-        self._bridge.set_rate_threadsafe(burst=value)  # with the rate, under the lock
-
-    @property
-    def stats(self) -> ExecutorStats:
-        """A snapshot of the job counts, taken on the loop thread (any thread may read it).
-
-        Jobs handed off but not yet seen by the loop count as submitted and queued. A job
-        whose future is done counts as done (succeeded, failed or cancelled) from the next
-        read on, as does one whose ``cancel()`` returned True. Never
-        waits for a loop that has stopped, or stops meanwhile: the final counts then.
-        """
-        return self._bridge.stats_threadsafe()
 
     #
     # Submitting
