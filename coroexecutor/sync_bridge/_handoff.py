@@ -15,20 +15,20 @@ the next job under ``_lock``: a blocking job goes straight to a worker thread, a
 needs the loop goes to ``_mailbox``, whose first post of a batch wakes the loop (one
 ``call_soon_threadsafe`` of the drain given to ``open``, which takes it with
 ``take_batch``). No user code and no future callback runs while ``_lock`` is held, but
-for the ``__hash__`` and ``__eq__`` of a job's key (``key=``; see _keyed_slots).
+for the ``__hash__`` and ``__eq__`` of a job's key (``key=``; see _keyed_slots). The
+releases and the grants are HandOff's base, SlotGrants (``_slot_grants``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import Any, Callable, Optional, Union
 
 from .._stats import ExecutorStats
 from ._accept import accept_locked
-from ._breaking import fail_backlog, fail_tail, refuse_tail_locked
+from ._breaking import fail_backlog
 from ._future import BridgeFuture
 from ._job import Job
 from ._keyed_slots import key_of, make_slots
@@ -37,13 +37,14 @@ from ._mailbox import Batch, Mailbox
 from ._options import CoreOptions, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
+from ._slot_grants import SlotGrants
 from ._withdraw import cancel_job, notify_cancelled
 from ._workers import WorkerPool, WorkItem
 
 __all__ = ["HandOff"]
 
 
-class HandOff:
+class HandOff(SlotGrants):
     """The lock-guarded part of a bridge: lifecycle, slots, and the batch for the loop.
 
     Owns the Slots, the WorkerPool (direct blocking jobs) and the Scheduler (the jobs the
@@ -102,52 +103,6 @@ class HandOff:
 
     def is_worker_thread(self) -> bool:
         return self.pool.runs_current_thread()
-
-    #
-    # Slots (every method here is called with _lock held)
-    #
-
-    def _next_locked(self) -> Optional[Job]:
-        """Give a free slot to the next live job in the backlog, if any."""
-        job = self._slots.next_job()
-        if job is None and self._slots.held == 0 and self._state is BridgeState.SHUTTING_DOWN:
-            self._mailbox.wake()  # the loop is waiting for the last job to finish
-        return job
-
-    def _to_worker_locked(self, job: Job) -> Optional[WorkItem]:
-        """A job got a slot: the item for a worker thread, or None if the loop runs it."""
-        if job.coroutine_fn or self._blocking_on_loop:
-            return None
-        self._slots.direct.add(job.future)
-        return WorkItem(job.future, job.fn, job.args, job.kwargs, job.ctx)
-
-    def _route_locked(self, job: Job) -> Optional[WorkItem]:
-        """A job got a slot: queue it for the loop, or return the item for a worker."""
-        item = self._to_worker_locked(job)
-        if item is None:
-            self._mailbox.start(job)
-        return item
-
-    def _grant_locked(self) -> tuple[list[Job], list[WorkItem]]:
-        """Give every free slot away: return the jobs for the loop and the worker items."""
-        to_start: list[Job] = []
-        items: list[WorkItem] = []
-        job = self._next_locked()
-        while job is not None:
-            item = self._to_worker_locked(job)
-            if item is None:
-                to_start.append(job)
-            else:
-                items.append(item)
-            job = self._next_locked()
-        return to_start, items
-
-    def _fill_locked(self) -> list[WorkItem]:
-        """Give every free slot away; return the items to dispatch after unlocking."""
-        to_start, items = self._grant_locked()
-        for job in to_start:
-            self._mailbox.start(job)
-        return items
 
     #
     # Any thread
@@ -286,40 +241,6 @@ class HandOff:
     # Worker threads
     #
 
-    def _release_from_worker(self, item: WorkItem) -> Optional[WorkItem]:
-        """A direct blocking job is done (or was skipped): free its slot or pass it on.
-        Returns the item of a blocking job given the slot, for the caller (a worker) to
-        run; the jobs an Adaptive limit's increase lets start too are dispatched here."""
-        tuner = self._slots.tuner  # read once: set_max_workers may drop it meanwhile
-        if item.outcome is None and tuner is not None:  # outside the lock
-            tuner.finished_threadsafe(item.future)
-        more: Sequence[WorkItem] = ()  # (a constant: the fixed limit's path allocates none)
-        with self._lock:
-            broken = item.outcome is not None and self._state is BridgeState.BROKEN
-            if broken:
-                refuse_tail_locked(self, item)  # no loop to await it (see _breaking)
-            elif item.outcome is not None:
-                # fn returned an awaitable: the loop awaits it, the job keeps its slot.
-                self._mailbox.tail(item)
-                return None
-            else:
-                self._slots.release(item.future)
-            job = self._next_locked()
-            passed_on = None if job is None else self._route_locked(job)
-            slots = self._slots
-            if tuner is not None and job is not None and slots.held < slots.max_workers:
-                # The release read the limit this job's end may have raised: the slots
-                # it added go to waiting jobs now too ("an increase starts waiting jobs
-                # at once"), as the loop's _release_all does. Passed on one at a time,
-                # they ran one at a time under any limit, and the limit, never half in
-                # use, stopped growing.
-                more = self._fill_locked()
-        if broken:
-            fail_tail(self, item)
-        for extra in more:  # an idle worker takes each, or a new thread up to the cap
-            self.pool.submit(extra)
-        return passed_on
-
     def _post_done(self, item: WorkItem) -> None:
         with self._lock:
             if self._state is BridgeState.CLOSED or self._state is BridgeState.FORKED:
@@ -370,28 +291,3 @@ class HandOff:
         with self._lock:
             direct = sum(future._state == RUNNING for future in self._slots.direct)
         return direct + sum(future._state == RUNNING for future in self.scheduler.jobs())
-
-    def _release_nowait(self, future: BridgeFuture[Any]) -> bool:
-        """Free the slot of a job the loop ran, if that needs no waiting: False when the
-        lock is busy or jobs wait for the slot (then the Scheduler calls _release_all)."""
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            return False
-        try:
-            if self._slots.backlog or self._slots.keyed:
-                return False
-            self._slots.release(future)
-            self._next_locked()  # starts nothing: the backlog is empty
-            return True
-        finally:
-            lock.release()
-
-    def _release_all(self, futures: list[BridgeFuture[Any]]) -> tuple[list[Job], list[WorkItem]]:
-        """Free the slots of jobs the loop ran; return the jobs given them, in two lists:
-        those to start on the loop (where the caller is) and the items for workers."""
-        with self._lock:
-            for future in futures:
-                self._slots.release(future)
-            # The jobs for the loop are started by the caller, on the loop already: no
-            # need to hand them off through the mailbox.
-            return self._grant_locked()
