@@ -13,8 +13,8 @@ Threading model:
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
-* the loop thread: everything in ``ProcessLoop`` (_process_loop.py) not named
-  ``..._threadsafe``;
+* the loop thread: everything in ``ProcessLoop`` (_process_loop.py, and its base
+  ``ChunkFeed`` in _chunk_feed.py) not named ``..._threadsafe``;
 * the client's threads (not a worker's): ``send_chunk``, ``cancel_on_workers``,
   ``cancel_all_on_workers`` and ``cancel_tasks``.
 """
