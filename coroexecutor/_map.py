@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import sys
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
-from ._context import inside_a_job_of
+from ._context import inside_a_job_of, job_position
 from ._errors import check_job_fn
 from ._map_close import abandon, cancel_again, retire, still_closing
 from ._map_reader import close_unread, is_async_iterator
@@ -95,9 +96,12 @@ class MapIterator(Generic[T], AsyncIterator[T]):
         # its generator, closed as it goes, cancels its jobs) while jobs still run.
         kind = JobKind.RESULT if return_exceptions else JobKind.POLICY
         policy = retry if isinstance(retry, Inherit) else resolve_retry(retry)
+        # Its jobs run in copies of the caller's context as it is now, marked as a job's.
+        context = contextvars.copy_context()
+        context.run(job_position.set, executor)
         self._jobs = jobs = MapJobs(
             fn, buffersize, ordered=ordered, kind=kind, sources=sources, policy=policy,
-            outcomes=executor._outcomes, follows=follows,
+            outcomes=executor._outcomes, context=context, follows=follows,
         )
         self._results = results(executor, jobs, feed)
         jobs.owner = weakref.ref(self)  # for close_maps()

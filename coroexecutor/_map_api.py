@@ -100,6 +100,7 @@ def map(
     ``buffersize`` jobs (default: ``max_workers``, as it changes) run or wait ahead of
     the consumer, besides up to as many pausing between attempts (``retry=``). Type
     checkers check the items of the first three inputs against ``fn``'s parameters.
+    Every job runs in a copy of the ``contextvars`` context of this call.
 
     Errors: a job error cancels the map's other jobs (under fail-fast, the executor's
     too; the block raises it) and is raised from the iterator; with

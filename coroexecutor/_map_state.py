@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -65,11 +66,10 @@ class MapJobs:
     """
 
     __slots__ = (
-        "base", "close_failed", "closed", "closing", "failed", "failed_left", "finished", "fn",
-        "follows", "go", "in_flight", "in_job", "items", "kind", "limit", "ordered", "outcomes",
-        "owner", "pausing", "pending", "policy", "reader", "refusal", "shut", "sources", "taken",
-        "taking", "unread", "wake",
-        "wants", "where", "window",
+        "base", "close_failed", "closed", "closing", "context", "failed", "failed_left",
+        "finished", "fn", "follows", "go", "in_flight", "in_job", "items", "kind", "limit",
+        "ordered", "outcomes", "owner", "pausing", "pending", "policy", "reader", "refusal",
+        "shut", "sources", "taken", "taking", "unread", "wake", "wants", "where", "window",
     )
 
     def __init__(
@@ -82,9 +82,16 @@ class MapJobs:
         sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
         policy: RetryPolicy | Inherit | None,
         outcomes: Outcomes,
+        context: contextvars.Context,
         follows: bool = False,
     ) -> None:
         self.fn = fn
+        # The context every job of the map starts in a copy of: the map() caller's, marked
+        # as inside a job of the executor (the mark run_job would otherwise set in each
+        # job's own context: see internals.rst). Entered through a fresh copy each time
+        # (Context.run): the context itself may be entered already when a job starts, by
+        # an eager first step or a finaliser that ends a job whose slot starts the next.
+        self.context = context
         self.outcomes = outcomes  # the executor's: its canceller, and whether it stops
         self.policy = policy  # the map's retry=, or INHERIT
         self.base = window

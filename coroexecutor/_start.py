@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["first_failure", "job_raised", "later_attempts", "run_job", "start_job"]
 
 _set_position = job_position.set
+_get_position = job_position.get
 _current_task = asyncio.current_task
 _CancelledError = asyncio.CancelledError
 _CoroutineType = types.CoroutineType
@@ -123,12 +124,18 @@ def start_job(
                 # What the loop's create_task does with no task factory, minus a call.
                 # (loop= costs a keyword argument, but without it the Task looks up the
                 # running loop, which on CPython makes a getpid() system call.)
-                task: asyncio.Future[Any] = JobTask(runner, loop=loop)
+                if owner is None:
+                    task: asyncio.Future[Any] = JobTask(runner, loop=loop)
+                else:  # a map's job: see MapJobs.context
+                    task = owner.context.copy().run(JobTask, runner, loop=loop)
                 exe._running[coro] = task
                 return task
             prime(runner)
             try:
-                task = loop.create_task(runner)
+                if owner is None:
+                    task = loop.create_task(runner)
+                else:
+                    task = owner.context.copy().run(loop.create_task, runner)
             except BaseException as exc:
                 if inspect.getcoroutinestate(runner) == _CORO_CLOSED and isinstance(
                     exc, (KeyboardInterrupt, SystemExit)
@@ -169,7 +176,7 @@ def start_job(
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current
         # context, and an eager first step runs in that copy.
-        ctx = contextvars.copy_context()
+        ctx = contextvars.copy_context() if owner is None else owner.context.copy()
         ctx.run(_set_position, exe)
         task = ctx.run(loop.create_task, job)
         if type(task) is not _Task and not isinstance(task, _Task):
@@ -260,8 +267,9 @@ async def run_job(
             raise
     # The job's context (its task's own copy) and every task started inside the job
     # know they run in a job of ours: see _lifecycle.may_wait. Not before priming, which
-    # runs in the submitter's context.
-    _set_position(exe)
+    # runs in the submitter's context. A map's job starts marked (see MapJobs.context).
+    if _get_position() is not exe:
+        _set_position(exe)
     try:
         result = await coro
     except BaseException as exc:
@@ -299,7 +307,8 @@ async def run_retrying(
         except BaseException:
             coro.close()
             raise
-    _set_position(exe)
+    if _get_position() is not exe:  # (see run_job)
+        _set_position(exe)
     try:
         result = await coro
     except BaseException as exc:

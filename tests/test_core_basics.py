@@ -655,21 +655,34 @@ async def test_jobs_of_two_submitters_taking_turns_see_their_own_submitters_valu
 
 
 @pytest.mark.timeout(15)
+@pytest.mark.parametrize("start", ["in-line", "job_timeout", "key=", "queued", "retry"])
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
-async def test_a_map_job_sees_what_the_consumer_set_before_asking_for_it(
-    loop_kind: str, ordered: bool
+async def test_every_map_job_sees_the_context_of_the_map_call(
+    loop_kind: str, ordered: bool, start: str
 ) -> None:
+    # Not what the consumer sets later, whenever the job starts (a window of one job: each
+    # starts after the consumer changed the value); each job gets its own copy.
+    options: dict[str, Any] = {
+        "in-line": {}, "job_timeout": {"job_timeout": 60}, "retry": {"retry": Retry()},
+        "key=": {"key": lambda i: i % 2, "max_per_key": 1}, "queued": {},
+    }[start]
+
     async def job(i: int) -> tuple[int, str]:
-        return i, request_id.get()
+        seen = request_id.get()
+        request_id.set(f"set by job {i}")  # kept to this job
+        return i, seen
 
     results: list[tuple[int, str]] = []
-    async with CoroutineExecutor(max_workers=1) as exe:  # a window of one job
-        request_id.set("before 0")
-        mapped = exe.map(job, range(3)) if ordered else exe.map_unordered(job, range(3))
+    async with CoroutineExecutor(max_workers=1, **options) as exe:
+        request_id.set("at the call")
+        buffersize = 3 if start == "queued" else None  # above the limit: jobs queue
+        mapped = (exe.map if ordered else exe.map_unordered)(job, range(3), buffersize=buffersize)
+        request_id.set("after the call")
         async for i, value in mapped:
             results.append((i, value))
-            request_id.set(f"before {i + 1}")
-    assert results == [(i, f"before {i}") for i in range(3)]
+            request_id.set(f"after result {i}")
+        assert request_id.get() == "after result 2"
+    assert sorted(results) == [(i, "at the call") for i in range(3)]
 
 
 @pytest.mark.timeout(15)
