@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from ._context import inside_a_job_of, job_position
 from ._errors import check_job_fn
 from ._map_close import abandon, cancel_again, retire, still_closing
+from ._map_ends import raise_closed
 from ._map_reader import close_unread, is_async_iterator
-from ._map_run import raise_closed, results
+from ._map_run import results
 from ._map_state import MapJobs
 from ._notes import safe_repr
 from ._policy import JobKind

@@ -6,28 +6,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from ._chains import left_by, put_back, reraise_job_error
-from ._errors import refused
+from ._chains import left_by, put_back
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
+from ._map_ends import check_map_accepting, ended, raise_closed, reraise_failed, reraise_first
 from ._map_reader import open_reader
 from ._map_state import EXHAUSTED, MapJobs
-from ._policy import Cause, JobKind
+from ._policy import JobKind
 from ._queued import map_start_failed, queue_map_job
 from ._retry import Inherit, RetryPolicy
 from ._start import start_job
-from ._startup import check_accepting, check_loop, check_not_initializer
+from ._startup import check_loop, check_not_initializer
 from ._state import State
 from ._taking import give_back, take_slot
 
 if TYPE_CHECKING:
     from ._core import Core
-    from ._policy import Outcomes
 
-__all__ = ["raise_closed", "results"]
+__all__ = ["results"]
 
 _RUNNING = State.RUNNING
 _NO_KWARGS: dict[str, Any] = {}  # map jobs take positional arguments only; never mutated
@@ -79,7 +78,7 @@ async def results(
                     else:
                         args = await _next_item(exe, jobs, count)
                         if args is _CLOSED:
-                            _ended(exe, jobs)
+                            ended(exe, jobs)
                             return
                         if args is _READY or jobs.failed is not None:
                             args = None
@@ -90,7 +89,7 @@ async def results(
                         break
                 if exe._state is not _RUNNING:
                     await _interruption(exe)
-                    _check_accepting(exe, kind)
+                    check_map_accepting(exe, kind)
                 if slots.take_nowait():
                     try:
                         job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
@@ -125,15 +124,15 @@ async def results(
                         await take_slot(exe, "map", taking)  # FIFO behind other producers
                     except RuntimeError:
                         if jobs.closed:  # turned away by the map's close (see abandon)
-                            _ended(exe, jobs)
+                            ended(exe, jobs)
                             return
-                        _check_accepting(exe, kind)  # the executor is cancelling its jobs
+                        check_map_accepting(exe, kind)  # the executor is cancelling its jobs
                         raise
                     finally:
                         jobs.taking = None
                     if jobs.closed:
                         give_back(exe)
-                        _ended(exe, jobs)
+                        ended(exe, jobs)
                         return
                     try:
                         job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
@@ -157,7 +156,7 @@ async def results(
                     # job's own last step; its task is done before we resume.
                     await _wait(exe, jobs, job, retry)
                     if jobs.closed:
-                        _ended(exe, jobs)
+                        ended(exe, jobs)
                         return
                     if not job.done():
                         continue  # woken for the token: start more, then wait again
@@ -168,7 +167,7 @@ async def results(
                         return
                     await _wait(exe, jobs, None, retry)  # resolved by on_unordered_done
                     if jobs.closed:
-                        _ended(exe, jobs)
+                        ended(exe, jobs)
                         return
                     if not finished:
                         continue  # woken for the token: start more, then wait again
@@ -193,7 +192,7 @@ async def results(
                     # policy first (under fail-fast, the body's interruption).
                     await _wait(exe, jobs, unsettled, None)
                     if jobs.closed:
-                        _ended(exe, jobs)
+                        ended(exe, jobs)
                         return
                 if exe._outcomes.cause is not None:
                     await _interruption(exe)
@@ -205,9 +204,9 @@ async def results(
                         # CancelledError this consumer never asked for, and leave the
                         # error's chain as its job left it.
                         if outcomes.first_error is not None:
-                            _reraise_first(outcomes)
+                            reraise_first(outcomes)
                         if jobs.failed is not None:
-                            _reraise_failed(jobs)
+                            reraise_failed(jobs)
                     # The job's own error. job.result() raised it inside this consumer's
                     # `except` clause, if it is in one, which made that clause's
                     # exception its __context__: for us and for the block, shutdown()
@@ -216,9 +215,9 @@ async def results(
                     # neither, of a job that failed as the map's cancel reached it, is
                     # raised as it is.)
                     elif exc is outcomes.first_error:
-                        _reraise_first(outcomes)
+                        reraise_first(outcomes)
                     elif exc is jobs.failed:
-                        _reraise_failed(jobs)
+                        reraise_failed(jobs)
                     raise
                 if job.cancelled() and exe._outcomes.cause is not None:
                     # The executor's own stop cancelled it (fail-fast, the deadline,
@@ -272,15 +271,6 @@ def _start_and_look(
     return job
 
 
-def _ended(exe: Core, jobs: MapJobs) -> None:
-    """A consumer in the map finds it closed. Closed by its own consumer (``aclose()``,
-    dropped): the end of the iteration. Closed by the executor: if it stopped because a
-    job failed (fail-fast), that job's error, the object the block raises, as its job
-    left it; else RuntimeError, since the inputs were not all processed."""
-    if jobs.shut:
-        raise_closed(exe, jobs.kind)
-
-
 async def _interruption(exe: Core) -> None:
     """If the consumer is the block's body and the executor has interrupted it (fail-fast,
     the deadline) since its last await, let that cancellation arrive now: the body's
@@ -293,41 +283,12 @@ async def _interruption(exe: Core) -> None:
         await asyncio.sleep(0)
 
 
-def _check_accepting(exe: Core, kind: JobKind) -> None:
-    """check_accepting() for the map's next job; but once a job's error stopped the
-    executor (fail-fast), the map raises that error, as a map it closed does."""
-    if exe._state is State.CANCELLING and exe._outcomes.cause is Cause.JOB_ERROR:
-        raise_closed(exe, kind)
-    check_accepting(exe)
-
-
 def _unsettled(exe: Core, job: asyncio.Future[Any]) -> asyncio.Future[Any] | None:
     """The task of a done job that settles from a done callback, if that has not run yet
     (it is still among the running jobs, under its task; an in-line job is settled
     before its task is done)."""
     task = job.task if type(job) is QueuedFuture else job
     return task if task is not None and task in exe._running else None
-
-
-def raise_closed(exe: Core, kind: JobKind) -> NoReturn:
-    outcomes = exe._outcomes
-    if outcomes.cause is Cause.JOB_ERROR and kind is JobKind.POLICY:
-        _reraise_first(outcomes)
-    raise refused(exe)
-
-
-def _reraise_first(outcomes: Outcomes) -> None:
-    """Raise the executor's first error as its job left it, if there is one."""
-    error, left = outcomes.first_error, outcomes.first_left
-    if error is not None and left is not None:
-        reraise_job_error(error, left)
-
-
-def _reraise_failed(jobs: MapJobs) -> None:
-    """Raise the error that ended the map as its job left it, if there is one."""
-    error, left = jobs.failed, jobs.failed_left
-    if error is not None and left is not None:
-        reraise_job_error(error, left)
 
 
 async def _next_item(exe: Core, jobs: MapJobs, count: int) -> Any:
