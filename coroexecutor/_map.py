@@ -54,8 +54,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     ends a waiting consumer's iteration (``StopAsyncIteration``); a map the executor
     closed raises ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's
     call included), since its inputs were not all processed, or, if a job's error
-    stopped the executor (fail-fast), that error. A map that its own job's error ended
-    is not cut short: it yields the results ready before that error, then raises it.
+    stopped the executor (fail-fast: a ``submit()`` job, or a job of another map without
+    ``return_exceptions``), that error, with ``return_exceptions`` too. A map that its
+    own job's error ended is not cut short: it yields the results ready before that
+    error, then raises it.
     """
 
     # One Python call per result: __anext__ checks the thread, then calls the generator's
@@ -233,7 +235,7 @@ def close_maps(exe: Core, *, exiting: bool = False) -> None:
         if it is None:  # dropped while a consumer waits inside it: wake that consumer
             abandon(exe, jobs)
             continue
-        it._anext = functools.partial(_refused, exe, jobs.kind)
+        it._anext = functools.partial(_refused, exe)
         it._abandon()
 
 
@@ -256,6 +258,6 @@ def _source(iterable: Iterable[Any] | AsyncIterable[Any], where: str, index: int
     return source
 
 
-async def _refused(exe: Core, kind: JobKind) -> Any:
+async def _refused(exe: Core) -> Any:
     check_loop(exe)
-    raise_closed(exe, kind)
+    raise_closed(exe)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ._chains import reraise_job_error
 from ._errors import refused
 from ._map_state import MapJobs
-from ._policy import Cause, JobKind
+from ._policy import Cause
 from ._startup import check_accepting
 from ._state import State
 
@@ -26,20 +26,25 @@ def ended(exe: Core, jobs: MapJobs) -> None:
     job failed (fail-fast), that job's error, the object the block raises, as its job
     left it; else RuntimeError, since the inputs were not all processed."""
     if jobs.shut:
-        raise_closed(exe, jobs.kind)
+        raise_closed(exe)
 
 
-def check_map_accepting(exe: Core, kind: JobKind) -> None:
+def check_map_accepting(exe: Core) -> None:
     """check_accepting() for the map's next job; but once a job's error stopped the
     executor (fail-fast), the map raises that error, as a map it closed does."""
     if exe._state is State.CANCELLING and exe._outcomes.cause is Cause.JOB_ERROR:
-        raise_closed(exe, kind)
+        raise_closed(exe)
     check_accepting(exe)
 
 
-def raise_closed(exe: Core, kind: JobKind) -> NoReturn:
+def raise_closed(exe: Core) -> NoReturn:
+    """The map was closed by the executor, so its inputs were not all processed: raise
+    RuntimeError, or, if a job's error stopped the executor (fail-fast), that error, the
+    object the block raises, as its job left it. For a ``return_exceptions`` map too:
+    that job is not one of its own (whose errors are its results and stop nothing), and
+    its error, not a RuntimeError, is why the map ended."""
     outcomes = exe._outcomes
-    if outcomes.cause is Cause.JOB_ERROR and kind is JobKind.POLICY:
+    if outcomes.cause is Cause.JOB_ERROR:
         reraise_first(outcomes)
     raise refused(exe)
 

@@ -89,7 +89,7 @@ async def results(
                         break
                 if exe._state is not _RUNNING:
                     await _interruption(exe)
-                    check_map_accepting(exe, kind)
+                    check_map_accepting(exe)
                 if slots.take_nowait():
                     try:
                         job = start(exe, fn, args, _NO_KWARGS, where, kind, index, policy, jobs)
@@ -126,7 +126,7 @@ async def results(
                         if jobs.closed:  # turned away by the map's close (see abandon)
                             ended(exe, jobs)
                             return
-                        check_map_accepting(exe, kind)  # the executor is cancelling its jobs
+                        check_map_accepting(exe)  # the executor is cancelling its jobs
                         raise
                     finally:
                         jobs.taking = None
@@ -222,7 +222,7 @@ async def results(
                 if job.cancelled() and exe._outcomes.cause is not None:
                     # The executor's own stop cancelled it (fail-fast, the deadline,
                     # shutdown): no result of the map's, which was cut short.
-                    raise_closed(exe, kind)
+                    raise_closed(exe)
                 if left is not None:
                     put_back(exc, left)
                 result = exc

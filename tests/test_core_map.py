@@ -1305,8 +1305,10 @@ async def test_a_return_exceptions_map_never_yields_the_executors_own_cancel(
     """return_exceptions=True yields a job's errors as results, but a job the executor's
     own stop cancelled is no result of the map's: the map was cut short and raises
     RuntimeError (an ordered map yielded CancelledError(), then went on; found by a
-    docs-only tester)."""
+    docs-only tester), or, if another job's error stopped the executor (fail-fast), that
+    error, as any map does (semantics.rst, "Leaving a map() early")."""
     gate = asyncio.Event()
+    error = LookupError("boom")
 
     async def work(i: int) -> int:
         if i:
@@ -1314,7 +1316,7 @@ async def test_a_return_exceptions_map_never_yields_the_executors_own_cancel(
         return i
 
     async def boom() -> None:
-        raise LookupError("boom")
+        raise error
 
     exe = CoroutineExecutor(max_workers=4)
     results = (exe.map if ordered else exe.map_unordered)(work, range(3), return_exceptions=True)
@@ -1323,12 +1325,16 @@ async def test_a_return_exceptions_map_never_yields_the_executors_own_cancel(
         await asyncio.wait([await exe.submit(boom)])
     else:
         await exe.shutdown(wait=False)
-    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
-        await results.__anext__()
     if stop == "fail-fast":
-        with pytest.raises(LookupError):
+        with pytest.raises(LookupError) as raised:
+            await results.__anext__()
+        assert raised.value is error
+        with pytest.raises(LookupError) as raised:
             await exe.shutdown()
+        assert raised.value is error
     else:
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            await results.__anext__()
         await exe.shutdown()
 
 

@@ -481,3 +481,74 @@ async def test_a_call_of_the_wrong_kind_is_retried_only_if_the_policy_says_so(
                 pass
     assert asked == [(1, "TypeError"), (2, "TypeError")]
     assert (exe.stats.failed, exe.stats.retried) == (1, 1)
+
+
+#
+# A return_exceptions map that another job's error stopped
+#
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("failing", ["submit", "another map"])
+@pytest.mark.parametrize("consumer", ["waiting in another task", "resumed after the block"])
+async def test_a_return_exceptions_map_that_another_jobs_error_stopped_raises_that_error(
+    loop_kind: str, ordered: bool, failing: str, consumer: str
+) -> None:
+    """semantics.rst, "Leaving a map() early": when the executor stopped because a job
+    failed (fail-fast: a ``submit()``, or a job of another map without
+    ``return_exceptions``), a consumer of a map it closed gets that job's error, the
+    object the block raises, with the chain its job left it. A ``return_exceptions`` map's
+    consumer got RuntimeError("cannot schedule new futures after shutdown") instead, both
+    waiting in another task and resuming after the block (found by a docs-only tester).
+    Its own job's error is still a value."""
+    error = ZeroDivisionError("the job that stopped the executor")
+    own = KeyError("the map's own job's error: a result")
+    parked = asyncio.Event()  # the map's job 1 runs (until the executor cancels it)
+    got_first = asyncio.Event()
+
+    async def step(n: int) -> int:
+        if n == 0:
+            raise own
+        parked.set()
+        await asyncio.Event().wait()
+        return n
+
+    async def bad(n: int = 0) -> None:
+        raise error
+
+    got: list[object] = []
+
+    async def consume(results: Any) -> None:
+        try:
+            raise OSError("the consumer's own handled error")
+        except OSError:  # a bare raise here would chain the job's error to this one
+            async for value in results:
+                got.append(value)
+                got_first.set()
+
+    with pytest.raises(ZeroDivisionError) as block_error:
+        async with CoroutineExecutor() as exe:
+            made = exe.map if ordered else exe.map_unordered
+            results = made(step, [0, 1], return_exceptions=True)
+            if consumer == "waiting in another task":
+                task = asyncio.ensure_future(consume(results))
+                await got_first.wait()
+            else:
+                got.append(await results.__anext__())
+            await parked.wait()
+            if failing == "submit":
+                await exe.submit(bad)
+                await asyncio.Event().wait()  # interrupted by fail-fast
+            else:
+                async for _ in exe.map(bad, [0]):
+                    pass
+    assert block_error.value is error
+    assert got == [own]
+    with pytest.raises(ZeroDivisionError) as consumer_error:
+        if consumer == "waiting in another task":
+            await task
+        else:
+            await consume(results)
+    assert consumer_error.value is error
+    assert error.__context__ is None and error.__cause__ is None  # as its job left it
+    assert got == [own]
