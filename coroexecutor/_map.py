@@ -44,9 +44,10 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     consumer (plus up to as many pausing between attempts), so the input is read lazily
     and memory stays bounded. Use it with ``async for``. A map is closed (its in-flight
     jobs cancelled, no more input read) when it is dropped, by ``aclose()`` (which
-    ``async with`` and ``contextlib.aclosing`` call), and at the latest when the
-    executor's block exits, ``shutdown()`` begins, or the executor cancels its jobs on
-    its own (fail-fast, the deadline), block or not.
+    ``async with`` and ``contextlib.aclosing`` call), when its consumer is cancelled
+    while it waits in it, and at the latest when the executor's block exits,
+    ``shutdown()`` begins, or the executor cancels its jobs on its own (fail-fast, the
+    deadline), block or not.
 
     One consumer at a time: ``__anext__()`` while another call of it is still waiting
     raises ``RuntimeError``; so does every ``__anext__()`` or ``aclose()`` from another
@@ -55,9 +56,13 @@ class MapIterator(Generic[T], AsyncIterator[T]):
     closed raises ``RuntimeError`` from ``__anext__()`` instead (a waiting consumer's
     call included), since its inputs were not all processed, or, if a job's error
     stopped the executor (fail-fast: a ``submit()`` job, or a job of another map without
-    ``return_exceptions``), that error, with ``return_exceptions`` too. A map that its
-    own job's error ended is not cut short: it yields the results ready before that
-    error, then raises it.
+    ``return_exceptions``), that error, with ``return_exceptions`` too. A map closed as
+    its consumer was cancelled waiting in it (an outer timeout around ``__anext__()``)
+    was cut short too: that call raises its CancelledError (or the timeout's
+    TimeoutError), every later one RuntimeError saying so (or that fail-fast error), not
+    StopAsyncIteration, which only a map ``aclose()`` closed, or one run to its end,
+    raises. A map that its own job's error ended is not cut short: it yields the results
+    ready before that error, then raises it.
     """
 
     # One Python call per result: __anext__ checks the thread, then calls the generator's

@@ -1,23 +1,27 @@
 """What a map's consumer is raised when the map ended other than by running out of input:
-closed by the executor (raise_closed, ended, check_map_accepting), or ended by a job's
-error (reraise_first, reraise_failed), each error raised as its job left it."""
+closed by the executor (raise_closed, ended, check_map_accepting), closed as its consumer
+was cancelled (cut_short), or ended by a job's error (reraise_first, reraise_failed), each
+job's error raised as its job left it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._chains import reraise_job_error
 from ._errors import refused
 from ._map_state import MapJobs
 from ._policy import Cause
-from ._startup import check_accepting
+from ._startup import check_accepting, check_loop
 from ._state import State
 
 if TYPE_CHECKING:
     from ._core import Core
     from ._policy import Outcomes
 
-__all__ = ["check_map_accepting", "ended", "raise_closed", "reraise_failed", "reraise_first"]
+__all__ = [
+    "check_map_accepting", "cut_short", "ended", "raise_closed", "reraise_failed", "reraise_first",
+]
 
 
 def ended(exe: Core, jobs: MapJobs) -> None:
@@ -47,6 +51,41 @@ def raise_closed(exe: Core) -> NoReturn:
     if outcomes.cause is Cause.JOB_ERROR:
         reraise_first(outcomes)
     raise refused(exe)
+
+
+def cut_short(exe: Core, jobs: MapJobs, cancel: BaseException) -> None:
+    """The map's generator ends with ``cancel``, a CancelledError, and that closed the map
+    (see results): its consumer was cancelled while it waited in it (an outer timeout
+    around ``__anext__()``, its task cancelled). The inputs were not all processed, so
+    from now on ``__anext__()`` raises that (see _raise_cut_short), as a map the executor
+    closed raises RuntimeError (close_maps swaps ``_anext`` so too): the finished
+    generator's StopAsyncIteration would end a later ``async for`` as if every result had
+    come. Not when ``cancel`` is the map's own error or the executor's first error (a job
+    cancelled by someone else, raised as such): the map ended with it, as with any error.
+    """
+    if cancel is jobs.failed or cancel is exe._outcomes.first_error:
+        return
+    it = jobs.owner() if jobs.owner is not None else None
+    if it is not None:  # (dropped: no later call can come)
+        it._anext = partial(_raise_cut_short, exe, jobs)
+
+
+async def _raise_cut_short(exe: Core, jobs: MapJobs) -> Any:
+    """``__anext__()`` of a map cut short as its consumer was cancelled: RuntimeError, or,
+    if a job's error has stopped the executor since (fail-fast), that error, as for a map
+    the executor closed (raise_closed). A map that its own job's error had ended is named
+    as the RuntimeError's cause: that error was not raised yet."""
+    check_loop(exe)
+    outcomes = exe._outcomes
+    if outcomes.cause is Cause.JOB_ERROR:
+        reraise_first(outcomes)
+    error = RuntimeError(
+        f"{jobs.where}() was closed when its consumer was cancelled:"
+        " its inputs were not all processed"
+    )
+    if jobs.failed is not None:
+        raise error from jobs.failed
+    raise error
 
 
 def reraise_first(outcomes: Outcomes) -> None:

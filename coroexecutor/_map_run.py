@@ -12,7 +12,14 @@ from ._chains import left_by, put_back
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
-from ._map_ends import check_map_accepting, ended, raise_closed, reraise_failed, reraise_first
+from ._map_ends import (
+    check_map_accepting,
+    cut_short,
+    ended,
+    raise_closed,
+    reraise_failed,
+    reraise_first,
+)
 from ._map_reader import open_reader
 from ._map_state import EXHAUSTED, MapJobs
 from ._policy import JobKind
@@ -227,13 +234,15 @@ async def results(
                     put_back(exc, left)
                 result = exc
             yield result
-    except BaseException:
+    except BaseException as stop:
         # A job error, the consumer cancelled while it waited, a refused start, or
         # GeneratorExit (closed at a yield, or dropped): cancel what is still in flight,
         # unless the map was closed already and cancelled it then.
         if not jobs.closed:
             if asyncio._get_running_loop() is loop:
                 abandon(exe, jobs)
+                if isinstance(stop, asyncio.CancelledError):
+                    cut_short(exe, jobs, stop)  # a later __anext__() must not end quietly
             elif not loop.is_closed():  # dropped on another thread: the loop's thread cancels
                 loop.call_soon_threadsafe(abandon, exe, jobs)
         raise
