@@ -177,3 +177,43 @@ async def test_a_consumer_cancelled_waiting_for_a_slot_or_an_input_cuts_the_map_
             await results.__anext__()
         release.set()
     assert (exe.stats.submitted, exe.stats.cancelled) == (1, 0)  # the holder, or input 0
+
+
+async def test_a_map_its_own_error_ended_names_that_error_when_its_consumer_was_cancelled(
+    loop_kind: str,
+) -> None:
+    """The consumer was cancelled while it waited for a result ready before the map's own
+    error (job 0, cancelled by that error, still cleaning up): that error had not been
+    raised yet, so the RuntimeError names it as its ``__cause__`` (with
+    suppress_task_errors, nothing else would)."""
+    error = ValueError("job 1 failed")
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def step(n: int) -> int:
+        if n == 1:
+            await started.wait()
+            raise error
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await release.wait()  # a clean-up that awaits: the map waits for it
+        return n
+
+    async with CoroutineExecutor(max_workers=4, suppress_task_errors=True) as exe:
+        results = exe.map(step, range(2))
+        try:
+            consumer = asyncio.ensure_future(results.__anext__())
+            await cleaning.wait()  # job 1 failed, and the map cancelled job 0
+            consumer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await consumer
+            with pytest.raises(RuntimeError, match=CUT_SHORT) as raised:
+                await results.__anext__()
+            assert raised.value.__cause__ is error
+        finally:
+            release.set()  # (failing: let the block's exit end)
+    assert error.__context__ is None
