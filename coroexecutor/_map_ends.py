@@ -57,12 +57,12 @@ def cut_short(exe: Core, jobs: MapJobs, cancel: BaseException) -> None:
     """The map's generator ends with ``cancel``, a CancelledError, and that closed the map
     (see results): its consumer was cancelled while it waited in it (an outer timeout
     around ``__anext__()``, its task cancelled). The inputs were not all processed, so
-    from now on ``__anext__()`` raises that (see _raise_cut_short), as a map the executor
-    closed raises RuntimeError (close_maps swaps ``_anext`` so too): the finished
-    generator's StopAsyncIteration would end a later ``async for`` as if every result had
-    come. Not when ``cancel`` is the map's own error or the executor's first error (a job
-    cancelled by someone else, raised as such): the map ended with it, as with any error.
-    """
+    from now on ``__anext__()`` raises RuntimeError saying so (_raise_cut_short), as a
+    map the executor closed raises its own (close_maps swaps ``_anext`` the same way):
+    the finished generator's StopAsyncIteration would end a later ``async for`` as if
+    every result had come. Not when ``cancel`` is the map's own error or the executor's
+    first error (a map job cancelled by someone else, raised as such): the map ended with
+    it, as with any error of its own."""
     if cancel is jobs.failed or cancel is exe._outcomes.first_error:
         return
     it = jobs.owner() if jobs.owner is not None else None
