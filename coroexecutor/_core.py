@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     from ._entries import Queued
+    from ._following import QueuedFuture
     from ._jobs import FactoryReader
     from ._keyed_slots import KeyedSlots
     from ._map_state import MapJobs
@@ -121,7 +122,7 @@ class Core(Protocol):
 
     def _on_result_job_done(self, task: asyncio.Future[Any]) -> None: ...
 
-    def _on_queued_done(self, future: asyncio.Future[Any]) -> None: ...
+    def _on_queued_dropped(self, future: QueuedFuture) -> None: ...
 
     def _start_queued(self, entry: Queued) -> None: ...
 

@@ -42,6 +42,12 @@ class Queued:
         """Whether the job left the line before it started (its future was cancelled)."""
         return self.future.done()
 
+    def leave(self) -> None:
+        """The job leaves the line without being dropped: a slot was handed to it, or
+        drain() took it (uncounted, for its caller to end). A cancel of its future from
+        now on drops nothing from the line (see QueuedFuture.on_drop)."""
+        self.future.on_drop = None
+
 
 class SentBack(asyncio.Future[None]):
     """The place in the backlog of a waiter whose slot went back because the limit shrank

@@ -21,6 +21,7 @@ from . import _map_api, _shutdown, _startup
 from ._core import Block, Core, Startup
 from ._entries import Queued
 from ._errors import check_job_fn
+from ._following import QueuedFuture
 from ._idle import close, report_unretrieved
 from ._jobs import FactoryReader, JobTask, as_coroutine
 from ._keyed import MaxPerKey
@@ -29,7 +30,7 @@ from ._keying import start_keyed, submit_nowait_keyed, take_key
 from ._lane import run_in_lane
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
-from ._queued import on_queued_done, queue_job, start_queued
+from ._queued import on_queued_dropped, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
 from ._retrying import failed_call
 from ._settings import DEFAULT_MAX_WORKERS, Settings
@@ -292,15 +293,16 @@ class CoroutineExecutor(Settings):
         was shut down is CLOSED, with no loop)."""
         return hasattr(self, "_loop")
 
-    # Callbacks for futures and queued jobs (bound methods compare equal: removable).
+    # Callbacks for futures and queued jobs (bound methods compare equal: removable; a
+    # queued job's future calls _on_queued_dropped from its cancel(), see QueuedFuture).
     def _on_job_done(self, task: asyncio.Future[Any]) -> None:
         on_job_done(self, JobKind.POLICY, None, task)
 
     def _on_result_job_done(self, task: asyncio.Future[Any]) -> None:
         on_job_done(self, JobKind.RESULT, None, task)
 
-    def _on_queued_done(self, future: asyncio.Future[Any]) -> None:
-        on_queued_done(self, future)
+    def _on_queued_dropped(self, future: QueuedFuture) -> None:
+        on_queued_dropped(self, future)
 
     def _start_queued(self, entry: Queued) -> None:
         start_queued(self, entry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 __all__ = ["QueuedFuture"]
 
@@ -15,7 +15,10 @@ _set_exception = asyncio.Future.set_exception
 class QueuedFuture(asyncio.Future[Any]):
     """What submit_nowait() returns for a job it queued (every slot was taken).
 
-    Until the job starts, cancelling the future drops the job: it ends cancelled at once.
+    Until the job starts, cancelling the future drops the job: it ends cancelled at once,
+    and ``on_drop`` counts it out of its line then, before ``cancel()`` returns (from a
+    done callback, a turn later, ``stats`` still showed the job queued, not cancelled,
+    and its key's line as long as before: brk30).
     Once the job has started, the future follows the job's task: the task's outcome is
     copied in when it ends, and ``cancel()`` is the task's own ``cancel()`` (its answer
     too), as if the holder had the task. So a job whose first step has not run yet never
@@ -33,11 +36,19 @@ class QueuedFuture(asyncio.Future[Any]):
     stopped nothing; set once the job ran, the future kept it against the job's own).
     """
 
-    __slots__ = ("task",)
+    __slots__ = ("on_drop", "task")
 
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        on_drop: Callable[[QueuedFuture], object] | None = None,
+    ) -> None:
         super().__init__(loop=loop)
         self.task: asyncio.Future[Any] | None = None  # the job's task, once it started
+        # Called with the future when cancel() drops the job from its line; None once the
+        # job has left the line otherwise (see Queued.leave), or never was in one.
+        self.on_drop = on_drop
 
     def follow(self, task: asyncio.Future[Any]) -> None:
         """The job has started as ``task``: follow it."""
@@ -47,7 +58,12 @@ class QueuedFuture(asyncio.Future[Any]):
     def cancel(self, msg: Any | None = None) -> bool:
         task = self.task
         if task is None or self.done():
-            return super().cancel(msg)  # still queued: dropped from the line (see on_done)
+            if not super().cancel(msg):
+                return False
+            on_drop, self.on_drop = self.on_drop, None
+            if on_drop is not None:  # still queued: dropped from the line, counted now
+                on_drop(self)
+            return True
         if task.done():
             self.copy_from(task)  # the job has ended: its outcome stands
             return False

@@ -106,8 +106,9 @@ class KeyedSlots(Slots):
         return ticket
 
     def unqueue_key(self, ticket: Ticket[_Entry]) -> bool:
-        """A queued job's future was cancelled: leave the line. False if it had started
-        (or drain() took it): nothing to undo."""
+        """A queued job's future was cancelled (from its cancel(), see
+        QueuedFuture.on_drop): leave the line. False if it had left it already (started,
+        or taken by drain()): nothing to undo."""
         if not self.line.discard(ticket):
             return False
         self.queued -= 1
@@ -191,9 +192,9 @@ class KeyedSlots(Slots):
         jobs = super().drain(refusal)
         for entry in self.line.drain():
             if isinstance(entry, Queued):
-                # Even if its future was cancelled: its done callback, still to run, finds
-                # it out of the line and counts nothing (the caller counts it).
+                # (Live: a job whose future was cancelled left the line then, unqueue_key.)
                 self.queued -= 1
+                entry.leave()
                 jobs.append(entry)
             elif not entry.done():
                 self.refuse(entry, refusal())

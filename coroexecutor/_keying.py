@@ -14,6 +14,7 @@ Functions of the executor (the first argument), on its event loop thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,7 +23,7 @@ from ._following import QueuedFuture
 from ._idle import check_idle
 from ._lifecycle import admit
 from ._policy import JobKind
-from ._queued import map_start_failed, start_queued
+from ._queued import map_start_failed, start_queued, wake_watcher
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._start import start_job
 from ._startup import check_accepting, check_loop, check_not_initializer
@@ -160,17 +161,8 @@ def queue_keyed(
     owner: MapJobs | None = None,
 ) -> asyncio.Future[Any]:
     """Queue a job in ``key``'s line; returns the future that follows it."""
-    future = QueuedFuture(loop=exe._loop)
 
     def start(entry: Queued) -> None:
-        if entry.future.done():
-            # Cancelled in the turn its room came (say, by the job of its key that just
-            # ended): it never starts; its slot and room go on, it counts as cancelled
-            # here (on_done finds it out of the line).
-            exe._outcomes.cancelled += 1
-            give_back_key(exe, key)
-            give_back(exe)
-            return
         slots = _slots(exe)
         outer = slots.begin(key)  # as in start_keyed
         try:
@@ -182,19 +174,16 @@ def queue_keyed(
         if not slots.started(task, key, outer):
             give_back_key(exe, key)
 
-    ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
-
-    def on_done(future: asyncio.Future[Any]) -> None:
-        # Cancelled while it waited (else it started, or abort() drained it and counts it).
-        outcomes = exe._outcomes
+    def dropped(future: QueuedFuture) -> None:
+        # Its future was cancelled while it waited (see QueuedFuture.on_drop): it leaves
+        # its key's line now, so stats (queued, cancelled, busiest_key) show it at once.
         if _slots(exe).unqueue_key(ticket):
-            outcomes.cancelled += 1
+            exe._outcomes.cancelled += 1
             check_idle(exe)
-        wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
-        if wake is not None and not wake.done():
-            wake.set_result(None)
 
-    future.add_done_callback(on_done)
-    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    future = QueuedFuture(loop=exe._loop, on_drop=dropped)
+    ticket = _slots(exe).queue_key(key, Queued(future, fn, args, kwargs, start))
+    if owner is not None:
+        future.add_done_callback(functools.partial(wake_watcher, exe))
+    exe._outcomes.hook_when_done(future, exe._loop)
     return future
-

@@ -140,8 +140,7 @@ def abort(
         readers = [r for r in exe._readers if not (going_down and cancelling(r))]
         cancel_readers(readers, current)
     for queued in exe._slots.drain(lambda: refusal(exe)):  # uncounted by drain()
-        queued.future.remove_done_callback(exe._on_queued_done)
-        queued.future.cancel()
+        queued.future.cancel()  # (drain() made it leave: no drop to count)
         exe._outcomes.cancelled += 1
     # A job error or the deadline also interrupts the block's body.
     block = exe._block if cause is Cause.JOB_ERROR or cause is Cause.DEADLINE else None

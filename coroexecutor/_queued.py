@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ._map_state import MapJobs
 
 __all__ = [
-    "failed_to_start", "map_start_failed", "on_queued_done", "queue_job", "queue_map_job",
-    "start_queued", "submit_again_nowait",
+    "failed_to_start", "map_start_failed", "on_queued_dropped", "queue_job", "queue_map_job",
+    "start_queued", "submit_again_nowait", "wake_watcher",
 ]
 
 _RUNNING = State.RUNNING
@@ -39,10 +39,9 @@ def queue_job(
     exe: Core, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> asyncio.Future[Any]:
     """Queue a job for the next free slot; returns the future that follows it."""
-    future = QueuedFuture(loop=exe._loop)
+    future = QueuedFuture(loop=exe._loop, on_drop=exe._on_queued_dropped)
     exe._slots.queue(Queued(future, fn, args, kwargs, exe._start_queued))
-    future.add_done_callback(exe._on_queued_done)
-    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    exe._outcomes.hook_when_done(future, exe._loop)
     return future
 
 
@@ -67,19 +66,19 @@ def queue_map_job(
     a queued job starts when the backlog is admitted, under a task factory a turn after
     its slot frees (see _settle._admit_after_job), not in the step the map is woken in,
     and the tuner saw the slots idle."""
-    future = QueuedFuture(loop=exe._loop)
+    future = QueuedFuture(loop=exe._loop, on_drop=exe._on_queued_dropped)
     start = functools.partial(
         start_queued, exe, where=jobs.where, kind=jobs.kind, index=index, policy=jobs.policy,
         owner=jobs,
     )
     exe._slots.queue(Queued(future, jobs.fn, args, _NO_KWARGS, start))
-    future.add_done_callback(exe._on_queued_done)
-    future.add_done_callback(functools.partial(_wake_watcher, exe))
-    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    future.add_done_callback(functools.partial(wake_watcher, exe))
+    exe._outcomes.hook_when_done(future, exe._loop)
     return future
 
 
-def _wake_watcher(exe: Core, future: asyncio.Future[Any]) -> None:
+def wake_watcher(exe: Core, future: asyncio.Future[Any]) -> None:
+    """A map's queued job's future is done (the done callback of every such future)."""
     wake = exe._watchers.pop(future, None)  # a map waits for it (see _map_run._wait)
     if wake is not None and not wake.done():
         wake.set_result(None)
@@ -97,7 +96,6 @@ def start_queued(
     """A queued job got its slot (Slots.admit calls this in the job's context). Returns
     its task, or None if it failed to start. The other arguments: see start_job."""
     future = entry.future
-    future.remove_done_callback(exe._on_queued_done)
     outcomes = exe._outcomes
     counted = outcomes.succeeded + outcomes.failed + outcomes.cancelled
     try:
@@ -181,8 +179,9 @@ def map_start_failed(
     return future
 
 
-def on_queued_done(exe: Core, future: asyncio.Future[Any]) -> None:
-    """A queued job's future was cancelled before the job started."""
+def on_queued_dropped(exe: Core, future: QueuedFuture) -> None:
+    """A queued job's future was cancelled before the job started (from its cancel(): see
+    QueuedFuture.on_drop). Its entry stays in the backlog, done, until admit() skips it."""
     exe._slots.unqueue()
     exe._outcomes.cancelled += 1
     check_idle(exe)
@@ -205,8 +204,7 @@ def submit_again_nowait(
         check_accepting(exe)
     if exe._slots.take_nowait():
         return start_job(exe, fn, args, _NO_KWARGS, "submit_nowait")
-    future = QueuedFuture(loop=exe._loop)
+    future = QueuedFuture(loop=exe._loop, on_drop=exe._on_queued_dropped)
     exe._slots.queue_again(Requeued(future, fn, args, _NO_KWARGS, exe._start_queued))
-    future.add_done_callback(exe._on_queued_done)
-    exe._outcomes.hook_when_done(future, exe._loop)  # after the count
+    exe._outcomes.hook_when_done(future, exe._loop)
     return future

@@ -160,7 +160,9 @@ class Slots(SlotLine):
         self.schedule_wake()
 
     def unqueue(self) -> None:
-        """A queued job left the line (its future was cancelled, or drain() took it)."""
+        """A queued job left the line: its future was cancelled (from its cancel(), see
+        QueuedFuture.on_drop; its entry stays in the backlog, done, until admit() or
+        drain() drops it)."""
         self.queued -= 1
 
     def resize(self, limit: int) -> None:
@@ -185,6 +187,7 @@ class Slots(SlotLine):
                 continue  # left the line: already uncounted
             if isinstance(entry, Queued):
                 self.queued -= 1
+                entry.leave()
                 jobs.append(entry)
             else:
                 self.refuse(entry, refusal())

@@ -206,11 +206,7 @@ def _break(exe: Core, error: BaseException) -> None:
         exe._deadline_handle.cancel()
     first: BaseException | None = None
     for entry in exe._slots.drain(lambda: broken_error(exe)):  # uncounted by drain()
-        future = entry.future
-        future.remove_done_callback(exe._on_queued_done)
-        if future.done():  # key=: cancelled, its done callback not run yet (see drain)
-            exe._outcomes.cancelled += 1
-            continue
+        future = entry.future  # live: one cancelled left the line then (on_drop)
         exc = broken_error(exe)
         future.settle_exception(exc)
         exe._outcomes.failed += 1
