@@ -302,17 +302,45 @@ def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float |
     Raises:
         TypeError: the policy returned something other than a number or None.
         ValueError: the policy returned a negative, NaN or infinite delay.
-        Whatever the policy raised, unchanged: the caller lets it fail the job.
+        RuntimeError: the policy raised StopIteration (see _stopped).
+        Whatever else the policy raised, unchanged: the caller lets it fail the job.
     """
     if not isinstance(exc, Exception):
         return None
-    delay: object = policy(attempt, exc)
-    if delay is None:
-        return None
-    seconds = _as_seconds(delay)
-    if seconds is None or not 0 <= seconds < math.inf:  # NaN too
-        raise _bad_delay(policy, delay, seconds)
-    return seconds
+    try:
+        delay: object = policy(attempt, exc)
+    except StopIteration as stop:
+        stopped = stop
+    else:
+        if delay is None:
+            return None
+        seconds = _as_seconds(delay)
+        if seconds is None or not 0 <= seconds < math.inf:  # NaN too
+            raise _bad_delay(policy, delay, seconds)
+        return seconds
+    try:
+        # Raised out of the StopIteration's except clause: in the caller's, the error's
+        # __context__ is the attempt's error, as for any error of a policy's.
+        raise _stopped(policy, stopped, exc)
+    finally:
+        del stopped  # no cycle: its traceback holds this frame
+
+
+def _stopped(policy: RetryPolicy, stop: StopIteration, exc: BaseException) -> RuntimeError:
+    """The error for a policy that raised StopIteration (``next(schedule)`` on a schedule
+    that ran out): a RuntimeError, caused by it. A StopIteration cannot leave a coroutine
+    (PEP 479): the job's would turn it into a RuntimeError of its own on the way out, after
+    the note naming the job went on the StopIteration, and after fail-fast took that
+    StopIteration as the job's error (the block raised another object than the task held;
+    a map raised a TypeError, as asyncio refuses a StopIteration in a future). On the
+    bridge, the job's future held the StopIteration, which its map's iterator raised: a
+    list() took it for the end of the results. Made here, the RuntimeError is the job's
+    error everywhere: noted, held, raised, the same object. Its ``__context__`` is
+    ``exc``, the attempt's error, as for any error of a policy's."""
+    error = RuntimeError(f"retry policy {safe_repr(policy)} raised StopIteration")
+    error.__cause__ = stop
+    error.__context__ = exc
+    return error
 
 
 def _bad_delay(policy: RetryPolicy, delay: object, seconds: float | None) -> Exception:

@@ -1733,6 +1733,31 @@ def test_a_paused_job_gives_its_slot_back_and_leaving_the_map_ends_its_pause(
     assert len(list(tmp_path.glob("attempt-*"))) == 1
 
 
+def _schedule_ran_out(attempt: int, exc: BaseException) -> float:
+    raise StopIteration  # as next(schedule) does in a policy once its schedule has run out
+
+
+async def _fails_async(x: int) -> int:
+    raise ConnectionError(f"input {x} is down")
+
+
+@pytest.mark.parametrize("fn", [_fails_async, _always_fails])
+def test_a_policy_raising_stop_iteration_fails_the_job_with_a_runtime_error(
+    client: Any, fn: Any
+) -> None:
+    # Made where the policy is called, the attempt's error its __context__; left to PEP
+    # 479, the job's coroutine made one of its own, the StopIteration its __context__.
+    stopped = r"^retry policy <function _schedule_ran_out at 0x\w+> raised StopIteration$"
+    with DaskExecutor(client=client, per_worker=2, retry=_schedule_ran_out) as exe:
+        errors = [exe.submit(fn, 0).exception(_WAIT)]
+        errors += exe.map(fn, [1, 2], return_exceptions=True)
+    for x, error in enumerate(errors):
+        assert type(error) is RuntimeError and re.match(stopped, str(error)), error
+        assert type(error.__cause__) is StopIteration
+        assert type(error.__context__) is ConnectionError
+        assert str(error.__context__) == f"input {x} is down"
+
+
 def test_a_retry_policy_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
     with pytest.raises(TypeError, match=r"retry policy .* cannot be sent to the workers"):
         DaskExecutor(client=client, per_worker=3, retry=_LockedPolicy())
