@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ._retry import is_async_callable
 from ._typing import final
-from ._validate import check_finite
+from ._validate import check_finite, is_async_callable
 
 __all__ = ["Adaptive"]
 

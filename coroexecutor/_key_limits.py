@@ -11,8 +11,7 @@ from collections.abc import Hashable
 from typing import Callable, Union
 
 from ._notes import safe_repr
-from ._retry import is_async_callable
-from ._validate import plain_answer
+from ._validate import is_async_callable, plain_answer
 
 __all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "unhashable"]
 

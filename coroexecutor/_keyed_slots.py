@@ -25,9 +25,8 @@ from typing import Any, Callable, Union
 
 from ._entries import Queued
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
-from ._retry import is_async_callable
 from ._slots import Slots
-from ._validate import awaitable_answer
+from ._validate import awaitable_answer, is_async_callable
 
 __all__ = ["SETTLED", "KeyFn", "KeyedSlots", "check_keying", "make_slots"]
 

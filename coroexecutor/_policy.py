@@ -7,7 +7,6 @@ import asyncio
 import asyncio.runners
 import enum
 import functools
-import inspect
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 from ._chains import Left, left_by, reraise_job_error
 from ._following import QueuedFuture
 from ._stats import ExecutorStats
-from ._validate import plain_answer
+from ._validate import is_async_callable, plain_answer
 
 if TYPE_CHECKING:
     from ._slots import Slots
@@ -133,10 +132,7 @@ class Outcomes:
     )
 
     def __init__(self, suppress: bool, hook: Callable[[asyncio.Future[Any]], object] | None):
-        if hook is not None and any(
-            inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
-            for f in (hook, type(hook).__call__)
-        ):
+        if hook is not None and is_async_callable(hook):
             raise TypeError(
                 "on_job_done must be a plain callable, not an async function: it is called,"
                 f" never awaited (got {hook!r}); start a task from it if it must await"

@@ -19,11 +19,11 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from ._notes import safe_repr
 from ._typing import final
-from ._validate import check_finite
+from ._validate import check_finite, is_async_callable
 
 __all__ = [
-    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "is_async_callable",
-    "next_delay", "resolve_retry",
+    "INHERIT", "Inherit", "Retry", "RetryArg", "RetryPolicy", "RetrySource", "next_delay",
+    "resolve_retry",
 ]
 
 RetryPolicy = Callable[[int, BaseException], Optional[float]]
@@ -264,8 +264,8 @@ def resolve_retry(retry: object) -> RetryPolicy | None:
     """The policy for a ``retry=`` argument: None (no retries), a Retry or a callable.
 
     Raises:
-        TypeError: anything else, including a coroutine function (a policy is called
-            synchronously, between attempts).
+        TypeError: anything else, including an ``async def`` function, an async
+            generator function too (a policy is called synchronously, between attempts).
     """
     if retry is None:
         return None
@@ -284,12 +284,6 @@ def resolve_retry(retry: object) -> RetryPolicy | None:
             f"(got {safe_repr(retry)})"
         )
     return retry
-
-
-def is_async_callable(fn: Callable[..., object]) -> bool:
-    # iscoroutinefunction sees through functools.partial; an object with an async
-    # __call__ is checked through its class.
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float | None:

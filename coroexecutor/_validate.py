@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Callable
 
 from ._notes import describe_fn, safe_repr
 
 __all__ = [
     "awaitable_answer", "check_callables", "check_finite", "check_initializer",
     "check_max_workers", "check_rate", "check_seconds", "check_switch", "initializer_ready",
-    "plain_answer",
+    "is_async_callable", "plain_answer",
 ]
 
 
@@ -136,6 +137,22 @@ def check_switch(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False (got {value!r})")
     return value
+
+
+def is_async_callable(fn: Callable[..., object]) -> bool:
+    """Whether ``fn``, given where a plain function is called (a retry policy, key=,
+    max_per_key=, an Adaptive overload, on_job_done), is an ``async def``: a coroutine
+    function, or an async generator function (its ``yield`` makes it one), whose call
+    would return a coroutine or a generator object and run none of its body. The inspect
+    tests see through functools.partial; an object with an async ``__call__`` is checked
+    through its class."""
+    call = type(fn).__call__
+    return (
+        inspect.iscoroutinefunction(fn)
+        or inspect.iscoroutinefunction(call)
+        or inspect.isasyncgenfunction(fn)
+        or inspect.isasyncgenfunction(call)
+    )
 
 
 def plain_answer(answer: object, who: str) -> object:

@@ -8,19 +8,25 @@ by a map), as a policy's ``LookupError`` would be. Left to PEP 479, the coroutin
 the policy turned it into a ``RuntimeError`` of its own on the way out, after the note
 and fail-fast had taken the ``StopIteration`` (brk28 finding 1).
 
+An async generator function given as a policy (or a partial of one, or an object whose
+``async def __call__`` yields) is an ``async def`` policy like any other: refused at
+once by the call that gave it. It was accepted, and failed every failing job with a
+``TypeError`` about the async generator object it returned (brk28 finding 2).
+
 The policies here answer at once (a pause of 0 s, or no answer): no test waits for time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable
 from typing import Any, Optional
 
 import pytest
 
-from coroexecutor import CoroutineExecutor, LoopExecutor
+from coroexecutor import Adaptive, CoroutineExecutor, LoopExecutor
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -173,3 +179,81 @@ def test_the_bridge_fails_the_future_with_the_runtime_error(job: Any) -> None:
         note = f"coroexecutor: job {job.__name__}(2) failed (map input #0)"
         check_stopped(raised.value, mapped, note)
     assert exe.stats.failed == 2
+
+
+#
+# An async generator function as a policy
+#
+
+
+async def yields_a_delay(attempt: int, exc: BaseException) -> Any:
+    yield 0.0  # the yield makes it an async generator function: still an async def
+
+
+async def yields_its_base(base: float, attempt: int, exc: BaseException) -> Any:
+    yield base
+
+
+class YieldingCall:
+    async def __call__(self, attempt: int, exc: BaseException) -> Any:
+        yield 0.0
+
+
+ASYNC_GENERATOR_POLICIES = {
+    "function": yields_a_delay,
+    "partial": functools.partial(yields_its_base, 0.0),
+    "__call__": YieldingCall(),
+}
+ASYNC_POLICY = "retry must be a plain callable that returns a delay, not an async function"
+
+
+@pytest.mark.parametrize("entry", ["CoroutineExecutor", "map", "map_unordered"])
+@pytest.mark.parametrize("form", ASYNC_GENERATOR_POLICIES)
+async def test_an_async_generator_policy_is_refused_at_once(form: str, entry: str) -> None:
+    policy: Any = ASYNC_GENERATOR_POLICIES[form]
+    if entry == "CoroutineExecutor":
+        with pytest.raises(TypeError, match=ASYNC_POLICY):
+            CoroutineExecutor(retry=policy)
+        return
+    async with CoroutineExecutor() as exe:
+        with pytest.raises(TypeError, match=ASYNC_POLICY):
+            getattr(exe, entry)(fails, [0], retry=policy)
+    assert exe.stats.submitted == 0
+
+
+@pytest.mark.parametrize("entry", ["LoopExecutor", "map"])
+@pytest.mark.parametrize("form", ASYNC_GENERATOR_POLICIES)
+def test_the_bridge_refuses_an_async_generator_policy_at_once(form: str, entry: str) -> None:
+    policy: Any = ASYNC_GENERATOR_POLICIES[form]
+    if entry == "LoopExecutor":
+        with pytest.raises(TypeError, match=ASYNC_POLICY):
+            LoopExecutor(retry=policy)
+        return
+    with LoopExecutor(max_workers=1) as exe, pytest.raises(TypeError, match=ASYNC_POLICY):
+        exe.map(blocking_fails, [0], retry=policy)
+    assert exe.stats.submitted == 0
+
+
+async def yields_a_key(n: int) -> Any:
+    yield n
+
+
+async def yields_a_limit(key: object) -> Any:
+    yield 1
+
+
+async def yields_a_verdict(exc: BaseException) -> Any:
+    yield True
+
+
+async def test_every_plain_function_option_refuses_an_async_generator_function() -> None:
+    # The same check as for a policy: key=, max_per_key= and Adaptive's overload= took
+    # one, whose generator object would have been the key, the limit or the verdict.
+    with pytest.raises(TypeError, match="key must be a plain function returning the key"):
+        CoroutineExecutor(key=yields_a_key, max_per_key=1)
+    with pytest.raises(TypeError, match="max_per_key must be a plain function of the key"):
+        CoroutineExecutor(key=str, max_per_key=yields_a_limit)
+    with pytest.raises(TypeError, match="overload must be a plain function, not an async one"):
+        Adaptive(overload=yields_a_verdict)
+    with pytest.raises(TypeError, match="on_job_done must be a plain callable"):
+        CoroutineExecutor(on_job_done=yields_a_verdict)  # refused before as well
