@@ -44,7 +44,8 @@ INHERIT = Inherit()
 
 
 class RetrySource(Protocol):
-    """What ``Retry(rng=...)`` needs: a ``random()`` in [0, 1), as ``random.Random`` has."""
+    """What ``Retry(rng=...)`` needs: a ``random()`` from 0 to 1, as ``random.Random`` has
+    (in [0, 1)); Retry refuses any other answer (see Retry.__call__)."""
 
     def random(self) -> float: ...
 
@@ -93,6 +94,7 @@ class Retry:
     that ("full jitter"), which keeps many jobs that failed together from retrying
     together. ``rng`` is the random source (anything with a ``random()`` method, such as
     ``random.Random(seed)``), for reproducible delays; by default the ``random`` module's.
+    Its ``random()`` must return a number from 0 to 1 (see ``__call__``).
 
     A ``Retry`` is a retry policy itself: ``Retry()(attempt, exc)`` returns the delay
     before the next attempt, or ``None`` to give up. So a policy of your own can decide
@@ -188,7 +190,8 @@ class Retry:
         the first run). A policy of one's own may call this too, so it checks both: an
         ``attempt`` that is not a whole number of 1 or more, or an ``exc`` that is not an
         exception instance (a class, say), is a mistake and raises, where it would
-        otherwise have given a delay.
+        otherwise have given a delay. So does an ``rng.random()`` outside 0 to 1 or NaN
+        (``ValueError``), or no number (``TypeError``): the delay would leave its bounds.
         """
         if isinstance(attempt, bool) or not isinstance(attempt, numbers.Integral):
             raise TypeError(
@@ -213,7 +216,7 @@ class Retry:
         if not self._jitter:
             return ceiling
         rng = random if self._rng is None else self._rng
-        return ceiling * rng.random()
+        return ceiling * _draw(rng)
 
     def __repr__(self) -> str:
         on = self.on[0] if len(self.on) == 1 else self.on
@@ -247,6 +250,20 @@ class Retry:
     def __reduce__(self) -> tuple[Any, ...]:
         # copy and pickle rebuild through __init__: the slots cannot be set one by one.
         return (_rebuild, (*self._key(), self._rng))
+
+
+def _draw(rng: RetrySource) -> float:
+    """``rng.random()``, checked: a number from 0 to 1 (1 gives the capped wait itself).
+    Unchecked, a wait above max_backoff, a negative or a NaN one followed (brk28)."""
+    value = rng.random()
+    rule = "Retry: rng.random() must return a number from 0 to 1"
+    if type(value) is not float and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
+        raise TypeError(f"{rule} (got {safe_repr(value)})")
+    if not 0 <= value <= 1:  # NaN too
+        raise ValueError(f"{rule} (got {safe_repr(value)})")
+    return float(value)  # (a float subclass, numpy's float32: no method of theirs runs later)
 
 
 def _rebuild(
@@ -321,16 +338,12 @@ def next_delay(policy: RetryPolicy, attempt: int, exc: BaseException) -> float |
 
 
 def _stopped(policy: RetryPolicy, stop: StopIteration, exc: BaseException) -> RuntimeError:
-    """The error for a policy that raised StopIteration (``next(schedule)`` on a schedule
-    that ran out): a RuntimeError, caused by it. A StopIteration cannot leave a coroutine
-    (PEP 479): the job's would turn it into a RuntimeError of its own on the way out, after
-    the note naming the job went on the StopIteration, and after fail-fast took that
-    StopIteration as the job's error (the block raised another object than the task held;
-    a map raised a TypeError, as asyncio refuses a StopIteration in a future). On the
-    bridge, the job's future held the StopIteration, which its map's iterator raised: a
-    list() took it for the end of the results. Made here, the RuntimeError is the job's
-    error everywhere: noted, held, raised, the same object. Its ``__context__`` is
-    ``exc``, the attempt's error, as for any error of a policy's."""
+    """The error for a policy that raised StopIteration (``next(schedule)`` once it ran
+    out), caused by it, its ``__context__`` the attempt's error ``exc``. A StopIteration
+    cannot leave a coroutine (PEP 479), nor go into an asyncio future, and a map's
+    iterator that raises it ends the results. Made here, the job's error is this one
+    RuntimeError everywhere (noted, held, raised), not the one PEP 479 made later, after
+    the note and fail-fast had taken the StopIteration."""
     error = RuntimeError(f"retry policy {safe_repr(policy)} raised StopIteration")
     error.__cause__ = stop
     error.__context__ = exc

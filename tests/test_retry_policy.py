@@ -169,6 +169,40 @@ def test_a_retry_takes_any_whole_number_for_the_attempt() -> None:
     assert retry(Fraction(2).numerator, OSError()) == 0.2
 
 
+@pytest.mark.parametrize(
+    ("draw", "error"),
+    [
+        (1e9, ValueError),
+        (2.0, ValueError),
+        (-0.5, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (Fraction(3, 2), ValueError),
+        ("0.5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (Decimal("0.5"), TypeError),
+    ],
+    ids=repr,
+)
+def test_a_random_source_answering_outside_0_to_1_raises(draw: Any, error: type[Exception]) -> None:
+    # Passed through, it made a wait above max_backoff (1e9: 10,000,000 s for a cap of
+    # 0.01), a negative one or NaN (brk28 finding 4).
+    retry = Retry(backoff=0.01, max_backoff=0.01, rng=FixedRandom(draw))
+    rule = "Retry: rng.random() must return a number from 0 to 1 (got "
+    with pytest.raises(error, match=re.escape(rule)):
+        retry(1, OSError())
+
+
+def test_a_random_source_answering_0_to_1_scales_the_wait() -> None:
+    # 1 (which random.Random never returns) gives the capped wait itself: still in bounds.
+    draws = (0, 1, 1.0, 0.5, Fraction(1, 4))
+    retry = Retry(attempts=9, backoff=2, max_backoff=2, rng=FixedRandom(*draws))
+    delays = [retry(1, OSError()) for _ in draws]
+    assert delays == [0.0, 2.0, 2.0, 1.0, 0.5]
+    assert all(type(delay) is float for delay in delays)
+
+
 #
 # Retry: a value
 #
