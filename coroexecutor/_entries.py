@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 from typing import Any, Callable
 
-from ._following import QueuedFuture
+from ._following import STARTING, QueuedFuture
 
 __all__ = ["FIRST", "Queued", "Requeued", "Resuming", "SentBack", "Submitting"]
 
@@ -43,10 +43,15 @@ class Queued:
         return self.future.done()
 
     def leave(self) -> None:
-        """The job leaves the line without being dropped: a slot was handed to it, or
-        drain() took it (uncounted, for its caller to end). A cancel of its future from
-        now on drops nothing from the line (see QueuedFuture.on_drop)."""
+        """drain() took the job (uncounted, for its caller to end at once): a cancel of
+        its future from now on drops nothing from the line (see QueuedFuture.on_drop)."""
         self.future.on_drop = None
+
+    def leave_to_start(self) -> None:
+        """A slot was handed to the job, which starts now: a cancel of its future from
+        now on drops nothing from the line, and until its task is known it is recorded
+        for that task (see QueuedFuture.cancel)."""
+        self.future.on_drop = STARTING
 
 
 class SentBack(asyncio.Future[None]):

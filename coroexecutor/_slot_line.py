@@ -102,7 +102,7 @@ class SlotLine:
         self.free -= 1
         if isinstance(entry, Queued):
             self.queued -= 1
-            entry.leave()  # it starts: a cancel from now on drops nothing
+            entry.leave_to_start()  # a cancel from now on drops nothing
             entry.ctx.run(entry.start, entry)
         else:
             self.waiting -= 1
