@@ -1,13 +1,17 @@
 """A job's error as its job left it (its traceback and chain), and raising it again so:
 the error object is shared by the block, shutdown() and every map consumer, and each raise
-of it while another exception is handled would change its chain for all of them."""
+of it while another exception is handled would change its chain for all of them. And the
+error a map's iterator raises in place of a job's StopIteration or StopAsyncIteration,
+which it cannot raise as is."""
 
 from __future__ import annotations
 
 from types import TracebackType
 from typing import NoReturn, Optional, Tuple
 
-__all__ = ["Left", "left_by", "put_back", "reraise_job_error"]
+from ._notes import add_note
+
+__all__ = ["Left", "left_by", "put_back", "reraise_job_error", "stop_as_error"]
 
 _set_attribute = object.__setattr__
 
@@ -58,3 +62,29 @@ def put_back(error: BaseException, left: Left, *, traceback: bool = True) -> Non
     _set_attribute(error, "__context__", context)
     _set_attribute(error, "__cause__", cause)
     _set_attribute(error, "__suppress_context__", suppress)
+
+
+def stop_as_error(stop: BaseException) -> RuntimeError:
+    """What a map's iterator raises for a job whose error is ``stop``, a StopIteration (a
+    sync iterator's ``__next__()``) or StopAsyncIteration (an async one's
+    ``__anext__()``), where it would raise the job's error: raised as is, it would end
+    its consumer's ``for`` as if every result had come, and the error would be lost; in
+    a generator, PEP 479 turns it into a RuntimeError of its own that names no job. So
+    a RuntimeError caused by it, with its notes (the one naming its job). ``stop`` itself
+    is left as its job left it: the block, the job's task or future, and ``shutdown()``
+    raise it as is. Made only on a job's error's way out: nothing on the success path."""
+    error = RuntimeError(
+        f"job raised {type(stop).__name__}, which an iterator of results cannot raise"
+        " without ending its consumer's loop"
+    )
+    error.__cause__ = stop
+    try:
+        notes = list(getattr(stop, "__notes__", ()))
+    except BaseException:
+        # A __notes__ property of the user's that raises (even KeyboardInterrupt, as
+        # add_note bears), or is no iterable: the RuntimeError goes on without notes.
+        notes = []
+    for note in notes:
+        if isinstance(note, str):
+            add_note(error, note)
+    return error

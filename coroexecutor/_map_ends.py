@@ -1,14 +1,15 @@
 """What a map's consumer is raised when the map ended other than by running out of input:
 closed by the executor (raise_closed, ended, check_map_accepting), closed as its consumer
 was cancelled (cut_short), or ended by a job's error (reraise_first, reraise_failed), each
-job's error raised as its job left it."""
+job's error raised as its job left it (a StopAsyncIteration as a RuntimeError: see
+_reraise)."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._chains import reraise_job_error
+from ._chains import Left, put_back, reraise_job_error, stop_as_error
 from ._errors import refused
 from ._map_state import MapJobs
 from ._policy import Cause
@@ -92,11 +93,24 @@ def reraise_first(outcomes: Outcomes) -> None:
     """Raise the executor's first error as its job left it, if there is one."""
     error, left = outcomes.first_error, outcomes.first_left
     if error is not None and left is not None:
-        reraise_job_error(error, left)
+        _reraise(error, left)
 
 
 def reraise_failed(jobs: MapJobs) -> None:
     """Raise the error that ended the map as its job left it, if there is one."""
     error, left = jobs.failed, jobs.failed_left
     if error is not None and left is not None:
-        reraise_job_error(error, left)
+        _reraise(error, left)
+
+
+def _reraise(error: BaseException, left: Left) -> NoReturn:
+    """reraise_job_error() to a map's consumer, which a StopAsyncIteration cannot reach:
+    out of ``__anext__()`` it would end the consumer's ``async for`` as if every result
+    had come, and out of the map's generator PEP 479 makes it a RuntimeError without the
+    note naming the job. So it is put back as its job left it (``job.result()`` raised
+    it in the consumer's ``except`` clause, if it is in one), and a RuntimeError caused
+    by it, with its note, is raised in its place (see stop_as_error)."""
+    if isinstance(error, StopAsyncIteration):
+        put_back(error, left)
+        raise stop_as_error(error)
+    reraise_job_error(error, left)

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._chains import left_by, put_back
+from ._chains import left_by, put_back, stop_as_error
 from ._following import QueuedFuture
 from ._keying import start_or_queue
 from ._map_close import abandon
@@ -220,11 +220,14 @@ async def results(
                     # and every other consumer after us. The policy and the map took it
                     # as its job left it (see left_by): raise it so. (An error that is
                     # neither, of a job that failed as the map's cancel reached it, is
-                    # raised as it is.)
+                    # raised as it is; a StopAsyncIteration as a RuntimeError, as
+                    # reraise_first and reraise_failed raise one: see stop_as_error.)
                     elif exc is outcomes.first_error:
                         reraise_first(outcomes)
                     elif exc is jobs.failed:
                         reraise_failed(jobs)
+                    if isinstance(exc, StopAsyncIteration):
+                        raise stop_as_error(exc) from exc
                     raise
                 if job.cancelled() and exe._outcomes.cause is not None:
                     # The executor's own stop cancelled it (fail-fast, the deadline,

@@ -1,0 +1,200 @@
+"""A map job whose error is StopAsyncIteration (StopIteration, on the sync maps).
+
+An iterator cannot raise it to its consumer: out of ``__anext__()`` it ends the
+consumer's ``async for`` as if every result had come, and out of the map's generator
+PEP 479 turned it into RuntimeError('async generator raised StopAsyncIteration'), with no
+note naming the job, while the fail-fast block raised the StopAsyncIteration itself. Now
+the consumer gets a RuntimeError whose ``__cause__`` is the job's StopAsyncIteration (the
+object the block, the job's task and shutdown() raise, as its job left it), noted with
+the job's note (semantics.rst, "Errors name their job").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Optional
+
+import pytest
+
+from coroexecutor import CoroutineExecutor
+
+pytestmark = pytest.mark.timeout(15)
+
+WAIT = 5  # seconds: the bound on every blocking wait
+STOPPED = r"^job raised {}, which an iterator of results cannot raise without ending"
+SETTLED: dict[str, dict[str, Any]] = {
+    "in-line": {},
+    "hook": {"on_job_done": lambda job: None},  # settled from a done callback
+}
+
+
+def check_stopped(
+    error: Optional[BaseException], note: str, stop: Optional[BaseException] = None,
+    *, cls: type[BaseException] = StopAsyncIteration, context: Optional[type] = None,
+) -> None:
+    """``error`` is the RuntimeError for a job's ``cls`` (``stop``, if given), with the
+    job's ``note``; the job's error is left as its job left it (its ``__context__`` of
+    type ``context``, or none, and no ``__cause__``)."""
+    assert type(error) is RuntimeError, repr(error)
+    assert re.match(STOPPED.format(cls.__name__), str(error)), error
+    assert type(error.__cause__) is cls
+    assert stop is None or error.__cause__ is stop
+    assert error.__notes__ == [note]
+    assert error.__cause__.__notes__ == [note]
+    left = error.__cause__.__context__
+    assert (left is None) if context is None else (type(left) is context)
+    assert error.__cause__.__cause__ is None
+
+
+async def stops(x: int) -> int:
+    await asyncio.sleep(0)
+    if x == 1:
+        raise StopAsyncIteration(f"no more ({x})")
+    return x
+
+
+def results(exe: CoroutineExecutor, ordered: bool, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    return exe.map(*args, **kwargs) if ordered else exe.map_unordered(*args, **kwargs)
+
+
+#
+# CoroutineExecutor
+#
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("settled", list(SETTLED))
+async def test_the_consumer_gets_a_runtime_error_caused_by_it_noted(
+    loop_kind: str, settled: str, ordered: bool
+) -> None:
+    # suppress_task_errors: the map still ends with its job's error (fail-fast is tested
+    # below). Before: RuntimeError('async generator raised StopAsyncIteration'), unnoted.
+    got: list[int] = []
+    async with CoroutineExecutor(suppress_task_errors=True, **SETTLED[settled]) as exe:
+        with pytest.raises(RuntimeError) as raised:
+            async for result in results(exe, ordered, stops, [0, 1], buffersize=1):
+                got.append(result)
+    assert got == [0]
+    check_stopped(raised.value, "coroexecutor: job stops(1) failed (map input #1)")
+    assert str(raised.value.__cause__) == "no more (1)"
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("settled", list(SETTLED))
+async def test_fail_fast_raises_the_job_s_error_and_a_consumer_in_a_task_its_runtime_error(
+    loop_kind: str, settled: str, ordered: bool
+) -> None:
+    # The consumer waits in the map, in a task of its own (not the block's body, which
+    # fail-fast interrupts): it gets the RuntimeError, caused by the very object the
+    # block raises. Before: PEP 479's RuntimeError, no note.
+    waiting = asyncio.Event()
+    go = asyncio.Event()
+
+    async def job(x: int) -> int:
+        waiting.set()
+        await go.wait()
+        raise StopAsyncIteration(f"no more ({x})")
+
+    async def consume(exe: CoroutineExecutor) -> list[int]:
+        return [result async for result in results(exe, ordered, job, [0])]
+
+    consumers: list[asyncio.Task[list[int]]] = []
+    with pytest.raises(StopAsyncIteration) as raised:
+        async with CoroutineExecutor(**SETTLED[settled]) as exe:
+            consumers.append(asyncio.create_task(consume(exe)))
+            await waiting.wait()
+            go.set()
+            await asyncio.Event().wait()  # fail-fast interrupts the body here
+    [consumer] = consumers
+    await asyncio.wait([consumer])
+    note = "coroexecutor: job job(0) failed (map input #0)"
+    assert raised.value.__notes__ == [note]
+    check_stopped(consumer.exception(), note, raised.value)
+
+
+@pytest.mark.parametrize("return_exceptions", [False, True])
+async def test_a_map_the_failure_closed_raises_it_at_the_next_call_not_the_end(
+    loop_kind: str, return_exceptions: bool
+) -> None:
+    # Fail-fast by a submit() job closed the map while its consumer (in another task) was
+    # not in it; its next __anext__() raises the executor's first error. Before: that
+    # StopAsyncIteration itself, which ended the consumer's `async for` quietly, with one
+    # of two results: the error was lost to it.
+    first, go = asyncio.Event(), asyncio.Event()
+
+    async def job(x: int) -> int:
+        if x:
+            await asyncio.Event().wait()  # parked until the executor cancels it
+        return x
+
+    async def consume(exe: CoroutineExecutor) -> list[int]:
+        got = []
+        async for result in exe.map(job, [0, 1], return_exceptions=return_exceptions):
+            got.append(result)
+            first.set()
+            await go.wait()
+        return got
+
+    async def stop() -> None:
+        raise StopAsyncIteration("no more")
+
+    consumers: list[asyncio.Task[list[int]]] = []
+    with pytest.raises(StopAsyncIteration) as raised:
+        async with CoroutineExecutor() as exe:
+            consumers.append(asyncio.create_task(consume(exe)))
+            await first.wait()
+            exe.submit_nowait(stop)
+            await asyncio.Event().wait()  # fail-fast interrupts the body here
+    [consumer] = consumers
+    go.set()
+    await asyncio.wait([consumer])
+    check_stopped(consumer.exception(), "coroexecutor: job stop() failed", raised.value)
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_retry_policy_raising_it_fails_the_job_with_it_and_the_consumer_so(
+    loop_kind: str, ordered: bool
+) -> None:
+    def policy(attempt: int, exc: BaseException) -> Optional[float]:
+        raise StopAsyncIteration("no schedule")  # a coroutine lets it through, unchanged
+
+    async def fails(x: int) -> None:
+        raise ConnectionResetError(f"server went away ({x})")
+
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        with pytest.raises(RuntimeError) as raised:
+            async for _ in results(exe, ordered, fails, [0], retry=policy):
+                pass
+    error = raised.value
+    assert re.match(STOPPED.format("StopAsyncIteration"), str(error)), error
+    assert type(error.__cause__) is StopAsyncIteration
+    assert error.__notes__ == ["coroexecutor: job fails(0) failed (map input #0)"]
+    assert type(error.__cause__.__context__) is ConnectionResetError
+
+
+async def test_a_job_raising_it_as_the_map_s_cancel_reaches_it_is_noted_too(
+    loop_kind: str,
+) -> None:
+    # Input 1's error ends the map and cancels input 0, which raises StopAsyncIteration
+    # from its cancel: its error is neither the map's nor the executor's, and is raised
+    # as it is where its result would be. Before: PEP 479's RuntimeError, no note.
+    started = asyncio.Event()
+
+    async def job(x: int) -> int:
+        if x == 0:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise StopAsyncIteration("cleaned up")  # noqa: B904 - its context: the cancel
+        await started.wait()
+        raise ValueError("boom")
+
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        with pytest.raises(RuntimeError) as raised:
+            async for _ in exe.map(job, [0, 1]):
+                pass
+    note = "coroexecutor: job job(0) failed (map input #0)"
+    check_stopped(raised.value, note, context=asyncio.CancelledError)
