@@ -103,8 +103,9 @@ def map(
     Every job runs in a copy of the ``contextvars`` context of this call.
 
     Errors: a job error cancels the map's other jobs (under fail-fast, the executor's
-    too; the block raises it) and is raised from the iterator; with
-    ``return_exceptions=True`` errors are yielded as results.
+    too; the block raises it) and is raised from the iterator (a ``StopAsyncIteration``,
+    which would end the ``async for``, as a RuntimeError caused by it, with its note);
+    with ``return_exceptions=True`` errors are yielded as results.
 
     Cancellation: a map closed early (dropped, ``aclose()``, the block's exit, ``shutdown()``,
     fail-fast, the deadline) cancels its jobs in flight and reads no more input.
