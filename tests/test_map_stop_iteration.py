@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import pytest
 
-from coroexecutor import CoroutineExecutor
+from coroexecutor import CoroutineExecutor, LoopExecutor
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -198,3 +198,50 @@ async def test_a_job_raising_it_as_the_map_s_cancel_reaches_it_is_noted_too(
                 pass
     note = "coroexecutor: job job(0) failed (map input #0)"
     check_stopped(raised.value, note, context=asyncio.CancelledError)
+
+
+#
+# LoopExecutor: a blocking job's StopIteration, out of a sync iterator's __next__()
+#
+
+
+def stops_blocking(x: int) -> int:
+    if x == 2:
+        raise StopIteration(f"no more ({x})")
+    return x
+
+
+def no_retries(attempt: int, exc: BaseException) -> Optional[float]:
+    return None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"buffersize": 1}, {"buffersize": 2, "retry": no_retries}, {"timeout": 60}],
+    ids=["all at once", "buffersize", "buffersize and retry", "timeout"],
+)
+def test_the_bridge_s_map_raises_a_runtime_error_for_a_blocking_job_s_stop_iteration(
+    options: dict[str, Any],
+) -> None:
+    # Before: next() raised the StopIteration itself, so the for loop (and list()) took it
+    # for the end of the results: [0, 1], and no error at all.
+    got: list[int] = []
+    with LoopExecutor(max_workers=2) as exe:
+        with pytest.raises(RuntimeError) as raised:
+            for result in exe.map(stops_blocking, range(4), **options):
+                got.append(result)
+        future = exe.submit(stops_blocking, 2)
+        assert type(future.exception(timeout=WAIT)) is StopIteration  # as ThreadPoolExecutor's
+    assert got == [0, 1]
+    check_stopped(
+        raised.value, "coroexecutor: job stops_blocking(2) failed (map input #2)",
+        cls=StopIteration,
+    )
+    assert str(raised.value.__cause__) == "no more (2)"
+
+
+def test_list_of_the_bridge_s_map_does_not_return_the_results_cut_short() -> None:
+    with LoopExecutor(max_workers=2) as exe, pytest.raises(
+        RuntimeError, match=STOPPED.format("StopIteration")
+    ):
+        list(exe.map(stops_blocking, range(4)))

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, TypeVar, Union
 
+from .._chains import stop_as_error
 from .._retry import INHERIT, Inherit, RetryPolicy
 from .._typing import Self, final
 from ._future import BridgeFuture
@@ -123,8 +124,14 @@ class MapIterator(Iterator[T]):
             # woken this thread), and only the consumer decides when the result is freed.
             futures.popleft()._result = None
             return result
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, StopIteration):
+                # A blocking job's (a coroutine turns its own into a RuntimeError): raised
+                # from __next__() it would end the consumer's ``for`` as if every result
+                # had come, and list() would return them cut short. The job's future
+                # keeps it, as a ThreadPoolExecutor's does (see stop_as_error).
+                raise stop_as_error(exc) from exc
             raise
 
     def _fill(self, size: int) -> None:
