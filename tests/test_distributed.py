@@ -1758,6 +1758,44 @@ def test_a_policy_raising_stop_iteration_fails_the_job_with_a_runtime_error(
         assert str(error.__context__) == f"input {x} is down"
 
 
+def _stops_blocking(x: int) -> int:
+    if x == 2:
+        raise StopIteration(f"no more ({x})")  # a stray next() on an exhausted iterator
+    return x
+
+
+def test_a_blocking_job_raising_stop_iteration_fails_with_it(client: Any) -> None:
+    # asyncio.wrap_future() could not put the StopIteration into the future the worker's
+    # job awaited (a TypeError logged in a callback): the job never ended, so its future,
+    # its map and the executor's exit waited for ever.
+    with DaskExecutor(client=client, per_worker=2) as exe:
+        error = exe.submit(_stops_blocking, 2).exception(_WAIT)
+        results = list(exe.map(_stops_blocking, range(4), return_exceptions=True, timeout=_WAIT))
+    assert type(error) is StopIteration and str(error) == "no more (2)"
+    assert error.__notes__ == ["raised by a job submitted to a DaskExecutor: _stops_blocking(2)"]
+    assert results[:2] == [0, 1] and results[3] == 3
+    assert type(results[2]) is StopIteration
+    assert results[2].__notes__ == ["raised by input 2 of a DaskExecutor map: _stops_blocking(2)"]
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_map_raises_a_runtime_error_for_a_blocking_job_s_stop_iteration(
+    client: Any, chunksize: int
+) -> None:
+    # Raised as is in the map's generator, PEP 479 made it a RuntimeError without the note
+    # naming the input (and, from a plain iterator, it would have ended the for loop).
+    got: list[int] = []
+    with DaskExecutor(client=client, per_worker=2) as exe, pytest.raises(RuntimeError) as raised:
+        for result in exe.map(_stops_blocking, range(4), chunksize=chunksize, timeout=_WAIT):
+            got.append(result)
+    assert got == [0, 1]
+    error = raised.value
+    assert re.match(r"^job raised StopIteration, which an iterator of results cannot", str(error))
+    assert type(error.__cause__) is StopIteration and str(error.__cause__) == "no more (2)"
+    note = "raised by input 2 of a DaskExecutor map: _stops_blocking(2)"
+    assert error.__notes__ == [note] and error.__cause__.__notes__ == [note]
+
+
 def test_a_retry_policy_that_cannot_travel_is_refused_at_the_call(client: Any) -> None:
     with pytest.raises(TypeError, match=r"retry policy .* cannot be sent to the workers"):
         DaskExecutor(client=client, per_worker=3, retry=_LockedPolicy())

@@ -90,14 +90,28 @@ class BlockingCalls:
     def _counted(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """A pool thread: the blocking call, counted while it runs."""
+        """A pool thread: the blocking call, counted while it runs. Its StopIteration
+        leaves as a JobExit (see _stop_exit)."""
         with self._lock:
             self._running += 1
         try:
             return fn(*args, **kwargs)
+        except StopIteration as exc:
+            raise _stop_exit(exc) from exc
         finally:
             with self._lock:
                 self._running -= 1
+
+
+def _stop_exit(exc: StopIteration) -> JobExit:
+    """A call's StopIteration (a stray ``next()`` on an exhausted iterator), carried as
+    the JobExit's ``__cause__``: asyncio.wrap_future() cannot put a StopIteration into
+    the asyncio future the job awaits (TypeError, logged in a callback), which then never
+    resolved, and the job hung for ever, and its map and the executor's exit with it.
+    The chunk takes the StopIteration out again as the job's error (as on the bridge,
+    whose future holds it, as a ThreadPoolExecutor's does), and asks the retry policy
+    about it."""
+    return JobExit(repr(exc))
 
 
 async def _ended(

@@ -29,7 +29,8 @@ def is_async(fn: object) -> bool:
 class JobExit(Exception):
     """Carries out of its task, as its ``__cause__``, what a job raised that asyncio would
     not keep as the task's error: KeyboardInterrupt and SystemExit (they escape the loop),
-    and a blocking call's own CancelledError (it would cancel the task)."""
+    a blocking call's own CancelledError (it would cancel the task), and its
+    StopIteration (no asyncio future takes one: see _blocking._stop_exit)."""
 
 
 @dataclass(eq=False)  # kept in sets, by identity

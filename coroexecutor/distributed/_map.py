@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 import distributed
 
+from .._chains import stop_as_error
 from .._retry import INHERIT
 from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 from ._future import wait_dask
@@ -168,6 +169,10 @@ class MapRun:
                     error = errors.get(i)
                     if error is not None:
                         if not self._return_exceptions:
+                            if isinstance(error, StopIteration):
+                                # A blocking job's: raised here, PEP 479 would make it a
+                                # RuntimeError naming no job (see stop_as_error).
+                                error = stop_as_error(error)
                             try:
                                 raise error
                             finally:
