@@ -66,16 +66,24 @@ def results(exe: CoroutineExecutor, ordered: bool, *args: Any, **kwargs: Any) ->
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
 @pytest.mark.parametrize("settled", list(SETTLED))
+@pytest.mark.parametrize("where", ["body", "another task"])
 async def test_the_consumer_gets_a_runtime_error_caused_by_it_noted(
-    loop_kind: str, settled: str, ordered: bool
+    loop_kind: str, where: str, settled: str, ordered: bool
 ) -> None:
     # suppress_task_errors: the map still ends with its job's error (fail-fast is tested
     # below). Before: RuntimeError('async generator raised StopAsyncIteration'), unnoted.
     got: list[int] = []
+
+    async def consume(exe: CoroutineExecutor) -> None:
+        async for result in results(exe, ordered, stops, [0, 1], buffersize=1):
+            got.append(result)
+
     async with CoroutineExecutor(suppress_task_errors=True, **SETTLED[settled]) as exe:
         with pytest.raises(RuntimeError) as raised:
-            async for result in results(exe, ordered, stops, [0, 1], buffersize=1):
-                got.append(result)
+            if where == "body":
+                await consume(exe)
+            else:
+                await asyncio.create_task(consume(exe))
     assert got == [0]
     check_stopped(raised.value, "coroexecutor: job stops(1) failed (map input #1)")
     assert str(raised.value.__cause__) == "no more (1)"
