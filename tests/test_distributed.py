@@ -626,6 +626,68 @@ def test_a_base_exception_while_pickling_one_item_fails_that_item_alone(
             futures[1].result(_WAIT)
 
 
+# Errors the client cannot load (found by a docs-only tester, brk31: the errors of a chunk
+# were loaded as one pickle, so one whose class the client could not import failed the
+# whole chunk, and the map, with a bare ModuleNotFoundError).
+
+
+_client_refuses = {"worker_only": False}  # set in the test's process only: the client
+
+
+def _load_worker_only(message: str) -> BaseException:
+    if _client_refuses["worker_only"]:
+        raise ModuleNotFoundError("No module named 'worker_only'")
+    return _WorkerOnlyError(message)
+
+
+class _WorkerOnlyError(Exception):
+    """As an exception whose class only the workers can import."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_worker_only, self.args)
+
+
+def _raises_worker_only_on_one(x: int) -> int:
+    if x == 1:
+        raise _WorkerOnlyError(f"worker-only {x}")
+    return x
+
+
+@pytest.mark.parametrize("return_exceptions", [True, False])
+def test_an_error_the_client_cannot_load_fails_its_item_alone(
+    client: Any, monkeypatch: pytest.MonkeyPatch, return_exceptions: bool
+) -> None:
+    monkeypatch.setitem(_client_refuses, "worker_only", True)
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        results = exe.map(_raises_worker_only_on_one, range(4), chunksize=4,
+                          return_exceptions=return_exceptions)
+        assert next(results) == 0
+        if return_exceptions:
+            error = next(results)
+            assert list(results) == [2, 3]
+        else:
+            with pytest.raises(UnsentOutcomeError) as raised:
+                next(results)
+            error = raised.value
+    assert isinstance(error, UnsentOutcomeError)
+    assert str(error) == (
+        "the job's exception could not be loaded on the client; unpickling it failed with"
+        " ModuleNotFoundError: No module named 'worker_only'"
+    )
+
+
+def test_a_submitted_job_s_error_the_client_cannot_load_fails_its_future_alone(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(_client_refuses, "worker_only", True)
+    monkeypatch.setattr(_dask_executor, "_SUBMIT_DELAY", _WAIT)  # one chunk of three
+    with DaskExecutor(client=client, per_worker=3, chunksize=3) as exe:
+        futures = [exe.submit(_raises_worker_only_on_one, x) for x in range(3)]
+        assert futures[0].result(_WAIT) == 0 and futures[2].result(_WAIT) == 2
+        with pytest.raises(UnsentOutcomeError, match="exception could not be loaded on the"):
+            futures[1].result(_WAIT)
+
+
 def test_leaving_map_early_cancels_the_jobs_running_on_the_workers(
     client: Any, tmp_path: pathlib.Path
 ) -> None:

@@ -24,7 +24,7 @@ except ImportError as _error:  # pragma: no cover - depends on what is installed
     ) from _error
 
 from ._executor import DaskExecutor
-from ._wire import UnsentOutcomeError
+from ._outcomes import UnsentOutcomeError
 
 __all__ = ["DaskExecutor", "UnsentOutcomeError"]
 

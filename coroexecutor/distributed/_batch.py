@@ -34,8 +34,9 @@ from typing import Any, Callable, Optional
 
 from .._notes import add_note
 from ._future import resolving, resolving_here, wait_dask
+from ._outcomes import Outcomes
 from ._stream import handler_of, streamed, topic_of
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, Outcomes, name_chunk, sendable_chunk
+from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk, sendable_chunk
 
 __all__ = ["Batcher", "Pending"]
 

@@ -23,7 +23,8 @@ from . import _chunk_run
 from ._blocking import BlockingCalls
 from ._chunk_feed import ChunkFeed
 from ._chunk_run import ChunkRun, key_of_job, make_loop
-from ._wire import ChunkSpec, Indexes, Outcomes, WorkerOptions
+from ._outcomes import Outcomes
+from ._wire import ChunkSpec, Indexes, WorkerOptions
 
 __all__ = ["ProcessLoop"]
 

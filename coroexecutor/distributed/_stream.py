@@ -23,7 +23,7 @@ import weakref
 from typing import Any, Callable, Optional
 
 from ._chunk_run import ChunkRun, name_input_at, name_inputs
-from ._wire import Outcomes
+from ._outcomes import Outcomes
 
 __all__ = ["STREAM_DELAY", "OutcomeStream", "handler_of", "stream_of", "streamed", "topic_of"]
 

@@ -1,19 +1,16 @@
-"""What travels between the client and the workers: one chunk out, one outcome back.
+"""What travels to the workers: one chunk out, and the checks of what is sent.
 
-Both are wrapped in an object holding ``bytes``: dask pickles a plain list item by item
-(about 15 µs each), a blob costs one ``cloudpickle.dumps``. The outcomes' values are
-pickled one after the other into one blob (about 1 µs an item), so each loads on its
-own. The payloads are made with cloudpickle, as dask does, so lambdas and closures
-travel; what cloudpickle cannot carry (open sockets, locks, generators, C objects without
-pickle support) fails at the call that sends it, or comes back as an
-:class:`UnsentOutcomeError` for that item.
+A chunk is wrapped in an object holding ``bytes``: dask pickles a plain list item by item
+(about 15 µs each), a blob costs one ``cloudpickle.dumps``. The payloads are made with
+cloudpickle, as dask does, so lambdas and closures travel; what cloudpickle cannot carry
+(open sockets, locks, generators, C objects without pickle support) fails at the call
+that sends it. What comes back is in _outcomes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import pickle
 import sys
 from collections.abc import Hashable, Iterable, Iterator
@@ -32,23 +29,14 @@ from .._retry import INHERIT, RetryArg, RetryPolicy, resolve_retry
 from .._validate import check_callables
 
 __all__ = [
-    "Chunk", "ChunkSpec", "Outcomes", "UnsentOutcomeError", "WorkerOptions", "check_client",
-    "check_sendable", "name_input", "sendable_chunk", "worker_options",
+    "Chunk", "ChunkSpec", "WorkerOptions", "check_client", "check_sendable", "name_input",
+    "sendable_chunk", "worker_options",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
 # range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
 Indexes = Union[range, "frozenset[int]"]
 EVERY_INDEX = range(0, sys.maxsize)
-
-
-class UnsentOutcomeError(RuntimeError):
-    """A job's result or exception could not be sent back from its worker (not picklable).
-
-    Raised (or, with ``return_exceptions=True``, yielded) in place of that one item; the
-    message names the type that failed and why. The other items of its chunk are not
-    affected.
-    """
 
 
 @dataclass(frozen=True)
@@ -139,75 +127,6 @@ class Chunk:
         return (Chunk, (self.payload,))
 
 
-class Outcomes:
-    """The per-item outcomes of one chunk: values, errors by position, cancelled positions.
-
-    Each value is a pickle of its own (one pickler, its memo cleared between items), so
-    a value that pickles on the worker but cannot be loaded on the client (its class
-    missing there, a ``__reduce__`` that raises) fails its own item only.
-    """
-
-    __slots__ = ("header", "values")
-
-    def __init__(self, header: bytes, values: bytes) -> None:
-        self.header = header  # (errors, cancelled, where each value's pickle ends)
-        self.values = values
-
-    @classmethod
-    def of(
-        cls, values: list[Any], errors: dict[int, BaseException], cancelled: list[int],
-        name: Callable[[int, BaseException], None],
-    ) -> Outcomes:
-        """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError, on
-        which ``name(position, error)`` notes the input, as on every other error."""
-        for i, error in list(errors.items()):
-            sendable = errors[i] = _sendable_error(error)
-            if sendable is not error:
-                name(i, sendable)
-        buffer = io.BytesIO()
-        pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        ends: list[int] = []
-        for i, value in enumerate(values):
-            try:
-                pickler.dump(value)
-            except BaseException as failure:  # that one cannot go: the rest still can
-                # (Any exception: a __reduce__ may raise SystemExit or KeyboardInterrupt,
-                # which no signal delivers on this thread, the worker loop's.)
-                buffer.truncate(ends[-1] if ends else 0)
-                buffer.seek(0, io.SEEK_END)
-                errors[i] = _unsent("result", value, failure)
-                name(i, errors[i])
-                pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-                pickler.dump(None)
-            pickler.clear_memo()  # each item loads on its own
-            ends.append(buffer.tell())
-        return cls(_dumps((errors, cancelled, ends)), buffer.getvalue())
-
-    def load(self) -> tuple[list[Any], dict[int, BaseException], list[int]]:
-        """Client side. A value that cannot be loaded becomes an UnsentOutcomeError."""
-        errors: dict[int, BaseException]
-        errors, cancelled, ends = pickle.loads(self.header)
-        view = memoryview(self.values)
-        values: list[Any] = []
-        start = 0
-        for i, end in enumerate(ends):
-            try:
-                values.append(pickle.loads(view[start:end]))
-            except KeyboardInterrupt:
-                raise  # a Ctrl-C may land here: not the item's
-            except BaseException as failure:  # a __reduce__'s SystemExit too: the item's
-                values.append(None)
-                errors[i] = UnsentOutcomeError(
-                    "the job's result could not be loaded on the client; unpickling it"
-                    f" failed with {type(failure).__name__}: {failure}"
-                )
-            start = end
-        return values, errors, cancelled
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Outcomes, (self.header, self.values))
-
-
 def sendable_chunk(spec: ChunkSpec) -> tuple[Optional[Chunk], dict[int, TypeError]]:
     """Submitted jobs: their chunk pickled once, as ``Chunk.of``; if one of them cannot be
     pickled, the chunk of the others (None if none is left) and a TypeError for each that
@@ -273,27 +192,6 @@ def _unsent_chunk(spec: ChunkSpec, failure: BaseException) -> TypeError:
 def _dumps(obj: object) -> bytes:
     payload: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return payload
-
-
-def _sendable_error(error: BaseException) -> BaseException:
-    """The error itself if it survives a pickle round trip, else an UnsentOutcomeError.
-
-    A round trip, not only a dump: an exception whose ``__init__`` takes other arguments
-    than it passes to ``BaseException.__init__`` pickles fine and fails to load.
-    """
-    try:
-        pickle.loads(_dumps(error))
-    except BaseException as failure:  # (worker side: see Outcomes.of)
-        return _unsent("exception", error, failure)
-    return error
-
-
-def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeError:
-    shown = f"{type(obj).__qualname__}: {obj}" if what == "exception" else type(obj).__qualname__
-    return UnsentOutcomeError(
-        f"the job's {what} could not be sent back from the worker ({shown});"
-        f" pickling it failed with {type(failure).__name__}: {failure}"
-    )
 
 
 def check_sendable(value: object, where: str, what: str = "retry policy") -> None:

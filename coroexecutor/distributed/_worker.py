@@ -31,9 +31,10 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_client, get_worker, secede
 
+from ._outcomes import Outcomes
 from ._process_loop import ProcessLoop
 from ._stream import topic_of
-from ._wire import Chunk, ChunkSpec, Indexes, Outcomes, WorkerOptions
+from ._wire import Chunk, ChunkSpec, Indexes, WorkerOptions
 
 __all__ = ["LoopPlugin", "WorkerOptions", "cancel_all_jobs", "cancel_all_on_workers",
            "cancel_jobs", "cancel_on_workers", "cancel_tasks", "run_chunk", "send_chunk"]

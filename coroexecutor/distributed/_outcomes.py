@@ -1,0 +1,128 @@
+"""What comes back from the workers: the outcomes of one chunk, each item loaded alone.
+
+The outcomes are pickled one after the other into one blob (about 1 µs an item), results
+and exceptions alike, each in its item's place, so each loads on its own: one that
+cannot be pickled on the worker, or loaded on the client, comes back as an
+:class:`UnsentOutcomeError` for that item, and the rest of the chunk is delivered.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, Callable
+
+import cloudpickle
+
+__all__ = ["Outcomes", "UnsentOutcomeError"]
+
+class UnsentOutcomeError(RuntimeError):
+    """A job's result or exception could not be sent back from its worker (not picklable).
+
+    Raised (or, with ``return_exceptions=True``, yielded) in place of that one item; the
+    message names the type that failed and why. The other items of its chunk are not
+    affected.
+    """
+
+
+class Outcomes:
+    """The per-item outcomes of one chunk: values, errors by position, cancelled positions.
+
+    Each outcome, value or error, is a pickle of its own (one pickler, its memo cleared
+    between items), so one that pickles on the worker but cannot be loaded on the client
+    (its class missing there, a ``__reduce__`` that raises) fails its own item only.
+    """
+
+    __slots__ = ("header", "values")
+
+    def __init__(self, header: bytes, values: bytes) -> None:
+        # (the positions of the errors, cancelled ones, where each outcome's pickle ends)
+        self.header = header
+        self.values = values
+
+    @classmethod
+    def of(
+        cls, values: list[Any], errors: dict[int, BaseException], cancelled: list[int],
+        name: Callable[[int, BaseException], None],
+    ) -> Outcomes:
+        """Worker side. An item that cannot be pickled becomes an UnsentOutcomeError, on
+        which ``name(position, error)`` notes the input, as on every other error."""
+        for i, error in list(errors.items()):
+            sendable = errors[i] = _sendable_error(error)
+            if sendable is not error:
+                name(i, sendable)
+        items = values
+        if errors:  # each error in its item's place (a copy: the success path pays nothing)
+            items = list(values)
+            for i, error in errors.items():
+                items[i] = error
+        buffer = io.BytesIO()
+        pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        ends: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                pickler.dump(item)
+            except BaseException as failure:  # that one cannot go: the rest still can
+                # (Any exception: a __reduce__ may raise SystemExit or KeyboardInterrupt,
+                # which no signal delivers on this thread, the worker loop's.)
+                buffer.truncate(ends[-1] if ends else 0)
+                buffer.seek(0, io.SEEK_END)
+                errors[i] = _unsent("exception" if i in errors else "result", item, failure)
+                name(i, errors[i])
+                pickler = cloudpickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dump(errors[i])
+            pickler.clear_memo()  # each item loads on its own
+            ends.append(buffer.tell())
+        header = pickle.dumps((sorted(errors), cancelled, ends), pickle.HIGHEST_PROTOCOL)
+        return cls(header, buffer.getvalue())
+
+    def load(self) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+        """Client side. An outcome that cannot be loaded becomes an UnsentOutcomeError."""
+        raised: list[int]
+        raised, cancelled, ends = pickle.loads(self.header)
+        view = memoryview(self.values)
+        values: list[Any] = []
+        errors: dict[int, BaseException] = {}
+        start = 0
+        for i, end in enumerate(ends):
+            try:
+                values.append(pickle.loads(view[start:end]))
+            except KeyboardInterrupt:
+                raise  # a Ctrl-C may land here: not the item's
+            except BaseException as failure:  # a __reduce__'s SystemExit too: the item's
+                values.append(None)
+                errors[i] = UnsentOutcomeError(
+                    f"the job's {'exception' if i in raised else 'result'} could not be"
+                    " loaded on the client; unpickling it failed with"
+                    f" {type(failure).__name__}: {failure}"
+                )
+            start = end
+        for i in raised:
+            if i not in errors:
+                errors[i] = values[i]
+                values[i] = None
+        return values, errors, cancelled
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Outcomes, (self.header, self.values))
+
+
+def _sendable_error(error: BaseException) -> BaseException:
+    """The error itself if it survives a pickle round trip, else an UnsentOutcomeError.
+
+    A round trip, not only a dump: an exception whose ``__init__`` takes other arguments
+    than it passes to ``BaseException.__init__`` pickles fine and fails to load.
+    """
+    try:
+        pickle.loads(cloudpickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+    except BaseException as failure:  # (worker side: see Outcomes.of)
+        return _unsent("exception", error, failure)
+    return error
+
+
+def _unsent(what: str, obj: object, failure: BaseException) -> UnsentOutcomeError:
+    shown = f"{type(obj).__qualname__}: {obj}" if what == "exception" else type(obj).__qualname__
+    return UnsentOutcomeError(
+        f"the job's {what} could not be sent back from the worker ({shown});"
+        f" pickling it failed with {type(failure).__name__}: {failure}"
+    )
