@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import os
 import pathlib
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,7 +37,7 @@ distributed = pytest.importorskip(
 import dask  # noqa: E402
 
 from coroexecutor import BrokenCoroutineExecutor, Retry  # noqa: E402
-from coroexecutor.distributed import DaskExecutor, UnsentOutcomeError  # noqa: E402
+from coroexecutor.distributed import DaskExecutor, UnsentOutcomeError, _outcomes  # noqa: E402
 from coroexecutor.distributed import _executor as _dask_executor  # noqa: E402
 
 WORKERS = 2
@@ -626,9 +628,67 @@ def test_a_base_exception_while_pickling_one_item_fails_that_item_alone(
             futures[1].result(_WAIT)
 
 
-# Errors the client cannot load (found by a docs-only tester, brk31: the errors of a chunk
-# were loaded as one pickle, so one whose class the client could not import failed the
-# whole chunk, and the map, with a bare ModuleNotFoundError).
+# What a kept error holds, and errors the client cannot load (found by a docs-only tester,
+# brk31: tblib rebuilt each error's worker traceback inside the client's call that loaded
+# it, so the traceback's frames led into that call's frames and kept the chunk's results;
+# and the errors of a chunk loaded as one pickle, so one whose class the client could not
+# import failed the whole chunk, and the map, with a bare ModuleNotFoundError).
+
+
+class _Held:
+    """A result the test holds a weak reference to."""
+
+
+def _held_or_error(x: int) -> Any:
+    if x == 1:
+        try:
+            raise KeyError(x)
+        except KeyError as cause:
+            raise ValueError(f"bad {x}") from cause
+    return _Held()
+
+
+def test_a_kept_error_keeps_nothing_else_of_its_chunk(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with DaskExecutor(client=client, per_worker=3) as exe:
+        outcomes = list(exe.map(_held_or_error, range(3), chunksize=3, return_exceptions=True))
+        mapped = weakref.ref(outcomes[0])
+        map_error = outcomes[1]
+        del outcomes
+    monkeypatch.setattr(_dask_executor, "_SUBMIT_DELAY", _WAIT)  # one chunk of three
+    with DaskExecutor(client=client, per_worker=3, chunksize=3) as exe:
+        futures = [exe.submit(_held_or_error, x) for x in range(3)]
+        submitted = weakref.ref(futures[0].result(_WAIT))
+        submit_error = futures[1].exception(_WAIT)
+        del futures
+    gc.collect()
+    assert mapped() is None and submitted() is None
+    assert isinstance(map_error, ValueError) and isinstance(submit_error, ValueError)
+    assert getattr(map_error, "__notes__", None) == [
+        "raised by input 1 of a DaskExecutor map: _held_or_error(1)"
+    ]
+    # The worker's traceback does not come back (docs/distributed.rst, Errors).
+    assert map_error.__traceback__ is None and submit_error.__traceback__ is None
+    assert isinstance(map_error.__cause__, KeyError) and map_error.__cause__.__traceback__ is None
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups came in 3.11")
+def test_a_loaded_error_group_s_members_and_context_come_without_tracebacks() -> None:
+    group = _raised(ExceptionGroup("jobs", [_raised(KeyError(1))]))  # noqa: F821  (3.11+)
+    group.__context__ = _raised(OSError("while handling"))
+    outcomes = _outcomes.Outcomes.of([None], {0: group}, [], lambda i, error: None)
+    loaded = outcomes.load()[1][0]
+    assert str(loaded) == "jobs (1 sub-exception)" and isinstance(loaded.__context__, OSError)
+    assert loaded.__traceback__ is None and loaded.__context__.__traceback__ is None
+    assert [e.__traceback__ for e in loaded.exceptions] == [None]  # type: ignore[attr-defined]  # (a group)
 
 
 _client_refuses = {"worker_only": False}  # set in the test's process only: the client
