@@ -628,6 +628,60 @@ def test_a_base_exception_while_pickling_one_item_fails_that_item_alone(
             futures[1].result(_WAIT)
 
 
+class _InterruptsWhenPickled:
+    """Pickling it raises KeyboardInterrupt, as a __reduce__ may (no Ctrl-C)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise KeyboardInterrupt("while pickled")
+
+
+def _interrupt_while_loaded() -> Any:
+    raise KeyboardInterrupt("while loaded")
+
+
+class _InterruptsWhenLoaded:
+    """Pickles on the worker; loading it raises KeyboardInterrupt (no Ctrl-C)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_interrupt_while_loaded, ())
+
+
+def _returns_interrupting(x: int) -> Any:
+    return _InterruptsWhenLoaded() if x == 1 else x
+
+
+@pytest.mark.timeout(60)
+def test_a_keyboard_interrupt_from_pickling_a_submitted_job_fails_that_job_alone(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (brk31 f7): a submitted job is pickled, and its outcome loaded, on the
+    executor's own threads, after submit() has returned and where no Ctrl-C lands: a
+    KeyboardInterrupt a __reduce__ raised there was stored in the future, bare, and failed
+    every other job of its chunk too; it is that job's failure, as any other exception."""
+    monkeypatch.setattr(_dask_executor, "_SUBMIT_DELAY", _WAIT)  # one chunk of three
+    with DaskExecutor(client=client, per_worker=3, chunksize=3) as exe:
+        sent = [exe.submit(_double, 1), exe.submit(_double, _InterruptsWhenPickled()),  # type: ignore[arg-type]
+                exe.submit(_double, 3)]
+        loaded = [exe.submit(_returns_interrupting, x) for x in range(3)]
+        # (exception(), not result(): before the fix, result() raised KeyboardInterrupt,
+        # which would stop the pytest run)
+        errors = [f.exception(_WAIT) for f in sent + loaded]
+        assert [errors[i] for i in (0, 2, 3, 5)] == [None] * 4, errors
+        assert [f.result() for f in sent[::2] + loaded[::2]] == [2, 6, 0, 2]
+        unsent, unloaded = errors[1], errors[4]
+    assert isinstance(unsent, TypeError)
+    assert re.fullmatch(
+        r"cannot send job _double\(<test_distributed\..* object at 0x\w+>\) to the"
+        r" workers: KeyboardInterrupt: while pickled", str(unsent)
+    ), str(unsent)
+    assert isinstance(unsent.__cause__, KeyboardInterrupt)
+    assert isinstance(unloaded, UnsentOutcomeError)
+    assert str(unloaded) == (
+        "the job's result could not be loaded on the client; unpickling it failed with"
+        " KeyboardInterrupt: while loaded"
+    )
+
+
 # What a kept error holds, and errors the client cannot load (found by a docs-only tester,
 # brk31: tblib rebuilt each error's worker traceback inside the client's call that loaded
 # it, so the traceback's frames led into that call's frames and kept the chunk's results;
@@ -685,7 +739,7 @@ def test_a_loaded_error_group_s_members_and_context_come_without_tracebacks() ->
     group = _raised(ExceptionGroup("jobs", [_raised(KeyError(1))]))  # noqa: F821  (3.11+)
     group.__context__ = _raised(OSError("while handling"))
     outcomes = _outcomes.Outcomes.of([None], {0: group}, [], lambda i, error: None)
-    loaded = outcomes.load()[1][0]
+    loaded = outcomes.load(passing=())[1][0]
     assert str(loaded) == "jobs (1 sub-exception)" and isinstance(loaded.__context__, OSError)
     assert loaded.__traceback__ is None and loaded.__context__.__traceback__ is None
     assert [e.__traceback__ for e in loaded.exceptions] == [None]  # type: ignore[attr-defined]  # (a group)

@@ -36,7 +36,15 @@ from .._notes import add_note
 from ._future import resolving, resolving_here, wait_dask
 from ._outcomes import Outcomes
 from ._stream import handler_of, streamed, topic_of
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, name_chunk, sendable_chunk
+from ._wire import (
+    EVERY_INDEX,
+    ON_OWN_THREAD,
+    Chunk,
+    ChunkSpec,
+    Indexes,
+    name_chunk,
+    sendable_chunk,
+)
 
 __all__ = ["Batcher", "Pending"]
 
@@ -311,7 +319,7 @@ def _resolve(chunk: _Sent) -> None:
     try:
         status = task.status
         if status == "finished":
-            values, errors, cancelled = task.result().load()
+            values, errors, cancelled = task.result().load(passing=ON_OWN_THREAD)
         elif status == "cancelled":
             values, errors, cancelled = [], {}, list(range(len(futures)))
         else:
@@ -330,7 +338,7 @@ def _resolve_early(chunk: _Sent, positions: list[tuple[int, int]], outcomes: Out
     job at ``i`` in the chunk, for each ``(k, i)``) into the futures claimed for them."""
     jobs = [(chunk.futures[i], k) for k, i in positions]
     try:
-        values, errors, cancelled = outcomes.load()
+        values, errors, cancelled = outcomes.load(passing=ON_OWN_THREAD)
     except BaseException as error:  # (an error's class missing here): those jobs get that
         add_note(error, f"raised for {_submitted(len(jobs))}: their outcomes could not be"
                         " loaded on the client")

@@ -36,7 +36,7 @@ from .._chains import stop_as_error
 from .._retry import INHERIT
 from ..sync_bridge._future_locks import SIGNAL_CHECK_SECONDS
 from ._future import wait_dask
-from ._wire import EVERY_INDEX, Chunk, ChunkSpec, Indexes, check_count, name_chunk
+from ._wire import EVERY_INDEX, ON_CALLER, Chunk, ChunkSpec, Indexes, check_count, name_chunk
 
 __all__ = ["MapResults", "MapRun", "window_of"]
 
@@ -127,7 +127,8 @@ class MapRun:
             spec = ChunkSpec(self._exe_id, self.map_id, start, self._fn, calls,
                              self._return_exceptions, self._fail_fast, self._retry)
             try:
-                task = self._send(Chunk.of(spec), f"{self.map_id}-{next(self._chunks)}")
+                chunk = Chunk.of(spec, passing=ON_CALLER)  # (pickled in map() or next())
+                task = self._send(chunk, f"{self.map_id}-{next(self._chunks)}")
             except Exception as error:
                 if not in_place:
                     raise
@@ -264,7 +265,7 @@ class MapRun:
                 loaded_outcome = outcomes.get(id(slot))
                 # (the task itself failed, or was cancelled, when nothing was loaded)
                 slot.outcome = (_whole_chunk(slot, task) if loaded_outcome is None
-                                else loaded_outcome.load())
+                                else loaded_outcome.load(passing=ON_CALLER))
                 slot.task = None  # releases the key: the outcome is held here now
                 errors = slot.outcome[1]
                 if errors and self._fail_fast:

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from ._wire import Passing
+
 __all__ = ["Outcomes", "UnsentOutcomeError"]
 
 if sys.version_info >= (3, 11):
@@ -90,9 +92,12 @@ class Outcomes:
         header = pickle.dumps((sorted(errors), cancelled, ends), pickle.HIGHEST_PROTOCOL)
         return cls(header, buffer.getvalue())
 
-    def load(self) -> tuple[list[Any], dict[int, BaseException], list[int]]:
-        """Client side. An outcome that cannot be loaded becomes an UnsentOutcomeError; an
-        error comes without the traceback rebuilt from the worker's (``_detached``)."""
+    def load(
+        self, *, passing: Passing
+    ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+        """Client side. An outcome that cannot be loaded becomes an UnsentOutcomeError (but
+        for what ``passing`` lets through, by the thread: see _wire.Passing); an error
+        comes without the traceback rebuilt from the worker's (``_detached``)."""
         raised: list[int]
         raised, cancelled, ends = pickle.loads(self.header)
         view = memoryview(self.values)
@@ -102,7 +107,7 @@ class Outcomes:
         for i, end in enumerate(ends):
             try:
                 values.append(pickle.loads(view[start:end]))
-            except KeyboardInterrupt:
+            except passing:
                 raise  # a Ctrl-C may land here: not the item's
             except BaseException as failure:  # a __reduce__'s SystemExit too: the item's
                 values.append(None)

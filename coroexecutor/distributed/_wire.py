@@ -29,14 +29,23 @@ from .._retry import INHERIT, RetryArg, RetryPolicy, resolve_retry
 from .._validate import check_callables
 
 __all__ = [
-    "Chunk", "ChunkSpec", "WorkerOptions", "check_client", "check_sendable", "name_input",
-    "sendable_chunk", "worker_options",
+    "ON_CALLER", "ON_OWN_THREAD", "Chunk", "ChunkSpec", "Passing", "WorkerOptions",
+    "check_client", "check_sendable", "name_input", "sendable_chunk", "worker_options",
 ]
 
 # The indexes of one map whose jobs are to be cancelled: every index from a point on (a
 # range), or a few submitted items (a frozenset). Both answer ``index in indexes``.
 Indexes = Union[range, "frozenset[int]"]
 EVERY_INDEX = range(0, sys.maxsize)
+
+# What pickling or loading on the client lets through, as no item's failure, by thread.
+# On the thread that called map() or next(): KeyboardInterrupt, which a Ctrl-C may raise
+# in the middle of it. On the executor's own threads (where submit()'s jobs are pickled
+# and their outcomes loaded): nothing, since Python runs signal handlers in the main
+# thread only, so a KeyboardInterrupt there is a __reduce__'s, its item's own failure.
+Passing = tuple[type[BaseException], ...]
+ON_CALLER: Passing = (KeyboardInterrupt,)
+ON_OWN_THREAD: Passing = ()
 
 
 @dataclass(frozen=True)
@@ -108,16 +117,16 @@ class Chunk:
         self.payload = payload
 
     @classmethod
-    def of(cls, spec: ChunkSpec) -> Chunk:
+    def of(cls, spec: ChunkSpec, *, passing: Passing) -> Chunk:
         """The chunk pickled once; if that fails, a TypeError naming its first job that
         cannot be pickled (only then is each pickled alone)."""
         try:
             return cls(_dumps(spec))
-        except KeyboardInterrupt:
+        except passing:
             raise  # a Ctrl-C may land here: no job's
         except BaseException as error:  # (a __reduce__'s SystemExit too)
             failure = error
-        raise next(unsendable_jobs(spec), (0, _unsent_chunk(spec, failure)))[1]
+        raise next(unsendable_jobs(spec, passing=passing), (0, _unsent_chunk(spec, failure)))[1]
 
     def load(self) -> ChunkSpec:
         spec: ChunkSpec = pickle.loads(self.payload)
@@ -128,30 +137,30 @@ class Chunk:
 
 
 def sendable_chunk(spec: ChunkSpec) -> tuple[Optional[Chunk], dict[int, TypeError]]:
-    """Submitted jobs: their chunk pickled once, as ``Chunk.of``; if one of them cannot be
-    pickled, the chunk of the others (None if none is left) and a TypeError for each that
-    cannot, by its position in ``spec``: one bad argument fails its own job only."""
+    """Submitted jobs, on the flusher thread: their chunk pickled once, as ``Chunk.of``; if
+    one of them cannot be pickled, the chunk of the others (None if none is left) and a
+    TypeError for each that cannot, by its position in ``spec``: one bad argument (a
+    ``__reduce__`` raising KeyboardInterrupt too: ON_OWN_THREAD) fails its own job only."""
     try:
         return Chunk(_dumps(spec)), {}
-    except KeyboardInterrupt:
-        raise  # as in Chunk.of
     except BaseException as error:
         failure = error
-    unsent = dict(unsendable_jobs(spec))
+    unsent = dict(unsendable_jobs(spec, passing=ON_OWN_THREAD))
     if not unsent:  # each pickles alone, not together: the chunk's error for every job
         return None, dict.fromkeys(range(len(spec.calls)), _unsent_chunk(spec, failure))
     rest = [call for i, call in enumerate(spec.calls) if i not in unsent]
-    return (Chunk.of(replace(spec, calls=rest)) if rest else None), unsent
+    chunk = Chunk.of(replace(spec, calls=rest), passing=ON_OWN_THREAD) if rest else None
+    return chunk, unsent
 
 
-def unsendable_jobs(spec: ChunkSpec) -> Iterator[tuple[int, TypeError]]:
+def unsendable_jobs(spec: ChunkSpec, *, passing: Passing) -> Iterator[tuple[int, TypeError]]:
     """After a chunk failed to pickle: its jobs that cannot be pickled alone, each with a
     TypeError naming it (chained from its own failure), by position in the chunk. A map's
     function that cannot be pickled is named once, at position 0."""
     if spec.fn is not None:
         try:
             _dumps(spec.fn)
-        except KeyboardInterrupt:
+        except passing:
             raise  # as in Chunk.of
         except BaseException as failure:
             yield 0, _unsent_job(f"the function {safe_repr(spec.fn)} of map()", failure)
@@ -159,7 +168,7 @@ def unsendable_jobs(spec: ChunkSpec) -> Iterator[tuple[int, TypeError]]:
     for i, call in enumerate(spec.calls):
         try:
             _dumps(call)
-        except KeyboardInterrupt:
+        except passing:
             raise  # as in Chunk.of
         except BaseException as failure:
             if spec.fn is None:
