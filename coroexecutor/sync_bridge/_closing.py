@@ -12,6 +12,7 @@ from typing import Any, Optional
 from ._future import BridgeFuture
 from ._handoff import HandOff
 from ._lifecycle import FORK_MESSAGE, BridgeState, refusal
+from ._options import ExitReport
 
 __all__ = ["after_fork_in_child", "close"]
 
@@ -25,7 +26,7 @@ def close(handoff: HandOff, crash: Optional[BaseException]) -> None:
         request = handoff._mailbox.shutdown
         broken, why = handoff._broken, handoff._broken_why
     if request is not None:
-        request.send_report((0, 0, 0))  # asked for after the loop's last drain
+        request.send_report(ExitReport())  # asked for after the loop's last drain
     # Only after a crash of this package, or (a safety net: _breaking fails the jobs it
     # knows of) once the loop could not run: never strand a future.
     for future in orphans:

@@ -34,7 +34,7 @@ from ._job import Job
 from ._keyed_slots import key_of, make_slots
 from ._lifecycle import ACCEPTING, GONE, INITIALIZER_FAILED, BridgeState, refusal
 from ._mailbox import Batch, Mailbox
-from ._options import CoreOptions, ShutdownRequest
+from ._options import CoreOptions, ExitReport, ShutdownRequest
 from ._retries import Retries
 from ._scheduler import Scheduler
 from ._slot_grants import SlotGrants
@@ -214,7 +214,7 @@ class HandOff(SlotGrants):
             # The lock on one line: see _accept.
             with self._lock: gone = self._shut_down_locked(request, unstarted)  # noqa: E701
             if gone:
-                request.send_report((0, 0, 0))  # the loop has finished every job
+                request.send_report(ExitReport())  # the loop has finished every job
                 return 0
             return sum(future.cancel() for future in unstarted if future._state == PENDING)
         except BaseException:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from .._shutdown import grace_timer
 from .._validate import initializer_ready
 from ._handoff import HandOff
-from ._options import ShutdownRequest
+from ._options import ExitReport, ShutdownRequest
 from ._tails import await_outcome, cancel_tails
 
 __all__ = ["LoopRun"]
@@ -91,13 +91,16 @@ class LoopRun:
         if self._initializer_stopped and task is not None and hasattr(task, "uncancel"):
             task.uncancel()  # (3.11+) ours, delivered or swallowed: this task goes on
 
-    def _stop_initializer(self) -> None:
+    def _stop_initializer(self) -> bool:
         """A request cancels the running coroutine jobs: cancel the async initializer too,
-        once, if it still runs. Called from drain(), so main's task waits in it."""
+        once, if it still runs. Called from drain(), so main's task waits in it. Returns
+        whether this call cancelled it (for the line a Ctrl-C at exit prints)."""
         task = self._initializing
-        if task is not None and not self._initializer_stopped:
-            self._initializer_stopped = True
-            task.cancel()
+        if task is None or self._initializer_stopped:
+            return False
+        self._initializer_stopped = True
+        task.cancel()
+        return True
 
     def _start_grace(self, grace: float) -> None:
         """A shutdown(timeout=grace) call: cancel what still runs ``grace`` seconds from
@@ -134,11 +137,13 @@ class LoopRun:
             # Before the finished jobs below free their slots: a job that was waiting
             # when shutdown(cancel_futures=True) was called must not start after all.
             running, queued = scheduler.cancel_started(request)
+            stopped = False  # whether this request cancelled the initializer
             if request.cancel_running:
                 running += cancel_tails(scheduler)  # and those on their way
-                self._stop_initializer()
+                stopped = self._stop_initializer()
             if request.report is not None:
-                request.send_report((running, queued, handoff.blocking_calls()))
+                blocking = handoff.blocking_calls()
+                request.send_report(ExitReport(running, queued, blocking, stopped))
             if not self._stop.done():
                 self._stop.set_result(request)  # main goes on to _finish
             if request.grace is not None:  # (the initializer may still run: _initialize)

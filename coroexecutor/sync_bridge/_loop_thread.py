@@ -22,7 +22,7 @@ from ._future_locks import SIGNAL_CHECK_SECONDS
 from ._handoff import HandOff
 from ._lifecycle import EXIT_MESSAGE
 from ._loop_run import LoopRun
-from ._options import CoreOptions, ShutdownRequest
+from ._options import CoreOptions, ExitReport, ShutdownRequest
 from ._runner import LoopFactory, Runner
 
 __all__ = ["KEEP", "LoopThread"]
@@ -145,17 +145,21 @@ class LoopThread:
     def interrupt_for_exit(self) -> Optional[str]:
         """Main thread, Ctrl-C at exit: cancel queued and running coroutine jobs.
 
-        Returns a line saying what was cancelled (None if nothing was), once the loop
-        has applied the request. A blocking call already running cannot be cancelled.
+        Returns a line saying what was cancelled (an async initializer still running
+        included; None if nothing was), once the loop has applied the request. A
+        blocking call already running cannot be cancelled.
         """
-        report: concurrent.futures.Future[tuple[int, int, int]] = concurrent.futures.Future()
+        report: concurrent.futures.Future[ExitReport] = concurrent.futures.Future()
         request = ShutdownRequest(cancel_queued=True, cancel_running=True, report=report)
         queued = self.handoff.request_shutdown_threadsafe(request)
-        running, loop_queued, blocking = report.result()
+        running, loop_queued, blocking, initializer = report.result()
         queued += loop_queued
-        if not (running or queued or blocking):
+        if not (running or queued or blocking or initializer):
             return None
-        what = [_count(running, "running coroutine job")] if running or not queued else []
+        # The jobs a cancelled initializer held back are the queued ones: none ran.
+        what = ["the initializer"] if initializer else []
+        if running or not (queued or initializer):
+            what.append(_count(running, "running coroutine job"))
         if queued:
             what.append(_count(queued, "queued job"))
         line = f"cancelled {' and '.join(what)} of {self.owner_repr}"

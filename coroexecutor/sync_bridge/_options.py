@@ -10,9 +10,18 @@ from .._adaptive import Adaptive
 from .._keyed import MaxPerKey
 from .._retry import RetryPolicy
 
-__all__ = ["CoreOptions", "ShutdownRequest"]
+__all__ = ["CoreOptions", "ExitReport", "ShutdownRequest"]
 
-_Counts = tuple[int, int, int]
+
+class ExitReport(NamedTuple):
+    """What a request with a ``report`` (Ctrl-C at exit) cancelled, once the loop has
+    applied it, and the blocking calls it could not cancel. ``ExitReport()``: nothing (the
+    loop had finished every job)."""
+
+    running: int = 0  # running coroutine jobs cancelled
+    queued: int = 0  # queued jobs the loop cancelled (the caller counts its own)
+    blocking: int = 0  # blocking calls still running: they cannot be cancelled
+    initializer: bool = False  # an async initializer still running was cancelled
 
 
 class ShutdownRequest(NamedTuple):
@@ -24,9 +33,8 @@ class ShutdownRequest(NamedTuple):
     # shutdown(timeout=): then cancel what still runs. The shortest one asked for since
     # the loop last took the request (Mailbox.take): it starts each as it takes it.
     grace: Optional[float] = None
-    # Ctrl-C at exit: the loop sets (running coroutine jobs cancelled, queued jobs it
-    # cancelled, blocking calls still running) once it has applied the request.
-    report: Optional[concurrent.futures.Future[_Counts]] = None
+    # Ctrl-C at exit: the loop sets what it cancelled once it has applied the request.
+    report: Optional[concurrent.futures.Future[ExitReport]] = None
 
     def joined(self, later: ShutdownRequest) -> ShutdownRequest:
         """This request, followed by a later one: which may only add cancellation, or a
@@ -38,10 +46,10 @@ class ShutdownRequest(NamedTuple):
             report=later.report,
         )
 
-    def send_report(self, counts: _Counts) -> None:
+    def send_report(self, report: ExitReport) -> None:
         """Answer the report once: by the loop thread, or by anyone once it has stopped."""
         if self.report is not None and not self.report.done():
-            self.report.set_result(counts)
+            self.report.set_result(report)
 
 
 def _shortest(grace: Optional[float], other: Optional[float]) -> Optional[float]:
