@@ -8,6 +8,7 @@ do too. Jobs are plain blocking callables, since that is all the stdlib can run.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import re
 import sys
 import threading
@@ -299,6 +300,25 @@ def test_initializer_failure_breaks_the_executor(make_executor: Factory) -> None
     for x in range(3):
         with pytest.raises(concurrent.futures.BrokenExecutor):
             exe.submit(square, x).result(timeout=WAIT)
+
+
+def test_initializer_failure_is_logged_at_critical(
+    make_executor: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = OSError("no config")
+
+    def bad_init() -> None:
+        raise error
+
+    exe = make_executor(max_workers=1, initializer=bad_init)
+    with pytest.raises(concurrent.futures.BrokenExecutor):
+        exe.submit(square, 2).result(timeout=WAIT)  # (the stdlib runs it on a first job)
+    exe.shutdown(wait=True)
+    logged = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert [(r.levelno, r.getMessage()) for r in logged] == [
+        (logging.CRITICAL, "Exception in initializer:")
+    ]
+    assert logged[0].exc_info is not None and logged[0].exc_info[1] is error
 
 
 def test_initializer_runs_before_jobs(make_executor: Factory) -> None:

@@ -55,7 +55,9 @@ class ThreadedLoopExecutor(BridgeSettings, concurrent.futures.Executor):
     only that job's future. If ``initializer`` raises, or the loop cannot start its
     first task (its task factory raises, or makes no task), the executor is broken:
     pending and later jobs fail with :class:`BrokenLoopExecutor`, chained from that
-    error. A job whose own task the factory cannot make fails with that error alone.
+    error; an initializer's error is logged at CRITICAL on the ``concurrent.futures``
+    logger too, as ThreadPoolExecutor logs it. A job whose own task the factory cannot
+    make fails with that error alone.
 
     A blocking callable that has started cannot be interrupted: ``cancel()`` returns
     False for it, as for ThreadPoolExecutor. To stop long blocking work, make it a

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from typing import Any, Callable, Optional
 
 from .._shutdown import grace_timer
@@ -15,6 +16,9 @@ from ._options import ExitReport, ShutdownRequest
 from ._tails import await_outcome, cancel_tails
 
 __all__ = ["LoopRun"]
+
+# Where and how ThreadPoolExecutor's workers report a failing initializer (its _worker).
+_LOGGER = logging.getLogger("concurrent.futures")
 
 
 class LoopRun:
@@ -43,6 +47,11 @@ class LoopRun:
                 try:
                     await self._initialize(initializer, initargs)
                 except BaseException as exc:
+                    # Logged, as ThreadPoolExecutor does: a program that submits nothing
+                    # more never sees the BrokenLoopExecutor that would say so. Once: the
+                    # loop runs no initializer again. (Cancelled by a shutdown, it does
+                    # not come here: see _initialize.)
+                    _LOGGER.critical("Exception in initializer:", exc_info=True)
                     handoff.fail_backlog(exc)
                     return
                 handoff.open(self._loop, self.drain)
