@@ -1,6 +1,7 @@
 """KeyCounts: the numbers a KeyedLine keeps for each active key: how many of its jobs run,
 how many wait (keys bucketed by that count, so the busiest key is found in O(1)), and its
-``max_per_key``, kept from the key's activation until it idles.
+``max_per_key``, kept from the key's activation until it idles. Apart: the waiters a
+shrink of the limit sent back to the plain line, which keep their key's room but wait.
 
 The base of :class:`~coroexecutor._keyed.KeyedLine`, not a component it holds: the line
 reads these on the executor's keyed fast path (``try_start``, ``release``) and counts a
@@ -21,7 +22,10 @@ __all__ = ["KeyCounts"]
 class KeyCounts:
     """Per-key running counts, waiting counts by bucket, and limits, of active keys."""
 
-    __slots__ = ("_at_hand", "_by_waiting", "_limit_of", "_limits", "_per_key", "_running", "_top")
+    __slots__ = (
+        "_at_hand", "_by_waiting", "_limit_of", "_limits", "_per_key", "_running", "_sent_back",
+        "_top",
+    )
 
     def __init__(self, max_per_key: MaxPerKey) -> None:
         max_per_key = check_max_per_key(max_per_key)
@@ -35,12 +39,41 @@ class KeyCounts:
         # one at a time, so when the top bucket empties the next one down is not empty.
         self._by_waiting: dict[int, dict[Hashable, None]] = {}
         self._top = 0
+        # Keys with waiters sent back by a shrink (see count_sent_back): how many. Empty
+        # but for the few turns such waiters wait, so the buckets above leave them out.
+        self._sent_back: dict[Hashable, int] = {}
 
     def busiest(self) -> Optional[tuple[Hashable, int]]:
         """The key with the most jobs waiting and how many, or ``None`` if none waits."""
+        if self._sent_back:
+            return self._busiest_with_sent_back()
         if not self._top:
             return None
         return next(iter(self._by_waiting[self._top])), self._top
+
+    def count_sent_back(self, key: Hashable) -> None:
+        """A waiter of ``key`` granted its slot and its key's room gave the slot back (the
+        limit shrank before it resumed: see SlotLine._must_wait_again) and waits again in
+        the plain line, keeping the room. Until uncount_sent_back(), busiest() counts it
+        as waiting for ``key``, as ``stats`` count it waiting (not running)."""
+        self._sent_back[key] = self._sent_back.get(key, 0) + 1
+
+    def uncount_sent_back(self, key: Hashable) -> None:
+        """That waiter stopped waiting: it resumed with a slot, or left the line."""
+        n = self._sent_back.pop(key) - 1
+        if n:
+            self._sent_back[key] = n
+
+    def _busiest_with_sent_back(self) -> Optional[tuple[Hashable, int]]:
+        """busiest() while waiters sent back by a shrink wait: a key's jobs in its line
+        and its waiters sent back, together. A step per such key (there are as many as
+        the shrink sent back, at most), and one per bucket to find each key's."""
+        best = None if not self._top else (next(iter(self._by_waiting[self._top])), self._top)
+        for key, sent_back in self._sent_back.items():
+            in_line = next((n for n, bucket in self._by_waiting.items() if key in bucket), 0)
+            if best is None or in_line + sent_back > best[1]:
+                best = key, in_line + sent_back
+        return best
 
     def running_of(self, key: Hashable) -> int:
         return self._running.get(key, 0)

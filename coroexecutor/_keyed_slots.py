@@ -25,6 +25,7 @@ from typing import Any, Callable, Union
 
 from ._entries import Queued
 from ._keyed import KeyedLine, MaxPerKey, Ticket, check_max_per_key
+from ._slot_line import UNKEYED
 from ._slots import Slots
 from ._validate import awaitable_answer, is_async_callable
 
@@ -88,13 +89,28 @@ class KeyedSlots(Slots):
         self.waiting += 1
         self.schedule_wake()
         try:
-            await self._wait_in_line(waiter)
+            await self._wait_in_line(waiter, key)
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.line.release(key)  # granted, then cancelled or refused
             else:
                 self.line.discard(ticket)  # (a no-op if drain() took it)
             raise
+
+    async def _wait_sent_back(self, waiter: asyncio.Future[None], key: Hashable) -> None:
+        """SlotLine._wait_sent_back: a waiter of ``key`` sent back by a shrink holds its
+        key's room (counted running there since its grant) but waits for a slot, as
+        ``stats`` count it: busiest_key counts it waiting until it stops waiting. Off the
+        fast path: only a shrink between a grant and its use sends a waiter back."""
+        if key is UNKEYED:  # take_again() between two attempts, or a plain take()
+            await waiter
+            return
+        line = self.line
+        line.count_sent_back(key)
+        try:
+            await waiter
+        finally:
+            line.uncount_sent_back(key)
 
     def queue_key(self, key: Hashable, entry: Queued) -> Ticket[_Entry]:
         """Put a job (submit_nowait(), or a map's) in ``key``'s line; entry.start() runs

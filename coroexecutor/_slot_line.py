@@ -4,21 +4,24 @@ that a shrink of the limit takes back before its waiter uses it.
 
 Part of the one owner of the counts (see :class:`~coroexecutor._slots.Slots`, where the
 invariant and the backlog are described, and the operations its callers use are). It
-calls nothing of its subclasses but what it defines itself (``admit``, ``startable`` and
-``schedule_wake``, which KeyedSlots extends), and, as Slots, nothing above it but the
-start function a queued job brought with it.
+calls nothing of its subclasses but what it defines itself (``admit``, ``startable``,
+``schedule_wake`` and ``_wait_sent_back``, which KeyedSlots extends), and, as Slots,
+nothing above it but the start function a queued job brought with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Callable
+from collections.abc import Hashable
+from typing import Any, Callable
 
 from ._entries import FIRST, Queued, SentBack
 from ._ratelimit import RateLimiter
 
-__all__ = ["SlotLine"]
+__all__ = ["UNKEYED", "SlotLine"]
+
+UNKEYED: Any = object()  # the key of a slot waiter without one (see _wait_sent_back)
 
 
 class SlotLine:
@@ -125,7 +128,9 @@ class SlotLine:
     # Waiting in line
     #
 
-    async def _wait_in_line(self, waiter: asyncio.Future[None]) -> None:
+    async def _wait_in_line(self, waiter: asyncio.Future[None], key: Hashable = UNKEYED) -> None:
+        """Wait as ``waiter`` (``key``: the keyed waiter's, see KeyedSlots.take_key) until
+        granted a slot that is still there as it resumes (see _must_wait_again)."""
         try:
             await waiter
             self._resumed(waiter)
@@ -135,7 +140,7 @@ class SlotLine:
                 if not self._must_wait_again(waiter):
                     break
                 waiter = self._wait_again(waiter)
-                await waiter
+                await self._wait_sent_back(waiter, key)
                 self._resumed(waiter)
         except asyncio.CancelledError:
             self._left_line(waiter)
@@ -188,6 +193,11 @@ class SlotLine:
         if self.free > 0:  # we stepped aside for a waiter sent back before us: grant it
             self.admit()
         return waiter
+
+    async def _wait_sent_back(self, waiter: asyncio.Future[None], key: Hashable) -> None:
+        """Wait in the place _wait_again gave a waiter. KeyedSlots extends it: a keyed
+        waiter keeps its key's room meanwhile, yet waits (see count_sent_back)."""
+        await waiter
 
     def _ungrant(self) -> None:
         """A granted slot comes back unused, with its start token: no start came of it."""

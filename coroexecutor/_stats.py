@@ -28,8 +28,9 @@ class ExecutorStats:
     With ``key=``: ``active_keys``, how many keys have a job running or waiting, and
     ``busiest_key``, the key with the most jobs waiting and their number, as
     ``(key, waiting)`` (``None`` when none waits, or without ``key=``); its count
-    includes the ``await submit()`` calls waiting in the key's line, which ``queued``
-    leaves out (not accepted until they start).
+    includes the ``await submit()`` calls waiting in the key's line, and those a shrink
+    of ``max_workers`` sent back to wait again, which ``queued`` leaves out (not
+    accepted until they start).
     """
 
     submitted: int

@@ -87,6 +87,26 @@ def test_busiest_key_is_the_longest_line() -> None:
     assert line.active_keys == 3
 
 
+def test_busiest_key_counts_the_waiters_a_shrink_sent_back() -> None:
+    # Granted their key's room, sent back to wait for a slot (see KeyedSlots): they wait.
+    line: KeyedLine[int] = KeyedLine(3)
+    for _ in range(3):
+        assert line.try_start("c")  # granted room in "c", then sent back (below)
+    line.push("a", 0)
+    line.push("a", 1)
+    line.count_sent_back("c")
+    assert line.busiest() == ("a", 2)  # more in "a"'s line
+    line.count_sent_back("c")
+    line.count_sent_back("c")
+    assert line.busiest() == ("c", 3)
+    line.push("c", 2)  # "c" has no room: it waits in its line too
+    assert line.busiest() == ("c", 4)
+    for _ in range(3):
+        line.uncount_sent_back("c")  # each resumed with a slot, or left the line
+    assert line.busiest() == ("a", 2)
+    assert line._sent_back == {}  # nothing kept once none waits
+
+
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [
