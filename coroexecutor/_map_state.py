@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
+import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -69,7 +71,8 @@ class MapJobs:
         "base", "close_failed", "closed", "closing", "context", "failed", "failed_left",
         "finished", "fn", "follows", "go", "in_flight", "in_job", "items", "kind", "limit",
         "ordered", "outcomes", "owner", "pausing", "pending", "policy", "reader", "refusal",
-        "shut", "sources", "taken", "taking", "unread", "wake", "wants", "where", "window",
+        "runs_no_code", "shut", "sources", "taken", "taking", "unread", "wake", "wants",
+        "where", "window",
     )
 
     def __init__(
@@ -88,10 +91,15 @@ class MapJobs:
         self.fn = fn
         # The context every job of the map starts in a copy of: the map() caller's, marked
         # as inside a job of the executor (the mark run_job would otherwise set in each
-        # job's own context: see internals.rst). Entered through a fresh copy each time
-        # (Context.run): the context itself may be entered already when a job starts, by
-        # an eager first step or a finaliser that ends a job whose slot starts the next.
+        # job's own context: see internals.rst). Each job gets a fresh copy, entered (with
+        # Context.run) for fn's call and its task's creation: the context itself may be
+        # entered already when a job starts, by an eager first step or a finaliser that
+        # ends a job whose slot starts the next.
         self.context = context
+        # fn is an async def function, whose call runs none of its code (see start_job).
+        self.runs_no_code = type(fn) is types.FunctionType and bool(
+            fn.__code__.co_flags & inspect.CO_COROUTINE
+        )
         self.outcomes = outcomes  # the executor's: its canceller, and whether it stops
         self.policy = policy  # the map's retry=, or INHERIT
         self.base = window

@@ -686,6 +686,43 @@ async def test_every_map_job_sees_the_context_of_the_map_call(
 
 
 @pytest.mark.timeout(15)
+@pytest.mark.parametrize("buffersize", [None, 4], ids=["window", "queued"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_a_map_calls_a_plain_fn_in_the_jobs_own_copy_of_the_context(
+    loop_kind: str, ordered: bool, buffersize: int | None
+) -> None:
+    # A plain function returning an awaitable: its own call is part of the job, so it sees
+    # the map() call's values and what it sets stays in the job (and its later attempts).
+    attempts: dict[int, int] = {}
+    first_seen: dict[int, str] = {}
+
+    async def report(n: int, seen: str) -> tuple[int, str, str]:
+        await asyncio.sleep(0)
+        attempts[n] = attempts.get(n, 0) + 1
+        if attempts[n] == 1:
+            raise ConnectionError("once")  # retried: the next call sees this one's set
+        return n, seen, request_id.get()
+
+    def fetch(n: int) -> Any:
+        seen = request_id.get()
+        first_seen.setdefault(n, seen)
+        request_id.set(f"set by job {n}")
+        return report(n, seen)
+
+    request_id.set("at the call")
+    async with CoroutineExecutor(max_workers=1, retry=Retry(backoff=0)) as exe:
+        mapped = (exe.map if ordered else exe.map_unordered)(fetch, range(3), buffersize=buffersize)
+        request_id.set("consumer, later")
+        results = [r async for r in mapped]
+        assert request_id.get() == "consumer, later"
+    assert sorted(results) == [
+        (n, f"set by job {n}", f"set by job {n}") for n in range(3)
+    ]
+    assert attempts == {0: 2, 1: 2, 2: 2}
+    assert first_seen == {n: "at the call" for n in range(3)}
+
+
+@pytest.mark.timeout(15)
 async def test_a_job_gets_the_object_set_not_an_equal_one_set_before(loop_kind: str) -> None:
     values: list[object] = [[1], [1], 1, 1.0, True, "x", "".join(["x"])]
     seen: list[object] = []
