@@ -96,15 +96,37 @@ async def _park(x: int) -> int:
     return x
 
 
+async def _until_released() -> None:
+    """Wait until the test's thread says the inputs behind this one wait for its slot."""
+    deadline = time.monotonic() + _WAIT
+    while not _released[0]:
+        assert time.monotonic() < deadline, f"not released in {_WAIT} s"
+        await asyncio.sleep(0.001)
+
+
 async def _fail_on_0(x: int) -> int:
     """Input 0 fails once the test says the inputs behind it wait for its slot."""
     _started.append(x)
     if x == 0:
-        deadline = time.monotonic() + _WAIT
-        while not _released[0]:
-            assert time.monotonic() < deadline, f"not released in {_WAIT} s"
-            await asyncio.sleep(0.001)
+        await _until_released()
         raise ValueError("boom")
+    return x
+
+
+async def _hold_0_and_1(x: int) -> int:
+    """Inputs 0 and 1 end once the test says the inputs behind them wait for slots."""
+    _started.append(x)
+    if x < 2:
+        await _until_released()
+    return x
+
+
+async def _fail_0_once(x: int) -> int:
+    """Input 0's first attempt fails once the test says the inputs behind it wait."""
+    _started.append(x)
+    if x == 0 and _started.count(0) == 1:
+        await _until_released()
+        raise ValueError("once")
     return x
 
 
@@ -125,6 +147,20 @@ def _after_input_0_starts() -> Iterator[int]:
     yield 0
     _wait_for(lambda: _started == [0], "input 0 started")
     yield from range(1, 4)
+
+
+def _chunk_by_chunk(
+    exe: DaskExecutor, chunks: list[list[int]], first_started: list[int]
+) -> Iterator[int]:
+    """The inputs of ``chunks``, each chunk sent once the one before it is on the worker
+    (and the first one's ``first_started`` inputs have started): dask may run the chunks
+    in flight in any order, and the worker's loop gets them in the order they came."""
+    yield from chunks[0]
+    _wait_for(lambda: _started == first_started, f"inputs {first_started} started")
+    for on_worker, chunk in enumerate(chunks[1:], start=2):
+        yield from chunk
+        if on_worker < len(chunks):
+            _wait_for(lambda n=on_worker: _chunks_on_worker(exe) == n, f"{on_worker} chunks")
 
 
 def _chunks_on_worker(exe: DaskExecutor) -> int:
@@ -182,6 +218,63 @@ def test_fail_fast_starts_no_later_job_waiting_for_the_failed_job_s_slot(
         _released[0] = True
         with pytest.raises(TimeoutError if how == "job_timeout" else ValueError):
             next(results)
+    assert _started == [0]
+
+
+#
+# The jobs of a process's chunks start chunk by chunk, in the order the chunks came (brk31 F5)
+#
+
+
+@pytest.mark.timeout(60)
+def test_a_process_starts_every_job_of_a_chunk_before_those_of_the_next(client: Any) -> None:
+    # Found by a docs-only tester: "a worker process runs several chunks at once, one
+    # after the other in its executor's FIFO order", yet the chunks in flight in a
+    # process shared its slots: each chunk fed its jobs to the executor on its own,
+    # per_worker at a time, so the jobs of chunks 1 and 2 waited in the executor's
+    # backlog ahead of chunk 0's last job, and started first (0, 1, 3, 4, 6, 7, 2, 5, 8):
+    # map's first results came back chunks late.
+    with DaskExecutor(client=client, per_worker=2) as exe:
+        chunks = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+        inputs = _chunk_by_chunk(exe, chunks, first_started=[0, 1])
+        results = exe.map(_hold_0_and_1, inputs, chunksize=3, buffersize=9)
+        _wait_for(lambda: _chunks_on_worker(exe) == 3, "three chunks queued")
+        _released[0] = True
+        assert list(results) == list(range(9))
+    assert _started == list(range(9))
+
+
+@pytest.mark.timeout(60)
+def test_a_retried_job_starts_before_the_jobs_of_a_later_chunk(client: Any) -> None:
+    # A job that pauses between attempts gives its slot back (to the next job of its own
+    # chunk), and its next attempt goes ahead of the jobs never started: those of a
+    # later chunk wait for both.
+    with DaskExecutor(client=client, per_worker=1, retry=Retry(attempts=2, on=ValueError,
+                      backoff=0, max_backoff=0, jitter=False)) as exe:
+        inputs = _chunk_by_chunk(exe, [[0, 1], [2, 3]], first_started=[0])
+        results = exe.map(_fail_0_once, inputs, chunksize=2)
+        _wait_for(lambda: _chunks_on_worker(exe) == 2, "two chunks queued")
+        _released[0] = True
+        assert list(results) == [0, 1, 2, 3]
+    assert sorted(_started[:3]) == [0, 0, 1] and _started[3:] == [2, 3]
+
+
+@pytest.mark.timeout(60)
+def test_a_cancelled_map_s_chunk_waiting_behind_another_map_s_comes_back_at_once(
+    client: Any
+) -> None:
+    # The other side of chunk by chunk: a chunk none of whose jobs has started yet waits
+    # behind the chunks that came before it; when its map is closed, its jobs are
+    # reported cancelled there and then, not once the chunks ahead of it have started all
+    # of theirs.
+    with DaskExecutor(client=client, per_worker=1) as exe:
+        ahead = exe.map(_park, [0, 1])
+        _wait_for(lambda: _started == [0], "input 0 started")
+        behind = exe.map(_park, [10, 11])
+        _wait_for(lambda: _chunks_on_worker(exe) == 2, "two chunks queued")
+        behind.close()
+        _wait_for(lambda: _chunks_on_worker(exe) == 1, "the closed map's chunk back")
+        ahead.close()
     assert _started == [0]
 
 

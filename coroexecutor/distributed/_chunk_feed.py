@@ -1,12 +1,13 @@
 """ChunkFeed: the chunks a ProcessLoop runs on its loop thread, and the base of
 ProcessLoop (``_process_loop``, which owns the thread, the loop and the executor).
 
-A chunk's jobs are fed to the process's CoroutineExecutor as slots free up
-(``_run_chunk``, ``_feed``), each in a wrapper that carries what asyncio would not keep
-(``_guarded``) and, under a retry policy, the job known to the policy (``_retrying``,
-``_ask_policy``); their ends are recorded by position (``_job_done``). A fail-fast
-chunk's first error cancels the map's later jobs here (``_fail_fast``); the cancels of
-each map are remembered for its chunks still to come (``_cancel``, ``_cancel_all``).
+The chunks' jobs are fed to the process's CoroutineExecutor as slots free up, chunk by
+chunk in the order the chunks came (``_run_chunk``, ``_feed``), each in a wrapper that
+carries what asyncio would not keep (``_guarded``) and, under a retry policy, the job
+known to the policy (``_retrying``, ``_ask_policy``); their ends are recorded by position
+(``_job_done``). A fail-fast chunk's first error cancels the map's later jobs here
+(``_fail_fast``); the cancels of each map are remembered for its chunks still to come
+(``_cancel``, ``_cancel_all``), and end at once those waiting in line (``_skip_cancelled``).
 Loop thread only. The class holds nothing: it reads the ProcessLoop's fields, declared
 below, and calls nothing of the ProcessLoop's.
 """
@@ -41,7 +42,8 @@ class ChunkFeed:
 
     # Set by ProcessLoop (see there): its options, its loop, the error every job of the
     # process fails with (None: none), its events, its executor (None: no job may
-    # start), the running chunks and the cancels of each map, the blocking calls' pool.
+    # start), the running chunks and the cancels of each map, the blocking calls' pool,
+    # the chunks with jobs still to feed and the count of jobs fed (see _feed).
     _options: WorkerOptions
     _loop: asyncio.AbstractEventLoop
     _broken: Optional[BaseException]
@@ -51,6 +53,8 @@ class ChunkFeed:
     _runs: dict[str, set[ChunkRun]]
     _cancelled: collections.OrderedDict[str, list[Indexes]]
     _calls: BlockingCalls
+    _line: collections.deque[ChunkRun]
+    _holding: int
 
     async def _run_chunk(
         self, spec: ChunkSpec, first_error: concurrent.futures.Future[int],
@@ -64,18 +68,35 @@ class ChunkFeed:
         run.ended = stream_of(run, publish, self._loop)  # (submitted jobs only)
         runs = self._runs.setdefault(spec.map_id, set())
         runs.add(run)
+        self._line.append(run)
         try:
-            self._feed(run)
+            self._feed()
             await run.finished
         finally:
             runs.discard(run)
             if not runs:
                 del self._runs[spec.map_id]
+            if run in self._line:  # skipped whole behind others (or its task cancelled)
+                self._line.remove(run)
         name_inputs(run, self._broken)
         return run
 
-    def _feed(self, run: ChunkRun) -> None:
-        """Start jobs of the chunk while it has fewer than per_worker running."""
+    def _feed(self) -> None:
+        """Feed the jobs of the chunks in line, in the order the chunks came, while fewer
+        than per_worker of the process's jobs hold or wait for a slot of its executor.
+
+        The executor starts what it is given in FIFO order, but each chunk fed its own
+        jobs on its own: the jobs of the chunks behind waited in the executor's backlog
+        ahead of the first chunk's later ones, and started first (brk31 F5). Fed in
+        line, all of a chunk's jobs start before the next chunk's (retried ones aside:
+        back from a pause, a job goes ahead of every job never started)."""
+        line = self._line
+        while line and self._feed_chunk(line[0]):
+            line.popleft()
+
+    def _feed_chunk(self, run: ChunkRun) -> bool:
+        """Start jobs of the chunk while the process holds fewer than per_worker; whether
+        every job of the chunk is fed (or reported without a start)."""
         spec, running = run.spec, run.running
         n = len(spec.calls)
         limit = self._options.per_worker
@@ -85,8 +106,9 @@ class ChunkFeed:
         failing_fast = run if spec.fail_fast else None  # (see _fail_fast)
         # (By type: INHERIT has come through a pickle, as another object of its class.)
         policy = self._options.retry if isinstance(spec.retry, Inherit) else spec.retry
-        # A job that pauses between attempts holds no slot: feed one more in its place.
-        while run.next < n and len(running) - len(run.pausing) < limit:
+        # A job that pauses between attempts holds no slot: feed one more in its place
+        # (_holding counts only the others, see _ask_policy).
+        while run.next < n and self._holding < limit:
             i = run.next
             run.next += 1
             exe = self._exe
@@ -118,13 +140,26 @@ class ChunkFeed:
                 self._job_failed(run, i, error)
                 continue
             running[i] = future
+            self._holding += 1
             future.add_done_callback(functools.partial(self._job_done, run, i))
-        if not running and run.next >= n and not run.finished.done():
+        return self._finish_if_done(run)
+
+    @staticmethod
+    def _finish_if_done(run: ChunkRun) -> bool:
+        """Whether every job of the chunk is fed; if they have all ended too, the chunk
+        is finished (its _run_chunk returns)."""
+        if run.next < len(run.spec.calls):
+            return False
+        if not run.running and not run.finished.done():
             run.finished.set_result(None)
+        return True
 
     def _job_done(self, run: ChunkRun, i: int, future: asyncio.Future[Any]) -> None:
         del run.running[i]
-        run.pausing.discard(i)
+        if i in run.pausing:  # (uncounted as it paused: see _ask_policy)
+            run.pausing.discard(i)
+        else:
+            self._holding -= 1
         run.cancelling.discard(i)
         if future.cancelled() and self._raised_cancel(run, i):
             # It raised CancelledError itself: yielded in its place, as by asyncio.gather.
@@ -141,7 +176,8 @@ class ChunkFeed:
                 self._job_failed(run, i, error)
         if run.ended is not None:
             run.ended(i)
-        self._feed(run)
+        self._feed()
+        self._finish_if_done(run)  # (a chunk fed whole is in line no more)
 
     def _raised_cancel(self, run: ChunkRun, i: int) -> bool:
         """A cancelled job of a return_exceptions map that nothing here cancelled."""
@@ -182,9 +218,10 @@ class ChunkFeed:
         run.attempts[i] = attempt if delay is None else attempt + 1
         if delay is not None and i not in run.pausing:
             run.pausing.add(i)
+            self._holding -= 1  # counted no more, even once back from its pause
             # After the executor takes the slot back; not in this job's context, which
             # the jobs _feed starts would copy (and RETRYING with it).
-            self._loop.call_soon(self._feed, run, context=contextvars.Context())
+            self._loop.call_soon(self._feed, context=contextvars.Context())
         return delay
 
     # Both wrappers take (how, fn, args, kwargs): a job_timeout error names fn(*args,
@@ -224,6 +261,7 @@ class ChunkFeed:
         self._exe = None  # _feed starts no more jobs: it reports each one left cancelled
         for map_id in list(self._runs):
             self._cancel(map_id, EVERY_INDEX)
+        self._feed()  # (the chunks in line that have no job running: none, normally)
 
     def _cancel(self, map_id: str, indexes: Indexes) -> None:
         records = self._cancelled
@@ -236,3 +274,16 @@ class ChunkFeed:
             for i in list(run.running):
                 if start + i in indexes:
                     run.cancel(i)
+            self._skip_cancelled(run, indexes)
+
+    @staticmethod
+    def _skip_cancelled(run: ChunkRun, indexes: Indexes) -> None:
+        """Report cancelled the chunk's next jobs to feed that ``indexes`` cover: a chunk
+        waiting in line behind others is finished at once when its map is closed, not
+        once those ahead of it have fed all their jobs. (Those behind a job it does
+        not cover are skipped as _feed_chunk reaches them.)"""
+        start, n = run.spec.start, len(run.spec.calls)
+        while run.next < n and start + run.next in indexes:
+            run.cancelled.append(run.next)
+            run.next += 1
+        ChunkFeed._finish_if_done(run)

@@ -35,10 +35,11 @@ class JobExit(Exception):
 
 @dataclass(eq=False)  # kept in sets, by identity
 class ChunkRun:
-    """One chunk running on the loop. Its jobs are fed to the executor at most per_worker
-    at a time, as slots free up: queueing a whole chunk in the executor's backlog holds
-    thousands of pending futures, and the garbage collector's passes over them made each
-    job ten times dearer (measured)."""
+    """One chunk running on the loop. Its jobs are fed to the executor as slots free up,
+    at most per_worker at a time with those of the process's other chunks, which come
+    after it if they came later (ChunkFeed._feed): queueing a whole chunk in the
+    executor's backlog holds thousands of pending futures, and the garbage collector's
+    passes over them made each job ten times dearer (measured)."""
 
     spec: ChunkSpec
     values: list[Any]
@@ -49,7 +50,7 @@ class ChunkRun:
     first_error: concurrent.futures.Future[int]  # the map index of the first error
     next: int = 0  # the position of the next job to feed
     # retry=: the positions of jobs that have paused (they hold no slot of the executor,
-    # so the chunk may feed one more job each), and each job's attempt count so far.
+    # so the process may feed one more job each), and each job's attempt count so far.
     pausing: set[int] = field(default_factory=set)
     attempts: dict[int, int] = field(default_factory=dict)
     cut_after: int = sys.maxsize  # fail-fast: the lowest position whose error cut the map

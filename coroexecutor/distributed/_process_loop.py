@@ -49,6 +49,10 @@ class ProcessLoop(ChunkFeed):
         self._cancelled: collections.OrderedDict[str, list[Indexes]] = (
             collections.OrderedDict()  # loop thread; map id -> indexes cancelled so far
         )
+        # loop thread: the chunks with jobs still to feed, in the order they came, and how
+        # many jobs fed hold or wait for a slot of the executor (see ChunkFeed._feed)
+        self._line: collections.deque[ChunkRun] = collections.deque()
+        self._holding = 0
         name = f"coroexecutor-{exe_id[:8]}"
         self._calls = BlockingCalls(options.per_worker, name)  # the blocking callables
         self._thread = threading.Thread(target=self._main, name=f"{name}-loop", daemon=True)
@@ -186,6 +190,7 @@ class ProcessLoop(ChunkFeed):
             # any more: _feed reports the rest of each chunk as cancelled.
             self._exe = None
             running = _chunk_run.cancel_every_job(self._runs.values())
+            self._feed()  # (the chunks in line that have no job running: none, normally)
             if running:
                 _LOGGER.debug("waiting for %d job(s) to end after their cancel", running)
             await exe.__aexit__(None, None, None)  # waits for them: no cleanup cut short
