@@ -15,8 +15,8 @@ from ._notes import annotate_coroutine_error
 from ._pauses import retried_unpaused
 from ._policy import JobKind
 from ._retry import RetryPolicy
+from ._runners import first_failure, job_raised, later_attempts
 from ._settle import settle
-from ._start import first_failure, job_raised, later_attempts
 
 if TYPE_CHECKING:
     from ._core import Core

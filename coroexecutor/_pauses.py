@@ -79,7 +79,7 @@ class Pauses:
             self._owner.resumed()
 
     def failed(self, error: BaseException) -> None:
-        # As an in-line job tells its map (_start.job_raised): a map that a job's error
+        # As an in-line job tells its map (_runners.job_raised): a map that a job's error
         # ends cancels its other jobs now, before those started with it take their first
         # step; its done callback, a turn later, would let them run.
         owner = self._owner
