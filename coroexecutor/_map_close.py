@@ -176,7 +176,9 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
     A map that its own job's error ended has cancelled its jobs already: they are waited
     for, not cancelled again. A job of the map that closes it (calling ``shutdown()``,
     say) is neither cancelled nor waited for: it is in its own step (the executor's
-    canceller still reaches it, among the running jobs)."""
+    canceller still reaches it, among the running jobs). Only that task is spared: a job
+    in which some other task closes the map (a TaskGroup's, say) is cancelled, whichever
+    task factory the loop has (see _cancel_started_meanwhile)."""
     jobs.closed = True
     exe._maps.discard(jobs)
     live = [job for job in (*jobs.pending, *jobs.in_flight) if not job.done()]
@@ -208,6 +210,8 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
         if again:
             for job in live:
                 exe._outcomes.cancel(job)
+        if again and current is not None and exe._loop.get_task_factory() is not None:
+            exe._loop.call_soon(_cancel_started_meanwhile, exe, jobs, current)
         reader = _stop_reading(exe, jobs, again)
         if reader is not None:
             live.append(reader)  # aclose() waits for it too (and the inputs' aclose())
@@ -215,6 +219,31 @@ def abandon(exe: Core, jobs: MapJobs) -> None:
             exe._readers.add(reader)
             reader.add_done_callback(exe._readers.discard)
     _closing(jobs, live)
+
+
+def _cancel_started_meanwhile(exe: Core, jobs: MapJobs, spared: asyncio.Task[Any]) -> None:
+    """Cancel the jobs the map took in after ``abandon`` closed it, as it would have.
+
+    Only a task factory lets that happen: an eager one runs a job's first step inside its
+    start, before the map has it in its buffers, and that step (or a task it starts, a
+    TaskGroup's, run eagerly too) may close the map (call shutdown(), say). The map puts
+    the job in its buffers as the start returns, in that same step of its consumer: so
+    one callback, scheduled then, runs before that job's next step and finds it there.
+    ``spared``: the task that closed the map, not cancelled (a job that called shutdown()
+    in its first step goes on, as without the factory). The map's close path pays for
+    this callback, no job's start does."""
+    if exe._loop.is_closed():
+        return
+    late = [
+        job
+        for job in (*jobs.pending, *jobs.in_flight)
+        if not job.done()
+        and job is not spared
+        and not (type(job) is QueuedFuture and job.task is spared)
+    ]
+    for job in late:
+        exe._outcomes.cancel(job)
+    _closing(jobs, late)
 
 
 def _closing(jobs: MapJobs, tasks: Iterable[asyncio.Future[Any]]) -> None:
