@@ -229,3 +229,41 @@ async def test_a_queued_job_whose_function_cancels_its_future_ends_cancelled(
     assert (stats.succeeded, stats.failed, stats.cancelled) == (1, 0, 1), stats
     if hook is not None:
         assert [f.cancelled() for f in hook if f is fut] == [True]
+
+
+@EAGER
+@pytest.mark.parametrize("settles", ["on_job_done", "job_timeout"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_a_maps_queued_input_interrupted_in_its_eager_first_step_leaves_the_loop(
+    exc_type: type[BaseException], settles: str
+) -> None:
+    """brk32 F4: the same with KeyboardInterrupt or SystemExit, which asyncio's eager start
+    raises out of create_task. The map's cancel of its unfinished jobs cancelled input
+    1's future, whose job then failed: its done callback logged InvalidStateError and
+    asyncio.run() hung. Now the interrupt leaves the loop, as from any job, and nothing
+    is logged but the job's own task, which nobody retrieves (as asyncio logs it)."""
+    error = exc_type("first step")
+    reports: list[str] = []
+    options: dict[str, Any] = (
+        {"on_job_done": lambda future: None} if settles == "on_job_done" else {"job_timeout": 5}
+    )
+
+    async def job(n: int) -> None:
+        if n == 1:
+            raise error
+        await asyncio.sleep(0)  # input 0 holds the one slot: input 1 waits in line
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]  # 3.12+
+        loop.set_exception_handler(lambda _, context: reports.append(context["message"]))
+        async with asyncio.timeout(5), CoroutineExecutor(max_workers=1, **options) as exe:
+            async for _ in exe.map(job, range(2), buffersize=2):
+                pass
+
+    with pytest.raises(exc_type) as info:
+        asyncio.run(main())
+    assert info.value is error
+    del info
+    error.__traceback__ = error.__context__ = None
+    assert not [r for r in reports if "never retrieved" not in r], reports
