@@ -65,10 +65,13 @@ class Closing:
         _exit.closing(self._done)
         self._asked.set_result(close)
 
-    def wait(self, on_interrupt: Callable[[], None]) -> None:
+    def wait(self, on_interrupt: Callable[[], None], *, interrupted: bool = False) -> None:
         """Wait for the closing; raise its error. A Ctrl-C during the wait calls
         ``on_interrupt`` (cancel the jobs), waits again, then propagates; a second Ctrl-C
-        propagates at once, and the closing finishes in its thread all the same."""
+        propagates at once, and the closing finishes in its thread all the same.
+        ``interrupted``: a first Ctrl-C has been handled already (it left the ``with``
+        block, whose exit cancelled the jobs), so the one that comes now is the second.
+        """
         if threading.current_thread() is self._thread or getattr(self._local, "busy", False):
             # shutdown() from a done-callback of a future that the closing, or the caller
             # of shutdown() itself, is cancelling: waiting here would wait for itself.
@@ -76,6 +79,8 @@ class Closing:
         try:
             self._done.result(wait_sliced(self._done))  # (so that a Ctrl-C reaches it)
         except KeyboardInterrupt:
+            if interrupted:
+                raise
             with self.cancelling():
                 on_interrupt()
             self._done.exception(wait_sliced(self._done))

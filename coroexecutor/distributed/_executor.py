@@ -237,7 +237,10 @@ class DaskExecutor(MapMethod, concurrent.futures.Executor):
         tb: Optional[TracebackType],
     ) -> None:
         # Leaving by an exception (Ctrl-C included): do not wait for jobs nobody will read.
-        self.shutdown(wait=True, cancel_futures=exc is not None)
+        # Left by a Ctrl-C, that was the first: one during the wait is the second, and
+        # propagates at once (the closing, started already, finishes in its thread).
+        _shutdown.shutdown(self, True, exc is not None,
+                           interrupted=isinstance(exc, KeyboardInterrupt))
 
     async def __aenter__(self) -> Self:
         return self

@@ -54,8 +54,9 @@ def check_running(exe: Stopping) -> None:
         raise RuntimeError("cannot schedule new futures after shutdown")
 
 
-def shutdown(exe: Stopping, wait: bool, cancel_futures: bool) -> None:
-    """DaskExecutor.shutdown()."""
+def shutdown(exe: Stopping, wait: bool, cancel_futures: bool, *, interrupted: bool = False) -> None:
+    """DaskExecutor.shutdown(); ``interrupted``: from a ``with`` block that a Ctrl-C left,
+    so a Ctrl-C during the wait is the second (see Closing.wait)."""
     first, maps = _stop(exe)
     try:
         with exe._closing.cancelling():  # (a done-callback's shutdown() waits not)
@@ -69,7 +70,9 @@ def shutdown(exe: Stopping, wait: bool, cancel_futures: bool) -> None:
     # Not waited for from the flusher thread (the closing waits for it), nor from a
     # done-callback the batcher runs (the closing waits for those to return).
     if wait and not exe._batcher.on_flusher_thread() and not resolving_here():
-        exe._closing.wait(functools.partial(_cancel_everything, exe, maps))
+        exe._closing.wait(
+            functools.partial(_cancel_everything, exe, maps), interrupted=interrupted
+        )
 
 
 def shutdown_at_exit(exe: Stopping) -> None:

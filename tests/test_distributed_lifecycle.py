@@ -1,0 +1,106 @@
+"""A DaskExecutor's end when its user's side goes first: a second Ctrl-C as the ``with``
+block exits, and a client closed under a running executor.
+
+Each test runs a child interpreter (a Ctrl-C needs a main thread of its own; a closed
+client, a cluster of its own) with one worker in the child's process
+(``processes=False``), so the jobs and the child's main thread share ``threading``
+events: every step waits for the one before it, each wait bounded. The jobs live in a
+module of their own (``jobs.py``), so that they travel by reference, not by value with
+their events.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip(
+    "distributed", reason='dask.distributed is not installed (pip install "coroexecutor[dask]")'
+)
+
+_CHILD_TIMEOUT = 100  # seconds; the child's own waits are bounded at 20 s
+
+# The common start of the child and of its jobs module.
+_PRELUDE = (
+    "import asyncio, concurrent.futures, os, signal, sys, threading\n"
+    "import distributed\n"
+    "from coroexecutor.distributed import DaskExecutor\n"
+    "WAIT = 20.0\n"
+)
+# The child's: its jobs, and a cluster with one in-process worker of one thread.
+_MAIN_PRELUDE = _PRELUDE + (
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from jobs import *\n"
+    "def new_cluster():\n"
+    "    return distributed.LocalCluster(n_workers=1, threads_per_worker=1,\n"
+    "                                    processes=False, dashboard_address=None)\n"
+)
+
+
+def _run_child(folder: pathlib.Path, jobs: str, main: str) -> list[str]:
+    """Run ``main`` in ``python -X dev``, its jobs module ``jobs`` in ``folder``; return
+    the lines it printed."""
+    (folder / "jobs.py").write_text(_PRELUDE + jobs)
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _MAIN_PRELUDE + main, str(folder)],
+        capture_output=True, text=True, timeout=_CHILD_TIMEOUT,
+        cwd=folder,  # (not a checkout's: its coroexecutor would come before sys.path's)
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done.stdout.splitlines()
+
+
+@pytest.mark.timeout(120)
+def test_a_second_ctrl_c_as_the_with_block_exits_propagates_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by a docs-only tester: the exit of a block that a Ctrl-C left took the next
+    # Ctrl-C for a first one, cancelled the jobs again and waited for their clean-up;
+    # only a third propagated. Here the job's clean-up waits for the main thread, after
+    # the KeyboardInterrupt: it ends only if that propagated while the clean-up ran.
+    jobs = (
+        "started, cleaning, release, cleaned = (threading.Event() for _ in range(4))\n"
+        "async def stubborn():\n"
+        "    started.set()\n"
+        "    try:\n"
+        "        await asyncio.Event().wait()\n"
+        "    except asyncio.CancelledError:\n"
+        "        cleaning.set()\n"
+        "        await asyncio.to_thread(release.wait, WAIT)  # its one cancel: a clean-up\n"
+        "        cleaned.set()\n"
+        "        raise\n"
+        "def ctrl_c_twice(exe):\n"
+        "    print(f'job started: {started.wait(WAIT)}', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # the first: leaves the block\n"
+        "    print(f'clean-up began: {cleaning.wait(WAIT)}', flush=True)\n"
+        "    # The exit has asked for the closing: it now waits for it (the next step).\n"
+        "    asked = exe._closing._asked\n"
+        "    closing = not concurrent.futures.wait([asked], WAIT).not_done\n"
+        "    print(f'closing: {closing}', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # the second: while the block exits\n"
+    )
+    main = (
+        "if __name__ == '__main__':\n"
+        "    # Started in the background (as CI starts tox), a process inherits SIGINT as\n"
+        "    # ignored: os.kill() would do nothing.\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "    with new_cluster() as cluster, distributed.Client(cluster) as client:\n"
+        "        exe = DaskExecutor(client=client, per_worker=2)\n"
+        "        try:\n"
+        "            with exe:\n"
+        "                future = exe.submit(stubborn)\n"
+        "                threading.Thread(target=ctrl_c_twice, args=(exe,), daemon=True).start()\n"
+        "                future.result()\n"
+        "        except KeyboardInterrupt:\n"
+        "            print(f'out during the clean-up: {not cleaned.is_set()}', flush=True)\n"
+        "        release.set()\n"
+        "        exe.shutdown()  # waits for the closing the exit began\n"
+        "        print(f'cancelled: {future.cancelled()}', flush=True)\n"
+    )
+    assert _run_child(tmp_path, jobs, main) == [
+        "job started: True", "clean-up began: True", "closing: True",
+        "out during the clean-up: True", "cancelled: True",
+    ]
