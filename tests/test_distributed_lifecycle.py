@@ -104,3 +104,50 @@ def test_a_second_ctrl_c_as_the_with_block_exits_propagates_at_once(
         "job started: True", "clean-up began: True", "closing: True",
         "out during the clean-up: True", "cancelled: True",
     ]
+
+
+@pytest.mark.timeout(120)
+def test_a_client_closed_under_the_executor_cancels_its_jobs_and_shutdown_removes_its_loops(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by a docs-only tester: the user's client closed under a running executor (the
+    # cluster alive), the futures said cancelled but the jobs ran on, the queued ones
+    # started later, and shutdown() left the worker plugin and its loop thread in the
+    # worker for good. per_worker=1: the second job waits for the first one's slot.
+    jobs = (
+        "started, cleaning, release, cleaned, queued = (threading.Event() for _ in range(5))\n"
+        "async def stubborn():\n"
+        "    started.set()\n"
+        "    try:\n"
+        "        await asyncio.Event().wait()\n"
+        "    except asyncio.CancelledError:\n"
+        "        cleaning.set()\n"
+        "        await asyncio.to_thread(release.wait, WAIT)  # its one cancel: a clean-up\n"
+        "        cleaned.set()\n"
+        "        raise\n"
+        "async def behind():\n"
+        "    queued.set()\n"
+    )
+    main = (
+        "def ours(names):\n"
+        "    return sorted(name for name in names if name.startswith('coroexecutor-'))\n"
+        "if __name__ == '__main__':\n"
+        "    with new_cluster() as cluster:\n"
+        "        client = distributed.Client(cluster)\n"
+        "        exe = DaskExecutor(client=client, per_worker=1)\n"
+        "        futures = [exe.submit(stubborn), exe.submit(behind)]\n"
+        "        print(f'job started: {started.wait(WAIT)}', flush=True)\n"
+        "        client.close()  # the user's doing\n"
+        "        print(f'cancelled on its worker: {cleaning.wait(WAIT)}', flush=True)\n"
+        "        release.set()  # the clean-up ends: the slot frees\n"
+        "        exe.shutdown()\n"
+        "        print(f'clean-up ended: {cleaned.is_set()}', flush=True)\n"
+        "        print(f'queued job started: {queued.is_set()}', flush=True)\n"
+        "        print(f'cancelled: {[f.cancelled() for f in futures]}', flush=True)\n"
+        "        print(f'plugins: {ours(cluster.scheduler.worker_plugins)}', flush=True)\n"
+        "        print(f'threads: {ours(t.name for t in threading.enumerate())}', flush=True)\n"
+    )
+    assert _run_child(tmp_path, jobs, main) == [
+        "job started: True", "cancelled on its worker: True", "clean-up ended: True",
+        "queued job started: False", "cancelled: [True, True]", "plugins: []", "threads: []",
+    ]

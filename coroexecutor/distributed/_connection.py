@@ -3,17 +3,31 @@
 The client is the one passed in, or one the executor makes: to an address, or to a
 LocalCluster it starts. What the executor started it also closes; a client passed in
 stays open.
+
+A client passed in may be closed by its owner while the executor runs, the cluster
+alive: the executor's worker plugin, and its loop in every worker process, would then
+stay for good, beside any later executor's (brk31 F6). ``reaching_scheduler`` gives the
+closing a client of its own for the scheduler then, to remove them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import distributed
 
 from ._wire import check_client, check_count
 
-__all__ = ["Connection", "check_connection"]
+__all__ = ["RECONNECT_TIMEOUT", "Connection", "check_connection"]
+
+_LOGGER = logging.getLogger("coroexecutor.distributed")
+
+# Seconds a closing may wait to reach the scheduler of a client closed under it: dask
+# tries to connect until then, so a scheduler gone as well costs the whole of it.
+RECONNECT_TIMEOUT = 5.0
 
 
 def check_connection(
@@ -50,6 +64,34 @@ class Connection:
                 address = self.cluster
             client = distributed.Client(address)
         self.client: distributed.Client = client
+        self.address: str = client.scheduler.address  # (the client forgets it once closed)
+
+    @contextlib.contextmanager
+    def reaching_scheduler(self) -> Iterator[Optional[distributed.Client]]:
+        """A client for the scheduler, for the block: this one, or if it has been closed
+        (its owner's doing), a new one to the same address, closed after the block; None
+        when the scheduler cannot be reached (its cluster closed too)."""
+        client = self.client
+        if client.status not in ("closing", "closed"):
+            yield client
+            return
+        cluster = getattr(client, "cluster", None)  # a LocalCluster's ends with it
+        if cluster is not None and cluster.status.name in ("closing", "closed"):
+            yield None
+            return
+        try:
+            substitute = distributed.Client(
+                self.address, security=client.security, set_as_default=False,
+                timeout=RECONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError):  # the scheduler is gone too, and its plugins
+            _LOGGER.debug("could not reach the scheduler of a closed client", exc_info=True)
+            yield None
+            return
+        try:
+            yield substitute
+        finally:
+            substitute.close()
 
     def close(self) -> None:
         """Close the client and the cluster this executor started, if it did."""

@@ -136,7 +136,7 @@ class DaskExecutor(MapMethod, concurrent.futures.Executor):
         self._maps: weakref.WeakSet[MapRun] = weakref.WeakSet()  # guarded by _lock
         self._connection = connection = Connection(address, client, n_workers)
         self._client = client = connection.client
-        self._address = client.scheduler.address  # (the client forgets it once closed)
+        self._address = connection.address
         try:
             client.register_plugin(
                 LoopPlugin(self._id, cloudpickle.dumps(options)), name=self._plugin_name

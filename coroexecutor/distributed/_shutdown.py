@@ -115,12 +115,22 @@ def _finish(exe: Stopping, maps: list[MapRun], cancelled: bool) -> None:
     exe._batcher.settle()
     for run in maps:
         run.settle_threadsafe()
-    try:
-        exe._client.unregister_worker_plugin(exe._plugin_name)
-    except Exception:  # the cluster is gone already: its loops went with it
-        _LOGGER.debug("could not remove the worker plugin", exc_info=True)
+    _remove_worker_plugin(exe)
     try:
         exe._client.unsubscribe_topic(topic_of(exe._id))
     except Exception:  # the client is closed: its subscriptions went with it
         _LOGGER.debug("could not unsubscribe from the events of submitted jobs", exc_info=True)
     exe._connection.close()
+
+
+def _remove_worker_plugin(exe: Stopping) -> None:
+    """Remove the plugin: each worker's loop cancels its jobs, waits for them and stops
+    (LoopPlugin.teardown). Through a client of the closing's own if the executor's was
+    closed under it, the cluster alive: otherwise the loops would stay for good."""
+    with exe._connection.reaching_scheduler() as client:
+        if client is None:  # the cluster is gone already: its loops went with it
+            return
+        try:
+            client.unregister_worker_plugin(exe._plugin_name)
+        except Exception:  # the cluster is going away meanwhile
+            _LOGGER.debug("could not remove the worker plugin", exc_info=True)

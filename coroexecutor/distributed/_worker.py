@@ -6,10 +6,16 @@ the worker's shutdown, and state kept in ``__main__`` would be copied into every
 The registry lives in this importable module, so ``client.run(cancel_jobs, ...)`` finds
 the loop of the DaskExecutor that asks.
 
+dask's own cancel of a chunk's task (its client closed under the executor, which
+releases the client's tasks; ``client.cancel``) does not stop the thread that runs it:
+the plugin's ``transition`` hook sees the task leave, and cancels the chunk's jobs on
+the loop, those queued there included. Without it, the jobs ran on to their end and
+the queued ones started later, their futures long cancelled (brk31 F6).
+
 Threading model:
 
-* dask's event loop thread: ``LoopPlugin.setup``/``teardown``, ``cancel_jobs``,
-  ``cancel_all_jobs``;
+* dask's event loop thread: ``LoopPlugin.setup``/``teardown``/``transition``,
+  ``cancel_jobs``, ``cancel_all_jobs``;
 * dask's task threads: ``run_chunk``, which secedes from dask's thread pool, hands the
   chunk to the loop as one coroutine and waits for its outcomes (and for a fail-fast
   chunk's first error, which ``_broadcast_cancel`` sends to every process);
@@ -42,6 +48,11 @@ __all__ = ["LoopPlugin", "WorkerOptions", "cancel_all_jobs", "cancel_all_on_work
 _LOGGER = logging.getLogger("coroexecutor.distributed")
 _LOCK = threading.Lock()
 _LOOPS: dict[str, ProcessLoop] = {}  # guarded by _LOCK; DaskExecutor id -> its loop here
+# guarded by _LOCK; the dask key of a chunk's task running here -> its ChunkSpec
+_TASKS: dict[Any, ChunkSpec] = {}
+# What a task of this worker leaves when dask cancels it (its ``finish``); a task that
+# ends normally goes to "memory" or "error" instead.
+_DROPPED = frozenset({"cancelled", "released", "forgotten"})
 
 
 class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (pyproject)
@@ -56,6 +67,18 @@ class LoopPlugin(WorkerPlugin):  # type: ignore[misc]  # mypy sees dask as Any (
         with _LOCK:
             if self.exe_id not in _LOOPS:
                 _LOOPS[self.exe_id] = ProcessLoop(self.exe_id, options)
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        """dask's event loop, at each change of a task's state on this worker: a chunk's
+        task that dask cancels gets its jobs cancelled (see the module docstring)."""
+        if finish not in _DROPPED:
+            return
+        with _LOCK:
+            spec = _TASKS.get(key)
+            process_loop = None if spec is None else _LOOPS.get(spec.exe_id)
+        if spec is not None and process_loop is not None and spec.exe_id == self.exe_id:
+            process_loop.cancel_threadsafe(
+                spec.map_id, range(spec.start, spec.start + len(spec.calls)))
 
     async def teardown(self, worker: object) -> None:
         with _LOCK:
@@ -75,11 +98,19 @@ def run_chunk(chunk: Chunk) -> Outcomes:
             f"this worker process has no coroexecutor loop for DaskExecutor {spec.exe_id}"
             " (it was shut down, or its worker plugin was removed)"
         )
-    publish = functools.partial(get_worker().log_event, topic_of(spec.exe_id))
-    # The chunk only waits from here on: leave dask's thread pool, so a worker runs up
-    # to per_worker jobs whatever its thread count, not one chunk per dask thread.
-    secede()
-    return process_loop.run_threadsafe(spec, _broadcast_cancel, publish)
+    worker = get_worker()
+    publish = functools.partial(worker.log_event, topic_of(spec.exe_id))
+    key = worker.get_current_task()
+    with _LOCK:  # for LoopPlugin.transition: until the task returns
+        _TASKS[key] = spec
+    try:
+        # The chunk only waits from here on: leave dask's thread pool, so a worker runs
+        # up to per_worker jobs whatever its thread count, not one chunk per dask thread.
+        secede()
+        return process_loop.run_threadsafe(spec, _broadcast_cancel, publish)
+    finally:
+        with _LOCK:
+            _TASKS.pop(key, None)
 
 
 def _broadcast_cancel(spec: ChunkSpec, index: int) -> None:
