@@ -77,6 +77,7 @@ def _clear_records() -> Iterator[None]:
     _released[0] = False
     yield
     _released[0] = True  # (an input 0 left waiting by a failed test fails now)
+    _may_end.set()  # (and a clean-up left waiting ends)
 
 
 # Jobs (they run on the worker's loop, in this process)
@@ -102,6 +103,19 @@ async def _until_released() -> None:
     while not _released[0]:
         assert time.monotonic() < deadline, f"not released in {_WAIT} s"
         await asyncio.sleep(0.001)
+
+
+_may_end = threading.Event()  # set by the test: _slow_to_cancel's clean-up may end
+
+
+async def _slow_to_cancel(x: int) -> int:
+    _started.append(x)
+    try:
+        await asyncio.Event().wait()  # until cancelled
+    except asyncio.CancelledError:
+        await asyncio.to_thread(_may_end.wait, _WAIT)  # its clean-up
+        raise
+    return x
 
 
 async def _fail_on_0(x: int) -> int:
@@ -193,6 +207,30 @@ def test_shutdown_cancel_futures_starts_no_job_waiting_in_any_chunk(client: Any)
     for results in (first, second):
         with pytest.raises(concurrent.futures.CancelledError):
             next(results)
+
+
+def test_a_ctrl_c_while_shutdown_cancels_the_tasks_of_submitted_jobs_leaves_no_future_pending(
+    client: Any,
+) -> None:
+    # Found while fixing dclose F4: a second Ctrl-C that landed while the with block's
+    # exit cancelled the dask tasks of submitted jobs (client.cancel waits for the
+    # scheduler) left their futures pending for ever: their chunks were out of the
+    # batcher's in-flight set already, and the closing found nothing more to cancel.
+    # The Ctrl-C is stood in for by a KeyboardInterrupt from that cancel.
+    # The job's clean-up ends after the interrupted shutdown: its outcome comes later.
+    def interrupted(tasks: list[Any]) -> None:
+        raise KeyboardInterrupt
+
+    _may_end.clear()
+    exe = DaskExecutor(client=client, per_worker=1)
+    future = exe.submit(_slow_to_cancel, 0)
+    _wait_for(lambda: _started == [0], "the job started")
+    exe._batcher._cancel_tasks = interrupted  # type: ignore[method-assign]  # the Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        exe.shutdown(cancel_futures=True)
+    _may_end.set()
+    exe.shutdown()  # waits for the closing that the first one began
+    assert future.cancelled()
 
 
 @pytest.mark.timeout(60)

@@ -155,13 +155,17 @@ class Batcher:
         self.close_threadsafe(cancel_futures=True)  # (the flusher has ended: nothing more)
         with self._changed:
             sent, self._in_flight = self._in_flight, {}
-        if sent:
-            self._cancel_tasks([chunk.task for chunk in sent.values()])
-            for map_id in sent:
-                self._cancel_remote(map_id, EVERY_INDEX)
-        for chunk in sent.values():
-            for future in chunk.unclaimed():  # (those claimed came back: delivered)
-                _cancel_and_notify(future)
+        try:
+            if sent:
+                self._cancel_tasks([chunk.task for chunk in sent.values()])
+                for map_id in sent:
+                    self._cancel_remote(map_id, EVERY_INDEX)
+        finally:
+            # A Ctrl-C in the cancels above (dask's client.cancel waits for the scheduler):
+            # out of _in_flight, nothing else would cancel these futures, pending for ever.
+            for chunk in sent.values():
+                for future in chunk.unclaimed():  # (those claimed came back: delivered)
+                    _cancel_and_notify(future)
 
     def settle(self) -> None:
         """After ``close_threadsafe``: wait for the chunks sent whose futures are not all
