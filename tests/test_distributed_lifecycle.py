@@ -151,3 +151,35 @@ def test_a_client_closed_under_the_executor_cancels_its_jobs_and_shutdown_remove
         "job started: True", "cancelled on its worker: True", "clean-up ended: True",
         "queued job started: False", "cancelled: [True, True]", "plugins: []", "threads: []",
     ]
+
+
+@pytest.mark.timeout(120)
+def test_shutdown_after_the_client_and_its_local_cluster_closed_tries_no_connection(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The closing reaches the scheduler of a closed client with a client of its own, and
+    # a scheduler gone costs its whole connect timeout: not tried for a LocalCluster the
+    # client knew, closed too (a common end of a script that forgot the executor).
+    jobs = ""
+    main = (
+        "import logging\n"
+        "class Records(logging.Handler):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(logging.DEBUG)\n"
+        "        self.messages = []\n"
+        "    def emit(self, record):\n"
+        "        self.messages.append(record.getMessage())\n"
+        "if __name__ == '__main__':\n"
+        "    records = Records()\n"
+        "    logger = logging.getLogger('coroexecutor.distributed')\n"
+        "    logger.addHandler(records)\n"
+        "    logger.setLevel(logging.DEBUG)\n"
+        "    cluster = new_cluster()\n"
+        "    client = distributed.Client(cluster)\n"
+        "    exe = DaskExecutor(client=client, per_worker=1)\n"
+        "    client.close()\n"
+        "    cluster.close()\n"
+        "    exe.shutdown()\n"
+        "    print([m for m in records.messages if 'scheduler' in m], flush=True)\n"
+    )
+    assert _run_child(tmp_path, jobs, main) == ["[]"]

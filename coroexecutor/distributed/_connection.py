@@ -75,8 +75,9 @@ class Connection:
         if client.status not in ("closing", "closed"):
             yield client
             return
-        cluster = getattr(client, "cluster", None)  # a LocalCluster's ends with it
-        if cluster is not None and cluster.status.name in ("closing", "closed"):
+        # The client's cluster object (a LocalCluster), closed too: so is its scheduler.
+        cluster_status = getattr(getattr(client, "cluster", None), "status", None)
+        if getattr(cluster_status, "name", None) in ("closing", "closed"):
             yield None
             return
         try:
@@ -84,7 +85,7 @@ class Connection:
                 self.address, security=client.security, set_as_default=False,
                 timeout=RECONNECT_TIMEOUT,
             )
-        except (OSError, TimeoutError):  # the scheduler is gone too, and its plugins
+        except Exception:  # OSError: the scheduler is gone too, and its plugins with it
             _LOGGER.debug("could not reach the scheduler of a closed client", exc_info=True)
             yield None
             return
