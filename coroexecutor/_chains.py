@@ -79,11 +79,13 @@ def stop_as_error(stop: BaseException) -> RuntimeError:
     )
     error.__cause__ = stop
     try:
-        notes = list(getattr(stop, "__notes__", ()))
+        notes = getattr(stop, "__notes__", ())
     except BaseException:
         # A __notes__ property of the user's that raises (even KeyboardInterrupt, as
-        # add_note bears), or is no iterable: the RuntimeError goes on without notes.
-        notes = []
+        # add_note bears): the RuntimeError goes on without notes.
+        notes = ()
+    if not isinstance(notes, (list, tuple)):
+        notes = ()  # not notes (a str would give its characters), as PEP 678 leaves them
     for note in notes:
         if isinstance(note, str):
             add_note(error, note)

@@ -253,3 +253,49 @@ def test_list_of_the_bridge_s_map_does_not_return_the_results_cut_short() -> Non
         RuntimeError, match=STOPPED.format("StopIteration")
     ):
         list(exe.map(stops_blocking, range(4)))
+
+
+#
+# Notes that are not a list of notes (PEP 678 wants a list)
+#
+
+
+class StrNotes:
+    """What a job raises: a stop whose ``__notes__`` is one str, not a list of them."""
+
+    @staticmethod
+    def stop(cls: type[BaseException]) -> BaseException:
+        stop = cls("no more")
+        stop.__notes__ = "a str, not a list"  # type: ignore[assignment]  # the mistake under test
+        return stop
+
+
+async def stops_with_str_notes(x: int) -> int:
+    await asyncio.sleep(0)
+    raise StrNotes.stop(StopAsyncIteration)
+
+
+def stops_blocking_with_str_notes(x: int) -> int:
+    raise StrNotes.stop(StopIteration)
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_notes_that_are_a_str_are_not_copied_as_its_characters(
+    loop_kind: str, ordered: bool
+) -> None:
+    # Before: the RuntimeError got ['a', ' ', 's', 't', 'r', ',', ...].
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        with pytest.raises(RuntimeError, match=STOPPED.format("StopAsyncIteration")) as raised:
+            async for _ in results(exe, ordered, stops_with_str_notes, range(1)):
+                pass
+    assert getattr(raised.value, "__notes__", []) == []
+    cause = raised.value.__cause__
+    assert cause is not None and cause.__notes__ == "a str, not a list"  # as the job left it
+
+
+def test_the_bridge_s_map_does_not_copy_a_str_of_notes_either() -> None:
+    with LoopExecutor(max_workers=1) as exe, pytest.raises(
+        RuntimeError, match=STOPPED.format("StopIteration")
+    ) as raised:
+        list(exe.map(stops_blocking_with_str_notes, range(1)))
+    assert getattr(raised.value, "__notes__", []) == []
