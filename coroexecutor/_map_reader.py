@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ._errors import not_a_task
+from ._map_pass_on import GO_ON, pass_on
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
 from ._policy import loop_going_down
@@ -209,7 +210,7 @@ async def read_inputs(
             outcome = await pass_on(sources, steps, cancel)
         finally:
             cancel = None  # no cycle through this frame
-        if outcome is not _GO_ON:
+        if outcome is not GO_ON:
             ending = outcome
             break
     # Closed outside the except clauses: a raise inside one sets the raised error's
@@ -220,52 +221,6 @@ async def read_inputs(
     finally:
         ending = None  # no cycle through this frame
     return EXHAUSTED
-
-
-_GO_ON: Any = object()  # pass_on(): the input took the cancel and yielded: read on
-
-
-async def pass_on(
-    sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
-    steps: list[tuple[bool, Callable[[], Any]]],
-    cancel: asyncio.CancelledError,
-) -> Any:
-    """The reader was cancelled with the map open, so not by the map: by a context an
-    async generator input holds open across its ``yield`` in this task, an
-    ``asyncio.timeout()`` that expired or a ``TaskGroup`` whose child failed, while the
-    reader waited between two items (or in another input's read). Such a context only
-    turns its own cancel into its error (TimeoutError, the group's ExceptionGroup, after
-    task.uncancel()) as the CancelledError passes through it, at the input's ``yield``:
-    so it is thrown in there, into each input still suspended in turn, until one takes
-    it. Returns what ends the reading: the input's error (raised from the map's ``async
-    for``, as any input's error is), None if the input returned, the cancel itself if no
-    input took it (an outside cancel: asyncio.run() ending, say); or _GO_ON if the input
-    caught its error and yielded an item, which becomes its next read."""
-    for index, source in enumerate(sources):
-        if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
-            continue  # not an async generator suspended at a yield: it holds no context
-        try:
-            item = await source.athrow(cancel)
-        except asyncio.CancelledError:
-            continue  # not its context's cancel (that input has ended with it)
-        except StopAsyncIteration:
-            return None
-        except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
-            return exc
-        _push_back(steps, index, item)
-        return _GO_ON
-    return cancel
-
-
-def _push_back(steps: list[tuple[bool, Callable[[], Any]]], index: int, item: Any) -> None:
-    """The next read of input ``index`` returns ``item`` (then reads it as before)."""
-    step = steps[index]
-
-    async def pushed_back() -> Any:
-        steps[index] = step
-        return item
-
-    steps[index] = (True, pushed_back)
 
 
 async def _close_inputs(
