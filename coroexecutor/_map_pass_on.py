@@ -30,20 +30,25 @@ async def pass_on(
     for``, as any input's error is), None if the input returned, the cancel itself if no
     input took it (an outside cancel: asyncio.run() ending, say); or GO_ON if the input
     caught its error and yielded an item, which becomes its next read."""
-    for index, source in enumerate(sources):
-        if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
-            continue  # not an async generator suspended at a yield: it holds no context
-        try:
-            item = await source.athrow(cancel)
-        except asyncio.CancelledError:
-            continue  # not its context's cancel (that input has ended with it)
-        except StopAsyncIteration:
-            return None
-        except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
-            return exc
-        _push_back(steps, index, item)
-        return GO_ON
-    return cancel
+    try:
+        for index, source in enumerate(sources):
+            if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
+                continue  # not an async generator suspended at a yield: it holds no context
+            try:
+                item = await source.athrow(cancel)
+            except asyncio.CancelledError:
+                continue  # not its context's cancel (that input has ended with it)
+            except StopAsyncIteration:
+                return None
+            except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
+                return exc
+            _push_back(steps, index, item)
+            return GO_ON
+        return cancel
+    finally:
+        # No cycle through this frame: an input that ends in athrow() keeps its frame,
+        # whose f_back (Python 3.12 and later) is this one, in the traceback of ``cancel``.
+        del cancel
 
 
 def _push_back(steps: list[tuple[bool, Callable[[], Any]]], index: int, item: Any) -> None:
