@@ -1,9 +1,11 @@
 """pass_on: a cancel that a context an async input holds open across its ``yield`` sent
-the map's reader task, thrown into that input (see _map_reader.read_inputs)."""
+the map's reader task, thrown into that input (see _map_reader.read_inputs); and the
+items that input yields back then, held in input order for the reads to come (_Held)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,10 +15,12 @@ __all__ = ["GO_ON", "pass_on"]
 
 GO_ON: Any = object()  # pass_on(): the input took the cancel and yielded: read on
 
+Steps = list[tuple[bool, Callable[[], Any]]]  # read_inputs: (is it async, its next-item method)
+
 
 async def pass_on(
     sources: tuple[Iterator[Any] | AsyncIterator[Any], ...],
-    steps: list[tuple[bool, Callable[[], Any]]],
+    steps: Steps,
     cancel: asyncio.CancelledError,
 ) -> Any:
     """The reader was cancelled with the map open, so not by the map: by a context an
@@ -29,7 +33,12 @@ async def pass_on(
     it. Returns what ends the reading: the input's error (raised from the map's ``async
     for``, as any input's error is), None if the input returned, the cancel itself if no
     input took it (an outside cancel: asyncio.run() ending, say); or GO_ON if the input
-    caught its error and yielded an item, which becomes its next read."""
+    caught its error and yielded an item, which it holds for the input's next read.
+
+    An input that yielded items this way before, not read yet (the window still full
+    as its context expired again), is read on too, whatever it does now: the item it
+    yields now is held behind them, and its end (its return, or an error) is held
+    behind them as well, not taken at once (it would lose them)."""
     try:
         for index, source in enumerate(sources):
             if not inspect.isasyncgen(source) or source.ag_running or source.ag_frame is None:
@@ -38,11 +47,13 @@ async def pass_on(
                 item = await source.athrow(cancel)
             except asyncio.CancelledError:
                 continue  # not its context's cancel (that input has ended with it)
-            except StopAsyncIteration:
-                return None
-            except BaseException as exc:  # (KeyboardInterrupt and the like end the reading too)
-                return exc
-            _push_back(steps, index, item)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                return exc  # they end the reading at once, items held or not
+            except BaseException as exc:  # its end (StopAsyncIteration included) or its error
+                if _hold_end(steps, index, exc):
+                    return GO_ON
+                return None if isinstance(exc, StopAsyncIteration) else exc
+            _held(steps, index).items.append(item)
             return GO_ON
         return cancel
     finally:
@@ -51,12 +62,48 @@ async def pass_on(
         del cancel
 
 
-def _push_back(steps: list[tuple[bool, Callable[[], Any]]], index: int, item: Any) -> None:
-    """The next read of input ``index`` returns ``item`` (then reads it as before)."""
-    step = steps[index]
+def _hold_end(steps: Steps, index: int, end: BaseException) -> bool:
+    """Whether input ``index`` holds items: then ``end`` is held behind them. (Not done
+    in pass_on: a local of its frame, in ``end``'s traceback, would keep the _Held once
+    read_inputs lets go of it: a cycle.)"""
+    held = steps[index][1]
+    if not isinstance(held, _Held):
+        return False
+    held.end = end
+    return True
 
-    async def pushed_back() -> Any:
-        steps[index] = step
-        return item
 
-    steps[index] = (True, pushed_back)
+def _held(steps: Steps, index: int) -> _Held:
+    """The items held for input ``index``: its _Held, put in place of its step if none is."""
+    held = steps[index][1]
+    if not isinstance(held, _Held):
+        held = _Held(steps, index)
+        steps[index] = (True, held)
+    return held
+
+
+class _Held:
+    """Input ``index``'s next reads, in place of its step until they are read (so the
+    reader's loop reads on as before, with no test per item): the items it holds,
+    oldest first, then its end if pass_on met it (raised), else the input's own step
+    again, put back as the last item is read."""
+
+    __slots__ = ("end", "index", "items", "step", "steps")
+
+    def __init__(self, steps: Steps, index: int) -> None:
+        self.steps, self.index, self.step = steps, index, steps[index]
+        self.items: collections.deque[Any] = collections.deque()
+        self.end: BaseException | None = None
+
+    async def __call__(self) -> Any:
+        if self.items:
+            item = self.items.popleft()
+            if not self.items and self.end is None:
+                self.steps[self.index] = self.step  # read the input itself again
+            return item
+        end, self.end = self.end, None
+        assert end is not None  # (put back with the last item otherwise)
+        try:
+            raise end
+        finally:
+            end = None  # no cycle through this frame

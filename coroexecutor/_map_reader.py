@@ -213,6 +213,7 @@ async def read_inputs(
         if outcome is not GO_ON:
             ending = outcome
             break
+    steps.clear()  # no cycle through this frame (an input's end held: see pass_on)
     # Closed outside the except clauses: a raise inside one sets the raised error's
     # __context__ to the error being handled, which would cut the chain _close_inputs
     # builds.

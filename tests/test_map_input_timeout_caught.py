@@ -1,5 +1,7 @@
 """An async input that holds ``asyncio.timeout()`` open across its ``yield`` and catches
-its expiry is read on (docs/semantics.rst, "How a map reads an async input").
+its expiry is read on (docs/semantics.rst, "How a map reads an async input"): every item
+it yields, the ones it yields back from the cancel thrown into it included, is read once
+and in input order, however many times its timeout expires before the map reads on.
 
 Each timeout is expired by hand (``reschedule()`` to now) at a point the test chooses:
 the reader waits for room (the window full of parked jobs).
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import pytest
@@ -62,14 +64,52 @@ async def _collect(results: AsyncIterator[Any]) -> list[Any]:
     return [r async for r in results]
 
 
-@pytest.mark.parametrize("expiries", [1], ids=["end"])
+@pytest.mark.parametrize("expiries", [1, 2])
+@pytest.mark.parametrize("last", [False, True], ids=["reads_on", "ends_at_last"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_items_yielded_back_from_expiries_are_read_once_in_order(
+    loop_kind: str, expiries: int, last: bool, ordered: bool
+) -> None:
+    """Regression (brk33 f2): with the window full, the input's timeout expired at its
+    yield, once or again before the map read on; each time the input caught it and
+    yielded its next item (athrow()'s return value), held for the next read. A second
+    expiry put its item AHEAD of the one held before (map() yielded [0, 1, 3, 2]), and an
+    input that returned at an expiry lost every item still held (map() ended at [0, 1]).
+    ``ends_at_last``: the last expiry meets the input's last item, so it returns there."""
+    count = expiries + 1 if last else 4
+    source = Expiring(count)
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def job(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            for i in range(1, expiries + 1):  # item 1 read: the window (2) is full
+                await source.expire(i)
+            release.set()
+        await release.wait()
+        return n
+
+    async with CoroutineExecutor(max_workers=2) as exe:
+        run = exe.map if ordered else exe.map_unordered
+        results = await _collect(run(job, source()))
+    assert source.expired == list(range(1, expiries + 1))
+    assert started == list(range(count))  # every item became a job, in input order
+    assert (results if ordered else sorted(results)) == list(range(count))
+    assert exe.stats.submitted == count
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("expiries", [1, 2], ids=["end", "end_held"])
 async def test_an_input_ending_at_an_expiry_leaves_no_reference_cycle(
     loop_kind: str, expiries: int
 ) -> None:
-    """Regression: the input returned at its last expiry. On Python 3.12 and later its
-    finished frame keeps pass_on's frame (its f_back), and so the cancel thrown in, whose
-    traceback holds that frame: a cycle. Nothing of the map's reading is left for the
-    cycle collector once the map ends."""
+    """The input returned at its last expiry. ``end_held``: item 2 still held, so its end
+    is held behind it, with the reader's frames in its traceback, which hold the held
+    items (the map ended at [0, 1] before: item 2 lost). ``end``: nothing held; on
+    Python 3.12 and later the input's finished frame keeps pass_on's frame (its f_back)
+    and so the cancel thrown in, whose traceback holds that frame: a cycle. Nothing of
+    the map's reading is left for the cycle collector once the map ends."""
     source = Expiring(expiries + 1)
     release = asyncio.Event()
 
@@ -92,3 +132,39 @@ async def test_an_input_ending_at_an_expiry_leaves_no_reference_cycle(
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_error_at_an_expiry_comes_after_the_item_held_before_it(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: the input caught its first expiry and yielded item 2 back (held, the
+    window full); its second expiry it did not catch. Its TimeoutError ended the reading
+    at once, and item 2, which it had yielded before it raised, never became a job."""
+    source = Expiring(4, catch=1)
+    called: list[int] = []  # the items the map started a job for (it calls job() then)
+    release = asyncio.Event()
+
+    async def run(n: int) -> int:
+        if n == 0:
+            await source.expire(1)
+            await source.at[2].wait()
+            source.scopes[2].reschedule(asyncio.get_running_loop().time())  # not caught
+            release.set()
+        await release.wait()
+        return n
+
+    def job(n: int) -> Coroutine[Any, Any, int]:
+        called.append(n)
+        return run(n)
+
+    with pytest.raises(TimeoutError):
+        async with CoroutineExecutor(max_workers=2) as exe:
+            map_ = exe.map if ordered else exe.map_unordered
+            await _collect(map_(job, source()))
+    assert source.expired == [1]
+    # Item 2 was read before the error, as an input read at once is: its job started
+    # (and the error cancelled it, maybe before its first step).
+    assert called == [0, 1, 2]
+    assert exe.stats.submitted == 3
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
