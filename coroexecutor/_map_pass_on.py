@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["GO_ON", "pass_on"]
+__all__ = ["GO_ON", "hold_back", "pass_on"]
 
 
 GO_ON: Any = object()  # pass_on(): the input took the cancel and yielded: read on
@@ -60,6 +60,15 @@ async def pass_on(
         # No cycle through this frame: an input that ends in athrow() keeps its frame,
         # whose f_back (Python 3.12 and later) is this one, in the traceback of ``cancel``.
         del cancel
+
+
+def hold_back(steps: Steps, values: Sequence[Any]) -> None:
+    """A cancel cut a read of the inputs short: ``values`` were read from the first inputs
+    before it (a zip of inputs, the cancel in a later one's read). Each becomes the next
+    read of its input again, ahead of anything pass_on holds for it after, so none is lost
+    as the reads are made again."""
+    for index, value in enumerate(values):
+        _held(steps, index).items.appendleft(value)
 
 
 def _hold_end(steps: Steps, index: int, end: BaseException) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ._errors import not_a_task
-from ._map_pass_on import GO_ON, pass_on
+from ._map_pass_on import GO_ON, hold_back, pass_on
 from ._map_state import EXHAUSTED, MapJobs
 from ._notes import safe_repr
 from ._policy import loop_going_down
@@ -167,10 +167,12 @@ async def read_inputs(
     ]
     reads = 0
     ending: BaseException | None = None  # an input's error, or the map closing us
+    values: list[Any] = []  # the read under way (a cancel may cut it short)
     while True:
         cancel: asyncio.CancelledError | None = None
         try:
             while not jobs.closed:
+                values = []
                 while reads >= jobs.limit:
                     jobs.go = go = loop.create_future()  # resolved by the map as it frees room
                     try:
@@ -178,7 +180,6 @@ async def read_inputs(
                     finally:
                         jobs.go = None
                 assert reads < jobs.limit  # never further ahead than the window
-                values = []
                 for is_async, step in steps:
                     values.append(await step() if is_async else step())
                 reads += 1  # (counted once made: one a cancel cut short is made again)
@@ -206,6 +207,9 @@ async def read_inputs(
             ending = exc
         if cancel is None:
             break
+        # The inputs read before the cancel came (in a later input's read) are read
+        # again as the read is made again: their items are held for it, not lost.
+        hold_back(steps, values)
         try:
             outcome = await pass_on(sources, steps, cancel)
         finally:

@@ -4,7 +4,7 @@ it yields, the ones it yields back from the cancel thrown into it included, is r
 and in input order, however many times its timeout expires before the map reads on.
 
 Each timeout is expired by hand (``reschedule()`` to now) at a point the test chooses:
-the reader waits for room (the window full of parked jobs).
+the reader waits for room (the window full of parked jobs) or in another input's read.
 """
 
 from __future__ import annotations
@@ -168,3 +168,54 @@ async def test_an_error_at_an_expiry_comes_after_the_item_held_before_it(
     assert called == [0, 1, 2]
     assert exe.stats.submitted == 3
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+class Gated:
+    """An async iterator object (not a generator: a cancel passes through its read and it
+    reads on) of ``b0``, ``b1``, ...: its read of item ``stop_at`` waits for ``gate``
+    (``waiting`` is set then)."""
+
+    def __init__(self, count: int, stop_at: int) -> None:
+        self.count, self.stop_at, self.n = count, stop_at, 0
+        self.waiting, self.gate = asyncio.Event(), asyncio.Event()
+
+    def __aiter__(self) -> Gated:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.n == self.count:
+            raise StopAsyncIteration
+        if self.n == self.stop_at:
+            self.waiting.set()
+            await self.gate.wait()
+        self.n += 1
+        return f"b{self.n - 1}"
+
+
+async def pair(*values: Any) -> tuple[Any, ...]:
+    return values
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+async def test_an_expiry_in_a_later_inputs_read_keeps_the_items_read_before_it(
+    loop_kind: str, ordered: bool
+) -> None:
+    """Regression: zipped inputs; the first one's timeout expired while the reader waited
+    in the second one's read (the first one at its yield of item 1). The cancel cut that
+    read short and item 1, already read, was dropped: the map paired item 2 (the one the
+    first input yielded back) with b1."""
+    first, second = Expiring(3), Gated(3, stop_at=1)
+
+    async def drive() -> None:
+        await second.waiting.wait()  # the reader has item 1 of the first and waits here
+        await first.expire(1)
+        second.gate.set()
+
+    async with CoroutineExecutor(max_workers=4) as exe:
+        driver = asyncio.ensure_future(drive())
+        run = exe.map if ordered else exe.map_unordered
+        results = await _collect(run(pair, first(), second))
+        await driver
+    assert first.expired == [1]
+    expected = [(0, "b0"), (1, "b1"), (2, "b2")]
+    assert (results if ordered else sorted(results)) == expected
