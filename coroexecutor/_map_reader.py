@@ -180,8 +180,22 @@ async def read_inputs(
                     finally:
                         jobs.go = None
                 assert reads < jobs.limit  # never further ahead than the window
+                ran_out = False
                 for is_async, step in steps:
-                    values.append(await step() if is_async else step())
+                    try:
+                        values.append(await step() if is_async else step())
+                    except (StopIteration, StopAsyncIteration) as stop:
+                        if isinstance(stop, StopAsyncIteration) is not is_async:
+                            # The other kind is the input's error, not its end:
+                            # StopAsyncIteration from a sync __next__(), StopIteration
+                            # from an __anext__() call. A quiet end would hide it.
+                            raise
+                        # The shortest input ran out: as zip(), the inputs after it were
+                        # not advanced.
+                        ran_out = True
+                        break
+                if ran_out:
+                    break
                 reads += 1  # (counted once made: one a cancel cut short is made again)
                 if jobs.closed:
                     # The input closed the map itself while we read it (it called
@@ -189,8 +203,6 @@ async def read_inputs(
                     break
                 items.append(tuple(values))
                 jobs.on_read()
-        except (StopIteration, StopAsyncIteration):
-            pass  # the shortest input ran out: as zip(), the inputs after it were not advanced
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             # At once: asyncio's task lets the first two out of the loop; the last is this
             # coroutine closed (its task destroyed pending), which may not await again.

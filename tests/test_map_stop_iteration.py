@@ -299,3 +299,72 @@ def test_the_bridge_s_map_does_not_copy_a_str_of_notes_either() -> None:
     ) as raised:
         list(exe.map(stops_blocking_with_str_notes, range(1)))
     assert getattr(raised.value, "__notes__", []) == []
+
+
+#
+# An input's stop of the wrong kind is its error, not its end
+#
+
+
+class SyncStopsWrongly:
+    """A sync input whose ``__next__()`` raises StopAsyncIteration after two items."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __iter__(self) -> SyncStopsWrongly:
+        return self
+
+    def __next__(self) -> int:
+        self.read += 1
+        if self.read > 2:
+            raise StopAsyncIteration("the wrong kind of stop")
+        return self.read
+
+
+class AsyncStopsWrongly:
+    """An async input whose ``__anext__()`` call raises StopIteration after two items."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __aiter__(self) -> AsyncStopsWrongly:
+        return self
+
+    def __anext__(self) -> asyncio.Future[int]:
+        self.read += 1
+        if self.read > 2:
+            raise StopIteration("the wrong kind of stop")
+        item: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        item.set_result(self.read)
+        return item
+
+
+async def counting() -> AsyncIterator[int]:
+    for i in range(10):
+        yield i
+
+
+async def both(a: int, b: int) -> tuple[int, int]:
+    return a, b
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["map", "map_unordered"])
+@pytest.mark.parametrize("wrong", ["sync input", "async input"])
+async def test_an_input_s_stop_of_the_wrong_kind_is_raised_not_taken_for_its_end(
+    loop_kind: str, ordered: bool, wrong: str
+) -> None:
+    # Before: the map with an async input ended quietly after two results, cut short.
+    inputs: tuple[Any, Any] = (
+        (SyncStopsWrongly(), counting()) if wrong == "sync input"
+        else (AsyncStopsWrongly(), range(10))
+    )
+    got: list[tuple[int, int]] = []
+    async with CoroutineExecutor(suppress_task_errors=True) as exe:
+        with pytest.raises(RuntimeError) as raised:
+            async for pair in results(exe, ordered, both, *inputs):
+                got.append(pair)
+    cause = raised.value.__cause__
+    assert type(cause) is (StopAsyncIteration if wrong == "sync input" else StopIteration)
+    assert str(cause) == "the wrong kind of stop"
+    assert set(got) <= {(1, 0), (2, 1)}  # results ready before the read failed may come first
