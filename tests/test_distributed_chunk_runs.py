@@ -74,16 +74,16 @@ def no_thread_leaks() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _clear_records() -> Iterator[None]:
     _started.clear()
-    _released[0] = False
+    _released.clear()
     yield
-    _released[0] = True  # (an input 0 left waiting by a failed test fails now)
+    _released.set()  # (an input 0 left waiting by a failed test fails now)
     _may_end.set()  # (and a clean-up left waiting ends)
 
 
 # Jobs (they run on the worker's loop, in this process)
 
 _started: list[int] = []  # the inputs whose code ran, in order
-_released = [False]  # set by the test's thread: input 0 of _fail_on_0 may fail
+_released = threading.Event()  # set by the test's thread: input 0 of _fail_on_0 may fail
 
 
 async def _record(x: int) -> int:
@@ -99,10 +99,7 @@ async def _park(x: int) -> int:
 
 async def _until_released() -> None:
     """Wait until the test's thread says the inputs behind this one wait for its slot."""
-    deadline = time.monotonic() + _WAIT
-    while not _released[0]:
-        assert time.monotonic() < deadline, f"not released in {_WAIT} s"
-        await asyncio.sleep(0.001)
+    assert await asyncio.to_thread(_released.wait, _WAIT), f"not released in {_WAIT} s"
 
 
 _may_end = threading.Event()  # set by the test: _slow_to_cancel's clean-up may end
@@ -253,7 +250,7 @@ def test_fail_fast_starts_no_later_job_waiting_for_the_failed_job_s_slot(
     with DaskExecutor(client=client, per_worker=1, **options) as exe:
         results = exe.map(fn, _after_input_0_starts(), chunksize=1)
         _wait_for(lambda: _chunks_on_worker(exe) == 2, "two chunks queued")
-        _released[0] = True
+        _released.set()
         with pytest.raises(TimeoutError if how == "job_timeout" else ValueError):
             next(results)
     assert _started == [0]
@@ -277,7 +274,7 @@ def test_a_process_starts_every_job_of_a_chunk_before_those_of_the_next(client: 
         inputs = _chunk_by_chunk(exe, chunks, first_started=[0, 1])
         results = exe.map(_hold_0_and_1, inputs, chunksize=3, buffersize=9)
         _wait_for(lambda: _chunks_on_worker(exe) == 3, "three chunks queued")
-        _released[0] = True
+        _released.set()
         assert list(results) == list(range(9))
     assert _started == list(range(9))
 
@@ -292,7 +289,7 @@ def test_a_retried_job_starts_before_the_jobs_of_a_later_chunk(client: Any) -> N
         inputs = _chunk_by_chunk(exe, [[0, 1], [2, 3]], first_started=[0])
         results = exe.map(_fail_0_once, inputs, chunksize=2)
         _wait_for(lambda: _chunks_on_worker(exe) == 2, "two chunks queued")
-        _released[0] = True
+        _released.set()
         assert list(results) == [0, 1, 2, 3]
     assert sorted(_started[:3]) == [0, 0, 1] and _started[3:] == [2, 3]
 
