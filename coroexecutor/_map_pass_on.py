@@ -46,7 +46,10 @@ async def pass_on(
             try:
                 item = await source.athrow(cancel)
             except asyncio.CancelledError:
-                continue  # not its context's cancel (that input has ended with it)
+                # Not its context's cancel, and the input has ended with it: its next
+                # read raises that, not a quiet end that would drop the items to come.
+                _hold_loss(steps, index)
+                continue
             except (KeyboardInterrupt, SystemExit) as exc:
                 return exc  # they end the reading at once, items held or not
             except BaseException as exc:  # its end (StopAsyncIteration included) or its error
@@ -80,6 +83,19 @@ def _hold_end(steps: Steps, index: int, end: BaseException) -> bool:
         return False
     held.end = end
     return True
+
+
+def _hold_loss(steps: Steps, index: int) -> None:
+    """Input ``index`` ended with a cancel thrown in for another input's context (which
+    input holds the expiring context cannot be told beforehand: they are tried in
+    order). Its next read, after any items held for it, raises a RuntimeError saying
+    so. (If no input takes the cancel, the reading ends with it and nothing is read.)"""
+    _held(steps, index).end = RuntimeError(
+        f"map input {index} was closed by the cancel of a context that a later input holds"
+        " open across its yield (the cancel is thrown into the inputs in order, and only"
+        " the one whose context sent it can take it): hold such a context in the first"
+        " async input"
+    )
 
 
 def _held(steps: Steps, index: int) -> _Held:
