@@ -89,6 +89,9 @@ class Core(Protocol):
     _state: State
     _slots: Slots
     _keyed: KeyedSlots | None  # with key=, the same object as _slots (else None)
+    # In-line jobs and no key=: submit() may start a job in the plain lane, and an in-line
+    # job's runner may settle its success itself (see run_job). Tests turn it off.
+    _plain: bool
     _outcomes: Outcomes
     _startup: Startup
     _running: dict[object, asyncio.Future[Any]]

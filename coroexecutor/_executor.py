@@ -27,12 +27,12 @@ from ._jobs import FactoryReader, JobTask, as_coroutine
 from ._keyed import MaxPerKey
 from ._keyed_slots import KeyFn, make_slots
 from ._keying import start_keyed, submit_nowait_keyed, take_key
-from ._lane import run_in_lane
 from ._map import MapIterator, MapJobs, close_maps
 from ._policy import JobKind, Outcomes
 from ._queued import on_queued_dropped, queue_job, start_queued
 from ._retry import RetryArg, resolve_retry
 from ._retrying import failed_call
+from ._runners import run_job
 from ._settings import DEFAULT_MAX_WORKERS, Settings
 from ._settle import on_job_done
 from ._start import _NO_KWARGS, start_job
@@ -210,9 +210,10 @@ class CoroutineExecutor(Settings):
                 # THE PLAIN LANE (the one hot path written out twice): take_nowait() and
                 # start_job() for an in-line job (no key, hook, job_timeout, adaptive
                 # limit or rate limit; a retry policy may be set) on a loop with no task
-                # factory, with run_in_lane() as its runner, which settles a success
-                # itself: 3.8 % of a no-op job's instructions, about 3 % of its time
-                # (paired; internals.rst, "The plain lane").
+                # factory. Its runner, run_job(), settles a success itself with
+                # settle() written out, for every in-line job (the lane's other half):
+                # 3.8 % of a no-op job's instructions, about 3 % of its time (paired;
+                # internals.rst, "The plain lane").
                 # Every other job starts in the general path below.
                 # tests/test_core_lanes.py runs the same scenarios through both.
                 call: Callable[..., Any] = fn
@@ -230,9 +231,11 @@ class CoroutineExecutor(Settings):
                             raise
                         coro, policy = retried
                     if policy is None:
-                        runner = run_in_lane(self, coro)
+                        runner = run_job(self, coro)
                     else:  # the call is kept until the job ends only for retries
-                        runner = run_in_lane(self, coro, fn, args, kwargs or _NO_KWARGS, policy)
+                        runner = run_job(
+                            self, coro, None, None, call, args, kwargs or _NO_KWARGS, policy
+                        )
                     task: asyncio.Task[T] = JobTask(runner, loop=loop)
                 except BaseException:
                     start_failed(self, fn, "submit", runner, coro)

@@ -1,4 +1,4 @@
-"""The end of a job: the runner coroutines an in-line job's task runs, which settle the
+"""The end of a job: the runner coroutine every in-line job's task runs, which settles the
 job in its own last step (started by _start.start_job; settle() is in _settle).
 
 Functions of the executor (the first argument), on its event loop thread.
@@ -24,33 +24,54 @@ if TYPE_CHECKING:
     from ._core import Core
     from ._map_state import MapJobs
 
-__all__ = ["first_failure", "job_raised", "later_attempts", "run_job", "run_retrying"]
+__all__ = ["job_raised", "run_job"]
 
 _set_position = job_position.set
-_get_position = job_position.get
 _current_task = asyncio.current_task
 _CancelledError = asyncio.CancelledError
 _CANCELLING = State.CANCELLING
+_POLICY = JobKind.POLICY  # (an enum member's attribute read costs about 60 ns on 3.11)
 
 
 async def run_job(
     exe: Core,
     coro: Coroutine[Any, Any, Any],
-    kind: JobKind,
     index: int | None = None,
     owner: MapJobs | None = None,
+    fn: Callable[..., Any] | None = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    policy: RetryPolicy | None = None,
 ) -> Any:
-    """The coroutine an in-line job's task runs: it settles the job's slot, counts and
-    policy in the job's own last step, so no done callback (and no extra turn of the
-    loop) is needed per job. ``index``: a map job's input position, for the note on its
-    error (the job itself is named from its coroutine: see describe_coroutine);
-    ``owner``: its map, told of its error (see MapJobs.job_failed)."""
+    """The coroutine an in-line job's task runs (every in-line job's, submit()'s plain
+    lane included): it settles the job's slot, counts and policy in the job's own last
+    step, so no done callback (and no extra turn of the loop) is needed per job.
+
+    ``index``: a map job's input position, for the note on its error (the job itself is
+    named from its coroutine: see describe_coroutine); ``owner``: its map, told of its
+    error (see MapJobs.job_failed), whose kind is the job's (a return_exceptions map's
+    jobs are RESULT; every other job is POLICY). ``policy``: the job's retry policy, if
+    it has one, and ``fn``, ``args`` and ``kwargs`` its call, kept for the attempts the
+    policy may ask for (see _retrying), which keep the job's task, key and settling.
+    (One runner for every in-line job: a job that retries nothing passes none of these,
+    yet pays for their places in its frame, about 280 instructions. A tuple of them
+    instead, made for a job with a policy, cost such a job 3 % of its time: one more
+    object for the collector per job.)
+
+    Part of THE PLAIN LANE (the one hot path written out twice, see
+    CoroutineExecutor.submit): a success with nothing waiting for a slot, for idleness or
+    for this job, and no key=, is settled here, settle()'s success path written out
+    (about 1,100 instructions a job; internals.rst, "The plain lane").
+    tests/test_core_lanes.py runs the same scenarios through the lane and the general
+    path (``_plain`` off: every job settles in settle())."""
     if _jobs.priming:  # only under _jobs.prime(): see JobTask
         try:
             await _jobs.prime_point()
         except _CancelledError as exc:
+            retried_unpaused(exe, coro)  # (a call that failed as the job started)
             coro.close()  # cancelled before its first step: the job never runs
-            job_raised(exe, coro, exc, kind, owner)
+            job_raised(exe, coro, exc, _POLICY if owner is None else owner.kind, owner)
+            del fn, args, kwargs  # see below
             raise
         except BaseException:
             coro.close()  # closed before it became a task (GeneratorExit): start_job settles
@@ -58,51 +79,20 @@ async def run_job(
     # The job's context (its task's own copy) and every task started inside the job
     # know they run in a job of ours: see _lifecycle.may_wait. Not before priming, which
     # runs in the submitter's context. A map's job starts marked (see MapJobs.context).
-    if _get_position() is not exe:
+    if owner is None:
         _set_position(exe)
     try:
         result = await coro
     except BaseException as exc:
-        if exe._annotate:
-            annotate_coroutine_error(exc, coro, map_index=index)
-        job_raised(exe, coro, exc, kind, owner)
-        raise
-    settle(exe, coro, None, None, kind)
-    return result
-
-
-async def run_retrying(
-    exe: Core,
-    coro: Coroutine[Any, Any, Any],
-    kind: JobKind,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    index: int | None,
-    policy: RetryPolicy,
-    owner: MapJobs | None,
-) -> Any:
-    """run_job() for a job with a retry policy: on a failure the policy may ask for more
-    attempts (see _retrying), which keep the job's task, key and settling. ``owner``:
-    the map the job belongs to, if any (its pauses leave the map's window)."""
-    if _jobs.priming:  # only under _jobs.prime(): see JobTask
-        try:
-            await _jobs.prime_point()
-        except _CancelledError as exc:
-            retried_unpaused(exe, coro)  # (a call that failed as the job started)
-            coro.close()
+        kind = _POLICY if owner is None else owner.kind
+        if policy is None:
+            if exe._annotate:
+                annotate_coroutine_error(exc, coro, map_index=index)
             job_raised(exe, coro, exc, kind, owner)
-            del fn, args, kwargs  # see below
             raise
-        except BaseException:
-            coro.close()
-            raise
-    if _get_position() is not exe:  # (see run_job)
-        _set_position(exe)
-    try:
-        result = await coro
-    except BaseException as exc:
-        retrying = first_failure(exe, coro, kind, fn, args, kwargs, policy, index, owner, exc)
+        retrying = first_failure(
+            exe, coro, kind, fn, args, kwargs, policy, index, owner, exc  # type: ignore[arg-type]  # a policy comes with its call
+        )
         # From here the job's call is in ``retrying`` alone: the traceback of the job's
         # error (or of a cancelled task's CancelledError) keeps this frame for as long as
         # the caller keeps the task.
@@ -110,7 +100,16 @@ async def run_retrying(
         if retrying is None:
             raise
     else:
-        settle(exe, coro, None, None, kind)
+        slots = exe._slots
+        if slots.backlog or not exe._plain or exe._idle_waiters or exe._watchers:
+            settle(exe, coro, None, None, _POLICY if owner is None else owner.kind)
+        else:  # settle() of an in-line success with nothing to wake, written out
+            try:
+                del exe._running[coro]
+            except KeyError:
+                pass  # never registered: see settle
+            slots.free += 1  # Slots.release() written out (part of the lane's copy)
+            exe._outcomes.succeeded += 1
         return result
     return await later_attempts(exe, coro, kind, owner, *retrying)
 

@@ -23,7 +23,7 @@ from ._pauses import Pauses, cancelled_job, retried_unpaused
 from ._policy import JobKind
 from ._retry import INHERIT, Inherit, RetryPolicy
 from ._retrying import Answered, Call, failed_call, run_attempts
-from ._runners import run_job, run_retrying
+from ._runners import run_job
 from ._settle import failed_at_start, on_job_done
 from ._state import State
 from ._taking import start_failed
@@ -111,11 +111,9 @@ def start_job(
         retry: RetryPolicy | None = exe._retry if policy is INHERIT else policy  # type: ignore[assignment]  # INHERIT is the only Inherit: `is` does not narrow
         if exe._inline:
             if retry is None:  # no retries: the common case
-                runner = run_job(exe, coro, kind, index, owner)
+                runner = run_job(exe, coro, index, owner)
             else:  # the call is kept until the job ends only for retries
-                runner = run_retrying(
-                    exe, coro, kind, fn, args, kwargs or _NO_KWARGS, index, retry, owner
-                )
+                runner = run_job(exe, coro, index, owner, fn, args, kwargs or _NO_KWARGS, retry)
             reader = exe._task_factory_of  # None: asyncio's own loop (see factory_reader)
             if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
                 # What the loop's create_task does with no task factory, minus a call.

@@ -588,7 +588,7 @@ async def test_contextvars_reach_map_jobs(loop_kind: str) -> None:
 
 START_PATHS = {
     "in-line": {},
-    "retry": {"retry": Retry()},  # in-line too, through run_retrying
+    "retry": {"retry": Retry()},  # in-line too, its call kept by run_job
     "job_timeout": {"job_timeout": 60.0},  # a done callback: not in-line
     "key": {"key": lambda *args: "one key", "max_per_key": 8},
 }

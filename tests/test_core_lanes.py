@@ -2,10 +2,11 @@
 plain lane").
 
 The plain lane is the one hot path written out twice: submit() starts a job with nothing
-but an optional retry policy itself, and run_in_lane() settles its success in its last
-step. Every other job starts through start_job() and run_job()/run_retrying(). Each
-scenario here runs in both: ``lane`` is "plain lane" (the executor as it is) or "general
-path" (the executor's plain lane switched off), and the outcome must be the same.
+but an optional retry policy itself, and run_job() settles a success in its last step
+when nothing waits (tests/test_core_lanes_map.py: map's jobs). Every other job starts
+through start_job(), and every other outcome settles in settle(). Each scenario here
+runs in both: ``lane`` is "plain lane" (the executor as it is) or "general path" (the
+executor's plain lane switched off), and the outcome must be the same.
 """
 
 from __future__ import annotations
