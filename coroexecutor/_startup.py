@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "await_initializer", "bind", "broken_error", "check_accepting", "check_loop",
-    "check_not_initializer", "check_setter_thread", "enter_block", "no_exit", "policy_error",
+    "check_not_initializer", "enter_block", "no_exit", "policy_error",
     "refuse_plain_with",
 ]
 
@@ -105,27 +105,6 @@ def check_loop(exe: Core) -> None:
         raise RuntimeError(
             f"{exe!r} belongs to the event loop it was first used on and cannot be used"
             " from another; make one executor per asyncio.run()"
-        )
-
-
-def check_setter_thread(exe: Core, name: str) -> None:
-    """Refuse a setter called on another loop, or off the thread of the running loop the
-    executor is bound to: it would change the slots, the limiter and the backlog under
-    the loop's feet (and under an eager task factory start a queued job on the calling
-    thread). With no loop running, once the executor's own has finished, it is allowed."""
-    if not exe._bound:
-        return
-    loop = exe._loop
-    running = asyncio._get_running_loop()
-    if running is loop:
-        return
-    if running is not None and not loop.is_running():
-        check_loop(exe)  # on another loop, once its own has finished: refused as any call
-    if loop.is_running():
-        raise RuntimeError(
-            f"{exe!r}.{name} can only be set on the thread of its event loop; from another"
-            f" thread use loop.call_soon_threadsafe(setattr, executor, {name!r}, value), or"
-            " LoopExecutor, whose setters are thread-safe"
         )
 
 

@@ -15,7 +15,10 @@ class ExecutorStats:
 
     ``submitted`` counts every job accepted so far. Each accepted job is, at any moment,
     in exactly one of ``queued``, ``running`` or one of the three outcome counts, so
-    ``submitted == queued + running + succeeded + failed + cancelled`` always holds.
+    ``submitted == queued + running + succeeded + failed + cancelled`` always holds. (It
+    holds as every snapshot is taken where no job moves meanwhile: ``LoopExecutor``
+    takes it on its loop thread, whichever thread reads it; ``CoroutineExecutor`` on the
+    thread that reads it, so it refuses a read from another thread while its loop runs.)
     ``failed`` counts jobs that raised (including ``TimeoutError`` from ``job_timeout``);
     ``cancelled`` counts jobs cancelled before or while running, whoever cancelled them.
     ``retried`` counts the attempts that failed and were given another try (``retry=``),

@@ -188,7 +188,7 @@ class HandOff(SlotGrants):
 
     def counts(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
-        core = self.scheduler.core.stats
+        core = self.scheduler.core._counts()  # unchecked: the caller may not be the loop thread
         # Jobs whose cancel() returned True, which the core has not ended yet.
         early = [f._job for f in self.scheduler.jobs() if f._state == CANCELLED_AND_NOTIFIED]
         # Jobs cancelled before the loop could start them, or failed as it could not:
