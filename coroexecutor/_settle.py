@@ -125,7 +125,10 @@ def settle(
         exe._outcomes.succeeded += 1
     keyed = exe._keyed
     if keyed is not None:  # key=: its room goes back (an in-line job's task is current)
-        keyed.end(_current_task(exe._loop) if task is None else task)
+        try:
+            keyed.end(_current_task(exe._loop) if task is None else task)
+        except Exception as exc:  # the key's __hash__ or __eq__ (the rest must still run)
+            _key_lost(exe, exc, task, in_last_step=key is not task)
     if slots.backlog or (keyed is not None and keyed.line.waiting):
         if key is not task:  # in-line: in the job's own last step
             ending = exe._ending
@@ -148,6 +151,42 @@ def settle(
         wake = exe._watchers.pop(task, None) if task is not None else None
         if wake is not None and not wake.done():
             wake.set_result(None)
+
+
+def _key_lost(
+    exe: Core, exc: Exception, task: asyncio.Future[Any] | None, *, in_last_step: bool
+) -> None:
+    """A settled job's key could not be found to give its room back: its ``__hash__`` or
+    ``__eq__`` raised ``exc`` as the job ended (a key that changed while its job ran: not
+    supported, see semantics.rst). Its room stays taken and the key active, so the jobs
+    waiting in its line may never start.
+
+    The job keeps its own outcome, as its task and the counts have it. ``exc`` once ended
+    an in-line job's task in their place, after the job was counted a success; fail-fast
+    never heard of it, nothing woke the block's exit waiting for the job (it hung), and
+    asyncio logged "Task exception was never retrieved". It is a job error now, as the
+    error of a backlog start in a job's last step is (_backlog_failed): under fail-fast
+    it stops the executor and the block raises it; when the policy would not raise it
+    (``suppress_task_errors``, or an error already named) it goes to the loop's exception
+    handler, as an error in a done callback does, rather than nowhere."""
+    loop, outcomes = exe._loop, exe._outcomes
+    if outcomes.suppress or not outcomes.names(exe._state is _CANCELLING):
+        loop.call_exception_handler(
+            {
+                "message": "a key= key raised as its job ended: its room in the key is lost",
+                "exception": exc,
+            }
+        )
+    elif task is not None and loop_going_down(task):
+        fail_as_loop_ends(exe, exc)  # as settle does for a job's own error then
+    else:
+        ending = exe._ending
+        if in_last_step:  # a job's last step: its waiters are cancelled after it (abort)
+            exe._ending = _current_task(loop)
+        try:
+            abort(exe, Cause.JOB_ERROR, exc)
+        finally:
+            exe._ending = ending
 
 
 def _admit_after_job(exe: Core) -> None:
