@@ -239,7 +239,9 @@ class ThreadedLoopExecutor(BridgeSettings, concurrent.futures.Executor):
 
         As ``Executor.map``: ``TimeoutError`` from ``next()`` once ``timeout`` seconds
         have passed since this call; a job's error is raised when its result is reached;
-        the jobs still pending are cancelled when the iterator is closed or collected.
+        the jobs still pending are cancelled when the iterator is closed or collected,
+        and those this call submitted when it raises as it submits (an input or ``key()``
+        raising, a Ctrl-C).
         ``chunksize`` is accepted for compatibility and ignored, as by ThreadPoolExecutor.
         One ``next()`` at a time, as on its generator: a ``next()`` made while another
         has not returned (in another thread) raises ``ValueError`` and changes nothing.

@@ -205,16 +205,24 @@ def start_map(
     submit: _Submit = (
         _submit if isinstance(policy, Inherit) and window is None else _Policy(policy, window)
     )
-    if buffersize:
-        # islice() takes at most sys.maxsize, and no deque holds more: a larger buffersize
-        # (10**400 is a valid one, as on the core's map) means the same.
-        first = itertools.islice(inputs, min(buffersize, sys.maxsize))
-        futures = collections.deque(submit(exe, fn, args, index) for index, args in first)
-    else:
-        futures = collections.deque(submit(exe, fn, args, index) for index, args in inputs)
-    return MapIterator(
+    futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+    iterator: MapIterator[Any] = MapIterator(
         weakref.ref(exe), fn, futures, inputs if buffersize else None, end_time, submit, window
     )
+    # islice() takes at most sys.maxsize, and no deque holds more: a larger buffersize
+    # (10**400 is a valid one, as on the core's map) means the same.
+    first = itertools.islice(inputs, min(buffersize, sys.maxsize)) if buffersize else inputs
+    try:
+        for index, args in first:
+            futures.append(submit(exe, fn, args, index))
+    except BaseException:
+        # An input raised, or key() or submit() did (a Ctrl-C too), once some jobs were
+        # submitted: nobody would hold their futures, so they would run on, and an error
+        # of theirs would be seen by nobody. Cancelled as a next() that raises cancels
+        # the map's jobs; the iterator, closed, is dropped with the error.
+        iterator.close()
+        raise
+    return iterator
 
 
 def _window_for(
