@@ -469,10 +469,11 @@ def test_bridge_an_increase_starts_waiting_blocking_jobs_at_once(
     # that release, started no other (so half of the limit was never in use, and it
     # stopped growing). The four jobs below return only once all four run at once.
     grow_on_first_feed(monkeypatch, to=4)
-    gate = threading.Event()
+    began, gate = threading.Event(), threading.Event()
     together = threading.Barrier(4, timeout=WAIT)  # broken (a failure) if fewer run
 
     def first(n: int) -> int:
+        began.set()
         assert gate.wait(WAIT)
         return n
 
@@ -494,6 +495,9 @@ def test_bridge_an_increase_starts_waiting_blocking_jobs_at_once(
         else:
             futures = [exe.submit(job, n) for n in range(4)]
             results = (future.result(timeout=WAIT) for future in futures)
+        # (Counted as running once its call has begun: queued while it waits for its
+        # worker thread, as future.running() says.)
+        assert began.wait(WAIT)
         assert (exe.stats.running, exe.stats.queued) == (1, 4)  # waiting for the limit
         gate.set()  # its end raises the limit to 4
         assert list(results) == [0, 1, 2, 3]
@@ -507,13 +511,14 @@ def test_bridge_an_increase_at_a_blocking_jobs_end_starts_waiting_coroutine_jobs
 ) -> None:
     # The same release (a worker's) starts the waiting jobs of the other kind too.
     grow_on_first_feed(monkeypatch, to=4)
-    gate = threading.Event()
+    began, gate = threading.Event(), threading.Event()
     # Made by the first job, on the bridge's loop (on 3.9 an Event made here would take
     # the main thread's loop, and there is none).
     everyone: list[asyncio.Event] = []
     arrived = 0
 
     def first() -> None:
+        began.set()
         assert gate.wait(WAIT)
 
     async def job(n: int) -> int:
@@ -530,6 +535,7 @@ def test_bridge_an_increase_at_a_blocking_jobs_end_starts_waiting_coroutine_jobs
     with LoopExecutor(max_workers=limit, loop_factory=lambda: new_loop(loop_kind)) as exe:
         held = exe.submit(first)
         futures = [exe.submit(job, n) for n in range(4)]
+        assert began.wait(WAIT)  # running once its call has begun (see above)
         assert (exe.stats.running, exe.stats.queued) == (1, 4)
         gate.set()
         assert [future.result(timeout=WAIT) for future in futures] == [0, 1, 2, 3]

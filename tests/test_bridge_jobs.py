@@ -359,7 +359,8 @@ def test_raising_max_workers_starts_threads_for_jobs_waiting_for_one() -> None:
         futures = [exe.submit(meet) for _ in range(grown)]
         for _ in range(threads):  # every thread busy; 3 jobs queued for one
             assert entered.acquire(timeout=WAIT)
-        assert exe.stats.running == grown  # they hold their slots
+        stats = exe.stats  # they hold their slots, but their calls have not begun
+        assert (stats.running, stats.queued) == (threads, 3)
         exe.max_workers = grown
         assert sorted(f.result(timeout=2 * WAIT) for f in futures) == list(range(grown))
 
@@ -589,6 +590,42 @@ def test_a_cancelled_job_waiting_for_a_worker_thread_counts_as_cancelled_at_once
     assert (stats.queued, stats.running, stats.cancelled) == (0, threads, 3)
     final = exe.stats
     assert (final.running, final.succeeded, final.cancelled) == (0, threads, 3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"job_timeout": 60},
+        {"max_per_second": 1000, "burst": 1000},
+        {"key": str, "max_per_key": 99},
+    ],
+    ids=["direct", "job_timeout", "max_per_second", "key"],
+)
+def test_a_job_waiting_for_a_worker_thread_counts_as_queued(options: dict[str, Any]) -> None:
+    # brk35 F2: with max_workers=None (more slots than threads), the blocking jobs that
+    # held a slot and waited for a thread were counted as running (20 jobs on 6 threads:
+    # running=20, queued=0), while future.running() was False for them, cancel() returned
+    # True, and shutdown(cancel_futures=True) cancelled them: they had not begun.
+    def check(stats: Any, running: int, queued: int, cancelled: int) -> None:
+        assert (stats.running, stats.queued, stats.cancelled) == (running, queued, cancelled)
+        assert stats.submitted == stats.queued + stats.running + stats.done, stats
+
+    with ThreadedLoopExecutor(**options) as exe:
+        threads, hold, release, holders = _every_default_thread_busy(exe)
+        waiting = [exe.submit(hold) for _ in range(4)]
+        check(exe.stats, threads, 4, 0)
+        assert sum(f.running() for f in holders + waiting) == threads
+        assert waiting[-1].cancel()
+        check(exe.stats, threads, 3, 1)
+        exe.shutdown(wait=False, cancel_futures=True)
+        # Cancelled before a thread is freed (the loop thread cancels those it holds).
+        assert not concurrent.futures.wait(waiting, timeout=WAIT).not_done
+        check(exe.stats, threads, 0, 4)
+        release.set()
+    final = exe.stats
+    check(final, 0, 0, 4)
+    assert final.succeeded == threads
 
 
 def test_options_of_the_wrong_kind_or_infinite_are_refused_clearly() -> None:

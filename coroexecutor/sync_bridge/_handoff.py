@@ -189,12 +189,14 @@ class HandOff(SlotGrants):
     def counts(self) -> ExecutorStats:
         """Counts of every job: the core's (jobs on the loop) plus the direct ones."""
         core = self.scheduler.core._counts()  # unchecked: the caller may not be the loop thread
+        jobs = self.scheduler.jobs()
         # Jobs whose cancel() returned True, which the core has not ended yet.
-        early = [f._job for f in self.scheduler.jobs() if f._state == CANCELLED_AND_NOTIFIED]
+        early = [f._job for f in jobs if f._state == CANCELLED_AND_NOTIFIED]
+        unbegun = sum(map(_unbegun, jobs))
         # Jobs cancelled before the loop could start them, or failed as it could not:
         # Scheduler.unstarted, failed_to_start. The lock on one line: see _accept.
         unstarted, failed = self.scheduler.unstarted, self.scheduler.failed_to_start
-        with self._lock: return self._slots.counts(core, unstarted, early, failed=failed)  # noqa: E701
+        with self._lock: return self._slots.counts(core, unstarted, early, failed=failed, unbegun=unbegun)  # noqa: E501, E701
 
     def request_shutdown_threadsafe(self, request: ShutdownRequest) -> int:
         """Stop accepting jobs; the loop finishes (or cancels) them, then the thread ends.
@@ -291,3 +293,15 @@ class HandOff(SlotGrants):
         with self._lock:
             direct = sum(future._state == RUNNING for future in self._slots.direct)
         return direct + sum(future._state == RUNNING for future in self.scheduler.jobs())
+
+
+def _unbegun(future: BridgeFuture[Any]) -> bool:
+    """Whether the core counts the job as running though it has not begun: a blocking
+    job that waits for a worker thread (job_timeout, max_per_second: slots outnumber
+    threads with max_workers=None), or a task whose first step is still to come. Such a
+    job counts as queued, as ``future.running()`` says (a job the core's rate limit
+    holds, ``task`` None, the core counts as queued itself)."""
+    if future._state != PENDING or future._started:
+        return False
+    job = future._job
+    return isinstance(job, asyncio.Task) or getattr(job, "task", None) is not None

@@ -220,9 +220,15 @@ class KeyedSlots(Slots):
         return jobs
 
     def counts(
-        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = (), *, failed: int = 0
+        self,
+        core: ExecutorStats,
+        unstarted: int,
+        early: Sequence[object] = (),
+        *,
+        failed: int = 0,
+        unbegun: int = 0,
     ) -> ExecutorStats:
-        stats = super().counts(core, unstarted, early, failed=failed)
+        stats = super().counts(core, unstarted, early, failed=failed, unbegun=unbegun)
         line = self.line
         active = line.active_keys
         # As Slots.counts does for the jobs: a direct job whose future is set is over,

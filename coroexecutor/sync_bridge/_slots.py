@@ -266,23 +266,37 @@ class Slots:
         return [job.future for job in self.backlog]
 
     def counts(
-        self, core: ExecutorStats, unstarted: int, early: Sequence[object] = (), *, failed: int = 0
+        self,
+        core: ExecutorStats,
+        unstarted: int,
+        early: Sequence[object] = (),
+        *,
+        failed: int = 0,
+        unbegun: int = 0,
     ) -> ExecutorStats:
         """Every job's count: the core's (``unstarted``: given back before reaching it,
         cancelled; ``failed``: given back as the loop could not make its task) plus the
         direct jobs and the ones cancelled while waiting here. ``early``: the core's tasks
         (or queued futures) of jobs whose cancel() returned True, which count as cancelled
-        from then on, though the core counts them only once they end."""
+        from then on, though the core counts them only once they end. ``unbegun``: the
+        core's jobs it counts as running that have not begun (see _handoff._unbegun),
+        which count as queued."""
         submitted = self.submitted
         # Direct jobs cancelled while they waited for a worker thread (counted when a
         # worker skips them), and direct jobs whose worker has set their future but not
         # yet given their slot back (counted then): count them by their future's state,
-        # as whoever that future woke may read stats now. At most max_workers to look at;
+        # as whoever that future woke may read stats now. A direct job whose call has not
+        # begun (it holds a slot and waits for a worker thread: max_workers=None has more
+        # slots than threads) is queued, as future.running() says, and as a job that
+        # holds a slot and waits for a start token is. At most max_workers to look at;
         # not the hot path.
         skipped = ok = raised = 0
         for future in self.direct:
             state = future._state
-            if state == CANCELLED_AND_NOTIFIED:
+            if state == PENDING:
+                if not future._started:  # (started: its call returned an awaitable)
+                    unbegun += 1
+            elif state == CANCELLED_AND_NOTIFIED:
                 skipped += 1
             elif state == FINISHED:
                 if future._exception is None:
@@ -291,7 +305,9 @@ class Slots:
                     raised += 1
         early_queued = sum(getattr(job, "task", 0) is None for job in early)  # not started
         early_running = len(early) - early_queued
-        running = core.running - early_running + len(self.direct) - skipped - ok - raised
+        running = (
+            core.running - early_running + len(self.direct) - skipped - ok - raised - unbegun
+        )
         # The core counted each attempt it ran; only a job's last one is its outcome.
         succeeded = core.succeeded - self.core_ok_retried + self.direct_ok + ok
         failed += (
