@@ -340,10 +340,12 @@ class CoroutineExecutor(Settings):
         ``wait`` says (see "Who waits" in the semantics).
 
         Errors: with an ``async with`` block the block raises the policy's error; without,
-        every call that may wait raises it (the first job error under fail-fast, or
-        :class:`ExecutorTimeoutError`). A job that answers this call's cancel with an
-        error of its own has failed: that error may be the first. ``RuntimeError`` from
-        another loop, or from the initializer while it runs.
+        every call that waits raises it (the first job error under fail-fast, or
+        :class:`ExecutorTimeoutError`); a call that does not wait (``wait=False``, or
+        from inside its jobs) never does, even when the error is known already. A job
+        that answers this call's cancel with an error of its own has failed: that error
+        may be the first. ``RuntimeError`` from another loop, or from the initializer
+        while it runs.
 
         Cancellation: cancelled while it waits, it cancels every job and input reader, and raises
         ``CancelledError`` at once (the block's exit still waits for the jobs).

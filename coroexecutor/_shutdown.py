@@ -260,10 +260,13 @@ async def shutdown(exe: Core, wait: bool, grace: float | None) -> None:
         _start_grace(exe, grace)
     owned = exe._block is None  # without a block, shutdown() closes and raises
     if not (wait and waits):
+        # A call that does not wait raises nothing, not even an error known already:
+        # wait=False returns at once, and raising here would count the error as
+        # delivered, so the later call that does wait for the jobs would return None. It
+        # raises it instead; if none ever comes, the error is reported when the
+        # executor is collected (report_unretrieved).
         if owned:
             close_when_idle(exe)
-            if waits and not late:
-                _raise_policy_error(exe)
         return
     try:
         await _wait_idle(exe, keep_waiting=False)

@@ -750,22 +750,6 @@ async def test_shutdown_wait_false_closes_the_executor_once_its_jobs_are_done() 
         exe.submit_nowait(park)
 
 
-async def test_shutdown_wait_false_from_the_owner_raises_a_first_error_already_known() -> None:
-    """Not waiting does not lose the error: fail-fast has cancelled the others already."""
-    go = asyncio.Event()
-    error = OSError("from a job")
-    exe = CoroutineExecutor()
-    other = await exe.submit(park)
-    failing = await exe.submit(fail_after, go, error)
-    go.set()
-    await asyncio.wait([failing])
-    with pytest.raises(OSError) as info:
-        await exe.shutdown(wait=False)
-    assert info.value is error
-    await exe.shutdown()  # raised once: this one only waits
-    assert other.cancelled()
-
-
 async def test_shutdown_wait_true_lets_running_and_queued_jobs_finish() -> None:
     release = asyncio.Event()
 
