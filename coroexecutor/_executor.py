@@ -203,9 +203,10 @@ class CoroutineExecutor(Settings):
             check_accepting(self)
         slots = self._slots
         if self._plain and slots.free > 0 and not slots.backlog and slots.limiter is None:
-            slots.free -= 1  # Slots.take_nowait() written out (part of the lane's copy)
             loop = self._loop
-            reader = self._task_factory_of  # None: asyncio's own loop (see factory_reader)
+            # None: asyncio's own loop. Read before the slot is taken: in debug mode it
+            # refuses a call from another thread (see factory_reader).
+            reader = self._task_factory_of
             if (loop._task_factory if reader is None else reader(loop)) is None:  # type: ignore[attr-defined]  # asyncio's loops have it
                 # THE PLAIN LANE (the one hot path written out twice): take_nowait() and
                 # start_job() for an in-line job (no key, hook, job_timeout, adaptive
@@ -216,6 +217,7 @@ class CoroutineExecutor(Settings):
                 # internals.rst, "The plain lane").
                 # Every other job starts in the general path below.
                 # tests/test_core_lanes.py runs the same scenarios through both.
+                slots.free -= 1  # Slots.take_nowait() written out (part of the lane's copy)
                 call: Callable[..., Any] = fn
                 policy = self._retry
                 runner: Coroutine[Any, Any, Any] | None = None
@@ -242,8 +244,8 @@ class CoroutineExecutor(Settings):
                     raise
                 self._running[coro] = task
                 return task
-            # (A task factory: the general start below, in the slot taken.)
-        elif not slots.take_nowait():
+            # (A task factory: the general start below, which takes the slot.)
+        if not slots.take_nowait():
             if not callable(fn):
                 check_job_fn(fn, "submit")  # before waiting: the mistake is reported now
             if (keyed := self._keyed) is not None:  # key=: key() raises to the caller

@@ -14,14 +14,15 @@ from ._notes import CALL_KEEPERS, describe_call, describe_fn, safe_repr
 from ._policy import in_asyncio_teardown
 
 __all__ = [
-    "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "prime", "prime_point",
-    "priming",
+    "FactoryReader", "JobTask", "as_coroutine", "factory_reader", "never", "prime",
+    "prime_point", "priming",
     "wrapped_job",
 ]
 
 _CoroutineType = types.CoroutineType
 _CORO_CREATED = inspect.CORO_CREATED
 _getcoroutinestate = inspect.getcoroutinestate
+_get_running_loop = asyncio._get_running_loop
 
 T = TypeVar("T")
 
@@ -74,11 +75,45 @@ class JobTask(asyncio.Task[T]):
 FactoryReader = Callable[[asyncio.AbstractEventLoop], object]
 
 
-def _never(loop: asyncio.AbstractEventLoop) -> object:
-    return _never  # not None: start the job's task through loop.create_task
+def never(loop: asyncio.AbstractEventLoop) -> object:
+    """The reader of an executor that never builds a job's Task itself (see
+    _factory_reader); start_job tells it from the debug mode's by identity."""
+    return never  # not None: start the job's task through loop.create_task
 
 
 def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> FactoryReader | None:
+    """How start_job reads the loop's task factory before each job: see _factory_reader.
+
+    A loop in debug mode as the executor is first used on it (``-X dev``,
+    ``asyncio.run(debug=True)``) gets a reader that checks the thread first (see
+    _thread_checked), read for every job, ``in_line`` or not."""
+    reader = _factory_reader(loop, in_line=in_line)
+    return _thread_checked(reader) if loop.get_debug() else reader
+
+
+def _thread_checked(reader: FactoryReader | None) -> FactoryReader:
+    """``reader``, after the check asyncio's debug mode makes in ``loop.call_soon()``
+    (``base_events.py: _check_thread``; uvloop's is the same): a loop running in another
+    thread refuses the call, with asyncio's own RuntimeError.
+
+    A job's task is made before asyncio's check runs, in the task's own ``__init__``,
+    which calls ``call_soon()`` for its first step: the refused task was left pending, and
+    "Task was destroyed but it is pending!" logged when it was collected (under uvloop
+    at once, inside the call). Checked first, no task is made. Only in debug mode, where
+    asyncio makes the check anyway: elsewhere the reader is what it was, at no cost."""
+
+    def checked(loop: asyncio.AbstractEventLoop) -> object:
+        # (Debug mode may be turned off since: then asyncio would not refuse, nor do we.)
+        if loop.get_debug() and loop.is_running() and _get_running_loop() is not loop:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+        return loop._task_factory if reader is None else reader(loop)  # type: ignore[attr-defined]  # None: asyncio's own loops, which have it
+
+    return checked
+
+
+def _factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> FactoryReader | None:
     """How start_job reads the loop's task factory before each job (one may be set at any
     time). A factory of None means it may build the job's Task itself, as the loop's
     create_task would with no factory, saving a call per job.
@@ -97,7 +132,7 @@ def factory_reader(loop: asyncio.AbstractEventLoop, *, in_line: bool) -> Factory
         if type(loop).__module__ == "uvloop" and type(loop).__name__ == "Loop":
             # uvloop's create_task also builds asyncio.Task(coro, loop=loop) with no factory.
             return type(loop).get_task_factory
-    return _never
+    return never
 
 
 async def _await(

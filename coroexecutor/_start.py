@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._context import job_position
 from ._errors import not_a_task
-from ._jobs import JobTask, as_coroutine, prime, wrapped_job
+from ._jobs import JobTask, as_coroutine, never, prime, wrapped_job
 from ._lifecycle import cancel_late
 from ._pauses import Pauses, cancelled_job, retried_unpaused
 from ._policy import JobKind
@@ -168,6 +168,8 @@ def start_job(
                 arguments=exe._annotate, cancelled=functools.partial(cancelled_job, exe),
                 timing_out=exe._outcomes.timing_out,
             )
+        if exe._task_factory_of is not never:  # debug mode: its thread check (factory_reader)
+            exe._task_factory_of(loop)  # type: ignore[misc]  # never None unless in-line
         # The task's context, and those of the tasks it starts, know they run in a job of
         # ours (run_job does this for in-line jobs). create_task copies the current
         # context, and an eager first step runs in that copy.
