@@ -2,18 +2,20 @@
 
 ``max_per_key`` is an int, or a plain function ``key -> int`` whose result is checked as
 each key becomes active. Shared by :class:`~coroexecutor._key_counts.KeyCounts`, which keeps
-the limit of every active key, and the constructors of both executors.
+the limit of every active key, and the constructors of both executors. Also the errors
+both give of a key itself: one that is no dict key, and one that broke as its job ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from typing import Callable, Union
 
 from ._notes import safe_repr
 from ._validate import is_async_callable, plain_answer
 
-__all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "unhashable"]
+__all__ = ["MaxPerKey", "check_limit", "check_max_per_key", "report_key_lost", "unhashable"]
 
 MaxPerKey = Union[int, Callable[[Hashable], int]]
 
@@ -53,3 +55,16 @@ def check_limit(limit: object, key: Hashable) -> int:
 def unhashable(key: object) -> TypeError:
     """The error for a key that cannot be a dict key (the caller chains it)."""
     return TypeError(f"key() must return a hashable value (got {safe_repr(key)})")
+
+
+def report_key_lost(loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
+    """Tell ``loop``'s exception handler (on its thread) of a key whose ``__hash__`` or
+    ``__eq__`` raised ``exc`` as its job ended, when the error policy does not raise it:
+    the job kept its own outcome, and the key its room (see semantics.rst, per-key
+    limits). The same words from both executors."""
+    loop.call_exception_handler(
+        {
+            "message": "a key= key raised as its job ended: its room in the key is lost",
+            "exception": exc,
+        }
+    )

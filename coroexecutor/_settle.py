@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._idle import check_idle
+from ._key_limits import report_key_lost
 from ._lifecycle import (
     abort,
     admit,
@@ -171,12 +172,7 @@ def _key_lost(
     handler, as an error in a done callback does, rather than nowhere."""
     loop, outcomes = exe._loop, exe._outcomes
     if outcomes.suppress or not outcomes.names(exe._state is _CANCELLING):
-        loop.call_exception_handler(
-            {
-                "message": "a key= key raised as its job ended: its room in the key is lost",
-                "exception": exc,
-            }
-        )
+        report_key_lost(loop, exc)
     elif task is not None and loop_going_down(task):
         fail_as_loop_ends(exe, exc)  # as settle does for a job's own error then
     else:
