@@ -6,9 +6,11 @@ nothing may be handed off, and no future it accepted is left pending.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, Optional
 
+from .._key_limits import report_key_lost
 from ._future import BridgeFuture
 from ._handoff import HandOff
 from ._lifecycle import FORK_MESSAGE, BridgeState, refusal
@@ -17,16 +19,23 @@ from ._options import ExitReport
 __all__ = ["after_fork_in_child", "close"]
 
 
-def close(handoff: HandOff, crash: Optional[BaseException]) -> None:
-    """The loop has stopped. Nothing may be handed off any more."""
+def close(
+    handoff: HandOff, crash: Optional[BaseException], loop: Optional[asyncio.AbstractEventLoop]
+) -> None:
+    """The loop has stopped (``loop``, closed; None: none was made, no job ran). Nothing
+    may be handed off any more."""
     with handoff._lock:
         if handoff._state is not BridgeState.BROKEN:
             handoff._state = BridgeState.CLOSED
         orphans = _orphans_locked(handoff)
         request = handoff._mailbox.shutdown
         broken, why = handoff._broken, handoff._broken_why
+        keys_lost, handoff.keys_lost = handoff.keys_lost, []
     if request is not None:
         request.send_report(ExitReport())  # asked for after the loop's last drain
+    if loop is not None:  # (with none, no job ran: no key broke)
+        for exc in keys_lost:  # as the loop drained no more: it could not run (HandOff)
+            report_key_lost(loop, exc)
     # Only after a crash of this package, or (a safety net: _breaking fails the jobs it
     # knows of) once the loop could not run: never strand a future.
     for future in orphans:

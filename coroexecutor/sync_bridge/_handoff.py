@@ -5,9 +5,9 @@ Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe`` and
 ``request_shutdown_threadsafe``, ``set_max_workers_threadsafe``, ``set_rate``,
 ``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
 blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
-thread: ``listen``, ``open``, ``take_batch``, ``is_idle``, ``stop_draining``, ``fail_backlog``,
-``blocking_calls``, the Scheduler's ``_release_nowait`` and ``_release_all``; once the
-loop has stopped, ``_closing.close``.
+thread: ``listen``, ``open``, ``take_batch``, ``is_idle``, ``stop_draining``,
+``fail_backlog``, ``blocking_calls``, the Scheduler's ``_release_nowait`` and
+``_release_all``; once the loop has stopped, ``_closing.close``.
 
 ``_slots`` counts the jobs holding one of the ``max_workers`` slots; the others wait in
 its backlog (FIFO, both kinds; per key with ``key=``). Whoever frees a slot hands it to
@@ -26,6 +26,7 @@ import threading
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import Any, Callable, Optional, Union
 
+from .._key_limits import report_key_lost
 from .._stats import ExecutorStats
 from ._accept import accept_locked
 from ._breaking import fail_backlog
@@ -74,7 +75,11 @@ class HandOff(SlotGrants):
         self._lock = threading.Lock()
         self._state = BridgeState.STARTING  # guarded by _lock
         self._key, self._max_per_key = core.key, core.max_per_key  # key=: see _keyed_slots
-        self._slots = make_slots(core, self.scheduler.tuner)  # guarded by _lock
+        # Errors of keys that broke as their jobs ended, which no loop drained to report
+        # (see _key_lost_locked); guarded by _lock.
+        self.keys_lost: list[Exception] = []
+        # guarded by _lock:
+        self._slots = make_slots(core, self.scheduler.tuner, self._key_lost_locked)
         self._mailbox = Mailbox()  # guarded by _lock
         # A core option that must govern blocking jobs too routes them through the loop
         # (guarded by _lock; set_rate changes it).
@@ -238,6 +243,17 @@ class HandOff(SlotGrants):
         if request.cancel_queued or request.cancel_running:
             self._slots.take_unstarted(unstarted)
         return False
+
+    def _key_lost_locked(self, exc: Exception) -> None:
+        """With the lock held (any thread): a job's key raised ``exc`` as its room was
+        given back (KeyedSlots._lose_room); the job keeps its own outcome. The error goes
+        to the loop's exception handler, as the core reports such an error when its
+        policy does not raise it, and the bridge's core never raises a job's error: it
+        fails only that job's future (stdlib). Posted, as no user code runs under the
+        lock, and the loop's handler runs on the loop. If no loop drains (it could not
+        run), close() reports it."""
+        if not self._post_locked(lambda: report_key_lost(asyncio.get_running_loop(), exc)):
+            self.keys_lost.append(exc)
 
     #
     # Worker threads

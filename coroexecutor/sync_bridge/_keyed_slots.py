@@ -39,11 +39,14 @@ __all__ = ["KeyedSlots", "key_of", "make_slots"]
 _MISSING: Any = object()
 
 
-def make_slots(core: CoreOptions, tuner: Optional[BridgeTuner]) -> Slots:
-    """The bridge's slots: KeyedSlots with ``key=`` (the constructor checked the pair)."""
+def make_slots(
+    core: CoreOptions, tuner: Optional[BridgeTuner], key_lost: Callable[[Exception], None]
+) -> Slots:
+    """The bridge's slots: KeyedSlots with ``key=`` (the constructor checked the pair).
+    ``key_lost``: see KeyedSlots."""
     if core.key is None or core.max_per_key is None:
         return Slots(core.max_workers, tuner)
-    return KeyedSlots(core.max_workers, tuner, core.max_per_key)
+    return KeyedSlots(core.max_workers, tuner, core.max_per_key, key_lost)
 
 
 def key_of(
@@ -68,13 +71,23 @@ class KeyedSlots(Slots):
     """Slots whose waiting jobs queue per key (see the module docstring).
 
     Invariants (besides Slots'): ``keys`` holds the key of every job holding a slot that
-    came through :meth:`take_key` or the line; ``tickets`` the ticket of every job
-    waiting in the line (``_in_backlog`` set on its future)."""
+    came through :meth:`take_key` or the line, and whose room in its key is not given
+    back yet (nor lost: see :meth:`_lose_room`); ``tickets`` the ticket of every job
+    waiting in the line (``_in_backlog`` set on its future).
+
+    ``key_lost(exc)`` is called, under the lock, with the error of a key whose
+    ``__hash__`` or ``__eq__`` raised as its room was given back: the HandOff reports it
+    once the lock is free (it calls no user code)."""
 
     def __init__(
-        self, max_workers: int, tuner: Optional[BridgeTuner], max_per_key: MaxPerKey
+        self,
+        max_workers: int,
+        tuner: Optional[BridgeTuner],
+        max_per_key: MaxPerKey,
+        key_lost: Callable[[Exception], None],
     ) -> None:
         super().__init__(max_workers, tuner)
+        self._key_lost = key_lost
         self.keyed = True
         self.limit = 0  # the limit of the key at hand: key_of() computed it unlocked
         per_key = max_per_key if isinstance(max_per_key, int) else self._limit_at_hand
@@ -186,18 +199,37 @@ class KeyedSlots(Slots):
         return super().withdraw_pausing(future)
 
     def _give_room_back(self, future: BridgeFuture[Any]) -> None:
-        """Whole or not at all (a KeyboardInterrupt at any step)."""
+        """Whole or not at all (a KeyboardInterrupt at any step). A key whose
+        ``__hash__`` or ``__eq__`` raises keeps its room: see _lose_room."""
         key = self.keys.get(future, _MISSING)
         if key is _MISSING:
             return
-        running = self.line.running_of(key)
+        try:
+            running = self.line.running_of(key)
+        except Exception as exc:  # the key's __hash__ or __eq__: nothing changed yet
+            self._lose_room(future, exc)
+            return
         try:
             del self.keys[future]
             self.line.release(key)  # whole or not at all
+        except Exception as exc:  # the key's, again: one that raises only at times
+            self._lose_room(future, exc)
         except BaseException:
             if future not in self.keys and self.line.running_of(key) == running:
                 self.line.release(key)  # out of keys: give its room back, once
             raise
+
+    def _lose_room(self, future: BridgeFuture[Any], exc: Exception) -> None:
+        """The job's key cannot be found to give its room back: its ``__hash__`` or
+        ``__eq__`` raised ``exc`` (a key that changed while its job ran: not supported,
+        see semantics.rst). The room stays taken and the key active; the jobs waiting in
+        its line never start. The
+        job is forgotten here, so that nothing hashes its key again (counts), and the
+        error is reported. Once raised from here, it killed the worker thread that ended
+        a blocking job, or cut short the loop's settling of coroutine jobs: the slots of
+        the jobs that ended with it never came back, nor did waiting jobs start."""
+        self.keys.pop(future, None)
+        self._key_lost(exc)
 
     def withdraw(self, future: BridgeFuture[Any]) -> bool:
         """As Slots.withdraw, out of its key's line first, so that a Ctrl-C anywhere
@@ -230,15 +262,29 @@ class KeyedSlots(Slots):
     ) -> ExecutorStats:
         stats = super().counts(core, unstarted, early, failed=failed, unbegun=unbegun)
         line = self.line
-        active = line.active_keys
-        # As Slots.counts does for the jobs: a direct job whose future is set is over,
-        # though its worker has not given its key's room back yet.
+        active = line.active_keys - self._idling()
+        return dataclasses.replace(stats, active_keys=active, busiest_key=line.busiest())
+
+    def _idling(self) -> int:
+        """How many active keys are idle but for direct jobs that are over: as Slots.counts
+        does for the jobs, a direct job whose future is set is over, though its worker has
+        not given its key's room back yet. A key whose ``__hash__`` or ``__eq__`` raises
+        counts as active, as it stays once its room is lost (_lose_room). (Raised, the
+        error failed the read of ``stats`` that a done callback of the job, in its
+        worker, posted to the loop: the read never returned, nor the slot.)"""
+        line = self.line
         ended: dict[Hashable, int] = {}
+        idling = 0
         for future in self.direct:
             if future._state == FINISHED and future in self.keys:
                 key = self.keys[future]
-                ended[key] = ended.get(key, 0) + 1
+                try:
+                    ended[key] = ended.get(key, 0) + 1
+                except Exception:  # the key's __hash__ or __eq__ (see above)
+                    continue
         for key, n in ended.items():
-            if line.running_of(key) == n and not line.waiting_of(key):
-                active -= 1
-        return dataclasses.replace(stats, active_keys=active, busiest_key=line.busiest())
+            try:
+                idling += line.running_of(key) == n and not line.waiting_of(key)
+            except Exception:  # the key's, again: one that raises only at times
+                continue
+        return idling

@@ -232,7 +232,7 @@ class LoopThread:
             if runner is not None:
                 runner.close()
             self._start_error = exc
-            _closing.close(handoff, None)
+            _closing.close(handoff, None, None)
             self._created.set()
             self.stopped.set_result(None)
             self._ended_now()
@@ -261,7 +261,7 @@ class LoopThread:
             finally:
                 try:
                     handoff.pool.stop()
-                    _closing.close(handoff, crash)
+                    _closing.close(handoff, crash, loop)
                     self.final_stats = handoff.counts()
                 finally:
                     # Always, or join() would wait for ever.
