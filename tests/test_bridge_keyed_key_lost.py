@@ -7,12 +7,13 @@ thread ("Exception in thread ..._worker_0"), and what that settling does after g
 the key's room back was skipped. Now, as on CoroutineExecutor (tests/test_keyed_key_lost.py),
 the job keeps its own outcome and the key's error is reported, under the bridge's policy
 (one job's error fails only its own future) to the loop's exception handler; the key's
-room stays taken, as documented.
+room stays taken, as documented; the jobs waiting in its line are cancelled at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from typing import Any, Callable
@@ -215,6 +216,45 @@ def test_a_job_whose_key_broke_cancelled_in_its_pause(name: str) -> None:
         assert exe.submit(plain_blocking, Host("b")).result(WAIT) == "b"
     assert reports.seen() == [(MESSAGE, repr(ValueError("hash broke")))]
     assert counts(exe.stats) == (2, 0, 0, 1, 0, 1, 1)
+
+
+@KINDS
+def test_a_job_waiting_in_the_lost_keys_line_is_cancelled_at_the_exit(
+    kind: tuple[str, dict[str, Any]], loop_kind: str
+) -> None:
+    name, options = kind
+    breaks, _, ordinary = jobs(name)
+    reports = Reports(loop_kind)
+    with LoopExecutor(
+        max_workers=4, key=lambda host: host, max_per_key=1, loop_factory=reports.loop,
+        **options,
+    ) as exe:
+        first = exe.submit(breaks, Host("a"))  # takes the key's room as it is submitted
+        waiting = exe.submit(ordinary, Host("a"))  # so this one waits in the key's line
+        assert first.result(WAIT) == "ok"
+        assert exe.submit(ordinary, Host("b")).result(WAIT) == "b"  # other keys run on
+        assert not waiting.done()  # its key's room is never given back (documented)
+    # (Before: the loop stopped without it, and failed it: "... stopped unexpectedly".)
+    assert waiting.cancelled()
+    assert reports.seen() == [(MESSAGE, repr(ValueError("hash broke")))]
+    assert counts(exe.stats) == (3, 0, 0, 2, 0, 1, 1)
+
+
+def test_shutdown_without_waiting_cancels_a_job_waiting_in_the_lost_keys_line() -> None:
+    reports = Reports()
+    exe = LoopExecutor(
+        max_workers=4, key=lambda host: host, max_per_key=1, loop_factory=reports.loop
+    )
+    try:
+        first = exe.submit(breaks_its_key_blocking, Host("a"))
+        waiting = exe.submit(plain_blocking, Host("a"))
+        assert first.result(WAIT) == "ok"
+    finally:
+        exe.shutdown(wait=False)
+    with pytest.raises(concurrent.futures.CancelledError):
+        waiting.result(WAIT)
+    exe.shutdown(wait=True)
+    assert reports.seen() == [(MESSAGE, repr(ValueError("hash broke")))]
 
 
 @pytest.mark.timeout(15)  # (before: the read never returned, nor the block's exit)

@@ -5,7 +5,7 @@ Who calls what. Any thread: ``submit_threadsafe``, ``cancel_job_threadsafe`` and
 ``request_shutdown_threadsafe``, ``set_max_workers_threadsafe``, ``set_rate``,
 ``post_if_draining``, ``counts``. Worker threads: ``_release_from_worker`` (a direct
 blocking job is done), ``_post_done`` (a blocking job the loop runs is done). The loop
-thread: ``listen``, ``open``, ``take_batch``, ``is_idle``, ``stop_draining``,
+thread: ``listen``, ``open``, ``take_batch``, ``idle_at_shutdown``, ``stop_draining``,
 ``fail_backlog``, ``blocking_calls``, the Scheduler's ``_release_nowait`` and
 ``_release_all``; once the loop has stopped, ``_closing.close``.
 
@@ -291,10 +291,22 @@ class HandOff(SlotGrants):
         with self._lock:
             return self._mailbox.take()
 
-    def is_idle(self) -> bool:
-        """No job holds a slot or pauses between two attempts."""
+    def idle_at_shutdown(self) -> bool:
+        """At shutdown: True when no job holds a slot or pauses between two attempts.
+        Then a job that still waits for a slot will never get one, as what holds it back
+        is its key's room, lost by a job whose key broke (KeyedSlots._lose_room), or
+        taken by one whose key changed: it is cancelled here, as a waiting job is by
+        ``shutdown(cancel_futures=True)``. (Left waiting, it was failed with "stopped
+        unexpectedly" once the loop had stopped.)"""
+        stranded: list[BridgeFuture[Any]] = []
         with self._lock:
-            return not self._slots.busy
+            if self._slots.busy:
+                return False
+            if self._slots.waiting():
+                self._slots.take_unstarted(stranded)
+        for future in stranded:
+            future.cancel()  # counted as cancelled already (take_unstarted)
+        return True
 
     def stop_draining(self) -> None:
         """The loop is about to close: wake-ups from now on must not target it."""

@@ -223,7 +223,7 @@ class KeyedSlots(Slots):
         """The job's key cannot be found to give its room back: its ``__hash__`` or
         ``__eq__`` raised ``exc`` (a key that changed while its job ran: not supported,
         see semantics.rst). The room stays taken and the key active; the jobs waiting in
-        its line never start. The
+        its line never start (a shutdown cancels them: HandOff.idle_at_shutdown). The
         job is forgotten here, so that nothing hashes its key again (counts), and the
         error is reported. Once raised from here, it killed the worker thread that ended
         a blocking job, or cut short the loop's settling of coroutine jobs: the slots of

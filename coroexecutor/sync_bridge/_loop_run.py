@@ -165,6 +165,6 @@ class LoopRun:
             call()
         # (Not while the initializer runs: the jobs it holds back hold no slot yet.)
         if self._stop.done() and not self._idle.done() and self._initializing is None and (
-            handoff.is_idle()
+            handoff.idle_at_shutdown()
         ):
             self._idle.set_result(None)
