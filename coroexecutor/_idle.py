@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ._entries import Queued
+from ._errors import refused
 from ._state import State
 
 if TYPE_CHECKING:
@@ -31,9 +33,18 @@ def check_idle(exe: Core, *, in_last_step: bool = False) -> None:
     behind the done callbacks of that future too. So nothing of a job is still pending
     once ``async with`` or ``shutdown()`` returns.
     """
-    if exe._idle_waiters and exe._idle_handle is None and not exe._slots.busy:
+    if exe._idle_waiters and exe._idle_handle is None and not _busy(exe):
         wake = _wake_idle_next_turn if in_last_step else _wake_idle
         exe._idle_handle = exe._loop.call_soon(wake, exe)
+
+
+def _busy(exe: Core) -> bool:
+    """Whether a job runs or waits, other than the stranded jobs of a key= executor (see
+    KeyedSlots.stranded): nothing would ever wake a wait for those."""
+    if not exe._slots.busy:
+        return False
+    keyed = exe._keyed
+    return keyed is None or not keyed.stranded
 
 
 def _wake_idle_next_turn(exe: Core) -> None:
@@ -42,12 +53,33 @@ def _wake_idle_next_turn(exe: Core) -> None:
 
 def _wake_idle(exe: Core) -> None:
     exe._idle_handle = None
-    if not exe._idle_waiters or exe._slots.busy:
+    if not exe._idle_waiters:
+        return
+    _end_stranded(exe)
+    if exe._slots.busy:
         return
     waiters, exe._idle_waiters = exe._idle_waiters, []
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(None)
+
+
+def _end_stranded(exe: Core) -> None:
+    """Someone waits for the executor to be idle (the block's exit, shutdown()), and
+    the jobs still waiting in the key lines can never start (KeyedSlots.stranded): the
+    queued ones are cancelled, as a shutdown that cancels cancels queued jobs (abort),
+    and a submit() still waiting raises the RuntimeError of a shut down executor (as
+    refuse_submits turns it away). Left waiting, they kept the wait from ever ending.
+    (Under fail-fast the key's error has done this already: abort drains the lines.)"""
+    keyed = exe._keyed
+    if keyed is None or not keyed.stranded:
+        return
+    for entry in keyed.take_stranded():
+        if isinstance(entry, Queued):
+            entry.future.cancel()  # (take_stranded made it leave: no drop to count)
+            exe._outcomes.cancelled += 1
+        else:
+            exe._slots.refuse(entry, refused(exe))
 
 
 def close(exe: Core) -> None:

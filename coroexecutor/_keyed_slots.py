@@ -217,6 +217,38 @@ class KeyedSlots(Slots):
             # uncounts itself in take_key's except, as in Slots.drain.)
         return jobs
 
+    @property
+    def stranded(self) -> bool:
+        """Whether jobs wait in the key lines that can never start: no job holds a slot
+        (or is granted one), none pauses between two attempts, nothing waits in the
+        plain backlog (a waiter sent back there holds its key's room), and no waiting
+        job's key has room. What holds them back then is a key's room that no job will
+        give back: lost by a job whose key raised as it ended (_settle._key_lost), or
+        taken by one whose key changed. Not the hot path: asked only while someone waits
+        for the executor to be idle (see _idle.check_idle)."""
+        return (
+            bool(self.line.waiting) and self.free == self.limit
+            and not (self.pausing or self.held)
+            and self.line.peek() is None
+            and all(entry.done() for entry in self.backlog)  # (left the line: stale)
+        )
+
+    def take_stranded(self) -> list[_Entry]:
+        """Take every job out of the key lines, when they are stranded (see there): the
+        queued jobs leave, uncounted, and are returned with the waiters still in line
+        for the caller to end. The key keeps its room taken, as ``stats`` show it."""
+        entries: list[_Entry] = []
+        for entry in self.line.drain():
+            if isinstance(entry, Queued):
+                self.queued -= 1
+                entry.leave()
+                entries.append(entry)
+            elif not entry.done():
+                entries.append(entry)
+            # (A waiter cancelled with its task, which has not left the line yet: it
+            # uncounts itself in take_key's except, as in drain.)
+        return entries
+
     def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:
         """How many keys have a job running or waiting, and the key with the most jobs
         waiting with their number (``None`` when no job waits)."""

@@ -128,3 +128,120 @@ async def test_a_failed_jobs_own_error_stands_and_its_keys_error_is_reported(
     ]
     assert (exe.stats.succeeded, exe.stats.failed) == (0, 1)
 
+
+
+#
+# The jobs waiting in the lost key's line
+#
+
+# Fail-fast raises the key's error (and cancels the waiting job as it stops); under
+# suppress the executor goes on, and only the exit or shutdown() ends the waiting job.
+POLICY = pytest.mark.parametrize("suppress", [False, True], ids=["fail-fast", "suppress"])
+
+
+async def plain(host: Host) -> str:
+    return host.name
+
+
+def assert_stranded_job_cancelled(exe: CoroutineExecutor, stranded: asyncio.Future[str]) -> None:
+    assert stranded.cancelled()
+    stats = exe.stats
+    assert (stats.submitted, stats.queued, stats.running) == (2, 0, 0)
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (1, 0, 1)
+    assert stats.active_keys == 1  # the lost room stays taken (documented)
+
+
+async def exits(exe: CoroutineExecutor, suppress: bool, ending: Any) -> None:
+    """Await ``ending`` (the block, or shutdown()), bounded: it raises the key's error
+    under fail-fast, nothing under suppress. (Before: under suppress, a hang.)"""
+    if suppress:
+        await asyncio.wait_for(ending, WAIT)
+    else:
+        with pytest.raises(ValueError, match="hash broke"):
+            await asyncio.wait_for(ending, WAIT)
+
+
+@POLICY
+@pytest.mark.parametrize("ends", ["in-body", "at-exit"])
+async def test_block_exit_cancels_a_job_stranded_in_the_lost_keys_line(
+    loop_kind: str, suppress: bool, ends: str
+) -> None:
+    reported, handler = collect_reports()
+    exe = CoroutineExecutor(
+        max_workers=4, key=lambda host: host, max_per_key=1, suppress_task_errors=suppress
+    )
+    queued: list[asyncio.Future[str]] = []
+
+    async def block() -> None:
+        async with exe:
+            task = await exe.submit(breaks_its_key, Host("a"))
+            queued.append(exe.submit_nowait(plain, Host("a")))  # waits for a's room
+            if ends == "in-body":
+                await asyncio.wait({task})
+
+    try:
+        await exits(exe, suppress, block())
+    finally:
+        asyncio.get_running_loop().set_exception_handler(handler)
+    assert_stranded_job_cancelled(exe, queued[0])
+    assert len(reported) == suppress  # (the key's error, which fail-fast raised instead)
+
+
+@POLICY
+@pytest.mark.parametrize("in_block", [False, True], ids=["no-block", "in-block"])
+async def test_shutdown_cancels_a_job_stranded_in_the_lost_keys_line(
+    loop_kind: str, suppress: bool, in_block: bool
+) -> None:
+    reported, handler = collect_reports()
+    exe = CoroutineExecutor(
+        max_workers=4, key=lambda host: host, max_per_key=1, suppress_task_errors=suppress
+    )
+    queued: list[asyncio.Future[str]] = []
+
+    async def shuts_down() -> None:  # (within a block, the block raises the error)
+        await exe.submit(breaks_its_key, Host("a"))
+        queued.append(exe.submit_nowait(plain, Host("a")))  # waits for a's room
+        await exe.shutdown()
+
+    async def block() -> None:
+        async with exe:
+            await shuts_down()
+
+    try:
+        await exits(exe, suppress, block() if in_block else shuts_down())
+    finally:
+        asyncio.get_running_loop().set_exception_handler(handler)
+    assert_stranded_job_cancelled(exe, queued[0])
+    assert len(reported) == suppress
+
+
+async def test_block_exit_turns_away_a_submit_stranded_in_the_lost_keys_line(
+    loop_kind: str,
+) -> None:
+    # A task a job started is inside the job: the block's exit lets its submit() wait
+    # (the jobs may still submit), but once no job runs nothing could ever admit it.
+    reported, handler = collect_reports()
+    exe = CoroutineExecutor(
+        max_workers=4, key=lambda host: host, max_per_key=1, suppress_task_errors=True
+    )
+    submits: list[asyncio.Task[asyncio.Task[str]]] = []
+
+    async def starts_a_submit(host: Host) -> None:
+        submits.append(asyncio.create_task(exe.submit(plain, Host("a"))))
+        await asyncio.sleep(0)  # (the submit now waits for a's room)
+        host.broken = True
+
+    async def block() -> None:
+        async with exe:
+            await exe.submit(starts_a_submit, Host("a"))
+
+    try:
+        await asyncio.wait_for(block(), WAIT)  # (before: a hang)
+    finally:
+        asyncio.get_running_loop().set_exception_handler(handler)
+    (submit,) = submits
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        await submit
+    stats = exe.stats
+    assert (stats.submitted, stats.succeeded, stats.cancelled, stats.queued) == (1, 1, 0, 0)
+    assert len(reported) == 1
