@@ -84,14 +84,13 @@ async def run_job(
     try:
         result = await coro
     except BaseException as exc:
-        kind = _POLICY if owner is None else owner.kind
         if policy is None:
             if exe._annotate:
                 annotate_coroutine_error(exc, coro, map_index=index)
-            job_raised(exe, coro, exc, kind, owner)
+            job_raised(exe, coro, exc, _POLICY if owner is None else owner.kind, owner)
             raise
         retrying = first_failure(
-            exe, coro, kind, fn, args, kwargs, policy, index, owner, exc  # type: ignore[arg-type]  # a policy comes with its call
+            exe, coro, fn, args, kwargs, policy, index, owner, exc  # type: ignore[arg-type]  # a policy comes with its call
         )
         # From here the job's call is in ``retrying`` alone: the traceback of the job's
         # error (or of a cancelled task's CancelledError) keeps this frame for as long as
@@ -100,24 +99,24 @@ async def run_job(
         if retrying is None:
             raise
     else:
-        slots = exe._slots
-        if slots.backlog or not exe._plain or exe._idle_waiters or exe._watchers:
+        # (No local for the slots, nor for the job's kind: every local of this frame, which
+        # every in-line job has, costs each job.)
+        if exe._slots.backlog or not exe._plain or exe._idle_waiters or exe._watchers:
             settle(exe, coro, None, None, _POLICY if owner is None else owner.kind)
         else:  # settle() of an in-line success with nothing to wake, written out
             try:
                 del exe._running[coro]
             except KeyError:
                 pass  # never registered: see settle
-            slots.free += 1  # Slots.release() written out (part of the lane's copy)
+            exe._slots.free += 1  # Slots.release() written out (part of the lane's copy)
             exe._outcomes.succeeded += 1
         return result
-    return await later_attempts(exe, coro, kind, owner, *retrying)
+    return await later_attempts(exe, coro, owner, *retrying)
 
 
 def first_failure(
     exe: Core,
     coro: Coroutine[Any, Any, Any],
-    kind: JobKind,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -128,7 +127,9 @@ def first_failure(
 ) -> tuple[Call, float] | None:
     """The first attempt of a job with a retry policy ended with ``exc``: its call and the
     pause before the next attempt, or None if ``exc`` ends the job (settled here: the
-    caller re-raises it). The policy's own error ends the job in its place, raised here."""
+    caller re-raises it). The policy's own error ends the job in its place, raised here.
+    (The job's kind is its map's, or POLICY: see run_job.)"""
+    kind = _POLICY if owner is None else owner.kind
     call = Call(fn, args, kwargs, policy, exe._annotate, None, index, owner)
     try:
         delay = after_failure(call, 1, exc, ask=not stopped(call, exe._state is _CANCELLING))
@@ -146,13 +147,13 @@ def first_failure(
 async def later_attempts(
     exe: Core,
     coro: Coroutine[Any, Any, Any],
-    kind: JobKind,
     owner: MapJobs | None,
     call: Call,
     delay: float,
 ) -> Any:
     """The attempts after the first (which failed: see first_failure), then the job's end:
     its outcome is the last attempt's."""
+    kind = _POLICY if owner is None else owner.kind
     try:
         result = await more_attempts(Pauses(exe, owner), call, delay)
     except BaseException as exc:
