@@ -121,4 +121,4 @@ def test_the_slot_counts_change_only_inside_slots() -> None:
                 else:
                     offenders.append(f"{p.name}:{n}")
     assert not offenders, offenders
-    assert sorted(lane) == ["slots.free += 1", "slots.free -= 1"], lane
+    assert sorted(lane) == ["exe._slots.free += 1", "slots.free -= 1"], lane
