@@ -287,9 +287,16 @@ class KeyedLine(KeyCounts, Generic[T]):
         tickets.sort(key=lambda t: t.seq)
         for ticket in tickets:
             ticket.live = False
-        for key in self._lines:
-            if key not in self._running and self._limit_of is not None:
-                self._limits.pop(key, None)
+        if self._limit_of is not None:
+            for key in self._lines:
+                try:
+                    if key not in self._running:
+                        self._limits.pop(key, None)
+                except Exception:  # the key's (or a colliding key's) hash or equality raised
+                    # A key that broke as its job ended (see _settle._key_lost) is still
+                    # among the running keys, and a lookup of it, or of any key its hash
+                    # collides with, raises: its limit stays, and draining goes on.
+                    continue
         self._lines.clear()
         self._heads.clear()
         self._by_waiting.clear()
