@@ -74,9 +74,9 @@ def _end_stranded(exe: Core) -> None:
     keyed = exe._keyed
     if keyed is None or not keyed.stranded:
         return
-    for entry in keyed.take_stranded():
+    for entry in keyed.take_line():
         if isinstance(entry, Queued):
-            entry.future.cancel()  # (take_stranded made it leave: no drop to count)
+            entry.future.cancel()  # (take_line made it leave: no drop to count)
             exe._outcomes.cancelled += 1
         else:
             exe._slots.refuse(entry, refused(exe))

@@ -205,16 +205,11 @@ class KeyedSlots(Slots):
 
     def drain(self, refusal: Callable[[], BaseException]) -> list[Queued]:
         jobs = super().drain(refusal)
-        for entry in self.line.drain():
+        for entry in self.take_line():
             if isinstance(entry, Queued):
-                # (Live: a job whose future was cancelled left the line then, unqueue_key.)
-                self.queued -= 1
-                entry.leave()
                 jobs.append(entry)
-            elif not entry.done():
+            else:
                 self.refuse(entry, refusal())
-            # (A waiter cancelled with its task, which has not left the line yet: it
-            # uncounts itself in take_key's except, as in Slots.drain.)
         return jobs
 
     @property
@@ -233,20 +228,22 @@ class KeyedSlots(Slots):
             and all(entry.done() for entry in self.backlog)  # (left the line: stale)
         )
 
-    def take_stranded(self) -> list[_Entry]:
-        """Take every job out of the key lines, when they are stranded (see there): the
-        queued jobs leave, uncounted, and are returned with the waiters still in line
-        for the caller to end. The key keeps its room taken, as ``stats`` show it."""
+    def take_line(self) -> list[_Entry]:
+        """Take every job out of the key lines (the executor stops: drain; or they are
+        stranded, see there): the queued jobs leave, uncounted, and are returned with the
+        waiters still in line, for the caller to end. Rooms already taken stay so, as
+        ``stats`` show them."""
         entries: list[_Entry] = []
         for entry in self.line.drain():
             if isinstance(entry, Queued):
+                # (Live: a job whose future was cancelled left the line then, unqueue_key.)
                 self.queued -= 1
                 entry.leave()
                 entries.append(entry)
             elif not entry.done():
                 entries.append(entry)
             # (A waiter cancelled with its task, which has not left the line yet: it
-            # uncounts itself in take_key's except, as in drain.)
+            # uncounts itself in take_key's except, as in Slots.drain.)
         return entries
 
     def key_stats(self) -> tuple[int | None, tuple[Hashable, int] | None]:

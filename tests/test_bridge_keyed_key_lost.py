@@ -22,33 +22,17 @@ import pytest
 
 from coroexecutor import ExecutorStats, LoopExecutor, Retry
 from tests.conftest import new_loop
+from tests.test_keyed_key_lost import (  # the same key, jobs and report
+    MESSAGE,
+    Host,
+    breaks_its_key,
+    breaks_its_key_and_fails,
+    plain,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
 WAIT = 10.0  # seconds: a bound on every wait, never reached when all is well
-MESSAGE = "a key= key raised as its job ended: its room in the key is lost"
-
-
-class Host:
-    """A key whose hash breaks on demand (as a mutable key's would change)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.broken = False
-
-    def __hash__(self) -> int:
-        if self.broken:
-            raise ValueError("hash broke")
-        return hash(self.name)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Host) and other.name == self.name
-
-
-async def breaks_its_key(host: Host) -> str:
-    await asyncio.sleep(0)
-    host.broken = True
-    return "ok"
 
 
 def breaks_its_key_blocking(host: Host) -> str:
@@ -56,19 +40,9 @@ def breaks_its_key_blocking(host: Host) -> str:
     return "ok"
 
 
-async def breaks_its_key_and_fails(host: Host) -> str:
-    await asyncio.sleep(0)
-    host.broken = True
-    raise OSError("the job's own error")
-
-
 def breaks_its_key_and_fails_blocking(host: Host) -> str:
     host.broken = True
     raise OSError("the job's own error")
-
-
-async def plain(host: Host) -> str:
-    return host.name
 
 
 def plain_blocking(host: Host) -> str:

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 import coroexecutor._runners as runners_module
-from coroexecutor import CoroutineExecutor, Retry
+from coroexecutor import Retry
+from tests.test_core_lanes import LANES, make
 
 pytestmark = pytest.mark.timeout(10)
-
-LANES = ["plain lane", "general path"]
 
 
 @pytest.fixture(params=LANES)
@@ -35,13 +34,6 @@ def lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     monkeypatch.setattr(runners_module, "settle", counted)
     request.node.settle_calls = calls
     return str(request.param)
-
-
-def make(lane: str, **options: Any) -> CoroutineExecutor:
-    exe = CoroutineExecutor(**options)
-    if lane == "general path":
-        exe._plain = False  # type: ignore[attr-defined]  # the switch tests turn off
-    return exe
 
 
 def settled_by_settle(request: pytest.FixtureRequest) -> int:
